@@ -1,0 +1,208 @@
+"""`@action`: one decorator, three behaviours depending on where the call happens.
+
+- inside a workflow: returns an awaitable `ActionCall`; awaiting it schedules a durable step.
+- inside a plain-`def` workflow: blocks until the step's result is recorded, then returns it.
+- inside another action, or outside any workflow: runs the function directly, resolving Depends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from datetime import timedelta
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from mountaineer_di import DependencyResolver
+
+from cairn.engine.runtime import current_runtime, thread_bridge
+from cairn.errors import NotInWorkflow
+from cairn.policies import BackoffPolicy, RetryPolicy, seconds
+from cairn.registry import ActionDef, registry
+from cairn.serialization import Signature
+from cairn.types import StepKind
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class ActionCall(Coroutine[Any, Any, Any]):
+    """A scheduled-on-await call of an action inside a workflow.
+
+    It is a Coroutine so `asyncio.create_task` and `gather` accept it, and it carries the call so
+    `Workflow.run_action` can override its policies before it is awaited.
+    """
+
+    __slots__ = ("_gen", "args", "backoff", "defn", "kwargs", "retry", "timeout")
+
+    def __init__(self, defn: ActionDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.defn = defn
+        self.args = args
+        self.kwargs = kwargs
+        self.retry: RetryPolicy | None = None
+        self.backoff: BackoffPolicy | None = None
+        self.timeout: float | None = None
+        self._gen: Generator[Any, Any, Any] | None = None
+
+    def with_options(
+        self, retry: RetryPolicy | None = None, backoff: BackoffPolicy | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> ActionCall:
+        self.retry = retry or self.retry
+        self.backoff = backoff or self.backoff
+        self.timeout = seconds(timeout, f"timeout of {self.defn.id}") if timeout is not None else self.timeout
+        return self
+
+    def _options(self) -> Any:
+        if self.retry is None and self.backoff is None and self.timeout is None:
+            return None  # the executing worker applies the action's registered policy
+        d = self.defn
+        return {
+            "retry": (self.retry or d.retry).to_json(),
+            "backoff": (self.backoff or d.backoff).to_json(),
+            "timeout": self.timeout if self.timeout is not None else d.timeout,
+        }
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        rt = current_runtime()
+        if rt is None:
+            raise NotInWorkflow(f"ActionCall of {self.defn.id} awaited outside a workflow")
+        args = self.defn.signature.encode_args(self.args, self.kwargs)
+        fut = rt.schedule(
+            StepKind.ACTION, self.defn.id, args, queue=self.defn.queue,
+            options=self._options(), decode=self.defn.signature.decode_result,
+        )
+        return (yield from fut)
+
+    def send(self, value: Any) -> Any:
+        if self._gen is None:
+            self._gen = self.__await__()
+        return self._gen.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if self._gen is None:
+            self._gen = self.__await__()
+        return self._gen.throw(typ, val, tb) if val is not None else self._gen.throw(typ)
+
+    def close(self) -> None:
+        if self._gen is not None:
+            self._gen.close()
+
+    def __repr__(self) -> str:
+        return f"<ActionCall {self.defn.id}>"
+
+
+class ActionFunction(Generic[P, R]):
+    """What `@action` returns: the function, made durable when called from a workflow."""
+
+    def __init__(self, defn: ActionDef) -> None:
+        self.defn = defn
+        functools.update_wrapper(self, defn.fn)
+
+    @property
+    def id(self) -> str:
+        return self.defn.id
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        rt = current_runtime()
+        if rt is not None:
+            call = ActionCall(self.defn, args, kwargs)
+            bridge = thread_bridge()
+            return bridge.call(call) if bridge is not None else call
+        return call_directly(self.defn, args, kwargs)
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        return self if obj is None else functools.partial(self, obj)
+
+    def __repr__(self) -> str:
+        return f"<action {self.defn.id}>"
+
+
+def call_directly(defn: ActionDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A plain call with Depends resolved: a coroutine for async actions, the value for sync ones."""
+    if not defn.signature.injected:
+        return defn.fn(*args, **kwargs)
+    if defn.is_async:
+        return invoke_with_dependencies(defn, args, kwargs)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(invoke_with_dependencies(defn, args, kwargs))
+    # Called from async code: resolve the dependencies on a private loop in a helper thread.
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(invoke_with_dependencies(defn, args, kwargs))
+        except BaseException as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+async def invoke_with_dependencies(
+    defn: ActionDef, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any],
+    run_sync: Callable[[Callable[[], Any]], Awaitable[Any]] | None = None,
+) -> Any:
+    """Resolve Depends for this one invocation, call, then clean up generator providers."""
+    bound = defn.signature.public.bind_partial(*args, **kwargs)
+    bound.apply_defaults()
+    resolver = DependencyResolver(initial_kwargs=dict(bound.arguments))
+    try:
+        call_kwargs = await resolver.build_call_kwargs(defn.fn)
+        if defn.is_async:
+            return await defn.fn(**call_kwargs)
+        if run_sync is not None:
+            return await run_sync(functools.partial(defn.fn, **call_kwargs))
+        return defn.fn(**call_kwargs)
+    finally:
+        await resolver.close()
+
+
+@overload
+def action(fn: Callable[P, R], /) -> ActionFunction[P, R]: ...
+
+
+@overload
+def action(
+    fn: None = None, /, *, id: str | None = None, name: str | None = None, description: str | None = None,
+    timeout: float | timedelta | None = None, retry: RetryPolicy | None = None,
+    backoff: BackoffPolicy | None = None, queue: str = "default", isolate: bool = False,
+) -> Callable[[Callable[P, R]], ActionFunction[P, R]]: ...
+
+
+def action(
+    fn: Callable[P, R] | None = None, /, *, id: str | None = None, name: str | None = None,
+    description: str | None = None, timeout: float | timedelta | None = None,
+    retry: RetryPolicy | None = None, backoff: BackoffPolicy | None = None, queue: str = "default",
+    isolate: bool = False,
+) -> ActionFunction[P, R] | Callable[[Callable[P, R]], ActionFunction[P, R]]:
+    """Declare an action: a sync or async function that does one piece of work in the world."""
+
+    def decorate(f: Callable[P, R]) -> ActionFunction[P, R]:
+        if isinstance(f, ActionFunction):
+            raise TypeError(f"{f.defn.id} is already an action; apply @action once")
+        if not callable(f):
+            raise TypeError(f"@action needs a function, got {f!r}")
+        action_id = id or f"{f.__module__}.{f.__qualname__}"
+        defn = ActionDef(
+            id=action_id, fn=f, name=name or f.__name__,
+            description=description if description is not None else (f.__doc__ or "").strip(),
+            timeout=seconds(timeout, f"timeout of action {action_id}"),
+            retry=retry or RetryPolicy(), backoff=backoff or BackoffPolicy(), queue=queue,
+            isolate=isolate, signature=Signature.of(f, action_id),
+        )
+        registry.register(defn)
+        return ActionFunction(defn)
+
+    return decorate(fn) if fn is not None else decorate
+
+
+Action = action
+"""Ziet's spelling: `@Action(id=..., name=..., description=...)` is the same decorator."""

@@ -1,0 +1,158 @@
+"""The workflow vocabulary as plain functions that find the current run through the running loop.
+
+Inside a plain-`def` workflow the same functions block and return values instead of awaitables.
+Outside any workflow the value-producing ones (`now`, `random`, `uuid4`, `sleep`) behave like their
+ordinary counterparts, so a workflow function can also be called directly in a unit test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random as _random
+import uuid as _uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cairn.api.workflow import ChildCall, derive_id, resolve_workflow
+from cairn.engine.runtime import ActionContext, action_context, current_runtime, require_runtime, thread_bridge
+from cairn.errors import NotInWorkflow
+from cairn.policies import seconds
+from cairn.serialization import dumps
+from cairn.types import StepKind
+
+
+def _durable(awaitable: Awaitable[Any]) -> Any:
+    bridge = thread_bridge()
+    return bridge.call(awaitable) if bridge is not None else awaitable
+
+
+def context() -> ActionContext:
+    """Inside an action: run id, action id, attempt, idempotency key and a step logger."""
+    ctx = action_context.get()
+    if ctx is None:
+        raise NotInWorkflow("cairn.context() is only available inside an action")
+    return ctx
+
+
+def now() -> datetime:
+    """The workflow's logical time, recorded once and replayed (use instead of datetime.now())."""
+    rt = current_runtime()
+    if rt is None:
+        return datetime.now(UTC)
+    return datetime.fromtimestamp(rt.now(), tz=UTC)
+
+
+def random() -> float:
+    """A random float in [0, 1), recorded once and replayed."""
+    rt = current_runtime()
+    return _random.random() if rt is None else rt.random()
+
+
+def uuid4() -> _uuid.UUID:
+    """A random UUID, recorded once and replayed."""
+    rt = current_runtime()
+    if rt is None:
+        return _uuid.uuid4()
+    return _uuid.UUID(int=rt.uuid4_int(), version=4)
+
+
+def sleep(duration: float | timedelta) -> Any:
+    """Durable sleep: survives worker restarts and holds no worker memory while it waits."""
+    return _durable(asyncio.sleep(seconds(duration, "sleep duration") or 0.0))
+
+
+def wait_for_signal(name: str, timeout: float | timedelta | None = None) -> Any:
+    """Wait durably for a signal sent to this run; returns its payload. TimeoutError on timeout."""
+    rt = require_runtime("cairn.wait_for_signal")
+    limit = seconds(timeout, "signal timeout")
+
+    async def wait() -> Any:
+        fut = rt.schedule(StepKind.SIGNAL, name, None)
+        return await (fut if limit is None else asyncio.wait_for(fut, limit))
+
+    return _durable(wait())
+
+
+def send_signal(run_id: str, name: str, payload: Any = None) -> Any:
+    """Send a signal to another run: recorded as a step inside a workflow, direct outside one."""
+    rt = current_runtime()
+    if rt is not None:
+        rt.send_signal(run_id, name, payload)
+        return _durable(_done())
+    from cairn.client.client import connect
+
+    return connect().get(run_id).signal(name, payload)
+
+
+async def _done() -> None:
+    return None
+
+
+def child(wf: Any, *args: Any, id: str | None = None, **kwargs: Any) -> Any:
+    """Start a child workflow and wait durably for its result."""
+    require_runtime("cairn.child")
+    return _durable(ChildCall(resolve_workflow(wf), args, kwargs, id))
+
+
+@dataclass(frozen=True)
+class ChildHandle:
+    """A started child that the parent does not wait for."""
+
+    id: str
+
+    def signal(self, name: str, payload: Any = None) -> Any:
+        return send_signal(self.id, name, payload)
+
+
+def start_child(wf: Any, *args: Any, id: str | None = None, **kwargs: Any) -> ChildHandle:
+    """Start a child workflow without waiting for it; returns its handle."""
+    rt = require_runtime("cairn.start_child")
+    defn = resolve_workflow(wf)
+    encoded = defn.signature.encode_args(args, kwargs)
+    child_id = id or derive_id(defn, args, kwargs) or f"{rt.run_id}:{rt.next_seq}"
+    rt.immediate(
+        StepKind.CHILD, defn.id, encoded, lambda: dumps(child_id),
+        options={"run_id": child_id, "detached": True},
+    )
+    return ChildHandle(child_id)
+
+
+def patched(change_id: str) -> bool:
+    """True on new code paths; False while replaying a run that passed this point on old code."""
+    return require_runtime("cairn.patched").patched(change_id)
+
+
+def deprecate_patch(change_id: str) -> None:
+    """Mark a patch as always taken, once no run that predates it is still running."""
+    require_runtime("cairn.deprecate_patch").patched(change_id, deprecated=True)
+
+
+class _Memory:
+    """A durable key/value store scoped to the run, from the workflow and from its actions."""
+
+    def _target(self) -> Any:
+        ctx = action_context.get()
+        if ctx is not None:
+            return ctx
+        rt = current_runtime()
+        if rt is not None:
+            return rt
+        raise NotInWorkflow(
+            "cairn.memory is available inside workflows and actions; from outside use handle.memory()"
+        )
+
+    def add(self, key: str, value: Any) -> None:
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"memory keys are non-empty strings, got {key!r}")
+        self._target().memory_add(key, value)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._target().memory_get(key, default)
+
+    def keys(self) -> list[str]:
+        return list(self._target().memory_keys())
+
+
+memory = _Memory()

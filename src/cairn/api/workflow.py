@@ -1,0 +1,211 @@
+"""`@workflow` on `Workflow` subclasses and on functions, and the awaitable child-workflow call."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Coroutine, Generator
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+
+from cairn.api.action import ActionCall
+from cairn.engine.runtime import Runtime, current_runtime, thread_bridge
+from cairn.errors import NotInWorkflow, UnknownWorkflowError
+from cairn.policies import BackoffPolicy, RetryPolicy, seconds
+from cairn.registry import WorkflowDef, registry
+from cairn.serialization import Signature, dumps
+from cairn.types import StepKind
+
+if TYPE_CHECKING:
+    from cairn.client.client import Client
+    from cairn.client.handle import RunHandle
+
+T = TypeVar("T")
+
+
+class Workflow:
+    """Base class of class-style workflows: define `async def run(self, ...)` (or `handle`).
+
+    Public instance attributes are the run's properties, recorded after every step.
+    """
+
+    __cairn_workflow__: WorkflowDef
+
+    async def run_action(
+        self, call: Any, *, retry: RetryPolicy | None = None, backoff: BackoffPolicy | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> Any:
+        """Await an action call with per-call retry, backoff or timeout."""
+        if not isinstance(call, ActionCall):
+            raise TypeError(
+                f"run_action expects an action call such as my_action(x), got {call!r}; "
+                "call the @action function without awaiting it and pass the result here"
+            )
+        return await call.with_options(retry=retry, backoff=backoff, timeout=timeout)
+
+    @classmethod
+    def where_id(cls, id: str, client: Client | None = None) -> RunHandle:
+        """The handle of run `id` (on the default client unless one is given)."""
+        from cairn.client.client import connect
+
+        return (client or connect()).get(id)
+
+
+class ChildCall(Coroutine[Any, Any, Any]):
+    """Awaiting it starts a child run and waits durably for its result."""
+
+    __slots__ = ("_gen", "args", "defn", "kwargs", "run_id")
+
+    def __init__(self, defn: WorkflowDef, args: tuple[Any, ...], kwargs: dict[str, Any], run_id: str | None) -> None:
+        self.defn = defn
+        self.args = args
+        self.kwargs = kwargs
+        self.run_id = run_id
+        self._gen: Generator[Any, Any, Any] | None = None
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        rt = _runtime("awaiting a child workflow")
+        args = self.defn.signature.encode_args(self.args, self.kwargs)
+        child_id = self.run_id or derive_id(self.defn, self.args, self.kwargs) or f"{rt.run_id}:{rt.next_seq}"
+        fut = rt.schedule(
+            StepKind.CHILD, self.defn.id, args, queue=self.defn.queue,
+            options={"run_id": child_id}, decode=self.defn.signature.decode_result,
+        )
+        return (yield from fut)
+
+    def send(self, value: Any) -> Any:
+        if self._gen is None:
+            self._gen = self.__await__()
+        return self._gen.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if self._gen is None:
+            self._gen = self.__await__()
+        return self._gen.throw(typ, val, tb) if val is not None else self._gen.throw(typ)
+
+    def close(self) -> None:
+        if self._gen is not None:
+            self._gen.close()
+
+
+def _runtime(what: str) -> Runtime:
+    rt = current_runtime()
+    if rt is None:
+        raise NotInWorkflow(f"{what} is only possible inside a workflow")
+    return rt
+
+
+class WorkflowFunction:
+    """What `@workflow` returns for a function: awaiting it inside a workflow starts a child."""
+
+    def __init__(self, defn: WorkflowDef) -> None:
+        self.__cairn_workflow__ = defn
+        functools.update_wrapper(self, defn.entry)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if current_runtime() is not None:
+            call = ChildCall(self.__cairn_workflow__, args, kwargs, None)
+            bridge = thread_bridge()
+            return bridge.call(call) if bridge is not None else call
+        return self.__cairn_workflow__.entry(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<workflow {self.__cairn_workflow__.id}>"
+
+    def where_id(self, id: str, client: Client | None = None) -> RunHandle:
+        from cairn.client.client import connect
+
+        return (client or connect()).get(id)
+
+
+WorkflowRef = type[Workflow] | WorkflowFunction | str
+
+
+def resolve_workflow(ref: Any) -> WorkflowDef:
+    """A class, a decorated function, or a registered id/name → its definition."""
+    defn = getattr(ref, "__cairn_workflow__", None)
+    if isinstance(defn, WorkflowDef):
+        return defn
+    if isinstance(ref, str):
+        found = registry.workflow(ref)
+        if found is None:
+            known = ", ".join(w.id for w in registry.workflows()) or "none"
+            raise UnknownWorkflowError(
+                f"no workflow is registered as {ref!r} in this process (registered: {known}); "
+                "import the module that defines it, or check the name"
+            )
+        return found
+    raise TypeError(f"expected a @workflow class, function or name, got {ref!r}")
+
+
+def derive_id(defn: WorkflowDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """A class may define `id(self, *args, **kwargs)` deriving the run id from its input (Zenaton)."""
+    if not defn.is_class:
+        return None
+    id_fn = getattr(defn.target, "id", None)
+    if id_fn is None or not callable(id_fn):
+        return None
+    value = id_fn(defn.target(), *args, **kwargs)
+    return None if value is None else str(value)
+
+
+@overload
+def workflow(target: type[T], /) -> type[T]: ...
+
+
+@overload
+def workflow(target: Callable[..., Any], /) -> WorkflowFunction: ...
+
+
+@overload
+def workflow(
+    target: None = None, /, *, id: str | None = None, name: str | None = None,
+    description: str | None = None, timeout: float | timedelta | None = None, queue: str = "default",
+    on_failure: Literal["raise", "pause"] = "raise",
+) -> Callable[[Any], Any]: ...
+
+
+def workflow(
+    target: Any = None, /, *, id: str | None = None, name: str | None = None,
+    description: str | None = None, timeout: float | timedelta | None = None, queue: str = "default",
+    on_failure: Literal["raise", "pause"] = "raise",
+) -> Any:
+    """Declare a workflow: a `Workflow` subclass with `run`/`handle`, or a (sync or async) function."""
+    if on_failure not in ("raise", "pause"):
+        raise ValueError(f"on_failure must be 'raise' or 'pause', got {on_failure!r}")
+
+    def decorate(t: Any) -> Any:
+        is_class = isinstance(t, type)
+        if is_class:
+            if not issubclass(t, Workflow):
+                raise TypeError(f"@workflow class {t.__qualname__} must subclass cairn.Workflow")
+            entry = t.__dict__.get("run") or t.__dict__.get("handle") or getattr(t, "run", None)
+            if entry is None or entry is Workflow.__dict__.get("run"):
+                entry = getattr(t, "handle", None)
+            if entry is None or not callable(entry):
+                raise TypeError(f"workflow {t.__qualname__} needs a `run` (or `handle`) method")
+        elif callable(t):
+            entry = t
+        else:
+            raise TypeError(f"@workflow needs a class or a function, got {t!r}")
+        wf_id = id or f"{t.__module__}.{t.__qualname__}"
+        defn = WorkflowDef(
+            id=wf_id, target=t, name=name or t.__name__,
+            description=description if description is not None else (t.__doc__ or "").strip(),
+            timeout=seconds(timeout, f"timeout of workflow {wf_id}"), queue=queue, on_failure=on_failure,
+            signature=Signature.of(entry, wf_id, skip_first=is_class), is_class=is_class, entry=entry,
+        )
+        registry.register(defn)
+        if is_class:
+            t.__cairn_workflow__ = defn
+            return t
+        return WorkflowFunction(defn)
+
+    return decorate(target) if target is not None else decorate
+
+
+def encode_input(defn: WorkflowDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """Validate a start's arguments against the workflow's signature before anything is written."""
+    return defn.signature.validate_input(args, kwargs)
+
+
+__all__ = ["ChildCall", "Workflow", "WorkflowFunction", "dumps", "workflow"]

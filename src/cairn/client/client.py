@@ -1,0 +1,140 @@
+"""The control API that users, the CLI and the web all go through."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from typing import Any
+
+from cairn.errors import RunNotFound, SerializationError, UnknownWorkflowError
+from cairn.registry import WorkflowDef, registry
+from cairn.serialization import dumps, to_jsonable
+from cairn.store.base import SqlStore
+from cairn.store.open import open_store, resolve_url
+from cairn.store.protocol import RunRow, WorkflowInfo
+from cairn.types import RunStatus
+
+
+class Client:
+    """Async client: `client = cairn.connect(url)`; `await client.start(Wf, *args, id=...)`."""
+
+    def __init__(self, url: str | None = None, *, store: SqlStore | None = None) -> None:
+        self.store = store or open_store(url)
+        self.url = self.store.url
+
+    def __str__(self) -> str:
+        return self.url
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def start(
+        self, workflow: Any, /, *args: Any, id: str | None = None, queue: str | None = None, **kwargs: Any,
+    ) -> RunHandle:
+        """Start a run; with an `id` that exists already, return that run and start nothing."""
+        defn = _local_definition(workflow)
+        if defn is not None:
+            from cairn.api.workflow import derive_id, encode_input
+
+            encoded = encode_input(defn, args, kwargs)  # validated before anything is written
+            run_id = id or derive_id(defn, args, kwargs) or uuid.uuid4().hex
+            name, default_queue, version = defn.id, defn.queue, defn.version
+        else:
+            info = await self._remote_definition(str(workflow))
+            encoded = _encode_by_schema(info, args, kwargs)
+            run_id = id or uuid.uuid4().hex
+            name, default_queue, version = info.name, info.queue, None
+        _check_run_id(run_id)
+        row, _created = await self.store.insert_run(run_id, name, encoded, queue or default_queue, code_version=version)
+        return RunHandle(self, row.id)
+
+    async def run(self, workflow: Any, /, *args: Any, id: str | None = None, queue: str | None = None,
+                  timeout: float | None = None, **kwargs: Any) -> Any:
+        """Start (or find) the run and wait for its result."""
+        handle = await self.start(workflow, *args, id=id, queue=queue, **kwargs)
+        return await handle.result(timeout=timeout)
+
+    def get(self, run_id: str) -> RunHandle:
+        return RunHandle(self, run_id)
+
+    async def list_runs(self, status: str | RunStatus | None = None, workflow: Any = None, limit: int = 50) -> list[RunRow]:
+        if status is not None:
+            try:
+                status = RunStatus(status)
+            except ValueError:
+                raise ValueError(
+                    f"unknown status {status!r}; use one of {', '.join(s.value for s in RunStatus)}"
+                ) from None
+        if workflow is not None and not isinstance(workflow, str):
+            defn = _local_definition(workflow)
+            workflow = defn.id if defn else str(workflow)
+        if limit < 1 or limit > 10_000:
+            raise ValueError(f"limit must be between 1 and 10000, got {limit}")
+        return await self.store.list_runs(status, workflow, limit)
+
+    async def list_workflows(self) -> list[WorkflowInfo]:
+        return await self.store.list_workflows()
+
+    async def _remote_definition(self, name: str) -> WorkflowInfo:
+        known = await self.store.list_workflows()
+        for info in known:
+            if info.name == name:
+                return info
+        names = sorted({*(i.name for i in known), *(w.id for w in registry.workflows())})
+        raise UnknownWorkflowError(
+            f"no workflow named {name!r} is registered here or by any worker of this database "
+            f"(known: {', '.join(names) or 'none'}); check the name or start a worker that imports it"
+        )
+
+
+def _local_definition(workflow: Any) -> WorkflowDef | None:
+    defn = getattr(workflow, "__cairn_workflow__", None)
+    if isinstance(defn, WorkflowDef):
+        return defn
+    if isinstance(workflow, str):
+        return registry.workflow(workflow)
+    raise TypeError(f"expected a @workflow class, function or registered name, got {workflow!r}")
+
+
+def _encode_by_schema(info: WorkflowInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """Bind arguments by the parameter order of the registered input schema (no code needed here)."""
+    schema = json.loads(info.input_schema)
+    params = list(schema.get("properties", {}))
+    if len(args) > len(params):
+        raise TypeError(f"{info.name} takes {len(params)} arguments ({', '.join(params)}), got {len(args)}")
+    bound = dict(zip(params, args, strict=False))
+    for key, value in kwargs.items():
+        if key not in params:
+            raise TypeError(f"{info.name} got an unexpected argument {key!r}; it takes {', '.join(params)}")
+        if key in bound:
+            raise TypeError(f"{info.name} got multiple values for argument {key!r}")
+        bound[key] = value
+    missing = [p for p in schema.get("required", []) if p not in bound]
+    if missing:
+        raise TypeError(f"{info.name} is missing required arguments: {', '.join(missing)}")
+    return dumps({k: to_jsonable(v, f"argument {k!r} of {info.name}") for k, v in bound.items()}, f"arguments of {info.name}")
+
+
+def _check_run_id(run_id: str) -> None:
+    if not isinstance(run_id, str) or not run_id or len(run_id) > 255 or "\x00" in run_id:
+        raise ValueError(f"run ids are 1-255 characters without NUL bytes, got {run_id!r}")
+
+
+_default_clients: dict[str, Client] = {}
+_default_lock = threading.Lock()
+
+
+def connect(url: str | None = None) -> Client:
+    """The client for `url` (else CAIRN_DATABASE_URL, else sqlite:///./cairn.db), shared per URL."""
+    resolved = resolve_url(url)
+    with _default_lock:
+        client = _default_clients.get(resolved)
+        if client is None:
+            client = _default_clients[resolved] = Client(resolved)
+        return client
+
+
+from cairn.client.handle import RunHandle  # noqa: E402  (handle imports Client lazily)
+
+__all__ = ["Client", "RunHandle", "RunNotFound", "SerializationError", "connect"]

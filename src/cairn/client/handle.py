@@ -1,0 +1,165 @@
+"""RunHandle: read and control one run by id."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cairn.errors import RunNotFound, WorkflowCancelled
+from cairn.registry import registry
+from cairn.serialization import dumps, error_from_json, loads
+from cairn.store.protocol import RunRow
+from cairn.types import Json, RunStatus, StepKind, StepStatus
+
+if TYPE_CHECKING:
+    from cairn.client.client import Client
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """One journal step, decoded for people and programs."""
+
+    seq: int
+    kind: StepKind
+    name: str
+    args: Json
+    status: StepStatus
+    result: Json
+    error: Json
+    attempt: int
+    created_at: float
+    started_at: float | None
+    completed_at: float | None
+    logs: list[str]
+
+    @property
+    def duration(self) -> float | None:
+        start = self.started_at or self.created_at
+        return None if self.completed_at is None else max(0.0, self.completed_at - start)
+
+
+class RunHandle:
+    def __init__(self, client: Client, run_id: str) -> None:
+        self.client = client
+        self.id = run_id
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunHandle) and other.id == self.id and other.client.url == self.client.url
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.client.url))
+
+    async def describe(self) -> RunRow:
+        row = await self.client.store.get_run(self.id)
+        if row is None:
+            raise RunNotFound(f"no run with id {self.id!r} in {_safe(self.client.url)}")
+        return row
+
+    async def status(self) -> RunStatus:
+        return (await self.describe()).status
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run to finish; its value, or its exception re-raised (WorkflowCancelled if cancelled)."""
+        row = await self._wait_terminal(timeout)
+        if row.status == RunStatus.COMPLETED:
+            value = loads(row.result)
+            defn = registry.workflow(row.workflow)
+            return defn.signature.decode_result(value) if defn is not None else value
+        if row.status == RunStatus.CANCELLED:
+            raise WorkflowCancelled(f"run {self.id} was cancelled")
+        raise error_from_json(json.loads(row.error or "{}"))
+
+    async def _wait_terminal(self, timeout: float | None) -> RunRow:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        key = f"run:{self.id}"
+        unsubscribe = self.client.store.subscribe(
+            lambda payload: loop.call_soon_threadsafe(event.set) if payload == key else None
+        )
+        try:
+            pause = 0.005
+            while True:
+                event.clear()
+                row = await self.describe()
+                if row.status.is_terminal:
+                    return row
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"run {self.id} did not finish within {timeout}s (status: {row.status})")
+                wait = pause if remaining is None else min(pause, remaining)
+                try:
+                    async with asyncio.timeout(wait):
+                        await event.wait()
+                except TimeoutError:
+                    pause = min(pause * 2, 0.5)
+        finally:
+            unsubscribe()
+
+    async def steps(self) -> list[StepInfo]:
+        await self.describe()
+        return [
+            StepInfo(
+                seq=s.seq, kind=s.kind, name=s.name, args=loads(s.args), status=s.status, result=loads(s.result),
+                error=loads(s.error), attempt=s.attempt, created_at=s.created_at, started_at=s.started_at,
+                completed_at=s.completed_at, logs=loads(s.logs) or [],
+            )
+            for s in await self.client.store.list_steps(self.id)
+        ]
+
+    async def properties(self, history: bool = False) -> Any:
+        """Current properties; with history=True, [{"activation", "properties"}] after each change."""
+        row = await self.describe()
+        if not history:
+            return loads(row.properties) or {}
+        return [
+            {"activation": a, "properties": json.loads(p)}
+            for a, p in await self.client.store.property_history(self.id)
+        ]
+
+    async def memory(self) -> dict[str, Any]:
+        await self.describe()
+        return {k: json.loads(v) for k, v in (await self.client.store.get_memory(self.id)).items()}
+
+    async def signal(self, name: str, payload: Any = None) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"signal names are non-empty strings, got {name!r}")
+        text = dumps(payload, f"payload of signal {name!r}")
+        if not await self.client.store.send_signal(self.id, name, text):
+            raise RunNotFound(f"no run with id {self.id!r}; the signal {name!r} was not sent")
+
+    # --- control (issue: control plane) ---------------------------------------------------------
+
+    async def pause(self) -> None:
+        raise NotImplementedError("pause is part of the control-plane issue and is not built yet")
+
+    async def resume(self) -> None:
+        raise NotImplementedError("resume is part of the control-plane issue and is not built yet")
+
+    async def cancel(self) -> None:
+        raise NotImplementedError("cancel is part of the control-plane issue and is not built yet")
+
+    kill = cancel
+
+    async def retry(self) -> None:
+        raise NotImplementedError("retry is part of the control-plane issue and is not built yet")
+
+    async def fork(self, from_step: int) -> RunHandle:
+        raise NotImplementedError("fork is part of the control-plane issue and is not built yet")
+
+    async def events(self) -> list[Any]:
+        raise NotImplementedError("run events are part of the control-plane issue and are not built yet")
+
+
+def _safe(url: str) -> str:
+    if url.startswith("postgres"):
+        from cairn.store.postgres import redact
+
+        return redact(url)
+    return url

@@ -1,0 +1,100 @@
+"""The blocking client for scripts: one bridge to a private event-loop thread, no copied logic."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from cairn.client.client import Client
+from cairn.client.handle import RunHandle, StepInfo
+from cairn.store.protocol import RunRow
+from cairn.types import RunStatus
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An event loop on a daemon thread; `run(coro)` blocks until the coroutine finishes there."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="cairn-sync-client", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+
+
+class SyncRunHandle:
+    def __init__(self, inner: RunHandle, bridge: LoopThread) -> None:
+        self.inner = inner
+        self.id = inner.id
+        self._bridge = bridge
+
+    def __repr__(self) -> str:
+        return f"<SyncRunHandle {self.id}>"
+
+    def status(self) -> RunStatus:
+        return self._bridge.run(self.inner.status())
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._bridge.run(self.inner.result(timeout))
+
+    def steps(self) -> list[StepInfo]:
+        return self._bridge.run(self.inner.steps())
+
+    def properties(self, history: bool = False) -> Any:
+        return self._bridge.run(self.inner.properties(history))
+
+    def memory(self) -> dict[str, Any]:
+        return self._bridge.run(self.inner.memory())
+
+    def signal(self, name: str, payload: Any = None) -> None:
+        self._bridge.run(self.inner.signal(name, payload))
+
+    def describe(self) -> RunRow:
+        return self._bridge.run(self.inner.describe())
+
+
+class SyncClient:
+    """`cairn.connect_sync(url)`: the same operations as `Client`, blocking."""
+
+    def __init__(self, url: str | None = None, *, client: Client | None = None) -> None:
+        self._bridge = LoopThread()
+        self.inner = client or Client(url)
+        self.url = self.inner.url
+        self.store = self.inner.store
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._bridge.run(self.inner.close())
+        self._bridge.close()
+
+    def start(self, workflow: Any, /, *args: Any, id: str | None = None, queue: str | None = None, **kwargs: Any) -> SyncRunHandle:
+        return SyncRunHandle(self._bridge.run(self.inner.start(workflow, *args, id=id, queue=queue, **kwargs)), self._bridge)
+
+    def run(self, workflow: Any, /, *args: Any, id: str | None = None, queue: str | None = None,
+            timeout: float | None = None, **kwargs: Any) -> Any:
+        return self._bridge.run(self.inner.run(workflow, *args, id=id, queue=queue, timeout=timeout, **kwargs))
+
+    def get(self, run_id: str) -> SyncRunHandle:
+        return SyncRunHandle(self.inner.get(run_id), self._bridge)
+
+    def list_runs(self, status: str | RunStatus | None = None, workflow: Any = None, limit: int = 50) -> list[RunRow]:
+        return self._bridge.run(self.inner.list_runs(status, workflow, limit))
+
+
+def connect_sync(url: str | None = None) -> SyncClient:
+    """A blocking client for scripts (its own store and loop thread; close it when done)."""
+    return SyncClient(url)

@@ -1,0 +1,240 @@
+"""The deterministic asyncio event loop that workflow code runs on.
+
+Workflows are ordinary asyncio code, so `asyncio.gather`, `create_task`, `wait`, `wait_for` and
+`sleep` must keep working; but their outcome must depend only on the journal. We therefore own
+the loop (the technique of Temporal's Python SDK): a ready queue drained in FIFO order, a clock
+that is the run's logical time, `call_at`/`call_later` turned into durable timer steps, and every
+I/O method (sockets, pipes, subprocesses, executors, signals) raising WorkflowSandboxError.
+
+Rejected alternatives: running workflow coroutines on the worker's real loop (timers would be
+real, and scheduling order would depend on unrelated I/O), and driving coroutines by hand with
+`send()` (it breaks asyncio.gather and friends, which need a loop and Tasks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from cairn.errors import WorkflowSandboxError
+
+if TYPE_CHECKING:
+    from cairn.engine.runtime import Runtime
+
+_IO_HINT = "workflow code must be deterministic: do I/O in an action and await it from the workflow"
+
+
+class DurableTimerHandle(asyncio.TimerHandle):
+    """A timer whose firing is a journal step; cancelling it cancels the step."""
+
+    def __init__(
+        self, when: float, callback: Callable[..., object], args: tuple[Any, ...],
+        loop: DeterministicLoop, context: contextvars.Context | None, seq: int,
+    ) -> None:
+        super().__init__(when, callback, args, loop, context=context)
+        self.seq = seq
+
+    def cancel(self) -> None:
+        if not self.cancelled():
+            self._loop_ref.runtime.cancel_timer(self.seq)
+        super().cancel()
+
+    @property
+    def _loop_ref(self) -> DeterministicLoop:
+        loop = self._loop
+        assert isinstance(loop, DeterministicLoop)
+        return loop
+
+
+class DeterministicLoop(asyncio.AbstractEventLoop):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._ready: collections.deque[asyncio.Handle] = collections.deque()
+        self._time = 0.0
+        self._closed = False
+        self._running = False
+        self._exception: BaseException | None = None
+
+    # --- driving -----------------------------------------------------------------------------
+
+    def set_time(self, now: float) -> None:
+        self._time = now
+
+    def run_until_quiescent(self) -> None:
+        """Run callbacks until nothing is ready; the real running loop is restored afterwards."""
+        outer = asyncio.events._get_running_loop()
+        asyncio.events._set_running_loop(self)
+        self._running = True
+        try:
+            while self._ready:
+                handle = self._ready.popleft()
+                if not handle._cancelled:
+                    handle._run()
+        finally:
+            self._running = False
+            asyncio.events._set_running_loop(outer)
+
+    def fire(self, handle: asyncio.TimerHandle) -> None:
+        if not handle.cancelled():
+            self._ready.append(handle)
+
+    # --- the scheduling API asyncio needs ----------------------------------------------------
+
+    def call_soon(
+        self, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
+    ) -> asyncio.Handle:
+        handle = asyncio.Handle(callback, args, self, context=context)
+        self._ready.append(handle)
+        return handle
+
+    call_soon_threadsafe = call_soon
+
+    def call_later(
+        self, delay: float, callback: Callable[..., object], *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        return self.call_at(self._time + max(0.0, delay), callback, *args, context=context)
+
+    def call_at(
+        self, when: float, callback: Callable[..., object], *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        return self.runtime.start_timer(when, lambda seq: DurableTimerHandle(
+            when, callback, args, self, context, seq))
+
+    def time(self) -> float:
+        return self._time
+
+    def create_future(self) -> asyncio.Future[Any]:
+        return asyncio.Future(loop=self)
+
+    def create_task(self, coro: Any, *, name: str | None = None, context: Any = None) -> asyncio.Task[Any]:
+        return asyncio.Task(coro, loop=self, name=name, context=context)
+
+    def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
+        pass
+
+    def get_debug(self) -> bool:
+        return False
+
+    def is_running(self) -> bool:
+        return self._running
+
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.clear()
+
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, BaseException) and self._exception is None:
+            self._exception = exc
+
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
+        self.call_exception_handler(context)
+
+    def get_exception_handler(self) -> None:
+        return None
+
+    def set_exception_handler(self, handler: Any) -> None:
+        raise WorkflowSandboxError("workflows cannot replace the event loop's exception handler")
+
+    def get_task_factory(self) -> None:
+        return None
+
+    def set_task_factory(self, factory: Any) -> None:
+        raise WorkflowSandboxError("workflows cannot replace the event loop's task factory")
+
+    def set_debug(self, enabled: bool) -> None:
+        pass
+
+    async def shutdown_asyncgens(self) -> None:
+        pass
+
+    async def shutdown_default_executor(self, timeout: float | None = None) -> None:
+        pass
+
+    # --- everything that would touch the world ------------------------------------------------
+
+    def _io(self, what: str) -> NoReturn:
+        raise WorkflowSandboxError(f"{what} is not available inside a workflow; {_IO_HINT}")
+
+    def run_forever(self) -> None:
+        self._io("run_forever")
+
+    def run_until_complete(self, future: Any) -> Any:
+        self._io("run_until_complete")
+
+    def stop(self) -> None:
+        self._io("stop")
+
+    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> Any:
+        self._io("run_in_executor (threads)")
+
+    def set_default_executor(self, executor: Any) -> None:
+        self._io("set_default_executor")
+
+    async def getaddrinfo(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("getaddrinfo (DNS)")
+
+    async def getnameinfo(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("getnameinfo (DNS)")
+
+    async def create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("create_connection (sockets)")
+
+    async def create_server(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("create_server (sockets)")
+
+    async def create_datagram_endpoint(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("create_datagram_endpoint (sockets)")
+
+    async def create_unix_connection(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("create_unix_connection (sockets)")
+
+    async def create_unix_server(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("create_unix_server (sockets)")
+
+    async def sock_recv(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("sock_recv (sockets)")
+
+    async def sock_sendall(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("sock_sendall (sockets)")
+
+    async def sock_connect(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("sock_connect (sockets)")
+
+    async def sock_accept(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("sock_accept (sockets)")
+
+    async def sendfile(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("sendfile (files)")
+
+    async def start_tls(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("start_tls (sockets)")
+
+    async def connect_read_pipe(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("connect_read_pipe (pipes)")
+
+    async def connect_write_pipe(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("connect_write_pipe (pipes)")
+
+    async def subprocess_exec(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("subprocess_exec (subprocesses)")
+
+    async def subprocess_shell(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("subprocess_shell (subprocesses)")
+
+    def add_reader(self, *args: Any, **kwargs: Any) -> None:
+        self._io("add_reader (file descriptors)")
+
+    def add_writer(self, *args: Any, **kwargs: Any) -> None:
+        self._io("add_writer (file descriptors)")
+
+    def add_signal_handler(self, *args: Any, **kwargs: Any) -> None:
+        self._io("add_signal_handler (OS signals)")

@@ -1,0 +1,350 @@
+"""The per-run runtime that workflow-facing functions reach through the running loop.
+
+It numbers steps in the order the workflow *schedules* them (never completion order), matches
+each against the journal while replaying, and turns new ones into `NewStep` commands. Results are
+delivered in the batches recorded in the journal (`delivered_in`), in step order, so races such as
+`wait_for` versus a timer replay exactly as they first ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+import random
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cairn.engine.loop import DeterministicLoop, DurableTimerHandle
+from cairn.errors import NonDeterminismError, NotInWorkflow, SerializationError
+from cairn.serialization import dumps, error_from_json
+from cairn.store.protocol import NewStep, StepRow
+from cairn.types import Json, StepKind, StepStatus
+
+
+class Evicted(BaseException):
+    """Unwinds workflow code whose run was evicted from memory; never seen by users."""
+
+
+@dataclass(slots=True)
+class Resolution:
+    """A step outcome to deliver to the workflow."""
+
+    seq: int
+    status: StepStatus
+    result: str | None = None
+    error: str | None = None
+    memory_writes: str | None = None
+
+    @classmethod
+    def of(cls, row: StepRow) -> Resolution:
+        return cls(row.seq, row.status, row.result, row.error, row.memory_writes)
+
+
+@dataclass(slots=True)
+class _Pending:
+    kind: StepKind
+    name: str
+    future: asyncio.Future[Any] | None = None
+    timer: DurableTimerHandle | None = None
+    decode: Callable[[Json], Any] | None = None
+
+
+@dataclass(slots=True)
+class Commands:
+    new_steps: list[NewStep] = field(default_factory=list)
+    cancelled: list[int] = field(default_factory=list)
+
+
+def describe(kind: str, name: str, args: str | None) -> str:
+    if args is None:
+        return f"{kind} {name!r}"
+    return f"{kind} {name}({args if len(args) <= 200 else args[:200] + '...'})"
+
+
+class Runtime:
+    def __init__(self, run_id: str, journal: Mapping[int, StepRow], seed: int) -> None:
+        self.run_id = run_id
+        self.loop = DeterministicLoop(self)
+        self.journal = dict(journal)
+        self.recorded_activations = 0
+        self.activation = 0
+        self.next_seq = 1
+        self.pending: dict[int, _Pending] = {}
+        self.commands = Commands()
+        self.memory: dict[str, str] = {}
+        self.fatal: BaseException | None = None
+        self.closed = False
+        self._rng = random.Random(seed)
+        self._patches: dict[str, bool] = {}
+
+    @property
+    def replaying(self) -> bool:
+        return self.activation <= self.recorded_activations
+
+    # --- scheduling ------------------------------------------------------------------------
+
+    def _take_seq(self, kind: StepKind, name: str, args: str | None) -> tuple[int, StepRow | None]:
+        if self.closed:
+            raise Evicted()
+        seq = self.next_seq
+        self.next_seq += 1
+        rec = self.journal.get(seq)
+        if rec is not None and (rec.kind != kind or rec.name != name or (rec.args != args and kind != StepKind.TIMER)):
+            self._diverge(seq, describe(rec.kind, rec.name, rec.args), describe(kind, name, args))
+        return seq, rec
+
+    def _diverge(self, seq: int, recorded: str, attempted: str) -> None:
+        if self.fatal is None:
+            self.fatal = NonDeterminismError(self.run_id, seq, recorded, attempted)
+        raise Evicted()
+
+    def schedule(
+        self, kind: StepKind, name: str, args: str | None, *, queue: str | None = None,
+        options: Json = None, decode: Callable[[Json], Any] | None = None,
+    ) -> asyncio.Future[Any]:
+        """A step whose result arrives in a later activation (action, child, signal wait)."""
+        seq, rec = self._take_seq(kind, name, args)
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        self.pending[seq] = _Pending(kind, name, future=fut, decode=decode)
+        fut.add_done_callback(lambda f, s=seq: self._on_future_done(s, f))  # type: ignore[misc]
+        if rec is None:
+            self.commands.new_steps.append(
+                NewStep(seq, kind, name, args, queue=queue, options=options)
+            )
+        return fut
+
+    def immediate(
+        self, kind: StepKind, name: str, args: str | None, compute: Callable[[], str | None],
+        options: Json = None,
+    ) -> str | None:
+        """A step resolved at once and recorded (now/random/uuid, memory writes, sends)."""
+        seq, rec = self._take_seq(kind, name, args)
+        if rec is not None:
+            return rec.result
+        value = compute()
+        self.commands.new_steps.append(
+            NewStep(seq, kind, name, args, status=StepStatus.COMPLETED, result=value,
+                    options=options, delivered=True)
+        )
+        return value
+
+    def start_timer(self, when: float, make: Callable[[int], DurableTimerHandle]) -> DurableTimerHandle:
+        seq, rec = self._take_seq(StepKind.TIMER, "sleep", None)
+        handle = make(seq)
+        self.pending[seq] = _Pending(StepKind.TIMER, "sleep", timer=handle)
+        if rec is None:
+            self.commands.new_steps.append(NewStep(seq, StepKind.TIMER, "sleep", None, fire_at=when))
+        return handle
+
+    def cancel_timer(self, seq: int) -> None:
+        if self.pending.pop(seq, None) is not None:
+            self._cancel(seq)
+
+    def _on_future_done(self, seq: int, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() and self.pending.pop(seq, None) is not None:
+            self._cancel(seq)
+
+    def _cancel(self, seq: int) -> None:
+        rec = self.journal.get(seq)
+        if rec is None or not rec.status.is_resolved:
+            self.commands.cancelled.append(seq)
+
+    # --- delivery --------------------------------------------------------------------------
+
+    def deliver(self, resolution: Resolution) -> None:
+        if resolution.memory_writes:
+            for key, value in json.loads(resolution.memory_writes):
+                self.memory[key] = value
+        pending = self.pending.pop(resolution.seq, None)
+        if pending is None:
+            if resolution.seq >= self.next_seq:
+                self._diverge_quietly(resolution.seq)
+            return
+        if pending.timer is not None:
+            self.loop.fire(pending.timer)
+            return
+        fut = pending.future
+        assert fut is not None
+        if fut.done():
+            return
+        if resolution.status == StepStatus.COMPLETED:
+            try:
+                value = json.loads(resolution.result) if resolution.result is not None else None
+                fut.set_result(pending.decode(value) if pending.decode else value)
+            except SerializationError as exc:
+                fut.set_exception(exc)
+        elif resolution.status == StepStatus.FAILED:
+            fut.set_exception(error_from_json(json.loads(resolution.error or "{}")))
+        else:
+            fut.cancel()
+
+    def _diverge_quietly(self, seq: int) -> None:
+        rec = self.journal.get(seq)
+        if self.fatal is None and rec is not None:
+            self.fatal = NonDeterminismError(
+                self.run_id, seq, describe(rec.kind, rec.name, rec.args), "nothing (the workflow no longer reaches it)"
+            )
+
+    def pending_of_kind(self, kind: StepKind) -> list[tuple[int, str]]:
+        return sorted((seq, p.name) for seq, p in self.pending.items() if p.kind == kind)
+
+    # --- recorded values ------------------------------------------------------------------
+
+    def now(self) -> float:
+        return float(json.loads(self.immediate(StepKind.RECORD, "now", None, lambda: dumps(self.loop.time())) or "0"))
+
+    def random(self) -> float:
+        return float(json.loads(self.immediate(StepKind.RECORD, "random", None, lambda: dumps(self._rng.random())) or "0"))
+
+    def uuid4_int(self) -> int:
+        text = self.immediate(StepKind.RECORD, "uuid4", None, lambda: dumps(str(self._rng.getrandbits(128))))
+        return int(json.loads(text or "0"))
+
+    def patched(self, change_id: str, deprecated: bool = False) -> bool:
+        if change_id in self._patches:
+            return self._patches[change_id]
+        name = f"patched:{change_id}"
+        rec = self.journal.get(self.next_seq)
+        if rec is not None and rec.kind == StepKind.RECORD and rec.name == name:
+            self.immediate(StepKind.RECORD, name, None, lambda: "true")
+            taken = True
+        elif self.replaying and not deprecated:
+            taken = False
+        else:
+            if not deprecated:
+                self.immediate(StepKind.RECORD, name, None, lambda: "true")
+            taken = True
+        self._patches[change_id] = taken
+        return taken
+
+    def memory_add(self, key: str, value: Any) -> None:
+        text = dumps(value, f"memory value {key!r}")
+        self.immediate(StepKind.MEMORY, key, text, lambda: None)
+        self.memory[key] = text
+
+    def memory_get(self, key: str, default: Any = None) -> Any:
+        text = self.memory.get(key)
+        return default if text is None else json.loads(text)
+
+    def memory_keys(self) -> list[str]:
+        return sorted(self.memory)
+
+    def send_signal(self, run_id: str, name: str, payload: Any) -> None:
+        args = dumps({"run_id": run_id, "payload": payload}, f"payload of signal {name!r}")
+        self.immediate(StepKind.SEND_SIGNAL, name, args, lambda: None)
+
+    # --- end of an activation ---------------------------------------------------------------
+
+    def take_commands(self) -> Commands:
+        out, self.commands = self.commands, Commands()
+        # Steps scheduled in this activation are now part of the journal for any later replay.
+        for step in out.new_steps:
+            self.journal[step.seq] = _as_row(self.run_id, step)
+        return out
+
+
+def _as_row(run_id: str, step: NewStep) -> StepRow:
+    return StepRow(
+        run_id=run_id, seq=step.seq, kind=step.kind, name=step.name, args=step.args,
+        status=step.status, result=step.result, error=None, attempt=0, delivered_in=None,
+        delivered_at=None, fire_at=step.fire_at, queue=step.queue, options=None,
+        memory_writes=None, logs=None, created_at=0.0, started_at=None, completed_at=None,
+    )
+
+
+def consume_signal(step: NewStep, signal_id: int, payload: str | None) -> NewStep:
+    return replace(step, status=StepStatus.COMPLETED, result=payload, signal_id=signal_id)
+
+
+# --- finding the current runtime -----------------------------------------------------------
+
+_thread_state = threading.local()
+
+
+def current_runtime() -> Runtime | None:
+    """The runtime of the workflow running here: through the loop, or a sync workflow's thread."""
+    loop = asyncio.events._get_running_loop()
+    if isinstance(loop, DeterministicLoop):
+        return loop.runtime
+    rt = getattr(_thread_state, "runtime", None)
+    return rt if isinstance(rt, Runtime) else None
+
+
+def require_runtime(what: str) -> Runtime:
+    rt = current_runtime()
+    if rt is None:
+        raise NotInWorkflow(f"{what} can only be used inside a workflow")
+    return rt
+
+
+def in_sync_workflow_thread() -> bool:
+    return getattr(_thread_state, "bridge", None) is not None
+
+
+def set_thread_runtime(rt: Runtime | None, bridge: object | None) -> None:
+    _thread_state.runtime = rt
+    _thread_state.bridge = bridge
+
+
+def thread_bridge() -> Any:
+    return getattr(_thread_state, "bridge", None)
+
+
+# --- inside actions -------------------------------------------------------------------------
+
+
+@dataclass
+class ActionContext:
+    """What `cairn.context()` returns inside an action attempt."""
+
+    run_id: str | None
+    action_id: str
+    attempt: int
+    step: int | None
+    memory_snapshot: dict[str, str] = field(default_factory=dict)
+    memory_writes: list[tuple[str, str]] = field(default_factory=list)
+    logs: list[str] = field(default_factory=list)
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.logger = _StepLogger(logging.getLogger(f"cairn.action.{self.action_id}"), self)
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across retries of one step: "<run_id>:<step>"."""
+        return f"{self.run_id}:{self.step}"
+
+    def memory_add(self, key: str, value: Any) -> None:
+        text = dumps(value, f"memory value {key!r}")
+        self.memory_writes.append((key, text))
+        self.memory_snapshot[key] = text
+
+    def memory_get(self, key: str, default: Any = None) -> Any:
+        text = self.memory_snapshot.get(key)
+        return default if text is None else json.loads(text)
+
+    def memory_keys(self) -> list[str]:
+        return sorted(self.memory_snapshot)
+
+
+class _StepLogger(logging.LoggerAdapter[logging.Logger]):
+    """Keeps each line with the step (shown by `cairn show`) as well as logging it normally."""
+
+    def __init__(self, logger: logging.Logger, ctx: ActionContext) -> None:
+        super().__init__(logger, {})
+        self._ctx = ctx
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self.isEnabledFor(level) or level >= logging.DEBUG:
+            text = str(msg) % args if args else str(msg)
+            self._ctx.logs.append(f"{logging.getLevelName(level)} {text}")
+        super().log(level, msg, *args, **kwargs)
+
+
+action_context: contextvars.ContextVar[ActionContext | None] = contextvars.ContextVar(
+    "cairn_action_context", default=None
+)

@@ -1,0 +1,90 @@
+"""The exception hierarchy: every error Cairn raises names the thing that was wrong and what to do."""
+
+from __future__ import annotations
+
+
+class CairnError(Exception):
+    """Base of every error raised by Cairn itself."""
+
+
+class SerializationError(CairnError, TypeError):
+    """A value could not be turned into JSON (or back) for the named action, workflow or parameter."""
+
+
+class PayloadTooLarge(SerializationError):
+    """A serialized payload is over the configured limit (default 2 MiB)."""
+
+
+class UnknownWorkflowError(CairnError, LookupError):
+    """No workflow is registered under the given name."""
+
+
+class UnknownActionError(CairnError, LookupError):
+    """No action is registered under the given id on this worker."""
+
+
+class RunNotFound(CairnError, LookupError):
+    """No run has the given id."""
+
+
+class NonDeterminismError(CairnError):
+    """A replay scheduled a different step than the journal recorded at that position."""
+
+    def __init__(self, run_id: str, step: int, recorded: str, attempted: str) -> None:
+        self.run_id = run_id
+        self.step = step
+        self.recorded = recorded
+        self.attempted = attempted
+        super().__init__(
+            f"run {run_id!r} diverged from its journal at step {step}: the journal recorded "
+            f"{recorded} but the workflow now calls {attempted}. The workflow code changed under "
+            f"a running run; restore the old code path or guard the new one with "
+            f"cairn.patched('change-id')."
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.run_id, self.step, self.recorded, self.attempted))
+
+
+class WorkflowSandboxError(CairnError):
+    """Workflow code touched real time, I/O, threads or processes; that belongs in an action."""
+
+
+class ActionTimeout(CairnError, TimeoutError):
+    """An action attempt ran past its timeout."""
+
+
+class TransientError(CairnError):
+    """Raise from an action to ask for a retry with backoff (the default policy retries it)."""
+
+
+class WorkflowCancelled(CairnError):
+    """The run was cancelled; it will not produce a result."""
+
+
+class WorkflowFailed(CairnError):
+    """The run failed and its original exception type could not be re-created here."""
+
+
+class ActionError(CairnError):
+    """An action failed with an exception whose type is not importable where it is re-raised.
+
+    `type_name` and `remote_traceback` keep what the worker recorded.
+    """
+
+    def __init__(self, message: str, type_name: str = "", remote_traceback: str = "") -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback
+
+
+class IllegalTransition(CairnError):
+    """A control operation is not allowed from the run's current status."""
+
+
+class LeaseLost(CairnError):
+    """This worker's lease on a run or step expired; its write was rejected (fencing)."""
+
+
+class NotInWorkflow(CairnError, RuntimeError):
+    """A workflow-only function (cairn.sleep, cairn.now, ...) was called outside a workflow."""

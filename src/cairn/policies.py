@@ -1,0 +1,98 @@
+"""Retry and backoff policies: pure values with pure decisions, stored with each scheduled step."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from cairn.errors import ActionTimeout, TransientError
+from cairn.types import Json
+
+DEFAULT_RETRY_ON: tuple[type[BaseException], ...] = (TransientError, ConnectionError, TimeoutError)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many attempts an action gets and which exceptions earn another one."""
+
+    attempts: int = 5
+    retry_on: tuple[type[BaseException], ...] = DEFAULT_RETRY_ON
+    non_retryable: tuple[type[BaseException], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"RetryPolicy.attempts must be at least 1, got {self.attempts}")
+
+    def should_retry(self, exc: BaseException, attempt: int) -> bool:
+        """Whether a failed `attempt` (1-based) is followed by another."""
+        return should_retry(self.to_json(), exc, attempt)
+
+    def to_json(self) -> Json:
+        return {
+            "attempts": self.attempts,
+            "retry_on": [_qualname(t) for t in self.retry_on],
+            "non_retryable": [_qualname(t) for t in self.non_retryable],
+        }
+
+
+@dataclass(frozen=True)
+class BackoffPolicy:
+    """Delay before attempt n+1: base_delay * multiplier**(n-1), capped, with optional full jitter."""
+
+    base_delay: float = 1.0
+    multiplier: float = 2.0
+    max_delay: float = 60.0
+    jitter: bool = True
+
+    def __post_init__(self) -> None:
+        if self.base_delay < 0 or self.max_delay < 0 or self.multiplier < 1:
+            raise ValueError(
+                "BackoffPolicy needs base_delay >= 0, max_delay >= 0 and multiplier >= 1, got "
+                f"{self.base_delay}, {self.max_delay}, {self.multiplier}"
+            )
+
+    def delay_for(self, attempt: int, rng: random.Random | None = None) -> float:
+        raw = min(self.max_delay, self.base_delay * self.multiplier ** max(0, attempt - 1))
+        if not self.jitter:
+            return raw
+        return (rng or random).uniform(raw / 2, raw)
+
+    def to_json(self) -> Json:
+        return {
+            "base_delay": self.base_delay,
+            "multiplier": self.multiplier,
+            "max_delay": self.max_delay,
+            "jitter": self.jitter,
+        }
+
+    @classmethod
+    def from_json(cls, data: Json) -> BackoffPolicy:
+        return cls(**data)
+
+
+def should_retry(policy: Json, exc: BaseException, attempt: int) -> bool:
+    """Decide from a stored policy: class names are matched along the exception's MRO.
+
+    Matching by name lets any worker apply a per-call policy without importing or pickling classes.
+    """
+    if attempt >= int(policy["attempts"]):
+        return False
+    names = {_qualname(t) for t in type(exc).__mro__ if issubclass(t, BaseException)}
+    if names & set(policy["non_retryable"]):
+        return False
+    return bool(names & set(policy["retry_on"])) or isinstance(exc, ActionTimeout)
+
+
+def seconds(value: float | timedelta | None, what: str) -> float | None:
+    """Normalise a duration given as seconds or timedelta; reject negatives by name."""
+    if value is None:
+        return None
+    secs = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if secs < 0:
+        raise ValueError(f"{what} must not be negative, got {value!r}")
+    return secs
+
+
+def _qualname(t: type[BaseException]) -> str:
+    return f"{t.__module__}.{t.__qualname__}"

@@ -1,0 +1,145 @@
+"""Definitions of actions and workflows, and the process-wide registry that maps ids to them.
+
+The decorators in `cairn.api` build these records; the engine and worker consume them without
+importing `api`, which keeps the dependency arrows pointing down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cairn.policies import BackoffPolicy, RetryPolicy
+from cairn.serialization import Signature
+
+
+@dataclass(eq=False)
+class ActionDef:
+    id: str
+    fn: Callable[..., Any]
+    name: str
+    description: str
+    timeout: float | None
+    retry: RetryPolicy
+    backoff: BackoffPolicy
+    queue: str
+    isolate: bool
+    signature: Signature
+    is_async: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.is_async = inspect.iscoroutinefunction(self.fn)
+
+    @property
+    def origin(self) -> str:
+        return f"{self.fn.__module__}.{self.fn.__qualname__}"
+
+
+@dataclass(eq=False)
+class WorkflowDef:
+    id: str
+    target: Callable[..., Any]
+    """The class (class style) or the function (function style)."""
+    name: str
+    description: str
+    timeout: float | None
+    queue: str
+    on_failure: Literal["raise", "pause"]
+    signature: Signature
+    is_class: bool
+    entry: Callable[..., Any]
+    """The function holding the body: `run`/`handle` for a class, the function itself otherwise."""
+    is_async: bool = field(init=False)
+    version: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.is_async = inspect.iscoroutinefunction(self.entry)
+        try:
+            source = inspect.getsource(self.target)
+        except (OSError, TypeError):
+            source = self.entry.__code__.co_code.hex()
+        self.version = hashlib.sha256(source.encode()).hexdigest()[:16]
+
+    @property
+    def origin(self) -> str:
+        return f"{self.target.__module__}.{self.target.__qualname__}"
+
+    def input_schema(self) -> dict[str, Any]:
+        """JSON schema of the input, for `GET /api/workflows` and the CLI."""
+        from pydantic import create_model
+
+        fields: dict[str, Any] = {}
+        for name, p in self.signature.public.parameters.items():
+            hint = self.signature.hints.get(name, Any)
+            fields[name] = (hint, ... if p.default is inspect.Parameter.empty else p.default)
+        try:
+            return create_model(f"{self.name}Input", **fields).model_json_schema()
+        except Exception:  # a type pydantic cannot describe: still usable, just unschemed
+            return {"type": "object"}
+
+
+Definition = ActionDef | WorkflowDef
+
+
+class Registry:
+    """Id → definition. Re-registering the same origin replaces it (module reload); another clashes."""
+
+    def __init__(self) -> None:
+        self._defs: dict[str, Definition] = {}
+        self._lock = threading.Lock()
+
+    def register(self, defn: Definition) -> Definition:
+        with self._lock:
+            existing = self._defs.get(defn.id)
+            if existing is not None and existing.origin != defn.origin:
+                raise ValueError(
+                    f"{type(defn).__name__[:-3].lower()} id {defn.id!r} is already registered by "
+                    f"{existing.origin}; give {defn.origin} another id (id=...)"
+                )
+            self._defs[defn.id] = defn
+            return defn
+
+    def get(self, id: str) -> Definition | None:
+        return self._defs.get(id)
+
+    def action(self, id: str) -> ActionDef | None:
+        d = self._defs.get(id)
+        return d if isinstance(d, ActionDef) else None
+
+    def workflow(self, id: str) -> WorkflowDef | None:
+        d = self._defs.get(id)
+        if isinstance(d, WorkflowDef):
+            return d
+        for w in self.workflows():  # also by human name, for `cairn start NAME`
+            if w.name == id:
+                return w
+        return None
+
+    def names(self) -> list[str]:
+        return sorted(self._defs)
+
+    def entries(self) -> list[Definition]:
+        return [self._defs[k] for k in sorted(self._defs)]
+
+    def actions(self) -> list[ActionDef]:
+        return [d for d in self.entries() if isinstance(d, ActionDef)]
+
+    def workflows(self) -> list[WorkflowDef]:
+        return [d for d in self.entries() if isinstance(d, WorkflowDef)]
+
+    def reset(self) -> None:
+        with self._lock:
+            self._defs.clear()
+
+    def __iter__(self) -> Iterator[Definition]:
+        return iter(self.entries())
+
+    def __len__(self) -> int:
+        return len(self._defs)
+
+
+registry = Registry()

@@ -1,0 +1,268 @@
+"""JSON in and out for arguments, results and errors, through pydantic; never pickle.
+
+Values are validated against the function's type hints on the way in (so a pydantic model
+argument comes back as that model), and dumped to canonical JSON (sorted keys) on the way out so
+that a replayed call can be compared to the recorded one by string equality.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import math
+import os
+import sys
+import traceback
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+import pydantic_core
+
+from cairn.errors import ActionError, PayloadTooLarge, SerializationError
+from cairn.types import Json
+
+DEFAULT_MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
+
+
+def max_payload_bytes() -> int:
+    return int(os.environ.get("CAIRN_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES))
+
+
+def to_jsonable(value: Any, what: str) -> Json:
+    """Turn a value into plain JSON data, or raise SerializationError naming `what`."""
+    try:
+        data = pydantic_core.to_jsonable_python(value)
+    except pydantic_core.PydanticSerializationError as exc:
+        raise SerializationError(
+            f"{what} is not JSON-serializable ({type(value).__name__}): {exc}. Use JSON types, "
+            "dataclasses or pydantic models."
+        ) from None
+    _reject_non_finite(data, what)
+    return data
+
+
+def dumps(value: Any, what: str = "value") -> str:
+    """Canonical JSON text of `value`; over the payload limit is a PayloadTooLarge naming `what`."""
+    data = to_jsonable(value, what)
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    limit = max_payload_bytes()
+    if len(text) > limit:
+        raise PayloadTooLarge(
+            f"{what} is {len(text)} bytes of JSON, over the {limit}-byte payload limit "
+            "(CAIRN_MAX_PAYLOAD_BYTES); store large data elsewhere and pass a reference."
+        )
+    return text
+
+
+def loads(text: str | None) -> Json:
+    return None if text is None else json.loads(text)
+
+
+def _reject_non_finite(data: Json, what: str) -> None:
+    if isinstance(data, float):
+        if not math.isfinite(data):
+            raise SerializationError(
+                f"{what} contains {data!r}, which JSON cannot carry exactly; use None or a string."
+            )
+    elif isinstance(data, dict):
+        for v in data.values():
+            _reject_non_finite(v, what)
+    elif isinstance(data, list):
+        for v in data:
+            _reject_non_finite(v, what)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A function's call shape for serialization: what is validated and what Depends supplies."""
+
+    qualname: str
+    signature: inspect.Signature
+    hints: Mapping[str, Any]
+    injected: frozenset[str]
+
+    @classmethod
+    def of(cls, fn: Callable[..., Any], qualname: str, skip_first: bool = False) -> Signature:
+        sig = inspect.signature(fn)
+        params = list(sig.parameters.values())
+        if skip_first:
+            params = params[1:]
+        sig = sig.replace(parameters=params)
+        try:
+            hints = typing.get_type_hints(fn, include_extras=True)
+        except Exception:  # unresolved forward references: validate nothing rather than fail
+            hints = {}
+        injected = frozenset(
+            p.name
+            for p in params
+            if _is_dependency(hints.get(p.name)) or hasattr(p.default, "dependency")
+        )
+        return cls(qualname, sig, hints, injected)
+
+    @functools.cached_property
+    def public(self) -> inspect.Signature:
+        """The signature callers see: without the parameters Depends fills in."""
+        return self.signature.replace(
+            parameters=[p for p in self.signature.parameters.values() if p.name not in self.injected]
+        )
+
+    def encode_args(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+        """Check the call binds to the signature, then dump each argument, naming any bad one."""
+        try:
+            bound = self.public.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.qualname}: {exc}") from None
+        out: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            out[name] = to_jsonable(value, f"argument {name!r} of {self.qualname}")
+        return dumps(out, f"arguments of {self.qualname}")
+
+    def decode_args(self, text: str) -> tuple[list[Any], dict[str, Any]]:
+        """Validate stored arguments against the type hints; rebuild positional/keyword form."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise SerializationError(f"arguments of {self.qualname} must be a JSON object, got {text[:80]}")
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        for name, param in self.public.parameters.items():
+            if name not in data:
+                continue
+            value = self._validate(name, data[name], param.kind)
+            if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                args.extend(value)
+            elif param.kind is inspect.Parameter.VAR_KEYWORD:
+                kwargs.update(value)
+            elif param.kind is inspect.Parameter.POSITIONAL_ONLY:
+                args.append(value)
+            else:
+                kwargs[name] = value
+        unknown = set(data) - set(self.public.parameters)
+        if unknown:
+            raise TypeError(f"{self.qualname} got unexpected arguments {sorted(unknown)}")
+        return args, kwargs
+
+    def validate_input(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+        """Validate JSON-shaped input (from a CLI or HTTP caller) against the hints, then encode."""
+        encoded = self.encode_args(args, kwargs)
+        self.decode_args(encoded)
+        return encoded
+
+    def _validate(self, name: str, value: Json, kind: inspect._ParameterKind) -> Any:
+        hint = self.hints.get(name)
+        if hint is None:
+            return value
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            hint = list[hint]  # type: ignore[valid-type]
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            hint = dict[str, hint]  # type: ignore[valid-type]
+        try:
+            return _adapter(hint).validate_python(value)
+        except pydantic.ValidationError as exc:
+            raise SerializationError(
+                f"argument {name!r} of {self.qualname} does not match its type "
+                f"{_type_name(hint)}: {_short(exc)}"
+            ) from None
+
+    def decode_result(self, value: Json) -> Any:
+        hint = self.hints.get("return")
+        if hint is None or hint is type(None):
+            return value
+        try:
+            return _adapter(hint).validate_python(value)
+        except pydantic.ValidationError as exc:
+            raise SerializationError(
+                f"result of {self.qualname} does not match its return type {_type_name(hint)}: {_short(exc)}"
+            ) from None
+
+    def encode_result(self, value: Any) -> str:
+        return dumps(value, f"result of {self.qualname}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _adapter(hint: Any) -> pydantic.TypeAdapter[Any]:
+    return pydantic.TypeAdapter(hint)
+
+
+def _is_dependency(hint: Any) -> bool:
+    if typing.get_origin(hint) is not typing.Annotated:
+        return False
+    return any(hasattr(m, "dependency") for m in hint.__metadata__)
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or repr(hint)
+
+
+def _short(exc: pydantic.ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()[:3])
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+def error_to_json(exc: BaseException) -> Json:
+    """What is kept of an exception: its type, message and traceback text."""
+    return {
+        "type": type(exc).__qualname__,
+        "module": type(exc).__module__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+def error_from_json(data: Json) -> BaseException:
+    """Re-create the original exception type where this process has it imported, else ActionError.
+
+    Only modules already in sys.modules are consulted: stored data never triggers an import.
+    """
+    module = sys.modules.get(str(data.get("module", "")))
+    cls: Any = module
+    for part in str(data.get("type", "")).split("."):
+        cls = getattr(cls, part, None)
+    message = str(data.get("message", ""))
+    tb = str(data.get("traceback", ""))
+    exc: BaseException
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            exc = cls(message)
+        except Exception:
+            exc = cls.__new__(cls)
+            exc.args = (message,)
+    else:
+        exc = ActionError(f"{data.get('type')}: {message}", str(data.get("type", "")), tb)
+    if tb:
+        exc.add_note(f"Original traceback (recorded by Cairn):\n{tb.rstrip()}")
+    return exc
+
+
+# --- the payload functions named in SPEC.md (Waymark-compatible shapes, JSON instead of protobuf) ---
+
+
+@dataclass(frozen=True)
+class ActionResultPayload:
+    result: Json | None
+    error: Json | None
+
+
+def serialize_result_payload(value: Any) -> str:
+    """JSON text carrying a successful action result."""
+    return dumps({"result": value}, "action result")
+
+
+def serialize_error_payload(action: str, exc: BaseException) -> str:
+    """JSON text carrying an action's failure, naming the action."""
+    return dumps({"error": {**error_to_json(exc), "action": action}}, f"error of {action}")
+
+
+def deserialize_result_payload(payload: str | bytes | None) -> ActionResultPayload:
+    """Inverse of serialize_result_payload / serialize_error_payload."""
+    if payload is None:
+        return ActionResultPayload(result=None, error=None)
+    data = json.loads(payload)
+    if not isinstance(data, dict) or not ({"result", "error"} & set(data)):
+        raise SerializationError("payload must be a JSON object with a 'result' or an 'error' key")
+    return ActionResultPayload(result=data.get("result"), error=data.get("error"))

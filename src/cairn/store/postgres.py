@@ -1,0 +1,150 @@
+"""PostgreSQL backend: psycopg 3 with a connection pool, SKIP LOCKED claims, LISTEN/NOTIFY wake-ups.
+
+Transactions run on a thread pool over synchronous pooled connections: the store logic is written
+once for both backends, psycopg prepares repeated statements itself, and a thread hop costs far
+less than the commit it carries. Notifications are hints; workers keep a safety poll as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from cairn.store.base import Database, Params, Tx
+from cairn.store.sql import migrations, queries
+
+T = TypeVar("T")
+log = logging.getLogger("cairn.store.postgres")
+_MIGRATION_LOCK = 7_311_482_019
+
+
+class _PgTx(Tx):
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        super().__init__()
+        self._cur = conn.cursor()
+        self._q = queries("postgres")
+
+    def execute(self, name: str, params: Params) -> int:
+        self._cur.execute(self._q[name], params)
+        return self._cur.rowcount
+
+    def all(self, name: str, params: Params) -> list[tuple[Any, ...]]:
+        self._cur.execute(self._q[name], params)
+        return self._cur.fetchall() if self._cur.description else []
+
+    def many(self, name: str, params: Sequence[Params]) -> None:
+        if params:
+            self._cur.executemany(self._q[name], params)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and errors."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "<unparseable database URL>"
+    return f"postgresql://{info.get('user', '')}@{info.get('host', '')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+
+class PostgresDatabase(Database):
+    dialect = "postgres"
+
+    def __init__(self, url: str, pool_size: int = 8) -> None:
+        super().__init__()
+        self.url = url
+        self._pool_size = pool_size
+        self._pool: ConnectionPool[Any] | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._listener: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        self._executor = concurrent.futures.ThreadPoolExecutor(self._pool_size, thread_name_prefix="cairn-pg")
+        self._pool = ConnectionPool(self.url, min_size=1, max_size=self._pool_size, open=False, name="cairn")
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, lambda: self._pool.open(wait=True, timeout=10.0) if self._pool else None)
+        except Exception as exc:
+            await self.close()
+            raise ConnectionError(f"cannot connect to PostgreSQL at {redact(self.url)}: {exc}") from None
+        await loop.run_in_executor(self._executor, self._migrate)
+        self._stop.clear()
+        self._listener = threading.Thread(target=self._listen, name="cairn-pg-listen", daemon=True)
+        self._listener.start()
+
+    def _migrate(self) -> None:
+        assert self._pool is not None
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS cairn_schema_version (version integer PRIMARY KEY, name text NOT NULL, applied_at double precision NOT NULL)"
+            )
+            row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM cairn_schema_version").fetchone()
+            current = int(row[0]) if row else 0
+            for version, name, script in migrations("postgres"):
+                if version <= current:
+                    continue
+                conn.execute(script.encode())
+                conn.execute(
+                    "INSERT INTO cairn_schema_version (version, name, applied_at) VALUES (%s, %s, %s)",
+                    (version, name, time.time()),
+                )
+
+    def _listen(self) -> None:
+        """LISTEN on a dedicated connection; reconnect with backoff when it drops."""
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True) as conn:
+                    conn.execute("LISTEN cairn")
+                    delay = 0.1
+                    self._dispatch(["work"])  # we may have missed notifications while away
+                    while not self._stop.is_set():
+                        batch = [n.payload for n in conn.notifies(timeout=0.5)]
+                        if batch:
+                            self._dispatch(sorted(set(batch)))
+            except psycopg.Error as exc:
+                if self._stop.is_set():
+                    return
+                log.warning("LISTEN connection to %s lost (%s); reconnecting in %.1fs", redact(self.url), exc, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._listener is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._listener.join, 2.0)
+            self._listener = None
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await asyncio.get_running_loop().run_in_executor(self._executor, pool.close)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+    async def transaction(self, fn: Callable[[Tx], T], write: bool = True) -> T:
+        if self._pool is None:
+            await self.open()
+        result, notes = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn)
+        if notes:
+            self._dispatch(notes)
+        return result
+
+    def _run(self, fn: Callable[[Tx], T]) -> tuple[T, set[str]]:
+        assert self._pool is not None
+        with self._pool.connection() as conn, conn.transaction():
+            tx = _PgTx(conn)
+            result = fn(tx)
+            for note in tx.notes:
+                tx.execute("notify", {"payload": note})
+        return result, tx.notes

@@ -1,0 +1,221 @@
+"""The persistence seam: one Protocol, two backends (SQLite and PostgreSQL) behind it.
+
+Every method is one transaction and is named for intent. Writes made on behalf of a claim carry
+the claim's fencing token; a write under an expired or stolen lease raises LeaseLost and changes
+nothing. Times are float seconds since the epoch; lease expiry is judged by the database clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cairn.types import Json, RunStatus, StepKind, StepStatus
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    id: str
+    workflow: str
+    status: RunStatus
+    input: str
+    result: str | None
+    error: str | None
+    queue: str
+    parent_id: str | None
+    parent_seq: int | None
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    completed_at: float | None
+    activations: int
+    properties: str | None
+    code_version: str | None
+    lease_owner: str | None
+    lease_token: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepRow:
+    run_id: str
+    seq: int
+    kind: StepKind
+    name: str
+    args: str | None
+    status: StepStatus
+    result: str | None
+    error: str | None
+    attempt: int
+    delivered_in: int | None
+    delivered_at: float | None
+    fire_at: float | None
+    queue: str | None
+    options: str | None
+    memory_writes: str | None
+    logs: str | None
+    created_at: float
+    started_at: float | None
+    completed_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewStep:
+    """A step the workflow scheduled in this activation, with what its kind needs."""
+
+    seq: int
+    kind: StepKind
+    name: str
+    args: str | None
+    status: StepStatus = StepStatus.SCHEDULED
+    result: str | None = None
+    queue: str | None = None
+    fire_at: float | None = None
+    options: Json = None
+    delivered: bool = False
+    """Resolved and consumed in this same activation (records, memory writes, sends)."""
+    signal_id: int | None = None
+    """A buffered signal this new wait consumed at once (delivered in the next activation)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunClaim:
+    """A leased run ready for an activation: its row, the journal and the undelivered results."""
+
+    run: RunRow
+    token: int
+    journal: Sequence[StepRow]
+    """All steps; empty when `journal_skipped` (the caller said it holds this run's state)."""
+    batch: Sequence[StepRow]
+    """Resolved steps not yet delivered to the workflow, in step order."""
+    signals: Sequence[tuple[int, str, str | None]] = ()
+    """Buffered signals (id, name, payload) not yet consumed."""
+    journal_skipped: bool = False
+    now: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ActionClaim:
+    """A leased attempt of one action step."""
+
+    run_id: str
+    seq: int
+    name: str
+    args: str
+    attempt: int
+    options: Json
+    queue: str | None
+
+
+@dataclass(slots=True)
+class ActivationResult:
+    """What one activation decided, applied in one transaction under the run's lease."""
+
+    new_steps: list[NewStep] = field(default_factory=list)
+    cancelled: list[int] = field(default_factory=list)
+    delivered: list[int] = field(default_factory=list)
+    delivered_at: float = 0.0
+    consumed_signals: list[tuple[int, int]] = field(default_factory=list)
+    """(signal id, step seq) pairs: a buffered signal resolves a waiting step."""
+    properties: str | None = None
+    status: RunStatus = RunStatus.RUNNING
+    result: str | None = None
+    error: str | None = None
+    wake_at: float | None = None
+    counts_as_activation: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    id: str
+    host: str
+    pid: int
+    queues: str
+    started_at: float
+    heartbeat_at: float
+    in_flight: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowInfo:
+    name: str
+    description: str
+    input_schema: str
+    queue: str
+
+
+class Store(Protocol):
+    """The only way the client and worker touch the database."""
+
+    url: str
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    async def close(self) -> None: ...
+
+    # --- runs ---
+    async def insert_run(
+        self, run_id: str, workflow: str, input: str, queue: str,
+        parent_id: str | None = None, parent_seq: int | None = None, code_version: str | None = None,
+    ) -> tuple[RunRow, bool]:
+        """Insert a run unless its id exists; returns (the row, whether it was created)."""
+
+    async def get_run(self, run_id: str) -> RunRow | None: ...
+
+    async def list_runs(
+        self, status: str | None = None, workflow: str | None = None, limit: int = 50,
+    ) -> list[RunRow]: ...
+
+    async def list_steps(self, run_id: str) -> list[StepRow]: ...
+
+    async def get_memory(self, run_id: str) -> dict[str, str]:
+        """Key → JSON text of the run's durable memory."""
+
+    async def property_history(self, run_id: str) -> list[tuple[int, str]]:
+        """(activation number, properties JSON) after each activation that changed them."""
+
+    async def send_signal(self, run_id: str, name: str, payload: str) -> bool:
+        """Buffer a signal for a run and wake it; False when the run does not exist."""
+
+    # --- work ---
+    async def claim_runs(
+        self, worker: str, workflows: Sequence[str], queues: Sequence[str] | None, limit: int, lease: float,
+        cached: dict[str, int] | None = None,
+    ) -> list[RunClaim]:
+        """Lease runnable runs; `cached` maps run id → activation count this worker holds in memory,
+        so their journals need not be reloaded."""
+
+    async def commit_activation(self, claim: RunClaim, result: ActivationResult) -> None:
+        """Apply one activation atomically; LeaseLost if the claim's token is no longer current."""
+
+    async def release_run(self, claim: RunClaim) -> None:
+        """Give a claimed run back without changes (shutdown, or an error before commit)."""
+
+    async def claim_actions(
+        self, worker: str, names: Sequence[str], queues: Sequence[str] | None, limit: int, lease: float,
+    ) -> list[tuple[ActionClaim, dict[str, str]]]:
+        """Lease due attempts; each comes with a snapshot of its run's memory."""
+
+    async def complete_action(
+        self, claim: ActionClaim, result: str | None, error: str | None, retry_delay: float | None,
+        memory_writes: Sequence[tuple[str, str]], logs: Sequence[str],
+    ) -> bool:
+        """Record an attempt's outcome fenced by its attempt number; False when it lost the step."""
+
+    async def read_memory(self, run_id: str, key: str) -> str | None: ...
+
+    async def next_wake(self, names: Sequence[str]) -> float | None:
+        """Earliest time at which a run or action becomes due, for the worker's sleep."""
+
+    # --- workers ---
+    async def heartbeat(self, info: WorkerInfo, lease: float) -> None:
+        """Record liveness and extend the leases this worker holds."""
+
+    async def remove_worker(self, worker_id: str) -> None: ...
+
+    async def list_workers(self) -> list[WorkerInfo]: ...
+
+    async def register_workflows(self, infos: Sequence[WorkflowInfo]) -> None: ...
+
+    async def list_workflows(self) -> list[WorkflowInfo]: ...

@@ -1,0 +1,42 @@
+-- PostgreSQL overrides: SKIP LOCKED claims, arrays bound as parameters, row locks.
+
+-- name: claim_runs
+UPDATE cairn_runs r
+SET lease_owner = :worker, lease_until = :now + :lease, lease_token = r.lease_token + 1
+FROM (SELECT id FROM cairn_runs
+      WHERE ready_at <= :now AND status IN ('pending', 'running', 'waiting')
+        AND (lease_until IS NULL OR lease_until < :now)
+        AND workflow = ANY(:workflows) AND (:any_queue = 1 OR queue = ANY(:queues))
+      ORDER BY priority DESC, ready_at
+      LIMIT :limit
+      FOR UPDATE SKIP LOCKED) c
+WHERE r.id = c.id
+RETURNING r.id, r.workflow, r.status, r.input, r.result, r.error, r.queue, r.parent_id,
+          r.parent_seq, r.created_at, r.updated_at, r.started_at, r.completed_at, r.activations,
+          r.properties, r.code_version, r.lease_owner, r.lease_token
+
+-- name: claim_actions
+UPDATE cairn_steps s
+SET status = 'running', attempt = s.attempt + 1, lease_owner = :worker, due_at = :now + :lease,
+    started_at = :now
+FROM (SELECT run_id, seq FROM cairn_steps
+      WHERE kind = 'action' AND status IN ('scheduled', 'running') AND due_at <= :now
+        AND name = ANY(:names) AND (:any_queue = 1 OR queue = ANY(:queues))
+      ORDER BY due_at
+      LIMIT :limit
+      FOR UPDATE SKIP LOCKED) c
+WHERE s.run_id = c.run_id AND s.seq = c.seq
+RETURNING s.run_id, s.seq, s.name, s.args, s.attempt, s.options, s.queue
+
+-- name: memory_of_runs
+SELECT run_id, key, value FROM cairn_memory WHERE run_id = ANY(:run_ids)
+
+-- name: lock_run
+SELECT status FROM cairn_runs WHERE id = :id FOR UPDATE
+
+-- name: next_wake_actions
+SELECT MIN(due_at) FROM cairn_steps
+WHERE kind = 'action' AND status IN ('scheduled', 'running') AND name = ANY(:names)
+
+-- name: notify
+SELECT pg_notify('cairn', :payload)

@@ -1,0 +1,171 @@
+-- Named queries shared by both backends. One "-- name: x" header each; parameters are always
+-- bound (:name style, converted for psycopg at load time); never formatted with values.
+-- A backend file (sqlite.sql, postgres.sql) overrides a query of the same name.
+
+-- name: now
+SELECT cairn_now()
+
+-- name: insert_run
+INSERT INTO cairn_runs (id, workflow, status, input, queue, parent_id, parent_seq,
+                        created_at, updated_at, code_version, ready_at)
+VALUES (:id, :workflow, 'pending', :input, :queue, :parent_id, :parent_seq,
+        :now, :now, :code_version, :now)
+ON CONFLICT (id) DO NOTHING
+
+-- name: get_run
+SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
+       updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
+       lease_token
+FROM cairn_runs WHERE id = :id
+
+-- name: list_runs
+SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
+       updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
+       lease_token
+FROM cairn_runs
+WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
+  AND (CAST(:workflow AS text) IS NULL OR workflow = CAST(:workflow AS text))
+ORDER BY created_at DESC, id
+LIMIT :limit
+
+-- name: list_steps
+SELECT run_id, seq, kind, name, args, status, result, error, attempt, delivered_in, delivered_at,
+       due_at, queue, options, memory_writes, logs, created_at, started_at, completed_at
+FROM cairn_steps WHERE run_id = :run_id ORDER BY seq
+
+-- name: undelivered_steps
+SELECT run_id, seq, kind, name, args, status, result, error, attempt, delivered_in, delivered_at,
+       due_at, queue, options, memory_writes, logs, created_at, started_at, completed_at
+FROM cairn_steps
+WHERE run_id = :run_id AND delivered_in IS NULL AND status IN ('completed', 'failed', 'cancelled')
+ORDER BY seq
+
+-- name: fire_due_timers
+UPDATE cairn_steps SET status = 'completed', completed_at = :now
+WHERE run_id = :run_id AND kind = 'timer' AND status = 'scheduled' AND due_at <= :now
+
+-- name: open_signals
+SELECT id, name, payload FROM cairn_signals
+WHERE run_id = :run_id AND consumed_by IS NULL ORDER BY id
+
+-- name: get_memory
+SELECT key, value FROM cairn_memory WHERE run_id = :run_id ORDER BY key
+
+-- name: read_memory
+SELECT value FROM cairn_memory WHERE run_id = :run_id AND key = :key
+
+-- name: property_history
+SELECT activation, properties FROM cairn_properties WHERE run_id = :run_id ORDER BY activation
+
+-- name: insert_signal
+INSERT INTO cairn_signals (run_id, name, payload, created_at)
+SELECT :run_id, :name, :payload, :now WHERE EXISTS (SELECT 1 FROM cairn_runs WHERE id = :run_id)
+
+-- name: wake_run
+UPDATE cairn_runs SET ready_at = :now, updated_at = :now
+WHERE id = :id AND status IN ('pending', 'running', 'waiting')
+
+-- name: fence_run
+UPDATE cairn_runs SET updated_at = :now WHERE id = :id AND lease_token = :token
+
+-- name: consume_signal_into_step
+UPDATE cairn_steps
+SET status = 'completed', completed_at = :now,
+    result = (SELECT payload FROM cairn_signals WHERE id = :signal_id)
+WHERE run_id = :run_id AND seq = :seq AND status = 'scheduled'
+
+-- name: mark_signal_consumed
+UPDATE cairn_signals SET consumed_by = :seq WHERE id = :signal_id
+
+-- name: deliver_step
+UPDATE cairn_steps SET delivered_in = :activation, delivered_at = :delivered_at
+WHERE run_id = :run_id AND seq = :seq
+
+-- name: insert_step
+INSERT INTO cairn_steps (run_id, seq, kind, name, args, status, result, delivered_in, due_at,
+                         queue, options, created_at, completed_at)
+VALUES (:run_id, :seq, :kind, :name, :args, :status, :result, :delivered_in, :due_at,
+        :queue, :options, :now, :completed_at)
+
+-- name: cancel_step
+UPDATE cairn_steps SET status = 'cancelled', completed_at = :now, delivered_in = 0, lease_owner = NULL
+WHERE run_id = :run_id AND seq = :seq AND status IN ('scheduled', 'running')
+
+-- name: upsert_memory
+INSERT INTO cairn_memory (run_id, key, value, step, updated_at)
+VALUES (:run_id, :key, :value, :step, :now)
+ON CONFLICT (run_id, key) DO UPDATE
+SET value = excluded.value, step = excluded.step, updated_at = excluded.updated_at
+
+-- name: insert_properties
+INSERT INTO cairn_properties (run_id, activation, after_step, properties)
+VALUES (:run_id, :activation, :after_step, :properties)
+ON CONFLICT (run_id, activation) DO UPDATE SET properties = excluded.properties
+
+-- name: finish_activation
+UPDATE cairn_runs
+SET status = :status, result = :result, error = :error, activations = :activations,
+    properties = COALESCE(CAST(:properties AS text), properties), updated_at = :now,
+    started_at = COALESCE(started_at, :now), completed_at = :completed_at,
+    lease_owner = NULL, lease_until = NULL,
+    ready_at = CASE
+        WHEN :parked = 1 THEN NULL
+        WHEN EXISTS (SELECT 1 FROM cairn_steps WHERE run_id = :id AND delivered_in IS NULL
+                     AND status IN ('completed', 'failed', 'cancelled')) THEN :now
+        ELSE CAST(:wake_at AS double precision) END
+WHERE id = :id AND lease_token = :token
+
+-- name: resolve_parent_step
+UPDATE cairn_steps SET status = :status, result = :result, error = :error, completed_at = :now
+WHERE run_id = :run_id AND seq = :seq AND status IN ('scheduled', 'running')
+
+-- name: adopt_child
+UPDATE cairn_runs SET parent_id = :parent_id, parent_seq = :parent_seq
+WHERE id = :id AND parent_seq IS NULL AND status NOT IN ('completed', 'failed', 'cancelled')
+
+-- name: release_run
+UPDATE cairn_runs SET lease_owner = NULL, lease_until = NULL WHERE id = :id AND lease_token = :token
+
+-- name: complete_step
+UPDATE cairn_steps
+SET status = :status, result = :result, error = :error, memory_writes = :memory_writes,
+    logs = :logs, completed_at = :completed_at, due_at = :due_at, lease_owner = NULL
+WHERE run_id = :run_id AND seq = :seq AND attempt = :attempt AND status = 'running'
+
+-- name: upsert_worker
+INSERT INTO cairn_workers (id, host, pid, queues, started_at, heartbeat_at, in_flight)
+VALUES (:id, :host, :pid, :queues, :started_at, :now, :in_flight)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, in_flight = excluded.in_flight
+
+-- name: extend_step_leases
+UPDATE cairn_steps SET due_at = :until
+WHERE lease_owner = :worker AND status = 'running' AND kind = 'action'
+
+-- name: extend_run_leases
+UPDATE cairn_runs SET lease_until = :until WHERE lease_owner = :worker
+
+-- name: delete_worker
+DELETE FROM cairn_workers WHERE id = :id
+
+-- name: hand_over_steps
+UPDATE cairn_steps SET due_at = :now, lease_owner = NULL
+WHERE lease_owner = :worker AND status = 'running' AND kind = 'action'
+
+-- name: hand_over_runs
+UPDATE cairn_runs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = :worker
+
+-- name: list_workers
+SELECT id, host, pid, queues, started_at, heartbeat_at, in_flight FROM cairn_workers ORDER BY started_at
+
+-- name: upsert_workflow
+INSERT INTO cairn_workflows (name, description, input_schema, queue, updated_at)
+VALUES (:name, :description, :input_schema, :queue, :now)
+ON CONFLICT (name) DO UPDATE SET description = excluded.description,
+    input_schema = excluded.input_schema, queue = excluded.queue, updated_at = excluded.updated_at
+
+-- name: list_workflows
+SELECT name, description, input_schema, queue FROM cairn_workflows ORDER BY name
+
+-- name: next_wake_runs
+SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > ready_at THEN lease_until ELSE ready_at END)
+FROM cairn_runs WHERE ready_at IS NOT NULL AND status IN ('pending', 'running', 'waiting')

@@ -1,0 +1,42 @@
+-- SQLite overrides: lists are bound as one JSON text parameter and expanded with json_each;
+-- BEGIN IMMEDIATE (taken by the store) serialises writers, so no row locks are needed.
+
+-- name: claim_runs
+UPDATE cairn_runs
+SET lease_owner = :worker, lease_until = :now + :lease, lease_token = lease_token + 1
+WHERE id IN (SELECT id FROM cairn_runs
+             WHERE ready_at <= :now AND status IN ('pending', 'running', 'waiting')
+               AND (lease_until IS NULL OR lease_until < :now)
+               AND workflow IN (SELECT value FROM json_each(:workflows))
+               AND (:any_queue = 1 OR queue IN (SELECT value FROM json_each(:queues)))
+             ORDER BY priority DESC, ready_at
+             LIMIT :limit)
+RETURNING id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
+          updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
+          lease_token
+
+-- name: claim_actions
+UPDATE cairn_steps
+SET status = 'running', attempt = attempt + 1, lease_owner = :worker, due_at = :now + :lease,
+    started_at = :now
+WHERE (run_id, seq) IN (SELECT run_id, seq FROM cairn_steps
+                        WHERE kind = 'action' AND status IN ('scheduled', 'running') AND due_at <= :now
+                          AND name IN (SELECT value FROM json_each(:names))
+                          AND (:any_queue = 1 OR queue IN (SELECT value FROM json_each(:queues)))
+                        ORDER BY due_at
+                        LIMIT :limit)
+RETURNING run_id, seq, name, args, attempt, options, queue
+
+-- name: memory_of_runs
+SELECT run_id, key, value FROM cairn_memory WHERE run_id IN (SELECT value FROM json_each(:run_ids))
+
+-- name: lock_run
+SELECT status FROM cairn_runs WHERE id = :id
+
+-- name: next_wake_actions
+SELECT MIN(due_at) FROM cairn_steps
+WHERE kind = 'action' AND status IN ('scheduled', 'running')
+  AND name IN (SELECT value FROM json_each(:names))
+
+-- name: notify
+SELECT :payload

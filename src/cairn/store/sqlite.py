@@ -1,0 +1,154 @@
+"""SQLite backend: stdlib sqlite3, WAL, one connection on one owned thread per process.
+
+Writers take `BEGIN IMMEDIATE`, so several processes on one machine serialise their transactions
+through SQLite's own lock (with a busy timeout) and a claim can never be taken twice. Lists are
+bound as one JSON text parameter and expanded in SQL with json_each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from cairn.store.base import Database, Params, Tx
+from cairn.store.sql import migrations, queries
+
+T = TypeVar("T")
+
+
+class _SqliteTx(Tx):
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__()
+        self._conn = conn
+        self._q = queries("sqlite")
+
+    @staticmethod
+    def _params(params: Params) -> dict[str, Any]:
+        return {k: json.dumps(v) if isinstance(v, list | tuple) else v for k, v in params.items()}
+
+    def execute(self, name: str, params: Params) -> int:
+        return self._conn.execute(self._q[name], self._params(params)).rowcount
+
+    def all(self, name: str, params: Params) -> list[tuple[Any, ...]]:
+        return self._conn.execute(self._q[name], self._params(params)).fetchall()
+
+    def many(self, name: str, params: Sequence[Params]) -> None:
+        if params:
+            self._conn.executemany(self._q[name], [self._params(p) for p in params])
+
+
+def sqlite_path(url: str) -> str:
+    """`sqlite:///./cairn.db` → `./cairn.db`; `sqlite:////abs/path.db` → `/abs/path.db`."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise ValueError(f"not a sqlite URL: {url!r}")
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if parts.netloc not in ("", "localhost"):
+        raise ValueError(f"sqlite URLs name a file, like sqlite:///./cairn.db; got {url!r}")
+    if not path:
+        raise ValueError(f"sqlite URL {url!r} names no file; use sqlite:///./cairn.db")
+    return path
+
+
+class SqliteDatabase(Database):
+    dialect = "sqlite"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self.path = sqlite_path(url)
+        options = parse_qs(urlsplit(url).query)
+        self._synchronous = options.get("synchronous", ["NORMAL"])[0].upper()
+        if self._synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"synchronous must be off, normal, full or extra, got {self._synchronous!r}")
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cairn-sqlite")
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
+
+    def _connect(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")  # value checked against an allow-list
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.create_function("cairn_now", 0, time.time)
+        self._conn = conn
+        self._migrate(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS cairn_schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+            )
+            current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM cairn_schema_version").fetchone()[0]
+            for version, name, script in migrations("sqlite"):
+                if version <= current:
+                    continue
+                for statement in _statements(script):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO cairn_schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+                    (version, name, time.time()),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        executor, self._executor = self._executor, None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+        executor.shutdown(wait=True)
+
+    async def transaction(self, fn: Callable[[Tx], T], write: bool = True) -> T:
+        if self._executor is None:
+            await self.open()
+        assert self._executor is not None
+        result, notes = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn, write)
+        if notes:
+            self._dispatch(notes)
+        return result
+
+    def _run(self, fn: Callable[[Tx], T], write: bool) -> tuple[T, set[str]]:
+        conn = self._conn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        tx = _SqliteTx(conn)
+        try:
+            result = fn(tx)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return result, tx.notes
+
+
+def _statements(script: str) -> list[str]:
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip() and not all(ln.strip().startswith("--") or not ln.strip() for ln in buf.splitlines()):
+        out.append(buf.strip())
+    return out

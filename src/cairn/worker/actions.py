@@ -1,0 +1,89 @@
+"""One action attempt: context, Depends, timeout, retry decision, and the fenced write of its outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from cairn.api.action import invoke_with_dependencies
+from cairn.engine.runtime import ActionContext, action_context
+from cairn.errors import ActionTimeout, UnknownActionError
+from cairn.policies import BackoffPolicy, should_retry
+from cairn.registry import ActionDef, Registry
+from cairn.serialization import dumps, error_to_json
+from cairn.store.base import SqlStore
+from cairn.store.protocol import ActionClaim
+
+log = logging.getLogger("cairn.worker")
+
+
+class ActionExecutor:
+    def __init__(self, store: SqlStore, registry: Registry, threads: int) -> None:
+        self._store = store
+        self._registry = registry
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="cairn-action")
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def execute(self, claim: ActionClaim, memory: dict[str, str]) -> None:
+        defn = self._registry.action(claim.name)
+        ctx = ActionContext(claim.run_id, claim.name, claim.attempt, claim.seq, dict(memory))
+        options: Any = claim.options or {}
+        result: str | None = None
+        error: str | None = None
+        retry_delay: float | None = None
+        try:
+            if defn is None:
+                raise UnknownActionError(f"action {claim.name!r} is not registered on this worker")
+            policy = options.get("retry") or defn.retry.to_json()
+            backoff = BackoffPolicy.from_json(options["backoff"]) if "backoff" in options else defn.backoff
+            timeout = options["timeout"] if "timeout" in options else defn.timeout
+            if claim.attempt > int(policy["attempts"]):
+                raise ActionTimeout(
+                    f"action {claim.name} lost attempt {claim.attempt - 1} (its worker stopped) and has "
+                    f"no attempts left of {policy['attempts']}"
+                )
+            try:
+                value = await self._attempt(defn, claim, ctx, timeout)
+                result = defn.signature.encode_result(value)
+            except Exception as exc:
+                if should_retry(policy, exc, claim.attempt):
+                    retry_delay = backoff.delay_for(claim.attempt)
+                    ctx.logs.append(f"WARNING attempt {claim.attempt} failed: {type(exc).__name__}: {exc}; retrying in {retry_delay:.2f}s")
+                error = dumps(error_to_json(exc))
+        except (UnknownActionError, ActionTimeout) as exc:
+            error = dumps(error_to_json(exc))
+        won = await self._store.complete_action(claim, result, error, retry_delay, ctx.memory_writes, ctx.logs)
+        if not won:
+            log.warning("action %s of run %s: attempt %d was superseded; its outcome is dropped",
+                        claim.name, claim.run_id, claim.attempt)
+
+    async def _attempt(self, defn: ActionDef, claim: ActionClaim, ctx: ActionContext, timeout: float | None) -> Any:
+        args, kwargs = defn.signature.decode_args(claim.args)
+        token = action_context.set(ctx)
+        try:
+            loop = asyncio.get_running_loop()
+
+            def run_sync(fn: Callable[[], Any]) -> asyncio.Future[Any]:
+                return loop.run_in_executor(self._pool, contextvars.copy_context().run, fn)
+
+            coro = invoke_with_dependencies(defn, args, kwargs, run_sync=run_sync)
+            if timeout is None:
+                return await coro
+            deadline = asyncio.timeout(timeout)
+            try:
+                async with deadline:
+                    return await coro
+            except TimeoutError:
+                if deadline.expired():
+                    raise ActionTimeout(
+                        f"action {defn.id} ran past its {timeout:g}s timeout (attempt {claim.attempt})"
+                    ) from None
+                raise
+        finally:
+            action_context.reset(token)

@@ -1,0 +1,240 @@
+"""The worker: claims activations and action attempts, runs them, heartbeats, and hands over on stop.
+
+The main loop has one shape: wait for whichever comes first of a wake-up (a commit in this process
+or a NOTIFY from another), the next due time (timers, retries) capped by the safety poll, or stop;
+then claim as much work as there is free capacity for. Side tasks (heartbeat) are supervised: if
+one dies, the worker stops loudly rather than running without leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from cairn.registry import Registry, registry
+from cairn.store.base import SqlStore
+from cairn.store.open import open_store
+from cairn.store.protocol import WorkerInfo, WorkflowInfo
+from cairn.worker.actions import ActionExecutor
+from cairn.worker.runner import Runner
+
+log = logging.getLogger("cairn.worker")
+
+
+class Worker:
+    """Runs workflows and actions registered in this process against one database.
+
+    `async with cairn.Worker(client):` embeds one in an app or a test; `cairn worker MODULE` runs
+    one as a process.
+    """
+
+    def __init__(
+        self, client: Any = None, *, url: str | None = None, concurrency: int = 16,
+        queues: Sequence[str] | None = None, lease: float = 10.0, poll_interval: float = 1.0,
+        registry: Registry = registry, cache_size: int = 1000,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        if lease <= 0 or poll_interval <= 0:
+            raise ValueError("lease and poll_interval must be positive seconds")
+        store = getattr(client, "store", None)
+        self.store: SqlStore = store if isinstance(store, SqlStore) else open_store(url if client is None else str(client))
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.concurrency = concurrency
+        self.queues = list(queues) if queues else None
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.registry = registry
+        self._runner = Runner(self.store, registry, cache_size)
+        self._executor = ActionExecutor(self.store, registry, concurrency)
+        self._action_slots = asyncio.Semaphore(concurrency)
+        self._run_slots = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._main: asyncio.Task[None] | None = None
+        self._side: list[asyncio.Task[None]] = []
+        self._unsubscribe: Any = None
+        self._started_at = time.time()
+        self.failure: BaseException | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.open()
+        loop = asyncio.get_running_loop()
+        self._unsubscribe = self.store.subscribe(lambda _payload: loop.call_soon_threadsafe(self._wakeup.set))
+        await self.store.register_workflows([
+            WorkflowInfo(w.id, w.description, _schema(w), w.queue) for w in self.registry.workflows()
+        ])
+        await self.store.heartbeat(self._info(), self.lease)
+        self._main = asyncio.create_task(self._loop(), name=f"cairn-worker-{self.id}")
+        self._side = [asyncio.create_task(self._heartbeat(), name="cairn-heartbeat")]
+        for task in (self._main, *self._side):
+            task.add_done_callback(self._supervise)
+
+    def _supervise(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._stopping.is_set():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("worker task %s died: %r; stopping the worker", task.get_name(), exc)
+            self.failure = exc
+            self._stopping.set()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop claiming, let running work finish for `grace` seconds, then hand the rest over."""
+        self._stopping.set()
+        self._wakeup.set()
+        if self._main is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._main
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=grace)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        for t in self._side:
+            t.cancel()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self._runner.cache.clear()
+        self._executor.shutdown()
+        with contextlib.suppress(Exception):
+            await self.store.remove_worker(self.id)
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def run(self) -> None:
+        """Run until cancelled or stopped (the CLI's `cairn worker`)."""
+        await self.start()
+        try:
+            await self._stopping.wait()
+        finally:
+            await self.stop()
+        if self.failure is not None:
+            raise self.failure
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+        self._wakeup.set()
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        workflows = [w.id for w in self.registry.workflows()]
+        actions = [a.id for a in self.registry.actions()]
+        delay = 0.05
+        while not self._stopping.is_set():
+            self._wakeup.clear()
+            try:
+                claimed = await self._claim(workflows, actions)
+                delay = 0.05
+            except Exception as exc:  # database down or busy: back off, never die of it
+                log.warning("claiming work failed (%s); retrying in %.2fs", exc, delay)
+                await self._wait(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if claimed:
+                continue
+            await self._wait(await self._idle_timeout(actions))
+
+    async def _claim(self, workflows: list[str], actions: list[str]) -> int:
+        claimed = 0
+        free_runs = _free(self._run_slots)
+        if workflows and free_runs:
+            claims = await self.store.claim_runs(
+                self.id, workflows, self.queues, free_runs, self.lease, self._runner.cache.activations()
+            )
+            for claim in claims:
+                await self._run_slots.acquire()
+                self._spawn(self._runner.activate(claim), self._run_slots)
+            claimed += len(claims)
+        free_actions = _free(self._action_slots)
+        if actions and free_actions:
+            attempts = await self.store.claim_actions(self.id, actions, self.queues, free_actions, self.lease)
+            for attempt, memory in attempts:
+                await self._action_slots.acquire()
+                self._spawn(self._executor.execute(attempt, memory), self._action_slots)
+            claimed += len(attempts)
+        return claimed
+
+    async def _idle_timeout(self, actions: list[str]) -> float:
+        try:
+            due = await self.store.next_wake(actions)
+            now = await self.store.now()
+        except Exception:
+            return self.poll_interval
+        if due is None:
+            return self.poll_interval
+        return max(0.0, min(self.poll_interval, due - now + 0.001))
+
+    async def _wait(self, timeout: float) -> None:
+        if timeout <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._wakeup.wait()
+
+    def _spawn(self, coro: Any, slots: asyncio.Semaphore) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            slots.release()
+            self._wakeup.set()
+            if not t.cancelled() and t.exception() is not None:
+                log.error("work item failed: %r", t.exception())
+
+        task.add_done_callback(done)
+
+    async def _heartbeat(self) -> None:
+        while not self._stopping.is_set():
+            await self._wait_stop(self.lease / 3)
+            if self._stopping.is_set():
+                return
+            try:
+                await self.store.heartbeat(self._info(), self.lease)
+            except Exception as exc:
+                log.warning("heartbeat failed (%s); will retry", exc)
+
+    async def _wait_stop(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._stopping.wait()
+
+    def _info(self) -> WorkerInfo:
+        return WorkerInfo(
+            id=self.id, host=socket.gethostname(), pid=os.getpid(),
+            queues=",".join(self.queues) if self.queues else "*", started_at=self._started_at,
+            heartbeat_at=time.time(), in_flight=len(self._tasks),
+        )
+
+    @property
+    def cached_runs(self) -> int:
+        return len(self._runner.cache)
+
+
+def _free(sem: asyncio.Semaphore) -> int:
+    return sem._value
+
+
+def _schema(w: Any) -> str:
+    import json
+
+    return json.dumps(w.input_schema(), sort_keys=True)
