@@ -77,12 +77,30 @@ class WorkflowDef:
             hint = self.signature.hints.get(name, Any)
             fields[name] = (hint, ... if p.default is inspect.Parameter.empty else p.default)
         try:
-            return create_model(f"{self.name}Input", **fields).model_json_schema()
+            schema: dict[str, Any] = create_model(f"{self.name}Input", **fields).model_json_schema()
+            return schema
         except Exception:  # a type pydantic cannot describe: still usable, just unschemed
             return {"type": "object"}
 
 
 Definition = ActionDef | WorkflowDef
+
+
+def instantiate(cls: Any) -> Any:
+    """A workflow object: `cls()` when its __init__ needs no arguments, else an uninitialised one.
+
+    Zenaton-style classes took their input in __init__; here input goes to `run`, so such a
+    constructor is skipped rather than called with nothing.
+    """
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        params = None
+    if params is not None and all(
+        p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params
+    ):
+        return cls()
+    return cls.__new__(cls)
 
 
 class Registry:

@@ -97,9 +97,7 @@ class Signature:
         except Exception:  # unresolved forward references: validate nothing rather than fail
             hints = {}
         injected = frozenset(
-            p.name
-            for p in params
-            if _is_dependency(hints.get(p.name)) or hasattr(p.default, "dependency")
+            p.name for p in params if _is_dependency(hints.get(p.name)) or hasattr(p.default, "dependency")
         )
         return cls(qualname, sig, hints, injected)
 
@@ -163,8 +161,7 @@ class Signature:
             return _adapter(hint).validate_python(value)
         except pydantic.ValidationError as exc:
             raise SerializationError(
-                f"argument {name!r} of {self.qualname} does not match its type "
-                f"{_type_name(hint)}: {_short(exc)}"
+                f"argument {name!r} of {self.qualname} does not match its type {_type_name(hint)}: {_short(exc)}"
             ) from None
 
     def decode_result(self, value: Json) -> Any:
@@ -179,6 +176,17 @@ class Signature:
             ) from None
 
     def encode_result(self, value: Any) -> str:
+        """Check the value against the return hint (so the step that produced it fails), then dump."""
+        hint = self.hints.get("return")
+        if hint is not None and hint is not Any:
+            try:
+                _adapter(hint).validate_python(value, strict=False)
+            except pydantic.ValidationError as exc:
+                raise SerializationError(
+                    f"result of {self.qualname} does not match its return type {_type_name(hint)}: {_short(exc)}"
+                ) from None
+            except pydantic.PydanticSchemaGenerationError:
+                pass
         return dumps(value, f"result of {self.qualname}")
 
 

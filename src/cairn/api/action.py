@@ -46,7 +46,9 @@ class ActionCall(Coroutine[Any, Any, Any]):
         self._gen: Generator[Any, Any, Any] | None = None
 
     def with_options(
-        self, retry: RetryPolicy | None = None, backoff: BackoffPolicy | None = None,
+        self,
+        retry: RetryPolicy | None = None,
+        backoff: BackoffPolicy | None = None,
         timeout: float | timedelta | None = None,
     ) -> ActionCall:
         self.retry = retry or self.retry
@@ -70,8 +72,12 @@ class ActionCall(Coroutine[Any, Any, Any]):
             raise NotInWorkflow(f"ActionCall of {self.defn.id} awaited outside a workflow")
         args = self.defn.signature.encode_args(self.args, self.kwargs)
         fut = rt.schedule(
-            StepKind.ACTION, self.defn.id, args, queue=self.defn.queue,
-            options=self._options(), decode=self.defn.signature.decode_result,
+            StepKind.ACTION,
+            self.defn.id,
+            args,
+            queue=self.defn.queue,
+            options=self._options(),
+            decode=self.defn.signature.decode_result,
         )
         return (yield from fut)
 
@@ -104,7 +110,9 @@ class ActionFunction(Generic[P, R]):
     def id(self) -> str:
         return self.defn.id
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Untyped on purpose: Depends parameters are filled in by the worker, and inside a workflow
+        # the call returns an awaitable even for a plain `def` action.
         rt = current_runtime()
         if rt is not None:
             call = ActionCall(self.defn, args, kwargs)
@@ -147,7 +155,9 @@ def call_directly(defn: ActionDef, args: tuple[Any, ...], kwargs: dict[str, Any]
 
 
 async def invoke_with_dependencies(
-    defn: ActionDef, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any],
+    defn: ActionDef,
+    args: tuple[Any, ...] | list[Any],
+    kwargs: dict[str, Any],
     run_sync: Callable[[Callable[[], Any]], Awaitable[Any]] | None = None,
 ) -> Any:
     """Resolve Depends for this one invocation, call, then clean up generator providers."""
@@ -171,16 +181,31 @@ def action(fn: Callable[P, R], /) -> ActionFunction[P, R]: ...
 
 @overload
 def action(
-    fn: None = None, /, *, id: str | None = None, name: str | None = None, description: str | None = None,
-    timeout: float | timedelta | None = None, retry: RetryPolicy | None = None,
-    backoff: BackoffPolicy | None = None, queue: str = "default", isolate: bool = False,
+    fn: None = None,
+    /,
+    *,
+    id: str | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | timedelta | None = None,
+    retry: RetryPolicy | None = None,
+    backoff: BackoffPolicy | None = None,
+    queue: str = "default",
+    isolate: bool = False,
 ) -> Callable[[Callable[P, R]], ActionFunction[P, R]]: ...
 
 
 def action(
-    fn: Callable[P, R] | None = None, /, *, id: str | None = None, name: str | None = None,
-    description: str | None = None, timeout: float | timedelta | None = None,
-    retry: RetryPolicy | None = None, backoff: BackoffPolicy | None = None, queue: str = "default",
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    id: str | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | timedelta | None = None,
+    retry: RetryPolicy | None = None,
+    backoff: BackoffPolicy | None = None,
+    queue: str = "default",
     isolate: bool = False,
 ) -> ActionFunction[P, R] | Callable[[Callable[P, R]], ActionFunction[P, R]]:
     """Declare an action: a sync or async function that does one piece of work in the world."""
@@ -192,11 +217,16 @@ def action(
             raise TypeError(f"@action needs a function, got {f!r}")
         action_id = id or f"{f.__module__}.{f.__qualname__}"
         defn = ActionDef(
-            id=action_id, fn=f, name=name or f.__name__,
+            id=action_id,
+            fn=f,
+            name=name or f.__name__,
             description=description if description is not None else (f.__doc__ or "").strip(),
             timeout=seconds(timeout, f"timeout of action {action_id}"),
-            retry=retry or RetryPolicy(), backoff=backoff or BackoffPolicy(), queue=queue,
-            isolate=isolate, signature=Signature.of(f, action_id),
+            retry=retry or RetryPolicy(),
+            backoff=backoff or BackoffPolicy(),
+            queue=queue,
+            isolate=isolate,
+            signature=Signature.of(f, action_id),
         )
         registry.register(defn)
         return ActionFunction(defn)

@@ -113,7 +113,10 @@ def start_child(wf: Any, *args: Any, id: str | None = None, **kwargs: Any) -> Ch
     encoded = defn.signature.encode_args(args, kwargs)
     child_id = id or derive_id(defn, args, kwargs) or f"{rt.run_id}:{rt.next_seq}"
     rt.immediate(
-        StepKind.CHILD, defn.id, encoded, lambda: dumps(child_id),
+        StepKind.CHILD,
+        defn.id,
+        encoded,
+        lambda: dumps(child_id),
         options={"run_id": child_id, "detached": True},
     )
     return ChildHandle(child_id)
@@ -139,9 +142,7 @@ class _Memory:
         rt = current_runtime()
         if rt is not None:
             return rt
-        raise NotInWorkflow(
-            "cairn.memory is available inside workflows and actions; from outside use handle.memory()"
-        )
+        raise NotInWorkflow("cairn.memory is available inside workflows and actions; from outside use handle.memory()")
 
     def add(self, key: str, value: Any) -> None:
         if not isinstance(key, str) or not key:

@@ -11,7 +11,7 @@ from cairn.api.action import ActionCall
 from cairn.engine.runtime import Runtime, current_runtime, thread_bridge
 from cairn.errors import NotInWorkflow, UnknownWorkflowError
 from cairn.policies import BackoffPolicy, RetryPolicy, seconds
-from cairn.registry import WorkflowDef, registry
+from cairn.registry import WorkflowDef, instantiate, registry
 from cairn.serialization import Signature, dumps
 from cairn.types import StepKind
 
@@ -31,7 +31,11 @@ class Workflow:
     __cairn_workflow__: WorkflowDef
 
     async def run_action(
-        self, call: Any, *, retry: RetryPolicy | None = None, backoff: BackoffPolicy | None = None,
+        self,
+        call: Any,
+        *,
+        retry: RetryPolicy | None = None,
+        backoff: BackoffPolicy | None = None,
         timeout: float | timedelta | None = None,
     ) -> Any:
         """Await an action call with per-call retry, backoff or timeout."""
@@ -67,8 +71,12 @@ class ChildCall(Coroutine[Any, Any, Any]):
         args = self.defn.signature.encode_args(self.args, self.kwargs)
         child_id = self.run_id or derive_id(self.defn, self.args, self.kwargs) or f"{rt.run_id}:{rt.next_seq}"
         fut = rt.schedule(
-            StepKind.CHILD, self.defn.id, args, queue=self.defn.queue,
-            options={"run_id": child_id}, decode=self.defn.signature.decode_result,
+            StepKind.CHILD,
+            self.defn.id,
+            args,
+            queue=self.defn.queue,
+            options={"run_id": child_id},
+            decode=self.defn.signature.decode_result,
         )
         return (yield from fut)
 
@@ -144,12 +152,12 @@ def derive_id(defn: WorkflowDef, args: tuple[Any, ...], kwargs: dict[str, Any]) 
     id_fn = getattr(defn.target, "id", None)
     if id_fn is None or not callable(id_fn):
         return None
-    value = id_fn(defn.target(), *args, **kwargs)
+    value = id_fn(instantiate(defn.target), *args, **kwargs)
     return None if value is None else str(value)
 
 
 @overload
-def workflow(target: type[T], /) -> type[T]: ...
+def workflow(target: type[T], /) -> type[T]: ...  # type: ignore[overload-overlap]
 
 
 @overload
@@ -158,15 +166,27 @@ def workflow(target: Callable[..., Any], /) -> WorkflowFunction: ...
 
 @overload
 def workflow(
-    target: None = None, /, *, id: str | None = None, name: str | None = None,
-    description: str | None = None, timeout: float | timedelta | None = None, queue: str = "default",
+    target: None = None,
+    /,
+    *,
+    id: str | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | timedelta | None = None,
+    queue: str = "default",
     on_failure: Literal["raise", "pause"] = "raise",
 ) -> Callable[[Any], Any]: ...
 
 
 def workflow(
-    target: Any = None, /, *, id: str | None = None, name: str | None = None,
-    description: str | None = None, timeout: float | timedelta | None = None, queue: str = "default",
+    target: Any = None,
+    /,
+    *,
+    id: str | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | timedelta | None = None,
+    queue: str = "default",
     on_failure: Literal["raise", "pause"] = "raise",
 ) -> Any:
     """Declare a workflow: a `Workflow` subclass with `run`/`handle`, or a (sync or async) function."""
@@ -189,10 +209,16 @@ def workflow(
             raise TypeError(f"@workflow needs a class or a function, got {t!r}")
         wf_id = id or f"{t.__module__}.{t.__qualname__}"
         defn = WorkflowDef(
-            id=wf_id, target=t, name=name or t.__name__,
+            id=wf_id,
+            target=t,
+            name=name or t.__name__,
             description=description if description is not None else (t.__doc__ or "").strip(),
-            timeout=seconds(timeout, f"timeout of workflow {wf_id}"), queue=queue, on_failure=on_failure,
-            signature=Signature.of(entry, wf_id, skip_first=is_class), is_class=is_class, entry=entry,
+            timeout=seconds(timeout, f"timeout of workflow {wf_id}"),
+            queue=queue,
+            on_failure=on_failure,
+            signature=Signature.of(entry, wf_id, skip_first=is_class),
+            is_class=is_class,
+            entry=entry,
         )
         registry.register(defn)
         if is_class:

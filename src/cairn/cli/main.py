@@ -1,2 +1,465 @@
-"""placeholder"""
-def main() -> None: ...
+"""The `cairn` command line: run workers, start and inspect runs, and control them.
+
+Every command opens one `cairn.Client`, does its work in one `asyncio.run`, and closes the client.
+Expected failures (bad input, unknown runs or workflows, unreachable databases) print
+`error: <message>` on stderr without a traceback; database passwords are never printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import os
+import signal
+import sqlite3
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+import cairn
+from cairn.cli import render
+from cairn.registry import registry
+from cairn.serialization import loads
+from cairn.types import RunStatus
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXPECTED: tuple[type[BaseException], ...] = (cairn.CairnError, ValueError, NotImplementedError)
+"""Errors that are the user's to fix: printed as `error: ...` with exit code 2."""
+
+
+# --- plumbing ---------------------------------------------------------------------------------
+
+
+class Failure(Exception):
+    """Raised inside a command's coroutine to end it with a message and an exit code."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def safe_url(url: str) -> str:
+    """The database URL fit for printing: PostgreSQL URLs lose their password."""
+    if url.lower().startswith("postgres"):
+        from cairn.store.postgres import redact
+
+        return redact(url)
+    return url
+
+
+def run(main: Coroutine[Any, Any, T], expected: tuple[type[BaseException], ...] = EXPECTED) -> T:
+    """Run a command's coroutine, turning expected failures into `error: ...` and an exit code."""
+    try:
+        return asyncio.run(main)
+    except Failure as exc:
+        fail(str(exc), exc.code)
+    except expected as exc:
+        fail(str(exc) or type(exc).__name__, 2)
+    except (OSError, sqlite3.Error) as exc:  # unreachable database, unwritable file, locked file
+        fail(str(exc) or type(exc).__name__, 1)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)
+
+
+async def with_client(url: str | None, body: Callable[[cairn.Client], Awaitable[T]]) -> T:
+    client = cairn.Client(url)
+    try:
+        return await body(client)
+    finally:
+        await client.close()
+
+
+def db_option(fn: F) -> F:
+    return click.option(
+        "--db", "db", envvar="CAIRN_DATABASE_URL", default=None, metavar="URL",
+        help="Database URL (env CAIRN_DATABASE_URL; default sqlite:///./cairn.db).",
+    )(fn)
+
+
+def json_flag(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(fn)
+
+
+def parse_json(text: str, option: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(
+            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})",
+            param_hint=option,
+        ) from None
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def import_modules(modules: Sequence[str]) -> None:
+    """Import user modules (the current directory first on sys.path); a clear error names the one that failed."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    for spec in modules:
+        name = module_name(spec)
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+                raise click.ClickException(
+                    f"cannot import module {name!r}: no such module (looked in {cwd} and sys.path)"
+                ) from None
+            raise click.ClickException(f"cannot import module {name!r}: {exc}") from None
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            raise click.ClickException(f"cannot import module {name!r}: {type(exc).__name__}: {exc}") from None
+
+
+def module_name(spec: str) -> str:
+    """`pkg.mod` as is; a path such as `pkg/mod.py` becomes `pkg.mod`."""
+    if spec.endswith(".py"):
+        spec = spec[:-3].replace(os.sep, ".").replace("/", ".").lstrip(".")
+    return spec
+
+
+# --- the group --------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(cairn.__version__, prog_name="cairn")
+def cli() -> None:
+    """Cairn: durable workflows on SQLite or PostgreSQL."""
+
+
+def main() -> None:
+    """The `cairn` console script."""
+    cli(prog_name="cairn")
+
+
+# --- worker / dev -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    db: str | None
+    concurrency: int
+    queues: list[str] | None
+    lease: float
+    poll: float
+
+
+def worker_options(concurrency: int) -> Callable[[F], F]:
+    def decorate(fn: F) -> F:
+        for option in reversed([
+            click.argument("modules", nargs=-1, required=True, metavar="MODULE..."),
+            db_option,
+            click.option("--concurrency", type=click.IntRange(min=1), default=concurrency, show_default=True,
+                         help="Workflow activations and action attempts run at once (each)."),
+            click.option("--queues", default=None, metavar="A,B",
+                         help="Comma-separated queues to serve (default: all)."),
+            click.option("--lease", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+                         metavar="SECONDS", help="Lease on claimed work, renewed by heartbeats."),
+            click.option("--poll", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+                         metavar="SECONDS", help="Safety poll interval when no notification arrives."),
+            click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+                         default="info", show_default=True),
+        ]):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def parse_queues(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    queues = [q.strip() for q in text.split(",") if q.strip()]
+    if not queues:
+        raise click.BadParameter("give at least one queue name", param_hint="--queues")
+    return queues
+
+
+@cli.command()
+@worker_options(concurrency=16)
+def worker(
+    modules: tuple[str, ...], db: str | None, concurrency: int, queues: str | None, lease: float, poll: float,
+    log_level: str,
+) -> None:
+    """Run a worker for the workflows and actions defined in MODULE... (SIGTERM/Ctrl-C stop it gracefully)."""
+    serve(modules, WorkerOptions(db, concurrency, parse_queues(queues), lease, poll), log_level)
+
+
+@cli.command()
+@worker_options(concurrency=8)
+def dev(
+    modules: tuple[str, ...], db: str | None, concurrency: int, queues: str | None, lease: float, poll: float,
+    log_level: str,
+) -> None:
+    """Run a development worker (SQLite ./cairn.db unless --db or CAIRN_DATABASE_URL says otherwise)."""
+    click.echo("note: the dashboard is not built yet; `cairn dev` runs only the worker for now.", err=True)
+    serve(modules, WorkerOptions(db, concurrency, parse_queues(queues), lease, poll), log_level)
+
+
+def serve(modules: Sequence[str], options: WorkerOptions, log_level: str) -> None:
+    logging.basicConfig(
+        level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    import_modules(modules)
+    if not registry.workflows() and not registry.actions():
+        raise click.ClickException(
+            f"no workflows or actions are registered after importing {', '.join(modules)}; "
+            "define them with @cairn.workflow and @cairn.action in those modules"
+        )
+    code = run(run_worker(options))
+    if code:
+        sys.exit(code)
+
+
+async def run_worker(options: WorkerOptions) -> int:
+    client = cairn.Client(options.db)
+    try:
+        w = cairn.Worker(
+            client, concurrency=options.concurrency, queues=options.queues, lease=options.lease,
+            poll_interval=options.poll,
+        )
+        await client.store.open()  # fail on an unreachable database before announcing anything
+        click.echo(
+            f"cairn worker {w.id} on {safe_url(client.url)}: {len(registry.workflows())} workflows, "
+            f"{len(registry.actions())} actions, queues {','.join(options.queues or ['*'])}, "
+            f"concurrency {options.concurrency}",
+            err=True,
+        )
+        return await supervise(w)
+    finally:
+        await client.close()
+
+
+async def supervise(w: cairn.Worker) -> int:
+    """Run the worker with SIGTERM/SIGINT asking for a graceful stop (a second one cancels at once)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    requested = False
+
+    def on_signal() -> None:
+        nonlocal requested
+        if requested and task is not None:
+            click.echo("cairn worker: stopping now", err=True)
+            task.cancel()
+            return
+        requested = True
+        click.echo("cairn worker: stopping (finishing work in flight; signal again to stop at once)", err=True)
+        w.request_stop()
+
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        await w.run()
+    except asyncio.CancelledError:
+        return 130
+    except Exception as exc:
+        click.echo(f"error: the worker stopped after an internal failure: {type(exc).__name__}: {exc}", err=True)
+        return 1
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    click.echo("cairn worker: stopped", err=True)
+    return 0
+
+
+# --- start ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--input", "input_text", default="[]", show_default=True, metavar="JSON",
+              help="A JSON array (positional arguments) or object (keyword arguments).")
+@click.option("--id", "run_id", default=None, help="Run id; starting an existing id returns that run.")
+@click.option("--queue", default=None, help="Queue (default: the workflow's).")
+@click.option("--wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Wait up to SECONDS for the result and print it as JSON.")
+@db_option
+@click.option("--import", "imports", multiple=True, metavar="MODULE",
+              help="Import MODULE first so NAME is validated against its code (repeatable).")
+def start(
+    name: str, input_text: str, run_id: str | None, queue: str | None, wait: float | None, db: str | None,
+    imports: tuple[str, ...],
+) -> None:
+    """Start a run of workflow NAME and print its id and status."""
+    args, kwargs = parse_input(input_text)
+    import_modules(imports)
+    code = run(
+        with_client(db, lambda client: start_run(client, name, args, kwargs, run_id, queue, wait)),
+        expected=(*EXPECTED, TypeError),
+    )
+    if code:
+        sys.exit(code)
+
+
+def parse_input(text: str) -> tuple[list[Any], dict[str, Any]]:
+    value = parse_json(text, "--input")
+    if isinstance(value, list):
+        return value, {}
+    if isinstance(value, dict):
+        return [], value
+    raise click.BadParameter(
+        f"must be a JSON array (positional arguments) or object (keyword arguments), got {text!r}",
+        param_hint="--input",
+    )
+
+
+async def start_run(
+    client: cairn.Client, name: str, args: list[Any], kwargs: dict[str, Any], run_id: str | None,
+    queue: str | None, wait: float | None,
+) -> int:
+    handle = await client.start(name, *args, id=run_id, queue=queue, **kwargs)
+    row = await handle.describe()
+    click.echo(f"run {handle.id}: {row.status.value}")
+    if wait is None:
+        return 0
+    with contextlib.suppress(Exception):  # the run's own failure re-raised, or the wait timed out: the row says
+        await handle.result(timeout=wait)
+    row = await handle.describe()
+    if row.status == RunStatus.COMPLETED:
+        click.echo(json.dumps(loads(row.result), ensure_ascii=False))
+        return 0
+    if not row.status.is_terminal:
+        click.echo(f"error: run {handle.id} did not finish within {wait:g}s (status: {row.status.value})", err=True)
+        return 1
+    error = loads(row.error)
+    detail = render.format_error(error) if error is not None else "the run was cancelled"
+    click.echo(f"run {handle.id} {row.status.value}: {detail}", err=True)
+    return 1
+
+
+# --- runs / show / workers --------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--status", type=click.Choice([s.value for s in RunStatus], case_sensitive=False), default=None)
+@click.option("--workflow", default=None, help="Only runs of this workflow id.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@db_option
+@json_flag
+def runs(status: str | None, workflow: str | None, limit: int, db: str | None, as_json: bool) -> None:
+    """List runs, newest first."""
+
+    async def body(client: cairn.Client) -> None:
+        rows = await client.list_runs(status=status, workflow=workflow, limit=limit)
+        rows.sort(key=lambda r: r.created_at, reverse=True)
+        if as_json:
+            echo_json([render.run_json(r) for r in rows])
+        elif not rows:
+            click.echo("no runs", err=True)
+        else:
+            render.console().print(render.runs_table(rows, time.time()))
+
+    run(with_client(db, body))
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN")
+@db_option
+@json_flag
+@click.option("--traceback", "show_traceback", is_flag=True, help="Include the recorded traceback of a failure.")
+def show(run_id: str, db: str | None, as_json: bool, show_traceback: bool) -> None:
+    """Show one run: its status, input, outcome, and its steps."""
+
+    async def body(client: cairn.Client) -> None:
+        handle = client.get(run_id)
+        row = await client.store.get_run(run_id)
+        if row is None:
+            raise Failure(f"no run with id {run_id!r} in {safe_url(client.url)}")
+        steps = await handle.steps()
+        if as_json:
+            echo_json({"run": render.run_json(row), "steps": [render.step_json(s) for s in steps]})
+            return
+        out = render.console()
+        out.print(render.run_header(row, time.time(), traceback=show_traceback))
+        out.print()
+        if steps:
+            out.print(render.steps_table(steps))
+        else:
+            out.print("no steps")
+        logs = render.step_logs(steps)
+        if logs is not None:
+            out.print()
+            out.print(logs)
+
+    run(with_client(db, body))
+
+
+@cli.command()
+@db_option
+@json_flag
+def workers(db: str | None, as_json: bool) -> None:
+    """List the workers registered in the database and how recently they heartbeated."""
+
+    async def body(client: cairn.Client) -> None:
+        found = await client.store.list_workers()
+        now = await client.store.now()
+        if as_json:
+            echo_json([render.worker_json(w, now) for w in found])
+        elif not found:
+            click.echo("no workers", err=True)
+        else:
+            render.console().print(render.workers_table(found, now))
+
+    run(with_client(db, body))
+
+
+# --- control ----------------------------------------------------------------------------------
+
+
+def control_command(verb: str, past: str, doc: str) -> None:
+    @cli.command(name=verb, help=doc)
+    @click.argument("run_id", metavar="RUN")
+    @db_option
+    def command(run_id: str, db: str | None) -> None:
+        async def body(client: cairn.Client) -> None:
+            handle = client.get(run_id)
+            await handle.describe()  # an unknown run is reported as such, whatever the verb
+            await getattr(handle, verb)()
+            click.echo(f"run {run_id}: {past}")
+
+        run(with_client(db, body))
+
+
+control_command("pause", "paused", "Pause RUN: it stops at its next step boundary until resumed.")
+control_command("resume", "resumed", "Resume a paused RUN.")
+control_command("cancel", "cancelled", "Cancel RUN: running steps are cancelled and it will not finish.")
+control_command("retry", "retried", "Retry a failed RUN from where it failed.")
+
+
+@cli.command(name="signal")
+@click.argument("run_id", metavar="RUN")
+@click.argument("name")
+@click.option("--payload", default="null", show_default=True, metavar="JSON", help="The signal's payload as JSON.")
+@db_option
+def signal_command(run_id: str, name: str, payload: str, db: str | None) -> None:
+    """Send signal NAME with a JSON payload to RUN."""
+    value = parse_json(payload, "--payload")
+
+    async def body(client: cairn.Client) -> None:
+        await client.get(run_id).signal(name, value)
+        click.echo(f"run {run_id}: signal {name!r} sent")
+
+    run(with_client(db, body), expected=(*EXPECTED, TypeError))
+
+
+if __name__ == "__main__":
+    main()

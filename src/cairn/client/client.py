@@ -30,7 +30,13 @@ class Client:
         await self.store.close()
 
     async def start(
-        self, workflow: Any, /, *args: Any, id: str | None = None, queue: str | None = None, **kwargs: Any,
+        self,
+        workflow: Any,
+        /,
+        *args: Any,
+        id: str | None = None,
+        queue: str | None = None,
+        **kwargs: Any,
     ) -> RunHandle:
         """Start a run; with an `id` that exists already, return that run and start nothing."""
         defn = _local_definition(workflow)
@@ -49,8 +55,16 @@ class Client:
         row, _created = await self.store.insert_run(run_id, name, encoded, queue or default_queue, code_version=version)
         return RunHandle(self, row.id)
 
-    async def run(self, workflow: Any, /, *args: Any, id: str | None = None, queue: str | None = None,
-                  timeout: float | None = None, **kwargs: Any) -> Any:
+    async def run(
+        self,
+        workflow: Any,
+        /,
+        *args: Any,
+        id: str | None = None,
+        queue: str | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Start (or find) the run and wait for its result."""
         handle = await self.start(workflow, *args, id=id, queue=queue, **kwargs)
         return await handle.result(timeout=timeout)
@@ -58,7 +72,9 @@ class Client:
     def get(self, run_id: str) -> RunHandle:
         return RunHandle(self, run_id)
 
-    async def list_runs(self, status: str | RunStatus | None = None, workflow: Any = None, limit: int = 50) -> list[RunRow]:
+    async def list_runs(
+        self, status: str | RunStatus | None = None, workflow: Any = None, limit: int = 50
+    ) -> list[RunRow]:
         if status is not None:
             try:
                 status = RunStatus(status)
@@ -113,7 +129,9 @@ def _encode_by_schema(info: WorkflowInfo, args: tuple[Any, ...], kwargs: dict[st
     missing = [p for p in schema.get("required", []) if p not in bound]
     if missing:
         raise TypeError(f"{info.name} is missing required arguments: {', '.join(missing)}")
-    return dumps({k: to_jsonable(v, f"argument {k!r} of {info.name}") for k, v in bound.items()}, f"arguments of {info.name}")
+    return dumps(
+        {k: to_jsonable(v, f"argument {k!r} of {info.name}") for k, v in bound.items()}, f"arguments of {info.name}"
+    )
 
 
 def _check_run_id(run_id: str) -> None:

@@ -106,9 +106,18 @@ class RunHandle:
         await self.describe()
         return [
             StepInfo(
-                seq=s.seq, kind=s.kind, name=s.name, args=loads(s.args), status=s.status, result=loads(s.result),
-                error=loads(s.error), attempt=s.attempt, created_at=s.created_at, started_at=s.started_at,
-                completed_at=s.completed_at, logs=loads(s.logs) or [],
+                seq=s.seq,
+                kind=s.kind,
+                name=s.name,
+                args=loads(s.args),
+                status=s.status,
+                result=loads(s.result),
+                error=loads(s.error),
+                attempt=s.attempt,
+                created_at=s.created_at,
+                started_at=s.started_at,
+                completed_at=s.completed_at,
+                logs=loads(s.logs) or [],
             )
             for s in await self.client.store.list_steps(self.id)
         ]
@@ -119,8 +128,7 @@ class RunHandle:
         if not history:
             return loads(row.properties) or {}
         return [
-            {"activation": a, "properties": json.loads(p)}
-            for a, p in await self.client.store.property_history(self.id)
+            {"activation": a, "properties": json.loads(p)} for a, p in await self.client.store.property_history(self.id)
         ]
 
     async def memory(self) -> dict[str, Any]:

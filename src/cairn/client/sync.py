@@ -81,11 +81,23 @@ class SyncClient:
         self._bridge.run(self.inner.close())
         self._bridge.close()
 
-    def start(self, workflow: Any, /, *args: Any, id: str | None = None, queue: str | None = None, **kwargs: Any) -> SyncRunHandle:
-        return SyncRunHandle(self._bridge.run(self.inner.start(workflow, *args, id=id, queue=queue, **kwargs)), self._bridge)
+    def start(
+        self, workflow: Any, /, *args: Any, id: str | None = None, queue: str | None = None, **kwargs: Any
+    ) -> SyncRunHandle:
+        return SyncRunHandle(
+            self._bridge.run(self.inner.start(workflow, *args, id=id, queue=queue, **kwargs)), self._bridge
+        )
 
-    def run(self, workflow: Any, /, *args: Any, id: str | None = None, queue: str | None = None,
-            timeout: float | None = None, **kwargs: Any) -> Any:
+    def run(
+        self,
+        workflow: Any,
+        /,
+        *args: Any,
+        id: str | None = None,
+        queue: str | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
         return self._bridge.run(self.inner.run(workflow, *args, id=id, queue=queue, timeout=timeout, **kwargs))
 
     def get(self, run_id: str) -> SyncRunHandle:

@@ -10,6 +10,7 @@ sticky cache, to avoid replays) or rebuilt from the journal at any time; both gi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import queue
@@ -20,7 +21,7 @@ from typing import Any
 
 from cairn.engine.runtime import Evicted, Resolution, Runtime, set_thread_runtime
 from cairn.errors import CairnError, SerializationError, WorkflowCancelled
-from cairn.registry import WorkflowDef
+from cairn.registry import WorkflowDef, instantiate
 from cairn.serialization import dumps, error_to_json, to_jsonable
 from cairn.store.protocol import ActivationResult, RunRow, StepRow
 from cairn.types import RunStatus, StepKind, StepStatus
@@ -69,7 +70,9 @@ class WorkflowInstance:
     # --- a live activation -----------------------------------------------------------------
 
     def activate(
-        self, batch: Sequence[StepRow], now: float,
+        self,
+        batch: Sequence[StepRow],
+        now: float,
         signals: Sequence[tuple[int, str, str | None]] = (),
     ) -> ActivationResult:
         rt = self.runtime
@@ -99,9 +102,12 @@ class WorkflowInstance:
                         break
             new_steps.append(step)
         result = ActivationResult(
-            new_steps=new_steps, cancelled=cmds.cancelled,
+            new_steps=new_steps,
+            cancelled=cmds.cancelled,
             delivered=[r.seq for r in resolutions],
-            delivered_at=now, consumed_signals=consumed, counts_as_activation=bool(resolutions) or first,
+            delivered_at=now,
+            consumed_signals=consumed,
+            counts_as_activation=bool(resolutions) or first,
         )
         if not result.counts_as_activation:
             rt.activation -= 1
@@ -124,7 +130,7 @@ class WorkflowInstance:
         args, kwargs = self.defn.signature.decode_args(self._input)
         entry = self.defn.entry
         if self.defn.is_class:
-            self.obj = self.defn.target()
+            self.obj = instantiate(self.defn.target)
             bound = getattr(self.obj, entry.__name__)
         else:
             bound = entry
@@ -193,10 +199,8 @@ class WorkflowInstance:
         if self._bridge is not None:
             self._bridge.abort()
         for task in asyncio.all_tasks(self.loop):
-            try:
-                task.get_coro().close()  # type: ignore[union-attr]
-            except BaseException:  # noqa: S110 - user code raising on close changes nothing durable
-                pass
+            with contextlib.suppress(BaseException):
+                task.get_coro().close()
         self.loop.close()
 
 

@@ -31,8 +31,13 @@ class DurableTimerHandle(asyncio.TimerHandle):
     """A timer whose firing is a journal step; cancelling it cancels the step."""
 
     def __init__(
-        self, when: float, callback: Callable[..., object], args: tuple[Any, ...],
-        loop: DeterministicLoop, context: contextvars.Context | None, seq: int,
+        self,
+        when: float,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        loop: DeterministicLoop,
+        context: contextvars.Context | None,
+        seq: int,
     ) -> None:
         super().__init__(when, callback, args, loop, context=context)
         self.seq = seq
@@ -44,7 +49,7 @@ class DurableTimerHandle(asyncio.TimerHandle):
 
     @property
     def _loop_ref(self) -> DeterministicLoop:
-        loop = self._loop
+        loop = getattr(self, "_loop", None)
         assert isinstance(loop, DeterministicLoop)
         return loop
 
@@ -83,27 +88,32 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
 
     # --- the scheduling API asyncio needs ----------------------------------------------------
 
-    def call_soon(
+    def call_soon(  # type: ignore[override]
         self, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
     ) -> asyncio.Handle:
         handle = asyncio.Handle(callback, args, self, context=context)
         self._ready.append(handle)
         return handle
 
-    call_soon_threadsafe = call_soon
+    call_soon_threadsafe = call_soon  # type: ignore[assignment]
 
-    def call_later(
-        self, delay: float, callback: Callable[..., object], *args: Any,
+    def call_later(  # type: ignore[override]
+        self,
+        delay: float,
+        callback: Callable[..., object],
+        *args: Any,
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle:
         return self.call_at(self._time + max(0.0, delay), callback, *args, context=context)
 
-    def call_at(
-        self, when: float, callback: Callable[..., object], *args: Any,
+    def call_at(  # type: ignore[override]
+        self,
+        when: float,
+        callback: Callable[..., object],
+        *args: Any,
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle:
-        return self.runtime.start_timer(when, lambda seq: DurableTimerHandle(
-            when, callback, args, self, context, seq))
+        return self.runtime.start_timer(when, lambda seq: DurableTimerHandle(when, callback, args, self, context, seq))
 
     def time(self) -> float:
         return self._time
@@ -173,7 +183,7 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
     def stop(self) -> None:
         self._io("stop")
 
-    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> Any:
+    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> Any:  # type: ignore[override]
         self._io("run_in_executor (threads)")
 
     def set_default_executor(self, executor: Any) -> None:
@@ -230,11 +240,38 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
     async def subprocess_shell(self, *args: Any, **kwargs: Any) -> Any:
         self._io("subprocess_shell (subprocesses)")
 
-    def add_reader(self, *args: Any, **kwargs: Any) -> None:
+    def add_reader(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         self._io("add_reader (file descriptors)")
 
-    def add_writer(self, *args: Any, **kwargs: Any) -> None:
+    def add_writer(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         self._io("add_writer (file descriptors)")
 
-    def add_signal_handler(self, *args: Any, **kwargs: Any) -> None:
+    def add_signal_handler(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         self._io("add_signal_handler (OS signals)")
+
+    def remove_reader(self, fd: Any) -> bool:
+        self._io("remove_reader (file descriptors)")
+
+    def remove_writer(self, fd: Any) -> bool:
+        self._io("remove_writer (file descriptors)")
+
+    def remove_signal_handler(self, sig: int) -> bool:
+        self._io("remove_signal_handler (OS signals)")
+
+    async def sock_recv_into(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("sock_recv_into (sockets)")
+
+    async def sock_recvfrom(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("sock_recvfrom (sockets)")
+
+    async def sock_recvfrom_into(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("sock_recvfrom_into (sockets)")
+
+    async def sock_sendto(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("sock_sendto (sockets)")
+
+    async def sock_sendfile(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("sock_sendfile (sockets)")
+
+    async def connect_accepted_socket(self, *args: Any, **kwargs: Any) -> Any:
+        self._io("connect_accepted_socket (sockets)")

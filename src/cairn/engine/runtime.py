@@ -103,8 +103,14 @@ class Runtime:
         raise Evicted()
 
     def schedule(
-        self, kind: StepKind, name: str, args: str | None, *, queue: str | None = None,
-        options: Json = None, decode: Callable[[Json], Any] | None = None,
+        self,
+        kind: StepKind,
+        name: str,
+        args: str | None,
+        *,
+        queue: str | None = None,
+        options: Json = None,
+        decode: Callable[[Json], Any] | None = None,
     ) -> asyncio.Future[Any]:
         """A step whose result arrives in a later activation (action, child, signal wait)."""
         seq, rec = self._take_seq(kind, name, args)
@@ -112,13 +118,15 @@ class Runtime:
         self.pending[seq] = _Pending(kind, name, future=fut, decode=decode)
         fut.add_done_callback(lambda f, s=seq: self._on_future_done(s, f))  # type: ignore[misc]
         if rec is None:
-            self.commands.new_steps.append(
-                NewStep(seq, kind, name, args, queue=queue, options=options)
-            )
+            self.commands.new_steps.append(NewStep(seq, kind, name, args, queue=queue, options=options))
         return fut
 
     def immediate(
-        self, kind: StepKind, name: str, args: str | None, compute: Callable[[], str | None],
+        self,
+        kind: StepKind,
+        name: str,
+        args: str | None,
+        compute: Callable[[], str | None],
         options: Json = None,
     ) -> str | None:
         """A step resolved at once and recorded (now/random/uuid, memory writes, sends)."""
@@ -127,8 +135,7 @@ class Runtime:
             return rec.result
         value = compute()
         self.commands.new_steps.append(
-            NewStep(seq, kind, name, args, status=StepStatus.COMPLETED, result=value,
-                    options=options, delivered=True)
+            NewStep(seq, kind, name, args, status=StepStatus.COMPLETED, result=value, options=options, delivered=True)
         )
         return value
 
@@ -198,7 +205,9 @@ class Runtime:
         return float(json.loads(self.immediate(StepKind.RECORD, "now", None, lambda: dumps(self.loop.time())) or "0"))
 
     def random(self) -> float:
-        return float(json.loads(self.immediate(StepKind.RECORD, "random", None, lambda: dumps(self._rng.random())) or "0"))
+        return float(
+            json.loads(self.immediate(StepKind.RECORD, "random", None, lambda: dumps(self._rng.random())) or "0")
+        )
 
     def uuid4_int(self) -> int:
         text = self.immediate(StepKind.RECORD, "uuid4", None, lambda: dumps(str(self._rng.getrandbits(128))))
@@ -249,10 +258,25 @@ class Runtime:
 
 def _as_row(run_id: str, step: NewStep) -> StepRow:
     return StepRow(
-        run_id=run_id, seq=step.seq, kind=step.kind, name=step.name, args=step.args,
-        status=step.status, result=step.result, error=None, attempt=0, delivered_in=None,
-        delivered_at=None, fire_at=step.fire_at, queue=step.queue, options=None,
-        memory_writes=None, logs=None, created_at=0.0, started_at=None, completed_at=None,
+        run_id=run_id,
+        seq=step.seq,
+        kind=step.kind,
+        name=step.name,
+        args=step.args,
+        status=step.status,
+        result=step.result,
+        error=None,
+        attempt=0,
+        delivered_in=None,
+        delivered_at=None,
+        fire_at=step.fire_at,
+        queue=step.queue,
+        options=None,
+        memory_writes=None,
+        logs=None,
+        created_at=0.0,
+        started_at=None,
+        completed_at=None,
     )
 
 

@@ -100,18 +100,47 @@ class Database(abc.ABC):
 
 def run_row(r: Sequence[Any]) -> RunRow:
     return RunRow(
-        id=r[0], workflow=r[1], status=RunStatus(r[2]), input=r[3], result=r[4], error=r[5], queue=r[6],
-        parent_id=r[7], parent_seq=r[8], created_at=r[9], updated_at=r[10], started_at=r[11],
-        completed_at=r[12], activations=r[13], properties=r[14], code_version=r[15], lease_owner=r[16],
+        id=r[0],
+        workflow=r[1],
+        status=RunStatus(r[2]),
+        input=r[3],
+        result=r[4],
+        error=r[5],
+        queue=r[6],
+        parent_id=r[7],
+        parent_seq=r[8],
+        created_at=r[9],
+        updated_at=r[10],
+        started_at=r[11],
+        completed_at=r[12],
+        activations=r[13],
+        properties=r[14],
+        code_version=r[15],
+        lease_owner=r[16],
         lease_token=r[17],
     )
 
 
 def step_row(r: Sequence[Any]) -> StepRow:
     return StepRow(
-        run_id=r[0], seq=r[1], kind=StepKind(r[2]), name=r[3], args=r[4], status=StepStatus(r[5]),
-        result=r[6], error=r[7], attempt=r[8], delivered_in=r[9], delivered_at=r[10], fire_at=r[11],
-        queue=r[12], options=r[13], memory_writes=r[14], logs=r[15], created_at=r[16], started_at=r[17],
+        run_id=r[0],
+        seq=r[1],
+        kind=StepKind(r[2]),
+        name=r[3],
+        args=r[4],
+        status=StepStatus(r[5]),
+        result=r[6],
+        error=r[7],
+        attempt=r[8],
+        delivered_in=r[9],
+        delivered_at=r[10],
+        fire_at=r[11],
+        queue=r[12],
+        options=r[13],
+        memory_writes=r[14],
+        logs=r[15],
+        created_at=r[16],
+        started_at=r[17],
         completed_at=r[18],
     )
 
@@ -141,15 +170,33 @@ class SqlStore:
     # --- runs ----------------------------------------------------------------------------------
 
     async def insert_run(
-        self, run_id: str, workflow: str, input: str, queue: str,
-        parent_id: str | None = None, parent_seq: int | None = None, code_version: str | None = None,
+        self,
+        run_id: str,
+        workflow: str,
+        input: str,
+        queue: str,
+        parent_id: str | None = None,
+        parent_seq: int | None = None,
+        code_version: str | None = None,
     ) -> tuple[RunRow, bool]:
         def tx_fn(tx: Tx) -> tuple[RunRow, bool]:
             now = tx.now()
-            created = tx.execute("insert_run", {
-                "id": run_id, "workflow": workflow, "input": input, "queue": queue, "parent_id": parent_id,
-                "parent_seq": parent_seq, "now": now, "code_version": code_version,
-            }) == 1
+            created = (
+                tx.execute(
+                    "insert_run",
+                    {
+                        "id": run_id,
+                        "workflow": workflow,
+                        "input": input,
+                        "queue": queue,
+                        "parent_id": parent_id,
+                        "parent_seq": parent_seq,
+                        "now": now,
+                        "code_version": code_version,
+                    },
+                )
+                == 1
+            )
             if created:
                 tx.notify(WORK)
             row = tx.one("get_run", {"id": run_id})
@@ -193,15 +240,28 @@ class SqlStore:
     # --- workflow activations -------------------------------------------------------------------
 
     async def claim_runs(
-        self, worker: str, workflows: Sequence[str], queues: Sequence[str] | None, limit: int, lease: float,
+        self,
+        worker: str,
+        workflows: Sequence[str],
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
         cached: dict[str, int] | None = None,
     ) -> list[RunClaim]:
         def tx_fn(tx: Tx) -> list[RunClaim]:
             now = tx.now()
-            rows = tx.all("claim_runs", {
-                "worker": worker, "now": now, "lease": lease, "limit": limit, "workflows": list(workflows),
-                "any_queue": 1 if queues is None else 0, "queues": list(queues or []),
-            })
+            rows = tx.all(
+                "claim_runs",
+                {
+                    "worker": worker,
+                    "now": now,
+                    "lease": lease,
+                    "limit": limit,
+                    "workflows": list(workflows),
+                    "any_queue": 1 if queues is None else 0,
+                    "queues": list(queues or []),
+                },
+            )
             claims = []
             for r in rows:
                 run = run_row(r)
@@ -228,16 +288,29 @@ class SqlStore:
     # --- action attempts ------------------------------------------------------------------------
 
     async def claim_actions(
-        self, worker: str, names: Sequence[str], queues: Sequence[str] | None, limit: int, lease: float,
+        self,
+        worker: str,
+        names: Sequence[str],
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
     ) -> list[tuple[ActionClaim, dict[str, str]]]:
         """Lease due attempts; each comes with a snapshot of its run's memory."""
 
         def tx_fn(tx: Tx) -> list[tuple[ActionClaim, dict[str, str]]]:
             now = tx.now()
-            rows = tx.all("claim_actions", {
-                "worker": worker, "now": now, "lease": lease, "limit": limit, "names": list(names),
-                "any_queue": 1 if queues is None else 0, "queues": list(queues or []),
-            })
+            rows = tx.all(
+                "claim_actions",
+                {
+                    "worker": worker,
+                    "now": now,
+                    "lease": lease,
+                    "limit": limit,
+                    "names": list(names),
+                    "any_queue": 1 if queues is None else 0,
+                    "queues": list(queues or []),
+                },
+            )
             claims = [
                 ActionClaim(r[0], int(r[1]), r[2], r[3] or "{}", int(r[4]), json.loads(r[5]) if r[5] else None, r[6])
                 for r in rows
@@ -251,32 +324,56 @@ class SqlStore:
         return await self.db.transaction(tx_fn)
 
     async def complete_action(
-        self, claim: ActionClaim, result: str | None, error: str | None, retry_delay: float | None,
-        memory_writes: Sequence[tuple[str, str]], logs: Sequence[str],
+        self,
+        claim: ActionClaim,
+        result: str | None,
+        error: str | None,
+        retry_delay: float | None,
+        memory_writes: Sequence[tuple[str, str]],
+        logs: Sequence[str],
     ) -> bool:
         """Record an attempt's outcome fenced by its attempt number; False when it lost the step.
 
         With `retry_delay` the step goes back to scheduled, due that many seconds from now."""
+
         def tx_fn(tx: Tx) -> bool:
             tx.one("lock_run", {"id": claim.run_id})  # run row first: the lock order of every commit
             now = tx.now()
             retrying = retry_delay is not None
-            status = StepStatus.SCHEDULED if retrying else (StepStatus.FAILED if error is not None else StepStatus.COMPLETED)
-            won = tx.execute("complete_step", {
-                "run_id": claim.run_id, "seq": claim.seq, "attempt": claim.attempt, "status": status,
-                "result": result, "error": error,
-                "memory_writes": json.dumps(list(memory_writes)) if memory_writes and not retrying else None,
-                "logs": json.dumps(list(logs)) if logs else None,
-                "completed_at": None if retrying else now,
-                "due_at": now + retry_delay if retry_delay is not None else None,
-            }) == 1
+            all_logs = list(logs)
+            if logs:  # every attempt's lines stay with the step
+                row = tx.one("step_logs", {"run_id": claim.run_id, "seq": claim.seq})
+                all_logs = (json.loads(row[0]) if row and row[0] else []) + all_logs
+            status = (
+                StepStatus.SCHEDULED if retrying else (StepStatus.FAILED if error is not None else StepStatus.COMPLETED)
+            )
+            won = (
+                tx.execute(
+                    "complete_step",
+                    {
+                        "run_id": claim.run_id,
+                        "seq": claim.seq,
+                        "attempt": claim.attempt,
+                        "status": status,
+                        "result": result,
+                        "error": error,
+                        "memory_writes": json.dumps(list(memory_writes)) if memory_writes and not retrying else None,
+                        "logs": json.dumps(all_logs) if all_logs else None,
+                        "completed_at": None if retrying else now,
+                        "due_at": now + retry_delay if retry_delay is not None else None,
+                    },
+                )
+                == 1
+            )
             if not won:
                 return False
             if retrying:
                 tx.notify(WORK)
                 return True
             for key, value in memory_writes:
-                tx.execute("upsert_memory", {"run_id": claim.run_id, "key": key, "value": value, "step": claim.seq, "now": now})
+                tx.execute(
+                    "upsert_memory", {"run_id": claim.run_id, "key": key, "value": value, "step": claim.seq, "now": now}
+                )
             tx.execute("wake_run", {"id": claim.run_id, "now": now})
             tx.notify(WORK)
             return True
@@ -296,10 +393,18 @@ class SqlStore:
     async def heartbeat(self, info: WorkerInfo, lease: float) -> None:
         def tx_fn(tx: Tx) -> None:
             now = tx.now()
-            tx.execute("upsert_worker", {
-                "id": info.id, "host": info.host, "pid": info.pid, "queues": info.queues,
-                "started_at": info.started_at, "now": now, "in_flight": info.in_flight,
-            })
+            tx.execute(
+                "upsert_worker",
+                {
+                    "id": info.id,
+                    "host": info.host,
+                    "pid": info.pid,
+                    "queues": info.queues,
+                    "started_at": info.started_at,
+                    "now": now,
+                    "in_flight": info.in_flight,
+                },
+            )
             tx.execute("extend_step_leases", {"worker": info.id, "until": now + lease})
             tx.execute("extend_run_leases", {"worker": info.id, "until": now + lease})
 
@@ -322,10 +427,19 @@ class SqlStore:
     async def register_workflows(self, infos: Sequence[WorkflowInfo]) -> None:
         def tx_fn(tx: Tx) -> None:
             now = tx.now()
-            tx.many("upsert_workflow", [
-                {"name": i.name, "description": i.description, "input_schema": i.input_schema, "queue": i.queue, "now": now}
-                for i in infos
-            ])
+            tx.many(
+                "upsert_workflow",
+                [
+                    {
+                        "name": i.name,
+                        "description": i.description,
+                        "input_schema": i.input_schema,
+                        "queue": i.queue,
+                        "now": now,
+                    }
+                    for i in infos
+                ],
+            )
 
         await self.db.transaction(tx_fn)
 
@@ -351,34 +465,60 @@ def _commit_activation(tx: Tx, claim: RunClaim, res: ActivationResult) -> None:
     for signal_id, seq in res.consumed_signals:
         tx.execute("consume_signal_into_step", {"run_id": run.id, "seq": seq, "signal_id": signal_id, "now": now})
         tx.execute("mark_signal_consumed", {"seq": seq, "signal_id": signal_id})
-    tx.many("deliver_step", [
-        {"run_id": run.id, "seq": seq, "activation": activation, "delivered_at": res.delivered_at}
-        for seq in res.delivered
-    ])
+    tx.many(
+        "deliver_step",
+        [
+            {"run_id": run.id, "seq": seq, "activation": activation, "delivered_at": res.delivered_at}
+            for seq in res.delivered
+        ],
+    )
     for step in res.new_steps:
         _insert_step(tx, run, step, activation, now)
     for seq in res.cancelled:
         tx.execute("cancel_step", {"run_id": run.id, "seq": seq, "now": now})
     last_seq = max([s.seq for s in res.new_steps] + list(res.delivered) + [0])
     if res.properties is not None:
-        tx.execute("insert_properties", {
-            "run_id": run.id, "activation": activation, "after_step": last_seq, "properties": res.properties,
-        })
+        tx.execute(
+            "insert_properties",
+            {
+                "run_id": run.id,
+                "activation": activation,
+                "after_step": last_seq,
+                "properties": res.properties,
+            },
+        )
     terminal = res.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
-    tx.execute("finish_activation", {
-        "id": run.id, "token": claim.token, "status": res.status, "result": res.result, "error": res.error,
-        "activations": activation, "properties": res.properties, "now": now,
-        "completed_at": now if terminal else None, "parked": 1 if res.status in _PARKED else 0,
-        "wake_at": res.wake_at,
-    })
+    tx.execute(
+        "finish_activation",
+        {
+            "id": run.id,
+            "token": claim.token,
+            "status": res.status,
+            "result": res.result,
+            "error": res.error,
+            "activations": activation,
+            "properties": res.properties,
+            "now": now,
+            "completed_at": now if terminal else None,
+            "parked": 1 if res.status in _PARKED else 0,
+            "wake_at": res.wake_at,
+        },
+    )
     if terminal and run.parent_id is not None and run.parent_seq is not None:
         tx.one("lock_run", {"id": run.parent_id})
-        tx.execute("resolve_parent_step", {
-            "run_id": run.parent_id, "seq": run.parent_seq, "now": now,
-            "status": StepStatus.COMPLETED if res.status == RunStatus.COMPLETED else (
-                StepStatus.FAILED if res.status == RunStatus.FAILED else StepStatus.CANCELLED),
-            "result": res.result, "error": res.error,
-        })
+        tx.execute(
+            "resolve_parent_step",
+            {
+                "run_id": run.parent_id,
+                "seq": run.parent_seq,
+                "now": now,
+                "status": StepStatus.COMPLETED
+                if res.status == RunStatus.COMPLETED
+                else (StepStatus.FAILED if res.status == RunStatus.FAILED else StepStatus.CANCELLED),
+                "result": res.result,
+                "error": res.error,
+            },
+        )
         tx.execute("wake_run", {"id": run.parent_id, "now": now})
     if res.status in _PARKED or res.status == RunStatus.WAITING:
         tx.notify(f"run:{run.id}")
@@ -388,17 +528,30 @@ def _commit_activation(tx: Tx, claim: RunClaim, res: ActivationResult) -> None:
 def _insert_step(tx: Tx, run: RunRow, step: Any, activation: int, now: float) -> None:
     options = step.options
     due_at = step.fire_at if step.kind == StepKind.TIMER else now
-    tx.execute("insert_step", {
-        "run_id": run.id, "seq": step.seq, "kind": step.kind, "name": step.name, "args": step.args,
-        "status": step.status, "result": step.result, "delivered_in": 0 if step.delivered else None,
-        "due_at": due_at if step.kind in (StepKind.ACTION, StepKind.TIMER) else None, "queue": step.queue,
-        "options": json.dumps(options, sort_keys=True, separators=(",", ":")) if options is not None else None,
-        "now": now, "completed_at": now if step.status != StepStatus.SCHEDULED else None,
-    })
+    tx.execute(
+        "insert_step",
+        {
+            "run_id": run.id,
+            "seq": step.seq,
+            "kind": step.kind,
+            "name": step.name,
+            "args": step.args,
+            "status": step.status,
+            "result": step.result,
+            "delivered_in": 0 if step.delivered else None,
+            "due_at": due_at if step.kind in (StepKind.ACTION, StepKind.TIMER) else None,
+            "queue": step.queue,
+            "options": json.dumps(options, sort_keys=True, separators=(",", ":")) if options is not None else None,
+            "now": now,
+            "completed_at": now if step.status != StepStatus.SCHEDULED else None,
+        },
+    )
     if step.signal_id is not None:
         tx.execute("mark_signal_consumed", {"seq": step.seq, "signal_id": step.signal_id})
     if step.kind == StepKind.MEMORY:
-        tx.execute("upsert_memory", {"run_id": run.id, "key": step.name, "value": step.args, "step": step.seq, "now": now})
+        tx.execute(
+            "upsert_memory", {"run_id": run.id, "key": step.name, "value": step.args, "step": step.seq, "now": now}
+        )
     elif step.kind == StepKind.SEND_SIGNAL:
         data = json.loads(step.args)
         _signal(tx, str(data["run_id"]), step.name, json.dumps(data.get("payload"), sort_keys=True), now)
@@ -409,10 +562,22 @@ def _insert_step(tx: Tx, run: RunRow, step: Any, activation: int, now: float) ->
 def _start_child(tx: Tx, run: RunRow, step: Any, now: float) -> None:
     child_id = str(step.options["run_id"])
     detached = bool(step.options.get("detached"))
-    created = tx.execute("insert_run", {
-        "id": child_id, "workflow": step.name, "input": step.args, "queue": step.queue or run.queue,
-        "parent_id": run.id, "parent_seq": None if detached else step.seq, "now": now, "code_version": None,
-    }) == 1
+    created = (
+        tx.execute(
+            "insert_run",
+            {
+                "id": child_id,
+                "workflow": step.name,
+                "input": step.args,
+                "queue": step.queue or run.queue,
+                "parent_id": run.id,
+                "parent_seq": None if detached else step.seq,
+                "now": now,
+                "code_version": None,
+            },
+        )
+        == 1
+    )
     if created or detached:
         return
     # The id names an existing run: wait for it if it is still going, else take its outcome now.
@@ -422,8 +587,14 @@ def _start_child(tx: Tx, run: RunRow, step: Any, now: float) -> None:
     assert row is not None
     child = run_row(row)
     if child.status.is_terminal:
-        tx.execute("resolve_parent_step", {
-            "run_id": run.id, "seq": step.seq, "now": now,
-            "status": StepStatus.COMPLETED if child.status == RunStatus.COMPLETED else StepStatus.FAILED,
-            "result": child.result, "error": child.error,
-        })
+        tx.execute(
+            "resolve_parent_step",
+            {
+                "run_id": run.id,
+                "seq": step.seq,
+                "now": now,
+                "status": StepStatus.COMPLETED if child.status == RunStatus.COMPLETED else StepStatus.FAILED,
+                "result": child.result,
+                "error": child.error,
+            },
+        )

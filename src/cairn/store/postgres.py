@@ -51,7 +51,9 @@ def redact(url: str) -> str:
         info = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         return "<unparseable database URL>"
-    return f"postgresql://{info.get('user', '')}@{info.get('host', '')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+    return (
+        f"postgresql://{info.get('user', '')}@{info.get('host', '')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+    )
 
 
 class PostgresDatabase(Database):
@@ -73,7 +75,9 @@ class PostgresDatabase(Database):
         self._pool = ConnectionPool(self.url, min_size=1, max_size=self._pool_size, open=False, name="cairn")
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, lambda: self._pool.open(wait=True, timeout=10.0) if self._pool else None)
+            await loop.run_in_executor(
+                self._executor, lambda: self._pool.open(wait=True, timeout=10.0) if self._pool else None
+            )
         except Exception as exc:
             await self.close()
             raise ConnectionError(f"cannot connect to PostgreSQL at {redact(self.url)}: {exc}") from None
@@ -87,7 +91,8 @@ class PostgresDatabase(Database):
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS cairn_schema_version (version integer PRIMARY KEY, name text NOT NULL, applied_at double precision NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS cairn_schema_version "
+                "(version integer PRIMARY KEY, name text NOT NULL, applied_at double precision NOT NULL)"
             )
             row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM cairn_schema_version").fetchone()
             current = int(row[0]) if row else 0

@@ -156,15 +156,24 @@ class Store(Protocol):
 
     # --- runs ---
     async def insert_run(
-        self, run_id: str, workflow: str, input: str, queue: str,
-        parent_id: str | None = None, parent_seq: int | None = None, code_version: str | None = None,
+        self,
+        run_id: str,
+        workflow: str,
+        input: str,
+        queue: str,
+        parent_id: str | None = None,
+        parent_seq: int | None = None,
+        code_version: str | None = None,
     ) -> tuple[RunRow, bool]:
         """Insert a run unless its id exists; returns (the row, whether it was created)."""
 
     async def get_run(self, run_id: str) -> RunRow | None: ...
 
     async def list_runs(
-        self, status: str | None = None, workflow: str | None = None, limit: int = 50,
+        self,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
     ) -> list[RunRow]: ...
 
     async def list_steps(self, run_id: str) -> list[StepRow]: ...
@@ -180,7 +189,12 @@ class Store(Protocol):
 
     # --- work ---
     async def claim_runs(
-        self, worker: str, workflows: Sequence[str], queues: Sequence[str] | None, limit: int, lease: float,
+        self,
+        worker: str,
+        workflows: Sequence[str],
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
         cached: dict[str, int] | None = None,
     ) -> list[RunClaim]:
         """Lease runnable runs; `cached` maps run id → activation count this worker holds in memory,
@@ -193,13 +207,23 @@ class Store(Protocol):
         """Give a claimed run back without changes (shutdown, or an error before commit)."""
 
     async def claim_actions(
-        self, worker: str, names: Sequence[str], queues: Sequence[str] | None, limit: int, lease: float,
+        self,
+        worker: str,
+        names: Sequence[str],
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
     ) -> list[tuple[ActionClaim, dict[str, str]]]:
         """Lease due attempts; each comes with a snapshot of its run's memory."""
 
     async def complete_action(
-        self, claim: ActionClaim, result: str | None, error: str | None, retry_delay: float | None,
-        memory_writes: Sequence[tuple[str, str]], logs: Sequence[str],
+        self,
+        claim: ActionClaim,
+        result: str | None,
+        error: str | None,
+        retry_delay: float | None,
+        memory_writes: Sequence[tuple[str, str]],
+        logs: Sequence[str],
     ) -> bool:
         """Record an attempt's outcome fenced by its attempt number; False when it lost the step."""
 

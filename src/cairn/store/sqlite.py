@@ -92,7 +92,8 @@ class SqliteDatabase(Database):
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS cairn_schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS cairn_schema_version "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
             )
             current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM cairn_schema_version").fetchone()[0]
             for version, name, script in migrations("sqlite"):

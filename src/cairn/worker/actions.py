@@ -42,7 +42,7 @@ class ActionExecutor:
                 raise UnknownActionError(f"action {claim.name!r} is not registered on this worker")
             policy = options.get("retry") or defn.retry.to_json()
             backoff = BackoffPolicy.from_json(options["backoff"]) if "backoff" in options else defn.backoff
-            timeout = options["timeout"] if "timeout" in options else defn.timeout
+            timeout = options.get("timeout", defn.timeout)
             if claim.attempt > int(policy["attempts"]):
                 raise ActionTimeout(
                     f"action {claim.name} lost attempt {claim.attempt - 1} (its worker stopped) and has "
@@ -54,14 +54,19 @@ class ActionExecutor:
             except Exception as exc:
                 if should_retry(policy, exc, claim.attempt):
                     retry_delay = backoff.delay_for(claim.attempt)
-                    ctx.logs.append(f"WARNING attempt {claim.attempt} failed: {type(exc).__name__}: {exc}; retrying in {retry_delay:.2f}s")
+                    failure = f"{type(exc).__name__}: {exc}"
+                    ctx.logs.append(f"WARNING attempt {claim.attempt} failed: {failure}; retry in {retry_delay:.2f}s")
                 error = dumps(error_to_json(exc))
         except (UnknownActionError, ActionTimeout) as exc:
             error = dumps(error_to_json(exc))
         won = await self._store.complete_action(claim, result, error, retry_delay, ctx.memory_writes, ctx.logs)
         if not won:
-            log.warning("action %s of run %s: attempt %d was superseded; its outcome is dropped",
-                        claim.name, claim.run_id, claim.attempt)
+            log.warning(
+                "action %s of run %s: attempt %d was superseded; its outcome is dropped",
+                claim.name,
+                claim.run_id,
+                claim.attempt,
+            )
 
     async def _attempt(self, defn: ActionDef, claim: ActionClaim, ctx: ActionContext, timeout: float | None) -> Any:
         args, kwargs = defn.signature.decode_args(claim.args)

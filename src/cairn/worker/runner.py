@@ -76,7 +76,9 @@ class Runner:
             log.exception("activation of run %s failed", run.id)
             if inst is not None:
                 inst.close()
-            result = ActivationResult(status=RunStatus.FAILED, error=dumps(error_to_json(exc)), counts_as_activation=False)
+            result = ActivationResult(
+                status=RunStatus.FAILED, error=dumps(error_to_json(exc)), counts_as_activation=False
+            )
             inst = None
         try:
             await self._store.commit_activation(claim, result)

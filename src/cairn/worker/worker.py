@@ -37,16 +37,25 @@ class Worker:
     """
 
     def __init__(
-        self, client: Any = None, *, url: str | None = None, concurrency: int = 16,
-        queues: Sequence[str] | None = None, lease: float = 10.0, poll_interval: float = 1.0,
-        registry: Registry = registry, cache_size: int = 1000,
+        self,
+        client: Any = None,
+        *,
+        url: str | None = None,
+        concurrency: int = 16,
+        queues: Sequence[str] | None = None,
+        lease: float = 10.0,
+        poll_interval: float = 1.0,
+        registry: Registry = registry,
+        cache_size: int = 1000,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         if lease <= 0 or poll_interval <= 0:
             raise ValueError("lease and poll_interval must be positive seconds")
         store = getattr(client, "store", None)
-        self.store: SqlStore = store if isinstance(store, SqlStore) else open_store(url if client is None else str(client))
+        self.store: SqlStore = (
+            store if isinstance(store, SqlStore) else open_store(url if client is None else str(client))
+        )
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.concurrency = concurrency
         self.queues = list(queues) if queues else None
@@ -71,10 +80,14 @@ class Worker:
     async def start(self) -> None:
         await self.store.open()
         loop = asyncio.get_running_loop()
-        self._unsubscribe = self.store.subscribe(lambda _payload: loop.call_soon_threadsafe(self._wakeup.set))
-        await self.store.register_workflows([
-            WorkflowInfo(w.id, w.description, _schema(w), w.queue) for w in self.registry.workflows()
-        ])
+
+        def wake(_payload: str) -> None:
+            loop.call_soon_threadsafe(self._wakeup.set)
+
+        self._unsubscribe = self.store.subscribe(wake)
+        await self.store.register_workflows(
+            [WorkflowInfo(w.id, w.description, _schema(w), w.queue) for w in self.registry.workflows()]
+        )
         await self.store.heartbeat(self._info(), self.lease)
         self._main = asyncio.create_task(self._loop(), name=f"cairn-worker-{self.id}")
         self._side = [asyncio.create_task(self._heartbeat(), name="cairn-heartbeat")]
@@ -116,7 +129,9 @@ class Worker:
         await self.start()
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.stop()
 
     async def run(self) -> None:
@@ -220,9 +235,13 @@ class Worker:
 
     def _info(self) -> WorkerInfo:
         return WorkerInfo(
-            id=self.id, host=socket.gethostname(), pid=os.getpid(),
-            queues=",".join(self.queues) if self.queues else "*", started_at=self._started_at,
-            heartbeat_at=time.time(), in_flight=len(self._tasks),
+            id=self.id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            queues=",".join(self.queues) if self.queues else "*",
+            started_at=self._started_at,
+            heartbeat_at=time.time(),
+            in_flight=len(self._tasks),
         )
 
     @property

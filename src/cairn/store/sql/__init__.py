@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import re
 from importlib import resources
-from typing import LiteralString, cast
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.M)
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -21,14 +20,14 @@ def _parse(text: str) -> dict[str, str]:
 
 
 @functools.cache
-def queries(dialect: str) -> dict[str, LiteralString]:
+def queries(dialect: str) -> dict[str, str]:
     """Query name → SQL in the backend's parameter style (:name for sqlite3, %(name)s for psycopg)."""
     base = resources.files(__package__)
     merged = _parse(base.joinpath("queries.sql").read_text())
     merged.update(_parse(base.joinpath(f"{dialect}.sql").read_text()))
     if dialect == "postgres":
         merged = {k: _PARAM.sub(r"%(\1)s", v.replace("%", "%%")) for k, v in merged.items()}
-    return {k: cast(LiteralString, v) for k, v in merged.items()}
+    return dict(merged)  # fixed text from our own files, never built from values
 
 
 @functools.cache

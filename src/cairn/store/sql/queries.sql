@@ -129,8 +129,11 @@ UPDATE cairn_runs SET lease_owner = NULL, lease_until = NULL WHERE id = :id AND 
 -- name: complete_step
 UPDATE cairn_steps
 SET status = :status, result = :result, error = :error, memory_writes = :memory_writes,
-    logs = :logs, completed_at = :completed_at, due_at = :due_at, lease_owner = NULL
+    logs = COALESCE(CAST(:logs AS text), logs), completed_at = :completed_at, due_at = :due_at, lease_owner = NULL
 WHERE run_id = :run_id AND seq = :seq AND attempt = :attempt AND status = 'running'
+
+-- name: step_logs
+SELECT logs FROM cairn_steps WHERE run_id = :run_id AND seq = :seq
 
 -- name: upsert_worker
 INSERT INTO cairn_workers (id, host, pid, queues, started_at, heartbeat_at, in_flight)

@@ -1,0 +1,274 @@
+"""Formatting for the `cairn` command line: rich tables, times, durations and JSON views.
+
+Nothing here touches the database; every function turns rows the client returned into text.
+Cells are built as `Text` so names and values are never read as rich markup.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from cairn.client.handle import StepInfo
+from cairn.serialization import loads
+from cairn.store.protocol import RunRow, WorkerInfo
+from cairn.types import RunStatus, StepStatus
+
+ARGS_WIDTH = 60
+VALUE_WIDTH = 60
+STALE_AFTER = 30.0
+"""Seconds without a heartbeat after which a worker is shown as stale."""
+
+_RUN_STYLES = {
+    RunStatus.PENDING: "cyan",
+    RunStatus.RUNNING: "blue",
+    RunStatus.WAITING: "magenta",
+    RunStatus.PAUSED: "yellow",
+    RunStatus.COMPLETED: "green",
+    RunStatus.FAILED: "bold red",
+    RunStatus.CANCELLED: "dim",
+}
+_STEP_STYLES = {
+    StepStatus.SCHEDULED: "cyan",
+    StepStatus.RUNNING: "blue",
+    StepStatus.COMPLETED: "green",
+    StepStatus.FAILED: "bold red",
+    StepStatus.CANCELLED: "dim",
+}
+
+
+# --- consoles ---------------------------------------------------------------------------------
+
+
+def console(stderr: bool = False) -> Console:
+    """A console on the current stdout/stderr; wide when piped so ids are not folded."""
+    out = Console(file=sys.stderr if stderr else sys.stdout, highlight=False, soft_wrap=False)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = 200
+    return out
+
+
+# --- scalars ----------------------------------------------------------------------------------
+
+
+def fmt_time(ts: float | None, offset: bool = False) -> str:
+    """Epoch seconds as local ISO time without microseconds (with the UTC offset if asked)."""
+    if ts is None:
+        return "-"
+    moment = datetime.fromtimestamp(ts).astimezone().replace(microsecond=0)
+    return moment.isoformat() if offset else moment.replace(tzinfo=None).isoformat()
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def fmt_ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:,.0f}"
+
+
+def truncate(text: str, width: int) -> str:
+    text = " ".join(text.split())  # one line in a table cell
+    return text if len(text) <= width else text[: max(1, width - 1)] + "…"
+
+
+def compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def format_args(args: Any) -> str:
+    """Arguments stored by name as `x=1, y="a"`; anything else as compact JSON."""
+    if args is None:
+        return ""
+    if isinstance(args, dict):
+        return ", ".join(f"{k}={compact_json(v)}" for k, v in args.items())
+    return compact_json(args)
+
+
+def format_error(error: Any) -> str:
+    """`Type: message` from a recorded error (`{"type", "message", ...}`), else its JSON."""
+    if isinstance(error, dict) and ("type" in error or "message" in error):
+        kind = str(error.get("type") or "Error")
+        message = str(error.get("message") or "")
+        return f"{kind}: {message}" if message else kind
+    return compact_json(error)
+
+
+def error_traceback(error: Any) -> str:
+    return str(error.get("traceback") or "") if isinstance(error, dict) else ""
+
+
+def run_status(status: RunStatus) -> Text:
+    return Text(status.value, style=_RUN_STYLES.get(status, ""))
+
+
+def step_status(status: StepStatus) -> Text:
+    return Text(status.value, style=_STEP_STYLES.get(status, ""))
+
+
+def run_duration(row: RunRow, now: float) -> str:
+    """Wall time from start (or creation) to completion; running runs get a trailing `…`."""
+    start = row.started_at or row.created_at
+    if row.completed_at is not None:
+        return fmt_duration(max(0.0, row.completed_at - start))
+    if row.started_at is None:
+        return "-"
+    return fmt_duration(max(0.0, now - start)) + "…"
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+
+def runs_table(rows: list[RunRow], now: float) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("id", no_wrap=True, style="bold")
+    table.add_column("workflow", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("created", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    table.add_column("activations", justify="right")
+    for row in rows:
+        table.add_row(
+            Text(row.id), Text(row.workflow), run_status(row.status), Text(fmt_time(row.created_at)),
+            Text(run_duration(row, now)), Text(str(row.activations)),
+        )
+    return table
+
+
+def run_header(row: RunRow, now: float, traceback: bool = False) -> RenderableType:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("run", Text(row.id))
+    grid.add_row("workflow", Text(row.workflow))
+    grid.add_row("status", run_status(row.status))
+    grid.add_row("queue", Text(row.queue))
+    if row.parent_id is not None:
+        grid.add_row("parent", Text(f"{row.parent_id} (step {row.parent_seq})"))
+    grid.add_row("created", Text(fmt_time(row.created_at, offset=True)))
+    grid.add_row("started", Text(fmt_time(row.started_at, offset=True)))
+    grid.add_row("completed", Text(fmt_time(row.completed_at, offset=True)))
+    grid.add_row("duration", Text(run_duration(row, now)))
+    grid.add_row("activations", Text(str(row.activations)))
+    grid.add_row("input", Text(format_args(loads(row.input))))
+    properties = loads(row.properties)
+    if properties:
+        grid.add_row("properties", Text(format_args(properties)))
+    if row.status == RunStatus.COMPLETED:
+        grid.add_row("result", Text(pretty_json(loads(row.result))))
+    error = loads(row.error)
+    if error is not None:
+        grid.add_row("error", Text(format_error(error), style="red"))
+        if traceback and error_traceback(error):
+            grid.add_row("traceback", Text(error_traceback(error).rstrip(), style="dim"))
+    return grid
+
+
+def steps_table(steps: list[StepInfo]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("seq", justify="right", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("name", overflow="fold")
+    table.add_column("arguments", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("attempts", justify="right", no_wrap=True)
+    table.add_column("ms", justify="right", no_wrap=True)
+    table.add_column("result / error", overflow="fold")
+    for step in steps:
+        table.add_row(
+            Text(str(step.seq)), Text(step.kind.value), Text(step.name),
+            Text(truncate(format_args(step.args), ARGS_WIDTH), style="dim"), step_status(step.status),
+            Text(str(step.attempt)), Text(fmt_ms(step.duration)), _outcome(step),
+        )
+    return table
+
+
+def _outcome(step: StepInfo) -> Text:
+    if step.error is not None:
+        return Text(truncate(format_error(step.error), VALUE_WIDTH), style="red")
+    if step.status == StepStatus.COMPLETED:
+        return Text(truncate(compact_json(step.result), VALUE_WIDTH))
+    return Text("")
+
+
+def step_logs(steps: list[StepInfo]) -> RenderableType | None:
+    """Each step's log lines under a `seq name` heading, or None when no step logged anything."""
+    parts: list[RenderableType] = []
+    for step in steps:
+        if not step.logs:
+            continue
+        parts.append(Text(f"step {step.seq} {step.name}", style="bold"))
+        parts.extend(Text(f"  {line}") for line in step.logs)
+    return Group(*parts) if parts else None
+
+
+def run_json(row: RunRow) -> dict[str, Any]:
+    return {
+        "id": row.id, "workflow": row.workflow, "status": row.status.value, "queue": row.queue,
+        "parent_id": row.parent_id, "parent_seq": row.parent_seq, "created_at": row.created_at,
+        "started_at": row.started_at, "completed_at": row.completed_at, "updated_at": row.updated_at,
+        "activations": row.activations, "input": loads(row.input), "result": loads(row.result),
+        "error": loads(row.error), "properties": loads(row.properties), "code_version": row.code_version,
+        "lease_owner": row.lease_owner,
+    }
+
+
+def step_json(step: StepInfo) -> dict[str, Any]:
+    return {
+        "seq": step.seq, "kind": step.kind.value, "name": step.name, "args": step.args,
+        "status": step.status.value, "attempt": step.attempt, "result": step.result, "error": step.error,
+        "created_at": step.created_at, "started_at": step.started_at, "completed_at": step.completed_at,
+        "duration_ms": None if step.duration is None else round(step.duration * 1000, 3), "logs": step.logs,
+    }
+
+
+# --- workers ----------------------------------------------------------------------------------
+
+
+def workers_table(workers: list[WorkerInfo], now: float) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("id", no_wrap=True, style="bold")
+    table.add_column("host", overflow="fold")
+    table.add_column("pid", justify="right", no_wrap=True)
+    table.add_column("queues", overflow="fold")
+    table.add_column("in flight", justify="right", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    table.add_column("heartbeat age (s)", justify="right", no_wrap=True)
+    for w in workers:
+        age = max(0.0, now - w.heartbeat_at)
+        table.add_row(
+            Text(w.id), Text(w.host), Text(str(w.pid)), Text(w.queues), Text(str(w.in_flight)),
+            Text(fmt_time(w.started_at)),
+            Text(f"{age:.1f}" + (" (stale)" if age > STALE_AFTER else ""), style="yellow" if age > STALE_AFTER else ""),
+        )
+    return table
+
+
+def worker_json(w: WorkerInfo, now: float) -> dict[str, Any]:
+    return {
+        "id": w.id, "host": w.host, "pid": w.pid, "queues": w.queues, "in_flight": w.in_flight,
+        "started_at": w.started_at, "heartbeat_at": w.heartbeat_at,
+        "heartbeat_age": round(max(0.0, now - w.heartbeat_at), 3),
+    }

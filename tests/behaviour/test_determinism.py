@@ -1,0 +1,74 @@
+"""Replay on both backends: a worker that stops mid-run loses nothing and re-executes nothing;
+code that diverges from the journal pauses the run with a NonDeterminismError naming the step."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import cairn
+from cairn import RunStatus, workflow
+from tests import flows
+from tests.conftest import eventually
+
+
+def make_divergent(variant: int) -> object:
+    @workflow(id="tests.divergent")
+    async def divergent(x: int) -> int:
+        a = await (flows.add_one(x) if variant == 1 else flows.double(x))
+        await cairn.wait_for_signal("go")
+        return a
+
+    return divergent
+
+
+async def test_new_worker_replays_without_reexecuting(client: cairn.Client) -> None:
+    async with cairn.Worker(client, poll_interval=0.1):
+        handle = await client.start(flows.Approval, "R1")
+        await eventually(lambda: _status_is(handle, RunStatus.WAITING), what="waiting")
+    # The first worker is gone; a fresh one replays the journal when the signal arrives.
+    async with cairn.Worker(client, poll_interval=0.1) as second:
+        await handle.signal("approval", {"ok": True, "by": "second"})
+        assert await handle.result(timeout=10) == "R1:second:approved"
+        assert second.cached_runs == 0
+
+
+async def test_sequence_survives_worker_restart_between_steps(client: cairn.Client) -> None:
+    flows.CALLS.clear()
+    handle = await client.start(flows.memory_flow, "k")
+    async with cairn.Worker(client, poll_interval=0.1):
+        await eventually(lambda: _steps_done(handle, 2), what="two steps")
+    async with cairn.Worker(client, poll_interval=0.1):
+        assert (await handle.result(timeout=10))["action"] == 42
+
+
+async def test_divergent_code_pauses_run_naming_the_step(client: cairn.Client) -> None:
+    wf = make_divergent(1)
+    try:
+        async with cairn.Worker(client, poll_interval=0.1):
+            handle = await client.start(wf, 3)
+            await eventually(lambda: _status_is(handle, RunStatus.WAITING), what="waiting")
+            make_divergent(2)  # a deploy changes the code under the waiting run
+            await handle.signal("go", None)
+            await eventually(lambda: _status_is(handle, RunStatus.PAUSED), what="paused")
+        row = await handle.describe()
+        error = json.loads(row.error or "{}")
+        assert error["type"] == "NonDeterminismError"
+        assert "step 1" in error["message"]
+        assert "tests.flows.add_one" in error["message"] and "tests.flows.double" in error["message"]
+        steps = await handle.steps()
+        assert len(steps) == 2  # nothing was written for the divergent call
+    finally:
+        make_divergent(1)
+
+
+async def _status_is(handle: cairn.RunHandle, status: RunStatus) -> bool:
+    return await handle.status() == status
+
+
+async def _steps_done(handle: cairn.RunHandle, n: int) -> bool:
+    return sum(s.status == cairn.StepStatus.COMPLETED for s in await handle.steps()) >= n
+
+
+pytestmark = pytest.mark.timeout(60)

@@ -1,0 +1,346 @@
+"""Workflows and actions used by the behaviour tests, one per pattern of the workflow vocabulary.
+
+Side effects are counted in `CALLS` (in-process) so tests can assert what really executed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from pydantic import BaseModel
+
+import cairn
+from cairn import BackoffPolicy, Depends, RetryPolicy, Workflow, action, workflow
+
+CALLS: collections.Counter[str] = collections.Counter()
+CLEANUPS: list[str] = []
+_lock = threading.Lock()
+
+
+def called(name: str) -> None:
+    with _lock:
+        CALLS[name] += 1
+
+
+# --- actions ---------------------------------------------------------------------------------
+
+
+@action
+async def add_one(x: int) -> int:
+    called(f"add_one:{x}")
+    return x + 1
+
+
+@action
+def double(x: int) -> int:
+    called(f"double:{x}")
+    return x * 2
+
+
+@action
+async def slow_echo(value: str, delay: float) -> str:
+    await asyncio.sleep(delay)
+    called(f"slow_echo:{value}")
+    return value
+
+
+@action
+async def boom(message: str) -> int:
+    called("boom")
+    raise ValueError(message)
+
+
+class Flaky(Exception):
+    pass
+
+
+@action(retry=RetryPolicy(attempts=3, retry_on=(Flaky,)), backoff=BackoffPolicy(base_delay=0.01, jitter=False))
+async def flaky(key: str, fail_times: int) -> str:
+    ctx = cairn.context()
+    called(f"flaky:{key}")
+    ctx.logger.info("attempt %d", ctx.attempt)
+    if ctx.attempt <= fail_times:
+        raise Flaky(f"attempt {ctx.attempt} failed")
+    return f"{ctx.idempotency_key}@{ctx.attempt}"
+
+
+@action(timeout=0.2, retry=RetryPolicy(attempts=2), backoff=BackoffPolicy(base_delay=0.01, jitter=False))
+async def too_slow() -> str:
+    called("too_slow")
+    await asyncio.sleep(5)
+    return "never"
+
+
+@action(retry=RetryPolicy(attempts=1))
+async def transient_once() -> str:
+    called("transient_once")
+    raise cairn.TransientError("upstream hiccup")
+
+
+class Point(BaseModel):
+    x: int
+    y: int
+
+
+@action
+async def make_point(x: int, y: int) -> Point:
+    return Point(x=x, y=y)
+
+
+@action
+async def norm1(p: Point) -> int:
+    return abs(p.x) + abs(p.y)
+
+
+@action
+async def not_serializable() -> Any:
+    return object()
+
+
+class Greeter:
+    def __init__(self, greeting: str) -> None:
+        self.greeting = greeting
+
+
+def get_greeter() -> Iterator[Greeter]:
+    yield Greeter("hello")
+    CLEANUPS.append("greeter")
+
+
+@action
+async def greet(name: str, greeter: Annotated[Greeter, Depends(get_greeter)]) -> str:
+    return f"{greeter.greeting} {name}"
+
+
+@action
+def remember(key: str, value: int) -> None:
+    cairn.memory.add(key=key, value=value)
+
+
+@action
+def recall(key: str) -> Any:
+    return cairn.memory.get(key)
+
+
+# --- workflows -------------------------------------------------------------------------------
+
+
+@workflow
+class Sequence3(Workflow):
+    """Three trivial actions in a row (the benchmark shape)."""
+
+    async def run(self, x: int) -> int:
+        self.stage = "start"
+        a = await add_one(x)
+        self.stage = "one"
+        b = await add_one(a)
+        self.stage = "two"
+        c = await add_one(b)
+        self.stage = "done"
+        return c
+
+
+@workflow
+class HandleStyle(Workflow):
+    async def handle(self, x: int) -> int:
+        return await double(x)
+
+
+@workflow
+async def function_style(x: int) -> int:
+    return await add_one(await double(x))
+
+
+@workflow
+def plain_def(xs: list[int]) -> dict[str, Any]:
+    total = 0
+    errors = []
+    for x in xs:
+        try:
+            if x < 0:
+                boom(f"negative {x}")
+            total += double(x)
+        except ValueError as exc:
+            errors.append(str(exc))
+    cairn.sleep(0.05)
+    return {"total": total, "errors": errors, "now": cairn.now().year > 2000}
+
+
+@workflow
+async def fan_out(n: int) -> list[int]:
+    return list(await asyncio.gather(*(add_one(i) for i in range(n))))
+
+
+@workflow
+async def gather_exceptions() -> list[str]:
+    results = await asyncio.gather(add_one(1), boom("bad"), double(2), return_exceptions=True)
+    return [type(r).__name__ if isinstance(r, BaseException) else str(r) for r in results]
+
+
+@workflow
+async def gather_raises() -> str:
+    try:
+        await asyncio.gather(add_one(1), boom("first failure"))
+    except ValueError as exc:
+        return f"caught {exc}"
+    return "no error"
+
+
+@workflow
+async def out_of_order() -> list[str]:
+    """The first-scheduled action finishes last; step numbers must follow scheduling order."""
+    return list(await asyncio.gather(slow_echo("slow", 0.3), slow_echo("fast", 0.0)))
+
+
+@workflow
+async def tasks_flow(x: int) -> int:
+    t1 = asyncio.create_task(add_one(x))
+    t2 = asyncio.create_task(double(x))
+    return await t1 + await t2
+
+
+@workflow
+async def wait_for_flow() -> str:
+    try:
+        return await asyncio.wait_for(slow_echo("late", 3.0), timeout=0.2)
+    except TimeoutError:
+        return "timed out"
+
+
+@workflow
+async def sleeper(seconds: float) -> str:
+    before = cairn.now()
+    await asyncio.sleep(seconds)
+    await cairn.sleep(seconds)
+    after = cairn.now()
+    return f"slept {(after - before).total_seconds() >= 2 * seconds}"
+
+
+@workflow
+async def try_except(message: str) -> str:
+    try:
+        await boom(message)
+    except ValueError as exc:
+        return f"recovered from {exc}"
+    return "unreachable"
+
+
+@workflow
+async def fails(message: str) -> int:
+    return await boom(message)
+
+
+@workflow
+async def recorded_values() -> dict[str, Any]:
+    return {"now": cairn.now().isoformat(), "random": cairn.random(), "uuid": str(cairn.uuid4())}
+
+
+@workflow
+async def child_flow(x: int) -> int:
+    return await add_one(x)
+
+
+@workflow
+async def parent_flow(x: int) -> int:
+    a = await child_flow(x)
+    b = await cairn.child(child_flow, a, id=f"named-child-{x}")
+    return a + b
+
+
+@workflow
+async def factorial(n: int) -> int:
+    if n <= 1:
+        return 1
+    return n * await factorial(n - 1)
+
+
+@workflow
+class Approval(Workflow):
+    async def run(self, order: str) -> str:
+        self.order = order
+        self.state = "waiting"
+        decision = await cairn.wait_for_signal("approval")
+        self.state = "approved" if decision["ok"] else "rejected"
+        return f"{order}:{decision['by']}:{self.state}"
+
+
+@workflow
+async def signal_timeout() -> str:
+    try:
+        await cairn.wait_for_signal("never", timeout=0.2)
+    except TimeoutError:
+        return "no signal"
+    return "signalled"
+
+
+@workflow
+async def ping_pong(target: str) -> str:
+    await cairn.send_signal(target, "approval", {"ok": True, "by": "ping_pong"})
+    return "sent"
+
+
+@workflow
+async def memory_flow(key: str) -> dict[str, Any]:
+    cairn.memory.add(key="from_workflow", value={"a": 1})
+    await remember(key, 42)
+    seen_in_workflow = cairn.memory.get(key)
+    seen_in_action = await recall(key)
+    return {"keys": cairn.memory.keys(), "workflow": seen_in_workflow, "action": seen_in_action}
+
+
+@workflow
+async def models_flow(x: int, y: int) -> int:
+    p = await make_point(x, y)
+    assert isinstance(p, Point)
+    return await norm1(p)
+
+
+@workflow
+async def retry_flow(key: str, fail_times: int) -> str:
+    return await flaky(key, fail_times)
+
+
+@workflow
+class OverrideFlow(Workflow):
+    async def run(self, key: str) -> str:
+        return await self.run_action(
+            flaky(key, 3),
+            retry=RetryPolicy(attempts=5, retry_on=(Flaky,)),
+            backoff=BackoffPolicy(base_delay=0.01, jitter=False),
+        )
+
+
+@workflow
+async def timeout_flow() -> str:
+    try:
+        return await too_slow()
+    except cairn.ActionTimeout as exc:
+        return f"timeout: {type(exc).__name__}"
+
+
+@workflow
+async def bad_result_flow() -> Any:
+    return await not_serializable()
+
+
+@workflow
+async def returns_object() -> Any:
+    return object()
+
+
+@workflow
+async def depends_flow(name: str) -> str:
+    return await greet(name)
+
+
+@workflow
+async def transient_flow() -> str:
+    try:
+        await transient_once()
+    except cairn.TransientError as exc:
+        return f"gave up: {exc}"
+    return "ok"

@@ -1,0 +1,213 @@
+"""The `cairn` command line, driven through click's CliRunner (and one real worker process)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import cairn
+from cairn import Workflow, action, workflow
+from cairn.cli.main import cli
+from tests.conftest import eventually
+
+
+@action(id="cli_test.increment")
+async def increment(x: int) -> int:
+    cairn.context().logger.info("incrementing %d", x)
+    return x + 1
+
+
+@workflow(id="cli_test.add_two")
+class AddTwo(Workflow):
+    async def run(self, x: int) -> int:
+        once: int = await increment(x)
+        twice: int = await increment(once)
+        return twice
+
+
+@pytest.fixture
+def url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.delenv("CAIRN_DATABASE_URL", raising=False)
+    return f"sqlite:///{tmp_path}/cli.db"
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def completed_run(url: str, x: int = 1) -> str:
+    """Run AddTwo to completion with an in-process worker; its run id."""
+
+    async def go() -> str:
+        client = cairn.Client(url)
+        try:
+            async with cairn.Worker(client, poll_interval=0.1):
+                handle = await client.start(AddTwo, x)
+                assert await handle.result(timeout=30) == x + 2
+                return handle.id
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
+
+
+def test_start_rejects_invalid_json(runner: CliRunner, url: str) -> None:
+    result = runner.invoke(cli, ["start", "cli_test.add_two", "--input", "[1,", "--db", url])
+    assert result.exit_code == 2
+    assert "--input" in result.output
+    assert "not valid JSON" in result.output
+    assert "char 3" in result.output
+
+
+def test_start_rejects_input_that_is_neither_array_nor_object(runner: CliRunner, url: str) -> None:
+    result = runner.invoke(cli, ["start", "cli_test.add_two", "--input", "5", "--db", url])
+    assert result.exit_code == 2
+    assert "JSON array" in result.output
+
+
+def test_start_unknown_workflow_is_an_error_without_traceback(runner: CliRunner, url: str) -> None:
+    result = runner.invoke(cli, ["start", "no.such.workflow", "--db", url])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: no workflow named 'no.such.workflow'")
+    assert "Traceback" not in result.output
+
+
+def test_start_checks_arguments_against_the_local_definition(runner: CliRunner, url: str) -> None:
+    result = runner.invoke(cli, ["start", "cli_test.add_two", "--input", '["seven"]', "--db", url])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ")
+    assert "'x'" in result.stderr
+
+
+def test_start_then_wait_prints_the_result(runner: CliRunner, url: str) -> None:
+    async def serve_one() -> None:
+        client = cairn.Client(url)
+        try:
+            async with cairn.Worker(client, poll_interval=0.1):
+                # The command runs its own event loop, so drive it from a thread.
+                result = await asyncio.to_thread(
+                    runner.invoke, cli,
+                    ["start", "cli_test.add_two", "--input", '{"x": 40}', "--id", "r1", "--wait", "30", "--db", url],
+                )
+                assert result.exit_code == 0, result.output
+                assert result.stdout.splitlines() == ["run r1: pending", "42"]
+        finally:
+            await client.close()
+
+    asyncio.run(serve_one())
+
+
+def test_runs_lists_newest_first(runner: CliRunner, url: str) -> None:
+    first = completed_run(url, 1)
+    second = completed_run(url, 2)
+    result = runner.invoke(cli, ["runs", "--db", url])
+    assert result.exit_code == 0, result.output
+    assert "completed" in result.stdout
+    assert result.stdout.index(second) < result.stdout.index(first)
+
+    listed = json.loads(runner.invoke(cli, ["runs", "--db", url, "--json"]).stdout)
+    assert [r["id"] for r in listed] == [second, first]
+    assert listed[0]["result"] == 4
+
+    filtered = runner.invoke(cli, ["runs", "--status", "failed", "--db", url])
+    assert filtered.exit_code == 0
+    assert first not in filtered.stdout
+
+
+def test_show_a_completed_run(runner: CliRunner, url: str) -> None:
+    run_id = completed_run(url, 5)
+    result = runner.invoke(cli, ["show", run_id, "--db", url])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert run_id in out
+    assert "cli_test.add_two" in out
+    assert "completed" in out
+    assert "x=5" in out and "x=6" in out  # each step's arguments
+    assert out.count("cli_test.increment") == 4  # two step rows, two log headings
+    assert "INFO incrementing 5" in out and "INFO incrementing 6" in out
+
+    data = json.loads(runner.invoke(cli, ["show", run_id, "--db", url, "--json"]).stdout)
+    assert data["run"]["status"] == "completed"
+    assert data["run"]["result"] == 7
+    assert [(s["seq"], s["name"], s["result"]) for s in data["steps"]] == [
+        (1, "cli_test.increment", 6), (2, "cli_test.increment", 7),
+    ]
+
+
+def test_show_unknown_run(runner: CliRunner, url: str) -> None:
+    result = runner.invoke(cli, ["show", "nope", "--db", url])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: no run with id 'nope'")
+
+
+def test_control_commands_not_built_yet_exit_2(runner: CliRunner, url: str) -> None:
+    run_id = completed_run(url)
+    result = runner.invoke(cli, ["pause", run_id, "--db", url])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ")
+
+
+def test_worker_names_a_module_it_cannot_import(
+    runner: CliRunner, url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    result = runner.invoke(cli, ["worker", "cli_test_missing_module", "--db", url])
+    assert result.exit_code != 0
+    assert "cli_test_missing_module" in result.output
+
+
+@pytest.mark.process
+def test_worker_process_serves_runs_and_stops_on_sigterm(runner: CliRunner, url: str, tmp_path: Path) -> None:
+    (tmp_path / "cli_proc_flows.py").write_text(textwrap.dedent("""
+        from cairn import Workflow, action, workflow
+
+        @action
+        async def shout(text: str) -> str:
+            return text.upper()
+
+        @workflow
+        class Shout(Workflow):
+            async def run(self, text: str) -> str:
+                return await shout(text)
+    """))
+    cmd = [sys.executable, "-m", "cairn.cli.main", "worker", "cli_proc_flows", "--db", url, "--poll", "0.2"]
+    with subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stderr is not None
+            banner = proc.stderr.readline()
+            assert "cairn worker" in banner and "1 workflows, 1 actions" in banner, banner
+
+            async def registered() -> bool:
+                client = cairn.Client(url)
+                try:
+                    return any(w.name == "cli_proc_flows.Shout" for w in await client.list_workflows())
+                finally:
+                    await client.close()
+
+            asyncio.run(eventually(registered, what="the worker to register its workflows"))
+            result = runner.invoke(
+                cli, ["start", "cli_proc_flows.Shout", "--input", '["hi"]', "--wait", "30", "--db", url],
+            )
+            assert result.exit_code == 0, result.output
+            assert result.stdout.splitlines()[-1] == '"HI"'
+
+            workers = json.loads(runner.invoke(cli, ["workers", "--db", url, "--json"]).stdout)
+            assert [w["pid"] for w in workers] == [proc.pid]
+
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=15) == 0
+            assert "stopped" in proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert json.loads(runner.invoke(cli, ["workers", "--db", url, "--json"]).stdout) == []

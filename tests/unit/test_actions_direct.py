@@ -1,0 +1,73 @@
+"""Actions called outside any workflow run directly, with Depends resolved; the registry's rules."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import cairn
+from cairn import action, registry
+from tests import flows
+
+
+def test_sync_action_called_directly_returns_value() -> None:
+    assert flows.double(4) == 8
+
+
+async def test_async_action_called_directly_resolves_depends() -> None:
+    before = len(flows.CLEANUPS)
+    assert await flows.greet("bob") == "hello bob"
+    assert flows.CLEANUPS[before:] == ["greeter"]
+
+
+def test_async_action_with_depends_from_sync_code() -> None:
+    assert asyncio.run(flows.greet("eve")) == "hello eve"
+
+
+def test_context_outside_action_is_a_clear_error() -> None:
+    with pytest.raises(cairn.NotInWorkflow, match=r"only available inside an action"):
+        cairn.context()
+
+
+def test_memory_outside_workflow_is_a_clear_error() -> None:
+    with pytest.raises(cairn.NotInWorkflow, match=r"handle.memory"):
+        cairn.memory.get("x")
+
+
+def test_registry_lists_and_rejects_duplicate_ids() -> None:
+    assert "tests.flows.add_one" in registry.names()
+    assert registry.get("tests.flows.add_one") is flows.add_one.defn
+    assert flows.add_one.defn in registry.entries()
+    with pytest.raises(ValueError, match=r"already registered"):
+
+        @action(id="tests.flows.add_one")
+        async def impostor(x: int) -> int:
+            return x
+
+
+def test_action_options_are_kept() -> None:
+    @action(id="tests.unit.options", name="Options", description="Shows options", timeout=3, queue="q1")
+    def options_action(x: int) -> int:
+        return x
+
+    d = options_action.defn
+    assert (d.id, d.name, d.description, d.timeout, d.queue) == (
+        "tests.unit.options",
+        "Options",
+        "Shows options",
+        3.0,
+        "q1",
+    )
+    assert cairn.Action is cairn.action
+
+
+def test_registry_reset_clears_and_restores() -> None:
+    saved = registry.entries()
+    try:
+        registry.reset()
+        assert registry.names() == []
+    finally:
+        for d in saved:
+            registry.register(d)
+    assert "tests.flows.add_one" in registry.names()

@@ -1,0 +1,164 @@
+"""The engine alone: journal in, commands out. No database, no worker, milliseconds."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+import cairn
+from cairn.engine.instance import WorkflowInstance
+from cairn.registry import WorkflowDef
+from cairn.store.protocol import ActivationResult, NewStep, RunRow, StepRow
+from cairn.types import RunStatus, StepKind, StepStatus
+from tests import flows
+
+
+def _run(defn: WorkflowDef, input: dict[str, object], activations: int = 0) -> RunRow:
+    return RunRow(
+        id="r1",
+        workflow=defn.id,
+        status=RunStatus.RUNNING,
+        input=json.dumps(input),
+        result=None,
+        error=None,
+        queue="default",
+        parent_id=None,
+        parent_seq=None,
+        created_at=1000.0,
+        updated_at=1000.0,
+        started_at=None,
+        completed_at=None,
+        activations=activations,
+        properties=None,
+        code_version=None,
+        lease_owner=None,
+        lease_token=1,
+    )
+
+
+def _row(
+    step: NewStep, status: StepStatus = StepStatus.COMPLETED, result: object = None, delivered_in: int | None = None
+) -> StepRow:
+    return StepRow(
+        run_id="r1",
+        seq=step.seq,
+        kind=step.kind,
+        name=step.name,
+        args=step.args,
+        status=status,
+        result=json.dumps(result),
+        error=None,
+        attempt=1,
+        delivered_in=delivered_in,
+        delivered_at=1001.0,
+        fire_at=step.fire_at,
+        queue=step.queue,
+        options=None,
+        memory_writes=None,
+        logs=None,
+        created_at=1000.0,
+        started_at=None,
+        completed_at=1001.0,
+    )
+
+
+def _defn(wf: object) -> WorkflowDef:
+    return wf.__cairn_workflow__  # type: ignore[attr-defined, no-any-return]
+
+
+def test_activation_emits_one_step_then_completes_on_results() -> None:
+    defn = _defn(flows.Sequence3)
+    inst = WorkflowInstance(defn, _run(defn, {"x": 1}), [], seed=1)
+    first = inst.activate([], now=1000.0)
+    assert [(s.seq, s.kind, s.name, s.args) for s in first.new_steps] == [
+        (1, StepKind.ACTION, "tests.flows.add_one", '{"x":1}')
+    ]
+    assert first.status == RunStatus.RUNNING
+    journal = [_row(first.new_steps[0], result=2)]
+    second = inst.activate(journal, now=1001.0)
+    assert second.delivered == [1] and second.new_steps[0].args == '{"x":2}'
+    third = inst.activate([_row(second.new_steps[0], result=3)], now=1002.0)
+    done = inst.activate([_row(third.new_steps[0], result=4)], now=1003.0)
+    assert done.status == RunStatus.COMPLETED and done.result == "4"
+    assert flows.CALLS == {}  # the engine never executes actions
+
+
+def _drive_to_end(defn: WorkflowDef, input: dict[str, object]) -> tuple[list[StepRow], ActivationResult]:
+    """Run a workflow whose actions return x+1 / x*2, recording the journal as the store would."""
+    inst = WorkflowInstance(defn, _run(defn, input), [], seed=7)
+    journal: list[StepRow] = []
+    batch: list[StepRow] = []
+    k = 0
+    while True:
+        k += 1
+        res = inst.activate(batch, now=1000.0 + k)
+        journal = [replace(r, delivered_in=k) if r in batch else r for r in journal]
+        if res.status != RunStatus.RUNNING:
+            return journal, res
+        batch = []
+        for step in res.new_steps:
+            if step.delivered:
+                journal.append(_row(step, result=json.loads(step.result or "null"), delivered_in=0))
+                continue
+            x = json.loads(step.args or "{}")["x"]
+            row = _row(step, result=x + 1 if step.name.endswith("add_one") else x * 2)
+            journal.append(row)
+            batch.append(row)
+
+
+def test_replay_reaches_same_state_without_emitting_recorded_steps() -> None:
+    defn = _defn(flows.tasks_flow)
+    journal, res = _drive_to_end(defn, {"x": 10})
+    assert res.result == "31"
+    # Rebuild from the journal at every point: no step that is recorded is emitted again.
+    for k in range(1, max(r.delivered_in or 0 for r in journal) + 1):
+        part = [r for r in journal if (r.delivered_in or 0) < k]
+        inst = WorkflowInstance.restore(defn, _run(defn, {"x": 10}, activations=k - 1), part, seed=99)
+        assert inst.runtime.fatal is None
+
+
+def test_divergent_replay_pauses_with_named_step() -> None:
+    defn = _defn(flows.Sequence3)
+    recorded = _row(NewStep(1, StepKind.ACTION, "tests.flows.double", '{"x":1}'), delivered_in=None)
+    inst = WorkflowInstance.restore(defn, _run(defn, {"x": 1}, activations=1), [recorded], seed=1)
+    res = inst.activate([recorded], now=1002.0)
+    assert res.status == RunStatus.PAUSED
+    err = json.loads(res.error or "{}")
+    assert err["type"] == "NonDeterminismError"
+    assert "step 1" in err["message"]
+    assert 'action tests.flows.double({"x":1})' in err["message"]
+    assert 'action tests.flows.add_one({"x":1})' in err["message"]
+
+
+def test_recorded_values_are_replayed_not_regenerated() -> None:
+    defn = _defn(flows.recorded_values)
+    inst = WorkflowInstance(defn, _run(defn, {}), [], seed=1)
+    res = inst.activate([], now=1000.0)
+    assert res.status == RunStatus.COMPLETED
+    rows = [_row(s, result=json.loads(s.result or "null"), delivered_in=0) for s in res.new_steps]
+    again = WorkflowInstance.restore(defn, _run(defn, {}, activations=0), rows, seed=12345)
+    replayed = again.activate([], now=5000.0)
+    assert replayed.result == res.result and replayed.new_steps == []
+
+
+def test_workflow_io_raises_sandbox_error() -> None:
+    @cairn.workflow(id="tests.unit.io")
+    async def does_io() -> None:
+        import asyncio
+
+        await asyncio.open_connection("127.0.0.1", 5432)
+
+    defn = _defn(does_io)
+    res = WorkflowInstance(defn, _run(defn, {}), [], seed=1).activate([], now=1.0)
+    assert res.status == RunStatus.FAILED
+    err = json.loads(res.error or "{}")
+    assert err["type"] == "WorkflowSandboxError" and "do I/O in an action" in err["message"]
+
+
+def test_not_in_workflow_errors() -> None:
+    with pytest.raises(cairn.NotInWorkflow):
+        cairn.wait_for_signal("x")
+    with pytest.raises(cairn.NotInWorkflow):
+        cairn.patched("x")
