@@ -95,7 +95,8 @@ def test_start_then_wait_prints_the_result(runner: CliRunner, url: str) -> None:
             async with cairn.Worker(client, poll_interval=0.1):
                 # The command runs its own event loop, so drive it from a thread.
                 result = await asyncio.to_thread(
-                    runner.invoke, cli,
+                    runner.invoke,
+                    cli,
                     ["start", "cli_test.add_two", "--input", '{"x": 40}', "--id", "r1", "--wait", "30", "--db", url],
                 )
                 assert result.exit_code == 0, result.output
@@ -139,7 +140,8 @@ def test_show_a_completed_run(runner: CliRunner, url: str) -> None:
     assert data["run"]["status"] == "completed"
     assert data["run"]["result"] == 7
     assert [(s["seq"], s["name"], s["result"]) for s in data["steps"]] == [
-        (1, "cli_test.increment", 6), (2, "cli_test.increment", 7),
+        (1, "cli_test.increment", 6),
+        (2, "cli_test.increment", 7),
     ]
 
 
@@ -157,7 +159,10 @@ def test_control_commands_not_built_yet_exit_2(runner: CliRunner, url: str) -> N
 
 
 def test_worker_names_a_module_it_cannot_import(
-    runner: CliRunner, url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    runner: CliRunner,
+    url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
@@ -168,7 +173,8 @@ def test_worker_names_a_module_it_cannot_import(
 
 @pytest.mark.process
 def test_worker_process_serves_runs_and_stops_on_sigterm(runner: CliRunner, url: str, tmp_path: Path) -> None:
-    (tmp_path / "cli_proc_flows.py").write_text(textwrap.dedent("""
+    (tmp_path / "cli_proc_flows.py").write_text(
+        textwrap.dedent("""
         from cairn import Workflow, action, workflow
 
         @action
@@ -179,7 +185,8 @@ def test_worker_process_serves_runs_and_stops_on_sigterm(runner: CliRunner, url:
         class Shout(Workflow):
             async def run(self, text: str) -> str:
                 return await shout(text)
-    """))
+    """)
+    )
     cmd = [sys.executable, "-m", "cairn.cli.main", "worker", "cli_proc_flows", "--db", url, "--poll", "0.2"]
     with subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True) as proc:
         try:
@@ -196,7 +203,8 @@ def test_worker_process_serves_runs_and_stops_on_sigterm(runner: CliRunner, url:
 
             asyncio.run(eventually(registered, what="the worker to register its workflows"))
             result = runner.invoke(
-                cli, ["start", "cli_proc_flows.Shout", "--input", '["hi"]', "--wait", "30", "--db", url],
+                cli,
+                ["start", "cli_proc_flows.Shout", "--input", '["hi"]', "--wait", "30", "--db", url],
             )
             assert result.exit_code == 0, result.output
             assert result.stdout.splitlines()[-1] == '"HI"'

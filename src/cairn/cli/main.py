@@ -86,7 +86,11 @@ async def with_client(url: str | None, body: Callable[[cairn.Client], Awaitable[
 
 def db_option(fn: F) -> F:
     return click.option(
-        "--db", "db", envvar="CAIRN_DATABASE_URL", default=None, metavar="URL",
+        "--db",
+        "db",
+        envvar="CAIRN_DATABASE_URL",
+        default=None,
+        metavar="URL",
         help="Database URL (env CAIRN_DATABASE_URL; default sqlite:///./cairn.db).",
     )(fn)
 
@@ -164,20 +168,44 @@ class WorkerOptions:
 
 def worker_options(concurrency: int) -> Callable[[F], F]:
     def decorate(fn: F) -> F:
-        for option in reversed([
-            click.argument("modules", nargs=-1, required=True, metavar="MODULE..."),
-            db_option,
-            click.option("--concurrency", type=click.IntRange(min=1), default=concurrency, show_default=True,
-                         help="Workflow activations and action attempts run at once (each)."),
-            click.option("--queues", default=None, metavar="A,B",
-                         help="Comma-separated queues to serve (default: all)."),
-            click.option("--lease", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
-                         metavar="SECONDS", help="Lease on claimed work, renewed by heartbeats."),
-            click.option("--poll", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-                         metavar="SECONDS", help="Safety poll interval when no notification arrives."),
-            click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-                         default="info", show_default=True),
-        ]):
+        for option in reversed(
+            [
+                click.argument("modules", nargs=-1, required=True, metavar="MODULE..."),
+                db_option,
+                click.option(
+                    "--concurrency",
+                    type=click.IntRange(min=1),
+                    default=concurrency,
+                    show_default=True,
+                    help="Workflow activations and action attempts run at once (each).",
+                ),
+                click.option(
+                    "--queues", default=None, metavar="A,B", help="Comma-separated queues to serve (default: all)."
+                ),
+                click.option(
+                    "--lease",
+                    type=click.FloatRange(min=0, min_open=True),
+                    default=10.0,
+                    show_default=True,
+                    metavar="SECONDS",
+                    help="Lease on claimed work, renewed by heartbeats.",
+                ),
+                click.option(
+                    "--poll",
+                    type=click.FloatRange(min=0, min_open=True),
+                    default=1.0,
+                    show_default=True,
+                    metavar="SECONDS",
+                    help="Safety poll interval when no notification arrives.",
+                ),
+                click.option(
+                    "--log-level",
+                    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+                    default="info",
+                    show_default=True,
+                ),
+            ]
+        ):
             fn = option(fn)
         return fn
 
@@ -196,7 +224,12 @@ def parse_queues(text: str | None) -> list[str] | None:
 @cli.command()
 @worker_options(concurrency=16)
 def worker(
-    modules: tuple[str, ...], db: str | None, concurrency: int, queues: str | None, lease: float, poll: float,
+    modules: tuple[str, ...],
+    db: str | None,
+    concurrency: int,
+    queues: str | None,
+    lease: float,
+    poll: float,
     log_level: str,
 ) -> None:
     """Run a worker for the workflows and actions defined in MODULE... (SIGTERM/Ctrl-C stop it gracefully)."""
@@ -206,7 +239,12 @@ def worker(
 @cli.command()
 @worker_options(concurrency=8)
 def dev(
-    modules: tuple[str, ...], db: str | None, concurrency: int, queues: str | None, lease: float, poll: float,
+    modules: tuple[str, ...],
+    db: str | None,
+    concurrency: int,
+    queues: str | None,
+    lease: float,
+    poll: float,
     log_level: str,
 ) -> None:
     """Run a development worker (SQLite ./cairn.db unless --db or CAIRN_DATABASE_URL says otherwise)."""
@@ -216,7 +254,9 @@ def dev(
 
 def serve(modules: Sequence[str], options: WorkerOptions, log_level: str) -> None:
     logging.basicConfig(
-        level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     import_modules(modules)
     if not registry.workflows() and not registry.actions():
@@ -233,22 +273,24 @@ async def run_worker(options: WorkerOptions) -> int:
     client = cairn.Client(options.db)
     try:
         w = cairn.Worker(
-            client, concurrency=options.concurrency, queues=options.queues, lease=options.lease,
+            client,
+            concurrency=options.concurrency,
+            queues=options.queues,
+            lease=options.lease,
             poll_interval=options.poll,
         )
         await client.store.open()  # fail on an unreachable database before announcing anything
-        click.echo(
+        announcement = (
             f"cairn worker {w.id} on {safe_url(client.url)}: {len(registry.workflows())} workflows, "
             f"{len(registry.actions())} actions, queues {','.join(options.queues or ['*'])}, "
-            f"concurrency {options.concurrency}",
-            err=True,
+            f"concurrency {options.concurrency}"
         )
-        return await supervise(w)
+        return await supervise(w, announcement)
     finally:
         await client.close()
 
 
-async def supervise(w: cairn.Worker) -> int:
+async def supervise(w: cairn.Worker, announcement: str) -> int:
     """Run the worker with SIGTERM/SIGINT asking for a graceful stop (a second one cancels at once)."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -268,7 +310,9 @@ async def supervise(w: cairn.Worker) -> int:
     for sig in signals:
         loop.add_signal_handler(sig, on_signal)
     try:
-        await w.run()
+        await w.start()  # registers this worker's workflows: only now can `cairn start NAME` find them
+        click.echo(announcement, err=True)
+        await w.serve_until_stopped()
     except asyncio.CancelledError:
         return 130
     except Exception as exc:
@@ -286,17 +330,38 @@ async def supervise(w: cairn.Worker) -> int:
 
 @cli.command()
 @click.argument("name")
-@click.option("--input", "input_text", default="[]", show_default=True, metavar="JSON",
-              help="A JSON array (positional arguments) or object (keyword arguments).")
+@click.option(
+    "--input",
+    "input_text",
+    default="[]",
+    show_default=True,
+    metavar="JSON",
+    help="A JSON array (positional arguments) or object (keyword arguments).",
+)
 @click.option("--id", "run_id", default=None, help="Run id; starting an existing id returns that run.")
 @click.option("--queue", default=None, help="Queue (default: the workflow's).")
-@click.option("--wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-              help="Wait up to SECONDS for the result and print it as JSON.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Wait up to SECONDS for the result and print it as JSON.",
+)
 @db_option
-@click.option("--import", "imports", multiple=True, metavar="MODULE",
-              help="Import MODULE first so NAME is validated against its code (repeatable).")
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    metavar="MODULE",
+    help="Import MODULE first so NAME is validated against its code (repeatable).",
+)
 def start(
-    name: str, input_text: str, run_id: str | None, queue: str | None, wait: float | None, db: str | None,
+    name: str,
+    input_text: str,
+    run_id: str | None,
+    queue: str | None,
+    wait: float | None,
+    db: str | None,
     imports: tuple[str, ...],
 ) -> None:
     """Start a run of workflow NAME and print its id and status."""
@@ -323,8 +388,13 @@ def parse_input(text: str) -> tuple[list[Any], dict[str, Any]]:
 
 
 async def start_run(
-    client: cairn.Client, name: str, args: list[Any], kwargs: dict[str, Any], run_id: str | None,
-    queue: str | None, wait: float | None,
+    client: cairn.Client,
+    name: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    run_id: str | None,
+    queue: str | None,
+    wait: float | None,
 ) -> int:
     handle = await client.start(name, *args, id=run_id, queue=queue, **kwargs)
     row = await handle.describe()

@@ -151,8 +151,12 @@ def runs_table(rows: list[RunRow], now: float) -> Table:
     table.add_column("activations", justify="right")
     for row in rows:
         table.add_row(
-            Text(row.id), Text(row.workflow), run_status(row.status), Text(fmt_time(row.created_at)),
-            Text(run_duration(row, now)), Text(str(row.activations)),
+            Text(row.id),
+            Text(row.workflow),
+            run_status(row.status),
+            Text(fmt_time(row.created_at)),
+            Text(run_duration(row, now)),
+            Text(str(row.activations)),
         )
     return table
 
@@ -198,9 +202,14 @@ def steps_table(steps: list[StepInfo]) -> Table:
     table.add_column("result / error", overflow="fold")
     for step in steps:
         table.add_row(
-            Text(str(step.seq)), Text(step.kind.value), Text(step.name),
-            Text(truncate(format_args(step.args), ARGS_WIDTH), style="dim"), step_status(step.status),
-            Text(str(step.attempt)), Text(fmt_ms(step.duration)), _outcome(step),
+            Text(str(step.seq)),
+            Text(step.kind.value),
+            Text(step.name),
+            Text(truncate(format_args(step.args), ARGS_WIDTH), style="dim"),
+            step_status(step.status),
+            Text(str(step.attempt)),
+            Text(fmt_ms(step.duration)),
+            _outcome(step),
         )
     return table
 
@@ -226,21 +235,41 @@ def step_logs(steps: list[StepInfo]) -> RenderableType | None:
 
 def run_json(row: RunRow) -> dict[str, Any]:
     return {
-        "id": row.id, "workflow": row.workflow, "status": row.status.value, "queue": row.queue,
-        "parent_id": row.parent_id, "parent_seq": row.parent_seq, "created_at": row.created_at,
-        "started_at": row.started_at, "completed_at": row.completed_at, "updated_at": row.updated_at,
-        "activations": row.activations, "input": loads(row.input), "result": loads(row.result),
-        "error": loads(row.error), "properties": loads(row.properties), "code_version": row.code_version,
+        "id": row.id,
+        "workflow": row.workflow,
+        "status": row.status.value,
+        "queue": row.queue,
+        "parent_id": row.parent_id,
+        "parent_seq": row.parent_seq,
+        "created_at": row.created_at,
+        "started_at": row.started_at,
+        "completed_at": row.completed_at,
+        "updated_at": row.updated_at,
+        "activations": row.activations,
+        "input": loads(row.input),
+        "result": loads(row.result),
+        "error": loads(row.error),
+        "properties": loads(row.properties),
+        "code_version": row.code_version,
         "lease_owner": row.lease_owner,
     }
 
 
 def step_json(step: StepInfo) -> dict[str, Any]:
     return {
-        "seq": step.seq, "kind": step.kind.value, "name": step.name, "args": step.args,
-        "status": step.status.value, "attempt": step.attempt, "result": step.result, "error": step.error,
-        "created_at": step.created_at, "started_at": step.started_at, "completed_at": step.completed_at,
-        "duration_ms": None if step.duration is None else round(step.duration * 1000, 3), "logs": step.logs,
+        "seq": step.seq,
+        "kind": step.kind.value,
+        "name": step.name,
+        "args": step.args,
+        "status": step.status.value,
+        "attempt": step.attempt,
+        "result": step.result,
+        "error": step.error,
+        "created_at": step.created_at,
+        "started_at": step.started_at,
+        "completed_at": step.completed_at,
+        "duration_ms": None if step.duration is None else round(step.duration * 1000, 3),
+        "logs": step.logs,
     }
 
 
@@ -259,7 +288,11 @@ def workers_table(workers: list[WorkerInfo], now: float) -> Table:
     for w in workers:
         age = max(0.0, now - w.heartbeat_at)
         table.add_row(
-            Text(w.id), Text(w.host), Text(str(w.pid)), Text(w.queues), Text(str(w.in_flight)),
+            Text(w.id),
+            Text(w.host),
+            Text(str(w.pid)),
+            Text(w.queues),
+            Text(str(w.in_flight)),
             Text(fmt_time(w.started_at)),
             Text(f"{age:.1f}" + (" (stale)" if age > STALE_AFTER else ""), style="yellow" if age > STALE_AFTER else ""),
         )
@@ -268,7 +301,12 @@ def workers_table(workers: list[WorkerInfo], now: float) -> Table:
 
 def worker_json(w: WorkerInfo, now: float) -> dict[str, Any]:
     return {
-        "id": w.id, "host": w.host, "pid": w.pid, "queues": w.queues, "in_flight": w.in_flight,
-        "started_at": w.started_at, "heartbeat_at": w.heartbeat_at,
+        "id": w.id,
+        "host": w.host,
+        "pid": w.pid,
+        "queues": w.queues,
+        "in_flight": w.in_flight,
+        "started_at": w.started_at,
+        "heartbeat_at": w.heartbeat_at,
         "heartbeat_age": round(max(0.0, now - w.heartbeat_at), 3),
     }

@@ -97,6 +97,9 @@ class Client:
         for info in known:
             if info.name == name:
                 return info
+        short = [i for i in known if i.name.rsplit(".", 1)[-1] == name]
+        if len(short) == 1:  # "Checkout" for "billing.Checkout", when it is unambiguous
+            return short[0]
         names = sorted({*(i.name for i in known), *(w.id for w in registry.workflows())})
         raise UnknownWorkflowError(
             f"no workflow named {name!r} is registered here or by any worker of this database "

@@ -80,9 +80,12 @@ class RunHandle:
         event = asyncio.Event()
         loop = asyncio.get_running_loop()
         key = f"run:{self.id}"
-        unsubscribe = self.client.store.subscribe(
-            lambda payload: loop.call_soon_threadsafe(event.set) if payload == key else None
-        )
+
+        def on_note(payload: str) -> None:
+            if payload == key:
+                loop.call_soon_threadsafe(event.set)
+
+        unsubscribe = self.client.store.subscribe(on_note)
         try:
             pause = 0.005
             while True:

@@ -74,8 +74,13 @@ class SqliteDatabase(Database):
     async def open(self) -> None:
         if self._executor is not None:
             return
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cairn-sqlite")
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
+        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cairn-sqlite")
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._connect)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        self._executor = executor
 
     def _connect(self) -> None:
         if self.path != ":memory:":
@@ -122,7 +127,8 @@ class SqliteDatabase(Database):
     async def transaction(self, fn: Callable[[Tx], T], write: bool = True) -> T:
         if self._executor is None:
             await self.open()
-        assert self._executor is not None
+        if self._executor is None:
+            raise ConnectionError(f"SQLite database {self.path} is closed")
         result, notes = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn, write)
         if notes:
             self._dispatch(notes)

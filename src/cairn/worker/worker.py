@@ -137,6 +137,10 @@ class Worker:
     async def run(self) -> None:
         """Run until cancelled or stopped (the CLI's `cairn worker`)."""
         await self.start()
+        await self.serve_until_stopped()
+
+    async def serve_until_stopped(self) -> None:
+        """After `start()` (which registers this worker's workflows: the ready point), serve until stopped."""
         try:
             await self._stopping.wait()
         finally:
