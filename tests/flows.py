@@ -344,3 +344,13 @@ async def transient_flow() -> str:
     except cairn.TransientError as exc:
         return f"gave up: {exc}"
     return "ok"
+
+
+@workflow
+async def wait_first() -> list[str]:
+    fast = asyncio.create_task(slow_echo("fast", 0.0))
+    slow = asyncio.create_task(slow_echo("slow", 2.0))
+    done, pending = await asyncio.wait([fast, slow], return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return [t.result() for t in done]

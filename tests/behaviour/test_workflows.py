@@ -150,3 +150,10 @@ async def test_pydantic_models_round_trip(client: cairn.Client) -> None:
 
 async def _is(handle: cairn.RunHandle, status: RunStatus) -> bool:
     return await handle.status() == status
+
+
+async def test_asyncio_wait_first_completed_cancels_the_rest(client: cairn.Client) -> None:
+    handle = await client.start(flows.wait_first)
+    assert await handle.result(timeout=10) == ["fast"]
+    statuses = {s.args["value"]: s.status for s in await handle.steps()}
+    assert statuses == {"fast": StepStatus.COMPLETED, "slow": StepStatus.CANCELLED}
