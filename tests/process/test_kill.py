@@ -40,9 +40,23 @@ def spawn(db_url: str) -> Iterator[collections.abc.Callable[[], subprocess.Popen
 
     def start() -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cairn.cli.main", "worker", "tests.process.killflows",
-             "--db", db_url, "--lease", "1", "--poll", "0.1"],
-            cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "cairn.cli.main",
+                "worker",
+                "tests.process.killflows",
+                "--db",
+                db_url,
+                "--lease",
+                "1",
+                "--poll",
+                "0.1",
+            ],
+            cwd=ROOT,
+            env=os.environ.copy(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         procs.append(proc)
         return proc
@@ -59,7 +73,9 @@ def _effects(log: Path) -> collections.Counter[str]:
 
 
 async def test_sigkill_mid_workflow_resumes_without_reexecuting(
-    db_url: str, effects_log: Path, spawn: collections.abc.Callable[[], subprocess.Popen[bytes]],
+    db_url: str,
+    effects_log: Path,
+    spawn: collections.abc.Callable[[], subprocess.Popen[bytes]],
 ) -> None:
     client = cairn.Client(db_url)
     try:
