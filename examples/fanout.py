@@ -46,9 +46,7 @@ class ParallelMathWorkflow(Workflow):
 
     async def run(self, number: int) -> str:
         factorial_value, fibonacci_value = await asyncio.gather(
-            compute_factorial(number),
-            compute_fibonacci(number),
-            return_exceptions=True,
+            compute_factorial(number), compute_fibonacci(number), return_exceptions=True
         )
         # With return_exceptions=True a failed branch is an exception value, not a raise.
         return await summarize(

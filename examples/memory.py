@@ -15,9 +15,7 @@ import cairn
 from cairn import Action, Depends, memory, workflow
 from examples._show import print_steps
 
-USERS: dict[str, dict[str, str]] = {
-    "u-42": {"id": "u-42", "name": "Grace Hopper", "email": "grace@example.com"},
-}
+USERS: dict[str, dict[str, str]] = {"u-42": {"id": "u-42", "name": "Grace Hopper", "email": "grace@example.com"}}
 CALLS: dict[str, int] = {"fetch_user": 0, "mailer_opened": 0, "mailer_closed": 0}
 """Counters kept by this process, to show what ran how often."""
 

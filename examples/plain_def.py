@@ -47,12 +47,7 @@ def tally_order(lines: list[str]) -> dict[str, object]:
         total += cost
         accepted.append(line)
     discount = 0.1 if total > 10 else 0.0
-    return {
-        "accepted": accepted,
-        "rejected": rejected,
-        "total": round(total * (1 - discount), 2),
-        "discount": discount,
-    }
+    return {"accepted": accepted, "rejected": rejected, "total": round(total * (1 - discount), 2), "discount": discount}
 
 
 async def demo(client: cairn.Client) -> None:

@@ -151,18 +151,32 @@ def test_show_unknown_run(runner: CliRunner, url: str) -> None:
     assert result.stderr.startswith("error: no run with id 'nope'")
 
 
-def test_control_commands_not_built_yet_exit_2(runner: CliRunner, url: str) -> None:
+def test_control_of_a_finished_run_is_a_clear_error(runner: CliRunner, url: str) -> None:
     run_id = completed_run(url)
     result = runner.invoke(cli, ["pause", run_id, "--db", url])
     assert result.exit_code == 2
-    assert result.stderr.startswith("error: ")
+    assert result.stderr.startswith(f"error: cannot pause run '{run_id}': it is completed")
+
+
+def test_show_properties_and_events(runner: CliRunner, url: str) -> None:
+    run_id = completed_run(url)
+    result = runner.invoke(cli, ["show", run_id, "--db", url, "--properties", "--events"])
+    assert result.exit_code == 0, result.output
+    assert "Events" in result.output and "step.completed" in result.output and "completed" in result.output
+    assert "Properties" in result.output
+
+
+def test_fork_a_completed_run(runner: CliRunner, url: str) -> None:
+    run_id = completed_run(url)
+    result = runner.invoke(cli, ["fork", run_id, "--from-step", "1", "--id", "forked-1", "--db", url])
+    assert result.exit_code == 0, result.output
+    assert "forked-1" in result.output
+    bad = runner.invoke(cli, ["fork", run_id, "--from-step", "99", "--db", url])
+    assert bad.exit_code == 2 and "from_step must be between 0 and 2" in bad.stderr
 
 
 def test_worker_names_a_module_it_cannot_import(
-    runner: CliRunner,
-    url: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    runner: CliRunner, url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
@@ -203,8 +217,7 @@ def test_worker_process_serves_runs_and_stops_on_sigterm(runner: CliRunner, url:
 
             asyncio.run(eventually(registered, what="the worker to register its workflows"))
             result = runner.invoke(
-                cli,
-                ["start", "cli_proc_flows.Shout", "--input", '["hi"]', "--wait", "30", "--db", url],
+                cli, ["start", "cli_proc_flows.Shout", "--input", '["hi"]', "--wait", "30", "--db", url]
             )
             assert result.exit_code == 0, result.output
             assert result.stdout.splitlines()[-1] == '"HI"'

@@ -25,7 +25,7 @@ from cairn.api.context import (
 )
 from cairn.api.workflow import Workflow, workflow
 from cairn.client.client import Client, connect
-from cairn.client.handle import RunHandle, StepInfo
+from cairn.client.handle import RunEvent, RunHandle, StepInfo
 from cairn.client.sync import SyncClient, SyncRunHandle, connect_sync
 from cairn.errors import (
     ActionError,
@@ -40,6 +40,7 @@ from cairn.errors import (
     TransientError,
     UnknownActionError,
     UnknownWorkflowError,
+    UnsafeWorkflowCode,
     WorkflowCancelled,
     WorkflowFailed,
     WorkflowSandboxError,
@@ -69,6 +70,7 @@ __all__ = [
     "NotInWorkflow",
     "PayloadTooLarge",
     "RetryPolicy",
+    "RunEvent",
     "RunHandle",
     "RunNotFound",
     "RunStatus",
@@ -81,6 +83,7 @@ __all__ = [
     "TransientError",
     "UnknownActionError",
     "UnknownWorkflowError",
+    "UnsafeWorkflowCode",
     "Worker",
     "Workflow",
     "WorkflowCancelled",

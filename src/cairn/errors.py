@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class CairnError(Exception):
     """Base of every error raised by Cairn itself."""
@@ -48,6 +50,27 @@ class NonDeterminismError(CairnError):
 
 class WorkflowSandboxError(CairnError):
     """Workflow code touched real time, I/O, threads or processes; that belongs in an action."""
+
+
+class UnsafeWorkflowCode(WorkflowSandboxError):
+    """A workflow's body calls functions that are not deterministic or do I/O (found at registration).
+
+    `workflow` is the workflow's id; `findings` holds one `file:line: call — what to use instead`
+    line per offending call.
+    """
+
+    def __init__(self, workflow: str, findings: Sequence[str]) -> None:
+        self.workflow = workflow
+        self.findings = tuple(findings)
+        lines = "\n".join(f"  {f}" for f in self.findings)
+        super().__init__(
+            f"workflow {workflow!r} calls functions that are not deterministic or do I/O; workflow code "
+            f"is replayed, so move these into an @action or use Cairn's replay-safe helpers:\n{lines}\n"
+            "(if the check misjudges a line, end it with the comment `# cairn: allow`)"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.workflow, self.findings))
 
 
 class ActionTimeout(CairnError, TimeoutError):

@@ -218,8 +218,19 @@ def error_to_json(exc: BaseException) -> Json:
         "type": type(exc).__qualname__,
         "module": type(exc).__module__,
         "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "traceback": _format_traceback(exc),
     }
+
+
+def _format_traceback(exc: BaseException) -> str:
+    # Python 3.11 parses source lines to draw carets; a concurrent parse in another thread can make
+    # that raise SystemError (CPython gh-106905). A record of the error must never fail for that.
+    for _ in range(3):
+        try:
+            return "".join(traceback.format_exception(exc))
+        except SystemError:
+            continue
+    return "".join(traceback.format_exception_only(exc))
 
 
 def error_from_json(data: Json) -> BaseException:

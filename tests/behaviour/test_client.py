@@ -51,10 +51,7 @@ async def test_unknown_workflow_name_is_a_clear_error_and_writes_nothing(client:
     ],
 )
 async def test_input_that_does_not_match_the_signature_is_rejected(
-    client: cairn.Client,
-    args: tuple[object, ...],
-    kwargs: dict[str, object],
-    message: str,
+    client: cairn.Client, args: tuple[object, ...], kwargs: dict[str, object], message: str
 ) -> None:
     with pytest.raises((TypeError, cairn.SerializationError), match=message):
         await client.start(flows.Sequence3, *args, **kwargs)

@@ -73,9 +73,7 @@ def _effects(log: Path) -> collections.Counter[str]:
 
 
 async def test_sigkill_mid_workflow_resumes_without_reexecuting(
-    db_url: str,
-    effects_log: Path,
-    spawn: collections.abc.Callable[[], subprocess.Popen[bytes]],
+    db_url: str, effects_log: Path, spawn: collections.abc.Callable[[], subprocess.Popen[bytes]]
 ) -> None:
     client = cairn.Client(db_url)
     try:

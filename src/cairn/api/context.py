@@ -113,11 +113,7 @@ def start_child(wf: Any, *args: Any, id: str | None = None, **kwargs: Any) -> Ch
     encoded = defn.signature.encode_args(args, kwargs)
     child_id = id or derive_id(defn, args, kwargs) or f"{rt.run_id}:{rt.next_seq}"
     rt.immediate(
-        StepKind.CHILD,
-        defn.id,
-        encoded,
-        lambda: dumps(child_id),
-        options={"run_id": child_id, "detached": True},
+        StepKind.CHILD, defn.id, encoded, lambda: dumps(child_id), options={"run_id": child_id, "detached": True}
     )
     return ChildHandle(child_id)
 

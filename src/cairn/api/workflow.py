@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from cairn.api.action import ActionCall
+from cairn.engine.lint import check_workflow
 from cairn.engine.runtime import Runtime, current_runtime, thread_bridge
 from cairn.errors import NotInWorkflow, UnknownWorkflowError
 from cairn.policies import BackoffPolicy, RetryPolicy, seconds
@@ -220,6 +221,7 @@ def workflow(
             is_class=is_class,
             entry=entry,
         )
+        check_workflow(t, entry, workflow_id=wf_id)  # static determinism check, before registering
         registry.register(defn)
         if is_class:
             t.__cairn_workflow__ = defn

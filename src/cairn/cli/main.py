@@ -104,8 +104,7 @@ def parse_json(text: str, option: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(
-            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})",
-            param_hint=option,
+            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})", param_hint=option
         ) from None
 
 
@@ -254,9 +253,7 @@ def dev(
 
 def serve(modules: Sequence[str], options: WorkerOptions, log_level: str) -> None:
     logging.basicConfig(
-        level=log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     import_modules(modules)
     if not registry.workflows() and not registry.actions():
@@ -382,8 +379,7 @@ def parse_input(text: str) -> tuple[list[Any], dict[str, Any]]:
     if isinstance(value, dict):
         return [], value
     raise click.BadParameter(
-        f"must be a JSON array (positional arguments) or object (keyword arguments), got {text!r}",
-        param_hint="--input",
+        f"must be a JSON array (positional arguments) or object (keyword arguments), got {text!r}", param_hint="--input"
     )
 
 
@@ -446,7 +442,11 @@ def runs(status: str | None, workflow: str | None, limit: int, db: str | None, a
 @db_option
 @json_flag
 @click.option("--traceback", "show_traceback", is_flag=True, help="Include the recorded traceback of a failure.")
-def show(run_id: str, db: str | None, as_json: bool, show_traceback: bool) -> None:
+@click.option("--properties", "show_properties", is_flag=True, help="Also show the properties after each step.")
+@click.option("--events", "show_events", is_flag=True, help="Also show every state change of the run.")
+def show(
+    run_id: str, db: str | None, as_json: bool, show_traceback: bool, show_properties: bool, show_events: bool
+) -> None:
     """Show one run: its status, input, outcome, and its steps."""
 
     async def body(client: cairn.Client) -> None:
@@ -469,6 +469,12 @@ def show(run_id: str, db: str | None, as_json: bool, show_traceback: bool) -> No
         if logs is not None:
             out.print()
             out.print(logs)
+        if show_properties:
+            out.print()
+            out.print(render.properties_table(await handle.properties(history=True)))
+        if show_events:
+            out.print()
+            out.print(render.events_table(await handle.events(), row.created_at))
 
     run(with_client(db, body))
 
@@ -501,18 +507,32 @@ def control_command(verb: str, past: str, doc: str) -> None:
     @db_option
     def command(run_id: str, db: str | None) -> None:
         async def body(client: cairn.Client) -> None:
-            handle = client.get(run_id)
-            await handle.describe()  # an unknown run is reported as such, whatever the verb
-            await getattr(handle, verb)()
-            click.echo(f"run {run_id}: {past}")
+            status = await getattr(client.get(run_id), verb)()
+            click.echo(f"run {run_id}: {status}")
 
         run(with_client(db, body))
 
 
 control_command("pause", "paused", "Pause RUN: it stops at its next step boundary until resumed.")
 control_command("resume", "resumed", "Resume a paused RUN.")
-control_command("cancel", "cancelled", "Cancel RUN: running steps are cancelled and it will not finish.")
-control_command("retry", "retried", "Retry a failed RUN from where it failed.")
+control_command("cancel", "cancelled", "Cancel RUN and its children: pending steps are cancelled.")
+control_command("kill", "cancelled", "Alias of cancel.")
+control_command("retry", "retried", "Retry a failed RUN (or one paused on an error) from the failed step.")
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN")
+@click.option("--from-step", "from_step", type=int, required=True, help="Reuse the journal up to this step.")
+@click.option("--id", "new_id", default=None, help="Id of the new run (default: RUN:fork:<random>).")
+@db_option
+def fork(run_id: str, from_step: int, new_id: str | None, db: str | None) -> None:
+    """Start a new run that reuses RUN's journal up to a step, then runs on its own."""
+
+    async def body(client: cairn.Client) -> None:
+        forked = await client.get(run_id).fork(from_step, id=new_id)
+        click.echo(f"run {forked.id}: forked from {run_id} at step {from_step}")
+
+    run(with_client(db, body))
 
 
 @cli.command(name="signal")

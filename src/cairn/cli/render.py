@@ -17,7 +17,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from cairn.client.handle import StepInfo
+from cairn.client.handle import RunEvent, StepInfo
 from cairn.serialization import loads
 from cairn.store.protocol import RunRow, WorkerInfo
 from cairn.types import RunStatus, StepStatus
@@ -231,6 +231,35 @@ def step_logs(steps: list[StepInfo]) -> RenderableType | None:
         parts.append(Text(f"step {step.seq} {step.name}", style="bold"))
         parts.extend(Text(f"  {line}") for line in step.logs)
     return Group(*parts) if parts else None
+
+
+def properties_table(history: list[dict[str, Any]]) -> RenderableType:
+    """The properties after each activation that changed them (`cairn show RUN --properties`)."""
+    if not history:
+        return Text("no properties recorded", style="dim")
+    table = Table(title="Properties", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("after activation", justify="right", no_wrap=True)
+    table.add_column("properties", overflow="fold")
+    for entry in history:
+        table.add_row(Text(str(entry["activation"])), Text(format_args(entry["properties"])))
+    return table
+
+
+def events_table(events: list[RunEvent], since: float) -> RenderableType:
+    """Every state change of the run, with its offset from the run's creation."""
+    table = Table(title="Events", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("+ms", justify="right", no_wrap=True)
+    table.add_column("event", no_wrap=True)
+    table.add_column("step", justify="right", no_wrap=True)
+    table.add_column("detail", overflow="fold")
+    for e in events:
+        table.add_row(
+            Text(f"{(e.at - since) * 1000:.0f}"),
+            Text(e.kind),
+            Text("" if e.step is None else str(e.step)),
+            Text(format_args(e.detail) if e.detail else "", style="dim"),
+        )
+    return table
 
 
 def run_json(row: RunRow) -> dict[str, Any]:

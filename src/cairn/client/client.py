@@ -10,9 +10,9 @@ from typing import Any
 from cairn.errors import RunNotFound, SerializationError, UnknownWorkflowError
 from cairn.registry import WorkflowDef, registry
 from cairn.serialization import dumps, to_jsonable
-from cairn.store.base import SqlStore
 from cairn.store.open import open_store, resolve_url
 from cairn.store.protocol import RunRow, WorkflowInfo
+from cairn.store.sql_store import SqlStore
 from cairn.types import RunStatus
 
 
@@ -30,13 +30,7 @@ class Client:
         await self.store.close()
 
     async def start(
-        self,
-        workflow: Any,
-        /,
-        *args: Any,
-        id: str | None = None,
-        queue: str | None = None,
-        **kwargs: Any,
+        self, workflow: Any, /, *args: Any, id: str | None = None, queue: str | None = None, **kwargs: Any
     ) -> RunHandle:
         """Start a run; with an `id` that exists already, return that run and start nothing."""
         defn = _local_definition(workflow)

@@ -145,27 +145,48 @@ class RunHandle:
         if not await self.client.store.send_signal(self.id, name, text):
             raise RunNotFound(f"no run with id {self.id!r}; the signal {name!r} was not sent")
 
-    # --- control (issue: control plane) ---------------------------------------------------------
+    # --- control: each idempotent and safe to race; IllegalTransition when the status forbids it ---
 
-    async def pause(self) -> None:
-        raise NotImplementedError("pause is part of the control-plane issue and is not built yet")
+    async def pause(self) -> RunStatus:
+        """The run takes no new steps until `resume()`; a step in flight finishes and is recorded."""
+        return await self.client.store.pause(self.id)
 
-    async def resume(self) -> None:
-        raise NotImplementedError("resume is part of the control-plane issue and is not built yet")
+    async def resume(self) -> RunStatus:
+        """Continue a paused run (one paused on an error retries the failed step)."""
+        return await self.client.store.resume(self.id)
 
-    async def cancel(self) -> None:
-        raise NotImplementedError("cancel is part of the control-plane issue and is not built yet")
+    async def cancel(self) -> RunStatus:
+        """Stop the run and its children; pending actions are cancelled; result() raises WorkflowCancelled."""
+        return await self.client.store.cancel(self.id)
 
     kill = cancel
 
-    async def retry(self) -> None:
-        raise NotImplementedError("retry is part of the control-plane issue and is not built yet")
+    async def retry(self) -> RunStatus:
+        """Continue a failed run, or one paused on an error, from the failed step."""
+        return await self.client.store.retry(self.id)
 
-    async def fork(self, from_step: int) -> RunHandle:
-        raise NotImplementedError("fork is part of the control-plane issue and is not built yet")
+    async def fork(self, from_step: int, id: str | None = None) -> RunHandle:
+        """A new run that reuses this run's journal up to step `from_step`, then continues on its own."""
+        return RunHandle(self.client, await self.client.store.fork(self.id, from_step, id))
 
-    async def events(self) -> list[Any]:
-        raise NotImplementedError("run events are part of the control-plane issue and are not built yet")
+    async def events(self) -> list[RunEvent]:
+        """Every state change of the run, oldest first."""
+        await self.describe()
+        return [
+            RunEvent(e.id, e.at, e.kind, e.step, json.loads(e.detail) if e.detail else {})
+            for e in await self.client.store.list_events(self.id)
+        ]
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """One state change: `kind` is e.g. "started", "step.scheduled", "step.retried", "paused"."""
+
+    id: int
+    at: float
+    kind: str
+    step: int | None
+    detail: dict[str, Any]
 
 
 def _safe(url: str) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from cairn.client.client import Client
-from cairn.client.handle import RunHandle, StepInfo
+from cairn.client.handle import RunEvent, RunHandle, StepInfo
 from cairn.store.protocol import RunRow
 from cairn.types import RunStatus
 
@@ -60,6 +60,26 @@ class SyncRunHandle:
 
     def describe(self) -> RunRow:
         return self._bridge.run(self.inner.describe())
+
+    def events(self) -> list[RunEvent]:
+        return self._bridge.run(self.inner.events())
+
+    def pause(self) -> RunStatus:
+        return self._bridge.run(self.inner.pause())
+
+    def resume(self) -> RunStatus:
+        return self._bridge.run(self.inner.resume())
+
+    def cancel(self) -> RunStatus:
+        return self._bridge.run(self.inner.cancel())
+
+    kill = cancel
+
+    def retry(self) -> RunStatus:
+        return self._bridge.run(self.inner.retry())
+
+    def fork(self, from_step: int, id: str | None = None) -> SyncRunHandle:
+        return SyncRunHandle(self._bridge.run(self.inner.fork(from_step, id)), self._bridge)
 
 
 class SyncClient:

@@ -70,10 +70,7 @@ class WorkflowInstance:
     # --- a live activation -----------------------------------------------------------------
 
     def activate(
-        self,
-        batch: Sequence[StepRow],
-        now: float,
-        signals: Sequence[tuple[int, str, str | None]] = (),
+        self, batch: Sequence[StepRow], now: float, signals: Sequence[tuple[int, str, str | None]] = ()
     ) -> ActivationResult:
         rt = self.runtime
         first = rt.activation == 0
@@ -89,6 +86,9 @@ class WorkflowInstance:
                     del free_signals[i]
                     break
         resolutions.sort(key=lambda r: r.seq)
+        paused = self._pause_on_failure(resolutions)
+        if paused is not None:
+            return paused
         self._step(resolutions, now if not first else self._started_at)
         cmds = rt.take_commands()
         # New waits scheduled just now consume what is left; delivered next activation.
@@ -113,6 +113,22 @@ class WorkflowInstance:
             rt.activation -= 1
         self._outcome(result)
         return result
+
+    def _pause_on_failure(self, resolutions: Sequence[Resolution]) -> ActivationResult | None:
+        """With on_failure="pause", an action that failed for good pauses the run before the workflow
+        sees the failure, so that `retry` (after a fix) runs that step again and the run continues."""
+        if self.defn.on_failure != "pause":
+            return None
+        for res in resolutions:
+            pending = self.runtime.pending.get(res.seq)
+            if res.status == StepStatus.FAILED and pending is not None and pending.kind == StepKind.ACTION:
+                error = json.loads(res.error or "{}")
+                error["step"] = res.seq
+                error["message"] = f"step {res.seq} ({pending.name}) failed: {error.get('message', '')}"
+                return ActivationResult(
+                    status=RunStatus.PAUSED, pause_reason="error", error=dumps(error), counts_as_activation=False
+                )
+        return None
 
     def _step(self, resolutions: Iterable[Resolution], now: float) -> None:
         rt = self.runtime
@@ -144,6 +160,7 @@ class WorkflowInstance:
         result.properties = self._properties()
         if rt.fatal is not None:
             result.status = RunStatus.PAUSED
+            result.pause_reason = "nondeterminism"
             result.error = dumps(error_to_json(rt.fatal))
             return
         pending_timers = [p.timer.when() for p in rt.pending.values() if p.timer is not None]

@@ -122,12 +122,7 @@ class Runtime:
         return fut
 
     def immediate(
-        self,
-        kind: StepKind,
-        name: str,
-        args: str | None,
-        compute: Callable[[], str | None],
-        options: Json = None,
+        self, kind: StepKind, name: str, args: str | None, compute: Callable[[], str | None], options: Json = None
     ) -> str | None:
         """A step resolved at once and recorded (now/random/uuid, memory writes, sends)."""
         seq, rec = self._take_seq(kind, name, args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from cairn.store.base import SqlStore
+from cairn.store.sql_store import SqlStore
 
 DEFAULT_URL = "sqlite:///./cairn.db"
 

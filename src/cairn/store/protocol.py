@@ -34,6 +34,9 @@ class RunRow:
     code_version: str | None
     lease_owner: str | None
     lease_token: int
+    pause_reason: str | None = None
+    """Why a paused run is paused: "user", "error" (an action failed, on_failure="pause") or
+    "nondeterminism" (its code diverged from the journal)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +126,16 @@ class ActivationResult:
     error: str | None = None
     wake_at: float | None = None
     counts_as_activation: bool = True
+    pause_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    id: int
+    at: float
+    kind: str
+    step: int | None
+    detail: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,10 +183,7 @@ class Store(Protocol):
     async def get_run(self, run_id: str) -> RunRow | None: ...
 
     async def list_runs(
-        self,
-        status: str | None = None,
-        workflow: str | None = None,
-        limit: int = 50,
+        self, status: str | None = None, workflow: str | None = None, limit: int = 50
     ) -> list[RunRow]: ...
 
     async def list_steps(self, run_id: str) -> list[StepRow]: ...
@@ -197,8 +207,8 @@ class Store(Protocol):
         lease: float,
         cached: dict[str, int] | None = None,
     ) -> list[RunClaim]:
-        """Lease runnable runs; `cached` maps run id → activation count this worker holds in memory,
-        so their journals need not be reloaded."""
+        """Lease runnable runs; `cached` maps run id → the lease token under which this worker's
+        in-memory copy is still current, so that run's journal need not be reloaded."""
 
     async def commit_activation(self, claim: RunClaim, result: ActivationResult) -> None:
         """Apply one activation atomically; LeaseLost if the claim's token is no longer current."""
@@ -207,12 +217,7 @@ class Store(Protocol):
         """Give a claimed run back without changes (shutdown, or an error before commit)."""
 
     async def claim_actions(
-        self,
-        worker: str,
-        names: Sequence[str],
-        queues: Sequence[str] | None,
-        limit: int,
-        lease: float,
+        self, worker: str, names: Sequence[str], queues: Sequence[str] | None, limit: int, lease: float
     ) -> list[tuple[ActionClaim, dict[str, str]]]:
         """Lease due attempts; each comes with a snapshot of its run's memory."""
 

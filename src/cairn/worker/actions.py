@@ -15,8 +15,8 @@ from cairn.errors import ActionTimeout, UnknownActionError
 from cairn.policies import BackoffPolicy, should_retry
 from cairn.registry import ActionDef, Registry
 from cairn.serialization import dumps, error_to_json
-from cairn.store.base import SqlStore
 from cairn.store.protocol import ActionClaim
+from cairn.store.sql_store import SqlStore
 
 log = logging.getLogger("cairn.worker")
 

@@ -15,35 +15,45 @@ from cairn.engine.instance import WorkflowInstance
 from cairn.errors import LeaseLost
 from cairn.registry import Registry
 from cairn.serialization import dumps, error_to_json
-from cairn.store.base import SqlStore
 from cairn.store.protocol import ActivationResult, RunClaim
+from cairn.store.sql_store import SqlStore
 from cairn.types import RunStatus
 
 log = logging.getLogger("cairn.worker")
 
 
 class InstanceCache:
-    """LRU of in-memory runs, keyed by run id, remembering how many activations each has seen."""
+    """LRU of in-memory runs. An entry is valid only for the next claim of its run: the claim's lease
+    token must be exactly one more than the token we committed under, i.e. nobody else claimed or
+    controlled the run in between (a count of activations would not see a rewind)."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._items: collections.OrderedDict[str, WorkflowInstance] = collections.OrderedDict()
+        self._items: collections.OrderedDict[str, tuple[WorkflowInstance, int]] = collections.OrderedDict()
 
-    def activations(self) -> dict[str, int]:
-        return {k: v.activations for k, v in self._items.items()}
+    def expected_tokens(self) -> dict[str, int]:
+        return {run_id: token + 1 for run_id, (_, token) in self._items.items()}
 
-    def take(self, run_id: str) -> WorkflowInstance | None:
-        return self._items.pop(run_id, None)
+    def take(self, run_id: str, token: int) -> WorkflowInstance | None:
+        """The cached instance if it is still current for a claim under `token`; stale ones are closed."""
+        item = self._items.pop(run_id, None)
+        if item is None:
+            return None
+        inst, committed = item
+        if token == committed + 1:
+            return inst
+        inst.close()
+        return None
 
-    def put(self, inst: WorkflowInstance) -> None:
-        self._items[inst.run_id] = inst
+    def put(self, inst: WorkflowInstance, token: int) -> None:
+        self._items[inst.run_id] = (inst, token)
         while len(self._items) > self._capacity:
-            _, old = self._items.popitem(last=False)
+            _, (old, _) = self._items.popitem(last=False)
             old.close()
 
     def clear(self) -> None:
         while self._items:
-            _, inst = self._items.popitem()
+            _, (inst, _) = self._items.popitem()
             inst.close()
 
     def __len__(self) -> int:
@@ -59,13 +69,13 @@ class Runner:
     async def activate(self, claim: RunClaim) -> None:
         run = claim.run
         defn = self._registry.workflow(run.workflow)
-        cached = self.cache.take(run.id)
+        cached = self.cache.take(run.id, claim.token)
         if defn is None:  # not claimable by this worker in the first place; hand it back
             await self._store.release_run(claim)
             return
         inst: WorkflowInstance | None = None
         try:
-            if cached is not None and claim.journal_skipped and cached.activations == run.activations:
+            if cached is not None and claim.journal_skipped:
                 inst = cached
             else:
                 if cached is not None:
@@ -94,6 +104,6 @@ class Runner:
         if inst is None:
             return
         if result.status == RunStatus.RUNNING:
-            self.cache.put(inst)
+            self.cache.put(inst, claim.token)
         else:
             inst.close()

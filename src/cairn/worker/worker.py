@@ -20,9 +20,9 @@ from types import TracebackType
 from typing import Any
 
 from cairn.registry import Registry, registry
-from cairn.store.base import SqlStore
 from cairn.store.open import open_store
 from cairn.store.protocol import WorkerInfo, WorkflowInfo
+from cairn.store.sql_store import SqlStore
 from cairn.worker.actions import ActionExecutor
 from cairn.worker.runner import Runner
 
@@ -177,7 +177,7 @@ class Worker:
         free_runs = _free(self._run_slots)
         if workflows and free_runs:
             claims = await self.store.claim_runs(
-                self.id, workflows, self.queues, free_runs, self.lease, self._runner.cache.activations()
+                self.id, workflows, self.queues, free_runs, self.lease, self._runner.cache.expected_tokens()
             )
             for claim in claims:
                 await self._run_slots.acquire()

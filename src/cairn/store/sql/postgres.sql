@@ -13,7 +13,7 @@ FROM (SELECT id FROM cairn_runs
 WHERE r.id = c.id
 RETURNING r.id, r.workflow, r.status, r.input, r.result, r.error, r.queue, r.parent_id,
           r.parent_seq, r.created_at, r.updated_at, r.started_at, r.completed_at, r.activations,
-          r.properties, r.code_version, r.lease_owner, r.lease_token
+          r.properties, r.code_version, r.lease_owner, r.lease_token, r.pause_reason
 
 -- name: claim_actions
 UPDATE cairn_steps s
@@ -22,6 +22,8 @@ SET status = 'running', attempt = s.attempt + 1, lease_owner = :worker, due_at =
 FROM (SELECT run_id, seq FROM cairn_steps
       WHERE kind = 'action' AND status IN ('scheduled', 'running') AND due_at <= :now
         AND name = ANY(:names) AND (:any_queue = 1 OR queue = ANY(:queues))
+        AND EXISTS (SELECT 1 FROM cairn_runs r WHERE r.id = cairn_steps.run_id
+                    AND r.status IN ('pending', 'running', 'waiting'))
       ORDER BY due_at
       LIMIT :limit
       FOR UPDATE SKIP LOCKED) c
@@ -40,3 +42,9 @@ WHERE kind = 'action' AND status IN ('scheduled', 'running') AND name = ANY(:nam
 
 -- name: notify
 SELECT pg_notify('cairn', :payload)
+
+-- name: lock_run_row
+SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
+       updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
+       lease_token, pause_reason
+FROM cairn_runs WHERE id = :id FOR UPDATE

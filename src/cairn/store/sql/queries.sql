@@ -15,13 +15,13 @@ ON CONFLICT (id) DO NOTHING
 -- name: get_run
 SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
        updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
-       lease_token
+       lease_token, pause_reason
 FROM cairn_runs WHERE id = :id
 
 -- name: list_runs
 SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
        updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
-       lease_token
+       lease_token, pause_reason
 FROM cairn_runs
 WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
   AND (CAST(:workflow AS text) IS NULL OR workflow = CAST(:workflow AS text))
@@ -43,6 +43,7 @@ ORDER BY seq
 -- name: fire_due_timers
 UPDATE cairn_steps SET status = 'completed', completed_at = :now
 WHERE run_id = :run_id AND kind = 'timer' AND status = 'scheduled' AND due_at <= :now
+RETURNING seq
 
 -- name: open_signals
 SELECT id, name, payload FROM cairn_signals
@@ -83,12 +84,13 @@ WHERE run_id = :run_id AND seq = :seq
 
 -- name: insert_step
 INSERT INTO cairn_steps (run_id, seq, kind, name, args, status, result, delivered_in, due_at,
-                         queue, options, created_at, completed_at)
+                         queue, options, created_at, completed_at, created_in)
 VALUES (:run_id, :seq, :kind, :name, :args, :status, :result, :delivered_in, :due_at,
-        :queue, :options, :now, :completed_at)
+        :queue, :options, :now, :completed_at, :activation)
 
 -- name: cancel_step
-UPDATE cairn_steps SET status = 'cancelled', completed_at = :now, delivered_in = 0, lease_owner = NULL
+UPDATE cairn_steps
+SET status = 'cancelled', completed_at = :now, delivered_in = 0, lease_owner = NULL, cancelled_in = :activation
 WHERE run_id = :run_id AND seq = :seq AND status IN ('scheduled', 'running')
 
 -- name: upsert_memory
@@ -105,6 +107,7 @@ ON CONFLICT (run_id, activation) DO UPDATE SET properties = excluded.properties
 -- name: finish_activation
 UPDATE cairn_runs
 SET status = :status, result = :result, error = :error, activations = :activations,
+    pause_reason = :pause_reason,
     properties = COALESCE(CAST(:properties AS text), properties), updated_at = :now,
     started_at = COALESCE(started_at, :now), completed_at = :completed_at,
     lease_owner = NULL, lease_until = NULL,
@@ -121,7 +124,8 @@ WHERE run_id = :run_id AND seq = :seq AND status IN ('scheduled', 'running')
 
 -- name: adopt_child
 UPDATE cairn_runs SET parent_id = :parent_id, parent_seq = :parent_seq
-WHERE id = :id AND parent_seq IS NULL AND status NOT IN ('completed', 'failed', 'cancelled')
+WHERE id = :id AND (parent_seq IS NULL OR parent_id = :parent_id)
+  AND status NOT IN ('completed', 'failed', 'cancelled')
 
 -- name: release_run
 UPDATE cairn_runs SET lease_owner = NULL, lease_until = NULL WHERE id = :id AND lease_token = :token
@@ -172,3 +176,96 @@ SELECT name, description, input_schema, queue FROM cairn_workflows ORDER BY name
 -- name: next_wake_runs
 SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > ready_at THEN lease_until ELSE ready_at END)
 FROM cairn_runs WHERE ready_at IS NOT NULL AND status IN ('pending', 'running', 'waiting')
+
+-- name: insert_event
+INSERT INTO cairn_events (run_id, at, kind, step, detail) VALUES (:run_id, :now, :kind, :step, :detail)
+
+-- name: list_events
+SELECT id, at, kind, step, detail FROM cairn_events WHERE run_id = :run_id ORDER BY id
+
+-- name: set_control
+UPDATE cairn_runs
+SET status = :status, pause_reason = :pause_reason, error = :error, completed_at = :completed_at,
+    ready_at = CAST(:ready_at AS double precision), lease_owner = NULL, lease_until = NULL,
+    lease_token = lease_token + 1, updated_at = :now
+WHERE id = :id
+
+-- name: cancel_open_steps
+UPDATE cairn_steps
+SET status = 'cancelled', completed_at = :now, delivered_in = 0, lease_owner = NULL, cancelled_in = :activation
+WHERE run_id = :run_id AND status IN ('scheduled', 'running')
+
+-- name: open_children
+SELECT id FROM cairn_runs
+WHERE parent_id = :id AND status IN ('pending', 'running', 'waiting', 'paused') ORDER BY id
+
+-- name: failed_steps
+SELECT seq, kind, options FROM cairn_steps
+WHERE run_id = :run_id AND status = 'failed' AND (delivered_in IS NULL OR delivered_in > :k)
+ORDER BY seq
+
+-- name: reset_step
+UPDATE cairn_steps
+SET status = 'scheduled', attempt = 0, error = NULL, result = NULL, completed_at = NULL,
+    delivered_in = NULL, delivered_at = NULL, due_at = :now, lease_owner = NULL
+WHERE run_id = :run_id AND seq = :seq
+
+-- name: rewind_delete_steps
+DELETE FROM cairn_steps WHERE run_id = :run_id AND created_in > :k
+
+-- name: rewind_undeliver
+UPDATE cairn_steps SET delivered_in = NULL, delivered_at = NULL WHERE run_id = :run_id AND delivered_in > :k
+
+-- name: rewind_uncancel
+UPDATE cairn_steps
+SET status = 'scheduled', completed_at = NULL, cancelled_in = NULL, delivered_in = NULL, lease_owner = NULL,
+    due_at = CASE WHEN kind = 'timer' THEN due_at ELSE :now END
+WHERE run_id = :run_id AND cancelled_in > :k
+
+-- name: reschedule_running
+UPDATE cairn_steps SET status = 'scheduled', lease_owner = NULL, due_at = :now
+WHERE run_id = :run_id AND status = 'running'
+
+-- name: rewind_properties
+DELETE FROM cairn_properties WHERE run_id = :run_id AND activation > :k
+
+-- name: unconsume_orphan_signals
+UPDATE cairn_signals SET consumed_by = NULL
+WHERE run_id = :run_id AND consumed_by IS NOT NULL
+  AND consumed_by NOT IN (SELECT seq FROM cairn_steps WHERE run_id = :run_id)
+
+-- name: set_activations
+UPDATE cairn_runs SET activations = :k, properties = (
+    SELECT properties FROM cairn_properties WHERE run_id = :id ORDER BY activation DESC LIMIT 1)
+WHERE id = :id
+
+-- name: delete_memory
+DELETE FROM cairn_memory WHERE run_id = :run_id
+
+-- name: memory_sources
+SELECT seq, kind, name, args, memory_writes FROM cairn_steps
+WHERE run_id = :run_id AND (kind = 'memory' OR memory_writes IS NOT NULL)
+ORDER BY COALESCE(completed_at, created_at), seq
+
+-- name: min_created_after
+SELECT MIN(created_in) FROM cairn_steps WHERE run_id = :run_id AND seq > :n
+
+-- name: max_seq
+SELECT MAX(seq) FROM cairn_steps WHERE run_id = :run_id
+
+-- name: copy_steps
+INSERT INTO cairn_steps (run_id, seq, kind, name, args, status, result, error, attempt, delivered_in,
+                         delivered_at, due_at, queue, options, memory_writes, logs, created_at,
+                         started_at, completed_at, created_in, cancelled_in)
+SELECT :new_id, seq, kind, name, args, status, result, error, attempt, delivered_in, delivered_at,
+       due_at, queue, options, memory_writes, logs, created_at, started_at, completed_at, created_in,
+       cancelled_in
+FROM cairn_steps WHERE run_id = :run_id AND seq <= :n AND COALESCE(created_in, 0) <= :k
+
+-- name: copy_properties
+INSERT INTO cairn_properties (run_id, activation, after_step, properties)
+SELECT :new_id, activation, after_step, properties FROM cairn_properties
+WHERE run_id = :run_id AND activation <= :k
+
+-- name: child_of_step
+SELECT id FROM cairn_runs WHERE parent_id = :parent_id AND parent_seq = :seq

@@ -13,7 +13,7 @@ WHERE id IN (SELECT id FROM cairn_runs
              LIMIT :limit)
 RETURNING id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
           updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
-          lease_token
+          lease_token, pause_reason
 
 -- name: claim_actions
 UPDATE cairn_steps
@@ -23,6 +23,8 @@ WHERE (run_id, seq) IN (SELECT run_id, seq FROM cairn_steps
                         WHERE kind = 'action' AND status IN ('scheduled', 'running') AND due_at <= :now
                           AND name IN (SELECT value FROM json_each(:names))
                           AND (:any_queue = 1 OR queue IN (SELECT value FROM json_each(:queues)))
+                          AND EXISTS (SELECT 1 FROM cairn_runs r WHERE r.id = cairn_steps.run_id
+                                      AND r.status IN ('pending', 'running', 'waiting'))
                         ORDER BY due_at
                         LIMIT :limit)
 RETURNING run_id, seq, name, args, attempt, options, queue
@@ -40,3 +42,9 @@ WHERE kind = 'action' AND status IN ('scheduled', 'running')
 
 -- name: notify
 SELECT :payload
+
+-- name: lock_run_row
+SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
+       updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
+       lease_token, pause_reason
+FROM cairn_runs WHERE id = :id

@@ -1,0 +1,487 @@
+"""The registration-time determinism check: a static reading of a workflow's body.
+
+Workflow code is replayed from the journal, so it must not read the clock, draw random numbers,
+read the environment or do I/O itself. `check_workflow` parses the source of the workflow (every
+method defined in the body of a class-style workflow, or the function of a function-style one)
+with `ast` and raises `UnsafeWorkflowCode` listing every call it knows to be non-deterministic or
+to do I/O, each with its file and line and what to use instead:
+
+- the clock (`time.time`, `time.monotonic`, `datetime.now`, `date.today`, ...): `cairn.now()`
+- `time.sleep`: `await asyncio.sleep(s)` or `await cairn.sleep(s)`, both durable
+- `random.*`, `secrets.*`, `os.urandom`, `uuid.uuid1`/`uuid4`: `cairn.random()`, `cairn.uuid4()`
+- `open`, `input`, `Path(...).read_text()` and friends, `os.environ[...]`, `os.getenv`, network
+  clients, sockets, subprocesses, threads and process pools: an `@action`
+
+Names are resolved through the imports of the module that defines the workflow and those inside
+the body itself, so `import time as t; t.time()`, `from time import time as now; now()` and
+`import datetime as dt; dt.datetime.now()` are all recognised, while `cairn.random()` (or
+`from cairn import random`) and every `asyncio.*` call are not flagged. A name the body binds
+itself (a parameter, a local variable) is never resolved through the module's imports.
+
+Limits, on purpose: only the workflow's own body is read, not the functions it calls (the run-time
+sandbox of `cairn.engine.loop` covers those), and only direct calls are seen (a function passed
+around as a value is not). When the source cannot be found (a REPL, a frozen module) the check is
+skipped silently.
+
+Escape hatch: a line carrying the comment `# cairn: allow` is exempt (for a call written over several
+lines, any of its lines). Use it for code the checker misjudges, for example `random.Random(42)` with
+a fixed seed, or reading a file that ships with the code and never changes.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import inspect
+import io
+import linecache
+import re
+import sys
+import textwrap
+import tokenize
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cairn.errors import UnsafeWorkflowCode
+
+# --- what is flagged ---------------------------------------------------------------------------
+
+_NOW = "use cairn.now() (the run's logical time, recorded once and replayed)"
+_SLEEP = "use `await asyncio.sleep(s)` or `await cairn.sleep(s)` (a durable timer)"
+_RANDOM = "use cairn.random() / cairn.uuid4() (recorded once and replayed), or draw it in an @action"
+_UUID = "use cairn.uuid4() (recorded once and replayed)"
+_FILE = "do file I/O in an @action and await it"
+_INPUT = "a workflow cannot read the terminal: pass the value as workflow input, or read it in an @action"
+_ENV = "read configuration in an @action, or pass it as workflow input"
+_IO = "do network I/O, threads and processes in an @action and await it"
+
+_EXACT: Mapping[str, str] = {
+    **dict.fromkeys(
+        (
+            "time.time",
+            "time.time_ns",
+            "time.monotonic",
+            "time.monotonic_ns",
+            "time.perf_counter",
+            "time.perf_counter_ns",
+            "time.process_time",
+            "time.process_time_ns",
+            "datetime.datetime.now",
+            "datetime.datetime.utcnow",
+            "datetime.datetime.today",
+            "datetime.date.today",
+        ),
+        _NOW,
+    ),
+    "time.sleep": _SLEEP,
+    "os.urandom": _RANDOM,
+    "uuid.uuid1": _UUID,
+    "uuid.uuid4": _UUID,
+    "builtins.open": _FILE,
+    "io.open": _FILE,
+    "builtins.input": _INPUT,
+    "os.getenv": _ENV,
+    "os.getenvb": _ENV,
+    **dict.fromkeys(("os.system", "os.popen", "os.fork", "threading.Thread", "threading.Timer"), _IO),
+}
+
+_PREFIXES: Sequence[tuple[str, str]] = (
+    ("random.", _RANDOM),
+    ("secrets.", _RANDOM),
+    *(
+        (f"{module}.", _IO)
+        for module in (
+            "requests",
+            "httpx",
+            "urllib.request",
+            "aiohttp",
+            "socket",
+            "subprocess",
+            "multiprocessing",
+            "concurrent.futures",
+        )
+    ),
+)
+
+_ENVIRON = frozenset({"os.environ", "os.environb"})
+_PATH_TYPES = frozenset({"pathlib.Path", "pathlib.PosixPath", "pathlib.WindowsPath"})
+_PATH_IO = frozenset({"read_text", "write_text", "read_bytes", "write_bytes", "open"})
+_EXCEPTION_SUFFIXES = ("Error", "Exception", "Warning")
+_ALLOW = re.compile(r"#\s*cairn:\s*allow\b")
+_MAX_SHOWN = 80
+
+
+def parse(text: str) -> ast.Module:
+    """ast.parse, retried on CPython 3.11.7's spurious "AST constructor recursion depth mismatch".
+
+    That SystemError (CPython gh-106905, fixed in 3.11.8) comes from another thread parsing at the
+    same moment, e.g. the traceback module drawing carets; parsing again succeeds.
+    """
+    for _ in range(5):
+        try:
+            return ast.parse(text)
+        except SystemError as exc:
+            if "recursion depth mismatch" not in str(exc):
+                raise
+    return ast.parse(text)
+
+
+def _hint_for(name: str) -> str | None:
+    """What to use instead of calling the fully qualified `name`, or None when the call is fine."""
+    if name in _EXACT:
+        return _EXACT[name]
+    if name.rsplit(".", 1)[-1].endswith(_EXCEPTION_SUFFIXES):
+        return None  # constructing e.g. requests.HTTPError or subprocess.CalledProcessError does no I/O
+    for prefix, hint in _PREFIXES:
+        if name.startswith(prefix):
+            return hint
+    return None
+
+
+# --- name resolution ---------------------------------------------------------------------------
+
+
+def _import_bindings(node: ast.Import | ast.ImportFrom) -> Iterator[tuple[str, str]]:
+    """(bound name, fully qualified name) for each name an import statement binds."""
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            if alias.asname:
+                yield alias.asname, alias.name
+            else:
+                head = alias.name.split(".", 1)[0]
+                yield head, head
+        return
+    base = "." * node.level + (node.module or "")
+    for alias in node.names:
+        if alias.name != "*":
+            yield alias.asname or alias.name, f"{base}.{alias.name}"
+
+
+def _runtime_name(obj: object) -> str | None:
+    """The qualified name of a module, class or function found at run time (star imports, closures)."""
+    if isinstance(obj, types.ModuleType):
+        return obj.__name__
+    if not isinstance(obj, type | types.FunctionType | types.BuiltinFunctionType | types.MethodType):
+        return None
+    qualname = getattr(obj, "__qualname__", None)
+    module = getattr(obj, "__module__", None)
+    owner = getattr(obj, "__self__", None)
+    if module is None and owner is not None:  # e.g. datetime.now, random.random (bound builtins)
+        module = getattr(owner if isinstance(owner, type) else type(owner), "__module__", None)
+    if isinstance(module, str) and isinstance(qualname, str):
+        return f"{module}.{qualname}"
+    return None
+
+
+def _dotted(node: ast.expr, resolve: Callable[[str], str | None]) -> str | None:
+    """`a.b.c` with `a` resolved, or None when the expression is not a plain dotted name."""
+    if isinstance(node, ast.Name):
+        return resolve(node.id)
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value, resolve)
+        return f"{base}.{node.attr}" if base else None
+    return None
+
+
+def _top_level(body: Iterable[ast.stmt]) -> Iterator[ast.stmt]:
+    """Module-level statements, including those nested in if/try/with blocks (not in defs)."""
+    for stmt in body:
+        yield stmt
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            continue
+        for name in ("body", "orelse", "finalbody"):
+            yield from _top_level(getattr(stmt, name, ()))
+        for handler in getattr(stmt, "handlers", ()):
+            yield from _top_level(handler.body)
+
+
+@dataclass
+class _ModuleScope:
+    """What the names of a module's global scope refer to."""
+
+    aliases: dict[str, str] = field(default_factory=dict)
+    defined: set[str] = field(default_factory=set)
+    namespace: Mapping[str, Any] = field(default_factory=dict)
+
+    def resolve(self, name: str) -> str | None:
+        if name in self.aliases:
+            return self.aliases[name]
+        if name in self.defined:
+            return None
+        if name in self.namespace:
+            return _runtime_name(self.namespace[name])
+        return f"builtins.{name}" if hasattr(builtins, name) else None
+
+    def learn(self, tree: ast.Module) -> None:
+        assigned: list[tuple[str, ast.expr]] = []
+        for stmt in _top_level(tree.body):
+            if isinstance(stmt, ast.Import | ast.ImportFrom):
+                self.aliases.update(_import_bindings(stmt))
+            elif isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                self.defined.add(stmt.name)
+            elif isinstance(stmt, ast.Assign | ast.AnnAssign) and stmt.value is not None:
+                targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+                assigned += [(t.id, stmt.value) for t in targets if isinstance(t, ast.Name)]
+        for name, value in assigned:  # `now = datetime.now` makes `now()` a clock read
+            if name in self.aliases:
+                continue  # `try: import x / except ImportError: x = None`: the import is what matters
+            target = _dotted(value, self.resolve)
+            if target:
+                self.aliases[name] = target
+            else:
+                self.defined.add(name)
+        self.defined -= self.aliases.keys()
+
+
+def _module_text(module: types.ModuleType | None, obj: Any) -> str:
+    try:
+        return inspect.getsource(module) if module is not None else ""
+    except (OSError, TypeError):
+        pass
+    try:  # a module missing from sys.modules, or one inspect cannot read: try the file itself
+        return "".join(linecache.getlines(inspect.getsourcefile(obj) or ""))
+    except TypeError:
+        return ""
+
+
+def _module_scope(obj: Any) -> _ModuleScope:
+    module = sys.modules.get(getattr(obj, "__module__", None) or "")
+    scope = _ModuleScope(namespace=vars(module) if module is not None else {})
+    try:
+        tree = parse(_module_text(module, obj))
+    except (SyntaxError, ValueError):
+        return scope
+    scope.learn(tree)
+    return scope
+
+
+@dataclass
+class _Scope:
+    """The names one function body sees: its own imports and locals, its closure, then the module."""
+
+    module: _ModuleScope
+    imports: dict[str, str]
+    local: set[str]
+    closure: dict[str, str]
+
+    def resolve(self, name: str) -> str | None:
+        if name in self.imports:
+            return self.imports[name]
+        if name in self.local:
+            return None
+        if name in self.closure:
+            return self.closure[name]
+        return self.module.resolve(name)
+
+
+def _bound_name(node: ast.AST, fn: ast.AST) -> str | None:
+    """The local name `node` binds inside `fn`: a parameter, an assignment target, a nested def..."""
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return None if node is fn else node.name
+    if isinstance(node, ast.ExceptHandler):
+        return node.name
+    if isinstance(node, ast.arg):
+        return node.arg
+    if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+        return node.id
+    return None
+
+
+def _function_scope(fn: ast.FunctionDef | ast.AsyncFunctionDef, obj: Any, module: _ModuleScope) -> _Scope:
+    imports: dict[str, str] = {}
+    local: set[str] = set()
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            imports.update(_import_bindings(node))
+        elif name := _bound_name(node, fn):
+            local.add(name)
+    return _Scope(module, imports, local - imports.keys(), _closure_names(obj))
+
+
+def _closure_names(obj: Any) -> dict[str, str]:
+    """Names a nested workflow takes from its enclosing function (e.g. an import inside a test)."""
+    func = inspect.unwrap(obj.__func__ if isinstance(obj, staticmethod | classmethod) else obj)
+    try:
+        nonlocals = inspect.getclosurevars(func).nonlocals
+    except (TypeError, ValueError):
+        return {}
+    names = {name: _runtime_name(value) for name, value in nonlocals.items()}
+    return {name: qualified for name, qualified in names.items() if qualified}
+
+
+# --- reading the source ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The dedented source of a function or class, parsed, with where it sits in its file."""
+
+    tree: ast.Module
+    text: str
+    file: str
+    offset: int
+    allowed: frozenset[int]
+
+    def shown(self, node: ast.expr) -> str:
+        text = " ".join((ast.get_source_segment(self.text, node) or ast.unparse(node)).split())
+        return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+
+    def exempt(self, node: ast.expr) -> bool:
+        return any(line in self.allowed for line in range(node.lineno, (node.end_lineno or node.lineno) + 1))
+
+
+def _allowed_lines(text: str) -> frozenset[int]:
+    """Lines carrying a `# cairn: allow` comment (a real comment, not text inside a string)."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return frozenset(n for n, line in enumerate(text.splitlines(), 1) if _ALLOW.search(line))
+    return frozenset(t.start[0] for t in tokens if t.type == tokenize.COMMENT and _ALLOW.search(t.string))
+
+
+def _load(obj: Any) -> _Source | None:
+    try:
+        lines, start = inspect.getsourcelines(obj)
+        file = inspect.getsourcefile(obj) or inspect.getfile(obj)
+    except (OSError, TypeError):
+        return None
+    text = textwrap.dedent("".join(lines))
+    try:
+        tree = parse(text)
+    except SyntaxError:
+        return None
+    return _Source(tree, text, file, max(start - 1, 0), _allowed_lines(text))
+
+
+# --- the check ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class _Finding:
+    file: str
+    line: int
+    column: int
+    call: str
+    hint: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.call} — {self.hint}"
+
+
+class _Checker(ast.NodeVisitor):
+    """Walks one function body (lambdas, comprehensions and nested defs included)."""
+
+    def __init__(self, source: _Source, scope: _Scope) -> None:
+        self.source = source
+        self.scope = scope
+        self.findings: list[_Finding] = []
+        self._seen: set[int] = set()  # os.environ nodes already judged as part of a larger expression
+
+    def _report(self, node: ast.expr, hint: str) -> None:
+        if not self.source.exempt(node):
+            line = node.lineno + self.source.offset
+            self.findings.append(_Finding(self.source.file, line, node.col_offset, self.source.shown(node), hint))
+
+    def _name(self, node: ast.expr) -> str | None:
+        return _dotted(node, self.scope.resolve)
+
+    def _environ(self, node: ast.expr) -> bool:
+        if self._name(node) in _ENVIRON:
+            self._seen.add(id(node))
+            return True
+        return False
+
+    def _call_hint(self, node: ast.Call) -> str | None:
+        func = node.func
+        if isinstance(func, ast.Attribute):
+            receiver = func.value
+            if func.attr in _PATH_IO and isinstance(receiver, ast.Call) and self._name(receiver.func) in _PATH_TYPES:
+                return _FILE
+            if self._environ(receiver):
+                return _ENV
+        name = self._name(func)
+        return _hint_for(name) if name else None
+
+    def visit_Call(self, node: ast.Call) -> None:
+        hint = self._call_hint(node)
+        if hint:
+            self._report(node, hint)
+        self.generic_visit(node)
+
+    def visit_Subscript(self, node: ast.Subscript) -> None:
+        if self._environ(node.value) and isinstance(node.ctx, ast.Load):
+            self._report(node, _ENV)  # os.environ["X"]; assigning to it is not a read
+        self.generic_visit(node)
+
+    def _bare(self, node: ast.Name | ast.Attribute) -> None:
+        if id(node) not in self._seen and isinstance(node.ctx, ast.Load) and self._environ(node):
+            self._report(node, _ENV)  # dict(os.environ), "X" in os.environ, ...
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        self._bare(node)
+        self.generic_visit(node)
+
+    def visit_Name(self, node: ast.Name) -> None:
+        self._bare(node)
+
+
+_Def = ast.FunctionDef | ast.AsyncFunctionDef
+
+
+def _first(tree: ast.Module, kind: type[ast.stmt] | tuple[type[ast.stmt], ...]) -> ast.stmt | None:
+    return next((stmt for stmt in tree.body if isinstance(stmt, kind)), None)
+
+
+def _check_function(fn: Any, found: list[_Finding]) -> None:
+    source = _load(fn)
+    node = _first(source.tree, (ast.FunctionDef, ast.AsyncFunctionDef)) if source else None
+    if source is None or not isinstance(node, _Def):
+        return
+    checker = _Checker(source, _function_scope(node, fn, _module_scope(fn)))
+    checker.visit(node)
+    found += checker.findings
+
+
+def _check_class(cls: type, found: list[_Finding]) -> None:
+    source = _load(cls)
+    node = _first(source.tree, ast.ClassDef) if source else None
+    if source is None or not isinstance(node, ast.ClassDef):
+        return
+    module = _module_scope(cls)
+    for method in node.body:
+        if isinstance(method, _Def):
+            obj = vars(cls).get(method.name)
+            checker = _Checker(source, _function_scope(method, obj, module))
+            checker.visit(method)
+            found += checker.findings
+
+
+def _defined_in(entry: object, target: object) -> bool:
+    if entry is target:
+        return True
+    qualname = getattr(target, "__qualname__", None)
+    return isinstance(target, type) and getattr(entry, "__qualname__", "").startswith(f"{qualname}.")
+
+
+def check_workflow(target: object, entry: Callable[..., Any], *, workflow_id: str | None = None) -> None:
+    """Raise UnsafeWorkflowCode listing every non-deterministic or I/O call in the workflow's body.
+
+    `target` is the workflow class (each method of its body is read) or function; `entry` is the
+    `run`/`handle` method or the function, read as well when a class inherits it from elsewhere.
+    `workflow_id` names the workflow in the message (default: `module.qualname` of `target`).
+    """
+    found: list[_Finding] = []
+    if isinstance(target, type):
+        _check_class(target, found)
+    else:
+        _check_function(target, found)
+    if not _defined_in(entry, target):
+        _check_function(entry, found)
+    if found:
+        name = workflow_id or f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"
+        raise UnsafeWorkflowCode(name, [str(f) for f in sorted(set(found))])
+
+
+__all__ = ["UnsafeWorkflowCode", "check_workflow"]

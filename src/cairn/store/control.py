@@ -1,0 +1,182 @@
+"""Run control: pause, resume, cancel, retry and fork, each one transaction under the run's row lock.
+
+Every operation bumps the run's lease token, so an activation in flight on some worker fails its
+fenced commit and is discarded: control always wins the race against a worker. Retry and fork are
+both *rewinds*: steps created after activation K are dropped, results delivered after K are
+delivered again, and cancellations made after K are undone; the next activation replays 1..K and
+carries on from there.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from cairn.errors import RunNotFound, WorkflowCancelled
+from cairn.serialization import dumps, error_to_json
+from cairn.store.base import WORK, Tx, run_row
+from cairn.store.journal_tx import TERMINAL, event, resolve_parent
+from cairn.store.protocol import RunRow
+from cairn.transitions import decide
+from cairn.types import RunStatus, StepKind
+
+
+def _lock(tx: Tx, run_id: str) -> RunRow:
+    """Lock a run's row, its parent's first: the one lock order (ancestors before descendants) that
+    cancels, retries and child completions all follow, so they cannot deadlock each other."""
+    row = tx.one("get_run", {"id": run_id})
+    if row is None:
+        raise RunNotFound(f"no run with id {run_id!r}")
+    parent_id = run_row(row).parent_id
+    if parent_id is not None:
+        tx.one("lock_run", {"id": parent_id})
+    locked = tx.one("lock_run_row", {"id": run_id})
+    assert locked is not None
+    return run_row(locked)
+
+
+def _set(
+    tx: Tx,
+    run: RunRow,
+    status: RunStatus,
+    now: float,
+    *,
+    reason: str | None = None,
+    error: str | None = None,
+    ready: bool = False,
+) -> None:
+    tx.execute(
+        "set_control",
+        {
+            "id": run.id,
+            "status": status,
+            "pause_reason": reason,
+            "error": error,
+            "now": now,
+            "completed_at": now if status in TERMINAL else None,
+            "ready_at": now if ready else None,
+        },
+    )
+    tx.notify(f"run:{run.id}")
+    tx.notify(WORK)
+
+
+def pause(tx: Tx, run_id: str) -> RunStatus:
+    run = _lock(tx, run_id)
+    if not decide("pause", run_id, run.status):
+        return run.status
+    now = tx.now()
+    _set(tx, run, RunStatus.PAUSED, now, reason="user")
+    event(tx, run_id, "paused", now, reason="user")
+    return RunStatus.PAUSED
+
+
+def resume(tx: Tx, run_id: str) -> RunStatus:
+    run = _lock(tx, run_id)
+    if not decide("resume", run_id, run.status):
+        return run.status
+    if run.pause_reason in ("error", "nondeterminism"):
+        return retry(tx, run_id)  # resuming a run paused on an error means trying that step again
+    now = tx.now()
+    _set(tx, run, RunStatus.RUNNING, now, ready=True)
+    event(tx, run_id, "resumed", now)
+    return RunStatus.RUNNING
+
+
+def cancel(tx: Tx, run_id: str) -> RunStatus:
+    run = _lock(tx, run_id)
+    if not decide("cancel", run_id, run.status):
+        return run.status
+    now = tx.now()
+    error = dumps(error_to_json(WorkflowCancelled(f"run {run_id} was cancelled")))
+    _set(tx, run, RunStatus.CANCELLED, now, error=error)
+    tx.execute("cancel_open_steps", {"run_id": run_id, "now": now, "activation": run.activations})
+    event(tx, run_id, "cancelled", now)
+    for (child_id,) in tx.all("open_children", {"id": run_id}):
+        cancel(tx, str(child_id))
+    if run.parent_id is not None and run.parent_seq is not None:
+        resolve_parent(tx, run, RunStatus.FAILED, None, error, now)  # the parent sees WorkflowCancelled
+    return RunStatus.CANCELLED
+
+
+def retry(tx: Tx, run_id: str) -> RunStatus:
+    run = _lock(tx, run_id)
+    if not decide("retry", run_id, run.status):
+        return run.status
+    if run.status == RunStatus.PAUSED and run.pause_reason == "user":
+        return resume(tx, run_id)
+    now = tx.now()
+    # A failed run's last activation delivered the failure: rewind to just before it. A run paused
+    # on an error never delivered it (it paused first), so nothing is rewound.
+    keep = run.activations - 1 if run.status == RunStatus.FAILED else run.activations
+    failed = tx.all("failed_steps", {"run_id": run_id, "k": keep})
+    _rewind(tx, run_id, keep, now)
+    for seq, kind, _options in failed:
+        tx.execute("reset_step", {"run_id": run_id, "seq": seq, "now": now})
+        if kind == StepKind.CHILD:
+            child = tx.one("child_of_step", {"parent_id": run_id, "seq": seq})
+            if child is not None:
+                retry(tx, str(child[0]))
+    _set(tx, run, RunStatus.RUNNING, now, ready=True)
+    event(tx, run_id, "retried", now, steps=[int(r[0]) for r in failed])
+    return RunStatus.RUNNING
+
+
+def fork(tx: Tx, run_id: str, from_step: int, new_id: str | None) -> str:
+    """A new run that reuses the journal of `run_id` up to step `from_step`, then runs on its own."""
+    run = _lock(tx, run_id)
+    last = tx.one("max_seq", {"run_id": run_id})
+    last_seq = int(last[0]) if last and last[0] is not None else 0
+    if from_step < 0 or from_step > last_seq:
+        raise ValueError(
+            f"from_step must be between 0 and {last_seq} (the last step of run {run_id!r}), got {from_step}"
+        )
+    row = tx.one("min_created_after", {"run_id": run_id, "n": from_step})
+    keep = run.activations if row is None or row[0] is None else max(0, int(row[0]) - 1)
+    if from_step == 0:
+        keep = 0
+    fork_id = new_id or f"{run_id}:fork:{uuid.uuid4().hex[:8]}"
+    now = tx.now()
+    created = tx.execute(
+        "insert_run",
+        {
+            "id": fork_id,
+            "workflow": run.workflow,
+            "input": run.input,
+            "queue": run.queue,
+            "parent_id": None,
+            "parent_seq": None,
+            "now": now,
+            "code_version": run.code_version,
+        },
+    )
+    if created != 1:
+        raise ValueError(f"a run with id {fork_id!r} already exists; choose another id for the fork")
+    tx.execute("copy_steps", {"new_id": fork_id, "run_id": run_id, "n": from_step, "k": keep})
+    tx.execute("copy_properties", {"new_id": fork_id, "run_id": run_id, "k": keep})
+    _rewind(tx, fork_id, keep, now)
+    tx.execute("reschedule_running", {"run_id": fork_id, "now": now})
+    event(tx, fork_id, "forked", now, source=run_id, from_step=from_step)
+    event(tx, run_id, "forked.to", now, fork=fork_id, from_step=from_step)
+    tx.notify(WORK)
+    return fork_id
+
+
+def _rewind(tx: Tx, run_id: str, keep: int, now: float) -> None:
+    params = {"run_id": run_id, "k": keep, "now": now}
+    tx.execute("rewind_delete_steps", params)
+    tx.execute("rewind_undeliver", params)
+    tx.execute("rewind_uncancel", params)
+    tx.execute("rewind_properties", params)
+    tx.execute("unconsume_orphan_signals", params)
+    tx.execute("set_activations", {"id": run_id, "k": keep})
+    _rebuild_memory(tx, run_id, now)
+
+
+def _rebuild_memory(tx: Tx, run_id: str, now: float) -> None:
+    """The memory table is derived from the journal; after a rewind it is derived again."""
+    tx.execute("delete_memory", {"run_id": run_id})
+    for seq, kind, name, args, writes in tx.all("memory_sources", {"run_id": run_id}):
+        pairs = [(name, args)] if kind == StepKind.MEMORY else json.loads(writes)
+        for key, value in pairs:
+            tx.execute("upsert_memory", {"run_id": run_id, "key": key, "value": value, "step": seq, "now": now})

@@ -1,0 +1,249 @@
+"""The transactions that advance runs: applying an activation, completing an action attempt.
+
+Each function runs inside one transaction (`Tx`) and appends the run's events as it goes, so the
+event list is exactly as durable as the state change it describes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from cairn.errors import LeaseLost
+from cairn.store.base import WORK, Tx, run_row
+from cairn.store.protocol import ActionClaim, ActivationResult, NewStep, RunClaim, RunRow
+from cairn.types import RunStatus, StepKind, StepStatus
+
+PARKED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.PAUSED)
+TERMINAL = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+def event(tx: Tx, run_id: str, what: str, now: float, step: int | None = None, /, **detail: Any) -> None:
+    """Append to the run's event list, in the transaction that makes the change it describes."""
+    tx.execute(
+        "insert_event",
+        {"run_id": run_id, "now": now, "kind": what, "step": step, "detail": json.dumps(detail) if detail else None},
+    )
+
+
+def signal(tx: Tx, run_id: str, name: str, payload: str | None, now: float) -> bool:
+    if tx.execute("insert_signal", {"run_id": run_id, "name": name, "payload": payload, "now": now}) != 1:
+        return False
+    tx.execute("wake_run", {"id": run_id, "now": now})
+    event(tx, run_id, "signal.received", now, name=name)
+    tx.notify(WORK)
+    return True
+
+
+def commit_activation(tx: Tx, claim: RunClaim, res: ActivationResult) -> None:
+    run = claim.run
+    if res.status in TERMINAL and run.parent_id is not None:
+        tx.one("lock_run", {"id": run.parent_id})  # parent before child: see control._lock
+    now = tx.now()
+    if tx.execute("fence_run", {"id": run.id, "token": claim.token, "now": now}) != 1:
+        raise LeaseLost(f"the lease on run {run.id} was lost (another worker or a control operation took it)")
+    activation = run.activations + (1 if res.counts_as_activation else 0)
+    if run.status == RunStatus.PENDING:
+        event(tx, run.id, "started", now)
+    for signal_id, seq in res.consumed_signals:
+        tx.execute("consume_signal_into_step", {"run_id": run.id, "seq": seq, "signal_id": signal_id, "now": now})
+        tx.execute("mark_signal_consumed", {"seq": seq, "signal_id": signal_id})
+        event(tx, run.id, "step.completed", now, seq)
+    tx.many(
+        "deliver_step",
+        [
+            {"run_id": run.id, "seq": s, "activation": activation, "delivered_at": res.delivered_at}
+            for s in res.delivered
+        ],
+    )
+    for step in res.new_steps:
+        _insert_step(tx, run, step, activation, now)
+    for seq in res.cancelled:
+        if tx.execute("cancel_step", {"run_id": run.id, "seq": seq, "now": now, "activation": activation}):
+            event(tx, run.id, "step.cancelled", now, seq)
+    if res.properties is not None:
+        last_seq = max([s.seq for s in res.new_steps] + list(res.delivered) + [0])
+        tx.execute(
+            "insert_properties",
+            {"run_id": run.id, "activation": activation, "after_step": last_seq, "properties": res.properties},
+        )
+    _finish(tx, claim, res, activation, now)
+
+
+def _finish(tx: Tx, claim: RunClaim, res: ActivationResult, activation: int, now: float) -> None:
+    run = claim.run
+    terminal = res.status in TERMINAL
+    tx.execute(
+        "finish_activation",
+        {
+            "id": run.id,
+            "token": claim.token,
+            "status": res.status,
+            "result": res.result,
+            "error": res.error,
+            "activations": activation,
+            "properties": res.properties,
+            "now": now,
+            "completed_at": now if terminal else None,
+            "parked": 1 if res.status in PARKED else 0,
+            "wake_at": res.wake_at,
+            "pause_reason": res.pause_reason if res.status == RunStatus.PAUSED else None,
+        },
+    )
+    if res.status in PARKED:
+        detail = {"reason": res.pause_reason} if res.status == RunStatus.PAUSED else {}
+        if res.error is not None:
+            detail["error"] = json.loads(res.error).get("message", "")
+        event(tx, run.id, res.status.value, now, **detail)
+        tx.notify(f"run:{run.id}")
+    if terminal and run.parent_id is not None and run.parent_seq is not None:
+        resolve_parent(tx, run, res.status, res.result, res.error, now)
+    tx.notify(WORK)
+
+
+def resolve_parent(tx: Tx, child: RunRow, status: RunStatus, result: str | None, error: str | None, now: float) -> None:
+    """A child run ended: resolve the parent's waiting step and wake the parent."""
+    assert child.parent_id is not None
+    tx.one("lock_run", {"id": child.parent_id})
+    step_status = StepStatus.COMPLETED if status == RunStatus.COMPLETED else StepStatus.FAILED
+    changed = tx.execute(
+        "resolve_parent_step",
+        {
+            "run_id": child.parent_id,
+            "seq": child.parent_seq,
+            "now": now,
+            "status": step_status,
+            "result": result,
+            "error": error,
+        },
+    )
+    if changed:
+        event(tx, child.parent_id, f"step.{step_status.value}", now, child.parent_seq, child=child.id)
+        tx.execute("wake_run", {"id": child.parent_id, "now": now})
+
+
+def _insert_step(tx: Tx, run: RunRow, step: NewStep, activation: int, now: float) -> None:
+    options = step.options
+    due_at = step.fire_at if step.kind == StepKind.TIMER else now
+    tx.execute(
+        "insert_step",
+        {
+            "run_id": run.id,
+            "seq": step.seq,
+            "kind": step.kind,
+            "name": step.name,
+            "args": step.args,
+            "status": step.status,
+            "result": step.result,
+            "delivered_in": 0 if step.delivered else None,
+            "due_at": due_at if step.kind in (StepKind.ACTION, StepKind.TIMER) else None,
+            "queue": step.queue,
+            "options": json.dumps(options, sort_keys=True, separators=(",", ":")) if options is not None else None,
+            "now": now,
+            "completed_at": now if step.status != StepStatus.SCHEDULED else None,
+            "activation": activation,
+        },
+    )
+    kind = "step.completed" if step.status == StepStatus.COMPLETED else "step.scheduled"
+    event(tx, run.id, kind, now, step.seq, kind=step.kind.value, name=step.name)
+    if step.signal_id is not None:
+        tx.execute("mark_signal_consumed", {"seq": step.seq, "signal_id": step.signal_id})
+    if step.kind == StepKind.MEMORY:
+        tx.execute(
+            "upsert_memory", {"run_id": run.id, "key": step.name, "value": step.args, "step": step.seq, "now": now}
+        )
+    elif step.kind == StepKind.SEND_SIGNAL:
+        data = json.loads(step.args or "{}")
+        signal(tx, str(data["run_id"]), step.name, json.dumps(data.get("payload"), sort_keys=True), now)
+    elif step.kind == StepKind.CHILD:
+        _start_child(tx, run, step, now)
+
+
+def _start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
+    child_id = str(step.options["run_id"])
+    detached = bool(step.options.get("detached"))
+    params = {
+        "id": child_id,
+        "workflow": step.name,
+        "input": step.args,
+        "queue": step.queue or run.queue,
+        "parent_id": run.id,
+        "parent_seq": None if detached else step.seq,
+        "now": now,
+        "code_version": None,
+    }
+    if tx.execute("insert_run", params) == 1 or detached:
+        return
+    # The id names an existing run: wait for it if it is still going, else take its outcome now.
+    if tx.execute("adopt_child", {"id": child_id, "parent_id": run.id, "parent_seq": step.seq}) == 1:
+        return
+    row = tx.one("get_run", {"id": child_id})
+    assert row is not None
+    child = run_row(row)
+    if child.status.is_terminal:
+        status = StepStatus.COMPLETED if child.status == RunStatus.COMPLETED else StepStatus.FAILED
+        tx.execute(
+            "resolve_parent_step",
+            {
+                "run_id": run.id,
+                "seq": step.seq,
+                "now": now,
+                "status": status,
+                "result": child.result,
+                "error": child.error,
+            },
+        )
+
+
+def complete_action(
+    tx: Tx,
+    claim: ActionClaim,
+    result: str | None,
+    error: str | None,
+    retry_delay: float | None,
+    memory_writes: Sequence[tuple[str, str]],
+    logs: Sequence[str],
+) -> bool:
+    tx.one("lock_run", {"id": claim.run_id})  # run row first: the lock order of every commit
+    now = tx.now()
+    retrying = retry_delay is not None
+    status = StepStatus.SCHEDULED if retrying else (StepStatus.FAILED if error is not None else StepStatus.COMPLETED)
+    all_logs = list(logs)
+    if logs:  # every attempt's lines stay with the step
+        row = tx.one("step_logs", {"run_id": claim.run_id, "seq": claim.seq})
+        all_logs = (json.loads(row[0]) if row and row[0] else []) + all_logs
+    won = (
+        tx.execute(
+            "complete_step",
+            {
+                "run_id": claim.run_id,
+                "seq": claim.seq,
+                "attempt": claim.attempt,
+                "status": status,
+                "result": result,
+                "error": error,
+                "memory_writes": json.dumps(list(memory_writes)) if memory_writes and not retrying else None,
+                "logs": json.dumps(all_logs) if all_logs else None,
+                "completed_at": None if retrying else now,
+                "due_at": now + retry_delay if retry_delay is not None else None,
+            },
+        )
+        == 1
+    )
+    if not won:
+        return False
+    if retrying:
+        message = json.loads(error or "{}").get("message", "")
+        event(tx, claim.run_id, "step.retried", now, claim.seq, attempt=claim.attempt, error=message, delay=retry_delay)
+        tx.notify(WORK)
+        return True
+    for key, value in memory_writes:
+        tx.execute("upsert_memory", {"run_id": claim.run_id, "key": key, "value": value, "step": claim.seq, "now": now})
+    detail: dict[str, Any] = {"attempt": claim.attempt}
+    if error is not None:
+        detail["error"] = json.loads(error).get("message", "")
+    event(tx, claim.run_id, f"step.{status.value}", now, claim.seq, **detail)
+    tx.execute("wake_run", {"id": claim.run_id, "now": now})
+    tx.notify(WORK)
+    return True

@@ -1,0 +1,303 @@
+"""SqlStore: the Store protocol, implemented once for every SQL backend over a `Database` adapter.
+
+Each public method is one transaction; the multi-statement ones live in `journal_tx` (advancing runs)
+and `control` (pause, resume, cancel, retry, fork).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+
+from cairn.store import control, journal_tx
+from cairn.store.base import WORK, Database, Tx, run_row, step_row
+from cairn.store.protocol import (
+    ActionClaim,
+    ActivationResult,
+    EventRow,
+    RunClaim,
+    RunRow,
+    StepRow,
+    WorkerInfo,
+    WorkflowInfo,
+)
+from cairn.types import RunStatus
+
+
+class SqlStore:
+    """Implements `cairn.store.protocol.Store` for every SQL backend."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.url = db.url
+
+    async def open(self) -> None:
+        await self.db.open()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    def subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        return self.db.subscribe(callback)
+
+    async def now(self) -> float:
+        return await self.db.transaction(lambda tx: tx.now(), write=False)
+
+    # --- runs ----------------------------------------------------------------------------------
+
+    async def insert_run(
+        self,
+        run_id: str,
+        workflow: str,
+        input: str,
+        queue: str,
+        parent_id: str | None = None,
+        parent_seq: int | None = None,
+        code_version: str | None = None,
+    ) -> tuple[RunRow, bool]:
+        def tx_fn(tx: Tx) -> tuple[RunRow, bool]:
+            now = tx.now()
+            created = (
+                tx.execute(
+                    "insert_run",
+                    {
+                        "id": run_id,
+                        "workflow": workflow,
+                        "input": input,
+                        "queue": queue,
+                        "parent_id": parent_id,
+                        "parent_seq": parent_seq,
+                        "now": now,
+                        "code_version": code_version,
+                    },
+                )
+                == 1
+            )
+            if created:
+                tx.notify(WORK)
+            row = tx.one("get_run", {"id": run_id})
+            assert row is not None
+            return run_row(row), created
+
+        return await self.db.transaction(tx_fn)
+
+    async def get_run(self, run_id: str) -> RunRow | None:
+        row = await self.db.transaction(lambda tx: tx.one("get_run", {"id": run_id}), write=False)
+        return run_row(row) if row else None
+
+    async def list_runs(self, status: str | None = None, workflow: str | None = None, limit: int = 50) -> list[RunRow]:
+        params = {"status": status, "workflow": workflow, "limit": limit}
+        rows = await self.db.transaction(lambda tx: tx.all("list_runs", params), write=False)
+        return [run_row(r) for r in rows]
+
+    async def list_steps(self, run_id: str) -> list[StepRow]:
+        rows = await self.db.transaction(lambda tx: tx.all("list_steps", {"run_id": run_id}), write=False)
+        return [step_row(r) for r in rows]
+
+    async def get_memory(self, run_id: str) -> dict[str, str]:
+        rows = await self.db.transaction(lambda tx: tx.all("get_memory", {"run_id": run_id}), write=False)
+        return {k: v for k, v in rows}
+
+    async def read_memory(self, run_id: str, key: str) -> str | None:
+        row = await self.db.transaction(lambda tx: tx.one("read_memory", {"run_id": run_id, "key": key}), write=False)
+        return None if row is None else str(row[0])
+
+    async def property_history(self, run_id: str) -> list[tuple[int, str]]:
+        rows = await self.db.transaction(lambda tx: tx.all("property_history", {"run_id": run_id}), write=False)
+        return [(int(a), str(p)) for a, p in rows]
+
+    async def send_signal(self, run_id: str, name: str, payload: str) -> bool:
+        def tx_fn(tx: Tx) -> bool:
+            now = tx.now()
+            return journal_tx.signal(tx, run_id, name, payload, now)
+
+        return await self.db.transaction(tx_fn)
+
+    async def list_events(self, run_id: str) -> list[EventRow]:
+        rows = await self.db.transaction(lambda tx: tx.all("list_events", {"run_id": run_id}), write=False)
+        return [EventRow(int(i), float(at), str(kind), step, detail) for i, at, kind, step, detail in rows]
+
+    # --- control (each idempotent; IllegalTransition when the status forbids it) -----------------
+
+    async def pause(self, run_id: str) -> RunStatus:
+        return await self.db.transaction(lambda tx: control.pause(tx, run_id))
+
+    async def resume(self, run_id: str) -> RunStatus:
+        return await self.db.transaction(lambda tx: control.resume(tx, run_id))
+
+    async def cancel(self, run_id: str) -> RunStatus:
+        return await self.db.transaction(lambda tx: control.cancel(tx, run_id))
+
+    async def retry(self, run_id: str) -> RunStatus:
+        return await self.db.transaction(lambda tx: control.retry(tx, run_id))
+
+    async def fork(self, run_id: str, from_step: int, new_id: str | None = None) -> str:
+        return await self.db.transaction(lambda tx: control.fork(tx, run_id, from_step, new_id))
+
+    # --- workflow activations -------------------------------------------------------------------
+
+    async def claim_runs(
+        self,
+        worker: str,
+        workflows: Sequence[str],
+        queues: Sequence[str] | None,
+        limit: int,
+        lease: float,
+        cached: dict[str, int] | None = None,
+    ) -> list[RunClaim]:
+        def tx_fn(tx: Tx) -> list[RunClaim]:
+            now = tx.now()
+            rows = tx.all(
+                "claim_runs",
+                {
+                    "worker": worker,
+                    "now": now,
+                    "lease": lease,
+                    "limit": limit,
+                    "workflows": list(workflows),
+                    "any_queue": 1 if queues is None else 0,
+                    "queues": list(queues or []),
+                },
+            )
+            claims = []
+            for r in rows:
+                run = run_row(r)
+                for (seq,) in tx.all("fire_due_timers", {"run_id": run.id, "now": now}):
+                    journal_tx.event(tx, run.id, "step.completed", now, seq, kind="timer")
+                skip = cached is not None and cached.get(run.id) == run.lease_token
+                journal = [] if skip else [step_row(s) for s in tx.all("list_steps", {"run_id": run.id})]
+                batch = [step_row(s) for s in tx.all("undelivered_steps", {"run_id": run.id})]
+                signals = [(int(i), str(n), p) for i, n, p in tx.all("open_signals", {"run_id": run.id})]
+                claims.append(RunClaim(run, run.lease_token, journal, batch, signals, skip, now))
+            return claims
+
+        return await self.db.transaction(tx_fn)
+
+    async def commit_activation(self, claim: RunClaim, result: ActivationResult) -> None:
+        await self.db.transaction(lambda tx: journal_tx.commit_activation(tx, claim, result))
+
+    async def release_run(self, claim: RunClaim) -> None:
+        def tx_fn(tx: Tx) -> None:
+            tx.execute("release_run", {"id": claim.run.id, "token": claim.token})
+            tx.notify(WORK)
+
+        await self.db.transaction(tx_fn)
+
+    # --- action attempts ------------------------------------------------------------------------
+
+    async def claim_actions(
+        self, worker: str, names: Sequence[str], queues: Sequence[str] | None, limit: int, lease: float
+    ) -> list[tuple[ActionClaim, dict[str, str]]]:
+        """Lease due attempts; each comes with a snapshot of its run's memory."""
+
+        def tx_fn(tx: Tx) -> list[tuple[ActionClaim, dict[str, str]]]:
+            now = tx.now()
+            rows = tx.all(
+                "claim_actions",
+                {
+                    "worker": worker,
+                    "now": now,
+                    "lease": lease,
+                    "limit": limit,
+                    "names": list(names),
+                    "any_queue": 1 if queues is None else 0,
+                    "queues": list(queues or []),
+                },
+            )
+            claims = [
+                ActionClaim(r[0], int(r[1]), r[2], r[3] or "{}", int(r[4]), json.loads(r[5]) if r[5] else None, r[6])
+                for r in rows
+            ]
+            for c in claims:
+                journal_tx.event(tx, c.run_id, "step.started", now, c.seq, attempt=c.attempt, worker=worker)
+            memory: dict[str, dict[str, str]] = {}
+            if claims:
+                for run_id, key, value in tx.all("memory_of_runs", {"run_ids": sorted({c.run_id for c in claims})}):
+                    memory.setdefault(run_id, {})[key] = value
+            return [(c, memory.get(c.run_id, {})) for c in claims]
+
+        return await self.db.transaction(tx_fn)
+
+    async def complete_action(
+        self,
+        claim: ActionClaim,
+        result: str | None,
+        error: str | None,
+        retry_delay: float | None,
+        memory_writes: Sequence[tuple[str, str]],
+        logs: Sequence[str],
+    ) -> bool:
+        """Record an attempt's outcome fenced by its attempt number; False when it lost the step.
+
+        With `retry_delay` the step goes back to scheduled, due that many seconds from now."""
+
+        return await self.db.transaction(
+            lambda tx: journal_tx.complete_action(tx, claim, result, error, retry_delay, memory_writes, logs)
+        )
+
+    async def next_wake(self, names: Sequence[str]) -> float | None:
+        def tx_fn(tx: Tx) -> float | None:
+            times = [tx.one("next_wake_runs", {}), tx.one("next_wake_actions", {"names": list(names)})]
+            values = [float(t[0]) for t in times if t is not None and t[0] is not None]
+            return min(values) if values else None
+
+        return await self.db.transaction(tx_fn, write=False)
+
+    # --- workers and definitions ----------------------------------------------------------------
+
+    async def heartbeat(self, info: WorkerInfo, lease: float) -> None:
+        def tx_fn(tx: Tx) -> None:
+            now = tx.now()
+            tx.execute(
+                "upsert_worker",
+                {
+                    "id": info.id,
+                    "host": info.host,
+                    "pid": info.pid,
+                    "queues": info.queues,
+                    "started_at": info.started_at,
+                    "now": now,
+                    "in_flight": info.in_flight,
+                },
+            )
+            tx.execute("extend_step_leases", {"worker": info.id, "until": now + lease})
+            tx.execute("extend_run_leases", {"worker": info.id, "until": now + lease})
+
+        await self.db.transaction(tx_fn)
+
+    async def remove_worker(self, worker_id: str) -> None:
+        def tx_fn(tx: Tx) -> None:
+            now = tx.now()
+            tx.execute("hand_over_steps", {"worker": worker_id, "now": now})
+            tx.execute("hand_over_runs", {"worker": worker_id})
+            tx.execute("delete_worker", {"id": worker_id})
+            tx.notify(WORK)
+
+        await self.db.transaction(tx_fn)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        rows = await self.db.transaction(lambda tx: tx.all("list_workers", {}), write=False)
+        return [WorkerInfo(r[0], r[1], int(r[2]), r[3], float(r[4]), float(r[5]), int(r[6])) for r in rows]
+
+    async def register_workflows(self, infos: Sequence[WorkflowInfo]) -> None:
+        def tx_fn(tx: Tx) -> None:
+            now = tx.now()
+            tx.many(
+                "upsert_workflow",
+                [
+                    {
+                        "name": i.name,
+                        "description": i.description,
+                        "input_schema": i.input_schema,
+                        "queue": i.queue,
+                        "now": now,
+                    }
+                    for i in infos
+                ],
+            )
+
+        await self.db.transaction(tx_fn)
+
+    async def list_workflows(self) -> list[WorkflowInfo]:
+        rows = await self.db.transaction(lambda tx: tx.all("list_workflows", {}), write=False)
+        return [WorkflowInfo(*r) for r in rows]
