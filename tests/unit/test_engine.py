@@ -162,3 +162,43 @@ def test_not_in_workflow_errors() -> None:
         cairn.wait_for_signal("x")
     with pytest.raises(cairn.NotInWorkflow):
         cairn.patched("x")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("open('/tmp/cairn-sandbox-test.txt', 'w')", "opening files"),
+        ("time.time()", "use cairn.now()"),
+        ("time.sleep(0.01)", "cairn.sleep"),
+        ("threading.Thread(target=print).start()", "threads are not deterministic"),
+        ("socket.socket()", "sockets are I/O"),
+        ("subprocess.run(['true'])", "subprocesses"),
+    ],
+)
+def test_runtime_guard_refuses_real_world_access(body: str, message: str) -> None:
+    namespace: dict[str, object] = {}
+    exec(  # a workflow the static check cannot see into: the run-time guard must catch it
+        "import time, threading, socket, subprocess\n"
+        f"async def sneaky() -> None:\n    helper()\ndef helper() -> None:\n    {body}\n",
+        namespace,
+    )
+    wf = cairn.workflow(id=f"tests.unit.sneaky.{abs(hash(body))}")(namespace["sneaky"])
+    defn = _defn(wf)
+    res = WorkflowInstance(defn, _run(defn, {}), [], seed=1).activate([], now=1.0)
+    err = json.loads(res.error or "{}")
+    assert res.status == RunStatus.FAILED and err["type"] == "WorkflowSandboxError", err
+    assert message in err["message"] and err["message"].startswith("inside a workflow")
+
+
+def test_runtime_guard_is_off_outside_workflows_and_logging_works_inside() -> None:
+    import logging
+    import time
+
+    @cairn.workflow(id="tests.unit.logs")
+    async def logs() -> str:
+        logging.getLogger("tests").info("a log line from a workflow is fine")
+        return "ok"
+
+    defn = _defn(logs)
+    assert WorkflowInstance(defn, _run(defn, {}), [], seed=1).activate([], now=1.0).result == '"ok"'
+    assert time.time() > 0  # outside a workflow the clock is the clock

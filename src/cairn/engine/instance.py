@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from cairn.engine import sandbox
 from cairn.engine.runtime import Evicted, Resolution, Runtime, set_thread_runtime
 from cairn.errors import CairnError, SerializationError, WorkflowCancelled
 from cairn.registry import WorkflowDef, instantiate
@@ -247,7 +248,9 @@ class _SyncBridge:
     def _thread_main(self) -> None:
         set_thread_runtime(self._runtime, self)
         try:
-            self._to_loop.put(("done", self._fn()))
+            with sandbox.guarded():
+                value = self._fn()
+            self._to_loop.put(("done", value))
         except BaseException as exc:
             self._to_loop.put(("error", exc))
         finally:
@@ -267,7 +270,9 @@ class _SyncBridge:
         self._to_thread.put(("abort", None))
 
     async def run(self) -> Any:
-        threading.Thread(target=self._thread_main, name=f"cairn-wf-{self._runtime.run_id}", daemon=True).start()
+        thread = threading.Thread(target=self._thread_main, name=f"cairn-wf-{self._runtime.run_id}", daemon=True)
+        with sandbox.suspended():
+            thread.start()
         while True:
             try:
                 kind, value = self._to_loop.get(timeout=_SYNC_STEP_TIMEOUT)

@@ -19,6 +19,7 @@ import contextvars
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from cairn.engine import sandbox
 from cairn.errors import WorkflowSandboxError
 
 if TYPE_CHECKING:
@@ -74,10 +75,11 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         asyncio.events._set_running_loop(self)
         self._running = True
         try:
-            while self._ready:
-                handle = self._ready.popleft()
-                if not handle._cancelled:
-                    handle._run()
+            with sandbox.guarded():
+                while self._ready:
+                    handle = self._ready.popleft()
+                    if not handle._cancelled:
+                        handle._run()
         finally:
             self._running = False
             asyncio.events._set_running_loop(outer)

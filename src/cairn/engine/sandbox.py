@@ -1,0 +1,133 @@
+"""The run-time guard: while workflow code runs, real time, files, sockets, threads and subprocesses
+raise WorkflowSandboxError saying what to use instead.
+
+How: a flag on the current thread is set only while a workflow activation executes (the
+deterministic loop's callbacks, or a plain-`def` workflow's own thread). An audit hook refuses
+the audited operations (`open`, sockets, DNS, subprocesses, `os.system`) when the flag is set, and
+thin wrappers around `time.time/time_ns/monotonic/perf_counter/sleep` and `threading.Thread.start`
+do the same for operations Python 3.11 does not audit. Outside workflow code the cost is one
+thread-local lookup. Installed once, on first use.
+
+Limits, by design: `datetime.now()` is a C method that cannot be wrapped (the registration-time
+check in `lint.py` catches it); code that bound `from time import time` before Cairn was imported
+keeps the unwrapped function. Reading Python source and bytecode stays allowed so that imports and
+tracebacks work inside workflows. Rejected: Temporal's re-importing sandbox (heavy, and it changes
+module identity) and `sys.settrace` (far too slow).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from cairn.errors import WorkflowSandboxError
+
+_state = threading.local()
+_install_lock = threading.Lock()
+_installed = False
+
+_SOURCE_SUFFIXES = (".py", ".pyc", ".pyi", ".so", ".pth")
+_AUDITED: dict[str, str] = {
+    "open": "opening files ({0}) is I/O: read or write files in an @action",
+    "socket.__new__": "sockets are I/O: call the network from an @action",
+    "socket.connect": "sockets are I/O: call the network from an @action",
+    "socket.getaddrinfo": "DNS lookups are I/O: call the network from an @action",
+    "subprocess.Popen": "subprocesses are not deterministic: run them from an @action",
+    "os.system": "subprocesses are not deterministic: run them from an @action",
+    "os.posix_spawn": "subprocesses are not deterministic: run them from an @action",
+    "os.exec": "subprocesses are not deterministic: run them from an @action",
+    "os.fork": "processes are not deterministic: run them from an @action",
+}
+_TIME_HINTS = {
+    "time": "time.time() reads the real clock: use cairn.now()",
+    "time_ns": "time.time_ns() reads the real clock: use cairn.now()",
+    "monotonic": "time.monotonic() reads the real clock: use cairn.now()",
+    "perf_counter": "time.perf_counter() reads the real clock: use cairn.now()",
+    "sleep": "time.sleep() blocks the worker and is not durable: use `await asyncio.sleep(s)` or cairn.sleep(s)",
+}
+
+
+def active() -> bool:
+    return bool(getattr(_state, "active", False))
+
+
+@contextlib.contextmanager
+def guarded() -> Iterator[None]:
+    """Run the body as workflow code: refused operations raise WorkflowSandboxError."""
+    install()
+    previous = active()
+    _state.active = True
+    try:
+        yield
+    finally:
+        _state.active = previous
+
+
+@contextlib.contextmanager
+def suspended() -> Iterator[None]:
+    """Cairn's own machinery inside an activation (e.g. starting a plain-def workflow's thread)."""
+    previous = active()
+    _state.active = False
+    try:
+        yield
+    finally:
+        _state.active = previous
+
+
+def install() -> None:
+    global _installed
+    if _installed:
+        return
+    with _install_lock:
+        if _installed:
+            return
+        sys.addaudithook(_audit)
+        for name in _TIME_HINTS:
+            setattr(time, name, _wrap(getattr(time, name), _TIME_HINTS[name]))
+        thread_hint = "threads are not deterministic: use asyncio tasks, or do the work in an @action"
+        setattr(threading.Thread, "start", _wrap(threading.Thread.start, thread_hint))  # noqa: B010
+        _installed = True
+
+
+def _refuse(message: str) -> WorkflowSandboxError:
+    return WorkflowSandboxError(f"inside a workflow, {message}")
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if not getattr(_state, "active", False):
+        return
+    hint = _AUDITED.get(event)
+    if hint is None:
+        return
+    if event == "open":
+        path = str(args[0]) if args else ""
+        mode = str(args[1]) if len(args) > 1 and args[1] is not None else "r"
+        if path.endswith(_SOURCE_SUFFIXES) and not any(c in mode for c in "wax+"):
+            return  # imports and tracebacks read source and bytecode
+        raise _refuse(hint.format(path))
+    raise _refuse(hint)
+
+
+def _wrap(fn: Callable[..., Any], hint: str) -> Callable[..., Any]:
+    if getattr(fn, "__cairn_guarded__", False):
+        return fn
+
+    @functools.wraps(fn)
+    def guard(*args: Any, **kwargs: Any) -> Any:
+        if getattr(_state, "active", False) and not _from_logging():
+            raise _refuse(hint)
+        return fn(*args, **kwargs)
+
+    guard.__cairn_guarded__ = True  # type: ignore[attr-defined]
+    return guard
+
+
+def _from_logging() -> bool:
+    """logging stamps records with time.time(); a log line from a workflow is harmless."""
+    frame = sys._getframe(2)
+    return frame.f_globals.get("__name__") == "logging"
