@@ -9,6 +9,7 @@ installed, a throwaway cluster is started; otherwise the run fails with instruct
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -45,6 +46,15 @@ def _pg_bin() -> Path | None:
     return Path(found).parent if found else None
 
 
+def start_cluster() -> tuple[str, Callable[[], None], Callable[[], None]]:
+    """A private PostgreSQL cluster: (url, restart, stop). Needs the server binaries."""
+    url, stop = _start_throwaway_cluster()
+    return url, _CLUSTERS[url], stop
+
+
+_CLUSTERS: dict[str, Callable[[], None]] = {}
+
+
 def _start_throwaway_cluster() -> tuple[str, Callable[[], None]]:
     bindir = _pg_bin()
     if bindir is None:
@@ -68,23 +78,29 @@ def _start_throwaway_cluster() -> tuple[str, Callable[[], None]]:
         check=True,
         capture_output=True,
     )
-    subprocess.run(
-        [
-            *run_as,
-            str(bindir / "pg_ctl"),
-            "-D",
-            datadir,
-            "-w",
-            "-o",
-            f"-p {port} -k {datadir} -c listen_addresses=127.0.0.1",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    options = f"-p {port} -k {datadir} -c listen_addresses=127.0.0.1"
+    log = f"{datadir}/server.log"  # the server must not inherit our pipes, or waiting on them never ends
+
+    def pg_ctl(*args: str) -> None:
+        subprocess.run(
+            [*run_as, str(bindir / "pg_ctl"), "-D", datadir, "-l", log, *args],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
+
+    pg_ctl("-w", "-o", options, "start")
+
+    def restart() -> None:
+        pg_ctl("-w", "-m", "fast", "-o", options, "restart")
+
+    _CLUSTERS[f"postgresql://postgres@127.0.0.1:{port}/postgres"] = restart
 
     def stop() -> None:
-        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", datadir, "-m", "immediate", "stop"], capture_output=True)
+        with contextlib.suppress(subprocess.SubprocessError):
+            pg_ctl("-m", "immediate", "stop")
         shutil.rmtree(datadir, ignore_errors=True)
 
     return f"postgresql://postgres@127.0.0.1:{port}/postgres", stop

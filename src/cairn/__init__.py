@@ -28,6 +28,7 @@ from cairn.client.client import Client, connect
 from cairn.client.handle import RunEvent, RunHandle, StepInfo
 from cairn.client.sync import SyncClient, SyncRunHandle, connect_sync
 from cairn.errors import (
+    ActionCrashed,
     ActionError,
     ActionTimeout,
     CairnError,
@@ -57,6 +58,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Action",
+    "ActionCrashed",
     "ActionError",
     "ActionTimeout",
     "BackoffPolicy",

@@ -81,6 +81,11 @@ class TransientError(CairnError):
     """Raise from an action to ask for a retry with backoff (the default policy retries it)."""
 
 
+class ActionCrashed(TransientError):
+    """The process running an isolate=True action died (signal or os._exit) before returning; retried like
+    any transient failure."""
+
+
 class WorkflowCancelled(CairnError):
     """The run was cancelled; it will not produce a result."""
 

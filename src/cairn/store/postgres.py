@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from cairn.store.base import Database, Params, Tx
 from cairn.store.sql import migrations, queries
@@ -59,8 +59,10 @@ def redact(url: str) -> str:
 class PostgresDatabase(Database):
     dialect = "postgres"
 
-    def __init__(self, url: str, pool_size: int = 8) -> None:
+    def __init__(self, url: str, pool_size: int = 8, retry_for: float = 60.0) -> None:
         super().__init__()
+        self.retry_for = retry_for
+        """How long a transaction keeps retrying while the database is unreachable (a restart)."""
         self.url = url
         self._pool_size = pool_size
         self._pool: ConnectionPool[Any] | None = None
@@ -72,7 +74,15 @@ class PostgresDatabase(Database):
         if self._pool is not None:
             return
         self._executor = concurrent.futures.ThreadPoolExecutor(self._pool_size, thread_name_prefix="cairn-pg")
-        self._pool = ConnectionPool(self.url, min_size=1, max_size=self._pool_size, open=False, name="cairn")
+        self._pool = ConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=self._pool_size,
+            open=False,
+            name="cairn",
+            timeout=5.0,
+            kwargs={"autocommit": False},
+        )
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(
@@ -140,16 +150,54 @@ class PostgresDatabase(Database):
     async def transaction(self, fn: Callable[[Tx], T], write: bool = True) -> T:
         if self._pool is None:
             await self.open()
-        result, notes = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn)
+        loop = asyncio.get_running_loop()
+        delay = 0.05
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            try:
+                result, notes = await loop.run_in_executor(self._executor, self._run, fn)
+                break
+            except _BeforeCommit as failed:
+                # Rolled back before COMMIT was sent: running it again cannot apply it twice.
+                if time.monotonic() + delay > deadline:
+                    raise failed.error from None
+                log.warning("database unavailable at %s (%s); retrying in %.2fs", redact(self.url), failed.error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
         if notes:
             self._dispatch(notes)
         return result
 
     def _run(self, fn: Callable[[Tx], T]) -> tuple[T, set[str]]:
         assert self._pool is not None
-        with self._pool.connection() as conn, conn.transaction():
-            tx = _PgTx(conn)
-            result = fn(tx)
-            for note in tx.notes:
-                tx.execute("notify", {"payload": note})
+        try:
+            conn_cm = self._pool.connection()
+            conn = conn_cm.__enter__()
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise _BeforeCommit(exc) from exc
+        try:
+            try:
+                tx = _PgTx(conn)
+                result = fn(tx)
+                for note in tx.notes:
+                    tx.execute("notify", {"payload": note})
+            except psycopg.OperationalError as exc:
+                if not conn.broken:
+                    conn.rollback()
+                raise _BeforeCommit(exc) from exc
+            except BaseException:
+                if not conn.broken:
+                    conn.rollback()
+                raise
+            conn.commit()  # a failure here is ambiguous: it propagates, never retried
+        finally:
+            conn_cm.__exit__(None, None, None)
         return result, tx.notes
+
+
+class _BeforeCommit(Exception):
+    """A connection failure before COMMIT: the transaction did not happen."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from cairn.store import control, journal_tx
 from cairn.store.base import WORK, Database, Tx, run_row, step_row
@@ -262,6 +263,8 @@ class SqlStore:
             )
             tx.execute("extend_step_leases", {"worker": info.id, "until": now + lease})
             tx.execute("extend_run_leases", {"worker": info.id, "until": now + lease})
+            # Rows of workers that died without a goodbye are removed once clearly dead.
+            tx.execute("prune_workers", {"before": now - max(300.0, 30 * lease)})
 
         await self.db.transaction(tx_fn)
 
@@ -275,8 +278,13 @@ class SqlStore:
 
         await self.db.transaction(tx_fn)
 
-    async def list_workers(self) -> list[WorkerInfo]:
-        rows = await self.db.transaction(lambda tx: tx.all("list_workers", {}), write=False)
+    async def list_workers(self, stale_after: float = 60.0) -> list[WorkerInfo]:
+        """Workers that heartbeat within `stale_after` seconds: the live ones."""
+
+        def tx_fn(tx: Tx) -> list[tuple[Any, ...]]:
+            return tx.all("list_workers", {"since": tx.now() - stale_after})
+
+        rows = await self.db.transaction(tx_fn, write=False)
         return [WorkerInfo(r[0], r[1], int(r[2]), r[3], float(r[4]), float(r[5]), int(r[6])) for r in rows]
 
     async def register_workflows(self, infos: Sequence[WorkflowInfo]) -> None:

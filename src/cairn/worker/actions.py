@@ -1,4 +1,8 @@
-"""One action attempt: context, Depends, timeout, retry decision, and the fenced write of its outcome."""
+"""One action attempt: context, Depends, timeout, retry decision, and the fenced write of its outcome.
+
+An `isolate=True` action's attempt runs in a child process instead (`cairn.worker.isolate`); its
+outcome, memory writes and logs come back into the same context and are written the same way.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from cairn.registry import ActionDef, Registry
 from cairn.serialization import dumps, error_to_json
 from cairn.store.protocol import ActionClaim
 from cairn.store.sql_store import SqlStore
+from cairn.worker.isolate import run_isolated
 
 log = logging.getLogger("cairn.worker")
 
@@ -49,8 +54,7 @@ class ActionExecutor:
                     f"no attempts left of {policy['attempts']}"
                 )
             try:
-                value = await self._attempt(defn, claim, ctx, timeout)
-                result = defn.signature.encode_result(value)
+                result = await self._attempt(defn, claim, ctx, timeout)
             except Exception as exc:
                 if should_retry(policy, exc, claim.attempt):
                     retry_delay = backoff.delay_for(claim.attempt)
@@ -68,7 +72,13 @@ class ActionExecutor:
                 claim.attempt,
             )
 
-    async def _attempt(self, defn: ActionDef, claim: ActionClaim, ctx: ActionContext, timeout: float | None) -> Any:
+    async def _attempt(self, defn: ActionDef, claim: ActionClaim, ctx: ActionContext, timeout: float | None) -> str:
+        """One attempt; its result as JSON text. `isolate=True` runs it in a child process that enforces the timeout."""
+        if defn.isolate:
+            return await run_isolated(defn, claim.args, ctx, timeout)
+        return defn.signature.encode_result(await self._in_process(defn, claim, ctx, timeout))
+
+    async def _in_process(self, defn: ActionDef, claim: ActionClaim, ctx: ActionContext, timeout: float | None) -> Any:
         args, kwargs = defn.signature.decode_args(claim.args)
         token = action_context.set(ctx)
         try:

@@ -151,6 +151,9 @@ WHERE lease_owner = :worker AND status = 'running' AND kind = 'action'
 -- name: extend_run_leases
 UPDATE cairn_runs SET lease_until = :until WHERE lease_owner = :worker
 
+-- name: prune_workers
+DELETE FROM cairn_workers WHERE heartbeat_at < :before
+
 -- name: delete_worker
 DELETE FROM cairn_workers WHERE id = :id
 
@@ -162,7 +165,8 @@ WHERE lease_owner = :worker AND status = 'running' AND kind = 'action'
 UPDATE cairn_runs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = :worker
 
 -- name: list_workers
-SELECT id, host, pid, queues, started_at, heartbeat_at, in_flight FROM cairn_workers ORDER BY started_at
+SELECT id, host, pid, queues, started_at, heartbeat_at, in_flight FROM cairn_workers
+WHERE heartbeat_at >= :since ORDER BY started_at
 
 -- name: upsert_workflow
 INSERT INTO cairn_workflows (name, description, input_schema, queue, updated_at)

@@ -1,0 +1,116 @@
+"""`isolate=True` actions: a child process per attempt, killed on timeout, crashes retried, on both backends."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import cairn
+from cairn import StepStatus
+from cairn.engine.runtime import ActionContext
+from cairn.policies import BackoffPolicy, RetryPolicy
+from cairn.registry import ActionDef
+from cairn.serialization import Signature
+from cairn.worker.isolate import run_isolated
+from tests import isolate_flows
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+async def test_isolated_action_runs_in_another_process(client: cairn.Client) -> None:
+    first, second = await client.run(isolate_flows.pid_flow, timeout=30)
+    assert os.getpid() not in (first, second)
+    assert first != second  # one process per attempt
+
+
+async def test_depends_context_and_memory_work_inside_the_child(client: cairn.Client) -> None:
+    handle = await client.start(isolate_flows.introspect_flow, "ada")
+    out = await handle.result(timeout=30)
+    assert out["pid"] != os.getpid()
+    assert out["greeting"] == f"pid {out['pid']} says hello ada"  # the provider ran in the child too
+    assert out["run_id"] == handle.id and out["attempt"] == 1
+    assert out["key"] == f"{handle.id}:2"  # step 1 is the workflow's own memory write
+    assert out["before"] == "from the workflow"  # the memory snapshot reached the child
+    sync_pid = int(out["sync"].split()[1])  # a plain `def` action with Depends, in its own child
+    assert sync_pid not in (os.getpid(), out["pid"])
+    memory = await handle.memory()
+    assert memory["seen"] == {"name": "ada", "attempt": 1}
+    assert memory["sync"] == 1
+    steps = {s.name: s for s in await handle.steps()}
+    assert "INFO hello from ada" in steps["tests.isolate_flows.introspect"].logs
+
+
+async def test_timeout_kills_the_process_and_raises_action_timeout(client: cairn.Client, tmp_path: Path) -> None:
+    handle = await client.start(isolate_flows.hang_flow, str(tmp_path))
+    outcome = await handle.result(timeout=30)
+    assert outcome.startswith("ActionTimeout: action tests.isolate_flows.hangs ran past its 1s timeout (attempt 2)")
+    (step,) = await handle.steps()
+    assert step.attempt == 2 and step.status == StepStatus.FAILED and step.error["type"] == "ActionTimeout"
+    pids = [int((tmp_path / f"{attempt}.pid").read_text()) for attempt in (1, 2)]
+    assert pids[0] != pids[1]
+    for pid in pids:  # killed and reaped: not even a zombie is left
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+async def test_exit_and_segfault_fail_the_attempt_and_are_retried(client: cairn.Client, worker: cairn.Worker) -> None:
+    handle = await client.start(isolate_flows.crash_flow)
+    exited, segfaulted = await handle.result(timeout=30)
+    assert exited.startswith("ok on attempt 2 in ") and segfaulted == "ok on attempt 2"
+    first, second = await handle.steps()
+    assert first.attempt == 2 and second.attempt == 2
+    assert any(
+        "attempt 1 failed: ActionCrashed: action tests.isolate_flows.exits_once crashed: "
+        "exited with code 3 before returning a result" in line
+        for line in first.logs
+    ), first.logs
+    assert any(
+        "attempt 1 failed: ActionCrashed: action tests.isolate_flows.segfaults_once crashed: killed by SIGSEGV" in line
+        for line in second.logs
+    ), second.logs
+    # The worker that ran them is still alive and still takes work.
+    assert worker.failure is None
+    assert await client.run(isolate_flows.pid_flow, timeout=30)
+
+
+async def test_crash_after_the_last_attempt_reaches_the_workflow_as_action_crashed(client: cairn.Client) -> None:
+    handle = await client.start(isolate_flows.always_crash_flow)
+    outcome = await handle.result(timeout=30)
+    assert outcome.startswith(
+        "ActionCrashed: action tests.isolate_flows.always_exits crashed: exited with code 7 before returning a result"
+    )
+    (step,) = await handle.steps()
+    assert step.attempt == 2 and step.error["type"] == "ActionCrashed"
+    assert issubclass(cairn.ActionCrashed, cairn.TransientError)
+
+
+async def test_exception_inside_the_child_keeps_its_type(client: cairn.Client) -> None:
+    handle = await client.start(isolate_flows.raise_flow, "bad input")
+    with pytest.raises(isolate_flows.IsolatedBoom, match="bad input"):
+        await handle.result(timeout=30)
+    (step,) = await handle.steps()
+    assert step.attempt == 1  # not transient: no retry, exactly as in process
+    assert step.error["type"] == "IsolatedBoom" and step.error["module"] == "tests.isolate_flows"
+
+
+async def test_action_in_main_is_refused_before_spawning() -> None:
+    def local() -> int:
+        return 1
+
+    local.__module__ = "__main__"
+    defn = ActionDef(
+        id="main.local",
+        fn=local,
+        name="local",
+        description="",
+        timeout=None,
+        retry=RetryPolicy(),
+        backoff=BackoffPolicy(),
+        queue="default",
+        isolate=True,
+        signature=Signature.of(local, "main.local"),
+    )
+    with pytest.raises(RuntimeError, match="must live in an importable module"):
+        await run_isolated(defn, "{}", ActionContext(None, "main.local", 1, None), None)
