@@ -50,7 +50,7 @@ def _worker(db_url: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 async def test_runs_survive_repeated_sigkills(db_url: str, tmp_path: Path) -> None:
     log = tmp_path / "effects.log"
-    env = {**os.environ, "CAIRN_EFFECTS_LOG": str(log), "CAIRN_BUMP_SECONDS": "0.05"}
+    env = {**os.environ, "CAIRN_EFFECTS_LOG": str(log), "CAIRN_BUMP_SECONDS": "0.1"}
     client = cairn.Client(db_url)
     workers = [_worker(db_url, env) for _ in range(3)]
     kills = 0
@@ -59,7 +59,9 @@ async def test_runs_survive_repeated_sigkills(db_url: str, tmp_path: Path) -> No
         handles = [await client.start("tests.process.chaosflows.five_steps", n) for n in range(RUNS)]
         deadline = time.monotonic() + 150
         while await _done(client) < RUNS:
-            assert time.monotonic() < deadline, f"only {await _done(client)} of {RUNS} runs completed"
+            assert time.monotonic() < deadline, f"only {await _done(client)} of {RUNS} runs completed" + await _stuck(
+                client
+            )
             await asyncio.sleep(0.5 if kills == 0 else 1.0)  # the chaos interval, not a synchronisation
             victim = workers[kills % 3]
             victim.send_signal(signal.SIGKILL)
@@ -97,3 +99,17 @@ async def _registered(client: cairn.Client) -> bool:
 
 async def _done(client: cairn.Client) -> int:
     return len(await client.list_runs(status=RunStatus.COMPLETED, limit=RUNS))
+
+
+async def _stuck(client: cairn.Client) -> str:
+    """What the unfinished runs look like, for the failure message."""
+    lines = []
+    for status in (RunStatus.RUNNING, RunStatus.PENDING, RunStatus.WAITING, RunStatus.PAUSED, RunStatus.FAILED):
+        for row in await client.list_runs(status=status, limit=5):
+            steps = await client.get(row.id).steps()
+            lines.append(
+                f"\n{row.id} {row.status} activations={row.activations} owner={row.lease_owner} "
+                f"token={row.lease_token} error={(row.error or '')[:300]} "
+                f"steps={[(s.seq, s.status.value, s.attempt) for s in steps]}"
+            )
+    return "".join(lines)

@@ -161,6 +161,12 @@ async def invoke_with_dependencies(
     run_sync: Callable[[Callable[[], Any]], Awaitable[Any]] | None = None,
 ) -> Any:
     """Resolve Depends for this one invocation, call, then clean up generator providers."""
+    if not defn.signature.injected:  # the resolver inspects the signature on every call: skip it
+        if defn.is_async:
+            return await defn.fn(*args, **kwargs)
+        if run_sync is not None:
+            return await run_sync(functools.partial(defn.fn, *args, **kwargs))
+        return defn.fn(*args, **kwargs)
     bound = defn.signature.public.bind_partial(*args, **kwargs)
     bound.apply_defaults()
     resolver = DependencyResolver(initial_kwargs=dict(bound.arguments))

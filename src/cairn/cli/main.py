@@ -20,6 +20,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -549,6 +550,78 @@ def signal_command(run_id: str, name: str, payload: str, db: str | None) -> None
         click.echo(f"run {run_id}: signal {name!r} sent")
 
     run(with_client(db, body), expected=(*EXPECTED, TypeError))
+
+
+def _csv(value: str, allowed: tuple[str, ...], option: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in items if v not in allowed]
+    if unknown:
+        raise click.BadParameter(f"unknown {', '.join(unknown)}; choose from {', '.join(allowed)}", param_hint=option)
+    return items
+
+
+@cli.command()
+@click.option("--backend", "backends", default="sqlite,postgres", show_default=True, help="sqlite, postgres or both.")
+@click.option(
+    "--pg",
+    "server",
+    default="postgresql://postgres@127.0.0.1:5432/postgres",
+    show_default=True,
+    envvar="CAIRN_BENCH_POSTGRES_URL",
+    help="A PostgreSQL server (any database) to create bench databases on.",
+)
+@click.option(
+    "--scenario",
+    "chosen",
+    default="sequential,throughput,fanout,pickup,db_cost",
+    show_default=True,
+    help="Comma-separated: sequential, throughput, fanout, pickup, db_cost, memory.",
+)
+@click.option("--workers", default="1,2,4", show_default=True, help="Worker processes for throughput.")
+@click.option("--compare", default="", help="Comma-separated: dbos, raw (the raw-SQL reference).")
+@click.option("--runs", type=click.IntRange(20), default=200, show_default=True, help="Sequential runs.")
+@click.option("--workflows", type=click.IntRange(10), default=1000, show_default=True, help="Throughput runs.")
+@click.option("--sleepers", type=click.IntRange(100), default=100_000, show_default=True, help="Memory scenario.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (one list) instead of a table.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON results here.")
+def bench(
+    backends: str,
+    server: str,
+    chosen: str,
+    workers: str,
+    compare: str,
+    runs: int,
+    workflows: int,
+    sleepers: int,
+    as_json: bool,
+    out: str | None,
+) -> None:
+    """Measure Cairn (optionally beside DBOS and raw SQL) on SQLite and PostgreSQL; see docs/benchmarks.md."""
+    from cairn.bench.run import SCENARIOS, Bench, summary_table
+
+    bench_run = Bench(
+        backends=_csv(backends, ("sqlite", "postgres"), "--backend"),
+        server=server,
+        scenarios_=_csv(chosen, SCENARIOS, "--scenario"),
+        workers=[int(w) for w in _csv(workers, tuple(str(i) for i in range(1, 33)), "--workers")],
+        compare=_csv(compare, ("dbos", "raw"), "--compare") if compare else [],
+        runs=runs,
+        workflows=workflows,
+        sleepers=sleepers,
+        console=render.console(stderr=True),
+    )
+    if out:
+        target = Path(out)
+
+        def save(results: list[dict[str, Any]]) -> None:
+            target.write_text(json.dumps(results, indent=2) + "\n")
+
+        bench_run.on_result = save
+    results = bench_run.run()
+    if as_json:
+        echo_json(results)
+    else:
+        render.console().print(summary_table(results))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from cairn.errors import RunNotFound, WorkflowCancelled
 from cairn.registry import registry
 from cairn.serialization import dumps, error_from_json, loads
+from cairn.store.base import call_soon_here
 from cairn.store.protocol import RunRow
 from cairn.types import Json, RunStatus, StepKind, StepStatus
 
@@ -81,11 +82,10 @@ class RunHandle:
         loop = asyncio.get_running_loop()
         key = f"run:{self.id}"
 
-        def on_note(payload: str) -> None:
-            if payload == key:
-                loop.call_soon_threadsafe(event.set)
+        def on_note(_payload: str) -> None:
+            call_soon_here(loop, event.set)
 
-        unsubscribe = self.client.store.subscribe(on_note)
+        unsubscribe = self.client.store.subscribe_key(key, on_note)
         try:
             pause = 0.005
             while True:

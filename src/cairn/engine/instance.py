@@ -71,12 +71,15 @@ class WorkflowInstance:
     # --- a live activation -----------------------------------------------------------------
 
     def activate(
-        self, batch: Sequence[StepRow], now: float, signals: Sequence[tuple[int, str, str | None]] = ()
+        self,
+        batch: Sequence[StepRow] | Sequence[Resolution],
+        now: float,
+        signals: Sequence[tuple[int, str, str | None]] = (),
     ) -> ActivationResult:
         rt = self.runtime
         first = rt.activation == 0
         free_signals = list(signals)
-        resolutions = rows_to_resolutions(batch)
+        resolutions = [r if isinstance(r, Resolution) else Resolution.of(r) for r in batch]
         consumed: list[tuple[int, int]] = []
         # Signal waits from earlier activations take buffered signals first, oldest first.
         for seq, name in rt.pending_of_kind(StepKind.SIGNAL):

@@ -8,6 +8,7 @@ first, then its steps", so an activation commit and an action completion never d
 from __future__ import annotations
 
 import abc
+import asyncio
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -20,6 +21,15 @@ Params = Mapping[str, Any]
 WORK = "work"
 
 
+def call_soon_here(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
+    """Schedule `fn` on `loop`: directly when already on its thread (no self-pipe write), else
+    thread-safely. Notifications are dispatched from the loop thread after most commits."""
+    if loop._thread_id == threading.get_ident():  # type: ignore[attr-defined]
+        loop.call_soon(fn)
+    else:
+        loop.call_soon_threadsafe(fn)
+
+
 class Tx(abc.ABC):
     """One open transaction; queries are referenced by name."""
 
@@ -29,6 +39,10 @@ class Tx(abc.ABC):
     @abc.abstractmethod
     def execute(self, name: str, params: Params) -> int:
         """Run a statement; returns the affected row count."""
+
+    def write(self, name: str, params: Params) -> None:
+        """Run a statement whose result is not needed: PostgreSQL pipelines these (no round trip each)."""
+        self.execute(name, params)
 
     @abc.abstractmethod
     def all(self, name: str, params: Params) -> list[tuple[Any, ...]]: ...
@@ -57,6 +71,7 @@ class Database(abc.ABC):
 
     def __init__(self) -> None:
         self._listeners: list[Callable[[str], None]] = []
+        self._keyed: dict[str, list[Callable[[str], None]]] = {}
         self._lock = threading.Lock()
 
     @abc.abstractmethod
@@ -80,11 +95,30 @@ class Database(abc.ABC):
 
         return unsubscribe
 
+    def subscribe_key(self, key: str, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call `callback` only for notifications equal to `key` (e.g. "run:<id>" for result waiters)."""
+        with self._lock:
+            self._keyed.setdefault(key, []).append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                callbacks = self._keyed.get(key, [])
+                if callback in callbacks:
+                    callbacks.remove(callback)
+                if not callbacks:
+                    self._keyed.pop(key, None)
+
+        return unsubscribe
+
     def _dispatch(self, payloads: set[str] | list[str]) -> None:
         with self._lock:
             listeners = list(self._listeners)
+            keyed = [(p, list(self._keyed.get(p, ()))) for p in payloads if p in self._keyed]
         for payload in payloads:
             for cb in listeners:
+                cb(payload)
+        for payload, callbacks in keyed:
+            for cb in callbacks:
                 cb(payload)
 
 

@@ -12,16 +12,20 @@ from typing import Any
 
 from cairn.errors import LeaseLost
 from cairn.store.base import WORK, Tx, run_row
-from cairn.store.protocol import ActionClaim, ActivationResult, NewStep, RunClaim, RunRow
+from cairn.store.protocol import ActionClaim, Commit, NewStep, RunRow
 from cairn.types import RunStatus, StepKind, StepStatus
 
 PARKED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.PAUSED)
 TERMINAL = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
+class CompletionLost(LeaseLost):
+    """An action result carried by a commit was already superseded; the whole commit rolls back."""
+
+
 def event(tx: Tx, run_id: str, what: str, now: float, step: int | None = None, /, **detail: Any) -> None:
     """Append to the run's event list, in the transaction that makes the change it describes."""
-    tx.execute(
+    tx.write(
         "insert_event",
         {"run_id": run_id, "now": now, "kind": what, "step": step, "detail": json.dumps(detail) if detail else None},
     )
@@ -30,25 +34,28 @@ def event(tx: Tx, run_id: str, what: str, now: float, step: int | None = None, /
 def signal(tx: Tx, run_id: str, name: str, payload: str | None, now: float) -> bool:
     if tx.execute("insert_signal", {"run_id": run_id, "name": name, "payload": payload, "now": now}) != 1:
         return False
-    tx.execute("wake_run", {"id": run_id, "now": now})
+    tx.write("wake_run", {"id": run_id, "now": now})
     event(tx, run_id, "signal.received", now, name=name)
     tx.notify(WORK)
     return True
 
 
-def commit_activation(tx: Tx, claim: RunClaim, res: ActivationResult) -> None:
-    run = claim.run
+def commit_activation(tx: Tx, commit: Commit) -> None:
+    run, res = commit.run, commit.result
     if res.status in TERMINAL and run.parent_id is not None:
         tx.one("lock_run", {"id": run.parent_id})  # parent before child: see control._lock
     now = tx.now()
-    if tx.execute("fence_run", {"id": run.id, "token": claim.token, "now": now}) != 1:
+    if tx.execute("fence_run", {"id": run.id, "token": commit.token, "now": now}) != 1:
         raise LeaseLost(f"the lease on run {run.id} was lost (another worker or a control operation took it)")
+    for c in commit.completions:
+        if not complete_action(tx, c.claim, c.result, c.error, None, c.memory_writes, c.logs, wake=False, now=now):
+            raise CompletionLost(f"action step {c.claim.seq} of run {run.id} was superseded")
     activation = run.activations + (1 if res.counts_as_activation else 0)
     if run.status == RunStatus.PENDING:
         event(tx, run.id, "started", now)
     for signal_id, seq in res.consumed_signals:
-        tx.execute("consume_signal_into_step", {"run_id": run.id, "seq": seq, "signal_id": signal_id, "now": now})
-        tx.execute("mark_signal_consumed", {"seq": seq, "signal_id": signal_id})
+        tx.write("consume_signal_into_step", {"run_id": run.id, "seq": seq, "signal_id": signal_id, "now": now})
+        tx.write("mark_signal_consumed", {"seq": seq, "signal_id": signal_id})
         event(tx, run.id, "step.completed", now, seq)
     tx.many(
         "deliver_step",
@@ -58,27 +65,29 @@ def commit_activation(tx: Tx, claim: RunClaim, res: ActivationResult) -> None:
         ],
     )
     for step in res.new_steps:
-        _insert_step(tx, run, step, activation, now)
+        born = commit.owner if step.seq in commit.births else None
+        _insert_step(tx, run, step, activation, now, born, now + commit.lease)
     for seq in res.cancelled:
         if tx.execute("cancel_step", {"run_id": run.id, "seq": seq, "now": now, "activation": activation}):
             event(tx, run.id, "step.cancelled", now, seq)
     if res.properties is not None:
         last_seq = max([s.seq for s in res.new_steps] + list(res.delivered) + [0])
-        tx.execute(
+        tx.write(
             "insert_properties",
             {"run_id": run.id, "activation": activation, "after_step": last_seq, "properties": res.properties},
         )
-    _finish(tx, claim, res, activation, now)
+    _finish(tx, commit, activation, now)
 
 
-def _finish(tx: Tx, claim: RunClaim, res: ActivationResult, activation: int, now: float) -> None:
-    run = claim.run
+def _finish(tx: Tx, commit: Commit, activation: int, now: float) -> None:
+    run, res = commit.run, commit.result
     terminal = res.status in TERMINAL
-    tx.execute(
+    sticky = commit.owner is not None and res.status == RunStatus.RUNNING
+    tx.write(
         "finish_activation",
         {
             "id": run.id,
-            "token": claim.token,
+            "token": commit.token + 1,
             "status": res.status,
             "result": res.result,
             "error": res.error,
@@ -89,6 +98,8 @@ def _finish(tx: Tx, claim: RunClaim, res: ActivationResult, activation: int, now
             "parked": 1 if res.status in PARKED else 0,
             "wake_at": res.wake_at,
             "pause_reason": res.pause_reason if res.status == RunStatus.PAUSED else None,
+            "lease_owner": commit.owner if sticky else None,
+            "lease_until": now + commit.lease if sticky else None,
         },
     )
     if res.status in PARKED:
@@ -120,13 +131,16 @@ def resolve_parent(tx: Tx, child: RunRow, status: RunStatus, result: str | None,
     )
     if changed:
         event(tx, child.parent_id, f"step.{step_status.value}", now, child.parent_seq, child=child.id)
-        tx.execute("wake_run", {"id": child.parent_id, "now": now})
+        tx.write("wake_run", {"id": child.parent_id, "now": now})
 
 
-def _insert_step(tx: Tx, run: RunRow, step: NewStep, activation: int, now: float) -> None:
+def _insert_step(
+    tx: Tx, run: RunRow, step: NewStep, activation: int, now: float, born: str | None, lease_until: float
+) -> None:
+    """Insert a step the workflow scheduled; `born` names the worker that runs it at once (leased)."""
     options = step.options
-    due_at = step.fire_at if step.kind == StepKind.TIMER else now
-    tx.execute(
+    due_at = step.fire_at if step.kind == StepKind.TIMER else (lease_until if born else now)
+    tx.write(
         "insert_step",
         {
             "run_id": run.id,
@@ -134,7 +148,7 @@ def _insert_step(tx: Tx, run: RunRow, step: NewStep, activation: int, now: float
             "kind": step.kind,
             "name": step.name,
             "args": step.args,
-            "status": step.status,
+            "status": StepStatus.RUNNING if born else step.status,
             "result": step.result,
             "delivered_in": 0 if step.delivered else None,
             "due_at": due_at if step.kind in (StepKind.ACTION, StepKind.TIMER) else None,
@@ -143,14 +157,21 @@ def _insert_step(tx: Tx, run: RunRow, step: NewStep, activation: int, now: float
             "now": now,
             "completed_at": now if step.status != StepStatus.SCHEDULED else None,
             "activation": activation,
+            "attempt": 1 if born else 0,
+            "lease_owner": born,
+            "started_at": now if born else None,
         },
     )
     kind = "step.completed" if step.status == StepStatus.COMPLETED else "step.scheduled"
     event(tx, run.id, kind, now, step.seq, kind=step.kind.value, name=step.name)
+    if born:
+        event(tx, run.id, "step.started", now, step.seq, attempt=1, worker=born)
     if step.signal_id is not None:
-        tx.execute("mark_signal_consumed", {"seq": step.seq, "signal_id": step.signal_id})
+        tx.write("mark_signal_consumed", {"seq": step.seq, "signal_id": step.signal_id})
+    elif step.kind == StepKind.SIGNAL:
+        _take_buffered_signal(tx, run.id, step, now)
     if step.kind == StepKind.MEMORY:
-        tx.execute(
+        tx.write(
             "upsert_memory", {"run_id": run.id, "key": step.name, "value": step.args, "step": step.seq, "now": now}
         )
     elif step.kind == StepKind.SEND_SIGNAL:
@@ -158,6 +179,17 @@ def _insert_step(tx: Tx, run: RunRow, step: NewStep, activation: int, now: float
         signal(tx, str(data["run_id"]), step.name, json.dumps(data.get("payload"), sort_keys=True), now)
     elif step.kind == StepKind.CHILD:
         _start_child(tx, run, step, now)
+
+
+def _take_buffered_signal(tx: Tx, run_id: str, step: NewStep, now: float) -> None:
+    """A new wait takes the oldest signal of its name that arrived before it; delivered next activation."""
+    row = tx.one("first_open_signal", {"run_id": run_id, "name": step.name})
+    if row is None:
+        return
+    params = {"run_id": run_id, "seq": step.seq, "signal_id": row[0], "now": now}
+    tx.write("consume_signal_into_step", params)
+    tx.write("mark_signal_consumed", params)
+    event(tx, run_id, "step.completed", now, step.seq)
 
 
 def _start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
@@ -204,9 +236,16 @@ def complete_action(
     retry_delay: float | None,
     memory_writes: Sequence[tuple[str, str]],
     logs: Sequence[str],
+    wake: bool = True,
+    now: float | None = None,
 ) -> bool:
-    tx.one("lock_run", {"id": claim.run_id})  # run row first: the lock order of every commit
-    now = tx.now()
+    """Record an attempt's outcome, fenced by its attempt number; False when it lost the step.
+
+    Inside an activation commit (`now` given) the run row is already locked and the result is
+    delivered there, so neither the lock nor the wake-up is repeated."""
+    if now is None:
+        tx.one("lock_run", {"id": claim.run_id})  # run row first: the lock order of every commit
+        now = tx.now()
     retrying = retry_delay is not None
     status = StepStatus.SCHEDULED if retrying else (StepStatus.FAILED if error is not None else StepStatus.COMPLETED)
     all_logs = list(logs)
@@ -239,11 +278,12 @@ def complete_action(
         tx.notify(WORK)
         return True
     for key, value in memory_writes:
-        tx.execute("upsert_memory", {"run_id": claim.run_id, "key": key, "value": value, "step": claim.seq, "now": now})
+        tx.write("upsert_memory", {"run_id": claim.run_id, "key": key, "value": value, "step": claim.seq, "now": now})
     detail: dict[str, Any] = {"attempt": claim.attempt}
     if error is not None:
         detail["error"] = json.loads(error).get("message", "")
     event(tx, claim.run_id, f"step.{status.value}", now, claim.seq, **detail)
-    tx.execute("wake_run", {"id": claim.run_id, "now": now})
-    tx.notify(WORK)
+    if wake:  # not when the same transaction delivers the result to the run
+        tx.write("wake_run", {"id": claim.run_id, "now": now})
+        tx.notify(WORK)
     return True

@@ -27,17 +27,25 @@ _MIGRATION_LOCK = 7_311_482_019
 
 
 class _PgTx(Tx):
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    """Runs in pipeline mode: writes are queued and sent together; a count or a fetch syncs."""
+
+    def __init__(self, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline) -> None:
         super().__init__()
         self._cur = conn.cursor()
+        self._pipeline = pipeline
         self._q = queries("postgres")
 
     def execute(self, name: str, params: Params) -> int:
         self._cur.execute(self._q[name], params)
+        self._pipeline.sync()
         return self._cur.rowcount
+
+    def write(self, name: str, params: Params) -> None:
+        self._cur.execute(self._q[name], params)
 
     def all(self, name: str, params: Params) -> list[tuple[Any, ...]]:
         self._cur.execute(self._q[name], params)
+        self._pipeline.sync()
         return self._cur.fetchall() if self._cur.description else []
 
     def many(self, name: str, params: Sequence[Params]) -> None:
@@ -177,10 +185,11 @@ class PostgresDatabase(Database):
             raise _BeforeCommit(exc) from exc
         try:
             try:
-                tx = _PgTx(conn)
-                result = fn(tx)
-                for note in tx.notes:
-                    tx.execute("notify", {"payload": note})
+                with conn.pipeline() as pipeline:
+                    tx = _PgTx(conn, pipeline)
+                    result = fn(tx)
+                    for note in tx.notes:
+                        tx.write("notify", {"payload": note})
             except psycopg.OperationalError as exc:
                 if not conn.broken:
                     conn.rollback()

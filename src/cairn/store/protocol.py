@@ -108,6 +108,8 @@ class ActionClaim:
     attempt: int
     options: Json
     queue: str | None
+    lost: int = 0
+    """Earlier attempts lost with their worker (not failures of the action)."""
 
 
 @dataclass(slots=True)
@@ -127,6 +129,35 @@ class ActivationResult:
     wake_at: float | None = None
     counts_as_activation: bool = True
     pause_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A final action outcome recorded in the same transaction as the activation it feeds."""
+
+    claim: ActionClaim
+    result: str | None
+    error: str | None
+    memory_writes: Sequence[tuple[str, str]] = ()
+    logs: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One activation to apply, fenced by `token` (the run's lease token when it was taken); the
+    commit advances the token by one.
+
+    `completions` are action results recorded in the same transaction (the worker ran them and
+    holds the run); `births` are new action steps leased at once to `owner`, which runs them
+    without a claim; with `owner` set a still-running run stays leased to it (a sticky lease)."""
+
+    run: RunRow
+    token: int
+    result: ActivationResult
+    completions: Sequence[Completion] = ()
+    births: frozenset[int] = frozenset()
+    owner: str | None = None
+    lease: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from cairn.store.base import WORK, Database, Tx, run_row, step_row
 from cairn.store.protocol import (
     ActionClaim,
     ActivationResult,
+    Commit,
     EventRow,
     RunClaim,
     RunRow,
@@ -40,6 +41,9 @@ class SqlStore:
 
     def subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]:
         return self.db.subscribe(callback)
+
+    def subscribe_key(self, key: str, callback: Callable[[str], None]) -> Callable[[], None]:
+        return self.db.subscribe_key(key, callback)
 
     async def now(self) -> float:
         return await self.db.transaction(lambda tx: tx.now(), write=False)
@@ -174,8 +178,10 @@ class SqlStore:
 
         return await self.db.transaction(tx_fn)
 
-    async def commit_activation(self, claim: RunClaim, result: ActivationResult) -> None:
-        await self.db.transaction(lambda tx: journal_tx.commit_activation(tx, claim, result))
+    async def commit_activation(self, claim: RunClaim | Commit, result: ActivationResult | None = None) -> None:
+        """Apply one activation in one transaction; LeaseLost if the run's token moved (nothing written)."""
+        commit = claim if isinstance(claim, Commit) else Commit(claim.run, claim.token, result or ActivationResult())
+        await self.db.transaction(lambda tx: journal_tx.commit_activation(tx, commit))
 
     async def release_run(self, claim: RunClaim) -> None:
         def tx_fn(tx: Tx) -> None:
@@ -206,7 +212,9 @@ class SqlStore:
                 },
             )
             claims = [
-                ActionClaim(r[0], int(r[1]), r[2], r[3] or "{}", int(r[4]), json.loads(r[5]) if r[5] else None, r[6])
+                ActionClaim(
+                    r[0], int(r[1]), r[2], r[3] or "{}", int(r[4]), json.loads(r[5]) if r[5] else None, r[6], int(r[7])
+                )
                 for r in rows
             ]
             for c in claims:
@@ -261,8 +269,8 @@ class SqlStore:
                     "in_flight": info.in_flight,
                 },
             )
+            tx.execute("extend_run_leases", {"worker": info.id, "until": now + lease})  # runs, then steps
             tx.execute("extend_step_leases", {"worker": info.id, "until": now + lease})
-            tx.execute("extend_run_leases", {"worker": info.id, "until": now + lease})
             # Rows of workers that died without a goodbye are removed once clearly dead.
             tx.execute("prune_workers", {"before": now - max(300.0, 30 * lease)})
 
@@ -271,8 +279,8 @@ class SqlStore:
     async def remove_worker(self, worker_id: str) -> None:
         def tx_fn(tx: Tx) -> None:
             now = tx.now()
-            tx.execute("hand_over_steps", {"worker": worker_id, "now": now})
             tx.execute("hand_over_runs", {"worker": worker_id})
+            tx.execute("hand_over_steps", {"worker": worker_id, "now": now})
             tx.execute("delete_worker", {"id": worker_id})
             tx.notify(WORK)
 

@@ -10,7 +10,8 @@ import asyncio
 import concurrent.futures
 import contextvars
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from cairn.api.action import invoke_with_dependencies
@@ -26,6 +27,28 @@ from cairn.worker.isolate import run_isolated
 log = logging.getLogger("cairn.worker")
 
 
+MAX_LOST_ATTEMPTS = 20
+"""An action whose attempts keep dying with their worker (a segfault, an OOM kill) fails after this many."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one attempt produced, before it is recorded."""
+
+    result: str | None
+    error: str | None
+    retry_delay: float | None
+    memory_writes: list[tuple[str, str]]
+    logs: list[str]
+
+    @property
+    def final(self) -> bool:
+        return self.retry_delay is None
+
+
+Recorder = Callable[[ActionClaim, Outcome], Awaitable[None]]
+
+
 class ActionExecutor:
     def __init__(self, store: SqlStore, registry: Registry, threads: int) -> None:
         self._store = store
@@ -35,7 +58,27 @@ class ActionExecutor:
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def execute(self, claim: ActionClaim, memory: dict[str, str]) -> None:
+    async def execute(self, claim: ActionClaim, memory: dict[str, str], record: Recorder | None = None) -> None:
+        """Run one attempt and record its outcome (by default: one fenced completion transaction)."""
+        outcome = await self.attempt(claim, memory)
+        if record is not None:
+            await record(claim, outcome)
+            return
+        await self.complete(claim, outcome)
+
+    async def complete(self, claim: ActionClaim, outcome: Outcome) -> None:
+        won = await self._store.complete_action(
+            claim, outcome.result, outcome.error, outcome.retry_delay, outcome.memory_writes, outcome.logs
+        )
+        if not won:
+            log.warning(
+                "action %s of run %s: attempt %d was superseded; its outcome is dropped",
+                claim.name,
+                claim.run_id,
+                claim.attempt,
+            )
+
+    async def attempt(self, claim: ActionClaim, memory: dict[str, str]) -> Outcome:
         defn = self._registry.action(claim.name)
         ctx = ActionContext(claim.run_id, claim.name, claim.attempt, claim.seq, dict(memory))
         options: Any = claim.options or {}
@@ -48,29 +91,23 @@ class ActionExecutor:
             policy = options.get("retry") or defn.retry.to_json()
             backoff = BackoffPolicy.from_json(options["backoff"]) if "backoff" in options else defn.backoff
             timeout = options.get("timeout", defn.timeout)
-            if claim.attempt > int(policy["attempts"]):
+            failed_before = claim.attempt - 1 - claim.lost
+            if failed_before >= int(policy["attempts"]) or claim.lost > MAX_LOST_ATTEMPTS:
                 raise ActionTimeout(
-                    f"action {claim.name} lost attempt {claim.attempt - 1} (its worker stopped) and has "
-                    f"no attempts left of {policy['attempts']}"
+                    f"action {claim.name} has no attempts left: {failed_before} failed and {claim.lost} were "
+                    f"lost with their worker (policy: {policy['attempts']} attempts, at most {MAX_LOST_ATTEMPTS} lost)"
                 )
             try:
                 result = await self._attempt(defn, claim, ctx, timeout)
             except Exception as exc:
-                if should_retry(policy, exc, claim.attempt):
-                    retry_delay = backoff.delay_for(claim.attempt)
+                if should_retry(policy, exc, claim.attempt - claim.lost):
+                    retry_delay = backoff.delay_for(claim.attempt - claim.lost)
                     failure = f"{type(exc).__name__}: {exc}"
                     ctx.logs.append(f"WARNING attempt {claim.attempt} failed: {failure}; retry in {retry_delay:.2f}s")
                 error = dumps(error_to_json(exc))
         except (UnknownActionError, ActionTimeout) as exc:
             error = dumps(error_to_json(exc))
-        won = await self._store.complete_action(claim, result, error, retry_delay, ctx.memory_writes, ctx.logs)
-        if not won:
-            log.warning(
-                "action %s of run %s: attempt %d was superseded; its outcome is dropped",
-                claim.name,
-                claim.run_id,
-                claim.attempt,
-            )
+        return Outcome(result, error, retry_delay, ctx.memory_writes, ctx.logs)
 
     async def _attempt(self, defn: ActionDef, claim: ActionClaim, ctx: ActionContext, timeout: float | None) -> str:
         """One attempt; its result as JSON text. `isolate=True` runs it in a child process that enforces the timeout."""

@@ -1,76 +1,157 @@
-"""One workflow activation: the journal in, the engine's decision applied in one fenced transaction.
+"""Workflow activations: the journal in, the engine's decision applied in one fenced transaction.
 
-Runs with actions or children in flight stay in memory (a bounded, sticky cache) so the next
-activation only delivers the new results instead of replaying; runs that sleep or wait for a
-signal are evicted and rebuilt by replay when they wake, so they hold no worker memory.
+The hot path keeps a step to about one transaction. Runs with actions in flight stay in memory (a
+bounded, sticky cache) and stay leased to this worker. New action steps that this worker can run
+are inserted already leased to it ("born running") and start at once, with no claim. When such an
+action finishes, its result is fed to the run in memory and recorded *together with* the next
+activation's decisions in one transaction, fenced by the run's lease token; if anything moved (a
+control operation, another worker), that transaction rolls back and the result is recorded the
+ordinary way instead. Runs that sleep or wait for a signal are evicted and rebuilt by replay.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
+import json
 import logging
 import random
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, replace
 
 from cairn.engine.instance import WorkflowInstance
+from cairn.engine.runtime import Resolution
 from cairn.errors import LeaseLost
 from cairn.registry import Registry
 from cairn.serialization import dumps, error_to_json
-from cairn.store.protocol import ActivationResult, RunClaim
+from cairn.store.protocol import ActionClaim, ActivationResult, Commit, Completion, NewStep, RunClaim, RunRow
 from cairn.store.sql_store import SqlStore
-from cairn.types import RunStatus
+from cairn.types import RunStatus, StepKind, StepStatus
+from cairn.worker.actions import Outcome
 
 log = logging.getLogger("cairn.worker")
 
 
+@dataclass(slots=True)
+class Entry:
+    inst: WorkflowInstance
+    token: int
+    """The run's lease token as our last commit left it."""
+    run: RunRow
+    """The run as our last commit left it (activations, status)."""
+
+
 class InstanceCache:
-    """LRU of in-memory runs. An entry is valid only for the next claim of its run: the claim's lease
-    token must be exactly one more than the token we committed under, i.e. nobody else claimed or
-    controlled the run in between (a count of activations would not see a rewind)."""
+    """LRU of in-memory runs. After a claim, an entry is valid only if the claim's token is exactly one
+    more than the token we committed under, i.e. nobody else claimed or controlled the run in
+    between (a count of activations would not see a rewind)."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._items: collections.OrderedDict[str, tuple[WorkflowInstance, int]] = collections.OrderedDict()
+        self._items: collections.OrderedDict[str, Entry] = collections.OrderedDict()
 
     def expected_tokens(self) -> dict[str, int]:
-        return {run_id: token + 1 for run_id, (_, token) in self._items.items()}
+        return {run_id: e.token + 1 for run_id, e in self._items.items()}
 
     def take(self, run_id: str, token: int) -> WorkflowInstance | None:
         """The cached instance if it is still current for a claim under `token`; stale ones are closed."""
-        item = self._items.pop(run_id, None)
-        if item is None:
+        entry = self._items.pop(run_id, None)
+        if entry is None:
             return None
-        inst, committed = item
-        if token == committed + 1:
-            return inst
-        inst.close()
+        if token == entry.token + 1:
+            return entry.inst
+        entry.inst.close()
         return None
 
-    def put(self, inst: WorkflowInstance, token: int) -> None:
-        self._items[inst.run_id] = (inst, token)
+    def take_held(self, run_id: str) -> Entry | None:
+        """The entry of a run we still hold (sticky lease), for a commit fenced by its own token."""
+        return self._items.pop(run_id, None)
+
+    def put(self, entry: Entry) -> None:
+        self._items[entry.inst.run_id] = entry
         while len(self._items) > self._capacity:
-            _, (old, _) = self._items.popitem(last=False)
-            old.close()
+            _, old = self._items.popitem(last=False)
+            old.inst.close()
 
     def clear(self) -> None:
         while self._items:
-            _, (inst, _) = self._items.popitem()
-            inst.close()
+            _, entry = self._items.popitem()
+            entry.inst.close()
+
+    def __contains__(self, run_id: object) -> bool:
+        return run_id in self._items
 
     def __len__(self) -> int:
         return len(self._items)
 
 
+Starter = Callable[[ActionClaim, dict[str, str]], None]
+"""Starts a born action on this worker (its slot is already reserved)."""
+
+
 class Runner:
-    def __init__(self, store: SqlStore, registry: Registry, cache_size: int = 1000) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        registry: Registry,
+        worker_id: str,
+        lease: float,
+        cache_size: int = 1000,
+        queues: Sequence[str] | None = None,
+    ) -> None:
         self._store = store
         self._registry = registry
+        self._worker_id = worker_id
+        self._lease = lease
+        self._queues = set(queues) if queues else None
         self.cache = InstanceCache(cache_size)
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._mailbox: dict[str, list[tuple[ActionClaim, Outcome]]] = {}
+        self._clock_offset = 0.0
+        self.reserve_slot: Callable[[], bool] = lambda: False
+        self.release_slot: Callable[[], None] = lambda: None
+        self.start_action: Starter = lambda claim, memory: None
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, run_id: str) -> AsyncIterator[None]:
+        """One activation of a run at a time in this worker. The lock is dropped only when no task
+        holds or waits for it: dropping it earlier would let a newcomer make a second lock."""
+        holders = self._locks.get(run_id)
+        if holders is None:
+            holders = self._locks[run_id] = (asyncio.Lock(), [0])
+        lock, count = holders
+        count[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            count[0] -= 1
+            if count[0] == 0:
+                del self._locks[run_id]
+
+    def _now(self) -> float:
+        """The database clock, estimated from the last claim (activations record it as logical time)."""
+        return time.time() + self._clock_offset
+
+    # --- a claimed activation -------------------------------------------------------------------
 
     async def activate(self, claim: RunClaim) -> None:
+        self._clock_offset = claim.now - time.time()
+        async with self._exclusive(claim.run.id):
+            await self._activate(claim)
+
+    async def _activate(self, claim: RunClaim) -> None:
         run = claim.run
         defn = self._registry.workflow(run.workflow)
         cached = self.cache.take(run.id, claim.token)
         if defn is None:  # not claimable by this worker in the first place; hand it back
+            await self._store.release_run(claim)
+            return
+        if claim.journal_skipped and cached is None:
+            # We held the run when it was claimed, so its journal was not loaded, but our copy has
+            # since been dropped (a commit of ours lost its fence). Hand it back to reload in full.
             await self._store.release_run(claim)
             return
         inst: WorkflowInstance | None = None
@@ -90,20 +171,121 @@ class Runner:
                 status=RunStatus.FAILED, error=dumps(error_to_json(exc)), counts_as_activation=False
             )
             inst = None
-        try:
-            await self._store.commit_activation(claim, result)
-        except LeaseLost:
-            log.warning("run %s: lease lost before commit; another worker continues it", run.id)
-            if inst is not None:
-                inst.close()
+        await self._commit(inst, run, claim.token, result, ())
+
+    # --- results of actions this worker ran --------------------------------------------------
+
+    async def record(self, claim: ActionClaim, outcome: Outcome) -> None:
+        """Record an attempt this worker ran: with the run's next activation when we hold the run."""
+        if not outcome.final or claim.run_id not in self.cache:
+            await self._complete_plainly(claim, outcome)
             return
+        box = self._mailbox.setdefault(claim.run_id, [])
+        box.append((claim, outcome))
+        if len(box) > 1:
+            return  # a drain for this run is already on its way and will take this result too
+        async with self._exclusive(claim.run_id):
+            await self._drain(claim.run_id)
+
+    async def _drain(self, run_id: str) -> None:
+        while True:
+            items = self._mailbox.pop(run_id, [])
+            if not items:
+                return
+            entry = self.cache.take_held(run_id)
+            if entry is None:
+                for claim, outcome in items:
+                    await self._complete_plainly(claim, outcome)
+                continue
+            resolutions = [
+                Resolution(
+                    c.seq,
+                    StepStatus.FAILED if o.error is not None else StepStatus.COMPLETED,
+                    o.result,
+                    o.error,
+                    json.dumps(o.memory_writes) if o.memory_writes else None,
+                )
+                for c, o in sorted(items, key=lambda item: item[0].seq)
+            ]
+            completions = [Completion(c, o.result, o.error, o.memory_writes, o.logs) for c, o in items]
+            try:
+                result = entry.inst.activate(resolutions, self._now())
+            except Exception:
+                log.exception("activation of run %s failed; recording its results the ordinary way", run_id)
+                entry.inst.close()
+                for claim, outcome in items:
+                    await self._complete_plainly(claim, outcome)
+                continue
+            if not await self._commit(entry.inst, entry.run, entry.token, result, completions):
+                for claim, outcome in items:  # the combined commit rolled back: nothing was written
+                    await self._complete_plainly(claim, outcome)
+
+    async def _complete_plainly(self, claim: ActionClaim, outcome: Outcome) -> None:
+        won = await self._store.complete_action(
+            claim, outcome.result, outcome.error, outcome.retry_delay, outcome.memory_writes, outcome.logs
+        )
+        if not won:
+            log.warning(
+                "action %s of run %s: attempt %d was superseded; its outcome is dropped",
+                claim.name,
+                claim.run_id,
+                claim.attempt,
+            )
+
+    # --- committing ---------------------------------------------------------------------------
+
+    async def _commit(
+        self,
+        inst: WorkflowInstance | None,
+        run: RunRow,
+        token: int,
+        result: ActivationResult,
+        completions: Sequence[Completion],
+    ) -> bool:
+        births = self._births(result.new_steps) if inst is not None else []
+        commit = Commit(run, token, result, completions, frozenset(s.seq for s in births), self._worker_id, self._lease)
+        try:
+            await self._store.commit_activation(commit)
+        except LeaseLost:
+            log.info("run %s: lease moved before commit; another worker or a control operation continues it", run.id)
+            self._abandon(inst, births)
+            return False
         except BaseException:
-            if inst is not None:
-                inst.close()
+            self._abandon(inst, births)
             raise
         if inst is None:
-            return
+            return True
+        after = replace(
+            run, activations=run.activations + (1 if result.counts_as_activation else 0), status=result.status
+        )
         if result.status == RunStatus.RUNNING:
-            self.cache.put(inst, claim.token)
+            self.cache.put(Entry(inst, token + 1, after))  # the commit advanced the token
         else:
             inst.close()
+        memory = dict(inst.runtime.memory)
+        for step in births:
+            self.start_action(
+                ActionClaim(run.id, step.seq, step.name, step.args or "{}", 1, step.options, step.queue), memory
+            )
+        return True
+
+    def _abandon(self, inst: WorkflowInstance | None, births: Sequence[NewStep]) -> None:
+        if inst is not None:
+            inst.close()
+        for _ in births:
+            self.release_slot()
+
+    def _births(self, steps: Sequence[NewStep]) -> list[NewStep]:
+        """New action steps this worker will run itself, each with a reserved slot."""
+        born = []
+        for step in steps:
+            if step.kind != StepKind.ACTION or step.status != StepStatus.SCHEDULED:
+                continue
+            if self._registry.action(step.name) is None:
+                continue
+            if self._queues is not None and (step.queue or "default") not in self._queues:
+                continue
+            if not self.reserve_slot():
+                break
+            born.append(step)
+        return born

@@ -20,8 +20,9 @@ from types import TracebackType
 from typing import Any
 
 from cairn.registry import Registry, registry
+from cairn.store.base import call_soon_here
 from cairn.store.open import open_store
-from cairn.store.protocol import WorkerInfo, WorkflowInfo
+from cairn.store.protocol import ActionClaim, WorkerInfo, WorkflowInfo
 from cairn.store.sql_store import SqlStore
 from cairn.worker.actions import ActionExecutor
 from cairn.worker.runner import Runner
@@ -62,10 +63,13 @@ class Worker:
         self.lease = lease
         self.poll_interval = poll_interval
         self.registry = registry
-        self._runner = Runner(self.store, registry, cache_size)
+        self._runner = Runner(self.store, registry, self.id, lease, cache_size, self.queues)
         self._executor = ActionExecutor(self.store, registry, concurrency)
-        self._action_slots = asyncio.Semaphore(concurrency)
-        self._run_slots = asyncio.Semaphore(concurrency)
+        self._action_slots = Slots(concurrency)
+        self._run_slots = Slots(concurrency)
+        self._runner.reserve_slot = self._action_slots.take
+        self._runner.release_slot = self._action_slots.release
+        self._runner.start_action = self._start_action
         self._tasks: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -82,7 +86,7 @@ class Worker:
         loop = asyncio.get_running_loop()
 
         def wake(_payload: str) -> None:
-            loop.call_soon_threadsafe(self._wakeup.set)
+            call_soon_here(loop, self._wakeup.set)
 
         self._unsubscribe = self.store.subscribe(wake)
         await self.store.register_workflows(
@@ -174,23 +178,28 @@ class Worker:
 
     async def _claim(self, workflows: list[str], actions: list[str]) -> int:
         claimed = 0
-        free_runs = _free(self._run_slots)
+        free_runs = self._run_slots.free
         if workflows and free_runs:
             claims = await self.store.claim_runs(
                 self.id, workflows, self.queues, free_runs, self.lease, self._runner.cache.expected_tokens()
             )
             for claim in claims:
-                await self._run_slots.acquire()
+                self._run_slots.take()
                 self._spawn(self._runner.activate(claim), self._run_slots)
             claimed += len(claims)
-        free_actions = _free(self._action_slots)
+        free_actions = self._action_slots.free
         if actions and free_actions:
             attempts = await self.store.claim_actions(self.id, actions, self.queues, free_actions, self.lease)
             for attempt, memory in attempts:
-                await self._action_slots.acquire()
-                self._spawn(self._executor.execute(attempt, memory), self._action_slots)
+                self._action_slots.take()
+                self._start_action(attempt, memory)
             claimed += len(attempts)
         return claimed
+
+    def _start_action(self, claim: ActionClaim, memory: dict[str, str]) -> None:
+        """Run an attempt whose slot is already taken; its result goes with the run's next activation
+        when this worker holds the run, else in a completion transaction of its own."""
+        self._spawn(self._executor.execute(claim, memory, record=self._runner.record), self._action_slots)
 
     async def _idle_timeout(self, actions: list[str]) -> float:
         try:
@@ -209,7 +218,7 @@ class Worker:
             async with asyncio.timeout(timeout):
                 await self._wakeup.wait()
 
-    def _spawn(self, coro: Any, slots: asyncio.Semaphore) -> None:
+    def _spawn(self, coro: Any, slots: Slots) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)
         self._tasks.add(task)
 
@@ -253,8 +262,20 @@ class Worker:
         return len(self._runner.cache)
 
 
-def _free(sem: asyncio.Semaphore) -> int:
-    return sem._value
+class Slots:
+    """Capacity counted in slots: taken before work is claimed (or born), given back when it ends."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+
+    def take(self) -> bool:
+        if self.free <= 0:
+            return False
+        self.free -= 1
+        return True
+
+    def release(self) -> None:
+        self.free += 1
 
 
 def _schema(w: Any) -> str:

@@ -5,7 +5,7 @@ UPDATE cairn_runs r
 SET lease_owner = :worker, lease_until = :now + :lease, lease_token = r.lease_token + 1
 FROM (SELECT id FROM cairn_runs
       WHERE ready_at <= :now AND status IN ('pending', 'running', 'waiting')
-        AND (lease_until IS NULL OR lease_until < :now)
+        AND (lease_until IS NULL OR lease_until < :now OR lease_owner = :worker)
         AND workflow = ANY(:workflows) AND (:any_queue = 1 OR queue = ANY(:queues))
       ORDER BY priority DESC, ready_at
       LIMIT :limit
@@ -18,6 +18,7 @@ RETURNING r.id, r.workflow, r.status, r.input, r.result, r.error, r.queue, r.par
 -- name: claim_actions
 UPDATE cairn_steps s
 SET status = 'running', attempt = s.attempt + 1, lease_owner = :worker, due_at = :now + :lease,
+    lost = s.lost + CASE WHEN s.status = 'running' THEN 1 ELSE 0 END,
     started_at = :now
 FROM (SELECT run_id, seq FROM cairn_steps
       WHERE kind = 'action' AND status IN ('scheduled', 'running') AND due_at <= :now
@@ -28,7 +29,7 @@ FROM (SELECT run_id, seq FROM cairn_steps
       LIMIT :limit
       FOR UPDATE SKIP LOCKED) c
 WHERE s.run_id = c.run_id AND s.seq = c.seq
-RETURNING s.run_id, s.seq, s.name, s.args, s.attempt, s.options, s.queue
+RETURNING s.run_id, s.seq, s.name, s.args, s.attempt, s.options, s.queue, s.lost
 
 -- name: memory_of_runs
 SELECT run_id, key, value FROM cairn_memory WHERE run_id = ANY(:run_ids)
@@ -48,3 +49,24 @@ SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq,
        updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
        lease_token, pause_reason
 FROM cairn_runs WHERE id = :id FOR UPDATE
+
+-- name: extend_step_leases
+-- Heartbeats skip rows a commit holds (that commit is settling them), so they never deadlock one.
+UPDATE cairn_steps SET due_at = :until
+WHERE (run_id, seq) IN (SELECT run_id, seq FROM cairn_steps
+                        WHERE lease_owner = :worker AND status = 'running' AND kind = 'action'
+                        FOR UPDATE SKIP LOCKED)
+
+-- name: extend_run_leases
+UPDATE cairn_runs SET lease_until = :until
+WHERE id IN (SELECT id FROM cairn_runs WHERE lease_owner = :worker FOR UPDATE SKIP LOCKED)
+
+-- name: hand_over_steps
+UPDATE cairn_steps SET due_at = :now, lease_owner = NULL
+WHERE (run_id, seq) IN (SELECT run_id, seq FROM cairn_steps
+                        WHERE lease_owner = :worker AND status = 'running' AND kind = 'action'
+                        FOR UPDATE SKIP LOCKED)
+
+-- name: hand_over_runs
+UPDATE cairn_runs SET lease_owner = NULL, lease_until = NULL
+WHERE id IN (SELECT id FROM cairn_runs WHERE lease_owner = :worker FOR UPDATE SKIP LOCKED)

@@ -67,7 +67,9 @@ UPDATE cairn_runs SET ready_at = :now, updated_at = :now
 WHERE id = :id AND status IN ('pending', 'running', 'waiting')
 
 -- name: fence_run
-UPDATE cairn_runs SET updated_at = :now WHERE id = :id AND lease_token = :token
+-- Every commit advances the token, so a claim that read the run before this commit cannot commit
+-- decisions made from that stale read (its fence fails), and vice versa.
+UPDATE cairn_runs SET updated_at = :now, lease_token = lease_token + 1 WHERE id = :id AND lease_token = :token
 
 -- name: consume_signal_into_step
 UPDATE cairn_steps
@@ -84,9 +86,10 @@ WHERE run_id = :run_id AND seq = :seq
 
 -- name: insert_step
 INSERT INTO cairn_steps (run_id, seq, kind, name, args, status, result, delivered_in, due_at,
-                         queue, options, created_at, completed_at, created_in)
+                         queue, options, created_at, completed_at, created_in, attempt, lease_owner,
+                         started_at)
 VALUES (:run_id, :seq, :kind, :name, :args, :status, :result, :delivered_in, :due_at,
-        :queue, :options, :now, :completed_at, :activation)
+        :queue, :options, :now, :completed_at, :activation, :attempt, :lease_owner, :started_at)
 
 -- name: cancel_step
 UPDATE cairn_steps
@@ -110,7 +113,7 @@ SET status = :status, result = :result, error = :error, activations = :activatio
     pause_reason = :pause_reason,
     properties = COALESCE(CAST(:properties AS text), properties), updated_at = :now,
     started_at = COALESCE(started_at, :now), completed_at = :completed_at,
-    lease_owner = NULL, lease_until = NULL,
+    lease_owner = CAST(:lease_owner AS text), lease_until = CAST(:lease_until AS double precision),
     ready_at = CASE
         WHEN :parked = 1 THEN NULL
         WHEN EXISTS (SELECT 1 FROM cairn_steps WHERE run_id = :id AND delivered_in IS NULL
@@ -273,3 +276,7 @@ WHERE run_id = :run_id AND activation <= :k
 
 -- name: child_of_step
 SELECT id FROM cairn_runs WHERE parent_id = :parent_id AND parent_seq = :seq
+
+-- name: first_open_signal
+SELECT id FROM cairn_signals
+WHERE run_id = :run_id AND name = :name AND consumed_by IS NULL ORDER BY id LIMIT 1

@@ -6,7 +6,7 @@ UPDATE cairn_runs
 SET lease_owner = :worker, lease_until = :now + :lease, lease_token = lease_token + 1
 WHERE id IN (SELECT id FROM cairn_runs
              WHERE ready_at <= :now AND status IN ('pending', 'running', 'waiting')
-               AND (lease_until IS NULL OR lease_until < :now)
+               AND (lease_until IS NULL OR lease_until < :now OR lease_owner = :worker)
                AND workflow IN (SELECT value FROM json_each(:workflows))
                AND (:any_queue = 1 OR queue IN (SELECT value FROM json_each(:queues)))
              ORDER BY priority DESC, ready_at
@@ -18,6 +18,7 @@ RETURNING id, workflow, status, input, result, error, queue, parent_id, parent_s
 -- name: claim_actions
 UPDATE cairn_steps
 SET status = 'running', attempt = attempt + 1, lease_owner = :worker, due_at = :now + :lease,
+    lost = lost + CASE WHEN status = 'running' THEN 1 ELSE 0 END,
     started_at = :now
 WHERE (run_id, seq) IN (SELECT run_id, seq FROM cairn_steps
                         WHERE kind = 'action' AND status IN ('scheduled', 'running') AND due_at <= :now
@@ -27,7 +28,7 @@ WHERE (run_id, seq) IN (SELECT run_id, seq FROM cairn_steps
                                       AND r.status IN ('pending', 'running', 'waiting'))
                         ORDER BY due_at
                         LIMIT :limit)
-RETURNING run_id, seq, name, args, attempt, options, queue
+RETURNING run_id, seq, name, args, attempt, options, queue, lost
 
 -- name: memory_of_runs
 SELECT run_id, key, value FROM cairn_memory WHERE run_id IN (SELECT value FROM json_each(:run_ids))

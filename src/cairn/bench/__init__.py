@@ -1,0 +1,1 @@
+"""Benchmark scenarios for `cairn bench` (see docs/benchmarks.md)."""

@@ -1,0 +1,296 @@
+"""Cairn's benchmark scenarios; each returns one result record in the shared JSON schema.
+
+`{"engine", "backend", "scenario", "workers", "metrics": {...}}` is also what the competitor drivers
+in `benchmarks/` print, so `cairn bench` can put them side by side and compute ratios.
+Workers for throughput, pickup, database cost and memory are real `cairn worker` processes; the
+sequential and fan-out scenarios use an embedded worker, as the competitor runs in-process too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+import cairn
+from cairn.bench import flows
+from cairn.types import RunStatus
+
+Progress = Callable[[int, int], None]
+"""Called with (done, total) while a scenario runs."""
+
+
+def backend_of(url: str) -> str:
+    return "sqlite" if url.startswith("sqlite") else "postgres"
+
+
+def record(url: str, scenario: str, workers: int | None, **metrics: Any) -> dict[str, Any]:
+    return {"engine": "cairn", "backend": backend_of(url), "scenario": scenario, "workers": workers, "metrics": metrics}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _noop(done: int, total: int) -> None:
+    pass
+
+
+async def sequential(url: str, runs: int = 200, progress: Progress = _noop) -> dict[str, Any]:
+    """One 3-step workflow at a time, start to result, with an embedded worker."""
+    client = cairn.Client(url)
+    latencies: list[float] = []
+    try:
+        async with cairn.Worker(client, concurrency=16, poll_interval=1.0):
+            for i in range(10):  # warm-up: connections, caches
+                await client.run(flows.three_steps, i)
+            for i in range(runs):
+                started = time.perf_counter()
+                await client.run(flows.three_steps, i, timeout=60)
+                latencies.append((time.perf_counter() - started) * 1000)
+                progress(i + 1, runs)
+    finally:
+        await client.close()
+    return record(
+        url,
+        "sequential",
+        1,
+        runs=runs,
+        p50_ms=round(percentile(latencies, 0.5), 3),
+        p99_ms=round(percentile(latencies, 0.99), 3),
+        mean_ms=round(statistics.fmean(latencies), 3),
+    )
+
+
+def spawn_workers(url: str, count: int, concurrency: int = 64) -> list[subprocess.Popen[bytes]]:
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cairn.cli.main",
+                "worker",
+                "cairn.bench.flows",
+                "--db",
+                url,
+                "--concurrency",
+                str(concurrency),
+                "--poll",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+async def _wait_registered(client: cairn.Client, count: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(await client.store.list_workers()) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count} bench workers did not start within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+async def _wait_completed(client: cairn.Client, total: int, progress: Progress, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        done = len(await client.list_runs(status=RunStatus.COMPLETED, limit=total))
+        progress(done, total)
+        if done >= total:
+            return
+        failed = await client.list_runs(status=RunStatus.FAILED, limit=1)
+        if failed:
+            raise RuntimeError(f"benchmark run {failed[0].id} failed: {failed[0].error}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {done} of {total} runs completed within {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+async def throughput(url: str, workflows: int = 1000, workers: int = 1, progress: Progress = _noop) -> dict[str, Any]:
+    """`workflows` 3-step runs started at once; time until all are complete, on `workers` processes."""
+    client = cairn.Client(url)
+    procs = spawn_workers(url, workers)
+    try:
+        await _wait_registered(client, workers)
+        started = time.perf_counter()
+        await asyncio.gather(*(client.start(flows.three_steps, i) for i in range(workflows)))
+        await _wait_completed(client, workflows, progress)
+        seconds = time.perf_counter() - started
+    finally:
+        stop_workers(procs)
+        await client.close()
+    return record(
+        url,
+        "throughput",
+        workers,
+        workflows=workflows,
+        actions=3 * workflows,
+        seconds=round(seconds, 3),
+        workflows_per_s=round(workflows / seconds, 1),
+        actions_per_s=round(3 * workflows / seconds, 1),
+    )
+
+
+async def fanout(url: str, actions: int = 1000, progress: Progress = _noop) -> dict[str, Any]:
+    """One workflow gathering `actions` actions, with an embedded worker."""
+    client = cairn.Client(url)
+    try:
+        async with cairn.Worker(client, concurrency=64, poll_interval=1.0):
+            await client.run(flows.fan_out, 10)  # warm-up
+            started = time.perf_counter()
+            await client.run(flows.fan_out, actions, timeout=300)
+            seconds = time.perf_counter() - started
+            progress(1, 1)
+    finally:
+        await client.close()
+    return record(url, "fanout", 1, actions=actions, seconds=round(seconds, 3))
+
+
+async def pickup(url: str, runs: int = 20, progress: Progress = _noop) -> dict[str, Any]:
+    """With an idle worker process, the time from start() until the run's first action starts."""
+    client = cairn.Client(url)
+    procs = spawn_workers(url, 1)
+    latencies: list[float] = []
+    try:
+        await _wait_registered(client, 1)
+        await client.run(flows.pickup, 0, timeout=60)  # warm-up
+        for i in range(runs):
+            await asyncio.sleep(0.3)  # let the worker go idle: this scenario measures wake-up
+            requested = time.time()
+            began = await client.run(flows.pickup, i, timeout=60)
+            latencies.append((began - requested) * 1000)
+            progress(i + 1, runs)
+    finally:
+        stop_workers(procs)
+        await client.close()
+    return record(
+        url,
+        "pickup",
+        1,
+        runs=runs,
+        p50_ms=round(percentile(latencies, 0.5), 3),
+        p99_ms=round(percentile(latencies, 0.99), 3),
+    )
+
+
+def _commits(url: str) -> int:
+    """Committed transactions of this database so far, once the statistics have settled.
+
+    Read inside one open transaction (cleared snapshot per read, rolled back at the end) so that
+    measuring adds no commits of its own."""
+    last, stable_since = -1, time.monotonic()
+    with psycopg.connect(url) as conn:
+        try:
+            while True:
+                conn.execute("SELECT pg_stat_clear_snapshot()")
+                row = conn.execute(
+                    "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+                ).fetchone()
+                value = int(row[0]) if row else 0
+                if value != last:
+                    last, stable_since = value, time.monotonic()
+                elif time.monotonic() - stable_since > 1.5:
+                    return value
+                time.sleep(0.1)
+        finally:
+            conn.rollback()
+
+
+async def db_cost(url: str, workflows: int = 200, progress: Progress = _noop) -> dict[str, Any]:
+    """Commits per 3-step workflow from pg_stat_database, run through one worker process."""
+    if backend_of(url) != "postgres":
+        return record(url, "db_cost", 1, error="database cost is measured on PostgreSQL only")
+    client = cairn.Client(url)
+    procs = spawn_workers(url, 1)
+    try:
+        await _wait_registered(client, 1)
+        await client.run(flows.three_steps, 0, timeout=60)
+        before = await asyncio.to_thread(_commits, url)
+        await asyncio.gather(*(client.start(flows.three_steps, i) for i in range(workflows)))
+        await _wait_completed(client, workflows + 1, progress)
+        stop_workers(procs)  # its heartbeats would count as well
+        procs = []
+        after = await asyncio.to_thread(_commits, url)
+    finally:
+        stop_workers(procs)
+        await client.close()
+    return record(
+        url,
+        "db_cost",
+        1,
+        workflows=workflows,
+        commits_per_workflow=round((after - before) / workflows, 2),
+        commits_per_action=round((after - before) / (3 * workflows), 2),
+    )
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+async def memory(url: str, sleepers: int = 100_000, progress: Progress = _noop) -> dict[str, Any]:
+    """Worker RSS with `sleepers` runs sleeping durably, against the same worker idle."""
+    client = cairn.Client(url)
+    (proc,) = spawn_workers(url, 1)
+    try:
+        await _wait_registered(client, 1)
+        for i in range(20):  # warm-up, so imports and pools are counted in the idle figure
+            await client.run(flows.three_steps, i, timeout=60)
+        idle = rss_mb(proc.pid)
+        batch = 500
+        for start in range(0, sleepers, batch):
+            await asyncio.gather(
+                *(client.start(flows.sleeper, 3600.0) for _ in range(start, min(sleepers, start + batch)))
+            )
+            progress(start // 2, sleepers)
+        deadline = time.monotonic() + 1800
+        while True:
+            waiting = len(await client.list_runs(status=RunStatus.WAITING, limit=sleepers))
+            progress(sleepers // 2 + waiting // 2, sleepers)
+            if waiting >= sleepers:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {waiting} of {sleepers} runs went to sleep")
+            await asyncio.sleep(0.5)
+        loaded = rss_mb(proc.pid)
+    finally:
+        stop_workers([proc])
+        await client.close()
+    return record(
+        url,
+        "memory",
+        1,
+        sleeping_runs=sleepers,
+        idle_rss_mb=round(idle, 1),
+        rss_mb=round(loaded, 1),
+        ratio=round(loaded / idle, 3),
+    )
+
+
+def pid() -> int:
+    return os.getpid()
