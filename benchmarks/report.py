@@ -20,7 +20,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -29,9 +29,9 @@ Result = dict[str, Any]
 
 def _find(results: list[Result], engine: str, backend: str, scenario: str, workers: int | None = None) -> Result | None:
     for r in results:
-        if r.get("engine") == engine and r.get("backend") == backend and r.get("scenario") == scenario:
-            if workers is None or r.get("workers") == workers:
-                return r
+        same = r.get("engine") == engine and r.get("backend") == backend and r.get("scenario") == scenario
+        if same and (workers is None or r.get("workers") == workers):
+            return r
     return None
 
 
@@ -105,7 +105,7 @@ ROWS = [
 
 def _fmt(value: float | None) -> str:
     if value is None:
-        return "–"
+        return "-"
     return f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
 
 
@@ -120,11 +120,11 @@ def table(results: list[Result], baseline: list[Result] | None) -> str:
             theirs = _metric(_find(results, "dbos", backend, scenario, workers), key)
             if mine is None and theirs is None:
                 continue
-            ratio = "–"
+            ratio = "-"
             if mine and theirs:
-                ratio = f"**{(mine / theirs) if higher else (theirs / mine):.1f}×** better"
+                ratio = f"**{(mine / theirs) if higher else (theirs / mine):.1f}x** better"
                 if (mine / theirs if higher else theirs / mine) < 1:
-                    ratio = f"{(theirs / mine) if higher else (mine / theirs):.1f}× worse"
+                    ratio = f"{(theirs / mine) if higher else (mine / theirs):.1f}x worse"
             row = f"| {label} | {backend} | {_fmt(mine)} | {_fmt(theirs)} | {ratio} |"
             if baseline:
                 row += f" {_fmt(_metric(_find(baseline, 'cairn', backend, scenario, workers), key))} |"
@@ -149,7 +149,8 @@ def render(results: list[Result], baseline: list[Result] | None, source: str) ->
         )
     errors = [r for r in results if "error" in r.get("metrics", {}) or "error" in r]
     error_lines = "".join(
-        f"- {r.get('engine')} {r.get('backend')} {r.get('scenario')}: {r.get('metrics', {}).get('error') or r.get('error')}\n"
+        f"- {r.get('engine')} {r.get('backend')} {r.get('scenario')}: "
+        f"{r.get('metrics', {}).get('error') or r.get('error')}\n"
         for r in errors
     )
     return f"""# Benchmarks
