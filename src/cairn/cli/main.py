@@ -163,7 +163,7 @@ class WorkerOptions:
     concurrency: int
     queues: list[str] | None
     lease: float
-    poll: float
+    poll: float | None
 
 
 def worker_options(concurrency: int) -> Callable[[F], F]:
@@ -193,10 +193,10 @@ def worker_options(concurrency: int) -> Callable[[F], F]:
                 click.option(
                     "--poll",
                     type=click.FloatRange(min=0, min_open=True),
-                    default=1.0,
-                    show_default=True,
+                    default=None,
                     metavar="SECONDS",
-                    help="Safety poll interval when no notification arrives.",
+                    help="Safety poll interval (default: 1 on PostgreSQL, which wakes workers with NOTIFY; "
+                    "0.1 on SQLite, which cannot).",
                 ),
                 click.option(
                     "--log-level",
@@ -229,7 +229,7 @@ def worker(
     concurrency: int,
     queues: str | None,
     lease: float,
-    poll: float,
+    poll: float | None,
     log_level: str,
 ) -> None:
     """Run a worker for the workflows and actions defined in MODULE... (SIGTERM/Ctrl-C stop it gracefully)."""
@@ -244,7 +244,7 @@ def dev(
     concurrency: int,
     queues: str | None,
     lease: float,
-    poll: float,
+    poll: float | None,
     log_level: str,
 ) -> None:
     """Run a development worker (SQLite ./cairn.db unless --db or CAIRN_DATABASE_URL says otherwise)."""

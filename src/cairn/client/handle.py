@@ -87,7 +87,7 @@ class RunHandle:
 
         unsubscribe = self.client.store.subscribe_key(key, on_note)
         try:
-            pause = 0.005
+            pause = 0.02  # a safety poll: the run's notification is what wakes us
             while True:
                 event.clear()
                 row = await self.describe()

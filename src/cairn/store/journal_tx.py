@@ -44,9 +44,10 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
     run, res = commit.run, commit.result
     if res.status in TERMINAL and run.parent_id is not None:
         tx.one("lock_run", {"id": run.parent_id})  # parent before child: see control._lock
-    now = tx.now()
-    if tx.execute("fence_run", {"id": run.id, "token": commit.token, "now": now}) != 1:
+    fenced = tx.one("fence_run", {"id": run.id, "token": commit.token})
+    if fenced is None:
         raise LeaseLost(f"the lease on run {run.id} was lost (another worker or a control operation took it)")
+    now = float(fenced[0])
     for c in commit.completions:
         if not complete_action(tx, c.claim, c.result, c.error, None, c.memory_writes, c.logs, wake=False, now=now):
             raise CompletionLost(f"action step {c.claim.seq} of run {run.id} was superseded")
@@ -83,7 +84,7 @@ def _finish(tx: Tx, commit: Commit, activation: int, now: float) -> None:
     run, res = commit.run, commit.result
     terminal = res.status in TERMINAL
     sticky = commit.owner is not None and res.status == RunStatus.RUNNING
-    tx.write(
+    finished = tx.one(
         "finish_activation",
         {
             "id": run.id,
@@ -110,7 +111,9 @@ def _finish(tx: Tx, commit: Commit, activation: int, now: float) -> None:
         tx.notify(f"run:{run.id}")
     if terminal and run.parent_id is not None and run.parent_seq is not None:
         resolve_parent(tx, run, res.status, res.result, res.error, now)
-    tx.notify(WORK)
+    due = finished is not None and finished[0] is not None and float(finished[0]) <= now
+    if res.wake_at is not None or due:
+        tx.notify(WORK)  # a timer to watch, or results waiting: else nothing here is for a claim loop
 
 
 def resolve_parent(tx: Tx, child: RunRow, status: RunStatus, result: str | None, error: str | None, now: float) -> None:
@@ -132,6 +135,7 @@ def resolve_parent(tx: Tx, child: RunRow, status: RunStatus, result: str | None,
     if changed:
         event(tx, child.parent_id, f"step.{step_status.value}", now, child.parent_seq, child=child.id)
         tx.write("wake_run", {"id": child.parent_id, "now": now})
+        tx.notify(WORK)
 
 
 def _insert_step(
@@ -162,6 +166,8 @@ def _insert_step(
             "started_at": now if born else None,
         },
     )
+    if step.kind == StepKind.ACTION and not born:
+        tx.notify(WORK)  # claimable by any worker
     kind = "step.completed" if step.status == StepStatus.COMPLETED else "step.scheduled"
     event(tx, run.id, kind, now, step.seq, kind=step.kind.value, name=step.name)
     if born:
@@ -206,6 +212,7 @@ def _start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
         "code_version": None,
     }
     if tx.execute("insert_run", params) == 1 or detached:
+        tx.notify(WORK)
         return
     # The id names an existing run: wait for it if it is still going, else take its outcome now.
     if tx.execute("adopt_child", {"id": child_id, "parent_id": run.id, "parent_seq": step.seq}) == 1:

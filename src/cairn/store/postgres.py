@@ -133,9 +133,8 @@ class PostgresDatabase(Database):
                     delay = 0.1
                     self._dispatch(["work"])  # we may have missed notifications while away
                     while not self._stop.is_set():
-                        batch = [n.payload for n in conn.notifies(timeout=0.5)]
-                        if batch:
-                            self._dispatch(sorted(set(batch)))
+                        for note in conn.notifies(timeout=0.5):  # each as it arrives: a wake-up waits for nothing
+                            self._dispatch([note.payload])
             except psycopg.Error as exc:
                 if self._stop.is_set():
                     return

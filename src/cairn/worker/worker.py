@@ -45,13 +45,13 @@ class Worker:
         concurrency: int = 16,
         queues: Sequence[str] | None = None,
         lease: float = 10.0,
-        poll_interval: float = 1.0,
+        poll_interval: float | None = None,
         registry: Registry = registry,
         cache_size: int = 1000,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-        if lease <= 0 or poll_interval <= 0:
+        if lease <= 0 or (poll_interval is not None and poll_interval <= 0):
             raise ValueError("lease and poll_interval must be positive seconds")
         store = getattr(client, "store", None)
         self.store: SqlStore = (
@@ -61,7 +61,9 @@ class Worker:
         self.concurrency = concurrency
         self.queues = list(queues) if queues else None
         self.lease = lease
-        self.poll_interval = poll_interval
+        # The safety poll. PostgreSQL wakes workers with NOTIFY, so it is only a backstop there;
+        # SQLite has no cross-process notifications, so its poll is what bounds pickup latency.
+        self.poll_interval = poll_interval or (0.1 if self.store.url.startswith("sqlite") else 1.0)
         self.registry = registry
         self._runner = Runner(self.store, registry, self.id, lease, cache_size, self.queues)
         self._executor = ActionExecutor(self.store, registry, concurrency)
@@ -72,6 +74,7 @@ class Worker:
         self._runner.start_action = self._start_action
         self._tasks: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
+        self._starved = False
         self._stopping = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
         self._side: list[asyncio.Task[None]] = []
@@ -178,6 +181,7 @@ class Worker:
 
     async def _claim(self, workflows: list[str], actions: list[str]) -> int:
         claimed = 0
+        starved = False
         free_runs = self._run_slots.free
         if workflows and free_runs:
             claims = await self.store.claim_runs(
@@ -187,6 +191,7 @@ class Worker:
                 self._run_slots.take()
                 self._spawn(self._runner.activate(claim), self._run_slots)
             claimed += len(claims)
+            starved = len(claims) == free_runs
         free_actions = self._action_slots.free
         if actions and free_actions:
             attempts = await self.store.claim_actions(self.id, actions, self.queues, free_actions, self.lease)
@@ -194,6 +199,8 @@ class Worker:
                 self._action_slots.take()
                 self._start_action(attempt, memory)
             claimed += len(attempts)
+            starved = starved or len(attempts) == free_actions
+        self._starved = starved or not free_runs or not free_actions
         return claimed
 
     def _start_action(self, claim: ActionClaim, memory: dict[str, str]) -> None:
@@ -225,7 +232,8 @@ class Worker:
         def done(t: asyncio.Task[None]) -> None:
             self._tasks.discard(t)
             slots.release()
-            self._wakeup.set()
+            if self._starved:  # the last claim was cut short by capacity: more work may be waiting
+                self._wakeup.set()
             if not t.cancelled() and t.exception() is not None:
                 log.error("work item failed: %r", t.exception())
 

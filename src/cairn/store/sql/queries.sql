@@ -69,7 +69,9 @@ WHERE id = :id AND status IN ('pending', 'running', 'waiting')
 -- name: fence_run
 -- Every commit advances the token, so a claim that read the run before this commit cannot commit
 -- decisions made from that stale read (its fence fails), and vice versa.
-UPDATE cairn_runs SET updated_at = :now, lease_token = lease_token + 1 WHERE id = :id AND lease_token = :token
+UPDATE cairn_runs SET updated_at = cairn_now(), lease_token = lease_token + 1
+WHERE id = :id AND lease_token = :token
+RETURNING cairn_now()
 
 -- name: consume_signal_into_step
 UPDATE cairn_steps
@@ -120,6 +122,7 @@ SET status = :status, result = :result, error = :error, activations = :activatio
                      AND status IN ('completed', 'failed', 'cancelled')) THEN :now
         ELSE CAST(:wake_at AS double precision) END
 WHERE id = :id AND lease_token = :token
+RETURNING ready_at
 
 -- name: resolve_parent_step
 UPDATE cairn_steps SET status = :status, result = :result, error = :error, completed_at = :now
