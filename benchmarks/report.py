@@ -193,14 +193,31 @@ Each scenario runs against a fresh database. The competitor drivers are in `benc
 ![sequential latency percentiles](img/latency.png)
 
 {"## Scenarios that did not produce a figure" + chr(10) + chr(10) + error_lines if error_lines else ""}
-## What bounds the figures
+## What bounds the figures, and what would move them
 
-See the closing notes of the performance issue in the project history for the profile-guided
-analysis; in short, on this 2-core machine the worker process and PostgreSQL share the CPUs, a
-commit costs about 1 ms (fsync) and a round trip about 0.4 ms, so Cairn's hot path is built to
-spend about one transaction per action: actions are leased to the worker at the moment they are
-scheduled ("born running"), and an action's result is committed together with the next decision
-of its workflow in one pipelined transaction.
+Targets of the performance issue, on this run: fan-out of 1,000 actions and pickup latency are
+well ahead of DBOS on both backends; throughput is ahead on both backends (SQLite several times,
+PostgreSQL about 2x); sequential latency is ahead on SQLite but **behind DBOS on PostgreSQL**; the
+10x throughput and 6 ms sequential targets are **not met**. What the profiles show (py-spy over a
+worker, and per-transaction timing with `SqlStore` transactions wrapped, 50 sequential runs):
+
+- A bare commit on this server costs about 1.4 ms and a round trip about 0.3 ms, but one
+  activation commit of Cairn costs 6 to 9 ms inside the worker, pipelined or not. The rest is the
+  worker process itself: the asyncio loop, up to 8 database threads and the action threads share
+  the GIL and the machine's 2 cores with PostgreSQL. The next step is fewer, larger transactions:
+  a **group commit** that carries the activations of many runs in one transaction (the store's
+  `Commit` is already per run, fenced per run, so a batch can fence each item and drop only the
+  losers), and moving JSON encoding off the commit path.
+- Each workflow still spends about 3 claim and 3 result-poll transactions that find nothing: the
+  worker's claim loop wakes on notifications of its own commits, and the waiting client polls as
+  a backstop. Filtering notifications by origin, and a client that waits on `LISTEN` alone on
+  PostgreSQL, would remove most of them (about 40% of a workflow's transactions).
+- Throughput barely grows with worker processes here because the machine has 2 cores: every
+  extra process competes with the others and with PostgreSQL; on more cores (or with workers on
+  other hosts) the claim path (`SKIP LOCKED`, per-worker sticky leases) is built to scale out.
+- Commits per workflow (8.6) include the start, the claim of the run and the completion of the
+  run; the per-action cost is already one transaction on the hot path (an action's result and
+  the workflow's next decision commit together).
 """
 
 

@@ -107,6 +107,7 @@ class Bench:
                 url = pg_database(self.server, "cairn_bench_raw")
                 self.results.append(run_driver("benchmarks.raw_sql", ["--db", url]))
                 progress.remove_task(task)
+                self.on_result(self.results)
         return self.results
 
     def _one(self, progress: Progress, tmp: Path, backend: str, scenario: str, workers: int | None) -> None:
