@@ -100,6 +100,8 @@ ROWS = [
     ("pickup", None, "p50_ms", "pickup latency p50 (ms)", False),
     ("pickup", None, "p99_ms", "pickup latency p99 (ms)", False),
     ("db_cost", None, "commits_per_workflow", "commits per 3-action workflow", False),
+    ("memory", None, "ratio", "worker RSS with the sleeping runs / idle RSS", False),
+    ("memory", None, "sleeping_runs", "(sleeping runs in that measurement)", False),
 ]
 
 

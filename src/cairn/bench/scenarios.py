@@ -114,7 +114,7 @@ async def _wait_registered(client: cairn.Client, count: int, timeout: float = 60
 async def _wait_completed(client: cairn.Client, total: int, progress: Progress, timeout: float = 600.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        done = len(await client.list_runs(status=RunStatus.COMPLETED, limit=total))
+        done = await client.store.count_runs(RunStatus.COMPLETED)
         progress(done, total)
         if done >= total:
             return
@@ -277,7 +277,7 @@ async def memory(url: str, sleepers: int = 100_000, progress: Progress = _noop) 
             progress(start // 2, sleepers)
         deadline = time.monotonic() + 1800
         while True:
-            waiting = len(await client.list_runs(status=RunStatus.WAITING, limit=sleepers))
+            waiting = await client.store.count_runs(RunStatus.WAITING)
             progress(sleepers // 2 + waiting // 2, sleepers)
             if waiting >= sleepers:
                 break

@@ -95,6 +95,10 @@ class SqlStore:
         rows = await self.db.transaction(lambda tx: tx.all("list_runs", params), write=False)
         return [run_row(r) for r in rows]
 
+    async def count_runs(self, status: str) -> int:
+        row = await self.db.transaction(lambda tx: tx.one("count_runs", {"status": status}), write=False)
+        return int(row[0]) if row else 0
+
     async def list_steps(self, run_id: str) -> list[StepRow]:
         rows = await self.db.transaction(lambda tx: tx.all("list_steps", {"run_id": run_id}), write=False)
         return [step_row(r) for r in rows]

@@ -283,3 +283,6 @@ SELECT id FROM cairn_runs WHERE parent_id = :parent_id AND parent_seq = :seq
 -- name: first_open_signal
 SELECT id FROM cairn_signals
 WHERE run_id = :run_id AND name = :name AND consumed_by IS NULL ORDER BY id LIMIT 1
+
+-- name: count_runs
+SELECT count(*) FROM cairn_runs WHERE status = :status
