@@ -49,6 +49,20 @@ class Outcome:
 Recorder = Callable[[ActionClaim, Outcome], Awaitable[None]]
 
 
+async def record_plainly(store: SqlStore, claim: ActionClaim, outcome: Outcome) -> None:
+    """Record an attempt in a completion transaction of its own (fenced by its attempt number)."""
+    won = await store.complete_action(
+        claim, outcome.result, outcome.error, outcome.retry_delay, outcome.memory_writes, outcome.logs
+    )
+    if not won:
+        log.warning(
+            "action %s of run %s: attempt %d was superseded; its outcome is dropped",
+            claim.name,
+            claim.run_id,
+            claim.attempt,
+        )
+
+
 class ActionExecutor:
     def __init__(self, store: SqlStore, registry: Registry, threads: int) -> None:
         self._store = store
@@ -67,16 +81,7 @@ class ActionExecutor:
         await self.complete(claim, outcome)
 
     async def complete(self, claim: ActionClaim, outcome: Outcome) -> None:
-        won = await self._store.complete_action(
-            claim, outcome.result, outcome.error, outcome.retry_delay, outcome.memory_writes, outcome.logs
-        )
-        if not won:
-            log.warning(
-                "action %s of run %s: attempt %d was superseded; its outcome is dropped",
-                claim.name,
-                claim.run_id,
-                claim.attempt,
-            )
+        await record_plainly(self._store, claim, outcome)
 
     async def attempt(self, claim: ActionClaim, memory: dict[str, str]) -> Outcome:
         defn = self._registry.action(claim.name)

@@ -29,7 +29,7 @@ from cairn.serialization import dumps, error_to_json
 from cairn.store.protocol import ActionClaim, ActivationResult, Commit, Completion, NewStep, RunClaim, RunRow
 from cairn.store.sql_store import SqlStore
 from cairn.types import RunStatus, StepKind, StepStatus
-from cairn.worker.actions import Outcome
+from cairn.worker.actions import Outcome, record_plainly
 
 log = logging.getLogger("cairn.worker")
 
@@ -221,16 +221,7 @@ class Runner:
                     await self._complete_plainly(claim, outcome)
 
     async def _complete_plainly(self, claim: ActionClaim, outcome: Outcome) -> None:
-        won = await self._store.complete_action(
-            claim, outcome.result, outcome.error, outcome.retry_delay, outcome.memory_writes, outcome.logs
-        )
-        if not won:
-            log.warning(
-                "action %s of run %s: attempt %d was superseded; its outcome is dropped",
-                claim.name,
-                claim.run_id,
-                claim.attempt,
-            )
+        await record_plainly(self._store, claim, outcome)
 
     # --- committing ---------------------------------------------------------------------------
 
