@@ -72,7 +72,7 @@ DBOS settings, and why
 * ``polling_interval_sec=0.05`` (DBOS default 1.0 s): the queue poller is DBOS's only way to
   start queued work, and each poll claims at most ``worker_concurrency`` workflows, so the
   default caps a process at ~100 workflows per second and adds ~0.5 s to every pickup. 0.05 s
-  is as fast as 0.01 s for throughput here (the work is CPU-bound) at a quarter of the idle
+  is as fast as 0.01 s for throughput here (the work is CPU-bound) at under a third of the idle
   polling traffic; README.md has the figures for 1.0, 0.05 and 0.01 s. ``--poll-interval``
   changes it.
 * ``handle.get_result(polling_interval_sec=0.01)`` (DBOS default 1.0 s): results of queued
@@ -189,7 +189,7 @@ class Target:
             return
         name = self.dbname
         if name in PROTECTED_DATABASES:
-            raise SystemExit(f"refusing to drop and recreate {name!r}")
+            raise ValueError(f"refusing to drop and recreate {name!r}")
         ident = sql.Identifier(name)
         with psycopg.connect(maintenance_conninfo(self.url), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
@@ -561,7 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             target.reset()
             log(f"{args.scenario} on {target.backend} (pid {os.getpid()})")
             workers, metrics = run_scenario(args, target, settings)
-            status = 0
+            status = 1 if "error" in metrics else 0
         except Exception as exc:  # report, don't fake: the caller prints the error
             log(f"{args.scenario} failed: {exc!r}")
             metrics, status = {"error": f"{type(exc).__name__}: {exc}"}, 1

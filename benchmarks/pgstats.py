@@ -25,7 +25,7 @@ STABLE_SEC = 0.5
 def database_name(url: str) -> str:
     name = conninfo.conninfo_to_dict(url).get("dbname")
     if not name:
-        raise SystemExit(f"the URL names no database: {url}")
+        raise ValueError(f"the URL names no database: {url}")
     return str(name)
 
 

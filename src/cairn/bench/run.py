@@ -53,7 +53,7 @@ def run_driver(module: str, args: Sequence[str]) -> dict[str, Any]:
         return {"error": "the competitor drivers live in the repository's benchmarks/ folder; run from a checkout"}
     proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=3600)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
+    if not lines:  # a driver that failed but said why still prints its JSON line: keep that reason
         tail = proc.stderr.strip().splitlines()[-3:]
         return {"error": f"{module} exited with {proc.returncode}: {' | '.join(tail)}"}
     result: dict[str, Any] = json.loads(lines[-1])
@@ -136,6 +136,9 @@ class Bench:
             args = [scenario, "--db", dbos_url]
             if workers:
                 args += ["--workers", str(workers)]
+            runs = {"sequential": self.runs, "throughput": self.workflows}.get(scenario)
+            if runs is not None:  # the same N on both sides
+                args += ["--runs", str(runs)]
             self.results.append(run_driver("benchmarks.dbos_driver", args))
             progress.remove_task(task)
             self.on_result(self.results)
