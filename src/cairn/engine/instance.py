@@ -55,12 +55,14 @@ class WorkflowInstance:
     def restore(cls, defn: WorkflowDef, run: RunRow, journal: Sequence[StepRow], seed: int) -> WorkflowInstance:
         """Rebuild the in-memory state after `run.activations` activations, executing nothing."""
         inst = cls(defn, run, journal, seed)
+        # Steps resolved at once (records, memory writes, sends) are stored with delivered_in = 0, so
+        # batches 1..K hold exactly what each activation delivered.
         batches: dict[int, list[StepRow]] = {}
         for row in journal:
-            if row.delivered_in is not None and row.status.is_resolved and row.kind != StepKind.RECORD:
+            if row.delivered_in is not None and row.status.is_resolved:
                 batches.setdefault(row.delivered_in, []).append(row)
         for k in range(1, run.activations + 1):
-            rows = [r for r in batches.get(k, []) if not _immediate(r)]
+            rows = batches.get(k, [])
             when = rows[0].delivered_at if rows and rows[0].delivered_at is not None else inst._started_at
             inst._step(rows_to_resolutions(rows), when if k > 1 else inst._started_at)
             if inst.runtime.fatal is not None or inst.finished:
@@ -227,12 +229,6 @@ class WorkflowInstance:
 
 def rows_to_resolutions(rows: Iterable[StepRow]) -> list[Resolution]:
     return [Resolution.of(r) for r in sorted(rows, key=lambda r: r.seq)]
-
-
-def _immediate(row: StepRow) -> bool:
-    return row.kind in (StepKind.RECORD, StepKind.MEMORY, StepKind.SEND_SIGNAL) or (
-        row.kind == StepKind.CHILD and row.options is not None and '"detached":true' in row.options
-    )
 
 
 class _SyncBridge:
