@@ -87,7 +87,9 @@ class RunHandle:
 
         unsubscribe = self.client.store.subscribe_key(key, on_note)
         try:
-            pause = 0.02  # a safety poll: the run's notification is what wakes us
+            # The run's notification is what wakes us; the poll is a safety net, and the only way to
+            # see another process's commit where the database cannot notify across processes.
+            pause = 0.5 if self.client.store.db.notifies_across_processes else 0.02
             while True:
                 event.clear()
                 row = await self.describe()

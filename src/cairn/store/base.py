@@ -77,6 +77,11 @@ class Database(abc.ABC):
     @abc.abstractmethod
     async def open(self) -> None: ...
 
+    @property
+    def notifies_across_processes(self) -> bool:
+        """Whether commits in other processes reach `subscribe` callbacks here (else only a poll sees them)."""
+        return False
+
     @abc.abstractmethod
     async def close(self) -> None: ...
 

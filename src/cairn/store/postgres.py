@@ -77,6 +77,7 @@ class PostgresDatabase(Database):
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
+        self._listening = threading.Event()
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -103,6 +104,12 @@ class PostgresDatabase(Database):
         self._stop.clear()
         self._listener = threading.Thread(target=self._listen, name="cairn-pg-listen", daemon=True)
         self._listener.start()
+        # Wait (briefly) until LISTEN is in place, so waiters can rely on notifications from the start.
+        await loop.run_in_executor(self._executor, self._listening.wait, 5.0)
+
+    @property
+    def notifies_across_processes(self) -> bool:
+        return self._listening.is_set()
 
     def _migrate(self) -> None:
         assert self._pool is not None
@@ -130,12 +137,14 @@ class PostgresDatabase(Database):
             try:
                 with psycopg.connect(self.url, autocommit=True) as conn:
                     conn.execute("LISTEN cairn")
+                    self._listening.set()
                     delay = 0.1
                     self._dispatch(["work"])  # we may have missed notifications while away
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.5):  # each as it arrives: a wake-up waits for nothing
                             self._dispatch([note.payload])
             except psycopg.Error as exc:
+                self._listening.clear()
                 if self._stop.is_set():
                     return
                 log.warning("LISTEN connection to %s lost (%s); reconnecting in %.1fs", redact(self.url), exc, delay)

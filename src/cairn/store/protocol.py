@@ -170,6 +170,17 @@ class EventRow:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkClaim:
+    """What one claim transaction leased, and when the next work falls due."""
+
+    runs: Sequence[RunClaim]
+    actions: Sequence[tuple[ActionClaim, dict[str, str]]]
+    """Attempts, each with a snapshot of its run's memory."""
+    next_due_in: float | None
+    """Seconds until the next timer, retry or lease expiry (database clock); None when nothing waits."""
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerInfo:
     id: str
     host: str
@@ -229,28 +240,26 @@ class Store(Protocol):
         """Buffer a signal for a run and wake it; False when the run does not exist."""
 
     # --- work ---
-    async def claim_runs(
+    async def claim_work(
         self,
         worker: str,
         workflows: Sequence[str],
+        actions: Sequence[str],
         queues: Sequence[str] | None,
-        limit: int,
+        run_limit: int,
+        action_limit: int,
         lease: float,
         cached: dict[str, int] | None = None,
-    ) -> list[RunClaim]:
-        """Lease runnable runs; `cached` maps run id → the lease token under which this worker's
-        in-memory copy is still current, so that run's journal need not be reloaded."""
+    ) -> WorkClaim:
+        """Lease up to `run_limit` runnable runs and `action_limit` due attempts in one transaction.
+        `cached` maps run id to the lease token under which this worker's in-memory copy is still
+        current, so that run's journal need not be reloaded."""
 
     async def commit_activation(self, claim: RunClaim, result: ActivationResult) -> None:
         """Apply one activation atomically; LeaseLost if the claim's token is no longer current."""
 
     async def release_run(self, claim: RunClaim) -> None:
         """Give a claimed run back without changes (shutdown, or an error before commit)."""
-
-    async def claim_actions(
-        self, worker: str, names: Sequence[str], queues: Sequence[str] | None, limit: int, lease: float
-    ) -> list[tuple[ActionClaim, dict[str, str]]]:
-        """Lease due attempts; each comes with a snapshot of its run's memory."""
 
     async def complete_action(
         self,
@@ -264,9 +273,6 @@ class Store(Protocol):
         """Record an attempt's outcome fenced by its attempt number; False when it lost the step."""
 
     async def read_memory(self, run_id: str, key: str) -> str | None: ...
-
-    async def next_wake(self, names: Sequence[str]) -> float | None:
-        """Earliest time at which a run or action becomes due, for the worker's sleep."""
 
     # --- workers ---
     async def heartbeat(self, info: WorkerInfo, lease: float) -> None:

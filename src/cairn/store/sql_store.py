@@ -20,6 +20,7 @@ from cairn.store.protocol import (
     RunClaim,
     RunRow,
     StepRow,
+    WorkClaim,
     WorkerInfo,
     WorkflowInfo,
 )
@@ -145,40 +146,29 @@ class SqlStore:
 
     # --- workflow activations -------------------------------------------------------------------
 
-    async def claim_runs(
+    async def claim_work(
         self,
         worker: str,
         workflows: Sequence[str],
+        actions: Sequence[str],
         queues: Sequence[str] | None,
-        limit: int,
+        run_limit: int,
+        action_limit: int,
         lease: float,
         cached: dict[str, int] | None = None,
-    ) -> list[RunClaim]:
-        def tx_fn(tx: Tx) -> list[RunClaim]:
+    ) -> WorkClaim:
+        """One transaction per wake-up: lease runnable runs and due attempts, and say when the next
+        thing falls due (so an idle worker sleeps exactly until then)."""
+
+        def tx_fn(tx: Tx) -> WorkClaim:
             now = tx.now()
-            rows = tx.all(
-                "claim_runs",
-                {
-                    "worker": worker,
-                    "now": now,
-                    "lease": lease,
-                    "limit": limit,
-                    "workflows": list(workflows),
-                    "any_queue": 1 if queues is None else 0,
-                    "queues": list(queues or []),
-                },
-            )
-            claims = []
-            for r in rows:
-                run = run_row(r)
-                for (seq,) in tx.all("fire_due_timers", {"run_id": run.id, "now": now}):
-                    journal_tx.event(tx, run.id, "step.completed", now, seq, kind="timer")
-                skip = cached is not None and cached.get(run.id) == run.lease_token
-                journal = [] if skip else [step_row(s) for s in tx.all("list_steps", {"run_id": run.id})]
-                batch = [step_row(s) for s in tx.all("undelivered_steps", {"run_id": run.id})]
-                signals = [(int(i), str(n), p) for i, n, p in tx.all("open_signals", {"run_id": run.id})]
-                claims.append(RunClaim(run, run.lease_token, journal, batch, signals, skip, now))
-            return claims
+            filters = {"worker": worker, "now": now, "lease": lease, "any_queue": 1 if queues is None else 0}
+            filters["queues"] = list(queues or [])
+            runs = _claim_runs(tx, filters, workflows, run_limit, cached) if workflows and run_limit > 0 else []
+            attempts = _claim_actions(tx, filters, actions, action_limit) if actions and action_limit > 0 else []
+            times = [tx.one("next_wake_runs", {}), tx.one("next_wake_actions", {"names": list(actions)})]
+            due = [float(t[0]) for t in times if t is not None and t[0] is not None]
+            return WorkClaim(runs, attempts, max(0.0, min(due) - now) if due else None)
 
         return await self.db.transaction(tx_fn)
 
@@ -196,41 +186,6 @@ class SqlStore:
 
     # --- action attempts ------------------------------------------------------------------------
 
-    async def claim_actions(
-        self, worker: str, names: Sequence[str], queues: Sequence[str] | None, limit: int, lease: float
-    ) -> list[tuple[ActionClaim, dict[str, str]]]:
-        """Lease due attempts; each comes with a snapshot of its run's memory."""
-
-        def tx_fn(tx: Tx) -> list[tuple[ActionClaim, dict[str, str]]]:
-            now = tx.now()
-            rows = tx.all(
-                "claim_actions",
-                {
-                    "worker": worker,
-                    "now": now,
-                    "lease": lease,
-                    "limit": limit,
-                    "names": list(names),
-                    "any_queue": 1 if queues is None else 0,
-                    "queues": list(queues or []),
-                },
-            )
-            claims = [
-                ActionClaim(
-                    r[0], int(r[1]), r[2], r[3] or "{}", int(r[4]), json.loads(r[5]) if r[5] else None, r[6], int(r[7])
-                )
-                for r in rows
-            ]
-            for c in claims:
-                journal_tx.event(tx, c.run_id, "step.started", now, c.seq, attempt=c.attempt, worker=worker)
-            memory: dict[str, dict[str, str]] = {}
-            if claims:
-                for run_id, key, value in tx.all("memory_of_runs", {"run_ids": sorted({c.run_id for c in claims})}):
-                    memory.setdefault(run_id, {})[key] = value
-            return [(c, memory.get(c.run_id, {})) for c in claims]
-
-        return await self.db.transaction(tx_fn)
-
     async def complete_action(
         self,
         claim: ActionClaim,
@@ -247,14 +202,6 @@ class SqlStore:
         return await self.db.transaction(
             lambda tx: journal_tx.complete_action(tx, claim, result, error, retry_delay, memory_writes, logs)
         )
-
-    async def next_wake(self, names: Sequence[str]) -> float | None:
-        def tx_fn(tx: Tx) -> float | None:
-            times = [tx.one("next_wake_runs", {}), tx.one("next_wake_actions", {"names": list(names)})]
-            values = [float(t[0]) for t in times if t is not None and t[0] is not None]
-            return min(values) if values else None
-
-        return await self.db.transaction(tx_fn, write=False)
 
     # --- workers and definitions ----------------------------------------------------------------
 
@@ -321,3 +268,40 @@ class SqlStore:
     async def list_workflows(self) -> list[WorkflowInfo]:
         rows = await self.db.transaction(lambda tx: tx.all("list_workflows", {}), write=False)
         return [WorkflowInfo(*r) for r in rows]
+
+
+def _claim_runs(
+    tx: Tx, filters: dict[str, Any], workflows: Sequence[str], limit: int, cached: dict[str, int] | None
+) -> list[RunClaim]:
+    now = float(filters["now"])
+    rows = tx.all("claim_runs", {**filters, "limit": limit, "workflows": list(workflows)})
+    claims = []
+    for r in rows:
+        run = run_row(r)
+        for (seq,) in tx.all("fire_due_timers", {"run_id": run.id, "now": now}):
+            journal_tx.event(tx, run.id, "step.completed", now, seq, kind="timer")
+        skip = cached is not None and cached.get(run.id) == run.lease_token
+        journal = [] if skip else [step_row(s) for s in tx.all("list_steps", {"run_id": run.id})]
+        batch = [step_row(s) for s in tx.all("undelivered_steps", {"run_id": run.id})]
+        signals = [(int(i), str(n), p) for i, n, p in tx.all("open_signals", {"run_id": run.id})]
+        claims.append(RunClaim(run, run.lease_token, journal, batch, signals, skip, now))
+    return claims
+
+
+def _claim_actions(
+    tx: Tx, filters: dict[str, Any], names: Sequence[str], limit: int
+) -> list[tuple[ActionClaim, dict[str, str]]]:
+    """Lease due attempts; each comes with a snapshot of its run's memory."""
+    rows = tx.all("claim_actions", {**filters, "limit": limit, "names": list(names)})
+    claims = [
+        ActionClaim(r[0], int(r[1]), r[2], r[3] or "{}", int(r[4]), json.loads(r[5]) if r[5] else None, r[6], int(r[7]))
+        for r in rows
+    ]
+    now, worker = float(filters["now"]), str(filters["worker"])
+    for c in claims:
+        journal_tx.event(tx, c.run_id, "step.started", now, c.seq, attempt=c.attempt, worker=worker)
+    memory: dict[str, dict[str, str]] = {}
+    if claims:
+        for run_id, key, value in tx.all("memory_of_runs", {"run_ids": sorted({c.run_id for c in claims})}):
+            memory.setdefault(run_id, {})[key] = value
+    return [(c, memory.get(c.run_id, {})) for c in claims]

@@ -168,55 +168,47 @@ class Worker:
         while not self._stopping.is_set():
             self._wakeup.clear()
             try:
-                claimed = await self._claim(workflows, actions)
+                due_in = await self._claim(workflows, actions)
                 delay = 0.05
             except Exception as exc:  # database down or busy: back off, never die of it
                 log.warning("claiming work failed (%s); retrying in %.2fs", exc, delay)
                 await self._wait(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            if claimed:
+            # Capacity cut the claim short: claim again at once. Otherwise all that was claimable
+            # has been taken, and new work brings a wake-up (set since the clear above).
+            if self._starved and self._action_slots.free and self._run_slots.free:
                 continue
-            await self._wait(await self._idle_timeout(actions))
+            await self._wait(self.poll_interval if due_in is None else min(self.poll_interval, due_in + 0.001))
 
-    async def _claim(self, workflows: list[str], actions: list[str]) -> int:
-        claimed = 0
-        starved = False
-        free_runs = self._run_slots.free
-        if workflows and free_runs:
-            claims = await self.store.claim_runs(
-                self.id, workflows, self.queues, free_runs, self.lease, self._runner.cache.expected_tokens()
-            )
-            for claim in claims:
-                self._run_slots.take()
-                self._spawn(self._runner.activate(claim), self._run_slots)
-            claimed += len(claims)
-            starved = len(claims) == free_runs
-        free_actions = self._action_slots.free
-        if actions and free_actions:
-            attempts = await self.store.claim_actions(self.id, actions, self.queues, free_actions, self.lease)
-            for attempt, memory in attempts:
-                self._action_slots.take()
-                self._start_action(attempt, memory)
-            claimed += len(attempts)
-            starved = starved or len(attempts) == free_actions
-        self._starved = starved or not free_runs or not free_actions
-        return claimed
+    async def _claim(self, workflows: list[str], actions: list[str]) -> float | None:
+        """Claim as much as there is capacity for; seconds until the next due work."""
+        free_runs, free_actions = self._run_slots.free, self._action_slots.free
+        work = await self.store.claim_work(
+            self.id,
+            workflows,
+            actions,
+            self.queues,
+            free_runs,
+            free_actions,
+            self.lease,
+            self._runner.cache.expected_tokens(),
+        )
+        for claim in work.runs:
+            self._run_slots.take()
+            self._spawn(self._runner.activate(claim), self._run_slots)
+        for attempt, memory in work.actions:
+            self._action_slots.take()
+            self._start_action(attempt, memory)
+        runs_full = bool(workflows) and len(work.runs) == free_runs
+        actions_full = bool(actions) and len(work.actions) == free_actions
+        self._starved = runs_full or actions_full
+        return work.next_due_in
 
     def _start_action(self, claim: ActionClaim, memory: dict[str, str]) -> None:
         """Run an attempt whose slot is already taken; its result goes with the run's next activation
         when this worker holds the run, else in a completion transaction of its own."""
         self._spawn(self._executor.execute(claim, memory, record=self._runner.record), self._action_slots)
-
-    async def _idle_timeout(self, actions: list[str]) -> float:
-        try:
-            due = await self.store.next_wake(actions)
-            now = await self.store.now()
-        except Exception:
-            return self.poll_interval
-        if due is None:
-            return self.poll_interval
-        return max(0.0, min(self.poll_interval, due - now + 0.001))
 
     async def _wait(self, timeout: float) -> None:
         if timeout <= 0:
