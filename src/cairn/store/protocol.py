@@ -7,7 +7,7 @@ nothing. Times are float seconds since the epoch; lease expiry is judged by the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -250,10 +250,12 @@ class Store(Protocol):
         action_limit: int,
         lease: float,
         cached: dict[str, int] | None = None,
+        busy: Collection[str] = (),
     ) -> WorkClaim:
         """Lease up to `run_limit` runnable runs and `action_limit` due attempts in one transaction.
         `cached` maps run id to the lease token under which this worker's in-memory copy is still
-        current, so that run's journal need not be reloaded."""
+        current, so that run's journal need not be reloaded; runs in `busy` (held and being worked
+        on by this worker) are not claimed again."""
 
     async def commit_activation(self, claim: RunClaim, result: ActivationResult) -> None:
         """Apply one activation atomically; LeaseLost if the claim's token is no longer current."""

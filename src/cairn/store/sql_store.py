@@ -7,7 +7,7 @@ and `control` (pause, resume, cancel, retry, fork).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from cairn.store import control, journal_tx
@@ -156,15 +156,21 @@ class SqlStore:
         action_limit: int,
         lease: float,
         cached: dict[str, int] | None = None,
+        busy: Collection[str] = (),
     ) -> WorkClaim:
         """One transaction per wake-up: lease runnable runs and due attempts, and say when the next
-        thing falls due (so an idle worker sleeps exactly until then)."""
+        thing falls due (so an idle worker sleeps exactly until then). Runs in `busy` are being
+        activated by this worker already: claiming them again would only break that commit's fence."""
 
         def tx_fn(tx: Tx) -> WorkClaim:
             now = tx.now()
             filters = {"worker": worker, "now": now, "lease": lease, "any_queue": 1 if queues is None else 0}
             filters["queues"] = list(queues or [])
-            runs = _claim_runs(tx, filters, workflows, run_limit, cached) if workflows and run_limit > 0 else []
+            runs = (
+                _claim_runs(tx, {**filters, "busy": sorted(busy)}, workflows, run_limit, cached)
+                if workflows and run_limit > 0
+                else []
+            )
             attempts = _claim_actions(tx, filters, actions, action_limit) if actions and action_limit > 0 else []
             times = [tx.one("next_wake_runs", {}), tx.one("next_wake_actions", {"names": list(actions)})]
             due = [float(t[0]) for t in times if t is not None and t[0] is not None]
@@ -274,18 +280,35 @@ def _claim_runs(
     tx: Tx, filters: dict[str, Any], workflows: Sequence[str], limit: int, cached: dict[str, int] | None
 ) -> list[RunClaim]:
     now = float(filters["now"])
-    rows = tx.all("claim_runs", {**filters, "limit": limit, "workflows": list(workflows)})
-    claims = []
-    for r in rows:
-        run = run_row(r)
-        for (seq,) in tx.all("fire_due_timers", {"run_id": run.id, "now": now}):
-            journal_tx.event(tx, run.id, "step.completed", now, seq, kind="timer")
-        skip = cached is not None and cached.get(run.id) == run.lease_token
-        journal = [] if skip else [step_row(s) for s in tx.all("list_steps", {"run_id": run.id})]
-        batch = [step_row(s) for s in tx.all("undelivered_steps", {"run_id": run.id})]
-        signals = [(int(i), str(n), p) for i, n, p in tx.all("open_signals", {"run_id": run.id})]
-        claims.append(RunClaim(run, run.lease_token, journal, batch, signals, skip, now))
-    return claims
+    runs = [run_row(r) for r in tx.all("claim_runs", {**filters, "limit": limit, "workflows": list(workflows)})]
+    if not runs:
+        return []
+    ids = [run.id for run in runs]
+    for run_id, seq in tx.all("fire_due_timers_of_runs", {"run_ids": ids, "now": now}):
+        journal_tx.event(tx, run_id, "step.completed", now, seq, kind="timer")
+    held = {run.id for run in runs if cached is not None and cached.get(run.id) == run.lease_token}
+    journals: dict[str, list[StepRow]] = {}
+    reload = [run_id for run_id in ids if run_id not in held]
+    for s in tx.all("steps_of_runs", {"run_ids": reload}) if reload else []:
+        journals.setdefault(s[0], []).append(step_row(s))
+    batches: dict[str, list[StepRow]] = {}
+    for s in tx.all("undelivered_steps_of_runs", {"run_ids": ids}):
+        batches.setdefault(s[0], []).append(step_row(s))
+    signals: dict[str, list[tuple[int, str, str | None]]] = {}
+    for run_id, i, n, p in tx.all("open_signals_of_runs", {"run_ids": ids}):
+        signals.setdefault(run_id, []).append((int(i), str(n), p))
+    return [
+        RunClaim(
+            run,
+            run.lease_token,
+            journals.get(run.id, []),
+            batches.get(run.id, []),
+            signals.get(run.id, []),
+            run.id in held,
+            now,
+        )
+        for run in runs
+    ]
 
 
 def _claim_actions(

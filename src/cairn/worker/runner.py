@@ -18,8 +18,9 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from cairn.engine.instance import WorkflowInstance
 from cairn.engine.runtime import Resolution
@@ -109,6 +110,7 @@ class Runner:
         self.cache = InstanceCache(cache_size)
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._mailbox: dict[str, list[tuple[ActionClaim, Outcome]]] = {}
+        self._claimed: collections.Counter[str] = collections.Counter()
         self._clock_offset = 0.0
         self.reserve_slot: Callable[[], bool] = lambda: False
         self.release_slot: Callable[[], None] = lambda: None
@@ -136,6 +138,23 @@ class Runner:
         return time.time() + self._clock_offset
 
     # --- a claimed activation -------------------------------------------------------------------
+
+    def activation(self, claim: RunClaim) -> Coroutine[Any, Any, None]:
+        """The activation of a claimed run; the run counts as busy from now until it ends."""
+        self._claimed[claim.run.id] += 1
+        return self._activate_claimed(claim)
+
+    async def _activate_claimed(self, claim: RunClaim) -> None:
+        try:
+            await self.activate(claim)
+        finally:
+            self._claimed[claim.run.id] -= 1
+            if self._claimed[claim.run.id] <= 0:
+                del self._claimed[claim.run.id]
+
+    def busy(self) -> set[str]:
+        """Runs held by this worker with an activation or a result commit under way or about to start."""
+        return set(self._claimed) | set(self._locks) | set(self._mailbox)
 
     async def activate(self, claim: RunClaim) -> None:
         self._clock_offset = claim.now - time.time()

@@ -175,10 +175,14 @@ class Worker:
                 await self._wait(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            # Capacity cut the claim short: claim again at once. Otherwise all that was claimable
-            # has been taken, and new work brings a wake-up (set since the clear above).
-            if self._starved and self._action_slots.free and self._run_slots.free:
-                continue
+            if self._starved:
+                # Capacity cut the claim short: more is waiting. Claim again while there is room;
+                # when there is none, the next slot to free up wakes us (due work would only spin).
+                if self._action_slots.free and self._run_slots.free:
+                    continue
+                due_in = None
+            # Otherwise all that was claimable has been taken, and new work brings a wake-up (set
+            # since the clear above); timers and retries fall due at `due_in`.
             await self._wait(self.poll_interval if due_in is None else min(self.poll_interval, due_in + 0.001))
 
     async def _claim(self, workflows: list[str], actions: list[str]) -> float | None:
@@ -193,10 +197,11 @@ class Worker:
             free_actions,
             self.lease,
             self._runner.cache.expected_tokens(),
+            self._runner.busy(),
         )
         for claim in work.runs:
             self._run_slots.take()
-            self._spawn(self._runner.activate(claim), self._run_slots)
+            self._spawn(self._runner.activation(claim), self._run_slots)
         for attempt, memory in work.actions:
             self._action_slots.take()
             self._start_action(attempt, memory)

@@ -33,22 +33,6 @@ SELECT run_id, seq, kind, name, args, status, result, error, attempt, delivered_
        due_at, queue, options, memory_writes, logs, created_at, started_at, completed_at
 FROM cairn_steps WHERE run_id = :run_id ORDER BY seq
 
--- name: undelivered_steps
-SELECT run_id, seq, kind, name, args, status, result, error, attempt, delivered_in, delivered_at,
-       due_at, queue, options, memory_writes, logs, created_at, started_at, completed_at
-FROM cairn_steps
-WHERE run_id = :run_id AND delivered_in IS NULL AND status IN ('completed', 'failed', 'cancelled')
-ORDER BY seq
-
--- name: fire_due_timers
-UPDATE cairn_steps SET status = 'completed', completed_at = :now
-WHERE run_id = :run_id AND kind = 'timer' AND status = 'scheduled' AND due_at <= :now
-RETURNING seq
-
--- name: open_signals
-SELECT id, name, payload FROM cairn_signals
-WHERE run_id = :run_id AND consumed_by IS NULL ORDER BY id
-
 -- name: get_memory
 SELECT key, value FROM cairn_memory WHERE run_id = :run_id ORDER BY key
 

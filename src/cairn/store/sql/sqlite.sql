@@ -6,7 +6,8 @@ UPDATE cairn_runs
 SET lease_owner = :worker, lease_until = :now + :lease, lease_token = lease_token + 1
 WHERE id IN (SELECT id FROM cairn_runs
              WHERE ready_at <= :now AND status IN ('pending', 'running', 'waiting')
-               AND (lease_until IS NULL OR lease_until < :now OR lease_owner = :worker)
+               AND (lease_until IS NULL OR lease_until < :now
+                    OR (lease_owner = :worker AND id NOT IN (SELECT value FROM json_each(:busy))))
                AND workflow IN (SELECT value FROM json_each(:workflows))
                AND (:any_queue = 1 OR queue IN (SELECT value FROM json_each(:queues)))
              ORDER BY priority DESC, ready_at
@@ -49,3 +50,27 @@ SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq,
        updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
        lease_token, pause_reason
 FROM cairn_runs WHERE id = :id
+
+-- The journals of the runs one claim took, in one statement each (not one per run).
+
+-- name: fire_due_timers_of_runs
+UPDATE cairn_steps SET status = 'completed', completed_at = :now
+WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND kind = 'timer' AND status = 'scheduled' AND due_at <= :now
+RETURNING run_id, seq
+
+-- name: steps_of_runs
+SELECT run_id, seq, kind, name, args, status, result, error, attempt, delivered_in, delivered_at,
+       due_at, queue, options, memory_writes, logs, created_at, started_at, completed_at
+FROM cairn_steps
+WHERE run_id IN (SELECT value FROM json_each(:run_ids)) ORDER BY run_id, seq
+
+-- name: undelivered_steps_of_runs
+SELECT run_id, seq, kind, name, args, status, result, error, attempt, delivered_in, delivered_at,
+       due_at, queue, options, memory_writes, logs, created_at, started_at, completed_at
+FROM cairn_steps
+WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND delivered_in IS NULL AND status IN ('completed', 'failed', 'cancelled')
+ORDER BY run_id, seq
+
+-- name: open_signals_of_runs
+SELECT run_id, id, name, payload FROM cairn_signals
+WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND consumed_by IS NULL ORDER BY run_id, id
