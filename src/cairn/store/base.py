@@ -47,6 +47,10 @@ class Tx(abc.ABC):
     @abc.abstractmethod
     def all(self, name: str, params: Params) -> list[tuple[Any, ...]]: ...
 
+    def all_of(self, statements: Sequence[tuple[str, Params]]) -> list[list[tuple[Any, ...]]]:
+        """Several statements, in order, and each one's rows: PostgreSQL sends them in one round trip."""
+        return [self.all(name, params) for name, params in statements]
+
     def one(self, name: str, params: Params) -> tuple[Any, ...] | None:
         rows = self.all(name, params)
         return rows[0] if rows else None
@@ -54,6 +58,19 @@ class Tx(abc.ABC):
     def many(self, name: str, params: Sequence[Params]) -> None:
         for p in params:
             self.execute(name, p)
+
+    def expect_one(self, name: str, params: Params, error: Exception) -> None:
+        """A write that must change exactly one row; otherwise `error` is raised and the transaction
+        rolls back. PostgreSQL checks on the server, so a pipelined commit need not wait for the count."""
+        if self.execute(name, params) != 1:
+            raise error
+
+    def write_notify_if_due(self, name: str, params: Params, payload: str) -> None:
+        """A write whose one returned row has a `due` flag: notify `payload` after commit when it is 1.
+        PostgreSQL notifies from the statement itself, so a pipelined commit need not wait for the row."""
+        row = self.one(name, params)
+        if row is not None and row[0]:
+            self.notify(payload)
 
     def notify(self, payload: str) -> None:
         """Wake listeners after commit (in this process directly, elsewhere through the backend)."""
@@ -70,16 +87,19 @@ class Database(abc.ABC):
     url: str
 
     def __init__(self) -> None:
-        self._listeners: list[Callable[[str], None]] = []
         self._keyed: dict[str, list[Callable[[str], None]]] = {}
         self._lock = threading.Lock()
 
     @abc.abstractmethod
     async def open(self) -> None: ...
 
+    def is_conflict(self, exc: Exception) -> bool:
+        """Whether `exc` is a transaction conflict (a deadlock) that running its parts apart avoids."""
+        return False
+
     @property
     def notifies_across_processes(self) -> bool:
-        """Whether commits in other processes reach `subscribe` callbacks here (else only a poll sees them)."""
+        """Whether commits in other processes reach subscribers here (else only a poll sees them)."""
         return False
 
     @abc.abstractmethod
@@ -88,20 +108,9 @@ class Database(abc.ABC):
     @abc.abstractmethod
     async def transaction(self, fn: Callable[[Tx], T], write: bool = True) -> T: ...
 
-    def subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]:
-        """Call `callback(payload)` (from any thread) on every notification; returns unsubscribe."""
-        with self._lock:
-            self._listeners.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._listeners:
-                    self._listeners.remove(callback)
-
-        return unsubscribe
-
     def subscribe_key(self, key: str, callback: Callable[[str], None]) -> Callable[[], None]:
-        """Call `callback` only for notifications equal to `key` (e.g. "run:<id>" for result waiters)."""
+        """Call `callback(key)` (from any thread) on notifications equal to `key`: "work" for claim
+        loops, "run:<id>" for a run's result waiters. Returns the unsubscribe function."""
         with self._lock:
             self._keyed.setdefault(key, []).append(callback)
 
@@ -117,11 +126,7 @@ class Database(abc.ABC):
 
     def _dispatch(self, payloads: set[str] | list[str]) -> None:
         with self._lock:
-            listeners = list(self._listeners)
             keyed = [(p, list(self._keyed.get(p, ()))) for p in payloads if p in self._keyed]
-        for payload in payloads:
-            for cb in listeners:
-                cb(payload)
         for payload, callbacks in keyed:
             for cb in callbacks:
                 cb(payload)

@@ -44,13 +44,11 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
     run, res = commit.run, commit.result
     if res.status in TERMINAL and run.parent_id is not None:
         tx.one("lock_run", {"id": run.parent_id})  # parent before child: see control._lock
-    fenced = tx.one("fence_run", {"id": run.id, "token": commit.token})
-    if fenced is None:
-        raise LeaseLost(f"the lease on run {run.id} was lost (another worker or a control operation took it)")
-    now = float(fenced[0])
+    now = commit.now if commit.now is not None else tx.now()
+    lost = LeaseLost(f"the lease on run {run.id} was lost (another worker or a control operation took it)")
+    tx.expect_one("fence_run", {"id": run.id, "token": commit.token, "now": now}, lost)
     for c in commit.completions:
-        if not complete_action(tx, c.claim, c.result, c.error, None, c.memory_writes, c.logs, wake=False, now=now):
-            raise CompletionLost(f"action step {c.claim.seq} of run {run.id} was superseded")
+        complete_action(tx, c.claim, c.result, c.error, None, c.memory_writes, c.logs, in_commit=True, now=now)
     activation = run.activations + (1 if res.counts_as_activation else 0)
     if run.status == RunStatus.PENDING:
         event(tx, run.id, "started", now)
@@ -84,7 +82,8 @@ def _finish(tx: Tx, commit: Commit, activation: int, now: float) -> None:
     run, res = commit.run, commit.result
     terminal = res.status in TERMINAL
     sticky = commit.owner is not None and res.status == RunStatus.RUNNING
-    finished = tx.one(
+    # A result that arrived meanwhile (recorded apart) leaves the run due: claim loops must hear of it.
+    tx.write_notify_if_due(
         "finish_activation",
         {
             "id": run.id,
@@ -102,6 +101,7 @@ def _finish(tx: Tx, commit: Commit, activation: int, now: float) -> None:
             "lease_owner": commit.owner if sticky else None,
             "lease_until": now + commit.lease if sticky else None,
         },
+        WORK,
     )
     if res.status in PARKED:
         detail = {"reason": res.pause_reason} if res.status == RunStatus.PAUSED else {}
@@ -111,9 +111,8 @@ def _finish(tx: Tx, commit: Commit, activation: int, now: float) -> None:
         tx.notify(f"run:{run.id}")
     if terminal and run.parent_id is not None and run.parent_seq is not None:
         resolve_parent(tx, run, res.status, res.result, res.error, now)
-    due = finished is not None and finished[0] is not None and float(finished[0]) <= now
-    if res.wake_at is not None or due:
-        tx.notify(WORK)  # a timer to watch, or results waiting: else nothing here is for a claim loop
+    if res.wake_at is not None:
+        tx.notify(WORK)  # a timer to watch: else nothing here is for a claim loop
 
 
 def resolve_parent(tx: Tx, child: RunRow, status: RunStatus, result: str | None, error: str | None, now: float) -> None:
@@ -243,15 +242,17 @@ def complete_action(
     retry_delay: float | None,
     memory_writes: Sequence[tuple[str, str]],
     logs: Sequence[str],
-    wake: bool = True,
+    in_commit: bool = False,
     now: float | None = None,
 ) -> bool:
     """Record an attempt's outcome, fenced by its attempt number; False when it lost the step.
 
-    Inside an activation commit (`now` given) the run row is already locked and the result is
-    delivered there, so neither the lock nor the wake-up is repeated."""
-    if now is None:
+    `in_commit`: inside an activation commit, which has locked the run row and delivers the result
+    itself, so neither the lock nor the wake-up is repeated, and losing the step fails the commit
+    (CompletionLost) instead of returning False."""
+    if not in_commit:
         tx.one("lock_run", {"id": claim.run_id})  # run row first: the lock order of every commit
+    if now is None:
         now = tx.now()
     retrying = retry_delay is not None
     status = StepStatus.SCHEDULED if retrying else (StepStatus.FAILED if error is not None else StepStatus.COMPLETED)
@@ -259,25 +260,22 @@ def complete_action(
     if logs:  # every attempt's lines stay with the step
         row = tx.one("step_logs", {"run_id": claim.run_id, "seq": claim.seq})
         all_logs = (json.loads(row[0]) if row and row[0] else []) + all_logs
-    won = (
-        tx.execute(
-            "complete_step",
-            {
-                "run_id": claim.run_id,
-                "seq": claim.seq,
-                "attempt": claim.attempt,
-                "status": status,
-                "result": result,
-                "error": error,
-                "memory_writes": json.dumps(list(memory_writes)) if memory_writes and not retrying else None,
-                "logs": json.dumps(all_logs) if all_logs else None,
-                "completed_at": None if retrying else now,
-                "due_at": now + retry_delay if retry_delay is not None else None,
-            },
-        )
-        == 1
-    )
-    if not won:
+    params = {
+        "run_id": claim.run_id,
+        "seq": claim.seq,
+        "attempt": claim.attempt,
+        "status": status,
+        "result": result,
+        "error": error,
+        "memory_writes": json.dumps(list(memory_writes)) if memory_writes and not retrying else None,
+        "logs": json.dumps(all_logs) if all_logs else None,
+        "completed_at": None if retrying else now,
+        "due_at": now + retry_delay if retry_delay is not None else None,
+    }
+    if in_commit:
+        superseded = CompletionLost(f"action step {claim.seq} of run {claim.run_id} was superseded")
+        tx.expect_one("complete_step", params, superseded)
+    elif tx.execute("complete_step", params) != 1:
         return False
     if retrying:
         message = json.loads(error or "{}").get("message", "")
@@ -290,7 +288,7 @@ def complete_action(
     if error is not None:
         detail["error"] = json.loads(error).get("message", "")
     event(tx, claim.run_id, f"step.{status.value}", now, claim.seq, **detail)
-    if wake:  # not when the same transaction delivers the result to the run
+    if not in_commit:  # else the same transaction delivers the result to the run
         tx.write("wake_run", {"id": claim.run_id, "now": now})
         tx.notify(WORK)
     return True

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import functools
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -26,14 +29,42 @@ log = logging.getLogger("cairn.store.postgres")
 _MIGRATION_LOCK = 7_311_482_019
 
 
+ANY_ORIGIN = "*"
+"""The origin of a notification the server itself sends; every process, the committer's included, handles it."""
+EXPECTATION_FAILED = "CA001"
+"""The SQLSTATE `cairn_expect()` raises (migration 0004)."""
+
+
+@functools.cache
+def _expecting(name: str) -> str:
+    """The named write, made to fail on the server unless it changed exactly one row."""
+    return (
+        f"WITH changed AS ({queries('postgres')[name]} RETURNING 1) "
+        "SELECT cairn_expect((SELECT count(*) FROM changed) = 1, %(expect)s)"
+    )
+
+
+@functools.cache
+def _notifying(name: str) -> str:
+    """The named write (returning a `due` flag), made to notify from the server when the flag is 1."""
+    write = queries("postgres")[name]
+    return f"WITH written AS ({write}) SELECT pg_notify('cairn', %(payload)s) FROM written WHERE due = 1"
+
+
 class _PgTx(Tx):
-    """Runs in pipeline mode: writes are queued and sent together; a count or a fetch syncs."""
+    """Runs in pipeline mode: writes are queued and sent together; a count or a fetch syncs.
+
+    Checks (`expect_one`) and conditional wake-ups (`write_notify_if_due`) run on the server, so a
+    commit made only of writes and checks goes to the server in one round trip, COMMIT included.
+    """
 
     def __init__(self, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline) -> None:
         super().__init__()
+        self._conn = conn
         self._cur = conn.cursor()
         self._pipeline = pipeline
         self._q = queries("postgres")
+        self._expected: dict[str, Exception] = {}
 
     def execute(self, name: str, params: Params) -> int:
         self._cur.execute(self._q[name], params)
@@ -48,9 +79,35 @@ class _PgTx(Tx):
         self._pipeline.sync()
         return self._cur.fetchall() if self._cur.description else []
 
-    def many(self, name: str, params: Sequence[Params]) -> None:
-        if params:
-            self._cur.executemany(self._q[name], params)
+    def all_of(self, statements: Sequence[tuple[str, Params]]) -> list[list[tuple[Any, ...]]]:
+        cursors = []
+        for name, params in statements:
+            cur = self._conn.cursor()
+            cur.execute(self._q[name], params)
+            cursors.append(cur)
+        self._pipeline.sync()
+        return [cur.fetchall() if cur.description else [] for cur in cursors]
+
+    def expect_one(self, name: str, params: Params, error: Exception) -> None:
+        key = f"cairn expectation {len(self._expected)}"
+        self._expected[key] = error
+        self._cur.execute(_expecting(name), {**params, "expect": key})
+
+    def write_notify_if_due(self, name: str, params: Params, payload: str) -> None:
+        # Sent by the server, so no process has had it yet: it carries no origin (see `_listen`).
+        self._cur.execute(_notifying(name), {**params, "payload": f"{ANY_ORIGIN} {payload}"})
+
+    def commit(self, origin: str) -> None:
+        """Queue the notifications and COMMIT, and send what is still queued with them."""
+        for note in self.notes:
+            self.write("notify", {"payload": f"{origin} {note}"})
+        self._conn.commit()
+
+    def expected(self, exc: psycopg.Error) -> Exception | None:
+        """The error a failed server-side check stands for (it may surface at any later statement)."""
+        if exc.sqlstate == EXPECTATION_FAILED:
+            return self._expected.get(exc.diag.message_primary or "")
+        return None
 
 
 def redact(url: str) -> str:
@@ -78,6 +135,8 @@ class PostgresDatabase(Database):
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
         self._listening = threading.Event()
+        self._origin = uuid.uuid4().hex[:12]
+        """Tags our notifications: we dispatch them in-process at commit, so their echo is skipped."""
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -106,6 +165,9 @@ class PostgresDatabase(Database):
         self._listener.start()
         # Wait (briefly) until LISTEN is in place, so waiters can rely on notifications from the start.
         await loop.run_in_executor(self._executor, self._listening.wait, 5.0)
+
+    def is_conflict(self, exc: Exception) -> bool:
+        return isinstance(exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure)
 
     @property
     def notifies_across_processes(self) -> bool:
@@ -142,7 +204,9 @@ class PostgresDatabase(Database):
                     self._dispatch(["work"])  # we may have missed notifications while away
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.5):  # each as it arrives: a wake-up waits for nothing
-                            self._dispatch([note.payload])
+                            origin, _, payload = note.payload.partition(" ")
+                            if origin != self._origin:
+                                self._dispatch([payload])
             except psycopg.Error as exc:
                 self._listening.clear()
                 if self._stop.is_set():
@@ -192,21 +256,26 @@ class PostgresDatabase(Database):
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise _BeforeCommit(exc) from exc
         try:
-            try:
-                with conn.pipeline() as pipeline:
-                    tx = _PgTx(conn, pipeline)
-                    result = fn(tx)
-                    for note in tx.notes:
-                        tx.write("notify", {"payload": note})
-            except psycopg.OperationalError as exc:
-                if not conn.broken:
+            with conn.pipeline() as pipeline:
+                tx = _PgTx(conn, pipeline)
+                try:
+                    try:
+                        result = fn(tx)
+                    except psycopg.OperationalError as exc:
+                        raise _BeforeCommit(exc) from exc
+                    # Writes still queued go with the COMMIT: a connection failure from here on is
+                    # ambiguous (the commit may have happened), so it propagates and is never retried.
+                    tx.commit(self._origin)
+                except psycopg.Error as exc:
+                    expected = tx.expected(exc)
+                    if expected is None:
+                        raise
+                    raise expected from None
+        except BaseException:
+            if not conn.broken:
+                with contextlib.suppress(psycopg.Error):
                     conn.rollback()
-                raise _BeforeCommit(exc) from exc
-            except BaseException:
-                if not conn.broken:
-                    conn.rollback()
-                raise
-            conn.commit()  # a failure here is ambiguous: it propagates, never retried
+            raise
         finally:
             conn_cm.__exit__(None, None, None)
         return result, tx.notes

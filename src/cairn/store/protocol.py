@@ -158,6 +158,9 @@ class Commit:
     births: frozenset[int] = frozenset()
     owner: str | None = None
     lease: float = 0.0
+    now: float | None = None
+    """The committer's estimate of the database clock, so the commit need not ask for it (a round
+    trip); None: ask the database."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+from cairn.errors import CairnError, LeaseLost
 from cairn.store import control, journal_tx
 from cairn.store.base import WORK, Database, Tx, run_row, step_row
 from cairn.store.protocol import (
@@ -40,9 +41,6 @@ class SqlStore:
     async def close(self) -> None:
         await self.db.close()
 
-    def subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]:
-        return self.db.subscribe(callback)
-
     def subscribe_key(self, key: str, callback: Callable[[str], None]) -> Callable[[], None]:
         return self.db.subscribe_key(key, callback)
 
@@ -62,28 +60,22 @@ class SqlStore:
         code_version: str | None = None,
     ) -> tuple[RunRow, bool]:
         def tx_fn(tx: Tx) -> tuple[RunRow, bool]:
-            now = tx.now()
-            created = (
-                tx.execute(
-                    "insert_run",
-                    {
-                        "id": run_id,
-                        "workflow": workflow,
-                        "input": input,
-                        "queue": queue,
-                        "parent_id": parent_id,
-                        "parent_seq": parent_seq,
-                        "now": now,
-                        "code_version": code_version,
-                    },
-                )
-                == 1
-            )
-            if created:
+            params = {
+                "id": run_id,
+                "workflow": workflow,
+                "input": input,
+                "queue": queue,
+                "parent_id": parent_id,
+                "parent_seq": parent_seq,
+                "code_version": code_version,
+            }
+            row = tx.one("start_run", params)
+            if row is not None:
                 tx.notify(WORK)
-            row = tx.one("get_run", {"id": run_id})
+                return run_row(row), True
+            row = tx.one("get_run", {"id": run_id})  # the id names an existing run
             assert row is not None
-            return run_row(row), created
+            return run_row(row), False
 
         return await self.db.transaction(tx_fn)
 
@@ -166,15 +158,23 @@ class SqlStore:
             now = tx.now()
             filters = {"worker": worker, "now": now, "lease": lease, "any_queue": 1 if queues is None else 0}
             filters["queues"] = list(queues or [])
-            runs = (
-                _claim_runs(tx, {**filters, "busy": sorted(busy)}, workflows, run_limit, cached)
-                if workflows and run_limit > 0
-                else []
+            mine = {**filters, "busy": sorted(busy), "workflows": list(workflows), "names": list(actions)}
+            statements: list[tuple[str, dict[str, Any]]] = []
+            if workflows and run_limit > 0:
+                statements.append(("claim_runs", {**mine, "limit": run_limit}))
+            if actions and action_limit > 0:
+                statements.append(("claim_actions", {**mine, "limit": action_limit}))
+            # After the claims, which lease what they took: what is left to fall due.
+            statements += [("next_wake_runs", mine), ("next_wake_actions", mine)]
+            *claimed, wake_runs, wake_actions = tx.all_of(statements)
+            run_rows = claimed.pop(0) if workflows and run_limit > 0 else []
+            action_rows = claimed.pop(0) if actions and action_limit > 0 else []
+            due = [float(t[0][0]) for t in (wake_runs, wake_actions) if t and t[0][0] is not None]
+            return WorkClaim(
+                _load_runs(tx, now, run_rows, cached),
+                _lease_actions(tx, now, worker, action_rows),
+                max(0.0, min(due) - now) if due else None,
             )
-            attempts = _claim_actions(tx, filters, actions, action_limit) if actions and action_limit > 0 else []
-            times = [tx.one("next_wake_runs", {}), tx.one("next_wake_actions", {"names": list(actions)})]
-            due = [float(t[0]) for t in times if t is not None and t[0] is not None]
-            return WorkClaim(runs, attempts, max(0.0, min(due) - now) if due else None)
 
         return await self.db.transaction(tx_fn)
 
@@ -182,6 +182,33 @@ class SqlStore:
         """Apply one activation in one transaction; LeaseLost if the run's token moved (nothing written)."""
         commit = claim if isinstance(claim, Commit) else Commit(claim.run, claim.token, result or ActivationResult())
         await self.db.transaction(lambda tx: journal_tx.commit_activation(tx, commit))
+
+    async def commit_activations(self, commits: Sequence[Commit]) -> list[CairnError | None]:
+        """Apply several activations in one transaction (a group commit); for each, None or the error
+        that refused it (LeaseLost). When any is refused, they are applied one transaction each
+        instead, so one lost fence fails only its own commit."""
+        if len(commits) > 1:
+            try:
+
+                def apply_all(tx: Tx) -> None:
+                    for commit in commits:
+                        journal_tx.commit_activation(tx, commit)
+
+                await self.db.transaction(apply_all)
+                return [None] * len(commits)
+            except CairnError:
+                pass
+            except Exception as exc:
+                if not self.db.is_conflict(exc):
+                    raise
+        outcomes: list[CairnError | None] = []
+        for commit in commits:
+            try:
+                await self.commit_activation(commit)
+                outcomes.append(None)
+            except LeaseLost as exc:
+                outcomes.append(exc)
+        return outcomes
 
     async def release_run(self, claim: RunClaim) -> None:
         def tx_fn(tx: Tx) -> None:
@@ -276,26 +303,32 @@ class SqlStore:
         return [WorkflowInfo(*r) for r in rows]
 
 
-def _claim_runs(
-    tx: Tx, filters: dict[str, Any], workflows: Sequence[str], limit: int, cached: dict[str, int] | None
-) -> list[RunClaim]:
-    now = float(filters["now"])
-    runs = [run_row(r) for r in tx.all("claim_runs", {**filters, "limit": limit, "workflows": list(workflows)})]
+def _load_runs(tx: Tx, now: float, rows: Sequence[tuple[Any, ...]], cached: dict[str, int] | None) -> list[RunClaim]:
+    """What an activation of each claimed run needs: due timers fired, journal, results, signals."""
+    runs = [run_row(r) for r in rows]
     if not runs:
         return []
     ids = [run.id for run in runs]
-    for run_id, seq in tx.all("fire_due_timers_of_runs", {"run_ids": ids, "now": now}):
-        journal_tx.event(tx, run_id, "step.completed", now, seq, kind="timer")
     held = {run.id for run in runs if cached is not None and cached.get(run.id) == run.lease_token}
-    journals: dict[str, list[StepRow]] = {}
     reload = [run_id for run_id in ids if run_id not in held]
-    for s in tx.all("steps_of_runs", {"run_ids": reload}) if reload else []:
+    fired, steps, undelivered, open_signals = tx.all_of(
+        [
+            ("fire_due_timers_of_runs", {"run_ids": ids, "now": now}),
+            ("steps_of_runs", {"run_ids": reload}),
+            ("undelivered_steps_of_runs", {"run_ids": ids}),
+            ("open_signals_of_runs", {"run_ids": ids}),
+        ]
+    )
+    for run_id, seq in fired:
+        journal_tx.event(tx, run_id, "step.completed", now, seq, kind="timer")
+    journals: dict[str, list[StepRow]] = {}
+    for s in steps:
         journals.setdefault(s[0], []).append(step_row(s))
     batches: dict[str, list[StepRow]] = {}
-    for s in tx.all("undelivered_steps_of_runs", {"run_ids": ids}):
+    for s in undelivered:
         batches.setdefault(s[0], []).append(step_row(s))
     signals: dict[str, list[tuple[int, str, str | None]]] = {}
-    for run_id, i, n, p in tx.all("open_signals_of_runs", {"run_ids": ids}):
+    for run_id, i, n, p in open_signals:
         signals.setdefault(run_id, []).append((int(i), str(n), p))
     return [
         RunClaim(
@@ -311,16 +344,14 @@ def _claim_runs(
     ]
 
 
-def _claim_actions(
-    tx: Tx, filters: dict[str, Any], names: Sequence[str], limit: int
+def _lease_actions(
+    tx: Tx, now: float, worker: str, rows: Sequence[tuple[Any, ...]]
 ) -> list[tuple[ActionClaim, dict[str, str]]]:
-    """Lease due attempts; each comes with a snapshot of its run's memory."""
-    rows = tx.all("claim_actions", {**filters, "limit": limit, "names": list(names)})
+    """The claimed attempts, each with a snapshot of its run's memory."""
     claims = [
         ActionClaim(r[0], int(r[1]), r[2], r[3] or "{}", int(r[4]), json.loads(r[5]) if r[5] else None, r[6], int(r[7]))
         for r in rows
     ]
-    now, worker = float(filters["now"]), str(filters["worker"])
     for c in claims:
         journal_tx.event(tx, c.run_id, "step.started", now, c.seq, attempt=c.attempt, worker=worker)
     memory: dict[str, dict[str, str]] = {}

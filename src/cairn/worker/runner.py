@@ -31,6 +31,7 @@ from cairn.store.protocol import ActionClaim, ActivationResult, Commit, Completi
 from cairn.store.sql_store import SqlStore
 from cairn.types import RunStatus, StepKind, StepStatus
 from cairn.worker.actions import Outcome, record_plainly
+from cairn.worker.committer import GroupCommitter
 
 log = logging.getLogger("cairn.worker")
 
@@ -108,6 +109,7 @@ class Runner:
         self._lease = lease
         self._queues = set(queues) if queues else None
         self.cache = InstanceCache(cache_size)
+        self._committer = GroupCommitter(store)
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._mailbox: dict[str, list[tuple[ActionClaim, Outcome]]] = {}
         self._claimed: collections.Counter[str] = collections.Counter()
@@ -253,9 +255,10 @@ class Runner:
         completions: Sequence[Completion],
     ) -> bool:
         births = self._births(result.new_steps) if inst is not None else []
-        commit = Commit(run, token, result, completions, frozenset(s.seq for s in births), self._worker_id, self._lease)
+        born = frozenset(s.seq for s in births)
+        commit = Commit(run, token, result, completions, born, self._worker_id, self._lease, self._now())
         try:
-            await self._store.commit_activation(commit)
+            await self._committer.commit(commit)
         except LeaseLost:
             log.info("run %s: lease moved before commit; another worker or a control operation continues it", run.id)
             self._abandon(inst, births)

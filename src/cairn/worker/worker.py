@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from cairn.registry import Registry, registry
-from cairn.store.base import call_soon_here
+from cairn.store.base import WORK, call_soon_here
 from cairn.store.open import open_store
 from cairn.store.protocol import ActionClaim, WorkerInfo, WorkflowInfo
 from cairn.store.sql_store import SqlStore
@@ -91,7 +91,7 @@ class Worker:
         def wake(_payload: str) -> None:
             call_soon_here(loop, self._wakeup.set)
 
-        self._unsubscribe = self.store.subscribe(wake)
+        self._unsubscribe = self.store.subscribe_key(WORK, wake)
         await self.store.register_workflows(
             [WorkflowInfo(w.id, w.description, _schema(w), w.queue) for w in self.registry.workflows()]
         )

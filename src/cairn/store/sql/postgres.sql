@@ -38,9 +38,23 @@ SELECT run_id, key, value FROM cairn_memory WHERE run_id = ANY(:run_ids)
 -- name: lock_run
 SELECT status FROM cairn_runs WHERE id = :id FOR UPDATE
 
+-- name: next_wake_runs
+-- When the next run this worker could claim falls due, after this transaction's claims. Runs
+-- leased to others are left to their holder (a lease running out is the safety poll's to see);
+-- of this worker's own held runs only future wake-ups count (a due one was just claimed, or is
+-- busy). That keeps this a short walk of the ready_at index however many runs are sleeping.
+SELECT MIN(ready_at) FROM cairn_runs
+WHERE ready_at IS NOT NULL AND workflow = ANY(:workflows) AND (:any_queue = 1 OR queue = ANY(:queues))
+  AND (lease_until IS NULL OR lease_until <= ready_at
+       OR (lease_owner = :worker AND ready_at > :now AND NOT id = ANY(:busy)))
+
 -- name: next_wake_actions
+-- Like claim_actions' filter: a step of a paused run is not due, however old its due_at.
 SELECT MIN(due_at) FROM cairn_steps
 WHERE kind = 'action' AND status IN ('scheduled', 'running') AND name = ANY(:names)
+  AND (:any_queue = 1 OR queue = ANY(:queues))
+  AND EXISTS (SELECT 1 FROM cairn_runs r WHERE r.id = cairn_steps.run_id
+              AND r.status IN ('pending', 'running', 'waiting'))
 
 -- name: notify
 SELECT pg_notify('cairn', :payload)

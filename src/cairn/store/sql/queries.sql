@@ -12,6 +12,19 @@ VALUES (:id, :workflow, 'pending', :input, :queue, :parent_id, :parent_seq,
         :now, :now, :code_version, :now)
 ON CONFLICT (id) DO NOTHING
 
+-- name: start_run
+-- A new top-level run in one statement (its clock read on the server); no row when the id exists.
+-- (SQLite needs the WHERE to parse ON CONFLICT after a SELECT.)
+INSERT INTO cairn_runs (id, workflow, status, input, queue, parent_id, parent_seq,
+                        created_at, updated_at, code_version, ready_at)
+SELECT :id, :workflow, 'pending', :input, :queue, :parent_id, :parent_seq, t.now, t.now,
+       :code_version, t.now
+FROM (SELECT cairn_now() AS now) t WHERE true
+ON CONFLICT (id) DO NOTHING
+RETURNING id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
+          updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
+          lease_token, pause_reason
+
 -- name: get_run
 SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
        updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
@@ -53,9 +66,8 @@ WHERE id = :id AND status IN ('pending', 'running', 'waiting')
 -- name: fence_run
 -- Every commit advances the token, so a claim that read the run before this commit cannot commit
 -- decisions made from that stale read (its fence fails), and vice versa.
-UPDATE cairn_runs SET updated_at = cairn_now(), lease_token = lease_token + 1
+UPDATE cairn_runs SET updated_at = :now, lease_token = lease_token + 1
 WHERE id = :id AND lease_token = :token
-RETURNING cairn_now()
 
 -- name: consume_signal_into_step
 UPDATE cairn_steps
@@ -106,7 +118,7 @@ SET status = :status, result = :result, error = :error, activations = :activatio
                      AND status IN ('completed', 'failed', 'cancelled')) THEN :now
         ELSE CAST(:wake_at AS double precision) END
 WHERE id = :id AND lease_token = :token
-RETURNING ready_at
+RETURNING CASE WHEN ready_at <= :now THEN 1 ELSE 0 END AS due
 
 -- name: resolve_parent_step
 UPDATE cairn_steps SET status = :status, result = :result, error = :error, completed_at = :now
@@ -166,10 +178,6 @@ ON CONFLICT (name) DO UPDATE SET description = excluded.description,
 
 -- name: list_workflows
 SELECT name, description, input_schema, queue FROM cairn_workflows ORDER BY name
-
--- name: next_wake_runs
-SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > ready_at THEN lease_until ELSE ready_at END)
-FROM cairn_runs WHERE ready_at IS NOT NULL AND status IN ('pending', 'running', 'waiting')
 
 -- name: insert_event
 INSERT INTO cairn_events (run_id, at, kind, step, detail) VALUES (:run_id, :now, :kind, :step, :detail)
