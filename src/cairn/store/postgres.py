@@ -267,6 +267,8 @@ class PostgresDatabase(Database):
                     # ambiguous (the commit may have happened), so it propagates and is never retried.
                     tx.commit(self._origin)
                 except psycopg.Error as exc:
+                    with contextlib.suppress(psycopg.Error):
+                        pipeline.sync()  # drain the aborted pipeline, so leaving it is quiet
                     expected = tx.expected(exc)
                     if expected is None:
                         raise
