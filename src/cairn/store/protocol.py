@@ -280,8 +280,11 @@ class Store(Protocol):
     async def read_memory(self, run_id: str, key: str) -> str | None: ...
 
     # --- workers ---
-    async def heartbeat(self, info: WorkerInfo, lease: float) -> None:
-        """Record liveness and extend the leases this worker holds."""
+    async def heartbeat(
+        self, info: WorkerInfo, lease: float, runs: Collection[str] = (), attempts: Collection[tuple[str, int]] = ()
+    ) -> None:
+        """Record liveness and extend the leases of the runs this worker holds and the attempts
+        (run id, step) it is running."""
 
     async def remove_worker(self, worker_id: str) -> None: ...
 

@@ -238,7 +238,14 @@ class SqlStore:
 
     # --- workers and definitions ----------------------------------------------------------------
 
-    async def heartbeat(self, info: WorkerInfo, lease: float) -> None:
+    async def heartbeat(
+        self, info: WorkerInfo, lease: float, runs: Collection[str] = (), attempts: Collection[tuple[str, int]] = ()
+    ) -> None:
+        """Record liveness and extend the leases of the `runs` this worker holds and the `attempts`
+        (run id, step) it is running; a lease it no longer tracks runs out and is taken over."""
+        held = sorted(runs)
+        running = sorted(f"{run_id} {seq}" for run_id, seq in attempts)
+
         def tx_fn(tx: Tx) -> None:
             now = tx.now()
             tx.execute(
@@ -253,8 +260,8 @@ class SqlStore:
                     "in_flight": info.in_flight,
                 },
             )
-            tx.execute("extend_run_leases", {"worker": info.id, "until": now + lease})  # runs, then steps
-            tx.execute("extend_step_leases", {"worker": info.id, "until": now + lease})
+            tx.execute("extend_run_leases", {"worker": info.id, "until": now + lease, "runs": held})  # runs, then steps
+            tx.execute("extend_step_leases", {"worker": info.id, "until": now + lease, "attempts": running})
             # Rows of workers that died without a goodbye are removed once clearly dead.
             tx.execute("prune_workers", {"before": now - max(300.0, 30 * lease)})
 

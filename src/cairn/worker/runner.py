@@ -154,6 +154,10 @@ class Runner:
             if self._claimed[claim.run.id] <= 0:
                 del self._claimed[claim.run.id]
 
+    def held(self) -> set[str]:
+        """Runs whose lease this worker keeps: in memory, or being worked on."""
+        return set(self.cache.expected_tokens()) | self.busy()
+
     def busy(self) -> set[str]:
         """Runs held by this worker with an activation or a result commit under way or about to start."""
         return set(self._claimed) | set(self._locks) | set(self._mailbox)
@@ -237,8 +241,16 @@ class Runner:
                 for claim, outcome in items:
                     await self._complete_plainly(claim, outcome)
                 continue
-            if not await self._commit(entry.inst, entry.run, entry.token, result, completions):
-                for claim, outcome in items:  # the combined commit rolled back: nothing was written
+            try:
+                committed = await self._commit(entry.inst, entry.run, entry.token, result, completions)
+            except Exception as exc:
+                # E.g. the connection dropped at COMMIT: whether it landed is unknown. Recording the
+                # results apart is safe either way (fenced by attempt); the run, no longer held
+                # here, runs out its lease and is replayed, as are born actions that never started.
+                log.warning("run %s: committing its results failed (%s); recording them apart", run_id, exc)
+                committed = False
+            if not committed:
+                for claim, outcome in items:  # the combined commit rolled back (or may have): record apart
                     await self._complete_plainly(claim, outcome)
 
     async def _complete_plainly(self, claim: ActionClaim, outcome: Outcome) -> None:

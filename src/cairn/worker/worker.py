@@ -9,6 +9,7 @@ one dies, the worker stops loudly rather than running without leases.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -73,6 +74,8 @@ class Worker:
         self._runner.release_slot = self._action_slots.release
         self._runner.start_action = self._start_action
         self._tasks: set[asyncio.Task[None]] = set()
+        self._attempts: collections.Counter[tuple[str, int]] = collections.Counter()
+        """Attempts running here (run id, step): the heartbeat extends exactly their leases."""
         self._wakeup = asyncio.Event()
         self._starved = False
         self._stopping = asyncio.Event()
@@ -213,7 +216,18 @@ class Worker:
     def _start_action(self, claim: ActionClaim, memory: dict[str, str]) -> None:
         """Run an attempt whose slot is already taken; its result goes with the run's next activation
         when this worker holds the run, else in a completion transaction of its own."""
-        self._spawn(self._executor.execute(claim, memory, record=self._runner.record), self._action_slots)
+        key = (claim.run_id, claim.seq)
+        self._attempts[key] += 1
+        self._spawn(self._run_attempt(claim, memory), self._action_slots)
+
+    async def _run_attempt(self, claim: ActionClaim, memory: dict[str, str]) -> None:
+        key = (claim.run_id, claim.seq)
+        try:
+            await self._executor.execute(claim, memory, record=self._runner.record)
+        finally:
+            self._attempts[key] -= 1
+            if self._attempts[key] <= 0:
+                del self._attempts[key]
 
     async def _wait(self, timeout: float) -> None:
         if timeout <= 0:
@@ -242,7 +256,7 @@ class Worker:
             if self._stopping.is_set():
                 return
             try:
-                await self.store.heartbeat(self._info(), self.lease)
+                await self.store.heartbeat(self._info(), self.lease, self._runner.held(), set(self._attempts))
             except Exception as exc:
                 log.warning("heartbeat failed (%s); will retry", exc)
 

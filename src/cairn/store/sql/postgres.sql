@@ -66,15 +66,18 @@ SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq,
 FROM cairn_runs WHERE id = :id FOR UPDATE
 
 -- name: extend_step_leases
--- Heartbeats skip rows a commit holds (that commit is settling them), so they never deadlock one.
+-- Only the attempts the worker says it is running: one it lost track of (a commit whose outcome
+-- is unknown) runs out its lease and is taken over. Rows a commit holds are skipped (that commit
+-- is settling them), so a heartbeat never deadlocks one.
 UPDATE cairn_steps SET due_at = :until
 WHERE (run_id, seq) IN (SELECT run_id, seq FROM cairn_steps
                         WHERE lease_owner = :worker AND status = 'running' AND kind = 'action'
+                          AND run_id || ' ' || seq = ANY(:attempts)
                         FOR UPDATE SKIP LOCKED)
 
 -- name: extend_run_leases
 UPDATE cairn_runs SET lease_until = :until
-WHERE id IN (SELECT id FROM cairn_runs WHERE lease_owner = :worker FOR UPDATE SKIP LOCKED)
+WHERE id IN (SELECT id FROM cairn_runs WHERE lease_owner = :worker AND id = ANY(:runs) FOR UPDATE SKIP LOCKED)
 
 -- name: hand_over_steps
 UPDATE cairn_steps SET due_at = :now, lease_owner = NULL

@@ -146,13 +146,6 @@ INSERT INTO cairn_workers (id, host, pid, queues, started_at, heartbeat_at, in_f
 VALUES (:id, :host, :pid, :queues, :started_at, :now, :in_flight)
 ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, in_flight = excluded.in_flight
 
--- name: extend_step_leases
-UPDATE cairn_steps SET due_at = :until
-WHERE lease_owner = :worker AND status = 'running' AND kind = 'action'
-
--- name: extend_run_leases
-UPDATE cairn_runs SET lease_until = :until WHERE lease_owner = :worker
-
 -- name: prune_workers
 DELETE FROM cairn_workers WHERE heartbeat_at < :before
 

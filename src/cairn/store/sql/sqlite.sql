@@ -89,3 +89,13 @@ ORDER BY run_id, seq
 -- name: open_signals_of_runs
 SELECT run_id, id, name, payload FROM cairn_signals
 WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND consumed_by IS NULL ORDER BY run_id, id
+
+-- name: extend_step_leases
+-- Only the attempts the worker says it is running: one it lost track of runs out its lease.
+UPDATE cairn_steps SET due_at = :until
+WHERE lease_owner = :worker AND status = 'running' AND kind = 'action'
+  AND run_id || ' ' || seq IN (SELECT value FROM json_each(:attempts))
+
+-- name: extend_run_leases
+UPDATE cairn_runs SET lease_until = :until
+WHERE lease_owner = :worker AND id IN (SELECT value FROM json_each(:runs))
