@@ -202,7 +202,8 @@ class Runner:
 
     async def record(self, claim: ActionClaim, outcome: Outcome) -> None:
         """Record an attempt this worker ran: with the run's next activation when we hold the run."""
-        if not outcome.final or claim.run_id not in self.cache:
+        held = claim.run_id in self.cache or claim.run_id in self._locks  # in memory, or mid-commit here
+        if not outcome.final or not held:
             await self._complete_plainly(claim, outcome)
             return
         box = self._mailbox.setdefault(claim.run_id, [])
