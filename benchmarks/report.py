@@ -197,29 +197,54 @@ Each scenario runs against a fresh database. The competitor drivers are in `benc
 {"## Scenarios that did not produce a figure" + chr(10) + chr(10) + error_lines if error_lines else ""}
 ## What bounds the figures, and what would move them
 
-Targets of the performance issue, on this run: fan-out of 1,000 actions and pickup latency are
-well ahead of DBOS on both backends; throughput is ahead on both backends (SQLite several times,
-PostgreSQL about 2x); sequential latency is ahead on SQLite but **behind DBOS on PostgreSQL**; the
-10x throughput and 6 ms sequential targets are **not met**. What the profiles show (py-spy over a
-worker, and per-transaction timing with `SqlStore` transactions wrapped, 50 sequential runs):
+Two performance passes so far. The first made an action cost about one transaction (actions
+"born running" with no claim, sticky run leases, an action's result committed with the
+workflow's next decision, pipeline mode). The second, guided by per-transaction timing (every
+`Database` transaction and statement wrapped and timed over sequential and 1,000-workflow runs)
+and py-spy:
 
-- A bare commit on this server costs about 1.4 ms and a round trip about 0.3 ms, but one
-  activation commit of Cairn costs 6 to 9 ms inside the worker, pipelined or not. The rest is the
-  worker process itself: the asyncio loop, up to 8 database threads and the action threads share
-  the GIL and the machine's 2 cores with PostgreSQL. The next step is fewer, larger transactions:
-  a **group commit** that carries the activations of many runs in one transaction (the store's
-  `Commit` is already per run, fenced per run, so a batch can fence each item and drop only the
-  losers), and moving JSON encoding off the commit path.
-- Each workflow still spends about 3 claim and 3 result-poll transactions that find nothing: the
-  worker's claim loop wakes on notifications of its own commits, and the waiting client polls as
-  a backstop. Filtering notifications by origin, and a client that waits on `LISTEN` alone on
-  PostgreSQL, would remove most of them (about 40% of a workflow's transactions).
-- Throughput barely grows with worker processes here because the machine has 2 cores: every
-  extra process competes with the others and with PostgreSQL; on more cores (or with workers on
-  other hosts) the claim path (`SKIP LOCKED`, per-worker sticky leases) is built to scale out.
-- Commits per workflow (8.6) include the start, the claim of the run and the completion of the
-  run; the per-action cost is already one transaction on the hot path (an action's result and
-  the workflow's next decision commit together).
+- **One round trip per activation commit** on PostgreSQL: the fence, the carried results'
+  attempt checks and the wake-up of a run left due run on the server (`cairn_expect()` and
+  `pg_notify` inside the statements), so nothing waits for a reply before COMMIT; in-worker
+  commit time in sequential runs fell from 4.4 to about 2.2 ms.
+- **Group commit**: under load one transaction carries up to 64 runs' activations (measured:
+  4,000 activation commits of a 1,000-workflow run in 63 transactions), falling back to one
+  transaction each when a fence fails.
+- **No empty work**: one claim transaction per wake-up (claims of runs and attempts and the
+  next due time together, journals of all claimed runs loaded with one statement each); claim
+  loops woken only by `work` notifications, never by their own echo; result waiters on `LISTEN`;
+  a worker never re-claims a run it is activating (under load that had broken 179 of 300
+  commits' fences). Per sequential workflow, claim-side transactions went from about 6 (claims
+  of runs and of attempts, twice each, a next-wake query and a clock read) to 1, and result reads
+  from 3 to 2.
+- A result that finishes while its run is mid-commit waits for that commit instead of being
+  recorded apart (fan-out no longer re-claims its own run hundreds of times).
+
+Targets, on this run: commits per action under load are below 1 (target met); throughput is
+several times DBOS's on SQLite and about 2-3x on PostgreSQL (the 10x target is **not met**);
+sequential latency is well under DBOS's on SQLite but **not under a third of it on either
+backend**, and on PostgreSQL it is still about level with DBOS; pickup on PostgreSQL is about
+13 ms (target 10 ms, **not met**). What bounds them now:
+
+- **Thread hops.** The store runs each transaction on a database thread and hands the result
+  back to the asyncio loop. Measured on this machine: a 5-statement transaction costs 0.77 ms
+  called directly on a thread and 1.45 ms through `run_in_executor`; an empty one 0.33 ms. A
+  sequential 3-action workflow is 7 transactions (start, claim, 4 activation commits, one result
+  read), so hops alone are several milliseconds of its 20-odd. What would move it: running the
+  PostgreSQL store on psycopg's `AsyncConnection` in the loop itself (the store's transaction
+  functions would become coroutines; SQLite would keep its thread).
+- **Python per statement.** Under load, inside a group commit, an activation costs about 1 ms of
+  Python (about eight statements through psycopg: fence, result, steps, events, finish), and the
+  worker shares 2 cores with PostgreSQL. Fewer statements per commit (all of a transaction's
+  events in one multi-row insert, steps through `unnest`) is the next step; more cores or more
+  hosts is the other (throughput with 4 processes is below 1 process here: they compete for
+  the same 2 cores).
+- **Pickup** is one claim transaction (a clock read and two batched round trips) after the
+  notification, plus the hop; SQLite has no cross-process notification, so its pickup is bounded
+  by the 0.1 s poll.
+- **Memory** with sleeping runs: 20,000 sleeping runs measured 1.075x idle RSS after the first
+  pass; the worker keeps no per-run state for them, and the next-wake query now walks the
+  `ready_at` index instead of scanning sleeping runs. The 100,000-run measurement was not run.
 """
 
 
