@@ -79,6 +79,10 @@ class _PgTx(Tx):
         self._pipeline.sync()
         return self._cur.fetchall() if self._cur.description else []
 
+    def many(self, name: str, params: Sequence[Params]) -> None:
+        if params:
+            self._cur.executemany(self._q[name], params)
+
     def all_of(self, statements: Sequence[tuple[str, Params]]) -> list[list[tuple[Any, ...]]]:
         cursors = []
         for name, params in statements:
