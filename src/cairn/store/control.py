@@ -137,7 +137,7 @@ def fork(tx: Tx, run_id: str, from_step: int, new_id: str | None) -> str:
         keep = 0
     fork_id = new_id or f"{run_id}:fork:{uuid.uuid4().hex[:8]}"
     now = tx.now()
-    created = tx.execute(
+    created = tx.one(
         "insert_run",
         {
             "id": fork_id,
@@ -150,7 +150,7 @@ def fork(tx: Tx, run_id: str, from_step: int, new_id: str | None) -> str:
             "code_version": run.code_version,
         },
     )
-    if created != 1:
+    if created is None:
         raise ValueError(f"a run with id {fork_id!r} already exists; choose another id for the fork")
     tx.execute("copy_steps", {"new_id": fork_id, "run_id": run_id, "n": from_step, "k": keep})
     tx.execute("copy_properties", {"new_id": fork_id, "run_id": run_id, "k": keep})

@@ -210,7 +210,7 @@ def _start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
         "now": now,
         "code_version": None,
     }
-    if tx.execute("insert_run", params) == 1 or detached:
+    if tx.one("insert_run", params) is not None or detached:
         tx.notify(WORK)
         return
     # The id names an existing run: wait for it if it is still going, else take its outcome now.

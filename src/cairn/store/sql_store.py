@@ -68,8 +68,9 @@ class SqlStore:
                 "parent_id": parent_id,
                 "parent_seq": parent_seq,
                 "code_version": code_version,
+                "now": None,
             }
-            row = tx.one("start_run", params)
+            row = tx.one("insert_run", params)
             if row is not None:
                 tx.notify(WORK)
                 return run_row(row), True

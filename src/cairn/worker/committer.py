@@ -10,12 +10,9 @@ the losers fail.
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from cairn.store.protocol import Commit
 from cairn.store.sql_store import SqlStore
-
-log = logging.getLogger("cairn.worker")
 
 
 class GroupCommitter:

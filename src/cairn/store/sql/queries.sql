@@ -6,20 +6,14 @@
 SELECT cairn_now()
 
 -- name: insert_run
-INSERT INTO cairn_runs (id, workflow, status, input, queue, parent_id, parent_seq,
-                        created_at, updated_at, code_version, ready_at)
-VALUES (:id, :workflow, 'pending', :input, :queue, :parent_id, :parent_seq,
-        :now, :now, :code_version, :now)
-ON CONFLICT (id) DO NOTHING
-
--- name: start_run
--- A new top-level run in one statement (its clock read on the server); no row when the id exists.
--- (SQLite needs the WHERE to parse ON CONFLICT after a SELECT.)
+-- A new run, created at :now, or at the server's clock when :now is null (a client starting one:
+-- one statement, no clock read first). No row when the id exists. (SQLite needs the WHERE to
+-- parse ON CONFLICT after a SELECT.)
 INSERT INTO cairn_runs (id, workflow, status, input, queue, parent_id, parent_seq,
                         created_at, updated_at, code_version, ready_at)
 SELECT :id, :workflow, 'pending', :input, :queue, :parent_id, :parent_seq, t.now, t.now,
        :code_version, t.now
-FROM (SELECT cairn_now() AS now) t WHERE true
+FROM (SELECT COALESCE(CAST(:now AS double precision), cairn_now()) AS now) t WHERE true
 ON CONFLICT (id) DO NOTHING
 RETURNING id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
           updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
