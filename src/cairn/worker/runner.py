@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from cairn.engine.instance import WorkflowInstance
 from cairn.engine.runtime import Resolution
@@ -89,6 +89,32 @@ class InstanceCache:
         return len(self._items)
 
 
+K = TypeVar("K")
+
+
+class InFlight(Generic[K]):
+    """Keys of work under way, counted (a key can be in flight twice): marked when the work is
+    handed out, before its task first runs, and cleared when it ends."""
+
+    def __init__(self) -> None:
+        self._counts: collections.Counter[K] = collections.Counter()
+
+    def keys(self) -> set[K]:
+        return set(self._counts)
+
+    def track(self, key: K, work: Coroutine[Any, Any, None]) -> Coroutine[Any, Any, None]:
+        self._counts[key] += 1
+        return self._until_done(key, work)
+
+    async def _until_done(self, key: K, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        finally:
+            self._counts[key] -= 1
+            if self._counts[key] <= 0:
+                del self._counts[key]
+
+
 Starter = Callable[[ActionClaim, dict[str, str]], None]
 """Starts a born action on this worker (its slot is already reserved)."""
 
@@ -112,7 +138,7 @@ class Runner:
         self._committer = GroupCommitter(store)
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._mailbox: dict[str, list[tuple[ActionClaim, Outcome]]] = {}
-        self._claimed: collections.Counter[str] = collections.Counter()
+        self._claimed: InFlight[str] = InFlight()
         self._clock_offset = 0.0
         self.reserve_slot: Callable[[], bool] = lambda: False
         self.release_slot: Callable[[], None] = lambda: None
@@ -143,16 +169,7 @@ class Runner:
 
     def activation(self, claim: RunClaim) -> Coroutine[Any, Any, None]:
         """The activation of a claimed run; the run counts as busy from now until it ends."""
-        self._claimed[claim.run.id] += 1
-        return self._activate_claimed(claim)
-
-    async def _activate_claimed(self, claim: RunClaim) -> None:
-        try:
-            await self.activate(claim)
-        finally:
-            self._claimed[claim.run.id] -= 1
-            if self._claimed[claim.run.id] <= 0:
-                del self._claimed[claim.run.id]
+        return self._claimed.track(claim.run.id, self.activate(claim))
 
     def held(self) -> set[str]:
         """Runs whose lease this worker keeps: in memory, or being worked on."""
@@ -160,7 +177,7 @@ class Runner:
 
     def busy(self) -> set[str]:
         """Runs held by this worker with an activation or a result commit under way or about to start."""
-        return set(self._claimed) | set(self._locks) | set(self._mailbox)
+        return self._claimed.keys() | set(self._locks) | set(self._mailbox)
 
     async def activate(self, claim: RunClaim) -> None:
         self._clock_offset = claim.now - time.time()

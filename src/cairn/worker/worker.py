@@ -9,7 +9,6 @@ one dies, the worker stops loudly rather than running without leases.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
@@ -26,7 +25,7 @@ from cairn.store.open import open_store
 from cairn.store.protocol import ActionClaim, WorkerInfo, WorkflowInfo
 from cairn.store.sql_store import SqlStore
 from cairn.worker.actions import ActionExecutor
-from cairn.worker.runner import Runner
+from cairn.worker.runner import InFlight, Runner
 
 log = logging.getLogger("cairn.worker")
 
@@ -74,7 +73,7 @@ class Worker:
         self._runner.release_slot = self._action_slots.release
         self._runner.start_action = self._start_action
         self._tasks: set[asyncio.Task[None]] = set()
-        self._attempts: collections.Counter[tuple[str, int]] = collections.Counter()
+        self._attempts: InFlight[tuple[str, int]] = InFlight()
         """Attempts running here (run id, step): the heartbeat extends exactly their leases."""
         self._wakeup = asyncio.Event()
         self._starved = False
@@ -216,18 +215,8 @@ class Worker:
     def _start_action(self, claim: ActionClaim, memory: dict[str, str]) -> None:
         """Run an attempt whose slot is already taken; its result goes with the run's next activation
         when this worker holds the run, else in a completion transaction of its own."""
-        key = (claim.run_id, claim.seq)
-        self._attempts[key] += 1
-        self._spawn(self._run_attempt(claim, memory), self._action_slots)
-
-    async def _run_attempt(self, claim: ActionClaim, memory: dict[str, str]) -> None:
-        key = (claim.run_id, claim.seq)
-        try:
-            await self._executor.execute(claim, memory, record=self._runner.record)
-        finally:
-            self._attempts[key] -= 1
-            if self._attempts[key] <= 0:
-                del self._attempts[key]
+        attempt = self._executor.execute(claim, memory, record=self._runner.record)
+        self._spawn(self._attempts.track((claim.run_id, claim.seq), attempt), self._action_slots)
 
     async def _wait(self, timeout: float) -> None:
         if timeout <= 0:
@@ -256,7 +245,7 @@ class Worker:
             if self._stopping.is_set():
                 return
             try:
-                await self.store.heartbeat(self._info(), self.lease, self._runner.held(), set(self._attempts))
+                await self.store.heartbeat(self._info(), self.lease, self._runner.held(), self._attempts.keys())
             except Exception as exc:
                 log.warning("heartbeat failed (%s); will retry", exc)
 
