@@ -221,7 +221,7 @@ class WorkflowInstance:
         self.runtime.closed = True
         if self._bridge is not None:
             self._bridge.abort()
-        for task in asyncio.all_tasks(self.loop):
+        for task in self.loop.pending_tasks():
             with contextlib.suppress(BaseException):
                 task.get_coro().close()
         self.loop.close()
