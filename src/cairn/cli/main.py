@@ -196,7 +196,8 @@ def worker_options(concurrency: int) -> Callable[[F], F]:
                     default=None,
                     metavar="SECONDS",
                     help="Safety poll interval (default: 1 on PostgreSQL, which wakes workers with NOTIFY; "
-                    "0.1 on SQLite, which cannot).",
+                    "0.1 on SQLite, whose watcher of other processes' commits stands aside while this "
+                    "worker commits itself).",
                 ),
                 click.option(
                     "--log-level",

@@ -3,6 +3,11 @@
 Writers take `BEGIN IMMEDIATE`, so several processes on one machine serialise their transactions
 through SQLite's own lock (with a busy timeout) and a claim can never be taken twice. Lists are
 bound as one JSON text parameter and expanded in SQL with json_each.
+
+SQLite has no NOTIFY. While a claim loop is subscribed, a watcher thread reads `PRAGMA
+data_version` (it changes when another connection commits; reading it costs microseconds and
+takes no lock) every few milliseconds and wakes the loop when another process committed, so a
+run started from another process is picked up without waiting for the safety poll.
 """
 
 from __future__ import annotations
@@ -11,16 +16,19 @@ import asyncio
 import concurrent.futures
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from cairn.store.base import Database, Params, Tx
+from cairn.store.base import WORK, Database, Params, Tx
 from cairn.store.sql import migrations, queries
 
 T = TypeVar("T")
+WATCH_INTERVAL = 0.005
+"""Seconds between two reads of `PRAGMA data_version` by the watcher (bounds cross-process pickup)."""
 
 
 class _SqliteTx(Tx):
@@ -70,6 +78,10 @@ class SqliteDatabase(Database):
             raise ValueError(f"synchronous must be off, normal, full or extra, got {self._synchronous!r}")
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._commits = 0
+        """Write transactions this process committed: the watcher tells them from other processes'."""
+        self._watcher: threading.Thread | None = None
+        self._stop_watching = threading.Event()
 
     async def open(self) -> None:
         if self._executor is not None:
@@ -115,7 +127,36 @@ class SqliteDatabase(Database):
             conn.execute("ROLLBACK")
             raise
 
+    def subscribe_key(self, key: str, callback: Callable[[str], None]) -> Callable[[], None]:
+        if key == WORK and self._watcher is None and self.path != ":memory:":
+            self._stop_watching.clear()
+            self._watcher = threading.Thread(target=self._watch, name="cairn-sqlite-watch", daemon=True)
+            self._watcher.start()
+        return super().subscribe_key(key, callback)
+
+    def _watch(self) -> None:
+        """Wake claim loops when another process committed (see the module docstring). A tick in
+        which this process committed as well is ambiguous and wakes nothing: this process's own
+        commits notify in-process, and the safety poll covers the rest."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            version, mine = conn.execute("PRAGMA data_version").fetchone()[0], self._commits
+            while not self._stop_watching.wait(WATCH_INTERVAL):
+                own = self._commits
+                now = conn.execute("PRAGMA data_version").fetchone()[0]
+                if now != version and own == mine:
+                    self._dispatch([WORK])
+                version, mine = now, own
+        except sqlite3.Error:
+            pass  # the file went away (closing, tests): the safety poll remains
+        finally:
+            conn.close()
+
     async def close(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            self._stop_watching.set()
+            await asyncio.get_running_loop().run_in_executor(None, watcher.join, 1.0)
         if self._executor is None:
             return
         executor, self._executor = self._executor, None
@@ -142,6 +183,8 @@ class SqliteDatabase(Database):
         try:
             result = fn(tx)
             conn.execute("COMMIT")
+            if write:
+                self._commits += 1
         except BaseException:
             conn.execute("ROLLBACK")
             raise

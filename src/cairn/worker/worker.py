@@ -1,9 +1,10 @@
 """The worker: claims activations and action attempts, runs them, heartbeats, and hands over on stop.
 
-The main loop has one shape: wait for whichever comes first of a wake-up (a commit in this process
-or a NOTIFY from another), the next due time (timers, retries) capped by the safety poll, or stop;
-then claim as much work as there is free capacity for. Side tasks (heartbeat) are supervised: if
-one dies, the worker stops loudly rather than running without leases.
+The main loop has one shape: wait for whichever comes first of a wake-up (a commit in this process,
+or in another: NOTIFY on PostgreSQL, the data_version watcher on SQLite), the next due time
+(timers, retries) capped by the safety poll, or stop; then claim as much work as there is free
+capacity for. Side tasks (heartbeat) are supervised: if one dies, the worker stops loudly rather
+than running without leases.
 """
 
 from __future__ import annotations
@@ -61,8 +62,9 @@ class Worker:
         self.concurrency = concurrency
         self.queues = list(queues) if queues else None
         self.lease = lease
-        # The safety poll. PostgreSQL wakes workers with NOTIFY, so it is only a backstop there;
-        # SQLite has no cross-process notifications, so its poll is what bounds pickup latency.
+        # The safety poll. PostgreSQL wakes workers with NOTIFY, so it is only a backstop there.
+        # SQLite's watcher wakes an idle worker when another process commits, but not one busy
+        # committing itself (it cannot tell the two apart), so there the poll stays short.
         self.poll_interval = poll_interval or (0.1 if self.store.url.startswith("sqlite") else 1.0)
         self.registry = registry
         self._runner = Runner(self.store, registry, self.id, lease, cache_size, self.queues)
