@@ -33,6 +33,12 @@ class Client:
         self, workflow: Any, /, *args: Any, id: str | None = None, queue: str | None = None, **kwargs: Any
     ) -> RunHandle:
         """Start a run; with an `id` that exists already, return that run and start nothing."""
+        handle, _created = await self._start(workflow, args, kwargs, id, queue)
+        return handle
+
+    async def _start(
+        self, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any], id: str | None, queue: str | None
+    ) -> tuple[RunHandle, bool]:
         defn = _local_definition(workflow)
         if defn is not None:
             from cairn.api.workflow import derive_id, encode_input
@@ -46,8 +52,8 @@ class Client:
             run_id = id or uuid.uuid4().hex
             name, default_queue, version = info.name, info.queue, None
         _check_run_id(run_id)
-        row, _created = await self.store.insert_run(run_id, name, encoded, queue or default_queue, code_version=version)
-        return RunHandle(self, row.id)
+        row, created = await self.store.insert_run(run_id, name, encoded, queue or default_queue, code_version=version)
+        return RunHandle(self, row.id), created
 
     async def run(
         self,
@@ -60,8 +66,9 @@ class Client:
         **kwargs: Any,
     ) -> Any:
         """Start (or find) the run and wait for its result."""
-        handle = await self.start(workflow, *args, id=id, queue=queue, **kwargs)
-        return await handle.result(timeout=timeout)
+        handle, created = await self._start(workflow, args, kwargs, id, queue)
+        # A run this call created is pending: no need to read it before its first notification.
+        return await handle._result(timeout, pending=created)
 
     def get(self, run_id: str) -> RunHandle:
         return RunHandle(self, run_id)

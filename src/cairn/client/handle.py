@@ -67,7 +67,11 @@ class RunHandle:
 
     async def result(self, timeout: float | None = None) -> Any:
         """Wait for the run to finish; its value, or its exception re-raised (WorkflowCancelled if cancelled)."""
-        row = await self._wait_terminal(timeout)
+        return await self._result(timeout, pending=False)
+
+    async def _result(self, timeout: float | None, pending: bool) -> Any:
+        """`result()`; `pending` when the caller has just created the run (its first read is skipped)."""
+        row = await self._wait_terminal(timeout, pending)
         if row.status == RunStatus.COMPLETED:
             value = loads(row.result)
             defn = registry.workflow(row.workflow)
@@ -76,7 +80,7 @@ class RunHandle:
             raise WorkflowCancelled(f"run {self.id} was cancelled")
         raise error_from_json(json.loads(row.error or "{}"))
 
-    async def _wait_terminal(self, timeout: float | None) -> RunRow:
+    async def _wait_terminal(self, timeout: float | None, pending: bool = False) -> RunRow:
         deadline = None if timeout is None else time.monotonic() + timeout
         event = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -92,12 +96,16 @@ class RunHandle:
             pause = 0.5 if self.client.store.db.notifies_across_processes else 0.02
             while True:
                 event.clear()
-                row = await self.describe()
-                if row.status.is_terminal:
-                    return row
+                if pending:  # just created, so not finished yet: skip the read, wait for news
+                    pending, row = False, None
+                else:
+                    row = await self.describe()
+                    if row.status.is_terminal:
+                        return row
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"run {self.id} did not finish within {timeout}s (status: {row.status})")
+                    status = row.status if row is not None else RunStatus.PENDING
+                    raise TimeoutError(f"run {self.id} did not finish within {timeout}s (status: {status})")
                 wait = pause if remaining is None else min(pause, remaining)
                 try:
                     async with asyncio.timeout(wait):

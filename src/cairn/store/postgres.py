@@ -102,10 +102,12 @@ class _PgTx(Tx):
         self._cur.execute(_notifying(name), {**params, "payload": f"{ANY_ORIGIN} {payload}"})
 
     def commit(self, origin: str) -> None:
-        """Queue the notifications and COMMIT, and send what is still queued with them."""
+        """Queue the notifications and COMMIT. Leaving the pipeline sends them with whatever is still
+        queued and waits for the outcome: one round trip (`Connection.commit()` would sync, and
+        leaving the pipeline would then sync again, an empty round trip of its own)."""
         for note in self.notes:
             self.write("notify", {"payload": f"{origin} {note}"})
-        self._conn.commit()
+        self._cur.execute(b"COMMIT")
 
     def expected(self, exc: psycopg.Error) -> Exception | None:
         """The error a failed server-side check stands for (it may surface at any later statement)."""
@@ -259,24 +261,29 @@ class PostgresDatabase(Database):
             conn = conn_cm.__enter__()
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise _BeforeCommit(exc) from exc
+        tx: _PgTx | None = None
         try:
-            with conn.pipeline() as pipeline:
-                tx = _PgTx(conn, pipeline)
-                try:
+            try:
+                with conn.pipeline() as pipeline:
+                    tx = _PgTx(conn, pipeline)
                     try:
-                        result = fn(tx)
-                    except psycopg.OperationalError as exc:
-                        raise _BeforeCommit(exc) from exc
-                    # Writes still queued go with the COMMIT: a connection failure from here on is
-                    # ambiguous (the commit may have happened), so it propagates and is never retried.
-                    tx.commit(self._origin)
-                except psycopg.Error as exc:
-                    with contextlib.suppress(psycopg.Error):
-                        pipeline.sync()  # drain the aborted pipeline, so leaving it is quiet
-                    expected = tx.expected(exc)
-                    if expected is None:
+                        try:
+                            result = fn(tx)
+                        except psycopg.OperationalError as exc:
+                            raise _BeforeCommit(exc) from exc
+                    except psycopg.Error:
+                        with contextlib.suppress(psycopg.Error):
+                            pipeline.sync()  # drain the aborted pipeline, so leaving it is quiet
                         raise
-                    raise expected from None
+                    # Writes still queued go with the COMMIT when the pipeline is left: a connection
+                    # failure from here on is ambiguous (the commit may have happened), so it
+                    # propagates and is never retried.
+                    tx.commit(self._origin)
+            except psycopg.Error as exc:
+                expected = tx.expected(exc) if tx is not None else None
+                if expected is None:
+                    raise
+                raise expected from None
         except BaseException:
             if not conn.broken:
                 with contextlib.suppress(psycopg.Error):
@@ -284,6 +291,7 @@ class PostgresDatabase(Database):
             raise
         finally:
             conn_cm.__exit__(None, None, None)
+        assert tx is not None
         return result, tx.notes
 
 
