@@ -35,6 +35,17 @@ class Tx(abc.ABC):
 
     def __init__(self) -> None:
         self.notes: set[str] = set()
+        self.events: list[dict[str, Any]] = []
+
+    def add_event(self, row: dict[str, Any]) -> None:
+        """Append to a run's event list; the rows are written together, in order, just before COMMIT."""
+        self.events.append(row)
+
+    def write_events(self) -> None:
+        """Write the buffered events (called by the adapter right before COMMIT). PostgreSQL writes
+        them with one statement however many there are: a group commit carries hundreds."""
+        rows, self.events = self.events, []
+        self.many("insert_event", rows)
 
     @abc.abstractmethod
     def execute(self, name: str, params: Params) -> int:

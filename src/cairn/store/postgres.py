@@ -51,6 +51,10 @@ def _notifying(name: str) -> str:
     return f"WITH written AS ({write}) SELECT pg_notify('cairn', %(payload)s) FROM written WHERE due = 1"
 
 
+_EVENT_COLUMNS = (("run_ids", "run_id"), ("ats", "now"), ("kinds", "kind"), ("steps", "step"), ("details", "detail"))
+"""The `insert_events` array parameters, each from the field of the buffered event rows it collects."""
+
+
 class _PgTx(Tx):
     """Runs in pipeline mode: writes are queued and sent together; a count or a fetch syncs.
 
@@ -105,9 +109,15 @@ class _PgTx(Tx):
         """Queue the notifications and COMMIT. Leaving the pipeline sends them with whatever is still
         queued and waits for the outcome: one round trip (`Connection.commit()` would sync, and
         leaving the pipeline would then sync again, an empty round trip of its own)."""
-        for note in self.notes:
-            self.write("notify", {"payload": f"{origin} {note}"})
+        self.write_events()
+        if self.notes:
+            self.write("notify", {"payloads": [f"{origin} {note}" for note in sorted(self.notes)]})
         self._cur.execute(b"COMMIT")
+
+    def write_events(self) -> None:
+        rows, self.events = self.events, []
+        if rows:
+            self.write("insert_events", {column: [row[key] for row in rows] for column, key in _EVENT_COLUMNS})
 
     def expected(self, exc: psycopg.Error) -> Exception | None:
         """The error a failed server-side check stands for (it may surface at any later statement)."""

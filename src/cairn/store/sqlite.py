@@ -182,6 +182,7 @@ class SqliteDatabase(Database):
         tx = _SqliteTx(conn)
         try:
             result = fn(tx)
+            tx.write_events()
             conn.execute("COMMIT")
             if write:
                 self._commits += 1

@@ -57,7 +57,16 @@ WHERE kind = 'action' AND status IN ('scheduled', 'running') AND name = ANY(:nam
               AND r.status IN ('pending', 'running', 'waiting'))
 
 -- name: notify
-SELECT pg_notify('cairn', :payload)
+-- All of a transaction's notifications, sent (by PostgreSQL) when it commits.
+SELECT pg_notify('cairn', p) FROM unnest(CAST(:payloads AS text[])) AS p
+
+-- name: insert_events
+-- All of a transaction's event rows in one statement, in the order they were added.
+INSERT INTO cairn_events (run_id, at, kind, step, detail)
+SELECT r, a, k, s, d
+FROM unnest(CAST(:run_ids AS text[]), CAST(:ats AS double precision[]), CAST(:kinds AS text[]),
+            CAST(:steps AS integer[]), CAST(:details AS text[])) WITH ORDINALITY AS e(r, a, k, s, d, n)
+ORDER BY n
 
 -- name: lock_run_row
 SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,

@@ -57,9 +57,6 @@ WHERE kind = 'action' AND status IN ('scheduled', 'running')
   AND EXISTS (SELECT 1 FROM cairn_runs r WHERE r.id = cairn_steps.run_id
               AND r.status IN ('pending', 'running', 'waiting'))
 
--- name: notify
-SELECT :payload
-
 -- name: lock_run_row
 SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
        updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
