@@ -19,9 +19,14 @@ connection is open until the N-th completion. Connections default to 16.
 
 Output, one JSON line on stdout: ``{"engine": "raw", "backend": "postgres", "scenario":
 "queue_cycle", "workers": C, "metrics": {"tasks", "seconds", "tasks_per_s",
-"commits_per_task": 3, "measured_commits_per_task"}}``; ``measured_commits_per_task`` is read
-back from ``pg_stat_database`` (see ``benchmarks.pgstats``) as a check of the 3: it is a little
-higher when claims come back empty near the end of the run.
+"commits_per_task": 3, "measured_commits_per_task", "round_trip_ms", "idle_round_trip_ms"}}``;
+``measured_commits_per_task`` is read back from ``pg_stat_database`` (see ``benchmarks.pgstats``)
+as a check of the 3: it is a little higher when claims come back empty near the end of the run.
+
+It also times a bare ``SELECT 1`` round trip, back to back and after 0.3 s of idleness (the
+pickup scenario's idle gap): ``round_trip_ms`` and ``idle_round_trip_ms``, p50 of 20. On a
+virtual machine the second is far above the first (the idle processes must be woken), and it is
+the floor under pickup latency, which crosses several such wake-ups.
 
 psycopg 3 is used because it is the client library Cairn and DBOS (``postgresql+psycopg``) use.
 """
@@ -31,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import statistics
 import sys
 import threading
 import time
@@ -113,6 +119,24 @@ def settled_commits(reader: StatsReader) -> int | None:
         return None
 
 
+IDLE_GAP = 0.3
+"""Seconds of idleness before each idle round trip: the gap the pickup scenario leaves."""
+
+
+def round_trips(url: str, samples: int = 20) -> tuple[float, float]:
+    """p50 ms of `SELECT 1`, back to back and after `IDLE_GAP` idle seconds."""
+    hot: list[float] = []
+    idle: list[float] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        for gap, out in ((0.0, hot), (IDLE_GAP, idle)):
+            for _ in range(samples):
+                time.sleep(gap)  # idleness is what is measured here, not a synchronisation
+                started = time.perf_counter()
+                conn.execute("SELECT 1").fetchall()
+                out.append((time.perf_counter() - started) * 1000)
+    return statistics.median(hot), statistics.median(idle)
+
+
 def run(url: str, tasks: int, connections: int) -> dict[str, Any]:
     with psycopg.connect(url, autocommit=True) as conn:
         for statement in SETUP:
@@ -138,7 +162,10 @@ def run(url: str, tasks: int, connections: int) -> dict[str, Any]:
     if row is None or row[0] != tasks or row[1] != tasks:
         raise RuntimeError(f"expected {tasks} completed tasks, found {row}")
     measured = None if before is None or after is None else round((after - before) / tasks, 3)
+    hot, idle = round_trips(url)
     return {
+        "round_trip_ms": round(hot, 3),
+        "idle_round_trip_ms": round(idle, 3),
         "tasks": tasks,
         "seconds": round(seconds, 4),
         "tasks_per_s": round(tasks / seconds, 1),

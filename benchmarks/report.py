@@ -149,6 +149,13 @@ def render(results: list[Result], baseline: list[Result] | None, source: str) ->
             f"advances a durable workflow), is **{best / float(m['tasks_per_s']):.0%}** of what the database does "
             "for the bare queue cycle.\n"
         )
+        if isinstance(m.get("idle_round_trip_ms"), int | float):
+            raw_line += (
+                f"\nA bare `SELECT 1` round trip on this server took {m['round_trip_ms']:.2f} ms back to back and "
+                f"**{m['idle_round_trip_ms']:.1f} ms after 0.3 s idle** (the pickup scenario's gap): on this virtual "
+                "machine, waking idle processes is the floor under pickup latency, which crosses several such "
+                "wake-ups (client to database, database to the worker's listener, worker to database).\n"
+            )
     errors = [r for r in results if "error" in r.get("metrics", {}) or "error" in r]
     error_lines = "".join(
         f"- {r.get('engine')} {r.get('backend')} {r.get('scenario')}: "
