@@ -1,6 +1,9 @@
 """Turn `cairn bench --out FILE` results into docs/benchmarks.md and its plots.
 
-    python -m benchmarks.report results.json [--baseline before.json]
+    python -m benchmarks.report results.json [more.json ...] [--baseline before.json]
+
+Several results files are read as one (the long memory scenario runs on its own, into
+benchmarks/results/memory.json).
 
 Writes docs/img/throughput.png (workflows/s against worker processes, per engine and backend),
 docs/img/latency.png (sequential p50/p99 per engine and backend) and docs/benchmarks.md (method,
@@ -108,6 +111,8 @@ ROWS = [
 def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
+    if float(value).is_integer() and value >= 10:
+        return f"{value:,.0f}"
     return f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
 
 
@@ -124,9 +129,13 @@ def table(results: list[Result], baseline: list[Result] | None) -> str:
                 continue
             ratio = "-"
             if mine and theirs:
-                ratio = f"**{(mine / theirs) if higher else (theirs / mine):.1f}x** better"
-                if (mine / theirs if higher else theirs / mine) < 1:
-                    ratio = f"{(theirs / mine) if higher else (mine / theirs):.1f}x worse"
+                better = mine / theirs if higher else theirs / mine
+                if 0.95 <= better <= 1.05:
+                    ratio = "level"
+                elif better > 1:
+                    ratio = f"**{better:.1f}x** better"
+                else:
+                    ratio = f"{1 / better:.1f}x worse"
             row = f"| {label} | {backend} | {_fmt(mine)} | {_fmt(theirs)} | {ratio} |"
             if baseline:
                 row += f" {_fmt(_metric(_find(baseline, 'cairn', backend, scenario, workers), key))} |"
@@ -156,6 +165,19 @@ def render(results: list[Result], baseline: list[Result] | None, source: str) ->
                 "machine, waking idle processes is the floor under pickup latency, which crosses several such "
                 "wake-ups (client to database, database to the worker's listener, worker to database).\n"
             )
+    cpu_text = "The throughput rows record CPU per workflow (`worker_cpu_ms_per_workflow`, and for the database)."
+    one = _find(results, "cairn", "postgres", "throughput", 1)
+    worker_ms, db_ms = _metric(one, "worker_cpu_ms_per_workflow"), _metric(one, "database_cpu_ms_per_workflow")
+    if worker_ms is not None and db_ms is not None:
+        budget = 2000 / (worker_ms + db_ms)  # ms of CPU on 2 cores per second
+        dbos = _metric(_find(results, "dbos", "postgres", "throughput", 1), "workflows_per_s")
+        target = f" 10x DBOS ({10 * dbos:,.0f}/s) would need under {2000 / (10 * dbos):.1f} ms in all." if dbos else ""
+        cpu_text = (
+            f"With one worker process on PostgreSQL, CPU per workflow (from `/proc`, in the throughput run "
+            f"above): the worker {worker_ms:.2f} ms, the PostgreSQL server {db_ms:.2f} ms, besides the "
+            f"benchmark's own client, which starts the runs. Those two alone cap 2 cores at about "
+            f"{budget:,.0f} workflows/s however the work is scheduled;{target}"
+        )
     errors = [r for r in results if "error" in r.get("metrics", {}) or "error" in r]
     error_lines = "".join(
         f"- {r.get('engine')} {r.get('backend')} {r.get('scenario')}: "
@@ -173,7 +195,7 @@ page with one command:
 scripts/bench            # installs the [bench] extra, runs `cairn bench --compare dbos,raw`, rewrites this page
 ```
 
-Latest run: {dt.date.today().isoformat()} (results file: `{source}`).
+Latest run: {dt.date.today().isoformat()} (results: `{source}`).
 
 ## What is measured
 
@@ -187,8 +209,9 @@ Latest run: {dt.date.today().isoformat()} (results file: `{source}`).
   starts (20 runs, 0.3 s idle between them).
 - **database cost**: commits per workflow from `pg_stat_database.xact_commit` deltas (PostgreSQL),
   read without adding commits of its own.
-- **memory** (`--scenario memory`, run separately: it is long): worker RSS with 100,000 runs
-  sleeping durably, against the same worker idle.
+- **memory** (run separately, it takes minutes: `cairn bench --backend sqlite,postgres --scenario
+  memory --out benchmarks/results/memory.json`, which `scripts/bench` then includes): worker RSS
+  with 100,000 runs sleeping durably, against the same worker idle after 20 warm-up runs.
 
 Each scenario runs against a fresh database. The competitor drivers are in `benchmarks/`; see
 `benchmarks/README.md` for the DBOS settings.
@@ -204,68 +227,67 @@ Each scenario runs against a fresh database. The competitor drivers are in `benc
 {"## Scenarios that did not produce a figure" + chr(10) + chr(10) + error_lines if error_lines else ""}
 ## What bounds the figures, and what would move them
 
-Two performance passes so far. The first made an action cost about one transaction (actions
+Three performance passes so far. The first made an action cost about one transaction (actions
 "born running" with no claim, sticky run leases, an action's result committed with the
-workflow's next decision, pipeline mode). The second, guided by per-transaction timing (every
-`Database` transaction and statement wrapped and timed over sequential and 1,000-workflow runs)
-and py-spy:
+workflow's next decision, pipeline mode). The second made an activation commit one round trip
+(server-side fences and wake-ups), added group commit, one claim per wake-up and keyed,
+origin-tagged notifications. The third, guided by per-transaction timing, CPU accounting per
+process and `py-spy --gil`:
 
-- **One round trip per activation commit** on PostgreSQL: the fence, the carried results'
-  attempt checks and the wake-up of a run left due run on the server (`cairn_expect()` and
-  `pg_notify` inside the statements), so nothing waits for a reply before COMMIT; in-worker
-  commit time in sequential runs fell from 4.4 to about 2.2 ms.
-- **Group commit**: under load one transaction carries up to 64 runs' activations (measured:
-  4,000 activation commits of a 1,000-workflow run in 63 transactions), falling back to one
-  transaction each when a fence fails.
-- **No empty work**: one claim transaction per wake-up (claims of runs and attempts and the
-  next due time together, journals of all claimed runs loaded with one statement each); claim
-  loops woken only by `work` notifications, never by their own echo; result waiters on `LISTEN`;
-  a worker never re-claims a run it is activating (under load that had broken 179 of 300
-  commits' fences). Per sequential workflow, claim-side transactions went from about 6 (claims
-  of runs and of attempts, twice each, a next-wake query and a clock read) to 1, and result reads
-  from 3 to 2.
-- A result that finishes while its run is mid-commit waits for that commit instead of being
-  recorded apart (fan-out no longer re-claims its own run hundreds of times).
+- up to 4 group-commit transactions in flight per worker (the next batch is built and sent while
+  one waits on the database): about +16% workflows/s on PostgreSQL;
+- a workflow's event loop closes only its own tasks (`asyncio.all_tasks` walked every task of the
+  process, about 6% of a busy worker's time);
+- COMMIT leaves with the pipeline (one sync per transaction instead of two: 0.14 ms less each);
+  a transaction's events go in one `unnest` insert and its notifications in one statement (30 to
+  20 statements per 3-action workflow);
+- `Client.run` does not read the run it has just created before its first notification;
+- SQLite wakes idle workers from other processes' commits (`PRAGMA data_version`, read every
+  5 ms): pickup from another process fell from about 70 ms (the 0.1 s poll) to about 7 ms.
 
-Targets, on this run: commits per action under load are below 1 (target met); throughput is
-several times DBOS's on SQLite and about 2-3x on PostgreSQL (the 10x target is **not met**);
-sequential latency is well under DBOS's on SQLite but **not under a third of it on either
-backend**, and on PostgreSQL it is still about level with DBOS; pickup on PostgreSQL is about
-13 ms (target 10 ms, **not met**). What bounds them now:
+Targets on this run: commits per action under load are about 0.5 (target: at most 1, **met**);
+fan-out of 1,000 actions takes well under 1 s on PostgreSQL (**met**); worker memory with
+100,000 sleeping runs is under 1.2x idle on both backends (**met**); on SQLite, sequential
+latency is under a third of DBOS's and under 6 ms (**met**) and throughput is about 10x DBOS's
+(at the line: 9.3x to 11.8x over the last two runs). **Not met**: 10x DBOS's throughput on
+PostgreSQL (about 5x with one worker process) and 3x Waymark's (261 workflows/s measured
+separately); sequential latency on PostgreSQL (level with DBOS, not a third of it); pickup p50
+of 10 ms on PostgreSQL. What bounds them:
 
-- **Thread hops.** The store runs each transaction on a database thread and hands the result
-  back to the asyncio loop. Measured on this machine: a 5-statement transaction costs 0.77 ms
-  called directly on a thread and 1.45 ms through `run_in_executor`; an empty one 0.33 ms. A
-  sequential 3-action workflow is 7 transactions (start, claim, 4 activation commits, one result
-  read), so hops alone are several milliseconds of its 20-odd. What would move it: running the
-  PostgreSQL store on psycopg's `AsyncConnection` in the loop itself (the store's transaction
-  functions would become coroutines; SQLite would keep its thread).
-- **Python per statement.** Under load, inside a group commit, an activation costs about 1 ms of
-  Python (about eight statements through psycopg: fence, result, steps, events, finish), and the
-  worker shares 2 cores with PostgreSQL. Fewer statements per commit (all of a transaction's
-  events in one multi-row insert, steps through `unnest`) is the next step; more cores or more
-  hosts is the other (throughput with 4 processes is below 1 process here: they compete for
-  the same 2 cores).
-- **Pickup** is one claim transaction (a clock read and two batched round trips) after the
-  notification, plus the hop; SQLite has no cross-process notification, so its pickup is bounded
-  by the 0.1 s poll.
-- **Memory** with sleeping runs: 20,000 sleeping runs measured 1.075x idle RSS after the first
-  pass; the worker keeps no per-run state for them, and the next-wake query now walks the
-  `ready_at` index instead of scanning sleeping runs. The 100,000-run measurement was not run.
+- **CPU, on 2 cores.** {cpu_text} More worker processes only add contention on the same 2
+  cores (Cairn's throughput falls from 1 to 4 processes). Where the worker's time goes
+  (`py-spy --gil`, 3,000 workflows): psycopg 32%, the deterministic engine 22%, the runner and
+  committer 15%, JSON and validation 10%, store logic 6%. Batching the remaining per-run
+  statements of a group commit with `unnest` would save about 12 of the 24 microseconds of
+  client CPU per row (measured), some 0.2 ms per workflow: not done. Moving the store to
+  psycopg's `AsyncConnection` would not help either: re-measured on a quiet machine, a
+  5-statement pipelined transaction costs 0.70 ms called directly, 0.81 ms through
+  `run_in_executor` and 0.80 ms on an `AsyncConnection` in the loop (the 1.45 ms figure of the
+  second pass was taken on a loaded machine).
+- **Durable commits in sequence.** A sequential workflow of 3 actions is 7 transactions in a
+  chain: start, claim (a clock read and two batched round trips: about 2.8 ms), four activation
+  commits (about 1.4 ms each, of which the WAL flush is 0.5 ms: a one-row commit takes 0.52 ms
+  with `synchronous_commit` on and 0.30 ms with it off) and the result read. DBOS also commits
+  about 7 times per workflow, so the two are level; a third of DBOS would mean fewer durable
+  commits per workflow, not faster ones.
+- **Waking idle processes.** Pickup crosses several processes that were asleep (client,
+  database backend, the worker's listener thread, its event loop, the database again). The
+  raw-SQL reference line above gives this machine's cost of one such wake-up; it varied from 2 to
+  8 ms between runs of this session.
 """
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("results")
+    parser.add_argument("results", nargs="+")
     parser.add_argument("--baseline", default=None)
     args = parser.parse_args()
-    results = json.loads(Path(args.results).read_text())
+    results = [row for path in args.results for row in json.loads(Path(path).read_text())]
     baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
     (DOCS / "img").mkdir(parents=True, exist_ok=True)
     plot_throughput(results, DOCS / "img" / "throughput.png")
     plot_latency(results, DOCS / "img" / "latency.png")
-    (DOCS / "benchmarks.md").write_text(render(results, baseline, args.results))
+    (DOCS / "benchmarks.md").write_text(render(results, baseline, "`, `".join(args.results)))
     print(f"wrote {DOCS / 'benchmarks.md'} and {DOCS / 'img'}")
 
 

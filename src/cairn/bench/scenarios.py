@@ -132,13 +132,21 @@ async def throughput(url: str, workflows: int = 1000, workers: int = 1, progress
     procs = spawn_workers(url, workers)
     try:
         await _wait_registered(client, workers)
+        cpu_before = [cpu_seconds(p.pid) for p in procs]
+        db_before = database_cpu_seconds() if backend_of(url) == "postgres" else None
         started = time.perf_counter()
         await asyncio.gather(*(client.start(flows.three_steps, i) for i in range(workflows)))
         await _wait_completed(client, workflows, progress)
         seconds = time.perf_counter() - started
+        worker_cpu = sum(cpu_seconds(p.pid) for p in procs) - sum(cpu_before)
+        db_after = database_cpu_seconds() if db_before is not None else None
     finally:
         stop_workers(procs)
         await client.close()
+    # Where the CPU went, per workflow: what bounds throughput when the machine is the limit.
+    cpu: dict[str, float] = {"worker_cpu_ms_per_workflow": round(worker_cpu / workflows * 1000, 2)}
+    if db_before is not None and db_after is not None:
+        cpu["database_cpu_ms_per_workflow"] = round((db_after - db_before) / workflows * 1000, 2)
     return record(
         url,
         "throughput",
@@ -148,6 +156,7 @@ async def throughput(url: str, workflows: int = 1000, workers: int = 1, progress
         seconds=round(seconds, 3),
         workflows_per_s=round(workflows / seconds, 1),
         actions_per_s=round(3 * workflows / seconds, 1),
+        **cpu,
     )
 
 
@@ -251,6 +260,32 @@ async def db_cost(url: str, workflows: int = 200, progress: Progress = _noop) ->
         commits_per_workflow=round((after - before) / workflows, 2),
         commits_per_action=round((after - before) / (3 * workflows), 2),
     )
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def database_cpu_seconds() -> float | None:
+    """CPU seconds of this machine's PostgreSQL server processes so far (None where none is local):
+    with the database on the same box, its share of the CPU is part of what bounds throughput."""
+    total, found = 0.0, False
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            total += cpu_seconds(int(entry.name))
+            found = True
+        except (OSError, ValueError, IndexError):  # the process ended meanwhile
+            continue
+    return total if found else None
 
 
 def rss_mb(pid: int) -> float:
