@@ -85,12 +85,10 @@ class WorkflowInstance:
         consumed: list[tuple[int, int]] = []
         # Signal waits from earlier activations take buffered signals first, oldest first.
         for seq, name in rt.pending_of_kind(StepKind.SIGNAL):
-            for i, (sig_id, sig_name, payload) in enumerate(free_signals):
-                if sig_name == name:
-                    resolutions.append(Resolution(seq, StepStatus.COMPLETED, payload))
-                    consumed.append((sig_id, seq))
-                    del free_signals[i]
-                    break
+            taken = _take_signal(free_signals, name)
+            if taken is not None:
+                resolutions.append(Resolution(seq, StepStatus.COMPLETED, taken[1]))
+                consumed.append((taken[0], seq))
         resolutions.sort(key=lambda r: r.seq)
         paused = self._pause_on_failure(resolutions)
         if paused is not None:
@@ -100,12 +98,9 @@ class WorkflowInstance:
         # New waits scheduled just now consume what is left; delivered next activation.
         new_steps = []
         for step in cmds.new_steps:
-            if step.kind == StepKind.SIGNAL:
-                for i, (sig_id, sig_name, payload) in enumerate(free_signals):
-                    if sig_name == step.name:
-                        step = replace(step, status=StepStatus.COMPLETED, result=payload, signal_id=sig_id)
-                        del free_signals[i]
-                        break
+            taken = _take_signal(free_signals, step.name) if step.kind == StepKind.SIGNAL else None
+            if taken is not None:
+                step = replace(step, status=StepStatus.COMPLETED, result=taken[1], signal_id=taken[0])
             new_steps.append(step)
         result = ActivationResult(
             new_steps=new_steps,
@@ -225,6 +220,15 @@ class WorkflowInstance:
             with contextlib.suppress(BaseException):
                 task.get_coro().close()
         self.loop.close()
+
+
+def _take_signal(signals: list[tuple[int, str, str | None]], name: str) -> tuple[int, str | None] | None:
+    """Remove and return (id, payload) of the oldest signal named `name` among `signals`, if any."""
+    for i, (signal_id, signal_name, payload) in enumerate(signals):
+        if signal_name == name:
+            del signals[i]
+            return signal_id, payload
+    return None
 
 
 def rows_to_resolutions(rows: Iterable[StepRow]) -> list[Resolution]:
