@@ -178,6 +178,28 @@ def render(results: list[Result], baseline: list[Result] | None, source: str) ->
             f"benchmark's own client, which starts the runs. Those two alone cap 2 cores at about "
             f"{budget:,.0f} workflows/s however the work is scheduled;{target}"
         )
+        more = [
+            (w, _metric(r, "worker_cpu_ms_per_workflow"), _metric(r, "database_cpu_ms_per_workflow"))
+            for w in (2, 4)
+            if (r := _find(results, "cairn", "postgres", "throughput", w)) is not None
+        ]
+        if all(a is not None and b is not None for _, a, b in more) and more:
+            parts = [f"{w} processes, {a:.2f} ms in the workers and {b:.2f} ms in the server" for w, a, b in more]
+            cpu_text += (
+                " With " + "; with ".join(parts) + " per workflow: each process claims and group-commits "
+                "apart, in smaller batches."
+            )
+    ratios = [
+        mine / theirs
+        for w in (1, 2, 4)
+        if (mine := _metric(_find(results, "cairn", "sqlite", "throughput", w), "workflows_per_s"))
+        and (theirs := _metric(_find(results, "dbos", "sqlite", "throughput", w), "workflows_per_s"))
+    ]
+    sqlite_ratios = (
+        f"at the line: {min(ratios):.1f}x to {max(ratios):.1f}x with 1, 2 and 4 processes in this run"
+        if ratios
+        else "not measured in this run"
+    )
     errors = [r for r in results if "error" in r.get("metrics", {}) or "error" in r]
     error_lines = "".join(
         f"- {r.get('engine')} {r.get('backend')} {r.get('scenario')}: "
@@ -249,13 +271,13 @@ Targets on this run: commits per action under load are about 0.5 (target: at mos
 fan-out of 1,000 actions takes well under 1 s on PostgreSQL (**met**); worker memory with
 100,000 sleeping runs is under 1.2x idle on both backends (**met**); on SQLite, sequential
 latency is under a third of DBOS's and under 6 ms (**met**) and throughput is about 10x DBOS's
-(at the line: 9.3x to 11.8x over the last two runs). **Not met**: 10x DBOS's throughput on
+({sqlite_ratios}). **Not met**: 10x DBOS's throughput on
 PostgreSQL (about 5x with one worker process) and 3x Waymark's (261 workflows/s measured
 separately); sequential latency on PostgreSQL (level with DBOS, not a third of it); pickup p50
 of 10 ms on PostgreSQL. What bounds them:
 
-- **CPU, on 2 cores.** {cpu_text} More worker processes only add contention on the same 2
-  cores (Cairn's throughput falls from 1 to 4 processes). Where the worker's time goes
+- **CPU, on 2 cores.** {cpu_text} So more worker processes only add
+  contention on the same 2 cores (Cairn's throughput falls from 1 to 4 processes). Where the worker's time goes
   (`py-spy --gil`, 3,000 workflows): psycopg 32%, the deterministic engine 22%, the runner and
   committer 15%, JSON and validation 10%, store logic 6%. Batching the remaining per-run
   statements of a group commit with `unnest` would save about 12 of the 24 microseconds of
@@ -264,16 +286,19 @@ of 10 ms on PostgreSQL. What bounds them:
   5-statement pipelined transaction costs 0.70 ms called directly, 0.81 ms through
   `run_in_executor` and 0.80 ms on an `AsyncConnection` in the loop (the 1.45 ms figure of the
   second pass was taken on a loaded machine).
-- **Durable commits in sequence.** A sequential workflow of 3 actions is 7 transactions in a
-  chain: start, claim (a clock read and two batched round trips: about 2.8 ms), four activation
-  commits (about 1.4 ms each, of which the WAL flush is 0.5 ms: a one-row commit takes 0.52 ms
-  with `synchronous_commit` on and 0.30 ms with it off) and the result read. DBOS also commits
-  about 7 times per workflow, so the two are level; a third of DBOS would mean fewer durable
-  commits per workflow, not faster ones.
+- **Transactions in a chain.** A sequential workflow of 3 actions is 7 transactions, one after
+  the other: start, claim (a clock read and two batched round trips: about 2.8 ms), four
+  activation commits and the result read. An activation commit costs about 1.4 ms: some 0.5 ms
+  of Python to build and queue its statements, the WAL flush (a one-row commit takes 0.52 ms
+  with `synchronous_commit` on, 0.30 ms with it off), the round trip, and the hop to a database
+  thread and back. DBOS commits more often (the database-cost row) but each of its commits is
+  a short synchronous call on the caller's thread, so the two end level. A third of DBOS's
+  latency would need both fewer transactions in the chain (say, claiming a new run and running
+  its first activation in one) and cheaper ones.
 - **Waking idle processes.** Pickup crosses several processes that were asleep (client,
   database backend, the worker's listener thread, its event loop, the database again). The
-  raw-SQL reference line above gives this machine's cost of one such wake-up; it varied from 2 to
-  8 ms between runs of this session.
+  raw-SQL reference line above gives this machine's cost of one such wake-up; it varied from
+  about 1 to 8 ms between runs of this session.
 """
 
 
