@@ -89,6 +89,27 @@ async def test_unknown_run_id(client: cairn.Client) -> None:
         await client.get("nope").signal("x", 1)
 
 
+async def test_events_tell_a_run_in_the_order_it_happened(client: cairn.Client) -> None:
+    # Several of these are written by one transaction (an action scheduled and started at once,
+    # its result and the next action): they are buffered and written together, in order.
+    handle = await client.start(flows.function_style, 3)
+    assert await handle.result(timeout=10) == 7
+    events = await handle.events()
+    assert [(e.kind, e.step) for e in events] == [
+        ("started", None),
+        ("step.scheduled", 1),
+        ("step.started", 1),
+        ("step.completed", 1),
+        ("step.scheduled", 2),
+        ("step.started", 2),
+        ("step.completed", 2),
+        ("completed", None),
+    ]
+    assert [e.id for e in events] == sorted(e.id for e in events)
+    assert [e.at for e in events] == sorted(e.at for e in events)
+    assert events[1].detail == {"kind": "action", "name": "tests.flows.double"}
+
+
 async def test_result_timeout(client: cairn.Client) -> None:
     handle = await client.start(flows.Approval, "never approved")
     with pytest.raises(TimeoutError, match=r"did not finish within 0.2s"):
