@@ -148,6 +148,8 @@ def fork(tx: Tx, run_id: str, from_step: int, new_id: str | None) -> str:
             "parent_seq": None,
             "now": now,
             "code_version": run.code_version,
+            "lease_owner": None,
+            "lease": None,
         },
     )
     if created is None:

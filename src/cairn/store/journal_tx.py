@@ -208,6 +208,8 @@ def _start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
         "parent_seq": None if detached else step.seq,
         "now": now,
         "code_version": None,
+        "lease_owner": None,
+        "lease": None,
     }
     if tx.one("insert_run", params) is not None or detached:
         tx.notify(WORK)

@@ -97,6 +97,22 @@ class RunClaim:
     now: float = 0.0
 
 
+class RunTaker(Protocol):
+    """A worker in this process that takes runs started here as they are created: the run is born
+    leased to it and its first activation starts at once, with no claim (as born actions do)."""
+
+    id: str
+    lease: float
+
+    def reserve_run(self, run_id: str, workflow: str, queue: str) -> bool:
+        """Whether this worker takes the run about to be created (a run slot is then held for it)."""
+        ...
+
+    def take_run(self, run_id: str, claim: RunClaim | None) -> None:
+        """The reserved run, created and leased (its first activation), or None: not created."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ActionClaim:
     """A leased attempt of one action step."""

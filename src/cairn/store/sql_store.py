@@ -20,6 +20,7 @@ from cairn.store.protocol import (
     EventRow,
     RunClaim,
     RunRow,
+    RunTaker,
     StepRow,
     WorkClaim,
     WorkerInfo,
@@ -34,6 +35,8 @@ class SqlStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.url = db.url
+        self.takers: list[RunTaker] = []
+        """Workers in this process that take runs started here at birth (see `insert_run`)."""
 
     async def open(self) -> None:
         await self.db.open()
@@ -59,6 +62,10 @@ class SqlStore:
         parent_seq: int | None = None,
         code_version: str | None = None,
     ) -> tuple[RunRow, bool]:
+        """Create a run (or find the one with this id: then False). When a worker in this process
+        takes it, the run is born leased to that worker, which activates it at once: no claim."""
+        taker = next((t for t in self.takers if t.reserve_run(run_id, workflow, queue)), None)
+
         def tx_fn(tx: Tx) -> tuple[RunRow, bool]:
             params = {
                 "id": run_id,
@@ -69,16 +76,28 @@ class SqlStore:
                 "parent_seq": parent_seq,
                 "code_version": code_version,
                 "now": None,
+                "lease_owner": taker.id if taker is not None else None,
+                "lease": taker.lease if taker is not None else None,
             }
             row = tx.one("insert_run", params)
             if row is not None:
-                tx.notify(WORK)
+                if taker is None:
+                    tx.notify(WORK)  # claimable by any worker
                 return run_row(row), True
             row = tx.one("get_run", {"id": run_id})  # the id names an existing run
             assert row is not None
             return run_row(row), False
 
-        return await self.db.transaction(tx_fn)
+        try:
+            run, created = await self.db.transaction(tx_fn)
+        except BaseException:
+            if taker is not None:
+                taker.take_run(run_id, None)
+            raise
+        if taker is not None:
+            claim = RunClaim(run, run.lease_token, [], [], (), False, run.created_at) if created else None
+            taker.take_run(run_id, claim)
+        return run, created
 
     async def get_run(self, run_id: str) -> RunRow | None:
         row = await self.db.transaction(lambda tx: tx.one("get_run", {"id": run_id}), write=False)

@@ -139,6 +139,8 @@ class Runner:
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._mailbox: dict[str, list[tuple[ActionClaim, Outcome]]] = {}
         self._claimed: InFlight[str] = InFlight()
+        self.reserved: set[str] = set()
+        """Runs being created in this process to be born leased to this worker (see `RunTaker`)."""
         self._clock_offset = 0.0
         self.reserve_slot: Callable[[], bool] = lambda: False
         self.release_slot: Callable[[], None] = lambda: None
@@ -177,7 +179,7 @@ class Runner:
 
     def busy(self) -> set[str]:
         """Runs held by this worker with an activation or a result commit under way or about to start."""
-        return self._claimed.keys() | set(self._locks) | set(self._mailbox)
+        return self._claimed.keys() | set(self._locks) | set(self._mailbox) | self.reserved
 
     async def activate(self, claim: RunClaim) -> None:
         self._clock_offset = claim.now - time.time()

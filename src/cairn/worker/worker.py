@@ -23,7 +23,7 @@ from typing import Any
 from cairn.registry import Registry, registry
 from cairn.store.base import WORK, call_soon_here
 from cairn.store.open import open_store
-from cairn.store.protocol import ActionClaim, WorkerInfo, WorkflowInfo
+from cairn.store.protocol import ActionClaim, RunClaim, WorkerInfo, WorkflowInfo
 from cairn.store.sql_store import SqlStore
 from cairn.worker.actions import ActionExecutor
 from cairn.worker.runner import InFlight, Runner
@@ -96,6 +96,7 @@ class Worker:
             call_soon_here(loop, self._wakeup.set)
 
         self._unsubscribe = self.store.subscribe_key(WORK, wake)
+        self.store.takers.append(self)
         await self.store.register_workflows(
             [WorkflowInfo(w.id, w.description, _schema(w), w.queue) for w in self.registry.workflows()]
         )
@@ -118,6 +119,8 @@ class Worker:
         """Stop claiming, let running work finish for `grace` seconds, then hand the rest over."""
         self._stopping.set()
         self._wakeup.set()
+        if self in self.store.takers:
+            self.store.takers.remove(self)
         if self._main is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._main
@@ -213,6 +216,30 @@ class Worker:
         actions_full = bool(actions) and len(work.actions) == free_actions
         self._starved = runs_full or actions_full
         return work.next_due_in
+
+    # --- runs started in this process (RunTaker) ------------------------------------------------
+
+    def reserve_run(self, run_id: str, workflow: str, queue: str) -> bool:
+        """Take a run started in this process at birth when it is ours to run and we have room, and
+        nothing is waiting for us in the database (our last claim was not cut short), so that a
+        new run never overtakes a backlog."""
+        if self._main is None or self._stopping.is_set() or self._starved:
+            return False
+        if self.registry.workflow(workflow) is None:
+            return False
+        if self.queues is not None and queue not in self.queues:
+            return False
+        if not self._run_slots.take():
+            return False
+        self._runner.reserved.add(run_id)
+        return True
+
+    def take_run(self, run_id: str, claim: RunClaim | None) -> None:
+        self._runner.reserved.discard(run_id)
+        if claim is None:
+            self._run_slots.release()
+            return
+        self._spawn(self._runner.activation(claim), self._run_slots)
 
     def _start_action(self, claim: ActionClaim, memory: dict[str, str]) -> None:
         """Run an attempt whose slot is already taken; its result goes with the run's next activation

@@ -7,13 +7,17 @@ SELECT cairn_now()
 
 -- name: insert_run
 -- A new run, created at :now, or at the server's clock when :now is null (a client starting one:
--- one statement, no clock read first). No row when the id exists. (SQLite needs the WHERE to
--- parse ON CONFLICT after a SELECT.)
+-- one statement, no clock read first). No row when the id exists. With a :lease_owner, the run is
+-- born leased to that worker (as if claimed once: token 1). (SQLite needs the WHERE to parse ON
+-- CONFLICT after a SELECT.)
 INSERT INTO cairn_runs (id, workflow, status, input, queue, parent_id, parent_seq,
-                        created_at, updated_at, code_version, ready_at)
+                        created_at, updated_at, code_version, ready_at,
+                        lease_owner, lease_until, lease_token)
 SELECT :id, :workflow, 'pending', :input, :queue, :parent_id, :parent_seq, t.now, t.now,
-       :code_version, t.now
-FROM (SELECT COALESCE(CAST(:now AS double precision), cairn_now()) AS now) t WHERE true
+       :code_version, t.now, t.owner, CASE WHEN t.owner IS NULL THEN NULL ELSE t.now + :lease END,
+       CASE WHEN t.owner IS NULL THEN 0 ELSE 1 END
+FROM (SELECT COALESCE(CAST(:now AS double precision), cairn_now()) AS now,
+             CAST(:lease_owner AS text) AS owner) t WHERE true
 ON CONFLICT (id) DO NOTHING
 RETURNING id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
           updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
