@@ -196,7 +196,7 @@ def render(results: list[Result], baseline: list[Result] | None, source: str) ->
         and (theirs := _metric(_find(results, "dbos", "sqlite", "throughput", w), "workflows_per_s"))
     ]
     sqlite_ratios = (
-        f"at the line: {min(ratios):.1f}x to {max(ratios):.1f}x with 1, 2 and 4 processes in this run"
+        f"{min(ratios):.1f}x to {max(ratios):.1f}x DBOS's with 1, 2 and 4 processes in this run"
         if ratios
         else "not measured in this run"
     )
@@ -263,6 +263,8 @@ process and `py-spy --gil`:
 - COMMIT leaves with the pipeline (one sync per transaction instead of two: 0.14 ms less each);
   a transaction's events go in one `unnest` insert and its notifications in one statement (30 to
   20 statements per 3-action workflow);
+- a run started next to a worker that serves it is born leased to that worker and activated at
+  once (no claim transaction, as actions are born running), unless the worker has a backlog;
 - `Client.run` does not read the run it has just created before its first notification;
 - SQLite wakes idle workers from other processes' commits (`PRAGMA data_version`, read every
   5 ms): pickup from another process fell from about 70 ms (the 0.1 s poll) to about 7 ms.
@@ -270,11 +272,11 @@ process and `py-spy --gil`:
 Targets on this run: commits per action under load are about 0.5 (target: at most 1, **met**);
 fan-out of 1,000 actions takes well under 1 s on PostgreSQL (**met**); worker memory with
 100,000 sleeping runs is under 1.2x idle on both backends (**met**); on SQLite, sequential
-latency is under a third of DBOS's and under 6 ms (**met**) and throughput is about 10x DBOS's
-({sqlite_ratios}). **Not met**: 10x DBOS's throughput on
-PostgreSQL (about 5x with one worker process) and 3x Waymark's (261 workflows/s measured
-separately); sequential latency on PostgreSQL (level with DBOS, not a third of it); pickup p50
-of 10 ms on PostgreSQL. What bounds them:
+latency is under a third of DBOS's and under 6 ms (**met**), and throughput is
+{sqlite_ratios} (target 10x; across this session's runs the lowest single figure was 9.3x).
+**Not met**: 10x DBOS's throughput on PostgreSQL (about 5x with one worker process) and 3x
+Waymark's (261 workflows/s measured separately); sequential latency on PostgreSQL (better than
+DBOS's, not a third of it); pickup p50 of 10 ms on PostgreSQL. What bounds them:
 
 - **CPU, on 2 cores.** {cpu_text} So more worker processes only add
   contention on the same 2 cores (Cairn's throughput falls from 1 to 4 processes). Where the worker's time goes
@@ -286,15 +288,14 @@ of 10 ms on PostgreSQL. What bounds them:
   5-statement pipelined transaction costs 0.70 ms called directly, 0.81 ms through
   `run_in_executor` and 0.80 ms on an `AsyncConnection` in the loop (the 1.45 ms figure of the
   second pass was taken on a loaded machine).
-- **Transactions in a chain.** A sequential workflow of 3 actions is 7 transactions, one after
-  the other: start, claim (a clock read and two batched round trips: about 2.8 ms), four
+- **Transactions in a chain.** A sequential workflow of 3 actions started next to its worker is
+  6 transactions, one after the other: the start (which leases the run to the worker), four
   activation commits and the result read. An activation commit costs about 1.4 ms: some 0.5 ms
   of Python to build and queue its statements, the WAL flush (a one-row commit takes 0.52 ms
   with `synchronous_commit` on, 0.30 ms with it off), the round trip, and the hop to a database
   thread and back. DBOS commits more often (the database-cost row) but each of its commits is
-  a short synchronous call on the caller's thread, so the two end level. A third of DBOS's
-  latency would need both fewer transactions in the chain (say, claiming a new run and running
-  its first activation in one) and cheaper ones.
+  a short synchronous call on the caller's thread. A third of DBOS's latency would need both
+  fewer transactions in the chain and cheaper ones.
 - **Waking idle processes.** Pickup crosses several processes that were asleep (client,
   database backend, the worker's listener thread, its event loop, the database again). The
   raw-SQL reference line above gives this machine's cost of one such wake-up; it varied from
