@@ -225,6 +225,8 @@ class Worker:
         new run never overtakes a backlog."""
         if self._main is None or self._stopping.is_set() or self._starved:
             return False
+        if asyncio.get_running_loop() is not self._main.get_loop():
+            return False  # started from another thread's loop (a blocking client): claimed as usual
         if self.registry.workflow(workflow) is None:
             return False
         if self.queues is not None and queue not in self.queues:
