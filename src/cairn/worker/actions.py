@@ -72,9 +72,19 @@ class ActionExecutor:
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def execute(self, claim: ActionClaim, memory: dict[str, str], record: Recorder | None = None) -> None:
-        """Run one attempt and record its outcome (by default: one fenced completion transaction)."""
-        outcome = await self.attempt(claim, memory)
+    async def execute(
+        self,
+        claim: ActionClaim,
+        memory: dict[str, str],
+        record: Recorder | None = None,
+        ran: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Run one attempt, call `ran()`, and record its outcome (by default: one fenced completion
+        transaction)."""
+        try:
+            outcome = await self.attempt(claim, memory)
+        finally:
+            ran()
         if record is not None:
             await record(claim, outcome)
             return

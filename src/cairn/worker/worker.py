@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -208,7 +208,7 @@ class Worker:
         )
         for claim in work.runs:
             self._run_slots.take()
-            self._spawn(self._runner.activation(claim), self._run_slots)
+            self._spawn(self._runner.activation(claim), self._releaser(self._run_slots))
         for attempt, memory in work.actions:
             self._action_slots.take()
             self._start_action(attempt, memory)
@@ -241,13 +241,17 @@ class Worker:
         if claim is None:
             self._run_slots.release()
             return
-        self._spawn(self._runner.activation(claim), self._run_slots)
+        self._spawn(self._runner.activation(claim), self._releaser(self._run_slots))
 
     def _start_action(self, claim: ActionClaim, memory: dict[str, str]) -> None:
         """Run an attempt whose slot is already taken; its result goes with the run's next activation
         when this worker holds the run, else in a completion transaction of its own."""
-        attempt = self._executor.execute(claim, memory, record=self._runner.record)
-        self._spawn(self._attempts.track((claim.run_id, claim.seq), attempt), self._action_slots)
+        # The slot is for running the action: it is given back as soon as the action has run, not
+        # when its result is recorded (which waits for the run's next commit). Held until then, it
+        # would keep that very commit from starting the run's next action here.
+        release = self._releaser(self._action_slots)
+        attempt = self._executor.execute(claim, memory, record=self._runner.record, ran=release)
+        self._spawn(self._attempts.track((claim.run_id, claim.seq), attempt), release)
 
     async def _wait(self, timeout: float) -> None:
         if timeout <= 0:
@@ -256,19 +260,32 @@ class Worker:
             async with asyncio.timeout(timeout):
                 await self._wakeup.wait()
 
-    def _spawn(self, coro: Any, slots: Slots) -> None:
+    def _spawn(self, coro: Any, release: Callable[[], None]) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)
         self._tasks.add(task)
 
         def done(t: asyncio.Task[None]) -> None:
             self._tasks.discard(t)
-            slots.release()
-            if self._starved:  # the last claim was cut short by capacity: more work may be waiting
-                self._wakeup.set()
+            release()
             if not t.cancelled() and t.exception() is not None:
                 log.error("work item failed: %r", t.exception())
 
         task.add_done_callback(done)
+
+    def _releaser(self, slots: Slots) -> Callable[[], None]:
+        """Gives one slot back to `slots` on its first call (later calls do nothing)."""
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            slots.release()
+            if self._starved:  # the last claim was cut short by capacity: more work may be waiting
+                self._wakeup.set()
+
+        return release
 
     async def _heartbeat(self) -> None:
         while not self._stopping.is_set():
