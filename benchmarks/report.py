@@ -265,6 +265,10 @@ process and `py-spy --gil`:
   20 statements per 3-action workflow);
 - a run started next to a worker that serves it is born leased to that worker and activated at
   once (no claim transaction, as actions are born running), unless the worker has a backlog;
+- an action's slot is given back as soon as the action has run, not when its result is recorded
+  (held until the run's next commit, it kept that commit from starting the run's next action on
+  the same worker: with 2 processes about a fifth of the actions went to the other process and
+  were recorded apart);
 - `Client.run` does not read the run it has just created before its first notification;
 - SQLite wakes idle workers from other processes' commits (`PRAGMA data_version`, read every
   5 ms): pickup from another process fell from about 70 ms (the 0.1 s poll) to about 7 ms.
