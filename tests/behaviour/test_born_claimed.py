@@ -59,3 +59,16 @@ async def test_a_stopped_worker_takes_no_runs_at_birth(client: cairn.Client) -> 
     assert (await handle.describe()).lease_owner is None
     async with cairn.Worker(client, poll_interval=0.1, lease=5.0):
         assert await handle.result(timeout=10) == 4
+
+
+async def test_each_next_action_starts_in_the_commit_that_schedules_it(client: cairn.Client) -> None:
+    # One action slot: it must be free again once an action has run, so that the commit carrying
+    # the action's result can start the next action right away on this worker (born running).
+    async with cairn.Worker(client, concurrency=1, poll_interval=0.1, lease=5.0):
+        handle = await client.start(flows.Sequence3, 1)
+        assert await handle.result(timeout=10) == 4
+    events = await handle.events()
+    scheduled = {e.step: e.at for e in events if e.kind == "step.scheduled"}
+    started = {e.step: e.at for e in events if e.kind == "step.started"}
+    assert sorted(scheduled) == [1, 2, 3]
+    assert started == scheduled  # started in the same transaction: one clock reading
