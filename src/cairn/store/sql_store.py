@@ -175,19 +175,21 @@ class SqlStore:
         activated by this worker already: claiming them again would only break that commit's fence."""
 
         def tx_fn(tx: Tx) -> WorkClaim:
-            now = tx.now()
-            filters = {"worker": worker, "now": now, "lease": lease, "any_queue": 1 if queues is None else 0}
+            # The claims judge leases and due times by the transaction's clock (cairn_tx_now), read
+            # back in the same round trip rather than fetched first.
+            filters = {"worker": worker, "lease": lease, "any_queue": 1 if queues is None else 0}
             filters["queues"] = list(queues or [])
             mine = {**filters, "busy": sorted(busy), "workflows": list(workflows), "names": list(actions)}
             want_runs, want_actions = bool(workflows) and run_limit > 0, bool(actions) and action_limit > 0
-            statements: list[tuple[str, dict[str, Any]]] = []
+            statements: list[tuple[str, dict[str, Any]]] = [("tx_now", {})]
             if want_runs:
                 statements.append(("claim_runs", {**mine, "limit": run_limit}))
             if want_actions:
                 statements.append(("claim_actions", {**mine, "limit": action_limit}))
             # After the claims, which lease what they took: what is left to fall due.
             statements += [("next_wake_runs", mine), ("next_wake_actions", mine)]
-            *claimed, wake_runs, wake_actions = tx.all_of(statements)
+            clock, *claimed, wake_runs, wake_actions = tx.all_of(statements)
+            now = float(clock[0][0])
             run_rows = claimed.pop(0) if want_runs else []
             action_rows = claimed.pop(0) if want_actions else []
             due = [float(t[0][0]) for t in (wake_runs, wake_actions) if t and t[0][0] is not None]

@@ -79,6 +79,7 @@ class SqliteDatabase(Database):
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._commits = 0
+        self._tx_now = 0.0
         """Write transactions this process committed: the watcher tells them from other processes'."""
         self._watcher: threading.Thread | None = None
         self._stop_watching = threading.Event()
@@ -102,6 +103,8 @@ class SqliteDatabase(Database):
         conn.execute(f"PRAGMA synchronous={self._synchronous}")  # value checked against an allow-list
         conn.execute("PRAGMA foreign_keys=ON")
         conn.create_function("cairn_now", 0, time.time)
+        # The clock as the current transaction began (set by `_run`): constant while it lasts.
+        conn.create_function("cairn_tx_now", 0, lambda: self._tx_now, deterministic=True)
         self._conn = conn
         self._migrate(conn)
 
@@ -179,6 +182,7 @@ class SqliteDatabase(Database):
         conn = self._conn
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        self._tx_now = time.time()
         tx = _SqliteTx(conn)
         try:
             result = fn(tx)

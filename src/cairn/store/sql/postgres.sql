@@ -2,10 +2,10 @@
 
 -- name: claim_runs
 UPDATE cairn_runs r
-SET lease_owner = :worker, lease_until = :now + :lease, lease_token = r.lease_token + 1
+SET lease_owner = :worker, lease_until = cairn_tx_now() + :lease, lease_token = r.lease_token + 1
 FROM (SELECT id FROM cairn_runs
-      WHERE ready_at <= :now AND status IN ('pending', 'running', 'waiting')
-        AND (lease_until IS NULL OR lease_until < :now
+      WHERE ready_at <= cairn_tx_now() AND status IN ('pending', 'running', 'waiting')
+        AND (lease_until IS NULL OR lease_until < cairn_tx_now()
              OR (lease_owner = :worker AND NOT id = ANY(:busy)))
         AND workflow = ANY(:workflows) AND (:any_queue = 1 OR queue = ANY(:queues))
       ORDER BY priority DESC, ready_at
@@ -18,11 +18,11 @@ RETURNING r.id, r.workflow, r.status, r.input, r.result, r.error, r.queue, r.par
 
 -- name: claim_actions
 UPDATE cairn_steps s
-SET status = 'running', attempt = s.attempt + 1, lease_owner = :worker, due_at = :now + :lease,
+SET status = 'running', attempt = s.attempt + 1, lease_owner = :worker, due_at = cairn_tx_now() + :lease,
     lost = s.lost + CASE WHEN s.status = 'running' THEN 1 ELSE 0 END,
-    started_at = :now
+    started_at = cairn_tx_now()
 FROM (SELECT run_id, seq FROM cairn_steps
-      WHERE kind = 'action' AND status IN ('scheduled', 'running') AND due_at <= :now
+      WHERE kind = 'action' AND status IN ('scheduled', 'running') AND due_at <= cairn_tx_now()
         AND name = ANY(:names) AND (:any_queue = 1 OR queue = ANY(:queues))
         AND EXISTS (SELECT 1 FROM cairn_runs r WHERE r.id = cairn_steps.run_id
                     AND r.status IN ('pending', 'running', 'waiting'))
@@ -46,7 +46,7 @@ SELECT status FROM cairn_runs WHERE id = :id FOR UPDATE
 SELECT MIN(ready_at) FROM cairn_runs
 WHERE ready_at IS NOT NULL AND workflow = ANY(:workflows) AND (:any_queue = 1 OR queue = ANY(:queues))
   AND (lease_until IS NULL OR lease_until <= ready_at
-       OR (lease_owner = :worker AND ready_at > :now AND NOT id = ANY(:busy)))
+       OR (lease_owner = :worker AND ready_at > cairn_tx_now() AND NOT id = ANY(:busy)))
 
 -- name: next_wake_actions
 -- Like claim_actions' filter: a step of a paused run is not due, however old its due_at.

@@ -5,6 +5,10 @@
 -- name: now
 SELECT cairn_now()
 
+-- name: tx_now
+-- The clock as this transaction began (one value for all its statements; see cairn_tx_now).
+SELECT cairn_tx_now()
+
 -- name: insert_run
 -- A new run, created at :now, or at the server's clock when :now is null (a client starting one:
 -- one statement, no clock read first). No row when the id exists. With a :lease_owner, the run is

@@ -3,10 +3,10 @@
 
 -- name: claim_runs
 UPDATE cairn_runs
-SET lease_owner = :worker, lease_until = :now + :lease, lease_token = lease_token + 1
+SET lease_owner = :worker, lease_until = cairn_tx_now() + :lease, lease_token = lease_token + 1
 WHERE id IN (SELECT id FROM cairn_runs
-             WHERE ready_at <= :now AND status IN ('pending', 'running', 'waiting')
-               AND (lease_until IS NULL OR lease_until < :now
+             WHERE ready_at <= cairn_tx_now() AND status IN ('pending', 'running', 'waiting')
+               AND (lease_until IS NULL OR lease_until < cairn_tx_now()
                     OR (lease_owner = :worker AND id NOT IN (SELECT value FROM json_each(:busy))))
                AND workflow IN (SELECT value FROM json_each(:workflows))
                AND (:any_queue = 1 OR queue IN (SELECT value FROM json_each(:queues)))
@@ -18,11 +18,11 @@ RETURNING id, workflow, status, input, result, error, queue, parent_id, parent_s
 
 -- name: claim_actions
 UPDATE cairn_steps
-SET status = 'running', attempt = attempt + 1, lease_owner = :worker, due_at = :now + :lease,
+SET status = 'running', attempt = attempt + 1, lease_owner = :worker, due_at = cairn_tx_now() + :lease,
     lost = lost + CASE WHEN status = 'running' THEN 1 ELSE 0 END,
-    started_at = :now
+    started_at = cairn_tx_now()
 WHERE (run_id, seq) IN (SELECT run_id, seq FROM cairn_steps
-                        WHERE kind = 'action' AND status IN ('scheduled', 'running') AND due_at <= :now
+                        WHERE kind = 'action' AND status IN ('scheduled', 'running') AND due_at <= cairn_tx_now()
                           AND name IN (SELECT value FROM json_each(:names))
                           AND (:any_queue = 1 OR queue IN (SELECT value FROM json_each(:queues)))
                           AND EXISTS (SELECT 1 FROM cairn_runs r WHERE r.id = cairn_steps.run_id
@@ -46,7 +46,7 @@ SELECT MIN(ready_at) FROM cairn_runs
 WHERE ready_at IS NOT NULL AND workflow IN (SELECT value FROM json_each(:workflows))
   AND (:any_queue = 1 OR queue IN (SELECT value FROM json_each(:queues)))
   AND (lease_until IS NULL OR lease_until <= ready_at
-       OR (lease_owner = :worker AND ready_at > :now AND id NOT IN (SELECT value FROM json_each(:busy))))
+       OR (lease_owner = :worker AND ready_at > cairn_tx_now() AND id NOT IN (SELECT value FROM json_each(:busy))))
 
 -- name: next_wake_actions
 -- Like claim_actions' filter: a step of a paused run is not due, however old its due_at.
