@@ -290,7 +290,7 @@ process and `py-spy --gil`:
   transaction's clock) instead of fetching it first: one round trip less per claim;
 - `Client.run` does not read the run it has just created before its first notification;
 - SQLite wakes idle workers from other processes' commits (`PRAGMA data_version`, read every
-  5 ms): pickup from another process fell from about 70 ms (the 0.1 s poll) to about 7 ms.
+  5 ms): pickup from another process fell from about 70 ms (the 0.1 s poll) to 5-7 ms.
 
 Targets on this run: commits per action under load are about 0.5 (target: at most 1, **met**);
 fan-out of 1,000 actions takes well under 1 s on PostgreSQL (**met**); worker memory with
@@ -323,7 +323,7 @@ DBOS's, not a third of it). What bounds them:
 - **Waking idle processes.** Pickup crosses several processes that were asleep (client,
   database backend, the worker's listener thread, its event loop, the database again). The
   raw-SQL reference line above gives this machine's cost of one such wake-up; it varied from
-  about 1 to 8 ms between runs of this session, so pickup moves by as much from run to run. The
+  under 1 to 8 ms between runs of this session, so pickup moves by as much from run to run. The
   worker's part is one claim (two batched round trips) and the commit of the first activation,
   after which the action starts.
 """
