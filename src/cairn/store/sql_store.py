@@ -15,7 +15,6 @@ from cairn.store import control, journal_tx
 from cairn.store.base import WORK, Database, Tx, run_row, step_row
 from cairn.store.protocol import (
     ActionClaim,
-    ActivationResult,
     Commit,
     EventRow,
     RunClaim,
@@ -201,9 +200,8 @@ class SqlStore:
 
         return await self.db.transaction(tx_fn)
 
-    async def commit_activation(self, claim: RunClaim | Commit, result: ActivationResult | None = None) -> None:
+    async def _commit_one(self, commit: Commit) -> None:
         """Apply one activation in one transaction; LeaseLost if the run's token moved (nothing written)."""
-        commit = claim if isinstance(claim, Commit) else Commit(claim.run, claim.token, result or ActivationResult())
         await self.db.transaction(lambda tx: journal_tx.commit_activation(tx, commit))
 
     async def commit_activations(self, commits: Sequence[Commit]) -> list[CairnError | None]:
@@ -227,7 +225,7 @@ class SqlStore:
         outcomes: list[CairnError | None] = []
         for commit in commits:
             try:
-                await self.commit_activation(commit)
+                await self._commit_one(commit)
                 outcomes.append(None)
             except LeaseLost as exc:
                 outcomes.append(exc)
