@@ -41,6 +41,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def latency_metrics(latencies_ms: list[float]) -> dict[str, float]:
+    """p50 and p99 of a latency scenario, in ms."""
+    return {"p50_ms": round(percentile(latencies_ms, 0.5), 3), "p99_ms": round(percentile(latencies_ms, 0.99), 3)}
+
+
 def _noop(done: int, total: int) -> None:
     pass
 
@@ -61,13 +66,7 @@ async def sequential(url: str, runs: int = 200, progress: Progress = _noop) -> d
     finally:
         await client.close()
     return record(
-        url,
-        "sequential",
-        1,
-        runs=runs,
-        p50_ms=round(percentile(latencies, 0.5), 3),
-        p99_ms=round(percentile(latencies, 0.99), 3),
-        mean_ms=round(statistics.fmean(latencies), 3),
+        url, "sequential", 1, runs=runs, **latency_metrics(latencies), mean_ms=round(statistics.fmean(latencies), 3)
     )
 
 
@@ -192,14 +191,7 @@ async def pickup(url: str, runs: int = 20, progress: Progress = _noop) -> dict[s
     finally:
         stop_workers(procs)
         await client.close()
-    return record(
-        url,
-        "pickup",
-        1,
-        runs=runs,
-        p50_ms=round(percentile(latencies, 0.5), 3),
-        p99_ms=round(percentile(latencies, 0.99), 3),
-    )
+    return record(url, "pickup", 1, runs=runs, **latency_metrics(latencies))
 
 
 def _commits_now(url: str) -> int:
