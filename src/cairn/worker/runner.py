@@ -233,45 +233,42 @@ class Runner:
             await self._drain(claim.run_id)
 
     async def _drain(self, run_id: str) -> None:
-        while True:
-            items = self._mailbox.pop(run_id, [])
-            if not items:
-                return
-            entry = self.cache.take_held(run_id)
-            if entry is None:
-                for claim, outcome in items:
+        while items := self._mailbox.pop(run_id, []):
+            if not await self._fold(run_id, items):
+                for claim, outcome in items:  # not committed with the run (or perhaps not): record apart
                     await self._complete_plainly(claim, outcome)
-                continue
-            resolutions = [
-                Resolution(
-                    c.seq,
-                    StepStatus.FAILED if o.error is not None else StepStatus.COMPLETED,
-                    o.result,
-                    o.error,
-                    json.dumps(o.memory_writes) if o.memory_writes else None,
-                )
-                for c, o in sorted(items, key=lambda item: item[0].seq)
-            ]
-            completions = [Completion(c, o.result, o.error, o.memory_writes, o.logs) for c, o in items]
-            try:
-                result = entry.inst.activate(resolutions, self._now())
-            except Exception:
-                log.exception("activation of run %s failed; recording its results the ordinary way", run_id)
-                entry.inst.close()
-                for claim, outcome in items:
-                    await self._complete_plainly(claim, outcome)
-                continue
-            try:
-                committed = await self._commit(entry.inst, entry.run, entry.token, result, completions)
-            except Exception as exc:
-                # E.g. the connection dropped at COMMIT: whether it landed is unknown. Recording the
-                # results apart is safe either way (fenced by attempt); the run, no longer held
-                # here, runs out its lease and is replayed, as are born actions that never started.
-                log.warning("run %s: committing its results failed (%s); recording them apart", run_id, exc)
-                committed = False
-            if not committed:
-                for claim, outcome in items:  # the combined commit rolled back (or may have): record apart
-                    await self._complete_plainly(claim, outcome)
+
+    async def _fold(self, run_id: str, items: Sequence[tuple[ActionClaim, Outcome]]) -> bool:
+        """Feed results to the run in memory and commit them with its next activation; False when
+        that was not done (the run is no longer held here, or the commit failed or rolled back)."""
+        entry = self.cache.take_held(run_id)
+        if entry is None:
+            return False
+        resolutions = [
+            Resolution(
+                c.seq,
+                StepStatus.FAILED if o.error is not None else StepStatus.COMPLETED,
+                o.result,
+                o.error,
+                json.dumps(o.memory_writes) if o.memory_writes else None,
+            )
+            for c, o in sorted(items, key=lambda item: item[0].seq)
+        ]
+        completions = [Completion(c, o.result, o.error, o.memory_writes, o.logs) for c, o in items]
+        try:
+            result = entry.inst.activate(resolutions, self._now())
+        except Exception:
+            log.exception("activation of run %s failed; recording its results the ordinary way", run_id)
+            entry.inst.close()
+            return False
+        try:
+            return await self._commit(entry.inst, entry.run, entry.token, result, completions)
+        except Exception as exc:
+            # E.g. the connection dropped at COMMIT: whether it landed is unknown. Recording the
+            # results apart is safe either way (fenced by attempt); the run, no longer held here,
+            # runs out its lease and is replayed, as are born actions that never started.
+            log.warning("run %s: committing its results failed (%s); recording them apart", run_id, exc)
+            return False
 
     async def _complete_plainly(self, claim: ActionClaim, outcome: Outcome) -> None:
         await record_plainly(self._store, claim, outcome)
