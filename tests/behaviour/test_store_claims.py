@@ -3,13 +3,20 @@ group commits fail only the commit that lost its fence, and a claim leaves busy 
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from typing import TypeVar
+
 import pytest
 
 import cairn
 from cairn import RunStatus
 from cairn.errors import LeaseLost
+from cairn.store.base import Tx
 from cairn.store.protocol import ActivationResult, Commit, RunClaim, WorkClaim
 from tests import flows
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,10 +38,16 @@ async def test_a_group_commit_fails_only_the_commit_that_lost_its_fence(client: 
     assert set(claims) == {first.id, second.id}
     await second.pause()  # a control operation moves the second run's token under the worker
 
-    outcomes = await client.store.commit_activations([_done(claims[first.id], 10), _done(claims[second.id], 20)])
+    transactions = _count_transactions(client)
+    outcomes = await asyncio.gather(
+        client.store.commit_activation(_done(claims[first.id], 10)),
+        client.store.commit_activation(_done(claims[second.id], 20)),
+        return_exceptions=True,
+    )
 
     assert outcomes[0] is None
     assert isinstance(outcomes[1], LeaseLost)
+    assert len(transactions) == 3  # tried together, refused by the stale one, then each apart
     assert await first.result(timeout=5) == 10
     paused = await second.describe()
     assert paused.status == RunStatus.PAUSED and paused.result is None  # nothing of the stale commit landed
@@ -49,6 +62,30 @@ async def test_a_claim_leaves_runs_this_worker_is_busy_with_alone(client: cairn.
     (again,) = (await _claim(client)).runs  # w1 lost track of it (not busy): it takes it back
     assert again.token == claim.token + 1
 
-    outcomes = await client.store.commit_activations([_done(claim, 1)])  # the stale activation
-    assert isinstance(outcomes[0], LeaseLost)
+    with pytest.raises(LeaseLost):
+        await client.store.commit_activation(_done(claim, 1))  # the stale activation
     assert (await run.describe()).status == RunStatus.PENDING
+
+
+async def test_runs_started_together_share_one_transaction(client: cairn.Client) -> None:
+    transactions = _count_transactions(client)
+    handles = await asyncio.gather(*(client.start(flows.function_style, i) for i in range(20)))
+
+    assert len(transactions) == 1  # group commit: one transaction for the twenty inserts
+    rows = [await h.describe() for h in handles]
+    assert [r.status for r in rows] == [RunStatus.PENDING] * 20
+    assert len({r.id for r in rows}) == 20
+
+
+def _count_transactions(client: cairn.Client) -> list[bool]:
+    """One entry per transaction the store's database runs from now on (the real database runs
+    them; this only counts what passes through)."""
+    calls: list[bool] = []
+    real = client.store.db.transaction
+
+    async def counted(fn: Callable[[Tx], T], write: bool = True) -> T:
+        calls.append(write)
+        return await real(fn, write)
+
+    client.store.db.transaction = counted  # type: ignore[method-assign]
+    return calls

@@ -11,7 +11,6 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cairn.errors import CairnError
 from cairn.types import Json, RunStatus, StepKind, StepStatus
 
 
@@ -277,9 +276,9 @@ class Store(Protocol):
         current, so that run's journal need not be reloaded; runs in `busy` (held and being worked
         on by this worker) are not claimed again."""
 
-    async def commit_activations(self, commits: Sequence[Commit]) -> list[CairnError | None]:
-        """Apply activations (a group commit), each atomically; for each, None or the error that
-        refused it (LeaseLost when its run's token is no longer current: nothing of it is written)."""
+    async def commit_activation(self, commit: Commit) -> None:
+        """Apply an activation atomically (perhaps in a transaction shared with others: group
+        commit); LeaseLost when its run's token is no longer current (nothing of it is written)."""
 
     async def release_run(self, claim: RunClaim) -> None:
         """Give a claimed run back without changes (shutdown, or an error before commit)."""

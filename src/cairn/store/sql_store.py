@@ -10,9 +10,9 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from cairn.errors import CairnError, LeaseLost
 from cairn.store import control, journal_tx
 from cairn.store.base import WORK, Database, Tx, run_row, step_row
+from cairn.store.batch import TxBatcher
 from cairn.store.protocol import (
     ActionClaim,
     Commit,
@@ -34,6 +34,8 @@ class SqlStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.url = db.url
+        self._batcher = TxBatcher(db)
+        """Group commit for the hot small writes: run inserts, activation commits, action results."""
         self.takers: list[RunTaker] = []
         """Workers in this process that take runs started here at birth (see `insert_run`)."""
 
@@ -88,7 +90,7 @@ class SqlStore:
             return run_row(row), False
 
         try:
-            run, created = await self.db.transaction(tx_fn)
+            run, created = await self._batcher.run(tx_fn)
         except BaseException:
             if taker is not None:
                 taker.take_run(run_id, None)
@@ -200,36 +202,10 @@ class SqlStore:
 
         return await self.db.transaction(tx_fn)
 
-    async def _commit_one(self, commit: Commit) -> None:
-        """Apply one activation in one transaction; LeaseLost if the run's token moved (nothing written)."""
-        await self.db.transaction(lambda tx: journal_tx.commit_activation(tx, commit))
-
-    async def commit_activations(self, commits: Sequence[Commit]) -> list[CairnError | None]:
-        """Apply several activations in one transaction (a group commit); for each, None or the error
-        that refused it (LeaseLost). When any is refused, they are applied one transaction each
-        instead, so one lost fence fails only its own commit."""
-        if len(commits) > 1:
-            try:
-
-                def apply_all(tx: Tx) -> None:
-                    for commit in commits:
-                        journal_tx.commit_activation(tx, commit)
-
-                await self.db.transaction(apply_all)
-                return [None] * len(commits)
-            except CairnError:
-                pass
-            except Exception as exc:
-                if not self.db.is_conflict(exc):
-                    raise
-        outcomes: list[CairnError | None] = []
-        for commit in commits:
-            try:
-                await self._commit_one(commit)
-                outcomes.append(None)
-            except LeaseLost as exc:
-                outcomes.append(exc)
-        return outcomes
+    async def commit_activation(self, commit: Commit) -> None:
+        """Apply one activation atomically, in a transaction it may share with others (group
+        commit); LeaseLost if the run's token moved (nothing of it is written)."""
+        await self._batcher.run(lambda tx: journal_tx.commit_activation(tx, commit))
 
     async def release_run(self, claim: RunClaim) -> None:
         def tx_fn(tx: Tx) -> None:
@@ -253,7 +229,7 @@ class SqlStore:
 
         With `retry_delay` the step goes back to scheduled, due that many seconds from now."""
 
-        return await self.db.transaction(
+        return await self._batcher.run(
             lambda tx: journal_tx.complete_action(tx, claim, result, error, retry_delay, memory_writes, logs)
         )
 

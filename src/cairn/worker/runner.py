@@ -31,7 +31,6 @@ from cairn.store.protocol import ActionClaim, ActivationResult, Commit, Completi
 from cairn.store.sql_store import SqlStore
 from cairn.types import RunStatus, StepKind, StepStatus
 from cairn.worker.actions import Outcome, record_plainly
-from cairn.worker.committer import GroupCommitter
 
 log = logging.getLogger("cairn.worker")
 
@@ -135,7 +134,6 @@ class Runner:
         self._lease = lease
         self._queues = set(queues) if queues else None
         self.cache = InstanceCache(cache_size)
-        self._committer = GroupCommitter(store)
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._mailbox: dict[str, list[tuple[ActionClaim, Outcome]]] = {}
         self._claimed: InFlight[str] = InFlight()
@@ -287,7 +285,7 @@ class Runner:
         born = frozenset(s.seq for s in births)
         commit = Commit(run, token, result, completions, born, self._worker_id, self._lease, self._now())
         try:
-            await self._committer.commit(commit)
+            await self._store.commit_activation(commit)
         except LeaseLost:
             log.info("run %s: lease moved before commit; another worker or a control operation continues it", run.id)
             self._abandon(inst, births)

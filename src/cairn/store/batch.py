@@ -1,0 +1,102 @@
+"""Group commit: small write transactions that arrive together share one transaction.
+
+Activation commits of many runs, and the inserts of many runs started at once, are each a few
+statements; their cost is the transaction around them (a round trip, a COMMIT, a WAL flush). Work
+that arrives while transactions are in flight queues up and goes together in the next one. Alone,
+a piece of work goes at once, so latency is unchanged when things are quiet. A few transactions may
+be in flight at once: while one waits on the database, the next batch is built and sent.
+
+Each piece keeps its own outcome. When the shared transaction is refused by one piece (a run's lease
+fence, `CairnError`) or by a conflict, it rolls back whole and every piece runs again in a
+transaction of its own, so only the piece at fault fails. Any other error (the database is gone, or
+a COMMIT whose outcome is unknown) is every piece's error: running them again could apply one twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from cairn.errors import CairnError
+from cairn.store.base import Database, Tx
+
+T = TypeVar("T")
+Work = Callable[[Tx], Any]
+
+
+class _Queue:
+    """One event loop's queue: futures belong to the loop that made them."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Work, asyncio.Future[Any]]] = []
+        self.flushers: set[asyncio.Task[None]] = set()
+
+
+class TxBatcher:
+    def __init__(self, db: Database, max_batch: int = 64, max_in_flight: int = 4) -> None:
+        self._db = db
+        self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
+        """Measured with `cairn bench --scenario throughput`: 1 -> 4 gave about +16% workflows/s on
+        PostgreSQL (none lost on SQLite, whose single writer simply queues them), 8 no more."""
+        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
+
+    async def run(self, work: Callable[[Tx], T]) -> T:
+        """Run `work` in some write transaction and return its value, or raise what refused it."""
+        loop = asyncio.get_running_loop()
+        queue = self._queues.get(loop)
+        if queue is None:
+            queue = self._queues[loop] = _Queue()
+        done: asyncio.Future[T] = loop.create_future()
+        queue.items.append((work, done))
+        if len(queue.flushers) < self._max_in_flight:
+            flusher = asyncio.create_task(self._flush(queue), name="cairn-group-commit")
+            queue.flushers.add(flusher)
+            flusher.add_done_callback(queue.flushers.discard)
+        return await done
+
+    async def _flush(self, queue: _Queue) -> None:
+        while queue.items:
+            batch = queue.items[: self._max_batch]
+            del queue.items[: self._max_batch]
+            try:
+                await self._apply(batch)
+            except BaseException as exc:  # cancelled: nothing more is known of this batch
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                raise
+
+    async def _apply(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> None:
+        if len(batch) > 1:
+            try:
+                values = await self._db.transaction(lambda tx: [work(tx) for work, _ in batch])
+            except CairnError:
+                pass  # one piece refused: run each apart below
+            except Exception as exc:
+                if not self._db.is_conflict(exc):
+                    for _, done in batch:
+                        _settle(done, None, exc)
+                    return
+            else:
+                for (_, done), value in zip(batch, values, strict=True):
+                    _settle(done, value, None)
+                return
+        for work, done in batch:
+            try:
+                value = await self._db.transaction(work)
+            except Exception as exc:
+                _settle(done, None, exc)
+            else:
+                _settle(done, value, None)
+
+
+def _settle(done: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if done.done():  # its caller was cancelled
+        return
+    if error is None:
+        done.set_result(value)
+    else:
+        done.set_exception(error)
