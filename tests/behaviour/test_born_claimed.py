@@ -1,39 +1,61 @@
-"""Runs started next to a worker in the same process are born leased to it (no claim): the
-activation starts at once. Being leased at birth must not cost durability or capacity."""
+"""Runs started next to a worker in the same process are created by that worker's first commit of
+them, born leased to it (no claim, no transaction of their own). Being leased at birth must not
+cost durability or capacity, and must never touch a run that exists already."""
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
 import cairn
-from cairn.store.protocol import RunClaim
+from cairn import RunStatus
+from cairn.engine.instance import WorkflowInstance
+from cairn.errors import LeaseLost
+from cairn.store.protocol import ActivationResult, Commit, RunClaim
 from tests import flows
 
 
 class _CrashingTaker:
-    """Stands in for a worker in the client's process that takes a run at birth and then dies
-    before activating it (the process is gone, so nothing of it runs)."""
+    """Stands in for a worker in the client's process that takes a run at birth, commits its first
+    activation as the engine decides it (the first action born leased to itself) and then dies:
+    nothing more of it runs."""
 
-    id = "crashed-before-activating"
+    id = "crashed-after-its-first-commit"
     lease = 0.5
 
-    def __init__(self) -> None:
-        self.taken: list[tuple[str, RunClaim | None]] = []
+    def __init__(self, client: cairn.Client) -> None:
+        self.store = client.store
+        self.taken: list[str] = []
 
     def reserve_run(self, run_id: str, workflow: str, queue: str) -> bool:
         return True
 
-    def take_run(self, run_id: str, claim: RunClaim | None) -> None:
-        self.taken.append((run_id, claim))
+    def clock(self) -> float:
+        return time.time()
+
+    async def start_run(self, claim: RunClaim, insert: Mapping[str, Any]) -> bool:
+        inst = WorkflowInstance.restore(flows.Sequence3.__cairn_workflow__, claim.run, [], 0)
+        first = inst.activate([], claim.now)
+        births = frozenset(s.seq for s in first.new_steps)
+        assert births, "the first activation schedules the first action"
+        commit = Commit(claim.run, 1, first, (), births, self.id, self.lease, None, insert)
+        await self.store.commit_activation(commit)
+        inst.close()  # the process is gone
+        self.taken.append(claim.run.id)
+        return True
 
 
 async def test_a_run_born_leased_to_a_worker_that_died_is_taken_over(db_url: str) -> None:
     starter, other = cairn.Client(db_url), cairn.Client(db_url)
-    taker = _CrashingTaker()
+    taker = _CrashingTaker(starter)
     starter.store.takers.append(taker)
     try:
         handle = await starter.start(flows.Sequence3, 1)
         row = await handle.describe()
-        assert (row.lease_owner, row.lease_token) == (taker.id, 1)  # born leased: nobody else may claim it
-        assert [(run_id, claim is not None) for run_id, claim in taker.taken] == [(handle.id, True)]
+        assert (row.lease_owner, row.status) == (taker.id, RunStatus.RUNNING)  # born leased: nobody else may claim it
+        assert taker.taken == [handle.id]
         # Another worker (another process, in effect: its own client) takes over once the lease lapses.
         async with cairn.Worker(other, poll_interval=0.1, lease=5.0):
             assert await other.get(handle.id).result(timeout=15) == 4
@@ -72,3 +94,49 @@ async def test_each_next_action_starts_in_the_commit_that_schedules_it(client: c
     started = {e.step: e.at for e in events if e.kind == "step.started"}
     assert sorted(scheduled) == [1, 2, 3]
     assert started == scheduled  # started in the same transaction: one clock reading
+
+
+class _TakerHoldingTheLease:
+    """A worker in this process ("w1") that already holds the lease of an existing run with token
+    1, the token a run is born with: only the insert's own check can stop its "first" commit."""
+
+    id = "w1"
+    lease = 30.0
+
+    def __init__(self, client: cairn.Client) -> None:
+        self.store = client.store
+        self.refused: list[str] = []
+
+    def reserve_run(self, run_id: str, workflow: str, queue: str) -> bool:
+        return True
+
+    def clock(self) -> float:
+        return time.time()
+
+    async def start_run(self, claim: RunClaim, insert: Mapping[str, Any]) -> bool:
+        done = ActivationResult(status=RunStatus.COMPLETED, result="999")
+        try:
+            await self.store.commit_activation(
+                Commit(claim.run, 1, done, (), frozenset(), self.id, self.lease, None, insert)
+            )
+        except LeaseLost as exc:
+            self.refused.append(str(exc))
+            return False
+        return True
+
+
+async def test_starting_an_existing_id_never_writes_over_that_run(client: cairn.Client) -> None:
+    first = await client.start(flows.function_style, 1, id="taken")  # no worker here: pending
+    workflows = [flows.function_style.__cairn_workflow__.id]
+    (claim,) = (await client.store.claim_work("w1", workflows, [], None, 10, 0, 30.0)).runs
+    assert claim.token == 1
+    taker = _TakerHoldingTheLease(client)
+    client.store.takers.append(taker)
+
+    again = await client.start(flows.function_style, 2, id="taken")
+
+    assert again.id == first.id
+    assert len(taker.refused) == 1 and "existing run" in taker.refused[0]
+    row = await first.describe()
+    assert (row.status, row.result, json.loads(row.input)) == (RunStatus.PENDING, None, {"x": 1})
+    assert (row.lease_owner, row.lease_token) == ("w1", 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -114,6 +115,29 @@ async def test_result_timeout(client: cairn.Client) -> None:
     handle = await client.start(flows.Approval, "never approved")
     with pytest.raises(TimeoutError, match=r"did not finish within 0.2s"):
         await handle.result(timeout=0.2)
+
+
+async def test_a_run_that_ends_in_this_process_hands_its_result_to_the_waiter(client: cairn.Client) -> None:
+    """The commit that ends a run (by the worker in this process) carries its row to the waiter of
+    `run`: no read back. The value and the error are those the database holds."""
+    reads: list[str] = []
+    real = client.store.db.transaction
+
+    async def counted(fn: Any, write: bool = True) -> Any:
+        if not write:
+            reads.append(getattr(fn, "__qualname__", "?"))
+        return await real(fn, write)
+
+    client.store.db.transaction = counted  # type: ignore[method-assign]
+    assert await client.run(flows.Sequence3, 1, id="done", timeout=10) == 4
+    with pytest.raises(ValueError, match="bad input"):
+        await client.run(flows.fails, "bad input", id="failed", timeout=10)
+    assert reads == []
+
+    client.store.db.transaction = real  # type: ignore[method-assign]
+    for handle, status in ((client.get("done"), RunStatus.COMPLETED), (client.get("failed"), RunStatus.FAILED)):
+        row = await handle.describe()
+        assert row.status == status and row.completed_at is not None
 
 
 async def test_where_id_returns_handle(client: cairn.Client) -> None:

@@ -85,9 +85,15 @@ class RunHandle:
         event = asyncio.Event()
         loop = asyncio.get_running_loop()
         key = f"run:{self.id}"
+        finished: list[RunRow] = []
 
-        def on_note(_payload: str) -> None:
-            call_soon_here(loop, event.set)
+        def arrived(detail: object) -> None:
+            if isinstance(detail, RunRow) and detail.status.is_terminal:
+                finished.append(detail)  # the commit that ended the run was made in this process
+            event.set()
+
+        def on_note(detail: object) -> None:
+            call_soon_here(loop, lambda: arrived(detail))
 
         unsubscribe = self.client.store.subscribe_key(key, on_note)
         try:
@@ -96,6 +102,8 @@ class RunHandle:
             pause = 0.5 if self.client.store.db.notifies_across_processes else 0.02
             while True:
                 event.clear()
+                if finished:  # it ended after we began waiting, and the news carried its row
+                    return finished[-1]
                 if pending:  # just created, so not finished yet: skip the read, wait for news
                     pending, row = False, None
                 else:

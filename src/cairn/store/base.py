@@ -19,6 +19,9 @@ from cairn.types import RunStatus, StepKind, StepStatus
 T = TypeVar("T")
 Params = Mapping[str, Any]
 WORK = "work"
+Listener = Callable[[Any], None]
+"""Called on a notification with its in-process detail: an object the commit attached for waiters
+in this process (a finished run's row), or None (none attached, or it came from another process)."""
 
 
 def call_soon_here(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
@@ -34,7 +37,8 @@ class Tx(abc.ABC):
     """One open transaction; queries are referenced by name."""
 
     def __init__(self) -> None:
-        self.notes: set[str] = set()
+        self.notes: dict[str, Any] = {}
+        """Notifications to send after commit: payload -> in-process detail (see `Listener`)."""
         self.events: list[dict[str, Any]] = []
 
     def add_event(self, row: dict[str, Any]) -> None:
@@ -83,9 +87,11 @@ class Tx(abc.ABC):
         if row is not None and row[0]:
             self.notify(payload)
 
-    def notify(self, payload: str) -> None:
-        """Wake listeners after commit (in this process directly, elsewhere through the backend)."""
-        self.notes.add(payload)
+    def notify(self, payload: str, detail: Any = None) -> None:
+        """Wake listeners after commit (in this process directly, elsewhere through the backend);
+        listeners in this process also get `detail`."""
+        if detail is not None or payload not in self.notes:
+            self.notes[payload] = detail
 
     def now(self) -> float:
         row = self.one("now", {})
@@ -98,7 +104,7 @@ class Database(abc.ABC):
     url: str
 
     def __init__(self) -> None:
-        self._keyed: dict[str, list[Callable[[str], None]]] = {}
+        self._keyed: dict[str, list[Listener]] = {}
         self._lock = threading.Lock()
 
     @abc.abstractmethod
@@ -119,9 +125,9 @@ class Database(abc.ABC):
     @abc.abstractmethod
     async def transaction(self, fn: Callable[[Tx], T], write: bool = True) -> T: ...
 
-    def subscribe_key(self, key: str, callback: Callable[[str], None]) -> Callable[[], None]:
-        """Call `callback(key)` (from any thread) on notifications equal to `key`: "work" for claim
-        loops, "run:<id>" for a run's result waiters. Returns the unsubscribe function."""
+    def subscribe_key(self, key: str, callback: Listener) -> Callable[[], None]:
+        """Call `callback(detail)` (from any thread) on notifications equal to `key`: "work" for
+        claim loops, "run:<id>" for a run's result waiters. Returns the unsubscribe function."""
         with self._lock:
             self._keyed.setdefault(key, []).append(callback)
 
@@ -135,12 +141,14 @@ class Database(abc.ABC):
 
         return unsubscribe
 
-    def _dispatch(self, payloads: set[str] | list[str]) -> None:
+    def _dispatch(self, notes: Mapping[str, Any] | Sequence[str]) -> None:
+        """Call the listeners of `notes`: payloads, or payload -> detail from a commit here."""
+        details = notes if isinstance(notes, Mapping) else dict.fromkeys(notes)
         with self._lock:
-            keyed = [(p, list(self._keyed.get(p, ()))) for p in payloads if p in self._keyed]
-        for payload, callbacks in keyed:
+            keyed = [(d, list(self._keyed.get(p, ()))) for p, d in details.items() if p in self._keyed]
+        for detail, callbacks in keyed:
             for cb in callbacks:
-                cb(payload)
+                cb(detail)
 
 
 def run_row(r: Sequence[Any]) -> RunRow:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from cairn.errors import LeaseLost
@@ -44,6 +45,9 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
     if res.status in TERMINAL and run.parent_id is not None:
         tx.one("lock_run", {"id": run.parent_id})  # parent before child: see control._lock
     now = commit.now if commit.now is not None else tx.now()
+    if commit.insert is not None:  # a run started in this process, created by its first commit
+        taken = LeaseLost(f"run {run.id} was not created: the id names an existing run")
+        tx.expect_one("insert_run", {**commit.insert, "now": now}, taken)
     lost = LeaseLost(f"the lease on run {run.id} was lost (another worker or a control operation took it)")
     tx.expect_one("fence_run", {"id": run.id, "token": commit.token, "now": now}, lost)
     for c in commit.completions:
@@ -107,11 +111,31 @@ def _finish(tx: Tx, commit: Commit, activation: int, now: float) -> None:
         if res.error is not None:
             detail["error"] = json.loads(res.error).get("message", "")
         event(tx, run.id, res.status.value, now, **detail)
-        tx.notify(f"run:{run.id}")
+        # A result waiter in this process gets the finished row with the news: no read back.
+        tx.notify(f"run:{run.id}", _finished_row(commit, activation, now) if terminal else None)
     if terminal and run.parent_id is not None and run.parent_seq is not None:
         resolve_parent(tx, run, res.status, res.result, res.error, now)
     if res.wake_at is not None:
         tx.notify(WORK)  # a timer to watch: else nothing here is for a claim loop
+
+
+def _finished_row(commit: Commit, activation: int, now: float) -> RunRow:
+    """The run as `finish_activation` leaves it when it ends."""
+    run, res = commit.run, commit.result
+    return replace(
+        run,
+        status=res.status,
+        result=res.result,
+        error=res.error,
+        activations=activation,
+        pause_reason=None,
+        properties=res.properties if res.properties is not None else run.properties,
+        updated_at=now,
+        started_at=run.started_at if run.started_at is not None else now,
+        completed_at=now,
+        lease_owner=None,
+        lease_token=commit.token + 1,
+    )
 
 
 def resolve_parent(tx: Tx, child: RunRow, status: RunStatus, result: str | None, error: str | None, now: float) -> None:

@@ -12,6 +12,7 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
+import re
 import threading
 import time
 import uuid
@@ -38,10 +39,10 @@ EXPECTATION_FAILED = "CA001"
 @functools.cache
 def _expecting(name: str) -> str:
     """The named write, made to fail on the server unless it changed exactly one row."""
-    return (
-        f"WITH changed AS ({queries('postgres')[name]} RETURNING 1) "
-        "SELECT cairn_expect((SELECT count(*) FROM changed) = 1, %(expect)s)"
-    )
+    write = queries("postgres")[name]
+    if not re.search(r"\bRETURNING\b", write, re.IGNORECASE):
+        write += " RETURNING 1"
+    return f"WITH changed AS ({write}) SELECT cairn_expect((SELECT count(*) FROM changed) = 1, %(expect)s)"
 
 
 @functools.cache
@@ -264,7 +265,7 @@ class PostgresDatabase(Database):
             self._dispatch(notes)
         return result
 
-    def _run(self, fn: Callable[[Tx], T]) -> tuple[T, set[str]]:
+    def _run(self, fn: Callable[[Tx], T]) -> tuple[T, dict[str, Any]]:
         assert self._pool is not None
         try:
             conn_cm = self._pool.connection()

@@ -7,9 +7,9 @@ nothing. Times are float seconds since the epoch; lease expiry is judged by the 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from cairn.types import Json, RunStatus, StepKind, StepStatus
 
@@ -98,8 +98,10 @@ class RunClaim:
 
 
 class RunTaker(Protocol):
-    """A worker in this process that takes runs started here as they are created: the run is born
-    leased to it and its first activation starts at once, with no claim (as born actions do)."""
+    """A worker in this process that takes runs started here as they are created. It activates the
+    run before it is written, and the run's insert goes in the transaction of that first commit:
+    the run is born leased to the worker and already started, with no claim and no transaction of
+    its own (as born actions are)."""
 
     id: str
     lease: float
@@ -108,8 +110,14 @@ class RunTaker(Protocol):
         """Whether this worker takes the run about to be created (a run slot is then held for it)."""
         ...
 
-    def take_run(self, run_id: str, claim: RunClaim | None) -> None:
-        """The reserved run, created and leased (its first activation), or None: not created."""
+    def clock(self) -> float:
+        """The worker's estimate of the database clock: the new run's creation time."""
+        ...
+
+    async def start_run(self, claim: RunClaim, insert: Mapping[str, Any]) -> bool:
+        """Activate the reserved run (`claim`: as it will be once inserted) and commit that first
+        activation with the run's `insert` (`insert_run` parameters), in one transaction. False
+        when the id names an existing run: then nothing is written."""
         ...
 
 
@@ -177,6 +185,9 @@ class Commit:
     now: float | None = None
     """The committer's estimate of the database clock, so the commit need not ask for it (a round
     trip); None: ask the database."""
+    insert: Mapping[str, Any] | None = None
+    """The `insert_run` parameters of a run this commit creates (see `RunTaker`): inserted in the
+    same transaction, first; the commit is refused (LeaseLost) when the id is taken."""
 
 
 @dataclass(frozen=True, slots=True)

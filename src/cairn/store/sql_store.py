@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from cairn.store import control, journal_tx
-from cairn.store.base import WORK, Database, Tx, run_row, step_row
+from cairn.store.base import WORK, Database, Listener, Tx, run_row, step_row
 from cairn.store.batch import TxBatcher
 from cairn.store.protocol import (
     ActionClaim,
@@ -45,7 +45,7 @@ class SqlStore:
     async def close(self) -> None:
         await self.db.close()
 
-    def subscribe_key(self, key: str, callback: Callable[[str], None]) -> Callable[[], None]:
+    def subscribe_key(self, key: str, callback: Listener) -> Callable[[], None]:
         return self.db.subscribe_key(key, callback)
 
     async def now(self) -> float:
@@ -64,41 +64,59 @@ class SqlStore:
         code_version: str | None = None,
     ) -> tuple[RunRow, bool]:
         """Create a run (or find the one with this id: then False). When a worker in this process
-        takes it, the run is born leased to that worker, which activates it at once: no claim."""
+        takes it, the run is created by that worker's first activation of it (see `RunTaker`)."""
         taker = next((t for t in self.takers if t.reserve_run(run_id, workflow, queue)), None)
+        params = {
+            "id": run_id,
+            "workflow": workflow,
+            "input": input,
+            "queue": queue,
+            "parent_id": parent_id,
+            "parent_seq": parent_seq,
+            "code_version": code_version,
+            "now": None,
+            "lease_owner": taker.id if taker is not None else None,
+            "lease": taker.lease if taker is not None else None,
+        }
+        if taker is not None:
+            now = taker.clock()
+            run = RunRow(
+                id=run_id,
+                workflow=workflow,
+                input=input,
+                queue=queue,
+                parent_id=parent_id,
+                parent_seq=parent_seq,
+                status=RunStatus.PENDING,
+                result=None,
+                error=None,
+                created_at=now,
+                updated_at=now,
+                started_at=None,
+                completed_at=None,
+                activations=0,
+                properties=None,
+                code_version=code_version,
+                lease_owner=taker.id,
+                lease_token=1,
+                pause_reason=None,
+            )
+            if await taker.start_run(RunClaim(run, 1, [], [], (), False, now), {**params, "now": now}):
+                return run, True
+            existing = await self.get_run(run_id)
+            assert existing is not None, f"run {run_id} was refused as existing, yet it is not there"
+            return existing, False
 
         def tx_fn(tx: Tx) -> tuple[RunRow, bool]:
-            params = {
-                "id": run_id,
-                "workflow": workflow,
-                "input": input,
-                "queue": queue,
-                "parent_id": parent_id,
-                "parent_seq": parent_seq,
-                "code_version": code_version,
-                "now": None,
-                "lease_owner": taker.id if taker is not None else None,
-                "lease": taker.lease if taker is not None else None,
-            }
             row = tx.one("insert_run", params)
             if row is not None:
-                if taker is None:
-                    tx.notify(WORK)  # claimable by any worker
+                tx.notify(WORK)  # claimable by any worker
                 return run_row(row), True
             row = tx.one("get_run", {"id": run_id})  # the id names an existing run
             assert row is not None
             return run_row(row), False
 
-        try:
-            run, created = await self._batcher.run(tx_fn)
-        except BaseException:
-            if taker is not None:
-                taker.take_run(run_id, None)
-            raise
-        if taker is not None:
-            claim = RunClaim(run, run.lease_token, [], [], (), False, run.created_at) if created else None
-            taker.take_run(run_id, claim)
-        return run, created
+        return await self._batcher.run(tx_fn)
 
     async def get_run(self, run_id: str) -> RunRow | None:
         row = await self.db.transaction(lambda tx: tx.one("get_run", {"id": run_id}), write=False)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from cairn.store.base import WORK, Database, Params, Tx
+from cairn.store.base import WORK, Database, Listener, Params, Tx
 from cairn.store.sql import migrations, queries
 
 T = TypeVar("T")
@@ -42,7 +42,10 @@ class _SqliteTx(Tx):
         return {k: json.dumps(v) if isinstance(v, list | tuple) else v for k, v in params.items()}
 
     def execute(self, name: str, params: Params) -> int:
-        return self._conn.execute(self._q[name], self._params(params)).rowcount
+        cur = self._conn.execute(self._q[name], self._params(params))
+        if cur.description is not None:  # a write with RETURNING: its rows are the rows it changed
+            return len(cur.fetchall())
+        return cur.rowcount
 
     def all(self, name: str, params: Params) -> list[tuple[Any, ...]]:
         return self._conn.execute(self._q[name], self._params(params)).fetchall()
@@ -130,7 +133,7 @@ class SqliteDatabase(Database):
             conn.execute("ROLLBACK")
             raise
 
-    def subscribe_key(self, key: str, callback: Callable[[str], None]) -> Callable[[], None]:
+    def subscribe_key(self, key: str, callback: Listener) -> Callable[[], None]:
         if key == WORK and self._watcher is None and self.path != ":memory:":
             self._stop_watching.clear()
             self._watcher = threading.Thread(target=self._watch, name="cairn-sqlite-watch", daemon=True)
@@ -178,7 +181,7 @@ class SqliteDatabase(Database):
             self._dispatch(notes)
         return result
 
-    def _run(self, fn: Callable[[Tx], T], write: bool) -> tuple[T, set[str]]:
+    def _run(self, fn: Callable[[Tx], T], write: bool) -> tuple[T, dict[str, Any]]:
         conn = self._conn
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")

@@ -18,7 +18,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
@@ -161,7 +161,7 @@ class Runner:
             if count[0] == 0:
                 del self._locks[run_id]
 
-    def _now(self) -> float:
+    def now(self) -> float:
         """The database clock, estimated from the last claim (activations record it as logical time)."""
         return time.time() + self._clock_offset
 
@@ -184,18 +184,28 @@ class Runner:
         async with self._exclusive(claim.run.id):
             await self._activate(claim)
 
-    async def _activate(self, claim: RunClaim) -> None:
+    async def start_born(self, claim: RunClaim, insert: Mapping[str, Any]) -> bool:
+        """The first activation of a run started in this process, committed with the run's insert
+        (see `RunTaker`); False when the id names an existing run."""
+        try:
+            async with self._exclusive(claim.run.id):
+                return await self._activate(claim, insert)
+        finally:
+            self.reserved.discard(claim.run.id)
+
+    async def _activate(self, claim: RunClaim, insert: Mapping[str, Any] | None = None) -> bool:
+        """Activate a claimed run and commit; whether the commit landed."""
         run = claim.run
         defn = self._registry.workflow(run.workflow)
         cached = self.cache.take(run.id, claim.token)
         if defn is None:  # not claimable by this worker in the first place; hand it back
             await self._store.release_run(claim)
-            return
+            return False
         if claim.journal_skipped and cached is None:
             # We held the run when it was claimed, so its journal was not loaded, but our copy has
             # since been dropped (a commit of ours lost its fence). Hand it back to reload in full.
             await self._store.release_run(claim)
-            return
+            return False
         inst: WorkflowInstance | None = None
         try:
             if cached is not None and claim.journal_skipped:
@@ -213,7 +223,7 @@ class Runner:
                 status=RunStatus.FAILED, error=dumps(error_to_json(exc)), counts_as_activation=False
             )
             inst = None
-        await self._commit(inst, run, claim.token, result, ())
+        return await self._commit(inst, run, claim.token, result, (), insert)
 
     # --- results of actions this worker ran --------------------------------------------------
 
@@ -254,7 +264,7 @@ class Runner:
         ]
         completions = [Completion(c, o.result, o.error, o.memory_writes, o.logs) for c, o in items]
         try:
-            result = entry.inst.activate(resolutions, self._now())
+            result = entry.inst.activate(resolutions, self.now())
         except Exception:
             log.exception("activation of run %s failed; recording its results the ordinary way", run_id)
             entry.inst.close()
@@ -280,10 +290,11 @@ class Runner:
         token: int,
         result: ActivationResult,
         completions: Sequence[Completion],
+        insert: Mapping[str, Any] | None = None,
     ) -> bool:
         births = self._births(result.new_steps) if inst is not None else []
         born = frozenset(s.seq for s in births)
-        commit = Commit(run, token, result, completions, born, self._worker_id, self._lease, self._now())
+        commit = Commit(run, token, result, completions, born, self._worker_id, self._lease, self.now(), insert)
         try:
             await self._store.commit_activation(commit)
         except LeaseLost:

@@ -16,9 +16,9 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from cairn.registry import Registry, registry
 from cairn.store.base import WORK, call_soon_here
@@ -27,6 +27,8 @@ from cairn.store.protocol import ActionClaim, RunClaim, WorkerInfo, WorkflowInfo
 from cairn.store.sql_store import SqlStore
 from cairn.worker.actions import ActionExecutor
 from cairn.worker.runner import InFlight, Runner
+
+T = TypeVar("T")
 
 log = logging.getLogger("cairn.worker")
 
@@ -74,7 +76,7 @@ class Worker:
         self._runner.reserve_slot = self._action_slots.take
         self._runner.release_slot = self._action_slots.release
         self._runner.start_action = self._start_action
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._attempts: InFlight[tuple[str, int]] = InFlight()
         """Attempts running here (run id, step): the heartbeat extends exactly their leases."""
         self._wakeup = asyncio.Event()
@@ -92,7 +94,7 @@ class Worker:
         await self.store.open()
         loop = asyncio.get_running_loop()
 
-        def wake(_payload: str) -> None:
+        def wake(_detail: object) -> None:
             call_soon_here(loop, self._wakeup.set)
 
         self._unsubscribe = self.store.subscribe_key(WORK, wake)
@@ -236,12 +238,14 @@ class Worker:
         self._runner.reserved.add(run_id)
         return True
 
-    def take_run(self, run_id: str, claim: RunClaim | None) -> None:
-        self._runner.reserved.discard(run_id)
-        if claim is None:
-            self._run_slots.release()
-            return
-        self._spawn(self._runner.activation(claim), self._releaser(self._run_slots))
+    def clock(self) -> float:
+        return self._runner.now()
+
+    async def start_run(self, claim: RunClaim, insert: Mapping[str, Any]) -> bool:
+        # A task of this worker's, so that stopping waits for it; shielded, so that a cancelled
+        # start() does not break off a commit under way.
+        born = self._spawn(self._runner.start_born(claim, insert), self._releaser(self._run_slots))
+        return await asyncio.shield(born)
 
     def _start_action(self, claim: ActionClaim, memory: dict[str, str]) -> None:
         """Run an attempt whose slot is already taken; its result goes with the run's next activation
@@ -260,17 +264,18 @@ class Worker:
             async with asyncio.timeout(timeout):
                 await self._wakeup.wait()
 
-    def _spawn(self, coro: Any, release: Callable[[], None]) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, T], release: Callable[[], None]) -> asyncio.Task[T]:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
 
-        def done(t: asyncio.Task[None]) -> None:
+        def done(t: asyncio.Task[T]) -> None:
             self._tasks.discard(t)
             release()
             if not t.cancelled() and t.exception() is not None:
                 log.error("work item failed: %r", t.exception())
 
         task.add_done_callback(done)
+        return task
 
     def _releaser(self, slots: Slots) -> Callable[[], None]:
         """Gives one slot back to `slots` on its first call (later calls do nothing)."""
