@@ -207,12 +207,14 @@ def summary_table(results: Sequence[dict[str, Any]]) -> Table:
 
 
 def _match(results: Sequence[dict[str, Any]], engine: str, row: dict[str, Any]) -> dict[str, Any] | None:
+    """The competitor's record of the same measurement (a record without a worker count, like DBOS's
+    in-process sequential run, matches any)."""
     for other in results:
         if (
             other.get("engine") == engine
             and other.get("scenario") == row["scenario"]
             and other.get("backend") == row["backend"]
-            and other.get("workers") == row["workers"]
+            and other.get("workers") in (row["workers"], None)
         ):
             return other
     return None

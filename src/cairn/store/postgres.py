@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import json
 import logging
 import re
 import threading
@@ -20,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.types.array import ListBinaryDumper
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from cairn.store.base import Database, Params, Tx
@@ -52,8 +54,11 @@ def _notifying(name: str) -> str:
     return f"WITH written AS ({write}) SELECT pg_notify('cairn', %(payload)s) FROM written WHERE due = 1"
 
 
-_EVENT_COLUMNS = (("run_ids", "run_id"), ("ats", "now"), ("kinds", "kind"), ("steps", "step"), ("details", "detail"))
-"""The `insert_events` array parameters, each from the field of the buffered event rows it collects."""
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """Send lists (the claims' run id lists, notification payloads) as binary arrays: psycopg's
+    text format escapes each element in Python, at about 5x the client CPU (measured: 156 against
+    30 microseconds for a list of 200 run ids)."""
+    conn.adapters.register_dumper(list, ListBinaryDumper)
 
 
 class _PgTx(Tx):
@@ -118,7 +123,7 @@ class _PgTx(Tx):
     def write_events(self) -> None:
         rows, self.events = self.events, []
         if rows:
-            self.write("insert_events", {column: [row[key] for row in rows] for column, key in _EVENT_COLUMNS})
+            self.write("insert_events", {"events": json.dumps(rows)})
 
     def expected(self, exc: psycopg.Error) -> Exception | None:
         """The error a failed server-side check stands for (it may surface at any later statement)."""
@@ -167,6 +172,7 @@ class PostgresDatabase(Database):
             name="cairn",
             timeout=5.0,
             kwargs={"autocommit": False},
+            configure=_configure,
         )
         loop = asyncio.get_running_loop()
         try:

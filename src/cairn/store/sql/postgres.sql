@@ -61,11 +61,14 @@ WHERE kind = 'action' AND status IN ('scheduled', 'running') AND name = ANY(:nam
 SELECT pg_notify('cairn', p) FROM unnest(CAST(:payloads AS text[])) AS p
 
 -- name: insert_events
--- All of a transaction's event rows in one statement, in the order they were added.
+-- All of a transaction's event rows in one statement, in the order they were added: one JSON
+-- array of {run_id, now, kind, step, detail} objects (one text parameter is far cheaper for the
+-- client to send than five arrays, whose elements it would encode one by one).
 INSERT INTO cairn_events (run_id, at, kind, step, detail)
-SELECT r, a, k, s, d
-FROM unnest(CAST(:run_ids AS text[]), CAST(:ats AS double precision[]), CAST(:kinds AS text[]),
-            CAST(:steps AS integer[]), CAST(:details AS text[])) WITH ORDINALITY AS e(r, a, k, s, d, n)
+SELECT run_id, now, kind, step, detail
+FROM ROWS FROM (json_to_recordset(CAST(:events AS json))
+                AS (run_id text, now double precision, kind text, step integer, detail text))
+     WITH ORDINALITY AS e(run_id, now, kind, step, detail, n)
 ORDER BY n
 
 -- name: lock_run_row
