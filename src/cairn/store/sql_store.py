@@ -66,7 +66,7 @@ class SqlStore:
         """Create a run (or find the one with this id: then False). When a worker in this process
         takes it, the run is created by that worker's first activation of it (see `RunTaker`)."""
         taker = next((t for t in self.takers if t.reserve_run(run_id, workflow, queue)), None)
-        params = {
+        given: dict[str, Any] = {
             "id": run_id,
             "workflow": workflow,
             "input": input,
@@ -74,19 +74,13 @@ class SqlStore:
             "parent_id": parent_id,
             "parent_seq": parent_seq,
             "code_version": code_version,
-            "now": None,
-            "lease_owner": taker.id if taker is not None else None,
-            "lease": taker.lease if taker is not None else None,
         }
+        owner, lease = (taker.id, taker.lease) if taker is not None else (None, None)
+        params = {**given, "now": None, "lease_owner": owner, "lease": lease}
         if taker is not None:
             now = taker.clock()
-            run = RunRow(
-                id=run_id,
-                workflow=workflow,
-                input=input,
-                queue=queue,
-                parent_id=parent_id,
-                parent_seq=parent_seq,
+            run = RunRow(  # as the insert will write it
+                **given,
                 status=RunStatus.PENDING,
                 result=None,
                 error=None,
@@ -96,7 +90,6 @@ class SqlStore:
                 completed_at=None,
                 activations=0,
                 properties=None,
-                code_version=code_version,
                 lease_owner=taker.id,
                 lease_token=1,
                 pause_reason=None,
