@@ -17,23 +17,33 @@ from cairn.store.protocol import ActivationResult, Commit, RunClaim
 from tests import flows
 
 
-class _CrashingTaker:
-    """Stands in for a worker in the client's process that takes a run at birth, commits its first
-    activation as the engine decides it (the first action born leased to itself) and then dies:
-    nothing more of it runs."""
+class _Taker:
+    """A stand-in for a worker in the client's process that takes every run started there (its
+    `start_run` is what each test is about)."""
 
-    id = "crashed-after-its-first-commit"
-    lease = 0.5
+    id: str
+    lease: float
 
     def __init__(self, client: cairn.Client) -> None:
         self.store = client.store
-        self.taken: list[str] = []
 
     def reserve_run(self, run_id: str, workflow: str, queue: str) -> bool:
         return True
 
     def clock(self) -> float:
         return time.time()
+
+
+class _CrashingTaker(_Taker):
+    """Takes a run at birth, commits its first activation as the engine decides it (the first
+    action born leased to itself) and then dies: nothing more of it runs."""
+
+    id = "crashed-after-its-first-commit"
+    lease = 0.5
+
+    def __init__(self, client: cairn.Client) -> None:
+        super().__init__(client)
+        self.taken: list[str] = []
 
     async def start_run(self, claim: RunClaim, insert: Mapping[str, Any]) -> bool:
         inst = WorkflowInstance.restore(flows.Sequence3.__cairn_workflow__, claim.run, [], 0)
@@ -96,7 +106,7 @@ async def test_each_next_action_starts_in_the_commit_that_schedules_it(client: c
     assert started == scheduled  # started in the same transaction: one clock reading
 
 
-class _TakerHoldingTheLease:
+class _TakerHoldingTheLease(_Taker):
     """A worker in this process ("w1") that already holds the lease of an existing run with token
     1, the token a run is born with: only the insert's own check can stop its "first" commit."""
 
@@ -104,14 +114,8 @@ class _TakerHoldingTheLease:
     lease = 30.0
 
     def __init__(self, client: cairn.Client) -> None:
-        self.store = client.store
+        super().__init__(client)
         self.refused: list[str] = []
-
-    def reserve_run(self, run_id: str, workflow: str, queue: str) -> bool:
-        return True
-
-    def clock(self) -> float:
-        return time.time()
 
     async def start_run(self, claim: RunClaim, insert: Mapping[str, Any]) -> bool:
         done = ActivationResult(status=RunStatus.COMPLETED, result="999")

@@ -46,9 +46,14 @@ class Tx(abc.ABC):
         self.events.append(row)
 
     def write_events(self) -> None:
-        """Write the buffered events (called by the adapter right before COMMIT). PostgreSQL writes
-        them with one statement however many there are: a group commit carries hundreds."""
+        """Write the buffered events (called by the adapter right before COMMIT)."""
         rows, self.events = self.events, []
+        if rows:
+            self.insert_events(rows)
+
+    def insert_events(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert event rows in order. PostgreSQL does it in one statement however many there are:
+        a group commit carries hundreds."""
         self.many("insert_event", rows)
 
     @abc.abstractmethod

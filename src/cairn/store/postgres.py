@@ -120,10 +120,8 @@ class _PgTx(Tx):
             self.write("notify", {"payloads": [f"{origin} {note}" for note in sorted(self.notes)]})
         self._cur.execute(b"COMMIT")
 
-    def write_events(self) -> None:
-        rows, self.events = self.events, []
-        if rows:
-            self.write("insert_events", {"events": json.dumps(rows)})
+    def insert_events(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.write("insert_events", {"events": json.dumps(rows)})
 
     def expected(self, exc: psycopg.Error) -> Exception | None:
         """The error a failed server-side check stands for (it may surface at any later statement)."""

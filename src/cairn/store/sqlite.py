@@ -82,8 +82,8 @@ class SqliteDatabase(Database):
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._commits = 0
-        self._tx_now = 0.0
         """Write transactions this process committed: the watcher tells them from other processes'."""
+        self._tx_now = 0.0
         self._watcher: threading.Thread | None = None
         self._stop_watching = threading.Event()
 

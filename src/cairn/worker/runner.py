@@ -137,8 +137,6 @@ class Runner:
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._mailbox: dict[str, list[tuple[ActionClaim, Outcome]]] = {}
         self._claimed: InFlight[str] = InFlight()
-        self.reserved: set[str] = set()
-        """Runs being created in this process to be born leased to this worker (see `RunTaker`)."""
         self._clock_offset = 0.0
         self.reserve_slot: Callable[[], bool] = lambda: False
         self.release_slot: Callable[[], None] = lambda: None
@@ -177,7 +175,7 @@ class Runner:
 
     def busy(self) -> set[str]:
         """Runs held by this worker with an activation or a result commit under way or about to start."""
-        return self._claimed.keys() | set(self._locks) | set(self._mailbox) | self.reserved
+        return self._claimed.keys() | set(self._locks) | set(self._mailbox)
 
     async def activate(self, claim: RunClaim) -> None:
         self._clock_offset = claim.now - time.time()
@@ -186,12 +184,10 @@ class Runner:
 
     async def start_born(self, claim: RunClaim, insert: Mapping[str, Any]) -> bool:
         """The first activation of a run started in this process, committed with the run's insert
-        (see `RunTaker`); False when the id names an existing run."""
-        try:
-            async with self._exclusive(claim.run.id):
-                return await self._activate(claim, insert)
-        finally:
-            self.reserved.discard(claim.run.id)
+        (see `RunTaker`); False when the id names an existing run. Until that commit the run does
+        not exist in the database, so no claim can race it."""
+        async with self._exclusive(claim.run.id):
+            return await self._activate(claim, insert)
 
     async def _activate(self, claim: RunClaim, insert: Mapping[str, Any] | None = None) -> bool:
         """Activate a claimed run and commit; whether the commit landed."""

@@ -233,10 +233,7 @@ class Worker:
             return False
         if self.queues is not None and queue not in self.queues:
             return False
-        if not self._run_slots.take():
-            return False
-        self._runner.reserved.add(run_id)
-        return True
+        return self._run_slots.take()
 
     def clock(self) -> float:
         return self._runner.now()
