@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TypeVar
 
 import pytest
@@ -13,7 +14,8 @@ import cairn
 from cairn import RunStatus
 from cairn.errors import LeaseLost
 from cairn.store.base import Tx
-from cairn.store.protocol import ActivationResult, Commit, RunClaim, WorkClaim
+from cairn.store.protocol import ActionClaim, ActivationResult, Commit, Completion, NewStep, RunClaim, WorkClaim
+from cairn.types import StepKind, StepStatus
 from tests import flows
 
 T = TypeVar("T")
@@ -75,6 +77,108 @@ async def test_runs_started_together_share_one_transaction(client: cairn.Client)
     rows = [await h.describe() for h in handles]
     assert [r.status for r in rows] == [RunStatus.PENDING] * 20
     assert len({r.id for r in rows}) == 20
+
+
+def _action(seq: int) -> NewStep:
+    return NewStep(seq=seq, kind=StepKind.ACTION, name="double", args="{}")
+
+
+def _attempt(claim: RunClaim, seq: int, attempt: int = 1) -> ActionClaim:
+    return ActionClaim(claim.run.id, seq, "double", "{}", attempt, None, None)
+
+
+async def test_commits_made_together_each_write_their_own_run(client: cairn.Client) -> None:
+    handles = await asyncio.gather(*(client.start(flows.function_style, i) for i in range(10)))
+    claims = {c.run.id: c for c in (await _claim(client)).runs}  # all ten (a claim takes up to ten)
+    assert len(claims) == 10
+    number = {h.id: i for i, h in enumerate(handles)}
+    transactions = _count_transactions(client)
+
+    # First activations: each schedules two actions, born leased to this worker.
+    await asyncio.gather(
+        *(
+            client.store.commit_activation(
+                Commit(
+                    c.run,
+                    c.token,
+                    ActivationResult(new_steps=[_action(1), _action(2)]),
+                    (),
+                    frozenset({1, 2}),
+                    "w1",
+                    30,
+                )
+            )
+            for c in claims.values()
+        )
+    )
+    # Second: each carries its run's own two results and ends the run with a value of its own.
+    await asyncio.gather(
+        *(
+            client.store.commit_activation(
+                Commit(
+                    replace(c.run, activations=1, status=RunStatus.RUNNING),
+                    c.token + 1,
+                    ActivationResult(delivered=[1, 2], status=RunStatus.COMPLETED, result=str(number[c.run.id])),
+                    [Completion(_attempt(c, seq), f"{number[c.run.id]}{seq}", None) for seq in (1, 2)],
+                    owner="w1",
+                    lease=30,
+                )
+            )
+            for c in claims.values()
+        )
+    )
+
+    assert len(transactions) < len(claims)  # carried together, not one transaction per commit
+    for h in handles:
+        assert await h.result(timeout=5) == number[h.id]
+        steps = await client.store.list_steps(h.id)
+        assert [(s.seq, s.status, s.result, s.delivered_in) for s in steps] == [
+            (1, StepStatus.COMPLETED, f"{number[h.id]}1", 2),
+            (2, StepStatus.COMPLETED, f"{number[h.id]}2", 2),
+        ]
+
+
+async def test_a_commit_carrying_a_superseded_result_writes_nothing(client: cairn.Client) -> None:
+    await client.start(flows.function_style, 1)
+    (claim,) = (await _claim(client)).runs
+    first = ActivationResult(new_steps=[_action(1), _action(2)])
+    await client.store.commit_activation(Commit(claim.run, claim.token, first, (), frozenset({1, 2}), "w1", 30))
+
+    stale = [Completion(_attempt(claim, 1), "1", None), Completion(_attempt(claim, 2, attempt=7), "2", None)]
+    ending = ActivationResult(delivered=[1, 2], status=RunStatus.COMPLETED, result="3")
+    with pytest.raises(LeaseLost, match=r"step 2 of run \S+ was superseded"):
+        await client.store.commit_activation(Commit(claim.run, claim.token + 1, ending, stale, owner="w1", lease=30))
+
+    run = await client.store.get_run(claim.run.id)
+    assert run is not None and run.status == RunStatus.RUNNING and run.lease_token == claim.token + 1
+    steps = await client.store.list_steps(claim.run.id)
+    assert [(s.status, s.result) for s in steps] == [(StepStatus.RUNNING, None)] * 2
+
+
+async def test_row_writes_out_of_their_usual_order_keep_the_order_given(client: cairn.Client) -> None:
+    """Within one piece, a row write named earlier in ROW_WRITES than the last one sends what is
+    held back first: here the run's status is set under the token the fence then advances."""
+    handle = await client.start(flows.function_style, 1)
+    (claim,) = (await _claim(client)).runs
+    ended = {
+        **dict.fromkeys(["result", "error", "properties", "completed_at", "wake_at", "pause_reason"]),
+        **dict.fromkeys(["lease_owner", "lease_until"]),
+        "id": handle.id,
+        "token": claim.token,
+        "status": RunStatus.PAUSED,
+        "activations": 0,
+        "now": 1.0,
+        "parked": 1,
+    }
+
+    def out_of_order(tx: Tx) -> None:
+        tx.write_row("finish_activation", ended, notify="work")
+        tx.write_row("fence_run", {"id": handle.id, "token": claim.token, "now": 1.0}, expect=LeaseLost("moved"))
+
+    await client.store.db.transaction(out_of_order)
+
+    run = await handle.describe()
+    assert (run.status, run.lease_token) == (RunStatus.PAUSED, claim.token + 1)
 
 
 def _count_transactions(client: cairn.Client) -> list[bool]:

@@ -22,6 +22,8 @@ WORK = "work"
 Listener = Callable[[Any], None]
 """Called on a notification with its in-process detail: an object the commit attached for waiters
 in this process (a finished run's row), or None (none attached, or it came from another process)."""
+ROW_WRITES = ("insert_run", "fence_run", "complete_step", "deliver_step", "insert_step", "finish_activation")
+"""The one-row writes of an activation commit that `Tx.write_row` takes, in the order a commit makes them."""
 
 
 def call_soon_here(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
@@ -91,6 +93,26 @@ class Tx(abc.ABC):
         row = self.one(name, params)
         if row is not None and row[0]:
             self.notify(payload)
+
+    def write_row(self, name: str, row: Params, expect: Exception | None = None, notify: str | None = None) -> None:
+        """One row of a write named in `ROW_WRITES`: like `expect_one` when `expect` is given, like
+        `write_notify_if_due` when `notify` is, else like `write`.
+
+        PostgreSQL holds such rows back and applies all the rows of a name at once, in one set-wise
+        statement, before any other statement. A group commit thus sends each of these writes once,
+        not once per run. Between `begin_piece` calls, rows must come in `ROW_WRITES` order (else
+        what is held back goes first); the pieces of one transaction must touch different runs, as
+        the rows of different pieces are applied in either order."""
+        if expect is not None:
+            self.expect_one(name, row, expect)
+        elif notify is not None:
+            self.write_notify_if_due(name, row, notify)
+        else:
+            self.write(name, row)
+
+    def begin_piece(self) -> None:
+        """The next writes belong to another piece of a group commit (see `write_row`)."""
+        return  # rows are written at once here: nothing is held back
 
     def notify(self, payload: str, detail: Any = None) -> None:
         """Wake listeners after commit (in this process directly, elsewhere through the backend);

@@ -72,7 +72,7 @@ class TxBatcher:
     async def _apply(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> None:
         if len(batch) > 1:
             try:
-                values = await self._db.transaction(lambda tx: [work(tx) for work, _ in batch])
+                values = await self._db.transaction(lambda tx: [_piece(tx, work) for work, _ in batch])
             except CairnError:
                 pass  # one piece refused: run each apart below
             except Exception as exc:
@@ -91,6 +91,11 @@ class TxBatcher:
                 _settle(done, None, exc)
             else:
                 _settle(done, value, None)
+
+
+def _piece(tx: Tx, work: Work) -> Any:
+    tx.begin_piece()
+    return work(tx)
 
 
 def _settle(done: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:

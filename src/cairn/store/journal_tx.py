@@ -47,9 +47,9 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
     now = commit.now if commit.now is not None else tx.now()
     if commit.insert is not None:  # a run started in this process, created by its first commit
         taken = LeaseLost(f"run {run.id} was not created: the id names an existing run")
-        tx.expect_one("insert_run", {**commit.insert, "now": now}, taken)
+        tx.write_row("insert_run", {**commit.insert, "now": now}, expect=taken)
     lost = LeaseLost(f"the lease on run {run.id} was lost (another worker or a control operation took it)")
-    tx.expect_one("fence_run", {"id": run.id, "token": commit.token, "now": now}, lost)
+    tx.write_row("fence_run", {"id": run.id, "token": commit.token, "now": now}, expect=lost)
     for c in commit.completions:
         complete_action(tx, c.claim, c.result, c.error, None, c.memory_writes, c.logs, in_commit=True, now=now)
     activation = run.activations + (1 if res.counts_as_activation else 0)
@@ -59,13 +59,9 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
         tx.write("consume_signal_into_step", {"run_id": run.id, "seq": seq, "signal_id": signal_id, "now": now})
         tx.write("mark_signal_consumed", {"seq": seq, "signal_id": signal_id})
         event(tx, run.id, "step.completed", now, seq)
-    tx.many(
-        "deliver_step",
-        [
-            {"run_id": run.id, "seq": s, "activation": activation, "delivered_at": res.delivered_at}
-            for s in res.delivered
-        ],
-    )
+    for s in res.delivered:
+        delivery = {"run_id": run.id, "seq": s, "activation": activation, "delivered_at": res.delivered_at}
+        tx.write_row("deliver_step", delivery)
     for step in res.new_steps:
         born = commit.owner if step.seq in commit.births else None
         _insert_step(tx, run, step, activation, now, born, now + commit.lease)
@@ -86,7 +82,7 @@ def _finish(tx: Tx, commit: Commit, activation: int, now: float) -> None:
     terminal = res.status in TERMINAL
     sticky = commit.owner is not None and res.status == RunStatus.RUNNING
     # A result that arrived meanwhile (recorded apart) leaves the run due: claim loops must hear of it.
-    tx.write_notify_if_due(
+    tx.write_row(
         "finish_activation",
         {
             "id": run.id,
@@ -104,7 +100,7 @@ def _finish(tx: Tx, commit: Commit, activation: int, now: float) -> None:
             "lease_owner": commit.owner if sticky else None,
             "lease_until": now + commit.lease if sticky else None,
         },
-        WORK,
+        notify=WORK,
     )
     if res.status in PARKED:
         detail = {"reason": res.pause_reason} if res.status == RunStatus.PAUSED else {}
@@ -166,7 +162,7 @@ def _insert_step(
     """Insert a step the workflow scheduled; `born` names the worker that runs it at once (leased)."""
     options = step.options
     due_at = step.fire_at if step.kind == StepKind.TIMER else (lease_until if born else now)
-    tx.write(
+    tx.write_row(
         "insert_step",
         {
             "run_id": run.id,
@@ -299,7 +295,7 @@ def complete_action(
     }
     if in_commit:
         superseded = CompletionLost(f"action step {claim.seq} of run {claim.run_id} was superseded")
-        tx.expect_one("complete_step", params, superseded)
+        tx.write_row("complete_step", params, expect=superseded)
     elif tx.execute("complete_step", params) != 1:
         return False
     if retrying:

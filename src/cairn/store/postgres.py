@@ -24,7 +24,7 @@ import psycopg
 from psycopg.types.array import ListBinaryDumper
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from cairn.store.base import Database, Params, Tx
+from cairn.store.base import ROW_WRITES, Database, Params, Tx
 from cairn.store.sql import migrations, queries
 
 T = TypeVar("T")
@@ -40,18 +40,20 @@ EXPECTATION_FAILED = "CA001"
 
 @functools.cache
 def _expecting(name: str) -> str:
-    """The named write, made to fail on the server unless it changed exactly one row."""
+    """The named write, made to fail on the server unless it changed `rows_expected` rows."""
     write = queries("postgres")[name]
     if not re.search(r"\bRETURNING\b", write, re.IGNORECASE):
         write += " RETURNING 1"
-    return f"WITH changed AS ({write}) SELECT cairn_expect((SELECT count(*) FROM changed) = 1, %(expect)s)"
+    check = "cairn_expect((SELECT count(*) FROM changed) = %(rows_expected)s, %(expect)s)"
+    return f"WITH changed AS ({write}) SELECT {check}"
 
 
 @functools.cache
 def _notifying(name: str) -> str:
-    """The named write (returning a `due` flag), made to notify from the server when the flag is 1."""
+    """The named write (returning `due` flags), made to notify from the server when a flag is 1."""
     write = queries("postgres")[name]
-    return f"WITH written AS ({write}) SELECT pg_notify('cairn', %(payload)s) FROM written WHERE due = 1"
+    due = "EXISTS (SELECT FROM written WHERE due = 1)"
+    return f"WITH written AS ({write}) SELECT pg_notify('cairn', %(payload)s) WHERE {due}"
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -61,11 +63,25 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     conn.adapters.register_dumper(list, ListBinaryDumper)
 
 
+class _Held:
+    """The rows of one of `ROW_WRITES` held back in a transaction, with what each expects."""
+
+    def __init__(self) -> None:
+        self.rows: list[Params] = []
+        self.errors: list[Exception] = []
+        self.notify: str | None = None
+
+
+_RANK = {name: rank for rank, name in enumerate(ROW_WRITES)}
+
+
 class _PgTx(Tx):
     """Runs in pipeline mode: writes are queued and sent together; a count or a fetch syncs.
 
     Checks (`expect_one`) and conditional wake-ups (`write_notify_if_due`) run on the server, so a
     commit made only of writes and checks goes to the server in one round trip, COMMIT included.
+    Rows given to `write_row` are held until another statement (or COMMIT) is sent, then sent as
+    one set-wise statement per name (`<name>_rows` in postgres.sql).
     """
 
     def __init__(self, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline) -> None:
@@ -75,25 +91,75 @@ class _PgTx(Tx):
         self._pipeline = pipeline
         self._q = queries("postgres")
         self._expected: dict[str, Exception] = {}
+        self._held: dict[str, _Held] = {}
+        self._rank = -1
+        """The place in `ROW_WRITES` of this piece's last row: one earlier sends what is held first."""
+
+    def write_row(self, name: str, row: Params, expect: Exception | None = None, notify: str | None = None) -> None:
+        rank = _RANK[name]
+        if rank < self._rank:
+            self._send_held()
+        self._rank = rank
+        held = self._held.get(name) or self._held.setdefault(name, _Held())
+        held.rows.append(row)
+        if expect is not None:
+            held.errors.append(expect)
+        held.notify = notify
+
+    def begin_piece(self) -> None:
+        self._rank = -1
+
+    def _send_held(self) -> None:
+        self._rank = -1
+        if not self._held:
+            return
+        held, self._held = self._held, {}
+        for name in ROW_WRITES:
+            h = held.get(name)
+            if h is None:
+                continue
+            params: dict[str, Any] = {"rows": json.dumps(h.rows)}
+            if h.errors:
+                assert len(h.errors) == len(h.rows), f"every {name} row expects, or none does"
+                params.update(expect=self._expectation(h.errors), rows_expected=len(h.rows))
+                self._cur.execute(_expecting(f"{name}_rows"), params)
+            elif h.notify is not None:
+                self._cur.execute(_notifying(f"{name}_rows"), {**params, "payload": f"{ANY_ORIGIN} {h.notify}"})
+            else:
+                self._cur.execute(self._q[f"{name}_rows"], params)
+
+    def _expectation(self, errors: Sequence[Exception]) -> str:
+        """The key a failed check raises with, standing for `errors` (any of which may be the one)."""
+        key = f"cairn expectation {len(self._expected)}"
+        if len(errors) == 1:
+            self._expected[key] = errors[0]
+        else:
+            self._expected[key] = type(errors[0])("; or ".join(dict.fromkeys(str(e) for e in errors)))
+        return key
 
     def execute(self, name: str, params: Params) -> int:
+        self._send_held()
         self._cur.execute(self._q[name], params)
         self._pipeline.sync()
         return self._cur.rowcount
 
     def write(self, name: str, params: Params) -> None:
+        self._send_held()
         self._cur.execute(self._q[name], params)
 
     def all(self, name: str, params: Params) -> list[tuple[Any, ...]]:
+        self._send_held()
         self._cur.execute(self._q[name], params)
         self._pipeline.sync()
         return self._cur.fetchall() if self._cur.description else []
 
     def many(self, name: str, params: Sequence[Params]) -> None:
         if params:
+            self._send_held()
             self._cur.executemany(self._q[name], params)
 
     def all_of(self, statements: Sequence[tuple[str, Params]]) -> list[list[tuple[Any, ...]]]:
+        self._send_held()
         cursors = []
         for name, params in statements:
             cur = self._conn.cursor()
@@ -103,11 +169,11 @@ class _PgTx(Tx):
         return [cur.fetchall() if cur.description else [] for cur in cursors]
 
     def expect_one(self, name: str, params: Params, error: Exception) -> None:
-        key = f"cairn expectation {len(self._expected)}"
-        self._expected[key] = error
-        self._cur.execute(_expecting(name), {**params, "expect": key})
+        self._send_held()
+        self._cur.execute(_expecting(name), {**params, "expect": self._expectation([error]), "rows_expected": 1})
 
     def write_notify_if_due(self, name: str, params: Params, payload: str) -> None:
+        self._send_held()
         # Sent by the server, so no process has had it yet: it carries no origin (see `_listen`).
         self._cur.execute(_notifying(name), {**params, "payload": f"{ANY_ORIGIN} {payload}"})
 
@@ -115,6 +181,7 @@ class _PgTx(Tx):
         """Queue the notifications and COMMIT. Leaving the pipeline sends them with whatever is still
         queued and waits for the outcome: one round trip (`Connection.commit()` would sync, and
         leaving the pipeline would then sync again, an empty round trip of its own)."""
+        self._send_held()
         self.write_events()
         if self.notes:
             self.write("notify", {"payloads": [f"{origin} {note}" for note in sorted(self.notes)]})

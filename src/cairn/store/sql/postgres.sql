@@ -124,3 +124,76 @@ ORDER BY run_id, seq
 -- name: open_signals_of_runs
 SELECT run_id, id, name, payload FROM cairn_signals
 WHERE run_id = ANY(:run_ids) AND consumed_by IS NULL ORDER BY run_id, id
+
+-- Set-wise forms of an activation commit's one-row writes (`Tx.write_row`): each applies all the
+-- rows of its name that a group commit holds, sent as one JSON array (:rows), so a transaction
+-- carrying many runs' commits sends each of these statements once. Each matches the one-row
+-- query of its name in queries.sql, which SQLite runs row by row.
+
+-- name: insert_run_rows
+INSERT INTO cairn_runs (id, workflow, status, input, queue, parent_id, parent_seq,
+                        created_at, updated_at, code_version, ready_at,
+                        lease_owner, lease_until, lease_token)
+SELECT x.id, x.workflow, 'pending', x.input, x.queue, x.parent_id, x.parent_seq, t.now, t.now,
+       x.code_version, t.now, x.lease_owner,
+       CASE WHEN x.lease_owner IS NULL THEN NULL ELSE t.now + x.lease END,
+       CASE WHEN x.lease_owner IS NULL THEN 0 ELSE 1 END
+FROM json_to_recordset(CAST(:rows AS json))
+     AS x(id text, workflow text, input text, queue text, parent_id text, parent_seq integer,
+          now double precision, code_version text, lease_owner text, lease double precision)
+     CROSS JOIN LATERAL (SELECT COALESCE(x.now, cairn_now()) AS now) t
+ON CONFLICT (id) DO NOTHING
+RETURNING 1
+
+-- name: fence_run_rows
+UPDATE cairn_runs r SET updated_at = x.now, lease_token = r.lease_token + 1
+FROM json_to_recordset(CAST(:rows AS json)) AS x(id text, token bigint, now double precision)
+WHERE r.id = x.id AND r.lease_token = x.token
+RETURNING 1
+
+-- name: complete_step_rows
+UPDATE cairn_steps s
+SET status = x.status, result = x.result, error = x.error, memory_writes = x.memory_writes,
+    logs = COALESCE(x.logs, s.logs), completed_at = x.completed_at, due_at = x.due_at, lease_owner = NULL
+FROM json_to_recordset(CAST(:rows AS json))
+     AS x(run_id text, seq integer, attempt integer, status text, result text, error text,
+          memory_writes text, logs text, completed_at double precision, due_at double precision)
+WHERE s.run_id = x.run_id AND s.seq = x.seq AND s.attempt = x.attempt AND s.status = 'running'
+RETURNING 1
+
+-- name: deliver_step_rows
+UPDATE cairn_steps s SET delivered_in = x.activation, delivered_at = x.delivered_at
+FROM json_to_recordset(CAST(:rows AS json))
+     AS x(run_id text, seq integer, activation integer, delivered_at double precision)
+WHERE s.run_id = x.run_id AND s.seq = x.seq
+
+-- name: insert_step_rows
+INSERT INTO cairn_steps (run_id, seq, kind, name, args, status, result, delivered_in, due_at,
+                         queue, options, created_at, completed_at, created_in, attempt, lease_owner,
+                         started_at)
+SELECT run_id, seq, kind, name, args, status, result, delivered_in, due_at,
+       queue, options, now, completed_at, activation, attempt, lease_owner, started_at
+FROM json_to_recordset(CAST(:rows AS json))
+     AS x(run_id text, seq integer, kind text, name text, args text, status text, result text,
+          delivered_in integer, due_at double precision, queue text, options text,
+          now double precision, completed_at double precision, activation integer, attempt integer,
+          lease_owner text, started_at double precision)
+
+-- name: finish_activation_rows
+UPDATE cairn_runs r
+SET status = x.status, result = x.result, error = x.error, activations = x.activations,
+    pause_reason = x.pause_reason,
+    properties = COALESCE(x.properties, r.properties), updated_at = x.now,
+    started_at = COALESCE(r.started_at, x.now), completed_at = x.completed_at,
+    lease_owner = x.lease_owner, lease_until = x.lease_until,
+    ready_at = CASE
+        WHEN x.parked = 1 THEN NULL
+        WHEN EXISTS (SELECT 1 FROM cairn_steps s WHERE s.run_id = x.id AND s.delivered_in IS NULL
+                     AND s.status IN ('completed', 'failed', 'cancelled')) THEN x.now
+        ELSE x.wake_at END
+FROM json_to_recordset(CAST(:rows AS json))
+     AS x(id text, token bigint, status text, result text, error text, activations integer,
+          properties text, now double precision, completed_at double precision, parked integer,
+          wake_at double precision, pause_reason text, lease_owner text, lease_until double precision)
+WHERE r.id = x.id AND r.lease_token = x.token
+RETURNING CASE WHEN r.ready_at <= x.now THEN 1 ELSE 0 END AS due
