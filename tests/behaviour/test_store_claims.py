@@ -157,7 +157,7 @@ async def test_a_commit_carrying_a_superseded_result_writes_nothing(client: cair
 
 async def test_row_writes_out_of_their_usual_order_keep_the_order_given(client: cairn.Client) -> None:
     """Within one piece, a row write named earlier in ROW_WRITES than the last one sends what is
-    held back first: here the run's status is set under the token the fence then advances."""
+    held back first: here the fence checks the token that the finish before it advanced."""
     handle = await client.start(flows.function_style, 1)
     (claim,) = (await _claim(client)).runs
     ended = {
@@ -173,7 +173,8 @@ async def test_row_writes_out_of_their_usual_order_keep_the_order_given(client: 
 
     def out_of_order(tx: Tx) -> None:
         tx.write_row("finish_activation", ended, notify="work")
-        tx.write_row("fence_run", {"id": handle.id, "token": claim.token, "now": 1.0}, expect=LeaseLost("moved"))
+        advanced = {"id": handle.id, "token": claim.token + 1, "now": 1.0}
+        tx.write_row("fence_run", advanced, expect=LeaseLost("the finish did not go first"))
 
     await client.store.db.transaction(out_of_order)
 

@@ -50,9 +50,14 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
         tx.write_row("insert_run", {**commit.insert, "now": now}, expect=taken)
     lost = LeaseLost(f"the lease on run {run.id} was lost (another worker or a control operation took it)")
     tx.write_row("fence_run", {"id": run.id, "token": commit.token, "now": now}, expect=lost)
-    for c in commit.completions:
-        complete_action(tx, c.claim, c.result, c.error, None, c.memory_writes, c.logs, in_commit=True, now=now)
     activation = run.activations + (1 if res.counts_as_activation else 0)
+    delivered = set(res.delivered)
+    carried: set[int] = set()  # results this commit records and delivers: one write of the step each
+    for c in commit.completions:
+        delivery = (activation, res.delivered_at) if c.claim.seq in delivered else None
+        complete_action(tx, c.claim, c.result, c.error, None, c.memory_writes, c.logs, True, now, delivery)
+        if delivery is not None:
+            carried.add(c.claim.seq)
     if run.status == RunStatus.PENDING:
         event(tx, run.id, "started", now)
     for signal_id, seq in res.consumed_signals:
@@ -60,8 +65,9 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
         tx.write("mark_signal_consumed", {"seq": seq, "signal_id": signal_id})
         event(tx, run.id, "step.completed", now, seq)
     for s in res.delivered:
-        delivery = {"run_id": run.id, "seq": s, "activation": activation, "delivered_at": res.delivered_at}
-        tx.write_row("deliver_step", delivery)
+        if s not in carried:
+            row = {"run_id": run.id, "seq": s, "activation": activation, "delivered_at": res.delivered_at}
+            tx.write_row("deliver_step", row)
     for step in res.new_steps:
         born = commit.owner if step.seq in commit.births else None
         _insert_step(tx, run, step, activation, now, born, now + commit.lease)
@@ -86,7 +92,7 @@ def _finish(tx: Tx, commit: Commit, activation: int, now: float) -> None:
         "finish_activation",
         {
             "id": run.id,
-            "token": commit.token + 1,
+            "token": commit.token,
             "status": res.status,
             "result": res.result,
             "error": res.error,
@@ -265,12 +271,14 @@ def complete_action(
     logs: Sequence[str],
     in_commit: bool = False,
     now: float | None = None,
+    delivery: tuple[int, float] | None = None,
 ) -> bool:
     """Record an attempt's outcome, fenced by its attempt number; False when it lost the step.
 
     `in_commit`: inside an activation commit, which has locked the run row and delivers the result
     itself, so neither the lock nor the wake-up is repeated, and losing the step fails the commit
-    (CompletionLost) instead of returning False."""
+    (CompletionLost) instead of returning False. `delivery`: (activation, time) when that commit
+    delivers this result, so the step is written once, completed and delivered."""
     if not in_commit:
         tx.one("lock_run", {"id": claim.run_id})  # run row first: the lock order of every commit
     if now is None:
@@ -292,6 +300,8 @@ def complete_action(
         "logs": json.dumps(all_logs) if all_logs else None,
         "completed_at": None if retrying else now,
         "due_at": now + retry_delay if retry_delay is not None else None,
+        "delivered_in": delivery[0] if delivery else None,
+        "delivered_at": delivery[1] if delivery else None,
     }
     if in_commit:
         superseded = CompletionLost(f"action step {claim.seq} of run {claim.run_id} was superseded")

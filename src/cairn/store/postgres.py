@@ -40,9 +40,10 @@ EXPECTATION_FAILED = "CA001"
 
 @functools.cache
 def _expecting(name: str) -> str:
-    """The named write, made to fail on the server unless it changed `rows_expected` rows."""
+    """The named write (or locking read), made to fail on the server unless it changed (or
+    locked) `rows_expected` rows."""
     write = queries("postgres")[name]
-    if not re.search(r"\bRETURNING\b", write, re.IGNORECASE):
+    if re.match(r"\s*(UPDATE|INSERT|DELETE)\b", write) and not re.search(r"\bRETURNING\b", write, re.IGNORECASE):
         write += " RETURNING 1"
     check = "cairn_expect((SELECT count(*) FROM changed) = %(rows_expected)s, %(expect)s)"
     return f"WITH changed AS ({write}) SELECT {check}"

@@ -146,18 +146,23 @@ ON CONFLICT (id) DO NOTHING
 RETURNING 1
 
 -- name: fence_run_rows
-UPDATE cairn_runs r SET updated_at = x.now, lease_token = r.lease_token + 1
-FROM json_to_recordset(CAST(:rows AS json)) AS x(id text, token bigint, now double precision)
-WHERE r.id = x.id AND r.lease_token = x.token
-RETURNING 1
+-- Locks the rows as an UPDATE would, without writing a row version the commit's finish_activation
+-- writes again anyway.
+SELECT 1 FROM cairn_runs r
+JOIN json_to_recordset(CAST(:rows AS json)) AS x(id text, token bigint, now double precision)
+  ON r.id = x.id AND r.lease_token = x.token
+FOR NO KEY UPDATE OF r
 
 -- name: complete_step_rows
 UPDATE cairn_steps s
 SET status = x.status, result = x.result, error = x.error, memory_writes = x.memory_writes,
-    logs = COALESCE(x.logs, s.logs), completed_at = x.completed_at, due_at = x.due_at, lease_owner = NULL
+    logs = COALESCE(x.logs, s.logs), completed_at = x.completed_at, due_at = x.due_at, lease_owner = NULL,
+    delivered_in = COALESCE(x.delivered_in, s.delivered_in),
+    delivered_at = COALESCE(x.delivered_at, s.delivered_at)
 FROM json_to_recordset(CAST(:rows AS json))
      AS x(run_id text, seq integer, attempt integer, status text, result text, error text,
-          memory_writes text, logs text, completed_at double precision, due_at double precision)
+          memory_writes text, logs text, completed_at double precision, due_at double precision,
+          delivered_in integer, delivered_at double precision)
 WHERE s.run_id = x.run_id AND s.seq = x.seq AND s.attempt = x.attempt AND s.status = 'running'
 RETURNING 1
 
@@ -185,7 +190,7 @@ SET status = x.status, result = x.result, error = x.error, activations = x.activ
     pause_reason = x.pause_reason,
     properties = COALESCE(x.properties, r.properties), updated_at = x.now,
     started_at = COALESCE(r.started_at, x.now), completed_at = x.completed_at,
-    lease_owner = x.lease_owner, lease_until = x.lease_until,
+    lease_owner = x.lease_owner, lease_until = x.lease_until, lease_token = r.lease_token + 1,
     ready_at = CASE
         WHEN x.parked = 1 THEN NULL
         WHEN EXISTS (SELECT 1 FROM cairn_steps s WHERE s.run_id = x.id AND s.delivered_in IS NULL

@@ -66,9 +66,11 @@ UPDATE cairn_runs SET ready_at = :now, updated_at = :now
 WHERE id = :id AND status IN ('pending', 'running', 'waiting')
 
 -- name: fence_run
--- Every commit advances the token, so a claim that read the run before this commit cannot commit
--- decisions made from that stale read (its fence fails), and vice versa.
-UPDATE cairn_runs SET updated_at = :now, lease_token = lease_token + 1
+-- An activation commit's first write: the run's lease token is still the one it was claimed with
+-- (and the run row is locked from here on). The commit's `finish_activation` advances the token,
+-- so a claim that read the run before this commit cannot commit decisions made from that stale
+-- read (its fence fails), and vice versa.
+UPDATE cairn_runs SET updated_at = :now
 WHERE id = :id AND lease_token = :token
 
 -- name: consume_signal_into_step
@@ -114,6 +116,7 @@ SET status = :status, result = :result, error = :error, activations = :activatio
     properties = COALESCE(CAST(:properties AS text), properties), updated_at = :now,
     started_at = COALESCE(started_at, :now), completed_at = :completed_at,
     lease_owner = CAST(:lease_owner AS text), lease_until = CAST(:lease_until AS double precision),
+    lease_token = lease_token + 1,
     ready_at = CASE
         WHEN :parked = 1 THEN NULL
         WHEN EXISTS (SELECT 1 FROM cairn_steps WHERE run_id = :id AND delivered_in IS NULL
@@ -137,7 +140,9 @@ UPDATE cairn_runs SET lease_owner = NULL, lease_until = NULL WHERE id = :id AND 
 -- name: complete_step
 UPDATE cairn_steps
 SET status = :status, result = :result, error = :error, memory_writes = :memory_writes,
-    logs = COALESCE(CAST(:logs AS text), logs), completed_at = :completed_at, due_at = :due_at, lease_owner = NULL
+    logs = COALESCE(CAST(:logs AS text), logs), completed_at = :completed_at, due_at = :due_at, lease_owner = NULL,
+    delivered_in = COALESCE(CAST(:delivered_in AS integer), delivered_in),
+    delivered_at = COALESCE(CAST(:delivered_at AS double precision), delivered_at)
 WHERE run_id = :run_id AND seq = :seq AND attempt = :attempt AND status = 'running'
 
 -- name: step_logs
