@@ -28,8 +28,15 @@ from cairn.types import Json
 DEFAULT_MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
 
 
+@functools.cache
 def max_payload_bytes() -> int:
+    """The limit, from the environment when first needed: read once per process (every payload
+    is checked against it, and reading the environment costs more than the check)."""
     return int(os.environ.get("CAIRN_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES))
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+"""Made once: `json.dumps` with any option set builds a new encoder on every call."""
 
 
 def to_jsonable(value: Any, what: str) -> Json:
@@ -47,8 +54,12 @@ def to_jsonable(value: Any, what: str) -> Json:
 
 def dumps(value: Any, what: str = "value") -> str:
     """Canonical JSON text of `value`; over the payload limit is a PayloadTooLarge naming `what`."""
-    data = to_jsonable(value, what)
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return _text(to_jsonable(value, what), what)
+
+
+def _text(data: Json, what: str) -> str:
+    """Canonical JSON text of data already made plain (`to_jsonable`), within the payload limit."""
+    text = _CANONICAL.encode(data)
     limit = max_payload_bytes()
     if len(text) > limit:
         raise PayloadTooLarge(
@@ -110,14 +121,40 @@ class Signature:
 
     def encode_args(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
         """Check the call binds to the signature, then dump each argument, naming any bad one."""
-        try:
-            bound = self.public.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"{self.qualname}: {exc}") from None
-        out: dict[str, Any] = {}
-        for name, value in bound.arguments.items():
+        arguments = self._bind_plain(args, kwargs)
+        if arguments is None:
+            try:
+                arguments = self.public.bind(*args, **kwargs).arguments
+            except TypeError as exc:
+                raise TypeError(f"{self.qualname}: {exc}") from None
+        out: dict[str, Json] = {}
+        for name, value in arguments.items():
             out[name] = to_jsonable(value, f"argument {name!r} of {self.qualname}")
-        return dumps(out, f"arguments of {self.qualname}")
+        return _text(out, f"arguments of {self.qualname}")
+
+    @functools.cached_property
+    def _plain(self) -> tuple[tuple[str, ...], frozenset[str]] | None:
+        """(names, required names) when every parameter callers see is an ordinary one (neither
+        positional- nor keyword-only, nor * or **): the usual case, bound without `inspect`."""
+        params = list(self.public.parameters.values())
+        if any(p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params):
+            return None
+        required = frozenset(p.name for p in params if p.default is inspect.Parameter.empty)
+        return tuple(p.name for p in params), required
+
+    def _bind_plain(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The arguments of a call that binds plainly; None sends it to `inspect` (which also words
+        the error of a call that does not bind)."""
+        plain = self._plain
+        if plain is None or len(args) > len(plain[0]):
+            return None
+        names, required = plain
+        arguments = dict(zip(names, args, strict=False))
+        for name, value in kwargs.items():
+            if name in arguments or name not in names:
+                return None
+            arguments[name] = value
+        return arguments if required.issubset(arguments) else None
 
     def decode_args(self, text: str) -> tuple[list[Any], dict[str, Any]]:
         """Validate stored arguments against the type hints; rebuild positional/keyword form."""

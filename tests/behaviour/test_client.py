@@ -9,6 +9,7 @@ import pytest
 
 import cairn
 from cairn import RunStatus
+from cairn.serialization import max_payload_bytes
 from tests import flows
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -61,8 +62,13 @@ async def test_input_that_does_not_match_the_signature_is_rejected(
 
 async def test_oversized_payload_is_rejected(client: cairn.Client, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CAIRN_MAX_PAYLOAD_BYTES", "1000")
-    with pytest.raises(cairn.PayloadTooLarge, match=r"over the 1000-byte payload limit"):
-        await client.start(flows.plain_def, list(range(1000)))
+    max_payload_bytes.cache_clear()  # read once per process: as if this process started with it
+    try:
+        with pytest.raises(cairn.PayloadTooLarge, match=r"over the 1000-byte payload limit"):
+            await client.start(flows.plain_def, list(range(1000)))
+    finally:
+        monkeypatch.undo()
+        max_payload_bytes.cache_clear()
     assert await client.list_runs() == []
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -44,7 +45,8 @@ class Tx(abc.ABC):
         self.events: list[dict[str, Any]] = []
 
     def add_event(self, row: dict[str, Any]) -> None:
-        """Append to a run's event list; the rows are written together, in order, just before COMMIT."""
+        """Append to a run's event list; the rows are written together, in order, just before COMMIT.
+        A row's `detail` is a dict (or None), stored as JSON text."""
         self.events.append(row)
 
     def write_events(self) -> None:
@@ -54,9 +56,9 @@ class Tx(abc.ABC):
             self.insert_events(rows)
 
     def insert_events(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert event rows in order. PostgreSQL does it in one statement however many there are:
-        a group commit carries hundreds."""
-        self.many("insert_event", rows)
+        """Insert event rows in order. PostgreSQL does it in one statement however many there are
+        (a group commit carries hundreds), the details nested in one JSON document."""
+        self.many("insert_event", [{**r, "detail": json.dumps(r["detail"]) if r["detail"] else None} for r in rows])
 
     @abc.abstractmethod
     def execute(self, name: str, params: Params) -> int:

@@ -26,9 +26,7 @@ class CompletionLost(LeaseLost):
 
 def event(tx: Tx, run_id: str, what: str, now: float, step: int | None = None, /, **detail: Any) -> None:
     """Append to the run's event list, in the transaction that makes the change it describes."""
-    tx.add_event(
-        {"run_id": run_id, "now": now, "kind": what, "step": step, "detail": json.dumps(detail) if detail else None}
-    )
+    tx.add_event({"run_id": run_id, "now": now, "kind": what, "step": step, "detail": detail or None})
 
 
 def signal(tx: Tx, run_id: str, name: str, payload: str | None, now: float) -> bool:

@@ -302,10 +302,9 @@ class Runner:
             raise
         if inst is None:
             return True
-        after = replace(
-            run, activations=run.activations + (1 if result.counts_as_activation else 0), status=result.status
-        )
         if result.status == RunStatus.RUNNING:
+            activations = run.activations + (1 if result.counts_as_activation else 0)
+            after = replace(run, activations=activations, status=result.status)
             self.cache.put(Entry(inst, token + 1, after))  # the commit advanced the token
         else:
             inst.close()

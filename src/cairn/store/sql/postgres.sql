@@ -63,11 +63,12 @@ SELECT pg_notify('cairn', p) FROM unnest(CAST(:payloads AS text[])) AS p
 -- name: insert_events
 -- All of a transaction's event rows in one statement, in the order they were added: one JSON
 -- array of {run_id, now, kind, step, detail} objects (one text parameter is far cheaper for the
--- client to send than five arrays, whose elements it would encode one by one).
+-- client to send than five arrays, whose elements it would encode one by one). A detail is a
+-- nested object, kept as the text it was sent as (json, not jsonb).
 INSERT INTO cairn_events (run_id, at, kind, step, detail)
-SELECT run_id, now, kind, step, detail
+SELECT run_id, now, kind, step, CAST(detail AS text)
 FROM ROWS FROM (json_to_recordset(CAST(:events AS json))
-                AS (run_id text, now double precision, kind text, step integer, detail text))
+                AS (run_id text, now double precision, kind text, step integer, detail json))
      WITH ORDINALITY AS e(run_id, now, kind, step, detail, n)
 ORDER BY n
 
