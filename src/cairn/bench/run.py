@@ -3,7 +3,10 @@
 Every scenario gets a fresh database (PostgreSQL: `cairn_bench_<scenario>` on the given server,
 dropped and recreated; SQLite: a new file). Competitors run as subprocesses of the drivers in the
 repository's `benchmarks/` folder, against their own fresh database on the same server, in the
-same run, so the ratios compare like with like on the same machine and moment.
+same run, so the ratios compare like with like on the same machine and moment. With `repeat`, each
+scenario runs that many times, Cairn and the competitor in turn, and each keeps its median run: a
+virtual machine's speed drifts by tens of percent within minutes, and taking turns puts both
+engines through the same drift.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class Bench:
         workflows: int,
         sleepers: int,
         console: Console,
+        repeat: int = 1,
     ) -> None:
         self.backends = backends
         self.server = server
@@ -82,6 +86,7 @@ class Bench:
         self.workflows = workflows
         self.sleepers = sleepers
         self.console = console
+        self.repeat = repeat
         self.results: list[dict[str, Any]] = []
         self.on_result: Callable[[list[dict[str, Any]]], None] = lambda results: None
         """Called after each scenario with all results so far (so a long run keeps what it measured)."""
@@ -113,7 +118,21 @@ class Bench:
     def _one(self, progress: Progress, tmp: Path, backend: str, scenario: str, workers: int | None) -> None:
         if scenario == "db_cost" and backend != "postgres":
             return
-        label = f"{scenario}{f' x{workers}' if workers else ''} ({backend})"
+        turns = 1 if scenario == "memory" else self.repeat  # memory takes minutes, and barely drifts
+        mine: list[dict[str, Any]] = []
+        theirs: list[dict[str, Any]] = []
+        for turn in range(turns):
+            label = f"{scenario}{f' x{workers}' if workers else ''} ({backend})"
+            label += f" {turn + 1}/{turns}" if turns > 1 else ""
+            mine.append(self._turn_cairn(progress, tmp, label, backend, scenario, workers))
+            if "dbos" in self.compare and scenario != "memory":
+                theirs.append(self._turn_dbos(progress, tmp, label, backend, scenario, workers))
+        self.results.extend(median_run(runs, scenario) for runs in (mine, theirs) if runs)
+        self.on_result(self.results)
+
+    def _turn_cairn(
+        self, progress: Progress, tmp: Path, label: str, backend: str, scenario: str, workers: int | None
+    ) -> dict[str, Any]:
         task = progress.add_task(f"cairn {label}", total=None)
 
         def tick(done: int, total: int) -> None:
@@ -122,26 +141,32 @@ class Bench:
         tag = f"{scenario}{workers or ''}"
         url = fresh_url(backend, self.server, tag, tmp)
         try:
-            self.results.append(asyncio.run(self._cairn(scenario, url, workers, tick)))
+            result = asyncio.run(self._cairn(scenario, url, workers, tick))
         except Exception as exc:  # a failed scenario is reported, the others still run
-            self.results.append(scenarios.record(url, scenario, workers, error=f"{type(exc).__name__}: {exc}"))
+            result = scenarios.record(url, scenario, workers, error=f"{type(exc).__name__}: {exc}")
         progress.remove_task(task)
-        self.on_result(self.results)
-        if "dbos" in self.compare and scenario != "memory":
-            task = progress.add_task(f"dbos  {label}", total=None)
-            if backend == "postgres":
-                dbos_url = pg_database(self.server, f"dbos_bench_{tag}")
-            else:
-                dbos_url = f"sqlite:///{tmp}/dbos_{tag}.db"
-            args = [scenario, "--db", dbos_url]
-            if workers:
-                args += ["--workers", str(workers)]
-            runs = {"sequential": self.runs, "throughput": self.workflows}.get(scenario)
-            if runs is not None:  # the same N on both sides
-                args += ["--runs", str(runs)]
-            self.results.append(run_driver("benchmarks.dbos_driver", args))
-            progress.remove_task(task)
-            self.on_result(self.results)
+        return result
+
+    def _turn_dbos(
+        self, progress: Progress, tmp: Path, label: str, backend: str, scenario: str, workers: int | None
+    ) -> dict[str, Any]:
+        task = progress.add_task(f"dbos  {label}", total=None)
+        tag = f"{scenario}{workers or ''}"
+        if backend == "postgres":
+            dbos_url = pg_database(self.server, f"dbos_bench_{tag}")
+        else:
+            dbos_url = f"sqlite:///{tmp}/dbos_{tag}.db"
+            for suffix in ("", "-wal", "-shm"):  # each turn starts from an empty database
+                Path(f"{tmp}/dbos_{tag}.db{suffix}").unlink(missing_ok=True)
+        args = [scenario, "--db", dbos_url]
+        if workers:
+            args += ["--workers", str(workers)]
+        runs = {"sequential": self.runs, "throughput": self.workflows}.get(scenario)
+        if runs is not None:  # the same N on both sides
+            args += ["--runs", str(runs)]
+        result = run_driver("benchmarks.dbos_driver", args)
+        progress.remove_task(task)
+        return result
 
     def _cairn(
         self, scenario: str, url: str, workers: int | None, tick: scenarios.Progress
@@ -166,6 +191,21 @@ HEADLINE = {
     "memory": ("ratio", "x idle RSS", False),
     "queue_cycle": ("tasks_per_s", "tasks/s", True),
 }
+
+
+def median_run(runs: Sequence[dict[str, Any]], scenario: str) -> dict[str, Any]:
+    """The run whose headline figure is the median (the lower of the two middle ones), with every
+    run's figure beside it; runs that failed count only when all did."""
+    key = HEADLINE[scenario][0]
+    measured = sorted(
+        (r for r in runs if isinstance(r.get("metrics", {}).get(key), int | float)), key=lambda r: r["metrics"][key]
+    )
+    if not measured:
+        return runs[0]
+    chosen = measured[(len(measured) - 1) // 2]
+    if len(runs) == 1:
+        return chosen
+    return {**chosen, "metrics": {**chosen["metrics"], "of_runs": [r["metrics"][key] for r in measured]}}
 
 
 def summary_table(results: Sequence[dict[str, Any]]) -> Table:

@@ -583,6 +583,13 @@ def _csv(value: str, allowed: tuple[str, ...], option: str) -> list[str]:
 @click.option("--runs", type=click.IntRange(20), default=200, show_default=True, help="Sequential runs.")
 @click.option("--workflows", type=click.IntRange(10), default=1000, show_default=True, help="Throughput runs.")
 @click.option("--sleepers", type=click.IntRange(100), default=100_000, show_default=True, help="Memory scenario.")
+@click.option(
+    "--repeat",
+    type=click.IntRange(1, 9),
+    default=1,
+    show_default=True,
+    help="Run each scenario this many times (Cairn and competitors in turn) and keep each one's median run.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (one list) instead of a table.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the JSON results here.")
 def bench(
@@ -594,6 +601,7 @@ def bench(
     runs: int,
     workflows: int,
     sleepers: int,
+    repeat: int,
     as_json: bool,
     out: str | None,
 ) -> None:
@@ -610,6 +618,7 @@ def bench(
         workflows=workflows,
         sleepers=sleepers,
         console=render.console(stderr=True),
+        repeat=repeat,
     )
     if out:
         target = Path(out)
