@@ -83,32 +83,24 @@ class Tx(abc.ABC):
         for p in params:
             self.execute(name, p)
 
-    def expect_one(self, name: str, params: Params, error: Exception) -> None:
-        """A write that must change exactly one row; otherwise `error` is raised and the transaction
-        rolls back. PostgreSQL checks on the server, so a pipelined commit need not wait for the count."""
-        if self.execute(name, params) != 1:
-            raise error
-
-    def write_notify_if_due(self, name: str, params: Params, payload: str) -> None:
-        """A write whose one returned row has a `due` flag: notify `payload` after commit when it is 1.
-        PostgreSQL notifies from the statement itself, so a pipelined commit need not wait for the row."""
-        row = self.one(name, params)
-        if row is not None and row[0]:
-            self.notify(payload)
-
     def write_row(self, name: str, row: Params, expect: Exception | None = None, notify: str | None = None) -> None:
-        """One row of a write named in `ROW_WRITES`: like `expect_one` when `expect` is given, like
-        `write_notify_if_due` when `notify` is, else like `write`.
+        """One row of a write named in `ROW_WRITES`. With `expect`, the write must change exactly
+        one row, else `expect` is raised and the transaction rolls back. With `notify`, the write
+        returns a `due` flag, and `notify` is sent after commit when it is 1.
 
         PostgreSQL holds such rows back and applies all the rows of a name at once, in one set-wise
-        statement, before any other statement. A group commit thus sends each of these writes once,
-        not once per run. Between `begin_piece` calls, rows must come in `ROW_WRITES` order (else
-        what is held back goes first); the pieces of one transaction must touch different runs, as
-        the rows of different pieces are applied in either order."""
+        statement, before any other statement, checking and notifying on the server: a group commit
+        sends each of these writes once, not once per run, and never waits for their results.
+        Between `begin_piece` calls, rows must come in `ROW_WRITES` order (else what is held back
+        goes first); the pieces of one transaction must touch different runs, as the rows of
+        different pieces are applied in either order."""
         if expect is not None:
-            self.expect_one(name, row, expect)
+            if self.execute(name, row) != 1:
+                raise expect
         elif notify is not None:
-            self.write_notify_if_due(name, row, notify)
+            found = self.one(name, row)
+            if found is not None and found[0]:
+                self.notify(notify)
         else:
             self.write(name, row)
 

@@ -13,7 +13,6 @@ import contextlib
 import functools
 import json
 import logging
-import re
 import threading
 import time
 import uuid
@@ -40,13 +39,10 @@ EXPECTATION_FAILED = "CA001"
 
 @functools.cache
 def _expecting(name: str) -> str:
-    """The named write (or locking read), made to fail on the server unless it changed (or
-    locked) `rows_expected` rows."""
-    write = queries("postgres")[name]
-    if re.match(r"\s*(UPDATE|INSERT|DELETE)\b", write) and not re.search(r"\bRETURNING\b", write, re.IGNORECASE):
-        write += " RETURNING 1"
+    """The named statement (which returns a row per row it changed or locked), made to fail on the
+    server unless it returned `rows_expected` rows."""
     check = "cairn_expect((SELECT count(*) FROM changed) = %(rows_expected)s, %(expect)s)"
-    return f"WITH changed AS ({write}) SELECT {check}"
+    return f"WITH changed AS ({queries('postgres')[name]}) SELECT {check}"
 
 
 @functools.cache
@@ -79,10 +75,10 @@ _RANK = {name: rank for rank, name in enumerate(ROW_WRITES)}
 class _PgTx(Tx):
     """Runs in pipeline mode: writes are queued and sent together; a count or a fetch syncs.
 
-    Checks (`expect_one`) and conditional wake-ups (`write_notify_if_due`) run on the server, so a
-    commit made only of writes and checks goes to the server in one round trip, COMMIT included.
     Rows given to `write_row` are held until another statement (or COMMIT) is sent, then sent as
-    one set-wise statement per name (`<name>_rows` in postgres.sql).
+    one set-wise statement per name (`<name>_rows` in postgres.sql). Their checks and conditional
+    wake-ups run on the server, so a commit made only of such rows goes to the server in one
+    round trip, COMMIT included.
     """
 
     def __init__(self, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline) -> None:
@@ -105,7 +101,8 @@ class _PgTx(Tx):
         held.rows.append(row)
         if expect is not None:
             held.errors.append(expect)
-        held.notify = notify
+        if notify is not None:
+            held.notify = notify
 
     def begin_piece(self) -> None:
         self._rank = -1
@@ -124,7 +121,7 @@ class _PgTx(Tx):
                 assert len(h.errors) == len(h.rows), f"every {name} row expects, or none does"
                 params.update(expect=self._expectation(h.errors), rows_expected=len(h.rows))
                 self._cur.execute(_expecting(f"{name}_rows"), params)
-            elif h.notify is not None:
+            elif h.notify is not None:  # sent by the server: it carries no origin (see `_listen`)
                 self._cur.execute(_notifying(f"{name}_rows"), {**params, "payload": f"{ANY_ORIGIN} {h.notify}"})
             else:
                 self._cur.execute(self._q[f"{name}_rows"], params)
@@ -168,15 +165,6 @@ class _PgTx(Tx):
             cursors.append(cur)
         self._pipeline.sync()
         return [cur.fetchall() if cur.description else [] for cur in cursors]
-
-    def expect_one(self, name: str, params: Params, error: Exception) -> None:
-        self._send_held()
-        self._cur.execute(_expecting(name), {**params, "expect": self._expectation([error]), "rows_expected": 1})
-
-    def write_notify_if_due(self, name: str, params: Params, payload: str) -> None:
-        self._send_held()
-        # Sent by the server, so no process has had it yet: it carries no origin (see `_listen`).
-        self._cur.execute(_notifying(name), {**params, "payload": f"{ANY_ORIGIN} {payload}"})
 
     def commit(self, origin: str) -> None:
         """Queue the notifications and COMMIT. Leaving the pipeline sends them with whatever is still
