@@ -4,10 +4,12 @@ group commits fail only the commit that lost its fence, and a claim leaves busy 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
 
+import psycopg
 import pytest
 
 import cairn
@@ -194,3 +196,39 @@ def _count_transactions(client: cairn.Client) -> list[bool]:
 
     client.store.db.transaction = counted  # type: ignore[method-assign]
     return calls
+
+
+def _sql(db_url: str, statement: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """One statement on its own connection, as an operator's script would run it."""
+    if db_url.startswith("sqlite"):
+        conn = sqlite3.connect(db_url.removeprefix("sqlite:///"))
+        try:
+            conn.execute("PRAGMA foreign_keys=ON")
+            rows = conn.execute(statement, params).fetchall()
+            conn.commit()
+            return rows
+        finally:
+            conn.close()
+    with psycopg.connect(db_url, autocommit=True) as pg:
+        cur = pg.execute(statement.replace("?", "%s"), params)
+        return cur.fetchall() if cur.description else []
+
+
+async def test_deleting_a_run_deletes_its_steps_and_events(
+    client: cairn.Client, worker: cairn.Worker, db_url: str
+) -> None:
+    """Retention is a DELETE on the runs table: what a run wrote goes with it, and other runs'
+    rows stay (PostgreSQL does it with a trigger, not a foreign key checked on every insert)."""
+    gone = await client.start(flows.function_style, 1)
+    kept = await client.start(flows.function_style, 2)
+    await gone.result(timeout=10)
+    await kept.result(timeout=10)
+    count = "SELECT COUNT(*) FROM {} WHERE run_id = ?"
+    for table in ("cairn_steps", "cairn_events"):
+        assert _sql(db_url, count.format(table), (gone.id,))[0][0] > 0
+
+    await asyncio.to_thread(_sql, db_url, "DELETE FROM cairn_runs WHERE id = ?", (gone.id,))
+
+    for table in ("cairn_steps", "cairn_events"):
+        assert _sql(db_url, count.format(table), (gone.id,))[0][0] == 0, f"{table} kept a deleted run's rows"
+        assert _sql(db_url, count.format(table), (kept.id,))[0][0] > 0, f"{table} lost another run's rows"
