@@ -42,19 +42,27 @@ SELECT status FROM cairn_runs WHERE id = :id FOR UPDATE
 -- When the next run this worker could claim falls due, after this transaction's claims. Runs
 -- leased to others are left to their holder (a lease running out is the safety poll's to see);
 -- of this worker's own held runs only future wake-ups count (a due one was just claimed, or is
--- busy). That keeps this a short walk of the ready_at index however many runs are sleeping.
-SELECT MIN(ready_at) FROM cairn_runs
-WHERE ready_at IS NOT NULL AND workflow = ANY(:workflows) AND (:any_queue = 1 OR queue = ANY(:queues))
+-- busy). That keeps this a short walk of the ready_at index however many runs are sleeping: the
+-- first row in ready_at order that passes, not the MIN of all that do (which reads them all).
+-- The workflow test is written so that no index serves it: on a table not yet analyzed, the
+-- planner would otherwise read every run of these workflows through the workflow index.
+SELECT ready_at FROM cairn_runs
+WHERE ready_at IS NOT NULL AND ARRAY[workflow] <@ CAST(:workflows AS text[]) AND (:any_queue = 1 OR queue = ANY(:queues))
   AND (lease_until IS NULL OR lease_until <= ready_at
        OR (lease_owner = :worker AND ready_at > cairn_tx_now() AND NOT id = ANY(:busy)))
+ORDER BY ready_at
+LIMIT 1
 
 -- name: next_wake_actions
--- Like claim_actions' filter: a step of a paused run is not due, however old its due_at.
-SELECT MIN(due_at) FROM cairn_steps
+-- Like claim_actions' filter: a step of a paused run is not due, however old its due_at. The
+-- first step in due_at order that passes (MIN would join every step in flight to its run).
+SELECT due_at FROM cairn_steps
 WHERE kind = 'action' AND status IN ('scheduled', 'running') AND name = ANY(:names)
   AND (:any_queue = 1 OR queue = ANY(:queues))
   AND EXISTS (SELECT 1 FROM cairn_runs r WHERE r.id = cairn_steps.run_id
               AND r.status IN ('pending', 'running', 'waiting'))
+ORDER BY due_at
+LIMIT 1
 
 -- name: notify
 -- All of a transaction's notifications, sent (by PostgreSQL) when it commits.

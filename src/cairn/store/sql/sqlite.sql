@@ -41,21 +41,27 @@ SELECT status FROM cairn_runs WHERE id = :id
 -- When the next run this worker could claim falls due, after this transaction's claims. Runs
 -- leased to others are left to their holder (a lease running out is the safety poll's to see);
 -- of this worker's own held runs only future wake-ups count (a due one was just claimed, or is
--- busy). That keeps this a short walk of the ready_at index however many runs are sleeping.
-SELECT MIN(ready_at) FROM cairn_runs
+-- busy). That keeps this a short walk of the ready_at index however many runs are sleeping: the
+-- first row in ready_at order that passes, not the MIN of all that do (which reads them all).
+SELECT ready_at FROM cairn_runs
 WHERE ready_at IS NOT NULL AND workflow IN (SELECT value FROM json_each(:workflows))
   AND (:any_queue = 1 OR queue IN (SELECT value FROM json_each(:queues)))
   AND (lease_until IS NULL OR lease_until <= ready_at
        OR (lease_owner = :worker AND ready_at > cairn_tx_now() AND id NOT IN (SELECT value FROM json_each(:busy))))
+ORDER BY ready_at
+LIMIT 1
 
 -- name: next_wake_actions
--- Like claim_actions' filter: a step of a paused run is not due, however old its due_at.
-SELECT MIN(due_at) FROM cairn_steps
+-- Like claim_actions' filter: a step of a paused run is not due, however old its due_at. The
+-- first step in due_at order that passes (MIN would join every step in flight to its run).
+SELECT due_at FROM cairn_steps
 WHERE kind = 'action' AND status IN ('scheduled', 'running')
   AND name IN (SELECT value FROM json_each(:names))
   AND (:any_queue = 1 OR queue IN (SELECT value FROM json_each(:queues)))
   AND EXISTS (SELECT 1 FROM cairn_runs r WHERE r.id = cairn_steps.run_id
               AND r.status IN ('pending', 'running', 'waiting'))
+ORDER BY due_at
+LIMIT 1
 
 -- name: lock_run_row
 SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
