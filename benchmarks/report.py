@@ -285,7 +285,7 @@ Each scenario runs against a fresh database. The competitor drivers are in `benc
 {"## Scenarios that did not produce a figure" + chr(10) + chr(10) + error_lines if error_lines else ""}
 ## What bounds the figures, and what would move them
 
-Five performance passes so far. The first made an action cost about one transaction (actions
+Six performance passes so far. The first made an action cost about one transaction (actions
 "born running" with no claim, sticky run leases, an action's result committed with the
 workflow's next decision, pipeline mode). The second made an activation commit one round trip
 (server-side fences and wake-ups), added group commit, one claim per wake-up and keyed,
@@ -348,6 +348,27 @@ of percent within minutes during this pass, so before and after were run in turn
 - `cairn bench --repeat N` runs each scenario N times, Cairn and DBOS in turn, and keeps each
   engine's median run.
 
+The sixth, guided by `pg_stat_statements` (loaded for the measurements, then unloaded again for
+this run) and alternating before and after, 1,000 throughput workflows each:
+
+- steps and events carry no foreign key on PostgreSQL (migration 0007): they are written only by
+  a transaction that holds their run's row already, so the key's check (a lookup and a share
+  lock on the run, for each of a workflow's 14 step and event rows) proved nothing, and cost
+  about half of those inserts' server time (events 197/149 to 85/75 ms, steps 62/49 to 37/28 ms;
+  database CPU per workflow 0.71/0.57 to 0.57/0.51 ms). A statement trigger deletes a deleted
+  run's steps and events, as the keys' cascade did;
+- a claim's "when is the next work due" is the first row in due order that passes, not the MIN
+  of all that do: the actions' MIN joined every step in flight to its run, 1.4-2.6 ms a claim
+  with 4 processes (145-255 ms of server time per 1,000 workflows, now 4-9 ms).
+
+Tried and left out, as they measured no better: the reads of runs started together sent in the
+commit's one round trip instead of one each (starting 1,000 runs stays 0.24 ms of client CPU per
+start: it is bound by the client's Python, not by round trips), and limiting a worker's run
+claims to its free action slots. With 4 processes, 15-19% of actions find no free slot at their
+birth and are claimed instead, and 7-13% are run by a process that does not hold their run, so
+their result is recorded apart and the run claimed again; the cap was meant to keep them home,
+but identical 4-process runs vary by 25%, and it measured no better within that.
+
 Targets on this run: commits per action under load are well under 1 (target: at most 1, **met**);
 fan-out of 1,000 actions takes well under 1 s on PostgreSQL (**met**); worker memory with
 100,000 sleeping runs is under 1.2x idle on both backends (**met**); {sqlite_seq_text};
@@ -375,7 +396,11 @@ What bounds what is not met:
   the run). Each costs about 1.0 ms: the WAL flush (a one-row commit takes 0.52 ms with
   `synchronous_commit` on, 0.30 ms with it off), the round trip, the hop to a database thread
   and back, and some 0.2 ms of Python. A third of DBOS's latency would need each durable commit
-  under about 0.55 ms, barely more than this disk's flush alone.
+  under about 0.55 ms, barely more than this disk's flush alone. Timed inside each transaction
+  in the sixth pass, on a slower day (8.2 ms per workflow; DBOS 12.2 ms): 1.75 ms a transaction,
+  of which 0.92 ms waiting for the server after the last statement (a bare one-row commit: 0.47
+  ms), 0.46 ms sending its 6-7 pipelined statements (psycopg sends each as it is queued) and 0.27
+  ms the hop to the database thread and back.
 - **Waking idle processes.** Pickup crosses several processes that were asleep (client,
   database backend, the worker's listener thread, its event loop, the database again). The
   raw-SQL reference line above gives this machine's cost of one such wake-up; it varied from
