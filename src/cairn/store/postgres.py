@@ -11,7 +11,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
-import json
 import logging
 import threading
 import time
@@ -20,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
+import pydantic_core
 from psycopg.types.array import ListBinaryDumper
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -51,6 +51,13 @@ def _notifying(name: str) -> str:
     write = queries("postgres")[name]
     due = "EXISTS (SELECT FROM written WHERE due = 1)"
     return f"WITH written AS ({write}) SELECT pg_notify('cairn', %(payload)s) WHERE {due}"
+
+
+def _json_text(value: Any) -> str:
+    """JSON text of the rows a statement takes as one parameter. pydantic-core's encoder (Rust)
+    writes a group commit's rows in about a fifth of the time `json.dumps` takes (measured: 58
+    against 296 microseconds for 50 step rows), which was a tenth of a busy worker's time."""
+    return pydantic_core.to_json(value).decode()
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -116,7 +123,7 @@ class _PgTx(Tx):
             h = held.get(name)
             if h is None:
                 continue
-            params: dict[str, Any] = {"rows": json.dumps(h.rows)}
+            params: dict[str, Any] = {"rows": _json_text(h.rows)}
             if h.errors:
                 assert len(h.errors) == len(h.rows), f"every {name} row expects, or none does"
                 params.update(expect=self._expectation(h.errors), rows_expected=len(h.rows))
@@ -177,7 +184,7 @@ class _PgTx(Tx):
         self._cur.execute(b"COMMIT")
 
     def insert_events(self, rows: Sequence[dict[str, Any]]) -> None:
-        self.write("insert_events", {"events": json.dumps(rows)})
+        self.write("insert_events", {"events": _json_text(rows)})
 
     def expected(self, exc: psycopg.Error) -> Exception | None:
         """The error a failed server-side check stands for (it may surface at any later statement)."""
