@@ -199,3 +199,6 @@ def _fresh_side_effects() -> Iterator[None]:
 
     flows.CALLS.clear()
     yield
+    for gate in flows.GATES.values():  # no action of a finished test stays parked on a thread
+        gate.set()
+    flows.GATES.clear()

@@ -35,6 +35,16 @@ async def add_one(x: int) -> int:
     return x + 1
 
 
+GATES: collections.defaultdict[str, threading.Event] = collections.defaultdict(threading.Event)
+"""Gates that `wait_at_gate` holds its action slot behind until a test opens them."""
+
+
+@action
+def wait_at_gate(name: str) -> str:
+    GATES[name].wait(30)
+    return name
+
+
 @action
 def double(x: int) -> int:
     called(f"double:{x}")
@@ -153,6 +163,11 @@ class HandleStyle(Workflow):
 @workflow
 async def function_style(x: int) -> int:
     return await add_one(await double(x))
+
+
+@workflow
+async def gated(name: str) -> str:
+    return await wait_at_gate(name)
 
 
 @workflow

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TypeVar
 
@@ -79,6 +79,24 @@ async def test_runs_started_together_share_one_transaction(client: cairn.Client)
     rows = [await h.describe() for h in handles]
     assert [r.status for r in rows] == [RunStatus.PENDING] * 20
     assert len({r.id for r in rows}) == 20
+
+
+async def test_a_claim_takes_runs_under_way_first_and_new_runs_only_up_to_their_limit(client: cairn.Client) -> None:
+    """A worker with no action slot free takes no new run (its first action would have to be
+    claimed by some other worker), but still takes a run woken by its timer."""
+    sleeper = await client.start(flows.function_style, 0)
+    (claim,) = (await _claim(client)).runs
+    woken = ActivationResult(status=RunStatus.WAITING, wake_at=claim.now - 1)  # its timer is due
+    await client.store.commit_activation(Commit(claim.run, claim.token, woken))
+    new = [await client.start(flows.function_style, i) for i in range(1, 4)]
+
+    def claim_with(new_runs: int, worker: str = "w1") -> Awaitable[WorkClaim]:
+        return client.store.claim_work(worker, WORKFLOWS, [], None, 10, 0, 30.0, None, set(), new_runs)
+
+    assert [c.run.id for c in (await claim_with(0)).runs] == [sleeper.id]
+    assert [c.run.id for c in (await claim_with(2, "w2")).runs] == [new[0].id, new[1].id]  # oldest first
+    assert [c.run.id for c in (await claim_with(0, "w3")).runs] == []
+    assert [c.run.id for c in (await claim_with(1, "w3")).runs] == [new[2].id]
 
 
 def _action(seq: int) -> NewStep:

@@ -281,11 +281,13 @@ class Store(Protocol):
         lease: float,
         cached: dict[str, int] | None = None,
         busy: Collection[str] = (),
+        new_run_limit: int | None = None,
     ) -> WorkClaim:
         """Lease up to `run_limit` runnable runs and `action_limit` due attempts in one transaction.
         `cached` maps run id to the lease token under which this worker's in-memory copy is still
         current, so that run's journal need not be reloaded; runs in `busy` (held and being worked
-        on by this worker) are not claimed again."""
+        on by this worker) are not claimed again. Runs under way come first; of new runs (never
+        activated) at most `new_run_limit` are taken (default: up to `run_limit`)."""
 
     async def commit_activation(self, commit: Commit) -> None:
         """Apply an activation atomically (perhaps in a transaction shared with others: group

@@ -181,10 +181,12 @@ class SqlStore:
         lease: float,
         cached: dict[str, int] | None = None,
         busy: Collection[str] = (),
+        new_run_limit: int | None = None,
     ) -> WorkClaim:
         """One transaction per wake-up: lease runnable runs and due attempts, and say when the next
         thing falls due (so an idle worker sleeps exactly until then). Runs in `busy` are being
-        activated by this worker already: claiming them again would only break that commit's fence."""
+        activated by this worker already: claiming them again would only break that commit's fence.
+        Of the runs, at most `new_run_limit` (default: all) are new ones, never activated."""
 
         def tx_fn(tx: Tx) -> WorkClaim:
             # The claims judge leases and due times by the transaction's clock (cairn_tx_now), read
@@ -195,7 +197,8 @@ class SqlStore:
             want_runs, want_actions = bool(workflows) and run_limit > 0, bool(actions) and action_limit > 0
             statements: list[tuple[str, dict[str, Any]]] = [("tx_now", {})]
             if want_runs:
-                statements.append(("claim_runs", {**mine, "limit": run_limit}))
+                new_limit = run_limit if new_run_limit is None else min(run_limit, new_run_limit)
+                statements.append(("claim_runs", {**mine, "limit": run_limit, "new_limit": new_limit}))
             if want_actions:
                 statements.append(("claim_actions", {**mine, "limit": action_limit}))
             # After the claims, which lease what they took: what is left to fall due.

@@ -25,6 +25,7 @@ from cairn.store.base import WORK, call_soon_here
 from cairn.store.open import open_store
 from cairn.store.protocol import ActionClaim, RunClaim, WorkerInfo, WorkflowInfo
 from cairn.store.sql_store import SqlStore
+from cairn.types import RunStatus
 from cairn.worker.actions import ActionExecutor
 from cairn.worker.runner import InFlight, Runner
 
@@ -81,6 +82,8 @@ class Worker:
         """Attempts running here (run id, step): the heartbeat extends exactly their leases."""
         self._wakeup = asyncio.Event()
         self._starved = False
+        self._admitting = 0
+        """New runs taken and not yet activated: their first actions will take action slots."""
         self._stopping = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
         self._side: list[asyncio.Task[None]] = []
@@ -197,6 +200,7 @@ class Worker:
     async def _claim(self, workflows: list[str], actions: list[str]) -> float | None:
         """Claim as much as there is capacity for; seconds until the next due work."""
         free_runs, free_actions = self._run_slots.free, self._action_slots.free
+        new_runs = self._new_run_room(free_runs, bool(actions))
         work = await self.store.claim_work(
             self.id,
             workflows,
@@ -207,17 +211,49 @@ class Worker:
             self.lease,
             self._runner.cache.expected_tokens(),
             self._runner.busy(),
+            new_runs,
         )
         for claim in work.runs:
             self._run_slots.take()
-            self._spawn(self._runner.activation(claim), self._releaser(self._run_slots))
+            self._spawn(self._runner.activation(claim), self._run_releaser(claim.run.status == RunStatus.PENDING))
         for attempt, memory in work.actions:
             self._action_slots.take()
             self._start_action(attempt, memory)
-        runs_full = bool(workflows) and len(work.runs) == free_runs
+        new = sum(1 for claim in work.runs if claim.run.status == RunStatus.PENDING)
+        runs_full = bool(workflows) and (len(work.runs) == free_runs or new == new_runs)
         actions_full = bool(actions) and len(work.actions) == free_actions
         self._starved = runs_full or actions_full
         return work.next_due_in
+
+    def _new_run_room(self, free_runs: int, runs_actions: bool) -> int:
+        """How many new runs to take: no more than there are action slots free for their first
+        actions (less those that new runs taken earlier and not yet activated will take), when this
+        worker runs actions. A new run taken without one would have its first action scheduled for
+        any worker to claim; under load another process takes it, records its result apart, and
+        this worker claims the run again to go on: three transactions' worth of work where an
+        action born here costs none. Runs under way are taken whenever a run slot is free, so that
+        timers, signals and results keep moving while every action slot is busy."""
+        if not runs_actions:
+            return free_runs
+        return max(0, min(free_runs, self._action_slots.free - self._admitting))
+
+    def _run_releaser(self, new: bool) -> Callable[[], None]:
+        """Gives the run slot of an activation back when it ends; a new run's activation also
+        stops counting against the action slots (its first actions have taken theirs by then)."""
+        release = self._releaser(self._run_slots)
+        if not new:
+            return release
+        self._admitting += 1
+        counted = True
+
+        def admitted() -> None:
+            nonlocal counted
+            if counted:
+                counted = False
+                self._admitting -= 1
+            release()
+
+        return admitted
 
     # --- runs started in this process (RunTaker) ------------------------------------------------
 
@@ -233,6 +269,8 @@ class Worker:
             return False
         if self.queues is not None and queue not in self.queues:
             return False
+        if self._new_run_room(self._run_slots.free, bool(self.registry.actions())) < 1:
+            return False
         return self._run_slots.take()
 
     def clock(self) -> float:
@@ -241,7 +279,7 @@ class Worker:
     async def start_run(self, claim: RunClaim, insert: Mapping[str, Any]) -> bool:
         # A task of this worker's, so that stopping waits for it; shielded, so that a cancelled
         # start() does not break off a commit under way.
-        born = self._spawn(self._runner.start_born(claim, insert), self._releaser(self._run_slots))
+        born = self._spawn(self._runner.start_born(claim, insert), self._run_releaser(new=True))
         return await asyncio.shield(born)
 
     def _start_action(self, claim: ActionClaim, memory: dict[str, str]) -> None:

@@ -2,15 +2,22 @@
 -- BEGIN IMMEDIATE (taken by the store) serialises writers, so no row locks are needed.
 
 -- name: claim_runs
+-- Runs under way (woken by a result, a timer, a signal) first, up to :limit; then new runs, at
+-- most :new_limit of them (a worker takes new runs only while it has action slots free for their
+-- first actions: see Worker._claim).
 UPDATE cairn_runs
 SET lease_owner = :worker, lease_until = cairn_tx_now() + :lease, lease_token = lease_token + 1
-WHERE id IN (SELECT id FROM cairn_runs
-             WHERE ready_at <= cairn_tx_now() AND status IN ('pending', 'running', 'waiting')
-               AND (lease_until IS NULL OR lease_until < cairn_tx_now()
-                    OR (lease_owner = :worker AND id NOT IN (SELECT value FROM json_each(:busy))))
-               AND workflow IN (SELECT value FROM json_each(:workflows))
-               AND (:any_queue = 1 OR queue IN (SELECT value FROM json_each(:queues)))
-             ORDER BY priority DESC, ready_at
+WHERE id IN (SELECT id FROM (SELECT id, status = 'pending' AS new, priority, ready_at,
+                                    row_number() OVER (PARTITION BY status = 'pending'
+                                                       ORDER BY priority DESC, ready_at) AS n
+                             FROM cairn_runs
+                             WHERE ready_at <= cairn_tx_now() AND status IN ('pending', 'running', 'waiting')
+                               AND (lease_until IS NULL OR lease_until < cairn_tx_now()
+                                    OR (lease_owner = :worker AND id NOT IN (SELECT value FROM json_each(:busy))))
+                               AND workflow IN (SELECT value FROM json_each(:workflows))
+                               AND (:any_queue = 1 OR queue IN (SELECT value FROM json_each(:queues))))
+             WHERE NOT new OR n <= :new_limit
+             ORDER BY new, priority DESC, ready_at
              LIMIT :limit)
 RETURNING id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
           updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
