@@ -136,6 +136,12 @@ def recall(key: str) -> Any:
     return cairn.memory.get(key)
 
 
+@action
+def remember_twice(key: str, first: int, then: int) -> None:
+    cairn.memory.add(key=key, value=first)
+    cairn.memory.add(key=key, value=then)
+
+
 # --- workflows -------------------------------------------------------------------------------
 
 
@@ -163,6 +169,12 @@ class HandleStyle(Workflow):
 @workflow
 async def function_style(x: int) -> int:
     return await add_one(await double(x))
+
+
+@workflow
+async def memory_rewritten(key: str) -> Any:
+    await remember_twice(key, 1, 2)
+    return cairn.memory.get(key)
 
 
 @workflow

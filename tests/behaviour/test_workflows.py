@@ -136,6 +136,12 @@ async def test_memory_from_workflow_and_actions(client: cairn.Client) -> None:
     assert await handle.memory() == {"answer": 42, "from_workflow": {"a": 1}}
 
 
+async def test_a_key_an_action_writes_twice_keeps_its_last_value(client: cairn.Client) -> None:
+    handle = await client.start(flows.memory_rewritten, "k")
+    assert await handle.result(timeout=10) == 2
+    assert await handle.memory() == {"k": 2}
+
+
 async def test_properties_recorded_after_each_step(client: cairn.Client) -> None:
     handle = await client.start(flows.Sequence3, 0)
     await handle.result(timeout=10)

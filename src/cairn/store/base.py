@@ -23,7 +23,16 @@ WORK = "work"
 Listener = Callable[[Any], None]
 """Called on a notification with its in-process detail: an object the commit attached for waiters
 in this process (a finished run's row), or None (none attached, or it came from another process)."""
-ROW_WRITES = ("insert_run", "fence_run", "complete_step", "deliver_step", "insert_step", "finish_activation")
+ROW_WRITES = (
+    "insert_run",
+    "fence_run",
+    "complete_step",
+    "upsert_memory",
+    "deliver_step",
+    "insert_step",
+    "insert_properties",
+    "finish_activation",
+)
 """The one-row writes of an activation commit that `Tx.write_row` takes, in the order a commit makes them."""
 
 

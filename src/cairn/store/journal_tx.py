@@ -74,7 +74,7 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
             event(tx, run.id, "step.cancelled", now, seq)
     if res.properties is not None:
         last_seq = max([s.seq for s in res.new_steps] + list(res.delivered) + [0])
-        tx.write(
+        tx.write_row(
             "insert_properties",
             {"run_id": run.id, "activation": activation, "after_step": last_seq, "properties": res.properties},
         )
@@ -312,7 +312,8 @@ def complete_action(
         tx.notify(WORK)
         return True
     for key, value in memory_writes:
-        tx.write("upsert_memory", {"run_id": claim.run_id, "key": key, "value": value, "step": claim.seq, "now": now})
+        write = {"run_id": claim.run_id, "key": key, "value": value, "step": claim.seq, "now": now}
+        tx.write_row("upsert_memory", write)
     detail: dict[str, Any] = {"attempt": claim.attempt}
     if error is not None:
         detail["error"] = json.loads(error).get("message", "")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
 import logging
 import threading
 import time
@@ -37,22 +36,6 @@ EXPECTATION_FAILED = "CA001"
 """The SQLSTATE `cairn_expect()` raises (migration 0004)."""
 
 
-@functools.cache
-def _expecting(name: str) -> str:
-    """The named statement (which returns a row per row it changed or locked), made to fail on the
-    server unless it returned `rows_expected` rows."""
-    check = "cairn_expect((SELECT count(*) FROM changed) = %(rows_expected)s, %(expect)s)"
-    return f"WITH changed AS ({queries('postgres')[name]}) SELECT {check}"
-
-
-@functools.cache
-def _notifying(name: str) -> str:
-    """The named write (returning `due` flags), made to notify from the server when a flag is 1."""
-    write = queries("postgres")[name]
-    due = "EXISTS (SELECT FROM written WHERE due = 1)"
-    return f"WITH written AS ({write}) SELECT pg_notify('cairn', %(payload)s) WHERE {due}"
-
-
 def _json_text(value: Any) -> str:
     """JSON text of the rows a statement takes as one parameter. pydantic-core's encoder (Rust)
     writes a group commit's rows in about a fifth of the time `json.dumps` takes (measured: 58
@@ -77,27 +60,64 @@ class _Held:
 
 
 _RANK = {name: rank for rank, name in enumerate(ROW_WRITES)}
+_UPSERTS = ("upsert_memory", "insert_properties")
+"""Row writes that always write one row each: `cairn_apply` takes no check of them."""
+_NOTHING_HELD: dict[str, Any] = dict.fromkeys(
+    [*ROW_WRITES, *(f"{n}_expect" for n in ROW_WRITES if n not in _UPSERTS), "finish_notify", "events", "notifications"]
+)
+"""The parameters of `cairn_apply` when a transaction holds nothing of a kind."""
 
 
 class _PgTx(Tx):
-    """Runs in pipeline mode: writes are queued and sent together; a count or a fetch syncs.
+    """A transaction on an autocommit connection, begun only when it needs to be.
 
-    Rows given to `write_row` are held until another statement (or COMMIT) is sent, then sent as
-    one set-wise statement per name (`<name>_rows` in postgres.sql). Their checks and conditional
-    wake-ups run on the server, so a commit made only of such rows goes to the server in one
-    round trip, COMMIT included.
+    Rows given to `write_row` are held until another statement (or the end) is sent, then sent in
+    one `cairn_apply` statement (migration 0008), which checks and wakes on the server. A
+    transaction made only of such rows, its events and its notifications (an activation commit,
+    most often) is that one statement, which PostgreSQL runs as a transaction of its own: one
+    round trip, no BEGIN nor COMMIT, three system calls. Any other statement first begins the
+    transaction, in pipeline mode: writes are queued and sent together, a count or a fetch syncs,
+    and COMMIT goes out with what is still queued when the pipeline is left.
     """
 
-    def __init__(self, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline) -> None:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
         super().__init__()
         self._conn = conn
         self._cur = conn.cursor()
-        self._pipeline = pipeline
+        self._pipeline: psycopg.Pipeline | None = None
+        self._leave: contextlib.AbstractContextManager[psycopg.Pipeline] | None = None
         self._q = queries("postgres")
         self._expected: dict[str, Exception] = {}
         self._held: dict[str, _Held] = {}
         self._rank = -1
         """The place in `ROW_WRITES` of this piece's last row: one earlier sends what is held first."""
+
+    @property
+    def begun(self) -> bool:
+        """Whether a statement has been sent (BEGIN first): else nothing of this transaction has."""
+        return self._pipeline is not None
+
+    def _begin(self) -> psycopg.Pipeline:
+        if self._pipeline is None:
+            self._leave = self._conn.pipeline()
+            self._pipeline = self._leave.__enter__()
+            self._cur.execute(b"BEGIN")
+        return self._pipeline
+
+    def end(self) -> None:
+        """Leave the pipeline, if begun: what is queued is sent, and its outcome waited for."""
+        leave, self._leave, self._pipeline = self._leave, None, None
+        if leave is not None:
+            leave.__exit__(None, None, None)
+
+    def abandon(self) -> None:
+        """After an error: drain the aborted pipeline, so that leaving it is quiet."""
+        pipeline, leave, self._leave, self._pipeline = self._pipeline, self._leave, None, None
+        if pipeline is not None and leave is not None:
+            with contextlib.suppress(psycopg.Error):
+                pipeline.sync()
+            with contextlib.suppress(psycopg.Error):
+                leave.__exit__(None, None, None)
 
     def write_row(self, name: str, row: Params, expect: Exception | None = None, notify: str | None = None) -> None:
         rank = _RANK[name]
@@ -107,31 +127,41 @@ class _PgTx(Tx):
         held = self._held.get(name) or self._held.setdefault(name, _Held())
         held.rows.append(row)
         if expect is not None:
+            assert name not in _UPSERTS, f"{name} rows write one row each: they take no check"
             held.errors.append(expect)
         if notify is not None:
+            assert name == "finish_activation", f"{name} rows cannot notify"
             held.notify = notify
 
     def begin_piece(self) -> None:
         self._rank = -1
 
-    def _send_held(self) -> None:
+    def _apply(self, events: Sequence[dict[str, Any]] = (), notifications: Sequence[str] = ()) -> Params | None:
+        """The parameters of one `cairn_apply` statement for what is held (and `events` and
+        `notifications`, at the end), or None when there is nothing to send."""
         self._rank = -1
-        if not self._held:
-            return
+        if not (self._held or events or notifications):
+            return None
         held, self._held = self._held, {}
-        for name in ROW_WRITES:
-            h = held.get(name)
-            if h is None:
-                continue
-            params: dict[str, Any] = {"rows": _json_text(h.rows)}
+        params: dict[str, Any] = dict(_NOTHING_HELD)
+        for name, h in held.items():
+            params[name] = _json_text(h.rows)
             if h.errors:
                 assert len(h.errors) == len(h.rows), f"every {name} row expects, or none does"
-                params.update(expect=self._expectation(h.errors), rows_expected=len(h.rows))
-                self._cur.execute(_expecting(f"{name}_rows"), params)
-            elif h.notify is not None:  # sent by the server: it carries no origin (see `_listen`)
-                self._cur.execute(_notifying(f"{name}_rows"), {**params, "payload": f"{ANY_ORIGIN} {h.notify}"})
-            else:
-                self._cur.execute(self._q[f"{name}_rows"], params)
+                params[f"{name}_expect"] = self._expectation(h.errors)
+            if h.notify is not None:  # sent by the server: it carries no origin (see `_listen`)
+                params["finish_notify"] = f"{ANY_ORIGIN} {h.notify}"
+        if events:
+            params["events"] = _json_text(events)
+        if notifications:
+            params["notifications"] = list(notifications)
+        return params
+
+    def _send_held(self) -> None:
+        params = self._apply()
+        if params is not None:
+            self._begin()
+            self._cur.execute(self._q["apply"], params)
 
     def _expectation(self, errors: Sequence[Exception]) -> str:
         """The key a failed check raises with, standing for `errors` (any of which may be the one)."""
@@ -142,49 +172,55 @@ class _PgTx(Tx):
             self._expected[key] = type(errors[0])("; or ".join(dict.fromkeys(str(e) for e in errors)))
         return key
 
-    def execute(self, name: str, params: Params) -> int:
+    def _statement(self, name: str, params: Params) -> psycopg.Pipeline:
+        """Send a statement of the transaction (after what is held): the pipeline it went into."""
         self._send_held()
+        pipeline = self._begin()
         self._cur.execute(self._q[name], params)
-        self._pipeline.sync()
+        return pipeline
+
+    def execute(self, name: str, params: Params) -> int:
+        self._statement(name, params).sync()
         return self._cur.rowcount
 
     def write(self, name: str, params: Params) -> None:
-        self._send_held()
-        self._cur.execute(self._q[name], params)
+        self._statement(name, params)
 
     def all(self, name: str, params: Params) -> list[tuple[Any, ...]]:
-        self._send_held()
-        self._cur.execute(self._q[name], params)
-        self._pipeline.sync()
+        self._statement(name, params).sync()
         return self._cur.fetchall() if self._cur.description else []
 
     def many(self, name: str, params: Sequence[Params]) -> None:
         if params:
             self._send_held()
+            self._begin()
             self._cur.executemany(self._q[name], params)
 
     def all_of(self, statements: Sequence[tuple[str, Params]]) -> list[list[tuple[Any, ...]]]:
         self._send_held()
+        pipeline = self._begin()
         cursors = []
         for name, params in statements:
             cur = self._conn.cursor()
             cur.execute(self._q[name], params)
             cursors.append(cur)
-        self._pipeline.sync()
+        pipeline.sync()
         return [cur.fetchall() if cur.description else [] for cur in cursors]
 
     def commit(self, origin: str) -> None:
-        """Queue the notifications and COMMIT. Leaving the pipeline sends them with whatever is still
-        queued and waits for the outcome: one round trip (`Connection.commit()` would sync, and
-        leaving the pipeline would then sync again, an empty round trip of its own)."""
-        self._send_held()
-        self.write_events()
-        if self.notes:
-            self.write("notify", {"payloads": [f"{origin} {note}" for note in sorted(self.notes)]})
+        """Send what is held, the events and the notifications in one statement: on its own when
+        nothing else was sent (PostgreSQL commits it), else queued with COMMIT, which `end()`
+        sends (`Connection.commit()` would sync, and leaving the pipeline would then sync again,
+        an empty round trip of its own)."""
+        events, self.events = self.events, []
+        params = self._apply(events, [f"{origin} {note}" for note in sorted(self.notes)])
+        if self._pipeline is None:
+            if params is not None:
+                self._cur.execute(self._q["apply"], params)
+            return
+        if params is not None:
+            self._cur.execute(self._q["apply"], params)
         self._cur.execute(b"COMMIT")
-
-    def insert_events(self, rows: Sequence[dict[str, Any]]) -> None:
-        self.write("insert_events", {"events": _json_text(rows)})
 
     def expected(self, exc: psycopg.Error) -> Exception | None:
         """The error a failed server-side check stands for (it may surface at any later statement)."""
@@ -232,7 +268,7 @@ class PostgresDatabase(Database):
             open=False,
             name="cairn",
             timeout=5.0,
-            kwargs={"autocommit": False},
+            kwargs={"autocommit": True},  # a transaction begins only when it must: see _PgTx
             configure=_configure,
         )
         loop = asyncio.get_running_loop()
@@ -339,37 +375,30 @@ class PostgresDatabase(Database):
             conn = conn_cm.__enter__()
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise _BeforeCommit(exc) from exc
-        tx: _PgTx | None = None
+        tx = _PgTx(conn)
         try:
             try:
-                with conn.pipeline() as pipeline:
-                    tx = _PgTx(conn, pipeline)
-                    try:
-                        try:
-                            result = fn(tx)
-                        except psycopg.OperationalError as exc:
-                            raise _BeforeCommit(exc) from exc
-                    except psycopg.Error:
-                        with contextlib.suppress(psycopg.Error):
-                            pipeline.sync()  # drain the aborted pipeline, so leaving it is quiet
-                        raise
-                    # Writes still queued go with the COMMIT when the pipeline is left: a connection
-                    # failure from here on is ambiguous (the commit may have happened), so it
-                    # propagates and is never retried.
-                    tx.commit(self._origin)
+                try:
+                    result = fn(tx)
+                except psycopg.OperationalError as exc:
+                    raise _BeforeCommit(exc) from exc
+                # From here on a connection failure is ambiguous (the commit may have happened),
+                # so it propagates and is never retried.
+                tx.commit(self._origin)
+                tx.end()
             except psycopg.Error as exc:
-                expected = tx.expected(exc) if tx is not None else None
+                expected = tx.expected(exc)
                 if expected is None:
                     raise
                 raise expected from None
         except BaseException:
+            tx.abandon()
             if not conn.broken:
                 with contextlib.suppress(psycopg.Error):
                     conn.rollback()
             raise
         finally:
             conn_cm.__exit__(None, None, None)
-        assert tx is not None
         return result, tx.notes
 
 

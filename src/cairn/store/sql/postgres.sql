@@ -72,22 +72,6 @@ WHERE kind = 'action' AND status IN ('scheduled', 'running') AND name = ANY(:nam
 ORDER BY due_at
 LIMIT 1
 
--- name: notify
--- All of a transaction's notifications, sent (by PostgreSQL) when it commits.
-SELECT pg_notify('cairn', p) FROM unnest(CAST(:payloads AS text[])) AS p
-
--- name: insert_events
--- All of a transaction's event rows in one statement, in the order they were added: one JSON
--- array of {run_id, now, kind, step, detail} objects (one text parameter is far cheaper for the
--- client to send than five arrays, whose elements it would encode one by one). A detail is a
--- nested object, kept as the text it was sent as (json, not jsonb).
-INSERT INTO cairn_events (run_id, at, kind, step, detail)
-SELECT run_id, now, kind, step, CAST(detail AS text)
-FROM ROWS FROM (json_to_recordset(CAST(:events AS json))
-                AS (run_id text, now double precision, kind text, step integer, detail json))
-     WITH ORDINALITY AS e(run_id, now, kind, step, detail, n)
-ORDER BY n
-
 -- name: lock_run_row
 SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
        updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
@@ -142,80 +126,17 @@ ORDER BY run_id, seq
 SELECT run_id, id, name, payload FROM cairn_signals
 WHERE run_id = ANY(:run_ids) AND consumed_by IS NULL ORDER BY run_id, id
 
--- Set-wise forms of an activation commit's one-row writes (`Tx.write_row`): each applies all the
--- rows of its name that a group commit holds, sent as one JSON array (:rows), so a transaction
--- carrying many runs' commits sends each of these statements once. Each matches the one-row
--- query of its name in queries.sql, which SQLite runs row by row.
-
--- name: insert_run_rows
-INSERT INTO cairn_runs (id, workflow, status, input, queue, parent_id, parent_seq,
-                        created_at, updated_at, code_version, ready_at,
-                        lease_owner, lease_until, lease_token)
-SELECT x.id, x.workflow, 'pending', x.input, x.queue, x.parent_id, x.parent_seq, t.now, t.now,
-       x.code_version, t.now, x.lease_owner,
-       CASE WHEN x.lease_owner IS NULL THEN NULL ELSE t.now + x.lease END,
-       CASE WHEN x.lease_owner IS NULL THEN 0 ELSE 1 END
-FROM json_to_recordset(CAST(:rows AS json))
-     AS x(id text, workflow text, input text, queue text, parent_id text, parent_seq integer,
-          now double precision, code_version text, lease_owner text, lease double precision)
-     CROSS JOIN LATERAL (SELECT COALESCE(x.now, cairn_now()) AS now) t
-ON CONFLICT (id) DO NOTHING
-RETURNING 1
-
--- name: fence_run_rows
--- Locks the rows as an UPDATE would, without writing a row version the commit's finish_activation
--- writes again anyway.
-SELECT 1 FROM cairn_runs r
-JOIN json_to_recordset(CAST(:rows AS json)) AS x(id text, token bigint, now double precision)
-  ON r.id = x.id AND r.lease_token = x.token
-FOR NO KEY UPDATE OF r
-
--- name: complete_step_rows
-UPDATE cairn_steps s
-SET status = x.status, result = x.result, error = x.error, memory_writes = x.memory_writes,
-    logs = COALESCE(x.logs, s.logs), completed_at = x.completed_at, due_at = x.due_at, lease_owner = NULL,
-    delivered_in = COALESCE(x.delivered_in, s.delivered_in),
-    delivered_at = COALESCE(x.delivered_at, s.delivered_at)
-FROM json_to_recordset(CAST(:rows AS json))
-     AS x(run_id text, seq integer, attempt integer, status text, result text, error text,
-          memory_writes text, logs text, completed_at double precision, due_at double precision,
-          delivered_in integer, delivered_at double precision)
-WHERE s.run_id = x.run_id AND s.seq = x.seq AND s.attempt = x.attempt AND s.status = 'running'
-RETURNING 1
-
--- name: deliver_step_rows
-UPDATE cairn_steps s SET delivered_in = x.activation, delivered_at = x.delivered_at
-FROM json_to_recordset(CAST(:rows AS json))
-     AS x(run_id text, seq integer, activation integer, delivered_at double precision)
-WHERE s.run_id = x.run_id AND s.seq = x.seq
-
--- name: insert_step_rows
-INSERT INTO cairn_steps (run_id, seq, kind, name, args, status, result, delivered_in, due_at,
-                         queue, options, created_at, completed_at, created_in, attempt, lease_owner,
-                         started_at)
-SELECT run_id, seq, kind, name, args, status, result, delivered_in, due_at,
-       queue, options, now, completed_at, activation, attempt, lease_owner, started_at
-FROM json_to_recordset(CAST(:rows AS json))
-     AS x(run_id text, seq integer, kind text, name text, args text, status text, result text,
-          delivered_in integer, due_at double precision, queue text, options text,
-          now double precision, completed_at double precision, activation integer, attempt integer,
-          lease_owner text, started_at double precision)
-
--- name: finish_activation_rows
-UPDATE cairn_runs r
-SET status = x.status, result = x.result, error = x.error, activations = x.activations,
-    pause_reason = x.pause_reason,
-    properties = COALESCE(x.properties, r.properties), updated_at = x.now,
-    started_at = COALESCE(r.started_at, x.now), completed_at = x.completed_at,
-    lease_owner = x.lease_owner, lease_until = x.lease_until, lease_token = r.lease_token + 1,
-    ready_at = CASE
-        WHEN x.parked = 1 THEN NULL
-        WHEN EXISTS (SELECT 1 FROM cairn_steps s WHERE s.run_id = x.id AND s.delivered_in IS NULL
-                     AND s.status IN ('completed', 'failed', 'cancelled')) THEN x.now
-        ELSE x.wake_at END
-FROM json_to_recordset(CAST(:rows AS json))
-     AS x(id text, token bigint, status text, result text, error text, activations integer,
-          properties text, now double precision, completed_at double precision, parked integer,
-          wake_at double precision, pause_reason text, lease_owner text, lease_until double precision)
-WHERE r.id = x.id AND r.lease_token = x.token
-RETURNING CASE WHEN r.ready_at <= x.now THEN 1 ELSE 0 END AS due
+-- name: apply
+-- An activation commit's one-row writes, all of a transaction's at once, with its events and
+-- notifications at COMMIT: one statement (the function is migration 0008's). Each kind is a JSON
+-- array of the rows `Tx.write_row` was given, NULL when there are none.
+SELECT cairn_apply(CAST(:insert_run AS json), :insert_run_expect,
+                   CAST(:fence_run AS json), :fence_run_expect,
+                   CAST(:complete_step AS json), :complete_step_expect,
+                   CAST(:upsert_memory AS json),
+                   CAST(:deliver_step AS json), :deliver_step_expect,
+                   CAST(:insert_step AS json), :insert_step_expect,
+                   CAST(:insert_properties AS json),
+                   CAST(:finish_activation AS json), :finish_activation_expect, :finish_notify,
+                   CAST(:events AS json),
+                   CAST(:notifications AS text[]))
