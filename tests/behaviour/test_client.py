@@ -129,10 +129,10 @@ async def test_a_run_that_ends_in_this_process_hands_its_result_to_the_waiter(cl
     reads: list[str] = []
     real = client.store.db.transaction
 
-    async def counted(fn: Any, write: bool = True) -> Any:
+    async def counted(fn: Any, write: bool = True, rerunnable: bool = False) -> Any:
         if not write:
             reads.append(getattr(fn, "__qualname__", "?"))
-        return await real(fn, write)
+        return await real(fn, write, rerunnable)
 
     client.store.db.transaction = counted  # type: ignore[method-assign]
     assert await client.run(flows.Sequence3, 1, id="done", timeout=10) == 4

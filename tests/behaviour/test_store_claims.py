@@ -208,9 +208,9 @@ def _count_transactions(client: cairn.Client) -> list[bool]:
     calls: list[bool] = []
     real = client.store.db.transaction
 
-    async def counted(fn: Callable[[Tx], T], write: bool = True) -> T:
+    async def counted(fn: Callable[[Tx], T], write: bool = True, rerunnable: bool = False) -> T:
         calls.append(write)
-        return await real(fn, write)
+        return await real(fn, write, rerunnable)
 
     client.store.db.transaction = counted  # type: ignore[method-assign]
     return calls

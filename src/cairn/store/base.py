@@ -153,7 +153,11 @@ class Database(abc.ABC):
     async def close(self) -> None: ...
 
     @abc.abstractmethod
-    async def transaction(self, fn: Callable[[Tx], T], write: bool = True) -> T: ...
+    async def transaction(self, fn: Callable[[Tx], T], write: bool = True, rerunnable: bool = False) -> T:
+        """Run `fn` in one transaction and return its value. `rerunnable`: `fn` changes nothing
+        but the `Tx` until its first statement, so a backend may start it one way (PostgreSQL: on
+        the event loop, for a transaction made only of held rows) and, stopped at that statement,
+        run it again from the start another way."""
 
     def subscribe_key(self, key: str, callback: Listener) -> Callable[[], None]:
         """Call `callback(detail)` (from any thread) on notifications equal to `key`: "work" for

@@ -44,7 +44,9 @@ class TxBatcher:
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
 
     async def run(self, work: Callable[[Tx], T]) -> T:
-        """Run `work` in some write transaction and return its value, or raise what refused it."""
+        """Run `work` in some write transaction and return its value, or raise what refused it.
+        `work` changes nothing but the `Tx` until its first statement: it may be started twice
+        (see `Database.transaction`)."""
         loop = asyncio.get_running_loop()
         queue = self._queues.get(loop)
         if queue is None:
@@ -72,7 +74,7 @@ class TxBatcher:
     async def _apply(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> None:
         if len(batch) > 1:
             try:
-                values = await self._db.transaction(lambda tx: [_piece(tx, work) for work, _ in batch])
+                values = await self._db.transaction(lambda tx: [_piece(tx, work) for work, _ in batch], rerunnable=True)
             except CairnError:
                 pass  # one piece refused: run each apart below
             except Exception as exc:
@@ -86,7 +88,7 @@ class TxBatcher:
                 return
         for work, done in batch:
             try:
-                value = await self._db.transaction(work)
+                value = await self._db.transaction(work, rerunnable=True)
             except Exception as exc:
                 _settle(done, None, exc)
             else:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import psycopg
 import pydantic_core
 from psycopg.types.array import ListBinaryDumper
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from cairn.store.base import ROW_WRITES, Database, Params, Tx
 from cairn.store.sql import migrations, queries
@@ -47,6 +47,10 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     """Send lists (the claims' run id lists, notification payloads) as binary arrays: psycopg's
     text format escapes each element in Python, at about 5x the client CPU (measured: 156 against
     30 microseconds for a list of 200 run ids)."""
+    conn.adapters.register_dumper(list, ListBinaryDumper)
+
+
+async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
     conn.adapters.register_dumper(list, ListBinaryDumper)
 
 
@@ -80,10 +84,11 @@ class _PgTx(Tx):
     and COMMIT goes out with what is still queued when the pipeline is left.
     """
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any] | None) -> None:
+        """With no connection, the transaction can only hold rows: a statement raises _MustBegin."""
         super().__init__()
         self._conn = conn
-        self._cur = conn.cursor()
+        self._cur = conn.cursor() if conn is not None else None
         self._pipeline: psycopg.Pipeline | None = None
         self._leave: contextlib.AbstractContextManager[psycopg.Pipeline] | None = None
         self._q = queries("postgres")
@@ -97,11 +102,19 @@ class _PgTx(Tx):
         """Whether a statement has been sent (BEGIN first): else nothing of this transaction has."""
         return self._pipeline is not None
 
+    @property
+    def cur(self) -> psycopg.Cursor[Any]:
+        if self._cur is None:
+            raise _MustBegin()
+        return self._cur
+
     def _begin(self) -> psycopg.Pipeline:
         if self._pipeline is None:
+            if self._conn is None:
+                raise _MustBegin()
             self._leave = self._conn.pipeline()
             self._pipeline = self._leave.__enter__()
-            self._cur.execute(b"BEGIN")
+            self.cur.execute(b"BEGIN")
         return self._pipeline
 
     def end(self) -> None:
@@ -161,7 +174,7 @@ class _PgTx(Tx):
         params = self._apply()
         if params is not None:
             self._begin()
-            self._cur.execute(self._q["apply"], params)
+            self.cur.execute(self._q["apply"], params)
 
     def _expectation(self, errors: Sequence[Exception]) -> str:
         """The key a failed check raises with, standing for `errors` (any of which may be the one)."""
@@ -176,29 +189,30 @@ class _PgTx(Tx):
         """Send a statement of the transaction (after what is held): the pipeline it went into."""
         self._send_held()
         pipeline = self._begin()
-        self._cur.execute(self._q[name], params)
+        self.cur.execute(self._q[name], params)
         return pipeline
 
     def execute(self, name: str, params: Params) -> int:
         self._statement(name, params).sync()
-        return self._cur.rowcount
+        return self.cur.rowcount
 
     def write(self, name: str, params: Params) -> None:
         self._statement(name, params)
 
     def all(self, name: str, params: Params) -> list[tuple[Any, ...]]:
         self._statement(name, params).sync()
-        return self._cur.fetchall() if self._cur.description else []
+        return self.cur.fetchall() if self.cur.description else []
 
     def many(self, name: str, params: Sequence[Params]) -> None:
         if params:
             self._send_held()
             self._begin()
-            self._cur.executemany(self._q[name], params)
+            self.cur.executemany(self._q[name], params)
 
     def all_of(self, statements: Sequence[tuple[str, Params]]) -> list[list[tuple[Any, ...]]]:
         self._send_held()
         pipeline = self._begin()
+        assert self._conn is not None
         cursors = []
         for name, params in statements:
             cur = self._conn.cursor()
@@ -207,20 +221,21 @@ class _PgTx(Tx):
         pipeline.sync()
         return [cur.fetchall() if cur.description else [] for cur in cursors]
 
-    def commit(self, origin: str) -> None:
-        """Send what is held, the events and the notifications in one statement: on its own when
-        nothing else was sent (PostgreSQL commits it), else queued with COMMIT, which `end()`
-        sends (`Connection.commit()` would sync, and leaving the pipeline would then sync again,
-        an empty round trip of its own)."""
+    def final(self, origin: str) -> Params | None:
+        """The last `cairn_apply` statement's parameters: what is still held, the events and the
+        notifications (None when there is nothing to send)."""
         events, self.events = self.events, []
-        params = self._apply(events, [f"{origin} {note}" for note in sorted(self.notes)])
-        if self._pipeline is None:
-            if params is not None:
-                self._cur.execute(self._q["apply"], params)
-            return
+        return self._apply(events, [f"{origin} {note}" for note in sorted(self.notes)])
+
+    def commit(self, origin: str) -> None:
+        """Send the final statement: on its own when nothing else was sent (PostgreSQL commits it),
+        else queued with COMMIT, which `end()` sends (`Connection.commit()` would sync, and
+        leaving the pipeline would then sync again, an empty round trip of its own)."""
+        params = self.final(origin)
         if params is not None:
-            self._cur.execute(self._q["apply"], params)
-        self._cur.execute(b"COMMIT")
+            self.cur.execute(self._q["apply"], params)
+        if self._pipeline is not None:
+            self.cur.execute(b"COMMIT")
 
     def expected(self, exc: psycopg.Error) -> Exception | None:
         """The error a failed server-side check stands for (it may surface at any later statement)."""
@@ -250,6 +265,10 @@ class PostgresDatabase(Database):
         self.url = url
         self._pool_size = pool_size
         self._pool: ConnectionPool[Any] | None = None
+        self._apool: AsyncConnectionPool[Any] | None = None
+        """Serves transactions made only of held rows, from the loop that opened the store."""
+        self._aloop: asyncio.AbstractEventLoop | None = None
+        self._q = queries("postgres")
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
@@ -280,6 +299,22 @@ class PostgresDatabase(Database):
             await self.close()
             raise ConnectionError(f"cannot connect to PostgreSQL at {redact(self.url)}: {exc}") from None
         await loop.run_in_executor(self._executor, self._migrate)
+        self._apool = AsyncConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=4,  # as many as group commits in flight (TxBatcher)
+            open=False,
+            name="cairn-async",
+            timeout=5.0,
+            kwargs={"autocommit": True},
+            configure=_configure_async,
+        )
+        try:
+            await self._apool.open(wait=True, timeout=10.0)
+        except Exception as exc:
+            await self.close()
+            raise ConnectionError(f"cannot connect to PostgreSQL at {redact(self.url)}: {exc}") from None
+        self._aloop = loop
         self._stop.clear()
         self._listener = threading.Thread(target=self._listen, name="cairn-pg-listen", daemon=True)
         self._listener.start()
@@ -340,6 +375,9 @@ class PostgresDatabase(Database):
         if self._listener is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._listener.join, 2.0)
             self._listener = None
+        if self._apool is not None:
+            apool, self._apool, self._aloop = self._apool, None, None
+            await apool.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await asyncio.get_running_loop().run_in_executor(self._executor, pool.close)
@@ -347,10 +385,14 @@ class PostgresDatabase(Database):
             self._executor.shutdown(wait=False)
             self._executor = None
 
-    async def transaction(self, fn: Callable[[Tx], T], write: bool = True) -> T:
+    async def transaction(self, fn: Callable[[Tx], T], write: bool = True, rerunnable: bool = False) -> T:
         if self._pool is None:
             await self.open()
         loop = asyncio.get_running_loop()
+        if rerunnable and loop is self._aloop:
+            done = await self._in_loop(fn)
+            if done is not None:
+                return done[0]
         delay = 0.05
         deadline = time.monotonic() + self.retry_for
         while True:
@@ -367,6 +409,37 @@ class PostgresDatabase(Database):
         if notes:
             self._dispatch(notes)
         return result
+
+    async def _in_loop(self, fn: Callable[[Tx], T]) -> tuple[T] | None:
+        """Run `fn` here on the event loop: when it only holds rows (an activation commit), its
+        one statement goes out on an async connection, with no hop to a connection thread and
+        back. None when it must run on a thread after all: it sent another statement (nothing was
+        sent then), or no connection was to be had (the thread's retries wait for one)."""
+        tx = _PgTx(None)
+        try:
+            result = fn(tx)
+        except _MustBegin:
+            return None
+        params = tx.final(self._origin)
+        if params is not None:
+            assert self._apool is not None
+            try:
+                conn_cm = self._apool.connection()
+                conn = await conn_cm.__aenter__()
+            except (psycopg.OperationalError, PoolTimeout):
+                return None
+            try:
+                await conn.execute(self._q["apply"], params)
+            except psycopg.Error as exc:  # after sending, ambiguous: never run again
+                await conn_cm.__aexit__(type(exc), exc, exc.__traceback__)
+                expected = tx.expected(exc)
+                if expected is None:
+                    raise
+                raise expected from None
+            await conn_cm.__aexit__(None, None, None)
+        if tx.notes:
+            self._dispatch(tx.notes)
+        return (result,)
 
     def _run(self, fn: Callable[[Tx], T]) -> tuple[T, dict[str, Any]]:
         assert self._pool is not None
@@ -400,6 +473,10 @@ class PostgresDatabase(Database):
         finally:
             conn_cm.__exit__(None, None, None)
         return result, tx.notes
+
+
+class _MustBegin(BaseException):  # not an error: store code's `except Exception` must let it by
+    """A transaction tried on the event loop sent a statement: it must run on a connection thread."""
 
 
 class _BeforeCommit(Exception):

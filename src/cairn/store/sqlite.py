@@ -171,7 +171,7 @@ class SqliteDatabase(Database):
             await asyncio.get_running_loop().run_in_executor(executor, conn.close)
         executor.shutdown(wait=True)
 
-    async def transaction(self, fn: Callable[[Tx], T], write: bool = True) -> T:
+    async def transaction(self, fn: Callable[[Tx], T], write: bool = True, rerunnable: bool = False) -> T:
         if self._executor is None:
             await self.open()
         if self._executor is None:

@@ -188,9 +188,10 @@ class Worker:
                 delay = min(delay * 2, 5.0)
                 continue
             if self._starved:
-                # Capacity cut the claim short: more is waiting. Claim again while there is room;
-                # when there is none, the next slot to free up wakes us (due work would only spin).
-                if self._action_slots.free and self._run_slots.free:
+                # Capacity cut the claim short: more is waiting. Claim again while there is room
+                # (action slots that new runs taken already will not use); when there is none, the
+                # next slot to free up wakes us (due work would only spin).
+                if self._run_slots.free and self._action_slots.free > self._admitting:
                     continue
                 due_in = None
             # Otherwise all that was claimable has been taken, and new work brings a wake-up (set
