@@ -26,6 +26,9 @@ from cairn.types import RunStatus
 
 Progress = Callable[[int, int], None]
 """Called with (done, total) while a scenario runs."""
+CONCURRENCY = 100
+"""Runs and actions at once per worker process: the `worker_concurrency` the DBOS driver gives its
+queue (benchmarks/README.md), so that both engines may have as much in flight."""
 
 
 def backend_of(url: str) -> str:
@@ -70,7 +73,7 @@ async def sequential(url: str, runs: int = 200, progress: Progress = _noop) -> d
     )
 
 
-def spawn_workers(url: str, count: int, concurrency: int = 64) -> list[subprocess.Popen[bytes]]:
+def spawn_workers(url: str, count: int, concurrency: int = CONCURRENCY) -> list[subprocess.Popen[bytes]]:
     return [
         subprocess.Popen(
             [
@@ -163,7 +166,7 @@ async def fanout(url: str, actions: int = 1000, progress: Progress = _noop) -> d
     """One workflow gathering `actions` actions, with an embedded worker."""
     client = cairn.Client(url)
     try:
-        async with cairn.Worker(client, concurrency=64, poll_interval=1.0):
+        async with cairn.Worker(client, concurrency=CONCURRENCY, poll_interval=1.0):
             await client.run(flows.fan_out, 10)  # warm-up
             started = time.perf_counter()
             await client.run(flows.fan_out, actions, timeout=300)
