@@ -19,6 +19,7 @@ from cairn.store.base import Tx
 from cairn.store.protocol import ActionClaim, ActivationResult, Commit, Completion, NewStep, RunClaim, WorkClaim
 from cairn.types import StepKind, StepStatus
 from tests import flows
+from tests.conftest import eventually
 
 T = TypeVar("T")
 
@@ -81,7 +82,7 @@ async def test_runs_started_together_share_one_transaction(client: cairn.Client)
     assert len({r.id for r in rows}) == 20
 
 
-async def test_a_claim_takes_runs_under_way_first_and_new_runs_only_up_to_their_limit(client: cairn.Client) -> None:
+async def test_a_claim_takes_new_runs_only_up_to_their_limit_and_runs_under_way_beyond_it(client: cairn.Client) -> None:
     """A worker with no action slot free takes no new run (its first action would have to be
     claimed by some other worker), but still takes a run woken by its timer."""
     sleeper = await client.start(flows.function_style, 0)
@@ -97,6 +98,26 @@ async def test_a_claim_takes_runs_under_way_first_and_new_runs_only_up_to_their_
     assert [c.run.id for c in (await claim_with(2, "w2")).runs] == [new[0].id, new[1].id]  # oldest first
     assert [c.run.id for c in (await claim_with(0, "w3")).runs] == []
     assert [c.run.id for c in (await claim_with(1, "w3")).runs] == [new[2].id]
+
+
+async def test_a_claim_takes_the_oldest_due_runs_new_or_under_way(client: cairn.Client) -> None:
+    """Runs woken again do not starve new runs of a worker's slots: due runs go oldest first."""
+    sleeper = await client.start(flows.function_style, 0)
+    (claim,) = (await _claim(client)).runs
+    new = await client.start(flows.function_style, 1)  # due from now on
+    woken = ActivationResult(status=RunStatus.WAITING, wake_at=claim.now + 0.2)  # due a little later
+    await client.store.commit_activation(Commit(claim.run, claim.token, woken))
+
+    async def one(worker: str) -> list[str]:
+        work = await client.store.claim_work(worker, WORKFLOWS, [], None, 1, 0, 30.0, None, set(), 1)
+        return [c.run.id for c in work.runs]
+
+    async def timer_due() -> bool:
+        return await client.store.now() > claim.now + 0.2
+
+    await eventually(timer_due, what="the sleeper's timer to fall due")
+    assert await one("w2") == [new.id]
+    assert await one("w3") == [sleeper.id]
 
 
 def _action(seq: int) -> NewStep:

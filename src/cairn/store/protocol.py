@@ -286,8 +286,8 @@ class Store(Protocol):
         """Lease up to `run_limit` runnable runs and `action_limit` due attempts in one transaction.
         `cached` maps run id to the lease token under which this worker's in-memory copy is still
         current, so that run's journal need not be reloaded; runs in `busy` (held and being worked
-        on by this worker) are not claimed again. Runs under way come first; of new runs (never
-        activated) at most `new_run_limit` are taken (default: up to `run_limit`)."""
+        on by this worker) are not claimed again. Of the runs, oldest first, at most `new_run_limit`
+        are new ones, never activated (default: up to `run_limit`)."""
 
     async def commit_activation(self, commit: Commit) -> None:
         """Apply an activation atomically (perhaps in a transaction shared with others: group

@@ -186,7 +186,7 @@ class SqlStore:
         """One transaction per wake-up: lease runnable runs and due attempts, and say when the next
         thing falls due (so an idle worker sleeps exactly until then). Runs in `busy` are being
         activated by this worker already: claiming them again would only break that commit's fence.
-        Of the runs, at most `new_run_limit` (default: all) are new ones, never activated."""
+        Of the runs, oldest first, at most `new_run_limit` (default: all) are new ones, never activated."""
 
         def tx_fn(tx: Tx) -> WorkClaim:
             # The claims judge leases and due times by the transaction's clock (cairn_tx_now), read

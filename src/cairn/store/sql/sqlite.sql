@@ -2,9 +2,9 @@
 -- BEGIN IMMEDIATE (taken by the store) serialises writers, so no row locks are needed.
 
 -- name: claim_runs
--- Runs under way (woken by a result, a timer, a signal) first, up to :limit; then new runs, at
--- most :new_limit of them (a worker takes new runs only while it has action slots free for their
--- first actions: see Worker._claim).
+-- Runs due, oldest first (by priority), up to :limit, of which at most :new_limit new ones (a
+-- worker takes new runs only while it has action slots free for their first actions: see
+-- Worker._claim).
 UPDATE cairn_runs
 SET lease_owner = :worker, lease_until = cairn_tx_now() + :lease, lease_token = lease_token + 1
 WHERE id IN (SELECT id FROM (SELECT id, status = 'pending' AS new, priority, ready_at,
@@ -17,7 +17,7 @@ WHERE id IN (SELECT id FROM (SELECT id, status = 'pending' AS new, priority, rea
                                AND workflow IN (SELECT value FROM json_each(:workflows))
                                AND (:any_queue = 1 OR queue IN (SELECT value FROM json_each(:queues))))
              WHERE NOT new OR n <= :new_limit
-             ORDER BY new, priority DESC, ready_at
+             ORDER BY priority DESC, ready_at
              LIMIT :limit)
 RETURNING id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
           updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
