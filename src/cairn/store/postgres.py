@@ -98,11 +98,6 @@ class _PgTx(Tx):
         """The place in `ROW_WRITES` of this piece's last row: one earlier sends what is held first."""
 
     @property
-    def begun(self) -> bool:
-        """Whether a statement has been sent (BEGIN first): else nothing of this transaction has."""
-        return self._pipeline is not None
-
-    @property
     def cur(self) -> psycopg.Cursor[Any]:
         if self._cur is None:
             raise _MustBegin()
@@ -423,20 +418,18 @@ class PostgresDatabase(Database):
         params = tx.final(self._origin)
         if params is not None:
             assert self._apool is not None
+            sent = False
             try:
-                conn_cm = self._apool.connection()
-                conn = await conn_cm.__aenter__()
-            except (psycopg.OperationalError, PoolTimeout):
-                return None
-            try:
-                await conn.execute(self._q["apply"], params)
-            except psycopg.Error as exc:  # after sending, ambiguous: never run again
-                await conn_cm.__aexit__(type(exc), exc, exc.__traceback__)
-                expected = tx.expected(exc)
+                async with self._apool.connection() as conn:
+                    sent = True
+                    await conn.execute(self._q["apply"], params)
+            except (psycopg.Error, PoolTimeout) as exc:
+                if not sent:
+                    return None
+                expected = tx.expected(exc) if isinstance(exc, psycopg.Error) else None
                 if expected is None:
-                    raise
+                    raise  # a connection lost after sending is ambiguous: never run again
                 raise expected from None
-            await conn_cm.__aexit__(None, None, None)
         if tx.notes:
             self._dispatch(tx.notes)
         return (result,)
