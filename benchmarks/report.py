@@ -192,10 +192,7 @@ def render(results: list[Result], baseline: list[Result] | None, source: str) ->
         ]
         if all(a is not None and b is not None for _, a, b in more) and more:
             parts = [f"{w} processes, {a:.2f} ms in the workers and {b:.2f} ms in the server" for w, a, b in more]
-            cpu_text += (
-                " With " + "; with ".join(parts) + " per workflow: each process claims and group-commits "
-                "apart, in smaller batches."
-            )
+            cpu_text += " With " + "; with ".join(parts) + " per workflow."
     sqlite_ratios = _throughput_text(results, "sqlite")
     sqlite_seq_text = _sequential_text(results, "sqlite")
     repeats = {len(r["metrics"]["of_runs"]) for r in results if isinstance(r.get("metrics", {}).get("of_runs"), list)}
@@ -261,7 +258,8 @@ Latest run: {dt.date.today().isoformat()} (results: `{source}`).
   result, one at a time, 200 runs after a warm-up; the worker is embedded in the measuring
   process (as DBOS runs in-process).
 - **throughput**: 1,000 such workflows started at once, until all are complete, with 1, 2 and 4
-  worker processes (`cairn worker` subprocesses; DBOS: queue workers).
+  worker processes (`cairn worker --concurrency 100` subprocesses; DBOS: queue workers with
+  `worker_concurrency=100`).
 - **fan-out**: one workflow that gathers 1,000 actions.
 - **pickup latency**: with workers idle, the time from `start()` until the run's first action
   starts (20 runs, 0.3 s idle between them).
@@ -285,7 +283,7 @@ Each scenario runs against a fresh database. The competitor drivers are in `benc
 {"## Scenarios that did not produce a figure" + chr(10) + chr(10) + error_lines if error_lines else ""}
 ## What bounds the figures, and what would move them
 
-Six performance passes so far. The first made an action cost about one transaction (actions
+Seven performance passes so far. The first made an action cost about one transaction (actions
 "born running" with no claim, sticky run leases, an action's result committed with the
 workflow's next decision, pipeline mode). The second made an activation commit one round trip
 (server-side fences and wake-ups), added group commit, one claim per wake-up and keyed,
@@ -361,52 +359,77 @@ this run) and alternating before and after, 1,000 throughput workflows each:
   of all that do: the actions' MIN joined every step in flight to its run, 1.4-2.6 ms a claim
   with 4 processes (145-255 ms of server time per 1,000 workflows, now 4-9 ms).
 
+The seventh, guided by `strace -c` (system calls per workflow), the CPU accounting per process,
+`pg_stat_statements` (loaded for the measurements only) and counts that do not drift with the
+machine's speed (actions claimed rather than born), before and after in turns:
+
+- a worker takes a new run only while an action slot is free for its first action, less the
+  slots that new runs it has taken and not yet activated will use; runs under way need only a
+  run slot, and due runs go oldest first. Before, a new run taken without a slot had its first
+  action scheduled for any worker: 192/398/528 of 3,000 actions were claimed instead of born with
+  1/2/4 processes, three quarters of them (with 4) by a process that did not hold the run, which
+  recorded the result apart and woke the run to be claimed again. Now none are. Throughput with 4
+  processes, in turns: 625 to 861 workflows/s, worker CPU per workflow 1.50 to 1.10 ms, server
+  CPU 1.07 to 0.68 ms;
+- an activation commit is one statement, `cairn_apply()` (migration 0008), which PostgreSQL runs
+  as a transaction of its own on an autocommit connection, instead of BEGIN, 6-8 statements and
+  COMMIT in pipeline mode. `strace` counted 36 system calls for a 7-statement pipelined commit
+  and 3 for a statement alone, and system calls cost dearly on this virtual machine (a round trip
+  of `SELECT 1` spends 0.15 ms of system time in the client). Sequential latency, in turns: p50
+  9.1 to 6.6 ms; client CPU per workflow 5.5 to 3.7 ms, server CPU 3.9 to 2.8 ms;
+- such a commit is built on the event loop and sent on an async connection (psycopg_pool's
+  `AsyncConnectionPool`) instead of hopping to a database thread and back; a transaction that
+  needs another statement stops before sending anything and runs on a thread as before. One small
+  statement alone: 0.60 ms and 0.24 ms of CPU async, 0.64-0.83 ms and 0.35-0.39 ms through a
+  thread. Sequential p50, in turns: 7.9 to 6.5 ms, client CPU 4.4 to 3.6 ms per workflow;
+- the JSON of set-wise rows and events is written by pydantic-core's encoder instead of
+  `json.dumps` (58 against 296 microseconds for 50 step rows): 10.4% to 4.3% of the worker's time;
+- the benchmark gives Cairn's worker processes the concurrency the DBOS driver gives its queue,
+  100 (it was 64).
+
 Tried and left out, as they measured no better: the reads of runs started together sent in the
 commit's one round trip instead of one each (starting 1,000 runs stays 0.24 ms of client CPU per
-start: it is bound by the client's Python, not by round trips), and limiting a worker's run
-claims to its free action slots. With 4 processes, 15-19% of actions find no free slot at their
-birth and are claimed instead, and 7-13% are run by a process that does not hold their run, so
-their result is recorded apart and the run claimed again; the cap was meant to keep them home,
-but identical 4-process runs vary by 25%, and it measured no better within that.
+start: it is bound by the client's Python, not by round trips); keeping an action's slot until
+the commit that carries its result has started the next action (the commit follows the action
+at once, with no await between, so the slot was never lost; it made no difference to the
+actions claimed); sending a lone commit from its caller's task instead of a group-commit task (5%
+less client CPU, latency within noise). The sixth pass tried capping run claims at the free
+action slots and measured throughput, which moved within its noise; counting claimed actions
+instead showed why: a claim made before the last claim's runs were activated still saw their
+slots free.
 
 Targets on this run: commits per action under load are well under 1 (target: at most 1, **met**);
 fan-out of 1,000 actions takes well under 1 s on PostgreSQL (**met**); worker memory with
 100,000 sleeping runs is under 1.2x idle on both backends (**met**); {sqlite_seq_text};
 {sqlite_ratios}; {pickup_text}
 {waymark_text}; {seq_text}; {pg_ratio}.
-What bounds what is not met:
+What bounds the figures (and any target not met):
 
-- **CPU, on 2 cores.** {cpu_text} So beyond 2 worker processes, more only add contention on
-  the same 2 cores (Cairn's throughput falls at 4 processes). DBOS's workflow spends its time
-  waiting on its 16 commits rather than computing, so more processes overlap more of that wait
-  and its throughput rises with them: the ratio is smallest at 4 processes. Where the worker's time goes
-  (`py-spy --gil`, 5,000 workflows, after the fifth pass): the deterministic engine running the
-  workflow about 31% (its own event loop 16%), argument and result JSON (pydantic validation
-  included) about 12%, the action executor and runner about 15%, psycopg under 10% (it was 41%
-  before the set-wise writes), JSON for the set-wise rows and events about 9% (some 4-5
-  microseconds per row, a third of it in printing floats), asyncio about 6%. No one part
-  dominates any more; what is left is spread over the Python each workflow runs. Moving the
-  store to psycopg's `AsyncConnection`
-  would not help: re-measured on a quiet machine, a 5-statement pipelined transaction costs
-  0.70 ms called directly, 0.81 ms through `run_in_executor` and 0.80 ms on an
-  `AsyncConnection` in the loop.
+- **CPU, on 2 cores.** {cpu_text} DBOS's workflow spends its time waiting on its 16 commits
+  rather than computing, so more processes overlap more of that wait and its throughput rises
+  with them. Where a worker's time goes (`py-spy --gil`, 6,000 workflows on one process, after
+  the seventh pass): the deterministic engine running the workflow about 19%, building the
+  commits' rows and events about 12% and their JSON 5%, psycopg about 8%, claims about 7%,
+  running the actions themselves (arguments in, result out) about 5%, the rest spread over the
+  runner, group commit and asyncio. No one part dominates; what is left is spread over the
+  Python each workflow runs.
 - **Transactions in a chain.** A sequential workflow of 3 actions started next to its worker is
-  4 transactions, one after the other, and no fewer can checkpoint every step: the start with
-  the first decision, then each action's result with the next decision (the last one completes
-  the run). Each costs about 1.0 ms: the WAL flush (a one-row commit takes 0.52 ms with
-  `synchronous_commit` on, 0.30 ms with it off), the round trip, the hop to a database thread
-  and back, and some 0.2 ms of Python. A third of DBOS's latency would need each durable commit
-  under about 0.55 ms, barely more than this disk's flush alone. Timed inside each transaction
-  in the sixth pass, on a slower day (8.2 ms per workflow; DBOS 12.2 ms): 1.75 ms a transaction,
-  of which 0.92 ms waiting for the server after the last statement (a bare one-row commit: 0.47
-  ms), 0.46 ms sending its 6-7 pipelined statements (psycopg sends each as it is queued) and 0.27
-  ms the hop to the database thread and back.
+  4 commits, one after the other, and no fewer can checkpoint every step: the start with the
+  first decision, then each action's result with the next decision (the last one completes the
+  run). Timed inside the chain after the seventh pass (7.2 ms per workflow with the timing's own
+  cost): the one statement of each commit took 1.1-1.2 ms from sending to its answer, of which
+  `cairn_apply` executed for 0.3-0.45 ms on the server (`pg_stat_statements`: completing the
+  step 0.10, finishing the run 0.05, the events 0.04, the fence 0.03, the new step 0.03) and
+  the rest is the round trip and the WAL flush (a one-row autocommit insert alone: 0.46-0.6 ms).
+  Between two commits about 0.45 ms of Python: the engine's activation 0.11, building the commit
+  0.11, the action 0.09, the rest handing results between tasks. Four bare commits are the floor
+  under this chain, about 2 ms on this machine.
 - **Waking idle processes.** Pickup crosses several processes that were asleep (client,
   database backend, the worker's listener thread, its event loop, the database again). The
   raw-SQL reference line above gives this machine's cost of one such wake-up; it varied from
-  under 1 to 8 ms between runs of this session, so pickup moves by as much from run to run. The
-  worker's part is one claim (two batched round trips) and the commit of the first activation,
-  after which the action starts.
+  under 1 to 8 ms between runs, so pickup moves by as much from run to run. The worker's part is
+  one claim (two batched round trips) and the commit of the first activation, after which the
+  action starts.
 """
 
 
