@@ -259,9 +259,9 @@ class Worker:
     # --- runs started in this process (RunTaker) ------------------------------------------------
 
     def reserve_run(self, run_id: str, workflow: str, queue: str) -> bool:
-        """Take a run started in this process at birth when it is ours to run and we have room, and
-        nothing is waiting for us in the database (our last claim was not cut short), so that a
-        new run never overtakes a backlog."""
+        """Take a run started in this process at birth when it is ours to run and we have room (a
+        run slot, and an action slot for its first action), and nothing is waiting for us in the
+        database (our last claim was not cut short), so that a new run never overtakes a backlog."""
         if self._main is None or self._stopping.is_set() or self._starved:
             return False
         if asyncio.get_running_loop() is not self._main.get_loop():
