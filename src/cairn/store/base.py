@@ -59,14 +59,9 @@ class Tx(abc.ABC):
         self.events.append(row)
 
     def write_events(self) -> None:
-        """Write the buffered events (called by the adapter right before COMMIT)."""
+        """Write the buffered events in order, one row each (called by the adapter right before
+        COMMIT; PostgreSQL sends them instead with the transaction's last statement, `cairn_apply`)."""
         rows, self.events = self.events, []
-        if rows:
-            self.insert_events(rows)
-
-    def insert_events(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert event rows in order. PostgreSQL does it in one statement however many there are
-        (a group commit carries hundreds), the details nested in one JSON document."""
         self.many("insert_event", [{**r, "detail": json.dumps(r["detail"]) if r["detail"] else None} for r in rows])
 
     @abc.abstractmethod
@@ -97,9 +92,9 @@ class Tx(abc.ABC):
         one row, else `expect` is raised and the transaction rolls back. With `notify`, the write
         returns a `due` flag, and `notify` is sent after commit when it is 1.
 
-        PostgreSQL holds such rows back and applies all the rows of a name at once, in one set-wise
-        statement, before any other statement, checking and notifying on the server: a group commit
-        sends each of these writes once, not once per run, and never waits for their results.
+        PostgreSQL holds such rows back and applies all of them at once, in one `cairn_apply`
+        statement, before any other statement, checking and notifying on the server: a group
+        commit sends one statement, not one per row, and never waits for its result.
         Between `begin_piece` calls, rows must come in `ROW_WRITES` order (else what is held back
         goes first); the pieces of one transaction must touch different runs, as the rows of
         different pieces are applied in either order."""

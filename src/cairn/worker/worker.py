@@ -84,6 +84,8 @@ class Worker:
         self._starved = False
         self._admitting = 0
         """New runs taken and not yet activated: their first actions will take action slots."""
+        self._runs_actions = False
+        """Whether this worker runs actions (registered here when it started), so new runs need room."""
         self._stopping = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
         self._side: list[asyncio.Task[None]] = []
@@ -106,6 +108,7 @@ class Worker:
             [WorkflowInfo(w.id, w.description, _schema(w), w.queue) for w in self.registry.workflows()]
         )
         await self.store.heartbeat(self._info(), self.lease)
+        self._runs_actions = bool(self.registry.actions())
         self._main = asyncio.create_task(self._loop(), name=f"cairn-worker-{self.id}")
         self._side = [asyncio.create_task(self._heartbeat(), name="cairn-heartbeat")]
         for task in (self._main, *self._side):
@@ -201,7 +204,7 @@ class Worker:
     async def _claim(self, workflows: list[str], actions: list[str]) -> float | None:
         """Claim as much as there is capacity for; seconds until the next due work."""
         free_runs, free_actions = self._run_slots.free, self._action_slots.free
-        new_runs = self._new_run_room(free_runs, bool(actions))
+        new_runs = self._new_run_room(free_runs)
         work = await self.store.claim_work(
             self.id,
             workflows,
@@ -226,7 +229,7 @@ class Worker:
         self._starved = runs_full or actions_full
         return work.next_due_in
 
-    def _new_run_room(self, free_runs: int, runs_actions: bool) -> int:
+    def _new_run_room(self, free_runs: int) -> int:
         """How many new runs to take: no more than there are action slots free for their first
         actions (less those that new runs taken earlier and not yet activated will take), when this
         worker runs actions. A new run taken without one would have its first action scheduled for
@@ -234,7 +237,7 @@ class Worker:
         this worker claims the run again to go on: three transactions' worth of work where an
         action born here costs none. Runs under way are taken whenever a run slot is free, so that
         timers, signals and results keep moving while every action slot is busy."""
-        if not runs_actions:
+        if not self._runs_actions:
             return free_runs
         return max(0, min(free_runs, self._action_slots.free - self._admitting))
 
@@ -270,7 +273,7 @@ class Worker:
             return False
         if self.queues is not None and queue not in self.queues:
             return False
-        if self._new_run_room(self._run_slots.free, bool(self.registry.actions())) < 1:
+        if self._new_run_room(self._run_slots.free) < 1:
             return False
         return self._run_slots.take()
 
