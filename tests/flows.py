@@ -381,3 +381,62 @@ async def wait_first() -> list[str]:
     for task in pending:
         task.cancel()
     return [t.result() for t in done]
+
+
+# --- signals racing the run's own work (issue 14) --------------------------------------------
+
+
+@workflow
+async def busy_waiter(n: int) -> dict[str, Any]:
+    """A signal wait stays open while the run loops over actions (each a commit of its own)."""
+    wait = asyncio.create_task(cairn.wait_for_signal("go"))
+    total = 0
+    for i in range(n):
+        total += await add_one(i)
+    return {"total": total, "payload": await wait}
+
+
+@workflow
+async def sleepy_waiter(seconds: float) -> Any:
+    """A signal wait stays open while the run sleeps: the timer's claim races the signal."""
+    wait = asyncio.create_task(cairn.wait_for_signal("go"))
+    await asyncio.sleep(seconds)
+    await add_one(1)
+    return await wait
+
+
+@workflow
+async def burst_receiver(n: int) -> list[Any]:
+    """Waits for `n` signals of one name, one wait at a time."""
+    return [await cairn.wait_for_signal("item") for _ in range(n)]
+
+
+@workflow
+async def timeout_then_wait(seconds: float) -> dict[str, Any]:
+    """A timed wait that may lose the race with its signal: a signal that arrives as the wait times
+    out must stay buffered for the next wait, never be swallowed by the one that timed out."""
+    try:
+        first = await cairn.wait_for_signal("go", timeout=seconds)
+    except TimeoutError:
+        return {"first": None, "second": await cairn.wait_for_signal("go")}
+    return {"first": first, "second": None}
+
+
+@action
+async def charge(order_id: str, email: str, cents: int) -> str:
+    return f"charged {order_id} {cents} for {email}"
+
+
+@workflow
+async def checkout_order(order_id: str, email: str, cents: int = 4200) -> str:
+    """Parameters whose alphabetical order is not their order: a start by name must bind by the latter."""
+    return await charge(order_id, email, cents)
+
+
+@workflow
+async def child_with_taken_id(child_id: str) -> str:
+    try:
+        await cairn.child(child_flow, 1, id=child_id)
+    except cairn.RunIdConflict as exc:
+        return f"conflict: {exc.existing} holds {exc.run_id}"
+    return "started"

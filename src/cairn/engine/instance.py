@@ -16,7 +16,6 @@ import json
 import queue
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from typing import Any
 
 from cairn.engine import sandbox
@@ -72,42 +71,28 @@ class WorkflowInstance:
 
     # --- a live activation -----------------------------------------------------------------
 
-    def activate(
-        self,
-        batch: Sequence[StepRow] | Sequence[Resolution],
-        now: float,
-        signals: Sequence[tuple[int, str, str | None]] = (),
-    ) -> ActivationResult:
+    def activate(self, batch: Sequence[StepRow] | Sequence[Resolution], now: float) -> ActivationResult:
+        """Deliver `batch` (results, fired timers, signals the store matched to their waits) and run
+        the workflow until nothing is ready. Signals are never matched here: the store pairs each
+        open wait with a buffered signal when it claims the run and again when it commits (see
+        `journal_tx.match_signals`), against the waits as they are in the database then."""
         rt = self.runtime
+        if rt.fatal is not None:  # the replay of what was recorded diverged already
+            return self._diverged()
         first = rt.activation == 0
-        free_signals = list(signals)
-        resolutions = [r if isinstance(r, Resolution) else Resolution.of(r) for r in batch]
-        consumed: list[tuple[int, int]] = []
-        # Signal waits from earlier activations take buffered signals first, oldest first.
-        for seq, name in rt.pending_of_kind(StepKind.SIGNAL):
-            taken = _take_signal(free_signals, name)
-            if taken is not None:
-                resolutions.append(Resolution(seq, StepStatus.COMPLETED, taken[1]))
-                consumed.append((taken[0], seq))
-        resolutions.sort(key=lambda r: r.seq)
+        resolutions = sorted((r if isinstance(r, Resolution) else Resolution.of(r) for r in batch), key=lambda r: r.seq)
         paused = self._pause_on_failure(resolutions)
         if paused is not None:
             return paused
         self._step(resolutions, now if not first else self._started_at)
+        if rt.fatal is not None:
+            return self._diverged()
         cmds = rt.take_commands()
-        # New waits scheduled just now consume what is left; delivered next activation.
-        new_steps = []
-        for step in cmds.new_steps:
-            taken = _take_signal(free_signals, step.name) if step.kind == StepKind.SIGNAL else None
-            if taken is not None:
-                step = replace(step, status=StepStatus.COMPLETED, result=taken[1], signal_id=taken[0])
-            new_steps.append(step)
         result = ActivationResult(
-            new_steps=new_steps,
+            new_steps=cmds.new_steps,
             cancelled=cmds.cancelled,
             delivered=[r.seq for r in resolutions],
             delivered_at=now,
-            consumed_signals=consumed,
             counts_as_activation=bool(resolutions) or first,
         )
         if not result.counts_as_activation:
@@ -156,14 +141,21 @@ class WorkflowInstance:
         self._bridge = _SyncBridge(self.runtime, lambda: bound(*args, **kwargs))
         return await self._bridge.run()
 
+    def _diverged(self) -> ActivationResult:
+        """The run pauses on its divergence, and nothing else of this activation is kept: what it
+        delivered stays undelivered, so that after a fix and `retry` the next activation hands the
+        same results to the new code (and the steps it would have scheduled are not recorded)."""
+        assert self.runtime.fatal is not None
+        return ActivationResult(
+            status=RunStatus.PAUSED,
+            pause_reason="nondeterminism",
+            error=dumps(error_to_json(self.runtime.fatal)),
+            counts_as_activation=False,
+        )
+
     def _outcome(self, result: ActivationResult) -> None:
         rt = self.runtime
         result.properties = self._properties()
-        if rt.fatal is not None:
-            result.status = RunStatus.PAUSED
-            result.pause_reason = "nondeterminism"
-            result.error = dumps(error_to_json(rt.fatal))
-            return
         pending_timers = [p.timer.when() for p in rt.pending.values() if p.timer is not None]
         result.wake_at = min(pending_timers) if pending_timers else None
         main = self.main
@@ -171,6 +163,7 @@ class WorkflowInstance:
         if not main.done():
             busy = any(p.kind in (StepKind.ACTION, StepKind.CHILD) for p in rt.pending.values())
             result.status = RunStatus.RUNNING if busy else RunStatus.WAITING
+            result.signal_waits = any(p.kind == StepKind.SIGNAL for p in rt.pending.values())
             return
         # The run is over: nothing it left pending may still run.
         result.cancelled.extend(seq for seq in sorted(rt.pending) if seq not in result.cancelled)
@@ -220,15 +213,6 @@ class WorkflowInstance:
             with contextlib.suppress(BaseException):
                 task.get_coro().close()
         self.loop.close()
-
-
-def _take_signal(signals: list[tuple[int, str, str | None]], name: str) -> tuple[int, str | None] | None:
-    """Remove and return (id, payload) of the oldest signal named `name` among `signals`, if any."""
-    for i, (signal_id, signal_name, payload) in enumerate(signals):
-        if signal_name == name:
-            del signals[i]
-            return signal_id, payload
-    return None
 
 
 def rows_to_resolutions(rows: Iterable[StepRow]) -> list[Resolution]:

@@ -15,7 +15,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from cairn.engine.loop import DeterministicLoop, DurableTimerHandle
@@ -191,9 +191,6 @@ class Runtime:
                 self.run_id, seq, describe(rec.kind, rec.name, rec.args), "nothing (the workflow no longer reaches it)"
             )
 
-    def pending_of_kind(self, kind: StepKind) -> list[tuple[int, str]]:
-        return sorted((seq, p.name) for seq, p in self.pending.items() if p.kind == kind)
-
     # --- recorded values ------------------------------------------------------------------
 
     def now(self) -> float:
@@ -273,10 +270,6 @@ def _as_row(run_id: str, step: NewStep) -> StepRow:
         started_at=None,
         completed_at=None,
     )
-
-
-def consume_signal(step: NewStep, signal_id: int, payload: str | None) -> NewStep:
-    return replace(step, status=StepStatus.COMPLETED, result=payload, signal_id=signal_id)
 
 
 # --- finding the current runtime -----------------------------------------------------------

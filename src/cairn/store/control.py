@@ -107,9 +107,12 @@ def retry(tx: Tx, run_id: str) -> RunStatus:
         return resume(tx, run_id)
     now = tx.now()
     # A failed run's last activation delivered the failure: rewind to just before it. A run paused
-    # on an error never delivered it (it paused first), so nothing is rewound.
+    # on an error never delivered it (it paused first), so nothing is rewound. A run paused on a
+    # divergence recorded nothing of the activation that diverged: its results, failures included,
+    # are still undelivered and go to the fixed code as they are (no step runs again).
     keep = run.activations - 1 if run.status == RunStatus.FAILED else run.activations
-    failed = tx.all("failed_steps", {"run_id": run_id, "k": keep})
+    diverged = run.status == RunStatus.PAUSED and run.pause_reason != "error"
+    failed = [] if diverged else tx.all("failed_steps", {"run_id": run_id, "k": keep})
     _rewind(tx, run_id, keep, now)
     for seq, kind, _options in failed:
         tx.execute("reset_step", {"run_id": run_id, "seq": seq, "now": now})

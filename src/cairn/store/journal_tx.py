@@ -11,11 +11,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from cairn.errors import LeaseLost
+from cairn.errors import LeaseLost, RunIdConflict
+from cairn.serialization import error_to_json
 from cairn.store.base import WORK, Tx, run_row
-from cairn.store.protocol import ActionClaim, Commit, NewStep, RunRow
+from cairn.store.protocol import ActionClaim, Commit, NewStep, RunRow, StepRow
 from cairn.types import RunStatus, StepKind, StepStatus
 
+ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
 PARKED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.PAUSED)
 TERMINAL = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 
@@ -58,10 +60,6 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
             carried.add(c.claim.seq)
     if run.status == RunStatus.PENDING:
         event(tx, run.id, "started", now)
-    for signal_id, seq in res.consumed_signals:
-        tx.write("consume_signal_into_step", {"run_id": run.id, "seq": seq, "signal_id": signal_id, "now": now})
-        tx.write("mark_signal_consumed", {"seq": seq, "signal_id": signal_id})
-        event(tx, run.id, "step.completed", now, seq)
     for s in res.delivered:
         if s not in carried:
             row = {"run_id": run.id, "seq": s, "activation": activation, "delivered_at": res.delivered_at}
@@ -72,6 +70,10 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
     for seq in res.cancelled:
         if tx.execute("cancel_step", {"run_id": run.id, "seq": seq, "now": now, "activation": activation}):
             event(tx, run.id, "step.cancelled", now, seq)
+    if res.signal_waits and res.status in ACTIVE:
+        # After this commit's new waits and cancellations, before it says when the run is next
+        # ready: a signal that arrived since the claim resolves its wait, which leaves the run due.
+        match_signals(tx, [run.id], now)
     if res.properties is not None:
         last_seq = max([s.seq for s in res.new_steps] + list(res.delivered) + [0])
         tx.write_row(
@@ -143,17 +145,8 @@ def resolve_parent(tx: Tx, child: RunRow, status: RunStatus, result: str | None,
     assert child.parent_id is not None
     tx.one("lock_run", {"id": child.parent_id})
     step_status = StepStatus.COMPLETED if status == RunStatus.COMPLETED else StepStatus.FAILED
-    changed = tx.execute(
-        "resolve_parent_step",
-        {
-            "run_id": child.parent_id,
-            "seq": child.parent_seq,
-            "now": now,
-            "status": step_status,
-            "result": result,
-            "error": error,
-        },
-    )
+    assert child.parent_seq is not None
+    changed = _resolve_step(tx, child.parent_id, child.parent_seq, step_status, result, error, now)
     if changed:
         event(tx, child.parent_id, f"step.{step_status.value}", now, child.parent_seq, child=child.id)
         tx.write("wake_run", {"id": child.parent_id, "now": now})
@@ -194,10 +187,6 @@ def _insert_step(
     event(tx, run.id, kind, now, step.seq, kind=step.kind.value, name=step.name)
     if born:
         event(tx, run.id, "step.started", now, step.seq, attempt=1, worker=born)
-    if step.signal_id is not None:
-        tx.write("mark_signal_consumed", {"seq": step.seq, "signal_id": step.signal_id})
-    elif step.kind == StepKind.SIGNAL:
-        _take_buffered_signal(tx, run.id, step, now)
     if step.kind == StepKind.MEMORY:
         tx.write(
             "upsert_memory", {"run_id": run.id, "key": step.name, "value": step.args, "step": step.seq, "now": now}
@@ -209,15 +198,50 @@ def _insert_step(
         _start_child(tx, run, step, now)
 
 
-def _take_buffered_signal(tx: Tx, run_id: str, step: NewStep, now: float) -> None:
-    """A new wait takes the oldest signal of its name that arrived before it; delivered next activation."""
-    row = tx.one("first_open_signal", {"run_id": run_id, "name": step.name})
-    if row is None:
-        return
-    params = {"run_id": run_id, "seq": step.seq, "signal_id": row[0], "now": now}
-    tx.write("consume_signal_into_step", params)
-    tx.write("mark_signal_consumed", params)
-    event(tx, run_id, "step.completed", now, step.seq)
+def match_signals(tx: Tx, run_ids: Sequence[str], now: float) -> None:
+    """Pair the runs' open signal waits with their buffered signals (see `consume_signals`)."""
+    consume_signals(tx, tx.all("signal_matches", {"run_ids": list(run_ids)}), now)
+
+
+def consume_signals(tx: Tx, matches: Sequence[Sequence[Any]], now: float) -> list[StepRow]:
+    """Resolve each open wait with the signal `signal_matches` paired it with; the resolved waits,
+    to be delivered like any result. The one place where signals meet their waits, under the run's
+    lease: when a claim takes the run, and when a commit of the run leaves waits open (so a signal
+    that arrived in between is never overwritten by the commit's idea of when the run is next
+    ready, nor taken by a wait that timed out in that commit)."""
+    resolved = []
+    for run_id, seq, name, signal_id, payload in matches:
+        params = {"run_id": run_id, "seq": seq, "signal_id": signal_id, "payload": payload, "now": now}
+        tx.write("consume_signal_into_step", params)
+        tx.write("mark_signal_consumed", params)
+        event(tx, run_id, "step.completed", now, seq, signal=name)
+        resolved.append(signal_step(run_id, int(seq), str(name), payload, now))
+    return resolved
+
+
+def signal_step(run_id: str, seq: int, name: str, payload: str | None, now: float) -> StepRow:
+    """A wait as `consume_signal_into_step` leaves it: completed with the signal's payload."""
+    return StepRow(
+        run_id,
+        seq,
+        StepKind.SIGNAL,
+        name,
+        None,
+        StepStatus.COMPLETED,
+        payload,
+        None,
+        0,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        now,
+        None,
+        now,
+    )
 
 
 def _start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
@@ -235,28 +259,35 @@ def _start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
         "lease_owner": None,
         "lease": None,
     }
-    if tx.one("insert_run", params) is not None or detached:
+    if tx.one("insert_run", params) is not None:
         tx.notify(WORK)
-        return
-    # The id names an existing run: wait for it if it is still going, else take its outcome now.
-    if tx.execute("adopt_child", {"id": child_id, "parent_id": run.id, "parent_seq": step.seq}) == 1:
         return
     row = tx.one("get_run", {"id": child_id})
     assert row is not None
     child = run_row(row)
+    if child.workflow != step.name:  # the id names a run of another workflow: the child fails
+        conflict = RunIdConflict(child_id, child.workflow, step.name)
+        event(tx, run.id, "step.failed", now, step.seq, error=str(conflict))
+        if not detached:
+            error = json.dumps(error_to_json(conflict))
+            _resolve_step(tx, run.id, step.seq, StepStatus.FAILED, None, error, now)
+        return
+    if detached:
+        return
+    # The id names an existing run: wait for it if it is still going, else take its outcome now.
+    if tx.execute("adopt_child", {"id": child_id, "parent_id": run.id, "parent_seq": step.seq}) == 1:
+        return
     if child.status.is_terminal:
         status = StepStatus.COMPLETED if child.status == RunStatus.COMPLETED else StepStatus.FAILED
-        tx.execute(
-            "resolve_parent_step",
-            {
-                "run_id": run.id,
-                "seq": step.seq,
-                "now": now,
-                "status": status,
-                "result": child.result,
-                "error": child.error,
-            },
-        )
+        _resolve_step(tx, run.id, step.seq, status, child.result, child.error, now)
+
+
+def _resolve_step(
+    tx: Tx, run_id: str, seq: int, status: StepStatus, result: str | None, error: str | None, now: float
+) -> int:
+    """A child step's outcome (from its run, or a failure to start it)."""
+    params = {"run_id": run_id, "seq": seq, "now": now, "status": status, "result": result, "error": error}
+    return tx.execute("resolve_parent_step", params)
 
 
 def complete_action(

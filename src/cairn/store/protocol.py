@@ -77,8 +77,6 @@ class NewStep:
     options: Json = None
     delivered: bool = False
     """Resolved and consumed in this same activation (records, memory writes, sends)."""
-    signal_id: int | None = None
-    """A buffered signal this new wait consumed at once (delivered in the next activation)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +88,8 @@ class RunClaim:
     journal: Sequence[StepRow]
     """All steps; empty when `journal_skipped` (the caller said it holds this run's state)."""
     batch: Sequence[StepRow]
-    """Resolved steps not yet delivered to the workflow, in step order."""
-    signals: Sequence[tuple[int, str, str | None]] = ()
-    """Buffered signals (id, name, payload) not yet consumed."""
+    """Resolved steps not yet delivered to the workflow, in step order (signal waits the claim
+    matched to buffered signals among them)."""
     journal_skipped: bool = False
     now: float = 0.0
 
@@ -144,8 +141,6 @@ class ActivationResult:
     cancelled: list[int] = field(default_factory=list)
     delivered: list[int] = field(default_factory=list)
     delivered_at: float = 0.0
-    consumed_signals: list[tuple[int, int]] = field(default_factory=list)
-    """(signal id, step seq) pairs: a buffered signal resolves a waiting step."""
     properties: str | None = None
     status: RunStatus = RunStatus.RUNNING
     result: str | None = None
@@ -153,6 +148,8 @@ class ActivationResult:
     wake_at: float | None = None
     counts_as_activation: bool = True
     pause_reason: str | None = None
+    signal_waits: bool = False
+    """The workflow still waits for a signal: the commit matches its open waits to buffered signals."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,7 +94,7 @@ class SqlStore:
                 lease_token=1,
                 pause_reason=None,
             )
-            if await taker.start_run(RunClaim(run, 1, [], [], (), False, now), {**params, "now": now}):
+            if await taker.start_run(RunClaim(run, 1, [], [], False, now), {**params, "now": now}):
                 return run, True
             existing = await self.get_run(run_id)
             assert existing is not None, f"run {run_id} was refused as existing, yet it is not there"
@@ -322,19 +322,20 @@ class SqlStore:
 
 
 def _load_runs(tx: Tx, now: float, rows: Sequence[tuple[Any, ...]], cached: dict[str, int] | None) -> list[RunClaim]:
-    """What an activation of each claimed run needs: due timers fired, journal, results, signals."""
+    """What an activation of each claimed run needs: due timers fired, signals matched to their
+    waits, the journal and the results to deliver."""
     runs = [run_row(r) for r in rows]
     if not runs:
         return []
     ids = [run.id for run in runs]
     held = {run.id for run in runs if cached is not None and cached.get(run.id) == run.lease_token}
     reload = [run_id for run_id in ids if run_id not in held]
-    fired, steps, undelivered, open_signals = tx.all_of(
+    fired, steps, undelivered, matches = tx.all_of(
         [
             ("fire_due_timers_of_runs", {"run_ids": ids, "now": now}),
             ("steps_of_runs", {"run_ids": reload}),
             ("undelivered_steps_of_runs", {"run_ids": ids}),
-            ("open_signals_of_runs", {"run_ids": ids}),
+            ("signal_matches", {"run_ids": ids}),
         ]
     )
     for run_id, seq in fired:
@@ -345,16 +346,14 @@ def _load_runs(tx: Tx, now: float, rows: Sequence[tuple[Any, ...]], cached: dict
     batches: dict[str, list[StepRow]] = {}
     for s in undelivered:
         batches.setdefault(s[0], []).append(step_row(s))
-    signals: dict[str, list[tuple[int, str, str | None]]] = {}
-    for run_id, i, n, p in open_signals:
-        signals.setdefault(run_id, []).append((int(i), str(n), p))
+    for wait in journal_tx.consume_signals(tx, matches, now):  # delivered with the rest
+        batches.setdefault(wait.run_id, []).append(wait)
     return [
         RunClaim(
             run,
             run.lease_token,
             journals.get(run.id, []),
-            batches.get(run.id, []),
-            signals.get(run.id, []),
+            sorted(batches.get(run.id, []), key=lambda s: s.seq),
             run.id in held,
             now,
         )

@@ -210,7 +210,7 @@ class Runner:
                 if cached is not None:
                     cached.close()
                 inst = WorkflowInstance.restore(defn, run, claim.journal, random.getrandbits(64))
-            result = inst.activate(claim.batch, claim.now, claim.signals)
+            result = inst.activate(claim.batch, claim.now)
         except Exception as exc:  # a bug in the engine or a journal it cannot read: visible, not a loop
             log.exception("activation of run %s failed", run.id)
             if inst is not None:

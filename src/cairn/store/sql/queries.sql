@@ -74,9 +74,7 @@ UPDATE cairn_runs SET updated_at = :now
 WHERE id = :id AND lease_token = :token
 
 -- name: consume_signal_into_step
-UPDATE cairn_steps
-SET status = 'completed', completed_at = :now,
-    result = (SELECT payload FROM cairn_signals WHERE id = :signal_id)
+UPDATE cairn_steps SET status = 'completed', completed_at = :now, result = :payload
 WHERE run_id = :run_id AND seq = :seq AND status = 'scheduled'
 
 -- name: mark_signal_consumed
@@ -272,9 +270,6 @@ WHERE run_id = :run_id AND activation <= :k
 -- name: child_of_step
 SELECT id FROM cairn_runs WHERE parent_id = :parent_id AND parent_seq = :seq
 
--- name: first_open_signal
-SELECT id FROM cairn_signals
-WHERE run_id = :run_id AND name = :name AND consumed_by IS NULL ORDER BY id LIMIT 1
 
 -- name: count_runs
 SELECT count(*) FROM cairn_runs WHERE status = :status

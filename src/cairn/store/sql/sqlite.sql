@@ -99,9 +99,17 @@ FROM cairn_steps
 WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND delivered_in IS NULL AND status IN ('completed', 'failed', 'cancelled')
 ORDER BY run_id, seq
 
--- name: open_signals_of_runs
-SELECT run_id, id, name, payload FROM cairn_signals
-WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND consumed_by IS NULL ORDER BY run_id, id
+-- name: signal_matches
+-- Each open signal wait of these runs paired with a buffered signal of its name: the n-th open
+-- wait (in step order) takes the n-th buffered signal (in arrival order), so a burst is received
+-- in order, one signal per wait. See journal_tx.consume_signals, the one place they are matched.
+SELECT w.run_id, w.seq, w.name, s.id, s.payload
+FROM (SELECT run_id, seq, name, row_number() OVER (PARTITION BY run_id, name ORDER BY seq) AS n
+      FROM cairn_steps WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND kind = 'signal' AND status = 'scheduled') w
+JOIN (SELECT run_id, id, name, payload, row_number() OVER (PARTITION BY run_id, name ORDER BY id) AS n
+      FROM cairn_signals WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND consumed_by IS NULL) s
+  ON s.run_id = w.run_id AND s.name = w.name AND s.n = w.n
+ORDER BY w.run_id, w.seq
 
 -- name: extend_step_leases
 -- Only the attempts the worker says it is running: one it lost track of runs out its lease.
