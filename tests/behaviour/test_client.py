@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,7 +14,9 @@ import pytest
 import cairn
 from cairn import RunStatus
 from cairn.serialization import max_payload_bytes
+from cairn.store.protocol import WorkflowInfo
 from tests import flows
+from tests.conftest import _admin, _with_db
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -169,3 +175,85 @@ def _drive(sync: cairn.SyncClient) -> None:
     assert [s.result for s in handle.steps()] == [8, 9, 10]
     assert sync.run(flows.function_style, 1, timeout=10) == 3
     assert [r.id for r in sync.list_runs(workflow=flows.Sequence3)] == ["sync-1"]
+
+
+@pytest.fixture
+def unmigrated_url(db_url: str, pg_server: str, tmp_path: Path) -> Iterator[str]:
+    """A database no Cairn process has opened yet: an empty SQLite path, or an empty PostgreSQL
+    database (not cloned from the migrated template)."""
+    if db_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path}/fresh/cairn.db"
+        return
+    name = f"cairn_empty_{uuid.uuid4().hex[:12]}"
+    _admin(pg_server, f'CREATE DATABASE "{name}" TEMPLATE template0')
+    try:
+        yield _with_db(pg_server, name)
+    finally:
+        _admin(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_a_burst_of_starts_as_a_new_clients_first_use_all_succeed(unmigrated_url: str) -> None:
+    """Opening is shared by every concurrent first call, and none sees the database unmigrated."""
+    client = cairn.Client(unmigrated_url)
+    try:
+        handles = await asyncio.gather(*(client.start(flows.Sequence3, i, id=f"first-{i}") for i in range(100)))
+        assert len({h.id for h in handles}) == 100
+        assert len(await client.list_runs(limit=200)) == 100
+    finally:
+        await client.close()
+
+
+async def _register_remotely(client: cairn.Client, name: str, wf: Any) -> None:
+    """Register `wf`'s schema under `name`, as a worker elsewhere would: no code for it here."""
+    info = WorkflowInfo(name, "", json.dumps(wf.__cairn_workflow__.input_schema()), "default")
+    await client.store.register_workflows([info])
+
+
+async def test_start_by_name_binds_positional_arguments_in_signature_order(client: cairn.Client) -> None:
+    await _register_remotely(client, "remote.checkout", flows.checkout_order)
+    handle = await client.start("remote.checkout", "o-2", "bob@example.com", 99)
+    assert json.loads((await handle.describe()).input) == {"order_id": "o-2", "email": "bob@example.com", "cents": 99}
+    handle = await client.start("remote.checkout", "o-3", email="eve@example.com")
+    assert json.loads((await handle.describe()).input) == {"order_id": "o-3", "email": "eve@example.com"}
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "message"),
+    [
+        (("o-2", "bob@example.com", "lots"), {}, cairn.SerializationError, r"argument 'cents' of remote.checkout"),
+        ((7, "bob@example.com"), {}, cairn.SerializationError, r"argument 'order_id' of remote.checkout"),
+        (("o-2",), {}, TypeError, r"missing required arguments: email"),
+        (("o-2", "b", 1, 2), {}, TypeError, r"takes 3 positional arguments \(order_id, email, cents\), got 4"),
+        (("o-2", "b"), {"order_id": "x"}, TypeError, r"multiple values for argument 'order_id'"),
+        (("o-2", "b"), {"coupon": "x"}, TypeError, r"unexpected argument 'coupon'"),
+    ],
+)
+async def test_start_by_name_checks_arguments_against_the_registered_schema(
+    client: cairn.Client, args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    await _register_remotely(client, "remote.checkout", flows.checkout_order)
+    with pytest.raises(error, match=message):
+        await client.start("remote.checkout", *args, **kwargs)
+    assert await client.list_runs() == []
+
+
+async def test_an_id_held_by_another_workflow_is_a_conflict_and_starts_nothing(client: cairn.Client) -> None:
+    first = await client.start(flows.Sequence3, 1, id="taken")
+    assert first.created is True
+    again = await client.start(flows.Sequence3, 2, id="taken")
+    assert again.created is False and again.input_differs
+    with pytest.raises(
+        cairn.RunIdConflict, match=r"'taken' is held by a run of workflow 'tests.flows.Sequence3'"
+    ) as err:
+        await client.start(flows.function_style, 1, id="taken")
+    assert err.value.requested == "tests.flows.function_style"
+    with pytest.raises(cairn.RunIdConflict):
+        await client.run("tests.flows.fan_out", 1, id="taken")
+    assert [r.workflow for r in await client.list_runs()] == ["tests.flows.Sequence3"]
+    assert await first.result(timeout=10) == 4
+
+
+async def test_a_child_whose_id_is_held_by_another_workflow_fails_with_the_conflict(client: cairn.Client) -> None:
+    await client.start(flows.Sequence3, 1, id="kid")
+    result = await client.run(flows.child_with_taken_id, "kid", timeout=10)
+    assert result == "conflict: tests.flows.Sequence3 holds kid"

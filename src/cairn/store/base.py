@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import concurrent.futures
 import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -131,9 +132,40 @@ class Database(abc.ABC):
     def __init__(self) -> None:
         self._keyed: dict[str, list[Listener]] = {}
         self._lock = threading.Lock()
+        self._opening: concurrent.futures.Future[None] | None = None
+        """The one open under way or done; every caller waits for it (from whichever loop)."""
+
+    async def open(self) -> None:
+        """Connect and migrate, once, however many callers ask at once: a client's first use is
+        often a burst of concurrent calls, and none may see the database before it is migrated."""
+        opening = self._opening
+        if opening is not None and opening.done() and opening.exception() is None:
+            return
+        with self._lock:
+            opening = self._opening
+            mine = opening is None
+            if opening is None:
+                opening = self._opening = concurrent.futures.Future()
+        if not mine:
+            await asyncio.wrap_future(opening)
+            return
+        try:
+            await self._open()
+        except BaseException as exc:
+            with self._lock:
+                self._opening = None  # the next caller tries again
+            opening.set_exception(exc)
+            raise
+        opening.set_result(None)
 
     @abc.abstractmethod
-    async def open(self) -> None: ...
+    async def _open(self) -> None:
+        """Connect and apply pending migrations; called once by `open`."""
+
+    def _closed(self) -> None:
+        """After `close`: a later use opens the database again."""
+        with self._lock:
+            self._opening = None
 
     def is_conflict(self, exc: Exception) -> bool:
         """Whether `exc` is a transaction conflict (a deadlock) that running its parts apart avoids."""

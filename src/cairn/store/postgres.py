@@ -271,9 +271,7 @@ class PostgresDatabase(Database):
         self._origin = uuid.uuid4().hex[:12]
         """Tags our notifications: we dispatch them in-process at commit, so their echo is skipped."""
 
-    async def open(self) -> None:
-        if self._pool is not None:
-            return
+    async def _open(self) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(self._pool_size, thread_name_prefix="cairn-pg")
         self._pool = ConnectionPool(
             self.url,
@@ -379,10 +377,10 @@ class PostgresDatabase(Database):
         if self._executor is not None:
             self._executor.shutdown(wait=False)
             self._executor = None
+        self._closed()
 
     async def transaction(self, fn: Callable[[Tx], T], write: bool = True, rerunnable: bool = False) -> T:
-        if self._pool is None:
-            await self.open()
+        await self.open()
         loop = asyncio.get_running_loop()
         if rerunnable and loop is self._aloop:
             done = await self._in_loop(fn)

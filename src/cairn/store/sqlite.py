@@ -87,9 +87,7 @@ class SqliteDatabase(Database):
         self._watcher: threading.Thread | None = None
         self._stop_watching = threading.Event()
 
-    async def open(self) -> None:
-        if self._executor is not None:
-            return
+    async def _open(self) -> None:
         executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cairn-sqlite")
         try:
             await asyncio.get_running_loop().run_in_executor(executor, self._connect)
@@ -170,10 +168,10 @@ class SqliteDatabase(Database):
         if conn is not None:
             await asyncio.get_running_loop().run_in_executor(executor, conn.close)
         executor.shutdown(wait=True)
+        self._closed()
 
     async def transaction(self, fn: Callable[[Tx], T], write: bool = True, rerunnable: bool = False) -> T:
-        if self._executor is None:
-            await self.open()
+        await self.open()
         if self._executor is None:
             raise ConnectionError(f"SQLite database {self.path} is closed")
         result, notes = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn, write)
