@@ -29,6 +29,25 @@ class RunNotFound(CairnError, LookupError):
     """No run has the given id."""
 
 
+class RunIdConflict(CairnError):
+    """A start named a run id that a run of another workflow holds: nothing was started.
+
+    Starting an id that a run of the *same* workflow holds is an idempotent start (that run is
+    returned); an id names one run, of one workflow, forever."""
+
+    def __init__(self, run_id: str, existing: str, requested: str) -> None:
+        self.run_id = run_id
+        self.existing = existing
+        self.requested = requested
+        super().__init__(
+            f"run id {run_id!r} is held by a run of workflow {existing!r}; it cannot name a run of "
+            f"{requested!r}. Choose another id (or let Cairn make one)."
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.run_id, self.existing, self.requested))
+
+
 class NonDeterminismError(CairnError):
     """A replay scheduled a different step than the journal recorded at that position."""
 

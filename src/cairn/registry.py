@@ -69,18 +69,31 @@ class WorkflowDef:
         return f"{self.target.__module__}.{self.target.__qualname__}"
 
     def input_schema(self) -> dict[str, Any]:
-        """JSON schema of the input, for `GET /api/workflows` and the CLI."""
+        """JSON schema of the input (for `GET /api/workflows`, the CLI, and starting by name where
+        the code is not imported). `properties` follow the signature's order, which JSON objects
+        do not promise to keep, so the order (and each parameter's kind) is also given explicitly
+        under "x-cairn-parameters": a start by name binds positional arguments by it."""
         from pydantic import create_model
 
         fields: dict[str, Any] = {}
+        order: list[dict[str, str]] = []
         for name, p in self.signature.public.parameters.items():
             hint = self.signature.hints.get(name, Any)
-            fields[name] = (hint, ... if p.default is inspect.Parameter.empty else p.default)
+            default: Any
+            if p.kind is inspect.Parameter.VAR_POSITIONAL:
+                hint, default = list[hint], []  # type: ignore[valid-type]
+            elif p.kind is inspect.Parameter.VAR_KEYWORD:
+                hint, default = dict[str, hint], {}  # type: ignore[valid-type]
+            else:
+                default = ... if p.default is inspect.Parameter.empty else p.default
+            fields[name] = (hint, default)
+            order.append({"name": name, "kind": p.kind.name.lower()})
         try:
             schema: dict[str, Any] = create_model(f"{self.name}Input", **fields).model_json_schema()
-            return schema
         except Exception:  # a type pydantic cannot describe: still usable, just unschemed
-            return {"type": "object"}
+            schema = {"type": "object"}
+        schema["x-cairn-parameters"] = order
+        return schema
 
 
 Definition = ActionDef | WorkflowDef

@@ -250,13 +250,31 @@ def _short(exc: pydantic.ValidationError) -> str:
 
 
 def error_to_json(exc: BaseException) -> Json:
-    """What is kept of an exception: its type, message and traceback text."""
-    return {
+    """What is kept of an exception: its type, message and traceback text, and the arguments it
+    was made with when they are not just the message (so that `RunIdConflict` or an exception of
+    the user's with fields of its own comes back whole)."""
+    data: dict[str, Json] = {
         "type": type(exc).__qualname__,
         "module": type(exc).__module__,
         "message": str(exc),
         "traceback": _format_traceback(exc),
     }
+    args = _constructor_args(exc)
+    if args is not None and args != [data["message"]]:
+        data["args"] = args
+    return data
+
+
+def _constructor_args(exc: BaseException) -> list[Json] | None:
+    """The JSON-plain arguments that re-create `exc` (as pickle would call its type), or None."""
+    try:
+        reduced = exc.__reduce__()
+        if not (isinstance(reduced, tuple) and len(reduced) >= 2 and reduced[0] is type(exc)):
+            return None
+        args = pydantic_core.to_jsonable_python(list(reduced[1]))
+    except Exception:
+        return None
+    return args if isinstance(args, list) else None
 
 
 def _format_traceback(exc: BaseException) -> str:
@@ -282,9 +300,10 @@ def error_from_json(data: Json) -> BaseException:
     message = str(data.get("message", ""))
     tb = str(data.get("traceback", ""))
     exc: BaseException
+    args = data.get("args")
     if isinstance(cls, type) and issubclass(cls, Exception):
         try:
-            exc = cls(message)
+            exc = cls(*args) if isinstance(args, list) else cls(message)
         except Exception:
             exc = cls.__new__(cls)
             exc.args = (message,)

@@ -7,7 +7,7 @@ import threading
 import uuid
 from typing import Any
 
-from cairn.errors import RunNotFound, SerializationError, UnknownWorkflowError
+from cairn.errors import RunIdConflict, RunNotFound, SerializationError, UnknownWorkflowError
 from cairn.registry import WorkflowDef, registry
 from cairn.serialization import dumps, to_jsonable
 from cairn.store.open import open_store, resolve_url
@@ -32,7 +32,8 @@ class Client:
     async def start(
         self, workflow: Any, /, *args: Any, id: str | None = None, queue: str | None = None, **kwargs: Any
     ) -> RunHandle:
-        """Start a run; with an `id` that exists already, return that run and start nothing."""
+        """Start a run; with an `id` that exists already, return that run and start nothing
+        (`handle.created` is then False). RunIdConflict when the id names a run of another workflow."""
         handle, _created = await self._start(workflow, args, kwargs, id, queue)
         return handle
 
@@ -53,7 +54,13 @@ class Client:
             name, default_queue, version = info.name, info.queue, None
         _check_run_id(run_id)
         row, created = await self.store.insert_run(run_id, name, encoded, queue or default_queue, code_version=version)
-        return RunHandle(self, row.id), created
+        if not created and row.workflow != name:
+            raise RunIdConflict(run_id, row.workflow, name)
+        handle = RunHandle(self, row.id)
+        handle.created = created
+        if not created:
+            handle.input_differs = row.input != encoded
+        return handle, created
 
     async def run(
         self,
@@ -117,25 +124,65 @@ def _local_definition(workflow: Any) -> WorkflowDef | None:
     raise TypeError(f"expected a @workflow class, function or registered name, got {workflow!r}")
 
 
+_POSITIONAL = ("positional_only", "positional_or_keyword")
+
+
 def _encode_by_schema(info: WorkflowInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """Bind arguments by the parameter order of the registered input schema (no code needed here)."""
+    """Bind arguments as the workflow's signature would, from the schema its workers registered
+    (the code need not be importable here), and check them against it before anything is written."""
     schema = json.loads(info.input_schema)
-    params = list(schema.get("properties", {}))
-    if len(args) > len(params):
-        raise TypeError(f"{info.name} takes {len(params)} arguments ({', '.join(params)}), got {len(args)}")
-    bound = dict(zip(params, args, strict=False))
+    params: list[dict[str, str]] | None = schema.get("x-cairn-parameters")
+    if params is None:  # registered by a worker of an older version, which kept no order
+        if len(args) > 1:
+            raise TypeError(
+                f"{info.name} was registered by an older Cairn worker, which did not record the order of its "
+                "parameters; pass the arguments by name (a JSON object), or restart its workers to register it again"
+            )
+        params = [{"name": name, "kind": "positional_or_keyword"} for name in schema.get("properties", {})]
+    positional = [p["name"] for p in params if p["kind"] in _POSITIONAL]
+    kinds = {p["name"]: p["kind"] for p in params}
+    var_args = next((p["name"] for p in params if p["kind"] == "var_positional"), None)
+    var_kwargs = next((p["name"] for p in params if p["kind"] == "var_keyword"), None)
+    takes = ", ".join(p["name"] for p in params) or "no arguments"
+    if len(args) > len(positional) and var_args is None:
+        raise TypeError(
+            f"{info.name} takes {len(positional)} positional arguments ({takes}), got {len(args)}: {list(args)!r}"
+        )
+    bound: dict[str, Any] = dict(zip(positional, args, strict=False))
+    if var_args is not None:
+        bound[var_args] = list(args[len(positional) :])
     for key, value in kwargs.items():
-        if key not in params:
-            raise TypeError(f"{info.name} got an unexpected argument {key!r}; it takes {', '.join(params)}")
+        kind = kinds.get(key)
+        if kind is None or kind in ("positional_only", "var_positional", "var_keyword"):
+            if var_kwargs is None:
+                raise TypeError(f"{info.name} got an unexpected argument {key!r}; it takes {takes}")
+            bound.setdefault(var_kwargs, {})[key] = value
+            continue
         if key in bound:
             raise TypeError(f"{info.name} got multiple values for argument {key!r}")
         bound[key] = value
     missing = [p for p in schema.get("required", []) if p not in bound]
     if missing:
         raise TypeError(f"{info.name} is missing required arguments: {', '.join(missing)}")
-    return dumps(
-        {k: to_jsonable(v, f"argument {k!r} of {info.name}") for k, v in bound.items()}, f"arguments of {info.name}"
-    )
+    data = {k: to_jsonable(v, f"argument {k!r} of {info.name}") for k, v in bound.items()}
+    _check_against(schema, data, info.name)
+    return dumps(data, f"arguments of {info.name}")
+
+
+def _check_against(schema: dict[str, Any], data: dict[str, Any], workflow: str) -> None:
+    """The arguments' types checked against the registered JSON schema, naming the first bad one."""
+    import jsonschema
+
+    try:
+        validator = jsonschema.Draft202012Validator(schema)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    except jsonschema.exceptions.SchemaError:
+        return  # a schema we cannot read checks nothing; the worker validates against the code
+    if error is None:
+        return
+    where = next(iter(error.absolute_path), None)
+    what = f"argument {where!r}" if where is not None else "the arguments"
+    raise SerializationError(f"{what} of {workflow} does not match its schema: {error.message}")
 
 
 def _check_run_id(run_id: str) -> None:

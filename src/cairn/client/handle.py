@@ -46,6 +46,11 @@ class RunHandle:
     def __init__(self, client: Client, run_id: str) -> None:
         self.client = client
         self.id = run_id
+        self.created: bool | None = None
+        """From `start`: whether this call created the run (False: the id named an existing run,
+        which was returned and nothing was started). None for a handle from `get`."""
+        self.input_differs = False
+        """From a `start` that found the run: whether that run was started with other input."""
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.id}>"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -20,7 +21,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-from cairn.registry import Registry, registry
+from cairn.registry import Registry, WorkflowDef, registry
 from cairn.store.base import WORK, call_soon_here
 from cairn.store.open import open_store
 from cairn.store.protocol import ActionClaim, RunClaim, WorkerInfo, WorkflowInfo
@@ -378,7 +379,6 @@ class Slots:
         self.free += 1
 
 
-def _schema(w: Any) -> str:
-    import json
-
-    return json.dumps(w.input_schema(), sort_keys=True)
+def _schema(w: WorkflowDef) -> str:
+    """The input schema as stored: its keys in the order given (parameters in signature order)."""
+    return json.dumps(w.input_schema())
