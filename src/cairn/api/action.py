@@ -18,6 +18,7 @@ from mountaineer_di import DependencyResolver
 
 from cairn.engine.runtime import current_runtime, thread_bridge
 from cairn.errors import NotInWorkflow
+from cairn.names import check_name
 from cairn.policies import BackoffPolicy, RetryPolicy, seconds
 from cairn.registry import ActionDef, registry
 from cairn.serialization import Signature
@@ -221,7 +222,8 @@ def action(
             raise TypeError(f"{f.defn.id} is already an action; apply @action once")
         if not callable(f):
             raise TypeError(f"@action needs a function, got {f!r}")
-        action_id = id or f"{f.__module__}.{f.__qualname__}"
+        action_id = check_name(id or f"{f.__module__}.{f.__qualname__}", "action id")
+        check_name(queue, f"queue of action {action_id}")
         defn = ActionDef(
             id=action_id,
             fn=f,

@@ -18,6 +18,7 @@ from typing import Any
 from cairn.api.workflow import ChildCall, derive_id, resolve_workflow
 from cairn.engine.runtime import ActionContext, action_context, current_runtime, require_runtime, thread_bridge
 from cairn.errors import NotInWorkflow
+from cairn.names import check_name
 from cairn.policies import seconds
 from cairn.serialization import dumps
 from cairn.types import StepKind
@@ -66,6 +67,7 @@ def sleep(duration: float | timedelta) -> Any:
 def wait_for_signal(name: str, timeout: float | timedelta | None = None) -> Any:
     """Wait durably for a signal sent to this run; returns its payload. TimeoutError on timeout."""
     rt = require_runtime("cairn.wait_for_signal")
+    check_name(name, "signal name")
     limit = seconds(timeout, "signal timeout")
 
     async def wait() -> Any:
@@ -77,6 +79,8 @@ def wait_for_signal(name: str, timeout: float | timedelta | None = None) -> Any:
 
 def send_signal(run_id: str, name: str, payload: Any = None) -> Any:
     """Send a signal to another run: recorded as a step inside a workflow, direct outside one."""
+    check_name(run_id, "run id")
+    check_name(name, "signal name")
     rt = current_runtime()
     if rt is not None:
         rt.send_signal(run_id, name, payload)
@@ -93,6 +97,8 @@ async def _done() -> None:
 def child(wf: Any, *args: Any, id: str | None = None, **kwargs: Any) -> Any:
     """Start a child workflow and wait durably for its result."""
     require_runtime("cairn.child")
+    if id is not None:
+        check_name(id, "child run id")
     return _durable(ChildCall(resolve_workflow(wf), args, kwargs, id))
 
 
@@ -109,6 +115,8 @@ class ChildHandle:
 def start_child(wf: Any, *args: Any, id: str | None = None, **kwargs: Any) -> ChildHandle:
     """Start a child workflow without waiting for it; returns its handle."""
     rt = require_runtime("cairn.start_child")
+    if id is not None:
+        check_name(id, "child run id")
     defn = resolve_workflow(wf)
     encoded = defn.signature.encode_args(args, kwargs)
     child_id = id or derive_id(defn, args, kwargs) or f"{rt.run_id}:{rt.next_seq}"
@@ -141,8 +149,7 @@ class _Memory:
         raise NotInWorkflow("cairn.memory is available inside workflows and actions; from outside use handle.memory()")
 
     def add(self, key: str, value: Any) -> None:
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"memory keys are non-empty strings, got {key!r}")
+        check_name(key, "memory key")
         self._target().memory_add(key, value)
 
     def get(self, key: str, default: Any = None) -> Any:

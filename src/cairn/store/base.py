@@ -167,9 +167,12 @@ class Database(abc.ABC):
         with self._lock:
             self._opening = None
 
-    def is_conflict(self, exc: Exception) -> bool:
-        """Whether `exc` is a transaction conflict (a deadlock) that running its parts apart avoids."""
-        return False
+    def refused(self, exc: Exception) -> bool:
+        """Whether `exc` says the transaction was refused, so surely not applied: by the database (a
+        check, a constraint, a value it cannot store, a deadlock) or by the code that built it.
+        Then its parts may run again apart, and only the part at fault fails. False when the
+        outcome is unknown (the connection dropped at COMMIT) or the database is unavailable."""
+        return not isinstance(exc, OSError | ConnectionError | TimeoutError)
 
     @property
     def notifies_across_processes(self) -> bool:

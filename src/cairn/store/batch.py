@@ -6,10 +6,11 @@ that arrives while transactions are in flight queues up and goes together in the
 a piece of work goes at once, so latency is unchanged when things are quiet. A few transactions may
 be in flight at once: while one waits on the database, the next batch is built and sent.
 
-Each piece keeps its own outcome. When the shared transaction is refused by one piece (a run's lease
-fence, `CairnError`) or by a conflict, it rolls back whole and every piece runs again in a
-transaction of its own, so only the piece at fault fails. Any other error (the database is gone, or
-a COMMIT whose outcome is unknown) is every piece's error: running them again could apply one twice.
+Each piece keeps its own outcome. When the shared transaction is refused (`Database.refused`: a
+run's lease fence, a conflict, a value the database cannot store, a bug in one piece), it rolls back
+whole and every piece runs again in a transaction of its own, so only the piece at fault fails and
+one bad run never fails or slows its batch-mates. Any other error (the database is gone, or a COMMIT
+whose outcome is unknown) is every piece's error: running them again could apply one twice.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from cairn.errors import CairnError
 from cairn.store.base import Database, Tx
 
 T = TypeVar("T")
@@ -75,13 +75,12 @@ class TxBatcher:
         if len(batch) > 1:
             try:
                 values = await self._db.transaction(lambda tx: [_piece(tx, work) for work, _ in batch], rerunnable=True)
-            except CairnError:
-                pass  # one piece refused: run each apart below
             except Exception as exc:
-                if not self._db.is_conflict(exc):
+                if not self._db.refused(exc):
                     for _, done in batch:
                         _settle(done, None, exc)
                     return
+                # refused, so applied in nothing: each piece runs apart below
             else:
                 for (_, done), value in zip(batch, values, strict=True):
                     _settle(done, value, None)

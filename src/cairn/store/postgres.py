@@ -32,6 +32,9 @@ _MIGRATION_LOCK = 7_311_482_019
 
 ANY_ORIGIN = "*"
 """The origin of a notification the server itself sends; every process, the committer's included, handles it."""
+_UNAVAILABLE = ("08", "53", "57", "58", "XX")
+"""SQLSTATE classes of a connection lost, resources exhausted, the server shutting down or failing:
+what they interrupted may have been applied, and running it again apart would not help."""
 EXPECTATION_FAILED = "CA001"
 """The SQLSTATE `cairn_expect()` raises (migration 0004)."""
 
@@ -314,8 +317,14 @@ class PostgresDatabase(Database):
         # Wait (briefly) until LISTEN is in place, so waiters can rely on notifications from the start.
         await loop.run_in_executor(self._executor, self._listening.wait, 5.0)
 
-    def is_conflict(self, exc: Exception) -> bool:
-        return isinstance(exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure)
+    def refused(self, exc: Exception) -> bool:
+        if isinstance(exc, PoolTimeout | psycopg.InterfaceError):
+            return False
+        if isinstance(exc, psycopg.Error):
+            if exc.sqlstate is None:  # refused by psycopg before sending (a NUL in text), or no answer
+                return not isinstance(exc, psycopg.OperationalError)
+            return exc.sqlstate[:2] not in _UNAVAILABLE
+        return super().refused(exc)
 
     @property
     def notifies_across_processes(self) -> bool:

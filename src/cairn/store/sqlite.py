@@ -156,6 +156,13 @@ class SqliteDatabase(Database):
         finally:
             conn.close()
 
+    def refused(self, exc: Exception) -> bool:
+        # Every failed transaction was rolled back; a lock held by another process past the busy
+        # timeout is the one failure that running the parts apart would only repeat.
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            return False
+        return super().refused(exc)
+
     async def close(self) -> None:
         watcher, self._watcher = self._watcher, None
         if watcher is not None:

@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from cairn.engine.instance import WorkflowInstance
 from cairn.engine.runtime import Resolution
-from cairn.errors import LeaseLost
+from cairn.errors import CairnError, LeaseLost
 from cairn.registry import Registry
 from cairn.serialization import dumps, error_to_json
 from cairn.store.protocol import ActionClaim, ActivationResult, Commit, Completion, NewStep, RunClaim, RunRow
@@ -297,6 +297,14 @@ class Runner:
             log.info("run %s: lease moved before commit; another worker or a control operation continues it", run.id)
             self._abandon(inst, births)
             return False
+        except Exception as exc:
+            self._abandon(inst, births)
+            if not self._store.refused(exc):
+                raise
+            # The database refused what this run decided (a value it cannot store): the run fails,
+            # visibly and once, instead of being claimed and refused again forever.
+            await self._fail_refused(run, token, exc, insert)
+            return False
         except BaseException:
             self._abandon(inst, births)
             raise
@@ -314,6 +322,21 @@ class Runner:
                 ActionClaim(run.id, step.seq, step.name, step.args or "{}", 1, step.options, step.queue), memory
             )
         return True
+
+    async def _fail_refused(self, run: RunRow, token: int, exc: Exception, insert: Mapping[str, Any] | None) -> None:
+        reason = CairnError(
+            f"the database refused to record the progress of run {run.id} ({type(exc).__name__}: {exc}); "
+            "the run is failed rather than retried forever. Check the values it stores (memory keys, signal "
+            "names, ids) and retry it once fixed"
+        )
+        log.error("run %s failed: %s", run.id, reason)
+        failed = ActivationResult(
+            status=RunStatus.FAILED, error=dumps(error_to_json(reason)), counts_as_activation=False
+        )
+        try:
+            await self._store.commit_activation(Commit(run, token, failed, now=self.now(), insert=insert))
+        except Exception:
+            log.exception("run %s: recording its failure was refused as well", run.id)
 
     def _abandon(self, inst: WorkflowInstance | None, births: Sequence[NewStep]) -> None:
         if inst is not None:

@@ -1,0 +1,87 @@
+"""One bad run never hurts the others: a value the database cannot store is refused at the door
+with a clear error, or fails only its own run, once and visibly; a grouped commit that the database
+refuses for one run applies every other run's part; lookups of such values answer "not found"."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+import cairn
+from cairn import RunStatus
+from cairn.store.protocol import ActivationResult, Commit, NewStep
+from cairn.types import StepKind
+from tests import flows
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_a_poisoned_run_beside_thirty_ordinary_ones(client: cairn.Client, db_url: str) -> None:
+    async with cairn.Worker(client, poll_interval=0.1):
+        began = time.monotonic()
+        poisoned = [
+            await client.start(flows.nul_memory_key),
+            await client.start(flows.nul_signal_name),
+            await client.start(flows.nul_memory_key_from_action),
+            await client.start(flows.nul_past_the_door),
+        ]
+        ordinary = await asyncio.gather(*(client.start(flows.Sequence3, i) for i in range(30)))
+        assert await asyncio.gather(*(h.result(timeout=20) for h in ordinary)) == [i + 3 for i in range(30)]
+        assert time.monotonic() - began < 15
+        for handle in poisoned[:3]:
+            with pytest.raises(ValueError, match=r"contains a NUL byte, which cannot be stored"):
+                await handle.result(timeout=20)
+        if db_url.startswith("postgresql"):
+            with pytest.raises(cairn.CairnError, match=r"the database refused to record the progress of run"):
+                await poisoned[3].result(timeout=20)
+        else:
+            assert await poisoned[3].result(timeout=20) == "stored"  # SQLite's text holds NUL bytes
+    for handle in poisoned:  # failed once, not claimed and refused again and again
+        kinds = [e.kind for e in await handle.events()]
+        assert kinds.count("failed") <= 1 and len(kinds) < 12, kinds
+
+
+async def test_a_refused_piece_never_fails_its_batch_mates(client: cairn.Client) -> None:
+    """Eight activation commits go to the store at once (grouped into shared transactions); one
+    inserts a step twice, which the database refuses. The seven others land."""
+    runs = [
+        (await client.store.insert_run(f"b{i}", "tests.flows.Sequence3", '{"x":1}', "default"))[0] for i in range(8)
+    ]
+
+    def commit(i: int) -> Commit:
+        step = NewStep(1, StepKind.ACTION, "tests.flows.add_one", '{"x":1}')
+        steps = [step, step] if i == 5 else [step]  # run b5's commit is refused
+        return Commit(runs[i], 0, ActivationResult(new_steps=steps), now=time.time())
+
+    outcomes = await asyncio.gather(
+        *(client.store.commit_activation(commit(i)) for i in range(8)), return_exceptions=True
+    )
+    assert [i for i, o in enumerate(outcomes) if isinstance(o, Exception)] == [5]
+    for i, run in enumerate(runs):
+        steps = await client.store.list_steps(run.id)
+        assert len(steps) == (0 if i == 5 else 1)
+
+
+async def test_lookups_and_starts_with_nul_bytes_answer_clearly(client: cairn.Client) -> None:
+    with pytest.raises(cairn.RunNotFound):
+        await client.get("a\x00b").status()
+    with pytest.raises(cairn.RunNotFound):
+        await client.get("a\x00b").cancel()
+    with pytest.raises(cairn.RunNotFound):
+        await client.get("a\x00b").signal("go")
+    handle = await client.start(flows.Approval, "o-1")
+    with pytest.raises(ValueError, match=r"signal name 'a\\x00b' contains a NUL byte"):
+        await handle.signal("a\x00b")
+    assert await client.list_runs(workflow="tests.flows.Sequence3\x00") == []
+    with pytest.raises(ValueError, match=r"queue name"):
+        await client.start(flows.Sequence3, 1, queue="q\x00")
+    with pytest.raises(ValueError, match=r"run id"):
+        await client.start(flows.Sequence3, 1, id="r\x00")
+    with pytest.raises(ValueError, match=r"workflow name"):
+        await client.start("tests.flows.Nope\x00", 1)
+    assert [r.id for r in await client.list_runs()] == [handle.id]
+    assert json.loads((await handle.describe()).input) == {"order": "o-1"}
+    assert await handle.status() in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
