@@ -440,3 +440,58 @@ async def child_with_taken_id(child_id: str) -> str:
     except cairn.RunIdConflict as exc:
         return f"conflict: {exc.existing} holds {exc.run_id}"
     return "started"
+
+
+# --- values a database cannot store (issue 14) -----------------------------------------------
+
+
+@workflow
+async def nul_memory_key() -> str:
+    cairn.memory.add(key="bad\x00key", value=1)
+    return "stored"
+
+
+@workflow
+async def nul_signal_name() -> Any:
+    return await cairn.wait_for_signal("bad\x00name")
+
+
+@action
+def nul_memory_key_in_action() -> None:
+    cairn.memory.add(key="bad\x00key", value=1)
+
+
+@workflow
+async def nul_memory_key_from_action() -> str:
+    await nul_memory_key_in_action()
+    return "stored"
+
+
+@workflow
+async def nul_past_the_door() -> str:
+    """Fault injection: a NUL key that skips the door's check (as a bug in Cairn might), so the
+    database itself refuses the run's commit (PostgreSQL; SQLite stores it)."""
+    from cairn.engine.runtime import require_runtime
+
+    require_runtime("test").memory_add("bad\x00key", 1)
+    await add_one(1)
+    return "stored"
+
+
+@workflow
+async def add_then_wait(x: int) -> int:
+    a = await add_one(x)
+    await cairn.wait_for_signal("go")
+    return a
+
+
+@action(id="tests.elsewhere.enrich")
+async def enrich(x: int) -> int:
+    return x * 100
+
+
+@workflow
+async def needs_elsewhere(x: int) -> int:
+    """Its second step needs an action that the test's first worker does not have."""
+    a = await add_one(x)
+    return await enrich(a)

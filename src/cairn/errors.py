@@ -67,6 +67,28 @@ class NonDeterminismError(CairnError):
         return (type(self), (self.run_id, self.step, self.recorded, self.attempted))
 
 
+class JournalCorrupted(CairnError):
+    """A value recorded in a run's journal does not decode: the row was changed outside Cairn, or the
+    type it must decode to changed since it was recorded. The run pauses (it is not the workflow
+    code's doing, so never a NonDeterminismError); fix the row or the type, then retry."""
+
+    def __init__(self, run_id: str, step: int | None, stored: str | None, why: str) -> None:
+        self.run_id = run_id
+        self.step = step
+        self.stored = stored
+        self.why = why
+        where = f"step {step}" if step is not None else "its outcome"
+        shown = stored if stored is None or len(stored) <= 200 else stored[:200] + "..."
+        super().__init__(
+            f"the journal of run {run_id!r} is corrupted at {where}: the stored value {shown!r} {why}. "
+            "The row was changed outside Cairn, or the type it decodes to changed since it was recorded; "
+            "fix or restore it, then retry the run."
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.run_id, self.step, self.stored, self.why))
+
+
 class WorkflowSandboxError(CairnError):
     """Workflow code touched real time, I/O, threads or processes; that belongs in an action."""
 

@@ -288,16 +288,38 @@ def _format_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(exc))
 
 
+_NEVER_RECORDED = ("NonDeterminismError", "JournalCorrupted", "LeaseLost", "CompletionLost")
+"""Cairn's own errors that no action or child run ends with: a step record naming one is forged."""
+
+
+def decode_error(text: str | None) -> BaseException:
+    """The exception a step or run recorded (see `error_from_json`); ValueError saying why, when the
+    record is not one Cairn could have written."""
+    try:
+        data = json.loads(text or "{}")
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"is not JSON ({exc.msg} at char {exc.pos})") from None
+    return error_from_json(data)
+
+
 def error_from_json(data: Json) -> BaseException:
     """Re-create the original exception type where this process has it imported, else ActionError.
 
-    Only modules already in sys.modules are consulted: stored data never triggers an import.
+    Only modules already in sys.modules are consulted: stored data never triggers an import. A record
+    of another shape, or naming something that is not an exception type, is a ValueError saying why.
     """
-    module = sys.modules.get(str(data.get("module", "")))
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str) or not isinstance(data.get("message"), str):
+        raise ValueError("is not an error record (a JSON object with a 'type' and a 'message' string)")
+    module_name = str(data.get("module", ""))
+    module = sys.modules.get(module_name)
     cls: Any = module
-    for part in str(data.get("type", "")).split("."):
+    for part in data["type"].split("."):
         cls = getattr(cls, part, None)
-    message = str(data.get("message", ""))
+    if module_name.startswith("cairn") and data["type"] in _NEVER_RECORDED:
+        raise ValueError(f"names Cairn's own {data['type']}, which no action or child run ends with")
+    if cls is not None and not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        raise ValueError(f"names {module_name}.{data['type']}, which is not an exception type")
+    message = data["message"]
     tb = str(data.get("traceback", ""))
     exc: BaseException
     args = data.get("args")

@@ -429,12 +429,16 @@ def runs(status: str | None, workflow: str | None, limit: int, db: str | None, a
     async def body(client: cairn.Client) -> None:
         rows = await client.list_runs(status=status, workflow=workflow, limit=limit)
         rows.sort(key=lambda r: r.created_at, reverse=True)
+        blocked = await client.unserved([r.id for r in rows if not r.status.is_terminal])
         if as_json:
-            echo_json([render.run_json(r) for r in rows])
+            echo_json([{**render.run_json(r), "blocked": blocked.get(r.id)} for r in rows])
         elif not rows:
             click.echo("no runs", err=True)
         else:
-            render.console().print(render.runs_table(rows, time.time()))
+            out = render.console()
+            out.print(render.runs_table(rows, time.time(), blocked))
+            if blocked:
+                out.print(render.blocked_note(blocked), end="")
 
     run(with_client(db, body))
 
@@ -453,15 +457,18 @@ def show(
 
     async def body(client: cairn.Client) -> None:
         handle = client.get(run_id)
-        row = await client.store.get_run(run_id)
-        if row is None:
-            raise Failure(f"no run with id {run_id!r} in {safe_url(client.url)}")
+        try:
+            row = await handle.describe()
+        except cairn.RunNotFound:
+            raise Failure(f"no run with id {run_id!r} in {safe_url(client.url)}") from None
         steps = await handle.steps()
+        blocked = await handle.diagnose()
         if as_json:
-            echo_json({"run": render.run_json(row), "steps": [render.step_json(s) for s in steps]})
+            run_json = {**render.run_json(row), "blocked": blocked}
+            echo_json({"run": run_json, "steps": [render.step_json(s) for s in steps]})
             return
         out = render.console()
-        out.print(render.run_header(row, time.time(), traceback=show_traceback))
+        out.print(render.run_header(row, time.time(), traceback=show_traceback, blocked=blocked))
         out.print()
         if steps:
             out.print(render.steps_table(steps))
@@ -492,10 +499,16 @@ def workers(db: str | None, as_json: bool) -> None:
         now = await client.store.now()
         if as_json:
             echo_json([render.worker_json(w, now) for w in found])
-        elif not found:
+            return
+        blocked = await client.unserved()
+        out = render.console()
+        if not found:
             click.echo("no workers", err=True)
         else:
-            render.console().print(render.workers_table(found, now))
+            out.print(render.workers_table(found, now))
+        if blocked:
+            out.print(f"{len(blocked)} runs with work due that no live worker can do:")
+            out.print(render.blocked_note(blocked), end="")
 
     run(with_client(db, body))
 

@@ -141,7 +141,9 @@ def run_duration(row: RunRow, now: float) -> str:
 # --- runs -------------------------------------------------------------------------------------
 
 
-def runs_table(rows: list[RunRow], now: float) -> Table:
+def runs_table(rows: list[RunRow], now: float, blocked: dict[str, str] | None = None) -> Table:
+    """Runs, one a line; a run that cannot progress (`blocked`: no live worker can do its work)
+    has its status marked with "!" and the reason in a note under the table."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("id", no_wrap=True, style="bold")
     table.add_column("workflow", overflow="fold")
@@ -149,11 +151,15 @@ def runs_table(rows: list[RunRow], now: float) -> Table:
     table.add_column("created", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
     table.add_column("activations", justify="right")
+    blocked = blocked or {}
     for row in rows:
+        status = run_status(row.status)
+        if row.id in blocked:
+            status.append(" !", style="bold yellow")
         table.add_row(
             Text(row.id),
             Text(row.workflow),
-            run_status(row.status),
+            status,
             Text(fmt_time(row.created_at)),
             Text(run_duration(row, now)),
             Text(str(row.activations)),
@@ -161,13 +167,28 @@ def runs_table(rows: list[RunRow], now: float) -> Table:
     return table
 
 
-def run_header(row: RunRow, now: float, traceback: bool = False) -> RenderableType:
+def blocked_note(blocked: dict[str, str], shown: int = 5) -> Text:
+    """Why the runs marked "!" cannot progress (the first few)."""
+    note = Text()
+    for run_id, reason in list(blocked.items())[:shown]:
+        note.append("! ", style="bold yellow")
+        note.append(f"{run_id}: {reason}\n")
+    if len(blocked) > shown:
+        note.append(f"! ... and {len(blocked) - shown} more (cairn show RUN says why)\n")
+    return note
+
+
+def run_header(row: RunRow, now: float, traceback: bool = False, blocked: str | None = None) -> RenderableType:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
     grid.add_row("run", Text(row.id))
     grid.add_row("workflow", Text(row.workflow))
     grid.add_row("status", run_status(row.status))
+    if blocked is not None:
+        grid.add_row("blocked", Text(blocked, style="bold yellow"))
+    if row.pause_reason is not None and row.status == RunStatus.PAUSED:
+        grid.add_row("paused", Text(row.pause_reason))
     grid.add_row("queue", Text(row.queue))
     if row.parent_id is not None:
         grid.add_row("parent", Text(f"{row.parent_id} (step {row.parent_seq})"))
@@ -338,4 +359,6 @@ def worker_json(w: WorkerInfo, now: float) -> dict[str, Any]:
         "started_at": w.started_at,
         "heartbeat_at": w.heartbeat_at,
         "heartbeat_age": round(max(0.0, now - w.heartbeat_at), 3),
+        "workflows": list(w.workflows),
+        "actions": list(w.actions),
     }

@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from cairn.errors import RunIdConflict, RunNotFound, SerializationError, UnknownWorkflowError
+from cairn.names import check_name, storable
 from cairn.registry import WorkflowDef, registry
 from cairn.serialization import dumps, to_jsonable
 from cairn.store.open import open_store, resolve_url
@@ -53,6 +54,8 @@ class Client:
             run_id = id or uuid.uuid4().hex
             name, default_queue, version = info.name, info.queue, None
         _check_run_id(run_id)
+        if queue is not None:
+            check_name(queue, "queue name")
         row, created = await self.store.insert_run(run_id, name, encoded, queue or default_queue, code_version=version)
         if not created and row.workflow != name:
             raise RunIdConflict(run_id, row.workflow, name)
@@ -95,12 +98,20 @@ class Client:
             workflow = defn.id if defn else str(workflow)
         if limit < 1 or limit > 10_000:
             raise ValueError(f"limit must be between 1 and 10000, got {limit}")
+        if workflow is not None and not storable(workflow):
+            return []  # no workflow can have such a name
         return await self.store.list_runs(status, workflow, limit)
+
+    async def unserved(self, run_ids: list[str] | None = None) -> dict[str, str]:
+        """Why each of these runs (default: each run with work due now) cannot progress, for those
+        that cannot: no live worker runs their workflow or an action they wait on."""
+        return await self.store.unserved(run_ids)
 
     async def list_workflows(self) -> list[WorkflowInfo]:
         return await self.store.list_workflows()
 
     async def _remote_definition(self, name: str) -> WorkflowInfo:
+        check_name(name, "workflow name")
         known = await self.store.list_workflows()
         for info in known:
             if info.name == name:
@@ -186,8 +197,7 @@ def _check_against(schema: dict[str, Any], data: dict[str, Any], workflow: str) 
 
 
 def _check_run_id(run_id: str) -> None:
-    if not isinstance(run_id, str) or not run_id or len(run_id) > 255 or "\x00" in run_id:
-        raise ValueError(f"run ids are 1-255 characters without NUL bytes, got {run_id!r}")
+    check_name(run_id, "run id")
 
 
 _default_clients: dict[str, Client] = {}

@@ -8,9 +8,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cairn.errors import RunNotFound, WorkflowCancelled
+from cairn.errors import JournalCorrupted, RunNotFound, WorkflowCancelled
+from cairn.names import check_name, storable
 from cairn.registry import registry
-from cairn.serialization import dumps, error_from_json, loads
+from cairn.serialization import decode_error, dumps, loads
 from cairn.store.base import call_soon_here
 from cairn.store.protocol import RunRow
 from cairn.types import Json, RunStatus, StepKind, StepStatus
@@ -61,11 +62,22 @@ class RunHandle:
     def __hash__(self) -> int:
         return hash((self.id, self.client.url))
 
+    def _stored_id(self) -> str:
+        """The id, when a run could have it (one with a NUL byte could never be stored)."""
+        if not storable(self.id):
+            raise RunNotFound(f"no run with id {self.id!r}: run ids never contain NUL bytes")
+        return self.id
+
     async def describe(self) -> RunRow:
-        row = await self.client.store.get_run(self.id)
+        row = await self.client.store.get_run(self.id) if storable(self.id) else None
         if row is None:
             raise RunNotFound(f"no run with id {self.id!r} in {_safe(self.client.url)}")
         return row
+
+    async def diagnose(self) -> str | None:
+        """Why the run cannot progress now (no live worker runs its workflow, or an action one of
+        its steps waits to start), or None. Such a run waits, cancellable, for a worker that can."""
+        return (await self.client.store.unserved([self.id])).get(self.id)
 
     async def status(self) -> RunStatus:
         return (await self.describe()).status
@@ -83,7 +95,11 @@ class RunHandle:
             return defn.signature.decode_result(value) if defn is not None else value
         if row.status == RunStatus.CANCELLED:
             raise WorkflowCancelled(f"run {self.id} was cancelled")
-        raise error_from_json(json.loads(row.error or "{}"))
+        try:
+            error = decode_error(row.error)
+        except ValueError as exc:
+            raise JournalCorrupted(self.id, None, row.error, str(exc)) from None
+        raise error
 
     async def _wait_terminal(self, timeout: float | None, pending: bool = False) -> RunRow:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -162,35 +178,36 @@ class RunHandle:
         return {k: json.loads(v) for k, v in (await self.client.store.get_memory(self.id)).items()}
 
     async def signal(self, name: str, payload: Any = None) -> None:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"signal names are non-empty strings, got {name!r}")
+        check_name(name, "signal name")
         text = dumps(payload, f"payload of signal {name!r}")
-        if not await self.client.store.send_signal(self.id, name, text):
+        if not storable(self.id) or not await self.client.store.send_signal(self.id, name, text):
             raise RunNotFound(f"no run with id {self.id!r}; the signal {name!r} was not sent")
 
     # --- control: each idempotent and safe to race; IllegalTransition when the status forbids it ---
 
     async def pause(self) -> RunStatus:
         """The run takes no new steps until `resume()`; a step in flight finishes and is recorded."""
-        return await self.client.store.pause(self.id)
+        return await self.client.store.pause(self._stored_id())
 
     async def resume(self) -> RunStatus:
         """Continue a paused run (one paused on an error retries the failed step)."""
-        return await self.client.store.resume(self.id)
+        return await self.client.store.resume(self._stored_id())
 
     async def cancel(self) -> RunStatus:
         """Stop the run and its children; pending actions are cancelled; result() raises WorkflowCancelled."""
-        return await self.client.store.cancel(self.id)
+        return await self.client.store.cancel(self._stored_id())
 
     kill = cancel
 
     async def retry(self) -> RunStatus:
         """Continue a failed run, or one paused on an error, from the failed step."""
-        return await self.client.store.retry(self.id)
+        return await self.client.store.retry(self._stored_id())
 
     async def fork(self, from_step: int, id: str | None = None) -> RunHandle:
         """A new run that reuses this run's journal up to step `from_step`, then continues on its own."""
-        return RunHandle(self.client, await self.client.store.fork(self.id, from_step, id))
+        if id is not None:
+            check_name(id, "run id of the fork")
+        return RunHandle(self.client, await self.client.store.fork(self._stored_id(), from_step, id))
 
     async def events(self) -> list[RunEvent]:
         """Every state change of the run, oldest first."""

@@ -58,6 +58,9 @@ class SyncRunHandle:
     def signal(self, name: str, payload: Any = None) -> None:
         self._bridge.run(self.inner.signal(name, payload))
 
+    def diagnose(self) -> str | None:
+        return self._bridge.run(self.inner.diagnose())
+
     def describe(self) -> RunRow:
         return self._bridge.run(self.inner.describe())
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from cairn.engine import sandbox
 from cairn.engine.runtime import Evicted, Resolution, Runtime, set_thread_runtime
-from cairn.errors import CairnError, SerializationError, WorkflowCancelled
+from cairn.errors import CairnError, NonDeterminismError, SerializationError, WorkflowCancelled
 from cairn.registry import WorkflowDef, instantiate
 from cairn.serialization import dumps, error_to_json, to_jsonable
 from cairn.store.protocol import ActivationResult, RunRow, StepRow
@@ -124,7 +124,8 @@ class WorkflowInstance:
             self.main = self.loop.create_task(self._main())
         for res in resolutions:
             rt.deliver(res)
-        self.loop.run_until_quiescent()
+        if rt.fatal is None:  # a record that does not decode: nothing more of the workflow runs
+            self.loop.run_until_quiescent()
         if self.main.done():
             self.finished = True
 
@@ -145,11 +146,12 @@ class WorkflowInstance:
         """The run pauses on its divergence, and nothing else of this activation is kept: what it
         delivered stays undelivered, so that after a fix and `retry` the next activation hands the
         same results to the new code (and the steps it would have scheduled are not recorded)."""
-        assert self.runtime.fatal is not None
+        fatal = self.runtime.fatal
+        assert fatal is not None
         return ActivationResult(
             status=RunStatus.PAUSED,
-            pause_reason="nondeterminism",
-            error=dumps(error_to_json(self.runtime.fatal)),
+            pause_reason="nondeterminism" if isinstance(fatal, NonDeterminismError) else "corrupt_journal",
+            error=dumps(error_to_json(fatal)),
             counts_as_activation=False,
         )
 

@@ -16,13 +16,15 @@ import random
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from cairn.engine.loop import DeterministicLoop, DurableTimerHandle
-from cairn.errors import NonDeterminismError, NotInWorkflow, SerializationError
-from cairn.serialization import dumps, error_from_json
+from cairn.errors import JournalCorrupted, NonDeterminismError, NotInWorkflow, SerializationError
+from cairn.serialization import decode_error, dumps
 from cairn.store.protocol import NewStep, StepRow
 from cairn.types import Json, StepKind, StepStatus
+
+T = TypeVar("T")
 
 
 class Evicted(BaseException):
@@ -158,9 +160,15 @@ class Runtime:
     # --- delivery --------------------------------------------------------------------------
 
     def deliver(self, resolution: Resolution) -> None:
+        """Hand a step's outcome to the workflow. A stored value that does not decode makes the run
+        pause with JournalCorrupted (its cause named), never the workflow see a wrong value."""
         if resolution.memory_writes:
-            for key, value in json.loads(resolution.memory_writes):
-                self.memory[key] = value
+            try:
+                writes = [(str(k), str(v)) for k, v in json.loads(resolution.memory_writes)]
+            except (ValueError, TypeError):
+                self._corrupted(resolution.seq, resolution.memory_writes, "is not a list of memory writes")
+                return
+            self.memory.update(writes)
         pending = self.pending.pop(resolution.seq, None)
         if pending is None:
             if resolution.seq >= self.next_seq:
@@ -176,13 +184,24 @@ class Runtime:
         if resolution.status == StepStatus.COMPLETED:
             try:
                 value = json.loads(resolution.result) if resolution.result is not None else None
+            except json.JSONDecodeError as exc:
+                self._corrupted(resolution.seq, resolution.result, f"is not JSON ({exc.msg} at char {exc.pos})")
+                return
+            try:
                 fut.set_result(pending.decode(value) if pending.decode else value)
             except SerializationError as exc:
-                fut.set_exception(exc)
+                self._corrupted(resolution.seq, resolution.result, f"does not decode to its type: {exc}")
         elif resolution.status == StepStatus.FAILED:
-            fut.set_exception(error_from_json(json.loads(resolution.error or "{}")))
+            try:
+                fut.set_exception(decode_error(resolution.error))
+            except ValueError as exc:
+                self._corrupted(resolution.seq, resolution.error, f"{exc}")
         else:
             fut.cancel()
+
+    def _corrupted(self, seq: int, stored: str | None, why: str) -> None:
+        if self.fatal is None:
+            self.fatal = JournalCorrupted(self.run_id, seq, stored, why)
 
     def _diverge_quietly(self, seq: int) -> None:
         rec = self.journal.get(seq)
@@ -194,16 +213,23 @@ class Runtime:
     # --- recorded values ------------------------------------------------------------------
 
     def now(self) -> float:
-        return float(json.loads(self.immediate(StepKind.RECORD, "now", None, lambda: dumps(self.loop.time())) or "0"))
+        return self._recorded("now", lambda: dumps(self.loop.time()), float)
 
     def random(self) -> float:
-        return float(
-            json.loads(self.immediate(StepKind.RECORD, "random", None, lambda: dumps(self._rng.random())) or "0")
-        )
+        return self._recorded("random", lambda: dumps(self._rng.random()), float)
 
     def uuid4_int(self) -> int:
-        text = self.immediate(StepKind.RECORD, "uuid4", None, lambda: dumps(str(self._rng.getrandbits(128))))
-        return int(json.loads(text or "0"))
+        return self._recorded("uuid4", lambda: dumps(str(self._rng.getrandbits(128))), int)
+
+    def _recorded(self, name: str, compute: Callable[[], str], kind: Callable[[Any], T]) -> T:
+        """A value recorded once (now, random, uuid4) and read back on replay."""
+        seq = self.next_seq
+        text = self.immediate(StepKind.RECORD, name, None, compute)
+        try:
+            return kind(json.loads(text or "null"))
+        except (ValueError, TypeError):
+            self._corrupted(seq, text, f"is not a recorded {name} value")
+            raise Evicted() from None
 
     def patched(self, change_id: str, deprecated: bool = False) -> bool:
         if change_id in self._patches:

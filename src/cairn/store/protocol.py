@@ -213,9 +213,30 @@ class WorkerInfo:
     host: str
     pid: int
     queues: str
+    """Comma-separated queue names, or "*" for all."""
     started_at: float
     heartbeat_at: float
     in_flight: int
+    workflows: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
+
+    def serves(self, kind: str, name: str, queue: str) -> bool:
+        """Whether this worker runs `name` (a "workflow" or an "action") on `queue`."""
+        names = self.workflows if kind == "workflow" else self.actions
+        return name in names and (self.queues == "*" or queue in self.queues.split(","))
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    """Something a run needs a worker for: its workflow (activations), or an action one of its steps
+    waits to start."""
+
+    run_id: str
+    kind: str
+    """"workflow" or "action"."""
+    name: str
+    queue: str
+    step: int | None
 
 
 @dataclass(frozen=True, slots=True)

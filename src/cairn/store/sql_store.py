@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+from cairn.names import storable
 from cairn.store import control, journal_tx
 from cairn.store.base import WORK, Database, Listener, Tx, run_row, step_row
 from cairn.store.batch import TxBatcher
@@ -17,6 +18,7 @@ from cairn.store.protocol import (
     ActionClaim,
     Commit,
     EventRow,
+    Need,
     RunClaim,
     RunRow,
     RunTaker,
@@ -47,6 +49,10 @@ class SqlStore:
 
     def subscribe_key(self, key: str, callback: Listener) -> Callable[[], None]:
         return self.db.subscribe_key(key, callback)
+
+    def refused(self, exc: Exception) -> bool:
+        """Whether a failed write was refused (surely not applied), not cut off (outcome unknown)."""
+        return self.db.refused(exc)
 
     async def now(self) -> float:
         return await self.db.transaction(lambda tx: tx.now(), write=False)
@@ -257,6 +263,8 @@ class SqlStore:
         held = sorted(runs)
         running = sorted(f"{run_id} {seq}" for run_id, seq in attempts)
 
+        serves = json.dumps({"workflows": list(info.workflows), "actions": list(info.actions)})
+
         def tx_fn(tx: Tx) -> None:
             now = tx.now()
             tx.execute(
@@ -269,6 +277,7 @@ class SqlStore:
                     "started_at": info.started_at,
                     "now": now,
                     "in_flight": info.in_flight,
+                    "serves": serves,
                 },
             )
             tx.execute("extend_run_leases", {"worker": info.id, "until": now + lease, "runs": held})  # runs, then steps
@@ -295,7 +304,41 @@ class SqlStore:
             return tx.all("list_workers", {"since": tx.now() - stale_after})
 
         rows = await self.db.transaction(tx_fn, write=False)
-        return [WorkerInfo(r[0], r[1], int(r[2]), r[3], float(r[4]), float(r[5]), int(r[6])) for r in rows]
+        workers = []
+        for r in rows:
+            serves = json.loads(r[7]) if r[7] else {}
+            workflows, actions = tuple(serves.get("workflows", ())), tuple(serves.get("actions", ()))
+            workers.append(
+                WorkerInfo(r[0], r[1], int(r[2]), r[3], float(r[4]), float(r[5]), int(r[6]), workflows, actions)
+            )
+        return workers
+
+    async def unserved(self, run_ids: Sequence[str] | None = None, limit: int = 1000) -> dict[str, str]:
+        """Why each of these runs (or, with None, each run with work due now) cannot progress: no
+        live worker serves its workflow, or an action one of its steps waits to start. Runs that
+        can progress are absent. Work is not lost meanwhile: it starts when such a worker appears."""
+        if run_ids is not None:
+            ids = [i for i in run_ids if storable(i)]
+            rows = await self.db.transaction(lambda tx: tx.all("needs_of_runs", {"run_ids": ids}), write=False)
+        else:
+            rows = await self.db.transaction(lambda tx: tx.all("due_needs", {"limit": limit}), write=False)
+        needs = sorted((Need(r[0], r[1], r[2], r[3], r[4]) for r in rows), key=lambda n: n.kind != "workflow")
+        if not needs:
+            return {}
+        workers = await self.list_workers()
+        out: dict[str, str] = {}
+        for need in needs:
+            if need.run_id not in out and not any(w.serves(need.kind, need.name, need.queue) for w in workers):
+                out[need.run_id] = _unserved_reason(need, workers)
+        return out
+
+    async def add_event(self, run_id: str, kind: str, **detail: Any) -> None:
+        """Append to a run's event list a finding that changes nothing else (e.g. work unserved)."""
+
+        def tx_fn(tx: Tx) -> None:
+            journal_tx.event(tx, run_id, kind, tx.now(), None, **detail)
+
+        await self.db.transaction(tx_fn)
 
     async def register_workflows(self, infos: Sequence[WorkflowInfo]) -> None:
         def tx_fn(tx: Tx) -> None:
@@ -359,6 +402,17 @@ def _load_runs(tx: Tx, now: float, rows: Sequence[tuple[Any, ...]], cached: dict
         )
         for run in runs
     ]
+
+
+def _unserved_reason(need: Need, workers: Sequence[WorkerInfo]) -> str:
+    what = f"workflow {need.name!r}" if need.kind == "workflow" else f"action {need.name!r} (step {need.step})"
+    live = "; ".join(
+        f"{w.id} serves {len(w.workflows)} workflows, {len(w.actions)} actions on queues {w.queues}" for w in workers
+    )
+    return (
+        f"no live worker runs {what} on queue {need.queue!r} (live workers: {live or 'none'}); it will go on "
+        f"when a worker that imports it starts (`cairn worker MODULE`), or cancel the run"
+    )
 
 
 def _lease_actions(

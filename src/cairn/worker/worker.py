@@ -21,6 +21,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
+from cairn.names import check_name
 from cairn.registry import Registry, WorkflowDef, registry
 from cairn.store.base import WORK, call_soon_here
 from cairn.store.open import open_store
@@ -64,7 +65,7 @@ class Worker:
         )
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.concurrency = concurrency
-        self.queues = list(queues) if queues else None
+        self.queues = [check_name(q, "queue name") for q in queues] if queues else None
         self.lease = lease
         # The safety poll. PostgreSQL wakes workers with NOTIFY, so it is only a backstop there.
         # SQLite's watcher wakes an idle worker when another process commits, but not one busy
@@ -92,6 +93,10 @@ class Worker:
         self._side: list[asyncio.Task[None]] = []
         self._unsubscribe: Any = None
         self._started_at = time.time()
+        self._serves: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+        """The workflows and actions this worker runs (read from the registry when it starts)."""
+        self._reported: dict[str, str] = {}
+        """Runs reported as unserved, with the reason (see `_report_unserved`)."""
         self.failure: BaseException | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -104,6 +109,7 @@ class Worker:
             call_soon_here(loop, self._wakeup.set)
 
         self._unsubscribe = self.store.subscribe_key(WORK, wake)
+        self._serves = (tuple(w.id for w in self.registry.workflows()), tuple(a.id for a in self.registry.actions()))
         self.store.takers.append(self)
         await self.store.register_workflows(
             [WorkflowInfo(w.id, w.description, _schema(w), w.queue) for w in self.registry.workflows()]
@@ -339,6 +345,7 @@ class Worker:
                 return
             try:
                 await self.store.heartbeat(self._info(), self.lease, self._runner.held(), self._attempts.keys())
+                await self._report_unserved()
             except Exception as exc:
                 log.warning("heartbeat failed (%s); will retry", exc)
 
@@ -356,7 +363,23 @@ class Worker:
             started_at=self._started_at,
             heartbeat_at=time.time(),
             in_flight=len(self._tasks),
+            workflows=self._serves[0],
+            actions=self._serves[1],
         )
+
+    async def _report_unserved(self) -> None:
+        """Say, once, of each run with work due that no live worker can do, why (an event on the
+        run and a warning here). One worker does it: the longest running."""
+        workers = await self.store.list_workers()
+        if not workers or min(workers, key=lambda w: (w.started_at, w.id)).id != self.id:
+            self._reported.clear()
+            return
+        unserved = await self.store.unserved()
+        for run_id, reason in unserved.items():
+            if self._reported.get(run_id) != reason:
+                log.warning("run %s cannot progress: %s", run_id, reason)
+                await self.store.add_event(run_id, "blocked", reason=reason)
+        self._reported = unserved
 
     @property
     def cached_runs(self) -> int:

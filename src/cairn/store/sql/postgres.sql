@@ -150,3 +150,13 @@ SELECT cairn_apply(CAST(:insert_run AS json), :insert_run_expect,
                    CAST(:finish_activation AS json), :finish_activation_expect, :finish_notify,
                    CAST(:events AS json),
                    CAST(:notifications AS text[]))
+
+-- name: needs_of_runs
+-- What these runs need a worker for: their workflow while they are not finished, and each action
+-- step of theirs waiting to start (due or retrying later).
+SELECT id, 'workflow', workflow, queue, CAST(NULL AS integer) FROM cairn_runs
+WHERE id = ANY(:run_ids) AND status IN ('pending', 'running', 'waiting')
+UNION ALL
+SELECT run_id, 'action', name, COALESCE(queue, 'default'), seq FROM cairn_steps s
+WHERE run_id = ANY(:run_ids) AND kind = 'action' AND status = 'scheduled'
+  AND EXISTS (SELECT 1 FROM cairn_runs r WHERE r.id = s.run_id AND r.status IN ('pending', 'running', 'waiting'))

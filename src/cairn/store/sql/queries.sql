@@ -147,8 +147,8 @@ WHERE run_id = :run_id AND seq = :seq AND attempt = :attempt AND status = 'runni
 SELECT logs FROM cairn_steps WHERE run_id = :run_id AND seq = :seq
 
 -- name: upsert_worker
-INSERT INTO cairn_workers (id, host, pid, queues, started_at, heartbeat_at, in_flight)
-VALUES (:id, :host, :pid, :queues, :started_at, :now, :in_flight)
+INSERT INTO cairn_workers (id, host, pid, queues, started_at, heartbeat_at, in_flight, serves)
+VALUES (:id, :host, :pid, :queues, :started_at, :now, :in_flight, :serves)
 ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, in_flight = excluded.in_flight
 
 -- name: prune_workers
@@ -165,7 +165,7 @@ WHERE lease_owner = :worker AND status = 'running' AND kind = 'action'
 UPDATE cairn_runs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = :worker
 
 -- name: list_workers
-SELECT id, host, pid, queues, started_at, heartbeat_at, in_flight FROM cairn_workers
+SELECT id, host, pid, queues, started_at, heartbeat_at, in_flight, serves FROM cairn_workers
 WHERE heartbeat_at >= :since ORDER BY started_at
 
 -- name: upsert_workflow
@@ -270,6 +270,20 @@ WHERE run_id = :run_id AND activation <= :k
 -- name: child_of_step
 SELECT id FROM cairn_runs WHERE parent_id = :parent_id AND parent_seq = :seq
 
+
+-- name: due_needs
+-- Work that is due and free to take now: runs ready for an activation, and action attempts ready to
+-- start (the first :limit of each). What no live worker serves among them is reported.
+SELECT * FROM (SELECT id, 'workflow', workflow, queue, CAST(NULL AS integer) FROM cairn_runs
+               WHERE ready_at <= cairn_now() AND status IN ('pending', 'running', 'waiting')
+                 AND (lease_until IS NULL OR lease_until < cairn_now())
+               ORDER BY ready_at LIMIT :limit) runs
+UNION ALL
+SELECT * FROM (SELECT run_id, 'action', name, COALESCE(queue, 'default'), seq FROM cairn_steps s
+               WHERE kind = 'action' AND status = 'scheduled' AND due_at <= cairn_now()
+                 AND EXISTS (SELECT 1 FROM cairn_runs r WHERE r.id = s.run_id
+                             AND r.status IN ('pending', 'running', 'waiting'))
+               ORDER BY due_at LIMIT :limit) steps
 
 -- name: count_runs
 SELECT count(*) FROM cairn_runs WHERE status = :status

@@ -120,3 +120,13 @@ WHERE lease_owner = :worker AND status = 'running' AND kind = 'action'
 -- name: extend_run_leases
 UPDATE cairn_runs SET lease_until = :until
 WHERE lease_owner = :worker AND id IN (SELECT value FROM json_each(:runs))
+
+-- name: needs_of_runs
+-- What these runs need a worker for: their workflow while they are not finished, and each action
+-- step of theirs waiting to start (due or retrying later).
+SELECT id, 'workflow', workflow, queue, CAST(NULL AS integer) FROM cairn_runs
+WHERE id IN (SELECT value FROM json_each(:run_ids)) AND status IN ('pending', 'running', 'waiting')
+UNION ALL
+SELECT run_id, 'action', name, COALESCE(queue, 'default'), seq FROM cairn_steps s
+WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND kind = 'action' AND status = 'scheduled'
+  AND EXISTS (SELECT 1 FROM cairn_runs r WHERE r.id = s.run_id AND r.status IN ('pending', 'running', 'waiting'))
