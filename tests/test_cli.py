@@ -232,3 +232,51 @@ def test_worker_process_serves_runs_and_stops_on_sigterm(runner: CliRunner, url:
             if proc.poll() is None:
                 proc.kill()
     assert json.loads(runner.invoke(cli, ["workers", "--db", url, "--json"]).stdout) == []
+
+
+def test_start_by_name_binds_positional_input_in_signature_order(url: str, tmp_path: Path) -> None:
+    """The README's `cairn start shop.Checkout --input '["o-2", "bob@example.com"]'`: the command
+    does not import the code, only the schema the worker registered, and binds in signature order."""
+    (tmp_path / "shop.py").write_text(
+        textwrap.dedent(
+            """
+            from cairn import Workflow, action, workflow
+
+            @action
+            async def charge(order_id: str, cents: int) -> str:
+                return f"ch_{order_id}_{cents}"
+
+            @workflow
+            class Checkout(Workflow):
+                async def run(self, order_id: str, email: str, cents: int = 4200) -> str:
+                    return f"{await charge(order_id, cents)} for {email}"
+            """
+        )
+    )
+    cmd = [sys.executable, "-m", "cairn.cli.main", "worker", "shop", "--db", url, "--poll", "0.05"]
+    with subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+
+            def start(*args: str) -> subprocess.CompletedProcess[str]:
+                command = [sys.executable, "-m", "cairn.cli.main", "start", "shop.Checkout", *args, "--db", url]
+                return subprocess.run(command, cwd=tmp_path.parent, capture_output=True, text=True, timeout=60)
+
+            async def registered() -> bool:
+                client = cairn.Client(url)
+                try:
+                    return any(w.name == "shop.Checkout" for w in await client.list_workflows())
+                finally:
+                    await client.close()
+
+            asyncio.run(eventually(registered, timeout=30, what="the worker registered shop.Checkout"))
+            done = start("--input", '["o-2", "bob@example.com"]', "--id", "o-2", "--wait", "30")
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.splitlines() == ["run o-2: pending", '"ch_o-2_4200 for bob@example.com"']
+            again = start("--input", '["o-3", "eve@example.com"]', "--id", "o-2")
+            assert again.returncode == 0 and "existed already (started with other input earlier)" in again.stderr
+            bad = start("--input", '["o-4", "eve@example.com", "lots"]')
+            assert bad.returncode == 2 and "argument 'cents' of shop.Checkout does not match its schema" in bad.stderr
+            assert "Traceback" not in bad.stderr
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)

@@ -397,6 +397,9 @@ async def start_run(
     handle = await client.start(name, *args, id=run_id, queue=queue, **kwargs)
     row = await handle.describe()
     click.echo(f"run {handle.id}: {row.status.value}")
+    if not handle.created:
+        differs = " with other input" if handle.input_differs else ""
+        click.echo(f"note: run {handle.id} existed already (started{differs} earlier); nothing was started", err=True)
     if wait is None:
         return 0
     with contextlib.suppress(Exception):  # the run's own failure re-raised, or the wait timed out: the row says
