@@ -16,9 +16,9 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import cairn
+from cairn.store.open import redact_url
 from examples import approval, fanout, memory, plain_def, welcome
 
 DEFAULT_DB = "sqlite:///./cairn-demo.db"
@@ -30,16 +30,6 @@ DEMOS: list[tuple[str, Callable[[cairn.Client], Awaitable[None]]]] = [
     ("Approval signal, durable sleep and a child workflow", approval.demo),
     ("Plain def workflow with ordinary control flow", plain_def.demo),
 ]
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, fit to print."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _fresh_default_db(url: str) -> None:
@@ -71,7 +61,7 @@ async def main(url: str) -> int:
     if failed:
         print(f"{len(failed)} of {len(DEMOS)} examples failed: {'; '.join(failed)}")
         return 1
-    print(f"all {len(DEMOS)} examples passed on {_redact(url)}")
+    print(f"all {len(DEMOS)} examples passed on {redact_url(url)}")
     return 0
 
 

@@ -28,6 +28,7 @@ from cairn.client.client import Client, connect
 from cairn.client.handle import RunEvent, RunHandle, StepInfo
 from cairn.client.sync import SyncClient, SyncRunHandle, connect_sync
 from cairn.errors import (
+    ActionAttemptsExhausted,
     ActionCrashed,
     ActionError,
     ActionTimeout,
@@ -60,6 +61,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Action",
+    "ActionAttemptsExhausted",
     "ActionCrashed",
     "ActionError",
     "ActionTimeout",

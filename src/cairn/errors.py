@@ -118,6 +118,11 @@ class ActionTimeout(CairnError, TimeoutError):
     """An action attempt ran past its timeout."""
 
 
+class ActionAttemptsExhausted(CairnError):
+    """An action step has no attempts left: its earlier attempts failed (as many as its retry policy
+    allows) or were lost with their workers (a segfault, an OOM kill) too many times."""
+
+
 class TransientError(CairnError):
     """Raise from an action to ask for a retry with backoff (the default policy retries it)."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -67,6 +67,20 @@ class WorkflowDef:
     @property
     def origin(self) -> str:
         return f"{self.target.__module__}.{self.target.__qualname__}"
+
+    def encode_input(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+        """A start's arguments, validated against the signature and encoded, before anything is written."""
+        return self.signature.validate_input(args, kwargs)
+
+    def derive_id(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
+        """The run id a class derives from its input with `id(self, *args, **kwargs)` (Zenaton), if any."""
+        if not self.is_class:
+            return None
+        id_fn = getattr(self.target, "id", None)
+        if id_fn is None or not callable(id_fn):
+            return None
+        value = id_fn(instantiate(self.target), *args, **kwargs)
+        return None if value is None else str(value)
 
     def input_schema(self) -> dict[str, Any]:
         """JSON schema of the input (for `GET /api/workflows`, the CLI, and starting by name where

@@ -6,32 +6,38 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
-from typing import Any
 
 import cairn
 from cairn import RunStatus
 from cairn.engine.instance import WorkflowInstance
 from cairn.errors import LeaseLost
-from cairn.store.protocol import ActivationResult, Commit, RunClaim
+from cairn.records import ActivationResult, NewRun, RunRow
+from cairn.store.protocol import Commit, RunClaim
+from cairn.worker import dispatch
 from tests import flows
 
 
 class _Taker:
-    """A stand-in for a worker in the client's process that takes every run started there (its
-    `start_run` is what each test is about)."""
+    """A stand-in for a worker in the client's process (a LocalDispatcher) that takes every run
+    started there: how it commits the run's first activation is what each test is about."""
 
     id: str
     lease: float
 
     def __init__(self, client: cairn.Client) -> None:
         self.store = client.store
+        dispatch.register(self.store, self)
 
-    def reserve_run(self, run_id: str, workflow: str, queue: str) -> bool:
-        return True
+    async def start_run(self, run: NewRun) -> tuple[RunRow, bool] | None:
+        row = run.born(self.id, time.time())
+        if await self.commit_first(RunClaim(row, 1, [], [], False, row.created_at), run):
+            return row, True
+        existing = await self.store.get_run(run.id)
+        assert existing is not None
+        return existing, False
 
-    def clock(self) -> float:
-        return time.time()
+    async def commit_first(self, claim: RunClaim, insert: NewRun) -> bool:
+        raise NotImplementedError
 
 
 class _CrashingTaker(_Taker):
@@ -45,7 +51,7 @@ class _CrashingTaker(_Taker):
         super().__init__(client)
         self.taken: list[str] = []
 
-    async def start_run(self, claim: RunClaim, insert: Mapping[str, Any]) -> bool:
+    async def commit_first(self, claim: RunClaim, insert: NewRun) -> bool:
         inst = WorkflowInstance.restore(flows.Sequence3.__cairn_workflow__, claim.run, [], 0)
         first = inst.activate([], claim.now)
         births = frozenset(s.seq for s in first.new_steps)
@@ -60,7 +66,6 @@ class _CrashingTaker(_Taker):
 async def test_a_run_born_leased_to_a_worker_that_died_is_taken_over(db_url: str) -> None:
     starter, other = cairn.Client(db_url), cairn.Client(db_url)
     taker = _CrashingTaker(starter)
-    starter.store.takers.append(taker)
     try:
         handle = await starter.start(flows.Sequence3, 1)
         row = await handle.describe()
@@ -117,7 +122,7 @@ class _TakerHoldingTheLease(_Taker):
         super().__init__(client)
         self.refused: list[str] = []
 
-    async def start_run(self, claim: RunClaim, insert: Mapping[str, Any]) -> bool:
+    async def commit_first(self, claim: RunClaim, insert: NewRun) -> bool:
         done = ActivationResult(status=RunStatus.COMPLETED, result="999")
         try:
             await self.store.commit_activation(
@@ -135,7 +140,6 @@ async def test_starting_an_existing_id_never_writes_over_that_run(client: cairn.
     (claim,) = (await client.store.claim_work("w1", workflows, [], None, 10, 0, 30.0)).runs
     assert claim.token == 1
     taker = _TakerHoldingTheLease(client)
-    client.store.takers.append(taker)
 
     again = await client.start(flows.function_style, 2, id="taken")
 

@@ -9,7 +9,7 @@ import pytest
 
 import cairn
 from cairn import StepStatus
-from cairn.engine.runtime import ActionContext
+from cairn.action_context import ActionContext
 from cairn.policies import BackoffPolicy, RetryPolicy
 from cairn.registry import ActionDef
 from cairn.serialization import Signature

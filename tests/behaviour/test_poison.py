@@ -12,7 +12,8 @@ import pytest
 
 import cairn
 from cairn import RunStatus
-from cairn.store.protocol import ActivationResult, Commit, NewStep
+from cairn.records import ActivationResult, NewRun, NewStep
+from cairn.store.protocol import Commit
 from cairn.types import StepKind
 from tests import flows
 
@@ -47,8 +48,9 @@ async def test_a_poisoned_run_beside_thirty_ordinary_ones(client: cairn.Client, 
 async def test_a_refused_piece_never_fails_its_batch_mates(client: cairn.Client) -> None:
     """Eight activation commits go to the store at once (grouped into shared transactions); one
     inserts a step twice, which the database refuses. The seven others land."""
+    store = client.store
     runs = [
-        (await client.store.insert_run(f"b{i}", "tests.flows.Sequence3", '{"x":1}', "default"))[0] for i in range(8)
+        (await store.insert_run(NewRun(f"b{i}", "tests.flows.Sequence3", '{"x":1}', "default")))[0] for i in range(8)
     ]
 
     def commit(i: int) -> Commit:

@@ -15,8 +15,9 @@ import pytest
 import cairn
 from cairn import RunStatus
 from cairn.errors import LeaseLost
+from cairn.records import ActivationResult, NewStep
 from cairn.store.base import Tx
-from cairn.store.protocol import ActionClaim, ActivationResult, Commit, Completion, NewStep, RunClaim, WorkClaim
+from cairn.store.protocol import ActionClaim, Commit, Completion, RunClaim, WorkClaim
 from cairn.types import StepKind, StepStatus
 from tests import flows
 from tests.conftest import eventually

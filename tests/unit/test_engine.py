@@ -9,8 +9,8 @@ import pytest
 
 import cairn
 from cairn.engine.instance import WorkflowInstance
+from cairn.records import ActivationResult, NewStep, RunRow, StepRow
 from cairn.registry import WorkflowDef
-from cairn.store.protocol import ActivationResult, NewStep, RunRow, StepRow
 from cairn.types import RunStatus, StepKind, StepStatus
 from tests import flows
 
@@ -53,7 +53,7 @@ def _row(
         attempt=1,
         delivered_in=delivered_in,
         delivered_at=1001.0,
-        fire_at=step.fire_at,
+        due_at=step.due_at,
         queue=step.queue,
         options=None,
         memory_writes=None,

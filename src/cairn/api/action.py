@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from mountaineer_di import DependencyResolver
-
+from cairn.dependencies import invoke_with_dependencies
 from cairn.engine.runtime import current_runtime, thread_bridge
 from cairn.errors import NotInWorkflow
 from cairn.names import check_name
@@ -153,33 +152,6 @@ def call_directly(defn: ActionDef, args: tuple[Any, ...], kwargs: dict[str, Any]
     if "error" in box:
         raise box["error"]
     return box["value"]
-
-
-async def invoke_with_dependencies(
-    defn: ActionDef,
-    args: tuple[Any, ...] | list[Any],
-    kwargs: dict[str, Any],
-    run_sync: Callable[[Callable[[], Any]], Awaitable[Any]] | None = None,
-) -> Any:
-    """Resolve Depends for this one invocation, call, then clean up generator providers."""
-    if not defn.signature.injected:  # the resolver inspects the signature on every call: skip it
-        if defn.is_async:
-            return await defn.fn(*args, **kwargs)
-        if run_sync is not None:
-            return await run_sync(functools.partial(defn.fn, *args, **kwargs))
-        return defn.fn(*args, **kwargs)
-    bound = defn.signature.public.bind_partial(*args, **kwargs)
-    bound.apply_defaults()
-    resolver = DependencyResolver(initial_kwargs=dict(bound.arguments))
-    try:
-        call_kwargs = await resolver.build_call_kwargs(defn.fn)
-        if defn.is_async:
-            return await defn.fn(**call_kwargs)
-        if run_sync is not None:
-            return await run_sync(functools.partial(defn.fn, **call_kwargs))
-        return defn.fn(**call_kwargs)
-    finally:
-        await resolver.close()
 
 
 @overload

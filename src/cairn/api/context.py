@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cairn.api.workflow import ChildCall, derive_id, resolve_workflow
-from cairn.engine.runtime import ActionContext, action_context, current_runtime, require_runtime, thread_bridge
+from cairn.action_context import ActionContext, action_context
+from cairn.api.workflow import ChildCall, resolve_workflow
+from cairn.engine.runtime import current_runtime, require_runtime, thread_bridge
 from cairn.errors import NotInWorkflow
 from cairn.names import check_name
 from cairn.policies import seconds
@@ -119,7 +120,7 @@ def start_child(wf: Any, *args: Any, id: str | None = None, **kwargs: Any) -> Ch
         check_name(id, "child run id")
     defn = resolve_workflow(wf)
     encoded = defn.signature.encode_args(args, kwargs)
-    child_id = id or derive_id(defn, args, kwargs) or f"{rt.run_id}:{rt.next_seq}"
+    child_id = id or defn.derive_id(args, kwargs) or f"{rt.run_id}:{rt.next_seq}"
     rt.immediate(
         StepKind.CHILD, defn.id, encoded, lambda: dumps(child_id), options={"run_id": child_id, "detached": True}
     )

@@ -13,7 +13,7 @@ from cairn.engine.runtime import Runtime, current_runtime, thread_bridge
 from cairn.errors import NotInWorkflow, UnknownWorkflowError
 from cairn.names import check_name
 from cairn.policies import BackoffPolicy, RetryPolicy, seconds
-from cairn.registry import WorkflowDef, instantiate, registry
+from cairn.registry import WorkflowDef, registry
 from cairn.serialization import Signature, dumps
 from cairn.types import StepKind
 
@@ -71,7 +71,7 @@ class ChildCall(Coroutine[Any, Any, Any]):
     def __await__(self) -> Generator[Any, Any, Any]:
         rt = _runtime("awaiting a child workflow")
         args = self.defn.signature.encode_args(self.args, self.kwargs)
-        child_id = self.run_id or derive_id(self.defn, self.args, self.kwargs) or f"{rt.run_id}:{rt.next_seq}"
+        child_id = self.run_id or self.defn.derive_id(self.args, self.kwargs) or f"{rt.run_id}:{rt.next_seq}"
         fut = rt.schedule(
             StepKind.CHILD,
             self.defn.id,
@@ -147,17 +147,6 @@ def resolve_workflow(ref: Any) -> WorkflowDef:
     raise TypeError(f"expected a @workflow class, function or name, got {ref!r}")
 
 
-def derive_id(defn: WorkflowDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
-    """A class may define `id(self, *args, **kwargs)` deriving the run id from its input (Zenaton)."""
-    if not defn.is_class:
-        return None
-    id_fn = getattr(defn.target, "id", None)
-    if id_fn is None or not callable(id_fn):
-        return None
-    value = id_fn(instantiate(defn.target), *args, **kwargs)
-    return None if value is None else str(value)
-
-
 @overload
 def workflow(target: type[T], /) -> type[T]: ...  # type: ignore[overload-overlap]
 
@@ -231,11 +220,6 @@ def workflow(
         return WorkflowFunction(defn)
 
     return decorate(target) if target is not None else decorate
-
-
-def encode_input(defn: WorkflowDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """Validate a start's arguments against the workflow's signature before anything is written."""
-    return defn.signature.validate_input(args, kwargs)
 
 
 __all__ = ["ChildCall", "Workflow", "WorkflowFunction", "dumps", "workflow"]

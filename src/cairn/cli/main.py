@@ -29,6 +29,7 @@ import cairn
 from cairn.cli import render
 from cairn.registry import registry
 from cairn.serialization import loads
+from cairn.store.open import redact_url
 from cairn.types import RunStatus
 
 T = TypeVar("T")
@@ -52,15 +53,6 @@ class Failure(Exception):
 def fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
-
-
-def safe_url(url: str) -> str:
-    """The database URL fit for printing: PostgreSQL URLs lose their password."""
-    if url.lower().startswith("postgres"):
-        from cairn.store.postgres import redact
-
-        return redact(url)
-    return url
 
 
 def run(main: Coroutine[Any, Any, T], expected: tuple[type[BaseException], ...] = EXPECTED) -> T:
@@ -280,7 +272,7 @@ async def run_worker(options: WorkerOptions) -> int:
         )
         await client.store.open()  # fail on an unreachable database before announcing anything
         announcement = (
-            f"cairn worker {w.id} on {safe_url(client.url)}: {len(registry.workflows())} workflows, "
+            f"cairn worker {w.id} on {redact_url(client.url)}: {len(registry.workflows())} workflows, "
             f"{len(registry.actions())} actions, queues {','.join(options.queues or ['*'])}, "
             f"concurrency {options.concurrency}"
         )
@@ -463,7 +455,7 @@ def show(
         try:
             row = await handle.describe()
         except cairn.RunNotFound:
-            raise Failure(f"no run with id {run_id!r} in {safe_url(client.url)}") from None
+            raise Failure(f"no run with id {run_id!r} in {redact_url(client.url)}") from None
         steps = await handle.steps()
         blocked = await handle.diagnose()
         if as_json:

@@ -18,8 +18,9 @@ from rich.table import Table
 from rich.text import Text
 
 from cairn.client.handle import RunEvent, StepInfo
+from cairn.records import RunRow
 from cairn.serialization import loads
-from cairn.store.protocol import RunRow, WorkerInfo
+from cairn.store.protocol import WorkerInfo
 from cairn.types import RunStatus, StepStatus
 
 ARGS_WIDTH = 60

@@ -9,23 +9,24 @@ from typing import Any
 
 from cairn.errors import RunIdConflict, RunNotFound, SerializationError, UnknownWorkflowError
 from cairn.names import check_name, storable
+from cairn.records import NewRun, RunRow
 from cairn.registry import WorkflowDef, registry
 from cairn.serialization import dumps, to_jsonable
-from cairn.store.open import open_store, resolve_url
-from cairn.store.protocol import RunRow, WorkflowInfo
-from cairn.store.sql_store import SqlStore
+from cairn.store.open import open_store, redact_url, resolve_url
+from cairn.store.protocol import Store, WorkflowInfo
 from cairn.types import RunStatus
+from cairn.worker import dispatch
 
 
 class Client:
     """Async client: `client = cairn.connect(url)`; `await client.start(Wf, *args, id=...)`."""
 
-    def __init__(self, url: str | None = None, *, store: SqlStore | None = None) -> None:
+    def __init__(self, url: str | None = None, *, store: Store | None = None) -> None:
         self.store = store or open_store(url)
         self.url = self.store.url
 
     def __str__(self) -> str:
-        return self.url
+        return redact_url(self.url)  # printed and logged: never the password
 
     async def close(self) -> None:
         await self.store.close()
@@ -43,10 +44,8 @@ class Client:
     ) -> tuple[RunHandle, bool]:
         defn = _local_definition(workflow)
         if defn is not None:
-            from cairn.api.workflow import derive_id, encode_input
-
-            encoded = encode_input(defn, args, kwargs)  # validated before anything is written
-            run_id = id or derive_id(defn, args, kwargs) or uuid.uuid4().hex
+            encoded = defn.encode_input(args, kwargs)  # validated before anything is written
+            run_id = id or defn.derive_id(args, kwargs) or uuid.uuid4().hex
             name, default_queue, version = defn.id, defn.queue, defn.version
         else:
             info = await self._remote_definition(str(workflow))
@@ -56,7 +55,14 @@ class Client:
         _check_run_id(run_id)
         if queue is not None:
             check_name(queue, "queue name")
-        row, created = await self.store.insert_run(run_id, name, encoded, queue or default_queue, code_version=version)
+        new = NewRun(run_id, name, encoded, queue or default_queue, code_version=version)
+        for dispatcher in dispatch.local(self.store):  # a worker in this process may take it at birth
+            taken = await dispatcher.start_run(new)
+            if taken is not None:
+                row, created = taken
+                break
+        else:
+            row, created = await self.store.insert_run(new)
         if not created and row.workflow != name:
             raise RunIdConflict(run_id, row.workflow, name)
         handle = RunHandle(self, row.id)

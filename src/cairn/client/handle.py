@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from cairn.errors import JournalCorrupted, RunNotFound, WorkflowCancelled
 from cairn.names import check_name, storable
+from cairn.records import RunRow
 from cairn.registry import registry
 from cairn.serialization import decode_error, dumps, loads
 from cairn.store.base import call_soon_here
-from cairn.store.protocol import RunRow
+from cairn.store.open import redact_url
 from cairn.types import Json, RunStatus, StepKind, StepStatus
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class RunHandle:
     async def describe(self) -> RunRow:
         row = await self.client.store.get_run(self.id) if storable(self.id) else None
         if row is None:
-            raise RunNotFound(f"no run with id {self.id!r} in {_safe(self.client.url)}")
+            raise RunNotFound(f"no run with id {self.id!r} in {redact_url(self.client.url)}")
         return row
 
     async def diagnose(self) -> str | None:
@@ -120,7 +121,7 @@ class RunHandle:
         try:
             # The run's notification is what wakes us; the poll is a safety net, and the only way to
             # see another process's commit where the database cannot notify across processes.
-            pause = 0.5 if self.client.store.db.notifies_across_processes else 0.02
+            pause = 0.5 if self.client.store.notifies_across_processes else 0.02
             while True:
                 event.clear()
                 if finished:  # it ended after we began waiting, and the news carried its row
@@ -227,11 +228,3 @@ class RunEvent:
     kind: str
     step: int | None
     detail: dict[str, Any]
-
-
-def _safe(url: str) -> str:
-    if url.startswith("postgres"):
-        from cairn.store.postgres import redact
-
-        return redact(url)
-    return url

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from cairn.client.client import Client
 from cairn.client.handle import RunEvent, RunHandle, StepInfo
-from cairn.store.protocol import RunRow
+from cairn.records import RunRow
 from cairn.types import RunStatus
 
 T = TypeVar("T")

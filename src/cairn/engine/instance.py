@@ -21,9 +21,9 @@ from typing import Any
 from cairn.engine import sandbox
 from cairn.engine.runtime import Evicted, Resolution, Runtime, set_thread_runtime
 from cairn.errors import CairnError, NonDeterminismError, SerializationError, WorkflowCancelled
+from cairn.records import ActivationResult, RunRow, StepRow
 from cairn.registry import WorkflowDef, instantiate
 from cairn.serialization import dumps, error_to_json, to_jsonable
-from cairn.store.protocol import ActivationResult, RunRow, StepRow
 from cairn.types import RunStatus, StepKind, StepStatus
 
 _SYNC_STEP_TIMEOUT = 300.0

@@ -9,9 +9,7 @@ delivered in the batches recorded in the journal (`delivered_in`), in step order
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
-import logging
 import random
 import threading
 from collections.abc import Callable, Mapping
@@ -20,8 +18,8 @@ from typing import Any, TypeVar
 
 from cairn.engine.loop import DeterministicLoop, DurableTimerHandle
 from cairn.errors import JournalCorrupted, NonDeterminismError, NotInWorkflow, SerializationError
+from cairn.records import NewStep, StepRow
 from cairn.serialization import decode_error, dumps
-from cairn.store.protocol import NewStep, StepRow
 from cairn.types import Json, StepKind, StepStatus
 
 T = TypeVar("T")
@@ -141,7 +139,7 @@ class Runtime:
         handle = make(seq)
         self.pending[seq] = _Pending(StepKind.TIMER, "sleep", timer=handle)
         if rec is None:
-            self.commands.new_steps.append(NewStep(seq, StepKind.TIMER, "sleep", None, fire_at=when))
+            self.commands.new_steps.append(NewStep(seq, StepKind.TIMER, "sleep", None, due_at=when))
         return handle
 
     def cancel_timer(self, seq: int) -> None:
@@ -287,7 +285,7 @@ def _as_row(run_id: str, step: NewStep) -> StepRow:
         attempt=0,
         delivered_in=None,
         delivered_at=None,
-        fire_at=step.fire_at,
+        due_at=step.due_at,
         queue=step.queue,
         options=None,
         memory_writes=None,
@@ -330,59 +328,3 @@ def set_thread_runtime(rt: Runtime | None, bridge: object | None) -> None:
 
 def thread_bridge() -> Any:
     return getattr(_thread_state, "bridge", None)
-
-
-# --- inside actions -------------------------------------------------------------------------
-
-
-@dataclass
-class ActionContext:
-    """What `cairn.context()` returns inside an action attempt."""
-
-    run_id: str | None
-    action_id: str
-    attempt: int
-    step: int | None
-    memory_snapshot: dict[str, str] = field(default_factory=dict)
-    memory_writes: list[tuple[str, str]] = field(default_factory=list)
-    logs: list[str] = field(default_factory=list)
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.logger = _StepLogger(logging.getLogger(f"cairn.action.{self.action_id}"), self)
-
-    @property
-    def idempotency_key(self) -> str:
-        """Stable across retries of one step: "<run_id>:<step>"."""
-        return f"{self.run_id}:{self.step}"
-
-    def memory_add(self, key: str, value: Any) -> None:
-        text = dumps(value, f"memory value {key!r}")
-        self.memory_writes.append((key, text))
-        self.memory_snapshot[key] = text
-
-    def memory_get(self, key: str, default: Any = None) -> Any:
-        text = self.memory_snapshot.get(key)
-        return default if text is None else json.loads(text)
-
-    def memory_keys(self) -> list[str]:
-        return sorted(self.memory_snapshot)
-
-
-class _StepLogger(logging.LoggerAdapter[logging.Logger]):
-    """Keeps each line with the step (shown by `cairn show`) as well as logging it normally."""
-
-    def __init__(self, logger: logging.Logger, ctx: ActionContext) -> None:
-        super().__init__(logger, {})
-        self._ctx = ctx
-
-    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        if self.isEnabledFor(level) or level >= logging.DEBUG:
-            text = str(msg) % args if args else str(msg)
-            self._ctx.logs.append(f"{logging.getLevelName(level)} {text}")
-        super().log(level, msg, *args, **kwargs)
-
-
-action_context: contextvars.ContextVar[ActionContext | None] = contextvars.ContextVar(
-    "cairn_action_context", default=None
-)

@@ -1,8 +1,9 @@
-"""The Store, written once over a small `Database` adapter per backend.
+"""The SQL adapter under `SqlStore`: a `Database` (connecting, migrating, running a transaction,
+notifications) and a `Tx` (one open transaction, its queries named), one pair per backend.
 
-Each public method is one transaction run on the adapter's thread(s); the adapters differ only in
-connecting, transactions, parameter conversion and notifications. Lock order everywhere is "run row
-first, then its steps", so an activation commit and an action completion never deadlock.
+`SqlStore` is written once over them; the adapters differ only in connecting, transactions,
+parameter conversion and notifications. Lock order everywhere is "run row first, then its steps",
+so an activation commit and an action completion never deadlock.
 """
 
 from __future__ import annotations
@@ -15,15 +16,13 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from cairn.store.protocol import RunRow, StepRow
+from cairn.records import RunRow, StepRow
+from cairn.store.protocol import Listener
 from cairn.types import RunStatus, StepKind, StepStatus
 
 T = TypeVar("T")
 Params = Mapping[str, Any]
 WORK = "work"
-Listener = Callable[[Any], None]
-"""Called on a notification with its in-process detail: an object the commit attached for waiters
-in this process (a finished run's row), or None (none attached, or it came from another process)."""
 ROW_WRITES = (
     "insert_run",
     "fence_run",
@@ -252,7 +251,7 @@ def step_row(r: Sequence[Any]) -> StepRow:
         attempt=r[8],
         delivered_in=r[9],
         delivered_at=r[10],
-        fire_at=r[11],
+        due_at=r[11],
         queue=r[12],
         options=r[13],
         memory_writes=r[14],

@@ -13,10 +13,10 @@ import json
 import uuid
 
 from cairn.errors import RunNotFound, WorkflowCancelled
+from cairn.records import NewRun, RunRow
 from cairn.serialization import dumps, error_to_json
 from cairn.store.base import WORK, Tx, run_row
-from cairn.store.journal_tx import TERMINAL, event, resolve_parent
-from cairn.store.protocol import RunRow
+from cairn.store.journal_tx import TERMINAL, event, insert_params, resolve_parent
 from cairn.transitions import decide
 from cairn.types import RunStatus, StepKind
 
@@ -140,21 +140,8 @@ def fork(tx: Tx, run_id: str, from_step: int, new_id: str | None) -> str:
         keep = 0
     fork_id = new_id or f"{run_id}:fork:{uuid.uuid4().hex[:8]}"
     now = tx.now()
-    created = tx.one(
-        "insert_run",
-        {
-            "id": fork_id,
-            "workflow": run.workflow,
-            "input": run.input,
-            "queue": run.queue,
-            "parent_id": None,
-            "parent_seq": None,
-            "now": now,
-            "code_version": run.code_version,
-            "lease_owner": None,
-            "lease": None,
-        },
-    )
+    forked = NewRun(fork_id, run.workflow, run.input, run.queue, code_version=run.code_version)
+    created = tx.one("insert_run", {**insert_params(forked), "now": now, "lease_owner": None, "lease": None})
     if created is None:
         raise ValueError(f"a run with id {fork_id!r} already exists; choose another id for the fork")
     tx.execute("copy_steps", {"new_id": fork_id, "run_id": run_id, "n": from_step, "k": keep})

@@ -7,14 +7,15 @@ event list is exactly as durable as the state change it describes.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 from cairn.errors import LeaseLost, RunIdConflict
+from cairn.records import NewRun, NewStep, RunRow, StepRow
 from cairn.serialization import error_to_json
 from cairn.store.base import WORK, Tx, run_row
-from cairn.store.protocol import ActionClaim, Commit, NewStep, RunRow, StepRow
+from cairn.store.protocol import ActionClaim, Commit, Completion
 from cairn.types import RunStatus, StepKind, StepStatus
 
 ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
@@ -24,6 +25,19 @@ TERMINAL = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 class CompletionLost(LeaseLost):
     """An action result carried by a commit was already superseded; the whole commit rolls back."""
+
+
+def insert_params(run: NewRun) -> dict[str, Any]:
+    """The `insert_run` parameters of a new run, but for when and to whom it is leased."""
+    return {
+        "id": run.id,
+        "workflow": run.workflow,
+        "input": run.input,
+        "queue": run.queue,
+        "parent_id": run.parent_id,
+        "parent_seq": run.parent_seq,
+        "code_version": run.code_version,
+    }
 
 
 def event(tx: Tx, run_id: str, what: str, now: float, step: int | None = None, /, **detail: Any) -> None:
@@ -47,7 +61,8 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
     now = commit.now if commit.now is not None else tx.now()
     if commit.insert is not None:  # a run started in this process, created by its first commit
         taken = LeaseLost(f"run {run.id} was not created: the id names an existing run")
-        tx.write_row("insert_run", {**commit.insert, "now": now}, expect=taken)
+        leased = {"now": now, "lease_owner": commit.owner, "lease": commit.lease}
+        tx.write_row("insert_run", {**insert_params(commit.insert), **leased}, expect=taken)
     lost = LeaseLost(f"the lease on run {run.id} was lost (another worker or a control operation took it)")
     tx.write_row("fence_run", {"id": run.id, "token": commit.token, "now": now}, expect=lost)
     activation = run.activations + (1 if res.counts_as_activation else 0)
@@ -55,7 +70,7 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
     carried: set[int] = set()  # results this commit records and delivers: one write of the step each
     for c in commit.completions:
         delivery = (activation, res.delivered_at) if c.claim.seq in delivered else None
-        complete_action(tx, c.claim, c.result, c.error, None, c.memory_writes, c.logs, True, now, delivery)
+        carry_result(tx, c, now, delivery)
         if delivery is not None:
             carried.add(c.claim.seq)
     if run.status == RunStatus.PENDING:
@@ -158,7 +173,7 @@ def _insert_step(
 ) -> None:
     """Insert a step the workflow scheduled; `born` names the worker that runs it at once (leased)."""
     options = step.options
-    due_at = step.fire_at if step.kind == StepKind.TIMER else (lease_until if born else now)
+    due_at = step.due_at if step.kind == StepKind.TIMER else (lease_until if born else now)
     tx.write_row(
         "insert_step",
         {
@@ -187,15 +202,24 @@ def _insert_step(
     event(tx, run.id, kind, now, step.seq, kind=step.kind.value, name=step.name)
     if born:
         event(tx, run.id, "step.started", now, step.seq, attempt=1, worker=born)
-    if step.kind == StepKind.MEMORY:
-        tx.write(
-            "upsert_memory", {"run_id": run.id, "key": step.name, "value": step.args, "step": step.seq, "now": now}
-        )
-    elif step.kind == StepKind.SEND_SIGNAL:
-        data = json.loads(step.args or "{}")
-        signal(tx, str(data["run_id"]), step.name, json.dumps(data.get("payload"), sort_keys=True), now)
-    elif step.kind == StepKind.CHILD:
-        _start_child(tx, run, step, now)
+    effect = _STEP_EFFECTS.get(step.kind)
+    if effect is not None:
+        effect(tx, run, step, now)
+
+
+def _write_memory(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
+    """`cairn.memory.add` in the workflow: the step is the write."""
+    tx.write("upsert_memory", {"run_id": run.id, "key": step.name, "value": step.args, "step": step.seq, "now": now})
+
+
+def _send_signal(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
+    """`cairn.send_signal` in the workflow: buffered for its target in the same commit."""
+    data = json.loads(step.args or "{}")
+    signal(tx, str(data["run_id"]), step.name, json.dumps(data.get("payload"), sort_keys=True), now)
+
+
+_STEP_EFFECTS: dict[StepKind, Callable[[Tx, RunRow, NewStep, float], None]] = {}
+"""What inserting a step of a kind does besides recording it (filled in below, once each exists)."""
 
 
 def match_signals(tx: Tx, run_ids: Sequence[str], now: float) -> None:
@@ -247,26 +271,17 @@ def signal_step(run_id: str, seq: int, name: str, payload: str | None, now: floa
 def _start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
     child_id = str(step.options["run_id"])
     detached = bool(step.options.get("detached"))
-    params = {
-        "id": child_id,
-        "workflow": step.name,
-        "input": step.args,
-        "queue": step.queue or run.queue,
-        "parent_id": run.id,
-        "parent_seq": None if detached else step.seq,
-        "now": now,
-        "code_version": None,
-        "lease_owner": None,
-        "lease": None,
-    }
-    if tx.one("insert_run", params) is not None:
+    child = NewRun(
+        child_id, step.name, step.args or "{}", step.queue or run.queue, run.id, None if detached else step.seq
+    )
+    if tx.one("insert_run", {**insert_params(child), "now": now, "lease_owner": None, "lease": None}) is not None:
         tx.notify(WORK)
         return
     row = tx.one("get_run", {"id": child_id})
     assert row is not None
-    child = run_row(row)
-    if child.workflow != step.name:  # the id names a run of another workflow: the child fails
-        conflict = RunIdConflict(child_id, child.workflow, step.name)
+    existing = run_row(row)
+    if existing.workflow != step.name:  # the id names a run of another workflow: the child fails
+        conflict = RunIdConflict(child_id, existing.workflow, step.name)
         event(tx, run.id, "step.failed", now, step.seq, error=str(conflict))
         if not detached:
             error = json.dumps(error_to_json(conflict))
@@ -277,9 +292,12 @@ def _start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
     # The id names an existing run: wait for it if it is still going, else take its outcome now.
     if tx.execute("adopt_child", {"id": child_id, "parent_id": run.id, "parent_seq": step.seq}) == 1:
         return
-    if child.status.is_terminal:
-        status = StepStatus.COMPLETED if child.status == RunStatus.COMPLETED else StepStatus.FAILED
-        _resolve_step(tx, run.id, step.seq, status, child.result, child.error, now)
+    if existing.status.is_terminal:
+        status = StepStatus.COMPLETED if existing.status == RunStatus.COMPLETED else StepStatus.FAILED
+        _resolve_step(tx, run.id, step.seq, status, existing.result, existing.error, now)
+
+
+_STEP_EFFECTS.update({StepKind.MEMORY: _write_memory, StepKind.SEND_SIGNAL: _send_signal, StepKind.CHILD: _start_child})
 
 
 def _resolve_step(
@@ -290,7 +308,7 @@ def _resolve_step(
     return tx.execute("resolve_parent_step", params)
 
 
-def complete_action(
+def record_attempt(
     tx: Tx,
     claim: ActionClaim,
     result: str | None,
@@ -298,58 +316,86 @@ def complete_action(
     retry_delay: float | None,
     memory_writes: Sequence[tuple[str, str]],
     logs: Sequence[str],
-    in_commit: bool = False,
-    now: float | None = None,
-    delivery: tuple[int, float] | None = None,
 ) -> bool:
-    """Record an attempt's outcome, fenced by its attempt number; False when it lost the step.
+    """An attempt's outcome in a transaction of its own (the worker does not hold the run, or its
+    commit failed): fenced by the attempt number, False when the attempt lost the step. A final
+    outcome wakes the run; a retry puts the step back, due after `retry_delay` seconds."""
+    tx.one("lock_run", {"id": claim.run_id})  # run row first: the lock order of every commit
+    now = tx.now()
+    if retry_delay is not None:
+        return _retry_later(tx, claim, error, retry_delay, logs, now)
+    if tx.execute("complete_step", _outcome_params(tx, claim, result, error, memory_writes, logs, now)) != 1:
+        return False
+    _record_effects(tx, claim, error, memory_writes, now)
+    tx.write("wake_run", {"id": claim.run_id, "now": now})
+    tx.notify(WORK)
+    return True
 
-    `in_commit`: inside an activation commit, which has locked the run row and delivers the result
-    itself, so neither the lock nor the wake-up is repeated, and losing the step fails the commit
-    (CompletionLost) instead of returning False. `delivery`: (activation, time) when that commit
-    delivers this result, so the step is written once, completed and delivered."""
-    if not in_commit:
-        tx.one("lock_run", {"id": claim.run_id})  # run row first: the lock order of every commit
-    if now is None:
-        now = tx.now()
-    retrying = retry_delay is not None
-    status = StepStatus.SCHEDULED if retrying else (StepStatus.FAILED if error is not None else StepStatus.COMPLETED)
+
+def carry_result(tx: Tx, c: Completion, now: float, delivery: tuple[int, float] | None) -> None:
+    """A final outcome recorded by the commit of the run's next activation, which holds the run and
+    wakes nothing; with `delivery` (activation, time) that commit also delivers it, and the step is
+    written once, completed and delivered. A step the attempt lost fails the whole commit
+    (CompletionLost), which the worker then records the ordinary way."""
+    params = _outcome_params(tx, c.claim, c.result, c.error, c.memory_writes, c.logs, now)
+    if delivery is not None:
+        params["delivered_in"], params["delivered_at"] = delivery
+    superseded = CompletionLost(f"action step {c.claim.seq} of run {c.claim.run_id} was superseded")
+    tx.write_row("complete_step", params, expect=superseded)
+    _record_effects(tx, c.claim, c.error, c.memory_writes, now)
+
+
+def _retry_later(tx: Tx, claim: ActionClaim, error: str | None, delay: float, logs: Sequence[str], now: float) -> bool:
+    params = _outcome_params(tx, claim, None, error, (), logs, now)
+    params.update(status=StepStatus.SCHEDULED, completed_at=None, due_at=now + delay)
+    if tx.execute("complete_step", params) != 1:
+        return False
+    message = json.loads(error or "{}").get("message", "")
+    event(tx, claim.run_id, "step.retried", now, claim.seq, attempt=claim.attempt, error=message, delay=delay)
+    tx.notify(WORK)
+    return True
+
+
+def _outcome_params(
+    tx: Tx,
+    claim: ActionClaim,
+    result: str | None,
+    error: str | None,
+    memory_writes: Sequence[tuple[str, str]],
+    logs: Sequence[str],
+    now: float,
+) -> dict[str, Any]:
+    """`complete_step`'s parameters for a final outcome (every attempt's log lines kept)."""
     all_logs = list(logs)
-    if logs:  # every attempt's lines stay with the step
+    if logs:
         row = tx.one("step_logs", {"run_id": claim.run_id, "seq": claim.seq})
         all_logs = (json.loads(row[0]) if row and row[0] else []) + all_logs
-    params = {
+    return {
         "run_id": claim.run_id,
         "seq": claim.seq,
         "attempt": claim.attempt,
-        "status": status,
+        "status": StepStatus.FAILED if error is not None else StepStatus.COMPLETED,
         "result": result,
         "error": error,
-        "memory_writes": json.dumps(list(memory_writes)) if memory_writes and not retrying else None,
+        "memory_writes": json.dumps(list(memory_writes)) if memory_writes else None,
         "logs": json.dumps(all_logs) if all_logs else None,
-        "completed_at": None if retrying else now,
-        "due_at": now + retry_delay if retry_delay is not None else None,
-        "delivered_in": delivery[0] if delivery else None,
-        "delivered_at": delivery[1] if delivery else None,
+        "completed_at": now,
+        "due_at": None,
+        "delivered_in": None,
+        "delivered_at": None,
     }
-    if in_commit:
-        superseded = CompletionLost(f"action step {claim.seq} of run {claim.run_id} was superseded")
-        tx.write_row("complete_step", params, expect=superseded)
-    elif tx.execute("complete_step", params) != 1:
-        return False
-    if retrying:
-        message = json.loads(error or "{}").get("message", "")
-        event(tx, claim.run_id, "step.retried", now, claim.seq, attempt=claim.attempt, error=message, delay=retry_delay)
-        tx.notify(WORK)
-        return True
+
+
+def _record_effects(
+    tx: Tx, claim: ActionClaim, error: str | None, memory_writes: Sequence[tuple[str, str]], now: float
+) -> None:
+    """What a final outcome writes besides its step: the memory writes it made, and its event."""
     for key, value in memory_writes:
-        write = {"run_id": claim.run_id, "key": key, "value": value, "step": claim.seq, "now": now}
-        tx.write_row("upsert_memory", write)
+        tx.write_row(
+            "upsert_memory", {"run_id": claim.run_id, "key": key, "value": value, "step": claim.seq, "now": now}
+        )
     detail: dict[str, Any] = {"attempt": claim.attempt}
     if error is not None:
         detail["error"] = json.loads(error).get("message", "")
-    event(tx, claim.run_id, f"step.{status.value}", now, claim.seq, **detail)
-    if not in_commit:  # else the same transaction delivers the result to the run
-        tx.write("wake_run", {"id": claim.run_id, "now": now})
-        tx.notify(WORK)
-    return True
+    status = "failed" if error is not None else "completed"
+    event(tx, claim.run_id, f"step.{status}", now, claim.seq, **detail)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from urllib.parse import urlsplit, urlunsplit
 
 from cairn.store.sql_store import SqlStore
 
@@ -12,6 +14,22 @@ DEFAULT_URL = "sqlite:///./cairn.db"
 def resolve_url(url: str | None) -> str:
     """An explicit URL, else CAIRN_DATABASE_URL, else the embedded SQLite default."""
     return url or os.environ.get("CAIRN_DATABASE_URL") or DEFAULT_URL
+
+
+_PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|[^&\s]*)", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """The database URL fit to print, log or show: its password (in the URL's user part, as a
+    `password=` parameter or in a libpq keyword string) replaced by ***."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is not None:
+            host = parts.netloc.rsplit("@", 1)[1]
+            url = urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    except ValueError:  # not parseable as a URL (a bad port...): only the keyword form is left to hide
+        pass
+    return _PASSWORD.sub(r"\1***", url)
 
 
 def open_store(url: str | None = None) -> SqlStore:

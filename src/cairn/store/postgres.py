@@ -23,6 +23,7 @@ from psycopg.types.array import ListBinaryDumper
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from cairn.store.base import ROW_WRITES, Database, Params, Tx
+from cairn.store.open import redact_url
 from cairn.store.sql import migrations, queries
 
 T = TypeVar("T")
@@ -242,17 +243,6 @@ class _PgTx(Tx):
         return None
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for logs and errors."""
-    try:
-        info = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "<unparseable database URL>"
-    return (
-        f"postgresql://{info.get('user', '')}@{info.get('host', '')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
-    )
-
-
 class PostgresDatabase(Database):
     dialect = "postgres"
 
@@ -261,6 +251,8 @@ class PostgresDatabase(Database):
         self.retry_for = retry_for
         """How long a transaction keeps retrying while the database is unreachable (a restart)."""
         self.url = url
+        self.shown_url = redact_url(url)
+        """The URL for logs and errors: without its password."""
         self._pool_size = pool_size
         self._pool: ConnectionPool[Any] | None = None
         self._apool: AsyncConnectionPool[Any] | None = None
@@ -293,7 +285,7 @@ class PostgresDatabase(Database):
             )
         except Exception as exc:
             await self.close()
-            raise ConnectionError(f"cannot connect to PostgreSQL at {redact(self.url)}: {exc}") from None
+            raise ConnectionError(f"cannot connect to PostgreSQL at {self.shown_url}: {exc}") from None
         await loop.run_in_executor(self._executor, self._migrate)
         self._apool = AsyncConnectionPool(
             self.url,
@@ -309,7 +301,7 @@ class PostgresDatabase(Database):
             await self._apool.open(wait=True, timeout=10.0)
         except Exception as exc:
             await self.close()
-            raise ConnectionError(f"cannot connect to PostgreSQL at {redact(self.url)}: {exc}") from None
+            raise ConnectionError(f"cannot connect to PostgreSQL at {self.shown_url}: {exc}") from None
         self._aloop = loop
         self._stop.clear()
         self._listener = threading.Thread(target=self._listen, name="cairn-pg-listen", daemon=True)
@@ -368,7 +360,7 @@ class PostgresDatabase(Database):
                 self._listening.clear()
                 if self._stop.is_set():
                     return
-                log.warning("LISTEN connection to %s lost (%s); reconnecting in %.1fs", redact(self.url), exc, delay)
+                log.warning("LISTEN connection to %s lost (%s); reconnecting in %.1fs", self.shown_url, exc, delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -405,7 +397,7 @@ class PostgresDatabase(Database):
                 # Rolled back before COMMIT was sent: running it again cannot apply it twice.
                 if time.monotonic() + delay > deadline:
                     raise failed.error from None
-                log.warning("database unavailable at %s (%s); retrying in %.2fs", redact(self.url), failed.error, delay)
+                log.warning("database unavailable at %s (%s); retrying in %.2fs", self.shown_url, failed.error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         if notes:

@@ -7,76 +7,12 @@ nothing. Times are float seconds since the epoch; lease expiry is judged by the 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
-from cairn.types import Json, RunStatus, StepKind, StepStatus
-
-
-@dataclass(frozen=True, slots=True)
-class RunRow:
-    id: str
-    workflow: str
-    status: RunStatus
-    input: str
-    result: str | None
-    error: str | None
-    queue: str
-    parent_id: str | None
-    parent_seq: int | None
-    created_at: float
-    updated_at: float
-    started_at: float | None
-    completed_at: float | None
-    activations: int
-    properties: str | None
-    code_version: str | None
-    lease_owner: str | None
-    lease_token: int
-    pause_reason: str | None = None
-    """Why a paused run is paused: "user", "error" (an action failed, on_failure="pause") or
-    "nondeterminism" (its code diverged from the journal)."""
-
-
-@dataclass(frozen=True, slots=True)
-class StepRow:
-    run_id: str
-    seq: int
-    kind: StepKind
-    name: str
-    args: str | None
-    status: StepStatus
-    result: str | None
-    error: str | None
-    attempt: int
-    delivered_in: int | None
-    delivered_at: float | None
-    fire_at: float | None
-    queue: str | None
-    options: str | None
-    memory_writes: str | None
-    logs: str | None
-    created_at: float
-    started_at: float | None
-    completed_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class NewStep:
-    """A step the workflow scheduled in this activation, with what its kind needs."""
-
-    seq: int
-    kind: StepKind
-    name: str
-    args: str | None
-    status: StepStatus = StepStatus.SCHEDULED
-    result: str | None = None
-    queue: str | None = None
-    fire_at: float | None = None
-    options: Json = None
-    delivered: bool = False
-    """Resolved and consumed in this same activation (records, memory writes, sends)."""
+from cairn.records import ActivationResult, NewRun, RunRow, StepRow
+from cairn.types import Json, RunStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,30 +30,6 @@ class RunClaim:
     now: float = 0.0
 
 
-class RunTaker(Protocol):
-    """A worker in this process that takes runs started here as they are created. It activates the
-    run before it is written, and the run's insert goes in the transaction of that first commit:
-    the run is born leased to the worker and already started, with no claim and no transaction of
-    its own (as born actions are)."""
-
-    id: str
-    lease: float
-
-    def reserve_run(self, run_id: str, workflow: str, queue: str) -> bool:
-        """Whether this worker takes the run about to be created (a run slot is then held for it)."""
-        ...
-
-    def clock(self) -> float:
-        """The worker's estimate of the database clock: the new run's creation time."""
-        ...
-
-    async def start_run(self, claim: RunClaim, insert: Mapping[str, Any]) -> bool:
-        """Activate the reserved run (`claim`: as it will be once inserted) and commit that first
-        activation with the run's `insert` (`insert_run` parameters), in one transaction. False
-        when the id names an existing run: then nothing is written."""
-        ...
-
-
 @dataclass(frozen=True, slots=True)
 class ActionClaim:
     """A leased attempt of one action step."""
@@ -131,25 +43,6 @@ class ActionClaim:
     queue: str | None
     lost: int = 0
     """Earlier attempts lost with their worker (not failures of the action)."""
-
-
-@dataclass(slots=True)
-class ActivationResult:
-    """What one activation decided, applied in one transaction under the run's lease."""
-
-    new_steps: list[NewStep] = field(default_factory=list)
-    cancelled: list[int] = field(default_factory=list)
-    delivered: list[int] = field(default_factory=list)
-    delivered_at: float = 0.0
-    properties: str | None = None
-    status: RunStatus = RunStatus.RUNNING
-    result: str | None = None
-    error: str | None = None
-    wake_at: float | None = None
-    counts_as_activation: bool = True
-    pause_reason: str | None = None
-    signal_waits: bool = False
-    """The workflow still waits for a signal: the commit matches its open waits to buffered signals."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,9 +75,10 @@ class Commit:
     now: float | None = None
     """The committer's estimate of the database clock, so the commit need not ask for it (a round
     trip); None: ask the database."""
-    insert: Mapping[str, Any] | None = None
-    """The `insert_run` parameters of a run this commit creates (see `RunTaker`): inserted in the
-    same transaction, first; the commit is refused (LeaseLost) when the id is taken."""
+    insert: NewRun | None = None
+    """A run this commit creates (started next to its worker: see `cairn.worker.dispatch`), leased
+    to `owner`: inserted in the same transaction, first; the commit is refused (LeaseLost) when
+    the id is taken."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,47 +141,79 @@ class WorkflowInfo:
     queue: str
 
 
+Listener = Callable[[Any], None]
+"""Called on a notification with its in-process detail: an object the commit attached for waiters
+in this process (a finished run's row), or None (none attached, or it came from another process)."""
+
+
+@runtime_checkable
 class Store(Protocol):
-    """The only way the client and worker touch the database."""
+    """The only way the client, the worker and the web touch the database: one interface, a SQL
+    implementation (`SqlStore`) over SQLite and PostgreSQL behind it. Every method is one
+    transaction; `tests/store/test_contract.py` runs each one against both backends."""
 
     url: str
 
+    # --- lifecycle ----------------------------------------------------------------------------
     async def open(self) -> None:
-        """Connect and apply pending migrations."""
+        """Connect and apply pending migrations (once, however many callers ask at once)."""
 
     async def close(self) -> None: ...
 
-    # --- runs ---
-    async def insert_run(
-        self,
-        run_id: str,
-        workflow: str,
-        input: str,
-        queue: str,
-        parent_id: str | None = None,
-        parent_seq: int | None = None,
-        code_version: str | None = None,
-    ) -> tuple[RunRow, bool]:
+    async def now(self) -> float:
+        """The database clock, by which leases and due times are judged."""
+
+    def refused(self, exc: Exception) -> bool:
+        """Whether a failed write was refused (surely not applied), not cut off (outcome unknown)."""
+
+    # --- notifications ------------------------------------------------------------------------
+    def subscribe_key(self, key: str, callback: Listener) -> Callable[[], None]:
+        """Call `callback(detail)` (from any thread) on notifications of `key`: "work" for claim
+        loops, "run:<id>" for a run's result waiters. Returns the unsubscribe function."""
+
+    @property
+    def notifies_across_processes(self) -> bool:
+        """Whether other processes' commits reach subscribers here (else only a poll sees them)."""
+
+    # --- runs ---------------------------------------------------------------------------------
+    async def insert_run(self, run: NewRun) -> tuple[RunRow, bool]:
         """Insert a run unless its id exists; returns (the row, whether it was created)."""
 
     async def get_run(self, run_id: str) -> RunRow | None: ...
 
-    async def list_runs(
-        self, status: str | None = None, workflow: str | None = None, limit: int = 50
-    ) -> list[RunRow]: ...
+    async def list_runs(self, status: str | None = None, workflow: str | None = None, limit: int = 50) -> list[RunRow]:
+        """Newest first."""
+
+    async def count_runs(self, status: str) -> int: ...
 
     async def list_steps(self, run_id: str) -> list[StepRow]: ...
 
     async def get_memory(self, run_id: str) -> dict[str, str]:
-        """Key → JSON text of the run's durable memory."""
+        """Key -> JSON text of the run's durable memory."""
 
     async def property_history(self, run_id: str) -> list[tuple[int, str]]:
         """(activation number, properties JSON) after each activation that changed them."""
 
+    async def list_events(self, run_id: str) -> list[EventRow]: ...
+
+    async def add_event(self, run_id: str, kind: str, **detail: Any) -> None:
+        """Append a finding that changes nothing else to a run's events (e.g. its work unserved)."""
+
     async def send_signal(self, run_id: str, name: str, payload: str) -> bool:
         """Buffer a signal for a run and wake it; False when the run does not exist."""
 
-    # --- work ---
+    # --- control (each idempotent; IllegalTransition when the status forbids it) ---------------
+    async def pause(self, run_id: str) -> RunStatus: ...
+
+    async def resume(self, run_id: str) -> RunStatus: ...
+
+    async def cancel(self, run_id: str) -> RunStatus: ...
+
+    async def retry(self, run_id: str) -> RunStatus: ...
+
+    async def fork(self, run_id: str, from_step: int, new_id: str | None = None) -> str: ...
+
+    # --- work -----------------------------------------------------------------------------------
     async def claim_work(
         self,
         worker: str,
@@ -325,18 +251,21 @@ class Store(Protocol):
     ) -> bool:
         """Record an attempt's outcome fenced by its attempt number; False when it lost the step."""
 
-    async def read_memory(self, run_id: str, key: str) -> str | None: ...
+    async def unserved(self, run_ids: Sequence[str] | None = None, limit: int = 1000) -> dict[str, str]:
+        """Why each of these runs (None: each with work due now) cannot progress, for those that
+        cannot: no live worker serves its workflow or an action it waits on."""
 
-    # --- workers ---
+    # --- workers and definitions -----------------------------------------------------------------
     async def heartbeat(
         self, info: WorkerInfo, lease: float, runs: Collection[str] = (), attempts: Collection[tuple[str, int]] = ()
     ) -> None:
         """Record liveness and extend the leases of the runs this worker holds and the attempts
         (run id, step) it is running."""
 
-    async def remove_worker(self, worker_id: str) -> None: ...
+    async def remove_worker(self, worker_id: str) -> None:
+        """A worker's goodbye: what it held is handed over at once."""
 
-    async def list_workers(self) -> list[WorkerInfo]: ...
+    async def list_workers(self, stale_after: float = 60.0) -> list[WorkerInfo]: ...
 
     async def register_workflows(self, infos: Sequence[WorkflowInfo]) -> None: ...
 

@@ -11,18 +11,18 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from cairn.names import storable
+from cairn.records import NewRun, RunRow, StepRow
 from cairn.store import control, journal_tx
-from cairn.store.base import WORK, Database, Listener, Tx, run_row, step_row
+from cairn.store.base import WORK, Database, Tx, run_row, step_row
 from cairn.store.batch import TxBatcher
 from cairn.store.protocol import (
     ActionClaim,
     Commit,
     EventRow,
+    Listener,
     Need,
     RunClaim,
-    RunRow,
-    RunTaker,
-    StepRow,
+    Store,
     WorkClaim,
     WorkerInfo,
     WorkflowInfo,
@@ -38,8 +38,6 @@ class SqlStore:
         self.url = db.url
         self._batcher = TxBatcher(db)
         """Group commit for the hot small writes: run inserts, activation commits, action results."""
-        self.takers: list[RunTaker] = []
-        """Workers in this process that take runs started here at birth (see `insert_run`)."""
 
     async def open(self) -> None:
         await self.db.open()
@@ -50,6 +48,12 @@ class SqlStore:
     def subscribe_key(self, key: str, callback: Listener) -> Callable[[], None]:
         return self.db.subscribe_key(key, callback)
 
+    @property
+    def notifies_across_processes(self) -> bool:
+        """Whether commits in other processes reach `subscribe_key` callbacks here (else only a
+        poll sees them)."""
+        return self.db.notifies_across_processes
+
     def refused(self, exc: Exception) -> bool:
         """Whether a failed write was refused (surely not applied), not cut off (outcome unknown)."""
         return self.db.refused(exc)
@@ -59,59 +63,16 @@ class SqlStore:
 
     # --- runs ----------------------------------------------------------------------------------
 
-    async def insert_run(
-        self,
-        run_id: str,
-        workflow: str,
-        input: str,
-        queue: str,
-        parent_id: str | None = None,
-        parent_seq: int | None = None,
-        code_version: str | None = None,
-    ) -> tuple[RunRow, bool]:
-        """Create a run (or find the one with this id: then False). When a worker in this process
-        takes it, the run is created by that worker's first activation of it (see `RunTaker`)."""
-        taker = next((t for t in self.takers if t.reserve_run(run_id, workflow, queue)), None)
-        given: dict[str, Any] = {
-            "id": run_id,
-            "workflow": workflow,
-            "input": input,
-            "queue": queue,
-            "parent_id": parent_id,
-            "parent_seq": parent_seq,
-            "code_version": code_version,
-        }
-        owner, lease = (taker.id, taker.lease) if taker is not None else (None, None)
-        params = {**given, "now": None, "lease_owner": owner, "lease": lease}
-        if taker is not None:
-            now = taker.clock()
-            run = RunRow(  # as the insert will write it
-                **given,
-                status=RunStatus.PENDING,
-                result=None,
-                error=None,
-                created_at=now,
-                updated_at=now,
-                started_at=None,
-                completed_at=None,
-                activations=0,
-                properties=None,
-                lease_owner=taker.id,
-                lease_token=1,
-                pause_reason=None,
-            )
-            if await taker.start_run(RunClaim(run, 1, [], [], False, now), {**params, "now": now}):
-                return run, True
-            existing = await self.get_run(run_id)
-            assert existing is not None, f"run {run_id} was refused as existing, yet it is not there"
-            return existing, False
+    async def insert_run(self, run: NewRun) -> tuple[RunRow, bool]:
+        """Create a run (or find the one with this id: then False), claimable by any worker."""
+        params = {**journal_tx.insert_params(run), "now": None, "lease_owner": None, "lease": None}
 
         def tx_fn(tx: Tx) -> tuple[RunRow, bool]:
             row = tx.one("insert_run", params)
             if row is not None:
                 tx.notify(WORK)  # claimable by any worker
                 return run_row(row), True
-            row = tx.one("get_run", {"id": run_id})  # the id names an existing run
+            row = tx.one("get_run", {"id": run.id})  # the id names an existing run
             assert row is not None
             return run_row(row), False
 
@@ -137,10 +98,6 @@ class SqlStore:
     async def get_memory(self, run_id: str) -> dict[str, str]:
         rows = await self.db.transaction(lambda tx: tx.all("get_memory", {"run_id": run_id}), write=False)
         return {k: v for k, v in rows}
-
-    async def read_memory(self, run_id: str, key: str) -> str | None:
-        row = await self.db.transaction(lambda tx: tx.one("read_memory", {"run_id": run_id, "key": key}), write=False)
-        return None if row is None else str(row[0])
 
     async def property_history(self, run_id: str) -> list[tuple[int, str]]:
         rows = await self.db.transaction(lambda tx: tx.all("property_history", {"run_id": run_id}), write=False)
@@ -250,7 +207,7 @@ class SqlStore:
         With `retry_delay` the step goes back to scheduled, due that many seconds from now."""
 
         return await self._batcher.run(
-            lambda tx: journal_tx.complete_action(tx, claim, result, error, retry_delay, memory_writes, logs)
+            lambda tx: journal_tx.record_attempt(tx, claim, result, error, retry_delay, memory_writes, logs)
         )
 
     # --- workers and definitions ----------------------------------------------------------------
@@ -430,3 +387,7 @@ def _lease_actions(
         for run_id, key, value in tx.all("memory_of_runs", {"run_ids": sorted({c.run_id for c in claims})}):
             memory.setdefault(run_id, {})[key] = value
     return [(c, memory.get(c.run_id, {})) for c in claims]
+
+
+def _implements(store: SqlStore) -> Store:
+    return store  # mypy checks here that SqlStore is a Store

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from cairn.store.base import WORK, Database, Listener, Params, Tx
+from cairn.store.base import WORK, Database, Params, Tx
+from cairn.store.protocol import Listener
 from cairn.store.sql import migrations, queries
 
 T = TypeVar("T")

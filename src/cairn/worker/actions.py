@@ -14,14 +14,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cairn.api.action import invoke_with_dependencies
-from cairn.engine.runtime import ActionContext, action_context
-from cairn.errors import ActionTimeout, UnknownActionError
+from cairn.action_context import ActionContext, action_context
+from cairn.dependencies import invoke_with_dependencies
+from cairn.errors import ActionAttemptsExhausted, ActionTimeout, UnknownActionError
 from cairn.policies import BackoffPolicy, should_retry
 from cairn.registry import ActionDef, Registry
 from cairn.serialization import dumps, error_to_json
-from cairn.store.protocol import ActionClaim
-from cairn.store.sql_store import SqlStore
+from cairn.store.protocol import ActionClaim, Store
 from cairn.worker.isolate import run_isolated
 
 log = logging.getLogger("cairn.worker")
@@ -49,7 +48,7 @@ class Outcome:
 Recorder = Callable[[ActionClaim, Outcome], Awaitable[None]]
 
 
-async def record_plainly(store: SqlStore, claim: ActionClaim, outcome: Outcome) -> None:
+async def record_plainly(store: Store, claim: ActionClaim, outcome: Outcome) -> None:
     """Record an attempt in a completion transaction of its own (fenced by its attempt number)."""
     won = await store.complete_action(
         claim, outcome.result, outcome.error, outcome.retry_delay, outcome.memory_writes, outcome.logs
@@ -64,7 +63,7 @@ async def record_plainly(store: SqlStore, claim: ActionClaim, outcome: Outcome) 
 
 
 class ActionExecutor:
-    def __init__(self, store: SqlStore, registry: Registry, threads: int) -> None:
+    def __init__(self, store: Store, registry: Registry, threads: int) -> None:
         self._store = store
         self._registry = registry
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="cairn-action")
@@ -108,7 +107,7 @@ class ActionExecutor:
             timeout = options.get("timeout", defn.timeout)
             failed_before = claim.attempt - 1 - claim.lost
             if failed_before >= int(policy["attempts"]) or claim.lost > MAX_LOST_ATTEMPTS:
-                raise ActionTimeout(
+                raise ActionAttemptsExhausted(
                     f"action {claim.name} has no attempts left: {failed_before} failed and {claim.lost} were "
                     f"lost with their worker (policy: {policy['attempts']} attempts, at most {MAX_LOST_ATTEMPTS} lost)"
                 )
@@ -120,7 +119,7 @@ class ActionExecutor:
                     failure = f"{type(exc).__name__}: {exc}"
                     ctx.logs.append(f"WARNING attempt {claim.attempt} failed: {failure}; retry in {retry_delay:.2f}s")
                 error = dumps(error_to_json(exc))
-        except (UnknownActionError, ActionTimeout) as exc:
+        except (UnknownActionError, ActionAttemptsExhausted) as exc:
             error = dumps(error_to_json(exc))
         return Outcome(result, error, retry_delay, ctx.memory_writes, ctx.logs)
 

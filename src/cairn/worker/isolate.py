@@ -44,8 +44,8 @@ from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from cairn.api.action import invoke_with_dependencies
-from cairn.engine.runtime import ActionContext, action_context
+from cairn.action_context import ActionContext, action_context
+from cairn.dependencies import invoke_with_dependencies
 from cairn.errors import ActionCrashed, ActionTimeout, PayloadTooLarge, UnknownActionError
 from cairn.registry import ActionDef, registry
 from cairn.serialization import error_from_json, error_to_json, max_payload_bytes

@@ -18,17 +18,17 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from cairn.engine.instance import WorkflowInstance
 from cairn.engine.runtime import Resolution
 from cairn.errors import CairnError, LeaseLost
+from cairn.records import ActivationResult, NewRun, NewStep, RunRow
 from cairn.registry import Registry
 from cairn.serialization import dumps, error_to_json
-from cairn.store.protocol import ActionClaim, ActivationResult, Commit, Completion, NewStep, RunClaim, RunRow
-from cairn.store.sql_store import SqlStore
+from cairn.store.protocol import ActionClaim, Commit, Completion, RunClaim, Store
 from cairn.types import RunStatus, StepKind, StepStatus
 from cairn.worker.actions import Outcome, record_plainly
 
@@ -121,7 +121,7 @@ Starter = Callable[[ActionClaim, dict[str, str]], None]
 class Runner:
     def __init__(
         self,
-        store: SqlStore,
+        store: Store,
         registry: Registry,
         worker_id: str,
         lease: float,
@@ -165,9 +165,9 @@ class Runner:
 
     # --- a claimed activation -------------------------------------------------------------------
 
-    def activation(self, claim: RunClaim) -> Coroutine[Any, Any, None]:
+    def claimed(self, claim: RunClaim) -> Coroutine[Any, Any, None]:
         """The activation of a claimed run; the run counts as busy from now until it ends."""
-        return self._claimed.track(claim.run.id, self.activate(claim))
+        return self._claimed.track(claim.run.id, self._run_claimed(claim))
 
     def held(self) -> set[str]:
         """Runs whose lease this worker keeps: in memory, or being worked on."""
@@ -177,19 +177,19 @@ class Runner:
         """Runs held by this worker with an activation or a result commit under way or about to start."""
         return self._claimed.keys() | set(self._locks) | set(self._mailbox)
 
-    async def activate(self, claim: RunClaim) -> None:
+    async def _run_claimed(self, claim: RunClaim) -> None:
         self._clock_offset = claim.now - time.time()
         async with self._exclusive(claim.run.id):
-            await self._activate(claim)
+            await self._activate_and_commit(claim)
 
-    async def start_born(self, claim: RunClaim, insert: Mapping[str, Any]) -> bool:
+    async def start_born(self, claim: RunClaim, insert: NewRun) -> bool:
         """The first activation of a run started in this process, committed with the run's insert
-        (see `RunTaker`); False when the id names an existing run. Until that commit the run does
-        not exist in the database, so no claim can race it."""
+        (see `cairn.worker.dispatch`); False when the id names an existing run. Until that commit
+        the run does not exist in the database, so no claim can race it."""
         async with self._exclusive(claim.run.id):
-            return await self._activate(claim, insert)
+            return await self._activate_and_commit(claim, insert)
 
-    async def _activate(self, claim: RunClaim, insert: Mapping[str, Any] | None = None) -> bool:
+    async def _activate_and_commit(self, claim: RunClaim, insert: NewRun | None = None) -> bool:
         """Activate a claimed run and commit; whether the commit landed."""
         run = claim.run
         defn = self._registry.workflow(run.workflow)
@@ -286,7 +286,7 @@ class Runner:
         token: int,
         result: ActivationResult,
         completions: Sequence[Completion],
-        insert: Mapping[str, Any] | None = None,
+        insert: NewRun | None = None,
     ) -> bool:
         births = self._births(result.new_steps) if inst is not None else []
         born = frozenset(s.seq for s in births)
@@ -303,8 +303,7 @@ class Runner:
                 raise
             # The database refused what this run decided (a value it cannot store): the run fails,
             # visibly and once, instead of being claimed and refused again forever.
-            await self._fail_refused(run, token, exc, insert)
-            return False
+            return await self._fail_refused(run, token, exc, insert)
         except BaseException:
             self._abandon(inst, births)
             raise
@@ -323,7 +322,8 @@ class Runner:
             )
         return True
 
-    async def _fail_refused(self, run: RunRow, token: int, exc: Exception, insert: Mapping[str, Any] | None) -> None:
+    async def _fail_refused(self, run: RunRow, token: int, exc: Exception, insert: NewRun | None) -> bool:
+        """Fail a run whose commit the database refused; whether that failure was recorded."""
         reason = CairnError(
             f"the database refused to record the progress of run {run.id} ({type(exc).__name__}: {exc}); "
             "the run is failed rather than retried forever. Check the values it stores (memory keys, signal "
@@ -333,10 +333,13 @@ class Runner:
         failed = ActivationResult(
             status=RunStatus.FAILED, error=dumps(error_to_json(reason)), counts_as_activation=False
         )
+        commit = Commit(run, token, failed, owner=self._worker_id, lease=self._lease, now=self.now(), insert=insert)
         try:
-            await self._store.commit_activation(Commit(run, token, failed, now=self.now(), insert=insert))
+            await self._store.commit_activation(commit)
         except Exception:
             log.exception("run %s: recording its failure was refused as well", run.id)
+            return False
+        return True
 
     def _abandon(self, inst: WorkflowInstance | None, births: Sequence[NewStep]) -> None:
         if inst is not None:

@@ -17,17 +17,18 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 from cairn.names import check_name
+from cairn.records import NewRun, RunRow
 from cairn.registry import Registry, WorkflowDef, registry
 from cairn.store.base import WORK, call_soon_here
 from cairn.store.open import open_store
-from cairn.store.protocol import ActionClaim, RunClaim, WorkerInfo, WorkflowInfo
-from cairn.store.sql_store import SqlStore
+from cairn.store.protocol import ActionClaim, RunClaim, Store, WorkerInfo, WorkflowInfo
 from cairn.types import RunStatus
+from cairn.worker import dispatch
 from cairn.worker.actions import ActionExecutor
 from cairn.worker.runner import InFlight, Runner
 
@@ -59,10 +60,7 @@ class Worker:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         if lease <= 0 or (poll_interval is not None and poll_interval <= 0):
             raise ValueError("lease and poll_interval must be positive seconds")
-        store = getattr(client, "store", None)
-        self.store: SqlStore = (
-            store if isinstance(store, SqlStore) else open_store(url if client is None else str(client))
-        )
+        self.store: Store = client.store if client is not None else open_store(url)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.concurrency = concurrency
         self.queues = [check_name(q, "queue name") for q in queues] if queues else None
@@ -110,7 +108,7 @@ class Worker:
 
         self._unsubscribe = self.store.subscribe_key(WORK, wake)
         self._serves = (tuple(w.id for w in self.registry.workflows()), tuple(a.id for a in self.registry.actions()))
-        self.store.takers.append(self)
+        dispatch.register(self.store, self)
         await self.store.register_workflows(
             [WorkflowInfo(w.id, w.description, _schema(w), w.queue) for w in self.registry.workflows()]
         )
@@ -134,8 +132,7 @@ class Worker:
         """Stop claiming, let running work finish for `grace` seconds, then hand the rest over."""
         self._stopping.set()
         self._wakeup.set()
-        if self in self.store.takers:
-            self.store.takers.remove(self)
+        dispatch.unregister(self.store, self)
         if self._main is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._main
@@ -226,7 +223,7 @@ class Worker:
         )
         for claim in work.runs:
             self._run_slots.take()
-            self._spawn(self._runner.activation(claim), self._run_releaser(claim.run.status == RunStatus.PENDING))
+            self._spawn(self._runner.claimed(claim), self._run_releaser(claim.run.status == RunStatus.PENDING))
         for attempt, memory in work.actions:
             self._action_slots.take()
             self._start_action(attempt, memory)
@@ -266,9 +263,26 @@ class Worker:
 
         return admitted
 
-    # --- runs started in this process (RunTaker) ------------------------------------------------
+    # --- runs started in this process (a LocalDispatcher: see cairn.worker.dispatch) ---------------
 
-    def reserve_run(self, run_id: str, workflow: str, queue: str) -> bool:
+    async def start_run(self, run: NewRun) -> tuple[RunRow, bool] | None:
+        """Take a run started in this process: activate it and create it with that first commit."""
+        if not self._reserve_run(run.workflow, run.queue):
+            return None
+        now = self._runner.now()
+        born = run.born(self.id, now)
+        # A task of this worker's, so that stopping waits for it; shielded, so that a cancelled
+        # start() does not break off a commit under way.
+        task = self._spawn(
+            self._runner.start_born(RunClaim(born, 1, [], [], False, now), run), self._run_releaser(True)
+        )
+        if await asyncio.shield(task):
+            return born, True
+        existing = await self.store.get_run(run.id)
+        assert existing is not None, f"run {run.id} was refused as existing, yet it is not there"
+        return existing, False
+
+    def _reserve_run(self, workflow: str, queue: str) -> bool:
         """Take a run started in this process at birth when it is ours to run and we have room (a
         run slot, and an action slot for its first action), and nothing is waiting for us in the
         database (our last claim was not cut short), so that a new run never overtakes a backlog."""
@@ -283,15 +297,6 @@ class Worker:
         if self._new_run_room(self._run_slots.free) < 1:
             return False
         return self._run_slots.take()
-
-    def clock(self) -> float:
-        return self._runner.now()
-
-    async def start_run(self, claim: RunClaim, insert: Mapping[str, Any]) -> bool:
-        # A task of this worker's, so that stopping waits for it; shielded, so that a cancelled
-        # start() does not break off a commit under way.
-        born = self._spawn(self._runner.start_born(claim, insert), self._run_releaser(new=True))
-        return await asyncio.shield(born)
 
     def _start_action(self, claim: ActionClaim, memory: dict[str, str]) -> None:
         """Run an attempt whose slot is already taken; its result goes with the run's next activation

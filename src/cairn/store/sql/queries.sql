@@ -51,9 +51,6 @@ FROM cairn_steps WHERE run_id = :run_id ORDER BY seq
 -- name: get_memory
 SELECT key, value FROM cairn_memory WHERE run_id = :run_id ORDER BY key
 
--- name: read_memory
-SELECT value FROM cairn_memory WHERE run_id = :run_id AND key = :key
-
 -- name: property_history
 SELECT activation, properties FROM cairn_properties WHERE run_id = :run_id ORDER BY activation
 
