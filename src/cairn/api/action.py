@@ -12,7 +12,7 @@ import functools
 import threading
 from collections.abc import Callable, Coroutine, Generator
 from datetime import timedelta
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from cairn.dependencies import invoke_with_dependencies
 from cairn.engine.runtime import current_runtime, thread_bridge
@@ -25,6 +25,7 @@ from cairn.types import StepKind
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class ActionCall(Coroutine[Any, Any, Any]):
@@ -110,15 +111,18 @@ class ActionFunction(Generic[P, R]):
     def id(self) -> str:
         return self.defn.id
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        # Untyped on purpose: Depends parameters are filled in by the worker, and inside a workflow
-        # the call returns an awaitable even for a plain `def` action.
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Typed as the function is (its parameters, and a coroutine for an `async def` action), so
+        that mypy checks calls. A plain `def` action is typed to return Any: outside an async
+        workflow the call gives its value, inside one an awaitable of it. (A `Depends` parameter
+        that a type checker should not ask for takes the provider as its default:
+        `db: Db = Depends(get_db)`.)"""
         rt = current_runtime()
         if rt is not None:
             call = ActionCall(self.defn, args, kwargs)
             bridge = thread_bridge()
-            return bridge.call(call) if bridge is not None else call
-        return call_directly(self.defn, args, kwargs)
+            return bridge.call(call) if bridge is not None else call  # type: ignore[return-value]
+        return call_directly(self.defn, args, kwargs)  # type: ignore[no-any-return]
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         return self if obj is None else functools.partial(self, obj)
@@ -154,8 +158,22 @@ def call_directly(defn: ActionDef, args: tuple[Any, ...], kwargs: dict[str, Any]
     return box["value"]
 
 
+class _Declare(Protocol):
+    """What `@action(...)` with options returns: the decorator, typed like `@action` itself."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, T]], /) -> ActionFunction[P, Coroutine[Any, Any, T]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, T], /) -> ActionFunction[P, Any]: ...
+
+
 @overload
-def action(fn: Callable[P, R], /) -> ActionFunction[P, R]: ...
+def action(fn: Callable[P, Coroutine[Any, Any, T]], /) -> ActionFunction[P, Coroutine[Any, Any, T]]: ...
+
+
+@overload
+def action(fn: Callable[P, T], /) -> ActionFunction[P, Any]: ...
 
 
 @overload
@@ -171,7 +189,7 @@ def action(
     backoff: BackoffPolicy | None = None,
     queue: str = "default",
     isolate: bool = False,
-) -> Callable[[Callable[P, R]], ActionFunction[P, R]]: ...
+) -> _Declare: ...
 
 
 def action(

@@ -1,0 +1,77 @@
+"""The public surface is pinned: a name added to or removed from `cairn` is a decision, made here."""
+
+from __future__ import annotations
+
+import cairn
+
+PUBLIC = [
+    "Action",
+    "ActionAttemptsExhausted",
+    "ActionCrashed",
+    "ActionError",
+    "ActionTimeout",
+    "BackoffPolicy",
+    "CairnError",
+    "ChildHandle",
+    "Client",
+    "Depend",
+    "Depends",
+    "IllegalTransition",
+    "JournalCorrupted",
+    "NonDeterminismError",
+    "NotInWorkflow",
+    "PayloadTooLarge",
+    "RetryPolicy",
+    "RunEvent",
+    "RunHandle",
+    "RunIdConflict",
+    "RunNotFound",
+    "RunStatus",
+    "SerializationError",
+    "StepInfo",
+    "StepKind",
+    "StepStatus",
+    "SyncClient",
+    "SyncRunHandle",
+    "TransientError",
+    "UnknownActionError",
+    "UnknownWorkflowError",
+    "UnsafeWorkflowCode",
+    "Worker",
+    "Workflow",
+    "WorkflowCancelled",
+    "WorkflowFailed",
+    "WorkflowSandboxError",
+    "__version__",
+    "action",
+    "child",
+    "connect",
+    "connect_sync",
+    "context",
+    "deprecate_patch",
+    "memory",
+    "now",
+    "patched",
+    "random",
+    "registry",
+    "send_signal",
+    "sleep",
+    "start_child",
+    "uuid4",
+    "wait_for_signal",
+    "workflow",
+]
+
+
+def test_the_public_names_are_exactly_these() -> None:
+    assert sorted(cairn.__all__) == PUBLIC
+
+
+def test_every_public_name_is_there() -> None:
+    missing = [name for name in cairn.__all__ if not hasattr(cairn, name)]
+    assert missing == []
+
+
+def test_the_registry_offers_what_spec_names() -> None:
+    for name in ("register", "get", "names", "entries", "reset"):
+        assert callable(getattr(cairn.registry, name))
