@@ -12,6 +12,7 @@ from cairn import IllegalTransition, RunStatus, StepStatus
 from tests import control_flows as cf
 from tests import flows
 from tests.conftest import eventually
+from tests.helpers import status_is
 
 pytestmark = [pytest.mark.usefixtures("worker"), pytest.mark.timeout(60)]
 
@@ -25,20 +26,13 @@ def _reset_flags() -> collections.abc.Iterator[None]:
     cf.make_versioned(1)
 
 
-async def _status(handle: cairn.RunHandle, status: RunStatus) -> bool:
-    try:
-        return await handle.status() == status
-    except cairn.RunNotFound:  # a child exists once its parent's activation has committed
-        return False
-
-
 async def _kinds(handle: cairn.RunHandle) -> list[str]:
     return [e.kind for e in await handle.events()]
 
 
 async def test_pause_holds_a_run_and_resume_continues_it(client: cairn.Client) -> None:
     handle = await client.start(flows.Approval, "P1")
-    await eventually(lambda: _status(handle, RunStatus.WAITING), what="waiting")
+    await eventually(lambda: status_is(handle, RunStatus.WAITING), what="waiting")
     assert await handle.pause() == RunStatus.PAUSED
     assert await handle.pause() == RunStatus.PAUSED  # idempotent
     await handle.signal("approval", {"ok": True, "by": "carol"})
@@ -85,7 +79,7 @@ async def test_cancel_during_a_running_action(client: cairn.Client) -> None:
 async def test_cancel_cascades_to_children_and_races_safely(client: cairn.Client) -> None:
     handle = await client.start(cf.waits_for_child, 3)
     child = client.get("child-of-3")
-    await eventually(lambda: _status(child, RunStatus.WAITING), what="child waiting")
+    await eventually(lambda: status_is(child, RunStatus.WAITING), what="child waiting")
     results = await asyncio.gather(handle.cancel(), handle.cancel(), child.cancel(), return_exceptions=True)
     assert all(r == RunStatus.CANCELLED for r in results), results
     assert await child.status() == RunStatus.CANCELLED
@@ -106,7 +100,7 @@ async def test_retry_a_failed_run_from_the_failed_step(client: cairn.Client) -> 
 
 async def test_on_failure_pause_then_retry_after_a_fix(client: cairn.Client) -> None:
     handle = await client.start(cf.pausing, 1)
-    await eventually(lambda: _status(handle, RunStatus.PAUSED), what="paused on error")
+    await eventually(lambda: status_is(handle, RunStatus.PAUSED), what="paused on error")
     row = await handle.describe()
     assert row.pause_reason == "error"
     assert "step 2 (tests.control_flows.fragile) failed: fragile is broken for 2" in (row.error or "")
@@ -147,7 +141,7 @@ async def test_fork_reuses_the_journal_up_to_a_step(client: cairn.Client) -> Non
 async def test_where_id_controls_by_id(client: cairn.Client) -> None:
     await client.start(flows.Approval, "W1", id="welcome@example.com")
     handle = flows.Approval.where_id("welcome@example.com", client)
-    await eventually(lambda: _status(handle, RunStatus.WAITING), what="waiting")
+    await eventually(lambda: status_is(handle, RunStatus.WAITING), what="waiting")
     assert await flows.Approval.where_id("welcome@example.com", client).pause() == RunStatus.PAUSED
     assert await flows.Approval.where_id("welcome@example.com", client).kill() == RunStatus.CANCELLED
 
@@ -166,12 +160,12 @@ async def test_events_describe_every_state_change(client: cairn.Client) -> None:
 async def test_changed_code_pauses_and_patched_lets_it_continue(client: cairn.Client) -> None:
     cf.make_versioned(1)
     old = await client.start("tests.versioned", 1)
-    await eventually(lambda: _status(old, RunStatus.WAITING), what="waiting for go")
+    await eventually(lambda: status_is(old, RunStatus.WAITING), what="waiting for go")
     await old.signal("go")
     await eventually(lambda: _steps_count(old, 4), what="past the changed point")
     cf.make_versioned(2)  # deployed without a guard: replay diverges at step 3
     await old.signal("go2")
-    await eventually(lambda: _status(old, RunStatus.PAUSED), what="paused on divergence")
+    await eventually(lambda: status_is(old, RunStatus.PAUSED), what="paused on divergence")
     row = await old.describe()
     assert row.pause_reason == "nondeterminism"
     assert "step 3" in (row.error or "") and "tests.flows.double" in (row.error or "")

@@ -5,27 +5,16 @@ repaired, `retry` continues the run."""
 from __future__ import annotations
 
 import json
-import sqlite3
 
-import psycopg
 import pytest
 
 import cairn
 from cairn import RunStatus
 from tests import flows
 from tests.conftest import eventually
+from tests.helpers import raw_sql, status_is
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def raw_sql(db_url: str, sql: str, *params: object) -> None:
-    """Change a row behind Cairn's back, as an operator or a faulty tool might."""
-    if db_url.startswith("sqlite"):
-        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
-            conn.execute(sql, params)
-        return
-    with psycopg.connect(db_url, autocommit=True) as pg:
-        pg.execute(sql.replace("?", "%s").encode(), params)
 
 
 CORRUPTIONS = [
@@ -43,7 +32,7 @@ async def test_a_corrupted_step_pauses_the_run_naming_the_step_and_the_value(
 ) -> None:
     async with cairn.Worker(client, poll_interval=0.05):
         handle = await client.start(flows.add_then_wait, 1)
-        await eventually(lambda: _is(handle, RunStatus.WAITING), what="the run waiting")
+        await eventually(lambda: status_is(handle, RunStatus.WAITING), what="the run waiting")
         raw_sql(
             db_url,
             "UPDATE cairn_steps SET status = ?, result = ?, error = ? WHERE run_id = ? AND seq = 1",
@@ -53,7 +42,7 @@ async def test_a_corrupted_step_pauses_the_run_naming_the_step_and_the_value(
             handle.id,
         )
         await handle.signal("go")  # the run is replayed from its journal
-        await eventually(lambda: _is(handle, RunStatus.PAUSED), what="the run paused")
+        await eventually(lambda: status_is(handle, RunStatus.PAUSED), what="the run paused")
         row = await handle.describe()
         recorded = json.loads(row.error or "{}")
         assert row.pause_reason == "corrupt_journal"
@@ -64,7 +53,3 @@ async def test_a_corrupted_step_pauses_the_run_naming_the_step_and_the_value(
         raw_sql(db_url, "UPDATE cairn_steps SET status = 'completed', result = '2', error = NULL WHERE seq = 1")
         assert await handle.retry() == RunStatus.RUNNING
         assert await handle.result(timeout=10) == 2
-
-
-async def _is(handle: cairn.RunHandle, status: RunStatus) -> bool:
-    return await handle.status() == status

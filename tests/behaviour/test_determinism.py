@@ -11,6 +11,7 @@ import cairn
 from cairn import RunStatus, workflow
 from tests import flows
 from tests.conftest import eventually
+from tests.helpers import status_is
 
 
 def make_divergent(variant: int) -> object:
@@ -26,7 +27,7 @@ def make_divergent(variant: int) -> object:
 async def test_new_worker_replays_without_reexecuting(client: cairn.Client) -> None:
     async with cairn.Worker(client, poll_interval=0.1):
         handle = await client.start(flows.Approval, "R1")
-        await eventually(lambda: _status_is(handle, RunStatus.WAITING), what="waiting")
+        await eventually(lambda: status_is(handle, RunStatus.WAITING), what="waiting")
     # The first worker is gone; a fresh one replays the journal when the signal arrives.
     async with cairn.Worker(client, poll_interval=0.1) as second:
         await handle.signal("approval", {"ok": True, "by": "second"})
@@ -48,10 +49,10 @@ async def test_divergent_code_pauses_run_naming_the_step(client: cairn.Client) -
     try:
         async with cairn.Worker(client, poll_interval=0.1):
             handle = await client.start(wf, 3)
-            await eventually(lambda: _status_is(handle, RunStatus.WAITING), what="waiting")
+            await eventually(lambda: status_is(handle, RunStatus.WAITING), what="waiting")
             make_divergent(2)  # a deploy changes the code under the waiting run
             await handle.signal("go", None)
-            await eventually(lambda: _status_is(handle, RunStatus.PAUSED), what="paused")
+            await eventually(lambda: status_is(handle, RunStatus.PAUSED), what="paused")
         row = await handle.describe()
         error = json.loads(row.error or "{}")
         assert error["type"] == "NonDeterminismError"
@@ -61,10 +62,6 @@ async def test_divergent_code_pauses_run_naming_the_step(client: cairn.Client) -
         assert len(steps) == 2  # nothing was written for the divergent call
     finally:
         make_divergent(1)
-
-
-async def _status_is(handle: cairn.RunHandle, status: RunStatus) -> bool:
-    return await handle.status() == status
 
 
 async def _steps_done(handle: cairn.RunHandle, n: int) -> bool:

@@ -3,24 +3,16 @@ cancellable, and goes on as soon as a worker that can do it appears."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-from click.testing import CliRunner, Result
 
 import cairn
 from cairn import RunStatus
-from cairn.cli.main import cli
 from cairn.registry import Registry
 from tests import flows
 from tests.conftest import eventually
+from tests.helpers import cli_in_thread
 
 pytestmark = pytest.mark.timeout(60)
-
-
-async def cli_in_thread(args: list[str]) -> Result:
-    """The CLI as a user runs it (its own event loop: off this test's loop, on a thread)."""
-    return await asyncio.to_thread(CliRunner().invoke, cli, args)
 
 
 def without(*missing: object) -> Registry:

@@ -10,6 +10,7 @@ import cairn
 from cairn import RunStatus
 from tests import flows
 from tests.conftest import eventually
+from tests.helpers import status_is
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -19,7 +20,7 @@ async def test_a_worker_with_every_action_slot_busy_takes_no_new_run_but_wakes_s
 ) -> None:
     async with cairn.Worker(client, concurrency=1, poll_interval=0.1, lease=5.0):
         sleeping = await client.start(flows.sleeper, 0.2)
-        await eventually(lambda: _has_status(sleeping, RunStatus.WAITING), what="the sleeper to sleep")
+        await eventually(lambda: status_is(sleeping, RunStatus.WAITING), what="the sleeper to sleep")
         held = await client.start(flows.gated, "held")
         await eventually(lambda: _action_running(client, held), what="the gated action to start")
 
@@ -52,10 +53,6 @@ async def test_a_worker_runs_a_run_to_its_end_before_taking_a_new_one_when_its_s
         assert sorted(scheduled) == [1, 2, 3] and started == scheduled
     ended = max(e.at for e in firsts if e.kind == "completed")
     assert min(e.at for e in seconds if e.kind == "started") >= ended
-
-
-async def _has_status(handle: cairn.RunHandle, status: RunStatus) -> bool:
-    return (await handle.describe()).status == status
 
 
 async def _action_running(client: cairn.Client, handle: cairn.RunHandle) -> bool:

@@ -8,6 +8,7 @@ import cairn
 from cairn import RunStatus, StepKind, StepStatus
 from tests import flows
 from tests.conftest import eventually
+from tests.helpers import status_is
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -111,7 +112,7 @@ async def test_child_workflows_and_recursion(client: cairn.Client) -> None:
 
 async def test_signal_wait_then_send(client: cairn.Client) -> None:
     handle = await client.start(flows.Approval, "A1")
-    await eventually(lambda: _is(handle, RunStatus.WAITING), what="run waiting for its signal")
+    await eventually(lambda: status_is(handle, RunStatus.WAITING), what="run waiting for its signal")
     await handle.signal("approval", {"ok": True, "by": "alice"})
     assert await handle.result(timeout=10) == "A1:alice:approved"
     assert (await handle.properties())["state"] == "approved"
@@ -152,10 +153,6 @@ async def test_properties_recorded_after_each_step(client: cairn.Client) -> None
 
 async def test_pydantic_models_round_trip(client: cairn.Client) -> None:
     assert await client.run(flows.models_flow, 3, -4, timeout=10) == 7
-
-
-async def _is(handle: cairn.RunHandle, status: RunStatus) -> bool:
-    return await handle.status() == status
 
 
 async def test_asyncio_wait_first_completed_cancels_the_rest(client: cairn.Client) -> None:

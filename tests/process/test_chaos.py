@@ -18,6 +18,7 @@ import pytest
 import cairn
 from cairn import RunStatus, StepKind
 from tests.conftest import eventually
+from tests.helpers import registered
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = 200
@@ -55,7 +56,7 @@ async def test_runs_survive_repeated_sigkills(db_url: str, tmp_path: Path) -> No
     workers = [_worker(db_url, env) for _ in range(3)]
     kills = 0
     try:
-        await eventually(lambda: _registered(client), timeout=30, what="workers registered")
+        await eventually(lambda: registered(client, "five_steps"), timeout=30, what="workers registered")
         handles = [await client.start("tests.process.chaosflows.five_steps", n) for n in range(RUNS)]
         deadline = time.monotonic() + 150
         while await _done(client) < RUNS:
@@ -91,10 +92,6 @@ async def test_runs_survive_repeated_sigkills(db_url: str, tmp_path: Path) -> No
                 w.kill()
             w.wait(timeout=10)
         await client.close()
-
-
-async def _registered(client: cairn.Client) -> bool:
-    return any(w.name.endswith("five_steps") for w in await client.list_workflows())
 
 
 async def _done(client: cairn.Client) -> int:

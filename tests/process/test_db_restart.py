@@ -15,6 +15,7 @@ import pytest
 import cairn
 from cairn import RunStatus, StepKind
 from tests.conftest import _pg_bin, eventually, start_cluster
+from tests.helpers import registered
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.process, pytest.mark.timeout(180)]
@@ -46,7 +47,7 @@ async def test_postgres_restart_mid_run(tmp_path: Path) -> None:
     )
     client = cairn.Client(url)
     try:
-        await eventually(lambda: _registered(client), timeout=30, what="worker registered")
+        await eventually(lambda: registered(client, ".paced"), timeout=30, what="worker registered")
         handles = [await client.start("tests.process.chaosflows.paced", n) for n in range(20)]
         await eventually(lambda: _effects_seen(log, 20), timeout=30, what="runs under way")
         await asyncio.to_thread(restart)
@@ -70,10 +71,6 @@ async def test_postgres_restart_mid_run(tmp_path: Path) -> None:
             worker.wait(timeout=15)
         await client.close()
         stop()
-
-
-async def _registered(client: cairn.Client) -> bool:
-    return any(w.name.endswith(".paced") for w in await client.list_workflows())
 
 
 async def _effects_seen(log: Path, n: int) -> bool:

@@ -18,6 +18,7 @@ import pytest
 import cairn
 from cairn import RunStatus
 from tests.conftest import eventually
+from tests.helpers import registered, status_is
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]
 
@@ -104,13 +105,13 @@ async def test_a_run_paused_on_divergence_continues_after_the_fix(
     client = cairn.Client(db_url)
     try:
         deploy(ORIGINAL)
-        await eventually(lambda: _registered(client), timeout=30, what="the first worker registered")
+        await eventually(lambda: registered(client, "deploy.flow"), timeout=30, what="the first worker registered")
         handle = await client.start("deploy.flow", 1, id="deployed-run")
         await eventually(lambda: _retrying(handle), timeout=30, what="step 2 in flight")
 
         deploy(DIVERGED)  # step 2's result reaches a worker running other code
         (tmp_path / "gate").touch()
-        await eventually(lambda: _status(handle, RunStatus.PAUSED), timeout=30, what="the run paused")
+        await eventually(lambda: status_is(handle, RunStatus.PAUSED), timeout=30, what="the run paused")
         row = await handle.describe()
         error = json.loads(row.error or "{}")
         assert row.pause_reason == "nondeterminism" and error["type"] == "NonDeterminismError"
@@ -133,11 +134,3 @@ async def test_a_run_paused_on_divergence_continues_after_the_fix(
 
 async def _retrying(handle: cairn.RunHandle) -> bool:
     return any(s.name == "deploy.gated" and s.attempt > 1 for s in await handle.steps())
-
-
-async def _registered(client: cairn.Client) -> bool:
-    return any(w.name == "deploy.flow" for w in await client.list_workflows())
-
-
-async def _status(handle: cairn.RunHandle, status: RunStatus) -> bool:
-    return await handle.status() == status

@@ -1,0 +1,54 @@
+"""Helpers shared by the tests: waiting on a run's status or a worker's registration, changing a row
+behind Cairn's back, running the CLI from async code, and rows made for driving the store directly."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import psycopg
+from click.testing import CliRunner, Result
+
+import cairn
+from cairn.cli.main import cli
+from cairn.records import NewRun, NewStep
+from cairn.types import RunStatus, StepKind
+
+
+async def status_is(handle: cairn.RunHandle, status: RunStatus) -> bool:
+    """For `eventually`: whether the run has reached `status` (False while it does not exist yet:
+    a child exists once its parent's activation has committed)."""
+    try:
+        return await handle.status() == status
+    except cairn.RunNotFound:
+        return False
+
+
+async def registered(client: cairn.Client, suffix: str) -> bool:
+    """For `eventually`: whether a worker has registered a workflow whose name ends with `suffix`."""
+    return any(w.name.endswith(suffix) for w in await client.list_workflows())
+
+
+def raw_sql(db_url: str, sql: str, *params: object) -> None:
+    """Change rows behind Cairn's back, as an operator or a faulty tool might (`?` placeholders)."""
+    if db_url.startswith("sqlite"):
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+            conn.execute(sql, params)
+        return
+    with psycopg.connect(db_url, autocommit=True) as pg:
+        pg.execute(sql.replace("?", "%s").encode(), params)
+
+
+async def cli_in_thread(args: list[str]) -> Result:
+    """The CLI as a user runs it (its own event loop: off the test's loop, on a thread)."""
+    return await asyncio.to_thread(CliRunner().invoke, cli, args)
+
+
+def new_run(run_id: str, workflow: str = "tests.flows.Sequence3", input: str = '{"x":1}') -> NewRun:
+    """A run to insert through the store directly."""
+    return NewRun(run_id, workflow, input, "default")
+
+
+def action_step(seq: int, name: str = "tests.flows.add_one", args: str = '{"x":1}') -> NewStep:
+    """An action step, as an activation schedules it."""
+    return NewStep(seq, StepKind.ACTION, name, args)
