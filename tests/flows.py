@@ -495,3 +495,18 @@ async def needs_elsewhere(x: int) -> int:
     """Its second step needs an action that the test's first worker does not have."""
     a = await add_one(x)
     return await enrich(a)
+
+
+@action(timeout=0.1)
+async def over_its_deadline() -> str:
+    called("over_its_deadline")
+    await asyncio.sleep(5)
+    return "never"
+
+
+@workflow
+async def deadline_flow() -> str:
+    try:
+        return await over_its_deadline()
+    except cairn.ActionTimeout as exc:
+        return type(exc).__name__

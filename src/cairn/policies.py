@@ -24,9 +24,9 @@ class RetryPolicy:
         if self.attempts < 1:
             raise ValueError(f"RetryPolicy.attempts must be at least 1, got {self.attempts}")
 
-    def should_retry(self, exc: BaseException, attempt: int) -> bool:
-        """Whether a failed `attempt` (1-based) is followed by another."""
-        return should_retry(self.to_json(), exc, attempt)
+    def should_retry(self, exc: BaseException, attempt: int, chosen: bool = True) -> bool:
+        """Whether a failed `attempt` (1-based) is followed by another (see `should_retry`)."""
+        return should_retry(self.to_json(), exc, attempt, chosen)
 
     def to_json(self) -> Json:
         return {
@@ -71,17 +71,22 @@ class BackoffPolicy:
         return cls(**data)
 
 
-def should_retry(policy: Json, exc: BaseException, attempt: int) -> bool:
+def should_retry(policy: Json, exc: BaseException, attempt: int, chosen: bool) -> bool:
     """Decide from a stored policy: class names are matched along the exception's MRO.
 
     Matching by name lets any worker apply a per-call policy without importing or pickling classes.
+    `ActionTimeout` (the attempt ran past the action's `timeout=`, Cairn's deadline rather than a
+    TimeoutError the action raised) is retried only under a policy the user `chosen` for the
+    action or the call: by default it reaches the workflow after the first attempt.
     """
     if attempt >= int(policy["attempts"]):
         return False
     names = {_qualname(t) for t in type(exc).__mro__ if issubclass(t, BaseException)}
     if names & set(policy["non_retryable"]):
         return False
-    return bool(names & set(policy["retry_on"])) or isinstance(exc, ActionTimeout)
+    if isinstance(exc, ActionTimeout):
+        return chosen
+    return bool(names & set(policy["retry_on"]))
 
 
 def seconds(value: float | timedelta | None, what: str) -> float | None:

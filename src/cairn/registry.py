@@ -25,6 +25,8 @@ class ActionDef:
     description: str
     timeout: float | None
     retry: RetryPolicy
+    retry_chosen: bool
+    """Whether `retry` was given (else the default): only a chosen policy retries an ActionTimeout."""
     backoff: BackoffPolicy
     queue: str
     isolate: bool

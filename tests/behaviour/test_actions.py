@@ -80,3 +80,12 @@ async def test_non_serializable_workflow_result_fails_the_run_clearly(client: ca
     with pytest.raises(cairn.SerializationError, match=r"result of tests.flows.returns_object"):
         await handle.result(timeout=10)
     assert await handle.status() == cairn.RunStatus.FAILED
+
+
+async def test_the_engines_own_timeout_surfaces_after_one_attempt_by_default(client: cairn.Client) -> None:
+    """`timeout=` is Cairn's deadline, not a TimeoutError the action raised: without a retry policy
+    chosen for the action, the first attempt past it fails the step (SPEC section 1)."""
+    handle = await client.start(flows.deadline_flow)
+    assert await handle.result(timeout=10) == "ActionTimeout"
+    (step,) = await handle.steps()
+    assert step.attempt == 1 and flows.CALLS["over_its_deadline"] == 1

@@ -107,6 +107,7 @@ async def test_action_in_main_is_refused_before_spawning() -> None:
         description="",
         timeout=None,
         retry=RetryPolicy(),
+        retry_chosen=False,
         backoff=BackoffPolicy(),
         queue="default",
         isolate=True,

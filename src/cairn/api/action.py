@@ -65,6 +65,7 @@ class ActionCall(Coroutine[Any, Any, Any]):
             "retry": (self.retry or d.retry).to_json(),
             "backoff": (self.backoff or d.backoff).to_json(),
             "timeout": self.timeout if self.timeout is not None else d.timeout,
+            "retry_chosen": self.retry is not None or d.retry_chosen,
         }
 
     def __await__(self) -> Generator[Any, Any, Any]:
@@ -221,6 +222,7 @@ def action(
             description=description if description is not None else (f.__doc__ or "").strip(),
             timeout=seconds(timeout, f"timeout of action {action_id}"),
             retry=retry or RetryPolicy(),
+            retry_chosen=retry is not None,
             backoff=backoff or BackoffPolicy(),
             queue=queue,
             isolate=isolate,

@@ -114,7 +114,8 @@ class ActionExecutor:
             try:
                 result = await self._attempt(defn, claim, ctx, timeout)
             except Exception as exc:
-                if should_retry(policy, exc, claim.attempt - claim.lost):
+                chosen = bool(options.get("retry_chosen", defn.retry_chosen))
+                if should_retry(policy, exc, claim.attempt - claim.lost, chosen):
                     retry_delay = backoff.delay_for(claim.attempt - claim.lost)
                     failure = f"{type(exc).__name__}: {exc}"
                     ctx.logs.append(f"WARNING attempt {claim.attempt} failed: {failure}; retry in {retry_delay:.2f}s")
