@@ -62,6 +62,10 @@ class RunHandle:
             raise RunNotFound(f"no run with id {self.id!r} in {_safe(self.client.url)}")
         return row
 
+    async def children(self, limit: int = 100) -> list[RunRow]:
+        """The runs this run started (child workflows), oldest first, at most `limit`."""
+        return await self.client.store.list_children(self.id, limit)
+
     async def status(self) -> RunStatus:
         return (await self.describe()).status
 

@@ -142,3 +142,11 @@ SELECT cairn_apply(CAST(:insert_run AS json), :insert_run_expect,
                    CAST(:finish_activation AS json), :finish_activation_expect, :finish_notify,
                    CAST(:events AS json),
                    CAST(:notifications AS text[]))
+
+-- name: last_steps_of_runs
+-- The latest step of each run (the runs list's "current step"); each MAX is one probe of the key.
+SELECT run_id, seq, kind, name, args, status, result, error, attempt, delivered_in, delivered_at,
+       due_at, queue, options, memory_writes, logs, created_at, started_at, completed_at
+FROM cairn_steps s
+WHERE run_id = ANY(:run_ids)
+  AND seq = (SELECT MAX(seq) FROM cairn_steps m WHERE m.run_id = s.run_id)
