@@ -99,6 +99,11 @@ async def healthz(request: Request) -> HealthOut | JSONResponse:
 # --- workflows -----------------------------------------------------------------------------------
 
 
+async def workflow_names(client: Client) -> list[str]:
+    """Names of the workflows known to the database or to this process (no counts: cheap)."""
+    return sorted({*(i.name for i in await client.list_workflows()), *(d.id for d in registry.workflows())})
+
+
 async def list_workflows(client: Client) -> list[WorkflowOut]:
     """Workflows known to the database (registered by workers) and to this process, merged."""
     import json
@@ -260,32 +265,30 @@ async def run(run_id: RunId, request: Request) -> RunOut:
 # --- control -------------------------------------------------------------------------------------
 
 
-async def _control(request: Request, run_id: str, op: str) -> ControlOut:
-    handle: RunHandle = client_of(request).get(run_id)
-    status = await getattr(handle, op)()
-    return ControlOut(id=run_id, status=status)
+def _control(op: str) -> Any:
+    async def control(run_id: RunId, request: Request) -> ControlOut:
+        handle: RunHandle = client_of(request).get(run_id)
+        return ControlOut(id=run_id, status=await getattr(handle, op)())
+
+    return control
 
 
-@router.post("/runs/{run_id:path}/pause", response_model=ControlOut, tags=["control"])
-async def pause(run_id: RunId, request: Request) -> ControlOut:
-    """Take no new steps until resumed (409 when the run has finished)."""
-    return await _control(request, run_id, "pause")
-
-
-@router.post("/runs/{run_id:path}/resume", response_model=ControlOut, tags=["control"])
-async def resume(run_id: RunId, request: Request) -> ControlOut:
-    return await _control(request, run_id, "resume")
-
-
-@router.post("/runs/{run_id:path}/cancel", response_model=ControlOut, tags=["control"])
-async def cancel(run_id: RunId, request: Request) -> ControlOut:
-    return await _control(request, run_id, "cancel")
-
-
-@router.post("/runs/{run_id:path}/retry", response_model=ControlOut, tags=["control"])
-async def retry(run_id: RunId, request: Request) -> ControlOut:
-    """Continue a failed run (or one paused on an error) from the failed step."""
-    return await _control(request, run_id, "retry")
+for _op, _doc in [
+    ("pause", "Take no new steps until resumed; a step in flight finishes (409 once the run has finished)."),
+    ("resume", "Continue a paused run (409 unless it is paused or still active)."),
+    ("cancel", "Stop the run and its children; pending steps are cancelled (409 once it has finished)."),
+    ("retry", "Continue a failed run, or one paused on an error, from the failed step."),
+]:
+    router.add_api_route(
+        f"/runs/{{run_id:path}}/{_op}",
+        _control(_op),
+        methods=["POST"],
+        response_model=ControlOut,
+        tags=["control"],
+        name=_op,
+        summary=_op.capitalize(),
+        description=_doc,
+    )
 
 
 @router.post("/runs/{run_id:path}/signals/{name}", response_model=SignalOut, tags=["control"])

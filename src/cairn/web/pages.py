@@ -23,7 +23,7 @@ from cairn.serialization import loads
 from cairn.transitions import RULES
 from cairn.types import RunStatus
 from cairn.web import views
-from cairn.web.api import QUEUES_NOTE, client_of, list_workers, list_workflows, unserved
+from cairn.web.api import QUEUES_NOTE, client_of, list_workers, list_workflows, unserved, workflow_names
 from cairn.web.models import ID_MAX, RunSummary
 from cairn.web.security import SESSION_COOKIE, SESSION_TTL, Guard, redact, safe_next, safe_url
 
@@ -31,9 +31,10 @@ router = APIRouter(include_in_schema=False)
 
 SINCE = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 """The creation-time filters the runs page offers (seconds back from now)."""
-STEPS_PER_PAGE = 500
+STEPS_PER_PAGE = 200
 """Step details shown per page of a run (the timeline always draws every step)."""
-LATEST = 500
+LATEST_EVENTS = 200
+LATEST_SNAPSHOTS = 100
 """Events and property snapshots shown on a run page (the newest); the API has them all."""
 
 _env = Environment(
@@ -120,7 +121,7 @@ async def _runs_context(request: Request) -> dict[str, Any]:
         "runs": [RunSummary.of(r, now) for r in page.runs],
         "current": current,
         "counts": await client.count_runs(f["workflow"] or None),
-        "workflows": sorted(w.name for w in await list_workflows(client)),
+        "workflows": await workflow_names(client),
         "query": urlencode({**kept, **({"cursor": f["cursor"]} if f["cursor"] else {})}),
         "filters_query": urlencode(kept),
         "next_query": urlencode({**kept, "cursor": page.next_cursor}) if page.next_cursor else None,
@@ -186,10 +187,10 @@ async def run_page(
         steps_per_page=STEPS_PER_PAGE,
         actions=actions,
         attempts=attempts,
-        history=views.property_changes(history[-LATEST:]),
+        history=views.property_changes(history[-LATEST_SNAPSHOTS:]),
         history_count=len(history),
         memory=redact(await handle.memory()),
-        events=events[-LATEST:],
+        events=events[-LATEST_EVENTS:],
         event_count=len(events),
         diverged=diverged,
         recorded_step=next((s for s in steps if diverged and s.seq == diverged[0]), None),
