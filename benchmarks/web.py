@@ -43,7 +43,9 @@ STATUSES = [("completed", 91), ("failed", 4), ("waiting", 2), ("running", 1), ("
 BIG = "big-run"
 DAY = 86400.0
 
-RUN_COLUMNS = "id, workflow, status, input, result, error, queue, created_at, updated_at, started_at, completed_at, activations"
+RUN_COLUMNS = (
+    "id, workflow, status, input, result, error, queue, created_at, updated_at, started_at, completed_at, activations"
+)
 STEP_COLUMNS = "run_id, seq, kind, name, args, status, result, attempt, logs, created_at, started_at, completed_at"
 
 
@@ -213,7 +215,8 @@ def main() -> None:
         results.append(result)
         print(json.dumps(result))
         for label, m in result["metrics"].items():
-            print(f"  {backend:8} {label:42} median {m['median_ms']:7.1f} ms   p95 {m['p95_ms']:7.1f} ms", file=sys.stderr)
+            line = f"  {backend:8} {label:42} median {m['median_ms']:7.1f} ms   p95 {m['p95_ms']:7.1f} ms"
+            print(line, file=sys.stderr)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)

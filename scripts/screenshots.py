@@ -21,9 +21,10 @@ from playwright.async_api import async_playwright
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from examples import approval, run_all  # noqa: E402
+
 import cairn  # noqa: E402
 from cairn.web import create_app, serve  # noqa: E402
-from examples import approval, run_all  # noqa: E402
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip

@@ -99,3 +99,23 @@ async def test_workflows_workers_queues_and_schedules_pages(http: httpx.AsyncCli
     assert "Not yet available" in (await http.get("/schedules")).text
     missing = await http.get("/runs/nope")
     assert missing.status_code == 404 and "no run with id" in missing.text
+
+
+async def test_mounted_inside_another_app(client: cairn.Client) -> None:
+    """README's example: the app under a prefix of the user's own FastAPI app; links follow it."""
+    from fastapi import FastAPI
+
+    from cairn.web import create_app
+
+    outer = FastAPI()
+    outer.mount("/cairn", create_app(client))
+    await client.start(webflows.quick, "m", id="mounted-1")
+    transport = httpx.ASGITransport(app=outer)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as h:
+        page = await h.get("/cairn/")
+        assert page.status_code == 200
+        assert 'href="/cairn/static/app.css"' in page.text and 'href="/cairn/runs/mounted-1"' in page.text
+        assert (await h.get("/cairn/static/app.js")).status_code == 200
+        assert (await h.get("/cairn/api/runs/mounted-1")).json()["id"] == "mounted-1"
+        assert (await h.get("/cairn/runs/mounted-1")).status_code == 200
+        assert (await h.get("/cairn/api/openapi.json")).status_code == 200
