@@ -76,6 +76,9 @@ class Edge:
         rel = path[len(root) :] if root and path.startswith(root) else path
         send = _with_headers(send, DOCS_CSP if rel == "/api/docs" else CSP)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if "\x00" in path or b"%00" in scope["query_string"]:
+            await error(400, "bad_request", "NUL bytes are not accepted in URLs")(scope, receive, send)
+            return
         refused, nonce = self._admit(scope, rel, headers)
         if refused is None:
             scope.setdefault("state", {})["csrf"] = self.guard.csrf_for(nonce)

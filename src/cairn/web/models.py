@@ -15,6 +15,8 @@ from cairn.types import RunStatus
 
 ID_MAX = 255
 """Run ids, workflow and signal names: at most this many characters (as the client enforces)."""
+NO_NUL = r"^[^\x00]*$"
+"""Names stored as text: PostgreSQL's text holds no NUL byte."""
 
 
 class ErrorOut(BaseModel):
@@ -30,14 +32,20 @@ class StartIn(Strict):
     args: list[JsonValue] = Field(default_factory=list, description="Positional arguments, in signature order.")
     kwargs: dict[str, JsonValue] = Field(default_factory=dict, description="Keyword arguments by parameter name.")
     id: str | None = Field(
-        default=None, min_length=1, max_length=ID_MAX, description="Run id; an existing id returns that run."
+        default=None,
+        min_length=1,
+        max_length=ID_MAX,
+        pattern=NO_NUL,
+        description="Run id; an existing id returns that run.",
     )
-    queue: str | None = Field(default=None, min_length=1, max_length=ID_MAX)
+    queue: str | None = Field(default=None, min_length=1, max_length=ID_MAX, pattern=NO_NUL)
 
 
 class ForkIn(Strict):
     from_step: int = Field(ge=0, le=2**31 - 1, description="Reuse the journal up to this step.")
-    id: str | None = Field(default=None, min_length=1, max_length=ID_MAX, description="Id of the new run.")
+    id: str | None = Field(
+        default=None, min_length=1, max_length=ID_MAX, pattern=NO_NUL, description="Id of the new run."
+    )
 
 
 class WorkflowOut(BaseModel):
