@@ -76,11 +76,16 @@ def client_of(request: Request) -> Client:
     return client
 
 
-async def unserved(client: Client, run_ids: list[str]) -> dict[str, str]:
+async def unserved(client: Client, run_ids: list[str] | None = None) -> dict[str, str]:
     """Run id → why no live worker can serve it (its workflow or an action it needs is registered
-    nowhere). TODO(issue 14): the client method that answers this is being added to the engine;
-    wire it here at merge. Until then nothing is flagged."""
-    return {}
+    nowhere), for `run_ids` or every run with work due. TODO(issue 14): `Client.unserved` is being
+    added to the engine beside this work; it is called as soon as it exists, and until then
+    nothing is flagged."""
+    find = getattr(client, "unserved", None)
+    if find is None:
+        return {}
+    found: dict[str, str] = await find(run_ids)
+    return found
 
 
 @health.get("/healthz", response_model=HealthOut, tags=["health"])
@@ -339,7 +344,7 @@ async def workers(request: Request) -> WorkersOut:
     """Workers seen in the last hour (`alive`: heartbeat within 30 s), and runs no live worker serves."""
     client = client_of(request)
     found, _ = await list_workers(client)
-    return WorkersOut(workers=found, unserved=await unserved(client, []))
+    return WorkersOut(workers=found, unserved=await unserved(client))
 
 
 QUEUES_NOTE = (

@@ -214,7 +214,13 @@ async def workers_page(request: Request) -> HTMLResponse:
     client = client_of(request)
     found, _ = await list_workers(client)
     return render(
-        request, "workers.html", nav="workers", workers=found, unserved=await unserved(client, []), now=time.time()
+        request,
+        "workers.html",
+        nav="workers",
+        workers=found,
+        unserved=await unserved(client),
+        unserved_checked=hasattr(client, "unserved"),
+        now=time.time(),
     )
 
 

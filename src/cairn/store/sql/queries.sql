@@ -279,7 +279,7 @@ WHERE run_id = :run_id AND name = :name AND consumed_by IS NULL ORDER BY id LIMI
 -- name: count_runs
 SELECT count(*) FROM cairn_runs WHERE status = :status
 
--- Reads for the HTTP API and dashboard (keyset pages, counts, children); migration 0004/0009 index them.
+-- Reads for the HTTP API and dashboard (keyset pages, counts, children); migrations 0005 (SQLite) and 0010 (PostgreSQL) index them.
 
 -- name: runs_page_newest
 -- A page of runs, newest first, after the keyset (:after_at, :after_id) when given (never OFFSET:
