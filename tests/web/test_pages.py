@@ -122,3 +122,14 @@ async def test_mounted_inside_another_app(client: cairn.Client) -> None:
         assert (await h.get("/cairn/api/runs/mounted-1")).json()["id"] == "mounted-1"
         assert (await h.get("/cairn/runs/mounted-1")).status_code == 200
         assert (await h.get("/cairn/api/openapi.json")).status_code == 200
+
+
+def test_divergence_is_read_from_the_error_record() -> None:
+    from cairn.errors import NonDeterminismError
+    from cairn.serialization import error_to_json
+    from cairn.web.views import divergence
+
+    record = error_to_json(NonDeterminismError("r", 3, "a(x=1)", "b(x=1)"))
+    assert divergence(record) == (3, "a(x=1)", "b(x=1)")
+    assert divergence({**record, "args": ["r", 4, "c()", "d()"]}) == (4, "c()", "d()")
+    assert divergence({"type": "RuntimeError", "message": "at step 3: ..."}) is None

@@ -206,9 +206,14 @@ _DIVERGED = re.compile(
 
 
 def divergence(error: Any) -> tuple[int, str, str] | None:
-    """(step, recorded call, new call) of a run paused on NonDeterminismError, from its message."""
+    """(step, recorded call, new call) of a run paused on NonDeterminismError: from the error's
+    recorded constructor arguments (run id, step, recorded, attempted) where the engine keeps
+    them, else from its message."""
     if not isinstance(error, dict) or error.get("type") != "NonDeterminismError":
         return None
+    args = error.get("args")
+    if isinstance(args, list) and len(args) == 4 and isinstance(args[1], int):
+        return args[1], str(args[2]), str(args[3])
     found = _DIVERGED.search(str(error.get("message", "")))
     if found is None:
         return None
