@@ -478,6 +478,9 @@ def _verdict(ratios: Iterable[float], target: float) -> str:
     return f"**met** with {hits} of {len(values)}" if hits else "**not met**"
 
 
+KEPT = "<!-- Sections below this line are written by hand (or by other benchmarks) and kept by report.py. -->"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("results", nargs="+")
@@ -488,7 +491,9 @@ def main() -> None:
     (DOCS / "img").mkdir(parents=True, exist_ok=True)
     plot_throughput(results, DOCS / "img" / "throughput.png")
     plot_latency(results, DOCS / "img" / "latency.png")
-    (DOCS / "benchmarks.md").write_text(render(results, baseline, "`, `".join(args.results)))
+    page = DOCS / "benchmarks.md"
+    kept = page.read_text().partition(KEPT)[1:] if page.exists() else ("", "")
+    page.write_text(render(results, baseline, "`, `".join(args.results)) + "".join(kept))
     print(f"wrote {DOCS / 'benchmarks.md'} and {DOCS / 'img'}")
 
 

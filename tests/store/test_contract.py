@@ -16,7 +16,7 @@ import cairn
 from cairn import RunStatus
 from cairn.errors import IllegalTransition, LeaseLost
 from cairn.records import ActivationResult, NewRun, NewStep
-from cairn.store.protocol import Commit, Completion, Store, WorkerInfo, WorkflowInfo
+from cairn.store.protocol import Commit, Completion, RunFilters, Store, WorkerInfo, WorkflowInfo
 from cairn.types import StepKind, StepStatus
 
 pytestmark = pytest.mark.timeout(60)
@@ -221,3 +221,26 @@ async def test_rows_given_out_of_kind_order_are_all_applied(store: Store) -> Non
         ("10", StepStatus.COMPLETED),
         ("20", StepStatus.COMPLETED),
     ]
+
+
+@covers("runs_page", "run_counts", "last_steps", "list_children")
+async def test_runs_page_by_keyset_with_counts_children_and_latest_steps(store: Store) -> None:
+    for i in range(5):
+        await store.insert_run(new(f"p{i}"))
+    first = await store.runs_page(RunFilters(), True, None, 2)
+    assert [r.id for r in first] == ["p4", "p3"]
+    after = (first[-1].created_at, first[-1].id)
+    assert [r.id for r in await store.runs_page(RunFilters(), True, after, 10)] == ["p2", "p1", "p0"]
+    assert [r.id for r in await store.runs_page(RunFilters(id_prefix="p1"), False, None, 10)] == ["p1"]
+    assert await store.run_counts("status") == [("", "pending", 5)]
+    assert await store.run_counts("workflow") == [(WF, "pending", 5)]
+    with pytest.raises(ValueError):
+        await store.run_counts("input")
+    claim = (await store.claim_work("w1", [WF], [ACTION], None, 1, 0, 30.0)).runs[0]
+    steps = [
+        NewStep(1, StepKind.ACTION, ACTION, "{}"),
+        NewStep(2, StepKind.CHILD, WF, '{"x":2}', options={"run_id": "kid"}),
+    ]
+    await store.commit_activation(Commit(claim.run, claim.token, ActivationResult(new_steps=steps)))
+    assert {k: s.seq for k, s in (await store.last_steps([claim.run.id, "p0"])).items()} == {claim.run.id: 2}
+    assert [c.id for c in await store.list_children(claim.run.id, 10)] == ["kid"]

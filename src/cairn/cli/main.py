@@ -231,6 +231,13 @@ def worker(
 
 @cli.command()
 @worker_options(concurrency=8)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8700,
+    show_default=True,
+    help="Port of the dashboard and HTTP API, on 127.0.0.1 (0: any free port).",
+)
 def dev(
     modules: tuple[str, ...],
     db: str | None,
@@ -239,13 +246,13 @@ def dev(
     lease: float,
     poll: float | None,
     log_level: str,
+    port: int,
 ) -> None:
-    """Run a development worker (SQLite ./cairn.db unless --db or CAIRN_DATABASE_URL says otherwise)."""
-    click.echo("note: the dashboard is not built yet; `cairn dev` runs only the worker for now.", err=True)
-    serve(modules, WorkerOptions(db, concurrency, parse_queues(queues), lease, poll), log_level)
+    """Run a worker and the dashboard in one process (SQLite ./cairn.db unless --db or CAIRN_DATABASE_URL)."""
+    serve(modules, WorkerOptions(db, concurrency, parse_queues(queues), lease, poll), log_level, dashboard=port)
 
 
-def serve(modules: Sequence[str], options: WorkerOptions, log_level: str) -> None:
+def serve(modules: Sequence[str], options: WorkerOptions, log_level: str, dashboard: int | None = None) -> None:
     logging.basicConfig(
         level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -255,30 +262,46 @@ def serve(modules: Sequence[str], options: WorkerOptions, log_level: str) -> Non
             f"no workflows or actions are registered after importing {', '.join(modules)}; "
             "define them with @cairn.workflow and @cairn.action in those modules"
         )
-    code = run(run_worker(options))
+    code = run(run_worker(options, dashboard))
     if code:
         sys.exit(code)
 
 
-async def run_worker(options: WorkerOptions) -> int:
+async def run_worker(options: WorkerOptions, dashboard: int | None = None) -> int:
+    """Run a worker until stopped; with `dashboard` (a port), the web app beside it on 127.0.0.1."""
     client = cairn.Client(options.db)
     try:
-        w = cairn.Worker(
-            client,
-            concurrency=options.concurrency,
-            queues=options.queues,
-            lease=options.lease,
-            poll_interval=options.poll,
-        )
-        await client.store.open()  # fail on an unreachable database before announcing anything
-        announcement = (
-            f"cairn worker {w.id} on {redact_url(client.url)}: {len(registry.workflows())} workflows, "
-            f"{len(registry.actions())} actions, queues {','.join(options.queues or ['*'])}, "
-            f"concurrency {options.concurrency}"
-        )
-        return await supervise(w, announcement)
+        if dashboard is not None:
+            return await _with_dashboard(client, dashboard, lambda: run_worker_on(client, options))
+        return await run_worker_on(client, options)
     finally:
         await client.close()
+
+
+async def _with_dashboard(client: cairn.Client, port: int, body: Callable[[], Awaitable[int]]) -> int:
+    from cairn.web import create_app, serve
+
+    await client.store.open()
+    srv = serve.server(create_app(client), "127.0.0.1", port)
+    task, url = await serve.start(srv)
+    click.echo(f"cairn dev: dashboard and HTTP API at {url} (API docs at {url}api/docs)")
+    try:
+        return await body()
+    finally:
+        await serve.stop(srv, task)
+
+
+async def run_worker_on(client: cairn.Client, options: WorkerOptions) -> int:
+    w = cairn.Worker(
+        client, concurrency=options.concurrency, queues=options.queues, lease=options.lease, poll_interval=options.poll
+    )
+    await client.store.open()  # fail on an unreachable database before announcing anything
+    announcement = (
+        f"cairn worker {w.id} on {redact_url(client.url)}: {len(registry.workflows())} workflows, "
+        f"{len(registry.actions())} actions, queues {','.join(options.queues or ['*'])}, "
+        f"concurrency {options.concurrency}"
+    )
+    return await supervise(w, announcement)
 
 
 async def supervise(w: cairn.Worker, announcement: str) -> int:
@@ -506,6 +529,49 @@ def workers(db: str | None, as_json: bool) -> None:
             out.print(render.blocked_note(blocked), end="")
 
     run(with_client(db, body))
+
+
+@cli.command()
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8700, show_default=True, help="Port (0: any free).")
+@click.option(
+    "--token",
+    envvar="CAIRN_API_TOKEN",
+    default=None,
+    help="API token (env CAIRN_API_TOKEN): required on every route but /healthz; needed to bind beyond 127.0.0.1.",
+)
+def dashboard(db: str | None, host: str, port: int, token: str | None) -> None:
+    """Serve the web dashboard and the HTTP API (uvicorn) until Ctrl-C."""
+    from cairn.web import serve
+
+    try:
+        serve.check_bind(host, token)
+    except ValueError as exc:
+        fail(str(exc))
+    run(with_client(db, lambda client: serve_dashboard(client, host, port, token)))
+
+
+async def serve_dashboard(client: cairn.Client, host: str, port: int, token: str | None) -> None:
+    from cairn.web import create_app, serve
+
+    await client.store.open()  # an unreachable database fails here, not on the first page
+    srv = serve.server(create_app(client, token=token), host, port)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        task, url = await serve.start(srv)
+        note = "" if token is None else " (token required)"
+        click.echo(f"cairn dashboard on {redact_url(client.url)}: {url}{note}")
+        waiter = asyncio.ensure_future(stopping.wait())
+        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        await serve.stop(srv, task)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
 
 
 # --- control ----------------------------------------------------------------------------------

@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import math
 import threading
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from cairn.errors import RunIdConflict, RunNotFound, SerializationError, UnknownWorkflowError
 from cairn.names import check_name, storable
-from cairn.records import NewRun, RunRow
+from cairn.records import NewRun, RunRow, StepRow
 from cairn.registry import WorkflowDef, registry
 from cairn.serialization import dumps, to_jsonable
 from cairn.store.open import open_store, redact_url, resolve_url
-from cairn.store.protocol import Store, WorkflowInfo
+from cairn.store.protocol import RunFilters, Store, WorkerInfo, WorkflowInfo
 from cairn.types import RunStatus
 from cairn.worker import dispatch
+
+MAX_PAGE = 500
+"""The most runs one page of `Client.runs_page` holds."""
+
+SORTS = {"-created_at": True, "created_at": False}
+"""The orders `Client.runs_page` lists runs in (name → newest first); nothing else is accepted."""
+
+
+@dataclass(frozen=True)
+class RunsPage:
+    """One page of runs and the opaque cursor of the next (None on the last page)."""
+
+    runs: list[RunRow]
+    next_cursor: str | None
 
 
 class Client:
@@ -93,12 +111,7 @@ class Client:
         self, status: str | RunStatus | None = None, workflow: Any = None, limit: int = 50
     ) -> list[RunRow]:
         if status is not None:
-            try:
-                status = RunStatus(status)
-            except ValueError:
-                raise ValueError(
-                    f"unknown status {status!r}; use one of {', '.join(s.value for s in RunStatus)}"
-                ) from None
+            status = _status(status)
         if workflow is not None and not isinstance(workflow, str):
             defn = _local_definition(workflow)
             workflow = defn.id if defn else str(workflow)
@@ -115,6 +128,72 @@ class Client:
 
     async def list_workflows(self) -> list[WorkflowInfo]:
         return await self.store.list_workflows()
+
+    async def runs_page(
+        self,
+        *,
+        status: str | RunStatus | None = None,
+        workflow: str | None = None,
+        id_prefix: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        sort: str = "-created_at",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunsPage:
+        """A page of runs by keyset (each page costs the same however deep); pass `next_cursor` back
+        for the next. `sort` is "-created_at" (newest first) or "created_at"; `since`/`until` bound
+        the creation time (epoch seconds). Bad values raise ValueError before any query."""
+        if sort not in SORTS:
+            raise ValueError(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
+        if id_prefix is not None:
+            _check_run_id(id_prefix)
+        for name, bound in (("since", since), ("until", until)):
+            if bound is not None and not math.isfinite(bound):
+                raise ValueError(f"{name} must be a finite number of seconds since the epoch, got {bound!r}")
+        filters = RunFilters(
+            status=None if status is None else _status(status).value,
+            workflow=workflow or None,
+            id_prefix=id_prefix or None,
+            since=since,
+            until=until,
+        )
+        after = None if cursor is None else _decode_cursor(cursor, sort)
+        rows = await self.store.runs_page(filters, SORTS[sort], after, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = _encode_cursor(sort, rows[-1]) if more else None
+        return RunsPage(rows, next_cursor)
+
+    async def current_steps(self, run_ids: list[str]) -> dict[str, StepRow]:
+        """Run id → the run's latest step (what it is doing, or did last)."""
+        return await self.store.last_steps(run_ids)
+
+    async def count_runs(self, workflow: str | None = None) -> dict[str, int]:
+        """How many runs there are in each status (every status present, zeros included)."""
+        counts = dict.fromkeys((s.value for s in RunStatus), 0)
+        for _, status, n in await self.store.run_counts("status", workflow):
+            counts[status] = n
+        return counts
+
+    async def run_counts(self, by: str) -> dict[str, dict[str, int]]:
+        """Run counts per status for each workflow (`by="workflow"`) or each queue (`by="queue"`)."""
+        if by not in ("workflow", "queue"):
+            raise ValueError(f"runs are counted by workflow or queue, not {by!r}")
+        out: dict[str, dict[str, int]] = {}
+        for key, status, n in await self.store.run_counts(by):
+            out.setdefault(key, {})[status] = n
+        return out
+
+    async def list_workers(self, seen_within: float = 60.0) -> list[WorkerInfo]:
+        """Workers whose last heartbeat is at most `seen_within` seconds old (by the database clock)."""
+        return await self.store.list_workers(stale_after=seen_within)
+
+    async def now(self) -> float:
+        """The database's clock (epoch seconds): what leases and heartbeats are judged by."""
+        return await self.store.now()
 
     async def _remote_definition(self, name: str) -> WorkflowInfo:
         check_name(name, "workflow name")
@@ -202,6 +281,37 @@ def _check_against(schema: dict[str, Any], data: dict[str, Any], workflow: str) 
     raise SerializationError(f"{what} of {workflow} does not match its schema: {error.message}")
 
 
+def _status(status: str | RunStatus) -> RunStatus:
+    try:
+        return RunStatus(status)
+    except ValueError:
+        raise ValueError(f"unknown status {status!r}; use one of {', '.join(s.value for s in RunStatus)}") from None
+
+
+def _encode_cursor(sort: str, last: RunRow) -> str:
+    """Opaque to callers: the sort and the keyset of the page's last run, base64url JSON."""
+    raw = json.dumps([1, sort, last.created_at, last.id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, sort: str) -> tuple[float, str]:
+    bad = ValueError("invalid cursor: pass back the next_cursor of a previous page unchanged")
+    if len(cursor) > 1024:
+        raise bad
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise bad from None
+    if not (isinstance(data, list) and len(data) == 4 and data[0] == 1 and isinstance(data[3], str)):
+        raise bad
+    if data[1] != sort:
+        raise ValueError(f"this cursor belongs to sort {data[1]!r}, not {sort!r}; start again without a cursor")
+    if not isinstance(data[2], int | float) or isinstance(data[2], bool) or not math.isfinite(data[2]):
+        raise bad
+    _check_run_id(data[3])
+    return float(data[2]), data[3]
+
+
 def _check_run_id(run_id: str) -> None:
     check_name(run_id, "run id")
 
@@ -222,4 +332,4 @@ def connect(url: str | None = None) -> Client:
 
 from cairn.client.handle import RunHandle  # noqa: E402  (handle imports Client lazily)
 
-__all__ = ["Client", "RunHandle", "RunNotFound", "SerializationError", "connect"]
+__all__ = ["Client", "RunHandle", "RunNotFound", "RunsPage", "SerializationError", "connect"]

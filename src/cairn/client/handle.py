@@ -80,6 +80,10 @@ class RunHandle:
         its steps waits to start), or None. Such a run waits, cancellable, for a worker that can."""
         return (await self.client.store.unserved([self.id])).get(self.id)
 
+    async def children(self, limit: int = 100) -> list[RunRow]:
+        """The runs this run started (child workflows), oldest first, at most `limit`."""
+        return await self.client.store.list_children(self.id, limit)
+
     async def status(self) -> RunStatus:
         return (await self.describe()).status
 

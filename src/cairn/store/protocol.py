@@ -134,6 +134,18 @@ class Need:
 
 
 @dataclass(frozen=True, slots=True)
+class RunFilters:
+    """Which runs a page lists; None means any. `id_prefix` matches the start of the id; `since`
+    and `until` bound created_at (epoch seconds, until exclusive)."""
+
+    status: str | None = None
+    workflow: str | None = None
+    id_prefix: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WorkflowInfo:
     name: str
     description: str
@@ -185,6 +197,22 @@ class Store(Protocol):
         """Newest first."""
 
     async def count_runs(self, status: str) -> int: ...
+
+    async def runs_page(
+        self, filters: RunFilters, newest_first: bool, after: tuple[float, str] | None, limit: int
+    ) -> list[RunRow]:
+        """Up to `limit` runs matching `filters` in created_at order (then id), strictly after the
+        keyset `after` (the (created_at, id) of the previous page's last run): never OFFSET."""
+
+    async def run_counts(self, by: str, workflow: str | None = None) -> list[tuple[str, str, int]]:
+        """(group, status, count) by "status" (group ""; of `workflow` only, when given),
+        "workflow" or "queue"; ValueError for any other grouping."""
+
+    async def last_steps(self, run_ids: Sequence[str]) -> dict[str, StepRow]:
+        """Run id → its latest step (highest seq), for the runs that have steps."""
+
+    async def list_children(self, run_id: str, limit: int) -> list[RunRow]:
+        """The child runs of `run_id`, oldest first."""
 
     async def list_steps(self, run_id: str) -> list[StepRow]: ...
 

@@ -22,6 +22,7 @@ from cairn.store.protocol import (
     Listener,
     Need,
     RunClaim,
+    RunFilters,
     Store,
     WorkClaim,
     WorkerInfo,
@@ -90,6 +91,50 @@ class SqlStore:
     async def count_runs(self, status: str) -> int:
         row = await self.db.transaction(lambda tx: tx.one("count_runs", {"status": status}), write=False)
         return int(row[0]) if row else 0
+
+    async def runs_page(
+        self, filters: RunFilters, newest_first: bool, after: tuple[float, str] | None, limit: int
+    ) -> list[RunRow]:
+        """One keyset page of runs (see `RunFilters`), after the (created_at, id) of the last run
+        of the previous page."""
+        params = {
+            "status": filters.status,
+            "workflow": filters.workflow,
+            "id_prefix": filters.id_prefix,
+            "since": filters.since,
+            "until": filters.until,
+            "after_at": after[0] if after else None,
+            "after_id": after[1] if after else None,
+            "limit": limit,
+        }
+        name = "runs_page_newest" if newest_first else "runs_page_oldest"
+        rows = await self.db.transaction(lambda tx: tx.all(name, params), write=False)
+        return [run_row(r) for r in rows]
+
+    async def run_counts(self, by: str, workflow: str | None = None) -> list[tuple[str, str, int]]:
+        """(group, status, count) of all runs, grouped by `by`: "status" (group ""; only runs of
+        `workflow` when given), "workflow" or "queue"."""
+        name = _COUNTS.get(by)
+        if name is None:
+            raise ValueError(f"runs are counted by {', '.join(_COUNTS)}, not {by!r}")
+        rows = await self.db.transaction(lambda tx: tx.all(name, {"workflow": workflow}), write=False)
+        return [(str(k), str(s), int(n)) for k, s, n in rows]
+
+    async def last_steps(self, run_ids: Sequence[str]) -> dict[str, StepRow]:
+        """The latest step of each run that has one."""
+        if not run_ids:
+            return {}
+        rows = await self.db.transaction(
+            lambda tx: tx.all("last_steps_of_runs", {"run_ids": list(run_ids)}), write=False
+        )
+        return {r[0]: step_row(r) for r in rows}
+
+    async def list_children(self, run_id: str, limit: int) -> list[RunRow]:
+        """The runs started by `run_id` (its child workflows), oldest first."""
+        rows = await self.db.transaction(
+            lambda tx: tx.all("children_of_run", {"id": run_id, "limit": limit}), write=False
+        )
+        return [run_row(r) for r in rows]
 
     async def list_steps(self, run_id: str) -> list[StepRow]:
         rows = await self.db.transaction(lambda tx: tx.all("list_steps", {"run_id": run_id}), write=False)
@@ -319,6 +364,10 @@ class SqlStore:
     async def list_workflows(self) -> list[WorkflowInfo]:
         rows = await self.db.transaction(lambda tx: tx.all("list_workflows", {}), write=False)
         return [WorkflowInfo(*r) for r in rows]
+
+
+_COUNTS = {"status": "run_counts_by_status", "workflow": "run_counts_by_workflow", "queue": "run_counts_by_queue"}
+"""Allowed groupings of `run_counts`, each its own fixed query."""
 
 
 def _load_runs(tx: Tx, now: float, rows: Sequence[tuple[Any, ...]], cached: dict[str, int] | None) -> list[RunClaim]:

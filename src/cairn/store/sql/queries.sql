@@ -284,3 +284,58 @@ SELECT * FROM (SELECT run_id, 'action', name, COALESCE(queue, 'default'), seq FR
 
 -- name: count_runs
 SELECT count(*) FROM cairn_runs WHERE status = :status
+
+-- Reads for the HTTP API and dashboard (keyset pages, counts, children); migrations 0005 (SQLite) and 0010 (PostgreSQL) index them.
+
+-- name: runs_page_newest
+-- A page of runs, newest first, after the keyset (:after_at, :after_id) when given (never OFFSET:
+-- each page costs the same however deep). Every filter is optional (NULL: any). The keyset test
+-- is written as a range on created_at plus a tie-break, so the (created_at, id) index serves it.
+SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
+       updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
+       lease_token, pause_reason
+FROM cairn_runs
+WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
+  AND (CAST(:workflow AS text) IS NULL OR workflow = CAST(:workflow AS text))
+  AND (CAST(:id_prefix AS text) IS NULL OR substr(id, 1, length(CAST(:id_prefix AS text))) = CAST(:id_prefix AS text))
+  AND (CAST(:since AS double precision) IS NULL OR created_at >= CAST(:since AS double precision))
+  AND (CAST(:until AS double precision) IS NULL OR created_at < CAST(:until AS double precision))
+  AND (CAST(:after_at AS double precision) IS NULL
+       OR (created_at <= CAST(:after_at AS double precision)
+           AND (created_at < CAST(:after_at AS double precision) OR id < CAST(:after_id AS text))))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit
+
+-- name: runs_page_oldest
+-- As runs_page_newest, oldest first.
+SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
+       updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
+       lease_token, pause_reason
+FROM cairn_runs
+WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
+  AND (CAST(:workflow AS text) IS NULL OR workflow = CAST(:workflow AS text))
+  AND (CAST(:id_prefix AS text) IS NULL OR substr(id, 1, length(CAST(:id_prefix AS text))) = CAST(:id_prefix AS text))
+  AND (CAST(:since AS double precision) IS NULL OR created_at >= CAST(:since AS double precision))
+  AND (CAST(:until AS double precision) IS NULL OR created_at < CAST(:until AS double precision))
+  AND (CAST(:after_at AS double precision) IS NULL
+       OR (created_at >= CAST(:after_at AS double precision)
+           AND (created_at > CAST(:after_at AS double precision) OR id > CAST(:after_id AS text))))
+ORDER BY created_at, id
+LIMIT :limit
+
+-- name: run_counts_by_status
+SELECT '' AS key, status, count(*) FROM cairn_runs
+WHERE (CAST(:workflow AS text) IS NULL OR workflow = CAST(:workflow AS text))
+GROUP BY status
+
+-- name: run_counts_by_workflow
+SELECT workflow, status, count(*) FROM cairn_runs GROUP BY workflow, status
+
+-- name: run_counts_by_queue
+SELECT queue, status, count(*) FROM cairn_runs GROUP BY queue, status
+
+-- name: children_of_run
+SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
+       updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
+       lease_token, pause_reason
+FROM cairn_runs WHERE parent_id = :id ORDER BY created_at, id LIMIT :limit

@@ -130,3 +130,11 @@ UNION ALL
 SELECT run_id, 'action', name, COALESCE(queue, 'default'), seq FROM cairn_steps s
 WHERE run_id IN (SELECT value FROM json_each(:run_ids)) AND kind = 'action' AND status = 'scheduled'
   AND EXISTS (SELECT 1 FROM cairn_runs r WHERE r.id = s.run_id AND r.status IN ('pending', 'running', 'waiting'))
+
+-- name: last_steps_of_runs
+-- The latest step of each run (the runs list's "current step"); each MAX is one probe of the key.
+SELECT run_id, seq, kind, name, args, status, result, error, attempt, delivered_in, delivered_at,
+       due_at, queue, options, memory_writes, logs, created_at, started_at, completed_at
+FROM cairn_steps s
+WHERE run_id IN (SELECT value FROM json_each(:run_ids))
+  AND seq = (SELECT MAX(seq) FROM cairn_steps m WHERE m.run_id = s.run_id)

@@ -1,0 +1,4 @@
+-- The HTTP API's and dashboard's run lists page by keyset on (created_at, id), newest or oldest
+-- first. Neither column ever changes once a run is written, so this index costs one entry per run
+-- inserted and leaves the hot path's updates HOT (no indexed column of theirs changes).
+CREATE INDEX cairn_runs_created ON cairn_runs (created_at, id);

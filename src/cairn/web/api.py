@@ -1,0 +1,361 @@
+"""The JSON HTTP API (SPEC section 5): a thin mapping of routes onto `cairn.Client` calls.
+
+No SQL and no store here: whatever a route needs that the client lacked was added to the client.
+Errors are raised as the client raises them and turned into `{"error", "message"}` answers by the
+handlers in `app.py`; parameters are bounded by their declarations, so bad input is a 4xx before
+any query.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import JsonValue
+
+from cairn.client.client import MAX_PAGE, Client, RunHandle
+from cairn.registry import registry
+from cairn.serialization import loads
+from cairn.types import RunStatus
+from cairn.web.models import (
+    ID_MAX,
+    ControlOut,
+    ErrorOut,
+    EventOut,
+    ForkIn,
+    HealthOut,
+    LogOut,
+    PropertySnapshot,
+    QueueOut,
+    QueuesOut,
+    ResultOut,
+    RunOut,
+    RunsOut,
+    RunSummary,
+    SignalOut,
+    StartIn,
+    StartOut,
+    StepOut,
+    WorkerOut,
+    WorkersOut,
+    WorkflowOut,
+)
+
+MAX_WAIT = 300.0
+"""Longest `?wait=` accepted, in seconds."""
+STALE_AFTER = 30.0
+"""A worker whose last heartbeat is older than this is shown as dead."""
+SHOWN_DEAD_FOR = 3600.0
+"""How long a dead worker stays listed."""
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": text}
+    for status, text in [
+        (400, "Malformed request"),
+        (401, "Token required"),
+        (403, "Refused (host, origin or CSRF)"),
+        (404, "No such run or workflow"),
+        (409, "The run's status forbids it, or the id belongs to another workflow"),
+        (413, "Body over the size limit"),
+        (422, "Invalid parameters or body"),
+    ]
+}
+
+router = APIRouter(prefix="/api", responses=_ERRORS)
+health = APIRouter()
+
+RunId = Annotated[str, Path(min_length=1, max_length=ID_MAX, description="The run's id.")]
+Name = Annotated[str, Path(min_length=1, max_length=ID_MAX)]
+Wait = Annotated[float | None, Query(ge=0, le=MAX_WAIT, description="Seconds to wait for the run to finish.")]
+
+
+def client_of(request: Request) -> Client:
+    client: Client = request.app.state.client
+    return client
+
+
+async def unserved(client: Client, run_ids: list[str] | None = None) -> dict[str, str]:
+    """Run id → why no live worker can serve it (its workflow or an action it needs is registered
+    nowhere), for `run_ids` or every run with work due."""
+    return await client.unserved(run_ids)
+
+
+@health.get("/healthz", response_model=HealthOut, tags=["health"])
+async def healthz(request: Request) -> HealthOut | JSONResponse:
+    """Liveness and database reachability; the one route that never needs the token."""
+    client = client_of(request)
+    try:
+        await client.now()
+    except Exception as exc:  # any failure to reach the database is "unavailable", never a 500
+        message = f"database unreachable: {type(exc).__name__}"
+        return JSONResponse({"error": "unavailable", "message": message}, status_code=503)
+    return HealthOut(status="ok", database=client.url.split(":", 1)[0])  # the kind only: this route is public
+
+
+# --- workflows -----------------------------------------------------------------------------------
+
+
+async def workflow_names(client: Client) -> list[str]:
+    """Names of the workflows known to the database or to this process (no counts: cheap)."""
+    return sorted({*(i.name for i in await client.list_workflows()), *(d.id for d in registry.workflows())})
+
+
+async def list_workflows(client: Client) -> list[WorkflowOut]:
+    """Workflows known to the database (registered by workers) and to this process, merged."""
+    import json
+
+    counts = await client.run_counts("workflow")
+    found: dict[str, WorkflowOut] = {}
+    for info in await client.list_workflows():
+        found[info.name] = WorkflowOut(
+            name=info.name,
+            description=info.description,
+            queue=info.queue,
+            input_schema=json.loads(info.input_schema),
+            counts=counts.get(info.name, {}),
+            registered_here=False,
+        )
+    for defn in registry.workflows():
+        found[defn.id] = WorkflowOut(
+            name=defn.id,
+            description=defn.description,
+            queue=defn.queue,
+            input_schema=defn.input_schema(),
+            counts=counts.get(defn.id, {}),
+            registered_here=True,
+        )
+    return sorted(found.values(), key=lambda w: w.name)
+
+
+@router.get("/workflows", response_model=list[WorkflowOut], tags=["workflows"])
+async def workflows(request: Request) -> list[WorkflowOut]:
+    """Registered workflows with their description, input JSON schema and run counts."""
+    return await list_workflows(client_of(request))
+
+
+@router.post(
+    "/workflows/{name}/runs",
+    status_code=201,
+    response_model=StartOut,
+    responses={200: {"model": StartOut, "description": "The id named an existing run: nothing started"}},
+    tags=["workflows"],
+)
+async def start_run(name: Name, body: StartIn, response: Response, request: Request, wait: Wait = None) -> StartOut:
+    """Start a run of workflow `name` (201), or find the existing run with `id` (200). With
+    `?wait=SECONDS`, answer once it finishes within that time, with its result or error."""
+    client = client_of(request)
+    # Client._start also says whether the run is new (SPEC's `handle.created`).
+    handle, created = await client._start(name, tuple(body.args), dict(body.kwargs), body.id, body.queue)
+    if not created:
+        response.status_code = 200
+    if wait:
+        with contextlib.suppress(Exception):  # its own failure, or not done in time: the row says which
+            await handle.result(timeout=wait)
+    row = await handle.describe()
+    return StartOut(id=row.id, status=row.status, created=created, **_outcome(row))
+
+
+def _outcome(row: Any) -> dict[str, Any]:
+    if not row.status.is_terminal:
+        return {"done": False}
+    return {"done": True, "result": loads(row.result), "error": loads(row.error)}
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+
+@router.get("/runs", response_model=RunsOut, tags=["runs"])
+async def runs(
+    request: Request,
+    status: RunStatus | None = None,
+    workflow: Annotated[str | None, Query(max_length=ID_MAX)] = None,
+    id_prefix: Annotated[str | None, Query(max_length=ID_MAX, description="Runs whose id starts so.")] = None,
+    since: Annotated[float | None, Query(ge=0, le=1e11, description="Created at or after (epoch s).")] = None,
+    until: Annotated[float | None, Query(ge=0, le=1e11, description="Created before (epoch s).")] = None,
+    sort: Annotated[str, Query(pattern="^-?created_at$", description="-created_at (newest first) or created_at.")] = (
+        "-created_at"
+    ),
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1024, description="next_cursor of the previous page.")] = None,
+    counts: bool = False,
+) -> RunsOut:
+    """Runs, one keyset page at a time, filtered and sorted by allow-listed fields only."""
+    client = client_of(request)
+    page = await client.runs_page(
+        status=status,
+        workflow=workflow,
+        id_prefix=id_prefix or None,
+        since=since,
+        until=until,
+        sort=sort,
+        limit=limit,
+        cursor=cursor or None,
+    )
+    now = await client.now()
+    return RunsOut(
+        runs=[RunSummary.of(r, now) for r in page.runs],
+        next_cursor=page.next_cursor,
+        counts=await client.count_runs(workflow) if counts else None,
+    )
+
+
+@router.get("/runs/{run_id:path}/steps", response_model=list[StepOut], tags=["runs"])
+async def steps(run_id: RunId, request: Request) -> list[StepOut]:
+    """The run's journal, step by step, with each action's human name where its code is known here."""
+    out = []
+    for s in await client_of(request).get(run_id).steps():
+        action = registry.action(s.name) if s.kind.value == "action" else None
+        out.append(StepOut.of(s, action.name if action else None, action.description if action else None))
+    return out
+
+
+@router.get(
+    "/runs/{run_id:path}/properties", response_model=dict[str, JsonValue] | list[PropertySnapshot], tags=["runs"]
+)
+async def properties(run_id: RunId, request: Request, history: bool = False) -> Any:
+    """The run's properties now, or with `history=true` after each activation that changed them."""
+    return await client_of(request).get(run_id).properties(history=history)
+
+
+@router.get("/runs/{run_id:path}/memory", response_model=dict[str, JsonValue], tags=["runs"])
+async def memory(run_id: RunId, request: Request) -> dict[str, Any]:
+    return await client_of(request).get(run_id).memory()
+
+
+@router.get("/runs/{run_id:path}/events", response_model=list[EventOut], tags=["runs"])
+async def events(run_id: RunId, request: Request) -> list[EventOut]:
+    """Every state change of the run, oldest first."""
+    return [EventOut.of(e) for e in await client_of(request).get(run_id).events()]
+
+
+@router.get("/runs/{run_id:path}/logs", response_model=list[LogOut], tags=["runs"])
+async def logs(run_id: RunId, request: Request) -> list[LogOut]:
+    """The log lines the run's actions wrote (`cairn.context().logger`), in step order."""
+    steps = await client_of(request).get(run_id).steps()
+    return [LogOut(seq=s.seq, name=s.name, line=line) for s in steps for line in s.logs]
+
+
+@router.get("/runs/{run_id:path}/result", response_model=ResultOut, tags=["runs"])
+async def result(run_id: RunId, request: Request, wait: Wait = None) -> ResultOut:
+    """The run's outcome; `done` is false when it has not finished (within `wait` seconds)."""
+    handle = client_of(request).get(run_id)
+    row = await handle.describe()
+    if wait and not row.status.is_terminal:
+        with contextlib.suppress(Exception):
+            await handle.result(timeout=wait)
+        row = await handle.describe()
+    return ResultOut(id=row.id, status=row.status, **_outcome(row))
+
+
+@router.get("/runs/{run_id:path}", response_model=RunOut, tags=["runs"])
+async def run(run_id: RunId, request: Request) -> RunOut:
+    """One run: status, input, output, error, properties, timings, parent and children.
+
+    Declared after the routes under it, as a run id may hold a slash."""
+    client = client_of(request)
+    handle = client.get(run_id)
+    row = await handle.describe()
+    return RunOut.detail(row, await client.now(), await handle.children())
+
+
+# --- control -------------------------------------------------------------------------------------
+
+
+def _control(op: str) -> Any:
+    async def control(run_id: RunId, request: Request) -> ControlOut:
+        handle: RunHandle = client_of(request).get(run_id)
+        return ControlOut(id=run_id, status=await getattr(handle, op)())
+
+    return control
+
+
+for _op, _doc in [
+    ("pause", "Take no new steps until resumed; a step in flight finishes (409 once the run has finished)."),
+    ("resume", "Continue a paused run (409 unless it is paused or still active)."),
+    ("cancel", "Stop the run and its children; pending steps are cancelled (409 once it has finished)."),
+    ("retry", "Continue a failed run, or one paused on an error, from the failed step."),
+]:
+    router.add_api_route(
+        f"/runs/{{run_id:path}}/{_op}",
+        _control(_op),
+        methods=["POST"],
+        response_model=ControlOut,
+        tags=["control"],
+        name=_op,
+        summary=_op.capitalize(),
+        description=_doc,
+    )
+
+
+@router.post("/runs/{run_id:path}/signals/{name}", response_model=SignalOut, tags=["control"])
+async def signal(
+    run_id: RunId,
+    name: Name,
+    request: Request,
+    payload: Annotated[JsonValue, Body(description="The signal's payload: any JSON (none: null).")] = None,
+) -> SignalOut:
+    """Send signal `name` to the run; the body is its payload."""
+    await client_of(request).get(run_id).signal(name, payload)
+    return SignalOut(id=run_id, name=name, sent=True)
+
+
+@router.post("/runs/{run_id:path}/fork", status_code=201, response_model=ControlOut, tags=["control"])
+async def fork(run_id: RunId, body: ForkIn, request: Request) -> ControlOut:
+    """Start a new run reusing this run's journal up to `from_step`."""
+    client = client_of(request)
+    forked = await client.get(run_id).fork(body.from_step, id=body.id)
+    return ControlOut(id=forked.id, status=await forked.status())
+
+
+# --- workers, queues, schedules -----------------------------------------------------------------
+
+
+async def list_workers(client: Client) -> tuple[list[WorkerOut], float]:
+    now = await client.now()
+    out = []
+    for w in await client.list_workers(seen_within=SHOWN_DEAD_FOR):
+        age = max(0.0, now - w.heartbeat_at)
+        out.append(
+            WorkerOut(
+                id=w.id,
+                host=w.host,
+                pid=w.pid,
+                queues=w.queues,
+                in_flight=w.in_flight,
+                started_at=w.started_at,
+                heartbeat_at=w.heartbeat_at,
+                heartbeat_age=age,
+                alive=age <= STALE_AFTER,
+            )
+        )
+    return out, now
+
+
+@router.get("/workers", response_model=WorkersOut, tags=["workers"])
+async def workers(request: Request) -> WorkersOut:
+    """Workers seen in the last hour (`alive`: heartbeat within 30 s), and runs no live worker serves."""
+    client = client_of(request)
+    found, _ = await list_workers(client)
+    return WorkersOut(workers=found, unserved=await unserved(client))
+
+
+QUEUES_NOTE = (
+    "Queues with limits (concurrency, rate limits, priorities) are not built yet; these are the queue "
+    "names seen on runs, with their runs per status."
+)
+
+
+@router.get("/queues", response_model=QueuesOut, tags=["workers"])
+async def queues(request: Request) -> QueuesOut:
+    counts = await client_of(request).run_counts("queue")
+    return QueuesOut(queues=[QueueOut(name=q, counts=c) for q, c in sorted(counts.items())], note=QUEUES_NOTE)
+
+
+@router.get("/schedules", status_code=501, response_model=ErrorOut, tags=["workers"])
+async def schedules() -> JSONResponse:
+    """Not built yet: always 501 `not_implemented`."""
+    return JSONResponse(
+        {"error": "not_implemented", "message": "schedules are not built yet in this version of Cairn"}, 501
+    )

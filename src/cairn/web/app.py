@@ -1,0 +1,115 @@
+"""`create_app(client, token=None)`: the HTTP API and the dashboard as one ASGI app.
+
+Users mount it in their own FastAPI/Starlette app (`app.mount("/cairn", create_app(client))`) or
+serve it alone (`cairn dashboard`, `cairn dev`). Everything goes through the `Client` it is given.
+Errors of every kind leave as JSON `{"error": code, "message": ...}` with the status SPEC names:
+the client's exceptions are mapped here once, so no route catches them itself.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import cairn.errors
+from cairn.client.client import Client
+from cairn.errors import (
+    IllegalTransition,
+    PayloadTooLarge,
+    RunIdConflict,
+    RunNotFound,
+    SerializationError,
+    UnknownWorkflowError,
+)
+from cairn.web import api, pages
+from cairn.web.edge import MAX_BODY, Edge, error
+from cairn.web.security import Guard
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    422: "invalid",
+    501: "not_implemented",
+    503: "unavailable",
+}
+
+
+def create_app(client: Client, token: str | None = None, *, max_body: int = MAX_BODY) -> FastAPI:
+    """The ASGI app serving the HTTP API under `/api`, the dashboard pages and `/healthz`.
+
+    With `token`, every route but `/healthz` (and the login page and static assets) needs it;
+    without one, only requests addressed to localhost are answered."""
+    app = FastAPI(
+        title="Cairn",
+        version=cairn.__version__,
+        description="Durable workflows: start runs by workflow name, read them step by step, steer them.",
+        openapi_url="/api/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.client = client
+    app.state.guard = Guard(token)
+    app.include_router(api.health)
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    static = resources.files("cairn.web").joinpath("static")
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    _handle_errors(app)
+    app.add_middleware(Edge, guard=app.state.guard, max_body=max_body)
+    return app
+
+
+def _handle_errors(app: FastAPI) -> None:
+    mapped: list[tuple[type[Exception], int, str]] = [
+        (RunIdConflict, 409, "conflict"),  # an id held by a run of another workflow (SPEC 3)
+        (RunNotFound, 404, "not_found"),
+        (UnknownWorkflowError, 404, "not_found"),
+        (IllegalTransition, 409, "conflict"),
+        (PayloadTooLarge, 413, "payload_too_large"),
+        (SerializationError, 422, "invalid"),
+        (TypeError, 422, "invalid"),
+        (ValueError, 422, "invalid"),
+    ]
+    for exc_type, status, code in mapped:
+        app.add_exception_handler(exc_type, _mapper(status, code))
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return error(exc.status_code, _CODES.get(exc.status_code, "error"), detail)
+
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return JSONResponse({"error": "invalid", "message": describe_invalid(exc.errors())}, status_code=422)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid)
+
+
+def _mapper(status: int, code: str) -> Any:
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        return error(status, code, str(exc) or type(exc).__name__)
+
+    return handle
+
+
+def describe_invalid(errors: Any) -> str:
+    """One line per problem: `query.limit: Input should be less than or equal to 500`."""
+    lines = []
+    for e in list(errors)[:10]:
+        where = ".".join(str(p) for p in e.get("loc", ()))
+        lines.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
+    if errors and errors[0].get("type") == "json_invalid":
+        return "the body is not valid JSON: " + "; ".join(lines)
+    return "; ".join(lines) or "invalid request"

@@ -1,0 +1,187 @@
+"""The checks every request meets before any route runs: host, auth, CSRF, body size and depth.
+
+One pure ASGI middleware rather than several Starlette `BaseHTTPMiddleware`s: it reads the body
+once (so the size limit holds for chunked uploads too, not only for honest Content-Length), refuses
+with a clear 4xx before the app does any work, and adds the security headers (CSP with no inline
+script, no framing, no sniffing) to every response, errors included.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import quote
+
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from cairn.web.security import CSRF_HEADER, SESSION_COOKIE, Guard, is_loopback_host, same_origin
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+MAX_BODY = 2 * 1024 * 1024
+"""Bytes of request body accepted (SPEC's default payload limit); more is a 413."""
+MAX_DEPTH = 64
+"""Nesting of JSON arrays and objects accepted in a request body; deeper is a 422."""
+PUBLIC = ("/healthz", "/login", "/static/")
+"""The only paths served without the token when one is set (assets hold no data)."""
+UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+DOCS_CSP = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
+"""Swagger UI (vendored, at /api/docs) sets inline styles; its script is still only our files."""
+HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+
+
+def error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status)
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+class Edge:
+    def __init__(self, app: ASGIApp, guard: Guard, max_body: int = MAX_BODY, max_depth: int = MAX_DEPTH) -> None:
+        self.app = app
+        self.guard = guard
+        self.max_body = max_body
+        self.max_depth = max_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        root = scope.get("root_path", "")
+        path: str = scope["path"]
+        rel = path[len(root) :] if root and path.startswith(root) else path
+        send = _with_headers(send, DOCS_CSP if rel == "/api/docs" else CSP)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if "\x00" in path or b"%00" in scope["query_string"]:
+            await error(400, "bad_request", "NUL bytes are not accepted in URLs")(scope, receive, send)
+            return
+        refused, nonce = self._admit(scope, rel, headers)
+        if refused is None:
+            scope.setdefault("state", {})["csrf"] = self.guard.csrf_for(nonce)
+            refused, receive = await self._read_body(scope, receive, headers)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _admit(self, scope: Scope, rel: str, headers: dict[str, str]) -> tuple[Response | None, str | None]:
+        """(a refusal, or None; the session nonce of a browser logged in with a cookie)."""
+        host = headers.get("host", "")
+        method = scope["method"]
+        if not self.guard.enabled and not is_loopback_host(host):
+            return error(
+                403,
+                "forbidden",
+                "this app has no API token, so it answers only requests sent to localhost; "
+                "start it with a token (--token or CAIRN_API_TOKEN) to serve other hosts",
+            ), None
+        origin = headers.get("origin")
+        cross = headers.get("sec-fetch-site") in ("cross-site", "same-site")
+        if method in UNSAFE and ((origin is not None and not same_origin(origin, host)) or cross):
+            return error(403, "forbidden", "cross-origin requests that change state are refused"), None
+        public = any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in PUBLIC)
+        if self.guard.bearer_ok(headers.get("authorization")):
+            return None, None  # an API client: not ambient, so no CSRF token is needed
+        nonce = self.guard.session_nonce(_cookie(headers.get("cookie", ""), SESSION_COOKIE))
+        if self.guard.enabled and nonce is None and not public:
+            if rel.startswith("/api/") or rel == "/api" or method != "GET":
+                return error(401, "unauthorized", "send the API token as `Authorization: Bearer <token>`"), None
+            root = scope.get("root_path", "")
+            query = scope["query_string"].decode("latin-1")
+            target = quote(root + rel + (f"?{query}" if query else ""))
+            return RedirectResponse(f"{root}/login?next={target}", status_code=303), None
+        browser = nonce is not None or origin is not None or "sec-fetch-site" in headers
+        if method in UNSAFE and browser and rel != "/login" and not self.guard.csrf_ok(nonce, headers.get(CSRF_HEADER)):
+            message = "missing or wrong CSRF token (X-CSRF-Token): reload the page and try again"
+            return error(403, "csrf", message), nonce
+        return None, nonce
+
+    async def _read_body(
+        self, scope: Scope, receive: Receive, headers: dict[str, str]
+    ) -> tuple[Response | None, Receive]:
+        """Read the whole body (bounded), check its size and JSON depth, and replay it to the app."""
+        if scope["method"] not in UNSAFE:
+            return None, receive
+        too_large = error(
+            413, "payload_too_large", f"the request body is over the {self.max_body}-byte limit; send less"
+        )
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body:
+            return too_large, receive
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return Response(status_code=400), receive
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return too_large, receive
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if body and "json" in headers.get("content-type", ""):
+            too_deep = error(422, "too_deep", f"the JSON body nests deeper than {self.max_depth} levels; flatten it")
+            try:
+                parsed = json.loads(body)
+            except RecursionError:
+                return too_deep, receive
+            except ValueError:
+                parsed = None  # malformed: the route's parser answers that
+            if json_depth(parsed) > self.max_depth:
+                return too_deep, receive
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return None, replay
+
+
+def _cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return None
+
+
+def _with_headers(send: Send, csp: str) -> Send:
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            present = {k.lower() for k, _ in message.get("headers", [])}
+            extra = [(k, v) for k, v in [(b"content-security-policy", csp.encode()), *HEADERS] if k not in present]
+            message["headers"] = [*message.get("headers", []), *extra]
+        await send(message)
+
+    return wrapped

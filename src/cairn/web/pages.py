@@ -1,0 +1,285 @@
+"""The dashboard's HTML pages, rendered on the server with Jinja2 (autoescaped) from client data.
+
+Pages read through the same client calls as the JSON API; their buttons and forms act through the
+API from `static/app.js` (with the CSRF token from the page's meta tag), so there is one way to
+change a run. No inline script anywhere: the CSP forbids it.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from typing import Annotated, Any
+from urllib.parse import parse_qs, quote, urlencode
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from cairn.client.client import MAX_PAGE, Client
+from cairn.errors import RunNotFound
+from cairn.registry import registry
+from cairn.serialization import loads
+from cairn.transitions import RULES
+from cairn.types import RunStatus
+from cairn.web import views
+from cairn.web.api import QUEUES_NOTE, client_of, list_workers, list_workflows, unserved, workflow_names
+from cairn.web.models import ID_MAX, RunSummary
+from cairn.web.security import SESSION_COOKIE, SESSION_TTL, Guard, redact, safe_next
+
+router = APIRouter(include_in_schema=False)
+
+SINCE = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+"""The creation-time filters the runs page offers (seconds back from now)."""
+STEPS_PER_PAGE = 200
+"""Step details shown per page of a run (the timeline always draws every step)."""
+LATEST_EVENTS = 200
+LATEST_SNAPSHOTS = 100
+"""Events and property snapshots shown on a run page (the newest); the API has them all."""
+
+_env = Environment(
+    loader=FileSystemLoader(str(resources.files("cairn.web").joinpath("templates"))),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_env.filters.update(
+    pretty=views.pretty,
+    compact=views.compact,
+    when=views.fmt_time,
+    duration=views.fmt_duration,
+    error_text=views.error_text,
+    traceback=views.error_traceback,
+    segment=lambda v: quote(str(v), safe=""),
+)
+
+
+def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    guard: Guard = request.app.state.guard
+    client: Client = request.app.state.client
+    base = request.scope.get("root_path", "")
+    html = _env.get_template(template).render(
+        base=base,
+        csrf=request.scope.get("state", {}).get("csrf", ""),
+        logged_in=guard.enabled,
+        database=str(client),  # the client prints its URL without the password
+        statuses=[s.value for s in RunStatus],
+        **context,
+    )
+    return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
+
+
+# --- runs ------------------------------------------------------------------------------------------
+
+
+def _runs_filters(request: Request) -> tuple[dict[str, str], list[str]]:
+    """The runs page's query, kept only where valid (problems are shown, not raised)."""
+    q = request.query_params
+    problems = []
+    f = {k: q.get(k, "").strip() for k in ("status", "workflow", "q", "since", "sort", "cursor")}
+    if f["status"] and f["status"] not in {s.value for s in RunStatus}:
+        problems.append(f"unknown status {f['status']!r}")
+        f["status"] = ""
+    if f["since"] and f["since"] not in SINCE:
+        problems.append(f"unknown time range {f['since']!r}")
+        f["since"] = ""
+    if f["sort"] not in ("", "created_at", "-created_at"):
+        problems.append(f"unknown order {f['sort']!r}")
+        f["sort"] = ""
+    for key in ("workflow", "q", "cursor"):
+        if len(f[key]) > (1024 if key == "cursor" else ID_MAX) or "\x00" in f[key]:
+            problems.append(f"{key} is too long")
+            f[key] = ""
+    return f, problems
+
+
+async def _runs_context(request: Request) -> dict[str, Any]:
+    client = client_of(request)
+    f, problems = _runs_filters(request)
+    now = await client.now()
+    try:
+        page = await client.runs_page(
+            status=f["status"] or None,
+            workflow=f["workflow"] or None,
+            id_prefix=f["q"] or None,
+            since=now - SINCE[f["since"]] if f["since"] else None,
+            sort=f["sort"] or "-created_at",
+            limit=50,
+            cursor=f["cursor"] or None,
+        )
+    except ValueError as exc:  # a stale or edited cursor: show the first page and say why
+        problems.append(str(exc))
+        f["cursor"] = ""
+        page = await client.runs_page(
+            status=f["status"] or None, workflow=f["workflow"] or None, id_prefix=f["q"] or None, limit=50
+        )
+    current = await client.current_steps([r.id for r in page.runs])
+    kept = {k: v for k, v in f.items() if v and k != "cursor"}
+    return {
+        "f": f,
+        "problems": problems,
+        "runs": [RunSummary.of(r, now) for r in page.runs],
+        "current": current,
+        "counts": await client.count_runs(f["workflow"] or None),
+        "workflows": await workflow_names(client),
+        "query": urlencode({**kept, **({"cursor": f["cursor"]} if f["cursor"] else {})}),
+        "filters_query": urlencode(kept),
+        "next_query": urlencode({**kept, "cursor": page.next_cursor}) if page.next_cursor else None,
+        "first_query": urlencode(kept) if f["cursor"] else None,
+        "since_choices": list(SINCE),
+        "max_page": MAX_PAGE,
+    }
+
+
+@router.get("/", response_class=HTMLResponse)
+async def runs_page(request: Request) -> HTMLResponse:
+    return render(request, "runs.html", nav="runs", **await _runs_context(request))
+
+
+@router.get("/partials/runs", response_class=HTMLResponse)
+async def runs_partial(request: Request) -> HTMLResponse:
+    """The live part of the runs page (counts and table), fetched again by app.js every few seconds."""
+    return render(request, "_runs.html", **await _runs_context(request))
+
+
+# --- one run ---------------------------------------------------------------------------------------
+
+
+@router.get("/runs/{run_id:path}", response_class=HTMLResponse)
+async def run_page(
+    request: Request, run_id: Annotated[str, Path(min_length=1, max_length=ID_MAX)], steps_from: int = 0
+) -> HTMLResponse:
+    client = client_of(request)
+    handle = client.get(run_id)
+    try:
+        row = await handle.describe()
+    except RunNotFound as exc:
+        return render(request, "error.html", status=404, title="Run not found", message=str(exc))
+    now = await client.now()
+    steps = await handle.steps()
+    events = await handle.events()
+    history = await handle.properties(history=True)
+    error = loads(row.error)
+    diverged = views.divergence(error)
+    start = max(0, min(steps_from, max(0, len(steps) - 1)))
+    attempts: dict[int, list[Any]] = {}
+    for e in events:
+        if e.step is not None and e.kind.startswith("step."):
+            attempts.setdefault(e.step, []).append(e)
+    shown = steps[start : start + STEPS_PER_PAGE]
+    actions = {s.name: registry.action(s.name) for s in shown if s.kind.value == "action"}
+    return render(
+        request,
+        "run.html",
+        nav="runs",
+        run=RunSummary.of(row, now),
+        row=row,
+        input=redact(loads(row.input)),
+        result=redact(loads(row.result)),
+        error=error,
+        properties=redact(loads(row.properties)),
+        children=await handle.children(),
+        allowed={op: row.status in rule.allowed for op, rule in RULES.items()},
+        timeline=views.timeline(steps, row.created_at, now),
+        steps=shown,
+        step_count=len(steps),
+        steps_from=start,
+        steps_per_page=STEPS_PER_PAGE,
+        actions=actions,
+        attempts=attempts,
+        history=views.property_changes(history[-LATEST_SNAPSHOTS:]),
+        history_count=len(history),
+        memory=redact(await handle.memory()),
+        events=events[-LATEST_EVENTS:],
+        event_count=len(events),
+        diverged=diverged,
+        recorded_step=next((s for s in steps if diverged and s.seq == diverged[0]), None),
+        width=views.TIMELINE_WIDTH,
+        lane_height=views.LANE_HEIGHT,
+    )
+
+
+# --- workflows, workers, queues, schedules ---------------------------------------------------------
+
+
+@router.get("/workflows", response_class=HTMLResponse)
+async def workflows_page(request: Request) -> HTMLResponse:
+    found = await list_workflows(client_of(request))
+    forms = {w.name: views.form_fields(w.input_schema) for w in found}
+    return render(request, "workflows.html", nav="workflows", workflows=found, forms=forms)
+
+
+@router.get("/workers", response_class=HTMLResponse)
+async def workers_page(request: Request) -> HTMLResponse:
+    client = client_of(request)
+    found, _ = await list_workers(client)
+    return render(
+        request,
+        "workers.html",
+        nav="workers",
+        workers=found,
+        unserved=await unserved(client),
+        unserved_checked=hasattr(client, "unserved"),
+        now=time.time(),
+    )
+
+
+@router.get("/queues", response_class=HTMLResponse)
+async def queues_page(request: Request) -> HTMLResponse:
+    counts = await client_of(request).run_counts("queue")
+    return render(request, "queues.html", nav="queues", queues=sorted(counts.items()), note=QUEUES_NOTE)
+
+
+@router.get("/schedules", response_class=HTMLResponse)
+async def schedules_page(request: Request) -> HTMLResponse:
+    return render(request, "schedules.html", nav="schedules")
+
+
+@router.get("/api/docs", response_class=HTMLResponse)
+async def api_docs(request: Request) -> HTMLResponse:
+    """Swagger UI, vendored (no CDN), started by static/docs.js (no inline script)."""
+    return render(request, "docs.html", nav="api")
+
+
+# --- login -----------------------------------------------------------------------------------------
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request, next: str = "") -> Response:
+    guard: Guard = request.app.state.guard
+    base = request.scope.get("root_path", "")
+    if not guard.enabled:
+        return RedirectResponse(base + "/", status_code=303)
+    return render(request, "login.html", next=safe_next(next, base), failed=False)
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request) -> Response:
+    """Check the token once and hand the browser a session cookie (HttpOnly, SameSite=Strict)."""
+    guard: Guard = request.app.state.guard
+    base = request.scope.get("root_path", "")
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    given, target = form.get("token", [""])[0], safe_next(form.get("next", [""])[0], base)
+    if not guard.enabled:
+        return RedirectResponse(target, status_code=303)
+    if not guard.token_ok(given):
+        return render(request, "login.html", status=401, next=target, failed=True)
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        guard.new_session(),
+        max_age=SESSION_TTL,
+        path=base + "/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    base = request.scope.get("root_path", "")
+    response = RedirectResponse(base + "/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path=base + "/", httponly=True, samesite="strict")
+    return response

@@ -1,0 +1,188 @@
+// Cairn dashboard behaviour. Loaded as a file (the CSP forbids inline script); no framework, no
+// build step. Every change goes through the JSON API with the page's CSRF token.
+"use strict";
+(function () {
+  const meta = (name) => (document.querySelector(`meta[name="${name}"]`) || {}).content || "";
+  const base = meta("cairn-base");
+  const csrf = meta("csrf-token");
+  const enc = encodeURIComponent;
+
+  function flash(text, isError) {
+    const box = document.getElementById("flash");
+    if (!box) return;
+    box.textContent = text;
+    box.className = isError ? "error" : "";
+  }
+
+  async function api(method, path, body) {
+    const init = { method, credentials: "same-origin", headers: { "X-CSRF-Token": csrf, Accept: "application/json" } };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const response = await fetch(base + path, init);
+    let data = null;
+    try { data = await response.json(); } catch (e) { data = null; }
+    if (!response.ok) {
+      const message = data && data.message ? data.message : `HTTP ${response.status}`;
+      throw new Error(message);
+    }
+    return data;
+  }
+
+  // --- run controls (run page) ---------------------------------------------------------------
+  document.addEventListener("click", async (event) => {
+    const button = event.target.closest("button[data-action]");
+    if (button) {
+      const op = button.dataset.action;
+      button.disabled = true;
+      try {
+        const out = await api("POST", `/api/runs/${enc(button.dataset.run)}/${op}`);
+        flash(`Run ${out.id}: ${op} done, now ${out.status}.`);
+        await refreshRun(true);
+      } catch (e) {
+        flash(`Could not ${op}: ${e.message}`, true);
+        button.disabled = false;
+      }
+      return;
+    }
+    if (event.target.closest("button[data-logout]")) {
+      try { await api("POST", "/logout"); } catch (e) { /* the cookie is cleared either way */ }
+      window.location.assign(base + "/login");
+      return;
+    }
+    const bulk = event.target.closest("button[data-bulk]");
+    if (bulk) await bulkAction(bulk.dataset.bulk);
+  });
+
+  function parseJson(text, what) {
+    try { return JSON.parse(text); } catch (e) { throw new Error(`${what} is not valid JSON: ${e.message}`); }
+  }
+
+  document.addEventListener("submit", async (event) => {
+    const form = event.target;
+    if (!(form instanceof HTMLFormElement) || !form.matches("#signal-form, #fork-form, form.start")) return;
+    event.preventDefault();
+    try {
+      if (form.id === "signal-form") {
+        const name = form.elements.name.value.trim();
+        const payload = parseJson(form.elements.payload.value || "null", "The payload");
+        await api("POST", `/api/runs/${enc(form.dataset.run)}/signals/${enc(name)}`, payload);
+        flash(`Signal ${name} sent.`);
+        await refreshRun(true);
+      } else if (form.id === "fork-form") {
+        const body = { from_step: Number(form.elements.from_step.value) };
+        if (form.elements.id.value.trim()) body.id = form.elements.id.value.trim();
+        const out = await api("POST", `/api/runs/${enc(form.dataset.run)}/fork`, body);
+        window.location.assign(`${base}/runs/${enc(out.id)}`);
+      } else {
+        await startRun(form);
+      }
+    } catch (e) {
+      flash(e.message, true);
+    }
+  });
+
+  async function startRun(form) {
+    const kwargs = {};
+    for (const input of form.querySelectorAll("[data-param]")) {
+      const kind = input.dataset.kind;
+      const name = input.dataset.param;
+      if (kind === "boolean") { kwargs[name] = input.checked; continue; }
+      const text = input.value;
+      if (text === "" && !input.required) continue;
+      if (kind === "integer" || kind === "number") kwargs[name] = Number(text);
+      else if (kind === "json") kwargs[name] = parseJson(text, name);
+      else kwargs[name] = text;
+    }
+    const body = { kwargs };
+    const id = form.querySelector("[data-run-id]").value.trim();
+    if (id) body.id = id;
+    const out = await api("POST", `/api/workflows/${enc(form.dataset.workflow)}/runs`, body);
+    window.location.assign(`${base}/runs/${enc(out.id)}`);
+  }
+
+  // --- runs page: selection, bulk actions, live updates -----------------------------------------
+  const live = document.getElementById("runs-live");
+
+  function picked() {
+    return Array.from(document.querySelectorAll("input.pick:checked")).map((box) => box.value);
+  }
+
+  function showBulk() {
+    const bar = document.getElementById("bulk");
+    if (!bar) return;
+    const ids = picked();
+    bar.hidden = ids.length === 0;
+    document.getElementById("bulk-count").textContent = String(ids.length);
+  }
+
+  document.addEventListener("change", (event) => {
+    if (event.target.id === "select-all") {
+      for (const box of document.querySelectorAll("input.pick")) box.checked = event.target.checked;
+    }
+    if (event.target.matches("input.pick, #select-all")) showBulk();
+  });
+
+  async function bulkAction(op) {
+    const ids = picked();
+    const failed = [];
+    for (const id of ids) {
+      try { await api("POST", `/api/runs/${enc(id)}/${op}`); } catch (e) { failed.push(`${id}: ${e.message}`); }
+    }
+    const done = ids.length - failed.length;
+    flash(`${op}: ${done} of ${ids.length} runs done.` + (failed.length ? ` Refused: ${failed.join("; ")}` : ""), failed.length > 0);
+    for (const box of document.querySelectorAll("input.pick, #select-all")) box.checked = false;
+    showBulk();
+    await refreshRuns();
+  }
+
+  async function refreshRuns() {
+    if (!live) return;
+    const response = await fetch(live.dataset.src, { credentials: "same-origin" });
+    if (response.ok) live.innerHTML = await response.text();
+  }
+
+  if (live) {
+    setInterval(() => {
+      const toggle = document.getElementById("live");
+      if (document.hidden || (toggle && !toggle.checked) || picked().length > 0) return;
+      refreshRuns().catch(() => {});
+    }, 3000);
+  }
+
+  // --- run page: follow the run while it moves ------------------------------------------------------
+  const runBox = document.getElementById("run");
+
+  async function refreshRun(force) {
+    if (!runBox) return;
+    const id = runBox.dataset.run;
+    if (!force) {
+      const now = await api("GET", `/api/runs/${enc(id)}`);
+      if (String(now.updated_at) === runBox.dataset.updated && now.status === runBox.dataset.status) return;
+    }
+    const response = await fetch(window.location.href, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const page = new DOMParser().parseFromString(await response.text(), "text/html");
+    const fresh = page.getElementById("run");
+    if (!fresh) return;
+    const open = new Set(Array.from(runBox.querySelectorAll("details[open]")).map((d) => d.id).filter(Boolean));
+    for (const part of runBox.querySelectorAll("[data-live]")) {
+      const next = fresh.querySelector(`[data-live="${part.dataset.live}"]`);
+      if (next) part.replaceWith(document.importNode(next, true));
+    }
+    for (const id of open) {
+      const details = document.getElementById(id);
+      if (details) details.open = true;
+    }
+    runBox.dataset.updated = fresh.dataset.updated;
+    runBox.dataset.status = fresh.dataset.status;
+  }
+
+  if (runBox) {
+    setInterval(() => {
+      if (document.hidden) return;
+      refreshRun(false).catch(() => {});
+    }, 2000);
+  }
+})();

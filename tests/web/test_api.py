@@ -1,0 +1,327 @@
+"""The HTTP API, route by route, on both backends: happy paths and every error status SPEC names."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+import cairn
+from cairn.web.models import ID_MAX
+from tests.conftest import eventually
+from tests.web import webflows
+
+pytestmark = pytest.mark.timeout(60)
+
+GREETING = "tests.web.webflows.Greeting"
+QUICK = "tests.web.webflows.quick"
+
+
+async def _status(http: httpx.AsyncClient, run_id: str, want: str) -> bool:
+    r = await http.get(f"/api/runs/{run_id}")
+    return r.status_code == 200 and r.json()["status"] == want
+
+
+async def test_healthz_names_only_the_kind_of_database(http: httpx.AsyncClient, client: cairn.Client) -> None:
+    r = await http.get("/healthz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "database": client.url.split(":")[0]}
+
+
+async def test_workflows_have_description_schema_and_counts(http: httpx.AsyncClient, client: cairn.Client) -> None:
+    await client.start(webflows.quick, "a", id="q-1")
+    found = {w["name"]: w for w in (await http.get("/api/workflows")).json()}
+    greeting = found[GREETING]
+    assert greeting["description"] == "Greets someone, then waits for the `approve` signal."
+    assert greeting["input_schema"]["required"] == ["name"]
+    assert set(greeting["input_schema"]["properties"]) == {"name", "times"}
+    assert found[QUICK]["counts"] == {"pending": 1}
+    assert found[QUICK]["registered_here"] is True
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_workflow_is_an_endpoint(http: httpx.AsyncClient) -> None:
+    r = await http.post(f"/api/workflows/{QUICK}/runs?wait=20", json={"args": ["ada"], "id": "ep-1"})
+    assert r.status_code == 201, r.text
+    assert r.json() == {
+        "id": "ep-1",
+        "status": "completed",
+        "created": True,
+        "done": True,
+        "result": "hello ada",
+        "error": None,
+    }
+    again = await http.post(f"/api/workflows/{QUICK}/runs", json={"args": ["bob"], "id": "ep-1"})
+    assert again.status_code == 200
+    assert again.json()["created"] is False and again.json()["result"] == "hello ada"
+    started = await http.post(f"/api/workflows/{GREETING}/runs", json={"kwargs": {"name": "cy", "times": 2}})
+    assert started.status_code == 201
+    assert started.json()["done"] is False and started.json()["id"]
+
+
+@pytest.mark.usefixtures("worker")
+async def test_wait_returns_the_error_of_a_failed_run(http: httpx.AsyncClient) -> None:
+    r = await http.post("/api/workflows/tests.web.webflows.broken/runs?wait=20", json={"args": ["kaput"]})
+    assert r.status_code == 201
+    body = r.json()
+    assert body["status"] == "failed" and body["done"] is True
+    assert body["error"]["type"] == "RuntimeError" and body["error"]["message"] == "kaput"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code"),
+    [
+        (f"/api/workflows/{QUICK}/runs", {"args": [1]}, 422, "invalid"),  # wrong type for name: str
+        (f"/api/workflows/{QUICK}/runs", {"args": ["a", "b"]}, 422, "invalid"),  # too many arguments
+        (f"/api/workflows/{QUICK}/runs", {"kwargs": {"nope": 1}}, 422, "invalid"),
+        (f"/api/workflows/{QUICK}/runs", {"args": ["a"], "surprise": 1}, 422, "invalid"),
+        (f"/api/workflows/{QUICK}/runs", {"args": ["a"], "id": "x" * (ID_MAX + 1)}, 422, "invalid"),
+        (f"/api/workflows/{QUICK}/runs", {"args": ["a\x00b"]}, 201, None),  # NUL round-trips
+        ("/api/workflows/no.such.Workflow/runs", {"args": []}, 404, "not_found"),
+    ],
+)
+async def test_start_refuses_bad_input_before_writing(
+    http: httpx.AsyncClient, client: cairn.Client, path: str, body: dict[str, object], status: int, code: str | None
+) -> None:
+    r = await http.post(path, json=body)
+    assert r.status_code == status, r.text
+    if code is not None:
+        assert r.json()["error"] == code and r.json()["message"]
+        assert (await client.count_runs()) == dict.fromkeys(s.value for s in cairn.RunStatus) | {
+            s.value: 0 for s in cairn.RunStatus
+        }
+
+
+async def test_malformed_oversized_and_deep_bodies_are_4xx(http: httpx.AsyncClient) -> None:
+    url = f"/api/workflows/{QUICK}/runs"
+    headers = {"content-type": "application/json"}
+    bad = await http.post(url, content=b'{"args": [', headers=headers)
+    assert bad.status_code == 422 and bad.json()["error"] == "invalid"
+    big = await http.post(url, content=b'{"args": ["' + b"x" * (2 * 1024 * 1024) + b'"]}', headers=headers)
+    assert big.status_code == 413 and big.json()["error"] == "payload_too_large"
+    deep = await http.post(url, content=b'{"args": [' + b"[" * 100 + b"]" * 100 + b"]}", headers=headers)
+    assert deep.status_code == 422 and deep.json()["error"] == "too_deep"
+    deeper = await http.post(url, content=b"[" * 100_000 + b"]" * 100_000, headers=headers)
+    assert deeper.status_code in (413, 422)
+    nan = await http.post(url, content=b'{"args": [NaN]}', headers=headers)
+    assert nan.status_code == 422
+
+
+async def _make_runs(client: cairn.Client, n: int) -> list[str]:
+    ids = []
+    for i in range(n):
+        handle = await client.start(webflows.quick, f"n{i}", id=f"page-{i:02d}")
+        ids.append(handle.id)
+    await client.start(webflows.Greeting, "g", id="other-1")
+    return ids
+
+
+async def test_runs_page_by_cursor_through_every_run(http: httpx.AsyncClient, client: cairn.Client) -> None:
+    ids = await _make_runs(client, 7)
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):
+        params: dict[str, str | int] = {"limit": 3, "workflow": QUICK}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await http.get("/api/runs", params=params)).json()
+        seen += [r["id"] for r in page["runs"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))  # newest first, each run once
+    oldest = (await http.get("/api/runs", params={"sort": "created_at", "limit": 2})).json()
+    assert [r["id"] for r in oldest["runs"]] == ids[:2]
+
+
+async def test_runs_filters_and_counts(http: httpx.AsyncClient, client: cairn.Client) -> None:
+    await _make_runs(client, 3)
+    await client.get("page-01").cancel()
+    by_prefix = (await http.get("/api/runs", params={"id_prefix": "oth"})).json()
+    assert [r["id"] for r in by_prefix["runs"]] == ["other-1"]
+    cancelled = (await http.get("/api/runs", params={"status": "cancelled", "counts": "true"})).json()
+    assert [r["id"] for r in cancelled["runs"]] == ["page-01"]
+    assert cancelled["counts"]["cancelled"] == 1 and cancelled["counts"]["pending"] == 3
+    created = [r["created_at"] for r in (await http.get("/api/runs", params={"sort": "created_at"})).json()["runs"]]
+    window = (await http.get("/api/runs", params={"since": created[1], "until": created[3]})).json()
+    assert len(window["runs"]) == 2
+    assert (await http.get("/api/runs", params={"since": created[-1] + 1000})).json()["runs"] == []
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": 501},
+        {"limit": 0},
+        {"status": "sleeping"},
+        {"sort": "lease_owner"},
+        {"sort": "created_at; DROP TABLE cairn_runs"},
+        {"cursor": "not-a-cursor"},
+        {"cursor": "W10"},
+        {"id_prefix": "x" * (ID_MAX + 1)},
+        {"since": "yesterday"},
+        {"since": "nan"},
+    ],
+)
+async def test_runs_refuses_bad_parameters(http: httpx.AsyncClient, params: dict[str, object]) -> None:
+    r = await http.get("/api/runs", params=params)  # type: ignore[arg-type]
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "invalid"
+
+
+async def test_a_cursor_of_another_sort_is_refused(http: httpx.AsyncClient, client: cairn.Client) -> None:
+    await _make_runs(client, 3)
+    cursor = (await http.get("/api/runs", params={"limit": 1})).json()["next_cursor"]
+    r = await http.get("/api/runs", params={"limit": 1, "cursor": cursor, "sort": "created_at"})
+    assert r.status_code == 422 and "sort" in r.json()["message"]
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_run_and_everything_under_it(http: httpx.AsyncClient) -> None:
+    r = await http.post(f"/api/workflows/{GREETING}/runs", json={"args": ["ada"], "kwargs": {"times": 2}, "id": "g/1"})
+    assert r.status_code == 201
+    await eventually(lambda: _status(http, "g/1", "waiting"), what="the run to wait for its signal")
+    run = (await http.get("/api/runs/g/1")).json()
+    assert run["workflow"] == GREETING and run["input"] == {"name": "ada", "times": 2}
+    assert run["properties"]["stage"] == "waiting" and run["children"] == []
+    steps = (await http.get("/api/runs/g/1/steps")).json()
+    hello = [s for s in steps if s["kind"] == "action"]
+    assert [s["title"] for s in hello] == ["Say hello", "Say hello"]
+    assert hello[0]["description"] == "Greets someone by name." and hello[0]["result"] == "hello ada"
+    assert steps[-1]["kind"] == "signal" and steps[-1]["status"] == "scheduled"
+    history = (await http.get("/api/runs/g/1/properties", params={"history": "true"})).json()
+    assert [h["properties"]["stage"] for h in history][-1] == "waiting"
+    assert (await http.get("/api/runs/g/1/properties")).json()["stage"] == "waiting"
+    assert (await http.get("/api/runs/g/1/memory")).json() == {}
+    logs = (await http.get("/api/runs/g/1/logs")).json()
+    assert [entry["line"] for entry in logs] == ["INFO greeting ada", "INFO greeting ada"]
+    kinds = [e["kind"] for e in (await http.get("/api/runs/g/1/events")).json()]
+    assert kinds[0] == "started" or "started" in kinds
+    pending = (await http.get("/api/runs/g/1/result")).json()
+    assert pending["done"] is False and pending["status"] == "waiting"
+    sent = await http.post("/api/runs/g/1/signals/approve", json={"by": "alice"})
+    assert sent.status_code == 200 and sent.json() == {"id": "g/1", "name": "approve", "sent": True}
+    done = (await http.get("/api/runs/g/1/result", params={"wait": 20})).json()
+    assert done["done"] is True and done["result"] == "hello ada / {'by': 'alice'}"
+
+
+@pytest.mark.parametrize("sub", ["", "/steps", "/properties", "/memory", "/events", "/logs", "/result"])
+async def test_reads_of_an_unknown_run_are_404(http: httpx.AsyncClient, sub: str) -> None:
+    r = await http.get(f"/api/runs/missing{sub}")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+
+
+@pytest.mark.parametrize("op", ["pause", "resume", "cancel", "retry", "signals/hello", "fork"])
+async def test_control_of_an_unknown_run_is_404(http: httpx.AsyncClient, op: str) -> None:
+    r = await http.post(f"/api/runs/missing/{op}", json={"from_step": 0} if op == "fork" else None)
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+
+
+async def test_control_follows_the_state_machine(http: httpx.AsyncClient, client: cairn.Client) -> None:
+    await client.start(webflows.Greeting, "p", id="c-1")
+    assert (await http.post("/api/runs/c-1/pause")).json() == {"id": "c-1", "status": "paused"}
+    assert (await http.post("/api/runs/c-1/pause")).json()["status"] == "paused"  # idempotent
+    assert (await http.post("/api/runs/c-1/resume")).json()["status"] in ("pending", "running")
+    assert (await http.post("/api/runs/c-1/cancel")).json()["status"] == "cancelled"
+    for op in ("resume", "pause", "retry"):
+        r = await http.post(f"/api/runs/c-1/{op}")
+        assert r.status_code == 409, (op, r.text)
+        assert r.json()["error"] == "conflict" and "cancelled" in r.json()["message"]
+
+
+@pytest.mark.usefixtures("worker")
+async def test_fork_and_children(http: httpx.AsyncClient, client: cairn.Client) -> None:
+    await client.run(webflows.parent, "kid", id="parent-1", timeout=20)
+    run = (await http.get("/api/runs/parent-1")).json()
+    assert [c["workflow"] for c in run["children"]] == [QUICK]
+    child = (await http.get(f"/api/runs/{run['children'][0]['id']}")).json()
+    assert child["parent_id"] == "parent-1"
+    forked = await http.post("/api/runs/parent-1/fork", json={"from_step": 0, "id": "parent-1-fork"})
+    assert forked.status_code == 201 and forked.json()["id"] == "parent-1-fork"
+    bad = await http.post("/api/runs/parent-1/fork", json={"from_step": -1})
+    assert bad.status_code == 422
+
+
+async def test_signal_payloads_any_json_or_none(http: httpx.AsyncClient, client: cairn.Client) -> None:
+    await client.start(webflows.Greeting, "s", id="s-1")
+    assert (await http.post("/api/runs/s-1/signals/approve")).status_code == 200
+    assert (await http.post("/api/runs/s-1/signals/approve", json=[1, "two", None])).status_code == 200
+    raw = await http.post(
+        "/api/runs/s-1/signals/approve", content=b"{oops", headers={"content-type": "application/json"}
+    )
+    assert raw.status_code == 422
+
+
+@pytest.mark.usefixtures("worker")
+async def test_workers_queues_and_schedules(http: httpx.AsyncClient, client: cairn.Client) -> None:
+    await client.start(webflows.Greeting, "w", id="w-1")
+
+    async def listed() -> list[dict[str, object]]:
+        return [w for w in (await http.get("/api/workers")).json()["workers"] if w["alive"]]
+
+    workers = await eventually(listed, what="the worker's first heartbeat")
+    assert workers[0]["pid"] > 0 and workers[0]["heartbeat_age"] >= 0
+    queues = (await http.get("/api/queues")).json()
+    assert queues["queues"][0]["name"] == "default" and "not built yet" in queues["note"]
+    schedules = await http.get("/api/schedules")
+    assert schedules.status_code == 501 and schedules.json()["error"] == "not_implemented"
+
+
+async def test_unknown_routes_and_methods_answer_json(http: httpx.AsyncClient) -> None:
+    r = await http.get("/api/nothing-here")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    r = await http.delete("/api/runs")
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+
+
+async def test_an_id_of_another_workflow(http: httpx.AsyncClient, client: cairn.Client) -> None:
+    """SPEC 3: an id held by another workflow's run is a RunIdConflict (409). Until the engine
+    defines that error, the existing run is returned (200) and `created` says nothing started."""
+    await client.start(webflows.quick, "a", id="shared")
+    r = await http.post(f"/api/workflows/{GREETING}/runs", json={"args": ["b"], "id": "shared"})
+    if getattr(cairn.errors, "RunIdConflict", None) is not None:
+        assert r.status_code == 409 and r.json()["error"] == "conflict"
+    else:
+        assert r.status_code == 200 and r.json()["created"] is False
+
+
+async def test_openapi_document_lists_every_route(http: httpx.AsyncClient) -> None:
+    doc = (await http.get("/api/openapi.json")).json()
+    paths = set(doc["paths"])
+    for path in [
+        "/api/workflows",
+        "/api/workflows/{name}/runs",
+        "/api/runs",
+        "/api/runs/{run_id}",
+        "/api/runs/{run_id}/steps",
+        "/api/runs/{run_id}/properties",
+        "/api/runs/{run_id}/memory",
+        "/api/runs/{run_id}/events",
+        "/api/runs/{run_id}/logs",
+        "/api/runs/{run_id}/result",
+        "/api/runs/{run_id}/pause",
+        "/api/runs/{run_id}/resume",
+        "/api/runs/{run_id}/cancel",
+        "/api/runs/{run_id}/retry",
+        "/api/runs/{run_id}/signals/{name}",
+        "/api/runs/{run_id}/fork",
+        "/api/workers",
+        "/api/queues",
+        "/api/schedules",
+        "/healthz",
+    ]:
+        assert path in paths, path
+    docs = await http.get("/api/docs")
+    assert docs.status_code == 200 and "swagger-ui-bundle.js" in docs.text
+    assert json.dumps(doc)  # serialisable as served
+
+
+async def test_nul_bytes_are_refused_where_text_cannot_hold_them(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/api/runs/a%00b")).status_code == 400
+    assert (await http.post("/api/runs/a%00b/signals/go")).status_code == 400
+    assert (await http.get("/api/runs", params={"workflow": "a\x00"})).status_code == 400
+    start = await http.post(f"/api/workflows/{QUICK}/runs", json={"args": ["a"], "queue": "q\x00"})
+    assert start.status_code == 422
+    fork = await http.post("/api/runs/x/fork", json={"from_step": 0, "id": "f\x00"})
+    assert fork.status_code == 422

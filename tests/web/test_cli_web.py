@@ -1,0 +1,74 @@
+"""`cairn dashboard` and `cairn dev` as a user runs them: real processes, a real port, the printed URL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from cairn.cli.main import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.process, pytest.mark.timeout(90)]
+
+
+def test_dashboard_refuses_to_bind_beyond_loopback_without_a_token(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["dashboard", "--db", f"sqlite:///{tmp_path}/d.db", "--host", "0.0.0.0"], env={"CAIRN_API_TOKEN": None}
+    )
+    assert result.exit_code == 2
+    assert "refusing to serve the dashboard on 0.0.0.0 without a token" in result.output
+
+
+def _spawn(args: list[str], tmp_path: Path, **env: str) -> subprocess.Popen[str]:
+    environ = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    environ.pop("CAIRN_DATABASE_URL", None)
+    cmd = [sys.executable, "-m", "cairn.cli.main", *args, "--db", f"sqlite:///{tmp_path}/c.db", "--port", "0"]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ)
+
+
+def _url(proc: subprocess.Popen[str], prefix: str) -> str:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith(prefix), (line, proc.stderr.read() if proc.poll() is not None and proc.stderr else "")
+    return next(word for word in line.split() if word.startswith("http://"))
+
+
+def test_dev_serves_the_dashboard_beside_its_worker(tmp_path: Path) -> None:
+    with _spawn(["dev", "examples.approval", "--poll", "0.1"], tmp_path) as proc:
+        try:
+            url = _url(proc, "cairn dev: dashboard and HTTP API at http://127.0.0.1:")
+            with httpx.Client(base_url=url, timeout=10) as http:
+                assert http.get("/healthz").json()["status"] == "ok"
+                names = [w["name"] for w in http.get("/api/workflows").json()]
+                assert "examples.approval.OrderApproval" in names
+                started = http.post("/api/workflows/examples.approval.OrderApproval/runs", json={"args": ["o-1"]})
+                assert started.status_code == 201, started.text
+                assert "OrderApproval" in http.get("/").text
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def test_dashboard_with_a_token(tmp_path: Path) -> None:
+    with _spawn(["dashboard", "--token", "s3cret-token"], tmp_path) as proc:
+        try:
+            url = _url(proc, "cairn dashboard on sqlite:")
+            with httpx.Client(base_url=url, timeout=10) as http:
+                assert http.get("/api/runs").status_code == 401
+                ok = http.get("/api/runs", headers={"Authorization": "Bearer s3cret-token"})
+                assert ok.status_code == 200 and ok.json()["runs"] == []
+                assert http.get("/healthz").status_code == 200
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()

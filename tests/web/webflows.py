@@ -1,0 +1,54 @@
+"""Workflows the web tests drive: logs, properties (one secret-looking), a signal wait, a gather,
+a failure and a child."""
+
+from __future__ import annotations
+
+import asyncio
+
+import cairn
+from cairn import Workflow, action, workflow
+
+
+@action(name="Say hello", description="Greets someone by name.")
+async def say_hello(name: str) -> str:
+    cairn.context().logger.info("greeting %s", name)
+    return f"hello {name}"
+
+
+@action
+async def explode(message: str) -> int:
+    raise RuntimeError(message)
+
+
+@workflow(description="Greets someone, then waits for the `approve` signal.")
+class Greeting(Workflow):
+    async def run(self, name: str, times: int = 1) -> str:
+        self.stage = "greeting"
+        self.api_token = "tok-123"
+        greeting = ""
+        for _ in range(times):
+            greeting = await say_hello(name)
+        self.stage = "waiting"
+        decision = await cairn.wait_for_signal("approve")
+        self.stage = "done"
+        return f"{greeting} / {decision}"
+
+
+@workflow
+async def quick(name: str) -> str:
+    return await say_hello(name)
+
+
+@workflow
+async def parallel(n: int) -> list[str]:
+    return list(await asyncio.gather(*(say_hello(f"p{i}") for i in range(n))))
+
+
+@workflow
+async def broken(message: str) -> int:
+    return await explode(message)
+
+
+@workflow
+async def parent(name: str) -> str:
+    return await quick(name)
