@@ -18,22 +18,12 @@ from typing import Any, TypeVar
 
 from cairn.records import RunRow, StepRow
 from cairn.store.protocol import Listener
+from cairn.store.sql import RUN_COLUMNS, STEP_COLUMNS
 from cairn.types import RunStatus, StepKind, StepStatus
 
 T = TypeVar("T")
 Params = Mapping[str, Any]
 WORK = "work"
-ROW_WRITES = (
-    "insert_run",
-    "fence_run",
-    "complete_step",
-    "upsert_memory",
-    "deliver_step",
-    "insert_step",
-    "insert_properties",
-    "finish_activation",
-)
-"""The one-row writes of an activation commit that `Tx.write_row` takes, in the order a commit makes them."""
 
 
 def call_soon_here(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
@@ -215,48 +205,14 @@ class Database(abc.ABC):
 
 
 def run_row(r: Sequence[Any]) -> RunRow:
-    return RunRow(
-        id=r[0],
-        workflow=r[1],
-        status=RunStatus(r[2]),
-        input=r[3],
-        result=r[4],
-        error=r[5],
-        queue=r[6],
-        parent_id=r[7],
-        parent_seq=r[8],
-        created_at=r[9],
-        updated_at=r[10],
-        started_at=r[11],
-        completed_at=r[12],
-        activations=r[13],
-        properties=r[14],
-        code_version=r[15],
-        lease_owner=r[16],
-        lease_token=r[17],
-        pause_reason=r[18],
-    )
+    """A row selected as `{run_columns}`: RunRow's fields, named once (see `cairn.store.sql`)."""
+    fields = dict(zip(RUN_COLUMNS, r, strict=True))
+    fields["status"] = RunStatus(fields["status"])
+    return RunRow(**fields)
 
 
 def step_row(r: Sequence[Any]) -> StepRow:
-    return StepRow(
-        run_id=r[0],
-        seq=r[1],
-        kind=StepKind(r[2]),
-        name=r[3],
-        args=r[4],
-        status=StepStatus(r[5]),
-        result=r[6],
-        error=r[7],
-        attempt=r[8],
-        delivered_in=r[9],
-        delivered_at=r[10],
-        due_at=r[11],
-        queue=r[12],
-        options=r[13],
-        memory_writes=r[14],
-        logs=r[15],
-        created_at=r[16],
-        started_at=r[17],
-        completed_at=r[18],
-    )
+    """A row selected as `{step_columns}`: StepRow's fields, named once (see `cairn.store.sql`)."""
+    fields = dict(zip(STEP_COLUMNS, r, strict=True))
+    fields["kind"], fields["status"] = StepKind(fields["kind"]), StepStatus(fields["status"])
+    return StepRow(**fields)

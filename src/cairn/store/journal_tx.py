@@ -66,22 +66,17 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
     lost = LeaseLost(f"the lease on run {run.id} was lost (another worker or a control operation took it)")
     tx.write_row("fence_run", {"id": run.id, "token": commit.token, "now": now}, expect=lost)
     activation = run.activations + (1 if res.counts_as_activation else 0)
-    delivered = set(res.delivered)
-    carried: set[int] = set()  # results this commit records and delivers: one write of the step each
-    for c in commit.completions:
-        delivery = (activation, res.delivered_at) if c.claim.seq in delivered else None
-        carry_result(tx, c, now, delivery)
-        if delivery is not None:
-            carried.add(c.claim.seq)
-    if run.status == RunStatus.PENDING:
-        event(tx, run.id, "started", now)
-    for s in res.delivered:
-        if s not in carried:
-            row = {"run_id": run.id, "seq": s, "activation": activation, "delivered_at": res.delivered_at}
-            tx.write_row("deliver_step", row)
+    _carry_and_deliver(tx, commit, activation, now)
     for step in res.new_steps:
         born = commit.owner if step.seq in commit.births else None
         _insert_step(tx, run, step, activation, now, born, now + commit.lease)
+    # Memory: the carried results' writes, then the workflow's own (it ran after them), in one kind
+    # of row after the steps (the order `write_row` takes rows in), the last write of a key winning.
+    for c in commit.completions:
+        _write_memory(tx, run.id, c.claim.seq, c.memory_writes, now)
+    for step in res.new_steps:
+        if step.kind == StepKind.MEMORY:
+            _write_memory(tx, run.id, step.seq, [(step.name, step.args or "null")], now)
     for seq in res.cancelled:
         if tx.execute("cancel_step", {"run_id": run.id, "seq": seq, "now": now, "activation": activation}):
             event(tx, run.id, "step.cancelled", now, seq)
@@ -96,6 +91,25 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
             {"run_id": run.id, "activation": activation, "after_step": last_seq, "properties": res.properties},
         )
     _finish(tx, commit, activation, now)
+
+
+def _carry_and_deliver(tx: Tx, commit: Commit, activation: int, now: float) -> None:
+    """Record the results carried with the commit, and deliver what the activation delivered: a
+    result recorded and delivered here is written once, completed and delivered."""
+    run, res = commit.run, commit.result
+    delivered = set(res.delivered)
+    carried: set[int] = set()
+    for c in commit.completions:
+        delivery = (activation, res.delivered_at) if c.claim.seq in delivered else None
+        carry_result(tx, c, now, delivery)
+        if delivery is not None:
+            carried.add(c.claim.seq)
+    if run.status == RunStatus.PENDING:
+        event(tx, run.id, "started", now)
+    for s in res.delivered:
+        if s not in carried:
+            row = {"run_id": run.id, "seq": s, "activation": activation, "delivered_at": res.delivered_at}
+            tx.write_row("deliver_step", row)
 
 
 def _finish(tx: Tx, commit: Commit, activation: int, now: float) -> None:
@@ -207,11 +221,6 @@ def _insert_step(
         effect(tx, run, step, now)
 
 
-def _write_memory(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
-    """`cairn.memory.add` in the workflow: the step is the write."""
-    tx.write("upsert_memory", {"run_id": run.id, "key": step.name, "value": step.args, "step": step.seq, "now": now})
-
-
 def _send_signal(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
     """`cairn.send_signal` in the workflow: buffered for its target in the same commit."""
     data = json.loads(step.args or "{}")
@@ -297,7 +306,7 @@ def _start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
         _resolve_step(tx, run.id, step.seq, status, existing.result, existing.error, now)
 
 
-_STEP_EFFECTS.update({StepKind.MEMORY: _write_memory, StepKind.SEND_SIGNAL: _send_signal, StepKind.CHILD: _start_child})
+_STEP_EFFECTS.update({StepKind.SEND_SIGNAL: _send_signal, StepKind.CHILD: _start_child})
 
 
 def _resolve_step(
@@ -326,7 +335,8 @@ def record_attempt(
         return _retry_later(tx, claim, error, retry_delay, logs, now)
     if tx.execute("complete_step", _outcome_params(tx, claim, result, error, memory_writes, logs, now)) != 1:
         return False
-    _record_effects(tx, claim, error, memory_writes, now)
+    _write_memory(tx, claim.run_id, claim.seq, memory_writes, now)
+    _outcome_event(tx, claim, error, now)
     tx.write("wake_run", {"id": claim.run_id, "now": now})
     tx.notify(WORK)
     return True
@@ -342,7 +352,7 @@ def carry_result(tx: Tx, c: Completion, now: float, delivery: tuple[int, float] 
         params["delivered_in"], params["delivered_at"] = delivery
     superseded = CompletionLost(f"action step {c.claim.seq} of run {c.claim.run_id} was superseded")
     tx.write_row("complete_step", params, expect=superseded)
-    _record_effects(tx, c.claim, c.error, c.memory_writes, now)
+    _outcome_event(tx, c.claim, c.error, now)  # its memory writes: see commit_activation
 
 
 def _retry_later(tx: Tx, claim: ActionClaim, error: str | None, delay: float, logs: Sequence[str], now: float) -> bool:
@@ -386,14 +396,12 @@ def _outcome_params(
     }
 
 
-def _record_effects(
-    tx: Tx, claim: ActionClaim, error: str | None, memory_writes: Sequence[tuple[str, str]], now: float
-) -> None:
-    """What a final outcome writes besides its step: the memory writes it made, and its event."""
-    for key, value in memory_writes:
-        tx.write_row(
-            "upsert_memory", {"run_id": claim.run_id, "key": key, "value": value, "step": claim.seq, "now": now}
-        )
+def _write_memory(tx: Tx, run_id: str, step: int, writes: Sequence[tuple[str, str]], now: float) -> None:
+    for key, value in writes:
+        tx.write_row("upsert_memory", {"run_id": run_id, "key": key, "value": value, "step": step, "now": now})
+
+
+def _outcome_event(tx: Tx, claim: ActionClaim, error: str | None, now: float) -> None:
     detail: dict[str, Any] = {"attempt": claim.attempt}
     if error is not None:
         detail["error"] = json.loads(error).get("message", "")

@@ -22,9 +22,9 @@ import pydantic_core
 from psycopg.types.array import ListBinaryDumper
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from cairn.store.base import ROW_WRITES, Database, Params, Tx
+from cairn.store.base import Database, Params, Tx
 from cairn.store.open import redact_url
-from cairn.store.sql import migrations, queries
+from cairn.store.sql import NOTIFIES, ROW_WRITES, UPSERTS, apply_function, migrations, queries
 
 T = TypeVar("T")
 log = logging.getLogger("cairn.store.postgres")
@@ -68,10 +68,8 @@ class _Held:
 
 
 _RANK = {name: rank for rank, name in enumerate(ROW_WRITES)}
-_UPSERTS = ("upsert_memory", "insert_properties")
-"""Row writes that always write one row each: `cairn_apply` takes no check of them."""
 _NOTHING_HELD: dict[str, Any] = dict.fromkeys(
-    [*ROW_WRITES, *(f"{n}_expect" for n in ROW_WRITES if n not in _UPSERTS), "finish_notify", "events", "notifications"]
+    [*ROW_WRITES, *(f"{n}_expect" for n in ROW_WRITES if n not in UPSERTS), "finish_notify", "events", "notifications"]
 )
 """The parameters of `cairn_apply` when a transaction holds nothing of a kind."""
 
@@ -139,10 +137,10 @@ class _PgTx(Tx):
         held = self._held.get(name) or self._held.setdefault(name, _Held())
         held.rows.append(row)
         if expect is not None:
-            assert name not in _UPSERTS, f"{name} rows write one row each: they take no check"
+            assert name not in UPSERTS, f"{name} rows write one row each: they take no check"
             held.errors.append(expect)
         if notify is not None:
-            assert name == "finish_activation", f"{name} rows cannot notify"
+            assert name == NOTIFIES, f"{name} rows cannot notify"
             held.notify = notify
 
     def begin_piece(self) -> None:
@@ -340,6 +338,9 @@ class PostgresDatabase(Database):
                     "INSERT INTO cairn_schema_version (version, name, applied_at) VALUES (%s, %s, %s)",
                     (version, name, time.time()),
                 )
+            # Functions are not migrated: this version's own, generated from the queries it runs,
+            # is (re)created at every open (see cairn.store.sql.apply_function).
+            conn.execute(apply_function()[0].encode())
 
     def _listen(self) -> None:
         """LISTEN on a dedicated connection; reconnect with backoff when it drops."""

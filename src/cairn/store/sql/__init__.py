@@ -1,33 +1,213 @@
-"""Load the named queries and migrations once; a backend's file overrides shared queries by name."""
+"""Every statement is written once, by name, in `queries.sql`; the loader adapts it to each backend.
+
+A backend's own file (`sqlite.sql`, `postgres.sql`) overrides a statement only where the backends
+truly differ in how it works (the claims). Everything else that differs is a form the loader
+rewrites, so no statement is written twice:
+
+- `{run_columns}` and `{step_columns}` (or `{run_columns:r}`, qualified): the columns of
+  `RunRow` and `StepRow`, named once, by the records' fields, so a row maps to its record by name.
+- `expr = ANY(:list)`: a list parameter. PostgreSQL binds it as an array; SQLite as JSON text,
+  expanded with json_each.
+- Row locks (`FOR UPDATE`, `FOR NO KEY UPDATE OF t`, `SKIP LOCKED`) are PostgreSQL's; SQLite's
+  writers are serialised by BEGIN IMMEDIATE, so they are dropped there.
+- Row writes: a statement headed `-- rows: column type [= default], ...` reads its rows from
+  `{rows} x`. Run alone it is one row of parameters; in PostgreSQL's `cairn_apply` (one statement
+  per activation commit, see `apply_function`) it is the same text over every row of the
+  transaction at once, generated here, so the two paths cannot drift apart.
+
+Parameters are always bound (`:name`, converted to `%(name)s` for psycopg); the text is fixed,
+from our own files, never built from values.
+"""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
+from dataclasses import dataclass, fields
 from importlib import resources
+
+from cairn.records import RunRow, StepRow
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.M)
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_ROWS = re.compile(r"^--\s*rows:\s*(.*?)\s*$", re.M)
+_COLUMNS = re.compile(r"\{(run|step)_columns(?::(\w+))?\}")
+_ANY = re.compile(r"=\s*ANY\(:(\w+)\)")
+_LOCK = re.compile(r"\s+FOR (?:NO KEY )?UPDATE(?: OF \w+)?(?: SKIP LOCKED)?")
+
+RUN_COLUMNS = tuple(f.name for f in fields(RunRow))
+STEP_COLUMNS = tuple(f.name for f in fields(StepRow))
 
 
-def _parse(text: str) -> dict[str, str]:
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    default: str | None = None
+    """SQL for when the row gives no value (e.g. `cairn_now()`)."""
+
+
+@dataclass(frozen=True)
+class Statement:
+    name: str
+    text: str
+    rows: tuple[Column, ...] = ()
+    """The columns of `{rows}`, for a row write."""
+    last_wins_on: tuple[str, ...] = ()
+    """For an upsert: the key on which, of rows applied together, the last one wins."""
+
+
+def _parse(text: str) -> dict[str, Statement]:
     parts = _HEADER.split(text)
-    out: dict[str, str] = {}
+    out: dict[str, Statement] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        rows: tuple[Column, ...] = ()
+        last: tuple[str, ...] = ()
+        spec = _ROWS.search(body)
+        if spec is not None:
+            columns, _, wins = spec.group(1).partition(";")
+            rows = tuple(_column(c) for c in columns.split(","))
+            if wins.strip():
+                last = tuple(k.strip() for k in wins.strip().removeprefix("last wins on").split(","))
         lines = [ln for ln in body.strip().splitlines() if not ln.lstrip().startswith("--")]
-        out[name] = "\n".join(lines).strip()
+        out[name] = Statement(name, _COLUMNS.sub(_columns, "\n".join(lines).strip()), rows, last)
     return out
+
+
+def _column(spec: str) -> Column:
+    typed, _, default = spec.partition("=")
+    name, _, kind = typed.strip().partition(" ")
+    return Column(name, kind.strip(), default.strip() or None)
+
+
+def _columns(m: re.Match[str]) -> str:
+    names = RUN_COLUMNS if m.group(1) == "run" else STEP_COLUMNS
+    return ", ".join(f"{m.group(2)}.{n}" if m.group(2) else n for n in names)
+
+
+def _one_row(columns: tuple[Column, ...]) -> str:
+    """`{rows}` run alone: one row of parameters."""
+    picked = []
+    for c in columns:
+        value = f"CAST(:{c.name} AS {c.type})"
+        picked.append(f"{f'COALESCE({value}, {c.default})' if c.default else value} AS {c.name}")
+    return f"(SELECT {', '.join(picked)})"
+
+
+@functools.cache
+def statements(dialect: str) -> dict[str, Statement]:
+    base = resources.files(__package__)
+    merged = _parse(base.joinpath("queries.sql").read_text())
+    merged.update(_parse(base.joinpath(f"{dialect}.sql").read_text()))
+    return merged
 
 
 @functools.cache
 def queries(dialect: str) -> dict[str, str]:
     """Query name → SQL in the backend's parameter style (:name for sqlite3, %(name)s for psycopg)."""
-    base = resources.files(__package__)
-    merged = _parse(base.joinpath("queries.sql").read_text())
-    merged.update(_parse(base.joinpath(f"{dialect}.sql").read_text()))
+    out: dict[str, str] = {}
+    for name, stmt in statements(dialect).items():
+        text = stmt.text.replace("{rows}", _one_row(stmt.rows)) if stmt.rows else stmt.text
+        if dialect == "sqlite":
+            text = _LOCK.sub("", _ANY.sub(r"IN (SELECT value FROM json_each(:\1))", text))
+        else:
+            text = _PARAM.sub(r"%(\1)s", text.replace("%", "%%"))
+        out[name] = text
     if dialect == "postgres":
-        merged = {k: _PARAM.sub(r"%(\1)s", v.replace("%", "%%")) for k, v in merged.items()}
-    return dict(merged)  # fixed text from our own files, never built from values
+        out["apply"] = _PARAM.sub(r"%(\1)s", apply_function()[1])
+    return out
+
+
+# --- PostgreSQL: an activation commit's row writes as one statement ------------------------------
+
+ROW_WRITES = (
+    "insert_run",
+    "fence_run",
+    "complete_step",
+    "deliver_step",
+    "insert_step",
+    "upsert_memory",
+    "insert_properties",
+    "finish_activation",
+)
+"""The one-row writes of an activation commit that `Tx.write_row` takes, in the order a commit makes
+them and `cairn_apply` applies them."""
+UPSERTS = ("upsert_memory", "insert_properties")
+"""Row writes that always write one row each: no check is made of them."""
+NOTIFIES = "finish_activation"
+"""The row write whose `due` flag (the run left ready) sends the commit's wake-up."""
+
+
+def _all_rows(stmt: Statement) -> str:
+    """`{rows}` in `cairn_apply`: every row the transaction holds of this write, from its JSON array."""
+    typed = ", ".join(f"{c.name} {c.type}" for c in stmt.rows)
+    picked = ", ".join(
+        f"COALESCE(j.{c.name}, {c.default}) AS {c.name}" if c.default else f"j.{c.name}" for c in stmt.rows
+    )
+    if not stmt.last_wins_on:
+        return f"(SELECT {picked} FROM json_to_recordset({stmt.name}) AS j({typed}))"
+    keys = ", ".join(f"j.{k}" for k in stmt.last_wins_on)
+    names = ", ".join(c.name for c in stmt.rows)
+    return (
+        f"(SELECT DISTINCT ON ({keys}) {picked} FROM ROWS FROM (json_to_recordset({stmt.name}) AS ({typed})) "
+        f"WITH ORDINALITY AS j({names}, ord) ORDER BY {keys}, j.ord DESC)"
+    )
+
+
+def _apply_block(stmt: Statement) -> str:
+    """One write of `cairn_apply`: all its rows, their check, and the wake-up it may send."""
+    body = stmt.text.replace("{rows}", _all_rows(stmt))
+    assert not _PARAM.search(body), f"{stmt.name}: a row write takes its values from {{rows}} only"
+    name = stmt.name
+    if body.lstrip().upper().startswith("SELECT"):  # a lock, not a write: count what it locked
+        apply = f"SELECT count(*) INTO n FROM ({body}) locked;"
+    elif name == NOTIFIES:
+        due = "coalesce(bool_or(due = 1), false)"
+        apply = f"WITH written AS ({body}) SELECT count(*), {due} INTO n, is_due FROM written;"
+    elif name in UPSERTS:
+        apply = f"{body};"
+    else:
+        returning = "" if "RETURNING" in body.upper() else " RETURNING 1"
+        apply = f"WITH written AS ({body}{returning}) SELECT count(*) INTO n FROM written;"
+    lines = [f"IF {name} IS NOT NULL THEN", f"    {apply}"]
+    if name not in UPSERTS:
+        lines.append(
+            f"    PERFORM cairn_expect({name}_expect IS NULL OR n = json_array_length({name}), {name}_expect);"
+        )
+    if name == NOTIFIES:
+        wake = "PERFORM pg_notify('cairn', finish_notify)"
+        lines.append(f"    IF is_due AND finish_notify IS NOT NULL THEN {wake}; END IF;")
+    lines.append("END IF;")
+    return "\n".join("    " + ln for ln in lines)
+
+
+def apply_parameters() -> list[tuple[str, str]]:
+    """`cairn_apply`'s parameters, in order: each write's rows (JSON), the message its failed check
+    raises with (None: unchecked), the wake-up to send, the events and the notifications."""
+    out: list[tuple[str, str]] = []
+    for name in ROW_WRITES:
+        out.append((name, "json"))
+        if name not in UPSERTS:
+            out.append((f"{name}_expect", "text"))
+        if name == NOTIFIES:
+            out.append(("finish_notify", "text"))
+    return [*out, ("events", "json"), ("notifications", "text[]")]
+
+
+@functools.cache
+def apply_function() -> tuple[str, str]:
+    """(CREATE OR REPLACE FUNCTION of `cairn_apply`, the statement that calls it), generated from the
+    row writes' own text and `postgres/functions.sql`. The function's name carries a hash of its
+    text, so processes of different versions on one database each call their own."""
+    writes = statements("postgres")
+    blocks = "\n".join(_apply_block(writes[name]) for name in ROW_WRITES)
+    params = apply_parameters()
+    template = resources.files(__package__).joinpath("postgres", "functions.sql").read_text()
+    body = template.replace("{parameters}", ", ".join(f"{n} {t}" for n, t in params)).replace("{row_writes}", blocks)
+    name = "cairn_apply_" + hashlib.sha256(body.encode()).hexdigest()[:12]
+    args = ", ".join(f"CAST(:{n} AS {t})" if t != "text" else f":{n}" for n, t in params)
+    return body.replace("{name}", name), f"SELECT {name}({args})"
 
 
 @functools.cache

@@ -1,6 +1,7 @@
--- Named queries shared by both backends. One "-- name: x" header each; parameters are always
--- bound (:name style, converted for psycopg at load time); never formatted with values.
--- A backend file (sqlite.sql, postgres.sql) overrides a query of the same name.
+-- Every statement, by name, for both backends: `cairn.store.sql` adapts the forms that differ
+-- (column lists, list parameters, row locks, row writes' {rows}); a backend's own file replaces a
+-- statement only where its algorithm differs (claim_runs). Parameters are always bound (:name);
+-- nothing is formatted with values.
 
 -- name: now
 SELECT cairn_now()
@@ -10,33 +11,27 @@ SELECT cairn_now()
 SELECT cairn_tx_now()
 
 -- name: insert_run
--- A new run, created at :now, or at the server's clock when :now is null (a client starting one:
+-- A new run: at :now, or at the server's clock when the row gives none (a client starting one:
 -- one statement, no clock read first). No row when the id exists. With a :lease_owner, the run is
 -- born leased to that worker (as if claimed once: token 1). (SQLite needs the WHERE to parse ON
 -- CONFLICT after a SELECT.)
+-- rows: id text, workflow text, input text, queue text, parent_id text, parent_seq integer, code_version text, lease_owner text, lease double precision, now double precision = cairn_now()
 INSERT INTO cairn_runs (id, workflow, status, input, queue, parent_id, parent_seq,
                         created_at, updated_at, code_version, ready_at,
                         lease_owner, lease_until, lease_token)
-SELECT :id, :workflow, 'pending', :input, :queue, :parent_id, :parent_seq, t.now, t.now,
-       :code_version, t.now, t.owner, CASE WHEN t.owner IS NULL THEN NULL ELSE t.now + :lease END,
-       CASE WHEN t.owner IS NULL THEN 0 ELSE 1 END
-FROM (SELECT COALESCE(CAST(:now AS double precision), cairn_now()) AS now,
-             CAST(:lease_owner AS text) AS owner) t WHERE true
+SELECT x.id, x.workflow, 'pending', x.input, x.queue, x.parent_id, x.parent_seq, x.now, x.now,
+       x.code_version, x.now, x.lease_owner,
+       CASE WHEN x.lease_owner IS NULL THEN NULL ELSE x.now + x.lease END,
+       CASE WHEN x.lease_owner IS NULL THEN 0 ELSE 1 END
+FROM {rows} x WHERE true
 ON CONFLICT (id) DO NOTHING
-RETURNING id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
-          updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
-          lease_token, pause_reason
+RETURNING {run_columns}
 
 -- name: get_run
-SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
-       updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
-       lease_token, pause_reason
-FROM cairn_runs WHERE id = :id
+SELECT {run_columns} FROM cairn_runs WHERE id = :id
 
 -- name: list_runs
-SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
-       updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
-       lease_token, pause_reason
+SELECT {run_columns}
 FROM cairn_runs
 WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
   AND (CAST(:workflow AS text) IS NULL OR workflow = CAST(:workflow AS text))
@@ -44,9 +39,7 @@ ORDER BY created_at DESC, id
 LIMIT :limit
 
 -- name: list_steps
-SELECT run_id, seq, kind, name, args, status, result, error, attempt, delivered_in, delivered_at,
-       due_at, queue, options, memory_writes, logs, created_at, started_at, completed_at
-FROM cairn_steps WHERE run_id = :run_id ORDER BY seq
+SELECT {step_columns} FROM cairn_steps WHERE run_id = :run_id ORDER BY seq
 
 -- name: get_memory
 SELECT key, value FROM cairn_memory WHERE run_id = :run_id ORDER BY key
@@ -63,12 +56,14 @@ UPDATE cairn_runs SET ready_at = :now, updated_at = :now
 WHERE id = :id AND status IN ('pending', 'running', 'waiting')
 
 -- name: fence_run
--- An activation commit's first write: the run's lease token is still the one it was claimed with
--- (and the run row is locked from here on). The commit's `finish_activation` advances the token,
--- so a claim that read the run before this commit cannot commit decisions made from that stale
--- read (its fence fails), and vice versa.
-UPDATE cairn_runs SET updated_at = :now
-WHERE id = :id AND lease_token = :token
+-- An activation commit's first write: the run's lease token is still the one it was claimed with,
+-- and the run's row is locked from here on (as an UPDATE would, without writing a version that the
+-- commit's finish_activation writes again). finish_activation advances the token, so a claim that
+-- read the run before this commit cannot commit decisions made from that stale read (its fence
+-- fails), and vice versa.
+-- rows: id text, token bigint
+SELECT 1 FROM cairn_runs r JOIN {rows} x ON r.id = x.id AND r.lease_token = x.token
+FOR NO KEY UPDATE OF r
 
 -- name: consume_signal_into_step
 UPDATE cairn_steps SET status = 'completed', completed_at = :now, result = :payload
@@ -78,15 +73,19 @@ WHERE run_id = :run_id AND seq = :seq AND status = 'scheduled'
 UPDATE cairn_signals SET consumed_by = :seq WHERE id = :signal_id
 
 -- name: deliver_step
-UPDATE cairn_steps SET delivered_in = :activation, delivered_at = :delivered_at
-WHERE run_id = :run_id AND seq = :seq
+-- rows: run_id text, seq integer, activation integer, delivered_at double precision
+UPDATE cairn_steps AS s SET delivered_in = x.activation, delivered_at = x.delivered_at
+FROM {rows} x
+WHERE s.run_id = x.run_id AND s.seq = x.seq
 
 -- name: insert_step
+-- rows: run_id text, seq integer, kind text, name text, args text, status text, result text, delivered_in integer, due_at double precision, queue text, options text, now double precision, completed_at double precision, activation integer, attempt integer, lease_owner text, started_at double precision
 INSERT INTO cairn_steps (run_id, seq, kind, name, args, status, result, delivered_in, due_at,
                          queue, options, created_at, completed_at, created_in, attempt, lease_owner,
                          started_at)
-VALUES (:run_id, :seq, :kind, :name, :args, :status, :result, :delivered_in, :due_at,
-        :queue, :options, :now, :completed_at, :activation, :attempt, :lease_owner, :started_at)
+SELECT x.run_id, x.seq, x.kind, x.name, x.args, x.status, x.result, x.delivered_in, x.due_at,
+       x.queue, x.options, x.now, x.completed_at, x.activation, x.attempt, x.lease_owner, x.started_at
+FROM {rows} x
 
 -- name: cancel_step
 UPDATE cairn_steps
@@ -94,31 +93,36 @@ SET status = 'cancelled', completed_at = :now, delivered_in = 0, lease_owner = N
 WHERE run_id = :run_id AND seq = :seq AND status IN ('scheduled', 'running')
 
 -- name: upsert_memory
+-- rows: run_id text, key text, value text, step integer, now double precision; last wins on run_id, key
 INSERT INTO cairn_memory (run_id, key, value, step, updated_at)
-VALUES (:run_id, :key, :value, :step, :now)
+SELECT x.run_id, x.key, x.value, x.step, x.now FROM {rows} x WHERE true
 ON CONFLICT (run_id, key) DO UPDATE
 SET value = excluded.value, step = excluded.step, updated_at = excluded.updated_at
 
 -- name: insert_properties
+-- rows: run_id text, activation integer, after_step integer, properties text; last wins on run_id, activation
 INSERT INTO cairn_properties (run_id, activation, after_step, properties)
-VALUES (:run_id, :activation, :after_step, :properties)
+SELECT x.run_id, x.activation, x.after_step, x.properties FROM {rows} x WHERE true
 ON CONFLICT (run_id, activation) DO UPDATE SET properties = excluded.properties
 
 -- name: finish_activation
-UPDATE cairn_runs
-SET status = :status, result = :result, error = :error, activations = :activations,
-    pause_reason = :pause_reason,
-    properties = COALESCE(CAST(:properties AS text), properties), updated_at = :now,
-    started_at = COALESCE(started_at, :now), completed_at = :completed_at,
-    lease_owner = CAST(:lease_owner AS text), lease_until = CAST(:lease_until AS double precision),
-    lease_token = lease_token + 1,
+-- The run's new state, ending an activation commit: the token advances (see fence_run). The run
+-- is next ready now when a result arrived meanwhile (recorded apart, or a signal matched to its
+-- wait by this commit), else at its next timer; `due` says it is ready now, for the wake-up.
+-- rows: id text, token bigint, status text, result text, error text, activations integer, properties text, now double precision, completed_at double precision, parked integer, wake_at double precision, pause_reason text, lease_owner text, lease_until double precision
+UPDATE cairn_runs AS r
+SET status = x.status, result = x.result, error = x.error, activations = x.activations,
+    pause_reason = x.pause_reason, properties = COALESCE(x.properties, r.properties), updated_at = x.now,
+    started_at = COALESCE(r.started_at, x.now), completed_at = x.completed_at,
+    lease_owner = x.lease_owner, lease_until = x.lease_until, lease_token = r.lease_token + 1,
     ready_at = CASE
-        WHEN :parked = 1 THEN NULL
-        WHEN EXISTS (SELECT 1 FROM cairn_steps WHERE run_id = :id AND delivered_in IS NULL
-                     AND status IN ('completed', 'failed', 'cancelled')) THEN :now
-        ELSE CAST(:wake_at AS double precision) END
-WHERE id = :id AND lease_token = :token
-RETURNING CASE WHEN ready_at <= :now THEN 1 ELSE 0 END AS due
+        WHEN x.parked = 1 THEN NULL
+        WHEN EXISTS (SELECT 1 FROM cairn_steps s WHERE s.run_id = x.id AND s.delivered_in IS NULL
+                     AND s.status IN ('completed', 'failed', 'cancelled')) THEN x.now
+        ELSE x.wake_at END
+FROM {rows} x
+WHERE r.id = x.id AND r.lease_token = x.token
+RETURNING CASE WHEN ready_at <= updated_at THEN 1 ELSE 0 END AS due
 
 -- name: resolve_parent_step
 UPDATE cairn_steps SET status = :status, result = :result, error = :error, completed_at = :now
@@ -133,12 +137,15 @@ WHERE id = :id AND (parent_seq IS NULL OR parent_id = :parent_id)
 UPDATE cairn_runs SET lease_owner = NULL, lease_until = NULL WHERE id = :id AND lease_token = :token
 
 -- name: complete_step
-UPDATE cairn_steps
-SET status = :status, result = :result, error = :error, memory_writes = :memory_writes,
-    logs = COALESCE(CAST(:logs AS text), logs), completed_at = :completed_at, due_at = :due_at, lease_owner = NULL,
-    delivered_in = COALESCE(CAST(:delivered_in AS integer), delivered_in),
-    delivered_at = COALESCE(CAST(:delivered_at AS double precision), delivered_at)
-WHERE run_id = :run_id AND seq = :seq AND attempt = :attempt AND status = 'running'
+-- An attempt's outcome, fenced by its number: only the attempt the step is running under writes.
+-- rows: run_id text, seq integer, attempt integer, status text, result text, error text, memory_writes text, logs text, completed_at double precision, due_at double precision, delivered_in integer, delivered_at double precision
+UPDATE cairn_steps AS s
+SET status = x.status, result = x.result, error = x.error, memory_writes = x.memory_writes,
+    logs = COALESCE(x.logs, s.logs), completed_at = x.completed_at, due_at = x.due_at, lease_owner = NULL,
+    delivered_in = COALESCE(x.delivered_in, s.delivered_in), delivered_at = COALESCE(x.delivered_at, s.delivered_at)
+FROM {rows} x
+WHERE s.run_id = x.run_id AND s.seq = x.seq AND s.attempt = x.attempt AND s.status = 'running'
+RETURNING 1
 
 -- name: step_logs
 SELECT logs FROM cairn_steps WHERE run_id = :run_id AND seq = :seq
@@ -156,10 +163,15 @@ DELETE FROM cairn_workers WHERE id = :id
 
 -- name: hand_over_steps
 UPDATE cairn_steps SET due_at = :now, lease_owner = NULL
-WHERE lease_owner = :worker AND status = 'running' AND kind = 'action'
+WHERE (run_id, seq) IN (SELECT run_id, seq FROM cairn_steps
+                        WHERE lease_owner = :worker AND status = 'running' AND kind = 'action'
+                        FOR UPDATE SKIP LOCKED)
 
 -- name: hand_over_runs
-UPDATE cairn_runs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = :worker
+UPDATE cairn_runs SET lease_owner = NULL, lease_until = NULL
+WHERE id IN (SELECT id FROM cairn_runs WHERE lease_owner = :worker FOR UPDATE SKIP LOCKED)
+
+-- The journals of the runs one claim took, in one statement each (not one per run).
 
 -- name: list_workers
 SELECT id, host, pid, queues, started_at, heartbeat_at, in_flight, serves FROM cairn_workers
@@ -291,9 +303,7 @@ SELECT count(*) FROM cairn_runs WHERE status = :status
 -- A page of runs, newest first, after the keyset (:after_at, :after_id) when given (never OFFSET:
 -- each page costs the same however deep). Every filter is optional (NULL: any). The keyset test
 -- is written as a range on created_at plus a tie-break, so the (created_at, id) index serves it.
-SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
-       updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
-       lease_token, pause_reason
+SELECT {run_columns}
 FROM cairn_runs
 WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
   AND (CAST(:workflow AS text) IS NULL OR workflow = CAST(:workflow AS text))
@@ -308,9 +318,7 @@ LIMIT :limit
 
 -- name: runs_page_oldest
 -- As runs_page_newest, oldest first.
-SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
-       updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
-       lease_token, pause_reason
+SELECT {run_columns}
 FROM cairn_runs
 WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
   AND (CAST(:workflow AS text) IS NULL OR workflow = CAST(:workflow AS text))
@@ -335,7 +343,117 @@ SELECT workflow, status, count(*) FROM cairn_runs GROUP BY workflow, status
 SELECT queue, status, count(*) FROM cairn_runs GROUP BY queue, status
 
 -- name: children_of_run
-SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
-       updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
-       lease_token, pause_reason
+SELECT {run_columns}
 FROM cairn_runs WHERE parent_id = :id ORDER BY created_at, id LIMIT :limit
+
+-- name: claim_actions
+UPDATE cairn_steps AS s
+SET status = 'running', attempt = s.attempt + 1, lease_owner = :worker, due_at = cairn_tx_now() + :lease,
+    lost = s.lost + CASE WHEN s.status = 'running' THEN 1 ELSE 0 END,
+    started_at = cairn_tx_now()
+FROM (SELECT run_id AS claimed_run, seq AS claimed_seq FROM cairn_steps
+      WHERE kind = 'action' AND status IN ('scheduled', 'running') AND due_at <= cairn_tx_now()
+        AND name = ANY(:names) AND (:any_queue = 1 OR queue = ANY(:queues))
+        AND EXISTS (SELECT 1 FROM cairn_runs r WHERE r.id = cairn_steps.run_id
+                    AND r.status IN ('pending', 'running', 'waiting'))
+      ORDER BY due_at
+      LIMIT :limit
+      FOR UPDATE SKIP LOCKED) c
+WHERE s.run_id = c.claimed_run AND s.seq = c.claimed_seq
+RETURNING run_id, seq, name, args, attempt, options, queue, lost
+
+-- name: memory_of_runs
+SELECT run_id, key, value FROM cairn_memory WHERE run_id = ANY(:run_ids)
+
+-- name: lock_run
+SELECT status FROM cairn_runs WHERE id = :id FOR UPDATE
+
+-- name: next_wake_runs
+-- When the next run this worker could claim falls due, after this transaction's claims. Runs
+-- leased to others are left to their holder (a lease running out is the safety poll's to see);
+-- of this worker's own held runs only future wake-ups count (a due one was just claimed, or is
+-- busy). That keeps this a short walk of the ready_at index however many runs are sleeping: the
+-- first row in ready_at order that passes, not the MIN of all that do (which reads them all).
+-- The workflow test is written so that no index serves it: on a table not yet analyzed (and
+-- on SQLite), the planner would otherwise read every run of these workflows through the
+-- workflow index.
+SELECT ready_at FROM cairn_runs
+WHERE ready_at IS NOT NULL AND (workflow || '') = ANY(:workflows) AND (:any_queue = 1 OR queue = ANY(:queues))
+  AND (lease_until IS NULL OR lease_until <= ready_at
+       OR (lease_owner = :worker AND ready_at > cairn_tx_now() AND NOT id = ANY(:busy)))
+ORDER BY ready_at
+LIMIT 1
+
+-- name: next_wake_actions
+-- Like claim_actions' filter: a step of a paused run is not due, however old its due_at. The
+-- first step in due_at order that passes (MIN would join every step in flight to its run).
+SELECT due_at FROM cairn_steps
+WHERE kind = 'action' AND status IN ('scheduled', 'running') AND name = ANY(:names)
+  AND (:any_queue = 1 OR queue = ANY(:queues))
+  AND EXISTS (SELECT 1 FROM cairn_runs r WHERE r.id = cairn_steps.run_id
+              AND r.status IN ('pending', 'running', 'waiting'))
+ORDER BY due_at
+LIMIT 1
+
+-- name: lock_run_row
+SELECT {run_columns}
+FROM cairn_runs WHERE id = :id FOR UPDATE
+
+-- name: extend_step_leases
+-- Only the attempts the worker says it is running: one it lost track of (a commit whose outcome
+-- is unknown) runs out its lease and is taken over. Rows a commit holds are skipped (that commit
+-- is settling them), so a heartbeat never deadlocks one.
+UPDATE cairn_steps SET due_at = :until
+WHERE (run_id, seq) IN (SELECT run_id, seq FROM cairn_steps
+                        WHERE lease_owner = :worker AND status = 'running' AND kind = 'action'
+                          AND run_id || ' ' || seq = ANY(:attempts)
+                        FOR UPDATE SKIP LOCKED)
+
+-- name: extend_run_leases
+UPDATE cairn_runs SET lease_until = :until
+WHERE id IN (SELECT id FROM cairn_runs WHERE lease_owner = :worker AND id = ANY(:runs) FOR UPDATE SKIP LOCKED)
+
+-- name: fire_due_timers_of_runs
+UPDATE cairn_steps SET status = 'completed', completed_at = :now
+WHERE run_id = ANY(:run_ids) AND kind = 'timer' AND status = 'scheduled' AND due_at <= :now
+RETURNING run_id, seq
+
+-- name: steps_of_runs
+SELECT {step_columns}
+FROM cairn_steps
+WHERE run_id = ANY(:run_ids) ORDER BY run_id, seq
+
+-- name: undelivered_steps_of_runs
+SELECT {step_columns}
+FROM cairn_steps
+WHERE run_id = ANY(:run_ids) AND delivered_in IS NULL AND status IN ('completed', 'failed', 'cancelled')
+ORDER BY run_id, seq
+
+-- name: signal_matches
+-- Each open signal wait of these runs paired with a buffered signal of its name: the n-th open
+-- wait (in step order) takes the n-th buffered signal (in arrival order), so a burst is received
+-- in order, one signal per wait. See journal_tx.consume_signals, the one place they are matched.
+SELECT w.run_id, w.seq, w.name, s.id, s.payload
+FROM (SELECT run_id, seq, name, row_number() OVER (PARTITION BY run_id, name ORDER BY seq) AS n
+      FROM cairn_steps WHERE run_id = ANY(:run_ids) AND kind = 'signal' AND status = 'scheduled') w
+JOIN (SELECT run_id, id, name, payload, row_number() OVER (PARTITION BY run_id, name ORDER BY id) AS n
+      FROM cairn_signals WHERE run_id = ANY(:run_ids) AND consumed_by IS NULL) s
+  ON s.run_id = w.run_id AND s.name = w.name AND s.n = w.n
+ORDER BY w.run_id, w.seq
+
+-- name: needs_of_runs
+-- What these runs need a worker for: their workflow while they are not finished, and each action
+-- step of theirs waiting to start (due or retrying later).
+SELECT id, 'workflow', workflow, queue, CAST(NULL AS integer) FROM cairn_runs
+WHERE id = ANY(:run_ids) AND status IN ('pending', 'running', 'waiting')
+UNION ALL
+SELECT run_id, 'action', name, COALESCE(queue, 'default'), seq FROM cairn_steps s
+WHERE run_id = ANY(:run_ids) AND kind = 'action' AND status = 'scheduled'
+  AND EXISTS (SELECT 1 FROM cairn_runs r WHERE r.id = s.run_id AND r.status IN ('pending', 'running', 'waiting'))
+
+-- name: last_steps_of_runs
+-- The latest step of each run (the runs list's "current step"); each MAX is one probe of the key.
+SELECT {step_columns}
+FROM cairn_steps s
+WHERE run_id = ANY(:run_ids)
+  AND seq = (SELECT MAX(seq) FROM cairn_steps m WHERE m.run_id = s.run_id)

@@ -1,0 +1,35 @@
+-- cairn_apply: an activation commit's one-row writes (Tx.write_row), all of a transaction's at once,
+-- with its events and notifications: one statement, which PostgreSQL runs as a transaction of its
+-- own on an autocommit connection. Re-created at every open (CREATE OR REPLACE), never migrated:
+-- `cairn.store.sql.apply_function` fills in the row writes from their own text in queries.sql
+-- (the same text SQLite runs row by row), and names the function by a hash of the result.
+-- Each write gets its rows as a JSON array (NULL when the transaction has none), applies them in
+-- one statement and, when every row must change one, checks the count (cairn_expect, which fails
+-- the statement: nothing of it is written).
+-- The planner's guess for a JSON array is 100 rows, which on a small table picks a hash join over
+-- a whole-table scan; the arrays here hold one to a few dozen rows, each found by its key.
+CREATE OR REPLACE FUNCTION {name}({parameters}) RETURNS void LANGUAGE plpgsql
+SET enable_hashjoin = off SET enable_mergejoin = off
+AS $$
+DECLARE
+    n bigint;
+    is_due boolean;
+BEGIN
+{row_writes}
+
+    IF events IS NOT NULL THEN
+        -- In the order they were added. A detail is a nested object, kept as the text it was sent
+        -- as (json, not jsonb).
+        INSERT INTO cairn_events (run_id, at, kind, step, detail)
+        SELECT run_id, now, kind, step, CAST(detail AS text)
+        FROM ROWS FROM (json_to_recordset(events)
+                        AS (run_id text, now double precision, kind text, step integer, detail json))
+             WITH ORDINALITY AS e(run_id, now, kind, step, detail, ord)
+        ORDER BY ord;
+    END IF;
+
+    IF notifications IS NOT NULL THEN
+        PERFORM pg_notify('cairn', p) FROM unnest(notifications) AS p;
+    END IF;
+END
+$$;
