@@ -49,9 +49,10 @@ async def test_a_refused_piece_never_fails_its_batch_mates(client: cairn.Client)
     """Eight activation commits go to the store at once (grouped into shared transactions); one
     inserts a step twice, which the database refuses. The seven others land."""
     store = client.store
-    runs = [
-        (await store.insert_run(NewRun(f"b{i}", "tests.flows.Sequence3", '{"x":1}', "default")))[0] for i in range(8)
-    ]
+    for i in range(8):
+        assert await store.insert_run(NewRun(f"b{i}", "tests.flows.Sequence3", '{"x":1}', "default")) is None
+    runs = [row for row in await store.runs_by_ids([f"b{i}" for i in range(8)]) if row is not None]
+    runs.sort(key=lambda r: r.id)
 
     def commit(i: int) -> Commit:
         step = NewStep(1, StepKind.ACTION, "tests.flows.add_one", '{"x":1}')

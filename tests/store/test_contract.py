@@ -67,18 +67,26 @@ async def test_open_is_shared_and_close_reopens(db_url: str) -> None:
     await other.close()
 
 
-@covers("insert_run", "get_run", "list_runs", "count_runs")
+@covers("insert_run", "get_run", "list_runs", "count_runs", "runs_by_ids")
 async def test_runs_are_inserted_once_and_listed(store: Store) -> None:
-    row, created = await store.insert_run(new("r1"))
-    assert created and (row.id, row.workflow, row.status, row.lease_token) == ("r1", WF, RunStatus.PENDING, 0)
-    again, created = await store.insert_run(NewRun("r1", WF, '{"x":2}', "default"))
-    assert not created and again.input == '{"x":1}'
+    assert await store.insert_run(new("r1")) is None
+    row = await store.get_run("r1")
+    assert row is not None and (row.workflow, row.status, row.lease_token) == (WF, RunStatus.PENDING, 0)
+    again = await store.insert_run(NewRun("r1", WF, '{"x":2}', "default"))
+    assert again is not None and again.input == '{"x":1}'  # the run that holds the id, unchanged
+    assert await store.insert_run(new("r3"), owner="w9", lease=30.0, now=time.time()) is None
+    born = await store.get_run("r3")
+    assert born is not None and (born.lease_owner, born.lease_token) == ("w9", 1)
     await store.insert_run(new("r2", "contract.other"))
     assert await store.get_run("nope") is None
-    assert [r.id for r in await store.list_runs()] == ["r2", "r1"]  # newest first
-    assert [r.id for r in await store.list_runs(workflow=WF)] == ["r1"]
+    assert [r.id for r in await store.list_runs()] == ["r2", "r3", "r1"]  # newest first
+    assert [r.id for r in await store.list_runs(workflow=WF)] == ["r3", "r1"]
     assert [r.id for r in await store.list_runs(status="pending", limit=1)] == ["r2"]
-    assert await store.count_runs("pending") == 2 and await store.count_runs("completed") == 0
+    assert await store.count_runs("pending") == 3 and await store.count_runs("completed") == 0
+    assert sorted(r.id for r in await store.runs_by_ids(["r1", "r2", "nope"])) == ["r1", "r2"]
+    assert await store.runs_by_ids(["r1", "r2"], finished_only=True) == []
+    await store.cancel("r2")
+    assert [r.id for r in await store.runs_by_ids(["r1", "r2"], finished_only=True)] == ["r2"]
 
 
 @covers("claim_work", "commit_activation", "list_steps", "list_events", "property_history", "release_run")

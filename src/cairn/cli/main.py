@@ -31,6 +31,7 @@ from cairn.registry import registry
 from cairn.serialization import loads
 from cairn.store.open import redact_url
 from cairn.types import RunStatus
+from cairn.worker.worker import DEFAULT_CONCURRENCY
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -215,7 +216,7 @@ def parse_queues(text: str | None) -> list[str] | None:
 
 
 @cli.command()
-@worker_options(concurrency=16)
+@worker_options(concurrency=DEFAULT_CONCURRENCY)
 def worker(
     modules: tuple[str, ...],
     db: str | None,
@@ -230,7 +231,7 @@ def worker(
 
 
 @cli.command()
-@worker_options(concurrency=8)
+@worker_options(concurrency=DEFAULT_CONCURRENCY)
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),

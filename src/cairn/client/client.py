@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from cairn.client.waiter import Waiters
 from cairn.errors import RunIdConflict, RunNotFound, SerializationError, UnknownWorkflowError
 from cairn.names import check_name, storable
 from cairn.records import NewRun, RunRow, StepRow
@@ -42,6 +43,8 @@ class Client:
     def __init__(self, url: str | None = None, *, store: Store | None = None) -> None:
         self.store = store or open_store(url)
         self.url = self.store.url
+        self.waiters = Waiters(self.store)
+        """Result waits: one shared waiter per event loop, reading the database in batches."""
 
     def __str__(self) -> str:
         return redact_url(self.url)  # printed and logged: never the password
@@ -74,20 +77,21 @@ class Client:
         if queue is not None:
             check_name(queue, "queue name")
         new = NewRun(run_id, name, encoded, queue or default_queue, code_version=version)
+        existing: RunRow | None = None
         for dispatcher in dispatch.local(self.store):  # a worker in this process may take it at birth
             taken = await dispatcher.start_run(new)
             if taken is not None:
-                row, created = taken
+                existing = None if taken[1] else taken[0]
                 break
         else:
-            row, created = await self.store.insert_run(new)
-        if not created and row.workflow != name:
-            raise RunIdConflict(run_id, row.workflow, name)
-        handle = RunHandle(self, row.id)
-        handle.created = created
-        if not created:
-            handle.input_differs = row.input != encoded
-        return handle, created
+            existing = await self.store.insert_run(new)
+        handle = RunHandle(self, run_id)
+        handle.created = existing is None
+        if existing is not None:
+            if existing.workflow != name:
+                raise RunIdConflict(run_id, existing.workflow, name)
+            handle.input_differs = existing.input != encoded
+        return handle, existing is None
 
     async def run(
         self,

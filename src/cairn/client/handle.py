@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +11,6 @@ from cairn.names import check_name, storable
 from cairn.records import RunRow
 from cairn.registry import registry
 from cairn.serialization import decode_error, dumps, loads
-from cairn.store.base import call_soon_here
 from cairn.store.open import redact_url
 from cairn.types import Json, RunStatus, StepKind, StepStatus
 
@@ -107,47 +104,12 @@ class RunHandle:
         raise error
 
     async def _wait_terminal(self, timeout: float | None, pending: bool = False) -> RunRow:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        event = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        key = f"run:{self.id}"
-        finished: list[RunRow] = []
-
-        def arrived(detail: object) -> None:
-            if isinstance(detail, RunRow) and detail.status.is_terminal:
-                finished.append(detail)  # the commit that ended the run was made in this process
-            event.set()
-
-        def on_note(detail: object) -> None:
-            call_soon_here(loop, lambda: arrived(detail))
-
-        unsubscribe = self.client.store.subscribe_key(key, on_note)
+        """The run's row once it has ended, from the client's shared waiter (see `client.waiter`)."""
         try:
-            # The run's notification is what wakes us; the poll is a safety net, and the only way to
-            # see another process's commit where the database cannot notify across processes.
-            pause = 0.5 if self.client.store.notifies_across_processes else 0.02
-            while True:
-                event.clear()
-                if finished:  # it ended after we began waiting, and the news carried its row
-                    return finished[-1]
-                if pending:  # just created, so not finished yet: skip the read, wait for news
-                    pending, row = False, None
-                else:
-                    row = await self.describe()
-                    if row.status.is_terminal:
-                        return row
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    status = row.status if row is not None else RunStatus.PENDING
-                    raise TimeoutError(f"run {self.id} did not finish within {timeout}s (status: {status})")
-                wait = pause if remaining is None else min(pause, remaining)
-                try:
-                    async with asyncio.timeout(wait):
-                        await event.wait()
-                except TimeoutError:
-                    pause = min(pause * 2, 0.5)
-        finally:
-            unsubscribe()
+            return await self.client.waiters.here().wait(self._stored_id(), timeout, created=pending)
+        except TimeoutError:
+            status = (await self.describe()).status
+            raise TimeoutError(f"run {self.id} did not finish within {timeout}s (status: {status})") from None
 
     async def steps(self) -> list[StepInfo]:
         await self.describe()

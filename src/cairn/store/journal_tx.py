@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from cairn.errors import LeaseLost, RunIdConflict
+from cairn.errors import CairnError, LeaseLost, RunIdConflict
 from cairn.records import NewRun, NewStep, RunRow, StepRow
 from cairn.serialization import error_to_json
 from cairn.store.base import WORK, Tx, run_row
@@ -21,6 +21,10 @@ from cairn.types import RunStatus, StepKind, StepStatus
 ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
 PARKED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.PAUSED)
 TERMINAL = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class IdTaken(CairnError):
+    """A run was not created: its id names one already (nothing of its transaction was written)."""
 
 
 class CompletionLost(LeaseLost):
@@ -38,6 +42,15 @@ def insert_params(run: NewRun) -> dict[str, Any]:
         "parent_seq": run.parent_seq,
         "code_version": run.code_version,
     }
+
+
+def create_run(tx: Tx, run: NewRun, owner: str | None, lease: float, now: float | None) -> None:
+    """Insert a run (a row write: one statement with the rest of its transaction on PostgreSQL),
+    refused (IdTaken) when its id names one already. A run no worker holds wakes claim loops."""
+    params = {**insert_params(run), "now": now, "lease_owner": owner, "lease": lease if owner else None}
+    tx.write_row("insert_run", params, expect=IdTaken(f"run {run.id} exists already"))
+    if owner is None:
+        tx.notify(WORK)
 
 
 def event(tx: Tx, run_id: str, what: str, now: float, step: int | None = None, /, **detail: Any) -> None:
@@ -59,10 +72,6 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
     if res.status in TERMINAL and run.parent_id is not None:
         tx.one("lock_run", {"id": run.parent_id})  # parent before child: see control._lock
     now = commit.now if commit.now is not None else tx.now()
-    if commit.insert is not None:  # a run started in this process, created by its first commit
-        taken = LeaseLost(f"run {run.id} was not created: the id names an existing run")
-        leased = {"now": now, "lease_owner": commit.owner, "lease": commit.lease}
-        tx.write_row("insert_run", {**insert_params(commit.insert), **leased}, expect=taken)
     lost = LeaseLost(f"the lease on run {run.id} was lost (another worker or a control operation took it)")
     tx.write_row("fence_run", {"id": run.id, "token": commit.token, "now": now}, expect=lost)
     activation = run.activations + (1 if res.counts_as_activation else 0)

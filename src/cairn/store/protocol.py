@@ -75,10 +75,6 @@ class Commit:
     now: float | None = None
     """The committer's estimate of the database clock, so the commit need not ask for it (a round
     trip); None: ask the database."""
-    insert: NewRun | None = None
-    """A run this commit creates (started next to its worker: see `cairn.worker.dispatch`), leased
-    to `owner`: inserted in the same transaction, first; the commit is refused (LeaseLost) when
-    the id is taken."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,10 +184,18 @@ class Store(Protocol):
         """Whether other processes' commits reach subscribers here (else only a poll sees them)."""
 
     # --- runs ---------------------------------------------------------------------------------
-    async def insert_run(self, run: NewRun) -> tuple[RunRow, bool]:
-        """Insert a run unless its id exists; returns (the row, whether it was created)."""
+    async def insert_run(
+        self, run: NewRun, owner: str | None = None, lease: float = 0.0, now: float | None = None
+    ) -> RunRow | None:
+        """Create the run, one statement, unless its id names a run already: None when created, else
+        that run (and nothing is written). With `owner`, it is born leased to that worker for `lease`
+        seconds from `now` (the worker's estimate of the database clock), which starts it in memory;
+        else any worker may claim it, woken at once."""
 
     async def get_run(self, run_id: str) -> RunRow | None: ...
+
+    async def runs_by_ids(self, run_ids: Sequence[str], finished_only: bool = False) -> list[RunRow]:
+        """The runs of these ids that exist (with `finished_only`, only the ended ones), in one read."""
 
     async def list_runs(self, status: str | None = None, workflow: str | None = None, limit: int = 50) -> list[RunRow]:
         """Newest first."""

@@ -64,24 +64,27 @@ class SqlStore:
 
     # --- runs ----------------------------------------------------------------------------------
 
-    async def insert_run(self, run: NewRun) -> tuple[RunRow, bool]:
-        """Create a run (or find the one with this id: then False), claimable by any worker."""
-        params = {**journal_tx.insert_params(run), "now": None, "lease_owner": None, "lease": None}
-
-        def tx_fn(tx: Tx) -> tuple[RunRow, bool]:
-            row = tx.one("insert_run", params)
-            if row is not None:
-                tx.notify(WORK)  # claimable by any worker
-                return run_row(row), True
-            row = tx.one("get_run", {"id": run.id})  # the id names an existing run
-            assert row is not None
-            return run_row(row), False
-
-        return await self._batcher.run(tx_fn)
+    async def insert_run(
+        self, run: NewRun, owner: str | None = None, lease: float = 0.0, now: float | None = None
+    ) -> RunRow | None:
+        """Create the run unless its id names one already (then that run, and nothing is written)."""
+        try:
+            await self._batcher.run(lambda tx: journal_tx.create_run(tx, run, owner, lease, now))
+        except journal_tx.IdTaken:
+            existing = await self.get_run(run.id)
+            assert existing is not None, f"run {run.id} was refused as existing, yet it is not there"
+            return existing
+        return None
 
     async def get_run(self, run_id: str) -> RunRow | None:
         row = await self.db.transaction(lambda tx: tx.one("get_run", {"id": run_id}), write=False)
         return run_row(row) if row else None
+
+    async def runs_by_ids(self, run_ids: Sequence[str], finished_only: bool = False) -> list[RunRow]:
+        ids = [i for i in run_ids if storable(i)]
+        params = {"ids": ids, "finished_only": 1 if finished_only else 0}
+        rows = await self.db.transaction(lambda tx: tx.all("runs_by_ids", params), write=False)
+        return [run_row(r) for r in rows]
 
     async def list_runs(self, status: str | None = None, workflow: str | None = None, limit: int = 50) -> list[RunRow]:
         params = {"status": status, "workflow": workflow, "limit": limit}

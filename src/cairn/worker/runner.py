@@ -18,14 +18,14 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from cairn.engine.instance import WorkflowInstance
 from cairn.engine.runtime import Resolution
 from cairn.errors import CairnError, LeaseLost
-from cairn.records import ActivationResult, NewRun, NewStep, RunRow
+from cairn.records import ActivationResult, NewStep, RunRow
 from cairn.registry import Registry
 from cairn.serialization import dumps, error_to_json
 from cairn.store.protocol import ActionClaim, Commit, Completion, RunClaim, Store
@@ -137,6 +137,7 @@ class Runner:
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._mailbox: dict[str, list[tuple[ActionClaim, Outcome]]] = {}
         self._claimed: InFlight[str] = InFlight()
+        self._expected: collections.Counter[str] = collections.Counter()
         self._clock_offset = 0.0
         self.reserve_slot: Callable[[], bool] = lambda: False
         self.release_slot: Callable[[], None] = lambda: None
@@ -175,21 +176,26 @@ class Runner:
 
     def busy(self) -> set[str]:
         """Runs held by this worker with an activation or a result commit under way or about to start."""
-        return self._claimed.keys() | set(self._locks) | set(self._mailbox)
+        return self._claimed.keys() | set(self._locks) | set(self._mailbox) | self._expected.keys()
+
+    @contextlib.contextmanager
+    def expecting(self, run_id: str) -> Iterator[None]:
+        """Count a run busy while it is being created leased to this worker, until its activation
+        is handed out (a claim of ours would only race that activation's fence)."""
+        self._expected[run_id] += 1
+        try:
+            yield
+        finally:
+            self._expected[run_id] -= 1
+            if self._expected[run_id] <= 0:
+                del self._expected[run_id]
 
     async def _run_claimed(self, claim: RunClaim) -> None:
         self._clock_offset = claim.now - time.time()
         async with self._exclusive(claim.run.id):
             await self._activate_and_commit(claim)
 
-    async def start_born(self, claim: RunClaim, insert: NewRun) -> bool:
-        """The first activation of a run started in this process, committed with the run's insert
-        (see `cairn.worker.dispatch`); False when the id names an existing run. Until that commit
-        the run does not exist in the database, so no claim can race it."""
-        async with self._exclusive(claim.run.id):
-            return await self._activate_and_commit(claim, insert)
-
-    async def _activate_and_commit(self, claim: RunClaim, insert: NewRun | None = None) -> bool:
+    async def _activate_and_commit(self, claim: RunClaim) -> bool:
         """Activate a claimed run and commit; whether the commit landed."""
         run = claim.run
         defn = self._registry.workflow(run.workflow)
@@ -219,7 +225,7 @@ class Runner:
                 status=RunStatus.FAILED, error=dumps(error_to_json(exc)), counts_as_activation=False
             )
             inst = None
-        return await self._commit(inst, run, claim.token, result, (), insert)
+        return await self._commit(inst, run, claim.token, result, ())
 
     # --- results of actions this worker ran --------------------------------------------------
 
@@ -286,11 +292,10 @@ class Runner:
         token: int,
         result: ActivationResult,
         completions: Sequence[Completion],
-        insert: NewRun | None = None,
     ) -> bool:
         births = self._births(result.new_steps) if inst is not None else []
         born = frozenset(s.seq for s in births)
-        commit = Commit(run, token, result, completions, born, self._worker_id, self._lease, self.now(), insert)
+        commit = Commit(run, token, result, completions, born, self._worker_id, self._lease, self.now())
         try:
             await self._store.commit_activation(commit)
         except LeaseLost:
@@ -303,7 +308,7 @@ class Runner:
                 raise
             # The database refused what this run decided (a value it cannot store): the run fails,
             # visibly and once, instead of being claimed and refused again forever.
-            return await self._fail_refused(run, token, exc, insert)
+            return await self._fail_refused(run, token, exc)
         except BaseException:
             self._abandon(inst, births)
             raise
@@ -322,7 +327,7 @@ class Runner:
             )
         return True
 
-    async def _fail_refused(self, run: RunRow, token: int, exc: Exception, insert: NewRun | None) -> bool:
+    async def _fail_refused(self, run: RunRow, token: int, exc: Exception) -> bool:
         """Fail a run whose commit the database refused; whether that failure was recorded."""
         reason = CairnError(
             f"the database refused to record the progress of run {run.id} ({type(exc).__name__}: {exc}); "
@@ -333,7 +338,7 @@ class Runner:
         failed = ActivationResult(
             status=RunStatus.FAILED, error=dumps(error_to_json(reason)), counts_as_activation=False
         )
-        commit = Commit(run, token, failed, owner=self._worker_id, lease=self._lease, now=self.now(), insert=insert)
+        commit = Commit(run, token, failed, owner=self._worker_id, lease=self._lease, now=self.now())
         try:
             await self._store.commit_activation(commit)
         except Exception:

@@ -35,6 +35,9 @@ _ROWS = re.compile(r"^--\s*rows:\s*(.*?)\s*$", re.M)
 _COLUMNS = re.compile(r"\{(run|step)_columns(?::(\w+))?\}")
 _ANY = re.compile(r"=\s*ANY\(:(\w+)\)")
 _LOCK = re.compile(r"\s+FOR (?:NO KEY )?UPDATE(?: OF \w+)?(?: SKIP LOCKED)?")
+_FROM_ROWS = re.compile(r"\s+FROM \{rows\} x\b")
+_JOIN_ROWS = re.compile(r"\s+JOIN \{rows\} x ON\s+")
+_X_COLUMN = re.compile(r"\bx\.(\w+)")
 
 RUN_COLUMNS = tuple(f.name for f in fields(RunRow))
 STEP_COLUMNS = tuple(f.name for f in fields(StepRow))
@@ -95,6 +98,19 @@ def _one_row(columns: tuple[Column, ...]) -> str:
     return f"(SELECT {', '.join(picked)})"
 
 
+def _alone(stmt: Statement) -> str:
+    """A row write run alone, as the plain one-row statement: each `x.column` its parameter, and no
+    `{rows}` to join (as fast as a statement written for one row: SQLite runs these row by row).
+    A write whose rows have defaults keeps a one-row `{rows}`, so each default is taken once."""
+    if any(c.default for c in stmt.rows):
+        return stmt.text.replace("{rows}", _one_row(stmt.rows))
+    types = {c.name: c.type for c in stmt.rows}
+    text = _JOIN_ROWS.sub(" WHERE ", _FROM_ROWS.sub("", stmt.text))
+    text = _X_COLUMN.sub(lambda m: f"CAST(:{m.group(1)} AS {types[m.group(1)]})", text)
+    assert "{rows}" not in text, f"{stmt.name}: {{rows}} must be joined as `FROM {{rows}} x` or `JOIN {{rows}} x ON`"
+    return text
+
+
 @functools.cache
 def statements(dialect: str) -> dict[str, Statement]:
     base = resources.files(__package__)
@@ -108,7 +124,7 @@ def queries(dialect: str) -> dict[str, str]:
     """Query name → SQL in the backend's parameter style (:name for sqlite3, %(name)s for psycopg)."""
     out: dict[str, str] = {}
     for name, stmt in statements(dialect).items():
-        text = stmt.text.replace("{rows}", _one_row(stmt.rows)) if stmt.rows else stmt.text
+        text = _alone(stmt) if stmt.rows else stmt.text
         if dialect == "sqlite":
             text = _LOCK.sub("", _ANY.sub(r"IN (SELECT value FROM json_each(:\1))", text))
         else:

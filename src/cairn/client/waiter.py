@@ -1,0 +1,146 @@
+"""Result waits: one shared waiter per client and event loop, whatever the number of runs awaited.
+
+A run's `run:<id>` notification (sent by the commit that ends it; in this process it carries the
+finished row, so nothing is read) is what resolves a wait. The database is read only in batches,
+one statement for every run that needs it: once when a wait begins (unless the caller has just
+created the run), when news of a run comes without its row (another process ended it, or a control
+operation), and as a safety net every `poll` seconds for the runs still awaited. A thousand
+gathered `result()` calls cost about one read of each run in all, not one read per wait per poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import Callable
+
+from cairn.errors import RunNotFound
+from cairn.records import RunRow
+from cairn.store.base import call_soon_here
+from cairn.store.open import redact_url
+from cairn.store.protocol import Store
+
+log = logging.getLogger("cairn.client")
+
+POLL_NOTIFIED = 1.0
+"""Seconds between safety reads where other processes' commits notify this one (PostgreSQL)."""
+POLL_UNNOTIFIED = 0.1
+"""Where they do not (SQLite), this is how soon another process's ending of a run is seen."""
+
+
+class ResultWaiter:
+    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
+        self._store = store
+        self._loop = loop
+        self._waiting: dict[str, list[asyncio.Future[RunRow]]] = {}
+        self._unsubscribe: dict[str, Callable[[], None]] = {}
+        self._check: set[str] = set()
+        """Runs to read at the next batch: new waits, and news that came without the row."""
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def wait(self, run_id: str, timeout: float | None, created: bool = False) -> RunRow:
+        """The run's row once it has ended. `created`: the caller has just created it, so it has not
+        ended yet and needs no first read. RunNotFound when there is no such run; TimeoutError."""
+        done: asyncio.Future[RunRow] = self._loop.create_future()
+        if run_id not in self._waiting:
+            self._waiting[run_id] = []
+            self._unsubscribe[run_id] = self._store.subscribe_key(f"run:{run_id}", self._listener(run_id))
+        self._waiting[run_id].append(done)
+        if not created:
+            self._check.add(run_id)
+            self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = self._loop.create_task(self._serve(), name="cairn-result-waiter")
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(done)
+        finally:
+            self._forget(run_id, done)
+
+    def _listener(self, run_id: str) -> Callable[[object], None]:
+        def heard(detail: object) -> None:
+            call_soon_here(self._loop, lambda: self._news(run_id, detail))
+
+        return heard
+
+    def _news(self, run_id: str, detail: object) -> None:
+        if isinstance(detail, RunRow) and detail.status.is_terminal:
+            self._resolve(detail)  # ended by a commit in this process: its row came with the news
+        elif run_id in self._waiting:
+            self._check.add(run_id)  # from elsewhere, or not an end: read it with the next batch
+            self._wake.set()
+
+    def _resolve(self, row: RunRow) -> None:
+        for done in self._waiting.get(row.id, []):
+            if not done.done():
+                done.set_result(row)
+
+    def _forget(self, run_id: str, done: asyncio.Future[RunRow]) -> None:
+        waits = self._waiting.get(run_id)
+        if waits is None:
+            return
+        with contextlib.suppress(ValueError):
+            waits.remove(done)
+        if not waits:
+            del self._waiting[run_id]
+            self._check.discard(run_id)
+            self._unsubscribe.pop(run_id)()
+
+    async def _serve(self) -> None:
+        poll = POLL_NOTIFIED if self._store.notifies_across_processes else POLL_UNNOTIFIED
+        next_safety = self._loop.time() + poll
+        while self._waiting:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, next_safety - self._loop.time())):
+                    await self._wake.wait()
+            self._wake.clear()
+            check, self._check = self._check, set()
+            safety = self._loop.time() >= next_safety
+            try:
+                await self._read(check, safety)
+            except Exception as exc:  # the database is away: keep waiting, and read these again
+                log.warning("reading runs for result waits failed (%s); will retry", exc)
+                self._check |= check
+            if safety:
+                next_safety = self._loop.time() + poll
+
+    async def _read(self, check: set[str], safety: bool) -> None:
+        """One batch: every run in `check` (whatever its status, to tell a missing one), and on a
+        safety round the ended ones among the other awaited runs."""
+        ids = sorted(check & set(self._waiting))
+        if ids:
+            rows = {row.id: row for row in await self._store.runs_by_ids(ids, finished_only=False)}
+            for run_id in ids:
+                row = rows.get(run_id)
+                if row is None:
+                    where = redact_url(self._store.url)
+                    self._fail(run_id, RunNotFound(f"no run with id {run_id!r} in {where}"))
+                elif row.status.is_terminal:
+                    self._resolve(row)
+        rest = sorted(set(self._waiting) - set(ids))
+        if safety and rest:
+            for row in await self._store.runs_by_ids(rest, finished_only=True):
+                self._resolve(row)
+
+    def _fail(self, run_id: str, error: Exception) -> None:
+        for done in self._waiting.get(run_id, []):
+            if not done.done():
+                done.set_exception(error)
+
+
+class Waiters:
+    """A client's waiters, one per event loop it is used from (futures belong to the loop that made them)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ResultWaiter] = weakref.WeakKeyDictionary()
+
+    def here(self) -> ResultWaiter:
+        loop = asyncio.get_running_loop()
+        found = self._by_loop.get(loop)
+        if found is None:
+            found = self._by_loop[loop] = ResultWaiter(self._store, loop)
+        return found
