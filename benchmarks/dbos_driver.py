@@ -118,8 +118,8 @@ QUEUE_NAME = "cairn_bench"
 DEFAULT_POLL_INTERVAL_SEC = 0.05
 DEFAULT_WORKER_CONCURRENCY = 100
 RESULT_POLL_SEC = 0.01
-SCENARIOS = ("sequential", "throughput", "fanout", "pickup", "db_cost")
-DEFAULT_RUNS = {"sequential": 200, "throughput": 1000, "fanout": 1, "pickup": 20, "db_cost": 200}
+SCENARIOS = ("sequential", "throughput", "naive", "fanout", "pickup", "db_cost")
+DEFAULT_RUNS = {"sequential": 200, "throughput": 1000, "naive": 1000, "fanout": 1, "pickup": 20, "db_cost": 200}
 PROTECTED_DATABASES = frozenset({"postgres", "template0", "template1"})
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -388,6 +388,31 @@ def run_throughput(target: Target, n: int, workers: int, settings: Settings, pro
     }
 
 
+def run_naive(target: Target, n: int, settings: Settings) -> dict[str, Any]:
+    """The code a DBOS user writes first: start workflows in a loop (DBOS runs them on its own
+    threads in this process), then wait for each result. Cairn's side: the same loop and a gather."""
+    with dbos_running(target, "bench-0", settings, register=False):
+        DBOS.start_workflow(three_steps, -1).get_result()  # warm-up
+        t0 = time.perf_counter()
+        starts: list[float] = []
+        handles = []
+        for i in range(n):
+            s0 = time.perf_counter()
+            handles.append(DBOS.start_workflow(three_steps, i))
+            starts.append(time.perf_counter() - s0)
+        results = [h.get_result() for h in handles]
+        seconds = time.perf_counter() - t0
+    if results != [i + 3 for i in range(n)]:
+        raise RuntimeError("wrong results")
+    starts.sort()
+    return {
+        "workflows": n,
+        "seconds": round(seconds, 4),
+        "workflows_per_s": round(n / seconds, 2),
+        "start_p50_ms_busy": round(percentile(starts, 50) * 1000, 3),
+    }
+
+
 def run_fanout(target: Target, actions: int, settings: Settings) -> dict[str, Any]:
     with dbos_running(target, "bench-0", settings):
         DBOS.start_workflow(fan_out, 3).get_result()  # warm-up
@@ -539,6 +564,7 @@ def run_scenario(args: argparse.Namespace, target: Target, settings: Settings) -
     scenarios: dict[str, Callable[[], tuple[int | None, dict[str, Any]]]] = {
         "sequential": lambda: (None, run_sequential(target, runs, settings)),
         "throughput": lambda: (args.workers, run_throughput(target, runs, args.workers, settings, args.producer)),
+        "naive": lambda: (1, run_naive(target, runs, settings)),
         "fanout": lambda: (1, run_fanout(target, args.actions, settings)),
         "pickup": lambda: (1, run_pickup(target, runs, settings)),
         "db_cost": lambda: (1, run_db_cost(target, runs, settings)),

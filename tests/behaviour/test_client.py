@@ -257,3 +257,28 @@ async def test_a_child_whose_id_is_held_by_another_workflow_fails_with_the_confl
     await client.start(flows.Sequence3, 1, id="kid")
     result = await client.run(flows.child_with_taken_id, "kid", timeout=10)
     assert result == "conflict: tests.flows.Sequence3 holds kid"
+
+
+async def test_gathered_result_waits_read_the_database_in_batches(client: cairn.Client) -> None:
+    """Waiting for many runs costs a few batched reads, not a read per wait per poll: the runs'
+    notifications do the rest."""
+    handles = [await client.start(flows.Sequence3, i) for i in range(200)]
+    store = client.store
+    original = store.runs_by_ids
+    calls: list[int] = []
+
+    async def counted(run_ids: Any, finished_only: bool = False) -> Any:
+        calls.append(len(run_ids))
+        return await original(run_ids, finished_only)
+
+    store.runs_by_ids = counted  # type: ignore[method-assign]
+    describe = store.get_run
+    singles: list[str] = []
+
+    async def get_run(run_id: str) -> Any:
+        singles.append(run_id)
+        return await describe(run_id)
+
+    store.get_run = get_run  # type: ignore[method-assign]
+    assert await asyncio.gather(*(h.result(timeout=30) for h in handles)) == [i + 3 for i in range(200)]
+    assert singles == [] and len(calls) <= 6 and sum(calls) <= 400, calls

@@ -77,7 +77,9 @@ async def test_runs_started_together_share_one_transaction(client: cairn.Client)
     transactions = _count_transactions(client)
     handles = await asyncio.gather(*(client.start(flows.function_style, i) for i in range(20)))
 
-    assert len(transactions) == 1  # group commit: one transaction for the twenty inserts
+    # Group commit: the first goes at once on its own, the others queue behind it and share (a
+    # second flusher may take a share as well).
+    assert len(transactions) <= 3
     rows = [await h.describe() for h in handles]
     assert [r.status for r in rows] == [RunStatus.PENDING] * 20
     assert len({r.id for r in rows}) == 20

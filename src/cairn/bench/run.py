@@ -28,7 +28,18 @@ from rich.table import Table
 
 from cairn.bench import scenarios
 
-SCENARIOS = ("sequential", "throughput", "fanout", "pickup", "db_cost", "memory")
+SCENARIOS = (
+    "sequential",
+    "throughput",
+    "naive",
+    "start",
+    "fanout",
+    "pickup",
+    "db_cost",
+    "backlog",
+    "history",
+    "memory",
+)
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -125,7 +136,7 @@ class Bench:
             label = f"{scenario}{f' x{workers}' if workers else ''} ({backend})"
             label += f" {turn + 1}/{turns}" if turns > 1 else ""
             mine.append(self._turn_cairn(progress, tmp, label, backend, scenario, workers))
-            if "dbos" in self.compare and scenario != "memory":
+            if "dbos" in self.compare and scenario in DBOS_SCENARIOS:
                 theirs.append(self._turn_dbos(progress, tmp, label, backend, scenario, workers))
         self.results.extend(median_run(runs, scenario) for runs in (mine, theirs) if runs)
         self.on_result(self.results)
@@ -161,7 +172,7 @@ class Bench:
         args = [scenario, "--db", dbos_url]
         if workers:
             args += ["--workers", str(workers)]
-        runs = {"sequential": self.runs, "throughput": self.workflows}.get(scenario)
+        runs = {"sequential": self.runs, "throughput": self.workflows, "naive": self.workflows}.get(scenario)
         if runs is not None:  # the same N on both sides
             args += ["--runs", str(runs)]
         result = run_driver("benchmarks.dbos_driver", args)
@@ -178,9 +189,16 @@ class Bench:
             "pickup": lambda: scenarios.pickup(url, 20, tick),
             "db_cost": lambda: scenarios.db_cost(url, 200, tick),
             "memory": lambda: scenarios.memory(url, self.sleepers, tick),
+            "naive": lambda: scenarios.naive(url, self.workflows, tick),
+            "start": lambda: scenarios.start(url, self.runs, tick),
+            "backlog": lambda: scenarios.backlog(url, tick),
+            "history": lambda: scenarios.history(url, 100_000, tick),
         }
         return table[scenario]()
 
+
+DBOS_SCENARIOS = ("sequential", "throughput", "naive", "fanout", "pickup", "db_cost")
+"""The scenarios DBOS has the same notion of (claims, a start alone and history are Cairn's own)."""
 
 HEADLINE = {
     "sequential": ("p50_ms", "ms p50", False),
@@ -189,6 +207,10 @@ HEADLINE = {
     "pickup": ("p50_ms", "ms p50", False),
     "db_cost": ("commits_per_workflow", "commits/workflow", False),
     "memory": ("ratio", "x idle RSS", False),
+    "naive": ("workflows_per_s", "workflows/s", True),
+    "start": ("start_p50_ms", "ms p50 start", False),
+    "backlog": ("ratio_20000_to_100", "x claim cost at 20,000 pending vs 100", False),
+    "history": ("sequential_ratio", "x sequential p50 with 100,000 finished runs", False),
     "queue_cycle": ("tasks_per_s", "tasks/s", True),
 }
 

@@ -334,3 +334,184 @@ async def memory(url: str, sleepers: int = 100_000, progress: Progress = _noop) 
 
 def pid() -> int:
     return os.getpid()
+
+
+# --- the code users write first (issue 17) ---------------------------------------------------------
+
+
+async def naive(url: str, workflows: int = 1000, progress: Progress = _noop) -> dict[str, Any]:
+    """The code a user writes first: `cairn.Worker(client)` with its defaults in the same process,
+    a loop of `start()`, then `asyncio.gather` of the results. No tuning, no batching by hand."""
+    client = cairn.Client(url)
+    starts: list[float] = []
+    try:
+        async with cairn.Worker(client):
+            await client.run(flows.three_steps, -1, timeout=60)  # warm-up: connections, caches
+            began = time.perf_counter()
+            handles = []
+            for i in range(workflows):
+                t0 = time.perf_counter()
+                handles.append(await client.start(flows.three_steps, i))
+                starts.append((time.perf_counter() - t0) * 1000)
+                progress(i // 2, workflows)
+            results = await asyncio.gather(*(h.result(timeout=600) for h in handles))
+            seconds = time.perf_counter() - began
+            progress(workflows, workflows)
+    finally:
+        await client.close()
+    if results != [i + 3 for i in range(workflows)]:
+        raise RuntimeError("wrong results")
+    return record(
+        url,
+        "naive",
+        1,
+        workflows=workflows,
+        seconds=round(seconds, 3),
+        workflows_per_s=round(workflows / seconds, 1),
+        start_p50_ms_busy=round(percentile(starts, 0.5), 3),
+    )
+
+
+def _raw_insert(url: str, n: int) -> list[float]:
+    """One-row INSERT commits into a scratch table: what a start is measured against."""
+    latencies: list[float] = []
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_raw (id text PRIMARY KEY, payload text)")
+        for i in range(n):
+            t0 = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO bench_raw VALUES (?, ?)", (f"r{i}", '{"x":1}'))
+            conn.execute("COMMIT")
+            latencies.append((time.perf_counter() - t0) * 1000)
+        conn.close()
+        return latencies
+    with psycopg.connect(url, autocommit=True) as pg:
+        pg.execute("CREATE TABLE IF NOT EXISTS bench_raw (id text PRIMARY KEY, payload text)")
+        for i in range(n):
+            t0 = time.perf_counter()
+            pg.execute("INSERT INTO bench_raw VALUES (%s, %s)", (f"r{i}", '{"x":1}'))
+            latencies.append((time.perf_counter() - t0) * 1000)
+    return latencies
+
+
+async def start(url: str, runs: int = 200, progress: Progress = _noop) -> dict[str, Any]:
+    """`start()` latency, alone and with an idle worker in the process, beside a raw one-row INSERT
+    commit on the same database."""
+    raw = await asyncio.to_thread(_raw_insert, url, runs)
+    client = cairn.Client(url)
+    alone: list[float] = []
+    beside: list[float] = []
+    try:
+        for i in range(runs):
+            t0 = time.perf_counter()
+            await client.start(flows.three_steps, i, id=f"alone-{i}")
+            alone.append((time.perf_counter() - t0) * 1000)
+            progress(i // 2, runs)
+        async with cairn.Worker(client):
+            for i in range(runs):
+                t0 = time.perf_counter()
+                handle = await client.start(flows.three_steps, i, id=f"beside-{i}")
+                beside.append((time.perf_counter() - t0) * 1000)
+                await handle.result(timeout=60)  # idle again before the next start
+                progress(runs // 2 + i // 2, runs)
+    finally:
+        await client.close()
+    raw_p50, alone_p50, beside_p50 = (percentile(x, 0.5) for x in (raw, alone, beside))
+    return record(
+        url,
+        "start",
+        1,
+        runs=runs,
+        raw_insert_p50_ms=round(raw_p50, 3),
+        start_p50_ms=round(alone_p50, 3),
+        start_beside_worker_p50_ms=round(beside_p50, 3),
+        ratio_alone=round(alone_p50 / raw_p50, 2),
+        ratio_beside_worker=round(beside_p50 / raw_p50, 2),
+    )
+
+
+def _bulk_runs(url: str, prefix: str, n: int, status: str, now: float) -> None:
+    """Insert `n` runs of the benchmark's workflow directly (setup only: no engine is measured)."""
+    ready = now - 1 if status == "pending" else None
+    workflow = "cairn.bench.flows.three_steps"
+    rows = [(f"{prefix}{i}", workflow, status, '{"x":1}', now - 2, now - 2, ready) for i in range(n)]
+    sql = (
+        "INSERT INTO cairn_runs (id, workflow, status, input, queue, created_at, updated_at, ready_at) "
+        "VALUES ({p}, {p}, {p}, {p}, 'default', {p}, {p}, {p})"
+    )
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            conn.executemany(sql.format(p="?"), rows)
+        return
+    with psycopg.connect(url) as pg, pg.cursor() as cur:
+        cur.executemany(sql.format(p="%s"), rows)
+
+
+async def _claim_ms(client: cairn.Client, repeats: int = 20) -> float:
+    """Median time of a claim of 16 runs (rolled back by giving the runs back at once)."""
+    workflows = ["cairn.bench.flows.three_steps"]
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        work = await client.store.claim_work(f"bench-{i}", workflows, [], None, 16, 0, 0.001)
+        times.append((time.perf_counter() - t0) * 1000)
+        if len(work.runs) != 16:
+            raise RuntimeError(f"a claim took {len(work.runs)} runs, not 16")
+    return statistics.median(times)
+
+
+async def backlog(url: str, progress: Progress = _noop) -> dict[str, Any]:
+    """A claim of 16 runs with 100, 1,000 and 20,000 runs pending: its cost must not grow with the
+    backlog (the claimed runs' leases run out at once, so each claim sees the same backlog)."""
+    client = cairn.Client(url)
+    figures: dict[str, float] = {}
+    try:
+        await client.store.open()
+        have = 0
+        for i, pending in enumerate((100, 1000, 20_000)):
+            await asyncio.to_thread(_bulk_runs, url, f"b{i}-", pending - have, "pending", time.time())
+            have = pending
+            figures[f"claim_ms_at_{pending}"] = round(await _claim_ms(client), 3)
+            progress(i + 1, 3)
+    finally:
+        await client.close()
+    figures["ratio_20000_to_100"] = round(figures["claim_ms_at_20000"] / figures["claim_ms_at_100"], 2)
+    return record(url, "backlog", 1, **figures)
+
+
+async def _idle_cpu_percent(url: str, seconds: float = 5.0) -> float:
+    (proc,) = spawn_workers(url, 1)
+    try:
+        client = cairn.Client(url)
+        try:
+            await _wait_registered(client, 1)
+        finally:
+            await client.close()
+        await asyncio.sleep(1.0)  # settled: imports, first claims
+        before = cpu_seconds(proc.pid)
+        await asyncio.sleep(seconds)  # measuring an idle worker over a fixed time
+        return round((cpu_seconds(proc.pid) - before) / seconds * 100, 2)
+    finally:
+        stop_workers([proc])
+
+
+async def history(url: str, finished: int = 100_000, progress: Progress = _noop) -> dict[str, Any]:
+    """The hot paths with an empty history, then with `finished` completed runs in the database:
+    sequential latency, a claim, and an idle worker's CPU must not change by more than 10%."""
+    out: dict[str, float] = {}
+    for phase in ("empty", "history"):
+        if phase == "history":
+            await asyncio.to_thread(_bulk_runs, url, "h", finished, "completed", time.time())
+        seq = await sequential(url, 100)
+        out[f"sequential_p50_ms_{phase}"] = seq["metrics"]["p50_ms"]
+        out[f"idle_worker_cpu_percent_{phase}"] = await _idle_cpu_percent(url)
+        progress(1 if phase == "empty" else 2, 2)
+    out["sequential_ratio"] = round(out["sequential_p50_ms_history"] / out["sequential_p50_ms_empty"], 2)
+    return record(url, "history", 1, finished_runs=finished, **out)

@@ -649,9 +649,9 @@ def _csv(value: str, allowed: tuple[str, ...], option: str) -> list[str]:
 @click.option(
     "--scenario",
     "chosen",
-    default="sequential,throughput,fanout,pickup,db_cost",
+    default="sequential,throughput,naive,start,fanout,pickup,db_cost,backlog",
     show_default=True,
-    help="Comma-separated: sequential, throughput, fanout, pickup, db_cost, memory.",
+    help="Comma-separated: sequential, throughput, naive, start, fanout, pickup, db_cost, backlog, history, memory.",
 )
 @click.option("--workers", default="1,2,4", show_default=True, help="Worker processes for throughput.")
 @click.option("--compare", default="", help="Comma-separated: dbos, raw (the raw-SQL reference).")

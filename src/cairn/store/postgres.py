@@ -288,7 +288,7 @@ class PostgresDatabase(Database):
         self._apool = AsyncConnectionPool(
             self.url,
             min_size=1,
-            max_size=4,  # as many as group commits in flight (TxBatcher)
+            max_size=6,  # as many as group commits in flight: 4 of workers' commits, 2 of starts
             open=False,
             name="cairn-async",
             timeout=5.0,

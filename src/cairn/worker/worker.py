@@ -209,7 +209,17 @@ class Worker:
                 due_in = None
             # Otherwise all that was claimable has been taken, and new work brings a wake-up (set
             # since the clear above); timers and retries fall due at `due_in`.
-            await self._wait(self.poll_interval if due_in is None else min(self.poll_interval, due_in + 0.001))
+            poll = self._safety_poll()
+            await self._wait(poll if due_in is None else min(poll, due_in + 0.001))
+
+    def _safety_poll(self) -> float:
+        """The safety poll: `poll_interval` while work is in hand; idle, at most a quarter lease and
+        1 s (on SQLite the commit watcher wakes an idle worker, and the short poll, which covers
+        commits of other processes made while this one commits too, cost an idle worker 2% of a
+        core)."""
+        if self._tasks:
+            return self.poll_interval
+        return max(self.poll_interval, min(1.0, self.lease / 4))
 
     async def _claim(self, workflows: list[str], actions: list[str]) -> float | None:
         """Claim as much as there is capacity for; seconds until the next due work."""

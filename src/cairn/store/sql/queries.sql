@@ -6,6 +6,10 @@
 -- name: now
 SELECT cairn_now()
 
+-- name: claim_plan
+-- How a claim transaction wants its walks planned (see postgres.sql); nothing to say on SQLite.
+SELECT 1
+
 -- name: tx_now
 -- The clock as this transaction began (one value for all its statements; see cairn_tx_now).
 SELECT cairn_tx_now()
@@ -354,14 +358,22 @@ FROM cairn_runs WHERE parent_id = :id ORDER BY created_at, id LIMIT :limit
 -- name: claim_runs
 -- Runs due, oldest first (by priority), up to :limit, of which at most :new_limit new ones (a
 -- worker takes new runs only while it has action slots free for their first actions: see
--- Worker._claim). Each kind is a walk of its own index in claim order (cairn_runs_due_*) that stops
--- after its limit, so a claim costs the same however many runs are due or were ever run (a sort of
--- every due run cost 2.6 ms at 100 pending and 90 ms at 20,000); then the oldest of both. The
--- workflow test is written so that no index serves it (the workflow index would read every run of
--- the workflow ever). Rows a walk locked but the limit leaves are free again when the claim ends.
-WITH under_way AS (
+-- Worker._claim). Each status is a walk of cairn_runs_claim in claim order that stops after its
+-- limit, so a claim costs the same however many runs are due or were ever run (a sort of every due
+-- run cost 2.6 ms at 100 pending and 90 ms at 20,000); then the oldest of all. The workflow test
+-- is written so that no index serves it (the workflow index would read every run of the workflow
+-- ever). Rows a walk locked but the limit leaves are free again when the claim ends.
+WITH running AS (
     SELECT id, priority, ready_at FROM cairn_runs
-    WHERE ready_at <= cairn_tx_now() AND status IN ('running', 'waiting')
+    WHERE status = 'running' AND ready_at <= cairn_tx_now()
+      AND (lease_until IS NULL OR lease_until < cairn_tx_now() OR (lease_owner = :worker AND NOT id = ANY(:busy)))
+      AND (workflow || '') = ANY(:workflows) AND (:any_queue = 1 OR queue = ANY(:queues))
+    ORDER BY priority DESC, ready_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED),
+waiting AS (
+    SELECT id, priority, ready_at FROM cairn_runs
+    WHERE status = 'waiting' AND ready_at <= cairn_tx_now()
       AND (lease_until IS NULL OR lease_until < cairn_tx_now() OR (lease_owner = :worker AND NOT id = ANY(:busy)))
       AND (workflow || '') = ANY(:workflows) AND (:any_queue = 1 OR queue = ANY(:queues))
     ORDER BY priority DESC, ready_at
@@ -369,7 +381,7 @@ WITH under_way AS (
     FOR UPDATE SKIP LOCKED),
 new_runs AS (
     SELECT id, priority, ready_at FROM cairn_runs
-    WHERE ready_at <= cairn_tx_now() AND status = 'pending'
+    WHERE status = 'pending' AND ready_at <= cairn_tx_now()
       AND (lease_until IS NULL OR lease_until < cairn_tx_now() OR (lease_owner = :worker AND NOT id = ANY(:busy)))
       AND (workflow || '') = ANY(:workflows) AND (:any_queue = 1 OR queue = ANY(:queues))
     ORDER BY priority DESC, ready_at
@@ -377,7 +389,9 @@ new_runs AS (
     FOR UPDATE SKIP LOCKED)
 UPDATE cairn_runs
 SET lease_owner = :worker, lease_until = cairn_tx_now() + :lease, lease_token = lease_token + 1
-WHERE id IN (SELECT id FROM (SELECT id, priority, ready_at FROM under_way
+WHERE id IN (SELECT id FROM (SELECT id, priority, ready_at FROM running
+                             UNION ALL
+                             SELECT id, priority, ready_at FROM waiting
                              UNION ALL
                              SELECT id, priority, ready_at FROM new_runs) picked
              ORDER BY priority DESC, ready_at

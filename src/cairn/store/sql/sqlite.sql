@@ -1,1 +1,1 @@
--- sqlite: statements whose algorithm differs from queries.sql's on this backend (none, today).
+-- SQLite's own statements, where the backends truly differ (none today).
