@@ -280,3 +280,14 @@ def test_start_by_name_binds_positional_input_in_signature_order(url: str, tmp_p
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
+
+
+def test_prune_removes_old_finished_runs(runner: CliRunner, url: str) -> None:
+    completed_run(url, 1)
+    completed_run(url, 2)
+    kept = runner.invoke(cli, ["prune", "--older-than", "1h", "--db", url])
+    assert kept.exit_code == 0 and kept.stdout.strip() == "removed 0 finished runs older than 1h"
+    gone = runner.invoke(cli, ["prune", "--older-than", "0", "--status", "completed", "--db", url])
+    assert gone.exit_code == 0 and gone.stdout.strip() == "removed 2 finished runs older than 0"
+    bad = runner.invoke(cli, ["prune", "--older-than", "soon", "--db", url])
+    assert bad.exit_code == 2 and "not a duration" in bad.output

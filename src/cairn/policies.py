@@ -99,5 +99,23 @@ def seconds(value: float | timedelta | None, what: str) -> float | None:
     return secs
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str, what: str = "duration") -> timedelta:
+    """`"30d"`, `"12h"`, `"90m"`, `"45s"`, `"2w"` or a number of seconds; ValueError saying what is
+    accepted otherwise."""
+    value = text.strip().lower()
+    unit = value[-1:] if value[-1:] in _UNITS else "s"
+    number = value[:-1] if value[-1:] in _UNITS else value
+    try:
+        amount = float(number)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not a duration; write e.g. 30d, 12h, 90m, 45s or 3600") from None
+    if amount < 0 or amount != amount:
+        raise ValueError(f"{what} must be positive, got {text!r}")
+    return timedelta(seconds=amount * _UNITS[unit])
+
+
 def _qualname(t: type[BaseException]) -> str:
     return f"{t.__module__}.{t.__qualname__}"

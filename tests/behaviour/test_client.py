@@ -16,7 +16,7 @@ from cairn import RunStatus
 from cairn.serialization import max_payload_bytes
 from cairn.store.protocol import WorkflowInfo
 from tests import flows
-from tests.conftest import _admin, _with_db
+from tests.conftest import _admin, _with_db, eventually
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -282,3 +282,17 @@ async def test_gathered_result_waits_read_the_database_in_batches(client: cairn.
     store.get_run = get_run  # type: ignore[method-assign]
     assert await asyncio.gather(*(h.result(timeout=30) for h in handles)) == [i + 3 for i in range(200)]
     assert singles == [] and len(calls) <= 6 and sum(calls) <= 400, calls
+
+
+async def test_retention_deletes_old_finished_runs_from_a_worker(db_url: str) -> None:
+    client = cairn.Client(db_url, retention=0.001)  # anything finished is old at once
+    try:
+        async with cairn.Worker(client, poll_interval=0.05, lease=0.6):
+            assert await client.run(flows.Sequence3, 1, timeout=10) == 4
+
+            async def pruned() -> bool:
+                return await client.list_runs() == []
+
+            await eventually(pruned, what="the finished run deleted by the worker's retention")
+    finally:
+        await client.close()

@@ -252,3 +252,23 @@ async def test_runs_page_by_keyset_with_counts_children_and_latest_steps(store: 
     await store.commit_activation(Commit(claim.run, claim.token, ActivationResult(new_steps=steps)))
     assert {k: s.seq for k, s in (await store.last_steps([claim.run.id, "p0"])).items()} == {claim.run.id: 2}
     assert [c.id for c in await store.list_children(claim.run.id, 10)] == ["kid"]
+
+
+@covers("prune")
+async def test_prune_deletes_old_finished_runs_in_batches_keeping_parents_of_live_runs(store: Store) -> None:
+    for run_id in ("old1", "old2", "parent", "live"):
+        await store.insert_run(new(run_id))
+    for run_id in ("old1", "old2"):
+        await store.cancel(run_id)
+    await store.send_signal("old1", "go", "1")  # something recorded with the run goes with it
+    await store.cancel("parent")
+    raw_child = NewRun("kid", WF, "{}", "default", parent_id="parent", parent_seq=1)
+    await store.insert_run(raw_child)
+    cutoff = await store.now() + 1
+    assert await store.prune(cutoff, "completed", 10) == 0  # none completed
+    assert await store.prune(cutoff, None, 1) == 1  # one at most
+    assert await store.prune(cutoff, None, 10) == 1  # the other; the parent of a live run stays
+    assert {r.id for r in await store.list_runs(limit=10)} == {"parent", "live", "kid"}
+    assert await store.list_events("old1") == [] and await store.list_events("old2") == []
+    await store.cancel("kid")
+    assert await store.prune(await store.now() + 1, None, 10) == 2  # now the parent goes too (and the kid)

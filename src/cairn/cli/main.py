@@ -612,6 +612,31 @@ def fork(run_id: str, from_step: int, new_id: str | None, db: str | None) -> Non
     run(with_client(db, body))
 
 
+@cli.command()
+@click.option("--older-than", "older_than", required=True, metavar="AGE", help="e.g. 7d, 12h, 90m, 3600.")
+@click.option(
+    "--status",
+    type=click.Choice(["completed", "failed", "cancelled"]),
+    default=None,
+    help="Only runs that ended so (default: every finished run).",
+)
+@db_option
+def prune(older_than: str, status: str | None, db: str | None) -> None:
+    """Delete finished runs older than AGE, with all they recorded (parents of live runs are kept)."""
+    from cairn.policies import parse_duration
+
+    try:
+        age = parse_duration(older_than, "--older-than")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
+
+    async def body(client: cairn.Client) -> None:
+        removed = await client.prune(age, status)
+        click.echo(f"removed {removed} finished run{'s' if removed != 1 else ''} older than {older_than}")
+
+    run(with_client(db, body))
+
+
 @cli.command(name="signal")
 @click.argument("run_id", metavar="RUN")
 @click.argument("name")

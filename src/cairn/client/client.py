@@ -6,14 +6,17 @@ import base64
 import binascii
 import json
 import math
+import os
 import threading
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from cairn.client.waiter import Waiters
 from cairn.errors import RunIdConflict, RunNotFound, SerializationError, UnknownWorkflowError
 from cairn.names import check_name, storable
+from cairn.policies import parse_duration
 from cairn.records import NewRun, RunRow, StepRow
 from cairn.registry import WorkflowDef, registry
 from cairn.serialization import dumps, to_jsonable
@@ -40,11 +43,15 @@ class RunsPage:
 class Client:
     """Async client: `client = cairn.connect(url)`; `await client.start(Wf, *args, id=...)`."""
 
-    def __init__(self, url: str | None = None, *, store: Store | None = None) -> None:
+    def __init__(
+        self, url: str | None = None, *, store: Store | None = None, retention: timedelta | float | None = None
+    ) -> None:
         self.store = store or open_store(url)
         self.url = self.store.url
         self.waiters = Waiters(self.store)
         """Result waits: one shared waiter per event loop, reading the database in batches."""
+        self.retention = _retention(retention)
+        """How long finished runs are kept (workers delete older ones); None: keep everything."""
 
     def __str__(self) -> str:
         return redact_url(self.url)  # printed and logged: never the password
@@ -129,6 +136,23 @@ class Client:
         """Why each of these runs (default: each run with work due now) cannot progress, for those
         that cannot: no live worker runs their workflow or an action they wait on."""
         return await self.store.unserved(run_ids)
+
+    async def prune(self, older_than: timedelta | float, status: str | RunStatus | None = None) -> int:
+        """Delete the runs that finished more than `older_than` ago (of `status`, when given), with
+        all they recorded, in small batches; the parents of runs still going are kept. How many."""
+        age = older_than.total_seconds() if isinstance(older_than, timedelta) else float(older_than)
+        if age < 0:
+            raise ValueError(f"older_than must not be negative, got {older_than!r}")
+        which = None if status is None else _status(status)
+        if which is not None and not which.is_terminal:
+            raise ValueError(f"only finished runs are pruned; {which.value} is not a finished status")
+        before = await self.store.now() - age
+        total = 0
+        while True:
+            removed = await self.store.prune(before, None if which is None else which.value, PRUNE_BATCH)
+            total += removed
+            if removed < PRUNE_BATCH:
+                return total
 
     async def list_workflows(self) -> list[WorkflowInfo]:
         return await self.store.list_workflows()
@@ -324,14 +348,31 @@ _default_clients: dict[str, Client] = {}
 _default_lock = threading.Lock()
 
 
-def connect(url: str | None = None) -> Client:
-    """The client for `url` (else CAIRN_DATABASE_URL, else sqlite:///./cairn.db), shared per URL."""
+def connect(url: str | None = None, retention: timedelta | float | None = None) -> Client:
+    """The client for `url` (else CAIRN_DATABASE_URL, else sqlite:///./cairn.db), shared per URL.
+    `retention` (else CAIRN_RETENTION, e.g. "30d"): how long workers keep finished runs."""
     resolved = resolve_url(url)
     with _default_lock:
         client = _default_clients.get(resolved)
         if client is None:
-            client = _default_clients[resolved] = Client(resolved)
+            client = _default_clients[resolved] = Client(resolved, retention=retention)
+        elif retention is not None:
+            client.retention = _retention(retention)
         return client
+
+
+PRUNE_BATCH = 500
+"""Runs deleted per transaction by retention: small batches, short locks."""
+
+
+def _retention(value: timedelta | float | None) -> timedelta | None:
+    if value is None:
+        env = os.environ.get("CAIRN_RETENTION")
+        return None if not env else parse_duration(env, "CAIRN_RETENTION")
+    kept = value if isinstance(value, timedelta) else timedelta(seconds=float(value))
+    if kept.total_seconds() <= 0:
+        raise ValueError(f"retention must be a positive duration, got {value!r}")
+    return kept
 
 
 from cairn.client.handle import RunHandle  # noqa: E402  (handle imports Client lazily)

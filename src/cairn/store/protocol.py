@@ -231,6 +231,10 @@ class Store(Protocol):
     async def add_event(self, run_id: str, kind: str, **detail: Any) -> None:
         """Append a finding that changes nothing else to a run's events (e.g. its work unserved)."""
 
+    async def prune(self, before: float, status: str | None = None, limit: int = 500) -> int:
+        """Delete up to `limit` finished runs (of `status`, when given) that finished before `before`
+        (epoch seconds), with all they recorded, keeping the parents of runs still going; how many."""
+
     async def send_signal(self, run_id: str, name: str, payload: str) -> bool:
         """Buffer a signal for a run and wake it; False when the run does not exist."""
 

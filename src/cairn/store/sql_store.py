@@ -341,6 +341,10 @@ class SqlStore:
                 out[need.run_id] = _unserved_reason(need, workers)
         return out
 
+    async def prune(self, before: float, status: str | None = None, limit: int = 500) -> int:
+        params = {"before": before, "status": status, "limit": limit}
+        return await self.db.transaction(lambda tx: tx.execute("prune_runs", params))
+
     async def add_event(self, run_id: str, kind: str, **detail: Any) -> None:
         """Append to a run's event list a finding that changes nothing else (e.g. work unserved)."""
 

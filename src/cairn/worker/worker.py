@@ -18,10 +18,12 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
 from cairn.names import check_name
+from cairn.policies import parse_duration
 from cairn.records import NewRun, RunRow
 from cairn.registry import Registry, WorkflowDef, registry
 from cairn.store.base import WORK, call_soon_here
@@ -35,6 +37,10 @@ from cairn.worker.runner import InFlight, Runner
 T = TypeVar("T")
 
 log = logging.getLogger("cairn.worker")
+
+PRUNE_BATCH = 500
+PRUNE_BATCHES = 4
+"""Retention deletes at most this many batches of finished runs per heartbeat of the worker that does it."""
 
 DEFAULT_CONCURRENCY = 100
 """Workflow activations and action attempts a worker runs at once (each), by default. An idle slot
@@ -61,12 +67,15 @@ class Worker:
         poll_interval: float | None = None,
         registry: Registry = registry,
         cache_size: int = 1000,
+        retention: timedelta | float | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         if lease <= 0 or (poll_interval is not None and poll_interval <= 0):
             raise ValueError("lease and poll_interval must be positive seconds")
         self.store: Store = client.store if client is not None else open_store(url)
+        self.retention = _retention(retention, client)
+        """Finished runs older than this are deleted by the longest-running worker; None: kept."""
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.concurrency = concurrency
         self.queues = [check_name(q, "queue name") for q in queues] if queues else None
@@ -370,7 +379,7 @@ class Worker:
                 return
             try:
                 await self.store.heartbeat(self._info(), self.lease, self._runner.held(), self._attempts.keys())
-                await self._report_unserved()
+                await self._housekeeping()
             except Exception as exc:
                 log.warning("heartbeat failed (%s); will retry", exc)
 
@@ -392,13 +401,23 @@ class Worker:
             actions=self._serves[1],
         )
 
-    async def _report_unserved(self) -> None:
-        """Say, once, of each run with work due that no live worker can do, why (an event on the
-        run and a warning here). One worker does it: the longest running."""
+    async def _housekeeping(self) -> None:
+        """Retention (every worker given one), and what one worker does for all, the longest
+        running: reporting unserved work."""
+        if self.retention is not None:
+            before = await self.store.now() - self.retention.total_seconds()
+            for _ in range(PRUNE_BATCHES):  # a few small batches a heartbeat: never a long lock
+                if await self.store.prune(before, None, PRUNE_BATCH) < PRUNE_BATCH:
+                    break
         workers = await self.store.list_workers()
         if not workers or min(workers, key=lambda w: (w.started_at, w.id)).id != self.id:
             self._reported.clear()
             return
+        await self._report_unserved()
+
+    async def _report_unserved(self) -> None:
+        """Say, once, of each run with work due that no live worker can do, why (an event on the
+        run and a warning here)."""
         unserved = await self.store.unserved()
         for run_id, reason in unserved.items():
             if self._reported.get(run_id) != reason:
@@ -425,6 +444,17 @@ class Slots:
 
     def release(self) -> None:
         self.free += 1
+
+
+def _retention(given: timedelta | float | None, client: Any) -> timedelta | None:
+    """The worker's own retention, else its client's, else CAIRN_RETENTION, else None (keep all)."""
+    if given is not None:
+        return given if isinstance(given, timedelta) else timedelta(seconds=given)
+    if client is not None:
+        kept: timedelta | None = client.retention
+        return kept
+    env = os.environ.get("CAIRN_RETENTION")
+    return parse_duration(env, "CAIRN_RETENTION") if env else None
 
 
 def _schema(w: WorkflowDef) -> str:
