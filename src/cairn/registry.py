@@ -6,6 +6,7 @@ importing `api`, which keeps the dependency arrows pointing down.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import threading
@@ -137,6 +138,7 @@ class Registry:
 
     def __init__(self) -> None:
         self._defs: dict[str, Definition] = {}
+        self._substitutes: dict[str, ActionDef] = {}
         self._lock = threading.Lock()
 
     def register(self, defn: Definition) -> Definition:
@@ -154,8 +156,27 @@ class Registry:
         return self._defs.get(id)
 
     def action(self, id: str) -> ActionDef | None:
-        d = self._defs.get(id)
+        """The action a worker runs for steps named `id` (a test's substitute while one is in place)."""
+        d = self._substitutes.get(id) or self._defs.get(id)
         return d if isinstance(d, ActionDef) else None
+
+    @contextlib.contextmanager
+    def substituted(self, defn: ActionDef) -> Iterator[None]:
+        """Run `defn` for steps of the action registered under `defn.id` while the block lasts: the
+        seam `cairn.testing`'s `replace_action` uses (the journal still records the action's id)."""
+        if not isinstance(self._defs.get(defn.id), ActionDef):
+            raise KeyError(f"no action is registered as {defn.id!r}")
+        with self._lock:
+            previous = self._substitutes.get(defn.id)
+            self._substitutes[defn.id] = defn
+        try:
+            yield
+        finally:
+            with self._lock:
+                if previous is None:
+                    self._substitutes.pop(defn.id, None)
+                else:
+                    self._substitutes[defn.id] = previous
 
     def workflow(self, id: str) -> WorkflowDef | None:
         d = self._defs.get(id)
@@ -181,6 +202,7 @@ class Registry:
     def reset(self) -> None:
         with self._lock:
             self._defs.clear()
+            self._substitutes.clear()
 
     def __iter__(self) -> Iterator[Definition]:
         return iter(self.entries())

@@ -383,7 +383,7 @@ class PostgresDatabase(Database):
     async def transaction(self, fn: Callable[[Tx], T], write: bool = True, rerunnable: bool = False) -> T:
         await self.open()
         loop = asyncio.get_running_loop()
-        if rerunnable and loop is self._aloop:
+        if rerunnable and loop is self._aloop and self.clock.real:
             done = await self._in_loop(fn)
             if done is not None:
                 return done[0]
@@ -444,6 +444,8 @@ class PostgresDatabase(Database):
         try:
             try:
                 try:
+                    if not self.clock.real:  # a test environment's clock: cairn_now() reads this setting
+                        conn.execute("SELECT set_config('cairn.fake_now', %s, false)", (repr(self.clock.now()),))
                     result = fn(tx)
                 except psycopg.OperationalError as exc:
                     raise _BeforeCommit(exc) from exc

@@ -11,6 +11,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from cairn.clock import Clock
 from cairn.records import ActivationResult, NewRun, RunRow, StepRow
 from cairn.types import Json, RunStatus
 
@@ -165,6 +166,8 @@ class Store(Protocol):
     transaction; `tests/store/test_contract.py` runs each one against both backends."""
 
     url: str
+    clock: Clock
+    """The clock `now()` and every lease and due time follow: the real one, or a test's."""
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def open(self) -> None:

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+from cairn.clock import Clock
 from cairn.names import storable
 from cairn.records import NewRun, RunRow, StepRow
 from cairn.store import control, journal_tx
@@ -39,6 +40,15 @@ class SqlStore:
         self.url = db.url
         self._batcher = TxBatcher(db)
         """Group commit for the hot small writes: run inserts, activation commits, action results."""
+
+    @property
+    def clock(self) -> Clock:
+        """The clock leases and due times are judged by (see `cairn.clock`)."""
+        return self.db.clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        self.db.clock = clock
 
     async def open(self) -> None:
         await self.db.open()

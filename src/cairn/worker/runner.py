@@ -17,7 +17,6 @@ import contextlib
 import json
 import logging
 import random
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
@@ -161,7 +160,7 @@ class Runner:
 
     def now(self) -> float:
         """The database clock, estimated from the last claim (activations record it as logical time)."""
-        return time.time() + self._clock_offset
+        return self._store.clock.now() + self._clock_offset
 
     # --- a claimed activation -------------------------------------------------------------------
 
@@ -178,7 +177,7 @@ class Runner:
         return self._claimed.keys() | set(self._locks) | set(self._mailbox)
 
     async def _run_claimed(self, claim: RunClaim) -> None:
-        self._clock_offset = claim.now - time.time()
+        self._clock_offset = claim.now - self._store.clock.now()
         async with self._exclusive(claim.run.id):
             await self._activate_and_commit(claim)
 

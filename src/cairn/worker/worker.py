@@ -96,6 +96,9 @@ class Worker:
         self._reported: dict[str, str] = {}
         """Runs reported as unserved, with the reason (see `_report_unserved`)."""
         self.failure: BaseException | None = None
+        self.on_idle: Callable[[float], float] | None = None
+        """Called when this worker has nothing in hand and its next work falls due in the given
+        seconds; returns how long to wait instead. A test environment skips its clock ahead there."""
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -203,6 +206,8 @@ class Worker:
                 due_in = None
             # Otherwise all that was claimable has been taken, and new work brings a wake-up (set
             # since the clear above); timers and retries fall due at `due_in`.
+            if due_in is not None and self.on_idle is not None and not self._tasks and not self._wakeup.is_set():
+                due_in = self.on_idle(due_in)
             await self._wait(self.poll_interval if due_in is None else min(self.poll_interval, due_in + 0.001))
 
     async def _claim(self, workflows: list[str], actions: list[str]) -> float | None:
@@ -385,6 +390,15 @@ class Worker:
                 log.warning("run %s cannot progress: %s", run_id, reason)
                 await self.store.add_event(run_id, "blocked", reason=reason)
         self._reported = unserved
+
+    @property
+    def in_flight(self) -> int:
+        """Activations and action attempts this worker has in hand now (0: idle)."""
+        return len(self._tasks)
+
+    def wake(self) -> None:
+        """Claim again now (e.g. after a test environment moved its clock on)."""
+        self._wakeup.set()
 
     @property
     def cached_runs(self) -> int:
