@@ -12,8 +12,10 @@ import inspect
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from types import ModuleType
+from typing import Any, Literal, overload
 
+from cairn.names import check_name
 from cairn.policies import BackoffPolicy, RetryPolicy
 from cairn.serialization import Signature
 
@@ -141,7 +143,26 @@ class Registry:
         self._substitutes: dict[str, ActionDef] = {}
         self._lock = threading.Lock()
 
-    def register(self, defn: Definition) -> Definition:
+    @overload
+    def register(self, defn: Definition, /) -> Definition: ...
+
+    @overload
+    def register(self, module: ModuleType | str, name: str, func: Callable[..., Any], /) -> Definition: ...
+
+    def register(
+        self, what: Definition | ModuleType | str, name: str | None = None, func: Callable[..., Any] | None = None, /
+    ) -> Definition:
+        """Register a definition, or (Waymark's form) `register(module, name, func)`: the function
+        as an action with id `module.name` and the default policies. A different function under an
+        id that is taken raises ValueError; the same origin again replaces it (a module reload)."""
+        if isinstance(what, ActionDef | WorkflowDef):
+            return self._register(what)
+        if name is None or func is None or not callable(func):
+            raise TypeError("register takes a definition, or (module, name, func) with a callable func")
+        module = what.__name__ if isinstance(what, ModuleType) else str(what)
+        return self._register(plain_action(func, f"{module}.{name}", name))
+
+    def _register(self, defn: Definition) -> Definition:
         with self._lock:
             existing = self._defs.get(defn.id)
             if existing is not None and existing.origin != defn.origin:
@@ -152,8 +173,9 @@ class Registry:
             self._defs[defn.id] = defn
             return defn
 
-    def get(self, id: str) -> Definition | None:
-        return self._defs.get(id)
+    def get(self, id: str, name: str | None = None) -> Definition | None:
+        """The definition registered as `id`; `get(module, name)` (Waymark's form) looks up `module.name`."""
+        return self._defs.get(id if name is None else f"{id}.{name}")
 
     def action(self, id: str) -> ActionDef | None:
         """The action a worker runs for steps named `id` (a test's substitute while one is in place)."""
@@ -211,4 +233,30 @@ class Registry:
         return len(self._defs)
 
 
+def plain_action(fn: Callable[..., Any], id: str, name: str) -> ActionDef:
+    """An action definition for a plain function, with the default policies."""
+    check_name(id, "action id")
+    return ActionDef(
+        id=id,
+        fn=fn,
+        name=name,
+        description=(fn.__doc__ or "").strip(),
+        timeout=None,
+        retry=RetryPolicy(),
+        retry_chosen=False,
+        backoff=BackoffPolicy(),
+        queue="default",
+        isolate=False,
+        signature=Signature.of(fn, id),
+    )
+
+
 registry = Registry()
+"""The process-wide registry: the decorators register here and workers serve what it holds."""
+
+# `cairn.registry` is this module: its functions act on the process-wide registry.
+register = registry.register
+get = registry.get
+names = registry.names
+entries = registry.entries
+reset = registry.reset

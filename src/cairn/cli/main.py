@@ -21,25 +21,42 @@ import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 import cairn
-from cairn.cli import render
-from cairn.registry import registry
-from cairn.serialization import loads
-from cairn.store.open import redact_url
+from cairn.cli.lazy import Lazy
+from cairn.errors import CairnError
 from cairn.types import RunStatus
+
+if TYPE_CHECKING:
+    from cairn.cli import render
+    from cairn.registry import registry
+else:  # imported when a command first needs them: `cairn --help` stays fast (tests/test_cli_speed.py)
+    render = Lazy("cairn.cli.render")
+    registry = Lazy("cairn.registry", "registry")
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXPECTED: tuple[type[BaseException], ...] = (cairn.CairnError, ValueError, NotImplementedError)
+EXPECTED: tuple[type[BaseException], ...] = (CairnError, ValueError, NotImplementedError)
 """Errors that are the user's to fix: printed as `error: ...` with exit code 2."""
 
 
 # --- plumbing ---------------------------------------------------------------------------------
+
+
+def loads(text: str | None) -> Any:
+    from cairn.serialization import loads as decode
+
+    return decode(text)
+
+
+def redact_url(url: str) -> str:
+    from cairn.store.open import redact_url as redact
+
+    return redact(url)
 
 
 class Failure(Exception):
@@ -90,6 +107,10 @@ def db_option(fn: F) -> F:
 
 def json_flag(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(fn)
+
+
+def wait_option(help: str) -> Callable[[F], F]:
+    return click.option("--wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS", help=help)
 
 
 def parse_json(text: str, option: str) -> Any:
@@ -354,13 +375,7 @@ async def supervise(w: cairn.Worker, announcement: str) -> int:
 )
 @click.option("--id", "run_id", default=None, help="Run id; starting an existing id returns that run.")
 @click.option("--queue", default=None, help="Queue (default: the workflow's).")
-@click.option(
-    "--wait",
-    type=click.FloatRange(min=0),
-    default=None,
-    metavar="SECONDS",
-    help="Wait up to SECONDS for the result and print it as JSON.",
-)
+@wait_option("Wait up to SECONDS for the result and print it as JSON.")
 @db_option
 @click.option(
     "--import",
@@ -417,19 +432,52 @@ async def start_run(
         click.echo(f"note: run {handle.id} existed already (started{differs} earlier); nothing was started", err=True)
     if wait is None:
         return 0
-    with contextlib.suppress(Exception):  # the run's own failure re-raised, or the wait timed out: the row says
-        await handle.result(timeout=wait)
+    return await report_outcome(handle, wait)
+
+
+async def report_outcome(handle: cairn.RunHandle, wait: float | None, as_json: bool = False) -> int:
+    """Wait up to `wait` seconds (None: not at all) for the run to finish, with a spinner on a
+    terminal; print its result (exit 0), or its error or that it is not finished (exit 1)."""
+    if wait:
+        spinner = render.console(stderr=True).status(f"waiting for run {handle.id} (up to {wait:g}s)")
+        with spinner, contextlib.suppress(Exception):  # the run's own failure re-raised, or the wait timed out
+            await handle.result(timeout=wait)
     row = await handle.describe()
+    if as_json:
+        echo_json({"id": row.id, "status": row.status.value, "result": loads(row.result), "error": loads(row.error)})
+        return 0 if row.status == RunStatus.COMPLETED else 1
     if row.status == RunStatus.COMPLETED:
         click.echo(json.dumps(loads(row.result), ensure_ascii=False))
         return 0
     if not row.status.is_terminal:
-        click.echo(f"error: run {handle.id} did not finish within {wait:g}s (status: {row.status.value})", err=True)
+        within = f"within {wait:g}s " if wait else ""
+        click.echo(f"error: run {handle.id} did not finish {within}(status: {row.status.value})", err=True)
         return 1
     error = loads(row.error)
     detail = render.format_error(error) if error is not None else "the run was cancelled"
     click.echo(f"run {handle.id} {row.status.value}: {detail}", err=True)
     return 1
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN")
+@wait_option("Wait up to SECONDS for the run to finish (default: answer at once).")
+@db_option
+@json_flag
+def result(run_id: str, wait: float | None, db: str | None, as_json: bool) -> None:
+    """Print RUN's result as JSON (exit 0), or its error or status when it has none (exit 1)."""
+
+    async def body(client: cairn.Client) -> int:
+        handle = client.get(run_id)
+        try:
+            await handle.describe()
+        except cairn.RunNotFound:
+            raise Failure(f"no run with id {run_id!r} in {redact_url(client.url)}") from None
+        return await report_outcome(handle, wait, as_json)
+
+    code = run(with_client(db, body))
+    if code:
+        sys.exit(code)
 
 
 # --- runs / show / workers --------------------------------------------------------------------
@@ -482,8 +530,11 @@ def show(
         steps = await handle.steps()
         blocked = await handle.diagnose()
         if as_json:
+            from cairn.worker.replay import export_journal
+
             run_json = {**render.run_json(row), "blocked": blocked}
-            echo_json({"run": run_json, "steps": [render.step_json(s) for s in steps]})
+            journal = export_journal(row, await client.store.list_steps(row.id))  # for cairn.testing.replay
+            echo_json({"run": run_json, "steps": [render.step_json(s) for s in steps], "journal": journal})
             return
         out = render.console()
         out.print(render.run_header(row, time.time(), traceback=show_traceback, blocked=blocked))
@@ -707,6 +758,8 @@ def bench(
     else:
         render.console().print(summary_table(results))
 
+
+import cairn.cli.replay  # noqa: E402  (`cairn replay` joins the group defined above)
 
 if __name__ == "__main__":
     main()

@@ -12,5 +12,6 @@ async with environment() as env:
 from __future__ import annotations
 
 from cairn.testing.environment import Environment, environment
+from cairn.testing.replay import ReplayReport, replay
 
-__all__ = ["Environment", "environment"]
+__all__ = ["Environment", "ReplayReport", "environment", "replay"]

@@ -36,8 +36,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-@_async_fixture
-async def cairn_env(request: pytest.FixtureRequest) -> AsyncIterator[Environment]:
+async def _cairn_env(request: pytest.FixtureRequest) -> AsyncIterator[Environment]:
     """A Cairn test environment (`cairn.testing.environment()`) on the `--cairn-db` backend."""
     from cairn.testing.databases import fresh_postgres_database
     from cairn.testing.environment import environment
@@ -48,3 +47,6 @@ async def cairn_env(request: pytest.FixtureRequest) -> AsyncIterator[Environment
             url = stack.enter_context(fresh_postgres_database(url))
         async with environment(url) as env:
             yield env
+
+
+cairn_env = _async_fixture(_cairn_env, name="cairn_env")
