@@ -244,3 +244,32 @@ async def test_runs_page_by_keyset_with_counts_children_and_latest_steps(store: 
     await store.commit_activation(Commit(claim.run, claim.token, ActivationResult(new_steps=steps)))
     assert {k: s.seq for k, s in (await store.last_steps([claim.run.id, "p0"])).items()} == {claim.run.id: 2}
     assert [c.id for c in await store.list_children(claim.run.id, 10)] == ["kid"]
+
+
+@covers("clock")
+async def test_the_database_clock_follows_the_stores_clock(store: Store) -> None:
+    from cairn.clock import SYSTEM, SkippingClock
+
+    assert store.clock is SYSTEM
+    clock = SkippingClock()
+    store.clock = clock
+    try:
+        clock.advance(86_400)
+        assert await store.now() - time.time() > 86_399  # cairn_now() on both backends
+        run, _ = await store.insert_run(new("r-clock"))
+        assert run.created_at - time.time() > 86_399
+    finally:
+        store.clock = SYSTEM
+    assert abs(await store.now() - time.time()) < 5
+
+
+@covers("run_trace")
+async def test_a_runs_trace_context_is_stored_and_a_child_inherits_its_parents(store: Store) -> None:
+    traced = NewRun("r-traced", WF, '{"x":1}', "default", trace='{"traceparent": "00-ab-cd-01"}')
+    await store.insert_run(traced)
+    await store.insert_run(NewRun("r-child", WF, '{"x":1}', "default", parent_id="r-traced", parent_seq=1))
+    await store.insert_run(new("r-plain"))
+    assert await store.run_trace("r-traced") == (WF, '{"traceparent": "00-ab-cd-01"}')
+    assert await store.run_trace("r-child") == (WF, '{"traceparent": "00-ab-cd-01"}')
+    assert await store.run_trace("r-plain") == (WF, None)
+    assert await store.run_trace("nope") is None

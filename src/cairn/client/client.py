@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import math
 import threading
@@ -11,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from cairn import telemetry
 from cairn.errors import RunIdConflict, RunNotFound, SerializationError, UnknownWorkflowError
 from cairn.names import check_name, storable
 from cairn.records import NewRun, RunRow, StepRow
@@ -73,14 +75,12 @@ class Client:
         _check_run_id(run_id)
         if queue is not None:
             check_name(queue, "queue name")
-        new = NewRun(run_id, name, encoded, queue or default_queue, code_version=version)
-        for dispatcher in dispatch.local(self.store):  # a worker in this process may take it at birth
-            taken = await dispatcher.start_run(new)
-            if taken is not None:
-                row, created = taken
-                break
-        else:
-            row, created = await self.store.insert_run(new)
+        with telemetry.span("cairn.start", run_id=run_id, workflow=name):  # nothing when tracing is off
+            new = NewRun(run_id, name, encoded, queue or default_queue, code_version=version)
+            trace = telemetry.current_context()
+            if trace is not None:
+                new = dataclasses.replace(new, trace=trace)
+            row, created = await self._insert(new)
         if not created and row.workflow != name:
             raise RunIdConflict(run_id, row.workflow, name)
         handle = RunHandle(self, row.id)
@@ -88,6 +88,13 @@ class Client:
         if not created:
             handle.input_differs = row.input != encoded
         return handle, created
+
+    async def _insert(self, new: NewRun) -> tuple[RunRow, bool]:
+        for dispatcher in dispatch.local(self.store):  # a worker in this process may take it at birth
+            taken = await dispatcher.start_run(new)
+            if taken is not None:
+                return taken
+        return await self.store.insert_run(new)
 
     async def run(
         self,

@@ -63,6 +63,8 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
         taken = LeaseLost(f"run {run.id} was not created: the id names an existing run")
         leased = {"now": now, "lease_owner": commit.owner, "lease": commit.lease}
         tx.write_row("insert_run", {**insert_params(commit.insert), **leased}, expect=taken)
+        if commit.insert.trace is not None:  # tracing on (cairn[otel]): one more statement
+            tx.write("set_run_trace", {"id": run.id, "trace": commit.insert.trace})
     lost = LeaseLost(f"the lease on run {run.id} was lost (another worker or a control operation took it)")
     tx.write_row("fence_run", {"id": run.id, "token": commit.token, "now": now}, expect=lost)
     activation = run.activations + (1 if res.counts_as_activation else 0)

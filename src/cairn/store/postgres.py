@@ -263,6 +263,8 @@ class PostgresDatabase(Database):
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
         self._listening = threading.Event()
+        self._faked = False
+        """Whether a test clock was ever in use here (then every transaction sets cairn.fake_now)."""
         self._origin = uuid.uuid4().hex[:12]
         """Tags our notifications: we dispatch them in-process at commit, so their echo is skipped."""
 
@@ -444,8 +446,10 @@ class PostgresDatabase(Database):
         try:
             try:
                 try:
-                    if not self.clock.real:  # a test environment's clock: cairn_now() reads this setting
-                        conn.execute("SELECT set_config('cairn.fake_now', %s, false)", (repr(self.clock.now()),))
+                    if not self.clock.real or self._faked:  # a test's clock (cairn.clock): cairn_now() reads it
+                        self._faked = True  # once set on a pooled connection, the setting must be reset
+                        fake = "" if self.clock.real else repr(self.clock.now())
+                        conn.execute("SELECT set_config('cairn.fake_now', %s, false)", (fake,))
                     result = fn(tx)
                 except psycopg.OperationalError as exc:
                     raise _BeforeCommit(exc) from exc

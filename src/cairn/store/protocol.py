@@ -191,6 +191,9 @@ class Store(Protocol):
         """Whether other processes' commits reach subscribers here (else only a poll sees them)."""
 
     # --- runs ---------------------------------------------------------------------------------
+    async def run_trace(self, run_id: str) -> tuple[str, str | None] | None:
+        """A run's workflow and the trace context it was started in (its parent's for a child)."""
+
     async def insert_run(self, run: NewRun) -> tuple[RunRow, bool]:
         """Insert a run unless its id exists; returns (the row, whether it was created)."""
 

@@ -81,6 +81,8 @@ class SqlStore:
         def tx_fn(tx: Tx) -> tuple[RunRow, bool]:
             row = tx.one("insert_run", params)
             if row is not None:
+                if run.trace is not None:
+                    tx.execute("set_run_trace", {"id": run.id, "trace": run.trace})
                 tx.notify(WORK)  # claimable by any worker
                 return run_row(row), True
             row = tx.one("get_run", {"id": run.id})  # the id names an existing run
@@ -92,6 +94,11 @@ class SqlStore:
     async def get_run(self, run_id: str) -> RunRow | None:
         row = await self.db.transaction(lambda tx: tx.one("get_run", {"id": run_id}), write=False)
         return run_row(row) if row else None
+
+    async def run_trace(self, run_id: str) -> tuple[str, str | None] | None:
+        """A run's workflow and the trace context it was started in (its parent's for a child)."""
+        row = await self.db.transaction(lambda tx: tx.one("run_trace", {"id": run_id}), write=False)
+        return None if row is None else (str(row[0]), row[1])
 
     async def list_runs(self, status: str | None = None, workflow: str | None = None, limit: int = 50) -> list[RunRow]:
         params = {"status": status, "workflow": workflow, "limit": limit}

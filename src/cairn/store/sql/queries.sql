@@ -27,6 +27,15 @@ RETURNING id, workflow, status, input, result, error, queue, parent_id, parent_s
           updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
           lease_token, pause_reason
 
+-- name: set_run_trace
+-- Only with cairn[otel] tracing on: the starter's trace context, in the transaction creating the run.
+UPDATE cairn_runs SET trace_context = :trace WHERE id = :id
+
+-- name: run_trace
+-- A run's workflow and trace context (a child's own, else its parent's), for its spans.
+SELECT r.workflow, COALESCE(r.trace_context, p.trace_context)
+FROM cairn_runs r LEFT JOIN cairn_runs p ON p.id = r.parent_id WHERE r.id = :id
+
 -- name: get_run
 SELECT id, workflow, status, input, result, error, queue, parent_id, parent_seq, created_at,
        updated_at, started_at, completed_at, activations, properties, code_version, lease_owner,
