@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Literal, overload
 
-from cairn.names import check_name
+from cairn.names import check_name, importable_module
 from cairn.policies import BackoffPolicy, RetryPolicy
 from cairn.serialization import Signature
 
@@ -41,7 +41,7 @@ class ActionDef:
 
     @property
     def origin(self) -> str:
-        return f"{self.fn.__module__}.{self.fn.__qualname__}"
+        return f"{importable_module(self.fn.__module__)}.{self.fn.__qualname__}"
 
 
 @dataclass(eq=False)
@@ -71,7 +71,7 @@ class WorkflowDef:
 
     @property
     def origin(self) -> str:
-        return f"{self.target.__module__}.{self.target.__qualname__}"
+        return f"{importable_module(self.target.__module__)}.{self.target.__qualname__}"
 
     def encode_input(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
         """A start's arguments, validated against the signature and encoded, before anything is written."""

@@ -273,3 +273,20 @@ async def test_a_runs_trace_context_is_stored_and_a_child_inherits_its_parents(s
     assert await store.run_trace("r-child") == (WF, '{"traceparent": "00-ab-cd-01"}')
     assert await store.run_trace("r-plain") == (WF, None)
     assert await store.run_trace("nope") is None
+
+
+@covers("register_actions", "list_actions")
+async def test_actions_are_registered_with_their_human_name_and_description(store: Store) -> None:
+    from cairn.store.protocol import ActionInfo
+
+    await store.register_actions([ActionInfo("b.charge", "Charge Card", "Charge via Stripe", "default")])
+    await store.register_actions(
+        [
+            ActionInfo("b.charge", "Charge the card", "Charge via Stripe", "billing"),
+            ActionInfo("a.x", "x", "", "default"),
+        ]
+    )
+    assert await store.list_actions() == [
+        ActionInfo("a.x", "x", "", "default"),
+        ActionInfo("b.charge", "Charge the card", "Charge via Stripe", "billing"),
+    ]

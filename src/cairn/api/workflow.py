@@ -11,7 +11,7 @@ from cairn.api.action import ActionCall
 from cairn.engine.lint import check_workflow
 from cairn.engine.runtime import Runtime, current_runtime, thread_bridge
 from cairn.errors import NotInWorkflow, UnknownWorkflowError
-from cairn.names import check_name
+from cairn.names import check_name, importable_module
 from cairn.policies import BackoffPolicy, RetryPolicy, seconds
 from cairn.registry import WorkflowDef, registry
 from cairn.serialization import Signature, dumps
@@ -198,7 +198,7 @@ def workflow(
             entry = t
         else:
             raise TypeError(f"@workflow needs a class or a function, got {t!r}")
-        wf_id = check_name(id or f"{t.__module__}.{t.__qualname__}", "workflow id")
+        wf_id = check_name(id or f"{importable_module(t.__module__)}.{t.__qualname__}", "workflow id")
         check_name(queue, f"queue of workflow {wf_id}")
         defn = WorkflowDef(
             id=wf_id,

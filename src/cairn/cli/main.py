@@ -259,6 +259,12 @@ def worker(
     show_default=True,
     help="Port of the dashboard and HTTP API, on 127.0.0.1 (0: any free port).",
 )
+@click.option(
+    "--reload/--no-reload",
+    default=True,
+    show_default=True,
+    help="Restart the worker when a .py file under the current directory changes (watchfiles).",
+)
 def dev(
     modules: tuple[str, ...],
     db: str | None,
@@ -268,9 +274,38 @@ def dev(
     poll: float | None,
     log_level: str,
     port: int,
+    reload: bool,
 ) -> None:
-    """Run a worker and the dashboard in one process (SQLite ./cairn.db unless --db or CAIRN_DATABASE_URL)."""
+    """Run a worker and the dashboard in one process (SQLite ./cairn.db unless --db or CAIRN_DATABASE_URL),
+    restarted when your code changes."""
+    if reload:
+        reload_on_change(sys.argv[1:] if sys.argv[1:2] == ["dev"] else ["dev", *_dev_args(modules, db, port)])
+        return
     serve(modules, WorkerOptions(db, concurrency, parse_queues(queues), lease, poll), log_level, dashboard=port)
+
+
+def _dev_args(modules: Sequence[str], db: str | None, port: int) -> list[str]:
+    """The command line of `cairn dev` when it was not started as one (called from Python)."""
+    return [*modules, *(["--db", db] if db else []), "--port", str(port)]
+
+
+def reload_on_change(args: list[str]) -> None:
+    """Run `cairn <args> --no-reload` in a child process and restart it whenever a Python file
+    under the current directory changes (as uvicorn --reload does); Ctrl-C or SIGTERM stop it."""
+    import shlex
+
+    import watchfiles
+
+    command = shlex.join([sys.executable, "-m", "cairn", *args, "--no-reload"])
+
+    def changed(changes: set[tuple[watchfiles.Change, str]]) -> None:
+        names = sorted({os.path.relpath(path) for _, path in changes})
+        click.echo(f"cairn dev: {', '.join(names[:5])} changed; restarting the worker", err=True)
+
+    click.echo(f"cairn dev: watching {os.getcwd()} for changes to .py files", err=True)
+    watchfiles.run_process(
+        os.getcwd(), target=command, target_type="command", watch_filter=watchfiles.PythonFilter(), callback=changed
+    )
 
 
 def serve(modules: Sequence[str], options: WorkerOptions, log_level: str, dashboard: int | None = None) -> None:
@@ -427,6 +462,9 @@ async def start_run(
     handle = await client.start(name, *args, id=run_id, queue=queue, **kwargs)
     row = await handle.describe()
     click.echo(f"run {handle.id}: {row.status.value}")
+    unserved = await client.unserved([handle.id])
+    if handle.id in unserved:  # it waits, and nothing says so unless we do
+        click.echo(f"warning: {unserved[handle.id]}", err=True)
     if not handle.created:
         differs = " with other input" if handle.input_differs else ""
         click.echo(f"note: run {handle.id} existed already (started{differs} earlier); nothing was started", err=True)
@@ -502,7 +540,7 @@ def runs(status: str | None, workflow: str | None, limit: int, db: str | None, a
             click.echo("no runs", err=True)
         else:
             out = render.console()
-            out.print(render.runs_table(rows, time.time(), blocked))
+            out.print(render.runs_table(rows, time.time(), blocked, out.width))
             if blocked:
                 out.print(render.blocked_note(blocked), end="")
 
@@ -529,18 +567,28 @@ def show(
             raise Failure(f"no run with id {run_id!r} in {redact_url(client.url)}") from None
         steps = await handle.steps()
         blocked = await handle.diagnose()
+        used = {s.name for s in steps}
+        actions = {a.id: a for a in await client.list_actions() if a.id in used}
         if as_json:
             from cairn.worker.replay import export_journal
 
             run_json = {**render.run_json(row), "blocked": blocked}
+            described = {a.id: {"name": a.name, "description": a.description} for a in actions.values()}
             journal = export_journal(row, await client.store.list_steps(row.id))  # for cairn.testing.replay
-            echo_json({"run": run_json, "steps": [render.step_json(s) for s in steps], "journal": journal})
+            step_list = [render.step_json(s) for s in steps]
+            echo_json({"run": run_json, "steps": step_list, "actions": described, "journal": journal})
             return
         out = render.console()
-        out.print(render.run_header(row, time.time(), traceback=show_traceback, blocked=blocked))
+        now = await client.now()
+        out.print(render.run_header(row, now, traceback=show_traceback, blocked=blocked))
         out.print()
         if steps:
-            out.print(render.steps_table(steps))
+            labels = {a.id: a.name for a in actions.values() if a.name and a.name != render.short_name(a.id)}
+            out.print(render.steps_table(steps, out.width, labels, now))
+            drawn = render.timeline(steps, now, out.width)
+            if drawn is not None:
+                out.print()
+                out.print(drawn)
         else:
             out.print("no steps")
         logs = render.step_logs(steps)
@@ -574,7 +622,7 @@ def workers(db: str | None, as_json: bool) -> None:
         if not found:
             click.echo("no workers", err=True)
         else:
-            out.print(render.workers_table(found, now))
+            out.print(render.workers_table(found, now, out.width))
         if blocked:
             out.print(f"{len(blocked)} runs with work due that no live worker can do:")
             out.print(render.blocked_note(blocked), end="")
@@ -731,7 +779,12 @@ def bench(
     out: str | None,
 ) -> None:
     """Measure Cairn (optionally beside DBOS and raw SQL) on SQLite and PostgreSQL; see docs/benchmarks.md."""
+    import importlib.util
+
     from cairn.bench.run import SCENARIOS, Bench, summary_table
+
+    if "dbos" in compare.split(",") and importlib.util.find_spec("dbos") is None:
+        fail("--compare dbos needs DBOS, which is not installed: pip install 'cairn[bench]' (DBOS 3.4 and matplotlib)")
 
     bench_run = Bench(
         backends=_csv(backends, ("sqlite", "postgres"), "--backend"),

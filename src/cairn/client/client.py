@@ -19,7 +19,7 @@ from cairn.records import NewRun, RunRow, StepRow
 from cairn.registry import WorkflowDef, registry
 from cairn.serialization import dumps, to_jsonable
 from cairn.store.open import open_store, redact_url, resolve_url
-from cairn.store.protocol import RunFilters, Store, WorkerInfo, WorkflowInfo
+from cairn.store.protocol import ActionInfo, RunFilters, Store, WorkerInfo, WorkflowInfo
 from cairn.types import RunStatus
 from cairn.worker import dispatch
 
@@ -135,6 +135,10 @@ class Client:
 
     async def list_workflows(self) -> list[WorkflowInfo]:
         return await self.store.list_workflows()
+
+    async def list_actions(self) -> list[ActionInfo]:
+        """The actions workers registered, with their human names and descriptions."""
+        return await self.store.list_actions()
 
     async def runs_page(
         self,

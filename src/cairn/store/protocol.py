@@ -154,6 +154,16 @@ class WorkflowInfo:
     queue: str
 
 
+@dataclass(frozen=True, slots=True)
+class ActionInfo:
+    """An action as workers register it: its id, human name and description (Ziet's), queue."""
+
+    id: str
+    name: str
+    description: str
+    queue: str
+
+
 Listener = Callable[[Any], None]
 """Called on a notification with its in-process detail: an object the commit attached for waiters
 in this process (a finished run's row), or None (none attached, or it came from another process)."""
@@ -304,3 +314,8 @@ class Store(Protocol):
     async def register_workflows(self, infos: Sequence[WorkflowInfo]) -> None: ...
 
     async def list_workflows(self) -> list[WorkflowInfo]: ...
+
+    async def register_actions(self, infos: Sequence[ActionInfo]) -> None:
+        """Record the actions a worker serves (the latest registration of an id wins)."""
+
+    async def list_actions(self) -> list[ActionInfo]: ...

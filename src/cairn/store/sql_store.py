@@ -18,6 +18,7 @@ from cairn.store.base import WORK, Database, Tx, run_row, step_row
 from cairn.store.batch import TxBatcher
 from cairn.store.protocol import (
     ActionClaim,
+    ActionInfo,
     Commit,
     EventRow,
     Listener,
@@ -381,6 +382,20 @@ class SqlStore:
     async def list_workflows(self) -> list[WorkflowInfo]:
         rows = await self.db.transaction(lambda tx: tx.all("list_workflows", {}), write=False)
         return [WorkflowInfo(*r) for r in rows]
+
+    async def register_actions(self, infos: Sequence[ActionInfo]) -> None:
+        def tx_fn(tx: Tx) -> None:
+            now = tx.now()
+            rows = [
+                {"id": i.id, "name": i.name, "description": i.description, "queue": i.queue, "now": now} for i in infos
+            ]
+            tx.many("upsert_action", rows)
+
+        await self.db.transaction(tx_fn)
+
+    async def list_actions(self) -> list[ActionInfo]:
+        rows = await self.db.transaction(lambda tx: tx.all("list_actions", {}), write=False)
+        return [ActionInfo(*r) for r in rows]
 
 
 _COUNTS = {"status": "run_counts_by_status", "workflow": "run_counts_by_workflow", "queue": "run_counts_by_queue"}

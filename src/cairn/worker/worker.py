@@ -26,7 +26,7 @@ from cairn.records import NewRun, RunRow
 from cairn.registry import Registry, WorkflowDef, registry
 from cairn.store.base import WORK, call_soon_here
 from cairn.store.open import open_store
-from cairn.store.protocol import ActionClaim, RunClaim, Store, WorkerInfo, WorkflowInfo
+from cairn.store.protocol import ActionClaim, ActionInfo, RunClaim, Store, WorkerInfo, WorkflowInfo
 from cairn.types import RunStatus
 from cairn.worker import dispatch
 from cairn.worker.actions import ActionExecutor
@@ -114,6 +114,9 @@ class Worker:
         dispatch.register(self.store, self)
         await self.store.register_workflows(
             [WorkflowInfo(w.id, w.description, _schema(w), w.queue) for w in self.registry.workflows()]
+        )
+        await self.store.register_actions(
+            [ActionInfo(a.id, a.name, a.description, a.queue) for a in self.registry.actions()]
         )
         await self.store.heartbeat(self._info(), self.lease)
         self._runs_actions = bool(self.registry.actions())

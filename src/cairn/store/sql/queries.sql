@@ -183,6 +183,15 @@ ON CONFLICT (name) DO UPDATE SET description = excluded.description,
 -- name: list_workflows
 SELECT name, description, input_schema, queue FROM cairn_workflows ORDER BY name
 
+-- name: upsert_action
+INSERT INTO cairn_actions (id, name, description, queue, updated_at)
+VALUES (:id, :name, :description, :queue, :now)
+ON CONFLICT (id) DO UPDATE SET name = excluded.name, description = excluded.description,
+    queue = excluded.queue, updated_at = excluded.updated_at
+
+-- name: list_actions
+SELECT id, name, description, queue FROM cairn_actions ORDER BY id
+
 -- name: insert_event
 INSERT INTO cairn_events (run_id, at, kind, step, detail) VALUES (:run_id, :now, :kind, :step, :detail)
 
