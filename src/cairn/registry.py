@@ -58,6 +58,8 @@ class WorkflowDef:
     is_class: bool
     entry: Callable[..., Any]
     """The function holding the body: `run`/`handle` for a class, the function itself otherwise."""
+    init_input: bool = False
+    """Zenaton's style: the class takes the run's input in `__init__`, and `handle(self)` none."""
     is_async: bool = field(init=False)
     version: str = field(init=False)
 
@@ -84,7 +86,10 @@ class WorkflowDef:
         id_fn = getattr(self.target, "id", None)
         if id_fn is None or not callable(id_fn):
             return None
-        value = id_fn(instantiate(self.target), *args, **kwargs)
+        if self.init_input:  # Zenaton's `def id(self)`, on the object made from the input
+            value = id_fn(self.target(*args, **kwargs))
+        else:
+            value = id_fn(instantiate(self.target), *args, **kwargs)
         return None if value is None else str(value)
 
     def input_schema(self) -> dict[str, Any]:
@@ -121,8 +126,9 @@ Definition = ActionDef | WorkflowDef
 def instantiate(cls: Any) -> Any:
     """A workflow object: `cls()` when its __init__ needs no arguments, else an uninitialised one.
 
-    Zenaton-style classes took their input in __init__; here input goes to `run`, so such a
-    constructor is skipped rather than called with nothing.
+    A class whose __init__ takes the input (Zenaton's style: `init_input`) is made from the input
+    instead, by the engine; elsewhere (deriving an id from `run`'s input) such a constructor is
+    skipped rather than called with nothing.
     """
     try:
         params = inspect.signature(cls).parameters.values()

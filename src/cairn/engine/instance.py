@@ -135,7 +135,11 @@ class WorkflowInstance:
     async def _main(self) -> Any:
         args, kwargs = self.defn.signature.decode_args(self._input)
         entry = self.defn.entry
-        if self.defn.is_class:
+        if self.defn.init_input:  # Zenaton's style: the input goes to __init__, `handle(self)` takes none
+            self.obj = self.defn.target(*args, **kwargs)
+            args, kwargs = [], {}
+            bound = getattr(self.obj, entry.__name__)
+        elif self.defn.is_class:
             self.obj = instantiate(self.defn.target)
             bound = getattr(self.obj, entry.__name__)
         else:
