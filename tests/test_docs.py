@@ -24,7 +24,8 @@ def test_the_python_blocks_of_the_page_run(page: Path, tmp_path: Path) -> None:
     blocks = python_blocks(page.read_text())
     if not any(runnable for _, _, runnable in blocks):
         return
-    env = {**os.environ, "CAIRN_DATABASE_URL": f"sqlite:///{tmp_path}/cairn.db", "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "CAIRN_DATABASE_URL": f"sqlite:///{tmp_path}/cairn.db", "PYTHONPATH": path}
     done = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "docs_runner.py"), str(page), str(tmp_path)],
         cwd=tmp_path,
