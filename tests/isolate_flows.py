@@ -13,6 +13,7 @@ import ctypes
 import os
 import resource
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,3 +145,19 @@ async def always_crash_flow() -> str:
 @workflow
 async def raise_flow(message: str) -> str:
     return await raises(message)
+
+
+@action(isolate=True, retry=RetryPolicy(attempts=1))
+def complains(then_die: bool) -> str:
+    print("warning: the C library is unhappy", file=sys.stderr, flush=True)
+    if then_die:
+        os._exit(5)
+    return "survived"
+
+
+@workflow
+async def complaining_flow(then_die: bool) -> str:
+    try:
+        return await complains(then_die)
+    except cairn.ActionCrashed as exc:
+        return str(exc)

@@ -26,6 +26,8 @@ class ActionContext:
     memory_snapshot: dict[str, str] = field(default_factory=dict)
     memory_writes: list[tuple[str, str]] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
+    action_name: str = ""
+    """The action's human name (`@action(name=...)`), carried by log records."""
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -66,3 +68,31 @@ class _StepLogger(logging.LoggerAdapter[logging.Logger]):
 action_context: contextvars.ContextVar[ActionContext | None] = contextvars.ContextVar(
     "cairn_action_context", default=None
 )
+
+
+LOG_FIELDS = ("cairn_run_id", "cairn_step", "cairn_attempt", "cairn_action", "cairn_action_name")
+"""What every log record carries once a worker runs here: the run, step, attempt and action of the
+attempt that logged it (None outside one), for formatters (`%(cairn_run_id)s`) and log shippers."""
+
+_installed = False
+
+
+def install_log_fields() -> None:
+    """Add `LOG_FIELDS` to every log record made in this process (once; cheap: a context lookup)."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    make = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        ctx = action_context.get()
+        record.cairn_run_id = ctx.run_id if ctx else None
+        record.cairn_step = ctx.step if ctx else None
+        record.cairn_attempt = ctx.attempt if ctx else None
+        record.cairn_action = ctx.action_id if ctx else None
+        record.cairn_action_name = ctx.action_name if ctx else None
+        return record
+
+    logging.setLogRecordFactory(factory)

@@ -23,3 +23,27 @@ def check_name(value: Any, what: str, limit: int = MAX_NAME) -> str:
 def storable(value: str) -> bool:
     """Whether a name could have been stored at all: a lookup of one that could not finds nothing."""
     return "\x00" not in value
+
+
+def importable_module(module: str) -> str:
+    """The name `module` is importable by: itself, except for `__main__`, which becomes the name
+    the script would be imported by (`python shop.py` → `shop`, `python -m pkg.app` → `pkg.app`),
+    so that what a script defines belongs to the module `cairn worker shop` imports. `__main__`
+    is kept where the script is not importable (run from a directory that is not on sys.path)."""
+    if module != "__main__":
+        return module
+    import os
+    import sys
+
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        name = str(spec.name)
+        return name.removesuffix(".__main__") if name.endswith(".__main__") else name
+    path = getattr(main, "__file__", None)
+    if not path:
+        return module
+    folder, stem = os.path.split(os.path.abspath(path))
+    stem = os.path.splitext(stem)[0]
+    on_path = {os.path.abspath(p or os.curdir) for p in sys.path}
+    return stem if stem.isidentifier() and folder in on_path else module

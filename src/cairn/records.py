@@ -47,6 +47,8 @@ class NewRun:
     parent_id: str | None = None
     parent_seq: int | None = None
     code_version: str | None = None
+    trace: str | None = None
+    """The starter's trace context (JSON), stored with the run when tracing is on (cairn[otel])."""
 
     def born(self, owner: str, now: float) -> RunRow:
         """The run as a worker's first commit of it creates it: leased to that worker, token 1."""

@@ -6,13 +6,16 @@ importing `api`, which keeps the dependency arrows pointing down.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from types import ModuleType
+from typing import Any, Literal, overload
 
+from cairn.names import check_name, importable_module
 from cairn.policies import BackoffPolicy, RetryPolicy
 from cairn.serialization import Signature
 
@@ -38,7 +41,7 @@ class ActionDef:
 
     @property
     def origin(self) -> str:
-        return f"{self.fn.__module__}.{self.fn.__qualname__}"
+        return f"{importable_module(self.fn.__module__)}.{self.fn.__qualname__}"
 
 
 @dataclass(eq=False)
@@ -55,6 +58,8 @@ class WorkflowDef:
     is_class: bool
     entry: Callable[..., Any]
     """The function holding the body: `run`/`handle` for a class, the function itself otherwise."""
+    init_input: bool = False
+    """Zenaton's style: the class takes the run's input in `__init__`, and `handle(self)` none."""
     is_async: bool = field(init=False)
     version: str = field(init=False)
 
@@ -68,7 +73,7 @@ class WorkflowDef:
 
     @property
     def origin(self) -> str:
-        return f"{self.target.__module__}.{self.target.__qualname__}"
+        return f"{importable_module(self.target.__module__)}.{self.target.__qualname__}"
 
     def encode_input(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
         """A start's arguments, validated against the signature and encoded, before anything is written."""
@@ -81,7 +86,10 @@ class WorkflowDef:
         id_fn = getattr(self.target, "id", None)
         if id_fn is None or not callable(id_fn):
             return None
-        value = id_fn(instantiate(self.target), *args, **kwargs)
+        if self.init_input:  # Zenaton's `def id(self)`, on the object made from the input
+            value = id_fn(self.target(*args, **kwargs))
+        else:
+            value = id_fn(instantiate(self.target), *args, **kwargs)
         return None if value is None else str(value)
 
     def input_schema(self) -> dict[str, Any]:
@@ -118,8 +126,9 @@ Definition = ActionDef | WorkflowDef
 def instantiate(cls: Any) -> Any:
     """A workflow object: `cls()` when its __init__ needs no arguments, else an uninitialised one.
 
-    Zenaton-style classes took their input in __init__; here input goes to `run`, so such a
-    constructor is skipped rather than called with nothing.
+    A class whose __init__ takes the input (Zenaton's style: `init_input`) is made from the input
+    instead, by the engine; elsewhere (deriving an id from `run`'s input) such a constructor is
+    skipped rather than called with nothing.
     """
     try:
         params = inspect.signature(cls).parameters.values()
@@ -137,9 +146,29 @@ class Registry:
 
     def __init__(self) -> None:
         self._defs: dict[str, Definition] = {}
+        self._substitutes: dict[str, ActionDef] = {}
         self._lock = threading.Lock()
 
-    def register(self, defn: Definition) -> Definition:
+    @overload
+    def register(self, defn: Definition, /) -> Definition: ...
+
+    @overload
+    def register(self, module: ModuleType | str, name: str, func: Callable[..., Any], /) -> Definition: ...
+
+    def register(
+        self, what: Definition | ModuleType | str, name: str | None = None, func: Callable[..., Any] | None = None, /
+    ) -> Definition:
+        """Register a definition, or (Waymark's form) `register(module, name, func)`: the function
+        as an action with id `module.name` and the default policies. A different function under an
+        id that is taken raises ValueError; the same origin again replaces it (a module reload)."""
+        if isinstance(what, ActionDef | WorkflowDef):
+            return self._register(what)
+        if name is None or func is None or not callable(func):
+            raise TypeError("register takes a definition, or (module, name, func) with a callable func")
+        module = what.__name__ if isinstance(what, ModuleType) else str(what)
+        return self._register(plain_action(func, f"{module}.{name}", name))
+
+    def _register(self, defn: Definition) -> Definition:
         with self._lock:
             existing = self._defs.get(defn.id)
             if existing is not None and existing.origin != defn.origin:
@@ -150,12 +179,32 @@ class Registry:
             self._defs[defn.id] = defn
             return defn
 
-    def get(self, id: str) -> Definition | None:
-        return self._defs.get(id)
+    def get(self, id: str, name: str | None = None) -> Definition | None:
+        """The definition registered as `id`; `get(module, name)` (Waymark's form) looks up `module.name`."""
+        return self._defs.get(id if name is None else f"{id}.{name}")
 
     def action(self, id: str) -> ActionDef | None:
-        d = self._defs.get(id)
+        """The action a worker runs for steps named `id` (a test's substitute while one is in place)."""
+        d = self._substitutes.get(id) or self._defs.get(id)
         return d if isinstance(d, ActionDef) else None
+
+    @contextlib.contextmanager
+    def substituted(self, defn: ActionDef) -> Iterator[None]:
+        """Run `defn` for steps of the action registered under `defn.id` while the block lasts: the
+        seam `cairn.testing`'s `replace_action` uses (the journal still records the action's id)."""
+        if not isinstance(self._defs.get(defn.id), ActionDef):
+            raise KeyError(f"no action is registered as {defn.id!r}")
+        with self._lock:
+            previous = self._substitutes.get(defn.id)
+            self._substitutes[defn.id] = defn
+        try:
+            yield
+        finally:
+            with self._lock:
+                if previous is None:
+                    self._substitutes.pop(defn.id, None)
+                else:
+                    self._substitutes[defn.id] = previous
 
     def workflow(self, id: str) -> WorkflowDef | None:
         d = self._defs.get(id)
@@ -181,6 +230,7 @@ class Registry:
     def reset(self) -> None:
         with self._lock:
             self._defs.clear()
+            self._substitutes.clear()
 
     def __iter__(self) -> Iterator[Definition]:
         return iter(self.entries())
@@ -189,4 +239,30 @@ class Registry:
         return len(self._defs)
 
 
+def plain_action(fn: Callable[..., Any], id: str, name: str) -> ActionDef:
+    """An action definition for a plain function, with the default policies."""
+    check_name(id, "action id")
+    return ActionDef(
+        id=id,
+        fn=fn,
+        name=name,
+        description=(fn.__doc__ or "").strip(),
+        timeout=None,
+        retry=RetryPolicy(),
+        retry_chosen=False,
+        backoff=BackoffPolicy(),
+        queue="default",
+        isolate=False,
+        signature=Signature.of(fn, id),
+    )
+
+
 registry = Registry()
+"""The process-wide registry: the decorators register here and workers serve what it holds."""
+
+# `cairn.registry` is this module: its functions act on the process-wide registry.
+register = registry.register
+get = registry.get
+names = registry.names
+entries = registry.entries
+reset = registry.reset

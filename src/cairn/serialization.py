@@ -336,27 +336,39 @@ def error_from_json(data: Json) -> BaseException:
     return exc
 
 
-# --- the payload functions named in SPEC.md (Waymark-compatible shapes, JSON instead of protobuf) ---
+# --- result payloads (Waymark's helpers: the same names and shapes, JSON instead of protobuf) ---
+#
+# For tooling that reads persisted results: `serialize_result_payload(value)` and
+# `serialize_error_payload(exc)` give the JSON text, `deserialize_result_payload(text)` an
+# `ActionResultPayload` with `result` and `error` (the error as Cairn records it: type, module,
+# message, traceback). `cairn.serialization.error_from_json(error)` turns such an error back into an
+# exception of its original type.
 
 
 @dataclass(frozen=True)
 class ActionResultPayload:
+    """What a payload carried: the result of a successful action, or the error it failed with."""
+
     result: Json | None
     error: Json | None
 
 
 def serialize_result_payload(value: Any) -> str:
-    """JSON text carrying a successful action result."""
+    """JSON text carrying a successful action result (pydantic models and the like made plain)."""
     return dumps({"result": value}, "action result")
 
 
-def serialize_error_payload(action: str, exc: BaseException) -> str:
-    """JSON text carrying an action's failure, naming the action."""
-    return dumps({"error": {**error_to_json(exc), "action": action}}, f"error of {action}")
+def serialize_error_payload(exc: BaseException, action: str | None = None) -> str:
+    """JSON text carrying the error an action raised (its type, module, message and traceback);
+    `action` names the action in it, when given."""
+    error = error_to_json(exc)
+    if action is not None:
+        error["action"] = action
+    return dumps({"error": error}, f"error of {action or type(exc).__name__}")
 
 
 def deserialize_result_payload(payload: str | bytes | None) -> ActionResultPayload:
-    """Inverse of serialize_result_payload / serialize_error_payload."""
+    """The inverse of `serialize_result_payload` and `serialize_error_payload`."""
     if payload is None:
         return ActionResultPayload(result=None, error=None)
     data = json.loads(payload)

@@ -115,3 +115,16 @@ async def test_action_in_main_is_refused_before_spawning() -> None:
     )
     with pytest.raises(RuntimeError, match="must live in an importable module"):
         await run_isolated(defn, "{}", ActionContext(None, "main.local", 1, None), None)
+
+
+async def test_the_childs_stderr_is_kept_with_the_step_and_named_in_a_crash(
+    client: cairn.Client, worker: cairn.Worker
+) -> None:
+    survived = await client.start(isolate_flows.complaining_flow, False)
+    assert await survived.result(timeout=30) == "survived"
+    (step,) = await survived.steps()
+    assert "STDERR warning: the C library is unhappy" in step.logs
+    died = await client.start(isolate_flows.complaining_flow, True)
+    message = await died.result(timeout=30)
+    assert "exited with code 5" in message
+    assert "its stderr ended with: warning: the C library is unhappy" in message

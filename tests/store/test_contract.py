@@ -272,3 +272,50 @@ async def test_prune_deletes_old_finished_runs_in_batches_keeping_parents_of_liv
     assert await store.list_events("old1") == [] and await store.list_events("old2") == []
     await store.cancel("kid")
     assert await store.prune(await store.now() + 1, None, 10) == 2  # now the parent goes too (and the kid)
+
+
+@covers("clock")
+async def test_the_database_clock_follows_the_stores_clock(store: Store) -> None:
+    from cairn.clock import SYSTEM, SkippingClock
+
+    assert store.clock is SYSTEM
+    clock = SkippingClock()
+    store.clock = clock
+    try:
+        clock.advance(86_400)
+        assert await store.now() - time.time() > 86_399  # cairn_now() on both backends
+        assert await store.insert_run(new("r-clock")) is None
+        run = await store.get_run("r-clock")
+        assert run is not None and run.created_at - time.time() > 86_399
+    finally:
+        store.clock = SYSTEM
+    assert abs(await store.now() - time.time()) < 5
+
+
+@covers("run_trace")
+async def test_a_runs_trace_context_is_stored_and_a_child_inherits_its_parents(store: Store) -> None:
+    traced = NewRun("r-traced", WF, '{"x":1}', "default", trace='{"traceparent": "00-ab-cd-01"}')
+    await store.insert_run(traced)
+    await store.insert_run(NewRun("r-child", WF, '{"x":1}', "default", parent_id="r-traced", parent_seq=1))
+    await store.insert_run(new("r-plain"))
+    assert await store.run_trace("r-traced") == (WF, '{"traceparent": "00-ab-cd-01"}')
+    assert await store.run_trace("r-child") == (WF, '{"traceparent": "00-ab-cd-01"}')
+    assert await store.run_trace("r-plain") == (WF, None)
+    assert await store.run_trace("nope") is None
+
+
+@covers("register_actions", "list_actions")
+async def test_actions_are_registered_with_their_human_name_and_description(store: Store) -> None:
+    from cairn.store.protocol import ActionInfo
+
+    await store.register_actions([ActionInfo("b.charge", "Charge Card", "Charge via Stripe", "default")])
+    await store.register_actions(
+        [
+            ActionInfo("b.charge", "Charge the card", "Charge via Stripe", "billing"),
+            ActionInfo("a.x", "x", "", "default"),
+        ]
+    )
+    assert await store.list_actions() == [
+        ActionInfo("a.x", "x", "", "default"),
+        ActionInfo("b.charge", "Charge the card", "Charge via Stripe", "billing"),
+    ]

@@ -17,7 +17,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 from cairn.dependencies import invoke_with_dependencies
 from cairn.engine.runtime import current_runtime, thread_bridge
 from cairn.errors import NotInWorkflow
-from cairn.names import check_name
+from cairn.names import check_name, importable_module
 from cairn.policies import BackoffPolicy, RetryPolicy, seconds
 from cairn.registry import ActionDef, registry
 from cairn.serialization import Signature
@@ -213,7 +213,7 @@ def action(
             raise TypeError(f"{f.defn.id} is already an action; apply @action once")
         if not callable(f):
             raise TypeError(f"@action needs a function, got {f!r}")
-        action_id = check_name(id or f"{f.__module__}.{f.__qualname__}", "action id")
+        action_id = check_name(id or f"{importable_module(f.__module__)}.{f.__qualname__}", "action id")
         check_name(queue, f"queue of action {action_id}")
         defn = ActionDef(
             id=action_id,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 from collections.abc import Callable, Coroutine, Generator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
@@ -11,7 +13,7 @@ from cairn.api.action import ActionCall
 from cairn.engine.lint import check_workflow
 from cairn.engine.runtime import Runtime, current_runtime, thread_bridge
 from cairn.errors import NotInWorkflow, UnknownWorkflowError
-from cairn.names import check_name
+from cairn.names import check_name, importable_module
 from cairn.policies import BackoffPolicy, RetryPolicy, seconds
 from cairn.registry import WorkflowDef, registry
 from cairn.serialization import Signature, dumps
@@ -40,7 +42,11 @@ class Workflow:
         backoff: BackoffPolicy | None = None,
         timeout: float | timedelta | None = None,
     ) -> Any:
-        """Await an action call with per-call retry, backoff or timeout."""
+        """Await an action call with per-call retry, backoff or timeout. Outside a workflow (the
+        workflow called directly, as in a unit test) the action has already run as a plain call:
+        its value is returned (awaited, for an async action), and the options do not apply."""
+        if current_runtime() is None:  # called directly (a test, a script): the action ran as a plain call
+            return await call if inspect.isawaitable(call) else call
         if not isinstance(call, ActionCall):
             raise TypeError(
                 f"run_action expects an action call such as my_action(x), got {call!r}; "
@@ -130,6 +136,27 @@ class WorkflowFunction:
 WorkflowRef = type[Workflow] | WorkflowFunction | str
 
 
+def _init_signature(cls: type, entry: Callable[..., Any], workflow_id: str) -> Signature:
+    """The input of `__init__` with the result type of `handle`."""
+    taken = Signature.of(cls.__init__, workflow_id, skip_first=True)  # type: ignore[misc]
+    returned = Signature.of(entry, workflow_id, skip_first=True)
+    hints = {k: v for k, v in taken.hints.items() if k != "return"}
+    if "return" in returned.hints:
+        hints["return"] = returned.hints["return"]
+    shape = taken.signature.replace(return_annotation=returned.signature.return_annotation)
+    return dataclasses.replace(taken, signature=shape, hints=hints)
+
+
+def _takes_input_in_init(cls: type, entry: Callable[..., Any]) -> bool:
+    """Zenaton's style: `__init__(self, user)` takes the input and `handle(self)` takes nothing."""
+    init = getattr(cls, "__init__", object.__init__)
+    if init is object.__init__:
+        return False
+    init_params = list(inspect.signature(init).parameters.values())[1:]
+    entry_params = list(inspect.signature(entry).parameters.values())[1:]
+    return bool(init_params) and not entry_params
+
+
 def resolve_workflow(ref: Any) -> WorkflowDef:
     """A class, a decorated function, or a registered id/name → its definition."""
     defn = getattr(ref, "__cairn_workflow__", None)
@@ -198,7 +225,8 @@ def workflow(
             entry = t
         else:
             raise TypeError(f"@workflow needs a class or a function, got {t!r}")
-        wf_id = check_name(id or f"{t.__module__}.{t.__qualname__}", "workflow id")
+        init_input = is_class and _takes_input_in_init(t, entry)
+        wf_id = check_name(id or f"{importable_module(t.__module__)}.{t.__qualname__}", "workflow id")
         check_name(queue, f"queue of workflow {wf_id}")
         defn = WorkflowDef(
             id=wf_id,
@@ -208,9 +236,10 @@ def workflow(
             timeout=seconds(timeout, f"timeout of workflow {wf_id}"),
             queue=queue,
             on_failure=on_failure,
-            signature=Signature.of(entry, wf_id, skip_first=is_class),
+            signature=_init_signature(t, entry, wf_id) if init_input else Signature.of(entry, wf_id, is_class),
             is_class=is_class,
             entry=entry,
+            init_input=init_input,
         )
         check_workflow(t, entry, workflow_id=wf_id)  # static determinism check, before registering
         registry.register(defn)

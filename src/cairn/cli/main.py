@@ -21,26 +21,43 @@ import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 import cairn
-from cairn.cli import render
-from cairn.registry import registry
-from cairn.serialization import loads
-from cairn.store.open import redact_url
+from cairn.cli.lazy import Lazy
+from cairn.errors import CairnError
 from cairn.types import RunStatus
-from cairn.worker.worker import DEFAULT_CONCURRENCY
+from cairn.worker.defaults import DEFAULT_CONCURRENCY
+
+if TYPE_CHECKING:
+    from cairn.cli import render
+    from cairn.registry import registry
+else:  # imported when a command first needs them: `cairn --help` stays fast (tests/test_cli_speed.py)
+    render = Lazy("cairn.cli.render")
+    registry = Lazy("cairn.registry", "registry")
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXPECTED: tuple[type[BaseException], ...] = (cairn.CairnError, ValueError, NotImplementedError)
+EXPECTED: tuple[type[BaseException], ...] = (CairnError, ValueError, NotImplementedError)
 """Errors that are the user's to fix: printed as `error: ...` with exit code 2."""
 
 
 # --- plumbing ---------------------------------------------------------------------------------
+
+
+def loads(text: str | None) -> Any:
+    from cairn.serialization import loads as decode
+
+    return decode(text)
+
+
+def redact_url(url: str) -> str:
+    from cairn.store.open import redact_url as redact
+
+    return redact(url)
 
 
 class Failure(Exception):
@@ -91,6 +108,10 @@ def db_option(fn: F) -> F:
 
 def json_flag(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(fn)
+
+
+def wait_option(help: str) -> Callable[[F], F]:
+    return click.option("--wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS", help=help)
 
 
 def parse_json(text: str, option: str) -> Any:
@@ -239,6 +260,12 @@ def worker(
     show_default=True,
     help="Port of the dashboard and HTTP API, on 127.0.0.1 (0: any free port).",
 )
+@click.option(
+    "--reload/--no-reload",
+    default=True,
+    show_default=True,
+    help="Restart the worker when a .py file under the current directory changes (watchfiles).",
+)
 def dev(
     modules: tuple[str, ...],
     db: str | None,
@@ -248,9 +275,38 @@ def dev(
     poll: float | None,
     log_level: str,
     port: int,
+    reload: bool,
 ) -> None:
-    """Run a worker and the dashboard in one process (SQLite ./cairn.db unless --db or CAIRN_DATABASE_URL)."""
+    """Run a worker and the dashboard in one process (SQLite ./cairn.db unless --db or CAIRN_DATABASE_URL),
+    restarted when your code changes."""
+    if reload:
+        reload_on_change(sys.argv[1:] if sys.argv[1:2] == ["dev"] else ["dev", *_dev_args(modules, db, port)])
+        return
     serve(modules, WorkerOptions(db, concurrency, parse_queues(queues), lease, poll), log_level, dashboard=port)
+
+
+def _dev_args(modules: Sequence[str], db: str | None, port: int) -> list[str]:
+    """The command line of `cairn dev` when it was not started as one (called from Python)."""
+    return [*modules, *(["--db", db] if db else []), "--port", str(port)]
+
+
+def reload_on_change(args: list[str]) -> None:
+    """Run `cairn <args> --no-reload` in a child process and restart it whenever a Python file
+    under the current directory changes (as uvicorn --reload does); Ctrl-C or SIGTERM stop it."""
+    import shlex
+
+    import watchfiles
+
+    command = shlex.join([sys.executable, "-m", "cairn", *args, "--no-reload"])
+
+    def changed(changes: set[tuple[watchfiles.Change, str]]) -> None:
+        names = sorted({os.path.relpath(path) for _, path in changes})
+        click.echo(f"cairn dev: {', '.join(names[:5])} changed; restarting the worker", err=True)
+
+    click.echo(f"cairn dev: watching {os.getcwd()} for changes to .py files", err=True)
+    watchfiles.run_process(
+        os.getcwd(), target=command, target_type="command", watch_filter=watchfiles.PythonFilter(), callback=changed
+    )
 
 
 def serve(modules: Sequence[str], options: WorkerOptions, log_level: str, dashboard: int | None = None) -> None:
@@ -355,13 +411,7 @@ async def supervise(w: cairn.Worker, announcement: str) -> int:
 )
 @click.option("--id", "run_id", default=None, help="Run id; starting an existing id returns that run.")
 @click.option("--queue", default=None, help="Queue (default: the workflow's).")
-@click.option(
-    "--wait",
-    type=click.FloatRange(min=0),
-    default=None,
-    metavar="SECONDS",
-    help="Wait up to SECONDS for the result and print it as JSON.",
-)
+@wait_option("Wait up to SECONDS for the result and print it as JSON.")
 @db_option
 @click.option(
     "--import",
@@ -413,24 +463,60 @@ async def start_run(
     handle = await client.start(name, *args, id=run_id, queue=queue, **kwargs)
     row = await handle.describe()
     click.echo(f"run {handle.id}: {row.status.value}")
+    unserved = await client.unserved([handle.id])
+    if handle.id in unserved:  # it waits, and nothing says so unless we do
+        click.echo(f"warning: {unserved[handle.id]}", err=True)
     if not handle.created:
         differs = " with other input" if handle.input_differs else ""
         click.echo(f"note: run {handle.id} existed already (started{differs} earlier); nothing was started", err=True)
     if wait is None:
         return 0
-    with contextlib.suppress(Exception):  # the run's own failure re-raised, or the wait timed out: the row says
-        await handle.result(timeout=wait)
+    return await report_outcome(handle, wait)
+
+
+async def report_outcome(handle: cairn.RunHandle, wait: float | None, as_json: bool = False) -> int:
+    """Wait up to `wait` seconds (None: not at all) for the run to finish, with a spinner on a
+    terminal; print its result (exit 0), or its error or that it is not finished (exit 1)."""
+    if wait:
+        spinner = render.console(stderr=True).status(f"waiting for run {handle.id} (up to {wait:g}s)")
+        with spinner, contextlib.suppress(Exception):  # the run's own failure re-raised, or the wait timed out
+            await handle.result(timeout=wait)
     row = await handle.describe()
+    if as_json:
+        echo_json({"id": row.id, "status": row.status.value, "result": loads(row.result), "error": loads(row.error)})
+        return 0 if row.status == RunStatus.COMPLETED else 1
     if row.status == RunStatus.COMPLETED:
         click.echo(json.dumps(loads(row.result), ensure_ascii=False))
         return 0
     if not row.status.is_terminal:
-        click.echo(f"error: run {handle.id} did not finish within {wait:g}s (status: {row.status.value})", err=True)
+        within = f"within {wait:g}s " if wait else ""
+        click.echo(f"error: run {handle.id} did not finish {within}(status: {row.status.value})", err=True)
         return 1
     error = loads(row.error)
     detail = render.format_error(error) if error is not None else "the run was cancelled"
     click.echo(f"run {handle.id} {row.status.value}: {detail}", err=True)
     return 1
+
+
+@cli.command()
+@click.argument("run_id", metavar="RUN")
+@wait_option("Wait up to SECONDS for the run to finish (default: answer at once).")
+@db_option
+@json_flag
+def result(run_id: str, wait: float | None, db: str | None, as_json: bool) -> None:
+    """Print RUN's result as JSON (exit 0), or its error or status when it has none (exit 1)."""
+
+    async def body(client: cairn.Client) -> int:
+        handle = client.get(run_id)
+        try:
+            await handle.describe()
+        except cairn.RunNotFound:
+            raise Failure(f"no run with id {run_id!r} in {redact_url(client.url)}") from None
+        return await report_outcome(handle, wait, as_json)
+
+    code = run(with_client(db, body))
+    if code:
+        sys.exit(code)
 
 
 # --- runs / show / workers --------------------------------------------------------------------
@@ -455,7 +541,7 @@ def runs(status: str | None, workflow: str | None, limit: int, db: str | None, a
             click.echo("no runs", err=True)
         else:
             out = render.console()
-            out.print(render.runs_table(rows, time.time(), blocked))
+            out.print(render.runs_table(rows, time.time(), blocked, out.width))
             if blocked:
                 out.print(render.blocked_note(blocked), end="")
 
@@ -482,15 +568,28 @@ def show(
             raise Failure(f"no run with id {run_id!r} in {redact_url(client.url)}") from None
         steps = await handle.steps()
         blocked = await handle.diagnose()
+        used = {s.name for s in steps}
+        actions = {a.id: a for a in await client.list_actions() if a.id in used}
         if as_json:
+            from cairn.worker.replay import export_journal
+
             run_json = {**render.run_json(row), "blocked": blocked}
-            echo_json({"run": run_json, "steps": [render.step_json(s) for s in steps]})
+            described = {a.id: {"name": a.name, "description": a.description} for a in actions.values()}
+            journal = export_journal(row, await client.store.list_steps(row.id))  # for cairn.testing.replay
+            step_list = [render.step_json(s) for s in steps]
+            echo_json({"run": run_json, "steps": step_list, "actions": described, "journal": journal})
             return
         out = render.console()
-        out.print(render.run_header(row, time.time(), traceback=show_traceback, blocked=blocked))
+        now = await client.now()
+        out.print(render.run_header(row, now, traceback=show_traceback, blocked=blocked))
         out.print()
         if steps:
-            out.print(render.steps_table(steps))
+            labels = {a.id: a.name for a in actions.values() if a.name and a.name != render.short_name(a.id)}
+            out.print(render.steps_table(steps, out.width, labels, now))
+            drawn = render.timeline(steps, now, out.width)
+            if drawn is not None:
+                out.print()
+                out.print(drawn)
         else:
             out.print("no steps")
         logs = render.step_logs(steps)
@@ -524,7 +623,7 @@ def workers(db: str | None, as_json: bool) -> None:
         if not found:
             click.echo("no workers", err=True)
         else:
-            out.print(render.workers_table(found, now))
+            out.print(render.workers_table(found, now, out.width))
         if blocked:
             out.print(f"{len(blocked)} runs with work due that no live worker can do:")
             out.print(render.blocked_note(blocked), end="")
@@ -706,7 +805,12 @@ def bench(
     out: str | None,
 ) -> None:
     """Measure Cairn (optionally beside DBOS and raw SQL) on SQLite and PostgreSQL; see docs/benchmarks.md."""
+    import importlib.util
+
     from cairn.bench.run import SCENARIOS, Bench, summary_table
+
+    if "dbos" in compare.split(",") and importlib.util.find_spec("dbos") is None:
+        fail("--compare dbos needs DBOS, which is not installed: pip install 'cairn[bench]' (DBOS 3.4 and matplotlib)")
 
     bench_run = Bench(
         backends=_csv(backends, ("sqlite", "postgres"), "--backend"),
@@ -733,6 +837,8 @@ def bench(
     else:
         render.console().print(summary_table(results))
 
+
+import cairn.cli.replay  # noqa: E402  (`cairn replay` joins the group defined above)
 
 if __name__ == "__main__":
     main()

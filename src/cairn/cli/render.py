@@ -142,29 +142,42 @@ def run_duration(row: RunRow, now: float) -> str:
 # --- runs -------------------------------------------------------------------------------------
 
 
-def runs_table(rows: list[RunRow], now: float, blocked: dict[str, str] | None = None) -> Table:
+NARROW = 100
+"""Below this many columns, tables drop their low-value columns (and show short names) rather
+than fold names mid-word."""
+
+
+def short_name(name: str) -> str:
+    """`billing.flows.Checkout` → `Checkout`: what a narrow table shows of a dotted id."""
+    return name.rsplit(".", 1)[-1] or name
+
+
+def runs_table(rows: list[RunRow], now: float, blocked: dict[str, str] | None = None, width: int = 200) -> Table:
     """Runs, one a line; a run that cannot progress (`blocked`: no live worker can do its work)
-    has its status marked with "!" and the reason in a note under the table."""
+    has its status marked with "!" and the reason in a note under the table. Narrower than
+    `NARROW`, the creation time and activations are dropped and workflows shown by short name."""
+    narrow = width < NARROW
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    table.add_column("id", no_wrap=True, style="bold")
-    table.add_column("workflow", overflow="fold")
+    table.add_column("id", no_wrap=True, style="bold", overflow="ellipsis")
+    table.add_column("workflow", no_wrap=True, overflow="ellipsis")
     table.add_column("status", no_wrap=True)
-    table.add_column("created", no_wrap=True)
+    if not narrow:
+        table.add_column("created", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
-    table.add_column("activations", justify="right")
+    if not narrow:
+        table.add_column("activations", justify="right")
     blocked = blocked or {}
     for row in rows:
         status = run_status(row.status)
         if row.id in blocked:
             status.append(" !", style="bold yellow")
-        table.add_row(
-            Text(row.id),
-            Text(row.workflow),
-            status,
-            Text(fmt_time(row.created_at)),
-            Text(run_duration(row, now)),
-            Text(str(row.activations)),
-        )
+        cells = [Text(row.id), Text(short_name(row.workflow) if narrow else row.workflow), status]
+        if not narrow:
+            cells.append(Text(fmt_time(row.created_at)))
+        cells.append(Text(run_duration(row, now)))
+        if not narrow:
+            cells.append(Text(str(row.activations)))
+        table.add_row(*cells)
     return table
 
 
@@ -212,31 +225,75 @@ def run_header(row: RunRow, now: float, traceback: bool = False, blocked: str | 
     return grid
 
 
-def steps_table(steps: list[StepInfo]) -> Table:
+def steps_table(
+    steps: list[StepInfo], width: int = 200, labels: dict[str, str] | None = None, now: float | None = None
+) -> Table:
+    """The journal, a step a line. `labels` gives actions' human names (`@action(name=...)`,
+    as workers registered them); narrower than `NARROW`, arguments and attempts are dropped.
+    A timer not yet fired says when it falls due."""
+    narrow = width < NARROW
+    labels = labels or {}
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("seq", justify="right", no_wrap=True)
     table.add_column("kind", no_wrap=True)
-    table.add_column("name", overflow="fold")
-    table.add_column("arguments", overflow="fold")
+    table.add_column("name", no_wrap=True, overflow="ellipsis")
+    if not narrow:
+        table.add_column("arguments", overflow="fold")
     table.add_column("status", no_wrap=True)
-    table.add_column("attempts", justify="right", no_wrap=True)
+    if not narrow:
+        table.add_column("attempts", justify="right", no_wrap=True)
     table.add_column("ms", justify="right", no_wrap=True)
-    table.add_column("result / error", overflow="fold")
+    table.add_column("result / error", no_wrap=narrow, overflow="ellipsis" if narrow else "fold")
     for step in steps:
-        table.add_row(
-            Text(str(step.seq)),
-            Text(step.kind.value),
-            Text(step.name),
-            Text(truncate(format_args(step.args), ARGS_WIDTH), style="dim"),
-            step_status(step.status),
-            Text(str(step.attempt)),
-            Text(fmt_ms(step.duration)),
-            _outcome(step),
-        )
+        name = short_name(step.name) if narrow and step.kind.value == "action" else step.name
+        label = labels.get(step.name)
+        cells: list[Text] = [Text(str(step.seq)), Text(step.kind.value), Text(label or name)]
+        if not narrow:
+            cells.append(Text(truncate(format_args(step.args), ARGS_WIDTH), style="dim"))
+        cells.append(step_status(step.status))
+        if not narrow:
+            cells.append(Text(str(step.attempt)))
+        cells += [Text(fmt_ms(step.duration)), _outcome(step, now)]
+        table.add_row(*cells)
     return table
 
 
-def _outcome(step: StepInfo) -> Text:
+TIMELINE_KINDS = {"action": "█", "timer": "░", "signal": "▒", "child": "▓"}
+
+
+def timeline(steps: list[StepInfo], until: float, width: int = 200) -> RenderableType | None:
+    """The steps drawn to scale in time, a bar each from when it was scheduled to when it ended (or
+    `until` while it runs): parallel steps show as overlapping bars. None when there are no steps."""
+    timed = [s for s in steps if s.kind.value in TIMELINE_KINDS]
+    if not timed:
+        return None
+    start = min(s.created_at for s in timed)
+    end = max([until if s.completed_at is None else s.completed_at for s in timed] + [start])
+    span = max(end - start, 1e-6)
+    label_width = min(24, max(len(f"{s.seq} {short_name(s.name)}") for s in timed))
+    bar_width = max(10, min(60, width - label_width - 12))
+    lines = Table.grid(padding=(0, 1))
+    lines.add_column(no_wrap=True, overflow="ellipsis", width=label_width)
+    lines.add_column(no_wrap=True)
+    lines.add_column(justify="right", no_wrap=True)
+    for s in timed:
+        finished = s.completed_at if s.completed_at is not None else until
+        first = int((s.created_at - start) / span * (bar_width - 1))
+        last = max(first, int((finished - start) / span * (bar_width - 1)))
+        bar = Text(" " * first)
+        bar.append(TIMELINE_KINDS[s.kind.value] * (last - first + 1), style=_STEP_STYLES.get(s.status, ""))
+        bar.append(" " * (bar_width - last - 1))
+        took = fmt_duration(max(0.0, finished - s.created_at)) + ("" if s.completed_at is not None else "…")
+        lines.add_row(Text(f"{s.seq} {short_name(s.name)}"), bar, Text(took))
+    legend = Text("  ".join(f"{mark} {kind}" for kind, mark in TIMELINE_KINDS.items()), style="dim")
+    scale = Text(f"0 … {fmt_duration(span)} from the first step", style="dim")
+    return Group(Text("Timeline", style="bold"), lines, legend, scale)
+
+
+def _outcome(step: StepInfo, now: float | None = None) -> Text:
+    if step.due_at is not None and step.kind.value == "timer" and step.status == StepStatus.SCHEDULED:
+        when = fmt_time(step.due_at)
+        return Text(f"due {when}" + ("" if now is None else f" (in {fmt_duration(max(0.0, step.due_at - now))})"))
     if step.error is not None:
         return Text(truncate(format_error(step.error), VALUE_WIDTH), style="red")
     if step.status == StepStatus.COMPLETED:
@@ -327,26 +384,37 @@ def step_json(step: StepInfo) -> dict[str, Any]:
 # --- workers ----------------------------------------------------------------------------------
 
 
-def workers_table(workers: list[WorkerInfo], now: float) -> Table:
+def workers_table(workers: list[WorkerInfo], now: float, width: int = 200) -> Table:
+    """Workers and their heartbeats; narrower than `NARROW`, host, pid and start time are dropped
+    (the id holds host and pid)."""
+    narrow = width < NARROW
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    table.add_column("id", no_wrap=True, style="bold")
-    table.add_column("host", overflow="fold")
-    table.add_column("pid", justify="right", no_wrap=True)
+    table.add_column("id", no_wrap=True, style="bold", overflow="ellipsis")
+    if not narrow:
+        table.add_column("host", no_wrap=True, overflow="ellipsis")
+        table.add_column("pid", justify="right", no_wrap=True)
     table.add_column("queues", overflow="fold")
     table.add_column("in flight", justify="right", no_wrap=True)
-    table.add_column("started", no_wrap=True)
+    if not narrow:
+        table.add_column("started", no_wrap=True)
     table.add_column("heartbeat age (s)", justify="right", no_wrap=True)
     for w in workers:
         age = max(0.0, now - w.heartbeat_at)
-        table.add_row(
-            Text(w.id),
-            Text(w.host),
-            Text(str(w.pid)),
-            Text(w.queues),
-            Text(str(w.in_flight)),
-            Text(fmt_time(w.started_at)),
-            Text(f"{age:.1f}" + (" (stale)" if age > STALE_AFTER else ""), style="yellow" if age > STALE_AFTER else ""),
+        heartbeat = Text(
+            f"{age:.1f}" + (" (stale)" if age > STALE_AFTER else ""), style="yellow" if age > STALE_AFTER else ""
         )
+        if narrow:
+            table.add_row(Text(w.id), Text(w.queues), Text(str(w.in_flight)), heartbeat)
+        else:
+            table.add_row(
+                Text(w.id),
+                Text(w.host),
+                Text(str(w.pid)),
+                Text(w.queues),
+                Text(str(w.in_flight)),
+                Text(fmt_time(w.started_at)),
+                heartbeat,
+            )
     return table
 
 

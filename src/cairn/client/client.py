@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import math
 import os
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from cairn import telemetry
 from cairn.client.waiter import Waiters
 from cairn.errors import RunIdConflict, RunNotFound, SerializationError, UnknownWorkflowError
 from cairn.names import check_name, storable
@@ -21,7 +23,7 @@ from cairn.records import NewRun, RunRow, StepRow
 from cairn.registry import WorkflowDef, registry
 from cairn.serialization import dumps, to_jsonable
 from cairn.store.open import open_store, redact_url, resolve_url
-from cairn.store.protocol import RunFilters, Store, WorkerInfo, WorkflowInfo
+from cairn.store.protocol import ActionInfo, RunFilters, Store, WorkerInfo, WorkflowInfo
 from cairn.types import RunStatus
 from cairn.worker import dispatch
 
@@ -83,15 +85,12 @@ class Client:
         _check_run_id(run_id)
         if queue is not None:
             check_name(queue, "queue name")
-        new = NewRun(run_id, name, encoded, queue or default_queue, code_version=version)
-        existing: RunRow | None = None
-        for dispatcher in dispatch.local(self.store):  # a worker in this process may take it at birth
-            taken = await dispatcher.start_run(new)
-            if taken is not None:
-                existing = None if taken[1] else taken[0]
-                break
-        else:
-            existing = await self.store.insert_run(new)
+        with telemetry.span("cairn.start", run_id=run_id, workflow=name):  # nothing when tracing is off
+            new = NewRun(run_id, name, encoded, queue or default_queue, code_version=version)
+            trace = telemetry.current_context()
+            if trace is not None:
+                new = dataclasses.replace(new, trace=trace)
+            existing = await self._insert(new)
         handle = RunHandle(self, run_id)
         handle.created = existing is None
         if existing is not None:
@@ -99,6 +98,15 @@ class Client:
                 raise RunIdConflict(run_id, existing.workflow, name)
             handle.input_differs = existing.input != encoded
         return handle, existing is None
+
+    async def _insert(self, new: NewRun) -> RunRow | None:
+        """Create the run (None), or find the run holding its id; a worker in this process may take
+        it at birth (see `cairn.worker.dispatch`)."""
+        for dispatcher in dispatch.local(self.store):
+            taken = await dispatcher.start_run(new)
+            if taken is not None:
+                return None if taken[1] else taken[0]
+        return await self.store.insert_run(new)
 
     async def run(
         self,
@@ -156,6 +164,10 @@ class Client:
 
     async def list_workflows(self) -> list[WorkflowInfo]:
         return await self.store.list_workflows()
+
+    async def list_actions(self) -> list[ActionInfo]:
+        """The actions workers registered, with their human names and descriptions."""
+        return await self.store.list_actions()
 
     async def runs_page(
         self,

@@ -34,6 +34,8 @@ class StepInfo:
     started_at: float | None
     completed_at: float | None
     logs: list[str]
+    due_at: float | None = None
+    """When a timer falls due, or an action attempt is due (its lease runs out while it runs)."""
 
     @property
     def duration(self) -> float | None:
@@ -127,6 +129,7 @@ class RunHandle:
                 started_at=s.started_at,
                 completed_at=s.completed_at,
                 logs=loads(s.logs) or [],
+                due_at=s.due_at,
             )
             for s in await self.client.store.list_steps(self.id)
         ]

@@ -21,7 +21,7 @@ from typing import Any
 from cairn.engine import sandbox
 from cairn.engine.runtime import Evicted, Resolution, Runtime, set_thread_runtime
 from cairn.errors import CairnError, NonDeterminismError, SerializationError, WorkflowCancelled
-from cairn.records import ActivationResult, RunRow, StepRow
+from cairn.records import ActivationResult, NewStep, RunRow, StepRow
 from cairn.registry import WorkflowDef, instantiate
 from cairn.serialization import dumps, error_to_json, to_jsonable
 from cairn.types import RunStatus, StepKind, StepStatus
@@ -43,6 +43,9 @@ class WorkflowInstance:
         self._bridge: _SyncBridge | None = None
         self._last_properties: str | None = run.properties
         self.finished = False
+        self.unrecorded: list[NewStep] = []
+        """Steps the code scheduled while `restore` replayed recorded activations that the journal
+        does not hold: a divergence the engine cannot see alone (`cairn replay` reports it)."""
 
     @property
     def activations(self) -> int:
@@ -66,7 +69,7 @@ class WorkflowInstance:
             inst._step(rows_to_resolutions(rows), when if k > 1 else inst._started_at)
             if inst.runtime.fatal is not None or inst.finished:
                 break
-        inst.runtime.take_commands()
+        inst.unrecorded = inst.runtime.take_commands().new_steps
         return inst
 
     # --- a live activation -----------------------------------------------------------------
@@ -132,7 +135,11 @@ class WorkflowInstance:
     async def _main(self) -> Any:
         args, kwargs = self.defn.signature.decode_args(self._input)
         entry = self.defn.entry
-        if self.defn.is_class:
+        if self.defn.init_input:  # Zenaton's style: the input goes to __init__, `handle(self)` takes none
+            self.obj = self.defn.target(*args, **kwargs)
+            args, kwargs = [], {}
+            bound = getattr(self.obj, entry.__name__)
+        elif self.defn.is_class:
             self.obj = instantiate(self.defn.target)
             bound = getattr(self.obj, entry.__name__)
         else:

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from cairn.clock import SYSTEM, Clock
 from cairn.records import RunRow, StepRow
 from cairn.store.protocol import Listener
 from cairn.store.sql import RUN_COLUMNS, STEP_COLUMNS
@@ -119,6 +120,8 @@ class Database(abc.ABC):
     url: str
 
     def __init__(self) -> None:
+        self.clock: Clock = SYSTEM
+        """The clock `cairn_now()` reads: the real one, or a test environment's (`cairn.clock`)."""
         self._keyed: dict[str, list[Listener]] = {}
         self._lock = threading.Lock()
         self._opening: concurrent.futures.Future[None] | None = None

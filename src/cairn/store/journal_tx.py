@@ -49,6 +49,8 @@ def create_run(tx: Tx, run: NewRun, owner: str | None, lease: float, now: float 
     refused (IdTaken) when its id names one already. A run no worker holds wakes claim loops."""
     params = {**insert_params(run), "now": now, "lease_owner": owner, "lease": lease if owner else None}
     tx.write_row("insert_run", params, expect=IdTaken(f"run {run.id} exists already"))
+    if run.trace is not None:  # tracing on (cairn[otel]): one more statement
+        tx.write("set_run_trace", {"id": run.id, "trace": run.trace})
     if owner is None:
         tx.notify(WORK)
 

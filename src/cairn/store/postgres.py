@@ -261,6 +261,8 @@ class PostgresDatabase(Database):
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
         self._listening = threading.Event()
+        self._faked = False
+        """Whether a test clock was ever in use here (then every transaction sets cairn.fake_now)."""
         self._origin = uuid.uuid4().hex[:12]
         """Tags our notifications: we dispatch them in-process at commit, so their echo is skipped."""
 
@@ -384,7 +386,7 @@ class PostgresDatabase(Database):
     async def transaction(self, fn: Callable[[Tx], T], write: bool = True, rerunnable: bool = False) -> T:
         await self.open()
         loop = asyncio.get_running_loop()
-        if rerunnable and loop is self._aloop:
+        if rerunnable and loop is self._aloop and self.clock.real:
             done = await self._in_loop(fn)
             if done is not None:
                 return done[0]
@@ -445,6 +447,10 @@ class PostgresDatabase(Database):
         try:
             try:
                 try:
+                    if not self.clock.real or self._faked:  # a test's clock (cairn.clock): cairn_now() reads it
+                        self._faked = True  # once set on a pooled connection, the setting must be reset
+                        fake = "" if self.clock.real else repr(self.clock.now())
+                        conn.execute("SELECT set_config('cairn.fake_now', %s, false)", (fake,))
                     result = fn(tx)
                 except psycopg.OperationalError as exc:
                     raise _BeforeCommit(exc) from exc

@@ -11,6 +11,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from cairn.clock import Clock
 from cairn.records import ActivationResult, NewRun, RunRow, StepRow
 from cairn.types import Json, RunStatus
 
@@ -149,6 +150,16 @@ class WorkflowInfo:
     queue: str
 
 
+@dataclass(frozen=True, slots=True)
+class ActionInfo:
+    """An action as workers register it: its id, human name and description (Ziet's), queue."""
+
+    id: str
+    name: str
+    description: str
+    queue: str
+
+
 Listener = Callable[[Any], None]
 """Called on a notification with its in-process detail: an object the commit attached for waiters
 in this process (a finished run's row), or None (none attached, or it came from another process)."""
@@ -161,6 +172,8 @@ class Store(Protocol):
     transaction; `tests/store/test_contract.py` runs each one against both backends."""
 
     url: str
+    clock: Clock
+    """The clock `now()` and every lease and due time follow: the real one, or a test's."""
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -184,6 +197,9 @@ class Store(Protocol):
         """Whether other processes' commits reach subscribers here (else only a poll sees them)."""
 
     # --- runs ---------------------------------------------------------------------------------
+    async def run_trace(self, run_id: str) -> tuple[str, str | None] | None:
+        """A run's workflow and the trace context it was started in (its parent's for a child)."""
+
     async def insert_run(
         self, run: NewRun, owner: str | None = None, lease: float = 0.0, now: float | None = None
     ) -> RunRow | None:
@@ -306,3 +322,8 @@ class Store(Protocol):
     async def register_workflows(self, infos: Sequence[WorkflowInfo]) -> None: ...
 
     async def list_workflows(self) -> list[WorkflowInfo]: ...
+
+    async def register_actions(self, infos: Sequence[ActionInfo]) -> None:
+        """Record the actions a worker serves (the latest registration of an id wins)."""
+
+    async def list_actions(self) -> list[ActionInfo]: ...

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+from cairn.clock import Clock
 from cairn.names import storable
 from cairn.records import NewRun, RunRow, StepRow
 from cairn.store import control, journal_tx
@@ -17,6 +18,7 @@ from cairn.store.base import WORK, Database, Tx, run_row, step_row
 from cairn.store.batch import TxBatcher
 from cairn.store.protocol import (
     ActionClaim,
+    ActionInfo,
     Commit,
     EventRow,
     Listener,
@@ -43,6 +45,15 @@ class SqlStore:
         waits behind a busy worker's batches (in a loop of starts beside a worker, that wait was
         most of each start)."""
         """Group commit for the hot small writes: run inserts, activation commits, action results."""
+
+    @property
+    def clock(self) -> Clock:
+        """The clock leases and due times are judged by (see `cairn.clock`)."""
+        return self.db.clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        self.db.clock = clock
 
     async def open(self) -> None:
         await self.db.open()
@@ -89,6 +100,11 @@ class SqlStore:
         params = {"ids": ids, "finished_only": 1 if finished_only else 0}
         rows = await self.db.transaction(lambda tx: tx.all("runs_by_ids", params), write=False)
         return [run_row(r) for r in rows]
+
+    async def run_trace(self, run_id: str) -> tuple[str, str | None] | None:
+        """A run's workflow and the trace context it was started in (its parent's for a child)."""
+        row = await self.db.transaction(lambda tx: tx.one("run_trace", {"id": run_id}), write=False)
+        return None if row is None else (str(row[0]), row[1])
 
     async def list_runs(self, status: str | None = None, workflow: str | None = None, limit: int = 50) -> list[RunRow]:
         params = {"status": status, "workflow": workflow, "limit": limit}
@@ -375,6 +391,20 @@ class SqlStore:
     async def list_workflows(self) -> list[WorkflowInfo]:
         rows = await self.db.transaction(lambda tx: tx.all("list_workflows", {}), write=False)
         return [WorkflowInfo(*r) for r in rows]
+
+    async def register_actions(self, infos: Sequence[ActionInfo]) -> None:
+        def tx_fn(tx: Tx) -> None:
+            now = tx.now()
+            rows = [
+                {"id": i.id, "name": i.name, "description": i.description, "queue": i.queue, "now": now} for i in infos
+            ]
+            tx.many("upsert_action", rows)
+
+        await self.db.transaction(tx_fn)
+
+    async def list_actions(self) -> list[ActionInfo]:
+        rows = await self.db.transaction(lambda tx: tx.all("list_actions", {}), write=False)
+        return [ActionInfo(*r) for r in rows]
 
 
 _COUNTS = {"status": "run_counts_by_status", "workflow": "run_counts_by_workflow", "queue": "run_counts_by_queue"}

@@ -109,7 +109,7 @@ class SqliteDatabase(Database):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")  # value checked against an allow-list
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.create_function("cairn_now", 0, time.time)
+        conn.create_function("cairn_now", 0, lambda: self.clock.now())
         # The clock as the current transaction began (set by `_run`): constant while it lasts.
         conn.create_function("cairn_tx_now", 0, lambda: self._tx_now, deterministic=True)
         self._conn = conn
@@ -201,7 +201,7 @@ class SqliteDatabase(Database):
         conn = self._conn
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        self._tx_now = time.time()
+        self._tx_now = self.clock.now()
         tx = _SqliteTx(conn)
         try:
             result = fn(tx)

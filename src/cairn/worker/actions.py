@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cairn.action_context import ActionContext, action_context
+from cairn import telemetry
+from cairn.action_context import ActionContext, action_context, install_log_fields
 from cairn.dependencies import invoke_with_dependencies
 from cairn.errors import ActionAttemptsExhausted, ActionTimeout, UnknownActionError
 from cairn.policies import BackoffPolicy, should_retry
@@ -22,6 +23,7 @@ from cairn.registry import ActionDef, Registry
 from cairn.serialization import dumps, error_to_json
 from cairn.store.protocol import ActionClaim, Store
 from cairn.worker.isolate import run_isolated
+from cairn.worker.tracing import RunTraces
 
 log = logging.getLogger("cairn.worker")
 
@@ -67,6 +69,8 @@ class ActionExecutor:
         self._store = store
         self._registry = registry
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="cairn-action")
+        self.traces = RunTraces(store)
+        install_log_fields()
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -95,6 +99,7 @@ class ActionExecutor:
     async def attempt(self, claim: ActionClaim, memory: dict[str, str]) -> Outcome:
         defn = self._registry.action(claim.name)
         ctx = ActionContext(claim.run_id, claim.name, claim.attempt, claim.seq, dict(memory))
+        ctx.action_name = defn.name if defn is not None else claim.name
         options: Any = claim.options or {}
         result: str | None = None
         error: str | None = None
@@ -112,7 +117,7 @@ class ActionExecutor:
                     f"lost with their worker (policy: {policy['attempts']} attempts, at most {MAX_LOST_ATTEMPTS} lost)"
                 )
             try:
-                result = await self._attempt(defn, claim, ctx, timeout)
+                result = await self._traced_attempt(defn, claim, ctx, timeout)
             except Exception as exc:
                 chosen = bool(options.get("retry_chosen", defn.retry_chosen))
                 if should_retry(policy, exc, claim.attempt - claim.lost, chosen):
@@ -123,6 +128,17 @@ class ActionExecutor:
         except (UnknownActionError, ActionAttemptsExhausted) as exc:
             error = dumps(error_to_json(exc))
         return Outcome(result, error, retry_delay, ctx.memory_writes, ctx.logs)
+
+    async def _traced_attempt(
+        self, defn: ActionDef, claim: ActionClaim, ctx: ActionContext, timeout: float | None
+    ) -> str:
+        """One attempt, in a span under the run's trace context when tracing is on."""
+        if not telemetry.enabled():
+            return await self._attempt(defn, claim, ctx, timeout)
+        workflow, trace = await self.traces.of(claim.run_id)
+        attrs = {"run_id": claim.run_id, "workflow": workflow, "step": claim.seq, "attempt": claim.attempt}
+        with telemetry.span("cairn.action", trace, action=defn.id, action_name=defn.name, **attrs):
+            return await self._attempt(defn, claim, ctx, timeout)
 
     async def _attempt(self, defn: ActionDef, claim: ActionClaim, ctx: ActionContext, timeout: float | None) -> str:
         """One attempt; its result as JSON text. `isolate=True` runs it in a child process that enforces the timeout."""

@@ -37,6 +37,8 @@ import multiprocessing
 import os
 import select
 import signal
+import sys
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
@@ -92,10 +94,12 @@ async def run_isolated(defn: ActionDef, args_json: str, ctx: ActionContext, time
     loop = asyncio.get_running_loop()
     mp = _context()
     reader, writer = mp.Pipe(duplex=False)
+    stderr_fd, stderr_path = tempfile.mkstemp(prefix="cairn-isolate-", suffix=".stderr")
+    os.close(stderr_fd)
     child = _Child(
         mp.Process(
             target=_child_main,
-            args=(module, defn.id, args_json, json.dumps(fields), writer),
+            args=(module, defn.id, args_json, json.dumps(fields), writer, stderr_path),
             name=f"cairn-isolate:{defn.id}",
             daemon=True,  # a worker that exits takes its attempts with it
         )
@@ -119,14 +123,47 @@ async def run_isolated(defn: ActionDef, args_json: str, ctx: ActionContext, time
             raise
         if outcome is None:
             await child.wait(loop, None)
-            raise ActionCrashed(f"action {defn.id} crashed: {_describe_exit(child.exitcode)} (attempt {ctx.attempt})")
+            said = _stderr_tail(stderr_path)
+            raise ActionCrashed(
+                f"action {defn.id} crashed: {_describe_exit(child.exitcode)} (attempt {ctx.attempt})"
+                + (f"; its stderr ended with: {said}" if said else "")
+            )
         if not await child.wait(loop, EXIT_GRACE):
             await child.stop(loop)
     finally:
         await child.dispose(loop)
         writer.close()
         reader.close()
+        _show_stderr(stderr_path, defn.id, ctx)
     return _outcome(defn, ctx, outcome)
+
+
+STDERR_KEPT = 4000
+"""The last characters of an isolated attempt's stderr kept with the step (all of it is echoed)."""
+
+
+def _stderr_tail(path: str) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return " ".join(f.read()[-STDERR_KEPT:].split())[-500:]
+    except OSError:
+        return ""
+
+
+def _show_stderr(path: str, action_id: str, ctx: ActionContext) -> None:
+    """What the child wrote to stderr (a library's warning, a crash's last words): echoed on the
+    worker's stderr once the child has exited, and its tail kept with the step's log lines."""
+    try:
+        with open(path, errors="replace") as f:
+            text = f.read()
+        os.unlink(path)
+    except OSError:
+        return
+    if not text.strip():
+        return
+    prefix = f"[{action_id} attempt {ctx.attempt}] "
+    sys.stderr.write("".join(prefix + line + "\n" for line in text.rstrip().splitlines()))
+    ctx.logs.extend(f"STDERR {line}" for line in text[-STDERR_KEPT:].rstrip().splitlines())
 
 
 class _Child:
@@ -279,8 +316,15 @@ async def _collect(loop: asyncio.AbstractEventLoop, fd: int, sentinel: int) -> b
 # --- in the child ----------------------------------------------------------------------------------
 
 
-def _child_main(module: str, action_id: str, args_json: str, fields_json: str, conn: Connection) -> None:
-    """The child's whole life: import, rebuild the context, run the action, write the outcome as JSON."""
+def _child_main(
+    module: str, action_id: str, args_json: str, fields_json: str, conn: Connection, stderr_path: str
+) -> None:
+    """The child's whole life: import, rebuild the context, run the action, write the outcome as JSON.
+    Its stderr goes to a file the worker shows when the child has exited (see `_show_stderr`)."""
+    sys.stderr.flush()
+    target = os.open(stderr_path, os.O_WRONLY | os.O_APPEND)
+    os.dup2(target, 2)
+    os.close(target)
     fields = json.loads(fields_json)
     ctx = ActionContext(
         fields["run_id"], fields["action_id"], fields["attempt"], fields["step"], dict(fields["memory_snapshot"])

@@ -17,11 +17,11 @@ import contextlib
 import json
 import logging
 import random
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
+from cairn import telemetry
 from cairn.engine.instance import WorkflowInstance
 from cairn.engine.runtime import Resolution
 from cairn.errors import CairnError, LeaseLost
@@ -31,6 +31,7 @@ from cairn.serialization import dumps, error_to_json
 from cairn.store.protocol import ActionClaim, Commit, Completion, RunClaim, Store
 from cairn.types import RunStatus, StepKind, StepStatus
 from cairn.worker.actions import Outcome, record_plainly
+from cairn.worker.tracing import RunTraces
 
 log = logging.getLogger("cairn.worker")
 
@@ -134,6 +135,7 @@ class Runner:
         self._lease = lease
         self._queues = set(queues) if queues else None
         self.cache = InstanceCache(cache_size)
+        self.traces = RunTraces(store)
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         self._mailbox: dict[str, list[tuple[ActionClaim, Outcome]]] = {}
         self._claimed: InFlight[str] = InFlight()
@@ -162,7 +164,7 @@ class Runner:
 
     def now(self) -> float:
         """The database clock, estimated from the last claim (activations record it as logical time)."""
-        return time.time() + self._clock_offset
+        return self._store.clock.now() + self._clock_offset
 
     # --- a claimed activation -------------------------------------------------------------------
 
@@ -191,12 +193,27 @@ class Runner:
                 del self._expected[run_id]
 
     async def _run_claimed(self, claim: RunClaim) -> None:
-        self._clock_offset = claim.now - time.time()
+        self._clock_offset = claim.now - self._store.clock.now()
         async with self._exclusive(claim.run.id):
             await self._activate_and_commit(claim)
 
     async def _activate_and_commit(self, claim: RunClaim) -> bool:
-        """Activate a claimed run and commit; whether the commit landed."""
+        """Activate a claimed run and commit; whether the commit landed. With tracing on, in a span
+        under the run's trace context, after spans for the timers, signals and children it delivers."""
+        if not telemetry.enabled():
+            return await self._activate_and_commit_now(claim)
+        run = claim.run
+        trace = (await self.traces.of(run.id))[1]
+        for row in claim.batch:
+            if row.kind in (StepKind.TIMER, StepKind.SIGNAL, StepKind.CHILD):
+                end = row.completed_at or claim.now
+                attrs = {"run_id": run.id, "workflow": run.workflow, "step": row.seq, "step_name": row.name}
+                telemetry.record_span(f"cairn.{row.kind.value}", trace, row.created_at, end, **attrs)
+        activation = run.activations + 1
+        with telemetry.span("cairn.activation", trace, run_id=run.id, workflow=run.workflow, activation=activation):
+            return await self._activate_and_commit_now(claim)
+
+    async def _activate_and_commit_now(self, claim: RunClaim) -> bool:
         run = claim.run
         defn = self._registry.workflow(run.workflow)
         cached = self.cache.take(run.id, claim.token)
@@ -244,9 +261,16 @@ class Runner:
 
     async def _drain(self, run_id: str) -> None:
         while items := self._mailbox.pop(run_id, []):
-            if not await self._fold(run_id, items):
+            if not await self._traced_fold(run_id, items):
                 for claim, outcome in items:  # not committed with the run (or perhaps not): record apart
                     await self._complete_plainly(claim, outcome)
+
+    async def _traced_fold(self, run_id: str, items: Sequence[tuple[ActionClaim, Outcome]]) -> bool:
+        if not telemetry.enabled():
+            return await self._fold(run_id, items)
+        workflow, trace = await self.traces.of(run_id)
+        with telemetry.span("cairn.activation", trace, run_id=run_id, workflow=workflow):
+            return await self._fold(run_id, items)
 
     async def _fold(self, run_id: str, items: Sequence[tuple[ActionClaim, Outcome]]) -> bool:
         """Feed results to the run in memory and commit them with its next activation; False when

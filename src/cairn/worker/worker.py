@@ -28,10 +28,11 @@ from cairn.records import NewRun, RunRow
 from cairn.registry import Registry, WorkflowDef, registry
 from cairn.store.base import WORK, call_soon_here
 from cairn.store.open import open_store
-from cairn.store.protocol import ActionClaim, RunClaim, Store, WorkerInfo, WorkflowInfo
+from cairn.store.protocol import ActionClaim, ActionInfo, RunClaim, Store, WorkerInfo, WorkflowInfo
 from cairn.types import RunStatus
 from cairn.worker import dispatch
 from cairn.worker.actions import ActionExecutor
+from cairn.worker.defaults import DEFAULT_CONCURRENCY
 from cairn.worker.runner import InFlight, Runner
 
 T = TypeVar("T")
@@ -41,12 +42,6 @@ log = logging.getLogger("cairn.worker")
 PRUNE_BATCH = 500
 PRUNE_BATCHES = 4
 """Retention deletes at most this many batches of finished runs per heartbeat of the worker that does it."""
-
-DEFAULT_CONCURRENCY = 100
-"""Workflow activations and action attempts a worker runs at once (each), by default. An idle slot
-costs nothing and a busy one about 18 KB; with a small default, code that starts runs in a loop
-and gathers their results waits on slots, not on the database (3x slower with 16 here). Temporal's
-workers default to 100 as well."""
 
 
 class Worker:
@@ -111,6 +106,9 @@ class Worker:
         self._reported: dict[str, str] = {}
         """Runs reported as unserved, with the reason (see `_report_unserved`)."""
         self.failure: BaseException | None = None
+        self.on_idle: Callable[[float], float] | None = None
+        """Called when this worker has nothing in hand and its next work falls due in the given
+        seconds; returns how long to wait instead. A test environment skips its clock ahead there."""
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -126,6 +124,9 @@ class Worker:
         dispatch.register(self.store, self)
         await self.store.register_workflows(
             [WorkflowInfo(w.id, w.description, _schema(w), w.queue) for w in self.registry.workflows()]
+        )
+        await self.store.register_actions(
+            [ActionInfo(a.id, a.name, a.description, a.queue) for a in self.registry.actions()]
         )
         await self.store.heartbeat(self._info(), self.lease)
         self._runs_actions = bool(self.registry.actions())
@@ -218,6 +219,8 @@ class Worker:
                 due_in = None
             # Otherwise all that was claimable has been taken, and new work brings a wake-up (set
             # since the clear above); timers and retries fall due at `due_in`.
+            if due_in is not None and self.on_idle is not None and not self._tasks and not self._wakeup.is_set():
+                due_in = self.on_idle(due_in)
             poll = self._safety_poll()
             await self._wait(poll if due_in is None else min(poll, due_in + 0.001))
 
@@ -308,6 +311,8 @@ class Worker:
                 release()
                 return existing, False
             born = run.born(self.id, now)
+            if run.trace is not None:  # tracing on: the run's spans join the starter's trace
+                self._runner.traces.remember(run.id, run.workflow, run.trace)
             self._spawn(self._runner.claimed(RunClaim(born, 1, [], [], False, now)), release)
         return born, True
 
@@ -424,6 +429,15 @@ class Worker:
                 log.warning("run %s cannot progress: %s", run_id, reason)
                 await self.store.add_event(run_id, "blocked", reason=reason)
         self._reported = unserved
+
+    @property
+    def in_flight(self) -> int:
+        """Activations and action attempts this worker has in hand now (0: idle)."""
+        return len(self._tasks)
+
+    def wake(self) -> None:
+        """Claim again now (e.g. after a test environment moved its clock on)."""
+        self._wakeup.set()
 
     @property
     def cached_runs(self) -> int:

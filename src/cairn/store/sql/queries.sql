@@ -31,6 +31,15 @@ FROM {rows} x WHERE true
 ON CONFLICT (id) DO NOTHING
 RETURNING {run_columns}
 
+-- name: set_run_trace
+-- Only with cairn[otel] tracing on: the starter's trace context, in the transaction creating the run.
+UPDATE cairn_runs SET trace_context = :trace WHERE id = :id
+
+-- name: run_trace
+-- A run's workflow and trace context (a child's own, else its parent's), for its spans.
+SELECT r.workflow, COALESCE(r.trace_context, p.trace_context)
+FROM cairn_runs r LEFT JOIN cairn_runs p ON p.id = r.parent_id WHERE r.id = :id
+
 -- name: get_run
 SELECT {run_columns} FROM cairn_runs WHERE id = :id
 
@@ -194,6 +203,15 @@ ON CONFLICT (name) DO UPDATE SET description = excluded.description,
 
 -- name: list_workflows
 SELECT name, description, input_schema, queue FROM cairn_workflows ORDER BY name
+
+-- name: upsert_action
+INSERT INTO cairn_actions (id, name, description, queue, updated_at)
+VALUES (:id, :name, :description, :queue, :now)
+ON CONFLICT (id) DO UPDATE SET name = excluded.name, description = excluded.description,
+    queue = excluded.queue, updated_at = excluded.updated_at
+
+-- name: list_actions
+SELECT id, name, description, queue FROM cairn_actions ORDER BY id
 
 -- name: insert_event
 INSERT INTO cairn_events (run_id, at, kind, step, detail) VALUES (:run_id, :now, :kind, :step, :detail)

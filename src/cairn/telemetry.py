@@ -1,0 +1,96 @@
+"""OpenTelemetry spans for runs and steps (the `cairn[otel]` extra).
+
+Off unless opentelemetry-api is installed and the application has set a tracer provider: each
+hook then costs one cached check. On, `client.start` records the caller's trace context (W3C
+trace context, as JSON) with the run, and workers open their spans under it, so a run's
+activations and action attempts join the caller's trace whichever process or host runs them.
+Spans: `cairn.start`, `cairn.activation` (one per activation), `cairn.action` (one per attempt),
+and `cairn.timer`, `cairn.signal`, `cairn.child` (from when the step was scheduled to when its
+outcome was delivered), with `cairn.run_id`, `cairn.workflow`, `cairn.step` and `cairn.attempt`.
+Rejected: a hard dependency on OpenTelemetry, and spans kept open across activations (a run that
+sleeps for a week would hold one in a worker's memory; workers come and go).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+_otel: Any = None
+"""`opentelemetry.trace` once imported; False when it is not installed."""
+
+
+def _trace_api() -> Any:
+    global _otel
+    if _otel is None:
+        try:
+            from opentelemetry import trace
+        except ImportError:
+            _otel = False
+        else:
+            _otel = trace
+    return _otel
+
+
+def enabled() -> bool:
+    """Whether spans are recorded: the extra is installed and a tracer provider has been set."""
+    trace = _trace_api()
+    if not trace:
+        return False
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
+def current_context() -> str | None:
+    """The current trace context as JSON (None when tracing is off or no span is active)."""
+    if not enabled():
+        return None
+    from opentelemetry import propagate
+
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return json.dumps(carrier, sort_keys=True) if carrier else None
+
+
+def _parent(trace_context: str | None) -> Any:
+    if not trace_context:
+        return None
+    from opentelemetry import propagate
+
+    try:
+        carrier = json.loads(trace_context)
+    except ValueError:
+        return None
+    return propagate.extract(carrier) if isinstance(carrier, dict) else None
+
+
+def _attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"cairn.{k}": v for k, v in attributes.items() if v is not None}
+
+
+@contextlib.contextmanager
+def span(name: str, trace_context: str | None = None, **attributes: Any) -> Iterator[Any]:
+    """A span around the block (the current span, or the run's stored context, as its parent);
+    None and no work at all when tracing is off. An exception is recorded on it and re-raised."""
+    if not enabled():
+        yield None
+        return
+    tracer = _trace_api().get_tracer("cairn")
+    parent = _parent(trace_context)
+    with tracer.start_as_current_span(name, context=parent, attributes=_attributes(attributes)) as current:
+        yield current
+
+
+def record_span(name: str, trace_context: str | None, start: float, end: float, **attributes: Any) -> None:
+    """A span that already happened (a timer, a signal wait, a child), from `start` to `end`."""
+    if not enabled():
+        return
+    tracer = _trace_api().get_tracer("cairn")
+    opened = tracer.start_span(
+        name, context=_parent(trace_context), start_time=int(start * 1e9), attributes=_attributes(attributes)
+    )
+    opened.end(end_time=int(max(start, end) * 1e9))
+
+
+__all__ = ["current_context", "enabled", "record_span", "span"]

@@ -1,0 +1,123 @@
+"""`cairn.testing.environment`: time skipping, moving time by hand, replacing actions, on both backends."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+import cairn
+from cairn.testing import Environment, environment
+from tests.testing import envflows
+from tests.testing.envflows import Approval, OpenApproval, Renewal
+
+
+@pytest.fixture
+async def env(db_url: str) -> AsyncIterator[Environment]:
+    async with environment(db_url) as e:
+        yield e
+
+
+async def test_a_thirty_day_sleep_between_two_actions_takes_no_wall_time(env: Environment) -> None:
+    began = time.monotonic()
+    result = await env.client.run(Renewal, "u-1", timeout=30)
+    elapsed = time.monotonic() - began
+    assert result == "real-charge-u-1-100|real-charge-u-1-100"
+    assert env.now() - env.started >= timedelta(days=30)
+    assert elapsed < 5, f"the 30-day sleep took {elapsed:.2f}s of wall time"
+    props = await env.client.get((await env.client.list_runs(workflow=Renewal))[0].id).properties()
+    assert datetime.fromisoformat(props["renewed"]) - datetime.fromisoformat(props["started"]) >= timedelta(days=30)
+    # Real time outside the environment is untouched.
+    assert abs(datetime.now(UTC) - cairn.now()) < timedelta(minutes=1)
+
+
+async def test_a_signal_wait_with_a_one_hour_timeout_times_out_at_once(env: Environment) -> None:
+    began = time.monotonic()
+    assert await env.client.run(Approval, "o-1", timeout=30) == "timed out"
+    assert time.monotonic() - began < 5
+    assert env.now() - env.started >= timedelta(hours=1)
+
+
+async def test_sleep_moves_logical_time_by_hand_and_a_signal_then_arrives(env: Environment) -> None:
+    handle = await env.client.start(OpenApproval, "o-2")
+    await env.sleep(timedelta(hours=2))
+    await handle.signal("approve", {"by": "ada"})
+    answer = await handle.result(timeout=30)
+    assert answer.startswith("approved by ada after ")
+    assert int(answer.rsplit(" ", 1)[1].rstrip("s")) >= 7200
+
+
+async def test_without_time_skipping_a_timer_waits_for_env_sleep(db_url: str) -> None:
+    async with environment(db_url, time_skipping=False) as env:
+        handle = await env.client.start(Approval, "o-3")
+        with pytest.raises(TimeoutError):
+            await handle.result(timeout=0.5)  # an hour of real time would be needed
+        await env.sleep(timedelta(hours=1, seconds=1))
+        assert await handle.result(timeout=30) == "timed out"
+
+
+async def test_retries_with_long_backoff_are_skipped(env: Environment) -> None:
+    began = time.monotonic()
+    assert await env.client.run(envflows.with_retries, uuid.uuid4().hex, timeout=30) == "ok after 3"
+    assert time.monotonic() - began < 5
+    assert env.now() - env.started >= timedelta(hours=3)  # backoff of 1h, then 2h
+
+
+async def test_a_failure_after_a_long_sleep_reaches_the_caller_as_its_type(env: Environment) -> None:
+    with pytest.raises(envflows.CardDeclined, match="card of bob declined"):
+        await env.client.run(envflows.failing, "bob", timeout=30)
+    assert env.now() - env.started >= timedelta(days=1)
+
+
+async def test_children_that_sleep_are_skipped_too(env: Environment) -> None:
+    assert await env.client.run(envflows.parent, 2, timeout=30) == [2, 3]
+    assert env.now() - env.started >= timedelta(days=5)
+
+
+async def test_replace_action_runs_the_fake_and_the_journal_records_the_action(env: Environment) -> None:
+    envflows.CALLS.clear()
+
+    async def fake_charge(user: str, cents: int) -> str:
+        return f"fake-{user}-{cents}"
+
+    with env.replace_action(envflows.charge, fake_charge):
+        handle = await env.client.start(Renewal, "u-2")
+        assert await handle.result(timeout=30) == "fake-u-2-100|fake-u-2-100"
+    assert envflows.CALLS["charge:u-2"] == 0
+    names = [s.name for s in await handle.steps() if s.kind == "action"]
+    assert names == [envflows.charge.id, envflows.charge.id]
+    # After the block the real action runs again.
+    assert await env.client.run(Renewal, "u-3", timeout=30) == "real-charge-u-3-100|real-charge-u-3-100"
+
+
+def test_replace_action_checks_the_fake_against_the_signature() -> None:
+    async def main() -> None:
+        async with environment() as env:
+
+            async def wrong_name(customer: str, cents: int) -> str:
+                return ""
+
+            async def wrong_type(user: str, cents: str) -> str:
+                return ""
+
+            def wrong_result(user: str, cents: int) -> int:
+                return 0
+
+            def sync_ok(user: str, cents: int) -> str:
+                return "sync"
+
+            with pytest.raises(TypeError, match="same parameters"):
+                env.replace_action(envflows.charge, wrong_name)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="parameter 'cents'"):
+                env.replace_action(envflows.charge, wrong_type)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="return type"):
+                env.replace_action(envflows.charge, wrong_result)  # type: ignore[arg-type]
+            with env.replace_action(envflows.charge, sync_ok):  # type: ignore[arg-type]
+                assert await env.client.run(Renewal, "u-4", timeout=30) == "sync|sync"
+
+    import asyncio
+
+    asyncio.run(main())
