@@ -510,3 +510,17 @@ async def deadline_flow() -> str:
         return await over_its_deadline()
     except cairn.ActionTimeout as exc:
         return type(exc).__name__
+
+
+# --- schedules (issue 19): never declared at import, or every test's worker would fire them --------
+
+
+@workflow
+async def tick(label: str) -> str:
+    return label
+
+
+@workflow
+async def tick_and_wait(label: str) -> str:
+    """A scheduled run that goes on until signalled: its next ticks find it still going."""
+    return str(await cairn.wait_for_signal("done")) + label

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         PayloadTooLarge,
         RunIdConflict,
         RunNotFound,
+        ScheduleNotFound,
         SerializationError,
         TransientError,
         UnknownActionError,
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
         WorkflowSandboxError,
     )
     from cairn.policies import BackoffPolicy, RetryPolicy
+    from cairn.schedules import Schedule
     from cairn.types import RunStatus, StepKind, StepStatus
     from cairn.worker.worker import Worker
 
@@ -100,6 +102,7 @@ _EXPORTS: dict[str, str] = {
     "PayloadTooLarge": "cairn.errors",
     "RunIdConflict": "cairn.errors",
     "RunNotFound": "cairn.errors",
+    "ScheduleNotFound": "cairn.errors",
     "SerializationError": "cairn.errors",
     "TransientError": "cairn.errors",
     "UnknownActionError": "cairn.errors",
@@ -110,6 +113,7 @@ _EXPORTS: dict[str, str] = {
     "WorkflowSandboxError": "cairn.errors",
     "BackoffPolicy": "cairn.policies",
     "RetryPolicy": "cairn.policies",
+    "Schedule": "cairn.schedules",
     "RunStatus": "cairn.types",
     "StepKind": "cairn.types",
     "StepStatus": "cairn.types",
@@ -144,6 +148,8 @@ __all__ = [
     "RunIdConflict",
     "RunNotFound",
     "RunStatus",
+    "Schedule",
+    "ScheduleNotFound",
     "SerializationError",
     "StepInfo",
     "StepKind",

@@ -29,6 +29,10 @@ class RunNotFound(CairnError, LookupError):
     """No run has the given id."""
 
 
+class ScheduleNotFound(CairnError, LookupError):
+    """No schedule has the given id."""
+
+
 class RunIdConflict(CairnError):
     """A start named a run id that a run of another workflow holds: nothing was started.
 

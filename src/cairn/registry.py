@@ -147,6 +147,8 @@ class Registry:
     def __init__(self) -> None:
         self._defs: dict[str, Definition] = {}
         self._substitutes: dict[str, ActionDef] = {}
+        self._schedules: dict[str, Any] = {}
+        """Schedules declared in code (`cairn.Schedule`), by id: workers serving their workflow upsert them."""
         self._lock = threading.Lock()
 
     @overload
@@ -227,10 +229,19 @@ class Registry:
     def workflows(self) -> list[WorkflowDef]:
         return [d for d in self.entries() if isinstance(d, WorkflowDef)]
 
+    def register_schedule(self, schedule: Any) -> None:
+        """A schedule declared in code; declaring its id again (a reload) replaces it."""
+        with self._lock:
+            self._schedules[schedule.id] = schedule
+
+    def schedules(self) -> list[Any]:
+        return [self._schedules[k] for k in sorted(self._schedules)]
+
     def reset(self) -> None:
         with self._lock:
             self._defs.clear()
             self._substitutes.clear()
+            self._schedules.clear()
 
     def __iter__(self) -> Iterator[Definition]:
         return iter(self.entries())

@@ -27,6 +27,8 @@ PUBLIC = [
     "RunIdConflict",
     "RunNotFound",
     "RunStatus",
+    "Schedule",
+    "ScheduleNotFound",
     "SerializationError",
     "StepInfo",
     "StepKind",

@@ -264,8 +264,14 @@ async def test_workers_queues_and_schedules(http: httpx.AsyncClient, client: cai
     assert workers[0]["pid"] > 0 and workers[0]["heartbeat_age"] >= 0
     queues = (await http.get("/api/queues")).json()
     assert queues["queues"][0]["name"] == "default" and "not built yet" in queues["note"]
-    schedules = await http.get("/api/schedules")
-    assert schedules.status_code == 501 and schedules.json()["error"] == "not_implemented"
+    assert (await http.get("/api/schedules")).json() == {"schedules": []}
+    nightly = cairn.Schedule(
+        "nightly", webflows.quick, cron="0 2 * * *", tz="Europe/Paris", args=("n",), register=False
+    )
+    await client.create_schedule(nightly)
+    (listed_schedule,) = (await http.get("/api/schedules")).json()["schedules"]
+    assert listed_schedule["id"] == "nightly" and listed_schedule["expression"] == "0 2 * * *"
+    assert listed_schedule["declared"] is True and listed_schedule["next_fire_at"] > 0
 
 
 async def test_unknown_routes_and_methods_answer_json(http: httpx.AsyncClient) -> None:

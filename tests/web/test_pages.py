@@ -99,7 +99,7 @@ async def test_workflows_workers_queues_and_schedules_pages(http: httpx.AsyncCli
     assert ("Not checked" in workers) != hasattr(client, "unserved")
     queues = (await http.get("/queues")).text
     assert "Not yet available" in queues and "<td>default</td>" in queues
-    assert "Not yet available" in (await http.get("/schedules")).text
+    assert "No schedules" in (await http.get("/schedules")).text
     missing = await http.get("/runs/nope")
     assert missing.status_code == 404 and "no run with id" in missing.text
 

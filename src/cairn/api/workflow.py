@@ -193,6 +193,7 @@ def workflow(
     timeout: float | timedelta | None = None,
     queue: str = "default",
     on_failure: Literal["raise", "pause"] = "raise",
+    schedule: str | None = None,
 ) -> Callable[[Any], Any]: ...
 
 
@@ -206,8 +207,11 @@ def workflow(
     timeout: float | timedelta | None = None,
     queue: str = "default",
     on_failure: Literal["raise", "pause"] = "raise",
+    schedule: str | None = None,
 ) -> Any:
-    """Declare a workflow: a `Workflow` subclass with `run`/`handle`, or a (sync or async) function."""
+    """Declare a workflow: a `Workflow` subclass with `run`/`handle`, or a (sync or async) function.
+    `schedule`: a cron expression (UTC, no arguments), shorthand for a `cairn.Schedule` whose id is
+    the workflow's."""
     if on_failure not in ("raise", "pause"):
         raise ValueError(f"on_failure must be 'raise' or 'pause', got {on_failure!r}")
 
@@ -243,10 +247,14 @@ def workflow(
         )
         check_workflow(t, entry, workflow_id=wf_id)  # static determinism check, before registering
         registry.register(defn)
+        declared: Any = t if is_class else WorkflowFunction(defn)
         if is_class:
             t.__cairn_workflow__ = defn
-            return t
-        return WorkflowFunction(defn)
+        if schedule is not None:
+            from cairn.schedules import Schedule
+
+            Schedule(defn.id, declared, cron=schedule)
+        return declared
 
     return decorate(target) if target is not None else decorate
 

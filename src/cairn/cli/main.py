@@ -609,6 +609,68 @@ def show(
 @cli.command()
 @db_option
 @json_flag
+def schedules(db: str | None, as_json: bool) -> None:
+    """List schedules: expression, next tick, last run and its status, paused, and any declared in
+    code that no live worker declares any more (they do not fire)."""
+
+    async def body(client: cairn.Client) -> None:
+        found = await client.list_schedules()
+        live = {sid for w in await client.list_workers() for sid in w.schedules}
+        rows = []
+        for row in found:
+            spec = row.spec
+            orphan = row.source == "code" and spec.id not in live
+            rows.append(
+                {
+                    "id": spec.id,
+                    "workflow": spec.workflow,
+                    "expression": spec.expression(),
+                    "tz": spec.tz,
+                    "next_fire_at": row.next_fire_at,
+                    "last_run_id": row.last_run_id,
+                    "last_status": row.last_status,
+                    "paused": row.paused,
+                    "source": row.source,
+                    "note": "declared by no live worker: not firing" if orphan else "",
+                }
+            )
+        if as_json:
+            echo_json(rows)
+        elif not rows:
+            click.echo("no schedules", err=True)
+        else:
+            render.console().print(render.schedules_table(rows))
+
+    run(with_client(db, body))
+
+
+@cli.group()
+def schedule() -> None:
+    """Pause, resume, trigger or delete a schedule."""
+
+
+def schedule_command(verb: str, doc: str) -> None:
+    @schedule.command(name=verb, help=doc)
+    @click.argument("schedule_id", metavar="ID")
+    @db_option
+    def command(schedule_id: str, db: str | None) -> None:
+        async def body(client: cairn.Client) -> None:
+            done = await getattr(client, f"{verb}_schedule")(schedule_id)
+            extra = f": run {done.id}" if verb == "trigger" else ""
+            click.echo(f"schedule {schedule_id}: {verb}{'d' if verb.endswith('e') else 'ed'}{extra}")
+
+        run(with_client(db, body))
+
+
+schedule_command("pause", "Pause schedule ID: no tick fires until it is resumed.")
+schedule_command("resume", "Resume schedule ID from its next tick.")
+schedule_command("trigger", "Start a run of schedule ID now.")
+schedule_command("delete", "Delete schedule ID (one declared in code returns when a worker declaring it starts).")
+
+
+@cli.command()
+@db_option
+@json_flag
 def workers(db: str | None, as_json: bool) -> None:
     """List the workers registered in the database and how recently they heartbeated."""
 

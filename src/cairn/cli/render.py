@@ -431,3 +431,21 @@ def worker_json(w: WorkerInfo, now: float) -> dict[str, Any]:
         "workflows": list(w.workflows),
         "actions": list(w.actions),
     }
+
+
+def schedules_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name in ("id", "workflow", "expression", "next", "last run", "paused"):
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        last = "-" if row["last_run_id"] is None else f"{row['last_run_id']} ({row['last_status'] or 'gone'})"
+        paused = "paused" if row["paused"] else ""
+        table.add_row(
+            Text(row["id"]),
+            Text(row["workflow"]),
+            Text(f"{row['expression']} {row['tz']}"),
+            Text(fmt_time(row["next_fire_at"])),
+            Text(last),
+            Text(" ".join(x for x in (paused, row["note"]) if x), style="yellow"),
+        )
+    return table

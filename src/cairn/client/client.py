@@ -10,22 +10,26 @@ import math
 import os
 import threading
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cairn import telemetry
 from cairn.client.waiter import Waiters
-from cairn.errors import RunIdConflict, RunNotFound, SerializationError, UnknownWorkflowError
+from cairn.errors import RunIdConflict, RunNotFound, ScheduleNotFound, SerializationError, UnknownWorkflowError
 from cairn.names import check_name, storable
 from cairn.policies import parse_duration
 from cairn.records import NewRun, RunRow, StepRow
 from cairn.registry import WorkflowDef, registry
 from cairn.serialization import dumps, to_jsonable
 from cairn.store.open import open_store, redact_url, resolve_url
-from cairn.store.protocol import ActionInfo, RunFilters, Store, WorkerInfo, WorkflowInfo
+from cairn.store.protocol import ActionInfo, RunFilters, ScheduleRow, Store, WorkerInfo, WorkflowInfo
 from cairn.types import RunStatus
 from cairn.worker import dispatch
+
+if TYPE_CHECKING:
+    from cairn.schedules import Schedule
 
 MAX_PAGE = 500
 """The most runs one page of `Client.runs_page` holds."""
@@ -161,6 +165,40 @@ class Client:
             total += removed
             if removed < PRUNE_BATCH:
                 return total
+
+    # --- schedules (cairn.Schedule) --------------------------------------------------------------
+
+    async def create_schedule(self, schedule: Schedule) -> None:
+        """Create (or update) a schedule in the database: workers that serve its workflow fire it.
+        Make it with `cairn.Schedule(..., register=False)` unless it is also declared in code."""
+        await self.store.upsert_schedules([schedule.spec()], "api")
+
+    async def list_schedules(self) -> list[ScheduleRow]:
+        """Every schedule, with its next tick, its last run and that run's status."""
+        return await self.store.list_schedules()
+
+    async def pause_schedule(self, schedule_id: str) -> None:
+        """No ticks fire until `resume_schedule` (missed ones are not caught up)."""
+        await self._schedule(self.store.pause_schedule(schedule_id, True), schedule_id)
+
+    async def resume_schedule(self, schedule_id: str) -> None:
+        """Fire again, from the next tick after now."""
+        await self._schedule(self.store.pause_schedule(schedule_id, False), schedule_id)
+
+    async def trigger_schedule(self, schedule_id: str) -> RunHandle:
+        """Start a run of the schedule now, besides its ticks."""
+        run_id = await self.store.trigger_schedule(check_name(schedule_id, "schedule id"))
+        if run_id is None:
+            raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
+        return RunHandle(self, run_id)
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        """Remove it; a schedule declared in code comes back when a worker that declares it starts."""
+        await self._schedule(self.store.delete_schedule(schedule_id), schedule_id)
+
+    async def _schedule(self, done: Awaitable[bool], schedule_id: str) -> None:
+        if not await done:
+            raise ScheduleNotFound(f"no schedule with id {schedule_id!r}")
 
     async def list_workflows(self) -> list[WorkflowInfo]:
         return await self.store.list_workflows()

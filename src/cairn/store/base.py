@@ -25,6 +25,8 @@ from cairn.types import RunStatus, StepKind, StepStatus
 T = TypeVar("T")
 Params = Mapping[str, Any]
 WORK = "work"
+SCHEDULES = "schedules"
+"""Notified when a schedule is declared, paused or resumed: workers look at their next tick again."""
 
 
 def call_soon_here(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from cairn.clock import Clock
 from cairn.records import ActivationResult, NewRun, RunRow, StepRow
+from cairn.schedules import ScheduleSpec
 from cairn.types import Json, RunStatus
 
 
@@ -110,6 +111,8 @@ class WorkerInfo:
     in_flight: int
     workflows: tuple[str, ...] = ()
     actions: tuple[str, ...] = ()
+    schedules: tuple[str, ...] = ()
+    """Schedules declared in this worker's code: it fires them (and only a live declarer does)."""
 
     def serves(self, kind: str, name: str, queue: str) -> bool:
         """Whether this worker runs `name` (a "workflow" or an "action") on `queue`."""
@@ -140,6 +143,21 @@ class RunFilters:
     id_prefix: str | None = None
     since: float | None = None
     until: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """A schedule as stored: its definition, when it next fires, and what it last started."""
+
+    spec: ScheduleSpec
+    source: str
+    """"code" (declared with cairn.Schedule) or "api" (client.create_schedule)."""
+    paused: bool
+    next_fire_at: float | None
+    last_fire_at: float | None
+    last_run_id: str | None
+    buffered_at: float | None
+    last_status: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +324,25 @@ class Store(Protocol):
     async def unserved(self, run_ids: Sequence[str] | None = None, limit: int = 1000) -> dict[str, str]:
         """Why each of these runs (None: each with work due now) cannot progress, for those that
         cannot: no live worker serves its workflow or an action it waits on."""
+
+    # --- schedules ------------------------------------------------------------------------------
+    async def upsert_schedules(self, specs: Sequence[ScheduleSpec], source: str) -> None:
+        """Declare schedules ("code": from a worker's imports; "api"): a changed expression moves the
+        next tick, an unchanged one keeps it; a pause stays."""
+
+    async def list_schedules(self) -> list[ScheduleRow]: ...
+
+    async def fire_schedules(self, workflows: Sequence[str], declared: Sequence[str]) -> float | None:
+        """Start the runs of the due ticks of the schedules of `workflows` (of those declared in code,
+        only the `declared` ones); seconds until the next tick of these (None: none)."""
+
+    async def pause_schedule(self, schedule_id: str, paused: bool) -> bool:
+        """Pause or resume (from the next tick after now); False when there is no such schedule."""
+
+    async def delete_schedule(self, schedule_id: str) -> bool: ...
+
+    async def trigger_schedule(self, schedule_id: str) -> str | None:
+        """Start a run of the schedule now, outside its ticks; its id, or None without such schedule."""
 
     # --- workers and definitions -----------------------------------------------------------------
     async def heartbeat(

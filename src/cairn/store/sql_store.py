@@ -7,14 +7,16 @@ and `control` (pause, resume, cancel, retry, fork).
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from cairn.clock import Clock
 from cairn.names import storable
 from cairn.records import NewRun, RunRow, StepRow
-from cairn.store import control, journal_tx
-from cairn.store.base import WORK, Database, Tx, run_row, step_row
+from cairn.schedules import ScheduleSpec
+from cairn.store import control, journal_tx, schedule_tx
+from cairn.store.base import SCHEDULES, WORK, Database, Tx, run_row, step_row
 from cairn.store.batch import TxBatcher
 from cairn.store.protocol import (
     ActionClaim,
@@ -25,6 +27,7 @@ from cairn.store.protocol import (
     Need,
     RunClaim,
     RunFilters,
+    ScheduleRow,
     Store,
     WorkClaim,
     WorkerInfo,
@@ -288,7 +291,9 @@ class SqlStore:
         held = sorted(runs)
         running = sorted(f"{run_id} {seq}" for run_id, seq in attempts)
 
-        serves = json.dumps({"workflows": list(info.workflows), "actions": list(info.actions)})
+        serves = json.dumps(
+            {"workflows": list(info.workflows), "actions": list(info.actions), "schedules": list(info.schedules)}
+        )
 
         def tx_fn(tx: Tx) -> None:
             now = tx.now()
@@ -332,10 +337,8 @@ class SqlStore:
         workers = []
         for r in rows:
             serves = json.loads(r[7]) if r[7] else {}
-            workflows, actions = tuple(serves.get("workflows", ())), tuple(serves.get("actions", ()))
-            workers.append(
-                WorkerInfo(r[0], r[1], int(r[2]), r[3], float(r[4]), float(r[5]), int(r[6]), workflows, actions)
-            )
+            declared = tuple(tuple(serves.get(k, ())) for k in ("workflows", "actions", "schedules"))
+            workers.append(WorkerInfo(r[0], r[1], int(r[2]), r[3], float(r[4]), float(r[5]), int(r[6]), *declared))
         return workers
 
     async def unserved(self, run_ids: Sequence[str] | None = None, limit: int = 1000) -> dict[str, str]:
@@ -356,6 +359,65 @@ class SqlStore:
             if need.run_id not in out and not any(w.serves(need.kind, need.name, need.queue) for w in workers):
                 out[need.run_id] = _unserved_reason(need, workers)
         return out
+
+    async def upsert_schedules(self, specs: Sequence[ScheduleSpec], source: str) -> None:
+        def tx_fn(tx: Tx) -> None:
+            now = tx.now()
+            for spec in specs:
+                row = {**spec.__dict__, "source": source, "next_fire_at": spec.next_after(now), "now": now}
+                tx.execute("upsert_schedule", row)
+            if specs:
+                tx.notify(SCHEDULES)
+
+        await self.db.transaction(tx_fn)
+
+    async def list_schedules(self) -> list[ScheduleRow]:
+        rows = await self.db.transaction(lambda tx: tx.all("list_schedules", {}), write=False)
+        return [
+            ScheduleRow(schedule_tx.spec_of(r), r[10], bool(r[11]), r[12], r[13], r[14], r[15], r[16]) for r in rows
+        ]
+
+    async def fire_schedules(self, workflows: Sequence[str], declared: Sequence[str]) -> float | None:
+        filters = {"workflows": list(workflows), "declared": list(declared)}
+
+        def tx_fn(tx: Tx) -> float | None:
+            now = tx.now()
+            schedule_tx.fire(tx, workflows, declared, now)
+            row = tx.one("next_schedule_fire", filters)
+            return None if row is None or row[0] is None else max(0.0, float(row[0]) - now)
+
+        return await self.db.transaction(tx_fn)
+
+    async def pause_schedule(self, schedule_id: str, paused: bool) -> bool:
+        def tx_fn(tx: Tx) -> bool:
+            now = tx.now()
+            found = tx.all("list_schedules_by_id", {"id": schedule_id})
+            if not found:
+                return False
+            following = schedule_tx.spec_of(found[0]).next_after(now)
+            params = {"id": schedule_id, "paused": 1 if paused else 0, "next_fire_at": following, "now": now}
+            tx.execute("pause_schedule", params)
+            tx.notify(SCHEDULES)
+            return True
+
+        return await self.db.transaction(tx_fn)
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        return bool(await self.db.transaction(lambda tx: tx.execute("delete_schedule", {"id": schedule_id})))
+
+    async def trigger_schedule(self, schedule_id: str) -> str | None:
+        def tx_fn(tx: Tx) -> str | None:
+            found = tx.one("schedule_input", {"id": schedule_id})
+            if found is None:
+                return None
+            now = tx.now()
+            run = NewRun(f"{schedule_id}@manual:{uuid.uuid4().hex[:12]}", found[0], found[2], found[1])
+            tx.one("insert_run", {**journal_tx.insert_params(run), "now": now, "lease_owner": None, "lease": None})
+            journal_tx.event(tx, run.id, "scheduled", now, None, schedule=schedule_id, manual=True)
+            tx.notify(WORK)
+            return run.id
+
+        return await self.db.transaction(tx_fn)
 
     async def prune(self, before: float, status: str | None = None, limit: int = 500) -> int:
         params = {"before": before, "status": status, "limit": limit}

@@ -34,6 +34,8 @@ from cairn.web.models import (
     RunOut,
     RunsOut,
     RunSummary,
+    ScheduleOut,
+    SchedulesOut,
     SignalOut,
     StartIn,
     StartOut,
@@ -353,9 +355,30 @@ async def queues(request: Request) -> QueuesOut:
     return QueuesOut(queues=[QueueOut(name=q, counts=c) for q, c in sorted(counts.items())], note=QUEUES_NOTE)
 
 
-@router.get("/schedules", status_code=501, response_model=ErrorOut, tags=["workers"])
-async def schedules() -> JSONResponse:
-    """Not built yet: always 501 `not_implemented`."""
-    return JSONResponse(
-        {"error": "not_implemented", "message": "schedules are not built yet in this version of Cairn"}, 501
-    )
+async def list_schedules(client: Client) -> list[ScheduleOut]:
+    live = {sid for w in await client.list_workers() for sid in w.schedules}
+    return [
+        ScheduleOut(
+            id=row.spec.id,
+            workflow=row.spec.workflow,
+            expression=row.spec.expression(),
+            tz=row.spec.tz,
+            overlap=row.spec.overlap,
+            catchup=row.spec.catchup,
+            source=row.source,
+            paused=row.paused,
+            next_fire_at=row.next_fire_at,
+            last_fire_at=row.last_fire_at,
+            last_run_id=row.last_run_id,
+            last_status=row.last_status,
+            declared=row.source != "code" or row.spec.id in live,
+        )
+        for row in await client.list_schedules()
+    ]
+
+
+@router.get("/schedules", response_model=SchedulesOut, tags=["workers"])
+async def schedules(request: Request) -> SchedulesOut:
+    """Schedules, with their next tick, last run and its status; those declared in code that no live
+    worker declares any more (they do not fire) have `declared` false."""
+    return SchedulesOut(schedules=await list_schedules(client_of(request)))

@@ -245,6 +245,26 @@ class QueuesOut(BaseModel):
     note: str
 
 
+class ScheduleOut(BaseModel):
+    id: str
+    workflow: str
+    expression: str = Field(description="The cron expression, or `every Ns`.")
+    tz: str
+    overlap: str
+    catchup: str
+    source: str = Field(description='"code" (declared with cairn.Schedule) or "api".')
+    paused: bool
+    next_fire_at: float | None
+    last_fire_at: float | None
+    last_run_id: str | None
+    last_status: str | None
+    declared: bool = Field(description="False for one declared in code that no live worker declares: it does not fire.")
+
+
+class SchedulesOut(BaseModel):
+    schedules: list[ScheduleOut]
+
+
 class HealthOut(BaseModel):
     status: str
     database: str

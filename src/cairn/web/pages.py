@@ -23,7 +23,7 @@ from cairn.serialization import loads
 from cairn.transitions import RULES
 from cairn.types import RunStatus
 from cairn.web import views
-from cairn.web.api import QUEUES_NOTE, client_of, list_workers, list_workflows, unserved, workflow_names
+from cairn.web.api import QUEUES_NOTE, client_of, list_schedules, list_workers, list_workflows, unserved, workflow_names
 from cairn.web.models import ID_MAX, RunSummary
 from cairn.web.security import SESSION_COOKIE, SESSION_TTL, Guard, redact, safe_next
 
@@ -232,7 +232,8 @@ async def queues_page(request: Request) -> HTMLResponse:
 
 @router.get("/schedules", response_class=HTMLResponse)
 async def schedules_page(request: Request) -> HTMLResponse:
-    return render(request, "schedules.html", nav="schedules")
+    found = await list_schedules(client_of(request))
+    return render(request, "schedules.html", nav="schedules", schedules=found)
 
 
 @router.get("/api/docs", response_class=HTMLResponse)

@@ -26,7 +26,8 @@ from cairn.names import check_name
 from cairn.policies import parse_duration
 from cairn.records import NewRun, RunRow
 from cairn.registry import Registry, WorkflowDef, registry
-from cairn.store.base import WORK, call_soon_here
+from cairn.schedules import Schedule
+from cairn.store.base import SCHEDULES, WORK, call_soon_here
 from cairn.store.open import open_store
 from cairn.store.protocol import ActionClaim, ActionInfo, RunClaim, Store, WorkerInfo, WorkflowInfo
 from cairn.types import RunStatus
@@ -104,6 +105,8 @@ class Worker:
         self._serves: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
         """The workflows and actions this worker runs (read from the registry when it starts)."""
         self._reported: dict[str, str] = {}
+        self._declared: tuple[Schedule, ...] = ()
+        """Schedules declared in code for the workflows this worker serves: it upserts and fires them."""
         """Runs reported as unserved, with the reason (see `_report_unserved`)."""
         self.failure: BaseException | None = None
         self.on_idle: Callable[[float], float] | None = None
@@ -128,10 +131,15 @@ class Worker:
         await self.store.register_actions(
             [ActionInfo(a.id, a.name, a.description, a.queue) for a in self.registry.actions()]
         )
+        served = set(self._serves[0])
+        self._declared = tuple(s for s in self.registry.schedules() if s.workflow_id in served)
+        await self.store.upsert_schedules([s.spec() for s in self._declared], "code")
         await self.store.heartbeat(self._info(), self.lease)
         self._runs_actions = bool(self.registry.actions())
         self._main = asyncio.create_task(self._loop(), name=f"cairn-worker-{self.id}")
         self._side = [asyncio.create_task(self._heartbeat(), name="cairn-heartbeat")]
+        if self._serves[0]:
+            self._side.append(asyncio.create_task(self._fire_schedules(), name="cairn-schedules"))
         for task in (self._main, *self._side):
             task.add_done_callback(self._supervise)
 
@@ -388,6 +396,27 @@ class Worker:
             except Exception as exc:
                 log.warning("heartbeat failed (%s); will retry", exc)
 
+    async def _fire_schedules(self) -> None:
+        """Start the runs of due schedule ticks, waking at the next tick (at least every second, and
+        at once when a schedule is declared, paused or resumed anywhere)."""
+        news = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        unsubscribe = self.store.subscribe_key(SCHEDULES, lambda _d: call_soon_here(loop, news.set))
+        declared = [s.id for s in self._declared]
+        try:
+            while not self._stopping.is_set():
+                news.clear()
+                try:
+                    due_in = await self.store.fire_schedules(self._serves[0], declared)
+                except Exception as exc:
+                    log.warning("firing schedules failed (%s); will retry", exc)
+                    due_in = 1.0
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(1.0, due_in if due_in is not None else 1.0) + 0.001):
+                        await news.wait()
+        finally:
+            unsubscribe()
+
     async def _wait_stop(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
@@ -404,6 +433,7 @@ class Worker:
             in_flight=len(self._tasks),
             workflows=self._serves[0],
             actions=self._serves[1],
+            schedules=tuple(s.id for s in self._declared),
         )
 
     async def _housekeeping(self) -> None:

@@ -541,3 +541,63 @@ SELECT {step_columns}
 FROM cairn_steps s
 WHERE run_id = ANY(:run_ids)
   AND seq = (SELECT MAX(seq) FROM cairn_steps m WHERE m.run_id = s.run_id)
+
+-- Schedules (cairn.schedules): declared in code or made through the client, fired by workers.
+
+-- name: upsert_schedule
+-- A schedule as declared now. A changed expression or time zone moves its next tick to :next_fire_at
+-- (computed from now); otherwise the next tick stays. Pausing is the operator's, never undone here.
+INSERT INTO cairn_schedules (id, workflow, queue, cron, every, tz, input, overlap, catchup, catchup_window,
+                             source, next_fire_at, created_at, updated_at)
+VALUES (:id, :workflow, :queue, :cron, :every, :tz, :input, :overlap, :catchup, :catchup_window,
+        :source, :next_fire_at, :now, :now)
+ON CONFLICT (id) DO UPDATE
+SET workflow = excluded.workflow, queue = excluded.queue, input = excluded.input, overlap = excluded.overlap,
+    catchup = excluded.catchup, catchup_window = excluded.catchup_window, source = excluded.source,
+    next_fire_at = CASE WHEN cairn_schedules.cron IS NOT DISTINCT FROM excluded.cron
+                             AND cairn_schedules.every IS NOT DISTINCT FROM excluded.every
+                             AND cairn_schedules.tz = excluded.tz
+                        THEN cairn_schedules.next_fire_at ELSE excluded.next_fire_at END,
+    cron = excluded.cron, every = excluded.every, tz = excluded.tz, updated_at = excluded.updated_at
+
+-- name: list_schedules
+SELECT s.id, s.workflow, s.queue, s.cron, s.every, s.tz, s.input, s.overlap, s.catchup, s.catchup_window,
+       s.source, s.paused, s.next_fire_at, s.last_fire_at, s.last_run_id, s.buffered_at, r.status
+FROM cairn_schedules s LEFT JOIN cairn_runs r ON r.id = s.last_run_id
+ORDER BY s.id
+
+-- name: list_schedules_by_id
+SELECT id, workflow, queue, cron, every, tz, input, overlap, catchup, catchup_window
+FROM cairn_schedules WHERE id = :id
+
+-- name: due_schedules
+-- Schedules with a tick due (or a buffered one) that this worker fires: its workflows, and for one
+-- declared in code, only while this worker still declares it. Taken one worker at a time.
+SELECT id, workflow, queue, cron, every, tz, input, overlap, catchup, catchup_window, next_fire_at,
+       last_run_id, buffered_at
+FROM cairn_schedules
+WHERE paused = 0 AND (next_fire_at <= cairn_now() OR buffered_at IS NOT NULL)
+  AND workflow = ANY(:workflows) AND (source <> 'code' OR id = ANY(:declared))
+ORDER BY next_fire_at
+FOR UPDATE SKIP LOCKED
+
+-- name: next_schedule_fire
+SELECT min(next_fire_at) FROM cairn_schedules
+WHERE paused = 0 AND workflow = ANY(:workflows) AND (source <> 'code' OR id = ANY(:declared))
+
+-- name: schedule_fired
+UPDATE cairn_schedules
+SET next_fire_at = :next_fire_at, last_fire_at = COALESCE(:last_fire_at, last_fire_at),
+    last_run_id = COALESCE(:last_run_id, last_run_id), buffered_at = :buffered_at, updated_at = :now
+WHERE id = :id
+
+-- name: pause_schedule
+UPDATE cairn_schedules SET paused = :paused, updated_at = :now,
+    next_fire_at = CASE WHEN :paused = 0 THEN :next_fire_at ELSE next_fire_at END
+WHERE id = :id
+
+-- name: delete_schedule
+DELETE FROM cairn_schedules WHERE id = :id
+
+-- name: schedule_input
+SELECT workflow, queue, input FROM cairn_schedules WHERE id = :id

@@ -1,0 +1,172 @@
+"""Schedules: a workflow started on a cron expression or at an interval, by the workers themselves.
+
+A `Schedule` is checked when it is declared (a bad cron expression, time zone, policy or argument is
+an error there, not at 2 a.m.), and registered with the process's registry, so a worker that
+imports it upserts it. Each tick starts exactly one run across the cluster: the run's id is the
+schedule's id and the tick's time, so a second firing of the same tick (another worker, a retry)
+is an idempotent start that starts nothing. The next-time arithmetic is cronsim's, on time-zone
+aware datetimes (zoneinfo), so daylight-saving transitions fall as the wall clock says.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+
+from cairn.names import check_name
+
+Overlap = Literal["skip", "allow", "cancel_previous", "buffer_one"]
+Catchup = Literal["none", "latest", "all"]
+OVERLAPS = ("skip", "allow", "cancel_previous", "buffer_one")
+CATCHUPS = ("none", "latest", "all")
+MAX_CATCHUP_TICKS = 1000
+"""`catchup="all"` starts at most this many missed ticks at once (the most recent ones)."""
+NONE_GRACE = 2.0
+"""Seconds a tick may be late and still count as due, not missed, under `catchup="none"`."""
+
+
+@dataclass
+class Schedule:
+    """`Schedule(id, workflow, cron="0 2 * * *", tz="Europe/Paris", args=(...))`, or `every=timedelta`.
+
+    `overlap`: what a tick does while the previous run is still going: "skip" (default: no new
+    run), "allow", "cancel_previous", or "buffer_one" (one run waits and starts when the previous
+    ends). `catchup` after downtime: "none", "latest" (default: one run for the ticks missed) or
+    "all" (each missed tick, within `catchup_window`)."""
+
+    id: str
+    workflow: Any
+    cron: str | None = None
+    every: timedelta | float | None = None
+    tz: str = "UTC"
+    args: Sequence[Any] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    overlap: Overlap = "skip"
+    catchup: Catchup = "latest"
+    catchup_window: timedelta | float | None = None
+    register: bool = True
+    """Declared at import (the default): registered, so workers importing it upsert it."""
+    input: str = field(init=False, default="")
+    workflow_id: str = field(init=False, default="")
+    queue: str = field(init=False, default="default")
+
+    def __post_init__(self) -> None:
+        check_name(self.id, "schedule id")
+        if (self.cron is None) == (self.every is None):
+            raise ValueError(f"schedule {self.id!r} needs exactly one of cron=... or every=...")
+        try:
+            zone = ZoneInfo(self.tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"schedule {self.id!r}: unknown time zone {self.tz!r} (use an IANA name)") from None
+        if self.cron is not None:
+            try:
+                CronSim(self.cron, datetime.now(zone))
+            except (CronSimError, ValueError) as exc:
+                raise ValueError(f"schedule {self.id!r}: bad cron expression {self.cron!r}: {exc}") from None
+        if self.every is not None and _seconds(self.every) <= 0:
+            raise ValueError(f"schedule {self.id!r}: every= must be a positive duration, got {self.every!r}")
+        if self.overlap not in OVERLAPS:
+            raise ValueError(f"schedule {self.id!r}: overlap must be one of {', '.join(OVERLAPS)}")
+        if self.catchup not in CATCHUPS:
+            raise ValueError(f"schedule {self.id!r}: catchup must be one of {', '.join(CATCHUPS)}")
+        if self.catchup_window is not None and _seconds(self.catchup_window) <= 0:
+            raise ValueError(f"schedule {self.id!r}: catchup_window must be a positive duration")
+        defn = getattr(self.workflow, "__cairn_workflow__", None)
+        if defn is None:
+            from cairn.registry import registry
+
+            defn = registry.workflow(str(self.workflow)) if isinstance(self.workflow, str) else None
+        if defn is None:
+            raise ValueError(
+                f"schedule {self.id!r}: {self.workflow!r} is not a @workflow (or the name of one registered here)"
+            )
+        self.workflow_id = defn.id
+        self.queue = defn.queue
+        self.input = defn.encode_input(tuple(self.args), dict(self.kwargs))  # checked now, not at the tick
+        if self.register:
+            from cairn.registry import registry
+
+            registry.register_schedule(self)
+
+    def spec(self) -> ScheduleSpec:
+        return ScheduleSpec(
+            id=self.id,
+            workflow=self.workflow_id,
+            queue=self.queue,
+            cron=self.cron,
+            every=None if self.every is None else _seconds(self.every),
+            tz=self.tz,
+            input=self.input,
+            overlap=self.overlap,
+            catchup=self.catchup,
+            catchup_window=None if self.catchup_window is None else _seconds(self.catchup_window),
+        )
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """What the database keeps of a schedule, and what tick arithmetic needs."""
+
+    id: str
+    workflow: str
+    queue: str
+    cron: str | None
+    every: float | None
+    tz: str
+    input: str
+    overlap: str
+    catchup: str
+    catchup_window: float | None
+
+    def expression(self) -> str:
+        return self.cron if self.cron is not None else f"every {self.every:g}s"
+
+    def next_after(self, t: float) -> float:
+        """The first tick strictly after `t` (epoch seconds)."""
+        if self.every is not None:
+            return (math.floor(t / self.every) + 1) * self.every
+        assert self.cron is not None
+        zone = ZoneInfo(self.tz)
+        moment = datetime.fromtimestamp(t, zone)
+        for tick in CronSim(self.cron, moment):
+            if tick.timestamp() > t:
+                return tick.timestamp()
+        raise ValueError(f"cron expression {self.cron!r} has no tick after {moment.isoformat()}")
+
+    def due_ticks(self, next_fire: float, now: float) -> list[float]:
+        """The ticks to start a run for, of those due from `next_fire` up to `now`, by `catchup`."""
+        ticks: list[float] = []
+        t = next_fire
+        window = self.catchup_window if self.catchup_window is not None else math.inf
+        while t <= now:
+            if now - t <= window:
+                ticks.append(t)
+                if len(ticks) > MAX_CATCHUP_TICKS:
+                    ticks.pop(0)
+            t = self.next_after(t)
+        if not ticks:
+            return []
+        if self.catchup == "all":
+            return ticks
+        latest = ticks[-1]
+        if self.catchup == "none" and now - latest > NONE_GRACE:
+            return []
+        return [latest]
+
+    def run_id(self, tick: float) -> str:
+        """The run id of a tick: the same for every worker that fires it, so it starts once."""
+        return f"{self.id}@{datetime.fromtimestamp(tick, UTC).isoformat()}"
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+
+def _seconds(value: timedelta | float) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)

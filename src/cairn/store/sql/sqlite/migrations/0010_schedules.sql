@@ -1,0 +1,25 @@
+-- Schedules: a workflow started on a cron expression or at an interval, fired by the workers.
+-- source: "code" (declared with cairn.Schedule, upserted by workers that import it; fired only by
+-- workers that still declare it) or "api" (client.create_schedule). next_fire_at: the next tick;
+-- buffered_at: a tick held back by overlap="buffer_one" until the last run ends.
+CREATE TABLE cairn_schedules (
+    id             text PRIMARY KEY,
+    workflow       text NOT NULL,
+    queue          text NOT NULL,
+    cron           text,
+    every          REAL,
+    tz             text NOT NULL,
+    input          text NOT NULL,
+    overlap        text NOT NULL,
+    catchup        text NOT NULL,
+    catchup_window REAL,
+    source         text NOT NULL,
+    paused         integer NOT NULL DEFAULT 0,
+    next_fire_at   REAL,
+    last_fire_at   REAL,
+    last_run_id    text,
+    buffered_at    REAL,
+    created_at     REAL NOT NULL,
+    updated_at     REAL NOT NULL
+);
+CREATE INDEX cairn_schedules_due ON cairn_schedules (next_fire_at);

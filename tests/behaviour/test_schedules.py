@@ -1,0 +1,144 @@
+"""Schedules on both backends: each tick starts exactly one run however many workers fire it, the
+overlap policies, missed ticks after downtime, and the client's and CLI's controls."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+import cairn
+from cairn import RunStatus
+from cairn.records import RunRow
+from cairn.registry import registry
+from tests import flows
+from tests.conftest import eventually
+from tests.helpers import cli_in_thread, raw_sql
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def ticks_of(runs: list[RunRow], schedule_id: str) -> list[float]:
+    stamps = [r.id.split("@", 1)[1] for r in runs if r.id.startswith(f"{schedule_id}@")]
+    return sorted(datetime.fromisoformat(s).timestamp() for s in stamps if not s.startswith("manual"))
+
+
+async def test_each_tick_starts_exactly_one_run_with_two_workers_firing(client: cairn.Client, db_url: str) -> None:
+    other = cairn.Client(db_url)
+    try:
+        await client.create_schedule(
+            cairn.Schedule("every-quarter", flows.tick, every=0.25, args=("t",), register=False)
+        )
+        async with cairn.Worker(client, poll_interval=0.05), cairn.Worker(other, poll_interval=0.05):
+
+            async def enough() -> bool:
+                return await client.store.count_runs("completed") >= 8
+
+            await eventually(enough, timeout=30, what="eight ticks run")
+            await client.pause_schedule("every-quarter")
+        runs = await client.list_runs(limit=1000)
+        ticks = ticks_of(runs, "every-quarter")
+        assert len(ticks) == len(set(ticks)) == len(runs)  # one run per tick, and only scheduled runs
+        gaps = {round(b - a, 3) for a, b in itertools.pairwise(ticks)}
+        assert gaps == {0.25}, ticks  # no tick missed, none fired twice
+        assert all(json.loads(r.input) == {"label": "t"} for r in runs)
+    finally:
+        await other.close()
+
+
+async def test_overlap_skip_starts_nothing_while_the_last_run_goes_on(client: cairn.Client) -> None:
+    await client.create_schedule(cairn.Schedule("slow", flows.tick_and_wait, every=0.1, args=("x",), register=False))
+    async with cairn.Worker(client, poll_interval=0.05):
+        first = await eventually(lambda: _one_run(client), what="the first tick's run")
+        schedule = await eventually(lambda: _skipped(client, first), what="ticks skipped meanwhile")
+        assert schedule
+        assert len(await client.list_runs()) == 1  # still the one
+        await client.get(first).signal("done", "ok")
+        assert await client.get(first).result(timeout=10) == "okx"
+
+        async def second() -> bool:
+            return len(await client.list_runs()) >= 2
+
+        await eventually(second, what="the next tick's run once the first ended")
+        await client.delete_schedule("slow")
+
+
+async def _one_run(client: cairn.Client) -> str | None:
+    runs = await client.list_runs()
+    return runs[0].id if runs else None
+
+
+async def _skipped(client: cairn.Client, run_id: str) -> bool:
+    return sum(e.kind == "schedule.skipped" for e in await client.get(run_id).events()) >= 2
+
+
+@pytest.mark.parametrize(("catchup", "expected"), [("none", 0), ("latest", 1), ("all", 5)])
+async def test_missed_ticks_after_downtime(client: cairn.Client, db_url: str, catchup: str, expected: int) -> None:
+    spec = cairn.Schedule(
+        "daily",
+        flows.tick,
+        every=timedelta(hours=1),
+        args=("d",),
+        catchup=catchup,
+        overlap="allow",
+        register=False,  # type: ignore[arg-type]
+    )
+    await client.create_schedule(spec)
+    now = await client.store.now()
+    last_tick = spec.spec().next_after(now) - 3600
+    raw_sql(db_url, "UPDATE cairn_schedules SET next_fire_at = ? WHERE id = 'daily'", last_tick - 4 * 3600)
+    await client.store.fire_schedules(["tests.flows.tick"], [])  # as a worker does, after five missed hours
+    runs = await client.list_runs()
+    assert len(runs) == expected
+    (row,) = await client.list_schedules()
+    assert row.next_fire_at == last_tick + 3600  # the next tick to come, whatever was caught up
+
+
+async def test_client_controls_schedules_and_the_cli_lists_them(client: cairn.Client) -> None:
+    await client.create_schedule(
+        cairn.Schedule("ctl", flows.tick, cron="0 3 * * *", tz="Europe/Paris", args=("c",), register=False)
+    )
+    (row,) = await client.list_schedules()
+    assert (row.spec.id, row.source, row.paused, row.last_run_id) == ("ctl", "api", False, None)
+    assert datetime.fromtimestamp(row.next_fire_at or 0, UTC).astimezone().hour is not None
+    await client.pause_schedule("ctl")
+    assert (await client.list_schedules())[0].paused
+    await client.resume_schedule("ctl")
+    handle = await client.trigger_schedule("ctl")
+    assert handle.id.startswith("ctl@manual:")
+    async with cairn.Worker(client, poll_interval=0.05):
+        assert await handle.result(timeout=10) == "c"
+    listed = await cli_in_thread(["schedules", "--db", client.url])
+    assert listed.exit_code == 0 and "ctl" in listed.stdout and "0 3 * * *" in listed.stdout
+    paused = await cli_in_thread(["schedule", "pause", "ctl", "--db", client.url])
+    assert paused.exit_code == 0 and (await client.list_schedules())[0].paused
+    await client.delete_schedule("ctl")
+    assert await client.list_schedules() == []
+    for control in (client.pause_schedule, client.resume_schedule, client.delete_schedule, client.trigger_schedule):
+        with pytest.raises(cairn.ScheduleNotFound):
+            await control("ctl")
+
+
+@pytest.fixture
+def declared() -> Iterator[cairn.Schedule]:
+    """A schedule declared in code for the test, gone from the registry after it."""
+    made = cairn.Schedule("in-code", flows.tick, every=timedelta(hours=1), args=("k",))
+    yield made
+    registry._schedules.pop("in-code", None)
+
+
+async def test_a_schedule_declared_in_code_is_upserted_and_reported_once_removed(
+    client: cairn.Client, declared: cairn.Schedule
+) -> None:
+    async with cairn.Worker(client, poll_interval=0.05):
+        (row,) = await client.list_schedules()
+        assert (row.spec.id, row.source) == ("in-code", "code")
+        listed = await cli_in_thread(["schedules", "--db", client.url])
+        assert "in-code" in listed.stdout and "declared by no live worker" not in listed.stdout
+    registry._schedules.pop("in-code", None)  # the code no longer declares it
+    listed = await cli_in_thread(["schedules", "--db", client.url])
+    assert "declared by no live worker" in listed.stdout
+    assert (await client.list_schedules())[0].last_run_id is None and RunStatus.PENDING  # it fired nothing
