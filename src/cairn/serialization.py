@@ -39,6 +39,19 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 """Made once: `json.dumps` with any option set builds a new encoder on every call."""
 
 
+MAX_NESTING = 128
+"""How deeply a payload's arrays and objects may nest. Every reader of a stored payload must get
+through it with the levels Cairn wraps around it (the arguments object, HTTP answers): pydantic
+parses JSON 200 levels deep and serializes 254, Python's JSON decoder about 900; 128 leaves room."""
+
+
+def too_deep(what: str) -> SerializationError:
+    return SerializationError(
+        f"{what} is nested more than {MAX_NESTING} levels deep, over Cairn's nesting limit of "
+        f"{MAX_NESTING}; flatten it, or store it elsewhere and pass a reference."
+    )
+
+
 def to_jsonable(value: Any, what: str) -> Json:
     """Turn a value into plain JSON data, or raise SerializationError naming `what`."""
     try:
@@ -48,7 +61,11 @@ def to_jsonable(value: Any, what: str) -> Json:
             f"{what} is not JSON-serializable ({type(value).__name__}): {exc}. Use JSON types, "
             "dataclasses or pydantic models."
         ) from None
-    _reject_non_finite(data, what)
+    except (ValueError, RecursionError) as exc:  # pydantic's own depth limit (255), or a cycle
+        if isinstance(exc, RecursionError) or "depth" in str(exc):
+            raise too_deep(what) from None
+        raise
+    _check_plain(data, what)
     return data
 
 
@@ -73,18 +90,27 @@ def loads(text: str | None) -> Json:
     return None if text is None else json.loads(text)
 
 
-def _reject_non_finite(data: Json, what: str) -> None:
-    if isinstance(data, float):
-        if not math.isfinite(data):
-            raise SerializationError(
-                f"{what} contains {data!r}, which JSON cannot carry exactly; use None or a string."
-            )
-    elif isinstance(data, dict):
-        for v in data.values():
-            _reject_non_finite(v, what)
-    elif isinstance(data, list):
-        for v in data:
-            _reject_non_finite(v, what)
+def _check_plain(data: Json, what: str) -> None:
+    """Refuse NaN and infinities (JSON cannot carry them) and nesting past MAX_NESTING; a walk with
+    its own stack, so no input can make it raise RecursionError."""
+    if not isinstance(data, dict | list):
+        _check_number(data, what)
+        return
+    stack: list[tuple[Json, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise too_deep(what)
+        for v in node.values() if isinstance(node, dict) else node:
+            if isinstance(v, dict | list):
+                stack.append((v, depth + 1))
+            elif isinstance(v, float):
+                _check_number(v, what)
+
+
+def _check_number(data: Json, what: str) -> None:
+    if isinstance(data, float) and not math.isfinite(data):
+        raise SerializationError(f"{what} contains {data!r}, which JSON cannot carry exactly; use None or a string.")
 
 
 @dataclass(frozen=True)
