@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import importlib.util
 import inspect
 import io
 import linecache
@@ -56,6 +57,11 @@ _FILE = "do file I/O in an @action and await it"
 _INPUT = "a workflow cannot read the terminal: pass the value as workflow input, or read it in an @action"
 _ENV = "read configuration in an @action, or pass it as workflow input"
 _IO = "do network I/O, threads and processes in an @action and await it"
+_GLOBAL = (
+    "a workflow must not assign module globals: a replay does not restore them and every run in the "
+    "process shares them; keep the value in workflow memory (cairn.memory.add(key=..., value=...)) or, "
+    "in a class-style workflow, in a property (self.name = ...)"
+)
 
 _EXACT: Mapping[str, str] = {
     **dict.fromkeys(
@@ -324,11 +330,11 @@ class _Source:
     offset: int
     allowed: frozenset[int]
 
-    def shown(self, node: ast.expr) -> str:
+    def shown(self, node: ast.expr | ast.stmt) -> str:
         text = " ".join((ast.get_source_segment(self.text, node) or ast.unparse(node)).split())
         return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 
-    def exempt(self, node: ast.expr) -> bool:
+    def exempt(self, node: ast.expr | ast.stmt) -> bool:
         return any(line in self.allowed for line in range(node.lineno, (node.end_lineno or node.lineno) + 1))
 
 
@@ -365,24 +371,71 @@ class _Finding:
     column: int
     call: str
     hint: str
+    via: tuple[str, ...] = ()
+    """The functions from the workflow down to the one holding the call, when it is not the workflow."""
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.call} — {self.hint}"
+        chain = f" (reached through {' -> '.join((*self.via, self.call))})" if self.via else ""
+        return f"{self.file}:{self.line}: {self.call} — {self.hint}{chain}"
 
 
 class _Checker(ast.NodeVisitor):
     """Walks one function body (lambdas, comprehensions and nested defs included)."""
 
-    def __init__(self, source: _Source, scope: _Scope) -> None:
+    def __init__(self, source: _Source, scope: _Scope, via: tuple[str, ...] = ()) -> None:
         self.source = source
         self.scope = scope
+        self.via = via
         self.findings: list[_Finding] = []
+        self.calls: list[ast.Call] = []
+        """Calls that no rule flagged and no `# cairn: allow` exempts: the walk may follow them."""
         self._seen: set[int] = set()  # os.environ nodes already judged as part of a larger expression
+        self._globals: list[frozenset[str]] = []  # names each enclosing def declares `global`
 
-    def _report(self, node: ast.expr, hint: str) -> None:
+    def _report(self, node: ast.expr | ast.stmt, hint: str) -> None:
         if not self.source.exempt(node):
             line = node.lineno + self.source.offset
-            self.findings.append(_Finding(self.source.file, line, node.col_offset, self.source.shown(node), hint))
+            shown = self.source.shown(node)
+            self.findings.append(_Finding(self.source.file, line, node.col_offset, shown, hint, self.via))
+
+    # --- assigning module globals ------------------------------------------------------------
+
+    def _scoped(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> None:
+        declared = frozenset(
+            name for stmt in _own_statements(node) if isinstance(stmt, ast.Global) for name in stmt.names
+        )
+        self._globals.append(declared)
+        self.generic_visit(node)
+        self._globals.pop()
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _scoped
+
+    def _assigns(self, stmt: ast.stmt, targets: Iterable[ast.expr]) -> None:
+        declared = self._globals[-1] if self._globals else frozenset()
+        names = {
+            n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)
+        }
+        if names & declared:
+            self._report(stmt, _GLOBAL)
+        self.generic_visit(stmt)
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        self._assigns(node, node.targets)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        self._assigns(node, [node.target])
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self._assigns(node, [node.target])
+
+    def visit_Delete(self, node: ast.Delete) -> None:
+        self._assigns(node, node.targets)
+
+    def visit_For(self, node: ast.For) -> None:
+        self._assigns(node, [node.target])
+
+    def visit_AsyncFor(self, node: ast.AsyncFor) -> None:
+        self._assigns(node, [node.target])
 
     def _name(self, node: ast.expr) -> str | None:
         return _dotted(node, self.scope.resolve)
@@ -408,6 +461,8 @@ class _Checker(ast.NodeVisitor):
         hint = self._call_hint(node)
         if hint:
             self._report(node, hint)
+        elif not self.source.exempt(node):
+            self.calls.append(node)
         self.generic_visit(node)
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
@@ -428,34 +483,130 @@ class _Checker(ast.NodeVisitor):
 
 
 _Def = ast.FunctionDef | ast.AsyncFunctionDef
+_MAX_DEPTH = 20
+"""How many helper calls deep the walk follows (a chain that long is followed no further)."""
+
+
+def _own_statements(node: ast.AST) -> Iterator[ast.stmt]:
+    """The statements of a def's body, not those of the defs and classes nested in it."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.stmt):
+            yield child
+            if not isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                yield from _own_statements(child)
+        elif isinstance(child, ast.excepthandler | ast.match_case):
+            yield from _own_statements(child)
 
 
 def _first(tree: ast.Module, kind: type[ast.stmt] | tuple[type[ast.stmt], ...]) -> ast.stmt | None:
     return next((stmt for stmt in tree.body if isinstance(stmt, kind)), None)
 
 
-def _check_function(fn: Any, found: list[_Finding]) -> None:
-    source = _load(fn)
-    node = _first(source.tree, (ast.FunctionDef, ast.AsyncFunctionDef)) if source else None
-    if source is None or not isinstance(node, _Def):
-        return
-    checker = _Checker(source, _function_scope(node, fn, _module_scope(fn)))
-    checker.visit(node)
-    found += checker.findings
+def _import_object(qualified: str, package: str | None) -> object | None:
+    """The object an import binds (`pkg.mod.helper`, or `.mod.helper` relative to `package`), when
+    its module is loaded already; None otherwise (the check never imports anything)."""
+    if qualified.startswith("."):
+        try:
+            qualified = importlib.util.resolve_name(qualified, package)
+        except (ImportError, ValueError):
+            return None
+    parts = qualified.split(".")
+    for i in range(len(parts), 0, -1):
+        found: object | None = sys.modules.get(".".join(parts[:i]))
+        if found is None:
+            continue
+        for part in parts[i:]:
+            found = getattr(found, part, None)
+        return found
+    return None
 
 
-def _check_class(cls: type, found: list[_Finding]) -> None:
-    source = _load(cls)
-    node = _first(source.tree, ast.ClassDef) if source else None
-    if source is None or not isinstance(node, ast.ClassDef):
-        return
-    module = _module_scope(cls)
-    for method in node.body:
-        if isinstance(method, _Def):
-            obj = vars(cls).get(method.name)
-            checker = _Checker(source, _function_scope(method, obj, module))
-            checker.visit(method)
-            found += checker.findings
+class _Walk:
+    """Checks a workflow's body and, transitively, the user's own functions it calls: those defined
+    in its module or in another module of its top-level package, never the standard library's,
+    a third party's or Cairn's. Each function is read once, so helpers that call each other end."""
+
+    def __init__(self, home: str) -> None:
+        self.home = home
+        self.found: list[_Finding] = []
+        self._seen: set[object] = set()
+        self._modules: dict[str, _ModuleScope] = {}
+
+    def _module(self, obj: Any) -> _ModuleScope:
+        name = getattr(obj, "__module__", None) or ""
+        if name not in self._modules:
+            self._modules[name] = _module_scope(obj)
+        return self._modules[name]
+
+    def _own(self, obj: object) -> bool:
+        if not isinstance(obj, types.FunctionType):
+            return False  # actions, child workflows, classes and builtins are not followed
+        module = obj.__module__ or ""
+        if module == self.home:
+            return True
+        package = self.home.split(".", 1)[0]
+        return self.home != "__main__" and package != "cairn" and module.split(".", 1)[0] == package
+
+    def function(self, fn: Any, via: tuple[str, ...]) -> None:
+        """Check one function (its body, then what it calls); `via` ends with its own name."""
+        code = getattr(inspect.unwrap(fn), "__code__", None) if callable(fn) else None
+        if code is not None:
+            if code in self._seen:
+                return
+            self._seen.add(code)
+        source = _load(fn)
+        node = _first(source.tree, (ast.FunctionDef, ast.AsyncFunctionDef)) if source else None
+        if source is None or not isinstance(node, _Def):
+            return
+        self.body(fn, node, source, _function_scope(node, fn, self._module(fn)), via)
+
+    def cls(self, cls: type, name: str) -> None:
+        source = _load(cls)
+        node = _first(source.tree, ast.ClassDef) if source else None
+        if source is None or not isinstance(node, ast.ClassDef):
+            return
+        module = self._module(cls)
+        for method in node.body:
+            if isinstance(method, _Def):
+                obj = vars(cls).get(method.name)
+                func = obj.__func__ if isinstance(obj, staticmethod | classmethod) else obj
+                if func is not None and getattr(func, "__code__", None) is not None:
+                    self._seen.add(func.__code__)
+                self.body(obj, method, source, _function_scope(method, obj, module), (f"{name}.{method.name}",))
+
+    def body(self, fn: Any, node: ast.AST, source: _Source, scope: _Scope, via: tuple[str, ...]) -> None:
+        checker = _Checker(source, scope, via if len(via) > 1 else ())  # the body itself: no chain
+        checker.visit(node)
+        self.found += checker.findings
+        if len(via) >= _MAX_DEPTH:
+            return
+        for call in checker.calls:
+            callee = self._callee(call.func, fn, scope)
+            if self._own(callee):
+                self.function(callee, (*via, getattr(callee, "__qualname__", "?")))
+
+    def _callee(self, node: ast.expr, fn: Any, scope: _Scope) -> object | None:
+        """The object a call's function expression names: a name or `module.attr` chain, resolved
+        as the function itself would (its imports, locals, closure, then its module's globals)."""
+        if isinstance(node, ast.Attribute):
+            base = self._callee(node.value, fn, scope)
+            return getattr(base, node.attr, None) if isinstance(base, types.ModuleType | type) else None
+        if not isinstance(node, ast.Name):
+            return None
+        name = node.id
+        func = inspect.unwrap(fn.__func__ if isinstance(fn, staticmethod | classmethod) else fn) if fn else None
+        module = getattr(func, "__module__", None)
+        if name in scope.imports:
+            package = getattr(sys.modules.get(module or ""), "__package__", None)
+            return _import_object(scope.imports[name], package)
+        if name in scope.local:
+            return None
+        try:
+            nonlocals = inspect.getclosurevars(func).nonlocals if func is not None else {}
+        except (TypeError, ValueError):
+            nonlocals = {}
+        found: object | None = nonlocals[name] if name in nonlocals else getattr(func, "__globals__", {}).get(name)
+        return found
 
 
 def _defined_in(entry: object, target: object) -> bool:
@@ -466,22 +617,29 @@ def _defined_in(entry: object, target: object) -> bool:
 
 
 def check_workflow(target: object, entry: Callable[..., Any], *, workflow_id: str | None = None) -> None:
-    """Raise UnsafeWorkflowCode listing every non-deterministic or I/O call in the workflow's body.
+    """Raise UnsafeWorkflowCode listing every non-deterministic or I/O call in the workflow's body,
+    and in the user's own functions it calls (each such finding shows the chain of calls).
 
     `target` is the workflow class (each method of its body is read) or function; `entry` is the
     `run`/`handle` method or the function, read as well when a class inherits it from elsewhere.
     `workflow_id` names the workflow in the message (default: `module.qualname` of `target`).
     """
-    found: list[_Finding] = []
+    walk = _Walk(getattr(target, "__module__", None) or "")
+    name = str(getattr(target, "__qualname__", None) or getattr(target, "__name__", "workflow"))
     if isinstance(target, type):
-        _check_class(target, found)
+        walk.cls(target, name)
     else:
-        _check_function(target, found)
+        walk.function(target, (name,))
     if not _defined_in(entry, target):
-        _check_function(entry, found)
-    if found:
-        name = workflow_id or f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"
-        raise UnsafeWorkflowCode(name, [str(f) for f in sorted(set(found))])
+        walk.function(entry, (str(getattr(entry, "__qualname__", name)),))
+    if walk.found:
+        shown = workflow_id or f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"
+        best: dict[tuple[str, int, int, str], _Finding] = {}
+        for f in walk.found:  # a call reached along two chains is reported once, by the shorter
+            key = (f.file, f.line, f.column, f.call)
+            if key not in best or len(f.via) < len(best[key].via):
+                best[key] = f
+        raise UnsafeWorkflowCode(shown, [str(f) for f in sorted(best.values())])
 
 
 __all__ = ["UnsafeWorkflowCode", "check_workflow"]
