@@ -502,6 +502,11 @@ def _first(tree: ast.Module, kind: type[ast.stmt] | tuple[type[ast.stmt], ...]) 
     return next((stmt for stmt in tree.body if isinstance(stmt, kind)), None)
 
 
+def _short(qualname: str) -> str:
+    """A function's name as a chain shows it: `outer.<locals>.helper` is `helper`."""
+    return qualname.rsplit("<locals>.", 1)[-1]
+
+
 def _import_object(qualified: str, package: str | None) -> object | None:
     """The object an import binds (`pkg.mod.helper`, or `.mod.helper` relative to `package`), when
     its module is loaded already; None otherwise (the check never imports anything)."""
@@ -583,7 +588,7 @@ class _Walk:
         for call in checker.calls:
             callee = self._callee(call.func, fn, scope)
             if self._own(callee):
-                self.function(callee, (*via, getattr(callee, "__qualname__", "?")))
+                self.function(callee, (*via, _short(getattr(callee, "__qualname__", "?"))))
 
     def _callee(self, node: ast.expr, fn: Any, scope: _Scope) -> object | None:
         """The object a call's function expression names: a name or `module.attr` chain, resolved
@@ -625,13 +630,13 @@ def check_workflow(target: object, entry: Callable[..., Any], *, workflow_id: st
     `workflow_id` names the workflow in the message (default: `module.qualname` of `target`).
     """
     walk = _Walk(getattr(target, "__module__", None) or "")
-    name = str(getattr(target, "__qualname__", None) or getattr(target, "__name__", "workflow"))
+    name = _short(str(getattr(target, "__qualname__", None) or getattr(target, "__name__", "workflow")))
     if isinstance(target, type):
         walk.cls(target, name)
     else:
         walk.function(target, (name,))
     if not _defined_in(entry, target):
-        walk.function(entry, (str(getattr(entry, "__qualname__", name)),))
+        walk.function(entry, (_short(str(getattr(entry, "__qualname__", name))),))
     if walk.found:
         shown = workflow_id or f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"
         best: dict[tuple[str, int, int, str], _Finding] = {}
