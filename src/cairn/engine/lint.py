@@ -11,6 +11,7 @@ to do I/O, each with its file and line and what to use instead:
 - `random.*`, `secrets.*`, `os.urandom`, `uuid.uuid1`/`uuid4`: `cairn.random()`, `cairn.uuid4()`
 - `open`, `input`, `Path(...).read_text()` and friends, `os.environ[...]`, `os.getenv`, network
   clients, sockets, subprocesses, threads and process pools: an `@action`
+- assigning a module global (`global counter; counter += 1`): workflow memory or a property
 
 Names are resolved through the imports of the module that defines the workflow and those inside
 the body itself, so `import time as t; t.time()`, `from time import time as now; now()` and
@@ -18,14 +19,24 @@ the body itself, so `import time as t; t.time()`, `from time import time as now;
 `from cairn import random`) and every `asyncio.*` call are not flagged. A name the body binds
 itself (a parameter, a local variable) is never resolved through the module's imports.
 
-Limits, on purpose: only the workflow's own body is read, not the functions it calls (the run-time
-sandbox of `cairn.engine.loop` covers those), and only direct calls are seen (a function passed
-around as a value is not). When the source cannot be found (a REPL, a frozen module) the check is
-skipped silently.
+Helpers are followed: a call whose target is a plain function of the user's own (defined in the
+workflow's module, or in another module of its top-level package) is read the same way, and so on
+transitively; each finding there names the chain (`checkout -> jitter -> random.uniform(0.9, 1.1)`).
+Code of the standard library, third parties and Cairn is never read: `email.utils.formatdate()`
+reads the clock, but a library is the user's choice to call, and the run-time sandbox
+(`cairn.engine.sandbox`) refuses what it does inside a workflow. Actions and child workflows are
+not plain functions and are not followed (they may do I/O). Each function is read once per check,
+so helpers that call each other end; a chain is followed at most `_MAX_DEPTH` calls deep.
 
-Escape hatch: a line carrying the comment `# cairn: allow` is exempt (for a call written over several
-lines, any of its lines). Use it for code the checker misjudges, for example `random.Random(42)` with
-a fixed seed, or reading a file that ships with the code and never changes.
+Limits, on purpose: only direct calls are seen (a function passed around as a value, a method
+called on an instance, a class's constructor are not followed), and only the module's own globals
+assigned by name (not a global list mutated in place). When the source cannot be found (a REPL, a
+frozen module, `exec`) the check is skipped silently: the sandbox still guards it at run time.
+
+Escape hatch: a line carrying the comment `# cairn: allow` is exempt (for a call written over
+several lines, any of its lines), and so is what a call on it reaches. Use it for code the checker
+misjudges, for example `random.Random(42)` with a fixed seed, or reading a file that ships with the
+code and never changes.
 """
 
 from __future__ import annotations
@@ -511,8 +522,12 @@ def _import_object(qualified: str, package: str | None) -> object | None:
     """The object an import binds (`pkg.mod.helper`, or `.mod.helper` relative to `package`), when
     its module is loaded already; None otherwise (the check never imports anything)."""
     if qualified.startswith("."):
+        rest = qualified.lstrip(".")
+        dots = len(qualified) - len(rest)
+        if "." not in rest:
+            dots -= 1  # `from . import helper` is bound as "..helper" (see _import_bindings)
         try:
-            qualified = importlib.util.resolve_name(qualified, package)
+            qualified = importlib.util.resolve_name("." * dots + rest, package)
         except (ImportError, ValueError):
             return None
     parts = qualified.split(".")
@@ -521,9 +536,17 @@ def _import_object(qualified: str, package: str | None) -> object | None:
         if found is None:
             continue
         for part in parts[i:]:
-            found = getattr(found, part, None)
+            found = _attribute(found, part)
         return found
     return None
+
+
+def _attribute(obj: object, name: str) -> object | None:
+    """getattr that never raises: a module's lazy `__getattr__` may fail in any way."""
+    try:
+        return getattr(obj, name, None)
+    except Exception:
+        return None
 
 
 class _Walk:
@@ -554,7 +577,10 @@ class _Walk:
 
     def function(self, fn: Any, via: tuple[str, ...]) -> None:
         """Check one function (its body, then what it calls); `via` ends with its own name."""
-        code = getattr(inspect.unwrap(fn), "__code__", None) if callable(fn) else None
+        try:
+            code = getattr(inspect.unwrap(fn), "__code__", None) if callable(fn) else None
+        except ValueError:  # a __wrapped__ cycle
+            return
         if code is not None:
             if code in self._seen:
                 return
@@ -583,35 +609,43 @@ class _Walk:
         checker = _Checker(source, scope, via if len(via) > 1 else ())  # the body itself: no chain
         checker.visit(node)
         self.found += checker.findings
-        if len(via) >= _MAX_DEPTH:
+        if len(via) >= _MAX_DEPTH or not checker.calls:
             return
+        names = _Names(fn, scope)
         for call in checker.calls:
-            callee = self._callee(call.func, fn, scope)
+            callee = names.callee(call.func)
             if self._own(callee):
                 self.function(callee, (*via, _short(getattr(callee, "__qualname__", "?"))))
 
-    def _callee(self, node: ast.expr, fn: Any, scope: _Scope) -> object | None:
-        """The object a call's function expression names: a name or `module.attr` chain, resolved
-        as the function itself would (its imports, locals, closure, then its module's globals)."""
+
+class _Names:
+    """The objects the names of one function body refer to, resolved as the function itself would:
+    its imports, its locals (never followed), its closure, then its module's globals."""
+
+    def __init__(self, fn: Any, scope: _Scope) -> None:
+        self.scope = scope
+        try:
+            func = inspect.unwrap(fn.__func__ if isinstance(fn, staticmethod | classmethod) else fn) if fn else None
+            self.nonlocals = dict(inspect.getclosurevars(func).nonlocals) if func is not None else {}
+        except (TypeError, ValueError):
+            func, self.nonlocals = None, {}
+        self.globals: Mapping[str, Any] = getattr(func, "__globals__", {})
+        module = sys.modules.get(getattr(func, "__module__", None) or "")
+        self.package: str | None = getattr(module, "__package__", None)
+
+    def callee(self, node: ast.expr) -> object | None:
+        """What a call's function expression names: a name, or a `module.attr` / `Class.attr` chain."""
         if isinstance(node, ast.Attribute):
-            base = self._callee(node.value, fn, scope)
-            return getattr(base, node.attr, None) if isinstance(base, types.ModuleType | type) else None
+            base = self.callee(node.value)
+            return _attribute(base, node.attr) if isinstance(base, types.ModuleType | type) else None
         if not isinstance(node, ast.Name):
             return None
         name = node.id
-        func = inspect.unwrap(fn.__func__ if isinstance(fn, staticmethod | classmethod) else fn) if fn else None
-        module = getattr(func, "__module__", None)
-        if name in scope.imports:
-            package = getattr(sys.modules.get(module or ""), "__package__", None)
-            return _import_object(scope.imports[name], package)
-        if name in scope.local:
+        if name in self.scope.imports:
+            return _import_object(self.scope.imports[name], self.package)
+        if name in self.scope.local:
             return None
-        try:
-            nonlocals = inspect.getclosurevars(func).nonlocals if func is not None else {}
-        except (TypeError, ValueError):
-            nonlocals = {}
-        found: object | None = nonlocals[name] if name in nonlocals else getattr(func, "__globals__", {}).get(name)
-        return found
+        return self.nonlocals[name] if name in self.nonlocals else self.globals.get(name)
 
 
 def _defined_in(entry: object, target: object) -> bool:
