@@ -397,3 +397,16 @@ def test_input_from_a_file_or_stdin(runner: CliRunner, url: str, tmp_path: Path)
 def test_start_help_documents_file_and_stdin_input(runner: CliRunner) -> None:
     text = " ".join(runner.invoke(cli, ["start", "--help"]).output.split())
     assert "@FILE reads it from FILE" in text and "- from standard input" in text
+
+
+def test_start_with_an_existing_id_notes_it_and_whether_the_input_differs(runner: CliRunner, url: str) -> None:
+    first = runner.invoke(cli, ["start", "cli_test.add_two", "--input", "[1]", "--id", "o-1", "--db", url])
+    assert first.exit_code == 0 and first.stdout == "run o-1: pending\n" and "note:" not in first.stderr
+    same = runner.invoke(cli, ["start", "cli_test.add_two", "--input", '{"x": 1}', "--id", "o-1", "--db", url])
+    assert same.exit_code == 0
+    assert "note: run o-1 existed already (started earlier); nothing was started" in same.stderr
+    other = runner.invoke(cli, ["start", "cli_test.add_two", "--input", "[2]", "--id", "o-1", "--db", url])
+    assert other.exit_code == 0
+    assert "note: run o-1 existed already (started with other input earlier); nothing was started" in other.stderr
+    listed = json.loads(runner.invoke(cli, ["runs", "--json", "--db", url]).stdout)
+    assert [(r["id"], r["input"]) for r in listed] == [("o-1", {"x": 1})]
