@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pathlib
 import pickle
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -307,3 +310,21 @@ def test_a_helper_assigning_a_global_is_refused_through_the_chain() -> None:
 
 def test_reading_globals_and_assigning_locals_of_the_same_name_pass() -> None:
     check_workflow(fx.clean_globals, fx.clean_globals)
+
+
+def test_a_flat_layout_follows_the_modules_beside_the_workflow(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "flat_helpers.py").write_text("import random\n\ndef jitter():\n    return random.random()\n")
+    (tmp_path / "flat_flows.py").write_text(
+        "from flat_helpers import jitter\n\nasync def wf() -> float:\n    return jitter()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    flows = importlib.import_module("flat_flows")
+    try:
+        ((file, line, call, hint),) = _findings(flows.wf)
+    finally:
+        for name in ("flat_flows", "flat_helpers"):
+            sys.modules.pop(name, None)
+    assert (file, line, call) == (str(tmp_path / "flat_helpers.py"), 4, "random.random()")
+    assert hint.endswith("(reached through wf -> jitter -> random.random())")

@@ -20,7 +20,8 @@ the body itself, so `import time as t; t.time()`, `from time import time as now;
 itself (a parameter, a local variable) is never resolved through the module's imports.
 
 Helpers are followed: a call whose target is a plain function of the user's own (defined in the
-workflow's module, or in another module of its top-level package) is read the same way, and so on
+workflow's module, in another module of its top-level package, or, for a workflow in a top-level
+module such as `flows.py`, in a module beside it) is read the same way, and so on
 transitively; each finding there names the chain (`checkout -> jitter -> random.uniform(0.9, 1.1)`).
 Code of the standard library, third parties and Cairn is never read: `email.utils.formatdate()`
 reads the clock, but a library is the user's choice to call, and the run-time sandbox
@@ -47,8 +48,10 @@ import importlib.util
 import inspect
 import io
 import linecache
+import os
 import re
 import sys
+import sysconfig
 import textwrap
 import tokenize
 import types
@@ -513,6 +516,18 @@ def _first(tree: ast.Module, kind: type[ast.stmt] | tuple[type[ast.stmt], ...]) 
     return next((stmt for stmt in tree.body if isinstance(stmt, kind)), None)
 
 
+def _flat_directory(home: str) -> str | None:
+    """The directory of `home` when it is a top-level module file (not a package), unless that is
+    where the standard library or installed packages live: the user's own modules sit beside it."""
+    module = sys.modules.get(home)
+    file = getattr(module, "__file__", None)
+    if "." in home or not isinstance(file, str) or hasattr(module, "__path__"):
+        return None
+    directory = os.path.dirname(os.path.abspath(file))
+    installed = {os.path.abspath(p) for k, p in sysconfig.get_paths().items() if k in ("stdlib", "purelib", "platlib")}
+    return None if directory in installed else directory
+
+
 def _short(qualname: str) -> str:
     """A function's name as a chain shows it: `outer.<locals>.helper` is `helper`."""
     return qualname.rsplit("<locals>.", 1)[-1]
@@ -559,6 +574,7 @@ class _Walk:
         self.found: list[_Finding] = []
         self._seen: set[object] = set()
         self._modules: dict[str, _ModuleScope] = {}
+        self._beside = _flat_directory(home)
 
     def _module(self, obj: Any) -> _ModuleScope:
         name = getattr(obj, "__module__", None) or ""
@@ -573,7 +589,11 @@ class _Walk:
         if module == self.home:
             return True
         package = self.home.split(".", 1)[0]
-        return self.home != "__main__" and package != "cairn" and module.split(".", 1)[0] == package
+        if "." in self.home:
+            return package != "cairn" and module.split(".", 1)[0] == package
+        # A module of a flat layout (`flows.py` beside `helpers.py`, run as `cairn worker flows`):
+        # its own are the modules in its directory.
+        return self._beside is not None and os.path.dirname(os.path.abspath(obj.__code__.co_filename)) == self._beside
 
     def function(self, fn: Any, via: tuple[str, ...]) -> None:
         """Check one function (its body, then what it calls); `via` ends with its own name."""
