@@ -343,7 +343,7 @@ def test_resume_of_a_run_that_is_not_paused_says_so(runner: CliRunner, url: str)
     runner.invoke(cli, ["start", "cli_test.add_two", "--input", "[1]", "--id", "p1", "--db", url])
     result = runner.invoke(cli, ["resume", "p1", "--db", url])
     assert result.exit_code == 2
-    assert result.stderr.startswith("error: cannot resume run 'p1': it is pending; only a paused run can be resumed")
+    assert result.stderr.startswith("error: cannot resume run 'p1': it is pending; the run was not paused, so nothing")
     assert runner.invoke(cli, ["pause", "p1", "--db", url]).stdout == "run p1: paused\n"
     assert runner.invoke(cli, ["resume", "p1", "--db", url]).stdout == "run p1: running\n"
 

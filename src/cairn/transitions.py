@@ -28,7 +28,11 @@ class Rule:
 
 RULES: dict[str, Rule] = {
     "pause": Rule(ACTIVE, frozenset({RunStatus.PAUSED}), "only a run that has not finished can be paused"),
-    "resume": Rule(frozenset({RunStatus.PAUSED}), frozenset(), "only a paused run can be resumed; nothing was changed"),
+    "resume": Rule(
+        frozenset({RunStatus.PAUSED}),
+        frozenset(),
+        "the run was not paused, so nothing was resumed or changed (only a paused run can be resumed)",
+    ),
     "cancel": Rule(ACTIVE | {RunStatus.PAUSED}, frozenset({RunStatus.CANCELLED}), "a finished run cannot be cancelled"),
     "retry": Rule(
         frozenset({RunStatus.FAILED, RunStatus.PAUSED}),

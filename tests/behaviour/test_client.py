@@ -353,7 +353,7 @@ async def test_resuming_a_run_that_is_not_paused_says_so_and_changes_nothing(cli
     events = await handle.events()
     with pytest.raises(
         cairn.IllegalTransition,
-        match=f"cannot resume run '{handle.id}': it is waiting; only a paused run can be resumed",
+        match=f"cannot resume run '{handle.id}': it is waiting; the run was not paused, so nothing was resumed",
     ):
         await handle.resume()
     assert await handle.events() == events and await handle.status() == RunStatus.WAITING

@@ -236,7 +236,7 @@ async def test_a_signal_to_a_finished_run_or_resume_of_a_live_one_is_409(
     await client.start(webflows.Greeting, "p", id="c-2")
     r = await http.post("/api/runs/c-2/resume")
     assert r.status_code == 409 and r.json()["error"] == "conflict"
-    assert "only a paused run can be resumed" in r.json()["message"]
+    assert "the run was not paused, so nothing was resumed" in r.json()["message"]
     await client.get("c-2").cancel()
     r = await http.post("/api/runs/c-2/signals/approve", json={"by": "late"})
     assert r.status_code == 409 and r.json()["error"] == "conflict"

@@ -164,8 +164,9 @@ class RunHandle:
 
     async def resume(self) -> RunStatus:
         """Continue a paused run (one paused on an error retries the failed step). A run that is not
-        paused is left as it is and IllegalTransition says so ("it is running; only a paused run can
-        be resumed"): a run resumed twice, or never paused, is the wrong run or a stale view."""
+        paused is left as it is and IllegalTransition says so ("it is running; the run was not
+        paused, so nothing was resumed"): a run resumed twice, or never paused, is the wrong run or a
+        stale view."""
         return await self.client.store.resume(self._stored_id())
 
     async def cancel(self) -> RunStatus:
