@@ -43,11 +43,8 @@ code and never changes.
 from __future__ import annotations
 
 import ast
-import builtins
-import importlib.util
 import inspect
 import io
-import linecache
 import os
 import re
 import sys
@@ -56,9 +53,10 @@ import textwrap
 import tokenize
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from cairn.engine.lint_names import ModuleScope, Names, Scope, dotted, function_scope, module_scope, parse
 from cairn.errors import UnsafeWorkflowCode
 
 # --- what is flagged ---------------------------------------------------------------------------
@@ -133,21 +131,6 @@ _ALLOW = re.compile(r"#\s*cairn:\s*allow\b")
 _MAX_SHOWN = 80
 
 
-def parse(text: str) -> ast.Module:
-    """ast.parse, retried on CPython 3.11.7's spurious "AST constructor recursion depth mismatch".
-
-    That SystemError (CPython gh-106905, fixed in 3.11.8) comes from another thread parsing at the
-    same moment, e.g. the traceback module drawing carets; parsing again succeeds.
-    """
-    for _ in range(5):
-        try:
-            return ast.parse(text)
-        except SystemError as exc:
-            if "recursion depth mismatch" not in str(exc):
-                raise
-    return ast.parse(text)
-
-
 def _hint_for(name: str) -> str | None:
     """What to use instead of calling the fully qualified `name`, or None when the call is fine."""
     if name in _EXACT:
@@ -158,177 +141,6 @@ def _hint_for(name: str) -> str | None:
         if name.startswith(prefix):
             return hint
     return None
-
-
-# --- name resolution ---------------------------------------------------------------------------
-
-
-def _import_bindings(node: ast.Import | ast.ImportFrom) -> Iterator[tuple[str, str]]:
-    """(bound name, fully qualified name) for each name an import statement binds."""
-    if isinstance(node, ast.Import):
-        for alias in node.names:
-            if alias.asname:
-                yield alias.asname, alias.name
-            else:
-                head = alias.name.split(".", 1)[0]
-                yield head, head
-        return
-    base = "." * node.level + (node.module or "")
-    for alias in node.names:
-        if alias.name != "*":
-            yield alias.asname or alias.name, f"{base}.{alias.name}"
-
-
-def _runtime_name(obj: object) -> str | None:
-    """The qualified name of a module, class or function found at run time (star imports, closures)."""
-    if isinstance(obj, types.ModuleType):
-        return obj.__name__
-    if not isinstance(obj, type | types.FunctionType | types.BuiltinFunctionType | types.MethodType):
-        return None
-    qualname = getattr(obj, "__qualname__", None)
-    module = getattr(obj, "__module__", None)
-    owner = getattr(obj, "__self__", None)
-    if module is None and owner is not None:  # e.g. datetime.now, random.random (bound builtins)
-        module = getattr(owner if isinstance(owner, type) else type(owner), "__module__", None)
-    if isinstance(module, str) and isinstance(qualname, str):
-        return f"{module}.{qualname}"
-    return None
-
-
-def _dotted(node: ast.expr, resolve: Callable[[str], str | None]) -> str | None:
-    """`a.b.c` with `a` resolved, or None when the expression is not a plain dotted name."""
-    if isinstance(node, ast.Name):
-        return resolve(node.id)
-    if isinstance(node, ast.Attribute):
-        base = _dotted(node.value, resolve)
-        return f"{base}.{node.attr}" if base else None
-    return None
-
-
-def _top_level(body: Iterable[ast.stmt]) -> Iterator[ast.stmt]:
-    """Module-level statements, including those nested in if/try/with blocks (not in defs)."""
-    for stmt in body:
-        yield stmt
-        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            continue
-        for name in ("body", "orelse", "finalbody"):
-            yield from _top_level(getattr(stmt, name, ()))
-        for handler in getattr(stmt, "handlers", ()):
-            yield from _top_level(handler.body)
-
-
-@dataclass
-class _ModuleScope:
-    """What the names of a module's global scope refer to."""
-
-    aliases: dict[str, str] = field(default_factory=dict)
-    defined: set[str] = field(default_factory=set)
-    namespace: Mapping[str, Any] = field(default_factory=dict)
-
-    def resolve(self, name: str) -> str | None:
-        if name in self.aliases:
-            return self.aliases[name]
-        if name in self.defined:
-            return None
-        if name in self.namespace:
-            return _runtime_name(self.namespace[name])
-        return f"builtins.{name}" if hasattr(builtins, name) else None
-
-    def learn(self, tree: ast.Module) -> None:
-        assigned: list[tuple[str, ast.expr]] = []
-        for stmt in _top_level(tree.body):
-            if isinstance(stmt, ast.Import | ast.ImportFrom):
-                self.aliases.update(_import_bindings(stmt))
-            elif isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                self.defined.add(stmt.name)
-            elif isinstance(stmt, ast.Assign | ast.AnnAssign) and stmt.value is not None:
-                targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
-                assigned += [(t.id, stmt.value) for t in targets if isinstance(t, ast.Name)]
-        for name, value in assigned:  # `now = datetime.now` makes `now()` a clock read
-            if name in self.aliases:
-                continue  # `try: import x / except ImportError: x = None`: the import is what matters
-            target = _dotted(value, self.resolve)
-            if target:
-                self.aliases[name] = target
-            else:
-                self.defined.add(name)
-        self.defined -= self.aliases.keys()
-
-
-def _module_text(module: types.ModuleType | None, obj: Any) -> str:
-    try:
-        return inspect.getsource(module) if module is not None else ""
-    except (OSError, TypeError):
-        pass
-    try:  # a module missing from sys.modules, or one inspect cannot read: try the file itself
-        return "".join(linecache.getlines(inspect.getsourcefile(obj) or ""))
-    except TypeError:
-        return ""
-
-
-def _module_scope(obj: Any) -> _ModuleScope:
-    module = sys.modules.get(getattr(obj, "__module__", None) or "")
-    scope = _ModuleScope(namespace=vars(module) if module is not None else {})
-    try:
-        tree = parse(_module_text(module, obj))
-    except (SyntaxError, ValueError):
-        return scope
-    scope.learn(tree)
-    return scope
-
-
-@dataclass
-class _Scope:
-    """The names one function body sees: its own imports and locals, its closure, then the module."""
-
-    module: _ModuleScope
-    imports: dict[str, str]
-    local: set[str]
-    closure: dict[str, str]
-
-    def resolve(self, name: str) -> str | None:
-        if name in self.imports:
-            return self.imports[name]
-        if name in self.local:
-            return None
-        if name in self.closure:
-            return self.closure[name]
-        return self.module.resolve(name)
-
-
-def _bound_name(node: ast.AST, fn: ast.AST) -> str | None:
-    """The local name `node` binds inside `fn`: a parameter, an assignment target, a nested def..."""
-    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-        return None if node is fn else node.name
-    if isinstance(node, ast.ExceptHandler):
-        return node.name
-    if isinstance(node, ast.arg):
-        return node.arg
-    if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
-        return node.id
-    return None
-
-
-def _function_scope(fn: ast.FunctionDef | ast.AsyncFunctionDef, obj: Any, module: _ModuleScope) -> _Scope:
-    imports: dict[str, str] = {}
-    local: set[str] = set()
-    for node in ast.walk(fn):
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            imports.update(_import_bindings(node))
-        elif name := _bound_name(node, fn):
-            local.add(name)
-    return _Scope(module, imports, local - imports.keys(), _closure_names(obj))
-
-
-def _closure_names(obj: Any) -> dict[str, str]:
-    """Names a nested workflow takes from its enclosing function (e.g. an import inside a test)."""
-    func = inspect.unwrap(obj.__func__ if isinstance(obj, staticmethod | classmethod) else obj)
-    try:
-        nonlocals = inspect.getclosurevars(func).nonlocals
-    except (TypeError, ValueError):
-        return {}
-    names = {name: _runtime_name(value) for name, value in nonlocals.items()}
-    return {name: qualified for name, qualified in names.items() if qualified}
 
 
 # --- reading the source ------------------------------------------------------------------------
@@ -396,7 +208,7 @@ class _Finding:
 class _Checker(ast.NodeVisitor):
     """Walks one function body (lambdas, comprehensions and nested defs included)."""
 
-    def __init__(self, source: _Source, scope: _Scope, via: tuple[str, ...] = ()) -> None:
+    def __init__(self, source: _Source, scope: Scope, via: tuple[str, ...] = ()) -> None:
         self.source = source
         self.scope = scope
         self.via = via
@@ -452,7 +264,7 @@ class _Checker(ast.NodeVisitor):
         self._assigns(node, [node.target])
 
     def _name(self, node: ast.expr) -> str | None:
-        return _dotted(node, self.scope.resolve)
+        return dotted(node, self.scope.resolve)
 
     def _environ(self, node: ast.expr) -> bool:
         if self._name(node) in _ENVIRON:
@@ -533,37 +345,6 @@ def _short(qualname: str) -> str:
     return qualname.rsplit("<locals>.", 1)[-1]
 
 
-def _import_object(qualified: str, package: str | None) -> object | None:
-    """The object an import binds (`pkg.mod.helper`, or `.mod.helper` relative to `package`), when
-    its module is loaded already; None otherwise (the check never imports anything)."""
-    if qualified.startswith("."):
-        rest = qualified.lstrip(".")
-        dots = len(qualified) - len(rest)
-        if "." not in rest:
-            dots -= 1  # `from . import helper` is bound as "..helper" (see _import_bindings)
-        try:
-            qualified = importlib.util.resolve_name("." * dots + rest, package)
-        except (ImportError, ValueError):
-            return None
-    parts = qualified.split(".")
-    for i in range(len(parts), 0, -1):
-        found: object | None = sys.modules.get(".".join(parts[:i]))
-        if found is None:
-            continue
-        for part in parts[i:]:
-            found = _attribute(found, part)
-        return found
-    return None
-
-
-def _attribute(obj: object, name: str) -> object | None:
-    """getattr that never raises: a module's lazy `__getattr__` may fail in any way."""
-    try:
-        return getattr(obj, name, None)
-    except Exception:
-        return None
-
-
 class _Walk:
     """Checks a workflow's body and, transitively, the user's own functions it calls: those defined
     in its module or in another module of its top-level package, never the standard library's,
@@ -573,13 +354,13 @@ class _Walk:
         self.home = home
         self.found: list[_Finding] = []
         self._seen: set[object] = set()
-        self._modules: dict[str, _ModuleScope] = {}
+        self._modules: dict[str, ModuleScope] = {}
         self._beside = _flat_directory(home)
 
-    def _module(self, obj: Any) -> _ModuleScope:
+    def _module(self, obj: Any) -> ModuleScope:
         name = getattr(obj, "__module__", None) or ""
         if name not in self._modules:
-            self._modules[name] = _module_scope(obj)
+            self._modules[name] = module_scope(obj)
         return self._modules[name]
 
     def _own(self, obj: object) -> bool:
@@ -609,7 +390,7 @@ class _Walk:
         node = _first(source.tree, (ast.FunctionDef, ast.AsyncFunctionDef)) if source else None
         if source is None or not isinstance(node, _Def):
             return
-        self.body(fn, node, source, _function_scope(node, fn, self._module(fn)), via)
+        self.body(fn, node, source, function_scope(node, fn, self._module(fn)), via)
 
     def cls(self, cls: type, name: str) -> None:
         source = _load(cls)
@@ -623,49 +404,19 @@ class _Walk:
                 func = obj.__func__ if isinstance(obj, staticmethod | classmethod) else obj
                 if func is not None and getattr(func, "__code__", None) is not None:
                     self._seen.add(func.__code__)
-                self.body(obj, method, source, _function_scope(method, obj, module), (f"{name}.{method.name}",))
+                self.body(obj, method, source, function_scope(method, obj, module), (f"{name}.{method.name}",))
 
-    def body(self, fn: Any, node: ast.AST, source: _Source, scope: _Scope, via: tuple[str, ...]) -> None:
+    def body(self, fn: Any, node: ast.AST, source: _Source, scope: Scope, via: tuple[str, ...]) -> None:
         checker = _Checker(source, scope, via if len(via) > 1 else ())  # the body itself: no chain
         checker.visit(node)
         self.found += checker.findings
         if len(via) >= _MAX_DEPTH or not checker.calls:
             return
-        names = _Names(fn, scope)
+        names = Names(fn, scope)
         for call in checker.calls:
             callee = names.callee(call.func)
             if self._own(callee):
                 self.function(callee, (*via, _short(getattr(callee, "__qualname__", "?"))))
-
-
-class _Names:
-    """The objects the names of one function body refer to, resolved as the function itself would:
-    its imports, its locals (never followed), its closure, then its module's globals."""
-
-    def __init__(self, fn: Any, scope: _Scope) -> None:
-        self.scope = scope
-        try:
-            func = inspect.unwrap(fn.__func__ if isinstance(fn, staticmethod | classmethod) else fn) if fn else None
-            self.nonlocals = dict(inspect.getclosurevars(func).nonlocals) if func is not None else {}
-        except (TypeError, ValueError):
-            func, self.nonlocals = None, {}
-        self.globals: Mapping[str, Any] = getattr(func, "__globals__", {})
-        module = sys.modules.get(getattr(func, "__module__", None) or "")
-        self.package: str | None = getattr(module, "__package__", None)
-
-    def callee(self, node: ast.expr) -> object | None:
-        """What a call's function expression names: a name, or a `module.attr` / `Class.attr` chain."""
-        if isinstance(node, ast.Attribute):
-            base = self.callee(node.value)
-            return _attribute(base, node.attr) if isinstance(base, types.ModuleType | type) else None
-        if not isinstance(node, ast.Name):
-            return None
-        name = node.id
-        if name in self.scope.imports:
-            return _import_object(self.scope.imports[name], self.package)
-        if name in self.scope.local:
-            return None
-        return self.nonlocals[name] if name in self.nonlocals else self.globals.get(name)
 
 
 def _defined_in(entry: object, target: object) -> bool:
