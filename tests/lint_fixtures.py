@@ -1,6 +1,8 @@
-"""Workflow bodies for tests/unit/test_lint.py: plain functions and classes, never registered.
+"""Workflow bodies for tests/unit/test_lint.py: plain functions and classes, never registered as
+workflows (one action, `draw`, shows that the check does not follow into actions).
 
 Each one exercises one pattern of `cairn.engine.lint.check_workflow`; none of them is ever run.
+Helpers it follows live here and in tests/lint_helpers.py (another module of the same package).
 The tests find line numbers by searching for the text of a line, so reformatting is harmless.
 """
 
