@@ -1,6 +1,8 @@
-"""Workflow bodies for tests/unit/test_lint.py: plain functions and classes, never registered.
+"""Workflow bodies for tests/unit/test_lint.py: plain functions and classes, never registered as
+workflows (one action, `draw`, shows that the check does not follow into actions).
 
 Each one exercises one pattern of `cairn.engine.lint.check_workflow`; none of them is ever run.
+Helpers it follows live here and in tests/lint_helpers.py (another module of the same package).
 The tests find line numbers by searching for the text of a line, so reformatting is harmless.
 """
 
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import email.utils
 import multiprocessing
 import os
 import pathlib
@@ -28,6 +31,8 @@ from pathlib import Path
 from time import time as now
 
 import cairn
+from tests import lint_helpers
+from tests.lint_helpers import label
 
 clock = time.monotonic  # a module-level alias by assignment: `clock()` reads the clock
 
@@ -203,3 +208,98 @@ class BaseWithClock(cairn.Workflow):
 class InheritsRun(BaseWithClock):
     def helper(self) -> int:
         return 1
+
+
+# --- helpers of the user's own, followed transitively ------------------------------------------
+
+
+def _jitter(base: float) -> float:
+    return base * random.uniform(0.9, 1.1)
+
+
+def _delay(attempt: int) -> float:
+    return _jitter(2.0**attempt)
+
+
+def _double(n: int) -> int:
+    return 2 * n
+
+
+def _even(n: int) -> bool:
+    return True if n == 0 else _odd(n - 1)
+
+
+def _odd(n: int) -> bool:
+    return False if n == 0 else _even(n - 1)
+
+
+def _ping(n: int) -> float:
+    return time.time() if n <= 0 else _pong(n - 1)
+
+
+def _pong(n: int) -> float:
+    return _ping(n - 1)
+
+
+@cairn.action(id="tests.lint_fixtures.draw")
+async def draw() -> float:
+    return random.random()  # an action may: it is not workflow code
+
+
+async def via_helper(attempt: int) -> float:
+    return _delay(attempt)
+
+
+async def via_other_module() -> str:
+    from tests.lint_helpers import stamp as local_stamp
+
+    return lint_helpers.stamp() + local_stamp() + label(1)
+
+
+async def clean_helpers(n: int) -> str:
+    drawn = await draw()
+    return f"{_even(_double(n))} {_odd(n)} {email.utils.formatdate()} {label(n)} {drawn}"
+
+
+async def recursive_helpers(n: int) -> float:
+    return _ping(n) + _pong(n)
+
+
+async def allowed_helper() -> float:
+    return _delay(1)  # cairn: allow
+
+
+class HelperChainInClass(cairn.Workflow):
+    async def run(self) -> float:
+        return self._local() + _delay(1)
+
+    def _local(self) -> float:
+        return 1.0
+
+
+counter = 0
+
+
+async def assigns_global() -> int:
+    global counter
+    counter += 1
+    return counter
+
+
+async def global_via_helper() -> int:
+    return _bump()
+
+
+def _bump() -> int:
+    global counter
+    counter = counter + 1
+    return counter
+
+
+async def clean_globals() -> int:
+    def inner() -> int:
+        counter = 5  # a local of its own
+        counter += 1
+        return counter
+
+    return counter + inner()  # reading a module global changes nothing

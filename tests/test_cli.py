@@ -146,6 +146,7 @@ def test_show_a_completed_run(runner: CliRunner, url: str) -> None:
 
 
 def test_show_unknown_run(runner: CliRunner, url: str) -> None:
+    completed_run(url)  # the database exists; the run does not
     result = runner.invoke(cli, ["show", "nope", "--db", url])
     assert result.exit_code == 2
     assert result.stderr.startswith("error: no run with id 'nope'")
@@ -291,3 +292,121 @@ def test_prune_removes_old_finished_runs(runner: CliRunner, url: str) -> None:
     assert gone.exit_code == 0 and gone.stdout.strip() == "removed 2 finished runs older than 0"
     bad = runner.invoke(cli, ["prune", "--older-than", "soon", "--db", url])
     assert bad.exit_code == 2 and "not a duration" in bad.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["runs"],
+        ["show", "r1"],
+        ["result", "r1"],
+        ["schedules"],
+        ["workers"],
+        ["replay", "tests.flows"],
+        ["pause", "r1"],
+        ["resume", "r1"],
+        ["signal", "r1", "go"],
+        ["prune", "--older-than", "1d"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_a_command_that_reads_never_creates_a_missing_sqlite_database(
+    runner: CliRunner, tmp_path: Path, command: list[str]
+) -> None:
+    missing = tmp_path / "some" / "new" / "dir" / "x.db"
+    result = runner.invoke(cli, [*command, "--db", f"sqlite:///{missing}"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        f"error: no database at {missing} (sqlite:///{missing}): nothing to read. "
+        "Check --db or CAIRN_DATABASE_URL; a worker or `cairn start` creates the database\n"
+    )
+    assert not (tmp_path / "some").exists()
+
+
+def test_start_still_creates_the_database(runner: CliRunner, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/new/dir/x.db"
+    result = runner.invoke(cli, ["start", "cli_test.add_two", "--input", "[1]", "--id", "n1", "--db", url])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "new" / "dir" / "x.db").exists()
+    assert "n1" in runner.invoke(cli, ["runs", "--db", url]).stdout
+
+
+def test_signal_to_a_finished_run_is_refused(runner: CliRunner, url: str) -> None:
+    run_id = completed_run(url)
+    result = runner.invoke(cli, ["signal", run_id, "go", "--payload", "1", "--db", url])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: cannot signal run '{run_id}': it is completed; a finished run takes")
+    assert "signal.received" not in runner.invoke(cli, ["show", run_id, "--events", "--db", url]).stdout
+
+
+def test_resume_of_a_run_that_is_not_paused_says_so(runner: CliRunner, url: str) -> None:
+    runner.invoke(cli, ["start", "cli_test.add_two", "--input", "[1]", "--id", "p1", "--db", url])
+    result = runner.invoke(cli, ["resume", "p1", "--db", url])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: cannot resume run 'p1': it is pending; the run was not paused, so nothing")
+    assert runner.invoke(cli, ["pause", "p1", "--db", url]).stdout == "run p1: paused\n"
+    assert runner.invoke(cli, ["resume", "p1", "--db", url]).stdout == "run p1: running\n"
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    ("text", "argument"),
+    [(f'{{"x": {_nested(10_000)}}}', "argument 'x'"), (f"[{_nested(10_000)}]", "argument 1 (positional)")],
+)
+def test_input_nested_10000_deep_is_a_clear_error_naming_the_argument(
+    runner: CliRunner, url: str, text: str, argument: str
+) -> None:
+    result = runner.invoke(cli, ["start", "cli_test.add_two", "--input", text, "--db", url])
+    assert result.exit_code == 2
+    assert f"{argument} is nested more than 128 levels deep, over Cairn's nesting limit of 128" in result.stderr
+    assert "Traceback" not in result.output and "RecursionError" not in result.output
+
+
+def test_input_nested_past_the_limit_but_parseable_names_the_argument(runner: CliRunner, url: str) -> None:
+    result = runner.invoke(cli, ["start", "cli_test.add_two", "--input", f'{{"x": {_nested(300)}}}', "--db", url])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: argument 'x' of cli_test.add_two is nested more than 128 levels deep")
+
+
+def test_input_from_a_file_or_stdin(runner: CliRunner, url: str, tmp_path: Path) -> None:
+    big = {"x": 41, "padding": "y" * 300_000}  # past what a command line holds on some systems
+    (tmp_path / "in.json").write_text(json.dumps({"x": 41}))
+    from_file = runner.invoke(
+        cli, ["start", "cli_test.add_two", "--input", f"@{tmp_path}/in.json", "--id", "f1", "--db", url]
+    )
+    assert from_file.exit_code == 0, from_file.output
+    from_stdin = runner.invoke(
+        cli, ["start", "cli_test.add_two", "--input", "-", "--id", "s1", "--db", url], input="[5]"
+    )
+    assert from_stdin.exit_code == 0, from_stdin.output
+    large = runner.invoke(cli, ["start", "cli_test.add_two", "--input", "-", "--db", url], input=json.dumps(big))
+    assert (
+        large.exit_code == 2 and "unexpected" in large.stderr and "padding" in large.stderr
+    )  # read whole, then checked
+    listed = {r["id"]: r["input"] for r in json.loads(runner.invoke(cli, ["runs", "--json", "--db", url]).stdout)}
+    assert listed == {"f1": {"x": 41}, "s1": {"x": 5}}
+    missing = runner.invoke(cli, ["start", "cli_test.add_two", "--input", f"@{tmp_path}/nope.json", "--db", url])
+    assert missing.exit_code == 2 and f"cannot read '{tmp_path}/nope.json': No such file or directory" in missing.output
+    signal = runner.invoke(cli, ["signal", "s1", "go", "--payload", "-", "--db", url], input='{"ok": true}')
+    assert signal.exit_code == 0 and "signal 'go' sent" in signal.stdout
+
+
+def test_start_help_documents_file_and_stdin_input(runner: CliRunner) -> None:
+    text = " ".join(runner.invoke(cli, ["start", "--help"]).output.split())
+    assert "@FILE reads it from FILE" in text and "- from standard input" in text
+
+
+def test_start_with_an_existing_id_notes_it_and_whether_the_input_differs(runner: CliRunner, url: str) -> None:
+    first = runner.invoke(cli, ["start", "cli_test.add_two", "--input", "[1]", "--id", "o-1", "--db", url])
+    assert first.exit_code == 0 and first.stdout == "run o-1: pending\n" and "note:" not in first.stderr
+    same = runner.invoke(cli, ["start", "cli_test.add_two", "--input", '{"x": 1}', "--id", "o-1", "--db", url])
+    assert same.exit_code == 0
+    assert "note: run o-1 existed already (started earlier); nothing was started" in same.stderr
+    other = runner.invoke(cli, ["start", "cli_test.add_two", "--input", "[2]", "--id", "o-1", "--db", url])
+    assert other.exit_code == 0
+    assert "note: run o-1 existed already (started with other input earlier); nothing was started" in other.stderr
+    listed = json.loads(runner.invoke(cli, ["runs", "--json", "--db", url]).stdout)
+    assert [(r["id"], r["input"]) for r in listed] == [("o-1", {"x": 1})]

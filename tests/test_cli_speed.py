@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -50,8 +51,18 @@ def test_python_dash_m_cairn_is_the_cli(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "Usage: cairn" in done.stdout
     db = f"sqlite:///{tmp_path}/cairn.db"
-    done = subprocess.run(
-        [sys.executable, "-m", "cairn", "runs", "--db", db, "--json"], capture_output=True, text=True, timeout=60
-    )
+    runs = [sys.executable, "-m", "cairn", "runs", "--db", db, "--json"]
+    done = subprocess.run(runs, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.startswith("error: no database at ")  # reading creates nothing
+    asyncio.run(_create(db))
+    done = subprocess.run(runs, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+async def _create(url: str) -> None:
+    import cairn
+
+    client = cairn.Client(url)
+    await client.store.open()
+    await client.close()

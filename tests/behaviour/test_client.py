@@ -17,8 +17,14 @@ from cairn.serialization import max_payload_bytes
 from cairn.store.protocol import WorkflowInfo
 from tests import flows
 from tests.conftest import _admin, _with_db, eventually
+from tests.helpers import status_is
 
 pytestmark = pytest.mark.usefixtures("worker")
+
+
+@cairn.workflow(id="tests.client.echo")
+async def echo(value: Any) -> Any:
+    return value
 
 
 async def test_start_is_idempotent_on_id(client: cairn.Client) -> None:
@@ -174,6 +180,8 @@ def _drive(sync: cairn.SyncClient) -> None:
     assert handle.status() == RunStatus.COMPLETED
     assert [s.result for s in handle.steps()] == [8, 9, 10]
     assert sync.run(flows.function_style, 1, timeout=10) == 3
+    again = sync.start(flows.Sequence3, 8, id="sync-1")  # the id exists: nothing started, and it says so
+    assert (handle.created, again.created, again.input_differs) == (True, False, True)
     assert [r.id for r in sync.list_runs(workflow=flows.Sequence3)] == ["sync-1"]
 
 
@@ -296,3 +304,82 @@ async def test_retention_deletes_old_finished_runs_from_a_worker(db_url: str) ->
             await eventually(pruned, what="the finished run deleted by the worker's retention")
     finally:
         await client.close()
+
+
+async def test_a_start_that_finds_its_id_says_whether_the_input_differs(client: cairn.Client) -> None:
+    first = await client.start(flows.Sequence3, 1, id="same-input")
+    same = await client.start(flows.Sequence3, 1, id="same-input")
+    other = await client.start(flows.Sequence3, x=2, id="same-input")
+    assert (first.created, first.input_differs) == (True, False)
+    assert (same.created, same.input_differs) == (False, False)
+    assert (other.created, other.input_differs) == (False, True)
+    assert client.get("same-input").created is None  # a handle from get() started nothing
+    assert await other.result(timeout=10) == 4  # the run is the first one, with its input
+
+
+async def test_a_signal_to_a_finished_run_is_refused_and_records_nothing(client: cairn.Client) -> None:
+    completed = await client.start(flows.Approval, "done")
+    await completed.signal("approval", {"ok": True, "by": "ann"})
+    await completed.result(timeout=10)
+    failed = await client.start(flows.fails, "x")
+    with pytest.raises(ValueError):
+        await failed.result(timeout=10)
+    cancelled = await client.start(flows.Approval, "gone")
+    await cancelled.cancel()
+    for handle, status in ((completed, "completed"), (failed, "failed"), (cancelled, "cancelled")):
+        events = await handle.events()
+        message = f"cannot signal run '{handle.id}': it is {status}; a finished run takes no signals; nothing was sent"
+        with pytest.raises(cairn.IllegalTransition, match=message):
+            await handle.signal("approval", {"ok": True, "by": "late"})
+        assert await handle.events() == events
+        assert await handle.status() == status
+    with pytest.raises(cairn.RunNotFound):  # a run that never existed is still a different answer
+        await client.get("never-was").signal("approval", 1)
+
+
+async def test_a_paused_or_waiting_run_still_takes_signals(client: cairn.Client) -> None:
+    handle = await client.start(flows.Approval, "held")
+    await eventually(lambda: status_is(handle, RunStatus.WAITING), what="waiting for the signal")
+    await handle.pause()
+    await handle.signal("approval", {"ok": True, "by": "paused"})  # buffered while paused
+    assert await handle.status() == RunStatus.PAUSED
+    await handle.resume()
+    assert await handle.result(timeout=10) == "held:paused:approved"
+
+
+async def test_resuming_a_run_that_is_not_paused_says_so_and_changes_nothing(client: cairn.Client) -> None:
+    handle = await client.start(flows.Approval, "live")
+    await eventually(lambda: status_is(handle, RunStatus.WAITING), what="waiting for the signal")
+    events = await handle.events()
+    with pytest.raises(
+        cairn.IllegalTransition,
+        match=f"cannot resume run '{handle.id}': it is waiting; the run was not paused, so nothing was resumed",
+    ):
+        await handle.resume()
+    assert await handle.events() == events and await handle.status() == RunStatus.WAITING
+    assert await handle.pause() == RunStatus.PAUSED
+    assert await handle.pause() == RunStatus.PAUSED  # pausing a paused run leaves it as asked
+    assert await handle.resume() == RunStatus.RUNNING
+
+
+@pytest.mark.parametrize("depth", [129, 10_000])
+async def test_input_nested_too_deeply_names_the_argument_and_the_limit(client: cairn.Client, depth: int) -> None:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    message = r"argument 'x' of tests.flows.Sequence3 is nested more than 128 levels deep, over Cairn's nesting limit"
+    with pytest.raises(cairn.SerializationError, match=message):
+        await client.start(flows.Sequence3, value)
+    with pytest.raises(cairn.SerializationError, match=message):
+        await client.start("tests.flows.Sequence3", x=value)
+    with pytest.raises(cairn.SerializationError, match="payload of signal 'go' is nested more than 128 levels"):
+        await client.get("any").signal("go", value)
+    assert await client.list_runs() == []
+
+
+async def test_input_nested_up_to_the_limit_round_trips(client: cairn.Client) -> None:
+    value: list[Any] = []
+    for _ in range(127):
+        value = [value]
+    handle = await client.start(echo, value)
+    assert await handle.result(timeout=10) == value

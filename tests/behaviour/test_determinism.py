@@ -4,6 +4,8 @@ code that diverges from the journal pauses the run with a NonDeterminismError na
 from __future__ import annotations
 
 import json
+import random
+from datetime import datetime
 
 import pytest
 
@@ -69,3 +71,48 @@ async def _steps_done(handle: cairn.RunHandle, n: int) -> bool:
 
 
 pytestmark = pytest.mark.timeout(60)
+
+
+def _unseen_helper() -> object:
+    """A helper the registration check cannot read (no source file): only the run-time guard sees it."""
+    namespace: dict[str, object] = {}
+    exec("import random\ndef pick(items):\n    return random.choice(items)\n", namespace)
+    return namespace["pick"]
+
+
+_pick = _unseen_helper()
+
+
+@cairn.action(id="tests.determinism.draw")
+async def draw(items: list[str]) -> str:
+    return random.choice(items)  # an action may draw: its result is recorded
+
+
+@workflow(id="tests.determinism.draws_in_action")
+async def draws_in_action(items: list[str]) -> str:
+    return await draw(items)
+
+
+@workflow(id="tests.determinism.draws_in_workflow")
+async def draws_in_workflow(items: list[str]) -> str:
+    return str(_pick(items))  # type: ignore[operator]
+
+
+async def test_random_inside_workflow_code_fails_the_run_and_actions_still_draw(client: cairn.Client) -> None:
+    async with cairn.Worker(client, poll_interval=0.1):
+        assert await client.run(draws_in_action, ["a", "b"], timeout=10) in ("a", "b")
+        with pytest.raises(cairn.WorkflowSandboxError, match=r"inside a workflow, random\.choice\(\) draws from"):
+            await client.run(draws_in_workflow, ["a", "b"], timeout=10)
+    assert random.choice(["a", "b"]) in ("a", "b")  # the process outside workflows is untouched
+
+
+def test_a_workflow_reaching_the_clock_through_a_helper_is_refused_at_registration() -> None:
+    with pytest.raises(cairn.UnsafeWorkflowCode, match=r"reached through stamped -> _stamp -> datetime\.now\(\)\)"):
+
+        @workflow(id="tests.determinism.stamped")
+        async def stamped() -> str:
+            return _stamp()
+
+
+def _stamp() -> str:
+    return datetime.now().isoformat()

@@ -173,12 +173,20 @@ def test_not_in_workflow_errors() -> None:
         ("threading.Thread(target=print).start()", "threads are not deterministic"),
         ("socket.socket()", "sockets are I/O"),
         ("subprocess.run(['true'])", "subprocesses"),
+        ("random.random()", "random.random() draws from the process's shared generator"),
+        ("random.randint(1, 6)", "random.randint() draws"),
+        ("random.choice([1, 2])", "random.choice() draws"),
+        ("random.shuffle([1, 2])", "random.shuffle() draws"),
+        ("random.uniform(0, 1)", "random.uniform() draws"),
+        ("random.seed(4)", "use cairn.random()"),
+        # bound to the shared generator before the guard existed, as `from random import choice` is
+        ("random.Random.choice.__get__(random._inst)([1, 2])", "the random module's functions"),
     ],
 )
 def test_runtime_guard_refuses_real_world_access(body: str, message: str) -> None:
     namespace: dict[str, object] = {}
     exec(  # a workflow the static check cannot see into: the run-time guard must catch it
-        "import time, threading, socket, subprocess\n"
+        "import time, threading, socket, subprocess, random\n"
         f"async def sneaky() -> None:\n    helper()\ndef helper() -> None:\n    {body}\n",
         namespace,
     )
@@ -202,3 +210,34 @@ def test_runtime_guard_is_off_outside_workflows_and_logging_works_inside() -> No
     defn = _defn(logs)
     assert WorkflowInstance(defn, _run(defn, {}), [], seed=1).activate([], now=1.0).result == '"ok"'
     assert time.time() > 0  # outside a workflow the clock is the clock
+
+
+def test_random_is_refused_only_in_workflow_code() -> None:
+    """Another thread drawing from `random` while a workflow activation runs is untouched, and so
+    is a generator the workflow seeds itself; afterwards the module works as before."""
+    import random
+    import threading
+
+    drawn: list[float] = []
+    go, done = threading.Event(), threading.Event()
+
+    def elsewhere() -> None:
+        go.wait(5)
+        drawn.append(random.random())
+        drawn.append(float(random.choice([1, 2])))
+        done.set()
+
+    @cairn.workflow(id="tests.unit.random_elsewhere")
+    async def seeded() -> float:
+        go.set()
+        done.wait(5)  # the other thread draws while this activation is guarded
+        return random.Random(7).random()  # cairn: allow
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    defn = _defn(seeded)
+    res = WorkflowInstance(defn, _run(defn, {}), [], seed=1).activate([], now=1.0)
+    thread.join(5)
+    assert res.status == RunStatus.COMPLETED, res.error
+    assert json.loads(res.result or "null") == random.Random(7).random()
+    assert len(drawn) == 2 and 0 <= random.random() < 1 and random.randint(1, 2) in (1, 2)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pathlib
 import pickle
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +15,7 @@ import pytest
 from cairn.engine.lint import UnsafeWorkflowCode, check_workflow
 from cairn.errors import CairnError, WorkflowSandboxError
 from tests import lint_fixtures as fx
+from tests import lint_helpers
 
 FILE = inspect.getsourcefile(fx)
 NOW = "use cairn.now()"
@@ -231,3 +235,96 @@ def test_lambdas_and_comprehensions_inside_the_body_are_checked() -> None:
         (_line(fx.in_lambda_and_comprehension, "key=lambda"), "random.random()"),
         (_line(fx.in_lambda_and_comprehension, "time.monotonic()"), "time.monotonic()"),
     ]
+
+
+# --- the user's own helpers, followed transitively ---------------------------------------------
+
+
+def test_a_helper_is_followed_and_the_chain_is_reported() -> None:
+    ((file, line, call, hint),) = _findings(fx.via_helper)
+    assert (file, line, call) == (FILE, _line(fx._jitter, "random.uniform"), "random.uniform(0.9, 1.1)")
+    assert hint.startswith(RANDOM)
+    assert hint.endswith("(reached through via_helper -> _delay -> _jitter -> random.uniform(0.9, 1.1))")
+
+
+def test_helpers_in_other_modules_of_the_package_are_followed() -> None:
+    rows = _findings(fx.via_other_module)
+    helpers = inspect.getsourcefile(lint_helpers)
+    line = _line(lint_helpers.stamp, "datetime.datetime.now()")
+    assert [(f, n, c) for f, n, c, _ in rows] == [(helpers, line, "datetime.datetime.now()")]  # once, not per path
+    assert rows[0][3].endswith("(reached through via_other_module -> stamp -> datetime.datetime.now())")
+
+
+def test_deterministic_helpers_actions_and_the_standard_library_are_not_flagged() -> None:
+    check_workflow(fx.clean_helpers, fx.clean_helpers)  # email.utils.formatdate reads the clock: not ours to read
+
+
+def test_helpers_that_call_each_other_end_and_report_once() -> None:
+    ((_, line, call, hint),) = _findings(fx.recursive_helpers)
+    assert (line, call) == (_line(fx._ping, "time.time()"), "time.time()")
+    assert hint.endswith("(reached through recursive_helpers -> _ping -> time.time())")
+
+
+def test_cairn_allow_on_a_call_exempts_what_it_reaches() -> None:
+    check_workflow(fx.allowed_helper, fx.allowed_helper)
+
+
+def test_a_class_workflow_follows_module_helpers_from_its_methods() -> None:
+    ((_, line, call, hint),) = _findings(fx.HelperChainInClass)
+    assert (line, call) == (_line(fx._jitter, "random.uniform"), "random.uniform(0.9, 1.1)")
+    assert "(reached through HelperChainInClass.run -> _delay -> _jitter -> random.uniform(0.9, 1.1))" in hint
+
+
+def test_a_helper_from_an_enclosing_function_is_followed() -> None:
+    import time as enclosing
+
+    def helper() -> float:
+        return enclosing.monotonic()
+
+    async def nested() -> float:
+        return helper()
+
+    ((_, line, call, hint),) = _findings(nested)
+    assert (line, call) == (_line(helper, "enclosing.monotonic()"), "enclosing.monotonic()")
+    assert hint.endswith("(reached through nested -> helper -> enclosing.monotonic())")
+
+
+# --- module globals ----------------------------------------------------------------------------
+
+GLOBAL = "a workflow must not assign module globals"
+
+
+def test_assigning_a_module_global_is_refused_with_what_to_use_instead() -> None:
+    ((_, line, call, hint),) = _findings(fx.assigns_global)
+    assert (line, call) == (_line(fx.assigns_global, "counter += 1"), "counter += 1")
+    assert hint.startswith(GLOBAL) and "cairn.memory.add" in hint and "property" in hint
+
+
+def test_a_helper_assigning_a_global_is_refused_through_the_chain() -> None:
+    ((_, line, call, hint),) = _findings(fx.global_via_helper)
+    assert (line, call) == (_line(fx._bump, "counter = counter + 1"), "counter = counter + 1")
+    assert hint.startswith(GLOBAL) and hint.endswith(
+        "(reached through global_via_helper -> _bump -> counter = counter + 1)"
+    )
+
+
+def test_reading_globals_and_assigning_locals_of_the_same_name_pass() -> None:
+    check_workflow(fx.clean_globals, fx.clean_globals)
+
+
+def test_a_flat_layout_follows_the_modules_beside_the_workflow(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "flat_helpers.py").write_text("import random\n\ndef jitter():\n    return random.random()\n")
+    (tmp_path / "flat_flows.py").write_text(
+        "from flat_helpers import jitter\n\nasync def wf() -> float:\n    return jitter()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    flows = importlib.import_module("flat_flows")
+    try:
+        ((file, line, call, hint),) = _findings(flows.wf)
+    finally:
+        for name in ("flat_flows", "flat_helpers"):
+            sys.modules.pop(name, None)
+    assert (file, line, call) == (str(tmp_path / "flat_helpers.py"), 4, "random.random()")
+    assert hint.endswith("(reached through wf -> jitter -> random.random())")

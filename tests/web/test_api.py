@@ -230,6 +230,20 @@ async def test_control_follows_the_state_machine(http: httpx.AsyncClient, client
         assert r.json()["error"] == "conflict" and "cancelled" in r.json()["message"]
 
 
+async def test_a_signal_to_a_finished_run_or_resume_of_a_live_one_is_409(
+    http: httpx.AsyncClient, client: cairn.Client
+) -> None:
+    await client.start(webflows.Greeting, "p", id="c-2")
+    r = await http.post("/api/runs/c-2/resume")
+    assert r.status_code == 409 and r.json()["error"] == "conflict"
+    assert "the run was not paused, so nothing was resumed" in r.json()["message"]
+    await client.get("c-2").cancel()
+    r = await http.post("/api/runs/c-2/signals/approve", json={"by": "late"})
+    assert r.status_code == 409 and r.json()["error"] == "conflict"
+    assert r.json()["message"].startswith("cannot signal run 'c-2': it is cancelled; a finished run takes no signals")
+    assert "signal.received" not in [e["kind"] for e in (await http.get("/api/runs/c-2/events")).json()]
+
+
 @pytest.mark.usefixtures("worker")
 async def test_fork_and_children(http: httpx.AsyncClient, client: cairn.Client) -> None:
     await client.run(webflows.parent, "kid", id="parent-1", timeout=20)

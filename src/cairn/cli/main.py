@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 import cairn
+from cairn.cli.json_input import parse_json, read_json_text
 from cairn.cli.lazy import Lazy
 from cairn.errors import CairnError
 from cairn.types import RunStatus
@@ -87,12 +88,33 @@ def run(main: Coroutine[Any, Any, T], expected: tuple[type[BaseException], ...] 
         fail("interrupted", 130)
 
 
-async def with_client(url: str | None, body: Callable[[cairn.Client], Awaitable[T]]) -> T:
+async def with_client(url: str | None, body: Callable[[cairn.Client], Awaitable[T]], *, create: bool = False) -> T:
+    """Run `body` with a client of `url`. Only commands that write work (`create`: start, dashboard)
+    may create a SQLite database: any other would leave an empty file, and its folders, behind a typo."""
+    if not create:
+        must_exist(url)
     client = cairn.Client(url)
     try:
         return await body(client)
     finally:
         await client.close()
+
+
+def must_exist(url: str | None) -> None:
+    """Failure (exit 1) when `url` names a SQLite file that does not exist; nothing is created."""
+    from cairn.store.open import resolve_url
+    from cairn.store.sqlite import sqlite_path
+
+    resolved = resolve_url(url)
+    if not resolved.lower().startswith("sqlite:"):
+        return  # a PostgreSQL database is never created by connecting to it
+    path = sqlite_path(resolved)
+    if path != ":memory:" and not Path(path).exists():
+        raise Failure(
+            f"no database at {path} ({redact_url(resolved)}): nothing to read. Check --db or "
+            "CAIRN_DATABASE_URL; a worker or `cairn start` creates the database",
+            code=1,
+        )
 
 
 def db_option(fn: F) -> F:
@@ -112,15 +134,6 @@ def json_flag(fn: F) -> F:
 
 def wait_option(help: str) -> Callable[[F], F]:
     return click.option("--wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS", help=help)
-
-
-def parse_json(text: str, option: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(
-            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})", param_hint=option
-        ) from None
 
 
 def echo_json(value: Any) -> None:
@@ -406,8 +419,9 @@ async def supervise(w: cairn.Worker, announcement: str) -> int:
     "input_text",
     default="[]",
     show_default=True,
-    metavar="JSON",
-    help="A JSON array (positional arguments) or object (keyword arguments).",
+    metavar="JSON|@FILE|-",
+    help="A JSON array (positional arguments) or object (keyword arguments); @FILE reads it from FILE, "
+    "- from standard input (for input too large for a command line).",
 )
 @click.option("--id", "run_id", default=None, help="Run id; starting an existing id returns that run.")
 @click.option("--queue", default=None, help="Queue (default: the workflow's).")
@@ -433,7 +447,7 @@ def start(
     args, kwargs = parse_input(input_text)
     import_modules(imports)
     code = run(
-        with_client(db, lambda client: start_run(client, name, args, kwargs, run_id, queue, wait)),
+        with_client(db, lambda client: start_run(client, name, args, kwargs, run_id, queue, wait), create=True),
         expected=(*EXPECTED, TypeError),
     )
     if code:
@@ -441,13 +455,14 @@ def start(
 
 
 def parse_input(text: str) -> tuple[list[Any], dict[str, Any]]:
-    value = parse_json(text, "--input")
+    value = parse_json(read_json_text(text, "--input"), "--input", arguments=True)
     if isinstance(value, list):
         return value, {}
     if isinstance(value, dict):
         return [], value
     raise click.BadParameter(
-        f"must be a JSON array (positional arguments) or object (keyword arguments), got {text!r}", param_hint="--input"
+        f"must be a JSON array (positional arguments) or object (keyword arguments), got {json.dumps(value)[:80]}",
+        param_hint="--input",
     )
 
 
@@ -711,7 +726,7 @@ def dashboard(db: str | None, host: str, port: int, token: str | None) -> None:
         serve.check_bind(host, token)
     except ValueError as exc:
         fail(str(exc))
-    run(with_client(db, lambda client: serve_dashboard(client, host, port, token)))
+    run(with_client(db, lambda client: serve_dashboard(client, host, port, token), create=True))
 
 
 async def serve_dashboard(client: cairn.Client, host: str, port: int, token: str | None) -> None:
@@ -801,11 +816,17 @@ def prune(older_than: str, status: str | None, db: str | None) -> None:
 @cli.command(name="signal")
 @click.argument("run_id", metavar="RUN")
 @click.argument("name")
-@click.option("--payload", default="null", show_default=True, metavar="JSON", help="The signal's payload as JSON.")
+@click.option(
+    "--payload",
+    default="null",
+    show_default=True,
+    metavar="JSON|@FILE|-",
+    help="The signal's payload as JSON; @FILE reads it from FILE, - from standard input.",
+)
 @db_option
 def signal_command(run_id: str, name: str, payload: str, db: str | None) -> None:
-    """Send signal NAME with a JSON payload to RUN."""
-    value = parse_json(payload, "--payload")
+    """Send signal NAME with a JSON payload to RUN (refused once RUN has finished)."""
+    value = parse_json(read_json_text(payload, "--payload"), "--payload")
 
     async def body(client: cairn.Client) -> None:
         await client.get(run_id).signal(name, value)

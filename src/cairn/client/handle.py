@@ -148,19 +148,25 @@ class RunHandle:
         return {k: json.loads(v) for k, v in (await self.client.store.get_memory(self.id)).items()}
 
     async def signal(self, name: str, payload: Any = None) -> None:
+        """Send signal `name` to the run, buffered until a `wait_for_signal(name)` takes it (a paused
+        or waiting run receives it too). IllegalTransition, nothing sent, once the run has finished."""
         check_name(name, "signal name")
         text = dumps(payload, f"payload of signal {name!r}")
         if not storable(self.id) or not await self.client.store.send_signal(self.id, name, text):
             raise RunNotFound(f"no run with id {self.id!r}; the signal {name!r} was not sent")
 
-    # --- control: each idempotent and safe to race; IllegalTransition when the status forbids it ---
+    # --- control: IllegalTransition when the status forbids it (see cairn.transitions); pausing a
+    # paused run or cancelling a cancelled one changes nothing and is safe to repeat or race ---
 
     async def pause(self) -> RunStatus:
         """The run takes no new steps until `resume()`; a step in flight finishes and is recorded."""
         return await self.client.store.pause(self._stored_id())
 
     async def resume(self) -> RunStatus:
-        """Continue a paused run (one paused on an error retries the failed step)."""
+        """Continue a paused run (one paused on an error retries the failed step). A run that is not
+        paused is left as it is and IllegalTransition says so ("it is running; the run was not
+        paused, so nothing was resumed"): a run resumed twice, or never paused, is the wrong run or a
+        stale view."""
         return await self.client.store.resume(self._stored_id())
 
     async def cancel(self) -> RunStatus:

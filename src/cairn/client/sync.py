@@ -40,6 +40,16 @@ class SyncRunHandle:
     def __repr__(self) -> str:
         return f"<SyncRunHandle {self.id}>"
 
+    @property
+    def created(self) -> bool | None:
+        """As `RunHandle.created`: False when `start` found the run its id names (nothing started)."""
+        return self.inner.created
+
+    @property
+    def input_differs(self) -> bool:
+        """As `RunHandle.input_differs`: the run `start` found was started with other input."""
+        return self.inner.input_differs
+
     def status(self) -> RunStatus:
         return self._bridge.run(self.inner.status())
 

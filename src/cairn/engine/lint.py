@@ -11,6 +11,7 @@ to do I/O, each with its file and line and what to use instead:
 - `random.*`, `secrets.*`, `os.urandom`, `uuid.uuid1`/`uuid4`: `cairn.random()`, `cairn.uuid4()`
 - `open`, `input`, `Path(...).read_text()` and friends, `os.environ[...]`, `os.getenv`, network
   clients, sockets, subprocesses, threads and process pools: an `@action`
+- assigning a module global (`global counter; counter += 1`): workflow memory or a property
 
 Names are resolved through the imports of the module that defines the workflow and those inside
 the body itself, so `import time as t; t.time()`, `from time import time as now; now()` and
@@ -18,32 +19,44 @@ the body itself, so `import time as t; t.time()`, `from time import time as now;
 `from cairn import random`) and every `asyncio.*` call are not flagged. A name the body binds
 itself (a parameter, a local variable) is never resolved through the module's imports.
 
-Limits, on purpose: only the workflow's own body is read, not the functions it calls (the run-time
-sandbox of `cairn.engine.loop` covers those), and only direct calls are seen (a function passed
-around as a value is not). When the source cannot be found (a REPL, a frozen module) the check is
-skipped silently.
+Helpers are followed: a call whose target is a plain function of the user's own (defined in the
+workflow's module, in another module of its top-level package, or, for a workflow in a top-level
+module such as `flows.py`, in a module beside it) is read the same way, and so on
+transitively; each finding there names the chain (`checkout -> jitter -> random.uniform(0.9, 1.1)`).
+Code of the standard library, third parties and Cairn is never read: `email.utils.formatdate()`
+reads the clock, but a library is the user's choice to call, and the run-time sandbox
+(`cairn.engine.sandbox`) refuses what it does inside a workflow. Actions and child workflows are
+not plain functions and are not followed (they may do I/O). Each function is read once per check,
+so helpers that call each other end; a chain is followed at most `_MAX_DEPTH` calls deep.
 
-Escape hatch: a line carrying the comment `# cairn: allow` is exempt (for a call written over several
-lines, any of its lines). Use it for code the checker misjudges, for example `random.Random(42)` with
-a fixed seed, or reading a file that ships with the code and never changes.
+Limits, on purpose: only direct calls are seen (a function passed around as a value, a method
+called on an instance, a class's constructor are not followed), and only the module's own globals
+assigned by name (not a global list mutated in place). When the source cannot be found (a REPL, a
+frozen module, `exec`) the check is skipped silently: the sandbox still guards it at run time.
+
+Escape hatch: a line carrying the comment `# cairn: allow` is exempt (for a call written over
+several lines, any of its lines), and so is what a call on it reaches. Use it for code the checker
+misjudges, for example `random.Random(42)` with a fixed seed, or reading a file that ships with the
+code and never changes.
 """
 
 from __future__ import annotations
 
 import ast
-import builtins
 import inspect
 import io
-import linecache
+import os
 import re
 import sys
+import sysconfig
 import textwrap
 import tokenize
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from cairn.engine.lint_names import ModuleScope, Names, Scope, dotted, function_scope, module_scope, parse
 from cairn.errors import UnsafeWorkflowCode
 
 # --- what is flagged ---------------------------------------------------------------------------
@@ -56,6 +69,11 @@ _FILE = "do file I/O in an @action and await it"
 _INPUT = "a workflow cannot read the terminal: pass the value as workflow input, or read it in an @action"
 _ENV = "read configuration in an @action, or pass it as workflow input"
 _IO = "do network I/O, threads and processes in an @action and await it"
+_GLOBAL = (
+    "a workflow must not assign module globals: a replay does not restore them and every run in the "
+    "process shares them; keep the value in workflow memory (cairn.memory.add(key=..., value=...)) or, "
+    "in a class-style workflow, in a property (self.name = ...)"
+)
 
 _EXACT: Mapping[str, str] = {
     **dict.fromkeys(
@@ -113,21 +131,6 @@ _ALLOW = re.compile(r"#\s*cairn:\s*allow\b")
 _MAX_SHOWN = 80
 
 
-def parse(text: str) -> ast.Module:
-    """ast.parse, retried on CPython 3.11.7's spurious "AST constructor recursion depth mismatch".
-
-    That SystemError (CPython gh-106905, fixed in 3.11.8) comes from another thread parsing at the
-    same moment, e.g. the traceback module drawing carets; parsing again succeeds.
-    """
-    for _ in range(5):
-        try:
-            return ast.parse(text)
-        except SystemError as exc:
-            if "recursion depth mismatch" not in str(exc):
-                raise
-    return ast.parse(text)
-
-
 def _hint_for(name: str) -> str | None:
     """What to use instead of calling the fully qualified `name`, or None when the call is fine."""
     if name in _EXACT:
@@ -138,177 +141,6 @@ def _hint_for(name: str) -> str | None:
         if name.startswith(prefix):
             return hint
     return None
-
-
-# --- name resolution ---------------------------------------------------------------------------
-
-
-def _import_bindings(node: ast.Import | ast.ImportFrom) -> Iterator[tuple[str, str]]:
-    """(bound name, fully qualified name) for each name an import statement binds."""
-    if isinstance(node, ast.Import):
-        for alias in node.names:
-            if alias.asname:
-                yield alias.asname, alias.name
-            else:
-                head = alias.name.split(".", 1)[0]
-                yield head, head
-        return
-    base = "." * node.level + (node.module or "")
-    for alias in node.names:
-        if alias.name != "*":
-            yield alias.asname or alias.name, f"{base}.{alias.name}"
-
-
-def _runtime_name(obj: object) -> str | None:
-    """The qualified name of a module, class or function found at run time (star imports, closures)."""
-    if isinstance(obj, types.ModuleType):
-        return obj.__name__
-    if not isinstance(obj, type | types.FunctionType | types.BuiltinFunctionType | types.MethodType):
-        return None
-    qualname = getattr(obj, "__qualname__", None)
-    module = getattr(obj, "__module__", None)
-    owner = getattr(obj, "__self__", None)
-    if module is None and owner is not None:  # e.g. datetime.now, random.random (bound builtins)
-        module = getattr(owner if isinstance(owner, type) else type(owner), "__module__", None)
-    if isinstance(module, str) and isinstance(qualname, str):
-        return f"{module}.{qualname}"
-    return None
-
-
-def _dotted(node: ast.expr, resolve: Callable[[str], str | None]) -> str | None:
-    """`a.b.c` with `a` resolved, or None when the expression is not a plain dotted name."""
-    if isinstance(node, ast.Name):
-        return resolve(node.id)
-    if isinstance(node, ast.Attribute):
-        base = _dotted(node.value, resolve)
-        return f"{base}.{node.attr}" if base else None
-    return None
-
-
-def _top_level(body: Iterable[ast.stmt]) -> Iterator[ast.stmt]:
-    """Module-level statements, including those nested in if/try/with blocks (not in defs)."""
-    for stmt in body:
-        yield stmt
-        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            continue
-        for name in ("body", "orelse", "finalbody"):
-            yield from _top_level(getattr(stmt, name, ()))
-        for handler in getattr(stmt, "handlers", ()):
-            yield from _top_level(handler.body)
-
-
-@dataclass
-class _ModuleScope:
-    """What the names of a module's global scope refer to."""
-
-    aliases: dict[str, str] = field(default_factory=dict)
-    defined: set[str] = field(default_factory=set)
-    namespace: Mapping[str, Any] = field(default_factory=dict)
-
-    def resolve(self, name: str) -> str | None:
-        if name in self.aliases:
-            return self.aliases[name]
-        if name in self.defined:
-            return None
-        if name in self.namespace:
-            return _runtime_name(self.namespace[name])
-        return f"builtins.{name}" if hasattr(builtins, name) else None
-
-    def learn(self, tree: ast.Module) -> None:
-        assigned: list[tuple[str, ast.expr]] = []
-        for stmt in _top_level(tree.body):
-            if isinstance(stmt, ast.Import | ast.ImportFrom):
-                self.aliases.update(_import_bindings(stmt))
-            elif isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                self.defined.add(stmt.name)
-            elif isinstance(stmt, ast.Assign | ast.AnnAssign) and stmt.value is not None:
-                targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
-                assigned += [(t.id, stmt.value) for t in targets if isinstance(t, ast.Name)]
-        for name, value in assigned:  # `now = datetime.now` makes `now()` a clock read
-            if name in self.aliases:
-                continue  # `try: import x / except ImportError: x = None`: the import is what matters
-            target = _dotted(value, self.resolve)
-            if target:
-                self.aliases[name] = target
-            else:
-                self.defined.add(name)
-        self.defined -= self.aliases.keys()
-
-
-def _module_text(module: types.ModuleType | None, obj: Any) -> str:
-    try:
-        return inspect.getsource(module) if module is not None else ""
-    except (OSError, TypeError):
-        pass
-    try:  # a module missing from sys.modules, or one inspect cannot read: try the file itself
-        return "".join(linecache.getlines(inspect.getsourcefile(obj) or ""))
-    except TypeError:
-        return ""
-
-
-def _module_scope(obj: Any) -> _ModuleScope:
-    module = sys.modules.get(getattr(obj, "__module__", None) or "")
-    scope = _ModuleScope(namespace=vars(module) if module is not None else {})
-    try:
-        tree = parse(_module_text(module, obj))
-    except (SyntaxError, ValueError):
-        return scope
-    scope.learn(tree)
-    return scope
-
-
-@dataclass
-class _Scope:
-    """The names one function body sees: its own imports and locals, its closure, then the module."""
-
-    module: _ModuleScope
-    imports: dict[str, str]
-    local: set[str]
-    closure: dict[str, str]
-
-    def resolve(self, name: str) -> str | None:
-        if name in self.imports:
-            return self.imports[name]
-        if name in self.local:
-            return None
-        if name in self.closure:
-            return self.closure[name]
-        return self.module.resolve(name)
-
-
-def _bound_name(node: ast.AST, fn: ast.AST) -> str | None:
-    """The local name `node` binds inside `fn`: a parameter, an assignment target, a nested def..."""
-    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-        return None if node is fn else node.name
-    if isinstance(node, ast.ExceptHandler):
-        return node.name
-    if isinstance(node, ast.arg):
-        return node.arg
-    if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
-        return node.id
-    return None
-
-
-def _function_scope(fn: ast.FunctionDef | ast.AsyncFunctionDef, obj: Any, module: _ModuleScope) -> _Scope:
-    imports: dict[str, str] = {}
-    local: set[str] = set()
-    for node in ast.walk(fn):
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            imports.update(_import_bindings(node))
-        elif name := _bound_name(node, fn):
-            local.add(name)
-    return _Scope(module, imports, local - imports.keys(), _closure_names(obj))
-
-
-def _closure_names(obj: Any) -> dict[str, str]:
-    """Names a nested workflow takes from its enclosing function (e.g. an import inside a test)."""
-    func = inspect.unwrap(obj.__func__ if isinstance(obj, staticmethod | classmethod) else obj)
-    try:
-        nonlocals = inspect.getclosurevars(func).nonlocals
-    except (TypeError, ValueError):
-        return {}
-    names = {name: _runtime_name(value) for name, value in nonlocals.items()}
-    return {name: qualified for name, qualified in names.items() if qualified}
 
 
 # --- reading the source ------------------------------------------------------------------------
@@ -324,11 +156,11 @@ class _Source:
     offset: int
     allowed: frozenset[int]
 
-    def shown(self, node: ast.expr) -> str:
+    def shown(self, node: ast.expr | ast.stmt) -> str:
         text = " ".join((ast.get_source_segment(self.text, node) or ast.unparse(node)).split())
         return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 
-    def exempt(self, node: ast.expr) -> bool:
+    def exempt(self, node: ast.expr | ast.stmt) -> bool:
         return any(line in self.allowed for line in range(node.lineno, (node.end_lineno or node.lineno) + 1))
 
 
@@ -365,27 +197,74 @@ class _Finding:
     column: int
     call: str
     hint: str
+    via: tuple[str, ...] = ()
+    """The functions from the workflow down to the one holding the call, when it is not the workflow."""
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.call} — {self.hint}"
+        chain = f" (reached through {' -> '.join((*self.via, self.call))})" if self.via else ""
+        return f"{self.file}:{self.line}: {self.call} — {self.hint}{chain}"
 
 
 class _Checker(ast.NodeVisitor):
     """Walks one function body (lambdas, comprehensions and nested defs included)."""
 
-    def __init__(self, source: _Source, scope: _Scope) -> None:
+    def __init__(self, source: _Source, scope: Scope, via: tuple[str, ...] = ()) -> None:
         self.source = source
         self.scope = scope
+        self.via = via
         self.findings: list[_Finding] = []
+        self.calls: list[ast.Call] = []
+        """Calls that no rule flagged and no `# cairn: allow` exempts: the walk may follow them."""
         self._seen: set[int] = set()  # os.environ nodes already judged as part of a larger expression
+        self._globals: list[frozenset[str]] = []  # names each enclosing def declares `global`
 
-    def _report(self, node: ast.expr, hint: str) -> None:
+    def _report(self, node: ast.expr | ast.stmt, hint: str) -> None:
         if not self.source.exempt(node):
             line = node.lineno + self.source.offset
-            self.findings.append(_Finding(self.source.file, line, node.col_offset, self.source.shown(node), hint))
+            shown = self.source.shown(node)
+            self.findings.append(_Finding(self.source.file, line, node.col_offset, shown, hint, self.via))
+
+    # --- assigning module globals ------------------------------------------------------------
+
+    def _scoped(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> None:
+        declared = frozenset(
+            name for stmt in _own_statements(node) if isinstance(stmt, ast.Global) for name in stmt.names
+        )
+        self._globals.append(declared)
+        self.generic_visit(node)
+        self._globals.pop()
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _scoped
+
+    def _assigns(self, stmt: ast.stmt, targets: Iterable[ast.expr]) -> None:
+        declared = self._globals[-1] if self._globals else frozenset()
+        names = {
+            n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)
+        }
+        if names & declared:
+            self._report(stmt, _GLOBAL)
+        self.generic_visit(stmt)
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        self._assigns(node, node.targets)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        self._assigns(node, [node.target])
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self._assigns(node, [node.target])
+
+    def visit_Delete(self, node: ast.Delete) -> None:
+        self._assigns(node, node.targets)
+
+    def visit_For(self, node: ast.For) -> None:
+        self._assigns(node, [node.target])
+
+    def visit_AsyncFor(self, node: ast.AsyncFor) -> None:
+        self._assigns(node, [node.target])
 
     def _name(self, node: ast.expr) -> str | None:
-        return _dotted(node, self.scope.resolve)
+        return dotted(node, self.scope.resolve)
 
     def _environ(self, node: ast.expr) -> bool:
         if self._name(node) in _ENVIRON:
@@ -408,6 +287,8 @@ class _Checker(ast.NodeVisitor):
         hint = self._call_hint(node)
         if hint:
             self._report(node, hint)
+        elif not self.source.exempt(node):
+            self.calls.append(node)
         self.generic_visit(node)
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
@@ -428,34 +309,114 @@ class _Checker(ast.NodeVisitor):
 
 
 _Def = ast.FunctionDef | ast.AsyncFunctionDef
+_MAX_DEPTH = 20
+"""How many helper calls deep the walk follows (a chain that long is followed no further)."""
+
+
+def _own_statements(node: ast.AST) -> Iterator[ast.stmt]:
+    """The statements of a def's body, not those of the defs and classes nested in it."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.stmt):
+            yield child
+            if not isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                yield from _own_statements(child)
+        elif isinstance(child, ast.excepthandler | ast.match_case):
+            yield from _own_statements(child)
 
 
 def _first(tree: ast.Module, kind: type[ast.stmt] | tuple[type[ast.stmt], ...]) -> ast.stmt | None:
     return next((stmt for stmt in tree.body if isinstance(stmt, kind)), None)
 
 
-def _check_function(fn: Any, found: list[_Finding]) -> None:
-    source = _load(fn)
-    node = _first(source.tree, (ast.FunctionDef, ast.AsyncFunctionDef)) if source else None
-    if source is None or not isinstance(node, _Def):
-        return
-    checker = _Checker(source, _function_scope(node, fn, _module_scope(fn)))
-    checker.visit(node)
-    found += checker.findings
+def _flat_directory(home: str) -> str | None:
+    """The directory of `home` when it is a top-level module file (not a package), unless that is
+    where the standard library or installed packages live: the user's own modules sit beside it."""
+    module = sys.modules.get(home)
+    file = getattr(module, "__file__", None)
+    if "." in home or not isinstance(file, str) or hasattr(module, "__path__"):
+        return None
+    directory = os.path.dirname(os.path.abspath(file))
+    installed = {os.path.abspath(p) for k, p in sysconfig.get_paths().items() if k in ("stdlib", "purelib", "platlib")}
+    return None if directory in installed else directory
 
 
-def _check_class(cls: type, found: list[_Finding]) -> None:
-    source = _load(cls)
-    node = _first(source.tree, ast.ClassDef) if source else None
-    if source is None or not isinstance(node, ast.ClassDef):
-        return
-    module = _module_scope(cls)
-    for method in node.body:
-        if isinstance(method, _Def):
-            obj = vars(cls).get(method.name)
-            checker = _Checker(source, _function_scope(method, obj, module))
-            checker.visit(method)
-            found += checker.findings
+def _short(qualname: str) -> str:
+    """A function's name as a chain shows it: `outer.<locals>.helper` is `helper`."""
+    return qualname.rsplit("<locals>.", 1)[-1]
+
+
+class _Walk:
+    """Checks a workflow's body and, transitively, the user's own functions it calls: those defined
+    in its module or in another module of its top-level package, never the standard library's,
+    a third party's or Cairn's. Each function is read once, so helpers that call each other end."""
+
+    def __init__(self, home: str) -> None:
+        self.home = home
+        self.found: list[_Finding] = []
+        self._seen: set[object] = set()
+        self._modules: dict[str, ModuleScope] = {}
+        self._beside = _flat_directory(home)
+
+    def _module(self, obj: Any) -> ModuleScope:
+        name = getattr(obj, "__module__", None) or ""
+        if name not in self._modules:
+            self._modules[name] = module_scope(obj)
+        return self._modules[name]
+
+    def _own(self, obj: object) -> bool:
+        if not isinstance(obj, types.FunctionType):
+            return False  # actions, child workflows, classes and builtins are not followed
+        module = obj.__module__ or ""
+        if module == self.home:
+            return True
+        package = self.home.split(".", 1)[0]
+        if "." in self.home:
+            return package != "cairn" and module.split(".", 1)[0] == package
+        # A module of a flat layout (`flows.py` beside `helpers.py`, run as `cairn worker flows`):
+        # its own are the modules in its directory.
+        return self._beside is not None and os.path.dirname(os.path.abspath(obj.__code__.co_filename)) == self._beside
+
+    def function(self, fn: Any, via: tuple[str, ...]) -> None:
+        """Check one function (its body, then what it calls); `via` ends with its own name."""
+        try:
+            code = getattr(inspect.unwrap(fn), "__code__", None) if callable(fn) else None
+        except ValueError:  # a __wrapped__ cycle
+            return
+        if code is not None:
+            if code in self._seen:
+                return
+            self._seen.add(code)
+        source = _load(fn)
+        node = _first(source.tree, (ast.FunctionDef, ast.AsyncFunctionDef)) if source else None
+        if source is None or not isinstance(node, _Def):
+            return
+        self.body(fn, node, source, function_scope(node, fn, self._module(fn)), via)
+
+    def cls(self, cls: type, name: str) -> None:
+        source = _load(cls)
+        node = _first(source.tree, ast.ClassDef) if source else None
+        if source is None or not isinstance(node, ast.ClassDef):
+            return
+        module = self._module(cls)
+        for method in node.body:
+            if isinstance(method, _Def):
+                obj = vars(cls).get(method.name)
+                func = obj.__func__ if isinstance(obj, staticmethod | classmethod) else obj
+                if func is not None and getattr(func, "__code__", None) is not None:
+                    self._seen.add(func.__code__)
+                self.body(obj, method, source, function_scope(method, obj, module), (f"{name}.{method.name}",))
+
+    def body(self, fn: Any, node: ast.AST, source: _Source, scope: Scope, via: tuple[str, ...]) -> None:
+        checker = _Checker(source, scope, via if len(via) > 1 else ())  # the body itself: no chain
+        checker.visit(node)
+        self.found += checker.findings
+        if len(via) >= _MAX_DEPTH or not checker.calls:
+            return
+        names = Names(fn, scope)
+        for call in checker.calls:
+            callee = names.callee(call.func)
+            if self._own(callee):
+                self.function(callee, (*via, _short(getattr(callee, "__qualname__", "?"))))
 
 
 def _defined_in(entry: object, target: object) -> bool:
@@ -466,22 +427,29 @@ def _defined_in(entry: object, target: object) -> bool:
 
 
 def check_workflow(target: object, entry: Callable[..., Any], *, workflow_id: str | None = None) -> None:
-    """Raise UnsafeWorkflowCode listing every non-deterministic or I/O call in the workflow's body.
+    """Raise UnsafeWorkflowCode listing every non-deterministic or I/O call in the workflow's body,
+    and in the user's own functions it calls (each such finding shows the chain of calls).
 
     `target` is the workflow class (each method of its body is read) or function; `entry` is the
     `run`/`handle` method or the function, read as well when a class inherits it from elsewhere.
     `workflow_id` names the workflow in the message (default: `module.qualname` of `target`).
     """
-    found: list[_Finding] = []
+    walk = _Walk(getattr(target, "__module__", None) or "")
+    name = _short(str(getattr(target, "__qualname__", None) or getattr(target, "__name__", "workflow")))
     if isinstance(target, type):
-        _check_class(target, found)
+        walk.cls(target, name)
     else:
-        _check_function(target, found)
+        walk.function(target, (name,))
     if not _defined_in(entry, target):
-        _check_function(entry, found)
-    if found:
-        name = workflow_id or f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"
-        raise UnsafeWorkflowCode(name, [str(f) for f in sorted(set(found))])
+        walk.function(entry, (_short(str(getattr(entry, "__qualname__", name))),))
+    if walk.found:
+        shown = workflow_id or f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', target)}"
+        best: dict[tuple[str, int, int, str], _Finding] = {}
+        for f in walk.found:  # a call reached along two chains is reported once, by the shorter
+            key = (f.file, f.line, f.column, f.call)
+            if key not in best or len(f.via) < len(best[key].via):
+                best[key] = f
+        raise UnsafeWorkflowCode(shown, [str(f) for f in sorted(best.values())])
 
 
 __all__ = ["UnsafeWorkflowCode", "check_workflow"]

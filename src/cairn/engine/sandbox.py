@@ -5,20 +5,27 @@ How: a flag on the current thread is set only while a workflow activation execut
 deterministic loop's callbacks, or a plain-`def` workflow's own thread). An audit hook refuses
 the audited operations (`open`, sockets, DNS, subprocesses, `os.system`) when the flag is set, and
 thin wrappers around `time.time/time_ns/monotonic/perf_counter/sleep` and `threading.Thread.start`
-do the same for operations Python 3.11 does not audit. Outside workflow code the cost is one
+do the same for operations Python 3.11 does not audit. The `random` module's functions draw from
+one hidden, process-wide generator (`random._inst`) that no replay can repeat: each function of the
+module is wrapped, and that generator's class is swapped for a subclass whose `random()` and
+`getrandbits()` (which every other draw goes through) check the flag too, so `from random import
+choice` bound before Cairn was imported is refused as well. Generators a workflow makes itself
+(`random.Random(42)`) are its own business and untouched. Outside workflow code the cost is one
 thread-local lookup. Installed once, on first use.
 
 Limits, by design: `datetime.now()` is a C method that cannot be wrapped (the registration-time
-check in `lint.py` catches it); code that bound `from time import time` before Cairn was imported
-keeps the unwrapped function. Reading Python source and bytecode stays allowed so that imports and
-tracebacks work inside workflows. Rejected: Temporal's re-importing sandbox (heavy, and it changes
-module identity) and `sys.settrace` (far too slow).
+check in `lint.py` catches it); code that bound `from time import time` (or `from random import
+random`, a C method) before Cairn was imported keeps the unwrapped function. Reading Python source
+and bytecode stays allowed so that imports and tracebacks work inside workflows. Rejected:
+Temporal's re-importing sandbox (heavy, and it changes module identity) and `sys.settrace` (far too
+slow).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import random
 import sys
 import threading
 import time
@@ -50,6 +57,33 @@ _TIME_HINTS = {
     "perf_counter": "time.perf_counter() reads the real clock: use cairn.now()",
     "sleep": "time.sleep() blocks the worker and is not durable: use `await asyncio.sleep(s)` or cairn.sleep(s)",
 }
+
+
+_RANDOM_HINT = (
+    "random.{0}() draws from the process's shared generator, which a replay cannot repeat: use "
+    "cairn.random() / cairn.uuid4() (recorded once and replayed), or draw it in an @action"
+)
+
+
+_SHARED_HINT = (
+    "the random module's functions (random, choice, shuffle, randint, ...) draw from the process's "
+    "shared generator, which a replay cannot repeat: use cairn.random() / cairn.uuid4() (recorded once "
+    "and replayed), or draw it in an @action"
+)
+
+
+class _GuardedRandom(random.Random):
+    """The class `random._inst` takes once installed: every module-level draw reaches one of these."""
+
+    def random(self) -> float:
+        if getattr(_state, "active", False):
+            raise _refuse(_SHARED_HINT)
+        return super().random()
+
+    def getrandbits(self, k: int, /) -> int:
+        if getattr(_state, "active", False):
+            raise _refuse(_SHARED_HINT)
+        return super().getrandbits(k)
 
 
 def active() -> bool:
@@ -91,7 +125,18 @@ def install() -> None:
             setattr(time, name, _wrap(getattr(time, name), _TIME_HINTS[name]))
         thread_hint = "threads are not deterministic: use asyncio tasks, or do the work in an @action"
         setattr(threading.Thread, "start", _wrap(threading.Thread.start, thread_hint))  # noqa: B010
+        _guard_random()
         _installed = True
+
+
+def _guard_random() -> None:
+    shared = getattr(random, "_inst", None)
+    if type(shared) is random.Random:
+        shared.__class__ = _GuardedRandom
+    for name in random.__all__:
+        fn = getattr(random, name)
+        if getattr(fn, "__self__", None) is shared:  # random, choice, shuffle, seed...: not the classes
+            setattr(random, name, _wrap(fn, _RANDOM_HINT.format(name)))
 
 
 def _refuse(message: str) -> WorkflowSandboxError:

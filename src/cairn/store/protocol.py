@@ -270,7 +270,8 @@ class Store(Protocol):
         (epoch seconds), with all they recorded, keeping the parents of runs still going; how many."""
 
     async def send_signal(self, run_id: str, name: str, payload: str) -> bool:
-        """Buffer a signal for a run and wake it; False when the run does not exist."""
+        """Buffer a signal for a run and wake it; False when the run does not exist, and
+        IllegalTransition (nothing written) when it has finished: no wait would ever receive it."""
 
     # --- control (each idempotent; IllegalTransition when the status forbids it) ---------------
     async def pause(self, run_id: str) -> RunStatus: ...

@@ -33,6 +33,7 @@ from cairn.store.protocol import (
     WorkerInfo,
     WorkflowInfo,
 )
+from cairn.transitions import decide
 from cairn.types import RunStatus
 
 
@@ -177,7 +178,12 @@ class SqlStore:
     async def send_signal(self, run_id: str, name: str, payload: str) -> bool:
         def tx_fn(tx: Tx) -> bool:
             now = tx.now()
-            return journal_tx.signal(tx, run_id, name, payload, now)
+            if journal_tx.signal(tx, run_id, name, payload, now):
+                return True
+            row = tx.one("get_run", {"id": run_id})
+            if row is not None:
+                decide("signal", run_id, run_row(row).status)  # IllegalTransition: it has finished
+            return False
 
         return await self.db.transaction(tx_fn)
 

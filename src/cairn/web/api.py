@@ -275,7 +275,7 @@ def _control(op: str) -> Any:
 
 for _op, _doc in [
     ("pause", "Take no new steps until resumed; a step in flight finishes (409 once the run has finished)."),
-    ("resume", "Continue a paused run (409 unless it is paused or still active)."),
+    ("resume", "Continue a paused run (409 unless it is paused: nothing to resume)."),
     ("cancel", "Stop the run and its children; pending steps are cancelled (409 once it has finished)."),
     ("retry", "Continue a failed run, or one paused on an error, from the failed step."),
 ]:
@@ -298,7 +298,7 @@ async def signal(
     request: Request,
     payload: Annotated[JsonValue, Body(description="The signal's payload: any JSON (none: null).")] = None,
 ) -> SignalOut:
-    """Send signal `name` to the run; the body is its payload."""
+    """Send signal `name` to the run; the body is its payload (409 once the run has finished)."""
     await client_of(request).get(run_id).signal(name, payload)
     return SignalOut(id=run_id, name=name, sent=True)
 

@@ -66,8 +66,10 @@ SELECT key, value FROM cairn_memory WHERE run_id = :run_id ORDER BY key
 SELECT activation, properties FROM cairn_properties WHERE run_id = :run_id ORDER BY activation
 
 -- name: insert_signal
+-- Buffered only for a run that can still receive it: a finished run never waits again.
 INSERT INTO cairn_signals (run_id, name, payload, created_at)
-SELECT :run_id, :name, :payload, :now WHERE EXISTS (SELECT 1 FROM cairn_runs WHERE id = :run_id)
+SELECT :run_id, :name, :payload, :now
+ WHERE EXISTS (SELECT 1 FROM cairn_runs WHERE id = :run_id AND status NOT IN ('completed', 'failed', 'cancelled'))
 
 -- name: wake_run
 UPDATE cairn_runs SET ready_at = :now, updated_at = :now
