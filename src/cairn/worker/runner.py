@@ -141,6 +141,9 @@ class Runner:
         self._claimed: InFlight[str] = InFlight()
         self._expected: collections.Counter[str] = collections.Counter()
         self._clock_offset = 0.0
+        self.draining = False
+        """Set when the worker stops: commits keep no run leased here (no sticky lease) and start no
+        action here, so that what the runs do next goes to other workers at once."""
         self.reserve_slot: Callable[[], bool] = lambda: False
         self.release_slot: Callable[[], None] = lambda: None
         self.start_action: Starter = lambda claim, memory: None
@@ -317,9 +320,11 @@ class Runner:
         result: ActivationResult,
         completions: Sequence[Completion],
     ) -> bool:
-        births = self._births(result.new_steps) if inst is not None else []
+        draining = self.draining
+        births = self._births(result.new_steps) if inst is not None and not draining else []
         born = frozenset(s.seq for s in births)
-        commit = Commit(run, token, result, completions, born, self._worker_id, self._lease, self.now())
+        owner = None if draining else self._worker_id
+        commit = Commit(run, token, result, completions, born, owner, self._lease, self.now())
         try:
             await self._store.commit_activation(commit)
         except LeaseLost:
@@ -338,7 +343,7 @@ class Runner:
             raise
         if inst is None:
             return True
-        if result.status == RunStatus.RUNNING:
+        if result.status == RunStatus.RUNNING and not draining:
             activations = run.activations + (1 if result.counts_as_activation else 0)
             after = replace(run, activations=activations, status=result.status)
             self.cache.put(Entry(inst, token + 1, after))  # the commit advanced the token
