@@ -235,8 +235,9 @@ class Runner:
             else:
                 if cached is not None:
                     cached.close()
-                inst = WorkflowInstance.restore(defn, run, claim.journal, random.getrandbits(64))
-            result = inst.activate(claim.batch, claim.now)
+                # Awaited: a plain `def` workflow computing on its thread leaves this loop free.
+                inst = await WorkflowInstance.restore_async(defn, run, claim.journal, random.getrandbits(64))
+            result = await inst.activate_async(claim.batch, claim.now)
         except Exception as exc:  # a bug in the engine or a journal it cannot read: visible, not a loop
             log.exception("activation of run %s failed", run.id)
             if inst is not None:
@@ -245,6 +246,10 @@ class Runner:
                 status=RunStatus.FAILED, error=dumps(error_to_json(exc)), counts_as_activation=False
             )
             inst = None
+        except BaseException:  # cancelled (a stopping worker): the run is handed over, its copy dropped
+            if inst is not None:
+                inst.close()
+            raise
         return await self._commit(inst, run, claim.token, result, ())
 
     # --- results of actions this worker ran --------------------------------------------------
@@ -293,11 +298,14 @@ class Runner:
         ]
         completions = [Completion(c, o.result, o.error, o.memory_writes, o.logs) for c, o in items]
         try:
-            result = entry.inst.activate(resolutions, self.now())
+            result = await entry.inst.activate_async(resolutions, self.now())
         except Exception:
             log.exception("activation of run %s failed; recording its results the ordinary way", run_id)
             entry.inst.close()
             return False
+        except BaseException:
+            entry.inst.close()
+            raise
         try:
             return await self._commit(entry.inst, entry.run, entry.token, result, completions)
         except Exception as exc:
