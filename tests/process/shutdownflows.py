@@ -42,6 +42,32 @@ async def slow_async(tag: str) -> str:
     return tag
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@action(isolate=True)
+def slow_isolated(tag: str) -> str:
+    """An isolated action (its marks carry its child's pid): long on its first attempt; a later one
+    first notes whether an earlier attempt's process is still alive as it starts."""
+    attempt = cairn.context().attempt
+    if attempt > 1:
+        with open(os.environ["CAIRN_MARKS"]) as f:
+            earlier = [line.split() for line in f if line.startswith(f"start {tag} ")]
+        alive = [int(pid) for _, _, n, pid, _ in earlier if int(n) < attempt and _alive(int(pid))]
+        mark("overlap" if alive else "alone", tag)
+    mark("start", tag)
+    time.sleep(_seconds() if attempt == 1 else 0.0)
+    mark("end", tag)
+    return tag
+
+
 @action
 def quick(tag: str) -> str:
     mark("start", tag)
@@ -59,5 +85,12 @@ async def sync_then_quick(tag: str) -> list[str]:
 @workflow
 async def async_then_quick(tag: str) -> list[str]:
     first = await slow_async(tag)
+    second = await quick(f"{tag}-next")
+    return [first, second]
+
+
+@workflow
+async def isolated_then_quick(tag: str) -> list[str]:
+    first = await slow_isolated(tag)
     second = await quick(f"{tag}-next")
     return [first, second]

@@ -194,6 +194,21 @@ async def test_sigterm_hands_an_async_action_longer_than_the_grace_over_at_once(
     marks.assert_never_overlapping("a1")
 
 
+async def test_sigterm_kills_an_isolated_action_longer_than_the_grace_before_handing_it_over(
+    client: cairn.Client, spawn: Callable[..., Proc], marks: Marks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CAIRN_ACTION_SECONDS", "60")
+    first, handle = await _started(client, spawn, marks, "isolated_then_quick", "i1", "--lease", "30", "--grace", "0.5")
+    await _standing_by(client, spawn)
+    first.popen.send_signal(signal.SIGTERM)
+
+    assert first.exited_within(15) == 0, first.output()
+    assert await handle.result(timeout=20) == ["i1", "i1-next"]
+    assert [m.attempt for m in marks.of("i1")] == [1, 2]
+    # The second attempt looked, as it started, for the first one's process: already gone.
+    assert marks.of("i1", "alone") and not marks.of("i1", "overlap"), marks.read()
+
+
 async def test_second_sigterm_stops_at_once_without_a_traceback(
     client: cairn.Client, spawn: Callable[..., Proc], marks: Marks, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -23,7 +23,7 @@ from cairn.policies import BackoffPolicy, should_retry
 from cairn.registry import ActionDef, Registry
 from cairn.serialization import dumps, error_to_json
 from cairn.store.protocol import ActionClaim, Store
-from cairn.worker.isolate import run_isolated
+from cairn.worker.isolate import retire_idle, run_isolated
 from cairn.worker.tracing import RunTraces
 
 log = logging.getLogger("cairn.worker")
@@ -83,6 +83,7 @@ class ActionExecutor:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        retire_idle()  # warm children of isolated actions: nothing idle outlives a stopped worker
 
     def on_thread(self, key: Key) -> bool:
         """Whether the attempt `key` runs plain `def` code on a thread now, which nothing can stop.
