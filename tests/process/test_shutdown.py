@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,17 @@ async def test_second_sigterm_stops_at_once_without_a_traceback(
     assert "Traceback" not in out and "CancelledError" not in out, out
     assert "stopped at once" in out
     assert marks.of("s3", "end") == []  # nothing waited for the 60 s action
+
+
+async def test_grace_must_be_seconds_of_zero_or_more(client: cairn.Client) -> None:
+    with pytest.raises(ValueError, match=r"grace must be seconds .* got -1"):
+        cairn.Worker(client, grace=-1)
+    assert cairn.Worker(client, grace=timedelta(minutes=2)).grace == 120.0
+    refused = subprocess.run(
+        [sys.executable, "-m", "cairn.cli.main", "worker", MODULE, "--grace", "-1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2 and "--grace" in refused.stderr

@@ -207,11 +207,15 @@ def _show_stderr(path: str, action_id: str, ctx: ActionContext) -> None:
 class _Child:
     """One warm child as the worker sees it: started, sent requests, stopped, always reaped."""
 
-    def __init__(self, proc: BaseProcess, requests: Connection, replies: Connection) -> None:
+    def __init__(
+        self, proc: BaseProcess, requests: Connection, replies: Connection, theirs: tuple[Connection, Connection]
+    ) -> None:
         self.proc = proc
         self.requests = requests
         """The write end of the child's request pipe (its closing tells an idle child to exit)."""
         self.replies = replies
+        self._theirs: tuple[Connection, Connection] | None = theirs
+        """The child's ends of the pipes, closed here once it has them."""
         self.exitcode: int | None = None
         self._buffer = b""
 
@@ -226,11 +230,7 @@ class _Child:
             name="cairn-isolate",
             daemon=True,  # a worker that exits takes its children with it
         )
-        child = cls(proc, requests, replies)
-        child._theirs = (their_requests, their_replies)
-        return child
-
-    _theirs: tuple[Connection, Connection] | None = None
+        return cls(proc, requests, replies, (their_requests, their_replies))
 
     @property
     def started(self) -> bool:

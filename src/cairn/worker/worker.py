@@ -188,6 +188,10 @@ class Worker:
             if self._main is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._main
+                # The runs it holds go to others at once (a result recorded elsewhere wakes one
+                # for any worker); its own commits, fenced by their token, still land meanwhile.
+                with contextlib.suppress(Exception):
+                    await self.store.hand_over(self.id, ())
             await self._until(self._drained.wait(), seconds)
             threaded = await self._stop_and_hand_over()
             if threaded:
@@ -219,6 +223,8 @@ class Worker:
             await asyncio.wait(stopped, timeout=STOP_WAIT)
             log.info("stopping: %d work items unfinished after the grace were stopped and handed over", len(stopped))
         self._runner.cache.clear()
+        if self._main is None:  # never started: it holds nothing
+            return threaded
         try:
             await self.store.hand_over(self.id, handed)
         except Exception as exc:  # their leases run out instead
