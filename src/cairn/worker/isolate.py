@@ -159,7 +159,11 @@ class _Pool:
                 return child
             await child.dispose(loop)  # died while idle (killed from outside): replaced below
         child = _Child.new()
-        await child.start(loop)
+        try:
+            await child.start(loop)
+        except BaseException:  # cancelled while it started (a stopping worker): never left running
+            await child.dispose(loop)
+            raise
         return child
 
     def give_back(self, child: _Child) -> None:

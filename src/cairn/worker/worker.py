@@ -52,7 +52,8 @@ class Worker:
     """Runs workflows and actions registered in this process against one database.
 
     `async with cairn.Worker(client):` embeds one in an app or a test; `cairn worker MODULE` runs
-    one as a process.
+    one as a process. Leaving the block (or `stop()`) stops it gracefully: running work gets
+    `grace` seconds (30 by default) to finish before what can be stopped is handed over.
     """
 
     def __init__(
