@@ -7,6 +7,7 @@ outcome, memory writes and logs come back into the same context and are written 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextvars
 import logging
@@ -78,6 +79,7 @@ class ActionExecutor:
         """Calls of plain `def` code (actions, Depends providers) handed to the pool, by attempt, until
         their thread returns: a stopping worker must know which attempts it cannot stop."""
         self._calls_lock = threading.Lock()
+        self._recording: collections.Counter[Key] = collections.Counter()
         self.traces = RunTraces(store)
         install_log_fields()
 
@@ -130,10 +132,22 @@ class ActionExecutor:
             outcome = await self.attempt(claim, memory)
         finally:
             ran()
-        if record is not None:
-            await record(claim, outcome)
-            return
-        await self.complete(claim, outcome)
+        key = (claim.run_id, claim.seq)
+        self._recording[key] += 1
+        try:
+            if record is not None:
+                await record(claim, outcome)
+                return
+            await self.complete(claim, outcome)
+        finally:
+            self._recording[key] -= 1
+            if self._recording[key] <= 0:
+                del self._recording[key]
+
+    def recording(self, key: Key) -> bool:
+        """Whether the attempt `key` has run and its outcome is being recorded (a stopping worker
+        lets that finish: cancelled, a result already paid for would be run again)."""
+        return key in self._recording
 
     async def complete(self, claim: ActionClaim, outcome: Outcome) -> None:
         await record_plainly(self._store, claim, outcome)

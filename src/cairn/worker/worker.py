@@ -215,7 +215,8 @@ class Worker:
         threaded = {
             task: key for task, key in self._attempt_tasks.items() if not task.done() and self._executor.on_thread(key)
         }
-        stopped = [task for task in self._tasks if task not in threaded]
+        recording = {task for task, key in self._attempt_tasks.items() if self._executor.recording(key)}
+        stopped = [task for task in self._tasks if task not in threaded and task not in recording]
         handed = [self._attempt_tasks[task] for task in stopped if task in self._attempt_tasks]
         for task in stopped:
             task.cancel()
@@ -223,6 +224,8 @@ class Worker:
             # Cancelled isolated attempts kill their process and reap it before they end.
             await asyncio.wait(stopped, timeout=STOP_WAIT)
             log.info("stopping: %d work items unfinished after the grace were stopped and handed over", len(stopped))
+        if recording:  # outcomes already in hand: a commit away from recorded
+            await self._until(asyncio.wait(recording, timeout=STOP_WAIT), None)
         self._runner.cache.clear()
         if self._main is None:  # never started: it holds nothing
             return threaded
