@@ -210,8 +210,13 @@ async def test_sigterm_kills_an_isolated_action_longer_than_the_grace_before_han
     assert marks.of("i1", "alone") and not marks.of("i1", "overlap"), marks.read()
 
 
+@pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_second_sigterm_stops_at_once_without_a_traceback(
-    client: cairn.Client, spawn: Callable[..., Proc], marks: Marks, monkeypatch: pytest.MonkeyPatch
+    client: cairn.Client,
+    spawn: Callable[..., Proc],
+    marks: Marks,
+    monkeypatch: pytest.MonkeyPatch,
+    second: signal.Signals,
 ) -> None:
     monkeypatch.setenv("CAIRN_ACTION_SECONDS", "60")
     first, _ = await _started(client, spawn, marks, "sync_then_quick", "s3", "--lease", "2", "--grace", "30")
@@ -221,7 +226,7 @@ async def test_second_sigterm_stops_at_once_without_a_traceback(
         return "cairn worker: stopping" in first.output()
 
     await eventually(stopping, timeout=10, what="the first stop acknowledged")
-    first.popen.send_signal(signal.SIGTERM)
+    first.popen.send_signal(second)
     code = first.exited_within(10)
     out = first.output()
     assert code != 0
