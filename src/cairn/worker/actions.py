@@ -113,12 +113,6 @@ class ActionExecutor:
         call.add_done_callback(returned)
         return asyncio.wrap_future(call)
 
-    @property
-    def threads_busy(self) -> int:
-        """Calls of plain `def` code running or queued on this executor's threads."""
-        with self._calls_lock:
-            return sum(len(calls) for calls in self._calls.values())
-
     async def execute(
         self,
         claim: ActionClaim,
