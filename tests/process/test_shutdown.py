@@ -146,7 +146,7 @@ async def test_sigterm_mid_sync_action_finishes_it_once_and_takes_no_new_work(
     client: cairn.Client, spawn: Callable[..., Proc], marks: Marks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CAIRN_ACTION_SECONDS", "3")
-    first, handle = await _started(client, spawn, marks, "sync_then_quick", "s1", "--lease", "1", "--grace", "30")
+    first, handle = await _started(client, spawn, marks, "sync_then_quick", "s1", "--lease", "2", "--grace", "30")
     second = await _standing_by(client, spawn)
     first.popen.send_signal(signal.SIGTERM)
 
@@ -164,10 +164,10 @@ async def test_sigterm_mid_sync_action_finishes_it_once_and_takes_no_new_work(
 async def test_sigterm_keeps_a_sync_action_longer_than_the_grace_until_its_thread_ends(
     client: cairn.Client, spawn: Callable[..., Proc], marks: Marks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A 1 s lease: had the stopping worker let it lapse (or handed it over), the second worker
+    # A 2 s lease: had the stopping worker let it lapse (or handed it over), the second worker
     # would start the action while the first one's thread still runs.
     monkeypatch.setenv("CAIRN_ACTION_SECONDS", "4")
-    first, handle = await _started(client, spawn, marks, "sync_then_quick", "s2", "--lease", "1", "--grace", "0.5")
+    first, handle = await _started(client, spawn, marks, "sync_then_quick", "s2", "--lease", "2", "--grace", "0.5")
     await _standing_by(client, spawn)
     first.popen.send_signal(signal.SIGTERM)
 
