@@ -127,6 +127,11 @@ class ActionAttemptsExhausted(CairnError):
     allows) or were lost with their workers (a segfault, an OOM kill) too many times."""
 
 
+class ThreadTimeoutWarning(UserWarning):
+    """A plain `def` action has a `timeout=` but is not isolated: past the timeout its attempt fails,
+    yet its thread cannot be stopped and runs on (`isolate=True` makes the timeout kill it)."""
+
+
 class TransientError(CairnError):
     """Raise from an action to ask for a retry with backoff (the default policy retries it)."""
 

@@ -369,3 +369,23 @@ async def test_schedules_fire_each_tick_once_pause_trigger_and_delete(store: Sto
         assert {r.spec.id for r in await store.list_schedules()} == {"s-undeclared"}
     finally:
         store.clock = SYSTEM
+
+
+@covers("hand_over")
+async def test_a_stopping_worker_hands_over_its_runs_and_only_the_attempts_it_names(store: Store) -> None:
+    await store.insert_run(new("r1"))
+    claim = await claim_one(store)
+    steps = [NewStep(1, StepKind.ACTION, ACTION, '{"x":1}'), NewStep(2, StepKind.ACTION, ACTION, '{"x":2}')]
+    result = ActivationResult(new_steps=steps, status=RunStatus.RUNNING)
+    await store.commit_activation(Commit(claim.run, claim.token, result, owner="w1", lease=30.0))  # run kept by w1
+    running = (await store.claim_work("w1", [WF], [ACTION], None, 0, 10, 30.0)).actions
+    assert sorted(a.seq for a, _ in running) == [1, 2]
+
+    await store.hand_over("w1", [("r1", 1)])  # w1 stopped step 1; step 2 still runs on its thread
+
+    work = await store.claim_work("w2", [WF], [ACTION], None, 0, 10, 30.0)
+    assert [a.seq for a, _ in work.actions] == [1]  # at once, not at the lease's end; step 2 stays w1's
+    assert await store.complete_action(work.actions[0][0], "2", None, None, [], [])
+    assert (await claim_one(store, "w2")).run.id == "r1"  # the run, woken by that result, is w1's no more
+    kept = next(a for a, _ in running if a.seq == 2)
+    assert await store.complete_action(kept, "3", None, None, [], [])  # w1's attempt still records its result

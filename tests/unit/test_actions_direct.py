@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import warnings
 
 import pytest
 
@@ -48,7 +49,7 @@ def test_registry_lists_and_rejects_duplicate_ids() -> None:
 
 def test_action_options_are_kept() -> None:
     @action(id="tests.unit.options", name="Options", description="Shows options", timeout=3, queue="q1")
-    def options_action(x: int) -> int:
+    async def options_action(x: int) -> int:
         return x
 
     d = options_action.defn
@@ -71,3 +72,31 @@ def test_registry_reset_clears_and_restores() -> None:
         for d in saved:
             registry.register(d)
     assert "tests.flows.add_one" in registry.names()
+
+
+def test_a_timeout_on_a_plain_def_action_on_a_thread_warns_and_names_isolate() -> None:
+    with pytest.warns(cairn.ThreadTimeoutWarning, match=r"tests\.unit\.on_thread .*timeout=2s.*isolate=True") as seen:
+
+        @action(id="tests.unit.on_thread", timeout=2)
+        def on_thread() -> None:
+            return None
+
+    assert issubclass(seen[0].category, UserWarning)
+    assert seen[0].filename == __file__  # points at the user's declaration
+
+
+def test_no_warning_where_the_timeout_can_stop_the_attempt() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+
+        @action(id="tests.unit.async_timeout", timeout=2)
+        async def stoppable() -> None:
+            return None
+
+        @action(id="tests.unit.isolated_timeout", timeout=2, isolate=True)
+        def isolated() -> None:
+            return None
+
+        @action(id="tests.unit.no_timeout")
+        def untimed() -> None:
+            return None

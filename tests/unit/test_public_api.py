@@ -35,6 +35,7 @@ PUBLIC = [
     "StepStatus",
     "SyncClient",
     "SyncRunHandle",
+    "ThreadTimeoutWarning",
     "TransientError",
     "UnknownActionError",
     "UnknownWorkflowError",

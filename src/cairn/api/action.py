@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+import warnings
 from collections.abc import Callable, Coroutine, Generator
 from datetime import timedelta
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from cairn.dependencies import invoke_with_dependencies
 from cairn.engine.runtime import current_runtime, thread_bridge
-from cairn.errors import NotInWorkflow
+from cairn.errors import NotInWorkflow, ThreadTimeoutWarning
 from cairn.names import check_name, importable_module
 from cairn.policies import BackoffPolicy, RetryPolicy, seconds
 from cairn.registry import ActionDef, registry
@@ -228,6 +229,15 @@ def action(
             isolate=isolate,
             signature=Signature.of(f, action_id),
         )
+        if defn.timeout is not None and not isolate and not defn.is_async:
+            warnings.warn(
+                f"action {action_id} is a plain def with timeout={defn.timeout:g}s and runs on a thread: past "
+                "its timeout the attempt fails with ActionTimeout, but nothing can stop the thread, which runs "
+                "on (and keeps its side effects). Declare it with isolate=True so that the timeout kills it "
+                "(its own process, kept warm), or make it async def",
+                ThreadTimeoutWarning,
+                stacklevel=2,
+            )
         registry.register(defn)
         return ActionFunction(defn)
 

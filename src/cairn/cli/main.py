@@ -16,6 +16,7 @@ import os
 import signal
 import sqlite3
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -30,7 +31,7 @@ from cairn.cli.json_input import parse_json, read_json_text
 from cairn.cli.lazy import Lazy
 from cairn.errors import CairnError
 from cairn.types import RunStatus
-from cairn.worker.defaults import DEFAULT_CONCURRENCY
+from cairn.worker.defaults import DEFAULT_CONCURRENCY, DEFAULT_GRACE
 
 if TYPE_CHECKING:
     from cairn.cli import render
@@ -191,6 +192,7 @@ class WorkerOptions:
     queues: list[str] | None
     lease: float
     poll: float | None
+    grace: float = DEFAULT_GRACE
 
 
 def worker_options(concurrency: int) -> Callable[[F], F]:
@@ -216,6 +218,16 @@ def worker_options(concurrency: int) -> Callable[[F], F]:
                     show_default=True,
                     metavar="SECONDS",
                     help="Lease on claimed work, renewed by heartbeats.",
+                ),
+                click.option(
+                    "--grace",
+                    type=click.FloatRange(min=0),
+                    default=DEFAULT_GRACE,
+                    show_default=True,
+                    metavar="SECONDS",
+                    help="On SIGTERM or Ctrl-C, how long running work may finish and record its result before "
+                    "the worker stops it and hands it over (a plain def action's thread, which cannot be "
+                    "stopped, is waited for: it keeps its lease until it returns). A second signal stops at once.",
                 ),
                 click.option(
                     "--poll",
@@ -257,11 +269,12 @@ def worker(
     concurrency: int,
     queues: str | None,
     lease: float,
+    grace: float,
     poll: float | None,
     log_level: str,
 ) -> None:
     """Run a worker for the workflows and actions defined in MODULE... (SIGTERM/Ctrl-C stop it gracefully)."""
-    serve(modules, WorkerOptions(db, concurrency, parse_queues(queues), lease, poll), log_level)
+    serve(modules, WorkerOptions(db, concurrency, parse_queues(queues), lease, poll, grace), log_level)
 
 
 @cli.command()
@@ -285,6 +298,7 @@ def dev(
     concurrency: int,
     queues: str | None,
     lease: float,
+    grace: float,
     poll: float | None,
     log_level: str,
     port: int,
@@ -295,7 +309,8 @@ def dev(
     if reload:
         reload_on_change(sys.argv[1:] if sys.argv[1:2] == ["dev"] else ["dev", *_dev_args(modules, db, port)])
         return
-    serve(modules, WorkerOptions(db, concurrency, parse_queues(queues), lease, poll), log_level, dashboard=port)
+    options = WorkerOptions(db, concurrency, parse_queues(queues), lease, poll, grace)
+    serve(modules, options, log_level, dashboard=port)
 
 
 def _dev_args(modules: Sequence[str], db: str | None, port: int) -> list[str]:
@@ -333,6 +348,15 @@ def serve(modules: Sequence[str], options: WorkerOptions, log_level: str, dashbo
             "define them with @cairn.workflow and @cairn.action in those modules"
         )
     code = run(run_worker(options, dashboard))
+    threads = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if threads:
+        # Plain `def` code still running on a thread (an attempt abandoned at its timeout, or by a
+        # second signal): nothing can stop it, and the interpreter would wait for it at exit.
+        click.echo(f"cairn worker: exiting with {len(threads)} abandoned action threads still running", err=True)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     if code:
         sys.exit(code)
 
@@ -363,7 +387,12 @@ async def _with_dashboard(client: cairn.Client, port: int, body: Callable[[], Aw
 
 async def run_worker_on(client: cairn.Client, options: WorkerOptions) -> int:
     w = cairn.Worker(
-        client, concurrency=options.concurrency, queues=options.queues, lease=options.lease, poll_interval=options.poll
+        client,
+        concurrency=options.concurrency,
+        queues=options.queues,
+        lease=options.lease,
+        poll_interval=options.poll,
+        grace=options.grace,
     )
     await client.store.open()  # fail on an unreachable database before announcing anything
     announcement = (
@@ -377,18 +406,22 @@ async def run_worker_on(client: cairn.Client, options: WorkerOptions) -> int:
 async def supervise(w: cairn.Worker, announcement: str) -> int:
     """Run the worker with SIGTERM/SIGINT asking for a graceful stop (a second one cancels at once)."""
     loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
     signals = (signal.SIGTERM, signal.SIGINT)
-    requested = False
+    requested = at_once = False
 
     def on_signal() -> None:
-        nonlocal requested
-        if requested and task is not None:
-            click.echo("cairn worker: stopping now", err=True)
-            task.cancel()
+        nonlocal requested, at_once
+        if requested:
+            if not at_once:
+                at_once = True
+                click.echo("cairn worker: stopping now (work still running is abandoned)", err=True)
+                w.request_stop(now=True)
             return
         requested = True
-        click.echo("cairn worker: stopping (finishing work in flight; signal again to stop at once)", err=True)
+        click.echo(
+            f"cairn worker: stopping (finishing work in flight for up to {w.grace:g}s; signal again to stop at once)",
+            err=True,
+        )
         w.request_stop()
 
     for sig in signals:
@@ -405,6 +438,9 @@ async def supervise(w: cairn.Worker, announcement: str) -> int:
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+    if at_once:
+        click.echo("cairn worker: stopped at once", err=True)
+        return 130
     click.echo("cairn worker: stopped", err=True)
     return 0
 

@@ -15,7 +15,7 @@ import inspect
 import json
 import queue
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from cairn.engine import sandbox
@@ -55,8 +55,36 @@ class WorkflowInstance:
 
     @classmethod
     def restore(cls, defn: WorkflowDef, run: RunRow, journal: Sequence[StepRow], seed: int) -> WorkflowInstance:
-        """Rebuild the in-memory state after `run.activations` activations, executing nothing."""
+        """Rebuild the in-memory state after `run.activations` activations, executing nothing.
+        (A plain `def` workflow's thread is waited for blocking: see `restore_async` on a loop.)"""
         inst = cls(defn, run, journal, seed)
+        for resolutions, when in inst._recorded(run, journal):
+            inst._step(resolutions, when)
+            if inst.runtime.fatal is not None or inst.finished:
+                break
+        inst.unrecorded = inst.runtime.take_commands().new_steps
+        return inst
+
+    @classmethod
+    async def restore_async(
+        cls, defn: WorkflowDef, run: RunRow, journal: Sequence[StepRow], seed: int
+    ) -> WorkflowInstance:
+        """`restore` for a caller on an event loop: a plain `def` workflow's thread is awaited, so
+        the loop goes on with its other work while the workflow code computes."""
+        inst = cls(defn, run, journal, seed)
+        try:
+            for resolutions, when in inst._recorded(run, journal):
+                await inst._step_async(resolutions, when)
+                if inst.runtime.fatal is not None or inst.finished:
+                    break
+        except BaseException:
+            inst.close()
+            raise
+        inst.unrecorded = inst.runtime.take_commands().new_steps
+        return inst
+
+    def _recorded(self, run: RunRow, journal: Sequence[StepRow]) -> Iterator[tuple[list[Resolution], float]]:
+        """The batches activations 1..K delivered, with their times, in order."""
         # Steps resolved at once (records, memory writes, sends) are stored with delivered_in = 0, so
         # batches 1..K hold exactly what each activation delivered.
         batches: dict[int, list[StepRow]] = {}
@@ -65,12 +93,8 @@ class WorkflowInstance:
                 batches.setdefault(row.delivered_in, []).append(row)
         for k in range(1, run.activations + 1):
             rows = batches.get(k, [])
-            when = rows[0].delivered_at if rows and rows[0].delivered_at is not None else inst._started_at
-            inst._step(rows_to_resolutions(rows), when if k > 1 else inst._started_at)
-            if inst.runtime.fatal is not None or inst.finished:
-                break
-        inst.unrecorded = inst.runtime.take_commands().new_steps
-        return inst
+            when = rows[0].delivered_at if rows and rows[0].delivered_at is not None else self._started_at
+            yield rows_to_resolutions(rows), when if k > 1 else self._started_at
 
     # --- a live activation -----------------------------------------------------------------
 
@@ -78,16 +102,42 @@ class WorkflowInstance:
         """Deliver `batch` (results, fired timers, signals the store matched to their waits) and run
         the workflow until nothing is ready. Signals are never matched here: the store pairs each
         open wait with a buffered signal when it claims the run and again when it commits (see
-        `journal_tx.match_signals`), against the waits as they are in the database then."""
-        rt = self.runtime
-        if rt.fatal is not None:  # the replay of what was recorded diverged already
+        `journal_tx.match_signals`), against the waits as they are in the database then.
+        (A plain `def` workflow's thread is waited for blocking: see `activate_async` on a loop.)"""
+        resolutions = self._resolutions(batch)
+        early = self._before(resolutions)
+        if early is not None:
+            return early
+        self._step(resolutions, self._when(now))
+        return self._after(resolutions, now)
+
+    async def activate_async(self, batch: Sequence[StepRow] | Sequence[Resolution], now: float) -> ActivationResult:
+        """`activate` for a caller on an event loop: while a plain `def` workflow's thread computes
+        between two durable calls, the loop is free (heartbeats, claims, other runs go on)."""
+        resolutions = self._resolutions(batch)
+        early = self._before(resolutions)
+        if early is not None:
+            return early
+        await self._step_async(resolutions, self._when(now))
+        return self._after(resolutions, now)
+
+    @staticmethod
+    def _resolutions(batch: Sequence[StepRow] | Sequence[Resolution]) -> list[Resolution]:
+        return sorted((r if isinstance(r, Resolution) else Resolution.of(r) for r in batch), key=lambda r: r.seq)
+
+    def _when(self, now: float) -> float:
+        """The logical time of the next activation: the run's start for its first."""
+        return now if self.runtime.activation != 0 else self._started_at
+
+    def _before(self, resolutions: Sequence[Resolution]) -> ActivationResult | None:
+        """The result of an activation that does not run the workflow (diverged, or paused on failure)."""
+        if self.runtime.fatal is not None:  # the replay of what was recorded diverged already
             return self._diverged()
-        first = rt.activation == 0
-        resolutions = sorted((r if isinstance(r, Resolution) else Resolution.of(r) for r in batch), key=lambda r: r.seq)
-        paused = self._pause_on_failure(resolutions)
-        if paused is not None:
-            return paused
-        self._step(resolutions, now if not first else self._started_at)
+        return self._pause_on_failure(resolutions)
+
+    def _after(self, resolutions: Sequence[Resolution], now: float) -> ActivationResult:
+        rt = self.runtime
+        first = rt.activation == 1
         if rt.fatal is not None:
             return self._diverged()
         cmds = rt.take_commands()
@@ -120,6 +170,20 @@ class WorkflowInstance:
         return None
 
     def _step(self, resolutions: Iterable[Resolution], now: float) -> None:
+        self._begin_step(resolutions, now)
+        while self._thread_turn():
+            self._receive_blocking()
+            self.loop.run_until_quiescent()
+        self._end_step()
+
+    async def _step_async(self, resolutions: Iterable[Resolution], now: float) -> None:
+        self._begin_step(resolutions, now)
+        while self._thread_turn():
+            await self._receive()
+            self.loop.run_until_quiescent()
+        self._end_step()
+
+    def _begin_step(self, resolutions: Iterable[Resolution], now: float) -> None:
         rt = self.runtime
         rt.activation += 1
         self.loop.set_time(now)
@@ -129,6 +193,22 @@ class WorkflowInstance:
             rt.deliver(res)
         if rt.fatal is None:  # a record that does not decode: nothing more of the workflow runs
             self.loop.run_until_quiescent()
+
+    def _thread_turn(self) -> bool:
+        """Whether the loop is quiet only because a plain `def` workflow's thread is running: the
+        activation is not over until it reaches its next durable call (or returns)."""
+        return self.runtime.fatal is None and self._bridge is not None and self._bridge.awaiting
+
+    def _receive_blocking(self) -> None:
+        assert self._bridge is not None
+        self._bridge.receive_blocking()
+
+    async def _receive(self) -> None:
+        assert self._bridge is not None
+        await self._bridge.receive()
+
+    def _end_step(self) -> None:
+        assert self.main is not None
         if self.main.done():
             self.finished = True
 
@@ -231,8 +311,13 @@ def rows_to_resolutions(rows: Iterable[StepRow]) -> list[Resolution]:
 class _SyncBridge:
     """Runs a plain `def` workflow on its own thread; each durable call hops to the loop and back.
 
-    The two sides strictly alternate (the loop waits while the thread runs and vice versa), so the
-    workflow stays deterministic. Eviction answers the blocked thread with `Evicted`, unwinding it.
+    The two sides strictly alternate, so the workflow stays deterministic: the workflow's loop runs
+    only while the thread waits for the answer to a durable call, and the thread runs only while
+    the loop waits for its next message (`awaiting`). That wait is not a blocking one on the
+    worker's loop: the activation awaits `receive`, which the thread wakes with
+    `call_soon_threadsafe`, so heartbeats, claims and other runs go on while the workflow code
+    computes. (`receive_blocking` is for callers with no loop of their own: replay tools, tests.)
+    Eviction answers the blocked thread with `Evicted`, unwinding it.
     """
 
     def __init__(self, runtime: Runtime, fn: Any) -> None:
@@ -240,21 +325,39 @@ class _SyncBridge:
         self._fn = fn
         self._to_loop: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._to_thread: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._wake: Callable[[], None] | None = None
+        """How the thread wakes the activation awaiting its next message (set only while it waits)."""
+        self._inbox: asyncio.Future[tuple[str, Any]] | None = None
+        """The workflow loop's future for the thread's next message, while it waits for one."""
+
+    @property
+    def awaiting(self) -> bool:
+        """Whether the workflow's loop waits for the thread (which is running, or has just answered)."""
+        return self._inbox is not None and not self._inbox.done()
 
     def _thread_main(self) -> None:
         set_thread_runtime(self._runtime, self)
         try:
             with sandbox.guarded():
                 value = self._fn()
-            self._to_loop.put(("done", value))
+            self._send(("done", value))
         except BaseException as exc:
-            self._to_loop.put(("error", exc))
+            self._send(("error", exc))
         finally:
             set_thread_runtime(None, None)
 
+    def _send(self, message: tuple[str, Any]) -> None:
+        """On the workflow thread: hand a message to the loop side, waking it if it awaits one."""
+        with self._lock:
+            self._to_loop.put(message)
+            wake, self._wake = self._wake, None
+        if wake is not None:
+            wake()
+
     def call(self, awaitable: Any) -> Any:
         """Called on the workflow thread: block until the loop has awaited `awaitable`."""
-        self._to_loop.put(("call", awaitable))
+        self._send(("call", awaitable))
         kind, value = self._to_thread.get()
         if kind == "abort":
             raise Evicted()
@@ -265,18 +368,62 @@ class _SyncBridge:
     def abort(self) -> None:
         self._to_thread.put(("abort", None))
 
+    def receive_blocking(self) -> None:
+        """Wait (blocking) for the thread's next message and hand it to the workflow's loop."""
+        try:
+            message = self._to_loop.get(timeout=_SYNC_STEP_TIMEOUT)
+        except queue.Empty:
+            message = ("stalled", None)
+        self._deliver(message)
+
+    async def receive(self) -> None:
+        """Await the thread's next message without blocking the running loop, and hand it over."""
+        loop = asyncio.get_running_loop()
+        arrived: asyncio.Future[None] = loop.create_future()
+
+        def resolve() -> None:
+            if not arrived.done():
+                arrived.set_result(None)
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+                loop.call_soon_threadsafe(resolve)
+
+        with self._lock:
+            waiting = self._to_loop.empty()
+            if waiting:
+                self._wake = wake
+        if waiting:
+            try:
+                async with asyncio.timeout(_SYNC_STEP_TIMEOUT):
+                    await arrived
+            except TimeoutError:
+                self._deliver(("stalled", None))
+                return
+            finally:
+                with self._lock:
+                    if self._wake is wake:
+                        self._wake = None
+        self._deliver(self._to_loop.get_nowait())
+
+    def _deliver(self, message: tuple[str, Any]) -> None:
+        inbox = self._inbox
+        assert inbox is not None and not inbox.done()
+        inbox.set_result(message)
+
     async def run(self) -> Any:
         thread = threading.Thread(target=self._thread_main, name=f"cairn-wf-{self._runtime.run_id}", daemon=True)
         with sandbox.suspended():
             thread.start()
         while True:
-            try:
-                kind, value = self._to_loop.get(timeout=_SYNC_STEP_TIMEOUT)
-            except queue.Empty:
+            self._inbox = self._runtime.loop.create_future()
+            kind, value = await self._inbox
+            self._inbox = None
+            if kind == "stalled":
                 raise CairnError(
                     f"plain-def workflow {self._runtime.run_id} did not reach a durable call within "
                     f"{_SYNC_STEP_TIMEOUT:.0f}s; blocking work belongs in an action"
-                ) from None
+                )
             if kind == "done":
                 return value
             if kind == "error":

@@ -355,6 +355,11 @@ class Store(Protocol):
     async def remove_worker(self, worker_id: str) -> None:
         """A worker's goodbye: what it held is handed over at once."""
 
+    async def hand_over(self, worker_id: str, attempts: Collection[tuple[str, int]]) -> None:
+        """A stopping worker lets go of the runs it holds and of these attempts (run id, step), which
+        it stopped: other workers may take them now. Its other attempts stay leased to it (a plain
+        `def` action's thread, which cannot be stopped, keeps its lease until it returns)."""
+
     async def list_workers(self, stale_after: float = 60.0) -> list[WorkerInfo]: ...
 
     async def register_workflows(self, infos: Sequence[WorkflowInfo]) -> None: ...

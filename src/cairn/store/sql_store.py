@@ -333,6 +333,17 @@ class SqlStore:
 
         await self.db.transaction(tx_fn)
 
+    async def hand_over(self, worker_id: str, attempts: Collection[tuple[str, int]]) -> None:
+        stopped = sorted(f"{run_id} {seq}" for run_id, seq in attempts)
+
+        def tx_fn(tx: Tx) -> None:
+            tx.execute("hand_over_runs", {"worker": worker_id})
+            if stopped:
+                tx.execute("hand_over_attempts", {"worker": worker_id, "now": tx.now(), "attempts": stopped})
+            tx.notify(WORK)
+
+        await self.db.transaction(tx_fn)
+
     async def list_workers(self, stale_after: float = 60.0) -> list[WorkerInfo]:
         """Workers that heartbeat within `stale_after` seconds: the live ones."""
 

@@ -7,9 +7,11 @@ outcome, memory writes and logs come back into the same context and are written 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextvars
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +24,7 @@ from cairn.policies import BackoffPolicy, should_retry
 from cairn.registry import ActionDef, Registry
 from cairn.serialization import dumps, error_to_json
 from cairn.store.protocol import ActionClaim, Store
-from cairn.worker.isolate import run_isolated
+from cairn.worker.isolate import retire_idle, run_isolated
 from cairn.worker.tracing import RunTraces
 
 log = logging.getLogger("cairn.worker")
@@ -64,16 +66,52 @@ async def record_plainly(store: Store, claim: ActionClaim, outcome: Outcome) -> 
         )
 
 
+Key = tuple[str, int]
+"""An attempt's (run id, step)."""
+
+
 class ActionExecutor:
     def __init__(self, store: Store, registry: Registry, threads: int) -> None:
         self._store = store
         self._registry = registry
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="cairn-action")
+        self._calls: dict[Key, set[concurrent.futures.Future[Any]]] = {}
+        """Calls of plain `def` code (actions, Depends providers) handed to the pool, by attempt, until
+        their thread returns: a stopping worker must know which attempts it cannot stop."""
+        self._calls_lock = threading.Lock()
+        self._recording: collections.Counter[Key] = collections.Counter()
         self.traces = RunTraces(store)
         install_log_fields()
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        retire_idle()  # warm children of isolated actions: nothing idle outlives a stopped worker
+
+    def on_thread(self, key: Key) -> bool:
+        """Whether the attempt `key` runs plain `def` code on a thread now, which nothing can stop.
+        Its calls still queued for a thread are cancelled here, so that they never start: the
+        caller is about to stop the attempt and hand it over."""
+        with self._calls_lock:
+            calls = list(self._calls.get(key, ()))
+        return any(not call.cancel() and not call.done() for call in calls)
+
+    def _submit(self, key: Key, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+        """Run `fn` on the pool, tracked under its attempt until its thread returns (an attempt
+        abandoned at its timeout stays tracked until then)."""
+        call = self._pool.submit(contextvars.copy_context().run, fn)
+        with self._calls_lock:
+            self._calls.setdefault(key, set()).add(call)
+
+        def returned(done: concurrent.futures.Future[Any]) -> None:
+            with self._calls_lock:
+                calls = self._calls.get(key)
+                if calls is not None:
+                    calls.discard(done)
+                    if not calls:
+                        del self._calls[key]
+
+        call.add_done_callback(returned)
+        return asyncio.wrap_future(call)
 
     async def execute(
         self,
@@ -88,10 +126,22 @@ class ActionExecutor:
             outcome = await self.attempt(claim, memory)
         finally:
             ran()
-        if record is not None:
-            await record(claim, outcome)
-            return
-        await self.complete(claim, outcome)
+        key = (claim.run_id, claim.seq)
+        self._recording[key] += 1
+        try:
+            if record is not None:
+                await record(claim, outcome)
+                return
+            await self.complete(claim, outcome)
+        finally:
+            self._recording[key] -= 1
+            if self._recording[key] <= 0:
+                del self._recording[key]
+
+    def recording(self, key: Key) -> bool:
+        """Whether the attempt `key` has run and its outcome is being recorded (a stopping worker
+        lets that finish: cancelled, a result already paid for would be run again)."""
+        return key in self._recording
 
     async def complete(self, claim: ActionClaim, outcome: Outcome) -> None:
         await record_plainly(self._store, claim, outcome)
@@ -149,11 +199,11 @@ class ActionExecutor:
     async def _in_process(self, defn: ActionDef, claim: ActionClaim, ctx: ActionContext, timeout: float | None) -> Any:
         args, kwargs = defn.signature.decode_args(claim.args)
         token = action_context.set(ctx)
+        key = (claim.run_id, claim.seq)
         try:
-            loop = asyncio.get_running_loop()
 
             def run_sync(fn: Callable[[], Any]) -> asyncio.Future[Any]:
-                return loop.run_in_executor(self._pool, contextvars.copy_context().run, fn)
+                return self._submit(key, fn)
 
             coro = invoke_with_dependencies(defn, args, kwargs, run_sync=run_sync)
             if timeout is None:

@@ -1,28 +1,36 @@
-"""`isolate=True` actions: one attempt in a child process that a timeout really kills.
+"""`isolate=True` actions: each attempt in a child process that a timeout really kills.
 
 In-process attempts cannot be stopped (a plain `def` action's thread is only abandoned) and a
 segfault or `os._exit` in one takes the whole worker down with every other run it holds. Here the
 attempt runs in a child process instead; the worker only waits for it, without blocking its event
-loop, and turns each way the child can end into an ordinary attempt outcome:
+loop, and turns each way the attempt can end into an ordinary attempt outcome:
 
 - it sends back a result: the JSON text produced in the child is the step's result, as is;
 - it sends back an error: the exception is re-created in the worker from its JSON (type, message,
   traceback), so the retry policy sees the original type;
 - the timeout passes: SIGTERM, a short grace, SIGKILL, reap, then `ActionTimeout`;
-- it dies without a word (signal, `os._exit`): `ActionCrashed`, a transient error, so it is
+- the child dies without a word (signal, `os._exit`): `ActionCrashed`, a transient error, so it is
   retried per policy like any other flaky failure.
 
+Children are kept warm and reused (a pool, as Celery's prefork workers are): a child serves one
+attempt at a time, then waits for the next on its pipe, so an attempt costs two pipe messages
+rather than a process start (about 60-130 ms a call here before, see docs/benchmarks.md). A child
+that timed out is killed, one that crashed is gone, and either is replaced by a fresh one for the
+next attempt; module state an action leaves behind persists in its child between attempts, as it
+would in any process pool. Idle children exit when their pipe closes: `retire_idle()` when a
+worker stops, or the worker process's own exit.
+
 Children come from a "forkserver": the worker has threads (the psycopg pool, asyncio executors),
-so forking it directly is unsafe, while spawning a fresh interpreter per attempt is slow. The
-forkserver preloads Cairn once, and each child imports the action's module and finds the action in
-the registry by id, so only plain strings cross the process boundary: the arguments, the context
-fields and the outcome all travel as JSON text, never as pickled user objects. Memory writes and
-log lines made in the child come back with the outcome and are committed with it exactly as for
-an in-process attempt.
+so forking it directly is unsafe, while spawning a fresh interpreter is slow. The forkserver
+preloads Cairn once, and a child imports an action's module (once) and finds the action in the
+registry by id, so only plain strings cross the process boundary: the arguments, the context
+fields and the outcome all travel as length-prefixed JSON, never as pickled user objects. Memory
+writes and log lines made in the child come back with the outcome and are committed with it
+exactly as for an in-process attempt.
 
 As with any forkserver or spawn child, multiprocessing re-imports the worker's main script (as
 `__mp_main__`) in each child: a script that starts a worker itself must do so under
-`if __name__ == "__main__":`, or every isolated attempt would run the script's worker again.
+`if __name__ == "__main__":`, or every new child would run the script's worker again.
 The `cairn worker` command is such a script already.
 """
 
@@ -37,6 +45,7 @@ import multiprocessing
 import os
 import select
 import signal
+import struct
 import sys
 import tempfile
 import threading
@@ -55,9 +64,6 @@ from cairn.serialization import error_from_json, error_to_json, max_payload_byte
 TERM_GRACE = 0.2
 """Seconds between SIGTERM and SIGKILL when an attempt is stopped."""
 
-EXIT_GRACE = 2.0
-"""Seconds a child that already sent its outcome gets to exit on its own (atexit handlers, threads)."""
-
 _popen_lock = threading.Lock()
 """multiprocessing reads a forkserver child's exit status from a socket, and `Process.start()` polls
 every other live child on the way: one reader at a time, or a status is read as 255."""
@@ -72,7 +78,7 @@ def _context() -> ForkServerContext:
 
 
 async def run_isolated(defn: ActionDef, args_json: str, ctx: ActionContext, timeout: float | None) -> str:
-    """Run one attempt of `defn` in a child process; return its result as JSON text.
+    """Run one attempt of `defn` in a warm child process; return its result as JSON text.
 
     Raises the action's own exception (re-created here), `ActionTimeout` when `timeout` passes (the
     child is killed and reaped first), or `ActionCrashed` when the child dies without an outcome.
@@ -84,6 +90,8 @@ async def run_isolated(defn: ActionDef, args_json: str, ctx: ActionContext, time
             f"action {defn.id} has isolate=True but is defined in __main__, which the child process "
             "running it cannot import; isolate=True actions must live in an importable module"
         )
+    stderr_fd, stderr_path = tempfile.mkstemp(prefix="cairn-isolate-", suffix=".stderr")
+    os.close(stderr_fd)
     fields = {
         "run_id": ctx.run_id,
         "action_id": ctx.action_id,
@@ -91,28 +99,18 @@ async def run_isolated(defn: ActionDef, args_json: str, ctx: ActionContext, time
         "step": ctx.step,
         "memory_snapshot": ctx.memory_snapshot,
     }
+    request = {"module": module, "action_id": defn.id, "args": args_json, "fields": fields, "stderr": stderr_path}
     loop = asyncio.get_running_loop()
-    mp = _context()
-    reader, writer = mp.Pipe(duplex=False)
-    stderr_fd, stderr_path = tempfile.mkstemp(prefix="cairn-isolate-", suffix=".stderr")
-    os.close(stderr_fd)
-    child = _Child(
-        mp.Process(
-            target=_child_main,
-            args=(module, defn.id, args_json, json.dumps(fields), writer, stderr_path),
-            name=f"cairn-isolate:{defn.id}",
-            daemon=True,  # a worker that exits takes its attempts with it
-        )
-    )
+    child: _Child | None = None
+    reusable = False
     try:
-        await child.start(loop)
-        writer.close()  # the child holds the only write end now: its death is EOF here
-        os.set_blocking(reader.fileno(), False)
-        # The deadline starts once the child exists: bringing up the forkserver is not the action's time.
+        child = await _pool.take(loop)
+        await child.send(loop, json.dumps(request).encode())
+        # The deadline starts once the child has the request: bringing up a child is not the action's time.
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
-                outcome = _parse(await _collect(loop, reader.fileno(), child.sentinel))
+                outcome = _parse(await child.receive(loop))
         except TimeoutError:
             if deadline.expired():
                 await child.stop(loop)
@@ -128,14 +126,58 @@ async def run_isolated(defn: ActionDef, args_json: str, ctx: ActionContext, time
                 f"action {defn.id} crashed: {_describe_exit(child.exitcode)} (attempt {ctx.attempt})"
                 + (f"; its stderr ended with: {said}" if said else "")
             )
-        if not await child.wait(loop, EXIT_GRACE):
-            await child.stop(loop)
+        reusable = True
     finally:
-        await child.dispose(loop)
-        writer.close()
-        reader.close()
+        if child is not None:
+            if reusable:
+                _pool.give_back(child)
+            else:  # timed out, crashed, or cancelled mid-attempt (a stopping worker): never reused
+                await child.dispose(loop)
         _show_stderr(stderr_path, defn.id, ctx)
     return _outcome(defn, ctx, outcome)
+
+
+def retire_idle() -> None:
+    """Let the idle warm children go (each exits when its pipe closes); busy ones finish first."""
+    _pool.retire_idle()
+
+
+MAX_IDLE = 32
+"""Warm children kept idle at most; more are let go as they finish."""
+
+
+class _Pool:
+    """Warm children waiting for their next attempt (most recently used first)."""
+
+    def __init__(self) -> None:
+        self._idle: list[_Child] = []
+
+    async def take(self, loop: asyncio.AbstractEventLoop) -> _Child:
+        while self._idle:
+            child = self._idle.pop()
+            if child.alive():
+                return child
+            await child.dispose(loop)  # died while idle (killed from outside): replaced below
+        child = _Child.new()
+        try:
+            await child.start(loop)
+        except BaseException:  # cancelled while it started (a stopping worker): never left running
+            await child.dispose(loop)
+            raise
+        return child
+
+    def give_back(self, child: _Child) -> None:
+        if len(self._idle) >= MAX_IDLE:
+            child.retire()
+            return
+        self._idle.append(child)
+
+    def retire_idle(self) -> None:
+        while self._idle:
+            self._idle.pop().retire()
+
+
+_pool = _Pool()
 
 
 STDERR_KEPT = 4000
@@ -167,11 +209,32 @@ def _show_stderr(path: str, action_id: str, ctx: ActionContext) -> None:
 
 
 class _Child:
-    """One attempt's process as the worker sees it: started, waited for, stopped, always reaped."""
+    """One warm child as the worker sees it: started, sent requests, stopped, always reaped."""
 
-    def __init__(self, proc: BaseProcess) -> None:
+    def __init__(
+        self, proc: BaseProcess, requests: Connection, replies: Connection, theirs: tuple[Connection, Connection]
+    ) -> None:
         self.proc = proc
+        self.requests = requests
+        """The write end of the child's request pipe (its closing tells an idle child to exit)."""
+        self.replies = replies
+        self._theirs: tuple[Connection, Connection] | None = theirs
+        """The child's ends of the pipes, closed here once it has them."""
         self.exitcode: int | None = None
+        self._buffer = b""
+
+    @classmethod
+    def new(cls) -> _Child:
+        mp = _context()
+        their_requests, requests = mp.Pipe(duplex=False)
+        replies, their_replies = mp.Pipe(duplex=False)
+        proc = mp.Process(
+            target=_serve,
+            args=(their_requests, their_replies),
+            name="cairn-isolate",
+            daemon=True,  # a worker that exits takes its children with it
+        )
+        return cls(proc, requests, replies, (their_requests, their_replies))
 
     @property
     def started(self) -> bool:
@@ -180,6 +243,10 @@ class _Child:
     @property
     def sentinel(self) -> int:
         return self.proc.sentinel
+
+    def alive(self) -> bool:
+        """Whether the child still runs (its sentinel is not readable)."""
+        return self.exitcode is None and not select.select([self.proc.sentinel], [], [], 0)[0]
 
     async def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """`Process.start()` talks to the forkserver (and starts it the first time): off the loop."""
@@ -195,6 +262,45 @@ class _Child:
             with contextlib.suppress(Exception):
                 await started  # let it finish, so that `dispose` kills what it started
             raise
+        finally:
+            for end in self._theirs or ():
+                end.close()  # the child holds the only other ends now: its death is EOF here
+            self._theirs = None
+        os.set_blocking(self.requests.fileno(), False)
+        os.set_blocking(self.replies.fileno(), False)
+
+    async def send(self, loop: asyncio.AbstractEventLoop, payload: bytes) -> None:
+        """Write one framed request without blocking the loop (a request can exceed a pipe's buffer)."""
+        data = memoryview(_frame(payload))
+        fd = self.requests.fileno()
+        while data:
+            try:
+                data = data[os.write(fd, data) :]
+            except BlockingIOError:
+                await _writable_or_dead(loop, fd, self.sentinel)
+            except BrokenPipeError:
+                return  # it died: `receive` reports the crash
+
+    async def receive(self, loop: asyncio.AbstractEventLoop) -> bytes | None:
+        """The child's next framed reply, or None when it dies (or closes its pipe) before sending it all."""
+        fd = self.replies.fileno()
+        while True:
+            frame = _unframe(self._buffer)
+            if frame is not None:
+                payload, self._buffer = frame
+                return payload
+            await _readable(loop, [fd, self.sentinel])
+            while True:
+                try:
+                    chunk = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    return _whole(self._buffer)
+                self._buffer += chunk
+            if _unframe(self._buffer) is None and select.select([self.sentinel], [], [], 0)[0]:
+                # Exited, yet the pipe is not at EOF: a process it started holds the write end.
+                return _whole(self._buffer)
 
     async def wait(self, loop: asyncio.AbstractEventLoop, within: float | None) -> bool:
         """Wait at most `within` seconds for the child to exit; True once its exit status is known.
@@ -226,8 +332,17 @@ class _Child:
             self.proc.kill()
             await self.wait(loop, None)
 
+    def retire(self) -> None:
+        """Close its request pipe: an idle child reads EOF and exits (the forkserver reaps it)."""
+        self.requests.close()
+        self.replies.close()
+
     async def dispose(self, loop: asyncio.AbstractEventLoop) -> None:
         """Whatever happened (even cancellation): kill the child if it still runs, reap it, close it."""
+        self.requests.close()
+        self.replies.close()
+        for end in self._theirs or ():
+            end.close()
         if not self.started:
             self.proc.close()
             return
@@ -240,8 +355,34 @@ class _Child:
         self.proc.close()
 
 
-def _parse(payload: bytes) -> dict[str, Any] | None:
+HEADER = struct.Struct(">Q")
+"""Each message on a child's pipes: its length, then that many bytes of JSON."""
+
+
+def _frame(payload: bytes) -> bytes:
+    return HEADER.pack(len(payload)) + payload
+
+
+def _unframe(buffer: bytes) -> tuple[bytes, bytes] | None:
+    """The first whole message in `buffer` and what follows it, or None while it is incomplete."""
+    if len(buffer) < HEADER.size:
+        return None
+    (size,) = HEADER.unpack_from(buffer)
+    end = HEADER.size + size
+    if len(buffer) < end:
+        return None
+    return buffer[HEADER.size : end], buffer[end:]
+
+
+def _whole(buffer: bytes) -> bytes | None:
+    frame = _unframe(buffer)
+    return frame[0] if frame is not None else None
+
+
+def _parse(payload: bytes | None) -> dict[str, Any] | None:
     """The child's outcome, or None when it died before writing all of it."""
+    if payload is None:
+        return None
     try:
         data = json.loads(payload)
     except ValueError:
@@ -295,58 +436,87 @@ async def _readable(loop: asyncio.AbstractEventLoop, fds: Sequence[int]) -> None
             loop.remove_reader(fd)
 
 
-async def _collect(loop: asyncio.AbstractEventLoop, fd: int, sentinel: int) -> bytes:
-    """Everything the child writes, up to EOF or its exit, whichever comes first."""
-    chunks: list[bytes] = []
-    while True:
-        await _readable(loop, [fd, sentinel])
-        while True:
-            try:
-                chunk = os.read(fd, 1 << 16)
-            except BlockingIOError:
-                break
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-        if select.select([sentinel], [], [], 0)[0]:
-            # Exited, yet the pipe is not at EOF: a process it started holds the write end.
-            return b"".join(chunks)
+async def _writable_or_dead(loop: asyncio.AbstractEventLoop, fd: int, sentinel: int) -> None:
+    """Return once `fd` can take more bytes, or the process behind `sentinel` has exited."""
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_writer(fd, wake)
+    loop.add_reader(sentinel, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_writer(fd)
+        loop.remove_reader(sentinel)
 
 
 # --- in the child ----------------------------------------------------------------------------------
 
 
-def _child_main(
-    module: str, action_id: str, args_json: str, fields_json: str, conn: Connection, stderr_path: str
-) -> None:
-    """The child's whole life: import, rebuild the context, run the action, write the outcome as JSON.
-    Its stderr goes to a file the worker shows when the child has exited (see `_show_stderr`)."""
+def _serve(requests: Connection, replies: Connection) -> None:
+    """A warm child's whole life: serve attempts one at a time until its request pipe closes.
+
+    SIGINT is ignored: Ctrl-C reaches the worker's whole process group, and the worker decides
+    what happens to the attempt (finish it within its grace, or kill this child)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    quiet = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(quiet, 2)
+    while True:
+        request = _read_message(requests.fileno())
+        if request is None:
+            return
+        reply = _attempt(json.loads(request))
+        data = memoryview(_frame(json.dumps(reply).encode()))
+        fd = replies.fileno()
+        while data:  # raw framed bytes: the worker reads them without multiprocessing's framing
+            data = data[os.write(fd, data) :]
+
+
+def _read_message(fd: int) -> bytes | None:
+    """One framed message (blocking), or None at EOF."""
+    buffer = b""
+    while (frame := _unframe(buffer)) is None:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return None
+        buffer += chunk
+    return frame[0]
+
+
+def _attempt(request: dict[str, Any]) -> dict[str, Any]:
+    """One attempt in the child: import, rebuild the context, run the action; its outcome as JSON.
+    Its stderr goes to the attempt's own file, which the worker shows once it has the outcome."""
     sys.stderr.flush()
-    target = os.open(stderr_path, os.O_WRONLY | os.O_APPEND)
+    target = os.open(request["stderr"], os.O_WRONLY | os.O_APPEND)
     os.dup2(target, 2)
     os.close(target)
-    fields = json.loads(fields_json)
+    fields = request["fields"]
     ctx = ActionContext(
         fields["run_id"], fields["action_id"], fields["attempt"], fields["step"], dict(fields["memory_snapshot"])
     )
     result: str | None = None
     error: Any = None
+    token = action_context.set(ctx)
     try:
-        importlib.import_module(module)
-        defn = registry.action(action_id)
+        importlib.import_module(request["module"])
+        defn = registry.action(request["action_id"])
         if defn is None:
-            raise UnknownActionError(f"action {action_id!r} is not registered by module {module}")
-        action_context.set(ctx)
-        args, kwargs = defn.signature.decode_args(args_json)
+            raise UnknownActionError(f"action {request['action_id']!r} is not registered by module {request['module']}")
+        args, kwargs = defn.signature.decode_args(request["args"])
         result = defn.signature.encode_result(_call(defn, args, kwargs))
     except Exception as exc:
         error = error_to_json(exc)
-    outcome = {"result": result, "error": error, "memory_writes": ctx.memory_writes, "logs": ctx.logs}
-    data = memoryview(json.dumps(outcome).encode())
-    fd = conn.fileno()
-    while data:  # raw bytes up to EOF: the worker reads them without multiprocessing's framing
-        data = data[os.write(fd, data) :]
-    conn.close()
+    finally:
+        action_context.reset(token)
+        sys.stderr.flush()
+        quiet = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(quiet, 2)
+        os.close(quiet)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # an action may have changed it: the next one starts clean
+    return {"result": result, "error": error, "memory_writes": ctx.memory_writes, "logs": ctx.logs}
 
 
 def _call(defn: ActionDef, args: list[Any], kwargs: dict[str, Any]) -> Any:

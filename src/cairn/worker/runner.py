@@ -141,6 +141,9 @@ class Runner:
         self._claimed: InFlight[str] = InFlight()
         self._expected: collections.Counter[str] = collections.Counter()
         self._clock_offset = 0.0
+        self.draining = False
+        """Set when the worker stops: commits keep no run leased here (no sticky lease) and start no
+        action here, so that what the runs do next goes to other workers at once."""
         self.reserve_slot: Callable[[], bool] = lambda: False
         self.release_slot: Callable[[], None] = lambda: None
         self.start_action: Starter = lambda claim, memory: None
@@ -232,8 +235,9 @@ class Runner:
             else:
                 if cached is not None:
                     cached.close()
-                inst = WorkflowInstance.restore(defn, run, claim.journal, random.getrandbits(64))
-            result = inst.activate(claim.batch, claim.now)
+                # Awaited: a plain `def` workflow computing on its thread leaves this loop free.
+                inst = await WorkflowInstance.restore_async(defn, run, claim.journal, random.getrandbits(64))
+            result = await inst.activate_async(claim.batch, claim.now)
         except Exception as exc:  # a bug in the engine or a journal it cannot read: visible, not a loop
             log.exception("activation of run %s failed", run.id)
             if inst is not None:
@@ -242,6 +246,10 @@ class Runner:
                 status=RunStatus.FAILED, error=dumps(error_to_json(exc)), counts_as_activation=False
             )
             inst = None
+        except BaseException:  # cancelled (a stopping worker): the run is handed over, its copy dropped
+            if inst is not None:
+                inst.close()
+            raise
         return await self._commit(inst, run, claim.token, result, ())
 
     # --- results of actions this worker ran --------------------------------------------------
@@ -290,11 +298,14 @@ class Runner:
         ]
         completions = [Completion(c, o.result, o.error, o.memory_writes, o.logs) for c, o in items]
         try:
-            result = entry.inst.activate(resolutions, self.now())
+            result = await entry.inst.activate_async(resolutions, self.now())
         except Exception:
             log.exception("activation of run %s failed; recording its results the ordinary way", run_id)
             entry.inst.close()
             return False
+        except BaseException:
+            entry.inst.close()
+            raise
         try:
             return await self._commit(entry.inst, entry.run, entry.token, result, completions)
         except Exception as exc:
@@ -317,9 +328,11 @@ class Runner:
         result: ActivationResult,
         completions: Sequence[Completion],
     ) -> bool:
-        births = self._births(result.new_steps) if inst is not None else []
+        draining = self.draining
+        births = self._births(result.new_steps) if inst is not None and not draining else []
         born = frozenset(s.seq for s in births)
-        commit = Commit(run, token, result, completions, born, self._worker_id, self._lease, self.now())
+        owner = None if draining else self._worker_id
+        commit = Commit(run, token, result, completions, born, owner, self._lease, self.now())
         try:
             await self._store.commit_activation(commit)
         except LeaseLost:
@@ -338,7 +351,7 @@ class Runner:
             raise
         if inst is None:
             return True
-        if result.status == RunStatus.RUNNING:
+        if result.status == RunStatus.RUNNING and not draining:
             activations = run.activations + (1 if result.counts_as_activation else 0)
             after = replace(run, activations=activations, status=result.status)
             self.cache.put(Entry(inst, token + 1, after))  # the commit advanced the token

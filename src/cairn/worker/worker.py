@@ -17,7 +17,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
@@ -33,12 +33,15 @@ from cairn.store.protocol import ActionClaim, ActionInfo, RunClaim, Store, Worke
 from cairn.types import RunStatus
 from cairn.worker import dispatch
 from cairn.worker.actions import ActionExecutor
-from cairn.worker.defaults import DEFAULT_CONCURRENCY
+from cairn.worker.defaults import DEFAULT_CONCURRENCY, DEFAULT_GRACE
 from cairn.worker.runner import InFlight, Runner
 
 T = TypeVar("T")
 
 log = logging.getLogger("cairn.worker")
+
+STOP_WAIT = 10.0
+"""Seconds a stop waits for cancelled work to unwind (an isolated action's process to be reaped)."""
 
 PRUNE_BATCH = 500
 PRUNE_BATCHES = 4
@@ -49,7 +52,8 @@ class Worker:
     """Runs workflows and actions registered in this process against one database.
 
     `async with cairn.Worker(client):` embeds one in an app or a test; `cairn worker MODULE` runs
-    one as a process.
+    one as a process. Leaving the block (or `stop()`) stops it gracefully: running work gets
+    `grace` seconds (30 by default) to finish before what can be stopped is handed over.
     """
 
     def __init__(
@@ -64,11 +68,14 @@ class Worker:
         registry: Registry = registry,
         cache_size: int = 1000,
         retention: timedelta | float | None = None,
+        grace: timedelta | float = DEFAULT_GRACE,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         if lease <= 0 or (poll_interval is not None and poll_interval <= 0):
             raise ValueError("lease and poll_interval must be positive seconds")
+        self.grace = _grace(grace)
+        """Seconds a stopping worker lets running work finish before it stops what it can (see `stop`)."""
         self.store: Store = client.store if client is not None else open_store(url)
         self.retention = _retention(retention, client)
         """Finished runs older than this are deleted by the longest-running worker; None: kept."""
@@ -85,12 +92,16 @@ class Worker:
         self._executor = ActionExecutor(self.store, registry, concurrency)
         self._action_slots = Slots(concurrency)
         self._run_slots = Slots(concurrency)
-        self._runner.reserve_slot = self._action_slots.take
+        self._runner.reserve_slot = self._reserve_action_slot
         self._runner.release_slot = self._action_slots.release
         self._runner.start_action = self._start_action
         self._tasks: set[asyncio.Task[Any]] = set()
         self._attempts: InFlight[tuple[str, int]] = InFlight()
         """Attempts running here (run id, step): the heartbeat extends exactly their leases."""
+        self._attempt_tasks: dict[asyncio.Task[Any], tuple[str, int]] = {}
+        self._drained = asyncio.Event()
+        """Set whenever no work item is in hand (a stopping worker waits for it)."""
+        self._drained.set()
         self._wakeup = asyncio.Event()
         self._starved = False
         self._admitting = 0
@@ -98,6 +109,13 @@ class Worker:
         self._runs_actions = False
         """Whether this worker runs actions (registered here when it started), so new runs need room."""
         self._stopping = asyncio.Event()
+        self._forced = asyncio.Event()
+        """A second request to stop: stop at once, abandoning what cannot be stopped."""
+        self._closed = asyncio.Event()
+        """Set when the worker has let go of everything: the heartbeat ends only then."""
+        self._stop_begun = False
+        self.abandoned = 0
+        """Attempts whose thread was still running when a forced stop gave up on them."""
         self._main: asyncio.Task[None] | None = None
         self._side: list[asyncio.Task[None]] = []
         self._unsubscribe: Any = None
@@ -152,26 +170,114 @@ class Worker:
             self.failure = exc
             self._stopping.set()
 
-    async def stop(self, grace: float = 5.0) -> None:
-        """Stop claiming, let running work finish for `grace` seconds, then hand the rest over."""
-        self._stopping.set()
-        self._wakeup.set()
+    async def stop(self, grace: timedelta | float | None = None) -> None:
+        """Stop taking work; let what runs finish and record its result for `grace` seconds (the
+        worker's own by default); then stop what can be stopped and hand it over at once (async
+        attempts are cancelled, isolated ones' processes killed first), and wait for what cannot:
+        a plain `def` action's thread keeps its lease until it returns, so that no other worker
+        runs the same attempt meanwhile. A second request (`request_stop(now=True)`) ends the
+        wait at once, leaving such attempts to be taken over when their lease runs out."""
+        seconds = self.grace if grace is None else _grace(grace)
+        if self._stop_begun:
+            await self._closed.wait()
+            return
+        self._stop_begun = True
+        self.request_stop()
+        self._runner.draining = True
         dispatch.unregister(self.store, self)
-        if self._main is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._main
-        if self._tasks:
-            _, pending = await asyncio.wait(list(self._tasks), timeout=grace)
-            for t in pending:
-                t.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=1.0)
+        try:
+            if self._main is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._main
+                # The runs it holds go to others at once (a result recorded elsewhere wakes one
+                # for any worker); its own commits, fenced by their token, still land meanwhile.
+                with contextlib.suppress(Exception):
+                    await self.store.hand_over(self.id, ())
+            await self._until(self._drained.wait(), seconds)
+            threaded = await self._stop_and_hand_over()
+            if threaded:
+                await self._wait_for_threads(threaded)
+        finally:
+            await self._close()
+
+    async def _until(self, awaitable: Awaitable[Any], timeout: float | None) -> None:
+        """Wait for `awaitable` for at most `timeout` seconds, or until a forced stop."""
+        waits = [asyncio.ensure_future(awaitable), asyncio.ensure_future(self._forced.wait())]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def _stop_and_hand_over(self) -> dict[asyncio.Task[Any], tuple[str, int]]:
+        """Past the grace: cancel every work item but attempts running plain `def` code on a thread,
+        then hand the runs and the cancelled attempts over; the attempts left running, returned."""
+        threaded = {
+            task: key for task, key in self._attempt_tasks.items() if not task.done() and self._executor.on_thread(key)
+        }
+        recording = {task for task, key in self._attempt_tasks.items() if self._executor.recording(key)}
+        stopped = [task for task in self._tasks if task not in threaded and task not in recording]
+        handed = [self._attempt_tasks[task] for task in stopped if task in self._attempt_tasks]
+        for task in stopped:
+            task.cancel()
+        if stopped:
+            # Cancelled isolated attempts kill their process and reap it before they end.
+            await asyncio.wait(stopped, timeout=STOP_WAIT)
+            log.info("stopping: %d work items unfinished after the grace were stopped and handed over", len(stopped))
+        if recording:  # outcomes already in hand: a commit away from recorded
+            await self._until(asyncio.wait(recording, timeout=STOP_WAIT), None)
+        self._runner.cache.clear()
+        if self._main is None:  # never started: it holds nothing
+            return threaded
+        try:
+            await self.store.hand_over(self.id, handed)
+        except Exception as exc:  # their leases run out instead
+            log.warning("handing work over failed (%s); other workers take it when its lease expires", exc)
+        return threaded
+
+    async def _wait_for_threads(self, threaded: dict[asyncio.Task[Any], tuple[str, int]]) -> None:
+        """Keep the leases of attempts whose thread still runs (the heartbeat goes on) until each
+        returns and its outcome is recorded; a forced stop abandons them to their lease's expiry."""
+        for run_id, seq in threaded.values() if not self._forced.is_set() else ():
+            log.warning(
+                "stopping: waiting for step %d of run %s, a plain def action still running on its thread "
+                "(a thread cannot be stopped; its lease is kept and its result recorded when it returns, "
+                "so that it never runs twice at once). Signal again to stop now: it then runs again "
+                "elsewhere once its lease expires (isolate=True actions can be stopped)",
+                seq,
+                run_id,
+            )
+        tasks = list(threaded)
+        await self._until(asyncio.wait(tasks), None)
+        left = [task for task in tasks if not task.done()]
+        self.abandoned = len(left)
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left, timeout=STOP_WAIT)
+            log.warning(
+                "stopped at once: %d plain def actions still running on their thread were abandoned; "
+                "they run again elsewhere when their lease expires (%gs)",
+                len(left),
+                self.lease,
+            )
+
+    async def _close(self) -> None:
+        """Let go of everything: side tasks, subscriptions, threads not started, and this worker's
+        row (a goodbye that hands over whatever it still held, unless it abandoned running threads,
+        whose leases must run out instead)."""
+        self._closed.set()
         for t in self._side:
             t.cancel()
+        if self._side:
+            await asyncio.wait(self._side, timeout=STOP_WAIT)
         if self._unsubscribe is not None:
             self._unsubscribe()
+            self._unsubscribe = None
         self._runner.cache.clear()
         self._executor.shutdown()
+        if self.abandoned:
+            return
         with contextlib.suppress(Exception):
             await self.store.remove_worker(self.id)
 
@@ -198,9 +304,18 @@ class Worker:
         if self.failure is not None:
             raise self.failure
 
-    def request_stop(self) -> None:
+    def request_stop(self, now: bool = False) -> None:
+        """Ask the worker to stop (as SIGTERM does `cairn worker`); `now=True` ends a stop's wait for
+        running work at once (a second SIGTERM or Ctrl-C)."""
         self._stopping.set()
         self._wakeup.set()
+        if now:
+            self._forced.set()
+
+    def _reserve_action_slot(self) -> bool:
+        """A slot for an action born in a commit of this worker's: none once it stops (the action
+        goes to another worker instead of one that would have to hand it over)."""
+        return not self._stopping.is_set() and self._action_slots.take()
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -348,7 +463,9 @@ class Worker:
         # would keep that very commit from starting the run's next action here.
         release = self._releaser(self._action_slots)
         attempt = self._executor.execute(claim, memory, record=self._runner.record, ran=release)
-        self._spawn(self._attempts.track((claim.run_id, claim.seq), attempt), release)
+        key = (claim.run_id, claim.seq)
+        task = self._spawn(self._attempts.track(key, attempt), release)
+        self._attempt_tasks[task] = key
 
     async def _wait(self, timeout: float) -> None:
         if timeout <= 0:
@@ -360,9 +477,13 @@ class Worker:
     def _spawn(self, coro: Coroutine[Any, Any, T], release: Callable[[], None]) -> asyncio.Task[T]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
+        self._drained.clear()
 
         def done(t: asyncio.Task[T]) -> None:
             self._tasks.discard(t)
+            self._attempt_tasks.pop(t, None)
+            if not self._tasks:
+                self._drained.set()
             release()
             if not t.cancelled() and t.exception() is not None:
                 log.error("work item failed: %r", t.exception())
@@ -386,13 +507,16 @@ class Worker:
         return release
 
     async def _heartbeat(self) -> None:
-        while not self._stopping.is_set():
-            await self._wait_stop(self.lease / 3)
-            if self._stopping.is_set():
+        """Extend the leases of what this worker holds, until it has let go of everything: a stopping
+        worker still runs work (for its grace, and threads after it) whose leases must not lapse."""
+        while not self._closed.is_set():
+            await self._wait_closed(self.lease / 3)
+            if self._closed.is_set():
                 return
             try:
                 await self.store.heartbeat(self._info(), self.lease, self._runner.held(), self._attempts.keys())
-                await self._housekeeping()
+                if not self._stopping.is_set():
+                    await self._housekeeping()
             except Exception as exc:
                 log.warning("heartbeat failed (%s); will retry", exc)
 
@@ -417,10 +541,10 @@ class Worker:
         finally:
             unsubscribe()
 
-    async def _wait_stop(self, timeout: float) -> None:
+    async def _wait_closed(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                await self._stopping.wait()
+                await self._closed.wait()
 
     def _info(self) -> WorkerInfo:
         return WorkerInfo(
@@ -499,6 +623,16 @@ def _retention(given: timedelta | float | None, client: Any) -> timedelta | None
         return kept
     env = os.environ.get("CAIRN_RETENTION")
     return parse_duration(env, "CAIRN_RETENTION") if env else None
+
+
+def _grace(value: timedelta | float) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+        raise ValueError(
+            f"grace must be seconds (a number or a timedelta) of 0 or more, got {value!r}; "
+            "it is how long a stopping worker lets running work finish"
+        )
+    return float(seconds)
 
 
 def _schema(w: WorkflowDef) -> str:

@@ -187,6 +187,14 @@ WHERE (run_id, seq) IN (SELECT run_id, seq FROM cairn_steps
                         WHERE lease_owner = :worker AND status = 'running' AND kind = 'action'
                         FOR UPDATE SKIP LOCKED)
 
+-- name: hand_over_attempts
+-- The attempts a stopping worker stopped (the others it still runs keep their lease).
+UPDATE cairn_steps SET due_at = :now, lease_owner = NULL
+WHERE (run_id, seq) IN (SELECT run_id, seq FROM cairn_steps
+                        WHERE lease_owner = :worker AND status = 'running' AND kind = 'action'
+                          AND run_id || ' ' || seq = ANY(:attempts)
+                        FOR UPDATE SKIP LOCKED)
+
 -- name: hand_over_runs
 UPDATE cairn_runs SET lease_owner = NULL, lease_until = NULL
 WHERE id IN (SELECT id FROM cairn_runs WHERE lease_owner = :worker FOR UPDATE SKIP LOCKED)
