@@ -97,3 +97,8 @@ async def napper(days: int) -> int:
 @workflow
 async def parent(days: int) -> list[int]:
     return [await napper(days), await cairn.child(napper, days + 1)]
+
+
+@workflow
+async def nightly(region: str) -> str:
+    return f"report {region}"

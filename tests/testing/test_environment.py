@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 import cairn
+from cairn.registry import registry
 from cairn.testing import Environment, environment
 from tests.testing import envflows
 from tests.testing.envflows import Approval, OpenApproval, Renewal
@@ -121,3 +122,22 @@ def test_replace_action_checks_the_fake_against_the_signature() -> None:
     import asyncio
 
     asyncio.run(main())
+
+
+@pytest.fixture
+def nightly_schedule() -> Iterator[cairn.Schedule]:
+    """A schedule declared in code for the test (every registered schedule is an environment's too)."""
+    made = cairn.Schedule(
+        "env-nightly", envflows.nightly, cron="0 2 * * *", args=("eu",), overlap="allow", catchup="all"
+    )
+    yield made
+    registry._schedules.pop("env-nightly", None)
+
+
+async def test_env_sleep_fires_the_schedule_ticks_it_passes(db_url: str, nightly_schedule: cairn.Schedule) -> None:
+    async with environment(db_url) as env:
+        assert await env.client.list_runs(workflow=envflows.nightly) == []
+        await env.sleep(timedelta(days=3))
+        runs = await env.client.list_runs(workflow=envflows.nightly)  # started by the time sleep returns
+        assert len(runs) == 3 and all("T02:00:00" in r.id for r in runs), [r.id for r in runs]
+        assert {await env.client.get(r.id).result(timeout=30) for r in runs} == {"report eu"}

@@ -78,6 +78,7 @@ class Environment:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.05)
         self._advance(seconds)
+        await self.worker.fire_schedules()  # the ticks passed have started their runs on return
         self.worker.wake()
 
     def _advance(self, seconds: float) -> None:

@@ -123,9 +123,10 @@ class Worker:
         self._serves: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
         """The workflows and actions this worker runs (read from the registry when it starts)."""
         self._reported: dict[str, str] = {}
+        """Runs reported as unserved, with the reason (see `_report_unserved`)."""
         self._declared: tuple[Schedule, ...] = ()
         """Schedules declared in code for the workflows this worker serves: it upserts and fires them."""
-        """Runs reported as unserved, with the reason (see `_report_unserved`)."""
+        self._firing = asyncio.Lock()
         self.failure: BaseException | None = None
         self.on_idle: Callable[[float], float] | None = None
         """Called when this worker has nothing in hand and its next work falls due in the given
@@ -520,18 +521,26 @@ class Worker:
             except Exception as exc:
                 log.warning("heartbeat failed (%s); will retry", exc)
 
+    async def fire_schedules(self) -> float | None:
+        """Start the runs of the schedule ticks due now; seconds until the next tick. A test
+        environment calls it as it moves its clock on, so that the ticks passed have fired when
+        `env.sleep` returns."""
+        if not self._serves[0]:
+            return None
+        async with self._firing:  # one at a time here: a firing under way has committed on return
+            return await self.store.fire_schedules(self._serves[0], [s.id for s in self._declared])
+
     async def _fire_schedules(self) -> None:
         """Start the runs of due schedule ticks, waking at the next tick (at least every second, and
         at once when a schedule is declared, paused or resumed anywhere)."""
         news = asyncio.Event()
         loop = asyncio.get_running_loop()
         unsubscribe = self.store.subscribe_key(SCHEDULES, lambda _d: call_soon_here(loop, news.set))
-        declared = [s.id for s in self._declared]
         try:
             while not self._stopping.is_set():
                 news.clear()
                 try:
-                    due_in = await self.store.fire_schedules(self._serves[0], declared)
+                    due_in = await self.fire_schedules()
                 except Exception as exc:
                     log.warning("firing schedules failed (%s); will retry", exc)
                     due_in = 1.0
