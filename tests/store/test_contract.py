@@ -5,6 +5,7 @@ without a test here fails `test_every_store_method_is_covered`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -319,3 +320,60 @@ async def test_actions_are_registered_with_their_human_name_and_description(stor
         ActionInfo("a.x", "x", "", "default"),
         ActionInfo("b.charge", "Charge the card", "Charge via Stripe", "billing"),
     ]
+
+
+def leases(db_url: str, run_id: str) -> tuple[float | None, list[float | None]]:
+    """The run's lease_until and its steps' due_at, read from the database itself (the records
+    carry neither: only the database judges leases)."""
+    if db_url.startswith("sqlite"):
+        import sqlite3
+
+        from cairn.store.sqlite import sqlite_path
+
+        with contextlib.closing(sqlite3.connect(sqlite_path(db_url))) as conn:
+            run = conn.execute("SELECT lease_until FROM cairn_runs WHERE id = ?", (run_id,)).fetchone()
+            steps = conn.execute("SELECT due_at FROM cairn_steps WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
+    else:
+        import psycopg
+
+        with psycopg.connect(db_url) as pg:
+            run = pg.execute("SELECT lease_until FROM cairn_runs WHERE id = %s", (run_id,)).fetchone()
+            steps = pg.execute("SELECT due_at FROM cairn_steps WHERE run_id = %s ORDER BY seq", (run_id,)).fetchall()
+    assert run is not None
+    return run[0], [s[0] for s in steps]
+
+
+@covers()
+async def test_leases_run_from_the_databases_clock_not_the_committers(store: Store, db_url: str) -> None:
+    """SPEC 6: lease expiry is judged by the database's clock. A commit retried after an outage
+    carries the `now` it was built with; a lease counted from that would have run out as it landed,
+    and another worker would run the same action. Each lease a write grants ends `lease` seconds
+    after the database's now as it is written, whatever the committer believed the time was."""
+    stale = time.time() - 3600.0
+    lease = 30.0
+    before = await store.now()
+    assert await store.insert_run(new("r1"), owner="w1", lease=lease, now=stale) is None
+    born = await store.get_run("r1")
+    until, _ = leases(db_url, "r1")
+    assert born is not None and until is not None and until >= before + lease
+    step = NewStep(1, StepKind.ACTION, ACTION, '{"x":1}')
+    before = await store.now()
+    result = ActivationResult(status=RunStatus.RUNNING, new_steps=[step])
+    await store.commit_activation(
+        Commit(born, born.lease_token, result, births=frozenset({1}), owner="w1", lease=lease, now=stale)
+    )
+    after = await store.now()
+    run = await store.get_run("r1")
+    assert run is not None and run.lease_owner == "w1"
+    (running,) = await store.list_steps("r1")
+    assert running.status == StepStatus.RUNNING
+    until, (due,) = leases(db_url, "r1")
+    assert until is not None and before + lease <= until <= after + lease
+    assert due is not None and before + lease <= due <= after + lease
+    # Nobody else can take the run or its running attempt while those leases last.
+    other = await store.claim_work("w2", [WF], [ACTION], None, 10, 10, lease)
+    assert other.runs == [] and other.actions == []
+    before = await store.now()
+    await store.heartbeat(info("w1"), lease, runs=["r1"], attempts=[("r1", 1)])
+    until, (due,) = leases(db_url, "r1")
+    assert until is not None and until >= before + lease and due is not None and due >= before + lease

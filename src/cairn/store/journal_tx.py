@@ -80,7 +80,7 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
     _carry_and_deliver(tx, commit, activation, now)
     for step in res.new_steps:
         born = commit.owner if step.seq in commit.births else None
-        _insert_step(tx, run, step, activation, now, born, now + commit.lease)
+        _insert_step(tx, run, step, activation, now, born, commit.lease)
     # Memory: the carried results' writes, then the workflow's own (it ran after them), in one kind
     # of row after the steps (the order `write_row` takes rows in), the last write of a key winning.
     for c in commit.completions:
@@ -144,7 +144,10 @@ def _finish(tx: Tx, commit: Commit, activation: int, now: float) -> None:
             "wake_at": res.wake_at,
             "pause_reason": res.pause_reason if res.status == RunStatus.PAUSED else None,
             "lease_owner": commit.owner if sticky else None,
-            "lease_until": now + commit.lease if sticky else None,
+            # A duration, not a time: the database's clock as the row is written starts it. A
+            # commit retried after an outage carries the `now` it was built with; a lease from
+            # that would have run out already as it landed, and another worker would take the run.
+            "lease": commit.lease if sticky else None,
         },
         notify=WORK,
     )
@@ -194,11 +197,12 @@ def resolve_parent(tx: Tx, child: RunRow, status: RunStatus, result: str | None,
 
 
 def _insert_step(
-    tx: Tx, run: RunRow, step: NewStep, activation: int, now: float, born: str | None, lease_until: float
+    tx: Tx, run: RunRow, step: NewStep, activation: int, now: float, born: str | None, lease: float
 ) -> None:
-    """Insert a step the workflow scheduled; `born` names the worker that runs it at once (leased)."""
+    """Insert a step the workflow scheduled; `born` names the worker that runs it at once, leased
+    for `lease` seconds from the database's clock (see `_finish`)."""
     options = step.options
-    due_at = step.due_at if step.kind == StepKind.TIMER else (lease_until if born else now)
+    due_at = step.due_at if step.kind == StepKind.TIMER else (None if born else now)
     tx.write_row(
         "insert_step",
         {
@@ -218,6 +222,7 @@ def _insert_step(
             "activation": activation,
             "attempt": 1 if born else 0,
             "lease_owner": born,
+            "lease": lease if born else None,
             "started_at": now if born else None,
         },
     )

@@ -310,8 +310,9 @@ class SqlStore:
                     "serves": serves,
                 },
             )
-            tx.execute("extend_run_leases", {"worker": info.id, "until": now + lease, "runs": held})  # runs, then steps
-            tx.execute("extend_step_leases", {"worker": info.id, "until": now + lease, "attempts": running})
+            # Runs, then steps; each lease runs from the database's clock as it is written.
+            tx.execute("extend_run_leases", {"worker": info.id, "lease": lease, "runs": held})
+            tx.execute("extend_step_leases", {"worker": info.id, "lease": lease, "attempts": running})
             # Rows of workers that died without a goodbye are removed once clearly dead.
             tx.execute("prune_workers", {"before": now - max(300.0, 30 * lease)})
 
