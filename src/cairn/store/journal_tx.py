@@ -164,6 +164,33 @@ def _finish(tx: Tx, commit: Commit, activation: int, now: float) -> None:
         tx.notify(WORK)  # a timer to watch: else nothing here is for a claim loop
 
 
+def landed(commit: Commit, row: RunRow) -> bool:
+    """Whether `row`, read after `commit` failed with its outcome unknown, is the run as that
+    commit left it: the token it advanced, and the status, activation count, lease holder and
+    time it wrote. A control operation or another worker's claim advances the token as well but
+    writes something else; anything that touched the run since (a wake-up) makes this say no,
+    which is the safe answer (the run is let go, as when nothing is known)."""
+    res = commit.result
+    if commit.now is None or row.lease_token != commit.token + 1:
+        return False
+    sticky = commit.owner is not None and res.status == RunStatus.RUNNING
+    return (
+        row.status == res.status
+        and row.activations == commit.run.activations + (1 if res.counts_as_activation else 0)
+        and row.lease_owner == (commit.owner if sticky else None)
+        and row.updated_at == commit.now
+    )
+
+
+def attempt_recorded(claim: ActionClaim, state: Sequence[Any] | None) -> bool | None:
+    """Whether an attempt's outcome is in its step (`step_state`'s row, read after recording it
+    failed with the outcome unknown): True when it is, False when another attempt took the step
+    (the outcome is superseded), None when the step still runs under this attempt (not landed)."""
+    if state is None or int(state[1]) != claim.attempt:
+        return False
+    return None if state[0] == StepStatus.RUNNING else True
+
+
 def _finished_row(commit: Commit, activation: int, now: float) -> RunRow:
     """The run as `finish_activation` leaves it when it ends."""
     run, res = commit.run, commit.result

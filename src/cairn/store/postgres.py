@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import select
 import threading
 import time
 import uuid
@@ -58,6 +59,31 @@ async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
     _configure(conn)
 
 
+def _quiet(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an idle pooled connection has heard nothing since its last use. A server that
+    restarted or ended the session has closed the socket (after a FATAL message), which makes it
+    readable; a live idle session sends nothing. One poll(2) with no wait: a full check, a round
+    trip, on every commit would double the cost of the one-statement commit."""
+    if conn.closed or conn.broken:
+        return False
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return not poller.poll(0)
+
+
+def _check(conn: psycopg.Connection[Any]) -> None:
+    """The pool's check as it hands a connection out: one that heard from the server while idle
+    (after a restart, its session is gone) is checked for real and, if dead, replaced, so that a
+    commit is never sent on a connection from before a restart (whose failure would be ambiguous)."""
+    if not _quiet(conn):
+        ConnectionPool.check_connection(conn)
+
+
+async def _check_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    if not _quiet(conn):
+        await AsyncConnectionPool.check_connection(conn)
+
+
 class _Held:
     """The rows of one of `ROW_WRITES` held back in a transaction, with what each expects."""
 
@@ -98,6 +124,8 @@ class _PgTx(Tx):
         self._held: dict[str, _Held] = {}
         self._rank = -1
         """The place in `ROW_WRITES` of this piece's last row: one earlier sends what is held first."""
+        self.committing = False
+        """Whether the statement that commits was handed to the connection (see `commit`)."""
 
     @property
     def cur(self) -> psycopg.Cursor[Any]:
@@ -227,12 +255,19 @@ class _PgTx(Tx):
     def commit(self, origin: str) -> None:
         """Send the final statement: on its own when nothing else was sent (PostgreSQL commits it),
         else queued with COMMIT, which `end()` sends (`Connection.commit()` would sync, and
-        leaving the pipeline would then sync again, an empty round trip of its own)."""
+        leaving the pipeline would then sync again, an empty round trip of its own).
+        `committing` is set as the statement that commits is handed to the connection: a failure
+        before it cannot have applied anything, one after it may have."""
         params = self.final(origin)
+        if self._pipeline is None:
+            if params is not None:
+                self.committing = True
+                self.cur.execute(self._q["apply"], params)
+            return
         if params is not None:
             self.cur.execute(self._q["apply"], params)
-        if self._pipeline is not None:
-            self.cur.execute(b"COMMIT")
+        self.committing = True
+        self.cur.execute(b"COMMIT")
 
     def expected(self, exc: psycopg.Error) -> Exception | None:
         """The error a failed server-side check stands for (it may surface at any later statement)."""
@@ -277,6 +312,7 @@ class PostgresDatabase(Database):
             timeout=5.0,
             kwargs={"autocommit": True},  # a transaction begins only when it must: see _PgTx
             configure=_configure,
+            check=_check,
         )
         loop = asyncio.get_running_loop()
         try:
@@ -296,6 +332,7 @@ class PostgresDatabase(Database):
             timeout=5.0,
             kwargs={"autocommit": True},
             configure=_configure_async,
+            check=_check_async,
         )
         try:
             await self._apool.open(wait=True, timeout=10.0)
@@ -446,23 +483,23 @@ class PostgresDatabase(Database):
         tx = _PgTx(conn)
         try:
             try:
-                try:
-                    if not self.clock.real or self._faked:  # a test's clock (cairn.clock): cairn_now() reads it
-                        self._faked = True  # once set on a pooled connection, the setting must be reset
-                        fake = "" if self.clock.real else repr(self.clock.now())
-                        conn.execute("SELECT set_config('cairn.fake_now', %s, false)", (fake,))
-                    result = fn(tx)
-                except psycopg.OperationalError as exc:
-                    raise _BeforeCommit(exc) from exc
-                # From here on a connection failure is ambiguous (the commit may have happened),
-                # so it propagates and is never retried.
+                if not self.clock.real or self._faked:  # a test's clock (cairn.clock): cairn_now() reads it
+                    self._faked = True  # once set on a pooled connection, the setting must be reset
+                    fake = "" if self.clock.real else repr(self.clock.now())
+                    conn.execute("SELECT set_config('cairn.fake_now', %s, false)", (fake,))
+                result = fn(tx)
                 tx.commit(self._origin)
                 tx.end()
             except psycopg.Error as exc:
                 expected = tx.expected(exc)
-                if expected is None:
-                    raise
-                raise expected from None
+                if expected is not None:
+                    raise expected from None
+                if not tx.committing and not self.refused(exc):
+                    # Lost before the statement that commits went out: nothing was applied, and
+                    # running it again cannot apply it twice. After it, the outcome is unknown
+                    # (the commit may have happened), so the error propagates, never retried.
+                    raise _BeforeCommit(exc) from exc
+                raise
         except BaseException:
             tx.abandon()
             if not conn.broken:

@@ -7,11 +7,13 @@ and `control` (pause, resume, cancel, retry, fork).
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from cairn.clock import Clock
+from cairn.errors import LeaseLost
 from cairn.names import storable
 from cairn.records import NewRun, RunRow, StepRow
 from cairn.schedules import ScheduleSpec
@@ -34,6 +36,8 @@ from cairn.store.protocol import (
     WorkflowInfo,
 )
 from cairn.types import RunStatus
+
+log = logging.getLogger("cairn.store")
 
 
 class SqlStore:
@@ -252,8 +256,35 @@ class SqlStore:
 
     async def commit_activation(self, commit: Commit) -> None:
         """Apply one activation atomically, in a transaction it may share with others (group
-        commit); LeaseLost if the run's token moved (nothing of it is written)."""
-        await self._batcher.run(lambda tx: journal_tx.commit_activation(tx, commit))
+        commit); LeaseLost if the run's token moved (nothing of it is written).
+
+        A commit cut off with its outcome unknown (the server restarted while it was on its way)
+        is settled once the database answers again, rather than left to its worker to give up:
+        the run still at the commit's token means it never landed, and it is sent again (fenced
+        by that token, so it lands at most once); the run as the commit leaves it means it landed.
+        Only when neither can be told does the error reach the caller."""
+
+        def work(tx: Tx) -> None:
+            journal_tx.commit_activation(tx, commit)
+
+        for _ in range(_SETTLE_TRIES):
+            try:
+                await self._batcher.run(work)
+                return
+            except Exception as exc:
+                if self.db.refused(exc):
+                    raise
+                unknown = exc
+            row = await self.get_run(commit.run.id)  # waits while the database is unavailable
+            if row is None or row.lease_token != commit.token:
+                if row is not None and journal_tx.landed(commit, row):
+                    log.info("run %s: a commit cut off (%s) had landed", commit.run.id, unknown)
+                    return
+                if row is None:
+                    raise unknown
+                raise LeaseLost(f"the lease on run {commit.run.id} moved while its commit was cut off") from unknown
+            log.info("run %s: a commit cut off (%s) never landed; sending it again", commit.run.id, unknown)
+        raise unknown
 
     async def release_run(self, claim: RunClaim) -> None:
         def tx_fn(tx: Tx) -> None:
@@ -275,11 +306,34 @@ class SqlStore:
     ) -> bool:
         """Record an attempt's outcome fenced by its attempt number; False when it lost the step.
 
-        With `retry_delay` the step goes back to scheduled, due that many seconds from now."""
+        With `retry_delay` the step goes back to scheduled, due that many seconds from now.
 
-        return await self._batcher.run(
-            lambda tx: journal_tx.record_attempt(tx, claim, result, error, retry_delay, memory_writes, logs)
-        )
+        Recording cut off with its outcome unknown is settled once the database answers again
+        (see `commit_activation`): an outcome that never landed is recorded again, so that the
+        attempt is not run a second time when its lease runs out."""
+
+        def work(tx: Tx) -> bool:
+            return journal_tx.record_attempt(tx, claim, result, error, retry_delay, memory_writes, logs)
+
+        params = {"run_id": claim.run_id, "seq": claim.seq}
+        for _ in range(_SETTLE_TRIES):
+            try:
+                return await self._batcher.run(work)
+            except Exception as exc:
+                if self.db.refused(exc):
+                    raise
+                unknown = exc
+            state = await self.db.transaction(lambda tx: tx.one("step_state", params), write=False)
+            recorded = journal_tx.attempt_recorded(claim, state)
+            if recorded is not None:
+                return recorded
+            log.info(
+                "step %d of run %s: an outcome cut off (%s) never landed; recording it again",
+                claim.seq,
+                claim.run_id,
+                unknown,
+            )
+        raise unknown
 
     # --- workers and definitions ----------------------------------------------------------------
 
@@ -469,6 +523,10 @@ class SqlStore:
         rows = await self.db.transaction(lambda tx: tx.all("list_actions", {}), write=False)
         return [ActionInfo(*r) for r in rows]
 
+
+_SETTLE_TRIES = 5
+"""How many times a write cut off with its outcome unknown is settled and sent again before its
+error is given to the caller (each try first waits for the database to answer)."""
 
 _COUNTS = {"status": "run_counts_by_status", "workflow": "run_counts_by_workflow", "queue": "run_counts_by_queue"}
 """Allowed groupings of `run_counts`, each its own fixed query."""

@@ -170,6 +170,10 @@ FROM {rows} x
 WHERE s.run_id = x.run_id AND s.seq = x.seq AND s.attempt = x.attempt AND s.status = 'running'
 RETURNING 1
 
+-- name: step_state
+-- Where an attempt stands, read when recording its outcome failed with the outcome unknown.
+SELECT status, attempt FROM cairn_steps WHERE run_id = :run_id AND seq = :seq
+
 -- name: step_logs
 SELECT logs FROM cairn_steps WHERE run_id = :run_id AND seq = :seq
 
