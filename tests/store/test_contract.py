@@ -19,6 +19,7 @@ from cairn.errors import IllegalTransition, LeaseLost
 from cairn.records import ActivationResult, NewRun, NewStep
 from cairn.store.protocol import Commit, Completion, RunFilters, Store, WorkerInfo, WorkflowInfo
 from cairn.types import StepKind, StepStatus
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.timeout(60)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -377,3 +378,79 @@ async def test_leases_run_from_the_databases_clock_not_the_committers(store: Sto
     await store.heartbeat(info("w1"), lease, runs=["r1"], attempts=[("r1", 1)])
     until, (due,) = leases(db_url, "r1")
     assert until is not None and until >= before + lease and due is not None and due >= before + lease
+
+
+@covers()
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_a_commit_cut_off_on_its_way_lands_once(store: Store, db_url: str) -> None:
+    """A commit whose connection dies while the server holds it (a restart, an administrator's
+    pg_terminate_backend) has an unknown outcome. The store settles it when the database answers:
+    the run still at the commit's token means it never landed, so it is sent again and lands
+    once, instead of the worker letting the run go until its lease runs out."""
+    import psycopg
+
+    await store.insert_run(new("r1"))
+    claim = await claim_one(store)
+    steps = [NewStep(1, StepKind.ACTION, ACTION, '{"x":1}')]
+    commit = Commit(claim.run, claim.token, ActivationResult(new_steps=steps), owner="w1", lease=30.0, now=time.time())
+    with psycopg.connect(db_url, autocommit=True) as blocker, psycopg.connect(db_url, autocommit=True) as admin:
+        blocker.execute("BEGIN")
+        blocker.execute("SELECT 1 FROM cairn_runs WHERE id = 'r1' FOR UPDATE")  # the commit's fence waits on it
+        landing = asyncio.ensure_future(store.commit_activation(commit))
+
+        async def waiting_commit(other_than: int = 0) -> int | None:
+            row = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> %s "
+                "AND datname = current_database()",
+                (other_than,),
+            ).fetchone()
+            return None if row is None else int(row[0])
+
+        pid = await eventually(waiting_commit, what="the commit waiting on the run's row")
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))  # cut off with the commit on the server
+        # Not given up: sent again on another connection, where it waits anew.
+        await eventually(lambda: waiting_commit(pid), what="the commit sent again")
+        blocker.execute("ROLLBACK")
+        await asyncio.wait_for(landing, 30)
+    run = await store.get_run("r1")
+    assert run is not None and run.lease_token == claim.token + 1  # advanced once: landed once
+    assert [(s.seq, s.status) for s in await store.list_steps("r1")] == [(1, StepStatus.SCHEDULED)]
+    assert [e.kind for e in await store.list_events("r1")] == ["started", "step.scheduled"]
+
+
+def test_a_commit_is_known_to_have_landed_only_by_the_run_it_left() -> None:
+    """After a cut-off commit, the run as it left it (token, status, activations, holder, time)
+    says it landed; a control operation or another worker's claim in its place says it did not."""
+    from dataclasses import replace
+
+    from cairn.records import RunRow
+    from cairn.store.journal_tx import landed
+
+    now = time.time()
+    run = RunRow(
+        "r1",
+        WF,
+        RunStatus.RUNNING,
+        "{}",
+        None,
+        None,
+        "default",
+        None,
+        None,
+        now,
+        now,
+        now,
+        None,
+        1,
+        None,
+        None,
+        "w1",
+        4,
+    )
+    commit = Commit(run, 4, ActivationResult(status=RunStatus.RUNNING), owner="w1", lease=30.0, now=now + 1)
+    left = replace(run, lease_token=5, activations=2, updated_at=now + 1)
+    assert landed(commit, left)
+    assert not landed(commit, replace(left, lease_token=4))  # never landed
+    assert not landed(commit, replace(left, lease_owner="w2", updated_at=now + 2))  # claimed by another
+    assert not landed(commit, replace(left, status=RunStatus.PAUSED, activations=1, lease_owner=None))  # paused
+    assert not landed(commit, replace(left, updated_at=now + 3))  # touched since: cannot tell, so no

@@ -267,12 +267,12 @@ class SqlStore:
         def work(tx: Tx) -> None:
             journal_tx.commit_activation(tx, commit)
 
-        for _ in range(_SETTLE_TRIES):
+        for tries_left in reversed(range(_SETTLE_TRIES)):
             try:
                 await self._batcher.run(work)
                 return
             except Exception as exc:
-                if self.db.refused(exc):
+                if not self.db.ambiguous(exc) or not tries_left:
                     raise
                 unknown = exc
             row = await self.get_run(commit.run.id)  # waits while the database is unavailable
@@ -284,7 +284,7 @@ class SqlStore:
                     raise unknown
                 raise LeaseLost(f"the lease on run {commit.run.id} moved while its commit was cut off") from unknown
             log.info("run %s: a commit cut off (%s) never landed; sending it again", commit.run.id, unknown)
-        raise unknown
+        raise AssertionError("unreachable: the last try returns or raises")
 
     async def release_run(self, claim: RunClaim) -> None:
         def tx_fn(tx: Tx) -> None:
@@ -316,11 +316,11 @@ class SqlStore:
             return journal_tx.record_attempt(tx, claim, result, error, retry_delay, memory_writes, logs)
 
         params = {"run_id": claim.run_id, "seq": claim.seq}
-        for _ in range(_SETTLE_TRIES):
+        for tries_left in reversed(range(_SETTLE_TRIES)):
             try:
                 return await self._batcher.run(work)
             except Exception as exc:
-                if self.db.refused(exc):
+                if not self.db.ambiguous(exc) or not tries_left:
                     raise
                 unknown = exc
             state = await self.db.transaction(lambda tx: tx.one("step_state", params), write=False)
@@ -333,7 +333,7 @@ class SqlStore:
                 claim.run_id,
                 unknown,
             )
-        raise unknown
+        raise AssertionError("unreachable: the last try returns or raises")
 
     # --- workers and definitions ----------------------------------------------------------------
 
