@@ -454,3 +454,29 @@ def test_a_commit_is_known_to_have_landed_only_by_the_run_it_left() -> None:
     assert not landed(commit, replace(left, lease_owner="w2", updated_at=now + 2))  # claimed by another
     assert not landed(commit, replace(left, status=RunStatus.PAUSED, activations=1, lease_owner=None))  # paused
     assert not landed(commit, replace(left, updated_at=now + 3))  # touched since: cannot tell, so no
+
+
+@covers()
+async def test_a_database_that_refuses_us_fails_the_open_at_once_in_one_line(pg_server: str) -> None:
+    """A misnamed database, an unknown user or a port nobody listens on is not going to get better:
+    the open fails at once, in one line naming the URL (never its password) and the cause, not
+    after a pool's 10 s of retries and a "pool initialization incomplete"."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(pg_server).hostname or "127.0.0.1"
+    port = urlsplit(pg_server).port or 5432
+    cases = {
+        f"postgresql://postgres:s3cret@{host}:{port}/cairn_no_such_db": 'database "cairn_no_such_db" does not exist',
+        f"postgresql://cairn_nobody:s3cret@{host}:{port}/postgres": 'role "cairn_nobody" does not exist',
+        "postgresql://postgres:s3cret@127.0.0.1:1/postgres": "Connection refused",
+    }
+    for url, cause in cases.items():
+        client = cairn.Client(url)
+        started = time.monotonic()
+        with pytest.raises(cairn.DatabaseUnavailable) as caught:
+            await client.store.open()
+        assert time.monotonic() - started < 5
+        message = str(caught.value)
+        assert isinstance(caught.value, cairn.StoreError) and isinstance(caught.value, ConnectionError)
+        assert cause in message and "\n" not in message and "s3cret" not in message and "***" in message
+        await client.close()

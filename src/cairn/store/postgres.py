@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import re
 import select
 import threading
 import time
@@ -23,6 +24,7 @@ import pydantic_core
 from psycopg.types.array import ListBinaryDumper
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
+from cairn.errors import DatabaseUnavailable
 from cairn.store.base import Database, Params, Tx
 from cairn.store.open import redact_url
 from cairn.store.sql import NOTIFIES, ROW_WRITES, UPSERTS, apply_function, migrations, queries
@@ -37,6 +39,8 @@ ANY_ORIGIN = "*"
 _UNAVAILABLE = ("08", "53", "57", "58", "XX")
 """SQLSTATE classes of a connection lost, resources exhausted, the server shutting down or failing:
 what they interrupted may have been applied, and running it again apart would not help."""
+_TRANSIENT_AT_OPEN = re.compile(r"the database system is (starting up|in recovery mode|shutting down)|too many clients")
+"""Why a server may refuse a connection for a moment only (a restart under way, all slots taken)."""
 EXPECTATION_FAILED = "CA001"
 """The SQLSTATE `cairn_expect()` raises (migration 0004)."""
 
@@ -301,8 +305,38 @@ class PostgresDatabase(Database):
         self._origin = uuid.uuid4().hex[:12]
         """Tags our notifications: we dispatch them in-process at commit, so their echo is skipped."""
 
+    def _first_connection(self) -> psycopg.Connection[Any]:
+        """One connection made directly, before any pool: a database that refuses us for good (a
+        wrong name, password or address, a server not listening) fails the open at once in one
+        line, where a pool would retry in the background for its whole timeout, logging each try.
+        Only a server still starting up or out of connection slots is waited for (`retry_for`)."""
+        delay = 0.1
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            try:
+                return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+            except psycopg.Error as exc:
+                cause = " ".join(str(exc).split())  # libpq's lines, as one
+                if _TRANSIENT_AT_OPEN.search(cause) is None or time.monotonic() + delay > deadline:
+                    raise DatabaseUnavailable(
+                        f"cannot connect to PostgreSQL at {self.shown_url} ({cause}). Check the URL (host, port, "
+                        "database name, user and password) and that the server is up and accepts connections "
+                        "from here."
+                    ) from None
+                log.warning("PostgreSQL at %s is not ready (%s); retrying in %.1fs", self.shown_url, cause, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
     async def _open(self) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(self._pool_size, thread_name_prefix="cairn-pg")
+        loop = asyncio.get_running_loop()
+        try:
+            first = await loop.run_in_executor(self._executor, self._first_connection)
+            with first:
+                await loop.run_in_executor(self._executor, self._migrate, first)
+        except BaseException:
+            await self.close()
+            raise
         self._pool = ConnectionPool(
             self.url,
             min_size=1,
@@ -314,15 +348,13 @@ class PostgresDatabase(Database):
             configure=_configure,
             check=_check,
         )
-        loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(
                 self._executor, lambda: self._pool.open(wait=True, timeout=10.0) if self._pool else None
             )
         except Exception as exc:
             await self.close()
-            raise ConnectionError(f"cannot connect to PostgreSQL at {self.shown_url}: {exc}") from None
-        await loop.run_in_executor(self._executor, self._migrate)
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.shown_url}: {exc}") from None
         self._apool = AsyncConnectionPool(
             self.url,
             min_size=1,
@@ -338,7 +370,7 @@ class PostgresDatabase(Database):
             await self._apool.open(wait=True, timeout=10.0)
         except Exception as exc:
             await self.close()
-            raise ConnectionError(f"cannot connect to PostgreSQL at {self.shown_url}: {exc}") from None
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.shown_url}: {exc}") from None
         self._aloop = loop
         self._stop.clear()
         self._listener = threading.Thread(target=self._listen, name="cairn-pg-listen", daemon=True)
@@ -359,9 +391,8 @@ class PostgresDatabase(Database):
     def notifies_across_processes(self) -> bool:
         return self._listening.is_set()
 
-    def _migrate(self) -> None:
-        assert self._pool is not None
-        with self._pool.connection() as conn, conn.transaction():
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS cairn_schema_version "
@@ -436,7 +467,11 @@ class PostgresDatabase(Database):
             except _BeforeCommit as failed:
                 # Rolled back before COMMIT was sent: running it again cannot apply it twice.
                 if time.monotonic() + delay > deadline:
-                    raise failed.error from None
+                    cause = " ".join(str(failed.error).split())
+                    raise DatabaseUnavailable(
+                        f"PostgreSQL at {self.shown_url} was unavailable for {self.retry_for:.0f}s ({cause}); "
+                        "nothing of this transaction was applied"
+                    ) from failed.error
                 log.warning("database unavailable at %s (%s); retrying in %.2fs", self.shown_url, failed.error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
