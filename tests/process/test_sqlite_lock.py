@@ -5,6 +5,7 @@ nothing of either side was half-written."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -52,8 +53,12 @@ async def test_a_writer_stopped_mid_transaction_gives_a_clear_error_then_everyth
         os.kill(holder.pid, signal.SIGSTOP)  # frozen with the write lock held
 
         started = time.monotonic()
+        blocked = asyncio.ensure_future(client.start(flows.function_style, 1, id="blocked"))
+        # Reads take no lock: they answer while the start waits for the write lock.
+        assert await asyncio.wait_for(client.list_runs(), 0.5) == []
+        assert not blocked.done()
         with pytest.raises(cairn.DatabaseLocked) as caught:
-            await client.start(flows.function_style, 1, id="blocked")
+            await blocked
         waited = time.monotonic() - started
         assert waited < 5, f"the busy timeout was 1 s, yet start() waited {waited:.1f}s"
         error = caught.value

@@ -94,22 +94,35 @@ class SqliteDatabase(Database):
         """Seconds a transaction waits for the write lock of another process (see DatabaseLocked)."""
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._reader: concurrent.futures.ThreadPoolExecutor | None = None
+        self._rconn: sqlite3.Connection | None = None
+        """Reads go on a connection and thread of their own: in WAL mode they take no lock, so
+        they answer while a write waits for a lock another process holds (a stopped writer)."""
+        self._local = threading.local()
         self._commits = 0
         """Write transactions this process committed: the watcher tells them from other processes'."""
-        self._tx_now = 0.0
         self._watcher: threading.Thread | None = None
         self._stop_watching = threading.Event()
 
     async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
         executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cairn-sqlite")
+        reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cairn-sqlite-read")
         try:
-            await asyncio.get_running_loop().run_in_executor(executor, self._connect)
+            self._conn = await loop.run_in_executor(executor, self._connect, True)
+            if self.path != ":memory:":  # a second connection to :memory: would be another database
+                self._rconn = await loop.run_in_executor(reader, self._connect, False)
         except BaseException:
+            if self._conn is not None:
+                await loop.run_in_executor(executor, self._conn.close)
+                self._conn = None
             executor.shutdown(wait=False)
+            reader.shutdown(wait=False)
             raise
-        self._executor = executor
+        self._executor, self._reader = executor, reader
 
-    def _connect(self) -> None:
+    def _connect(self, write: bool) -> sqlite3.Connection:
+        """A connection of this process: the writer's (which migrates) or the reader's."""
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
@@ -119,9 +132,11 @@ class SqliteDatabase(Database):
             conn.execute(f"PRAGMA synchronous={self._synchronous}")  # value checked against an allow-list
             conn.execute("PRAGMA foreign_keys=ON")
             conn.create_function("cairn_now", 0, lambda: self.clock.now())
-            # The clock as the current transaction began (set by `_run`): constant while it lasts.
-            conn.create_function("cairn_tx_now", 0, lambda: self._tx_now, deterministic=True)
-            self._migrate(conn)
+            # The clock as the current transaction began (set by `_run` on this connection's one
+            # thread): constant while it lasts.
+            conn.create_function("cairn_tx_now", 0, lambda: self._local.tx_now, deterministic=True)
+            if write:
+                self._migrate(conn)
         except sqlite3.OperationalError as exc:
             conn.close()
             if not _is_locked(exc):
@@ -130,7 +145,7 @@ class SqliteDatabase(Database):
         except BaseException:
             conn.close()
             raise
-        self._conn = conn
+        return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -205,27 +220,37 @@ class SqliteDatabase(Database):
             await asyncio.get_running_loop().run_in_executor(None, watcher.join, 1.0)
         if self._executor is None:
             return
+        loop = asyncio.get_running_loop()
         executor, self._executor = self._executor, None
+        reader, self._reader = self._reader, None
         conn, self._conn = self._conn, None
+        rconn, self._rconn = self._rconn, None
         if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+            await loop.run_in_executor(executor, conn.close)
+        if reader is not None and rconn is not None:
+            await loop.run_in_executor(reader, rconn.close)
         executor.shutdown(wait=True)
+        if reader is not None:
+            reader.shutdown(wait=True)
         self._closed()
 
     async def transaction(self, fn: Callable[[Tx], T], write: bool = True, rerunnable: bool = False) -> T:
         await self.open()
         if self._executor is None:
             raise ConnectionError(f"SQLite database {self.path} is closed")
-        result, notes = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn, write)
+        reads_apart = not write and self._reader is not None and self._rconn is not None
+        executor = self._reader if reads_apart else self._executor
+        result, notes = await asyncio.get_running_loop().run_in_executor(executor, self._run, fn, write)
         if notes:
             self._dispatch(notes)
         return result
 
     def _run(self, fn: Callable[[Tx], T], write: bool) -> tuple[T, dict[str, Any]]:
-        """One transaction, on this process's one connection thread. `fn` is the store's own code
-        (no await, no user callback runs inside it), so a writer holds the lock only while its
-        statements run; a lock held by another process past the busy timeout is DatabaseLocked."""
-        conn = self._conn
+        """One transaction, on the thread of its connection (the writer's, or the reader's for
+        reads). `fn` is the store's own code (no await, no user callback runs inside it), so a
+        writer holds the lock only while its statements run; a lock held by another process past
+        the busy timeout is DatabaseLocked."""
+        conn = self._conn if write or self._rconn is None else self._rconn
         assert conn is not None
         started = time.monotonic()
         try:
@@ -234,7 +259,7 @@ class SqliteDatabase(Database):
             if not _is_locked(exc):
                 raise
             raise self._locked(started) from None
-        self._tx_now = self.clock.now()
+        self._local.tx_now = self.clock.now()
         tx = _SqliteTx(conn)
         try:
             result = fn(tx)
