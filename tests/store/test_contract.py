@@ -480,26 +480,3 @@ async def test_a_database_that_refuses_us_fails_the_open_at_once_in_one_line(pg_
         assert isinstance(caught.value, cairn.StoreError) and isinstance(caught.value, ConnectionError)
         assert cause in message and "\n" not in message and "s3cret" not in message and "***" in message
         await client.close()
-
-
-@covers("upsert_schedules", "list_schedules", "fire_schedules", "pause_schedule", "trigger_schedule", "delete_schedule")
-async def test_schedules_are_stored_triggered_paused_and_deleted(store: Store) -> None:
-    from cairn.schedules import ScheduleSpec
-
-    spec = ScheduleSpec("s1", WF, "default", None, 3600.0, "UTC", '{"x":1}', "skip", "none", None)
-    now = await store.now()
-    await store.upsert_schedules([spec], "api")
-    (row,) = await store.list_schedules()
-    assert (row.spec, row.source, row.paused) == (spec, "api", False)
-    assert row.next_fire_at is not None and now < row.next_fire_at <= now + 3600
-    due_in = await store.fire_schedules([WF], [])  # no tick due yet: when the next one is
-    assert due_in is not None and 0 < due_in <= 3600 and await store.list_runs() == []
-    manual = await store.trigger_schedule("s1")
-    assert manual is not None and manual.startswith("s1@manual:")
-    started = await store.get_run(manual)
-    assert started is not None and (started.workflow, started.input) == (WF, '{"x":1}')
-    assert await store.trigger_schedule("nope") is None
-    assert await store.pause_schedule("s1", True) and not await store.pause_schedule("nope", True)
-    assert [r.paused for r in await store.list_schedules()] == [True]
-    assert await store.delete_schedule("s1") and not await store.delete_schedule("s1")
-    assert await store.list_schedules() == []
