@@ -17,6 +17,7 @@ import cairn
 from cairn import RunStatus
 from cairn.errors import IllegalTransition, LeaseLost
 from cairn.records import ActivationResult, NewRun, NewStep
+from cairn.schedules import ScheduleSpec
 from cairn.store.protocol import Commit, Completion, RunFilters, Store, WorkerInfo, WorkflowInfo
 from cairn.types import StepKind, StepStatus
 from tests.conftest import eventually
@@ -480,3 +481,52 @@ async def test_a_database_that_refuses_us_fails_the_open_at_once_in_one_line(pg_
         assert isinstance(caught.value, cairn.StoreError) and isinstance(caught.value, ConnectionError)
         assert cause in message and "\n" not in message and "s3cret" not in message and "***" in message
         await client.close()
+
+
+def sched(schedule_id: str, every: float = 60.0, overlap: str = "allow") -> ScheduleSpec:
+    return ScheduleSpec(
+        schedule_id, WF, "default", None, every, "UTC", '{"args":[],"kwargs":{}}', overlap, "latest", None
+    )
+
+
+@covers("upsert_schedules", "list_schedules", "fire_schedules", "pause_schedule", "trigger_schedule", "delete_schedule")
+async def test_schedules_fire_each_tick_once_pause_trigger_and_delete(store: Store) -> None:
+    from cairn.clock import SYSTEM, SkippingClock
+
+    clock = SkippingClock()
+    store.clock = clock
+    try:
+        await store.upsert_schedules([sched("s1"), sched("s-undeclared")], "code")
+        rows = {r.spec.id: r for r in await store.list_schedules()}
+        assert set(rows) == {"s1", "s-undeclared"} and rows["s1"].source == "code" and not rows["s1"].paused
+        first = rows["s1"].next_fire_at
+        assert first is not None and 0 < first - await store.now() <= 60
+        assert await store.fire_schedules([WF], ["s1"]) is not None  # nothing due yet: no run
+        assert await store.list_runs(limit=10) == []
+        clock.advance(61)
+        wait = await store.fire_schedules([WF], ["s1"])
+        assert wait is not None and 0 < wait <= 60  # seconds until the next tick
+        await store.fire_schedules([WF], ["s1"])  # the same tick again: nothing more
+        runs = await store.list_runs(limit=10)
+        assert len(runs) == 1 and runs[0].id.startswith("s1")  # the undeclared schedule did not fire
+        after = {r.spec.id: r for r in await store.list_schedules()}["s1"]
+        assert after.last_run_id == runs[0].id and after.next_fire_at is not None and after.next_fire_at > first
+
+        assert await store.pause_schedule("s1", True) is True
+        clock.advance(120)
+        await store.fire_schedules([WF], ["s1"])
+        assert len(await store.list_runs(limit=10)) == 1  # paused: no tick fires
+        assert await store.pause_schedule("nope", True) is False
+
+        manual = await store.trigger_schedule("s1")  # a manual run even while paused
+        assert manual is not None and (await store.get_run(manual)) is not None
+        assert await store.trigger_schedule("nope") is None
+
+        await store.upsert_schedules([sched("s1", every=30.0)], "code")  # a changed interval
+        moved = {r.spec.id: r for r in await store.list_schedules()}["s1"]
+        assert moved.spec.every == 30.0 and moved.paused  # the pause stays
+        assert await store.delete_schedule("s1") is True
+        assert await store.delete_schedule("s1") is False
+        assert {r.spec.id for r in await store.list_schedules()} == {"s-undeclared"}
+    finally:
+        store.clock = SYSTEM
