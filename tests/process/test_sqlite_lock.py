@@ -54,9 +54,15 @@ async def test_a_writer_stopped_mid_transaction_gives_a_clear_error_then_everyth
 
         started = time.monotonic()
         blocked = asyncio.ensure_future(client.start(flows.function_style, 1, id="blocked"))
-        # Reads take no lock: they answer while the start waits for the write lock.
+        # Reads take no lock: they answer while the start waits for the write lock, and so does
+        # a process that opens the database meanwhile (a `cairn runs`: it is migrated already).
         assert await asyncio.wait_for(client.list_runs(), 0.5) == []
         assert not blocked.done()
+        other = cairn.Client(f"sqlite:///{path}?busy_timeout=1")
+        try:
+            assert await asyncio.wait_for(other.list_runs(), 0.9) == []
+        finally:
+            await other.close()
         with pytest.raises(cairn.DatabaseLocked) as caught:
             await blocked
         waited = time.monotonic() - started

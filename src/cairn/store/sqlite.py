@@ -148,6 +148,13 @@ class SqliteDatabase(Database):
         return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
+        latest = max(version for version, _, _ in migrations("sqlite"))
+        try:
+            current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM cairn_schema_version").fetchone()[0]
+        except sqlite3.OperationalError:  # a new database (no such table): migrated below
+            current = 0
+        if current >= latest:
+            return  # up to date, no write lock taken: opening works while another process writes
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(
