@@ -70,6 +70,8 @@ def _quiet(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool
     trip, on every commit would double the cost of the one-statement commit."""
     if conn.closed or conn.broken:
         return False
+    if not hasattr(select, "poll"):  # Windows
+        return not select.select([conn.fileno()], [], [], 0)[0]
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN)
     return not poller.poll(0)
