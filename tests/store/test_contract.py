@@ -399,24 +399,49 @@ async def test_a_commit_cut_off_on_its_way_lands_once(store: Store, db_url: str)
         blocker.execute("SELECT 1 FROM cairn_runs WHERE id = 'r1' FOR UPDATE")  # the commit's fence waits on it
         landing = asyncio.ensure_future(store.commit_activation(commit))
 
-        async def waiting_commit(other_than: int = 0) -> int | None:
-            row = admin.execute(
-                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> %s "
-                "AND datname = current_database()",
-                (other_than,),
-            ).fetchone()
-            return None if row is None else int(row[0])
-
-        pid = await eventually(waiting_commit, what="the commit waiting on the run's row")
+        pid = await eventually(lambda: _waiting_on_a_lock(admin), what="the commit waiting on the run's row")
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))  # cut off with the commit on the server
         # Not given up: sent again on another connection, where it waits anew.
-        await eventually(lambda: waiting_commit(pid), what="the commit sent again")
+        await eventually(lambda: _waiting_on_a_lock(admin, pid), what="the commit sent again")
         blocker.execute("ROLLBACK")
         await asyncio.wait_for(landing, 30)
     run = await store.get_run("r1")
     assert run is not None and run.lease_token == claim.token + 1  # advanced once: landed once
     assert [(s.seq, s.status) for s in await store.list_steps("r1")] == [(1, StepStatus.SCHEDULED)]
     assert [e.kind for e in await store.list_events("r1")] == ["started", "step.scheduled"]
+
+
+async def _waiting_on_a_lock(admin: Any, other_than: int = 0) -> int | None:
+    """The backend of this database waiting on a lock (but `other_than`), if any."""
+    row = admin.execute(
+        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> %s "
+        "AND datname = current_database()",
+        (other_than,),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+@covers()
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_a_start_cut_off_on_its_way_lands_once(store: Store, db_url: str) -> None:
+    """A run's insert cut off on the server is settled like a commit: no run there means it never
+    landed, so it is sent again; the start does not fail with a lost connection."""
+    import psycopg
+
+    with psycopg.connect(db_url, autocommit=True) as blocker, psycopg.connect(db_url, autocommit=True) as admin:
+        blocker.execute("BEGIN")  # the same id, not yet committed: the start's insert waits to see how it ends
+        blocker.execute(
+            "INSERT INTO cairn_runs (id, workflow, status, input, created_at, updated_at) "
+            "VALUES ('r1', 'other.flow', 'pending', '{}', 0, 0)"
+        )
+        starting = asyncio.ensure_future(store.insert_run(new("r1")))
+        pid = await eventually(lambda: _waiting_on_a_lock(admin), what="the insert waiting on the other one")
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        await eventually(lambda: _waiting_on_a_lock(admin, pid), what="the insert sent again")
+        blocker.execute("ROLLBACK")
+        assert await asyncio.wait_for(starting, 30) is None  # created
+    (run,) = await store.list_runs()
+    assert (run.id, run.workflow) == ("r1", WF)
 
 
 def test_a_commit_is_known_to_have_landed_only_by_the_run_it_left() -> None:

@@ -89,14 +89,38 @@ class SqlStore:
     async def insert_run(
         self, run: NewRun, owner: str | None = None, lease: float = 0.0, now: float | None = None
     ) -> RunRow | None:
-        """Create the run unless its id names one already (then that run, and nothing is written)."""
-        try:
-            await self._starts.run(lambda tx: journal_tx.create_run(tx, run, owner, lease, now))
-        except journal_tx.IdTaken:
-            existing = await self.get_run(run.id)
-            assert existing is not None, f"run {run.id} was refused as existing, yet it is not there"
-            return existing
-        return None
+        """Create the run unless its id names one already (then that run, and nothing is written).
+
+        An insert cut off with its outcome unknown is settled like a commit (see
+        `commit_activation`): the run there as it was to be written means it landed; no run means
+        it never did, and it is sent again."""
+
+        def work(tx: Tx) -> None:
+            journal_tx.create_run(tx, run, owner, lease, now)
+
+        for tries_left in reversed(range(_SETTLE_TRIES)):
+            try:
+                await self._starts.run(work)
+                return None
+            except journal_tx.IdTaken:
+                existing = await self.get_run(run.id)
+                assert existing is not None, f"run {run.id} was refused as existing, yet it is not there"
+                return existing
+            except Exception as exc:
+                if not self.db.ambiguous(exc) or not tries_left:
+                    raise
+                unknown = exc
+            row = await self.get_run(run.id)  # waits while the database is unavailable
+            if row is not None:
+                same = (row.workflow, row.input, row.parent_id) == (run.workflow, run.input, run.parent_id)
+                # Born leased to a worker: still its, as the insert left it (else taken over since).
+                held = owner is None or (row.lease_owner == owner and row.lease_token == 1)
+                if same and held:
+                    log.info("run %s: an insert cut off (%s) had landed", run.id, unknown)
+                    return None
+                return row
+            log.info("run %s: an insert cut off (%s) never landed; sending it again", run.id, unknown)
+        raise AssertionError("unreachable: the last try returns or raises")
 
     async def get_run(self, run_id: str) -> RunRow | None:
         row = await self.db.transaction(lambda tx: tx.one("get_run", {"id": run_id}), write=False)
