@@ -555,3 +555,18 @@ async def test_schedules_fire_each_tick_once_pause_trigger_and_delete(store: Sto
         assert {r.spec.id for r in await store.list_schedules()} == {"s-undeclared"}
     finally:
         store.clock = SYSTEM
+
+
+def test_an_attempts_outcome_is_known_to_have_landed_by_its_step() -> None:
+    """After recording an outcome was cut off: the step no longer running under this attempt says
+    it landed; still running under it, that it never did (record it again); another attempt, that
+    it was superseded."""
+    from cairn.store.journal_tx import attempt_recorded
+    from cairn.store.protocol import ActionClaim
+
+    claim = ActionClaim("r1", 1, ACTION, "{}", 2, None, None)
+    assert attempt_recorded(claim, ("completed", 2)) is True
+    assert attempt_recorded(claim, ("scheduled", 2)) is True  # a retry put it back
+    assert attempt_recorded(claim, ("running", 2)) is None
+    assert attempt_recorded(claim, ("running", 3)) is False
+    assert attempt_recorded(claim, None) is False
