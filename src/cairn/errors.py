@@ -169,5 +169,40 @@ class LeaseLost(CairnError):
     """This worker's lease on a run or step expired; its write was rejected (fencing)."""
 
 
+class StoreError(CairnError):
+    """The database could not do what was asked: it is unreachable, refuses the connection, or is
+    locked by another process. Nothing of the failed operation was written; catch this to handle
+    every such failure at once."""
+
+
+class DatabaseUnavailable(StoreError, ConnectionError):
+    """The database cannot be reached or refuses us (a wrong address, name or password, a server
+    down for longer than Cairn keeps retrying). The message names the URL, without its password,
+    and the cause."""
+
+
+class DatabaseLocked(StoreError, TimeoutError):
+    """Another process has held a SQLite database's write lock for longer than this one waits for it
+    (the busy timeout): a process stopped in the middle of a transaction, or another program's long
+    one. The message names the file, the process when it can be told, and how long we waited."""
+
+    def __init__(self, path: str, waited: float, holder: int | None) -> None:
+        self.path = path
+        self.waited = waited
+        self.holder = holder
+        who = f"another process (pid {holder})" if holder is not None else "another process"
+        resume = f" (`kill -CONT {holder}` if it was stopped, or stop it)" if holder is not None else ""
+        super().__init__(
+            f"the SQLite database {path} is locked: {who} holds its write lock and did not release it "
+            f"within {waited:.1f}s. A process stopped in the middle of a transaction (Ctrl-Z, SIGSTOP, a "
+            f"debugger) or another program's long transaction keeps every writer waiting; let it finish"
+            f"{resume}, then try again. To wait longer, set CAIRN_SQLITE_BUSY_TIMEOUT (seconds) or add "
+            f"?busy_timeout=SECONDS to the database URL."
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.path, self.waited, self.holder))
+
+
 class NotInWorkflow(CairnError, RuntimeError):
     """A workflow-only function (cairn.sleep, cairn.now, ...) was called outside a workflow."""

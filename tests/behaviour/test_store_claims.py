@@ -206,7 +206,7 @@ async def test_row_writes_out_of_their_usual_order_keep_the_order_given(client: 
     (claim,) = (await _claim(client)).runs
     ended = {
         **dict.fromkeys(["result", "error", "properties", "completed_at", "wake_at", "pause_reason"]),
-        **dict.fromkeys(["lease_owner", "lease_until"]),
+        **dict.fromkeys(["lease_owner", "lease"]),
         "id": handle.id,
         "token": claim.token,
         "status": RunStatus.PAUSED,

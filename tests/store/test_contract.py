@@ -5,6 +5,7 @@ without a test here fails `test_every_store_method_is_covered`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from cairn.records import ActivationResult, NewRun, NewStep
 from cairn.schedules import ScheduleSpec
 from cairn.store.protocol import Commit, Completion, RunFilters, Store, WorkerInfo, WorkflowInfo
 from cairn.types import StepKind, StepStatus
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.timeout(60)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -322,6 +324,190 @@ async def test_actions_are_registered_with_their_human_name_and_description(stor
     ]
 
 
+def leases(db_url: str, run_id: str) -> tuple[float | None, list[float | None]]:
+    """The run's lease_until and its steps' due_at, read from the database itself (the records
+    carry neither: only the database judges leases)."""
+    if db_url.startswith("sqlite"):
+        import sqlite3
+
+        from cairn.store.sqlite import sqlite_path
+
+        with contextlib.closing(sqlite3.connect(sqlite_path(db_url))) as conn:
+            run = conn.execute("SELECT lease_until FROM cairn_runs WHERE id = ?", (run_id,)).fetchone()
+            steps = conn.execute("SELECT due_at FROM cairn_steps WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
+    else:
+        import psycopg
+
+        with psycopg.connect(db_url) as pg:
+            run = pg.execute("SELECT lease_until FROM cairn_runs WHERE id = %s", (run_id,)).fetchone()
+            steps = pg.execute("SELECT due_at FROM cairn_steps WHERE run_id = %s ORDER BY seq", (run_id,)).fetchall()
+    assert run is not None
+    return run[0], [s[0] for s in steps]
+
+
+@covers()
+async def test_leases_run_from_the_databases_clock_not_the_committers(store: Store, db_url: str) -> None:
+    """SPEC 6: lease expiry is judged by the database's clock. A commit retried after an outage
+    carries the `now` it was built with; a lease counted from that would have run out as it landed,
+    and another worker would run the same action. Each lease a write grants ends `lease` seconds
+    after the database's now as it is written, whatever the committer believed the time was."""
+    stale = time.time() - 3600.0
+    lease = 30.0
+    before = await store.now()
+    assert await store.insert_run(new("r1"), owner="w1", lease=lease, now=stale) is None
+    born = await store.get_run("r1")
+    until, _ = leases(db_url, "r1")
+    assert born is not None and until is not None and until >= before + lease
+    step = NewStep(1, StepKind.ACTION, ACTION, '{"x":1}')
+    before = await store.now()
+    result = ActivationResult(status=RunStatus.RUNNING, new_steps=[step])
+    await store.commit_activation(
+        Commit(born, born.lease_token, result, births=frozenset({1}), owner="w1", lease=lease, now=stale)
+    )
+    after = await store.now()
+    run = await store.get_run("r1")
+    assert run is not None and run.lease_owner == "w1"
+    (running,) = await store.list_steps("r1")
+    assert running.status == StepStatus.RUNNING
+    until, (due,) = leases(db_url, "r1")
+    assert until is not None and before + lease <= until <= after + lease
+    assert due is not None and before + lease <= due <= after + lease
+    # Nobody else can take the run or its running attempt while those leases last.
+    other = await store.claim_work("w2", [WF], [ACTION], None, 10, 10, lease)
+    assert other.runs == [] and other.actions == []
+    before = await store.now()
+    await store.heartbeat(info("w1"), lease, runs=["r1"], attempts=[("r1", 1)])
+    until, (due,) = leases(db_url, "r1")
+    assert until is not None and until >= before + lease and due is not None and due >= before + lease
+
+
+@covers()
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_a_commit_cut_off_on_its_way_lands_once(store: Store, db_url: str) -> None:
+    """A commit whose connection dies while the server holds it (a restart, an administrator's
+    pg_terminate_backend) has an unknown outcome. The store settles it when the database answers:
+    the run still at the commit's token means it never landed, so it is sent again and lands
+    once, instead of the worker letting the run go until its lease runs out."""
+    import psycopg
+
+    await store.insert_run(new("r1"))
+    claim = await claim_one(store)
+    steps = [NewStep(1, StepKind.ACTION, ACTION, '{"x":1}')]
+    commit = Commit(claim.run, claim.token, ActivationResult(new_steps=steps), owner="w1", lease=30.0, now=time.time())
+    with psycopg.connect(db_url, autocommit=True) as blocker, psycopg.connect(db_url, autocommit=True) as admin:
+        blocker.execute("BEGIN")
+        blocker.execute("SELECT 1 FROM cairn_runs WHERE id = 'r1' FOR UPDATE")  # the commit's fence waits on it
+        landing = asyncio.ensure_future(store.commit_activation(commit))
+
+        pid = await eventually(lambda: _waiting_on_a_lock(admin), what="the commit waiting on the run's row")
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))  # cut off with the commit on the server
+        # Not given up: sent again on another connection, where it waits anew.
+        await eventually(lambda: _waiting_on_a_lock(admin, pid), what="the commit sent again")
+        blocker.execute("ROLLBACK")
+        await asyncio.wait_for(landing, 30)
+    run = await store.get_run("r1")
+    assert run is not None and run.lease_token == claim.token + 1  # advanced once: landed once
+    assert [(s.seq, s.status) for s in await store.list_steps("r1")] == [(1, StepStatus.SCHEDULED)]
+    assert [e.kind for e in await store.list_events("r1")] == ["started", "step.scheduled"]
+
+
+async def _waiting_on_a_lock(admin: Any, other_than: int = 0) -> int | None:
+    """The backend of this database waiting on a lock (but `other_than`), if any."""
+    row = admin.execute(
+        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> %s "
+        "AND datname = current_database()",
+        (other_than,),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+@covers()
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_a_start_cut_off_on_its_way_lands_once(store: Store, db_url: str) -> None:
+    """A run's insert cut off on the server is settled like a commit: no run there means it never
+    landed, so it is sent again; the start does not fail with a lost connection."""
+    import psycopg
+
+    with psycopg.connect(db_url, autocommit=True) as blocker, psycopg.connect(db_url, autocommit=True) as admin:
+        blocker.execute("BEGIN")  # the same id, not yet committed: the start's insert waits to see how it ends
+        blocker.execute(
+            "INSERT INTO cairn_runs (id, workflow, status, input, created_at, updated_at) "
+            "VALUES ('r1', 'other.flow', 'pending', '{}', 0, 0)"
+        )
+        starting = asyncio.ensure_future(store.insert_run(new("r1")))
+        pid = await eventually(lambda: _waiting_on_a_lock(admin), what="the insert waiting on the other one")
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        await eventually(lambda: _waiting_on_a_lock(admin, pid), what="the insert sent again")
+        blocker.execute("ROLLBACK")
+        assert await asyncio.wait_for(starting, 30) is None  # created
+    (run,) = await store.list_runs()
+    assert (run.id, run.workflow) == ("r1", WF)
+
+
+def test_a_commit_is_known_to_have_landed_only_by_the_run_it_left() -> None:
+    """After a cut-off commit, the run as it left it (token, status, activations, holder, time)
+    says it landed; a control operation or another worker's claim in its place says it did not."""
+    from dataclasses import replace
+
+    from cairn.records import RunRow
+    from cairn.store.journal_tx import landed
+
+    now = time.time()
+    run = RunRow(
+        "r1",
+        WF,
+        RunStatus.RUNNING,
+        "{}",
+        None,
+        None,
+        "default",
+        None,
+        None,
+        now,
+        now,
+        now,
+        None,
+        1,
+        None,
+        None,
+        "w1",
+        4,
+    )
+    commit = Commit(run, 4, ActivationResult(status=RunStatus.RUNNING), owner="w1", lease=30.0, now=now + 1)
+    left = replace(run, lease_token=5, activations=2, updated_at=now + 1)
+    assert landed(commit, left)
+    assert not landed(commit, replace(left, lease_token=4))  # never landed
+    assert not landed(commit, replace(left, lease_owner="w2", updated_at=now + 2))  # claimed by another
+    assert not landed(commit, replace(left, status=RunStatus.PAUSED, activations=1, lease_owner=None))  # paused
+    assert not landed(commit, replace(left, updated_at=now + 3))  # touched since: cannot tell, so no
+
+
+@covers()
+async def test_a_database_that_refuses_us_fails_the_open_at_once_in_one_line(pg_server: str) -> None:
+    """A misnamed database, an unknown user or a port nobody listens on is not going to get better:
+    the open fails at once, in one line naming the URL (never its password) and the cause, not
+    after a pool's 10 s of retries and a "pool initialization incomplete"."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(pg_server).hostname or "127.0.0.1"
+    port = urlsplit(pg_server).port or 5432
+    cases = {
+        f"postgresql://postgres:s3cret@{host}:{port}/cairn_no_such_db": 'database "cairn_no_such_db" does not exist',
+        f"postgresql://cairn_nobody:s3cret@{host}:{port}/postgres": 'role "cairn_nobody" does not exist',
+        "postgresql://postgres:s3cret@127.0.0.1:1/postgres": "Connection refused",
+    }
+    for url, cause in cases.items():
+        client = cairn.Client(url)
+        started = time.monotonic()
+        with pytest.raises(cairn.DatabaseUnavailable) as caught:
+            await client.store.open()
+        assert time.monotonic() - started < 5
+        message = str(caught.value)
+        assert isinstance(caught.value, cairn.StoreError) and isinstance(caught.value, ConnectionError)
+        assert cause in message and "\n" not in message and "s3cret" not in message and "***" in message
+        await client.close()
+
+
 def sched(schedule_id: str, every: float = 60.0, overlap: str = "allow") -> ScheduleSpec:
     return ScheduleSpec(
         schedule_id, WF, "default", None, every, "UTC", '{"args":[],"kwargs":{}}', overlap, "latest", None
@@ -389,3 +575,18 @@ async def test_a_stopping_worker_hands_over_its_runs_and_only_the_attempts_it_na
     assert (await claim_one(store, "w2")).run.id == "r1"  # the run, woken by that result, is w1's no more
     kept = next(a for a, _ in running if a.seq == 2)
     assert await store.complete_action(kept, "3", None, None, [], [])  # w1's attempt still records its result
+
+
+def test_an_attempts_outcome_is_known_to_have_landed_by_its_step() -> None:
+    """After recording an outcome was cut off: the step no longer running under this attempt says
+    it landed; still running under it, that it never did (record it again); another attempt, that
+    it was superseded."""
+    from cairn.store.journal_tx import attempt_recorded
+    from cairn.store.protocol import ActionClaim
+
+    claim = ActionClaim("r1", 1, ACTION, "{}", 2, None, None)
+    assert attempt_recorded(claim, ("completed", 2)) is True
+    assert attempt_recorded(claim, ("scheduled", 2)) is True  # a retry put it back
+    assert attempt_recorded(claim, ("running", 2)) is None
+    assert attempt_recorded(claim, ("running", 3)) is False
+    assert attempt_recorded(claim, None) is False

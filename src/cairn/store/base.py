@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from cairn.clock import SYSTEM, Clock
+from cairn.errors import StoreError
 from cairn.records import RunRow, StepRow
 from cairn.store.protocol import Listener
 from cairn.store.sql import RUN_COLUMNS, STEP_COLUMNS
@@ -167,6 +168,13 @@ class Database(abc.ABC):
         Then its parts may run again apart, and only the part at fault fails. False when the
         outcome is unknown (the connection dropped at COMMIT) or the database is unavailable."""
         return not isinstance(exc, OSError | ConnectionError | TimeoutError)
+
+    def ambiguous(self, exc: Exception) -> bool:
+        """Whether a write that failed with `exc` may have been applied all the same (the
+        connection dropped after the statement that commits went out): then its outcome is read
+        back before anything is sent again. False when it surely was not applied (refused, or a
+        `StoreError`: never sent, the database unreachable or locked)."""
+        return not self.refused(exc) and not isinstance(exc, StoreError)
 
     @property
     def notifies_across_processes(self) -> bool:

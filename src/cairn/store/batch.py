@@ -10,7 +10,8 @@ Each piece keeps its own outcome. When the shared transaction is refused (`Datab
 run's lease fence, a conflict, a value the database cannot store, a bug in one piece), it rolls back
 whole and every piece runs again in a transaction of its own, so only the piece at fault fails and
 one bad run never fails or slows its batch-mates. Any other error (the database is gone, or a COMMIT
-whose outcome is unknown) is every piece's error: running them again could apply one twice.
+whose outcome is unknown) is every piece's error: running them again blindly could apply one twice,
+so each piece's caller settles it (`SqlStore`: read back whether it landed, send again if not).
 """
 
 from __future__ import annotations

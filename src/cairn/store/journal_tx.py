@@ -80,7 +80,7 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
     _carry_and_deliver(tx, commit, activation, now)
     for step in res.new_steps:
         born = commit.owner if step.seq in commit.births else None
-        _insert_step(tx, run, step, activation, now, born, now + commit.lease)
+        _insert_step(tx, run, step, activation, now, born, commit.lease)
     # Memory: the carried results' writes, then the workflow's own (it ran after them), in one kind
     # of row after the steps (the order `write_row` takes rows in), the last write of a key winning.
     for c in commit.completions:
@@ -144,7 +144,10 @@ def _finish(tx: Tx, commit: Commit, activation: int, now: float) -> None:
             "wake_at": res.wake_at,
             "pause_reason": res.pause_reason if res.status == RunStatus.PAUSED else None,
             "lease_owner": commit.owner if sticky else None,
-            "lease_until": now + commit.lease if sticky else None,
+            # A duration, not a time: the database's clock as the row is written starts it. A
+            # commit retried after an outage carries the `now` it was built with; a lease from
+            # that would have run out already as it landed, and another worker would take the run.
+            "lease": commit.lease if sticky else None,
         },
         notify=WORK,
     )
@@ -159,6 +162,33 @@ def _finish(tx: Tx, commit: Commit, activation: int, now: float) -> None:
         resolve_parent(tx, run, res.status, res.result, res.error, now)
     if res.wake_at is not None:
         tx.notify(WORK)  # a timer to watch: else nothing here is for a claim loop
+
+
+def landed(commit: Commit, row: RunRow) -> bool:
+    """Whether `row`, read after `commit` failed with its outcome unknown, is the run as that
+    commit left it: the token it advanced, and the status, activation count, lease holder and
+    time it wrote. A control operation or another worker's claim advances the token as well but
+    writes something else; anything that touched the run since (a wake-up) makes this say no,
+    which is the safe answer (the run is let go, as when nothing is known)."""
+    res = commit.result
+    if commit.now is None or row.lease_token != commit.token + 1:
+        return False
+    sticky = commit.owner is not None and res.status == RunStatus.RUNNING
+    return (
+        row.status == res.status
+        and row.activations == commit.run.activations + (1 if res.counts_as_activation else 0)
+        and row.lease_owner == (commit.owner if sticky else None)
+        and row.updated_at == commit.now
+    )
+
+
+def attempt_recorded(claim: ActionClaim, state: Sequence[Any] | None) -> bool | None:
+    """Whether an attempt's outcome is in its step (`step_state`'s row, read after recording it
+    failed with the outcome unknown): True when it is, False when another attempt took the step
+    (the outcome is superseded), None when the step still runs under this attempt (not landed)."""
+    if state is None or int(state[1]) != claim.attempt:
+        return False
+    return None if state[0] == StepStatus.RUNNING else True
 
 
 def _finished_row(commit: Commit, activation: int, now: float) -> RunRow:
@@ -194,11 +224,12 @@ def resolve_parent(tx: Tx, child: RunRow, status: RunStatus, result: str | None,
 
 
 def _insert_step(
-    tx: Tx, run: RunRow, step: NewStep, activation: int, now: float, born: str | None, lease_until: float
+    tx: Tx, run: RunRow, step: NewStep, activation: int, now: float, born: str | None, lease: float
 ) -> None:
-    """Insert a step the workflow scheduled; `born` names the worker that runs it at once (leased)."""
+    """Insert a step the workflow scheduled; `born` names the worker that runs it at once, leased
+    for `lease` seconds from the database's clock (see `_finish`)."""
     options = step.options
-    due_at = step.due_at if step.kind == StepKind.TIMER else (lease_until if born else now)
+    due_at = step.due_at if step.kind == StepKind.TIMER else (None if born else now)
     tx.write_row(
         "insert_step",
         {
@@ -218,6 +249,7 @@ def _insert_step(
             "activation": activation,
             "attempt": 1 if born else 0,
             "lease_owner": born,
+            "lease": lease if born else None,
             "started_at": now if born else None,
         },
     )

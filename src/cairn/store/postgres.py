@@ -11,6 +11,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import re
+import select
 import threading
 import time
 import uuid
@@ -22,6 +24,7 @@ import pydantic_core
 from psycopg.types.array import ListBinaryDumper
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
+from cairn.errors import DatabaseUnavailable
 from cairn.store.base import Database, Params, Tx
 from cairn.store.open import redact_url
 from cairn.store.sql import NOTIFIES, ROW_WRITES, UPSERTS, apply_function, migrations, queries
@@ -36,6 +39,8 @@ ANY_ORIGIN = "*"
 _UNAVAILABLE = ("08", "53", "57", "58", "XX")
 """SQLSTATE classes of a connection lost, resources exhausted, the server shutting down or failing:
 what they interrupted may have been applied, and running it again apart would not help."""
+_TRANSIENT_AT_OPEN = re.compile(r"the database system is (starting up|in recovery mode|shutting down)|too many clients")
+"""Why a server may refuse a connection for a moment only (a restart under way, all slots taken)."""
 EXPECTATION_FAILED = "CA001"
 """The SQLSTATE `cairn_expect()` raises (migration 0004)."""
 
@@ -56,6 +61,33 @@ def _configure(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> 
 
 async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
     _configure(conn)
+
+
+def _quiet(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an idle pooled connection has heard nothing since its last use. A server that
+    restarted or ended the session has closed the socket (after a FATAL message), which makes it
+    readable; a live idle session sends nothing. One poll(2) with no wait: a full check, a round
+    trip, on every commit would double the cost of the one-statement commit."""
+    if conn.closed or conn.broken:
+        return False
+    if not hasattr(select, "poll"):  # Windows
+        return not select.select([conn.fileno()], [], [], 0)[0]
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return not poller.poll(0)
+
+
+def _check(conn: psycopg.Connection[Any]) -> None:
+    """The pool's check as it hands a connection out: one that heard from the server while idle
+    (after a restart, its session is gone) is checked for real and, if dead, replaced, so that a
+    commit is never sent on a connection from before a restart (whose failure would be ambiguous)."""
+    if not _quiet(conn):
+        ConnectionPool.check_connection(conn)
+
+
+async def _check_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    if not _quiet(conn):
+        await AsyncConnectionPool.check_connection(conn)
 
 
 class _Held:
@@ -98,6 +130,8 @@ class _PgTx(Tx):
         self._held: dict[str, _Held] = {}
         self._rank = -1
         """The place in `ROW_WRITES` of this piece's last row: one earlier sends what is held first."""
+        self.committing = False
+        """Whether the statement that commits was handed to the connection (see `commit`)."""
 
     @property
     def cur(self) -> psycopg.Cursor[Any]:
@@ -227,12 +261,19 @@ class _PgTx(Tx):
     def commit(self, origin: str) -> None:
         """Send the final statement: on its own when nothing else was sent (PostgreSQL commits it),
         else queued with COMMIT, which `end()` sends (`Connection.commit()` would sync, and
-        leaving the pipeline would then sync again, an empty round trip of its own)."""
+        leaving the pipeline would then sync again, an empty round trip of its own).
+        `committing` is set as the statement that commits is handed to the connection: a failure
+        before it cannot have applied anything, one after it may have."""
         params = self.final(origin)
+        if self._pipeline is None:
+            if params is not None:
+                self.committing = True
+                self.cur.execute(self._q["apply"], params)
+            return
         if params is not None:
             self.cur.execute(self._q["apply"], params)
-        if self._pipeline is not None:
-            self.cur.execute(b"COMMIT")
+        self.committing = True
+        self.cur.execute(b"COMMIT")
 
     def expected(self, exc: psycopg.Error) -> Exception | None:
         """The error a failed server-side check stands for (it may surface at any later statement)."""
@@ -266,8 +307,38 @@ class PostgresDatabase(Database):
         self._origin = uuid.uuid4().hex[:12]
         """Tags our notifications: we dispatch them in-process at commit, so their echo is skipped."""
 
+    def _first_connection(self) -> psycopg.Connection[Any]:
+        """One connection made directly, before any pool: a database that refuses us for good (a
+        wrong name, password or address, a server not listening) fails the open at once in one
+        line, where a pool would retry in the background for its whole timeout, logging each try.
+        Only a server still starting up or out of connection slots is waited for (`retry_for`)."""
+        delay = 0.1
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            try:
+                return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+            except psycopg.Error as exc:
+                cause = " ".join(str(exc).split())  # libpq's lines, as one
+                if _TRANSIENT_AT_OPEN.search(cause) is None or time.monotonic() + delay > deadline:
+                    raise DatabaseUnavailable(
+                        f"cannot connect to PostgreSQL at {self.shown_url} ({cause}). Check the URL (host, port, "
+                        "database name, user and password) and that the server is up and accepts connections "
+                        "from here."
+                    ) from None
+                log.warning("PostgreSQL at %s is not ready (%s); retrying in %.1fs", self.shown_url, cause, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
     async def _open(self) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(self._pool_size, thread_name_prefix="cairn-pg")
+        loop = asyncio.get_running_loop()
+        try:
+            first = await loop.run_in_executor(self._executor, self._first_connection)
+            with first:
+                await loop.run_in_executor(self._executor, self._migrate, first)
+        except BaseException:
+            await self.close()
+            raise
         self._pool = ConnectionPool(
             self.url,
             min_size=1,
@@ -277,16 +348,15 @@ class PostgresDatabase(Database):
             timeout=5.0,
             kwargs={"autocommit": True},  # a transaction begins only when it must: see _PgTx
             configure=_configure,
+            check=_check,
         )
-        loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(
                 self._executor, lambda: self._pool.open(wait=True, timeout=10.0) if self._pool else None
             )
         except Exception as exc:
             await self.close()
-            raise ConnectionError(f"cannot connect to PostgreSQL at {self.shown_url}: {exc}") from None
-        await loop.run_in_executor(self._executor, self._migrate)
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.shown_url}: {exc}") from None
         self._apool = AsyncConnectionPool(
             self.url,
             min_size=1,
@@ -296,12 +366,13 @@ class PostgresDatabase(Database):
             timeout=5.0,
             kwargs={"autocommit": True},
             configure=_configure_async,
+            check=_check_async,
         )
         try:
             await self._apool.open(wait=True, timeout=10.0)
         except Exception as exc:
             await self.close()
-            raise ConnectionError(f"cannot connect to PostgreSQL at {self.shown_url}: {exc}") from None
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.shown_url}: {exc}") from None
         self._aloop = loop
         self._stop.clear()
         self._listener = threading.Thread(target=self._listen, name="cairn-pg-listen", daemon=True)
@@ -322,9 +393,8 @@ class PostgresDatabase(Database):
     def notifies_across_processes(self) -> bool:
         return self._listening.is_set()
 
-    def _migrate(self) -> None:
-        assert self._pool is not None
-        with self._pool.connection() as conn, conn.transaction():
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS cairn_schema_version "
@@ -399,7 +469,11 @@ class PostgresDatabase(Database):
             except _BeforeCommit as failed:
                 # Rolled back before COMMIT was sent: running it again cannot apply it twice.
                 if time.monotonic() + delay > deadline:
-                    raise failed.error from None
+                    cause = " ".join(str(failed.error).split())
+                    raise DatabaseUnavailable(
+                        f"PostgreSQL at {self.shown_url} was unavailable for {self.retry_for:.0f}s ({cause}); "
+                        "nothing of this transaction was applied"
+                    ) from failed.error
                 log.warning("database unavailable at %s (%s); retrying in %.2fs", self.shown_url, failed.error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -446,23 +520,23 @@ class PostgresDatabase(Database):
         tx = _PgTx(conn)
         try:
             try:
-                try:
-                    if not self.clock.real or self._faked:  # a test's clock (cairn.clock): cairn_now() reads it
-                        self._faked = True  # once set on a pooled connection, the setting must be reset
-                        fake = "" if self.clock.real else repr(self.clock.now())
-                        conn.execute("SELECT set_config('cairn.fake_now', %s, false)", (fake,))
-                    result = fn(tx)
-                except psycopg.OperationalError as exc:
-                    raise _BeforeCommit(exc) from exc
-                # From here on a connection failure is ambiguous (the commit may have happened),
-                # so it propagates and is never retried.
+                if not self.clock.real or self._faked:  # a test's clock (cairn.clock): cairn_now() reads it
+                    self._faked = True  # once set on a pooled connection, the setting must be reset
+                    fake = "" if self.clock.real else repr(self.clock.now())
+                    conn.execute("SELECT set_config('cairn.fake_now', %s, false)", (fake,))
+                result = fn(tx)
                 tx.commit(self._origin)
                 tx.end()
             except psycopg.Error as exc:
                 expected = tx.expected(exc)
-                if expected is None:
-                    raise
-                raise expected from None
+                if expected is not None:
+                    raise expected from None
+                if not tx.committing and not self.refused(exc):
+                    # Lost before the statement that commits went out: nothing was applied, and
+                    # running it again cannot apply it twice. After it, the outcome is unknown
+                    # (the commit may have happened), so the error propagates, never retried.
+                    raise _BeforeCommit(exc) from exc
+                raise
         except BaseException:
             tx.abandon()
             if not conn.broken:

@@ -7,11 +7,13 @@ and `control` (pause, resume, cancel, retry, fork).
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from cairn.clock import Clock
+from cairn.errors import LeaseLost
 from cairn.names import storable
 from cairn.records import NewRun, RunRow, StepRow
 from cairn.schedules import ScheduleSpec
@@ -35,6 +37,8 @@ from cairn.store.protocol import (
 )
 from cairn.transitions import decide
 from cairn.types import RunStatus
+
+log = logging.getLogger("cairn.store")
 
 
 class SqlStore:
@@ -86,14 +90,38 @@ class SqlStore:
     async def insert_run(
         self, run: NewRun, owner: str | None = None, lease: float = 0.0, now: float | None = None
     ) -> RunRow | None:
-        """Create the run unless its id names one already (then that run, and nothing is written)."""
-        try:
-            await self._starts.run(lambda tx: journal_tx.create_run(tx, run, owner, lease, now))
-        except journal_tx.IdTaken:
-            existing = await self.get_run(run.id)
-            assert existing is not None, f"run {run.id} was refused as existing, yet it is not there"
-            return existing
-        return None
+        """Create the run unless its id names one already (then that run, and nothing is written).
+
+        An insert cut off with its outcome unknown is settled like a commit (see
+        `commit_activation`): the run there as it was to be written means it landed; no run means
+        it never did, and it is sent again."""
+
+        def work(tx: Tx) -> None:
+            journal_tx.create_run(tx, run, owner, lease, now)
+
+        for tries_left in reversed(range(_SETTLE_TRIES)):
+            try:
+                await self._starts.run(work)
+                return None
+            except journal_tx.IdTaken:
+                existing = await self.get_run(run.id)
+                assert existing is not None, f"run {run.id} was refused as existing, yet it is not there"
+                return existing
+            except Exception as exc:
+                if not self.db.ambiguous(exc) or not tries_left:
+                    raise
+                unknown = exc
+            row = await self.get_run(run.id)  # waits while the database is unavailable
+            if row is not None:
+                same = (row.workflow, row.input, row.parent_id) == (run.workflow, run.input, run.parent_id)
+                # Born leased to a worker: still its, as the insert left it (else taken over since).
+                held = owner is None or (row.lease_owner == owner and row.lease_token == 1)
+                if same and held:
+                    log.info("run %s: an insert cut off (%s) had landed", run.id, unknown)
+                    return None
+                return row
+            log.info("run %s: an insert cut off (%s) never landed; sending it again", run.id, unknown)
+        raise AssertionError("unreachable: the last try returns or raises")
 
     async def get_run(self, run_id: str) -> RunRow | None:
         row = await self.db.transaction(lambda tx: tx.one("get_run", {"id": run_id}), write=False)
@@ -258,8 +286,35 @@ class SqlStore:
 
     async def commit_activation(self, commit: Commit) -> None:
         """Apply one activation atomically, in a transaction it may share with others (group
-        commit); LeaseLost if the run's token moved (nothing of it is written)."""
-        await self._batcher.run(lambda tx: journal_tx.commit_activation(tx, commit))
+        commit); LeaseLost if the run's token moved (nothing of it is written).
+
+        A commit cut off with its outcome unknown (the server restarted while it was on its way)
+        is settled once the database answers again, rather than left to its worker to give up:
+        the run still at the commit's token means it never landed, and it is sent again (fenced
+        by that token, so it lands at most once); the run as the commit leaves it means it landed.
+        Only when neither can be told does the error reach the caller."""
+
+        def work(tx: Tx) -> None:
+            journal_tx.commit_activation(tx, commit)
+
+        for tries_left in reversed(range(_SETTLE_TRIES)):
+            try:
+                await self._batcher.run(work)
+                return
+            except Exception as exc:
+                if not self.db.ambiguous(exc) or not tries_left:
+                    raise
+                unknown = exc
+            row = await self.get_run(commit.run.id)  # waits while the database is unavailable
+            if row is None or row.lease_token != commit.token:
+                if row is not None and journal_tx.landed(commit, row):
+                    log.info("run %s: a commit cut off (%s) had landed", commit.run.id, unknown)
+                    return
+                if row is None:
+                    raise unknown
+                raise LeaseLost(f"the lease on run {commit.run.id} moved while its commit was cut off") from unknown
+            log.info("run %s: a commit cut off (%s) never landed; sending it again", commit.run.id, unknown)
+        raise AssertionError("unreachable: the last try returns or raises")
 
     async def release_run(self, claim: RunClaim) -> None:
         def tx_fn(tx: Tx) -> None:
@@ -281,11 +336,34 @@ class SqlStore:
     ) -> bool:
         """Record an attempt's outcome fenced by its attempt number; False when it lost the step.
 
-        With `retry_delay` the step goes back to scheduled, due that many seconds from now."""
+        With `retry_delay` the step goes back to scheduled, due that many seconds from now.
 
-        return await self._batcher.run(
-            lambda tx: journal_tx.record_attempt(tx, claim, result, error, retry_delay, memory_writes, logs)
-        )
+        Recording cut off with its outcome unknown is settled once the database answers again
+        (see `commit_activation`): an outcome that never landed is recorded again, so that the
+        attempt is not run a second time when its lease runs out."""
+
+        def work(tx: Tx) -> bool:
+            return journal_tx.record_attempt(tx, claim, result, error, retry_delay, memory_writes, logs)
+
+        params = {"run_id": claim.run_id, "seq": claim.seq}
+        for tries_left in reversed(range(_SETTLE_TRIES)):
+            try:
+                return await self._batcher.run(work)
+            except Exception as exc:
+                if not self.db.ambiguous(exc) or not tries_left:
+                    raise
+                unknown = exc
+            state = await self.db.transaction(lambda tx: tx.one("step_state", params), write=False)
+            recorded = journal_tx.attempt_recorded(claim, state)
+            if recorded is not None:
+                return recorded
+            log.info(
+                "step %d of run %s: an outcome cut off (%s) never landed; recording it again",
+                claim.seq,
+                claim.run_id,
+                unknown,
+            )
+        raise AssertionError("unreachable: the last try returns or raises")
 
     # --- workers and definitions ----------------------------------------------------------------
 
@@ -316,8 +394,9 @@ class SqlStore:
                     "serves": serves,
                 },
             )
-            tx.execute("extend_run_leases", {"worker": info.id, "until": now + lease, "runs": held})  # runs, then steps
-            tx.execute("extend_step_leases", {"worker": info.id, "until": now + lease, "attempts": running})
+            # Runs, then steps; each lease runs from the database's clock as it is written.
+            tx.execute("extend_run_leases", {"worker": info.id, "lease": lease, "runs": held})
+            tx.execute("extend_step_leases", {"worker": info.id, "lease": lease, "attempts": running})
             # Rows of workers that died without a goodbye are removed once clearly dead.
             tx.execute("prune_workers", {"before": now - max(300.0, 30 * lease)})
 
@@ -485,6 +564,10 @@ class SqlStore:
         rows = await self.db.transaction(lambda tx: tx.all("list_actions", {}), write=False)
         return [ActionInfo(*r) for r in rows]
 
+
+_SETTLE_TRIES = 5
+"""How many times a write cut off with its outcome unknown is settled and sent again before its
+error is given to the caller (each try first waits for the database to answer)."""
 
 _COUNTS = {"status": "run_counts_by_status", "workflow": "run_counts_by_workflow", "queue": "run_counts_by_queue"}
 """Allowed groupings of `run_counts`, each its own fixed query."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -23,11 +24,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
+from cairn.errors import DatabaseLocked
 from cairn.store.base import WORK, Database, Params, Tx
 from cairn.store.protocol import Listener
 from cairn.store.sql import migrations, queries
 
 T = TypeVar("T")
+BUSY_TIMEOUT_ENV = "CAIRN_SQLITE_BUSY_TIMEOUT"
+DEFAULT_BUSY_TIMEOUT = 30.0
+"""Seconds a transaction waits for the write lock another process holds before DatabaseLocked."""
 WATCH_INTERVAL = 0.005
 """Seconds between two reads of `PRAGMA data_version` by the watcher (bounds cross-process pickup)."""
 WATCH_QUIET_AFTER = 2.0
@@ -85,37 +90,71 @@ class SqliteDatabase(Database):
         self._synchronous = options.get("synchronous", ["NORMAL"])[0].upper()
         if self._synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"synchronous must be off, normal, full or extra, got {self._synchronous!r}")
+        self.busy_timeout = _busy_timeout(options.get("busy_timeout", [None])[0])
+        """Seconds a transaction waits for the write lock of another process (see DatabaseLocked)."""
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._reader: concurrent.futures.ThreadPoolExecutor | None = None
+        self._rconn: sqlite3.Connection | None = None
+        """Reads go on a connection and thread of their own: in WAL mode they take no lock, so
+        they answer while a write waits for a lock another process holds (a stopped writer)."""
+        self._local = threading.local()
         self._commits = 0
         """Write transactions this process committed: the watcher tells them from other processes'."""
-        self._tx_now = 0.0
         self._watcher: threading.Thread | None = None
         self._stop_watching = threading.Event()
 
     async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
         executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cairn-sqlite")
+        reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cairn-sqlite-read")
         try:
-            await asyncio.get_running_loop().run_in_executor(executor, self._connect)
+            self._conn = await loop.run_in_executor(executor, self._connect, True)
+            if self.path != ":memory:":  # a second connection to :memory: would be another database
+                self._rconn = await loop.run_in_executor(reader, self._connect, False)
         except BaseException:
+            if self._conn is not None:
+                await loop.run_in_executor(executor, self._conn.close)
+                self._conn = None
             executor.shutdown(wait=False)
+            reader.shutdown(wait=False)
             raise
-        self._executor = executor
+        self._executor, self._reader = executor, reader
 
-    def _connect(self) -> None:
+    def _connect(self, write: bool) -> sqlite3.Connection:
+        """A connection of this process: the writer's (which migrates) or the reader's."""
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self._synchronous}")  # value checked against an allow-list
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.create_function("cairn_now", 0, lambda: self.clock.now())
-        # The clock as the current transaction began (set by `_run`): constant while it lasts.
-        conn.create_function("cairn_tx_now", 0, lambda: self._tx_now, deterministic=True)
-        self._conn = conn
-        self._migrate(conn)
+        started = time.monotonic()
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")  # value checked against an allow-list
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.create_function("cairn_now", 0, lambda: self.clock.now())
+            # The clock as the current transaction began (set by `_run` on this connection's one
+            # thread): constant while it lasts.
+            conn.create_function("cairn_tx_now", 0, lambda: self._local.tx_now, deterministic=True)
+            if write:
+                self._migrate(conn)
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if not _is_locked(exc):
+                raise
+            raise self._locked(started) from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
+        latest = max(version for version, _, _ in migrations("sqlite"))
+        try:
+            current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM cairn_schema_version").fetchone()[0]
+        except sqlite3.OperationalError:  # a new database (no such table): migrated below
+            current = 0
+        if current >= latest:
+            return  # up to date, no write lock taken: opening works while another process writes
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(
@@ -170,9 +209,16 @@ class SqliteDatabase(Database):
     def refused(self, exc: Exception) -> bool:
         # Every failed transaction was rolled back; a lock held by another process past the busy
         # timeout is the one failure that running the parts apart would only repeat.
-        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        if isinstance(exc, DatabaseLocked) or (isinstance(exc, sqlite3.OperationalError) and _is_locked(exc)):
             return False
         return super().refused(exc)
+
+    def ambiguous(self, exc: Exception) -> bool:
+        return False  # a transaction that failed was rolled back, COMMIT included
+
+    def _locked(self, started: float) -> DatabaseLocked:
+        """The lock another process held past our busy timeout, as the error users get."""
+        return DatabaseLocked(self.path, time.monotonic() - started, write_lock_holder(self.path))
 
     async def close(self) -> None:
         watcher, self._watcher = self._watcher, None
@@ -181,27 +227,46 @@ class SqliteDatabase(Database):
             await asyncio.get_running_loop().run_in_executor(None, watcher.join, 1.0)
         if self._executor is None:
             return
+        loop = asyncio.get_running_loop()
         executor, self._executor = self._executor, None
+        reader, self._reader = self._reader, None
         conn, self._conn = self._conn, None
+        rconn, self._rconn = self._rconn, None
         if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+            await loop.run_in_executor(executor, conn.close)
+        if reader is not None and rconn is not None:
+            await loop.run_in_executor(reader, rconn.close)
         executor.shutdown(wait=True)
+        if reader is not None:
+            reader.shutdown(wait=True)
         self._closed()
 
     async def transaction(self, fn: Callable[[Tx], T], write: bool = True, rerunnable: bool = False) -> T:
         await self.open()
         if self._executor is None:
             raise ConnectionError(f"SQLite database {self.path} is closed")
-        result, notes = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn, write)
+        reads_apart = not write and self._reader is not None and self._rconn is not None
+        executor = self._reader if reads_apart else self._executor
+        result, notes = await asyncio.get_running_loop().run_in_executor(executor, self._run, fn, write)
         if notes:
             self._dispatch(notes)
         return result
 
     def _run(self, fn: Callable[[Tx], T], write: bool) -> tuple[T, dict[str, Any]]:
-        conn = self._conn
+        """One transaction, on the thread of its connection (the writer's, or the reader's for
+        reads). `fn` is the store's own code (no await, no user callback runs inside it), so a
+        writer holds the lock only while its statements run; a lock held by another process past
+        the busy timeout is DatabaseLocked."""
+        conn = self._conn if write or self._rconn is None else self._rconn
         assert conn is not None
-        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        self._tx_now = self.clock.now()
+        started = time.monotonic()
+        try:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        except sqlite3.OperationalError as exc:
+            if not _is_locked(exc):
+                raise
+            raise self._locked(started) from None
+        self._local.tx_now = self.clock.now()
         tx = _SqliteTx(conn)
         try:
             result = fn(tx)
@@ -209,10 +274,74 @@ class SqliteDatabase(Database):
             conn.execute("COMMIT")
             if write:
                 self._commits += 1
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and _is_locked(exc):
+                raise self._locked(started) from None
             raise
         return result, tx.notes
+
+
+def _busy_timeout(given: str | None) -> float:
+    """The busy timeout from the URL (`?busy_timeout=5`), else CAIRN_SQLITE_BUSY_TIMEOUT, else 30 s."""
+    raw = given if given is not None else os.environ.get(BUSY_TIMEOUT_ENV)
+    if raw is None or raw == "":
+        return DEFAULT_BUSY_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        where = "busy_timeout in the database URL" if given is not None else BUSY_TIMEOUT_ENV
+        raise ValueError(
+            f"{where} must be a number of seconds (0 or more), got {raw!r}: e.g. "
+            f"sqlite:///./cairn.db?busy_timeout=5 or {BUSY_TIMEOUT_ENV}=5"
+        )
+    return seconds
+
+
+def _is_locked(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock we waited for."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+_WAL_WRITE_LOCK = 120
+"""The byte of the `-shm` file a WAL writer locks (WALINDEX_LOCK_OFFSET + WAL_WRITE_LOCK)."""
+_RESERVED_BYTE = 0x40000001
+"""The byte of the database file a writer locks outside WAL mode (PENDING_BYTE + 1)."""
+
+
+def write_lock_holder(path: str) -> int | None:
+    """The pid of the process holding the database's write lock, from Linux's /proc/locks (SQLite
+    takes POSIX locks, which name their owner); None when it cannot be told (another system, a
+    lock held by this process, or none held any more)."""
+    wanted: dict[str, int] = {}
+    for file, byte in ((f"{path}-shm", _WAL_WRITE_LOCK), (path, _RESERVED_BYTE)):
+        try:
+            st = os.stat(file)
+        except OSError:
+            continue
+        wanted[f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"] = byte
+    try:
+        with open("/proc/locks") as locks:
+            lines = locks.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if "->" in fields or len(fields) < 8 or fields[3] != "WRITE":
+            continue  # a waiter, or a shared lock
+        pid, file, start, end = fields[4], fields[5], fields[6], fields[7]
+        byte = wanted.get(file, -1)
+        if byte < 0 or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        if int(start) <= byte and (end == "EOF" or byte <= int(end)):
+            return int(pid)
+    return None
 
 
 def _statements(script: str) -> list[str]:

@@ -17,15 +17,16 @@ SELECT cairn_tx_now()
 -- name: insert_run
 -- A new run: at :now, or at the server's clock when the row gives none (a client starting one:
 -- one statement, no clock read first). No row when the id exists. With a :lease_owner, the run is
--- born leased to that worker (as if claimed once: token 1). (SQLite needs the WHERE to parse ON
--- CONFLICT after a SELECT.)
+-- born leased to that worker (as if claimed once: token 1) for :lease seconds from the database's
+-- clock as the row is written: never from :now, a worker's estimate that a retried commit carries
+-- from before an outage. (SQLite needs the WHERE to parse ON CONFLICT after a SELECT.)
 -- rows: id text, workflow text, input text, queue text, parent_id text, parent_seq integer, code_version text, lease_owner text, lease double precision, now double precision = cairn_now()
 INSERT INTO cairn_runs (id, workflow, status, input, queue, parent_id, parent_seq,
                         created_at, updated_at, code_version, ready_at,
                         lease_owner, lease_until, lease_token)
 SELECT x.id, x.workflow, 'pending', x.input, x.queue, x.parent_id, x.parent_seq, x.now, x.now,
        x.code_version, x.now, x.lease_owner,
-       CASE WHEN x.lease_owner IS NULL THEN NULL ELSE x.now + x.lease END,
+       CASE WHEN x.lease_owner IS NULL THEN NULL ELSE cairn_now() + x.lease END,
        CASE WHEN x.lease_owner IS NULL THEN 0 ELSE 1 END
 FROM {rows} x WHERE true
 ON CONFLICT (id) DO NOTHING
@@ -99,11 +100,14 @@ FROM {rows} x
 WHERE s.run_id = x.run_id AND s.seq = x.seq
 
 -- name: insert_step
--- rows: run_id text, seq integer, kind text, name text, args text, status text, result text, delivered_in integer, due_at double precision, queue text, options text, now double precision, completed_at double precision, activation integer, attempt integer, lease_owner text, started_at double precision
+-- A step born running (leased to :lease_owner) is leased for :lease seconds from the database's
+-- clock as the row is written (see insert_run); any other step is due at :due_at.
+-- rows: run_id text, seq integer, kind text, name text, args text, status text, result text, delivered_in integer, due_at double precision, queue text, options text, now double precision, completed_at double precision, activation integer, attempt integer, lease_owner text, lease double precision, started_at double precision
 INSERT INTO cairn_steps (run_id, seq, kind, name, args, status, result, delivered_in, due_at,
                          queue, options, created_at, completed_at, created_in, attempt, lease_owner,
                          started_at)
-SELECT x.run_id, x.seq, x.kind, x.name, x.args, x.status, x.result, x.delivered_in, x.due_at,
+SELECT x.run_id, x.seq, x.kind, x.name, x.args, x.status, x.result, x.delivered_in,
+       CASE WHEN x.lease IS NULL THEN x.due_at ELSE cairn_now() + x.lease END,
        x.queue, x.options, x.now, x.completed_at, x.activation, x.attempt, x.lease_owner, x.started_at
 FROM {rows} x
 
@@ -129,12 +133,13 @@ ON CONFLICT (run_id, activation) DO UPDATE SET properties = excluded.properties
 -- The run's new state, ending an activation commit: the token advances (see fence_run). The run
 -- is next ready now when a result arrived meanwhile (recorded apart, or a signal matched to its
 -- wait by this commit), else at its next timer; `due` says it is ready now, for the wake-up.
--- rows: id text, token bigint, status text, result text, error text, activations integer, properties text, now double precision, completed_at double precision, parked integer, wake_at double precision, pause_reason text, lease_owner text, lease_until double precision
+-- A sticky lease runs :lease seconds from the database's clock as the row is written (see insert_run).
+-- rows: id text, token bigint, status text, result text, error text, activations integer, properties text, now double precision, completed_at double precision, parked integer, wake_at double precision, pause_reason text, lease_owner text, lease double precision
 UPDATE cairn_runs AS r
 SET status = x.status, result = x.result, error = x.error, activations = x.activations,
     pause_reason = x.pause_reason, properties = COALESCE(x.properties, r.properties), updated_at = x.now,
     started_at = COALESCE(r.started_at, x.now), completed_at = x.completed_at,
-    lease_owner = x.lease_owner, lease_until = x.lease_until, lease_token = r.lease_token + 1,
+    lease_owner = x.lease_owner, lease_until = cairn_now() + x.lease, lease_token = r.lease_token + 1,
     ready_at = CASE
         WHEN x.parked = 1 THEN NULL
         WHEN EXISTS (SELECT 1 FROM cairn_steps s WHERE s.run_id = x.id AND s.delivered_in IS NULL
@@ -166,6 +171,10 @@ SET status = x.status, result = x.result, error = x.error, memory_writes = x.mem
 FROM {rows} x
 WHERE s.run_id = x.run_id AND s.seq = x.seq AND s.attempt = x.attempt AND s.status = 'running'
 RETURNING 1
+
+-- name: step_state
+-- Where an attempt stands, read when recording its outcome failed with the outcome unknown.
+SELECT status, attempt FROM cairn_steps WHERE run_id = :run_id AND seq = :seq
 
 -- name: step_logs
 SELECT logs FROM cairn_steps WHERE run_id = :run_id AND seq = :seq
@@ -496,15 +505,15 @@ FROM cairn_runs WHERE id = :id FOR UPDATE
 -- name: extend_step_leases
 -- Only the attempts the worker says it is running: one it lost track of (a commit whose outcome
 -- is unknown) runs out its lease and is taken over. Rows a commit holds are skipped (that commit
--- is settling them), so a heartbeat never deadlocks one.
-UPDATE cairn_steps SET due_at = :until
+-- is settling them), so a heartbeat never deadlocks one. Leases run from the database's clock.
+UPDATE cairn_steps SET due_at = cairn_now() + :lease
 WHERE (run_id, seq) IN (SELECT run_id, seq FROM cairn_steps
                         WHERE lease_owner = :worker AND status = 'running' AND kind = 'action'
                           AND run_id || ' ' || seq = ANY(:attempts)
                         FOR UPDATE SKIP LOCKED)
 
 -- name: extend_run_leases
-UPDATE cairn_runs SET lease_until = :until
+UPDATE cairn_runs SET lease_until = cairn_now() + :lease
 WHERE id IN (SELECT id FROM cairn_runs WHERE lease_owner = :worker AND id = ANY(:runs) FOR UPDATE SKIP LOCKED)
 
 -- name: fire_due_timers_of_runs
