@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -342,8 +343,8 @@ def test_signal_to_a_finished_run_is_refused(runner: CliRunner, url: str) -> Non
 def test_resume_of_a_run_that_is_not_paused_says_so(runner: CliRunner, url: str) -> None:
     runner.invoke(cli, ["start", "cli_test.add_two", "--input", "[1]", "--id", "p1", "--db", url])
     result = runner.invoke(cli, ["resume", "p1", "--db", url])
-    assert result.exit_code == 2
-    assert result.stderr.startswith("error: cannot resume run 'p1': it is pending; the run was not paused, so nothing")
+    assert result.exit_code == 0
+    assert result.stdout == "run p1: pending (it was pending: nothing was resumed)\n"
     assert runner.invoke(cli, ["pause", "p1", "--db", url]).stdout == "run p1: paused\n"
     assert runner.invoke(cli, ["resume", "p1", "--db", url]).stdout == "run p1: running\n"
 
@@ -361,7 +362,9 @@ def test_input_nested_10000_deep_is_a_clear_error_naming_the_argument(
 ) -> None:
     result = runner.invoke(cli, ["start", "cli_test.add_two", "--input", text, "--db", url])
     assert result.exit_code == 2
-    assert f"{argument} is nested more than 128 levels deep, over Cairn's nesting limit of 128" in result.stderr
+    # Named as the input names it, or by the parameter when this process knows the workflow's signature.
+    named = rf"({re.escape(argument)}|argument 'x' of cli_test\.add_two)"
+    assert re.search(rf"{named} is nested more than 128 levels deep, over Cairn's nesting limit of 128", result.stderr)
     assert "Traceback" not in result.output and "RecursionError" not in result.output
 
 

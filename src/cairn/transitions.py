@@ -2,11 +2,9 @@
 
 Shared by the client (to explain) and the store (to decide, under the run's row lock), so every
 door (Python, CLI, HTTP) enforces the same rules. An operation from a status in `noop` succeeds and
-changes nothing: pausing a paused run or cancelling a cancelled one leaves it as asked, so those are
-safe to repeat or race. Resuming a run that is not paused is refused instead, as Docker and kubectl
-refuse it: the run is as it was, but a caller who thought it paused has the wrong run or a stale view,
-and a silent success would hide that. A signal to a finished run is refused (as Temporal and DBOS
-refuse it): no wait will ever receive it.
+changes nothing: pausing a paused run, resuming a running one or cancelling a cancelled one leaves it
+as asked, so each is safe to repeat or race (the CLI says when nothing was changed). A signal to a
+finished run is refused (as Temporal and DBOS refuse it): no wait will ever receive it.
 """
 
 from __future__ import annotations
@@ -28,11 +26,7 @@ class Rule:
 
 RULES: dict[str, Rule] = {
     "pause": Rule(ACTIVE, frozenset({RunStatus.PAUSED}), "only a run that has not finished can be paused"),
-    "resume": Rule(
-        frozenset({RunStatus.PAUSED}),
-        frozenset(),
-        "the run was not paused, so nothing was resumed or changed (only a paused run can be resumed)",
-    ),
+    "resume": Rule(frozenset({RunStatus.PAUSED}), ACTIVE, "only a paused run can be resumed"),
     "cancel": Rule(ACTIVE | {RunStatus.PAUSED}, frozenset({RunStatus.CANCELLED}), "a finished run cannot be cancelled"),
     "retry": Rule(
         frozenset({RunStatus.FAILED, RunStatus.PAUSED}),

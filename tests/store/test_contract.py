@@ -261,9 +261,9 @@ async def test_runs_page_by_keyset_with_counts_children_and_latest_steps(store: 
 async def test_prune_deletes_old_finished_runs_in_batches_keeping_parents_of_live_runs(store: Store) -> None:
     for run_id in ("old1", "old2", "parent", "live"):
         await store.insert_run(new(run_id))
+    await store.send_signal("old1", "go", "1")  # something recorded with the run goes with it
     for run_id in ("old1", "old2"):
         await store.cancel(run_id)
-    await store.send_signal("old1", "go", "1")  # something recorded with the run goes with it
     await store.cancel("parent")
     raw_child = NewRun("kid", WF, "{}", "default", parent_id="parent", parent_seq=1)
     await store.insert_run(raw_child)

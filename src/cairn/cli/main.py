@@ -30,6 +30,7 @@ import cairn
 from cairn.cli.json_input import parse_json, read_json_text
 from cairn.cli.lazy import Lazy
 from cairn.errors import CairnError
+from cairn.transitions import RULES
 from cairn.types import RunStatus
 from cairn.worker.defaults import DEFAULT_CONCURRENCY, DEFAULT_GRACE
 
@@ -796,8 +797,14 @@ def control_command(verb: str, past: str, doc: str) -> None:
     @db_option
     def command(run_id: str, db: str | None) -> None:
         async def body(client: cairn.Client) -> None:
-            status = await getattr(client.get(run_id), verb)()
-            click.echo(f"run {run_id}: {status}")
+            handle = client.get(run_id)
+            before = await handle.status()
+            status = await getattr(handle, verb)()
+            rule = RULES.get("cancel" if verb == "kill" else verb)
+            if rule is not None and before in rule.noop:  # as asked already: say that nothing changed
+                click.echo(f"run {run_id}: {status} (it was {before.value}: nothing was {past})")
+            else:
+                click.echo(f"run {run_id}: {status}")
 
         run(with_client(db, body))
 
