@@ -21,6 +21,8 @@ PUBLIC = [
     "NonDeterminismError",
     "NotInWorkflow",
     "PayloadTooLarge",
+    "Queue",
+    "RateLimit",
     "RetryPolicy",
     "RunEvent",
     "RunHandle",

@@ -134,6 +134,7 @@ class Worker:
         served = set(self._serves[0])
         self._declared = tuple(s for s in self.registry.schedules() if s.workflow_id in served)
         await self.store.upsert_schedules([s.spec() for s in self._declared], "code")
+        await self._upsert_queues()
         await self.store.heartbeat(self._info(), self.lease)
         self._runs_actions = bool(self.registry.actions())
         self._main = asyncio.create_task(self._loop(), name=f"cairn-worker-{self.id}")
@@ -336,6 +337,8 @@ class Worker:
             return False
         if self.queues is not None and queue not in self.queues:
             return False
+        if queue in self._runner.limited:  # its queue's claim starts it, within the limits
+            return False
         if self._new_run_room(self._run_slots.free) < 1:
             return False
         return self._run_slots.take()
@@ -380,7 +383,8 @@ class Worker:
                 return
             released = True
             slots.release()
-            if self._starved:  # the last claim was cut short by capacity: more work may be waiting
+            # The last claim was cut short by capacity, or a limited queue may have a slot again.
+            if self._starved or self._runner.limited:
                 self._wakeup.set()
 
         return release
@@ -392,6 +396,7 @@ class Worker:
                 return
             try:
                 await self.store.heartbeat(self._info(), self.lease, self._runner.held(), self._attempts.keys())
+                await self._refresh_queues()
                 await self._housekeeping()
             except Exception as exc:
                 log.warning("heartbeat failed (%s); will retry", exc)
@@ -435,6 +440,25 @@ class Worker:
             actions=self._serves[1],
             schedules=tuple(s.id for s in self._declared),
         )
+
+    async def _upsert_queues(self) -> None:
+        """Store the limits of the queues this code declares, so every worker and every claim reads
+        the same ones; a queue another worker declared with other limits takes ours (logged)."""
+        specs = [q.spec for q in self.registry.queues()]
+        for name in await self.store.upsert_queues(specs, self.id):
+            spec = next(s for s in specs if s.name == name)
+            log.warning(
+                "queue %s was declared elsewhere with other limits; now %s (the last declaration wins)",
+                name,
+                spec.describe(),
+            )
+        await self._refresh_queues()
+
+    async def _refresh_queues(self) -> None:
+        """Which queues have limits (declared anywhere): their work is never born running or
+        claimed at birth here, only by the queue's claim."""
+        queues = await self.store.list_queues(counts=False)
+        self._runner.limited = frozenset(q.spec.name for q in queues if q.spec.limited)
 
     async def _housekeeping(self) -> None:
         """Retention (every worker given one), and what one worker does for all, the longest
