@@ -77,7 +77,14 @@ def intervals(log: Path, killed: dict[int, float]) -> list[tuple[float, float, s
 
 
 def overlaps(spans: list[tuple[float, float, str]]) -> list[tuple[str, str]]:
-    return [(a[2], b[2]) for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1]]
+    """Pairs of spans (sorted by start) of which the later began before an earlier one ended."""
+    found, last_end, last = [], float("-inf"), ""
+    for start, end, label in spans:
+        if start < last_end:
+            found.append((last, label))
+        if end > last_end:
+            last_end, last = end, label
+    return found
 
 
 async def test_sigkill_of_the_slot_holder_frees_the_slot_within_the_lease_never_two_at_once(
