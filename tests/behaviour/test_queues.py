@@ -3,7 +3,7 @@ dedup_key and the rate limit, enforced by the claim whichever worker asks."""
 
 from __future__ import annotations
 
-import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -12,6 +12,7 @@ import pytest
 import cairn
 from cairn import RunStatus
 from tests import queueflows as qf
+from tests.helpers import cli_in_thread
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -133,4 +134,18 @@ async def test_queues_are_listed_with_their_limits_and_counts(client: cairn.Clie
     queues = {q.spec.name: q for q in await client.list_queues()}
     assert queues["q-one"].spec.concurrency == 1 and queues["q-one"].runs_waiting == 1
     assert queues["q-rated"].spec.rate_n == 2 and queues["q-rated"].spec.rate_period == 0.5
-    await asyncio.sleep(0)
+    listed = await cli_in_thread(["queues", "--db", client.url, "--json"])
+    assert listed.exit_code == 0, listed.output
+    one = next(q for q in json.loads(listed.output) if q["name"] == "q-one")
+    assert one["concurrency"] == 1 and one["runs_waiting"] == 1 and one["runs_in_flight"] == 0
+    table = await cli_in_thread(["queues", "--db", client.url])
+    assert "concurrency=1" in table.output and "rate_limit=2/0.5s" in table.output
+
+
+async def test_cli_start_takes_key_priority_and_dedup_key(client: cairn.Client) -> None:
+    args = ["start", "tests.queueflows.gated", "--input", '["c"]', "--db", client.url, "--dedup-key", "d-1"]
+    first = await cli_in_thread([*args, "--key", "k"])
+    assert first.exit_code == 0, first.output
+    again = await cli_in_thread(args)
+    assert again.exit_code == 0 and "existed already" in again.output
+    assert len(await client.list_runs()) == 1
