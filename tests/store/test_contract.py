@@ -335,12 +335,12 @@ async def test_queues_are_upserted_the_last_declaration_winning(store: Store) ->
     assert await store.upsert_queues([second], "w2") == ["billing"]  # other limits, declared elsewhere
     got = await store.get_queue("billing")
     assert got is not None and got.spec == second and got.declared_by == "w2"
-    # Counts: runs waiting in a queue of a limit, and the rate window untouched by no claim.
+    # Counts: runs waiting in a queue of a limit, and the rate untouched by no claim.
     await store.insert_run(NewRun("q1", WF, '{"x":1}', "billing"))
     rows = {q.spec.name: q for q in await store.list_queues()}
     assert set(rows) == {"billing", "plain"}
     assert (rows["billing"].runs_waiting, rows["billing"].runs_in_flight) == (1, 0)
-    assert rows["billing"].window_start is None and rows["billing"].window_count == 0
+    assert rows["billing"].rate_next_at is None and rows["billing"].rate_starts == 0
     light = await store.list_queues(counts=False)
     assert [q.spec.name for q in light] == ["billing", "plain"] and light[0].runs_waiting == 0
 
@@ -357,4 +357,5 @@ async def test_a_limited_queue_claim_holds_its_limits_across_workers(store: Stor
     other = await store.claim_work("w2", [WF], [], None, 10, 0, 30.0)
     assert other.runs == []  # the slot is taken, whoever asks
     row = await store.get_queue("one")
-    assert row is not None and row.window_count == 1 and row.window_start is not None
+    assert row is not None and row.rate_starts == 1 and row.rate_next_at is not None
+    assert row.rate_next_at - time.time() == pytest.approx(6.0, abs=1.0)  # 10 a minute: 6 s apart

@@ -656,7 +656,8 @@ def schedules(db: str | None, as_json: bool) -> None:
 @db_option
 @json_flag
 def queues(db: str | None, as_json: bool) -> None:
-    """List queues: their limits, runs and action attempts waiting and in flight, and the rate window."""
+    """List queues: their limits, runs and action attempts waiting and in flight, and when the rate
+    lets the next start go."""
 
     async def body(client: cairn.Client) -> None:
         rows = [
@@ -671,8 +672,8 @@ def queues(db: str | None, as_json: bool) -> None:
                 "runs_in_flight": q.runs_in_flight,
                 "attempts_waiting": q.attempts_waiting,
                 "attempts_in_flight": q.attempts_in_flight,
-                "window_start": q.window_start,
-                "window_count": q.window_count,
+                "rate_next_at": q.rate_next_at,
+                "rate_starts": q.rate_starts,
                 "declared_by": q.declared_by,
             }
             for q in await client.list_queues()

@@ -168,10 +168,10 @@ class QueueRow:
     spec: QueueSpec
     declared_by: str | None
     updated_at: float
-    window_start: float | None
-    """When the rate window began (None: no start counted yet)."""
-    window_count: int
-    """Starts counted in that window."""
+    rate_next_at: float | None
+    """With a rate limit, when the next start may be claimed (None: no start yet)."""
+    rate_starts: int
+    """Starts counted by the rate limit, since the queue was first declared."""
     runs_waiting: int = 0
     runs_in_flight: int = 0
     attempts_waiting: int = 0

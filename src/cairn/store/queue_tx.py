@@ -6,8 +6,9 @@ worker is claiming right now is skipped this round), so claims of one queue take
 claims of other queues never wait on it; SQLite's single writer serialises them anyway. What is in
 flight is counted from the rows themselves (runs started and not finished, attempts under a live
 lease), never from counters a dead worker would not decrement: when its leases run out, its slots
-come back. The rate limit is a window on the queue row: at most `rate_n` starts from
-`window_start` until `window_start + rate_period`, then a new window.
+come back. The rate limit spaces starts `rate_period / rate_n` apart (`rate_next_at` on the queue
+row: when the next may be claimed), so no period, wherever it falls, holds more than `rate_n`
+starts, and the starts of a busy queue come at an even pace rather than in bursts.
 """
 
 from __future__ import annotations
@@ -76,19 +77,16 @@ def claim(
 
 
 class _Limits:
-    """One locked queue row: its limits and its rate window, as this claim spends it."""
+    """One locked queue row: its limits and its rate, as this claim spends them."""
 
     def __init__(self, name: str, row: Sequence[Any], now: float) -> None:
         self.name = name
         self.concurrency, self.per_worker, self.per_key, self.rate_n = row[0], row[1], row[2], row[3]
-        self.period = None if row[4] is None else float(row[4])
-        self.window_start = None if row[5] is None else float(row[5])
-        self.window_count = int(row[6])
+        period = None if row[4] is None else float(row[4])
+        self.spacing: float | None = None if self.rate_n is None or period is None else period / int(self.rate_n)
+        self.next_at = None if row[5] is None else float(row[5])
         self.now = now
         self.started = 0
-        expired = self.window_start is None or now >= self.window_start + (self.period or 0.0)
-        if self.rate_n is not None and expired:
-            self.window_start, self.window_count = now, 0  # a new window begins with this claim
 
     def room(self, total: int, mine: int) -> int:
         """How many more may start now, given `total` in flight across the cluster and `mine` here."""
@@ -97,26 +95,25 @@ class _Limits:
             room = min(room, self.concurrency - total)
         if self.per_worker is not None:
             room = min(room, self.per_worker - mine)
-        if self.rate_n is not None:
-            room = min(room, self.rate_n - self.window_count - self.started)
+        if self.spacing is not None:  # one start per spacing: one now, if its time has come
+            room = min(room, 1 if self.started == 0 and (self.next_at is None or self.next_at <= self.now) else 0)
         return max(0, room)
 
     def rate_blocked_for(self) -> float | None:
-        """Seconds until the rate window lets starts through again, when it is what holds them back."""
-        if self.rate_n is None or self.period is None or self.window_start is None:
+        """Seconds until the rate lets the next start through, when it is what holds starts back."""
+        if self.spacing is None:
             return None
-        if self.window_count + self.started < self.rate_n:
-            return None
-        return max(0.0, self.window_start + self.period - self.now)
+        if self.started:
+            return self.spacing
+        if self.next_at is not None and self.next_at > self.now:
+            return self.next_at - self.now
+        return None
 
     def save(self, tx: Tx) -> None:
-        if self.rate_n is not None and self.started:
-            params = {
-                "queue": self.name,
-                "window_start": self.window_start,
-                "window_count": self.window_count + self.started,
-            }
-            tx.execute("queue_window", params)
+        if self.spacing is not None and self.started:
+            # The next start's time: a spacing after this one (never earlier than it was due).
+            following = max(self.now, self.next_at or self.now) + self.spacing
+            tx.execute("queue_rate", {"queue": self.name, "rate_next_at": following, "started": self.started})
 
 
 def _claim_runs(
@@ -144,7 +141,7 @@ def _claim_runs(
         per_key[key] += 1
         chosen.append(run_id)
     if len(chosen) < len(candidates):
-        out.due(BLOCKED_RETRY)  # due runs left behind by a limit
+        _blocked(q, out)  # due runs left behind by a limit
     if not chosen:
         return []
     q.started += len(chosen)
@@ -163,13 +160,13 @@ def _claim_actions(
         return []
     took = tx.all("claim_actions", {**params, "limit": allowed})
     if len(took) == allowed and allowed < room:
-        out.due(BLOCKED_RETRY)  # perhaps more due, held back by a limit
+        _blocked(q, out)  # perhaps more due, held back by a limit
     q.started += len(took)
     return took
 
 
 def _blocked(q: _Limits, out: QueueClaim) -> None:
-    """The queue's limits allow no start now: look again when its rate window ends, or soon (a
+    """The queue's limits allow no start now: look again when its rate allows the next, or soon (a
     slot freed by another process wakes nobody here)."""
     wait = q.rate_blocked_for()
     out.due(BLOCKED_RETRY if wait is None else max(wait, 0.005))

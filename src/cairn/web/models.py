@@ -249,8 +249,8 @@ class QueueOut(BaseModel):
     runs_in_flight: int = 0
     attempts_waiting: int = 0
     attempts_in_flight: int = 0
-    window_start: float | None = Field(default=None, description="When the current rate window began.")
-    window_count: int = Field(default=0, description="Starts counted in the current rate window.")
+    rate_next_at: float | None = Field(default=None, description="With a rate limit: when the next start may go.")
+    rate_starts: int = Field(default=0, description="Starts counted by the rate limit.")
 
     @classmethod
     def of(cls, name: str, counts: dict[str, int], row: QueueRow | None) -> QueueOut:
@@ -270,8 +270,8 @@ class QueueOut(BaseModel):
             runs_in_flight=row.runs_in_flight,
             attempts_waiting=row.attempts_waiting,
             attempts_in_flight=row.attempts_in_flight,
-            window_start=row.window_start,
-            window_count=row.window_count,
+            rate_next_at=row.rate_next_at,
+            rate_starts=row.rate_starts,
         )
 
 

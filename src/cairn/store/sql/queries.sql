@@ -615,12 +615,12 @@ SELECT workflow, queue, input FROM cairn_schedules WHERE id = :id
 -- attempts stop counting when their leases run out.
 
 -- name: get_queue
-SELECT name, concurrency, per_worker, per_key, rate_n, rate_period, priority, window_start, window_count,
+SELECT name, concurrency, per_worker, per_key, rate_n, rate_period, priority, rate_next_at, rate_starts,
        declared_by, updated_at
 FROM cairn_queues WHERE name = :name
 
 -- name: list_queues
-SELECT name, concurrency, per_worker, per_key, rate_n, rate_period, priority, window_start, window_count,
+SELECT name, concurrency, per_worker, per_key, rate_n, rate_period, priority, rate_next_at, rate_starts,
        declared_by, updated_at
 FROM cairn_queues ORDER BY name
 
@@ -643,7 +643,7 @@ ORDER BY name
 -- name: lock_queue
 -- The queue's row, locked by this claim: claims of this queue take turns (one busy elsewhere is
 -- skipped this round), claims of other queues never wait on it.
-SELECT concurrency, per_worker, per_key, rate_n, rate_period, window_start, window_count
+SELECT concurrency, per_worker, per_key, rate_n, rate_period, rate_next_at, rate_starts
 FROM cairn_queues WHERE name = :queue AND limited = 1
 FOR UPDATE SKIP LOCKED
 
@@ -680,8 +680,8 @@ FROM cairn_steps
 WHERE queue = :queue AND kind = 'action' AND status IN ('scheduled', 'running') AND queue <> 'default'
   AND status = 'running' AND due_at >= cairn_tx_now()
 
--- name: queue_window
-UPDATE cairn_queues SET window_start = :window_start, window_count = :window_count WHERE name = :queue
+-- name: queue_rate
+UPDATE cairn_queues SET rate_next_at = :rate_next_at, rate_starts = rate_starts + :started WHERE name = :queue
 
 -- name: queue_run_counts
 -- Per queue of a limit: runs waiting to start (pending, unclaimed or their claim lapsed) and in flight.

@@ -1,7 +1,8 @@
 -- Queues with flow control. cairn_queues: each queue's limits as its declarations upserted them
--- (NULL: no limit; the last declaration wins; limited: any limit at all), and its rate window (window_start, window_count:
--- starts claimed since window_start). A claim of a limited queue locks its row, so claims of one
--- queue take turns while claims of other queues never wait on it.
+-- (NULL: no limit; the last declaration wins; limited: any limit at all) and its rate: starts are
+-- spaced rate_period / rate_n apart, rate_next_at being when the next may be claimed (rate_starts:
+-- starts counted). A claim of a limited queue locks its row, so claims of one queue take turns
+-- while claims of other queues never wait on it.
 CREATE TABLE cairn_queues (
     name         text PRIMARY KEY,
     concurrency  integer,
@@ -11,8 +12,8 @@ CREATE TABLE cairn_queues (
     rate_period  double precision,
     priority     integer NOT NULL DEFAULT 0,
     limited      integer NOT NULL DEFAULT 0,
-    window_start double precision,
-    window_count integer NOT NULL DEFAULT 0,
+    rate_next_at double precision,
+    rate_starts integer NOT NULL DEFAULT 0,
     declared_by  text,
     updated_at   double precision NOT NULL
 );
