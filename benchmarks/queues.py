@@ -124,6 +124,8 @@ async def scenario(
     procs = spawn(url, workers, concurrency)
     try:
         while len(await client.store.list_workers()) < workers:
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError("a worker process exited at start")
             await asyncio.sleep(0.05)
         began = time.perf_counter()
         await asyncio.gather(*(client.start(wf, *args, **opts) for wf, args, opts in starts))
@@ -175,7 +177,7 @@ async def main() -> None:
     mean = sum(full) / len(full)
     print(
         f"rate_limit 20/s, {n} workers, {total} runs: {mean:.2f} starts/s over {len(full)} complete seconds "
-        f"(min {min(full)}, max {max(full)})"
+        f"(min {min(full)}, max {max(full)}): {full}"
     )
 
     for label, wf in (("default queue", qf.three_steps), ("limited queue", qf.three_steps_limited)):

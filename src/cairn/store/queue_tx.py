@@ -7,8 +7,9 @@ claims of other queues never wait on it; SQLite's single writer serialises them 
 flight is counted from the rows themselves (runs started and not finished, attempts under a live
 lease), never from counters a dead worker would not decrement: when its leases run out, its slots
 come back. The rate limit spaces starts `rate_period / rate_n` apart (`rate_next_at` on the queue
-row: when the next may be claimed), so no period, wherever it falls, holds more than `rate_n`
-starts, and the starts of a busy queue come at an even pace rather than in bursts.
+row: when the next may be claimed), each from the time the last was due when it came less than a
+spacing late, so the starts of a busy queue come at an even pace, `rate_n` a period (one more at
+most in a period that catches a late start and its successor), rather than in bursts.
 """
 
 from __future__ import annotations
@@ -104,16 +105,24 @@ class _Limits:
         if self.spacing is None:
             return None
         if self.started:
-            return self.spacing
+            return max(0.0, self._following(self.spacing) - self.now)
         if self.next_at is not None and self.next_at > self.now:
             return self.next_at - self.now
         return None
 
+    def _following(self, spacing: float) -> float:
+        """The next start's time: a spacing after this start's own time, so that the time a claim
+        takes to come round does not slow the rate down; unless this start came a spacing or more
+        late (the queue was idle), which would let the next one follow at once."""
+        due = self.next_at
+        if due is not None and self.now - due < spacing:
+            return due + spacing
+        return self.now + spacing
+
     def save(self, tx: Tx) -> None:
         if self.spacing is not None and self.started:
-            # The next start's time: a spacing after this one (never earlier than it was due).
-            following = max(self.now, self.next_at or self.now) + self.spacing
-            tx.execute("queue_rate", {"queue": self.name, "rate_next_at": following, "started": self.started})
+            params = {"queue": self.name, "rate_next_at": self._following(self.spacing), "started": self.started}
+            tx.execute("queue_rate", params)
 
 
 def _claim_runs(
