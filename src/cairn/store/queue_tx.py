@@ -48,18 +48,17 @@ def claim(
     worker: str,
     workflows: Sequence[str],
     actions: Sequence[str],
-    queues: Sequence[str] | None,
+    limited: Sequence[str],
     run_room: int,
     action_room: int,
     lease: float,
 ) -> QueueClaim:
-    """Lease what the limits of each limited queue this worker serves allow: new runs (up to
-    `run_room`) and action attempts (up to `action_room`)."""
+    """Lease what the limits of each of the `limited` queues (those this worker serves) allow: new
+    runs (up to `run_room`) and action attempts (up to `action_room`)."""
     out = QueueClaim()
     if run_room <= 0 and action_room <= 0:
         return out
-    served = {"any_queue": 1 if queues is None else 0, "queues": list(queues or [])}
-    for (name,) in tx.all("limited_queues_to_claim", served):
+    for name in limited:
         locked = tx.one("lock_queue", {"queue": name})
         if locked is None:  # another worker is claiming this queue now: look again soon
             out.due(BLOCKED_RETRY)

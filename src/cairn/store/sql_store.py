@@ -241,20 +241,21 @@ class SqlStore:
             if want_actions:
                 statements.append(("claim_actions", {**mine, "limit": action_limit}))
             # After the claims, which lease what they took: what is left to fall due.
-            statements += [("next_wake_runs", mine), ("next_wake_actions", mine)]
-            _, clock, *claimed, wake_runs, wake_actions = tx.all_of(statements)
+            statements += [("next_wake_runs", mine), ("next_wake_actions", mine), ("limited_queues_to_claim", filters)]
+            _, clock, *claimed, wake_runs, wake_actions, limited = tx.all_of(statements)
             now = float(clock[0][0])
             run_rows = claimed.pop(0) if want_runs else []
             action_rows = claimed.pop(0) if want_actions else []
             due = [max(0.0, float(t[0][0]) - now) for t in (wake_runs, wake_actions) if t and t[0][0] is not None]
-            # Limited queues, each through its own row, with the room the claims above left.
-            new_taken = sum(1 for r in run_rows if run_row(r).status == RunStatus.PENDING)
-            run_room = 0 if not want_runs else min(run_limit - len(run_rows), new_limit - new_taken)
-            action_room = action_limit - len(action_rows) if want_actions else 0
-            q = queue_tx.claim(tx, now, worker, workflows, actions, queues, run_room, action_room, lease)
-            run_rows, action_rows = [*run_rows, *q.runs], [*action_rows, *q.actions]
-            if q.next_due_in is not None:
-                due.append(q.next_due_in)
+            if limited:  # limited queues, each through its own row, with the room the claims above left
+                new_taken = sum(1 for r in run_rows if run_row(r).status == RunStatus.PENDING)
+                run_room = 0 if not want_runs else min(run_limit - len(run_rows), new_limit - new_taken)
+                action_room = action_limit - len(action_rows) if want_actions else 0
+                names = [str(r[0]) for r in limited]
+                q = queue_tx.claim(tx, now, worker, workflows, actions, names, run_room, action_room, lease)
+                run_rows, action_rows = [*run_rows, *q.runs], [*action_rows, *q.actions]
+                if q.next_due_in is not None:
+                    due.append(q.next_due_in)
             return WorkClaim(
                 _load_runs(tx, now, run_rows, cached),
                 _lease_actions(tx, now, worker, action_rows),
