@@ -119,6 +119,7 @@ class Queue:
             from cairn.registry import registry
 
             registry.register_queue(self)
+            _DECLARED[name] = self.spec
 
     @property
     def name(self) -> str:
@@ -126,6 +127,15 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r}, {self.spec.describe()})"
+
+
+_DECLARED: dict[str, QueueSpec] = {}
+"""Every queue declared in this process, by name (the last declaration wins): a worker upserts
+those its workflows and actions use even when a registry was reset or copied since."""
+
+
+def declared(name: str) -> QueueSpec | None:
+    return _DECLARED.get(name)
 
 
 def queue_name(queue: Any, what: str) -> str:
@@ -149,4 +159,4 @@ def _seconds(value: Any) -> float:
     return float(value)
 
 
-__all__ = ["DEFAULT_QUEUE", "Queue", "QueueSpec", "RateLimit", "queue_name"]
+__all__ = ["DEFAULT_QUEUE", "Queue", "QueueSpec", "RateLimit", "declared", "queue_name"]

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from cairn.names import check_name
 from cairn.policies import parse_duration
+from cairn.queues import declared
 from cairn.records import NewRun, RunRow
 from cairn.registry import Registry, WorkflowDef, registry
 from cairn.schedules import Schedule
@@ -444,13 +445,17 @@ class Worker:
     async def _upsert_queues(self) -> None:
         """Store the limits of the queues this code declares, so every worker and every claim reads
         the same ones; a queue another worker declared with other limits takes ours (logged)."""
-        specs = [q.spec for q in self.registry.queues()]
-        for name in await self.store.upsert_queues(specs, self.id):
-            spec = next(s for s in specs if s.name == name)
+        specs = {q.name: q.spec for q in self.registry.queues()}
+        used = {w.queue for w in self.registry.workflows()} | {a.queue for a in self.registry.actions()}
+        for name in used - set(specs):
+            spec = declared(name)
+            if spec is not None:
+                specs[name] = spec
+        for name in await self.store.upsert_queues(list(specs.values()), self.id):
             log.warning(
                 "queue %s was declared elsewhere with other limits; now %s (the last declaration wins)",
                 name,
-                spec.describe(),
+                specs[name].describe(),
             )
         await self._refresh_queues()
 
