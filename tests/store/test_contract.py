@@ -359,3 +359,25 @@ async def test_a_limited_queue_claim_holds_its_limits_across_workers(store: Stor
     row = await store.get_queue("one")
     assert row is not None and row.rate_starts == 1 and row.rate_next_at is not None
     assert row.rate_next_at - time.time() == pytest.approx(6.0, abs=1.0)  # 10 a minute: 6 s apart
+
+
+@covers("upsert_schedules", "list_schedules", "fire_schedules", "pause_schedule", "trigger_schedule", "delete_schedule")
+async def test_schedules_fire_pause_trigger_and_delete(store: Store) -> None:
+    from cairn.schedules import ScheduleSpec
+
+    spec = ScheduleSpec("tick", WF, "default", None, 0.2, "UTC", '{"x":1}', "allow", "latest", None)
+    await store.upsert_schedules([spec], "api")
+    (row,) = await store.list_schedules()
+    assert row.spec == spec and row.source == "api" and not row.paused and row.next_fire_at is not None
+    deadline = time.monotonic() + 10
+    while not await store.list_runs():  # each call starts the ticks that fell due (none early)
+        assert await store.fire_schedules([WF], []) is not None
+        assert time.monotonic() < deadline, "the schedule never fired"
+        await asyncio.sleep(0.05)
+    assert await store.pause_schedule("tick", True) and not await store.pause_schedule("nope", True)
+    assert (await store.list_schedules())[0].paused
+    manual = await store.trigger_schedule("tick")
+    assert manual is not None and (await store.get_run(manual)) is not None
+    assert await store.trigger_schedule("nope") is None
+    assert await store.delete_schedule("tick") and not await store.delete_schedule("tick")
+    assert await store.list_schedules() == []
