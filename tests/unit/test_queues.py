@@ -3,14 +3,33 @@ is registered."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 import cairn
+from cairn import queues
 from cairn.queues import QueueSpec, declared
 from cairn.registry import registry
+
+
+@pytest.fixture(autouse=True)
+def _registry_as_it_was() -> Iterator[None]:
+    """What these tests declare does not outlive them (later tests' workers would upsert it)."""
+    entries, declared_queues, registered = registry.entries(), dict(queues._DECLARED), registry.queues()
+    schedules = registry.schedules()
+    yield
+    registry.reset()
+    for d in entries:
+        registry.register(d)
+    for q in registered:
+        registry.register_queue(q)
+    for s in schedules:
+        registry.register_schedule(s)
+    queues._DECLARED.clear()
+    queues._DECLARED.update(declared_queues)
 
 
 def test_a_queue_keeps_its_limits_and_is_registered() -> None:
