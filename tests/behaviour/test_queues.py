@@ -3,6 +3,7 @@ dedup_key and the rate limit, enforced by the claim whichever worker asks."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -83,9 +84,7 @@ async def test_priority_lower_first_then_first_in_first_out(client: cairn.Client
     assert qf.MARKS.order == ["none", "p1-first", "p1-second", "p3", "p5"]
 
 
-async def test_priority_on_a_queue_without_it_is_refused(client: cairn.Client, db_url: str) -> None:
-    async with workers(client, db_url, n=1):
-        pass
+async def test_priority_on_a_queue_without_it_is_refused(client: cairn.Client) -> None:
     with pytest.raises(ValueError, match="does not take priorities"):
         await client.start(qf.serial, "x", priority=1)
     assert await client.list_runs() == []  # nothing was written
@@ -152,3 +151,17 @@ async def test_cli_start_takes_key_priority_and_dedup_key(client: cairn.Client) 
     again = await cli_in_thread(args)
     assert again.exit_code == 0 and "existed already" in again.output
     assert len(await client.list_runs()) == 1
+
+
+async def test_the_sync_client_takes_queue_arguments(client: cairn.Client, db_url: str) -> None:
+    def use() -> tuple[str, str, list[str]]:
+        sync = cairn.connect_sync(db_url)
+        try:
+            first = sync.start(qf.gated, "s", key="k", dedup_key="sync-1")
+            again = sync.start(qf.gated, "s", dedup_key="sync-1")
+            return first.id, again.id, [q.spec.name for q in sync.list_queues()]
+        finally:
+            sync.close()
+
+    first, again, _ = await asyncio.to_thread(use)
+    assert first == again

@@ -20,7 +20,7 @@ from cairn.client.waiter import Waiters
 from cairn.errors import RunIdConflict, RunNotFound, ScheduleNotFound, SerializationError, UnknownWorkflowError
 from cairn.names import check_name, storable
 from cairn.policies import parse_duration
-from cairn.queues import Queue, queue_name
+from cairn.queues import Queue, declared, queue_name
 from cairn.records import NewRun, RunRow, StepRow
 from cairn.registry import WorkflowDef, registry
 from cairn.serialization import dumps, to_jsonable
@@ -154,8 +154,11 @@ class Client:
             raise ValueError(f"priority must be an integer (lower numbers start first), got {queued.priority!r}")
         if not -(2**31) < queued.priority < 2**31:
             raise ValueError(f"priority must fit in 32 bits, got {queued.priority}")
-        declared = await self.store.get_queue(queue)
-        if declared is not None and not declared.spec.priority:
+        spec = declared(queue)  # declared in this process, else as workers stored it
+        if spec is None:
+            row = await self.store.get_queue(queue)
+            spec = None if row is None else row.spec
+        if spec is not None and not spec.priority:
             raise ValueError(
                 f"queue {queue!r} does not take priorities: declare it with cairn.Queue({queue!r}, priority=True)"
             )

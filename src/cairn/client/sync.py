@@ -11,6 +11,7 @@ from cairn.client.client import Client
 from cairn.client.handle import RunEvent, RunHandle, StepInfo
 from cairn.queues import Queue
 from cairn.records import RunRow
+from cairn.store.protocol import QueueRow
 from cairn.types import RunStatus
 
 T = TypeVar("T")
@@ -147,6 +148,9 @@ class SyncClient:
             **kwargs,
         )
         return self._bridge.run(done)
+
+    def list_queues(self) -> list[QueueRow]:
+        return self._bridge.run(self.inner.list_queues())
 
     def get(self, run_id: str) -> SyncRunHandle:
         return SyncRunHandle(self.inner.get(run_id), self._bridge)
