@@ -165,3 +165,21 @@ async def test_the_sync_client_takes_queue_arguments(client: cairn.Client, db_ur
 
     first, again, _ = await asyncio.to_thread(use)
     assert first == again
+
+
+async def test_two_declarations_of_one_queue_the_last_wins_and_says_so(
+    client: cairn.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cairn.registry import Registry
+
+    first, second = Registry(), Registry()
+    first.register_queue(cairn.Queue("q-twice", concurrency=1, register=False))
+    second.register_queue(cairn.Queue("q-twice", concurrency=3, register=False))
+    async with cairn.Worker(client, registry=first, poll_interval=0.05):
+        pass
+    with caplog.at_level("WARNING", logger="cairn.worker"):
+        async with cairn.Worker(client, registry=second, poll_interval=0.05):
+            pass
+    assert "q-twice was declared elsewhere with other limits; now concurrency=3" in caplog.text
+    row = await client.store.get_queue("q-twice")
+    assert row is not None and row.spec.concurrency == 3
