@@ -64,6 +64,7 @@ if TYPE_CHECKING:
         WorkflowSandboxError,
     )
     from cairn.policies import BackoffPolicy, RetryPolicy
+    from cairn.queues import Queue, RateLimit
     from cairn.schedules import Schedule
     from cairn.types import RunStatus, StepKind, StepStatus
     from cairn.worker.worker import Worker
@@ -122,6 +123,8 @@ _EXPORTS: dict[str, str] = {
     "BackoffPolicy": "cairn.policies",
     "RetryPolicy": "cairn.policies",
     "Schedule": "cairn.schedules",
+    "Queue": "cairn.queues",
+    "RateLimit": "cairn.queues",
     "RunStatus": "cairn.types",
     "StepKind": "cairn.types",
     "StepStatus": "cairn.types",
@@ -152,6 +155,8 @@ __all__ = [
     "NonDeterminismError",
     "NotInWorkflow",
     "PayloadTooLarge",
+    "Queue",
+    "RateLimit",
     "RetryPolicy",
     "RunEvent",
     "RunHandle",

@@ -49,6 +49,17 @@ class NewRun:
     code_version: str | None = None
     trace: str | None = None
     """The starter's trace context (JSON), stored with the run when tracing is on (cairn[otel])."""
+    key: str | None = None
+    """The run's key in its queue: `per_key` limits how many runs of one key go at once."""
+    priority: int | None = None
+    """Lower numbers start first within the queue (None: 0)."""
+    dedup_key: str | None = None
+    """While a run of the queue with this key is unfinished, starting another returns that one."""
+
+    @property
+    def queued(self) -> bool:
+        """Started with a key, a priority or a dedup_key: created by the queue's insert, never born claimed."""
+        return self.key is not None or self.priority is not None or self.dedup_key is not None
 
     def born(self, owner: str, now: float) -> RunRow:
         """The run as a worker's first commit of it creates it: leased to that worker, token 1."""

@@ -149,6 +149,8 @@ class Registry:
         self._substitutes: dict[str, ActionDef] = {}
         self._schedules: dict[str, Any] = {}
         """Schedules declared in code (`cairn.Schedule`), by id: workers serving their workflow upsert them."""
+        self._queues: dict[str, Any] = {}
+        """Queues declared in code (`cairn.Queue`), by name: workers upsert their limits."""
         self._lock = threading.Lock()
 
     @overload
@@ -237,11 +239,20 @@ class Registry:
     def schedules(self) -> list[Any]:
         return [self._schedules[k] for k in sorted(self._schedules)]
 
+    def register_queue(self, queue: Any) -> None:
+        """A queue declared in code; declaring its name again replaces it (the last declaration wins)."""
+        with self._lock:
+            self._queues[queue.name] = queue
+
+    def queues(self) -> list[Any]:
+        return [self._queues[k] for k in sorted(self._queues)]
+
     def reset(self) -> None:
         with self._lock:
             self._defs.clear()
             self._substitutes.clear()
             self._schedules.clear()
+            self._queues.clear()
 
     def __iter__(self) -> Iterator[Definition]:
         return iter(self.entries())

@@ -590,3 +590,43 @@ def test_an_attempts_outcome_is_known_to_have_landed_by_its_step() -> None:
     assert attempt_recorded(claim, ("running", 2)) is None
     assert attempt_recorded(claim, ("running", 3)) is False
     assert attempt_recorded(claim, None) is False
+
+
+@covers("upsert_queues", "get_queue", "list_queues")
+async def test_queues_are_upserted_the_last_declaration_winning(store: Store) -> None:
+    from cairn.queues import QueueSpec
+
+    first = QueueSpec("billing", concurrency=2, per_key=1, rate_n=5, rate_period=1.0, priority=True)
+    assert await store.upsert_queues([first, QueueSpec("plain")], "w1") == []
+    assert await store.upsert_queues([first], "w1") == []  # the same limits again: nothing to say
+    got = await store.get_queue("billing")
+    assert got is not None and got.spec == first and got.declared_by == "w1"
+    assert await store.get_queue("nope") is None and await store.get_queue("a\x00b") is None
+    second = QueueSpec("billing", concurrency=3)
+    assert await store.upsert_queues([second], "w2") == ["billing"]  # other limits, declared elsewhere
+    got = await store.get_queue("billing")
+    assert got is not None and got.spec == second and got.declared_by == "w2"
+    # Counts: runs waiting in a queue of a limit, and the rate untouched by no claim.
+    await store.insert_run(NewRun("q1", WF, '{"x":1}', "billing"))
+    rows = {q.spec.name: q for q in await store.list_queues()}
+    assert set(rows) == {"billing", "plain"}
+    assert (rows["billing"].runs_waiting, rows["billing"].runs_in_flight) == (1, 0)
+    assert rows["billing"].rate_next_at is None and rows["billing"].rate_starts == 0
+    light = await store.list_queues(counts=False)
+    assert [q.spec.name for q in light] == ["billing", "plain"] and light[0].runs_waiting == 0
+
+
+async def test_a_limited_queue_claim_holds_its_limits_across_workers(store: Store) -> None:
+    from cairn.queues import QueueSpec
+
+    await store.upsert_queues([QueueSpec("one", concurrency=1, rate_n=10, rate_period=60.0)], "w1")
+    for i in range(3):
+        await store.insert_run(NewRun(f"r{i}", WF, '{"x":1}', "one"))
+    first = await store.claim_work("w1", [WF], [], None, 10, 0, 30.0)
+    assert [c.run.id for c in first.runs] == ["r0"]  # oldest first, and only one
+    assert first.next_due_in is not None and first.next_due_in <= 0.5  # held back: look again soon
+    other = await store.claim_work("w2", [WF], [], None, 10, 0, 30.0)
+    assert other.runs == []  # the slot is taken, whoever asks
+    row = await store.get_queue("one")
+    assert row is not None and row.rate_starts == 1 and row.rate_next_at is not None
+    assert row.rate_next_at - time.time() == pytest.approx(6.0, abs=1.0)  # 10 a minute: 6 s apart

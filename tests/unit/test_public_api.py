@@ -23,6 +23,8 @@ PUBLIC = [
     "NonDeterminismError",
     "NotInWorkflow",
     "PayloadTooLarge",
+    "Queue",
+    "RateLimit",
     "RetryPolicy",
     "RunEvent",
     "RunHandle",

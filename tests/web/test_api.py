@@ -276,7 +276,7 @@ async def test_workers_queues_and_schedules(http: httpx.AsyncClient, client: cai
     workers = await eventually(listed, what="the worker's first heartbeat")
     assert workers[0]["pid"] > 0 and workers[0]["heartbeat_age"] >= 0
     queues = (await http.get("/api/queues")).json()
-    assert queues["queues"][0]["name"] == "default" and "not built yet" in queues["note"]
+    assert queues["queues"][0]["name"] == "default" and queues["queues"][0]["concurrency"] is None
     assert (await http.get("/api/schedules")).json() == {"schedules": []}
     nightly = cairn.Schedule(
         "nightly", webflows.quick, cron="0 2 * * *", tz="Europe/Paris", args=("n",), register=False

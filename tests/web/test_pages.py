@@ -98,7 +98,7 @@ async def test_workflows_workers_queues_and_schedules_pages(http: httpx.AsyncCli
     # Runs no live worker can serve: checked once the engine's Client.unserved exists (issue 14).
     assert ("Not checked" in workers) != hasattr(client, "unserved")
     queues = (await http.get("/queues")).text
-    assert "Not yet available" in queues and "<td>default</td>" in queues
+    assert "Not yet available" not in queues and "<td>default</td>" in queues
     assert "No schedules" in (await http.get("/schedules")).text
     missing = await http.get("/runs/nope")
     assert missing.status_code == 404 and "no run with id" in missing.text

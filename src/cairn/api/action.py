@@ -20,6 +20,7 @@ from cairn.engine.runtime import current_runtime, thread_bridge
 from cairn.errors import NotInWorkflow, ThreadTimeoutWarning
 from cairn.names import check_name, importable_module
 from cairn.policies import BackoffPolicy, RetryPolicy, seconds
+from cairn.queues import Queue, queue_name
 from cairn.registry import ActionDef, registry
 from cairn.serialization import Signature
 from cairn.types import StepKind
@@ -189,7 +190,7 @@ def action(
     timeout: float | timedelta | None = None,
     retry: RetryPolicy | None = None,
     backoff: BackoffPolicy | None = None,
-    queue: str = "default",
+    queue: str | Queue = "default",
     isolate: bool = False,
 ) -> _Declare: ...
 
@@ -204,7 +205,7 @@ def action(
     timeout: float | timedelta | None = None,
     retry: RetryPolicy | None = None,
     backoff: BackoffPolicy | None = None,
-    queue: str = "default",
+    queue: str | Queue = "default",
     isolate: bool = False,
 ) -> ActionFunction[P, R] | Callable[[Callable[P, R]], ActionFunction[P, R]]:
     """Declare an action: a sync or async function that does one piece of work in the world."""
@@ -215,7 +216,12 @@ def action(
         if not callable(f):
             raise TypeError(f"@action needs a function, got {f!r}")
         action_id = check_name(id or f"{importable_module(f.__module__)}.{f.__qualname__}", "action id")
-        check_name(queue, f"queue of action {action_id}")
+        queue_id = queue_name(queue, f"queue of action {action_id}")
+        if isinstance(queue, Queue) and queue.spec.per_key is not None:
+            raise ValueError(
+                f"action {action_id}: queue {queue.name!r} has per_key, which limits runs by the key given to "
+                "client.start; an action has no key (use the queue on the workflow, or drop per_key)"
+            )
         defn = ActionDef(
             id=action_id,
             fn=f,
@@ -225,7 +231,7 @@ def action(
             retry=retry or RetryPolicy(),
             retry_chosen=retry is not None,
             backoff=backoff or BackoffPolicy(),
-            queue=queue,
+            queue=queue_id,
             isolate=isolate,
             signature=Signature.of(f, action_id),
         )

@@ -15,6 +15,7 @@ from cairn.engine.runtime import Runtime, current_runtime, thread_bridge
 from cairn.errors import NotInWorkflow, UnknownWorkflowError
 from cairn.names import check_name, importable_module
 from cairn.policies import BackoffPolicy, RetryPolicy, seconds
+from cairn.queues import Queue, queue_name
 from cairn.registry import WorkflowDef, registry
 from cairn.serialization import Signature, dumps
 from cairn.types import StepKind
@@ -191,7 +192,7 @@ def workflow(
     name: str | None = None,
     description: str | None = None,
     timeout: float | timedelta | None = None,
-    queue: str = "default",
+    queue: str | Queue = "default",
     on_failure: Literal["raise", "pause"] = "raise",
     schedule: str | None = None,
 ) -> Callable[[Any], Any]: ...
@@ -205,7 +206,7 @@ def workflow(
     name: str | None = None,
     description: str | None = None,
     timeout: float | timedelta | None = None,
-    queue: str = "default",
+    queue: str | Queue = "default",
     on_failure: Literal["raise", "pause"] = "raise",
     schedule: str | None = None,
 ) -> Any:
@@ -231,14 +232,14 @@ def workflow(
             raise TypeError(f"@workflow needs a class or a function, got {t!r}")
         init_input = is_class and _takes_input_in_init(t, entry)
         wf_id = check_name(id or f"{importable_module(t.__module__)}.{t.__qualname__}", "workflow id")
-        check_name(queue, f"queue of workflow {wf_id}")
+        queue_id = queue_name(queue, f"queue of workflow {wf_id}")
         defn = WorkflowDef(
             id=wf_id,
             target=t,
             name=name or t.__name__,
             description=description if description is not None else (t.__doc__ or "").strip(),
             timeout=seconds(timeout, f"timeout of workflow {wf_id}"),
-            queue=queue,
+            queue=queue_id,
             on_failure=on_failure,
             signature=_init_signature(t, entry, wf_id) if init_input else Signature.of(entry, wf_id, is_class),
             is_class=is_class,

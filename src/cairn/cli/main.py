@@ -462,6 +462,9 @@ async def supervise(w: cairn.Worker, announcement: str) -> int:
 )
 @click.option("--id", "run_id", default=None, help="Run id; starting an existing id returns that run.")
 @click.option("--queue", default=None, help="Queue (default: the workflow's).")
+@click.option("--key", default=None, help="The run's key in its queue (what per_key counts).")
+@click.option("--priority", type=int, default=None, help="Lower numbers start first (a queue with priority=True).")
+@click.option("--dedup-key", default=None, help="While a run of the queue with this key is unfinished, return it.")
 @wait_option("Wait up to SECONDS for the result and print it as JSON.")
 @db_option
 @click.option(
@@ -476,6 +479,9 @@ def start(
     input_text: str,
     run_id: str | None,
     queue: str | None,
+    key: str | None,
+    priority: int | None,
+    dedup_key: str | None,
     wait: float | None,
     db: str | None,
     imports: tuple[str, ...],
@@ -483,8 +489,9 @@ def start(
     """Start a run of workflow NAME and print its id and status."""
     args, kwargs = parse_input(input_text)
     import_modules(imports)
+    queued = {"key": key, "priority": priority, "dedup_key": dedup_key}
     code = run(
-        with_client(db, lambda client: start_run(client, name, args, kwargs, run_id, queue, wait), create=True),
+        with_client(db, lambda client: start_run(client, name, args, kwargs, run_id, queue, wait, queued), create=True),
         expected=(*EXPECTED, TypeError),
     )
     if code:
@@ -511,8 +518,9 @@ async def start_run(
     run_id: str | None,
     queue: str | None,
     wait: float | None,
+    queued: dict[str, Any] | None = None,
 ) -> int:
-    handle = await client.start(name, *args, id=run_id, queue=queue, **kwargs)
+    handle = await client.start(name, *args, id=run_id, queue=queue, **(queued or {}), **kwargs)
     row = await handle.describe()
     click.echo(f"run {handle.id}: {row.status.value}")
     unserved = await client.unserved([handle.id])
@@ -692,6 +700,42 @@ def schedules(db: str | None, as_json: bool) -> None:
             click.echo("no schedules", err=True)
         else:
             render.console().print(render.schedules_table(rows))
+
+    run(with_client(db, body))
+
+
+@cli.command()
+@db_option
+@json_flag
+def queues(db: str | None, as_json: bool) -> None:
+    """List queues: their limits, runs and action attempts waiting and in flight, and when the rate
+    lets the next start go."""
+
+    async def body(client: cairn.Client) -> None:
+        rows = [
+            {
+                "name": q.spec.name,
+                "concurrency": q.spec.concurrency,
+                "per_worker": q.spec.per_worker,
+                "per_key": q.spec.per_key,
+                "rate_limit": None if q.spec.rate_n is None else f"{q.spec.rate_n}/{q.spec.rate_period:g}s",
+                "priority": q.spec.priority,
+                "runs_waiting": q.runs_waiting,
+                "runs_in_flight": q.runs_in_flight,
+                "attempts_waiting": q.attempts_waiting,
+                "attempts_in_flight": q.attempts_in_flight,
+                "rate_next_at": q.rate_next_at,
+                "rate_starts": q.rate_starts,
+                "declared_by": q.declared_by,
+            }
+            for q in await client.list_queues()
+        ]
+        if as_json:
+            echo_json(rows)
+        elif not rows:
+            click.echo("no queues declared (a worker upserts the cairn.Queue its code declares)", err=True)
+        else:
+            render.console().print(render.queues_table(rows))
 
     run(with_client(db, body))
 

@@ -449,3 +449,26 @@ def schedules_table(rows: list[dict[str, Any]]) -> Table:
             Text(" ".join(x for x in (paused, row["note"]) if x), style="yellow"),
         )
     return table
+
+
+def queues_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name in ("queue", "limits", "runs waiting", "in flight", "attempts waiting", "in flight", "rate: next start"):
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        limits = [f"{k}={row[k]}" for k in ("concurrency", "per_worker", "per_key", "rate_limit") if row[k] is not None]
+        if row["priority"]:
+            limits.append("priority")
+        window = (
+            "-" if row["rate_next_at"] is None else f"{fmt_time(row['rate_next_at'])} ({row['rate_starts']} started)"
+        )
+        table.add_row(
+            Text(row["name"]),
+            Text(", ".join(limits) or "none"),
+            Text(str(row["runs_waiting"])),
+            Text(str(row["runs_in_flight"])),
+            Text(str(row["attempts_waiting"])),
+            Text(str(row["attempts_in_flight"])),
+            Text(window),
+        )
+    return table

@@ -20,11 +20,12 @@ from cairn.client.waiter import Waiters
 from cairn.errors import RunIdConflict, RunNotFound, ScheduleNotFound, SerializationError, UnknownWorkflowError
 from cairn.names import check_name, storable
 from cairn.policies import parse_duration
+from cairn.queues import Queue, declared, queue_name
 from cairn.records import NewRun, RunRow, StepRow
 from cairn.registry import WorkflowDef, registry
 from cairn.serialization import dumps, to_jsonable
 from cairn.store.open import open_store, redact_url, resolve_url
-from cairn.store.protocol import ActionInfo, RunFilters, ScheduleRow, Store, WorkerInfo, WorkflowInfo
+from cairn.store.protocol import ActionInfo, QueueRow, RunFilters, ScheduleRow, Store, WorkerInfo, WorkflowInfo
 from cairn.types import RunStatus
 from cairn.worker import dispatch
 
@@ -36,6 +37,15 @@ MAX_PAGE = 500
 
 SORTS = {"-created_at": True, "created_at": False}
 """The orders `Client.runs_page` lists runs in (name → newest first); nothing else is accepted."""
+
+
+@dataclass(frozen=True)
+class _QueueArgs:
+    """A start's place in its queue: `key`, `priority`, `dedup_key` (all None: a plain start)."""
+
+    key: str | None = None
+    priority: int | None = None
+    dedup_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,15 +76,35 @@ class Client:
         await self.store.close()
 
     async def start(
-        self, workflow: Any, /, *args: Any, id: str | None = None, queue: str | None = None, **kwargs: Any
+        self,
+        workflow: Any,
+        /,
+        *args: Any,
+        id: str | None = None,
+        queue: str | Queue | None = None,
+        key: str | None = None,
+        priority: int | None = None,
+        dedup_key: str | None = None,
+        **kwargs: Any,
     ) -> RunHandle:
         """Start a run; with an `id` that exists already, return that run and start nothing
-        (`handle.created` is then False). RunIdConflict when the id names a run of another workflow."""
-        handle, _created = await self._start(workflow, args, kwargs, id, queue)
+        (`handle.created` is then False). RunIdConflict when the id names a run of another workflow.
+
+        In its queue, `key` is what `per_key` counts; `priority`: lower numbers start first (the
+        queue must be declared with `priority=True`); `dedup_key`: while a run of the queue started
+        with that key is unfinished, this returns that run and starts nothing."""
+        queued = _QueueArgs(key, priority, dedup_key)
+        handle, _created = await self._start(workflow, args, kwargs, id, queue, queued)
         return handle
 
     async def _start(
-        self, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any], id: str | None, queue: str | None
+        self,
+        workflow: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        id: str | None,
+        queue: str | Queue | None,
+        queued: _QueueArgs | None = None,
     ) -> tuple[RunHandle, bool]:
         defn = _local_definition(workflow)
         if defn is not None:
@@ -87,14 +117,23 @@ class Client:
             run_id = id or uuid.uuid4().hex
             name, default_queue, version = info.name, info.queue, None
         _check_run_id(run_id)
-        if queue is not None:
-            check_name(queue, "queue name")
+        queue_id = queue_name(queue, "queue name") if queue is not None else default_queue
+        if queued == _QueueArgs():
+            queued = None
+        if queued is not None:
+            await self._check_queued(queue_id, queued)
         with telemetry.span("cairn.start", run_id=run_id, workflow=name):  # nothing when tracing is off
-            new = NewRun(run_id, name, encoded, queue or default_queue, code_version=version)
+            new = NewRun(run_id, name, encoded, queue_id, code_version=version)
+            if queued is not None:
+                new = dataclasses.replace(new, key=queued.key, priority=queued.priority, dedup_key=queued.dedup_key)
             trace = telemetry.current_context()
             if trace is not None:
                 new = dataclasses.replace(new, trace=trace)
             existing = await self._insert(new)
+        if existing is not None and existing.id != run_id:  # the unfinished run holding the dedup_key
+            handle = RunHandle(self, existing.id)
+            handle.created = False
+            return handle, False
         handle = RunHandle(self, run_id)
         handle.created = existing is None
         if existing is not None:
@@ -103,9 +142,32 @@ class Client:
             handle.input_differs = existing.input != encoded
         return handle, existing is None
 
+    async def _check_queued(self, queue: str, queued: _QueueArgs) -> None:
+        """Bad queue arguments are an error before anything is written."""
+        if queued.key is not None:
+            check_name(queued.key, "queue key")
+        if queued.dedup_key is not None:
+            check_name(queued.dedup_key, "dedup_key")
+        if queued.priority is None:
+            return
+        if isinstance(queued.priority, bool) or not isinstance(queued.priority, int):
+            raise ValueError(f"priority must be an integer (lower numbers start first), got {queued.priority!r}")
+        if not -(2**31) < queued.priority < 2**31:
+            raise ValueError(f"priority must fit in 32 bits, got {queued.priority}")
+        spec = declared(queue)  # declared in this process, else as workers stored it
+        if spec is None:
+            row = await self.store.get_queue(queue)
+            spec = None if row is None else row.spec
+        if spec is not None and not spec.priority:
+            raise ValueError(
+                f"queue {queue!r} does not take priorities: declare it with cairn.Queue({queue!r}, priority=True)"
+            )
+
     async def _insert(self, new: NewRun) -> RunRow | None:
         """Create the run (None), or find the run holding its id; a worker in this process may take
-        it at birth (see `cairn.worker.dispatch`)."""
+        it at birth (see `cairn.worker.dispatch`), unless it goes through its queue's insert."""
+        if new.queued:
+            return await self.store.insert_run(new)
         for dispatcher in dispatch.local(self.store):
             taken = await dispatcher.start_run(new)
             if taken is not None:
@@ -118,12 +180,16 @@ class Client:
         /,
         *args: Any,
         id: str | None = None,
-        queue: str | None = None,
+        queue: str | Queue | None = None,
         timeout: float | None = None,
+        key: str | None = None,
+        priority: int | None = None,
+        dedup_key: str | None = None,
         **kwargs: Any,
     ) -> Any:
         """Start (or find) the run and wait for its result."""
-        handle, created = await self._start(workflow, args, kwargs, id, queue)
+        queued = _QueueArgs(key, priority, dedup_key)
+        handle, created = await self._start(workflow, args, kwargs, id, queue, queued)
         # A run this call created is pending: no need to read it before its first notification.
         return await handle._result(timeout, pending=created)
 
@@ -172,6 +238,10 @@ class Client:
         """Create (or update) a schedule in the database: workers that serve its workflow fire it.
         Make it with `cairn.Schedule(..., register=False)` unless it is also declared in code."""
         await self.store.upsert_schedules([schedule.spec()], "api")
+
+    async def list_queues(self) -> list[QueueRow]:
+        """Every declared queue: its limits, its rate window, and its runs and attempts waiting and in flight."""
+        return await self.store.list_queues()
 
     async def list_schedules(self) -> list[ScheduleRow]:
         """Every schedule, with its next tick, its last run and that run's status."""

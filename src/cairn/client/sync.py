@@ -9,7 +9,9 @@ from typing import Any, TypeVar
 
 from cairn.client.client import Client
 from cairn.client.handle import RunEvent, RunHandle, StepInfo
+from cairn.queues import Queue
 from cairn.records import RunRow
+from cairn.store.protocol import QueueRow
 from cairn.types import RunStatus
 
 T = TypeVar("T")
@@ -115,11 +117,21 @@ class SyncClient:
         self._bridge.close()
 
     def start(
-        self, workflow: Any, /, *args: Any, id: str | None = None, queue: str | None = None, **kwargs: Any
+        self,
+        workflow: Any,
+        /,
+        *args: Any,
+        id: str | None = None,
+        queue: str | Queue | None = None,
+        key: str | None = None,
+        priority: int | None = None,
+        dedup_key: str | None = None,
+        **kwargs: Any,
     ) -> SyncRunHandle:
-        return SyncRunHandle(
-            self._bridge.run(self.inner.start(workflow, *args, id=id, queue=queue, **kwargs)), self._bridge
+        started = self.inner.start(
+            workflow, *args, id=id, queue=queue, key=key, priority=priority, dedup_key=dedup_key, **kwargs
         )
+        return SyncRunHandle(self._bridge.run(started), self._bridge)
 
     def run(
         self,
@@ -127,11 +139,28 @@ class SyncClient:
         /,
         *args: Any,
         id: str | None = None,
-        queue: str | None = None,
+        queue: str | Queue | None = None,
         timeout: float | None = None,
+        key: str | None = None,
+        priority: int | None = None,
+        dedup_key: str | None = None,
         **kwargs: Any,
     ) -> Any:
-        return self._bridge.run(self.inner.run(workflow, *args, id=id, queue=queue, timeout=timeout, **kwargs))
+        done = self.inner.run(
+            workflow,
+            *args,
+            id=id,
+            queue=queue,
+            timeout=timeout,
+            key=key,
+            priority=priority,
+            dedup_key=dedup_key,
+            **kwargs,
+        )
+        return self._bridge.run(done)
+
+    def list_queues(self) -> list[QueueRow]:
+        return self._bridge.run(self.inner.list_queues())
 
     def get(self, run_id: str) -> SyncRunHandle:
         return SyncRunHandle(self.inner.get(run_id), self._bridge)

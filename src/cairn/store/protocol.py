@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from cairn.clock import Clock
+from cairn.queues import QueueSpec
 from cairn.records import ActivationResult, NewRun, RunRow, StepRow
 from cairn.schedules import ScheduleSpec
 from cairn.types import Json, RunStatus
@@ -158,6 +159,23 @@ class ScheduleRow:
     last_run_id: str | None
     buffered_at: float | None
     last_status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    """A queue as stored (its limits, the last declaration's) and what is in it now."""
+
+    spec: QueueSpec
+    declared_by: str | None
+    updated_at: float
+    rate_next_at: float | None
+    """With a rate limit, when the next start may be claimed (None: no start yet)."""
+    rate_starts: int
+    """Starts counted by the rate limit, since the queue was first declared."""
+    runs_waiting: int = 0
+    runs_in_flight: int = 0
+    attempts_waiting: int = 0
+    attempts_in_flight: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +364,20 @@ class Store(Protocol):
         """Start a run of the schedule now, outside its ticks; its id, or None without such schedule."""
 
     # --- workers and definitions -----------------------------------------------------------------
+    async def upsert_queues(self, specs: Sequence[QueueSpec], declared_by: str) -> list[str]:
+        """Store the limits of queues declared in code (the last declaration wins); the names of
+        those whose stored limits were other ones, declared elsewhere (the caller logs them)."""
+        ...
+
+    async def get_queue(self, name: str) -> QueueRow | None:
+        """A queue's limits, without its counts (None: never declared)."""
+        ...
+
+    async def list_queues(self, counts: bool = True) -> list[QueueRow]:
+        """Every declared queue with its limits, rate window and (with `counts`) the runs and
+        attempts in it."""
+        ...
+
     async def heartbeat(
         self, info: WorkerInfo, lease: float, runs: Collection[str] = (), attempts: Collection[tuple[str, int]] = ()
     ) -> None:

@@ -15,9 +15,10 @@ from typing import Any
 from cairn.clock import Clock
 from cairn.errors import LeaseLost
 from cairn.names import storable
+from cairn.queues import QueueSpec
 from cairn.records import NewRun, RunRow, StepRow
 from cairn.schedules import ScheduleSpec
-from cairn.store import control, journal_tx, schedule_tx
+from cairn.store import control, journal_tx, queue_tx, schedule_tx
 from cairn.store.base import SCHEDULES, WORK, Database, Tx, run_row, step_row
 from cairn.store.batch import TxBatcher
 from cairn.store.protocol import (
@@ -27,6 +28,7 @@ from cairn.store.protocol import (
     EventRow,
     Listener,
     Need,
+    QueueRow,
     RunClaim,
     RunFilters,
     ScheduleRow,
@@ -90,11 +92,15 @@ class SqlStore:
     async def insert_run(
         self, run: NewRun, owner: str | None = None, lease: float = 0.0, now: float | None = None
     ) -> RunRow | None:
-        """Create the run unless its id names one already (then that run, and nothing is written).
+        """Create the run unless its id names one already (then that run, and nothing is written);
+        a run started with a key, a priority or a dedup_key goes in by its queue's insert.
 
         An insert cut off with its outcome unknown is settled like a commit (see
         `commit_activation`): the run there as it was to be written means it landed; no run means
         it never did, and it is sent again."""
+
+        if run.queued:
+            return await self.db.transaction(lambda tx: queue_tx.insert(tx, run))
 
         def work(tx: Tx) -> None:
             journal_tx.create_run(tx, run, owner, lease, now)
@@ -259,7 +265,7 @@ class SqlStore:
         def tx_fn(tx: Tx) -> WorkClaim:
             # The claims judge leases and due times by the transaction's clock (cairn_tx_now), read
             # back in the same round trip rather than fetched first.
-            filters = {"worker": worker, "lease": lease, "any_queue": 1 if queues is None else 0}
+            filters = {"worker": worker, "lease": lease, "any_queue": 1 if queues is None else 0, "gated": 1}
             filters["queues"] = list(queues or [])
             mine = {**filters, "busy": sorted(busy), "workflows": list(workflows), "names": list(actions)}
             want_runs, want_actions = bool(workflows) and run_limit > 0, bool(actions) and action_limit > 0
@@ -270,16 +276,25 @@ class SqlStore:
             if want_actions:
                 statements.append(("claim_actions", {**mine, "limit": action_limit}))
             # After the claims, which lease what they took: what is left to fall due.
-            statements += [("next_wake_runs", mine), ("next_wake_actions", mine)]
-            _, clock, *claimed, wake_runs, wake_actions = tx.all_of(statements)
+            statements += [("next_wake_runs", mine), ("next_wake_actions", mine), ("limited_queues_to_claim", filters)]
+            _, clock, *claimed, wake_runs, wake_actions, limited = tx.all_of(statements)
             now = float(clock[0][0])
             run_rows = claimed.pop(0) if want_runs else []
             action_rows = claimed.pop(0) if want_actions else []
-            due = [float(t[0][0]) for t in (wake_runs, wake_actions) if t and t[0][0] is not None]
+            due = [max(0.0, float(t[0][0]) - now) for t in (wake_runs, wake_actions) if t and t[0][0] is not None]
+            if limited:  # limited queues, each through its own row, with the room the claims above left
+                new_taken = sum(1 for r in run_rows if run_row(r).status == RunStatus.PENDING)
+                run_room = 0 if not want_runs else min(run_limit - len(run_rows), new_limit - new_taken)
+                action_room = action_limit - len(action_rows) if want_actions else 0
+                names = [str(r[0]) for r in limited]
+                q = queue_tx.claim(tx, now, worker, workflows, actions, names, run_room, action_room, lease)
+                run_rows, action_rows = [*run_rows, *q.runs], [*action_rows, *q.actions]
+                if q.next_due_in is not None:
+                    due.append(q.next_due_in)
             return WorkClaim(
                 _load_runs(tx, now, run_rows, cached),
                 _lease_actions(tx, now, worker, action_rows),
-                max(0.0, min(due) - now) if due else None,
+                min(due) if due else None,
             )
 
         return await self.db.transaction(tx_fn)
@@ -467,6 +482,31 @@ class SqlStore:
 
         await self.db.transaction(tx_fn)
 
+    async def upsert_queues(self, specs: Sequence[QueueSpec], declared_by: str) -> list[str]:
+        return await self.db.transaction(lambda tx: queue_tx.upsert(tx, specs, declared_by))
+
+    async def get_queue(self, name: str) -> QueueRow | None:
+        if not storable(name):
+            return None
+        row = await self.db.transaction(lambda tx: tx.one("get_queue", {"name": name}), write=False)
+        return None if row is None else _queue_row(row)
+
+    async def list_queues(self, counts: bool = True) -> list[QueueRow]:
+        def tx_fn(tx: Tx) -> list[QueueRow]:
+            if not counts:
+                return [_queue_row(row) for row in tx.all("list_queues", {})]
+            statements: list[tuple[str, dict[str, Any]]] = [
+                ("list_queues", {}),
+                ("queue_run_counts", {}),
+                ("queue_attempt_counts", {}),
+            ]
+            rows, runs, attempts = tx.all_of(statements)
+            r = {q: (int(w or 0), int(f or 0)) for q, w, f in runs}
+            a = {q: (int(w or 0), int(f or 0)) for q, w, f in attempts}
+            return [_queue_row(row, r.get(row[0], (0, 0)), a.get(row[0], (0, 0))) for row in rows]
+
+        return await self.db.transaction(tx_fn, write=False)
+
     async def list_schedules(self) -> list[ScheduleRow]:
         rows = await self.db.transaction(lambda tx: tx.all("list_schedules", {}), write=False)
         return [
@@ -571,6 +611,13 @@ error is given to the caller (each try first waits for the database to answer)."
 
 _COUNTS = {"status": "run_counts_by_status", "workflow": "run_counts_by_workflow", "queue": "run_counts_by_queue"}
 """Allowed groupings of `run_counts`, each its own fixed query."""
+
+
+def _queue_row(row: Sequence[Any], runs: tuple[int, int] = (0, 0), attempts: tuple[int, int] = (0, 0)) -> QueueRow:
+    """A `list_queues` row, with the queue's (waiting, in flight) runs and attempts."""
+    window = None if row[7] is None else float(row[7])
+    spec = queue_tx.spec_of(row)
+    return QueueRow(spec, row[9], float(row[10]), window, int(row[8]), *runs, *attempts)
 
 
 def _load_runs(tx: Tx, now: float, rows: Sequence[tuple[Any, ...]], cached: dict[str, int] | None) -> list[RunClaim]:

@@ -344,15 +344,21 @@ async def workers(request: Request) -> WorkersOut:
 
 
 QUEUES_NOTE = (
-    "Queues with limits (concurrency, rate limits, priorities) are not built yet; these are the queue "
-    "names seen on runs, with their runs per status."
+    "Queues declared with cairn.Queue carry their limits (enforced by the claim, across all workers) and "
+    "what is waiting and in flight; other queue names are those seen on runs, with no limits."
 )
+
+
+async def list_queues(client: Client) -> list[QueueOut]:
+    """Every queue declared or seen on runs: its limits, its runs per status, waiting and in flight."""
+    counts = await client.run_counts("queue")
+    declared = {q.spec.name: q for q in await client.list_queues()}
+    return [QueueOut.of(name, counts.get(name, {}), declared.get(name)) for name in sorted({*counts, *declared})]
 
 
 @router.get("/queues", response_model=QueuesOut, tags=["workers"])
 async def queues(request: Request) -> QueuesOut:
-    counts = await client_of(request).run_counts("queue")
-    return QueuesOut(queues=[QueueOut(name=q, counts=c) for q, c in sorted(counts.items())], note=QUEUES_NOTE)
+    return QueuesOut(queues=await list_queues(client_of(request)), note=QUEUES_NOTE)
 
 
 async def list_schedules(client: Client) -> list[ScheduleOut]:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from cairn.client.handle import RunEvent, StepInfo
 from cairn.serialization import loads
+from cairn.store.protocol import QueueRow
 from cairn.types import RunStatus
 
 ID_MAX = 255
@@ -237,7 +238,41 @@ class WorkersOut(BaseModel):
 
 class QueueOut(BaseModel):
     name: str
-    counts: dict[str, int]
+    counts: dict[str, int] = Field(description="Runs of the queue per status.")
+    concurrency: int | None = None
+    per_worker: int | None = None
+    per_key: int | None = None
+    rate_limit: int | None = Field(default=None, description="Starts allowed per rate_period seconds.")
+    rate_period: float | None = None
+    priority: bool = False
+    runs_waiting: int = 0
+    runs_in_flight: int = 0
+    attempts_waiting: int = 0
+    attempts_in_flight: int = 0
+    rate_next_at: float | None = Field(default=None, description="With a rate limit: when the next start may go.")
+    rate_starts: int = Field(default=0, description="Starts counted by the rate limit.")
+
+    @classmethod
+    def of(cls, name: str, counts: dict[str, int], row: QueueRow | None) -> QueueOut:
+        if row is None:  # a queue seen on runs, declared by no cairn.Queue: no limits
+            return cls(name=name, counts=counts)
+        spec = row.spec
+        return cls(
+            name=name,
+            counts=counts,
+            concurrency=spec.concurrency,
+            per_worker=spec.per_worker,
+            per_key=spec.per_key,
+            rate_limit=spec.rate_n,
+            rate_period=spec.rate_period,
+            priority=spec.priority,
+            runs_waiting=row.runs_waiting,
+            runs_in_flight=row.runs_in_flight,
+            attempts_waiting=row.attempts_waiting,
+            attempts_in_flight=row.attempts_in_flight,
+            rate_next_at=row.rate_next_at,
+            rate_starts=row.rate_starts,
+        )
 
 
 class QueuesOut(BaseModel):

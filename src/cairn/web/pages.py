@@ -23,7 +23,16 @@ from cairn.serialization import loads
 from cairn.transitions import RULES
 from cairn.types import RunStatus
 from cairn.web import views
-from cairn.web.api import QUEUES_NOTE, client_of, list_schedules, list_workers, list_workflows, unserved, workflow_names
+from cairn.web.api import (
+    QUEUES_NOTE,
+    client_of,
+    list_queues,
+    list_schedules,
+    list_workers,
+    list_workflows,
+    unserved,
+    workflow_names,
+)
 from cairn.web.models import ID_MAX, RunSummary
 from cairn.web.security import SESSION_COOKIE, SESSION_TTL, Guard, redact, safe_next
 
@@ -226,8 +235,8 @@ async def workers_page(request: Request) -> HTMLResponse:
 
 @router.get("/queues", response_class=HTMLResponse)
 async def queues_page(request: Request) -> HTMLResponse:
-    counts = await client_of(request).run_counts("queue")
-    return render(request, "queues.html", nav="queues", queues=sorted(counts.items()), note=QUEUES_NOTE)
+    found = await list_queues(client_of(request))
+    return render(request, "queues.html", nav="queues", queues=found, note=QUEUES_NOTE)
 
 
 @router.get("/schedules", response_class=HTMLResponse)

@@ -134,6 +134,9 @@ class Runner:
         self._worker_id = worker_id
         self._lease = lease
         self._queues = set(queues) if queues else None
+        self.limited: frozenset[str] = frozenset()
+        """Queues with limits (the worker keeps it current): their actions are claimed through the
+        queue, never born running here."""
         self.cache = InstanceCache(cache_size)
         self.traces = RunTraces(store)
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
@@ -398,6 +401,8 @@ class Runner:
             if self._registry.action(step.name) is None:
                 continue
             if self._queues is not None and (step.queue or "default") not in self._queues:
+                continue
+            if step.queue in self.limited:
                 continue
             if not self.reserve_slot():
                 break

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from cairn.names import check_name
 from cairn.policies import parse_duration
+from cairn.queues import declared
 from cairn.records import NewRun, RunRow
 from cairn.registry import Registry, WorkflowDef, registry
 from cairn.schedules import Schedule
@@ -153,6 +154,7 @@ class Worker:
         served = set(self._serves[0])
         self._declared = tuple(s for s in self.registry.schedules() if s.workflow_id in served)
         await self.store.upsert_schedules([s.spec() for s in self._declared], "code")
+        await self._upsert_queues()
         await self.store.heartbeat(self._info(), self.lease)
         self._runs_actions = bool(self.registry.actions())
         self._main = asyncio.create_task(self._loop(), name=f"cairn-worker-{self.id}")
@@ -452,6 +454,8 @@ class Worker:
             return False
         if self.queues is not None and queue not in self.queues:
             return False
+        if queue in self._runner.limited:  # its queue's claim starts it, within the limits
+            return False
         if self._new_run_room(self._run_slots.free) < 1:
             return False
         return self._run_slots.take()
@@ -502,7 +506,8 @@ class Worker:
                 return
             released = True
             slots.release()
-            if self._starved:  # the last claim was cut short by capacity: more work may be waiting
+            # The last claim was cut short by capacity, or a limited queue may have a slot again.
+            if self._starved or self._runner.limited:
                 self._wakeup.set()
 
         return release
@@ -517,6 +522,7 @@ class Worker:
             try:
                 await self.store.heartbeat(self._info(), self.lease, self._runner.held(), self._attempts.keys())
                 if not self._stopping.is_set():
+                    await self._refresh_queues()
                     await self._housekeeping()
             except Exception as exc:
                 log.warning("heartbeat failed (%s); will retry", exc)
@@ -568,6 +574,29 @@ class Worker:
             actions=self._serves[1],
             schedules=tuple(s.id for s in self._declared),
         )
+
+    async def _upsert_queues(self) -> None:
+        """Store the limits of the queues this code declares, so every worker and every claim reads
+        the same ones; a queue another worker declared with other limits takes ours (logged)."""
+        specs = {q.name: q.spec for q in self.registry.queues()}
+        used = {w.queue for w in self.registry.workflows()} | {a.queue for a in self.registry.actions()}
+        for name in used - set(specs):
+            spec = declared(name)
+            if spec is not None:
+                specs[name] = spec
+        for name in await self.store.upsert_queues(list(specs.values()), self.id):
+            log.warning(
+                "queue %s was declared elsewhere with other limits; now %s (the last declaration wins)",
+                name,
+                specs[name].describe(),
+            )
+        await self._refresh_queues()
+
+    async def _refresh_queues(self) -> None:
+        """Which queues have limits (declared anywhere): their work is never born running or
+        claimed at birth here, only by the queue's claim."""
+        queues = await self.store.list_queues(counts=False)
+        self._runner.limited = frozenset(q.spec.name for q in queues if q.spec.limited)
 
     async def _housekeeping(self) -> None:
         """Retention (every worker given one), and what one worker does for all, the longest

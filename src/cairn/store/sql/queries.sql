@@ -435,6 +435,7 @@ new_runs AS (
     WHERE status = 'pending' AND ready_at <= cairn_tx_now()
       AND (lease_until IS NULL OR lease_until < cairn_tx_now() OR (lease_owner = :worker AND NOT id = ANY(:busy)))
       AND (workflow || '') = ANY(:workflows) AND (:any_queue = 1 OR queue = ANY(:queues))
+      AND NOT queue IN (SELECT name FROM cairn_queues WHERE limited = 1)
     ORDER BY priority DESC, ready_at
     LIMIT :new_limit
     FOR UPDATE SKIP LOCKED)
@@ -457,6 +458,7 @@ SET status = 'running', attempt = s.attempt + 1, lease_owner = :worker, due_at =
 FROM (SELECT run_id AS claimed_run, seq AS claimed_seq FROM cairn_steps
       WHERE kind = 'action' AND status IN ('scheduled', 'running') AND due_at <= cairn_tx_now()
         AND name = ANY(:names) AND (:any_queue = 1 OR queue = ANY(:queues))
+        AND (:gated = 0 OR queue IS NULL OR NOT queue IN (SELECT name FROM cairn_queues WHERE limited = 1))
         AND EXISTS (SELECT 1 FROM cairn_runs r WHERE r.id = cairn_steps.run_id
                     AND r.status IN ('pending', 'running', 'waiting'))
       ORDER BY due_at
@@ -484,6 +486,7 @@ SELECT ready_at FROM cairn_runs
 WHERE ready_at IS NOT NULL AND (workflow || '') = ANY(:workflows) AND (:any_queue = 1 OR queue = ANY(:queues))
   AND (lease_until IS NULL OR lease_until <= ready_at
        OR (lease_owner = :worker AND ready_at > cairn_tx_now() AND NOT id = ANY(:busy)))
+  AND NOT (status = 'pending' AND queue IN (SELECT name FROM cairn_queues WHERE limited = 1))
 ORDER BY ready_at
 LIMIT 1
 
@@ -493,6 +496,7 @@ LIMIT 1
 SELECT due_at FROM cairn_steps
 WHERE kind = 'action' AND status IN ('scheduled', 'running') AND name = ANY(:names)
   AND (:any_queue = 1 OR queue = ANY(:queues))
+  AND NOT (due_at <= cairn_tx_now() AND queue IN (SELECT name FROM cairn_queues WHERE limited = 1))
   AND EXISTS (SELECT 1 FROM cairn_runs r WHERE r.id = cairn_steps.run_id
               AND r.status IN ('pending', 'running', 'waiting'))
 ORDER BY due_at
@@ -620,3 +624,113 @@ DELETE FROM cairn_schedules WHERE id = :id
 
 -- name: schedule_input
 SELECT workflow, queue, input FROM cairn_schedules WHERE id = :id
+
+
+-- Queues with flow control (cairn.queues; the claim of a limited queue is store/queue_tx.py). The
+-- queries of one queue repeat the predicates of cairn_runs_queued / cairn_steps_queued literally,
+-- so that both planners may use those partial indexes. A run is in flight in its queue from the
+-- claim that starts it (a pending run leased, its lease live) until it ends, sleeping and waiting
+-- included; an attempt while it runs under a live lease. A dead worker's pending claims and
+-- attempts stop counting when their leases run out.
+
+-- name: get_queue
+SELECT name, concurrency, per_worker, per_key, rate_n, rate_period, priority, rate_next_at, rate_starts,
+       declared_by, updated_at
+FROM cairn_queues WHERE name = :name
+
+-- name: list_queues
+SELECT name, concurrency, per_worker, per_key, rate_n, rate_period, priority, rate_next_at, rate_starts,
+       declared_by, updated_at
+FROM cairn_queues ORDER BY name
+
+-- name: upsert_queue
+INSERT INTO cairn_queues (name, concurrency, per_worker, per_key, rate_n, rate_period, priority, limited,
+                          declared_by, updated_at)
+VALUES (:name, :concurrency, :per_worker, :per_key, :rate_n, :rate_period, :priority, :limited, :declared_by,
+        cairn_now())
+ON CONFLICT (name) DO UPDATE SET
+    concurrency = excluded.concurrency, per_worker = excluded.per_worker, per_key = excluded.per_key,
+    rate_n = excluded.rate_n, rate_period = excluded.rate_period, priority = excluded.priority,
+    limited = excluded.limited, declared_by = excluded.declared_by, updated_at = excluded.updated_at
+
+-- name: limited_queues_to_claim
+-- The limited queues this worker serves (its claim of each goes through the queue's row).
+SELECT name FROM cairn_queues
+WHERE limited = 1 AND (:any_queue = 1 OR name = ANY(:queues))
+ORDER BY name
+
+-- name: lock_queue
+-- The queue's row, locked by this claim: claims of this queue take turns (one busy elsewhere is
+-- skipped this round), claims of other queues never wait on it.
+SELECT concurrency, per_worker, per_key, rate_n, rate_period, rate_next_at, rate_starts
+FROM cairn_queues WHERE name = :queue AND limited = 1
+FOR UPDATE SKIP LOCKED
+
+-- name: queue_runs_in_flight
+-- The queue's runs in flight, per key: how many, and how many are leased to this worker.
+SELECT queue_key, count(*), sum(CASE WHEN lease_owner = :worker AND lease_until >= cairn_tx_now() THEN 1 ELSE 0 END)
+FROM cairn_runs
+WHERE queue = :queue AND queue <> 'default' AND status IN ('pending', 'running', 'waiting', 'paused')
+  AND (status <> 'pending' OR lease_until >= cairn_tx_now())
+GROUP BY queue_key
+
+-- name: queue_candidates
+-- The queue's pending runs this worker could start, in claim order (lower client priority first:
+-- the column holds its negation; then first in, first out), more than it may take: the limits
+-- per key are applied to them in order by the claim.
+SELECT id, queue_key FROM cairn_runs
+WHERE queue = :queue AND queue <> 'default' AND status IN ('pending', 'running', 'waiting', 'paused')
+  AND status = 'pending' AND ready_at <= cairn_tx_now()
+  AND (lease_until IS NULL OR lease_until < cairn_tx_now())
+  AND (workflow || '') = ANY(:workflows)
+ORDER BY priority DESC, ready_at
+LIMIT :scan
+FOR UPDATE SKIP LOCKED
+
+-- name: lease_queue_runs
+UPDATE cairn_runs
+SET lease_owner = :worker, lease_until = cairn_tx_now() + :lease, lease_token = lease_token + 1
+WHERE id = ANY(:ids)
+RETURNING {run_columns}
+
+-- name: queue_attempts_in_flight
+SELECT count(*), sum(CASE WHEN lease_owner = :worker THEN 1 ELSE 0 END)
+FROM cairn_steps
+WHERE queue = :queue AND kind = 'action' AND status IN ('scheduled', 'running') AND queue <> 'default'
+  AND status = 'running' AND due_at >= cairn_tx_now()
+
+-- name: queue_rate
+UPDATE cairn_queues SET rate_next_at = :rate_next_at, rate_starts = rate_starts + :started WHERE name = :queue
+
+-- name: queue_run_counts
+-- Per queue of a limit: runs waiting to start (pending, unclaimed or their claim lapsed) and in flight.
+SELECT queue,
+       sum(CASE WHEN status = 'pending' AND (lease_until IS NULL OR lease_until < cairn_now()) THEN 1 ELSE 0 END),
+       sum(CASE WHEN status = 'pending' AND (lease_until IS NULL OR lease_until < cairn_now()) THEN 0 ELSE 1 END)
+FROM cairn_runs
+WHERE queue IN (SELECT name FROM cairn_queues) AND queue <> 'default'
+  AND status IN ('pending', 'running', 'waiting', 'paused')
+GROUP BY queue
+
+-- name: queue_attempt_counts
+SELECT queue,
+       sum(CASE WHEN status = 'running' AND due_at >= cairn_now() THEN 0 ELSE 1 END),
+       sum(CASE WHEN status = 'running' AND due_at >= cairn_now() THEN 1 ELSE 0 END)
+FROM cairn_steps
+WHERE queue IN (SELECT name FROM cairn_queues) AND kind = 'action' AND status IN ('scheduled', 'running')
+  AND queue <> 'default'
+GROUP BY queue
+
+-- name: insert_queued_run
+-- A run started with a key, a priority or a dedup_key (never born claimed: the queue's claim starts
+-- it). No row when its id, or an unfinished run's (queue, dedup_key), is taken.
+INSERT INTO cairn_runs (id, workflow, status, input, queue, parent_id, parent_seq, created_at, updated_at,
+                        code_version, ready_at, lease_token, priority, queue_key, dedup_key)
+VALUES (:id, :workflow, 'pending', :input, :queue, :parent_id, :parent_seq, cairn_now(), cairn_now(),
+        :code_version, cairn_now(), 0, :priority, :queue_key, :dedup_key)
+ON CONFLICT DO NOTHING
+RETURNING id
+
+-- name: run_by_dedup_key
+SELECT {run_columns} FROM cairn_runs
+WHERE queue = :queue AND dedup_key = :dedup_key AND status IN ('pending', 'running', 'waiting', 'paused')

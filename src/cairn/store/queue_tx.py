@@ -1,0 +1,244 @@
+"""Queues with flow control, in the database: the claim of a limited queue's work, the upsert of
+declared limits, and starts with a key, a priority or a dedup_key.
+
+A claim of a limited queue locks that queue's row (`FOR UPDATE SKIP LOCKED`: a queue another
+worker is claiming right now is skipped this round), so claims of one queue take turns while the
+claims of other queues never wait on it; SQLite's single writer serialises them anyway. What is in
+flight is counted from the rows themselves (runs started and not finished, attempts under a live
+lease), never from counters a dead worker would not decrement: when its leases run out, its slots
+come back. The rate limit spaces starts `rate_period / rate_n` apart (`rate_next_at` on the queue
+row: when the next may be claimed), each from the time the last was due when it came less than a
+spacing late, so the starts of a busy queue come at an even pace, `rate_n` a period (one more at
+most in a period that catches a late start and its successor), rather than in bursts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cairn.queues import QueueSpec
+from cairn.records import NewRun, RunRow
+from cairn.store.base import WORK, Tx, run_row
+
+BLOCKED_RETRY = 0.1
+"""Seconds until a claim looks again at a queue whose due work its limits held back (or another
+worker was claiming): a slot freed in another process wakes nobody here."""
+SCAN = 4
+"""A claim reads this many pending runs per run it may take, to pass over keys at their per_key limit."""
+
+
+@dataclass
+class QueueClaim:
+    """What the claims of limited queues took in one claim transaction."""
+
+    runs: list[tuple[Any, ...]] = field(default_factory=list)
+    actions: list[tuple[Any, ...]] = field(default_factory=list)
+    next_due_in: float | None = None
+
+    def due(self, seconds: float) -> None:
+        self.next_due_in = seconds if self.next_due_in is None else min(self.next_due_in, seconds)
+
+
+def claim(
+    tx: Tx,
+    now: float,
+    worker: str,
+    workflows: Sequence[str],
+    actions: Sequence[str],
+    limited: Sequence[str],
+    run_room: int,
+    action_room: int,
+    lease: float,
+) -> QueueClaim:
+    """Lease what the limits of each of the `limited` queues (those this worker serves) allow: new
+    runs (up to `run_room`) and action attempts (up to `action_room`)."""
+    out = QueueClaim()
+    if run_room <= 0 and action_room <= 0:
+        return out
+    for name in limited:
+        locked = tx.one("lock_queue", {"queue": name})
+        if locked is None:  # another worker is claiming this queue now: look again soon
+            out.due(BLOCKED_RETRY)
+            continue
+        limits = _Limits(name, locked, now)
+        if workflows and run_room > 0:
+            took = _claim_runs(tx, limits, worker, workflows, run_room, lease, out)
+            run_room -= len(took)
+            out.runs.extend(took)
+        if actions and action_room > 0:
+            took = _claim_actions(tx, limits, worker, actions, action_room, lease, out)
+            action_room -= len(took)
+            out.actions.extend(took)
+        limits.save(tx)
+    return out
+
+
+class _Limits:
+    """One locked queue row: its limits and its rate, as this claim spends them."""
+
+    def __init__(self, name: str, row: Sequence[Any], now: float) -> None:
+        self.name = name
+        self.concurrency, self.per_worker, self.per_key, self.rate_n = row[0], row[1], row[2], row[3]
+        period = None if row[4] is None else float(row[4])
+        self.spacing: float | None = None if self.rate_n is None or period is None else period / int(self.rate_n)
+        self.next_at = None if row[5] is None else float(row[5])
+        self.now = now
+        self.started = 0
+
+    def room(self, total: int, mine: int) -> int:
+        """How many more may start now, given `total` in flight across the cluster and `mine` here."""
+        room = 1 << 30
+        if self.concurrency is not None:
+            room = min(room, self.concurrency - total)
+        if self.per_worker is not None:
+            room = min(room, self.per_worker - mine)
+        if self.spacing is not None:  # one start per spacing: one now, if its time has come
+            room = min(room, 1 if self.started == 0 and (self.next_at is None or self.next_at <= self.now) else 0)
+        return max(0, room)
+
+    def rate_blocked_for(self) -> float | None:
+        """Seconds until the rate lets the next start through, when it is what holds starts back."""
+        if self.spacing is None:
+            return None
+        if self.started:
+            return max(0.0, self._following(self.spacing) - self.now)
+        if self.next_at is not None and self.next_at > self.now:
+            return self.next_at - self.now
+        return None
+
+    def _following(self, spacing: float) -> float:
+        """The next start's time: a spacing after this start's own time, so that the time a claim
+        takes to come round does not slow the rate down; unless this start came a spacing or more
+        late (the queue was idle), which would let the next one follow at once."""
+        due = self.next_at
+        if due is not None and self.now - due < spacing:
+            return due + spacing
+        return self.now + spacing
+
+    def save(self, tx: Tx) -> None:
+        if self.spacing is not None and self.started:
+            params = {"queue": self.name, "rate_next_at": self._following(self.spacing), "started": self.started}
+            tx.execute("queue_rate", params)
+
+
+def _claim_runs(
+    tx: Tx, q: _Limits, worker: str, workflows: Sequence[str], room: int, lease: float, out: QueueClaim
+) -> list[tuple[Any, ...]]:
+    per_key: Counter[str | None] = Counter()
+    total = mine = 0
+    for key, count, held in tx.all("queue_runs_in_flight", {"queue": q.name, "worker": worker}):
+        per_key[key] += int(count)
+        total += int(count)
+        mine += int(held or 0)
+    room = min(room, q.room(total, mine))
+    if room <= 0:
+        _blocked(q, out)
+        return []
+    scan = room * SCAN if q.per_key is not None else room + 1  # one more: to know whether any is left behind
+    params = {"queue": q.name, "workflows": list(workflows), "scan": scan}
+    chosen: list[str] = []
+    candidates = tx.all("queue_candidates", params)
+    for run_id, key in candidates:
+        if len(chosen) == room:
+            break
+        if q.per_key is not None and key is not None and per_key[key] >= q.per_key:
+            continue
+        per_key[key] += 1
+        chosen.append(run_id)
+    if len(chosen) < len(candidates):
+        _blocked(q, out)  # due runs left behind by a limit
+    if not chosen:
+        return []
+    q.started += len(chosen)
+    return tx.all("lease_queue_runs", {"ids": chosen, "worker": worker, "lease": lease})
+
+
+def _claim_actions(
+    tx: Tx, q: _Limits, worker: str, actions: Sequence[str], room: int, lease: float, out: QueueClaim
+) -> list[tuple[Any, ...]]:
+    row = tx.one("queue_attempts_in_flight", {"queue": q.name, "worker": worker})
+    total, mine = (int(row[0]), int(row[1] or 0)) if row else (0, 0)
+    allowed = min(room, q.room(total, mine))
+    params = {"worker": worker, "lease": lease, "any_queue": 0, "queues": [q.name], "names": list(actions), "gated": 0}
+    if allowed <= 0:
+        _blocked(q, out)
+        return []
+    took = tx.all("claim_actions", {**params, "limit": allowed})
+    if len(took) == allowed and allowed < room:
+        _blocked(q, out)  # perhaps more due, held back by a limit
+    q.started += len(took)
+    return took
+
+
+def _blocked(q: _Limits, out: QueueClaim) -> None:
+    """The queue's limits allow no start now: look again when its rate allows the next, or soon (a
+    slot freed by another process wakes nobody here)."""
+    wait = q.rate_blocked_for()
+    out.due(BLOCKED_RETRY if wait is None else max(wait, 0.005))
+
+
+def upsert(tx: Tx, specs: Sequence[QueueSpec], declared_by: str) -> list[str]:
+    """Store declared limits; the names whose stored limits (declared elsewhere) were other ones."""
+    changed = []
+    for spec in specs:
+        row = tx.one("get_queue", {"name": spec.name})
+        if row is not None and spec_of(row) != spec and row[9] != declared_by:
+            changed.append(spec.name)
+        params = {
+            "name": spec.name,
+            "concurrency": spec.concurrency,
+            "per_worker": spec.per_worker,
+            "per_key": spec.per_key,
+            "rate_n": spec.rate_n,
+            "rate_period": spec.rate_period,
+            "priority": 1 if spec.priority else 0,
+            "limited": 1 if spec.limited else 0,
+            "declared_by": declared_by,
+        }
+        tx.execute("upsert_queue", params)
+    if specs:
+        tx.notify(WORK)
+    return changed
+
+
+def spec_of(row: Sequence[Any]) -> QueueSpec:
+    """A `get_queue` / `list_queues` row's first seven columns."""
+    name, concurrency, per_worker, per_key, rate_n, rate_period, priority = row[:7]
+    period = None if rate_period is None else float(rate_period)
+    return QueueSpec(name, concurrency, per_worker, per_key, rate_n, period, bool(priority))
+
+
+def insert(tx: Tx, run: NewRun) -> RunRow | None:
+    """Create a run started with a key, a priority or a dedup_key; None when created, else the run
+    that holds its id or (unfinished) its dedup_key, and nothing is written."""
+    if run.dedup_key is not None:
+        held = tx.one("run_by_dedup_key", {"queue": run.queue, "dedup_key": run.dedup_key})
+        if held is not None:
+            return run_row(held)
+    params = {
+        "id": run.id,
+        "workflow": run.workflow,
+        "input": run.input,
+        "queue": run.queue,
+        "parent_id": run.parent_id,
+        "parent_seq": run.parent_seq,
+        "code_version": run.code_version,
+        # The claim order is "priority DESC" (the column's, kept for every existing caller); a
+        # client's priority is "lower first", so the column holds its negation.
+        "priority": -(run.priority or 0),
+        "queue_key": run.key,
+        "dedup_key": run.dedup_key,
+    }
+    if tx.one("insert_queued_run", params) is not None:
+        if run.trace is not None:
+            tx.write("set_run_trace", {"id": run.id, "trace": run.trace})
+        tx.notify(WORK)
+        return None
+    existing = tx.one("get_run", {"id": run.id})
+    if existing is None and run.dedup_key is not None:  # a start with the same dedup_key won a race
+        existing = tx.one("run_by_dedup_key", {"queue": run.queue, "dedup_key": run.dedup_key})
+    assert existing is not None, f"run {run.id} was refused, yet neither its id nor its dedup_key is taken"
+    return run_row(existing)

@@ -1,0 +1,185 @@
+"""Queues with flow control on both backends: concurrency, per_key, per_worker, priority order,
+dedup_key and the rate limit, enforced by the claim whichever worker asks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import pytest
+
+import cairn
+from cairn import RunStatus
+from tests import queueflows as qf
+from tests.helpers import cli_in_thread
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(autouse=True)
+def _marks() -> Iterator[None]:
+    qf.MARKS.clear()
+    yield
+    qf.MARKS.clear()
+
+
+@asynccontextmanager
+async def workers(client: cairn.Client, db_url: str, n: int = 2, concurrency: int = 8) -> AsyncIterator[None]:
+    """`n` workers, each on its own client (as separate processes would be), sharing the database."""
+    async with AsyncExitStack() as stack:
+        for i in range(n):
+            c = client if i == 0 else cairn.Client(db_url)
+            if i:
+                stack.push_async_callback(c.close)
+            await stack.enter_async_context(cairn.Worker(c, concurrency=concurrency, poll_interval=0.05, lease=5.0))
+        yield
+
+
+async def test_concurrency_one_never_runs_two_at_once(client: cairn.Client, db_url: str) -> None:
+    handles = [await client.start(qf.serial, f"s{i}") for i in range(6)]
+    async with workers(client, db_url):
+        results = [await h.result(timeout=30) for h in handles]
+    assert results == [f"s{i}" for i in range(6)]
+    assert qf.MARKS.peak["one"] == 1
+    assert qf.MARKS.order == [f"s{i}" for i in range(6)]  # first in, first out
+
+
+async def test_an_action_queue_limits_attempts_in_flight(client: cairn.Client, db_url: str) -> None:
+    async with workers(client, db_url):
+        result = await client.run(qf.fan_two, 6, 0.15, timeout=30)
+    assert result == [f"a{i}" for i in range(6)]
+    assert qf.MARKS.peak["two"] == 2  # never more, and the limit is used
+
+
+async def test_per_key_one_per_key_while_keys_run_in_parallel(client: cairn.Client, db_url: str) -> None:
+    handles = [await client.start(qf.keyed, f"{k}{i}", k, key=k) for i in range(3) for k in ("a", "b")]
+    async with workers(client, db_url):
+        for h in handles:
+            await h.result(timeout=30)
+    assert qf.MARKS.peak["key:a"] == 1 and qf.MARKS.peak["key:b"] == 1
+    assert qf.MARKS.peak["all"] == 2  # the two keys went side by side
+
+
+async def test_per_worker_limits_each_worker(client: cairn.Client, db_url: str) -> None:
+    async with workers(client, db_url, n=1):
+        assert await client.run(qf.fan_per_worker, 4, 0.1, timeout=30) == [f"p{i}" for i in range(4)]
+    assert qf.MARKS.peak["per-worker"] == 1
+    qf.MARKS.clear()
+    async with workers(client, db_url, n=2):
+        await client.run(qf.fan_per_worker, 6, 0.2, timeout=30)
+    assert qf.MARKS.peak["per-worker"] <= 2
+
+
+async def test_priority_lower_first_then_first_in_first_out(client: cairn.Client, db_url: str) -> None:
+    async with workers(client, db_url, n=1):  # declares the queue (priority=True)
+        pass
+    for label, priority in (("p5", 5), ("p1-first", 1), ("p3", 3), ("p1-second", 1), ("none", None)):
+        await client.start(qf.ranked, label, priority=priority)
+    async with workers(client, db_url, n=2):
+        for run in await client.list_runs(limit=10):
+            await client.get(run.id).result(timeout=30)
+    # No priority is 0, before any positive one (as DBOS orders them); ties first in, first out.
+    assert qf.MARKS.order == ["none", "p1-first", "p1-second", "p3", "p5"]
+
+
+async def test_priority_on_a_queue_without_it_is_refused(client: cairn.Client) -> None:
+    with pytest.raises(ValueError, match="does not take priorities"):
+        await client.start(qf.serial, "x", priority=1)
+    assert await client.list_runs() == []  # nothing was written
+
+
+async def test_dedup_key_returns_the_unfinished_run(client: cairn.Client, db_url: str) -> None:
+    first = await client.start(qf.gated, "1", dedup_key="order-1")
+    again = await client.start(qf.gated, "2", dedup_key="order-1")
+    assert again.id == first.id and not again.created
+    other = await client.start(qf.gated, "3", dedup_key="order-2")
+    assert other.id != first.id and other.created
+    async with workers(client, db_url, n=1):
+        await first.signal("go", "ok")
+        assert await first.result(timeout=30) == "ok1"
+        fresh = await client.start(qf.gated, "4", dedup_key="order-1")  # the key is free again
+        assert fresh.id != first.id and fresh.created
+        for h in (other, fresh):
+            await h.signal("go", "ok")
+            await h.result(timeout=30)
+    assert len(await client.list_runs(status=RunStatus.COMPLETED)) == 3
+
+
+async def test_rate_limit_spaces_starts_evenly(client: cairn.Client, db_url: str) -> None:
+    async with workers(client, db_url, n=2):
+        assert len(await client.run(qf.fan_rated, 6, timeout=30)) == 6
+    starts = sorted(qf.MARKS.starts)
+    assert len(starts) == 6
+    # Two a half-second: each start is due a quarter of a second after the last was due, so k
+    # starts later is more than k - 1 quarters later, and no half-second holds more than 2 + 1.
+    assert starts[5] - starts[0] >= 4 * 0.25 - 0.05, starts
+    assert all(b - a >= 0.5 - 0.05 for a, b in zip(starts, starts[3:], strict=False)), starts
+
+
+async def test_bad_queue_arguments_change_nothing(client: cairn.Client) -> None:
+    with pytest.raises(ValueError, match="queue key"):
+        await client.start(qf.keyed, "x", "k", key="")
+    with pytest.raises(ValueError, match="priority must be an integer"):
+        await client.start(qf.keyed, "x", "k", priority="high")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="dedup_key"):
+        await client.start(qf.keyed, "x", "k", dedup_key="a\x00b")
+    assert await client.list_runs() == []
+
+
+async def test_queues_are_listed_with_their_limits_and_counts(client: cairn.Client, db_url: str) -> None:
+    async with workers(client, db_url, n=1):
+        pass
+    await client.start(qf.serial, "waiting")
+    queues = {q.spec.name: q for q in await client.list_queues()}
+    assert queues["q-one"].spec.concurrency == 1 and queues["q-one"].runs_waiting == 1
+    assert queues["q-rated"].spec.rate_n == 2 and queues["q-rated"].spec.rate_period == 0.5
+    assert queues["q-rated"].rate_next_at is None  # nothing started yet
+    listed = await cli_in_thread(["queues", "--db", client.url, "--json"])
+    assert listed.exit_code == 0, listed.output
+    one = next(q for q in json.loads(listed.output) if q["name"] == "q-one")
+    assert one["concurrency"] == 1 and one["runs_waiting"] == 1 and one["runs_in_flight"] == 0
+    table = await cli_in_thread(["queues", "--db", client.url])
+    assert "concurrency=1" in table.output and "rate_limit=2/0.5s" in table.output
+
+
+async def test_cli_start_takes_key_priority_and_dedup_key(client: cairn.Client) -> None:
+    args = ["start", "tests.queueflows.gated", "--input", '["c"]', "--db", client.url, "--dedup-key", "d-1"]
+    first = await cli_in_thread([*args, "--key", "k"])
+    assert first.exit_code == 0, first.output
+    again = await cli_in_thread(args)
+    assert again.exit_code == 0 and "existed already" in again.output
+    assert len(await client.list_runs()) == 1
+
+
+async def test_the_sync_client_takes_queue_arguments(client: cairn.Client, db_url: str) -> None:
+    def use() -> tuple[str, str, list[str]]:
+        sync = cairn.connect_sync(db_url)
+        try:
+            first = sync.start(qf.gated, "s", key="k", dedup_key="sync-1")
+            again = sync.start(qf.gated, "s", dedup_key="sync-1")
+            return first.id, again.id, [q.spec.name for q in sync.list_queues()]
+        finally:
+            sync.close()
+
+    first, again, _ = await asyncio.to_thread(use)
+    assert first == again
+
+
+async def test_two_declarations_of_one_queue_the_last_wins_and_says_so(
+    client: cairn.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cairn.registry import Registry
+
+    first, second = Registry(), Registry()
+    first.register_queue(cairn.Queue("q-twice", concurrency=1, register=False))
+    second.register_queue(cairn.Queue("q-twice", concurrency=3, register=False))
+    async with cairn.Worker(client, registry=first, poll_interval=0.05):
+        pass
+    with caplog.at_level("WARNING", logger="cairn.worker"):
+        async with cairn.Worker(client, registry=second, poll_interval=0.05):
+            pass
+    assert "q-twice was declared elsewhere with other limits; now concurrency=3" in caplog.text
+    row = await client.store.get_queue("q-twice")
+    assert row is not None and row.spec.concurrency == 3
