@@ -60,38 +60,45 @@ async def check(
         if got != want:
             lost += 1
             problems.append(f"run {rid} returned {got!r}, expected {want!r}")
-        events = await handle.events()
-        if (n := [e.kind for e in events].count("completed")) != 1:
-            problems.append(f"run {rid} completed {n} times")
-        completed = collections.Counter(e.step for e in events if e.kind == "step.completed")
-        steps = [s for s in await handle.steps() if s.kind == StepKind.ACTION]
-        seqs = [s.seq for s in steps]
-        if len(seqs) != len(set(seqs)):
-            problems.append(f"run {rid}: a step recorded twice in the journal: {seqs}")
-        for step in steps:
-            if step.status != StepStatus.COMPLETED or completed[step.seq] != 1:
-                problems.append(f"run {rid} step {step.seq}: {step.status}, completed {completed[step.seq]} times")
-                continue
-            ran = ends.get((rid, step.seq), [])
-            attempts = {e.attempt for e in ran}
-            kept = {e.pid for e in ran if e.attempt == step.attempt}
-            if not kept:
-                problems.append(
-                    f"run {rid} step {step.seq}: the recorded attempt {step.attempt} never ran ({attempts})"
-                )
-            elif step.result["pid"] not in kept:
-                problems.append(
-                    f"run {rid} step {step.seq}: result written by pid {step.result['pid']}, "
-                    f"but attempt {step.attempt} ran in {kept} (a late write got in)"
-                )
-            if max(attempts, default=0) > step.attempt:
-                problems.append(f"run {rid} step {step.seq}: executions of attempts {attempts} beyond {step.attempt}")
+        problems += await _journal(handle, ends)
     figures.lost = lost + len(stuck)
 
     mine = [ran for (rid, _), ran in ends.items() if rid in expected]
     figures.duplicates = sum(len(ran) - 1 for ran in mine if len(ran) > 1)
     if figures.duplicates > bound:
         problems.append(f"{figures.duplicates} duplicate executions, over the bound of {bound} (faults x concurrency)")
+    return problems
+
+
+async def _journal(handle: cairn.RunHandle, ends: Mapping[tuple[str, int], list[Effect]]) -> list[str]:
+    """A completed run's journal: completed once, each step recorded once, by the attempt (and the
+    process) whose execution the effects file shows, with no execution of a later attempt."""
+    problems: list[str] = []
+    rid = handle.id
+    events = await handle.events()
+    if (n := [e.kind for e in events].count("completed")) != 1:
+        problems.append(f"run {rid} completed {n} times")
+    completed = collections.Counter(e.step for e in events if e.kind == "step.completed")
+    steps = [s for s in await handle.steps() if s.kind == StepKind.ACTION]
+    seqs = [s.seq for s in steps]
+    if len(seqs) != len(set(seqs)):
+        problems.append(f"run {rid}: a step recorded twice in the journal: {seqs}")
+    for step in steps:
+        if step.status != StepStatus.COMPLETED or completed[step.seq] != 1:
+            problems.append(f"run {rid} step {step.seq}: {step.status}, completed {completed[step.seq]} times")
+            continue
+        ran = ends.get((rid, step.seq), [])
+        attempts = {e.attempt for e in ran}
+        kept = {e.pid for e in ran if e.attempt == step.attempt}
+        if not kept:
+            problems.append(f"run {rid} step {step.seq}: the recorded attempt {step.attempt} never ran ({attempts})")
+        elif step.result["pid"] not in kept:
+            problems.append(
+                f"run {rid} step {step.seq}: result written by pid {step.result['pid']}, "
+                f"but attempt {step.attempt} ran in {kept} (a late write got in)"
+            )
+        if max(attempts, default=0) > step.attempt:
+            problems.append(f"run {rid} step {step.seq}: executions of attempts {attempts} beyond {step.attempt}")
     return problems
 
 
