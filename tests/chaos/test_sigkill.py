@@ -45,7 +45,7 @@ async def test_sigkill_workers_mid_load(db_url: str, tmp_path: Path) -> None:
         for i in range(faults):
             # Pace the faults by the load's progress (a share of the actions finished), not by a clock.
             goal = int(total * 0.8 * (i + 1) / (faults + 1))
-            await eventually(lambda: _ended(workers.effects, goal), timeout=60, what=f"{goal} actions done")
+            await eventually(lambda g=goal: _ended(workers.effects, g), timeout=60, what=f"{goal} actions done")
             alive = workers.alive()
             victims = alive[:1] if i < ROLLING else alive
             for victim in victims:
