@@ -1,6 +1,7 @@
 """The chaos suite's workflows. Every action appends two lines to the file CAIRN_EFFECTS_LOG: "S" when
-an execution starts and "E" when it ends, each with run, step, attempt, pid and time, so the suite can
-count executions (duplicates), tell which process ran the attempt the journal kept, and see overlaps."""
+an execution starts and "E" when it ends ("C" when an async one is cancelled), each with run, step,
+attempt, pid and time, so the suite can count executions (duplicates), tell which process ran the
+attempt the journal kept, and see two executions of one action overlap."""
 
 from __future__ import annotations
 
@@ -61,7 +62,11 @@ def sync_work(seconds: float) -> dict[str, Any]:
 @action
 async def async_work(seconds: float) -> dict[str, Any]:
     effect("S")
-    await asyncio.sleep(seconds)
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        effect("C")  # stopped before its end: this execution is over here
+        raise
     effect("E")
     return {"value": seconds, "pid": os.getpid()}
 
