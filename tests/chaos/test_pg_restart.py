@@ -47,14 +47,18 @@ async def test_postgres_restarts_under_load(tmp_path: Path) -> None:
         await eventually(lambda: _ended(workers.effects, 1), timeout=30, what="load under way")
         rng = random.Random()
         restarted_at: list[float] = []
+        outages: list[float] = []  # how long each restart kept the server away (pg_ctl -w)
         load_began = time.monotonic()
         while time.monotonic() - load_began < DURATION and (RESTARTS is None or len(restarted_at) < RESTARTS):
             await asyncio.sleep(rng.uniform(*PAUSE))  # the fault injection's own pacing
             if await _all_done(client, RUNS):
                 break
+            down = time.time()
             await asyncio.to_thread(restart)
             restarted_at.append(time.time())
+            outages.append(restarted_at[-1] - down)
         figures.restarts = len(restarted_at)
+        figures.notes["outage_max"] = round(max(outages, default=0.0), 2)
         assert figures.restarts >= pick(2, 5), "the load finished before the restarts; make it longer"
         died = [p.returncode for p in workers.procs if p.poll() is not None]
         assert not died, f"workers died with the database: {died}\n{workers.logs()}"
