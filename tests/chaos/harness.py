@@ -101,9 +101,10 @@ class Workers:
             proc.wait(timeout=15)
 
 
-def resume_times(faults: list[float], effects: list[Effect]) -> list[float]:
-    """For each fault (the time it ended), how long until an action next finished."""
-    ends = sorted(e.at for e in effects if e.kind == "E")
+def resume_times(faults: list[float], effects: list[Effect], kind: str = "E") -> list[float]:
+    """For each fault (the time it ended), how long until an action next finished (or, with
+    kind="S", next started)."""
+    ends = sorted(e.at for e in effects if e.kind == kind)
     out = []
     for t in faults:
         later = [at for at in ends if at > t]
