@@ -65,6 +65,8 @@ async def check(
 
     mine = [ran for (rid, _), ran in ends.items() if rid in expected]
     figures.duplicates = sum(len(ran) - 1 for ran in mine if len(ran) > 1)
+    if figures.duplicates:  # how the extra executions came about: a new attempt, or one attempt run twice
+        figures.notes["dup_same_attempt"] = sum(len(r) - len({e.attempt for e in r}) for r in mine)
     if figures.duplicates > bound:
         problems.append(f"{figures.duplicates} duplicate executions, over the bound of {bound} (faults x concurrency)")
     return problems
