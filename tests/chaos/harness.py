@@ -101,10 +101,10 @@ class Workers:
             proc.wait(timeout=15)
 
 
-def resume_times(faults: list[float], effects: list[Effect], kind: str = "E") -> list[float]:
-    """For each fault (the time it ended), how long until an action next finished (or, with
-    kind="S", next started)."""
-    ends = sorted(e.at for e in effects if e.kind == kind)
+def resume_times(faults: list[float], effects: list[Effect]) -> list[float]:
+    """For each fault (the time it ended), how long until an action next started: a start needs a
+    claim committed after the fault (an action already running ends whatever the database does)."""
+    ends = sorted(e.at for e in effects if e.kind == "S")
     out = []
     for t in faults:
         later = [at for at in ends if at > t]

@@ -85,7 +85,7 @@ async def test_sigterm_mid_action_never_runs_one_action_twice_at_once(db_url: st
         if lingered > 5:
             problems.append(f"the stopped worker exited {lingered:.1f}s after its grace and its work were over")
         figures.kills = 1
-        figures.resumed(resume_times([term_at], [e for e in effects if e.pid == waiting.pid], kind="S"))
+        figures.resumed(resume_times([term_at], [e for e in effects if e.pid == waiting.pid]))
         record(figures, began)
         assert not problems, "\n".join(problems[:20]) + "\n" + workers.logs()
     finally:
