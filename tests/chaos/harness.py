@@ -24,12 +24,13 @@ FLOWS = "tests.chaos.flows"
 
 
 def pick(short: Any, long: Any) -> Any:
+    """A scenario parameter: its short (CI) or long value."""
     return long if LONG else short
 
 
 @dataclass(frozen=True, slots=True)
 class Effect:
-    """One line of the effects file: an execution's start ("S") or end ("E")."""
+    """One line of the effects file: an execution's start ("S"), end ("E") or cancellation ("C")."""
 
     kind: str
     run_id: str
