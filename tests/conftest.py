@@ -46,16 +46,17 @@ def _pg_bin() -> Path | None:
     return Path(found).parent if found else None
 
 
-def start_cluster() -> tuple[str, Callable[[], None], Callable[[], None]]:
-    """A private PostgreSQL cluster: (url, restart, stop). Needs the server binaries."""
-    url, stop = _start_throwaway_cluster()
+def start_cluster(restart_mode: str = "fast") -> tuple[str, Callable[[], None], Callable[[], None]]:
+    """A private PostgreSQL cluster: (url, restart, stop). Needs the server binaries. `restart_mode`
+    is pg_ctl's shutdown mode for `restart` ("immediate": a crash, with recovery at start-up)."""
+    url, stop = _start_throwaway_cluster(restart_mode)
     return url, _CLUSTERS[url], stop
 
 
 _CLUSTERS: dict[str, Callable[[], None]] = {}
 
 
-def _start_throwaway_cluster() -> tuple[str, Callable[[], None]]:
+def _start_throwaway_cluster(restart_mode: str = "fast") -> tuple[str, Callable[[], None]]:
     bindir = _pg_bin()
     if bindir is None:
         pytest.exit(
@@ -94,7 +95,7 @@ def _start_throwaway_cluster() -> tuple[str, Callable[[], None]]:
     pg_ctl("-w", "-o", options, "start")
 
     def restart() -> None:
-        pg_ctl("-w", "-m", "fast", "-o", options, "restart")
+        pg_ctl("-w", "-m", restart_mode, "-o", options, "restart")
 
     _CLUSTERS[f"postgresql://postgres@127.0.0.1:{port}/postgres"] = restart
 
