@@ -32,11 +32,6 @@ EACH = pick(2, 5)  # runs of each kind x length
 pytestmark = [pytest.mark.process, pytest.mark.timeout(pick(120, 300))]
 
 
-@pytest.mark.xfail(
-    reason="needs `cairn worker --grace SECONDS` and a stop that never hands over an action still "
-    "running (issue 18 defect 1), built on branch `shutdown`; this branch's worker has no --grace",
-    strict=False,
-)
 async def test_sigterm_mid_action_never_runs_one_action_twice_at_once(db_url: str, tmp_path: Path) -> None:
     began = time.monotonic()
     workers = Workers(db_url, tmp_path, lease=2, poll=0.2, concurrency=4 * EACH)
