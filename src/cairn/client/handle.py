@@ -163,10 +163,9 @@ class RunHandle:
         return await self.client.store.pause(self._stored_id())
 
     async def resume(self) -> RunStatus:
-        """Continue a paused run (one paused on an error retries the failed step). A run that is not
-        paused is left as it is and IllegalTransition says so ("it is running; the run was not
-        paused, so nothing was resumed"): a run resumed twice, or never paused, is the wrong run or a
-        stale view."""
+        """Continue a paused run (one paused on an error retries the failed step). A run that is
+        going already is left as it is and its status returned (safe to repeat or race); a
+        finished one is IllegalTransition."""
         return await self.client.store.resume(self._stored_id())
 
     async def cancel(self) -> RunStatus:
