@@ -22,6 +22,7 @@ from typing import Any
 from cairn.queues import QueueSpec
 from cairn.records import NewRun, RunRow
 from cairn.store.base import WORK, Tx, run_row
+from cairn.store.journal_tx import insert_params
 
 BLOCKED_RETRY = 0.1
 """Seconds until a claim looks again at a queue whose due work its limits held back (or another
@@ -219,13 +220,7 @@ def insert(tx: Tx, run: NewRun) -> RunRow | None:
         if held is not None:
             return run_row(held)
     params = {
-        "id": run.id,
-        "workflow": run.workflow,
-        "input": run.input,
-        "queue": run.queue,
-        "parent_id": run.parent_id,
-        "parent_seq": run.parent_seq,
-        "code_version": run.code_version,
+        **insert_params(run),
         # The claim order is "priority DESC" (the column's, kept for every existing caller); a
         # client's priority is "lower first", so the column holds its negation.
         "priority": -(run.priority or 0),
