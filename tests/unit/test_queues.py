@@ -3,6 +3,7 @@ is registered."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -86,7 +87,7 @@ def test_the_default_queue_takes_no_limits() -> None:
         cairn.Queue("default", concurrency=1)
 
 
-def test_queue_objects_and_names_both_work_on_declarations() -> None:
+def test_queue_objects_and_names_both_work_on_declarations(caplog: pytest.LogCaptureFixture) -> None:
     q = cairn.Queue("unit-actions", concurrency=2)
 
     @cairn.action(queue=q, id="unit.queued_action")
@@ -98,9 +99,12 @@ def test_queue_objects_and_names_both_work_on_declarations() -> None:
         return 1
 
     assert act.defn.queue == "unit-actions" and named.defn.queue == "unit-by-name"
-    keyed = cairn.Queue("unit-keyed", per_key=1)
-    with pytest.raises(ValueError, match="an action has no key"):
+    keyed = cairn.Queue("unit-keyed", per_key=1)  # as SPEC's example declares one on an action
+    with caplog.at_level(logging.WARNING, logger="cairn.action"):
 
         @cairn.action(queue=keyed, id="unit.keyed_action")
         async def per_key_action() -> int:
             return 1
+
+    assert per_key_action.defn.queue == "unit-keyed"
+    assert "per_key does not limit this action's attempts" in caplog.text

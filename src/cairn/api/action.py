@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import threading
 import warnings
 from collections.abc import Callable, Coroutine, Generator
@@ -24,6 +25,8 @@ from cairn.queues import Queue, queue_name
 from cairn.registry import ActionDef, registry
 from cairn.serialization import Signature
 from cairn.types import StepKind
+
+log = logging.getLogger("cairn.action")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -218,9 +221,13 @@ def action(
         action_id = check_name(id or f"{importable_module(f.__module__)}.{f.__qualname__}", "action id")
         queue_id = queue_name(queue, f"queue of action {action_id}")
         if isinstance(queue, Queue) and queue.spec.per_key is not None:
-            raise ValueError(
-                f"action {action_id}: queue {queue.name!r} has per_key, which limits runs by the key given to "
-                "client.start; an action has no key (use the queue on the workflow, or drop per_key)"
+            # SPEC's own example puts such a queue on an action: declared, its other limits hold.
+            log.warning(
+                "action %s: queue %r has per_key, which limits the runs started with a key= in that queue; "
+                "an action attempt has no key, so per_key does not limit this action's attempts (its other "
+                "limits do). Put the queue on the workflow to run one per key at a time",
+                action_id,
+                queue.name,
             )
         defn = ActionDef(
             id=action_id,
