@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sqlite3
 import statistics
 import subprocess
@@ -39,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 
 import cairn  # noqa: E402
-from cairn.bench import scenarios  # noqa: E402
+from cairn.bench import flows, scenarios  # noqa: E402
 from cairn.types import RunStatus  # noqa: E402
 
 TABLES = [
@@ -202,9 +203,10 @@ BURN = "import time\nwhile True: time.perf_counter()"
 """The control: a process that keeps one core busy and touches no database."""
 
 
-async def one_throughput(url: str, finished: int, beside: str) -> dict[str, Any]:
+async def one_throughput(url: str, finished: int, beside: str, workflows: int = 1000) -> dict[str, Any]:
     """The throughput scenario on a fresh fill, with nothing beside it ("none"), a `cairn prune`
-    process ("prune"), or a busy loop ("burn": what one core's worth of CPU taken costs it)."""
+    process ("prune"), a busy loop ("burn": what one core's worth of CPU taken costs it), or with
+    the worker's own retention on ("retention": CAIRN_RETENTION=30d, a few batches a heartbeat)."""
     await fresh(url)
     filled = await asyncio.to_thread(fill, url, finished)
     out: dict[str, Any] = {"beside": beside, "fill_s": round(filled, 1)}
@@ -223,7 +225,14 @@ async def one_throughput(url: str, finished: int, beside: str) -> dict[str, Any]
             await asyncio.sleep(0.05)
     elif beside == "burn":
         other = subprocess.Popen([sys.executable, "-c", BURN])
-    result = await scenarios.throughput(url, 1000, 1)
+    elif beside == "retention":
+        os.environ["CAIRN_RETENTION"] = "30d"  # inherited by the scenario's worker process
+    try:
+        result = await scenarios.throughput(url, workflows, 1)
+    finally:
+        os.environ.pop("CAIRN_RETENTION", None)
+    if beside == "retention":
+        out["pruned_during_run"] = finished - await _remaining(url)
     out["workflows_per_s"] = result["metrics"]["workflows_per_s"]
     out["throughput_s"] = result["metrics"]["seconds"]
     if beside == "burn" and other is not None:
@@ -241,17 +250,21 @@ async def one_throughput(url: str, finished: int, beside: str) -> dict[str, Any]
     return out
 
 
-async def pruning(url: str, finished: int, rounds: int, control: bool) -> dict[str, Any]:
+async def pruning(url: str, finished: int, rounds: int, sides: list[str], workflows: int = 1000) -> dict[str, Any]:
     """Alternating: each round runs every side once, the order turning round by round."""
-    sides = ["none", "prune", "burn"] if control else ["none", "prune"]
     results = []
     for r in range(rounds):
         order = sides[r % len(sides) :] + sides[: r % len(sides)]
         for beside in order:
-            res = await one_throughput(url, finished, beside)
+            res = await one_throughput(url, finished, beside, workflows)
             print(json.dumps(res), file=sys.stderr, flush=True)
             results.append(res)
-    out: dict[str, Any] = {"backend": scenarios.backend_of(url), "finished": finished, "rounds": rounds}
+    out: dict[str, Any] = {
+        "backend": scenarios.backend_of(url),
+        "finished": finished,
+        "rounds": rounds,
+        "workflows": workflows,
+    }
     medians = {}
     for side in sides:
         mine = [r for r in results if r["beside"] == side]
@@ -261,8 +274,12 @@ async def pruning(url: str, finished: int, rounds: int, control: bool) -> dict[s
         if side != "none":
             out[f"cost_percent_{side}"] = round((1 - medians[side] / medians["none"]) * 100, 1)
     pruned = [r for r in results if r["beside"] == "prune"]
-    out["prune_s"] = [r["prune_s"] for r in pruned]
-    out["prune_outlasted_throughput"] = [r["prune_outlasted_throughput"] for r in pruned]
+    if pruned:
+        out["prune_s"] = [r["prune_s"] for r in pruned]
+        out["prune_outlasted_throughput"] = [r["prune_outlasted_throughput"] for r in pruned]
+    kept = [r for r in results if r["beside"] == "retention"]
+    if kept:
+        out["pruned_during_run"] = [r["pruned_during_run"] for r in kept]
     return out
 
 
@@ -298,6 +315,46 @@ async def prune_alone(url: str, finished: int) -> dict[str, Any]:
         after = scenarios.database_cpu_seconds()
         out["database_cpu_s"] = round((after or 0) - db_cpu, 2)
     await client.close()
+    out.update(await _start_latency(url, finished))
+    return out
+
+
+async def _start_latency(url: str, finished: int) -> dict[str, float]:
+    """How long one write (a `start()`, one short transaction) waits: on a fresh fill for 3 s with
+    nothing beside it, then while a `cairn prune` process deletes the fill."""
+    await fresh(url)
+    await asyncio.to_thread(fill, url, finished)
+    client = cairn.Client(url)
+    await client.store.open()
+
+    async def probe(tag: str, done: Any) -> list[float]:
+        latencies, i = [], 0
+        while not done():
+            t0 = time.perf_counter()
+            await client.start(flows.three_steps, i, id=f"probe-{tag}-{i}")
+            latencies.append((time.perf_counter() - t0) * 1000)
+            i += 1
+            await asyncio.sleep(0.005)
+        return latencies
+
+    ends = time.monotonic() + 3.0
+    alone = await probe("alone", lambda: time.monotonic() > ends)
+    prune = subprocess.Popen(
+        [sys.executable, "-m", "cairn.cli.main", "prune", "--older-than", "30d", "--db", url],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    while await _remaining(url) >= finished:  # deleting already
+        await asyncio.sleep(0.02)
+    beside = await probe("beside", lambda: prune.poll() is not None)
+    await client.close()
+    out = {}
+    for label, values in (("alone", alone), ("beside_prune", beside)):
+        out[f"start_p50_ms_{label}"] = round(scenarios.percentile(values, 0.5), 2)
+        out[f"start_p99_ms_{label}"] = round(scenarios.percentile(values, 0.99), 2)
+        out[f"start_max_ms_{label}"] = round(max(values), 2)
+        out[f"starts_{label}"] = len(values)
     return out
 
 
@@ -308,16 +365,21 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--finished", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", choices=("schedule", "prune", "prune-alone"))
+    parser.add_argument("--only", choices=("schedule", "prune", "prune-alone", "retention"))
+    parser.add_argument("--workflows", type=int, default=1000, help="of each throughput run")
     parser.add_argument("--control", action="store_true", help="also run the throughput beside a busy loop")
     opts = parser.parse_args()
     if opts.only in (None, "schedule"):
         print(json.dumps({"scenario": "schedule", **await schedule(opts.db, opts.workers, opts.seconds)}), flush=True)
     if opts.only in (None, "prune"):
-        figures = await pruning(opts.db, opts.finished, opts.rounds, opts.control)
+        sides = ["none", "prune", "burn"] if opts.control else ["none", "prune"]
+        figures = await pruning(opts.db, opts.finished, opts.rounds, sides, opts.workflows)
         print(json.dumps({"scenario": "prune", **figures}), flush=True)
     if opts.only in (None, "prune-alone"):
         print(json.dumps({"scenario": "prune-alone", **await prune_alone(opts.db, opts.finished)}), flush=True)
+    if opts.only == "retention":  # not in the default set: see docs/benchmarks.md
+        figures = await pruning(opts.db, opts.finished, opts.rounds, ["none", "retention"], opts.workflows)
+        print(json.dumps({"scenario": "retention", **figures}), flush=True)
 
 
 if __name__ == "__main__":
