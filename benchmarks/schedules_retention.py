@@ -2,7 +2,8 @@
 and retention"; issue 19's figures).
 
     python -m benchmarks.schedules_retention --db URL [--workers 3] [--seconds 60]
-        [--finished 100000] [--rounds 3] [--only schedule|prune]
+        [--finished 100000] [--rounds 3] [--only schedule|prune|prune-alone|retention]
+        [--control] [--workflows 1000]
 
 Schedule: N `cairn worker benchmarks.schedule_flows` processes fire one 1-second interval schedule
 (`overlap="allow"`) for `--seconds`; then the runs of that schedule are counted from their ids (the
@@ -15,7 +16,15 @@ what a real 3-step run records (3 steps, 11 events each). Then the bench's throu
 with, a concurrent `cairn prune --older-than 30d` process deleting those runs in its batches,
 alternating, `--rounds` rounds each, with a fresh database and a fresh fill before every run. The
 filled runs are `cancelled` (finished, prunable like any other) so that the unchanged scenario's
-wait, a count of `completed` runs, counts only its own.
+wait, a count of `completed` runs, counts only its own. `--control` adds a third side: the same
+run beside a busy loop that takes one core and touches no database.
+
+Prune alone (what bounds the cost): `client.prune`'s batches timed one by one on the same fill,
+the CPU they take (this process; the PostgreSQL server's processes), and the latency of one
+`start()` alone and while a `cairn prune` process runs.
+
+Retention (only with `--only retention`): the throughput scenario's worker with the workers' own
+retention on (CAIRN_RETENTION=30d: a few batches a heartbeat) against the same worker without.
 """
 
 from __future__ import annotations
@@ -201,6 +210,28 @@ async def _remaining(url: str) -> int:
 
 BURN = "import time\nwhile True: time.perf_counter()"
 """The control: a process that keeps one core busy and touches no database."""
+PACED = """
+import asyncio, sys, time
+import cairn
+
+async def main(url):
+    client = cairn.Client(url)
+    await client.store.open()
+    before, total = await client.store.now() - 30 * 86400, 0
+    while True:
+        began = time.perf_counter()
+        removed = await client.store.prune(before, None, 500)
+        total += removed
+        if removed < 500:
+            break
+        await asyncio.sleep(time.perf_counter() - began)
+    print(f"removed {total} finished runs, pausing a batch's time after each batch")
+    await client.close()
+
+asyncio.run(main(sys.argv[1]))
+"""
+"""Not Cairn's code: `client.prune`'s batches with a pause as long as the batch after each, to
+measure whether pacing is what the SQLite cost needs (`--only paced`)."""
 
 
 async def one_throughput(url: str, finished: int, beside: str, workflows: int = 1000) -> dict[str, Any]:
@@ -212,9 +243,10 @@ async def one_throughput(url: str, finished: int, beside: str, workflows: int = 
     out: dict[str, Any] = {"beside": beside, "fill_s": round(filled, 1)}
     other = None
     began = time.perf_counter()
-    if beside == "prune":
+    if beside in ("prune", "paced"):
+        command = ["-m", "cairn.cli.main", "prune", "--older-than", "30d", "--db", url]
         other = subprocess.Popen(
-            [sys.executable, "-m", "cairn.cli.main", "prune", "--older-than", "30d", "--db", url],
+            [sys.executable, *(command if beside == "prune" else ["-c", PACED, url])],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -273,7 +305,7 @@ async def pruning(url: str, finished: int, rounds: int, sides: list[str], workfl
         out[f"median_{side}"] = medians[side]
         if side != "none":
             out[f"cost_percent_{side}"] = round((1 - medians[side] / medians["none"]) * 100, 1)
-    pruned = [r for r in results if r["beside"] == "prune"]
+    pruned = [r for r in results if r["beside"] in ("prune", "paced")]
     if pruned:
         out["prune_s"] = [r["prune_s"] for r in pruned]
         out["prune_outlasted_throughput"] = [r["prune_outlasted_throughput"] for r in pruned]
@@ -365,7 +397,7 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--finished", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", choices=("schedule", "prune", "prune-alone", "retention"))
+    parser.add_argument("--only", choices=("schedule", "prune", "prune-alone", "retention", "paced"))
     parser.add_argument("--workflows", type=int, default=1000, help="of each throughput run")
     parser.add_argument("--control", action="store_true", help="also run the throughput beside a busy loop")
     opts = parser.parse_args()
@@ -380,6 +412,9 @@ async def main() -> None:
     if opts.only == "retention":  # not in the default set: see docs/benchmarks.md
         figures = await pruning(opts.db, opts.finished, opts.rounds, ["none", "retention"], opts.workflows)
         print(json.dumps({"scenario": "retention", **figures}), flush=True)
+    if opts.only == "paced":
+        figures = await pruning(opts.db, opts.finished, opts.rounds, ["none", "paced"], opts.workflows)
+        print(json.dumps({"scenario": "paced", **figures}), flush=True)
 
 
 if __name__ == "__main__":
