@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,27 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 import cairn  # noqa: E402
 from benchmarks import queue_flows as qf  # noqa: E402
+from benchmarks.tables import empty_database  # noqa: E402
+from cairn.bench import scenarios  # noqa: E402
 from cairn.types import RunStatus  # noqa: E402
-
-
-def spawn(url: str, count: int, concurrency: int) -> list[subprocess.Popen[bytes]]:
-    args = ["worker", "benchmarks.queue_flows", "--db", url, "--concurrency", str(concurrency)]
-    return [
-        subprocess.Popen(
-            [sys.executable, "-m", "cairn.cli.main", *args],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(count)
-    ]
-
-
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        p.wait(timeout=30)
 
 
 def spans(log: Path) -> list[tuple[float, float, str]]:
@@ -79,33 +60,6 @@ def peak(found: list[tuple[float, float, str]]) -> int:
     return best
 
 
-async def fresh(url: str) -> cairn.Client:
-    client = cairn.Client(url)
-    await client.store.open()
-    tables = [
-        "cairn_steps",
-        "cairn_events",
-        "cairn_memory",
-        "cairn_signals",
-        "cairn_properties",
-        "cairn_runs",
-        "cairn_queues",
-        "cairn_workers",
-    ]
-    if url.startswith("postgres"):
-        import psycopg
-
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f"TRUNCATE {', '.join(tables)}".encode())  # our own table names
-    else:
-        import sqlite3
-
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-            for t in tables:
-                conn.execute(f"DELETE FROM {t}")  # our own table names
-    return client
-
-
 async def wait_done(client: cairn.Client, total: int, timeout: float = 900.0) -> None:
     deadline = time.monotonic() + timeout
     while await client.store.count_runs(RunStatus.COMPLETED) < total:
@@ -120,8 +74,9 @@ async def scenario(
     url: str, workers: int, concurrency: int, starts: list[tuple[object, tuple[object, ...], dict]], log: Path
 ) -> float:
     log.write_text("")
-    client = await fresh(url)
-    procs = spawn(url, workers, concurrency)
+    await empty_database(url)
+    client = cairn.Client(url)
+    procs = scenarios.spawn_workers(url, workers, concurrency, module="benchmarks.queue_flows", cwd=ROOT)
     try:
         while len(await client.store.list_workers()) < workers:
             if any(p.poll() is not None for p in procs):
@@ -132,7 +87,7 @@ async def scenario(
         await wait_done(client, len(starts))
         return time.perf_counter() - began
     finally:
-        stop(procs)
+        scenarios.stop_workers(procs)
         await client.close()
 
 

@@ -49,56 +49,20 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 
 import cairn  # noqa: E402
+from benchmarks.tables import empty_database  # noqa: E402
 from cairn.bench import flows, scenarios  # noqa: E402
 from cairn.types import RunStatus  # noqa: E402
 
-TABLES = [
-    "cairn_steps",
-    "cairn_events",
-    "cairn_memory",
-    "cairn_signals",
-    "cairn_properties",
-    "cairn_runs",
-    "cairn_queues",
-    "cairn_workers",
-    "cairn_schedules",
-]
 DAY = 86400.0
-
-
-async def fresh(url: str) -> None:
-    """Migrate, then empty every table the benchmarks write (our own table names, no user data)."""
-    client = cairn.Client(url)
-    await client.store.open()
-    await client.close()
-    if url.startswith("postgres"):
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f"TRUNCATE {', '.join(TABLES)}".encode())
-    else:
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-            for t in TABLES:
-                conn.execute(f"DELETE FROM {t}")
-
-
-def spawn(url: str, module: str, count: int) -> list[subprocess.Popen[bytes]]:
-    return [
-        subprocess.Popen(
-            [sys.executable, "-m", "cairn.cli.main", "worker", module, "--db", url],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(count)
-    ]
 
 
 # --- schedule ----------------------------------------------------------------------------------------
 
 
 async def schedule(url: str, workers: int, seconds: float) -> dict[str, Any]:
-    await fresh(url)
+    await empty_database(url)
     client = cairn.Client(url)
-    procs = spawn(url, "benchmarks.schedule_flows", workers)
+    procs = scenarios.spawn_workers(url, workers, module="benchmarks.schedule_flows", cwd=ROOT)
     try:
         deadline = time.monotonic() + 60
         while len(await client.store.list_workers()) < workers:
@@ -238,7 +202,7 @@ async def one_throughput(url: str, finished: int, beside: str, workflows: int = 
     """The throughput scenario on a fresh fill, with nothing beside it ("none"), a `cairn prune`
     process ("prune"), a busy loop ("burn": what one core's worth of CPU taken costs it), or with
     the worker's own retention on ("retention": CAIRN_RETENTION=30d, a few batches a heartbeat)."""
-    await fresh(url)
+    await empty_database(url)
     filled = await asyncio.to_thread(fill, url, finished)
     out: dict[str, Any] = {"beside": beside, "fill_s": round(filled, 1)}
     other = None
@@ -318,7 +282,7 @@ async def pruning(url: str, finished: int, rounds: int, sides: list[str], workfl
 async def prune_alone(url: str, finished: int) -> dict[str, Any]:
     """What bounds pruning: the batches of `client.prune` timed one by one with nothing beside
     them, and the CPU they take in this process (SQLite deletes here) and in the database server."""
-    await fresh(url)
+    await empty_database(url)
     await asyncio.to_thread(fill, url, finished)
     client = cairn.Client(url)
     await client.store.open()
@@ -354,7 +318,7 @@ async def prune_alone(url: str, finished: int) -> dict[str, Any]:
 async def _start_latency(url: str, finished: int) -> dict[str, float]:
     """How long one write (a `start()`, one short transaction) waits: on a fresh fill for 3 s with
     nothing beside it, then while a `cairn prune` process deletes the fill."""
-    await fresh(url)
+    await empty_database(url)
     await asyncio.to_thread(fill, url, finished)
     client = cairn.Client(url)
     await client.store.open()

@@ -73,20 +73,14 @@ async def sequential(url: str, runs: int = 200, progress: Progress = _noop) -> d
     )
 
 
-def spawn_workers(url: str, count: int, concurrency: int = CONCURRENCY) -> list[subprocess.Popen[bytes]]:
+def spawn_workers(
+    url: str, count: int, concurrency: int = CONCURRENCY, module: str = "cairn.bench.flows", cwd: Path | None = None
+) -> list[subprocess.Popen[bytes]]:
+    """`count` worker processes of `module` (run from `cwd`, where that module is importable)."""
     return [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cairn.cli.main",
-                "worker",
-                "cairn.bench.flows",
-                "--db",
-                url,
-                "--concurrency",
-                str(concurrency),
-            ],
+            [sys.executable, "-m", "cairn.cli.main", "worker", module, "--db", url, "--concurrency", str(concurrency)],
+            cwd=cwd,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
