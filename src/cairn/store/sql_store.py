@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Any, TypeVar
 
 from cairn.clock import Clock
 from cairn.errors import LeaseLost
@@ -41,6 +41,8 @@ from cairn.transitions import decide
 from cairn.types import RunStatus
 
 log = logging.getLogger("cairn.store")
+
+T = TypeVar("T")
 
 
 class SqlStore:
@@ -102,32 +104,28 @@ class SqlStore:
         if run.queued:
             return await self.db.transaction(lambda tx: queue_tx.insert(tx, run))
 
-        def work(tx: Tx) -> None:
-            journal_tx.create_run(tx, run, owner, lease, now)
-
-        for tries_left in reversed(range(_SETTLE_TRIES)):
+        async def send() -> RunRow | None:
             try:
-                await self._starts.run(work)
-                return None
+                await self._starts.run(lambda tx: journal_tx.create_run(tx, run, owner, lease, now))
             except journal_tx.IdTaken:
                 existing = await self.get_run(run.id)
                 assert existing is not None, f"run {run.id} was refused as existing, yet it is not there"
                 return existing
-            except Exception as exc:
-                if not self.db.ambiguous(exc) or not tries_left:
-                    raise
-                unknown = exc
-            row = await self.get_run(run.id)  # waits while the database is unavailable
-            if row is not None:
-                same = (row.workflow, row.input, row.parent_id) == (run.workflow, run.input, run.parent_id)
-                # Born leased to a worker: still its, as the insert left it (else taken over since).
-                held = owner is None or (row.lease_owner == owner and row.lease_token == 1)
-                if same and held:
-                    log.info("run %s: an insert cut off (%s) had landed", run.id, unknown)
-                    return None
-                return row
-            log.info("run %s: an insert cut off (%s) never landed; sending it again", run.id, unknown)
-        raise AssertionError("unreachable: the last try returns or raises")
+            return None
+
+        async def outcome(unknown: Exception) -> tuple[bool, RunRow | None]:
+            row = await self.get_run(run.id)
+            if row is None:
+                return False, None
+            same = (row.workflow, row.input, row.parent_id) == (run.workflow, run.input, run.parent_id)
+            # Born leased to a worker: still its, as the insert left it (else taken over since).
+            held = owner is None or (row.lease_owner == owner and row.lease_token == 1)
+            if same and held:
+                log.info("run %s: an insert cut off (%s) had landed", run.id, unknown)
+                return True, None
+            return True, row
+
+        return await self._settled(send, outcome, f"run {run.id}: an insert")
 
     async def get_run(self, run_id: str) -> RunRow | None:
         row = await self.db.transaction(lambda tx: tx.one("get_run", {"id": run_id}), write=False)
@@ -309,27 +307,21 @@ class SqlStore:
         by that token, so it lands at most once); the run as the commit leaves it means it landed.
         Only when neither can be told does the error reach the caller."""
 
-        def work(tx: Tx) -> None:
-            journal_tx.commit_activation(tx, commit)
+        async def send() -> None:
+            await self._batcher.run(lambda tx: journal_tx.commit_activation(tx, commit))
 
-        for tries_left in reversed(range(_SETTLE_TRIES)):
-            try:
-                await self._batcher.run(work)
-                return
-            except Exception as exc:
-                if not self.db.ambiguous(exc) or not tries_left:
-                    raise
-                unknown = exc
-            row = await self.get_run(commit.run.id)  # waits while the database is unavailable
-            if row is None or row.lease_token != commit.token:
-                if row is not None and journal_tx.landed(commit, row):
-                    log.info("run %s: a commit cut off (%s) had landed", commit.run.id, unknown)
-                    return
-                if row is None:
-                    raise unknown
-                raise LeaseLost(f"the lease on run {commit.run.id} moved while its commit was cut off") from unknown
-            log.info("run %s: a commit cut off (%s) never landed; sending it again", commit.run.id, unknown)
-        raise AssertionError("unreachable: the last try returns or raises")
+        async def outcome(unknown: Exception) -> tuple[bool, None]:
+            row = await self.get_run(commit.run.id)
+            if row is not None and row.lease_token == commit.token:
+                return False, None
+            if row is not None and journal_tx.landed(commit, row):
+                log.info("run %s: a commit cut off (%s) had landed", commit.run.id, unknown)
+                return True, None
+            if row is None:
+                raise unknown
+            raise LeaseLost(f"the lease on run {commit.run.id} moved while its commit was cut off") from unknown
+
+        await self._settled(send, outcome, f"run {commit.run.id}: a commit")
 
     async def release_run(self, claim: RunClaim) -> None:
         def tx_fn(tx: Tx) -> None:
@@ -357,27 +349,36 @@ class SqlStore:
         (see `commit_activation`): an outcome that never landed is recorded again, so that the
         attempt is not run a second time when its lease runs out."""
 
-        def work(tx: Tx) -> bool:
-            return journal_tx.record_attempt(tx, claim, result, error, retry_delay, memory_writes, logs)
+        async def send() -> bool:
+            return await self._batcher.run(
+                lambda tx: journal_tx.record_attempt(tx, claim, result, error, retry_delay, memory_writes, logs)
+            )
 
-        params = {"run_id": claim.run_id, "seq": claim.seq}
+        async def outcome(unknown: Exception) -> tuple[bool, bool]:
+            params = {"run_id": claim.run_id, "seq": claim.seq}
+            state = await self.db.transaction(lambda tx: tx.one("step_state", params), write=False)
+            recorded = journal_tx.attempt_recorded(claim, state)
+            return (False, False) if recorded is None else (True, recorded)
+
+        return await self._settled(send, outcome, f"step {claim.seq} of run {claim.run_id}: an outcome")
+
+    async def _settled(
+        self, send: Callable[[], Awaitable[T]], outcome: Callable[[Exception], Awaitable[tuple[bool, T]]], what: str
+    ) -> T:
+        """`send()` a write; when it is cut off with its outcome unknown (see `Database.ambiguous`),
+        ask `outcome` once the database answers (its read waits while it is unavailable): (True,
+        value) when the write's fate is known, its answer; (False, _) when it never landed, and it
+        is sent again, at most `_SETTLE_TRIES` times in all."""
         for tries_left in reversed(range(_SETTLE_TRIES)):
             try:
-                return await self._batcher.run(work)
+                return await send()
             except Exception as exc:
                 if not self.db.ambiguous(exc) or not tries_left:
                     raise
-                unknown = exc
-            state = await self.db.transaction(lambda tx: tx.one("step_state", params), write=False)
-            recorded = journal_tx.attempt_recorded(claim, state)
-            if recorded is not None:
-                return recorded
-            log.info(
-                "step %d of run %s: an outcome cut off (%s) never landed; recording it again",
-                claim.seq,
-                claim.run_id,
-                unknown,
-            )
+                known, value = await outcome(exc)
+                if known:
+                    return value
+                log.info("%s cut off (%s) never landed; sending it again", what, exc)
         raise AssertionError("unreachable: the last try returns or raises")
 
     # --- workers and definitions ----------------------------------------------------------------
