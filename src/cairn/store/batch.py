@@ -33,6 +33,9 @@ class _Queue:
     def __init__(self) -> None:
         self.items: list[tuple[Work, asyncio.Future[Any]]] = []
         self.flushers: set[asyncio.Task[None]] = set()
+        """Flusher tasks until their loop over `items` ends: each leaves the set itself, in the same
+        step as its last look at `items`. Left by a done callback (a step later), four flushers
+        ending together would hold every place while what queued in between waited for none."""
         self.alone = 0
         """Transactions in flight that their callers run themselves (see `TxBatcher.run`)."""
 
@@ -78,19 +81,23 @@ class TxBatcher:
     def _start_flusher(self, queue: _Queue) -> None:
         flusher = asyncio.create_task(self._flush(queue), name="cairn-group-commit")
         queue.flushers.add(flusher)
-        flusher.add_done_callback(queue.flushers.discard)
 
     async def _flush(self, queue: _Queue) -> None:
-        while queue.items:
-            batch = queue.items[: self._max_batch]
-            del queue.items[: self._max_batch]
-            try:
-                await self._apply(batch)
-            except BaseException as exc:  # cancelled: nothing more is known of this batch
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                raise
+        try:
+            while queue.items:
+                batch = queue.items[: self._max_batch]
+                del queue.items[: self._max_batch]
+                try:
+                    await self._apply(batch)
+                except BaseException as exc:  # cancelled: nothing more is known of this batch
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    raise
+        finally:
+            this = asyncio.current_task()
+            if this is not None:
+                queue.flushers.discard(this)
 
     async def _apply(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> None:
         if len(batch) > 1:
