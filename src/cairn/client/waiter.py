@@ -4,8 +4,10 @@ A run's `run:<id>` notification (sent by the commit that ends it; in this proces
 finished row, so nothing is read) is what resolves a wait. The database is read only in batches,
 one statement for every run that needs it: once when a wait begins (unless the caller has just
 created the run), when news of a run comes without its row (another process ended it, or a control
-operation), and as a safety net every `poll` seconds for the runs still awaited. A thousand
-gathered `result()` calls cost about one read of each run in all, not one read per wait per poll.
+operation), and as a safety net for the runs still awaited: every POLL_NOTIFIED seconds, and on
+SQLite, whose commits in other processes send no notification, within POLL_UNNOTIFIED seconds of
+the file watcher's news that another process committed. A thousand gathered `result()` calls cost
+about one read of each run in all, not one read per wait per poll.
 """
 
 from __future__ import annotations
@@ -18,16 +20,18 @@ from collections.abc import Callable
 
 from cairn.errors import RunNotFound
 from cairn.records import RunRow
-from cairn.store.base import call_soon_here
+from cairn.store.base import WORK, call_soon_here
 from cairn.store.open import redact_url
 from cairn.store.protocol import Store
 
 log = logging.getLogger("cairn.client")
 
 POLL_NOTIFIED = 1.0
-"""Seconds between safety reads where other processes' commits notify this one (PostgreSQL)."""
+"""Seconds between safety reads."""
 POLL_UNNOTIFIED = 0.1
-"""Where they do not (SQLite), this is how soon another process's ending of a run is seen."""
+"""Where other processes' commits send no notification (SQLite), how soon after the watcher's news
+of one the awaited runs are read. A read every POLL_UNNOTIFIED seconds whatever happened cost a
+thousand gathered waits on runs of a worker in this process several reads of each run."""
 
 
 class ResultWaiter:
@@ -40,6 +44,8 @@ class ResultWaiter:
         """Runs to read at the next batch: new waits, and news that came without the row."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._elsewhere = False
+        """Another process may have committed since the last safety read (SQLite's watcher said so)."""
 
     async def wait(self, run_id: str, timeout: float | None, created: bool = False) -> RunRow:
         """The run's row once it has ended. `created`: the caller has just created it, so it has not
@@ -89,23 +95,41 @@ class ResultWaiter:
             self._check.discard(run_id)
             self._unsubscribe.pop(run_id)()
 
+    def _heard_elsewhere(self, detail: object) -> None:
+        call_soon_here(self._loop, self._elsewhere_news)
+
+    def _elsewhere_news(self) -> None:
+        if not self._elsewhere:
+            self._elsewhere = True
+            self._wake.set()  # the next safety read is sooner now
+
     async def _serve(self) -> None:
-        poll = POLL_NOTIFIED if self._store.notifies_across_processes else POLL_UNNOTIFIED
-        next_safety = self._loop.time() + poll
-        while self._waiting:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, next_safety - self._loop.time())):
-                    await self._wake.wait()
-            self._wake.clear()
-            check, self._check = self._check, set()
-            safety = self._loop.time() >= next_safety
-            try:
-                await self._read(check, safety)
-            except Exception as exc:  # the database is away: keep waiting, and read these again
-                log.warning("reading runs for result waits failed (%s); will retry", exc)
-                self._check |= check
-            if safety:
-                next_safety = self._loop.time() + poll
+        unnotified = not self._store.notifies_across_processes
+        unsubscribe = self._store.subscribe_key(WORK, self._heard_elsewhere) if unnotified else None
+        last_safety = self._loop.time()
+        try:
+            while self._waiting:
+                due = last_safety + (POLL_UNNOTIFIED if self._elsewhere else POLL_NOTIFIED)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, due - self._loop.time())):
+                        await self._wake.wait()
+                self._wake.clear()
+                check, self._check = self._check, set()
+                due = last_safety + (POLL_UNNOTIFIED if self._elsewhere else POLL_NOTIFIED)
+                safety = self._loop.time() >= due
+                if safety:
+                    self._elsewhere = False
+                try:
+                    await self._read(check, safety)
+                except Exception as exc:  # the database is away: keep waiting, and read these again
+                    log.warning("reading runs for result waits failed (%s); will retry", exc)
+                    self._check |= check
+                    self._elsewhere = self._elsewhere or safety
+                if safety:
+                    last_safety = self._loop.time()
+        finally:
+            if unsubscribe is not None:
+                unsubscribe()
 
     async def _read(self, check: set[str], safety: bool) -> None:
         """One batch: every run in `check` (whatever its status, to tell a missing one), and on a
