@@ -11,7 +11,7 @@ back, under a busy loop, cost most of a start and of each activation commit (the
 `cairn bench`: about 300 workflows/s with every write on the thread, 620-750 with this). Not
 with `synchronous=full` or `extra`, whose commits wait for the disk.
 
-SQLite has no NOTIFY. While a claim loop is subscribed, a watcher thread reads `PRAGMA
+SQLite has no NOTIFY. While a claim loop or a result wait listens, a watcher thread reads `PRAGMA
 data_version` (it changes when another connection commits; reading it costs microseconds and
 takes no lock) every few milliseconds and wakes the loop when another process committed, so a
 run started from another process is picked up without waiting for the safety poll.
