@@ -103,20 +103,22 @@ class ResultWaiter:
             self._elsewhere = True
             self._wake.set()  # the next safety read is sooner now
 
+    def _due(self, last_safety: float) -> float:
+        """When the next safety read is due."""
+        return last_safety + (POLL_UNNOTIFIED if self._elsewhere else POLL_NOTIFIED)
+
     async def _serve(self) -> None:
         unnotified = not self._store.notifies_across_processes
         unsubscribe = self._store.subscribe_key(WORK, self._heard_elsewhere) if unnotified else None
         last_safety = self._loop.time()
         try:
             while self._waiting:
-                due = last_safety + (POLL_UNNOTIFIED if self._elsewhere else POLL_NOTIFIED)
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, due - self._loop.time())):
+                    async with asyncio.timeout(max(0.0, self._due(last_safety) - self._loop.time())):
                         await self._wake.wait()
                 self._wake.clear()
                 check, self._check = self._check, set()
-                due = last_safety + (POLL_UNNOTIFIED if self._elsewhere else POLL_NOTIFIED)
-                safety = self._loop.time() >= due
+                safety = self._loop.time() >= self._due(last_safety)
                 if safety:
                     self._elsewhere = False
                 try:
@@ -124,7 +126,6 @@ class ResultWaiter:
                 except Exception as exc:  # the database is away: keep waiting, and read these again
                     log.warning("reading runs for result waits failed (%s); will retry", exc)
                     self._check |= check
-                    self._elsewhere = self._elsewhere or safety
                 if safety:
                     last_safety = self._loop.time()
         finally:
