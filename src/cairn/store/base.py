@@ -121,6 +121,8 @@ class Tx(abc.ABC):
 class Database(abc.ABC):
     dialect: str
     url: str
+    commits_in_flight = 4
+    """Group commit: how many batches of commits may be in flight at once (see `TxBatcher`)."""
 
     def __init__(self) -> None:
         self.clock: Clock = SYSTEM

@@ -50,8 +50,8 @@ class TxBatcher:
         """Whether a piece that finds nothing queued runs in its caller's task (starts: latency)."""
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
-        """Measured with `cairn bench --scenario throughput`: 1 -> 4 gave about +16% workflows/s on
-        PostgreSQL (none lost on SQLite, whose single writer simply queues them), 8 no more."""
+        """Batches in flight at once; for the workers' commits, the database's `commits_in_flight`
+        (what each backend's figure was measured with is said there)."""
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
 
     async def run(self, work: Callable[[Tx], T]) -> T:

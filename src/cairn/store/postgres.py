@@ -284,6 +284,12 @@ class _PgTx(Tx):
 
 class PostgresDatabase(Database):
     dialect = "postgres"
+    commits_in_flight = 1
+    """One batch of commits in flight, the next one gathering behind it: in a process busy on its
+    one core, a commit's cost is mostly its own CPU (a statement built, sent and read), so commits
+    sent together save more than commits sent at once gain. Measured on the 2-core machine: the
+    naive loop of `cairn bench`, 346-494 workflows/s against 238-339 with 4 in flight; gathered
+    throughput with 1, 2 and 4 worker processes 621 / 700 / 673 against 558 / 665 / 783."""
 
     def __init__(self, url: str, pool_size: int = 8, retry_for: float = 60.0) -> None:
         super().__init__()

@@ -51,7 +51,7 @@ class SqlStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.url = db.url
-        self._batcher = TxBatcher(db)
+        self._batcher = TxBatcher(db, max_in_flight=db.commits_in_flight)
         self._starts = TxBatcher(db, max_in_flight=2, direct=True)
         """Run creations group among themselves, apart from the workers' commits, so a start never
         waits behind a busy worker's batches (in a loop of starts beside a worker, that wait was

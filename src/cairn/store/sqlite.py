@@ -89,6 +89,9 @@ def sqlite_path(url: str) -> str:
 
 class SqliteDatabase(Database):
     dialect = "sqlite"
+    commits_in_flight = 4
+    """A write on the event loop is done when it returns, so batches rarely overlap; measured with
+    the naive loop of `cairn bench`: 591-597 workflows/s, against 509 with 1 in flight."""
 
     def __init__(self, url: str) -> None:
         super().__init__()
