@@ -64,3 +64,21 @@ async def test_a_blocking_client_on_another_thread_writes_beside_the_loop(client
         blocking._bridge.close()
     assert errors == []
     assert await client.store.count_runs(cairn.RunStatus.PENDING) == 600
+
+
+async def test_an_in_memory_database_reads_and_writes_on_one_connection_one_at_a_time() -> None:
+    """`:memory:` has no reader connection: its reads go to the writer's, on its thread, and the
+    loop's writes wait their turn rather than share the connection mid-transaction."""
+    client = cairn.Client("sqlite:///:memory:")
+    try:
+        await client.store.open()
+
+        async def start_and_read(i: int) -> str | None:
+            handle = await client.start(flows.function_style, i, id=f"m-{i}")
+            row = await client.store.get_run(handle.id)
+            return None if row is None else row.id
+
+        ids = await asyncio.gather(*(start_and_read(i) for i in range(500)))
+        assert ids == [f"m-{i}" for i in range(500)]
+    finally:
+        await client.close()

@@ -113,8 +113,8 @@ class SqliteDatabase(Database):
         self._commits = 0
         """Write transactions this process committed: the watcher tells them from other processes'."""
         self._on_thread = 0
-        """Write transactions handed to the writer's thread and not yet back: while there are any,
-        the connection is the thread's, and a write waits its turn there."""
+        """Transactions handed to the writer's thread and not yet back: while there are any, the
+        connection is the thread's, and a write waits its turn there."""
         self._writing = threading.Lock()
         """Held by the transaction using the writer's connection: one on the event loop, or one on
         the writer's thread (a blocking client's loop in another thread shares the connection)."""
@@ -278,11 +278,12 @@ class SqliteDatabase(Database):
                     self._dispatch(notes)
                 await self._share(loop)
                 return result
-        self._on_thread += write
+        on_writer = not reads_apart  # a write, or a read of `:memory:` (it has no reader)
+        self._on_thread += on_writer
         try:
             result, notes = await loop.run_in_executor(executor, self._run, fn, write)
         finally:
-            self._on_thread -= write
+            self._on_thread -= on_writer
         if notes:
             self._dispatch(notes)
         return result
@@ -307,8 +308,8 @@ class SqliteDatabase(Database):
         await, no user callback runs inside it), so a writer holds the lock only while its
         statements run; a lock held by another process past the busy timeout is DatabaseLocked,
         and without `wait`, held at all, _LockTaken (nothing was done)."""
-        if not write:
-            return self._transact(fn, write, wait)
+        if not write and self._rconn is not None:
+            return self._transact(fn, write, wait)  # on the reader's connection
         if not self._writing.acquire(blocking=wait):
             raise _LockTaken()  # the writer's connection is busy on another thread
         try:
