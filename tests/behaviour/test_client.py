@@ -168,8 +168,12 @@ def test_blocking_client(db_url: str) -> None:
     with cairn.connect_sync(db_url) as sync:
 
         async def serve() -> None:
-            async with cairn.Worker(cairn.Client(db_url), poll_interval=0.1):
-                await asyncio.to_thread(_drive, sync)
+            client = cairn.Client(db_url)
+            try:
+                async with cairn.Worker(client, poll_interval=0.1):
+                    await asyncio.to_thread(_drive, sync)
+            finally:
+                await client.close()  # else its LISTEN thread outlives the test's database
 
         asyncio.run(serve())
 
