@@ -34,8 +34,9 @@ class _Queue:
         self.items: list[tuple[Work, asyncio.Future[Any]]] = []
         self.flushers: set[asyncio.Task[None]] = set()
         """Flusher tasks until their loop over `items` ends: each leaves the set itself, in the same
-        step as its last look at `items`. Left by a done callback (a step later), four flushers
-        ending together would hold every place while what queued in between waited for none."""
+        step as its last look at `items`. Left only by a done callback (a step later), four flushers
+        ending together would hold every place while what queued in between waited for none; the
+        callback remains for a flusher cancelled before it ever ran."""
         self.alone = 0
         """Transactions in flight that their callers run themselves (see `TxBatcher.run`)."""
 
@@ -81,6 +82,7 @@ class TxBatcher:
     def _start_flusher(self, queue: _Queue) -> None:
         flusher = asyncio.create_task(self._flush(queue), name="cairn-group-commit")
         queue.flushers.add(flusher)
+        flusher.add_done_callback(queue.flushers.discard)  # one cancelled before its first step
 
     async def _flush(self, queue: _Queue) -> None:
         try:
