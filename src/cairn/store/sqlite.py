@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import itertools
 import json
 import os
@@ -268,24 +269,23 @@ class SqliteDatabase(Database):
         reads_apart = not write and self._reader is not None and self._rconn is not None
         executor = self._reader if reads_apart else self._executor
         loop = asyncio.get_running_loop()
+        done: tuple[T, dict[str, Any]] | None = None
         if write and not self._on_thread and self._synchronous in ("OFF", "NORMAL"):
+            with contextlib.suppress(_LockTaken):  # another process writes: the thread waits for it
+                done = self._run(fn, write, wait=False)
+        on_loop = done is not None
+        if done is None:
+            on_writer = not reads_apart  # a write, or a read of `:memory:` (it has no reader)
+            self._on_thread += on_writer
             try:
-                result, notes = self._run(fn, write, wait=False)
-            except _LockTaken:
-                pass  # another process writes: the thread waits for the lock, the loop does not
-            else:
-                if notes:
-                    self._dispatch(notes)
-                await self._share(loop)
-                return result
-        on_writer = not reads_apart  # a write, or a read of `:memory:` (it has no reader)
-        self._on_thread += on_writer
-        try:
-            result, notes = await loop.run_in_executor(executor, self._run, fn, write)
-        finally:
-            self._on_thread -= on_writer
+                done = await loop.run_in_executor(executor, self._run, fn, write)
+            finally:
+                self._on_thread -= on_writer
+        result, notes = done
         if notes:
             self._dispatch(notes)
+        if on_loop:
+            await self._share(loop)
         return result
 
     async def _share(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -322,7 +322,7 @@ class SqliteDatabase(Database):
         assert conn is not None
         started = time.monotonic()
         if write:
-            self._begin_immediate(conn, wait)
+            self._begin_immediate(conn, wait, started)
         else:
             conn.execute("BEGIN")
         self._local.tx_now = self.clock.now()
@@ -341,11 +341,10 @@ class SqliteDatabase(Database):
             raise
         return result, tx.notes
 
-    def _begin_immediate(self, conn: sqlite3.Connection, wait: bool) -> None:
-        """Take the write lock, waiting up to the busy timeout while another process holds it
-        (SQLite's own busy handler is off on the writer's connection, so that the event loop can
-        try without waiting). In WAL mode nothing after it waits for a lock."""
-        started = time.monotonic()
+    def _begin_immediate(self, conn: sqlite3.Connection, wait: bool, started: float) -> None:
+        """Take the write lock, waiting up to the busy timeout (from `started`) while another
+        process holds it (SQLite's own busy handler is off on the writer's connection, so that the
+        event loop can try without waiting). In WAL mode nothing after it waits for a lock."""
         for delay in itertools.chain(_BUSY_DELAYS, itertools.repeat(_BUSY_DELAYS[-1])):
             try:
                 conn.execute("BEGIN IMMEDIATE")
