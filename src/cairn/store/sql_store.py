@@ -143,9 +143,7 @@ class SqlStore:
         return None if row is None else (str(row[0]), row[1])
 
     async def list_runs(self, status: str | None = None, workflow: str | None = None, limit: int = 50) -> list[RunRow]:
-        params = {"status": status, "workflow": workflow, "limit": limit}
-        rows = await self.db.transaction(lambda tx: tx.all("list_runs", params), write=False)
-        return [run_row(r) for r in rows]
+        return await self.runs_page(RunFilters(status=status, workflow=workflow), True, None, limit)
 
     async def count_runs(self, status: str) -> int:
         row = await self.db.transaction(lambda tx: tx.one("count_runs", {"status": status}), write=False)
@@ -166,7 +164,7 @@ class SqlStore:
             "after_id": after[1] if after else None,
             "limit": limit,
         }
-        name = "runs_page_newest" if newest_first else "runs_page_oldest"
+        name = f"runs_page_{'newest' if newest_first else 'oldest'}{'_of_status' if filters.status else ''}"
         rows = await self.db.transaction(lambda tx: tx.all(name, params), write=False)
         return [run_row(r) for r in rows]
 

@@ -1,0 +1,89 @@
+"""What a claim or a page of runs costs does not grow with the runs around them (issue 17): a
+worker's claim costs the same however many runs wait, even when the backlog arrived after the
+worker had been claiming for a while (the plans its statements were first given, on a small table,
+must not decide what a claim costs once the table is big); a page of the few runs of one status
+costs what a page of all runs does."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import psycopg
+import pytest
+
+import cairn
+from cairn.store.protocol import RunFilters
+
+pytestmark = pytest.mark.timeout(300)
+
+WORKFLOW = "tests.claim_cost.made_up"
+"""Runs inserted directly and only claimed, never activated: any workflow name will do."""
+
+
+def _insert_runs(url: str, prefix: str, n: int, status: str = "pending", age: float = 2.0) -> None:
+    """`n` runs created `age` seconds ago and on (due when pending), written directly (setup: no
+    engine is measured)."""
+    now = time.time()
+    ready = now - 2 if status == "pending" else None
+    rows = [(f"{prefix}{i:06d}", WORKFLOW, status, now - age + i * 1e-4, now, ready) for i in range(n)]
+    sql = (
+        "INSERT INTO cairn_runs (id, workflow, status, input, queue, created_at, updated_at, ready_at) "
+        "VALUES ({p}, {p}, {p}, '{{\"args\": []}}', 'default', {p}, {p}, {p})"
+    )
+    if url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            conn.executemany(sql.format(p="?"), rows)
+        return
+    with psycopg.connect(url) as pg, pg.cursor() as cur:
+        cur.executemany(sql.format(p="%s"), rows)
+
+
+async def _claim_ms(client: cairn.Client, times: int) -> float:
+    """Median milliseconds of a claim of 16 runs. Their leases run out at once, so every claim finds
+    the same backlog (and takes the same runs)."""
+    took = []
+    for i in range(times):
+        t0 = time.perf_counter()
+        work = await client.store.claim_work(f"w{i}", [WORKFLOW], [], None, 16, 0, 0.001)
+        took.append((time.perf_counter() - t0) * 1000)
+        assert len(work.runs) == 16
+    return statistics.median(took[times // 2 :])
+
+
+async def test_a_claim_costs_no_more_after_a_burst_of_starts(client: cairn.Client, db_url: str) -> None:
+    await client.store.open()
+    _insert_runs(db_url, "a", 100)
+    # Claiming long enough on a small table for PostgreSQL to settle on the plans it keeps for the
+    # statements psycopg prepares (after 5 runs, then 5 custom plans each).
+    small = await _claim_ms(client, 40)
+    _insert_runs(db_url, "b", 50_000)  # the burst: statistics still describe the small table
+    big = await _claim_ms(client, 20)
+    # With a plan kept from the small table, a claim read and sorted every due run (7x here).
+    assert big < 2.5 * small + 1.0, f"a claim took {big:.2f} ms with 50,100 runs waiting, {small:.2f} ms with 100"
+
+
+async def _page_ms(client: cairn.Client, filters: RunFilters, times: int = 15) -> float:
+    took = []
+    for _ in range(times):
+        t0 = time.perf_counter()
+        page = await client.store.runs_page(filters, True, None, 50)
+        took.append((time.perf_counter() - t0) * 1000)
+        assert len(page) == 50
+        assert filters.status is None or {r.status for r in page} == {filters.status}
+    return statistics.median(took)
+
+
+async def test_a_page_of_a_rare_status_costs_what_a_page_of_all_runs_does(client: cairn.Client, db_url: str) -> None:
+    await client.store.open()
+    _insert_runs(db_url, "p", 100, "paused", age=100.0)  # the oldest: newest first, a walk of all runs meets them last
+    _insert_runs(db_url, "c", 50_000, "completed")
+    everything = await _page_ms(client, RunFilters())
+    paused = await _page_ms(client, RunFilters(status="paused"))
+    both = await _page_ms(client, RunFilters(status="paused", workflow=WORKFLOW))
+    # Walking all runs newest first to find the paused ones cost 20x and more on SQLite.
+    assert max(paused, both) < 4 * everything + 1.0, f"{paused:.2f} / {both:.2f} ms against {everything:.2f} ms"
+    listed = await client.list_runs(status="paused", workflow=WORKFLOW, limit=1000)
+    assert [r.id for r in listed] == [f"p{i:06d}" for i in reversed(range(100))]
