@@ -233,9 +233,9 @@ class SqliteDatabase(Database):
                 version, mine = now, own
                 # Quiet for a while: look less often (an idle worker's CPU), at once again on news.
                 quiet = time.monotonic() - changed
-                interval = (
-                    WATCH_INTERVAL if quiet < WATCH_QUIET_AFTER else WATCH_QUIET if quiet < WATCH_IDLE_AFTER else WATCH_IDLE
-                )
+                interval = WATCH_IDLE
+                if quiet < WATCH_IDLE_AFTER:
+                    interval = WATCH_INTERVAL if quiet < WATCH_QUIET_AFTER else WATCH_QUIET
         except sqlite3.Error:
             pass  # the file went away (closing, tests): the safety poll remains
         finally:
