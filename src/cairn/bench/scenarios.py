@@ -480,7 +480,9 @@ async def backlog(url: str, progress: Progress = _noop) -> dict[str, Any]:
     return record(url, "backlog", 1, **figures)
 
 
-async def _idle_cpu_percent(url: str, seconds: float = 5.0) -> float:
+async def idle_cpu_percent(url: str, seconds: float = 5.0, settle: float = 1.0) -> float:
+    """CPU of one worker process with nothing to do, over `seconds`, from `settle` seconds after it
+    registered (on SQLite the file watcher looks less often the longer nothing happens)."""
     (proc,) = spawn_workers(url, 1)
     try:
         client = cairn.Client(url)
@@ -488,7 +490,7 @@ async def _idle_cpu_percent(url: str, seconds: float = 5.0) -> float:
             await _wait_registered(client, 1)
         finally:
             await client.close()
-        await asyncio.sleep(1.0)  # settled: imports, first claims
+        await asyncio.sleep(settle)  # settled: imports, first claims
         before = cpu_seconds(proc.pid)
         await asyncio.sleep(seconds)  # measuring an idle worker over a fixed time
         return round((cpu_seconds(proc.pid) - before) / seconds * 100, 2)
@@ -505,7 +507,7 @@ async def history(url: str, finished: int = 100_000, progress: Progress = _noop)
             await asyncio.to_thread(_bulk_runs, url, "h", finished, "completed", time.time())
         seq = await sequential(url, 100)
         out[f"sequential_p50_ms_{phase}"] = seq["metrics"]["p50_ms"]
-        out[f"idle_worker_cpu_percent_{phase}"] = await _idle_cpu_percent(url)
+        out[f"idle_worker_cpu_percent_{phase}"] = await idle_cpu_percent(url)
         progress(1 if phase == "empty" else 2, 2)
     out["sequential_ratio"] = round(out["sequential_p50_ms_history"] / out["sequential_p50_ms_empty"], 2)
     return record(url, "history", 1, finished_runs=finished, **out)
