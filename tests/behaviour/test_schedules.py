@@ -29,9 +29,13 @@ def ticks_of(runs: list[RunRow], schedule_id: str) -> list[float]:
 async def test_each_tick_starts_exactly_one_run_with_two_workers_firing(client: cairn.Client, db_url: str) -> None:
     other = cairn.Client(db_url)
     try:
-        await client.create_schedule(
-            cairn.Schedule("every-quarter", flows.tick, every=0.25, args=("t",), register=False)
+        # Every tick must start a run, however slow the machine: a tick whose previous run is still
+        # going starts one anyway (the default, "skip", would leave a gap), and ticks that fell due
+        # together all start (the default catchup, "latest", would start one for them).
+        schedule = cairn.Schedule(
+            "every-quarter", flows.tick, every=0.25, args=("t",), overlap="allow", catchup="all", register=False
         )
+        await client.create_schedule(schedule)
         async with cairn.Worker(client, poll_interval=0.05), cairn.Worker(other, poll_interval=0.05):
 
             async def enough() -> bool:
