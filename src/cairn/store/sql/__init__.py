@@ -10,6 +10,10 @@ rewrites, so no statement is written twice:
   expanded with json_each.
 - Row locks (`FOR UPDATE`, `FOR NO KEY UPDATE OF t`, `SKIP LOCKED`) are PostgreSQL's; SQLite's
   writers are serialised by BEGIN IMMEDIATE, so they are dropped there.
+- A filter that may be skipped, `(CAST(:p AS type) IS NULL OR column = CAST(:p AS type))`, is one
+  no index serves on SQLite (its plan does not depend on the values bound). A statement headed
+  `-- indexed when given: p` also comes as `<name>_of_<p>`, where that test is the plain equality,
+  for the caller to run when it has a value.
 - Row writes: a statement headed `-- rows: column type [= default], ...` reads its rows from
   `{rows} x`. Run alone it is one row of parameters; in PostgreSQL's `cairn_apply` (one statement
   per activation commit, see `apply_function`) it is the same text over every row of the
@@ -32,6 +36,7 @@ from cairn.records import RunRow, StepRow
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.M)
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _ROWS = re.compile(r"^--\s*rows:\s*(.*?)\s*$", re.M)
+_GIVEN = re.compile(r"^--\s*indexed when given:\s*(\w+)\s*$", re.M)
 _COLUMNS = re.compile(r"\{(run|step)_columns(?::(\w+))?\}")
 _ANY = re.compile(r"=\s*ANY\(:(\w+)\)")
 _LOCK = re.compile(r"\s+FOR (?:NO KEY )?UPDATE(?: OF \w+)?(?: SKIP LOCKED)?")
@@ -75,7 +80,17 @@ def _parse(text: str) -> dict[str, Statement]:
                 last = tuple(k.strip() for k in wins.strip().removeprefix("last wins on").split(","))
         lines = [ln for ln in body.strip().splitlines() if not ln.lstrip().startswith("--")]
         out[name] = Statement(name, _COLUMNS.sub(_columns, "\n".join(lines).strip()), rows, last)
+        for given in _GIVEN.findall(body):
+            out[f"{name}_of_{given}"] = Statement(f"{name}_of_{given}", _required(out[name].text, given), rows, last)
     return out
+
+
+def _required(text: str, param: str) -> str:
+    """`text` with the filter on `param` that may be skipped made a plain equality."""
+    optional = re.compile(rf"\(CAST\(:{param} AS (\w+)\) IS NULL OR (\w+) = CAST\(:{param} AS \1\)\)")
+    required, found = optional.subn(rf"\2 = CAST(:{param} AS \1)", text)
+    assert found == 1, f"one test of :{param} that may be skipped, not {found}"
+    return required
 
 
 def _column(spec: str) -> Column:
