@@ -9,10 +9,10 @@ from __future__ import annotations
 import statistics
 import time
 
-import psycopg
 import pytest
 
 import cairn
+from cairn.bench.scenarios import bulk_runs
 from cairn.store.protocol import RunFilters
 
 pytestmark = pytest.mark.timeout(300)
@@ -22,23 +22,8 @@ WORKFLOW = "tests.claim_cost.made_up"
 
 
 def _insert_runs(url: str, prefix: str, n: int, status: str = "pending", age: float = 2.0) -> None:
-    """`n` runs created `age` seconds ago and on (due when pending), written directly (setup: no
-    engine is measured)."""
-    now = time.time()
-    ready = now - 2 if status == "pending" else None
-    rows = [(f"{prefix}{i:06d}", WORKFLOW, status, now - age + i * 1e-4, now, ready) for i in range(n)]
-    sql = (
-        "INSERT INTO cairn_runs (id, workflow, status, input, queue, created_at, updated_at, ready_at) "
-        "VALUES ({p}, {p}, {p}, '{{\"args\": []}}', 'default', {p}, {p}, {p})"
-    )
-    if url.startswith("sqlite"):
-        import sqlite3
-
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-            conn.executemany(sql.format(p="?"), rows)
-        return
-    with psycopg.connect(url) as pg, pg.cursor() as cur:
-        cur.executemany(sql.format(p="%s"), rows)
+    """`n` runs created `age` seconds ago, written directly (setup: no engine is measured)."""
+    bulk_runs(url, prefix, n, status, time.time() + 2.0 - age, workflow=WORKFLOW)
 
 
 async def _claim_ms(client: cairn.Client, times: int) -> float:

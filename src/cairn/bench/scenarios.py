@@ -429,11 +429,13 @@ async def start(url: str, runs: int = 200, progress: Progress = _noop) -> dict[s
     )
 
 
-def _bulk_runs(url: str, prefix: str, n: int, status: str, now: float) -> None:
-    """Insert `n` runs of the benchmark's workflow directly (setup only: no engine is measured)."""
+def bulk_runs(
+    url: str, prefix: str, n: int, status: str, now: float, workflow: str = "cairn.bench.flows.three_steps"
+) -> None:
+    """Insert `n` runs of `workflow` directly, created 2 s before `now` (due when pending), with ids
+    that sort as they were numbered (setup only: no engine is measured)."""
     ready = now - 1 if status == "pending" else None
-    workflow = "cairn.bench.flows.three_steps"
-    rows = [(f"{prefix}{i}", workflow, status, '{"x":1}', now - 2, now - 2, ready) for i in range(n)]
+    rows = [(f"{prefix}{i:06d}", workflow, status, '{"x":1}', now - 2, now - 2, ready) for i in range(n)]
     sql = (
         "INSERT INTO cairn_runs (id, workflow, status, input, queue, created_at, updated_at, ready_at) "
         "VALUES ({p}, {p}, {p}, {p}, 'default', {p}, {p}, {p})"
@@ -470,7 +472,7 @@ async def backlog(url: str, progress: Progress = _noop) -> dict[str, Any]:
         await client.store.open()
         have = 0
         for i, pending in enumerate((100, 1000, 20_000)):
-            await asyncio.to_thread(_bulk_runs, url, f"b{i}-", pending - have, "pending", time.time())
+            await asyncio.to_thread(bulk_runs, url, f"b{i}-", pending - have, "pending", time.time())
             have = pending
             figures[f"claim_ms_at_{pending}"] = round(await _claim_ms(client), 3)
             progress(i + 1, 3)
@@ -504,7 +506,7 @@ async def history(url: str, finished: int = 100_000, progress: Progress = _noop)
     out: dict[str, float] = {}
     for phase in ("empty", "history"):
         if phase == "history":
-            await asyncio.to_thread(_bulk_runs, url, "h", finished, "completed", time.time())
+            await asyncio.to_thread(bulk_runs, url, "h", finished, "completed", time.time())
         seq = await sequential(url, 100)
         out[f"sequential_p50_ms_{phase}"] = seq["metrics"]["p50_ms"]
         out[f"idle_worker_cpu_percent_{phase}"] = await idle_cpu_percent(url)
