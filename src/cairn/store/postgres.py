@@ -226,8 +226,11 @@ class _PgTx(Tx):
         """Send a statement of the transaction (after what is held): the pipeline it went into."""
         self._send_held()
         pipeline = self._begin()
-        self.cur.execute(self._q[name], params, prepare=False if name in PLANNED_EACH_TIME else None)
+        self._send(self.cur, name, params)
         return pipeline
+
+    def _send(self, cur: psycopg.Cursor[Any], name: str, params: Params) -> None:
+        cur.execute(self._q[name], params, prepare=False if name in PLANNED_EACH_TIME else None)
 
     def execute(self, name: str, params: Params) -> int:
         self._statement(name, params).sync()
@@ -253,7 +256,7 @@ class _PgTx(Tx):
         cursors = []
         for name, params in statements:
             cur = self._conn.cursor()
-            cur.execute(self._q[name], params, prepare=False if name in PLANNED_EACH_TIME else None)
+            self._send(cur, name, params)
             cursors.append(cur)
         pipeline.sync()
         return [cur.fetchall() if cur.description else [] for cur in cursors]
