@@ -6,14 +6,17 @@ costs what a page of all runs does."""
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 
+import psycopg
 import pytest
 
 import cairn
 from cairn.bench.scenarios import bulk_runs
 from cairn.store.protocol import RunFilters
+from cairn.store.sql import apply_parameters, queries
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -72,3 +75,21 @@ async def test_a_page_of_a_rare_status_costs_what_a_page_of_all_runs_does(client
     assert max(paused, both) < 4 * everything + 1.0, f"{paused:.2f} / {both:.2f} ms against {everything:.2f} ms"
     listed = await client.list_runs(status="paused", workflow=WORKFLOW, limit=1000)
     assert [r.id for r in listed] == [f"p{i:06d}" for i in reversed(range(100))]
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_a_commit_finds_the_steps_it_writes_by_their_key(client: cairn.Client, db_url: str) -> None:
+    """PostgreSQL: `cairn_apply` takes a commit's rows as a JSON array, which the planner guesses
+    at 100 rows; on a steps table of a few thousand rows it then read the whole table at every
+    commit that completed or delivered a step, rather than look each row up by its key."""
+    await client.store.open()
+    bulk_runs(db_url, "h", 2000, "completed", time.time(), workflow=WORKFLOW, with_steps=True)  # 6,000 steps
+    rows = [{"run_id": f"h{i:06d}", "seq": 2, "attempt": 1, "status": "completed", "result": "3"} for i in range(3)]
+    params: dict[str, object] = dict.fromkeys(name for name, _ in apply_parameters())
+    params["complete_step"] = json.dumps(rows)  # none of them running: they match no row, and nothing is written
+    params["deliver_step"] = json.dumps([{"run_id": r["run_id"], "seq": 1, "activation": 2} for r in rows])
+    with psycopg.connect(db_url) as conn:  # one transaction, rolled back: only its own counters are read
+        conn.execute(queries("postgres")["apply"], params)
+        scans = conn.execute("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'cairn_steps'").fetchone()
+        conn.rollback()
+    assert scans == (0,), "a commit read the whole steps table to find the steps it writes"

@@ -430,24 +430,49 @@ async def start(url: str, runs: int = 200, progress: Progress = _noop) -> dict[s
 
 
 def bulk_runs(
-    url: str, prefix: str, n: int, status: str, now: float, workflow: str = "cairn.bench.flows.three_steps"
+    url: str,
+    prefix: str,
+    n: int,
+    status: str,
+    now: float,
+    workflow: str = "cairn.bench.flows.three_steps",
+    with_steps: bool = False,
 ) -> None:
     """Insert `n` runs of `workflow` directly, created 2 s before `now` (due when pending), with ids
-    that sort as they were numbered (setup only: no engine is measured)."""
+    that sort as they were numbered (setup only: no engine is measured). `with_steps`: each gets the
+    three completed action steps a finished run of `three_steps` leaves behind (a history is mostly
+    steps, and a statement that reads steps by anything but their key shows only with them there)."""
     ready = now - 1 if status == "pending" else None
-    rows = [(f"{prefix}{i:06d}", workflow, status, '{"x":1}', now - 2, now - 2, ready) for i in range(n)]
+    ids = [f"{prefix}{i:06d}" for i in range(n)]
+    runs = [(i, workflow, status, '{"x":1}', now - 2, now - 2, ready) for i in ids]
     sql = (
         "INSERT INTO cairn_runs (id, workflow, status, input, queue, created_at, updated_at, ready_at) "
         "VALUES ({p}, {p}, {p}, {p}, 'default', {p}, {p}, {p})"
+    )
+    steps: list[tuple[Any, ...]] = []
+    if with_steps:
+        steps = [
+            (i, seq, "cairn.bench.flows.add_one", f'{{"x":{seq}}}', str(seq + 1), seq + 1, now - 2, now - 2, seq)
+            for i in ids
+            for seq in (1, 2, 3)
+        ]
+    step_sql = (
+        "INSERT INTO cairn_steps (run_id, seq, kind, name, args, status, result, attempt, delivered_in, "
+        "queue, created_at, completed_at, created_in) "
+        "VALUES ({p}, {p}, 'action', {p}, {p}, 'completed', {p}, 1, {p}, 'default', {p}, {p}, {p})"
     )
     if url.startswith("sqlite"):
         import sqlite3
 
         with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-            conn.executemany(sql.format(p="?"), rows)
+            conn.executemany(sql.format(p="?"), runs)
+            if steps:
+                conn.executemany(step_sql.format(p="?"), steps)
         return
     with psycopg.connect(url) as pg, pg.cursor() as cur:
-        cur.executemany(sql.format(p="%s"), rows)
+        cur.executemany(sql.format(p="%s"), runs)
+        if steps:
+            cur.executemany(step_sql.format(p="%s"), steps)
 
 
 async def _claim_ms(client: cairn.Client, repeats: int = 20) -> float:
@@ -501,12 +526,12 @@ async def idle_cpu_percent(url: str, seconds: float = 5.0, settle: float = 1.0) 
 
 
 async def history(url: str, finished: int = 100_000, progress: Progress = _noop) -> dict[str, Any]:
-    """The hot paths with an empty history, then with `finished` completed runs in the database:
+    """The hot paths with an empty history, then with `finished` completed runs (and their steps):
     sequential latency, a claim, and an idle worker's CPU must not change by more than 10%."""
     out: dict[str, float] = {}
     for phase in ("empty", "history"):
         if phase == "history":
-            await asyncio.to_thread(bulk_runs, url, "h", finished, "completed", time.time())
+            await asyncio.to_thread(bulk_runs, url, "h", finished, "completed", time.time(), with_steps=True)
         seq = await sequential(url, 100)
         out[f"sequential_p50_ms_{phase}"] = seq["metrics"]["p50_ms"]
         out[f"idle_worker_cpu_percent_{phase}"] = await idle_cpu_percent(url)
