@@ -2,13 +2,18 @@
 worker's claim costs the same however many runs wait, even when the backlog arrived after the
 worker had been claiming for a while (the plans its statements were first given, on a small table,
 must not decide what a claim costs once the table is big); a page of the few runs of one status
-costs what a page of all runs does."""
+costs what a page of all runs does; a commit finds its steps by their key; and no statement a
+worker runs again and again reads every run or step ever written."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+import sqlite3
 import statistics
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -93,3 +98,40 @@ async def test_a_commit_finds_the_steps_it_writes_by_their_key(client: cairn.Cli
         scans = conn.execute("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'cairn_steps'").fetchone()
         conn.rollback()
     assert scans == (0,), "a commit read the whole steps table to find the steps it writes"
+
+
+HISTORY_READERS = {
+    "run_counts_by_queue": "the web's run counts by queue read every run, on request",
+    "hand_over_runs": "a stopping worker gives back its runs, once",
+}
+"""Statements that may read every run or every step, and why that is not paid again and again."""
+_TABLE = re.compile(
+    r"(?:FROM|JOIN|UPDATE)\s+(cairn_runs|cairn_steps)(?:\s+(?:AS\s+)?(?!WHERE|SET|JOIN|ON)(\w+))?", re.IGNORECASE
+)
+"""A table named in a statement, with the alias a query plan calls it by."""
+
+
+def test_no_statement_reads_every_run_or_step_on_sqlite(tmp_path: Path) -> None:
+    """Runs and steps only grow with the history; a statement that reads all of them (a worker's
+    heartbeat, its housekeeping, a claim, a commit) costs more each day. SQLite says how it will
+    read each table before anything is run: a plain SCAN of either is a read of every row."""
+
+    async def migrate() -> None:
+        client = cairn.Client(f"sqlite:///{tmp_path}/plans.db")
+        await client.store.open()
+        await client.close()
+
+    asyncio.run(migrate())
+    conn = sqlite3.connect(tmp_path / "plans.db")
+    conn.create_function("cairn_now", 0, time.time)
+    conn.create_function("cairn_tx_now", 0, time.time)
+    readers = {}
+    for name, sql in queries("sqlite").items():
+        names = {alias or table: table for table, alias in _TABLE.findall(sql)}
+        params = dict.fromkeys(re.findall(r":(\w+)", sql), 1)
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+        scanned = [step for step in plan if (m := re.fullmatch(r"SCAN (\w+)", step)) and m[1] in names]
+        if scanned:
+            readers[name] = scanned
+    conn.close()
+    assert readers.keys() <= HISTORY_READERS.keys(), f"these read every run or step: {readers}"

@@ -410,7 +410,15 @@ class SqlStore:
             )
             # Runs, then steps; each lease runs from the database's clock as it is written.
             tx.execute("extend_run_leases", {"worker": info.id, "lease": lease, "runs": held})
-            tx.execute("extend_step_leases", {"worker": info.id, "lease": lease, "attempts": running})
+            tx.execute(
+                "extend_step_leases",
+                {
+                    "worker": info.id,
+                    "lease": lease,
+                    "attempts": running,
+                    "attempt_runs": sorted({r for r, _ in attempts}),
+                },
+            )
             # Rows of workers that died without a goodbye are removed once clearly dead.
             tx.execute("prune_workers", {"before": now - max(300.0, 30 * lease)})
 

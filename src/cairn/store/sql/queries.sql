@@ -185,14 +185,16 @@ DELETE FROM cairn_workers WHERE id = :id
 -- name: hand_over_steps
 UPDATE cairn_steps SET due_at = :now, lease_owner = NULL
 WHERE (run_id, seq) IN (SELECT run_id, seq FROM cairn_steps
-                        WHERE lease_owner = :worker AND status = 'running' AND kind = 'action'
+                        WHERE lease_owner = :worker AND status IN ('scheduled', 'running') AND status = 'running'
+                          AND kind = 'action'
                         FOR UPDATE SKIP LOCKED)
 
 -- name: hand_over_attempts
 -- The attempts a stopping worker stopped (the others it still runs keep their lease).
 UPDATE cairn_steps SET due_at = :now, lease_owner = NULL
 WHERE (run_id, seq) IN (SELECT run_id, seq FROM cairn_steps
-                        WHERE lease_owner = :worker AND status = 'running' AND kind = 'action'
+                        WHERE lease_owner = :worker AND status IN ('scheduled', 'running') AND status = 'running'
+                          AND kind = 'action'
                           AND run_id || ' ' || seq = ANY(:attempts)
                         FOR UPDATE SKIP LOCKED)
 
@@ -320,14 +322,17 @@ SELECT id FROM cairn_runs WHERE parent_id = :parent_id AND parent_seq = :seq
 
 -- name: due_needs
 -- Work that is due and free to take now: runs ready for an activation, and action attempts ready to
--- start (the first :limit of each). What no live worker serves among them is reported.
+-- start (the first :limit of each). What no live worker serves among them is reported. The steps'
+-- status is tested as the due-actions index is defined, as well: SQLite uses a partial index only
+-- for a query that repeats its condition, and otherwise read every step ever at every heartbeat.
 SELECT * FROM (SELECT id, 'workflow', workflow, queue, CAST(NULL AS integer) FROM cairn_runs
                WHERE ready_at <= cairn_now() AND status IN ('pending', 'running', 'waiting')
                  AND (lease_until IS NULL OR lease_until < cairn_now())
                ORDER BY ready_at LIMIT :limit) runs
 UNION ALL
 SELECT * FROM (SELECT run_id, 'action', name, COALESCE(queue, 'default'), seq FROM cairn_steps s
-               WHERE kind = 'action' AND status = 'scheduled' AND due_at <= cairn_now()
+               WHERE kind = 'action' AND status IN ('scheduled', 'running') AND status = 'scheduled'
+                 AND due_at <= cairn_now()
                  AND EXISTS (SELECT 1 FROM cairn_runs r WHERE r.id = s.run_id
                              AND r.status IN ('pending', 'running', 'waiting'))
                ORDER BY due_at LIMIT :limit) steps
@@ -507,9 +512,12 @@ FROM cairn_runs WHERE id = :id FOR UPDATE
 -- Only the attempts the worker says it is running: one it lost track of (a commit whose outcome
 -- is unknown) runs out its lease and is taken over. Rows a commit holds are skipped (that commit
 -- is settling them), so a heartbeat never deadlocks one. Leases run from the database's clock.
+-- The attempts' runs (:attempt_runs) find their steps by key: tested on "run seq" text alone, every
+-- step ever was read at every heartbeat (60 ms each on SQLite with 100,000 finished runs).
 UPDATE cairn_steps SET due_at = cairn_now() + :lease
 WHERE (run_id, seq) IN (SELECT run_id, seq FROM cairn_steps
-                        WHERE lease_owner = :worker AND status = 'running' AND kind = 'action'
+                        WHERE run_id = ANY(:attempt_runs)
+                          AND lease_owner = :worker AND status = 'running' AND kind = 'action'
                           AND run_id || ' ' || seq = ANY(:attempts)
                         FOR UPDATE SKIP LOCKED)
 
