@@ -100,10 +100,7 @@ async def test_a_commit_finds_the_steps_it_writes_by_their_key(client: cairn.Cli
     assert scans == (0,), "a commit read the whole steps table to find the steps it writes"
 
 
-HISTORY_READERS = {
-    "run_counts_by_queue": "the web's run counts by queue read every run, on request",
-    "hand_over_runs": "a stopping worker gives back its runs, once",
-}
+HISTORY_READERS = {"run_counts_by_queue": "the web's run counts by queue read every run, on request"}
 """Statements that may read every run or every step, and why that is not paid again and again."""
 _TABLE = re.compile(
     r"(?:FROM|JOIN|UPDATE)\s+(cairn_runs|cairn_steps)(?:\s+(?:AS\s+)?(?!WHERE|SET|JOIN|ON)(\w+))?", re.IGNORECASE
