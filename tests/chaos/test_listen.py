@@ -52,7 +52,10 @@ async def test_listen_connections_terminated(db_url: str, tmp_path: Path) -> Non
         for _ in range(2):
             workers.start()
         await eventually(lambda: registered(client, ".five_steps"), timeout=30, what="workers registered")
-        await client.store.open()
+        # The client LISTENs from its first result wait (a process LISTENs only for what it awaits).
+        warm = await client.start(flows.five_steps, 0, id="warm-up")
+        expected[warm.id] = flows.expected_five_steps(0)
+        await warm.result(timeout=60)
         await eventually(lambda: _count_at_least(db_url, 3), timeout=30, what="three LISTEN connections")
         terminated = 0
         for r in range(ROUNDS):

@@ -32,7 +32,10 @@ BEGIN
     END IF;
 
     IF notifications IS NOT NULL THEN
-        PERFORM pg_notify('cairn', p) FROM unnest(notifications) AS p;
+        -- "<origin> <key>": a run's news on its own channel, which only its result waiters hear
+        -- (cairn.store.postgres.channel); the rest, for claim loops, on "cairn".
+        PERFORM pg_notify(CASE WHEN split_part(p, ' ', 2) LIKE 'run:%' THEN 'cairn_run' ELSE 'cairn' END, p)
+        FROM unnest(notifications) AS p;
     END IF;
 END
 $$;

@@ -1,0 +1,90 @@
+"""PostgreSQL: a process hears only the notifications it has subscribers for. A run's news goes on
+a channel of its own, so a worker does not wake for every run that ends anywhere, a process waiting
+for results does not wake for every start and commit, and a process that only starts runs hears
+nothing, not even the echo of its own starts (each heard notification wakes a thread that takes
+the GIL from the event loop: that echo was a third of a start's time). A subscriber relies on
+hearing whatever is sent after it subscribed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+import cairn
+from cairn.store.base import WORK
+from cairn.store.postgres import PostgresDatabase
+from tests.conftest import eventually
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.parametrize("db_url", ["postgres"], indirect=True)]
+
+
+@pytest.fixture
+async def clients(db_url: str) -> AsyncIterator[Callable[[], Any]]:
+    made: list[cairn.Client] = []
+
+    async def make() -> tuple[cairn.Client, list[str]]:
+        """An opened client, as another process would have, and every payload its listener heard."""
+        client = cairn.Client(db_url)
+        await client.store.open()
+        made.append(client)
+        db = client.store.db  # type: ignore[attr-defined]
+        assert isinstance(db, PostgresDatabase)
+        heard: list[str] = []
+        dispatch = db._dispatch
+
+        def spy(notes: Any) -> None:
+            if isinstance(notes, list):  # from the listener; a commit here dispatches its own notes as a mapping
+                heard.extend(notes)
+            dispatch(notes)
+
+        db._dispatch = spy  # type: ignore[method-assign]
+        return client, heard
+
+    yield make
+    for client in made:
+        await client.close()
+
+
+async def _notify(client: cairn.Client, *keys: str) -> None:
+    def tx_fn(tx: Any) -> None:
+        for key in keys:
+            tx.notify(key)
+
+    await client.store.db.transaction(tx_fn)  # type: ignore[attr-defined]
+
+
+async def test_each_process_hears_only_what_it_has_subscribers_for(clients: Callable[[], Any]) -> None:
+    waiter, waiter_heard = await clients()
+    worker, worker_heard = await clients()
+    starter, starter_heard = await clients()
+    waiter.store.subscribe_key("run:r1", lambda _detail: None)
+    worker.store.subscribe_key(WORK, lambda _detail: None)
+
+    await _notify(starter, WORK, "run:r1")
+    await _notify(starter, WORK, "run:last")  # heard after the first, by whoever hears it (commit order)
+    await eventually(lambda: _async("run:last" in waiter_heard), what="the run's news")
+    await eventually(lambda: _async(worker_heard.count(WORK) == 2), what="both wake-ups")
+
+    assert waiter_heard == ["run:r1", "run:last"], "a result waiter heard the claim loops' wake-ups"
+    assert worker_heard == [WORK, WORK], "a worker heard the runs' news"
+    assert starter_heard == [], "a process with no subscribers heard its own commits"
+
+
+async def test_what_is_sent_after_subscribing_is_heard(clients: Callable[[], Any]) -> None:
+    """The first subscriber of a channel returns once LISTEN is in place: a notification sent at
+    once after it (here, from another process) is never missed. Fresh processes each time."""
+    sender, _ = await clients()
+    for i in range(10):
+        listener, heard = await clients()
+        got: list[object] = []
+        listener.store.subscribe_key(f"run:r{i}", got.append)
+        await _notify(sender, f"run:r{i}")
+        await eventually(lambda got=got: _async(bool(got)), timeout=5.0, what=f"news of run r{i}")  # type: ignore[misc]
+        assert heard == [f"run:r{i}"]
+        await listener.close()
+
+
+async def _async(value: bool) -> bool:
+    return value
