@@ -7,9 +7,12 @@ hearing whatever is sent after it subscribed."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import psycopg
 import pytest
 
 import cairn
@@ -88,3 +91,33 @@ async def test_what_is_sent_after_subscribing_is_heard(clients: Callable[[], Any
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_news_is_never_lost_while_the_listener_reconnects(clients: Callable[[], Any], db_url: str) -> None:
+    """Randomized: the listener's connection terminated by the server at random moments, while
+    subscribers come and notifications follow at once. Each subscriber hears its news, heard or
+    dispatched after the reconnection as news without a row (what a reconnect may have missed)."""
+    rng = random.Random(17)
+    sender, _ = await clients()
+    listener, _ = await clients()
+    terminated = 0
+    for i in range(300):
+        got: list[object] = []
+        if rng.random() < 0.3:
+            terminated += await asyncio.to_thread(_terminate_listeners, db_url)
+        if rng.random() < 0.5:
+            await asyncio.sleep(rng.random() * 0.002)  # a varied interleaving, not a synchronisation
+        unsubscribe = listener.store.subscribe_key(f"run:n{i}", got.append)
+        await _notify(sender, f"run:n{i}")
+        await eventually(lambda got=got: _async(bool(got)), timeout=10.0, what=f"news of run n{i}")  # type: ignore[misc]
+        unsubscribe()
+    assert terminated >= 30, f"only {terminated} listener connections were terminated"
+
+
+def _terminate_listeners(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query ILIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
+        ).fetchall()
+        return len(rows)
