@@ -39,11 +39,10 @@ _MIGRATION_LOCK = 7_311_482_019
 ANY_ORIGIN = "*"
 """The origin of a notification the server itself sends; every process, the committer's included, handles it."""
 RUN_CHANNEL = "cairn_run"
-"""Where a run's news ("run:<id>", for its result waiters) is sent; all else (work for claim loops,
-schedules) goes to "cairn". `cairn_apply` picks the channel by the key (see functions.sql)."""
+"""Where a run's news ("run:<id>", for its result waiters) is sent. `cairn_apply` picks the
+channel by the key (see functions.sql), as `channel` does here."""
 WORK_CHANNEL = "cairn"
-
-
+"""Where everything else is sent: wake-ups of claim loops (work, schedules)."""
 LISTEN_WAIT = 2.0
 """How long the first subscriber of a channel waits for LISTEN to be in place (see `subscribe_key`)."""
 
@@ -426,7 +425,8 @@ class PostgresDatabase(Database):
             target=self._listen, args=(self._nudges[0],), name="cairn-pg-listen", daemon=True
         )
         self._listener.start()
-        # Wait (briefly) until LISTEN is in place, so waiters can rely on notifications from the start.
+        # Wait (briefly) until the listening connection is up: a first subscriber then waits only
+        # for its channel's LISTEN (see `subscribe_key`).
         await loop.run_in_executor(self._executor, self._listening.wait, 5.0)
 
     def refused(self, exc: Exception) -> bool:
