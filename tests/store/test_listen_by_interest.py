@@ -70,7 +70,8 @@ async def test_each_process_hears_only_what_it_has_subscribers_for(clients: Call
     await eventually(lambda: _async("run:last" in waiter_heard), what="the run's news")
     await eventually(lambda: _async(worker_heard.count(WORK) == 2), what="both wake-ups")
 
-    assert waiter_heard == ["run:r1", "run:last"], "a result waiter heard the claim loops' wake-ups"
+    # The first is what its first subscription may have missed (see below), then what was sent.
+    assert waiter_heard == ["run:r1", "run:r1", "run:last"], "a result waiter heard the claim loops' wake-ups"
     assert worker_heard == [WORK, WORK], "a worker heard the runs' news"
     assert starter_heard == [], "a process with no subscribers heard its own commits"
 
@@ -84,9 +85,25 @@ async def test_what_is_sent_after_subscribing_is_heard(clients: Callable[[], Any
         got: list[object] = []
         listener.store.subscribe_key(f"run:r{i}", got.append)
         await _notify(sender, f"run:r{i}")
-        await eventually(lambda got=got: _async(bool(got)), timeout=5.0, what=f"news of run r{i}")  # type: ignore[misc]
-        assert heard == [f"run:r{i}"]
+        await eventually(lambda got=got: _async(len(got) == 2), timeout=5.0, what=f"news of run r{i}")  # type: ignore[misc]
+        # What it may have missed (see the next test), then what was sent.
+        assert heard == [f"run:r{i}", f"run:r{i}"]
         await listener.close()
+
+
+async def test_a_run_that_ended_before_its_process_listened_is_news_at_once(clients: Callable[[], Any]) -> None:
+    """A result waiter does not read a run it has just started: it counts on hearing its end. In a
+    process not yet listening for runs' news, that end may come before LISTEN is in place; the
+    first subscriber hears of its run at once (and reads it), not at the next safety read."""
+    sender, _ = await clients()
+    listener, _ = await clients()
+    await _notify(sender, "run:early")  # ended before anyone here listened
+    got: list[object] = []
+    listener.store.subscribe_key("run:early", got.append)
+    assert got == [None], "the first waiter of a run's news was not told it may have missed it"
+    later: list[object] = []
+    listener.store.subscribe_key("run:later", later.append)
+    assert later == [], "only the first subscriber, whose run's end may predate LISTEN, is told"
 
 
 async def _async(value: bool) -> bool:

@@ -467,7 +467,11 @@ class PostgresDatabase(Database):
         """As `Database.subscribe_key`; the first subscriber of a channel waits (once, about a round
         trip) until the listener LISTENs on it, so that no notification sent after this returns is
         missed. Should that take longer than LISTEN_WAIT, what it missed is dispatched once LISTEN
-        is in place, as news without a row."""
+        is in place, as news without a row.
+
+        The first subscriber of a run's news also gets news without a row at once: its run may have
+        ended before LISTEN was in place (a waiter skips its first read of a run it just started,
+        counting on hearing its end). A claim loop claims as it starts, and needs none."""
         unsubscribe = super().subscribe_key(key, callback)
         name = channel(key)
         with self._lock:
@@ -481,6 +485,9 @@ class PostgresDatabase(Database):
             )
             if not in_place or name not in self._listened:
                 self._late.add(name)
+                return unsubscribe
+        if name == RUN_CHANNEL:
+            self._dispatch([key])
         return unsubscribe
 
     def _nudge(self) -> None:
