@@ -29,7 +29,17 @@ from cairn.errors import DatabaseUnavailable
 from cairn.store.base import Database, Params, Tx
 from cairn.store.open import redact_url
 from cairn.store.protocol import Listener
-from cairn.store.sql import NOTIFIES, ROW_WRITES, UPSERTS, apply_function, migrations, queries
+from cairn.store.sql import (
+    NOTIFIES,
+    ROW_WRITES,
+    RUN_CHANNEL,
+    UPSERTS,
+    apply_function,
+    apply_parameters,
+    channel,
+    migrations,
+    queries,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("cairn.store.postgres")
@@ -38,20 +48,8 @@ _MIGRATION_LOCK = 7_311_482_019
 
 ANY_ORIGIN = "*"
 """The origin of a notification the server itself sends; every process, the committer's included, handles it."""
-RUN_CHANNEL = "cairn_run"
-"""Where a run's news ("run:<id>", for its result waiters) is sent. `cairn_apply` picks the
-channel by the key (see functions.sql), as `channel` does here."""
-WORK_CHANNEL = "cairn"
-"""Where everything else is sent: wake-ups of claim loops (work, schedules)."""
 LISTEN_WAIT = 2.0
 """How long the first subscriber of a channel waits for LISTEN to be in place (see `subscribe_key`)."""
-
-
-def channel(key: str) -> str:
-    """The channel notifications of `key` are sent on."""
-    return RUN_CHANNEL if key.startswith("run:") else WORK_CHANNEL
-
-
 _UNAVAILABLE = ("08", "53", "57", "58", "XX")
 """SQLSTATE classes of a connection lost, resources exhausted, the server shutting down or failing:
 what they interrupted may have been applied, and running it again apart would not help."""
@@ -122,9 +120,7 @@ class _Held:
 
 
 _RANK = {name: rank for rank, name in enumerate(ROW_WRITES)}
-_NOTHING_HELD: dict[str, Any] = dict.fromkeys(
-    [*ROW_WRITES, *(f"{n}_expect" for n in ROW_WRITES if n not in UPSERTS), "finish_notify", "events", "notifications"]
-)
+_NOTHING_HELD: dict[str, Any] = dict.fromkeys(name for name, _ in apply_parameters())
 """The parameters of `cairn_apply` when a transaction holds nothing of a kind."""
 
 
@@ -202,11 +198,13 @@ class _PgTx(Tx):
     def begin_piece(self) -> None:
         self._rank = -1
 
-    def _apply(self, events: Sequence[dict[str, Any]] = (), notifications: Sequence[str] = ()) -> Params | None:
-        """The parameters of one `cairn_apply` statement for what is held (and `events` and
-        `notifications`, at the end), or None when there is nothing to send."""
+    def _apply(
+        self, events: Sequence[dict[str, Any]] = (), notes: Sequence[str] = (), origin: str = ""
+    ) -> Params | None:
+        """The parameters of one `cairn_apply` statement for what is held (and `events` and the
+        notifications of `notes` from `origin`, at the end), or None when there is nothing to send."""
         self._rank = -1
-        if not (self._held or events or notifications):
+        if not (self._held or events or notes):
             return None
         held, self._held = self._held, {}
         params: dict[str, Any] = dict(_NOTHING_HELD)
@@ -219,8 +217,9 @@ class _PgTx(Tx):
                 params["finish_notify"] = f"{ANY_ORIGIN} {h.notify}"
         if events:
             params["events"] = _json_text(events)
-        if notifications:
-            params["notifications"] = list(notifications)
+        if notes:
+            params["notifications"] = [f"{origin} {note}" for note in notes]
+            params["notify_channels"] = [channel(note) for note in notes]
         return params
 
     def _send_held(self) -> None:
@@ -281,7 +280,7 @@ class _PgTx(Tx):
         """The last `cairn_apply` statement's parameters: what is still held, the events and the
         notifications (None when there is nothing to send)."""
         events, self.events = self.events, []
-        return self._apply(events, [f"{origin} {note}" for note in sorted(self.notes)])
+        return self._apply(events, sorted(self.notes), origin)
 
     def commit(self, origin: str) -> None:
         """Send the final statement: on its own when nothing else was sent (PostgreSQL commits it),
@@ -509,15 +508,13 @@ class PostgresDatabase(Database):
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self.url, autocommit=True) as conn:
-                    listening: set[str] = set()
                     self._listening.set()
                     delay = 0.1
                     while not self._stop.is_set():
                         with self._lock:
-                            wanted = self._channels - listening
+                            wanted = self._channels - self._listened
                         for name in sorted(wanted):
-                            conn.execute(f"LISTEN {name}")  # a constant of this module: see `channel`
-                            listening.add(name)
+                            conn.execute(f"LISTEN {name}")  # a constant: see `cairn.store.sql.channel`
                             with self._heard:
                                 self._listened.add(name)
                                 late = name in missed or name in self._late

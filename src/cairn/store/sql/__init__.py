@@ -152,6 +152,18 @@ def queries(dialect: str) -> dict[str, str]:
 
 # --- PostgreSQL: an activation commit's row writes as one statement ------------------------------
 
+RUN_CHANNEL = "cairn_run"
+"""The LISTEN/NOTIFY channel of a run's news ("run:<id>"), which only its result waiters hear."""
+WORK_CHANNEL = "cairn"
+"""The channel of everything else: wake-ups of claim loops (work, schedules)."""
+
+
+def channel(key: str) -> str:
+    """The channel a notification of `key` is sent on (`cairn_apply` sends each on the channel
+    given beside it, and its due run's wake-up on WORK_CHANNEL)."""
+    return RUN_CHANNEL if key.startswith("run:") else WORK_CHANNEL
+
+
 ROW_WRITES = (
     "insert_run",
     "fence_run",
@@ -207,7 +219,7 @@ def _apply_block(stmt: Statement) -> str:
             f"    PERFORM cairn_expect({name}_expect IS NULL OR n = json_array_length({name}), {name}_expect);"
         )
     if name == NOTIFIES:
-        wake = "PERFORM pg_notify('cairn', finish_notify)"
+        wake = f"PERFORM pg_notify('{WORK_CHANNEL}', finish_notify)"
         lines.append(f"    IF is_due AND finish_notify IS NOT NULL THEN {wake}; END IF;")
     lines.append("END IF;")
     return "\n".join("    " + ln for ln in lines)
@@ -215,7 +227,8 @@ def _apply_block(stmt: Statement) -> str:
 
 def apply_parameters() -> list[tuple[str, str]]:
     """`cairn_apply`'s parameters, in order: each write's rows (JSON), the message its failed check
-    raises with (None: unchecked), the wake-up to send, the events and the notifications."""
+    raises with (None: unchecked), the wake-up to send, the events, the notifications and the
+    channel of each."""
     out: list[tuple[str, str]] = []
     for name in ROW_WRITES:
         out.append((name, "json"))
@@ -223,7 +236,7 @@ def apply_parameters() -> list[tuple[str, str]]:
             out.append((f"{name}_expect", "text"))
         if name == NOTIFIES:
             out.append(("finish_notify", "text"))
-    return [*out, ("events", "json"), ("notifications", "text[]")]
+    return [*out, ("events", "json"), ("notifications", "text[]"), ("notify_channels", "text[]")]
 
 
 @functools.cache

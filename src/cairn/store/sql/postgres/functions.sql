@@ -32,10 +32,8 @@ BEGIN
     END IF;
 
     IF notifications IS NOT NULL THEN
-        -- "<origin> <key>": a run's news on its own channel, which only its result waiters hear
-        -- (cairn.store.postgres.channel); the rest, for claim loops, on "cairn".
-        PERFORM pg_notify(CASE WHEN split_part(p, ' ', 2) LIKE 'run:%' THEN 'cairn_run' ELSE 'cairn' END, p)
-        FROM unnest(notifications) AS p;
+        -- Each on the channel beside it (cairn.store.sql.channel: a run's news apart from the rest).
+        PERFORM pg_notify(c, p) FROM unnest(notify_channels, notifications) AS n(c, p);
     END IF;
 END
 $$;
