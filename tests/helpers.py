@@ -1,5 +1,6 @@
 """Helpers shared by the tests: waiting on a run's status or a worker's registration, changing a row
-behind Cairn's back, running the CLI from async code, and rows made for driving the store directly."""
+behind Cairn's back, terminating PostgreSQL's LISTEN connections, running the CLI from async code,
+and rows made for driving the store directly."""
 
 from __future__ import annotations
 
@@ -27,6 +28,23 @@ async def status_is(handle: cairn.RunHandle, status: RunStatus) -> bool:
 async def registered(client: cairn.Client, suffix: str) -> bool:
     """For `eventually`: whether a worker has registered a workflow whose name ends with `suffix`."""
     return any(w.name.endswith(suffix) for w in await client.list_workflows())
+
+
+async def holds(value: bool) -> bool:
+    """For `eventually`, of a condition checked in memory."""
+    return value
+
+
+LISTENERS = (
+    "FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
+)
+"""The sessions of the URL's database that LISTEN (its Cairn processes' listeners)."""
+
+
+def terminate_listeners(url: str) -> int:
+    """Terminate every LISTEN connection of the URL's database, as the server would; how many."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return len(conn.execute(f"SELECT pg_terminate_backend(pid) {LISTENERS}").fetchall())  # type: ignore[arg-type]
 
 
 def raw_sql(db_url: str, sql: str, *params: object) -> None:

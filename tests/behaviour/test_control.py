@@ -12,7 +12,7 @@ from cairn import IllegalTransition, RunStatus, StepStatus
 from tests import control_flows as cf
 from tests import flows
 from tests.conftest import eventually
-from tests.helpers import status_is
+from tests.helpers import holds, status_is
 
 pytestmark = [pytest.mark.usefixtures("worker"), pytest.mark.timeout(60)]
 
@@ -70,7 +70,7 @@ async def test_cancel_during_a_running_action(client: cairn.Client) -> None:
     with pytest.raises(cairn.WorkflowCancelled):
         await handle.result(timeout=5)
     cf.GATE.set()  # the action finishes after the cancel: its late result is dropped
-    await eventually(lambda: _async(flows.CALLS["blocking:7"] == 1), what="action returned")
+    await eventually(lambda: holds(flows.CALLS["blocking:7"] == 1), what="action returned")
     (step,) = await handle.steps()
     assert step.status == StepStatus.CANCELLED and step.result is None
     assert await handle.status() == RunStatus.CANCELLED
@@ -192,7 +192,3 @@ async def _has_event(handle: cairn.RunHandle, kind: str) -> bool:
 
 async def _clock_past(client: cairn.Client, t: float) -> bool:
     return await client.store.now() > t
-
-
-async def _async(value: bool) -> bool:
-    return value

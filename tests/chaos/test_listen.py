@@ -18,26 +18,17 @@ from tests.chaos import flows
 from tests.chaos.harness import Figures, Workers, pick, read_effects, record, resume_times
 from tests.chaos.invariants import check
 from tests.conftest import eventually
-from tests.helpers import registered
+from tests.helpers import LISTENERS, registered, terminate_listeners
 
 ROUNDS = pick(3, 20)
 BATCH = pick(10, 25)
 pytestmark = [pytest.mark.process, pytest.mark.timeout(pick(120, 600))]
-
-LISTENERS = (
-    "FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
-)
 
 
 def _listeners(url: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(f"SELECT count(*) {LISTENERS}").fetchone()  # type: ignore[arg-type]
         return int(row[0]) if row else 0
-
-
-def _terminate_listeners(url: str) -> int:
-    with psycopg.connect(url, autocommit=True) as conn:
-        return len(conn.execute(f"SELECT pg_terminate_backend(pid) {LISTENERS}").fetchall())  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
@@ -85,7 +76,7 @@ async def _storm(url: str, stop: asyncio.Event, at: list[float]) -> int:
     """Terminate LISTEN backends every 50 ms until `stop`; how many were terminated."""
     n = 0
     while not stop.is_set():
-        killed = await asyncio.to_thread(_terminate_listeners, url)
+        killed = await asyncio.to_thread(terminate_listeners, url)
         if killed:
             n += killed
             at.append(time.time())

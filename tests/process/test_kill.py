@@ -19,7 +19,7 @@ import pytest
 import cairn
 from cairn import StepKind, StepStatus
 from tests.conftest import eventually
-from tests.helpers import registered
+from tests.helpers import holds, registered
 from tests.process import killflows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +83,7 @@ async def test_sigkill_mid_workflow_resumes_without_reexecuting(
             lambda: registered(client, "tests.process.killflows.long_chain"), timeout=20, what="worker registered"
         )
         handle = await client.start("tests.process.killflows.long_chain", 6)
-        await eventually(lambda: _async("start 3" in effects_log.read_text()), timeout=20, what="step 4 running")
+        await eventually(lambda: holds("start 3" in effects_log.read_text()), timeout=20, what="step 4 running")
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
 
@@ -114,7 +114,3 @@ async def test_uninterrupted_run_gives_the_same_result(client: cairn.Client, eff
         value = await client.run(killflows.long_chain, 6, timeout=30)
     assert value == sum(i * i for i in range(6)) + sum((100 + i) ** 2 for i in range(3))
     assert all(count == 1 for count in _effects(effects_log).values())
-
-
-async def _async(value: bool) -> bool:
-    return value

@@ -12,13 +12,13 @@ import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import psycopg
 import pytest
 
 import cairn
 from cairn.store.base import WORK
 from cairn.store.postgres import PostgresDatabase
 from tests.conftest import eventually
+from tests.helpers import holds, terminate_listeners
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.parametrize("db_url", ["postgres"], indirect=True)]
 
@@ -67,8 +67,8 @@ async def test_each_process_hears_only_what_it_has_subscribers_for(clients: Call
 
     await _notify(starter, WORK, "run:r1")
     await _notify(starter, WORK, "run:last")  # heard after the first, by whoever hears it (commit order)
-    await eventually(lambda: _async("run:last" in waiter_heard), what="the run's news")
-    await eventually(lambda: _async(worker_heard.count(WORK) == 2), what="both wake-ups")
+    await eventually(lambda: holds("run:last" in waiter_heard), what="the run's news")
+    await eventually(lambda: holds(worker_heard.count(WORK) == 2), what="both wake-ups")
 
     # The first is what its first subscription may have missed (see below), then what was sent.
     assert waiter_heard == ["run:r1", "run:r1", "run:last"], "a result waiter heard the claim loops' wake-ups"
@@ -85,7 +85,7 @@ async def test_what_is_sent_after_subscribing_is_heard(clients: Callable[[], Any
         got: list[object] = []
         listener.store.subscribe_key(f"run:r{i}", got.append)
         await _notify(sender, f"run:r{i}")
-        await eventually(lambda got=got: _async(len(got) == 2), timeout=5.0, what=f"news of run r{i}")  # type: ignore[misc]
+        await eventually(lambda got=got: holds(len(got) == 2), timeout=5.0, what=f"news of run r{i}")  # type: ignore[misc]
         # What it may have missed (see the next test), then what was sent.
         assert heard == [f"run:r{i}", f"run:r{i}"]
         await listener.close()
@@ -106,10 +106,6 @@ async def test_a_run_that_ended_before_its_process_listened_is_news_at_once(clie
     assert later == [], "only the first subscriber, whose run's end may predate LISTEN, is told"
 
 
-async def _async(value: bool) -> bool:
-    return value
-
-
 async def test_news_is_never_lost_while_the_listener_reconnects(clients: Callable[[], Any], db_url: str) -> None:
     """Randomized: the listener's connection terminated by the server at random moments, while
     subscribers come and notifications follow at once. Each subscriber hears its news, heard or
@@ -121,20 +117,11 @@ async def test_news_is_never_lost_while_the_listener_reconnects(clients: Callabl
     for i in range(300):
         got: list[object] = []
         if rng.random() < 0.3:
-            terminated += await asyncio.to_thread(_terminate_listeners, db_url)
+            terminated += await asyncio.to_thread(terminate_listeners, db_url)
         if rng.random() < 0.5:
             await asyncio.sleep(rng.random() * 0.002)  # a varied interleaving, not a synchronisation
         unsubscribe = listener.store.subscribe_key(f"run:n{i}", got.append)
         await _notify(sender, f"run:n{i}")
-        await eventually(lambda got=got: _async(bool(got)), timeout=10.0, what=f"news of run n{i}")  # type: ignore[misc]
+        await eventually(lambda got=got: holds(bool(got)), timeout=10.0, what=f"news of run n{i}")  # type: ignore[misc]
         unsubscribe()
     assert terminated >= 30, f"only {terminated} listener connections were terminated"
-
-
-def _terminate_listeners(url: str) -> int:
-    with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND query ILIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
-        ).fetchall()
-        return len(rows)
