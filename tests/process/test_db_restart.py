@@ -19,7 +19,7 @@ import pytest
 import cairn
 from cairn import RunStatus, StepKind
 from tests.conftest import _pg_bin, eventually, start_cluster
-from tests.helpers import registered
+from tests.helpers import holds, registered
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.process, pytest.mark.timeout(180)]
@@ -75,6 +75,56 @@ async def test_postgres_restart_mid_run(tmp_path: Path) -> None:
             worker.wait(timeout=15)
         await client.close()
         stop()
+
+
+@cairn.action(id="tests.db_restart.inc")
+async def inc(x: int) -> int:
+    return x + 1
+
+
+@cairn.workflow(id="tests.db_restart.two_steps")
+async def two_steps(x: int) -> int:
+    return await inc(await inc(x))
+
+
+@pytest.mark.skipif(_pg_bin() is None, reason="needs PostgreSQL server binaries to start a private cluster")
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
+async def test_work_resumes_as_soon_as_the_server_is_back(busy: bool) -> None:
+    """After a restart, the next run completes within moments of the server accepting connections
+    again, whether the restart caught the process's connections idle in the pool or in use.
+    psycopg_pool alone tries to reconnect a second after its first try failed (then 2 s, 4 s...), and
+    after a connection fails its check it waits a second before handing out the next: each restart
+    of 0.2 s held every commit of the process 0.6 to 3.8 s."""
+    url, restart, stop = start_cluster()
+    client = cairn.Client(url)
+    resumed: list[float] = []
+    try:
+        async with cairn.Worker(client):
+            finished = [time.monotonic()]
+            done = asyncio.Event()
+
+            async def loop(n: int) -> None:
+                while not done.is_set():
+                    assert await client.run(two_steps, n) == n + 2
+                    finished.append(time.monotonic())
+
+            loops = [asyncio.create_task(loop(n)) for n in range(8 if busy else 0)]
+            await asyncio.gather(*(client.run(two_steps, n) for n in range(8)))  # several connections in the pools
+            for _ in range(3):
+                await asyncio.to_thread(restart)
+                back = time.monotonic()
+                if busy:
+                    await eventually(lambda b=back: holds(finished[-1] > b), timeout=30, what="a run after the restart")
+                    resumed.append(min(t for t in finished if t > back) - back)
+                else:
+                    assert await asyncio.wait_for(client.run(two_steps, 1), timeout=30) == 3
+                    resumed.append(time.monotonic() - back)
+            done.set()
+            await asyncio.gather(*loops)
+    finally:
+        await client.close()
+        stop()
+    assert max(resumed) < 0.5, f"seconds from each restart's end to the next run's end: {resumed}"
 
 
 async def _effects_seen(log: Path, n: int) -> bool:

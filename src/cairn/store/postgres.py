@@ -17,8 +17,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from typing import Any, Self, TypeVar
 
 import psycopg
 import pydantic_core
@@ -42,6 +42,7 @@ from cairn.store.sql import (
 )
 
 T = TypeVar("T")
+C = TypeVar("C")
 log = logging.getLogger("cairn.store.postgres")
 _MIGRATION_LOCK = 7_311_482_019
 
@@ -97,17 +98,74 @@ def _quiet(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool
     return not poller.poll(0)
 
 
-def _check(conn: psycopg.Connection[Any]) -> None:
-    """The pool's check as it hands a connection out: one that heard from the server while idle
-    (after a restart, its session is gone) is checked for real and, if dead, replaced, so that a
+def _alive(conn: psycopg.Connection[Any]) -> bool:
+    """Whether a connection taken from the pool may carry a transaction: one that heard from the
+    server while idle (after a restart, its session is gone) is checked for real, so that a
     commit is never sent on a connection from before a restart (whose failure would be ambiguous)."""
-    if not _quiet(conn):
+    if _quiet(conn):
+        return True
+    try:
         ConnectionPool.check_connection(conn)
+    except psycopg.Error:
+        return False
+    return True
 
 
-async def _check_async(conn: psycopg.AsyncConnection[Any]) -> None:
-    if not _quiet(conn):
+async def _alive_async(conn: psycopg.AsyncConnection[Any]) -> bool:
+    if _quiet(conn):
+        return True
+    try:
         await AsyncConnectionPool.check_connection(conn)
+    except psycopg.Error:
+        return False
+    return True
+
+
+RECONNECT_PATIENCE = 3.0
+"""How long one reconnection of a pooled connection keeps trying, every 20-100 ms, before psycopg_pool
+schedules the next (1 s later, then 2, 4...). A restart keeps the server away for well under this:
+tried at psycopg_pool's pace, a restart of 0.2 s held every commit for the second its retry waited."""
+
+
+def _patiently(connect: Callable[[], C], pause: Callable[[float], bool | None] = time.sleep) -> C:
+    """`connect()`, tried again for up to `RECONNECT_PATIENCE`; `pause` returning True stops early."""
+    deadline = time.monotonic() + RECONNECT_PATIENCE
+    delay = 0.02
+    while True:
+        try:
+            return connect()
+        except psycopg.OperationalError:  # refused, or the server starting up or shutting down
+            if time.monotonic() + delay > deadline or pause(delay):
+                raise
+        delay = min(delay * 2, 0.1)
+
+
+async def _patiently_async(connect: Callable[[], Awaitable[C]]) -> C:
+    deadline = time.monotonic() + RECONNECT_PATIENCE
+    delay = 0.02
+    while True:
+        try:
+            return await connect()
+        except psycopg.OperationalError:
+            if time.monotonic() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+class _PatientConnection(psycopg.Connection[Any]):
+    """The pool's connections: connecting rides out a restart (see `RECONNECT_PATIENCE`). Runs on
+    a pool worker thread, where waiting holds up nobody (a transaction waits for the pool)."""
+
+    @classmethod
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
+        return _patiently(lambda: super(_PatientConnection, cls).connect(conninfo, **kwargs))
+
+
+class _PatientAsyncConnection(psycopg.AsyncConnection[Any]):
+    @classmethod
+    async def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
+        return await _patiently_async(lambda: super(_PatientAsyncConnection, cls).connect(conninfo, **kwargs))
 
 
 class _Held:
@@ -388,9 +446,9 @@ class PostgresDatabase(Database):
             open=False,
             name="cairn",
             timeout=5.0,
+            connection_class=_PatientConnection,
             kwargs={"autocommit": True},  # a transaction begins only when it must: see _PgTx
             configure=_configure,
-            check=_check,
         )
         try:
             await loop.run_in_executor(
@@ -406,9 +464,9 @@ class PostgresDatabase(Database):
             open=False,
             name="cairn-async",
             timeout=5.0,
+            connection_class=_PatientAsyncConnection,
             kwargs={"autocommit": True},
             configure=_configure_async,
-            check=_check_async,
         )
         try:
             await self._apool.open(wait=True, timeout=10.0)
@@ -507,7 +565,7 @@ class PostgresDatabase(Database):
             missed = set(self._channels)  # a store opened again: its subscribers heard nothing while closed
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self.url, autocommit=True) as conn:
+                with _patiently(lambda: psycopg.connect(self.url, autocommit=True), self._stop.wait) as conn:
                     self._listening.set()
                     delay = 0.1
                     while not self._stop.is_set():
@@ -614,7 +672,7 @@ class PostgresDatabase(Database):
             assert self._apool is not None
             sent = False
             try:
-                async with self._apool.connection() as conn:
+                async with self._apooled() as conn:
                     sent = True
                     await conn.execute(self._q["apply"], params)
             except (psycopg.Error, PoolTimeout) as exc:
@@ -628,10 +686,36 @@ class PostgresDatabase(Database):
             self._dispatch(tx.notes)
         return (result,)
 
+    @contextlib.contextmanager
+    def _pooled(self) -> Iterator[psycopg.Connection[Any]]:
+        """A live connection from the pool (see `_alive`). Not the pool's own `check`: after a
+        connection fails it, psycopg_pool waits a second before handing out the next, and after a
+        restart the pool holds a dead connection for each it had. Each dead one given back is
+        replaced at once (see `_PatientConnection`)."""
+        assert self._pool is not None
+        while not _alive(conn := self._pool.getconn()):
+            self._pool.putconn(conn)
+        try:
+            with conn:
+                yield conn
+        finally:
+            self._pool.putconn(conn)
+
+    @contextlib.asynccontextmanager
+    async def _apooled(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        assert self._apool is not None
+        while not await _alive_async(conn := await self._apool.getconn()):
+            await self._apool.putconn(conn)
+        try:
+            async with conn:
+                yield conn
+        finally:
+            await self._apool.putconn(conn)
+
     def _run(self, fn: Callable[[Tx], T]) -> tuple[T, dict[str, Any]]:
         assert self._pool is not None
         try:
-            conn_cm = self._pool.connection()
+            conn_cm = self._pooled()
             conn = conn_cm.__enter__()
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise _BeforeCommit(exc) from exc
