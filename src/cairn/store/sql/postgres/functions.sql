@@ -11,6 +11,8 @@
 -- hash and merge joins off it still chose, on a steps table of 24,000 rows (not 48,000), a nested
 -- loop over the whole table read once (against 100 key lookups): every commit that completed a
 -- step read every step (1,300 rows a workflow in `cairn bench`'s naive run), so scans are off too.
+-- And each write's rows are LIMITed to the array's length (see `_all_rows`): a plan made while
+-- the tables were empty, kept by the connection as they grew, read the whole primary key instead.
 CREATE OR REPLACE FUNCTION {name}({parameters}) RETURNS void LANGUAGE plpgsql
 SET enable_hashjoin = off SET enable_mergejoin = off SET enable_seqscan = off
 AS $$
