@@ -17,6 +17,7 @@ import pytest
 import cairn
 from cairn.store.base import WORK
 from cairn.store.postgres import PostgresDatabase
+from tests import flows
 from tests.conftest import eventually
 from tests.helpers import holds, terminate_listeners
 
@@ -125,3 +126,23 @@ async def test_news_is_never_lost_while_the_listener_reconnects(clients: Callabl
         await eventually(lambda got=got: holds(bool(got)), timeout=10.0, what=f"news of run n{i}")  # type: ignore[misc]
         unsubscribe()
     assert terminated >= 30, f"only {terminated} listener connections were terminated"
+
+
+async def test_a_start_refused_for_its_id_wakes_nobody(client: cairn.Client, db_url: str) -> None:
+    """A start is one statement that writes the run and sends its wake-up together. A start whose
+    id is taken writes nothing, and must send nothing either: every worker would wake and claim
+    for it."""
+    import psycopg
+
+    with psycopg.connect(db_url, autocommit=True) as listener, psycopg.connect(db_url, autocommit=True) as other:
+        listener.execute("LISTEN cairn")
+        first = await client.start(flows.sleeper, 1.0, id="taken")
+        again = await client.start(flows.sleeper, 2.0, id="taken")  # the run that exists, unchanged
+        assert again.id == first.id
+        other.execute("NOTIFY cairn, 'marker'")  # after both starts: heard after whatever they sent
+        heard = []
+        for note in listener.notifies(timeout=30):
+            if note.payload == "marker":
+                break
+            heard.append(note.payload.split(" ", 1)[1])
+    assert heard == [WORK], "a start refused for its id sent a wake-up"

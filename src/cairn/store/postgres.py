@@ -31,6 +31,7 @@ from cairn.store.open import redact_url
 from cairn.store.protocol import Listener
 from cairn.store.sql import (
     NOTIFIES,
+    ONE_RUN,
     ROW_WRITES,
     RUN_CHANNEL,
     UPSERTS,
@@ -208,6 +209,8 @@ class _PgTx(Tx):
         """The place in `ROW_WRITES` of this piece's last row: one earlier sends what is held first."""
         self.committing = False
         """Whether the statement that commits was handed to the connection (see `commit`)."""
+        self._refusal: Exception | None = None
+        """What the final statement's new run expected, when it goes alone (see `final`)."""
 
     @property
     def cur(self) -> psycopg.Cursor[Any]:
@@ -275,10 +278,17 @@ class _PgTx(Tx):
                 params["finish_notify"] = f"{ANY_ORIGIN} {h.notify}"
         if events:
             params["events"] = _json_text(events)
-        if notes:
-            params["notifications"] = [f"{origin} {note}" for note in notes]
-            params["notify_channels"] = [channel(note) for note in notes]
+        params.update(self._notifications(notes, origin))
         return params
+
+    @staticmethod
+    def _notifications(notes: Sequence[str], origin: str) -> Params:
+        if not notes:
+            return {"notifications": None, "notify_channels": None}
+        return {
+            "notifications": [f"{origin} {note}" for note in notes],
+            "notify_channels": [channel(note) for note in notes],
+        }
 
     def _send_held(self) -> None:
         params = self._apply()
@@ -334,11 +344,26 @@ class _PgTx(Tx):
         pipeline.sync()
         return [cur.fetchall() if cur.description else [] for cur in cursors]
 
-    def final(self, origin: str) -> Params | None:
-        """The last `cairn_apply` statement's parameters: what is still held, the events and the
-        notifications (None when there is nothing to send)."""
+    def final(self, origin: str, alone: bool) -> tuple[str, Params] | None:
+        """The last statement and its parameters: what is still held, the events and the
+        notifications (None when there is nothing to send). `alone`, when nothing else was sent: a
+        transaction that is one new run (a start) goes as that row's own statement (`ONE_RUN`),
+        whose count of rows written `written` then checks."""
         events, self.events = self.events, []
-        return self._apply(events, sorted(self.notes), origin)
+        notes = sorted(self.notes)
+        new = self._held.get("insert_run")
+        if alone and new is not None and len(new.rows) == 1 and len(self._held) == 1 and not events:
+            self._held, self._rank = {}, -1
+            self._refusal = new.errors[0] if new.errors else None
+            return ONE_RUN, {**new.rows[0], **self._notifications(notes, origin)}
+        params = self._apply(events, notes, origin)
+        return None if params is None else ("apply", params)
+
+    def written(self, name: str, row: tuple[Any, ...] | None) -> None:
+        """After the final statement `name` (its first row): a new run's insert that wrote nothing
+        (its id is taken) raises the error it expected, as `cairn_apply`'s check would have."""
+        if name == ONE_RUN and self._refusal is not None and (row is None or row[0] == 0):
+            raise self._refusal
 
     def commit(self, origin: str) -> None:
         """Send the final statement: on its own when nothing else was sent (PostgreSQL commits it),
@@ -346,14 +371,15 @@ class _PgTx(Tx):
         leaving the pipeline would then sync again, an empty round trip of its own).
         `committing` is set as the statement that commits is handed to the connection: a failure
         before it cannot have applied anything, one after it may have."""
-        params = self.final(origin)
+        final = self.final(origin, alone=self._pipeline is None)
         if self._pipeline is None:
-            if params is not None:
+            if final is not None:
                 self.committing = True
-                self.cur.execute(self._q["apply"], params)
+                self.cur.execute(self._q[final[0]], final[1])
+                self.written(final[0], self.cur.fetchone() if final[0] == ONE_RUN else None)
             return
-        if params is not None:
-            self.cur.execute(self._q["apply"], params)
+        if final is not None:
+            self.cur.execute(self._q[final[0]], final[1])
         self.committing = True
         self.cur.execute(b"COMMIT")
 
@@ -667,14 +693,15 @@ class PostgresDatabase(Database):
             result = fn(tx)
         except _MustBegin:
             return None
-        params = tx.final(self._origin)
-        if params is not None:
-            assert self._apool is not None
+        final = tx.final(self._origin, alone=True)
+        if final is not None:
+            name, params = final
             sent = False
             try:
                 async with self._apooled() as conn:
                     sent = True
-                    await conn.execute(self._q["apply"], params)
+                    cur = await conn.execute(self._q[name], params)
+                    tx.written(name, await cur.fetchone() if name == ONE_RUN else None)
             except (psycopg.Error, PoolTimeout) as exc:
                 if not sent:
                     return None

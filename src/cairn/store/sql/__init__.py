@@ -147,6 +147,7 @@ def queries(dialect: str) -> dict[str, str]:
         out[name] = text
     if dialect == "postgres":
         out["apply"] = _PARAM.sub(r"%(\1)s", apply_function()[1])
+        out[ONE_RUN] = _PARAM.sub(r"%(\1)s", _notifying(statements(dialect)["insert_run"]).replace("%", "%%"))
     return out
 
 
@@ -230,6 +231,21 @@ def _apply_block(stmt: Statement) -> str:
         lines.append(f"    IF is_due AND finish_notify IS NOT NULL THEN {wake}; END IF;")
     lines.append("END IF;")
     return "\n".join("    " + ln for ln in lines)
+
+
+ONE_RUN = "insert_run_notifying"
+"""A transaction that is one new run and its notifications (a start): `insert_run` alone, its
+notifications sent only when it wrote the row, and the count of rows written (0: the id is taken).
+One plain statement, where `cairn_apply` takes 19 parameters, parses each write's JSON rows and
+runs in plpgsql: a start's statement 0.31 against 0.38 ms, measured in turns."""
+
+
+def _notifying(stmt: Statement) -> str:
+    notify = (
+        "SELECT count(pg_notify(n.c, n.p)) FROM unnest(CAST(:notify_channels AS text[]), "
+        "CAST(:notifications AS text[])) AS n(c, p) WHERE EXISTS (SELECT 1 FROM written)"
+    )
+    return f"WITH written AS ({_alone(stmt)}) SELECT count(*), ({notify}) FROM written"
 
 
 def apply_parameters() -> list[tuple[str, str]]:
