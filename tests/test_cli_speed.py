@@ -66,3 +66,27 @@ async def _create(url: str) -> None:
     client = cairn.Client(url)
     await client.store.open()
     await client.close()
+
+
+DEFINES = """
+import json, sys, cairn
+
+@cairn.action
+async def add_one(x: int) -> int:
+    return x + 1
+
+@cairn.workflow
+async def flow(x: int) -> int:
+    return await add_one(x)
+
+client, worker = cairn.Client, cairn.Worker
+print(json.dumps([m for m in ("fastapi", "mountaineer_di", "starlette", "uvicorn") if m in sys.modules]))
+"""
+
+
+def test_defining_actions_imports_no_web_framework() -> None:
+    """mountaineer-di imports FastAPI whenever it is installed (0.2 s): a worker process, each
+    isolated action's child and every script that defines an action would pay it, though only an
+    action that injects a dependency needs the resolver."""
+    done = subprocess.run([sys.executable, "-c", DEFINES], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []

@@ -8,8 +8,6 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mountaineer_di import DependencyResolver
-
 from cairn.registry import ActionDef
 
 
@@ -26,6 +24,10 @@ async def invoke_with_dependencies(
         if run_sync is not None:
             return await run_sync(functools.partial(defn.fn, *args, **kwargs))
         return defn.fn(*args, **kwargs)
+    # Imported here, by the actions that inject something: mountaineer-di imports FastAPI when it is
+    # installed (0.2 s), which every process that defines an action would otherwise pay at import.
+    from mountaineer_di import DependencyResolver
+
     bound = defn.signature.public.bind_partial(*args, **kwargs)
     bound.apply_defaults()
     resolver = DependencyResolver(initial_kwargs=dict(bound.arguments))
