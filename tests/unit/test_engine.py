@@ -241,3 +241,37 @@ def test_random_is_refused_only_in_workflow_code() -> None:
     assert res.status == RunStatus.COMPLETED, res.error
     assert json.loads(res.result or "null") == random.Random(7).random()
     assert len(drawn) == 2 and 0 <= random.random() < 1 and random.randint(1, 2) in (1, 2)
+
+
+FIRST_WORKFLOW = """
+import json, sys
+import cairn
+from cairn.engine.instance import WorkflowInstance
+from cairn.records import RunRow
+from cairn.registry import registry
+from cairn.types import RunStatus
+
+@cairn.workflow(id="first")
+async def first(order: str) -> str:
+    return order.upper()
+
+defn = registry.workflow("first")
+run = RunRow(id="r", workflow="first", status=RunStatus.PENDING, input=json.dumps({"order": "o-1"}),
+             result=None, error=None, queue="default", parent_id=None, parent_seq=None, created_at=1.0,
+             updated_at=1.0, started_at=None, completed_at=None, activations=0, properties="{}",
+             code_version="", lease_owner=None, lease_token=0, pause_reason=None)
+res = WorkflowInstance(defn, run, [], seed=1).activate([], now=1.0)
+print(json.dumps([res.status.value, res.result, res.error]))
+"""
+
+
+def test_the_first_workflow_of_a_process_decodes_its_arguments() -> None:
+    """pydantic reads its plugins (entry points, from files) at the first schema it builds. In a
+    process where nothing had built one, that was a workflow's first decode of its arguments, inside
+    the sandbox, which refused the read: `cairn replay` failed the first run it replayed."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", FIRST_WORKFLOW], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["completed", '"O-1"', None]

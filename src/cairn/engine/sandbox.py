@@ -32,6 +32,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pydantic
+
 from cairn.errors import WorkflowSandboxError
 
 _state = threading.local()
@@ -120,6 +122,10 @@ def install() -> None:
     with _install_lock:
         if _installed:
             return
+        # pydantic reads its plugins' entry points (files) when it builds its first schema: here,
+        # before any workflow runs, not at a workflow's first decode of its arguments, where the
+        # audit hook refuses the read (it used to happen earlier by chance, at another import).
+        pydantic.TypeAdapter(int)
         sys.addaudithook(_audit)
         for name in _TIME_HINTS:
             setattr(time, name, _wrap(getattr(time, name), _TIME_HINTS[name]))
