@@ -46,17 +46,22 @@ def _pg_bin() -> Path | None:
     return Path(found).parent if found else None
 
 
-def start_cluster(restart_mode: str = "fast") -> tuple[str, Callable[[], None], Callable[[], None]]:
+def start_cluster(
+    restart_mode: str = "fast", settings: dict[str, str] | None = None
+) -> tuple[str, Callable[[], None], Callable[[], None]]:
     """A private PostgreSQL cluster: (url, restart, stop). Needs the server binaries. `restart_mode`
-    is pg_ctl's shutdown mode for `restart` ("immediate": a crash, with recovery at start-up)."""
-    url, stop = _start_throwaway_cluster(restart_mode)
+    is pg_ctl's shutdown mode for `restart` ("immediate": a crash, with recovery at start-up);
+    `settings` are server settings (e.g. libraries to preload) the cluster starts with."""
+    url, stop = _start_throwaway_cluster(restart_mode, settings or {})
     return url, _CLUSTERS[url], stop
 
 
 _CLUSTERS: dict[str, Callable[[], None]] = {}
 
 
-def _start_throwaway_cluster(restart_mode: str = "fast") -> tuple[str, Callable[[], None]]:
+def _start_throwaway_cluster(
+    restart_mode: str = "fast", settings: dict[str, str] | None = None
+) -> tuple[str, Callable[[], None]]:
     bindir = _pg_bin()
     if bindir is None:
         pytest.exit(
@@ -80,6 +85,7 @@ def _start_throwaway_cluster(restart_mode: str = "fast") -> tuple[str, Callable[
         capture_output=True,
     )
     options = f"-p {port} -k {datadir} -c listen_addresses=127.0.0.1"
+    options += "".join(f" -c {name}={value}" for name, value in (settings or {}).items())
     log = f"{datadir}/server.log"  # the server must not inherit our pipes, or waiting on them never ends
 
     def pg_ctl(*args: str) -> None:

@@ -13,8 +13,11 @@
 -- step read every step (1,300 rows a workflow in `cairn bench`'s naive run), so scans are off too.
 -- And each write's rows are LIMITed to the array's length (see `_all_rows`): a plan made while
 -- the tables were empty, kept by the connection as they grew, read the whole primary key instead.
+-- Plans are generic, made once per connection: with a LIMIT that depends on the values, the plan
+-- cache found a plan made for each call's values cheaper and planned every statement at every
+-- call (0.48 against 0.18 ms a commit).
 CREATE OR REPLACE FUNCTION {name}({parameters}) RETURNS void LANGUAGE plpgsql
-SET enable_hashjoin = off SET enable_mergejoin = off SET enable_seqscan = off
+SET enable_hashjoin = off SET enable_mergejoin = off SET enable_seqscan = off SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     n bigint;
