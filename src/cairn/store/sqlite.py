@@ -12,9 +12,10 @@ back, under a busy loop, cost most of a start and of each activation commit (the
 with `synchronous=full` or `extra`, whose commits wait for the disk.
 
 SQLite has no NOTIFY. While a claim loop or a result wait listens, a watcher thread reads `PRAGMA
-data_version` (it changes when another connection commits; reading it costs microseconds and
-takes no lock) every few milliseconds and wakes the loop when another process committed, so a
-run started from another process is picked up without waiting for the safety poll.
+data_version` on the writer's connection (it changes when another connection commits, and this
+process commits only through that one; reading it costs microseconds) every few milliseconds and
+wakes the loop when another process committed, so a run started from another process is picked up
+without waiting for the safety poll.
 """
 
 from __future__ import annotations
@@ -115,8 +116,6 @@ class SqliteDatabase(Database):
         """Reads go on a connection and thread of their own: in WAL mode they take no lock, so
         they answer while a write waits for a lock another process holds (a stopped writer)."""
         self._local = threading.local()
-        self._commits = 0
-        """Write transactions this process committed: the watcher tells them from other processes'."""
         self._on_thread = 0
         """Transactions handed to the writer's thread and not yet back: while there are any, the
         connection is the thread's, and a write waits its turn there."""
@@ -209,15 +208,18 @@ class SqliteDatabase(Database):
         return super().subscribe_key(key, callback)
 
     def _watch(self) -> None:
-        """Wake claim loops when another process committed (see the module docstring). A tick in
-        which this process committed as well is ambiguous and wakes nothing: this process's own
-        commits notify in-process, and the safety poll covers the rest."""
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        look = conn.cursor()
+        """Wake claim loops when another process committed (see the module docstring). The
+        version is read on the writer's own connection, whose `data_version` changes only for
+        commits of other connections: this process writes only through that one, so every change
+        seen is another process's. (Read on a connection of its own, it changed for this
+        process's commits too, and a look that saw both woke nothing: a worker finishing a run
+        as another process started the next one missed the start until its safety poll.) The
+        look takes the writer's lock without waiting; while a transaction holds it, the next
+        interval looks again."""
+        changed = time.monotonic()
+        interval = 0.0
+        version: int | None = None
         try:
-            version, mine = look.execute("PRAGMA data_version").fetchone()[0], self._commits
-            changed = time.monotonic()
-            interval = WATCH_INTERVAL
             while True:
                 # A plain sleep, not Event.wait(timeout), which makes a lock per wait: 85 against
                 # 135 microseconds of CPU a look here. A stop is seen within one interval (close
@@ -225,21 +227,38 @@ class SqliteDatabase(Database):
                 time.sleep(interval)
                 if self._stop_watching.is_set():
                     break
-                own = self._commits
-                now = look.execute("PRAGMA data_version").fetchone()[0]
-                if now != version and own == mine:  # another process committed
-                    self._dispatch([WORK])
+                if self._conn is None:
+                    break
+                looked = self._look(version)
+                if looked is None:
+                    interval = WATCH_INTERVAL  # this process is writing: look again shortly
+                    continue
+                if version is not None and looked != version:
                     changed = time.monotonic()
-                version, mine = now, own
+                version = looked
                 # Quiet for a while: look less often (an idle worker's CPU), at once again on news.
                 quiet = time.monotonic() - changed
                 interval = WATCH_IDLE
                 if quiet < WATCH_IDLE_AFTER:
                     interval = WATCH_INTERVAL if quiet < WATCH_QUIET_AFTER else WATCH_QUIET
         except sqlite3.Error:
-            pass  # the file went away (closing, tests): the safety poll remains
+            pass  # closed meanwhile (closing, tests): the safety poll remains
+
+    def _look(self, version: int | None) -> int | None:
+        """One look of the watcher: the writer connection's `data_version`, with claim loops woken
+        when it moved from `version` (another process committed); None while this process is
+        writing (the look is not waited for)."""
+        if not self._writing.acquire(blocking=False):
+            return None
+        try:
+            if self._conn is None:
+                return None
+            now: int = self._conn.execute("PRAGMA data_version").fetchone()[0]
         finally:
-            conn.close()
+            self._writing.release()
+        if version is not None and now != version:
+            self._dispatch([WORK])
+        return now
 
     def refused(self, exc: Exception) -> bool:
         # Every failed transaction was rolled back; a lock held by another process past the busy
@@ -345,8 +364,6 @@ class SqliteDatabase(Database):
             result = fn(tx)
             tx.write_events()
             conn.execute("COMMIT")
-            if write:
-                self._commits += 1
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

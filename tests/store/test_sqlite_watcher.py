@@ -1,0 +1,90 @@
+"""SQLite has no NOTIFY: a process's watcher reads `PRAGMA data_version` to hear of other processes'
+commits and wakes its claim loops. It reads it on the process's writer connection, whose version
+moves only for other connections' commits, so a look wakes exactly when another process committed,
+whatever this process committed meanwhile. (Read on a connection of its own, the version moved for
+both, and a look that saw both woke nothing: an idle worker finishing a run as another process
+started the next missed it until its safety poll, a minute in `tests/process/test_wakeup.py`.)"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import cairn
+from cairn.store.sqlite import SqliteDatabase
+from tests import flows
+
+
+@pytest.fixture
+async def two(tmp_path: Path) -> AsyncIterator[tuple[cairn.Client, cairn.Client]]:
+    """This process's client and another's (a store of its own on the same file)."""
+    url = f"sqlite:///{tmp_path}/watched.db"
+    here, there = cairn.Client(url), cairn.Client(url)
+    await here.store.open()
+    await there.store.open()
+    yield here, there
+    await here.close()
+    await there.close()
+
+
+def _looker(client: cairn.Client) -> Any:
+    """`look(version)`: one look of the watcher (run here, not on its thread), and whether it woke."""
+    db = client.store.db  # type: ignore[attr-defined]
+    assert isinstance(db, SqliteDatabase)
+    woken: list[object] = []
+    dispatch = db._dispatch
+
+    def spy(notes: Any) -> None:
+        woken.append(notes)
+        dispatch(notes)
+
+    db._dispatch = spy  # type: ignore[method-assign]
+
+    def look(version: int | None) -> tuple[int, bool]:
+        before = len(woken)
+        now = db._look(version)
+        assert now is not None, "the writer's connection was busy with nothing running"
+        return now, len(woken) > before
+
+    return look
+
+
+async def test_a_look_wakes_for_another_process_commit_beside_its_own(two: tuple[cairn.Client, cairn.Client]) -> None:
+    here, there = two
+    look = _looker(here)
+    version, _ = look(None)
+    await here.start(flows.sleeper, 1.0)
+    version, woke = look(version)
+    assert not woke, "this process's own commit woke its claim loops"
+    await here.start(flows.sleeper, 1.0)
+    await there.start(flows.sleeper, 1.0)
+    version, woke = look(version)
+    assert woke, "another process's commit went unheard beside this process's own"
+    await there.start(flows.sleeper, 1.0)
+    await here.start(flows.sleeper, 1.0)
+    version, woke = look(version)
+    assert woke, "another process's commit went unheard before this process's own"
+    version, woke = look(version)
+    assert not woke, "a look with nothing committed since the last woke"
+
+
+async def test_randomized_commits_on_both_sides(two: tuple[cairn.Client, cairn.Client]) -> None:
+    """2,000 looks, each after a random sequence of up to 3 commits from either side: a look wakes
+    if and only if the other process committed since the last."""
+    here, there = two
+    look = _looker(here)
+    rng = random.Random(17)
+    version, _ = look(None)
+    wrong = []
+    for i in range(2000):
+        sides = [rng.choice((here, there)) for _ in range(rng.randint(0, 3))]
+        for side in sides:
+            await side.start(flows.sleeper, 1.0)
+        version, woke = look(version)
+        if woke != (there in sides):
+            wrong.append((i, ["here" if s is here else "there" for s in sides], woke))
+    assert wrong == [], f"looks that woke wrongly (look, commits before it, woke): {wrong[:10]}"
