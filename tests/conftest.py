@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -28,6 +29,13 @@ import pytest
 import cairn
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+# A background job of a non-interactive shell (`bash .ci/run &`) starts with SIGINT ignored, and
+# every process it starts inherits that: `cairn dev` stopped with Ctrl-C's signal by a test then
+# never stops (its reloader and worker ignore it), and the test waits out its timeout. The suite's
+# processes take SIGINT as they would from a terminal, however the suite was started.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _server_answers(url: str) -> bool:
