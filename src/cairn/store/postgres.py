@@ -128,30 +128,33 @@ schedules the next (1 s later, then 2, 4...). A restart keeps the server away fo
 tried at psycopg_pool's pace, a restart of 0.2 s held every commit for the second its retry waited."""
 
 
-def _patiently(connect: Callable[[], C], pause: Callable[[float], bool | None] = time.sleep) -> C:
-    """`connect()`, tried again for up to `RECONNECT_PATIENCE`; `pause` returning True stops early."""
+def _pauses() -> Iterator[float]:
+    """The pauses between one reconnection's tries: 20 ms doubling to 100 ms, for `RECONNECT_PATIENCE`."""
     deadline = time.monotonic() + RECONNECT_PATIENCE
     delay = 0.02
-    while True:
+    while time.monotonic() + delay <= deadline:
+        yield delay
+        delay = min(delay * 2, 0.1)
+
+
+def _patiently(connect: Callable[[], C], pause: Callable[[float], bool | None] = time.sleep) -> C:
+    """`connect()`, tried again for up to `RECONNECT_PATIENCE`; `pause` returning True stops early."""
+    for delay in _pauses():
         try:
             return connect()
         except psycopg.OperationalError:  # refused, or the server starting up or shutting down
-            if time.monotonic() + delay > deadline or pause(delay):
+            if pause(delay):
                 raise
-        delay = min(delay * 2, 0.1)
+    return connect()
 
 
 async def _patiently_async(connect: Callable[[], Awaitable[C]]) -> C:
-    deadline = time.monotonic() + RECONNECT_PATIENCE
-    delay = 0.02
-    while True:
+    for delay in _pauses():
         try:
             return await connect()
         except psycopg.OperationalError:
-            if time.monotonic() + delay > deadline:
-                raise
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.1)
+            await asyncio.sleep(delay)
+    return await connect()
 
 
 class _PatientConnection(psycopg.Connection[Any]):
@@ -209,8 +212,6 @@ class _PgTx(Tx):
         """The place in `ROW_WRITES` of this piece's last row: one earlier sends what is held first."""
         self.committing = False
         """Whether the statement that commits was handed to the connection (see `commit`)."""
-        self._refusal: Exception | None = None
-        """What the final statement's new run expected, when it goes alone (see `final`)."""
 
     @property
     def cur(self) -> psycopg.Cursor[Any]:
@@ -347,23 +348,16 @@ class _PgTx(Tx):
     def final(self, origin: str, alone: bool) -> tuple[str, Params] | None:
         """The last statement and its parameters: what is still held, the events and the
         notifications (None when there is nothing to send). `alone`, when nothing else was sent: a
-        transaction that is one new run (a start) goes as that row's own statement (`ONE_RUN`),
-        whose count of rows written `written` then checks."""
+        transaction that is one new run (a start) goes as that row's own statement (`ONE_RUN`)."""
         events, self.events = self.events, []
         notes = sorted(self.notes)
         new = self._held.get("insert_run")
         if alone and new is not None and len(new.rows) == 1 and len(self._held) == 1 and not events:
             self._held, self._rank = {}, -1
-            self._refusal = new.errors[0] if new.errors else None
-            return ONE_RUN, {**new.rows[0], **self._notifications(notes, origin)}
+            expect = self._expectation(new.errors) if new.errors else None
+            return ONE_RUN, {**new.rows[0], "insert_run_expect": expect, **self._notifications(notes, origin)}
         params = self._apply(events, notes, origin)
         return None if params is None else ("apply", params)
-
-    def written(self, name: str, row: tuple[Any, ...] | None) -> None:
-        """After the final statement `name` (its first row): a new run's insert that wrote nothing
-        (its id is taken) raises the error it expected, as `cairn_apply`'s check would have."""
-        if name == ONE_RUN and self._refusal is not None and (row is None or row[0] == 0):
-            raise self._refusal
 
     def commit(self, origin: str) -> None:
         """Send the final statement: on its own when nothing else was sent (PostgreSQL commits it),
@@ -376,7 +370,6 @@ class _PgTx(Tx):
             if final is not None:
                 self.committing = True
                 self.cur.execute(self._q[final[0]], final[1])
-                self.written(final[0], self.cur.fetchone() if final[0] == ONE_RUN else None)
             return
         if final is not None:
             self.cur.execute(self._q[final[0]], final[1])
@@ -700,8 +693,7 @@ class PostgresDatabase(Database):
             try:
                 async with self._apooled() as conn:
                     sent = True
-                    cur = await conn.execute(self._q[name], params)
-                    tx.written(name, await cur.fetchone() if name == ONE_RUN else None)
+                    await conn.execute(self._q[name], params)
             except (psycopg.Error, PoolTimeout) as exc:
                 if not sent:
                     return None

@@ -143,12 +143,17 @@ def queries(dialect: str) -> dict[str, str]:
         if dialect == "sqlite":
             text = _LOCK.sub("", _ANY.sub(r"IN (SELECT value FROM json_each(:\1))", text))
         else:
-            text = _PARAM.sub(r"%(\1)s", text.replace("%", "%%"))
+            text = _psycopg(text)
         out[name] = text
     if dialect == "postgres":
-        out["apply"] = _PARAM.sub(r"%(\1)s", apply_function()[1])
-        out[ONE_RUN] = _PARAM.sub(r"%(\1)s", _notifying(statements(dialect)["insert_run"]).replace("%", "%%"))
+        out["apply"] = _psycopg(apply_function()[1])
+        out[ONE_RUN] = _psycopg(_notifying(statements(dialect)["insert_run"]))
     return out
+
+
+def _psycopg(text: str) -> str:
+    """`:name` parameters as psycopg's `%(name)s` (and a literal % doubled)."""
+    return _PARAM.sub(r"%(\1)s", text.replace("%", "%%"))
 
 
 # --- PostgreSQL: an activation commit's row writes as one statement ------------------------------
@@ -234,18 +239,20 @@ def _apply_block(stmt: Statement) -> str:
 
 
 ONE_RUN = "insert_run_notifying"
-"""A transaction that is one new run and its notifications (a start): `insert_run` alone, its
-notifications sent only when it wrote the row, and the count of rows written (0: the id is taken).
-One plain statement, where `cairn_apply` takes 19 parameters, parses each write's JSON rows and
-runs in plpgsql: a start's statement 0.31 against 0.38 ms, measured in turns."""
+"""A transaction that is one new run and its notifications (a start): `insert_run` alone, checked
+as `cairn_apply` checks it (`cairn_expect`: an id taken fails the statement, so nothing is written
+and nothing sent), with its notifications. One plain statement, where `cairn_apply` takes 19
+parameters, parses each write's JSON rows and runs in plpgsql: a start's statement 0.31 against
+0.38 ms, measured in turns."""
 
 
 def _notifying(stmt: Statement) -> str:
+    check = f"cairn_expect(CAST(:{stmt.name}_expect AS text) IS NULL OR count(*) = 1, :{stmt.name}_expect)"
     notify = (
         "SELECT count(pg_notify(n.c, n.p)) FROM unnest(CAST(:notify_channels AS text[]), "
         "CAST(:notifications AS text[])) AS n(c, p) WHERE EXISTS (SELECT 1 FROM written)"
     )
-    return f"WITH written AS ({_alone(stmt)}) SELECT count(*), ({notify}) FROM written"
+    return f"WITH written AS ({_alone(stmt)}) SELECT {check}, ({notify}) FROM written"
 
 
 def apply_parameters() -> list[tuple[str, str]]:
