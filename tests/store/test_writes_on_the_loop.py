@@ -315,3 +315,19 @@ async def test_a_write_cancelled_while_it_waits_for_another_process_lets_the_nex
         other.close()
     handle = await asyncio.wait_for(nxt, 10)
     assert handle.id == "next"
+
+
+async def test_the_loop_of_starts_users_write_commits_on_the_loop(on_file: cairn.Client) -> None:
+    """The naive shape of `cairn bench` (a worker in the process, a loop of starts, then the results
+    gathered): its commits stay on the event loop. A watcher's look that sent one write to the
+    thread sent every later one there too, and the loop ran at half speed unseen by any test."""
+    from cairn.bench import flows as bench_flows
+
+    db = _sqlite_db(on_file)
+    ran = _threads_of_writes(db)
+    async with cairn.Worker(on_file):
+        handles = [await on_file.start(bench_flows.three_steps, i) for i in range(500)]
+        results = await asyncio.gather(*(h.result(timeout=60) for h in handles))
+    assert results == [i + 3 for i in range(500)]
+    on_thread = sum(name != "MainThread" for name in ran)
+    assert on_thread <= len(ran) // 100, f"{on_thread} of {len(ran)} writes ran on the thread"
