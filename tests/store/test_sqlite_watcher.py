@@ -7,6 +7,7 @@ started the next missed it until its safety poll, a minute in `tests/process/tes
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 import cairn
+from cairn.store.base import WORK
 from cairn.store.sqlite import SqliteDatabase
 from tests import flows
 
@@ -88,3 +90,30 @@ async def test_randomized_commits_on_both_sides(two: tuple[cairn.Client, cairn.C
         if woke != (there in sides):
             wrong.append((i, ["here" if s is here else "there" for s in sides], woke))
     assert wrong == [], f"looks that woke wrongly (look, commits before it, woke): {wrong[:10]}"
+
+
+async def test_a_new_watcher_looks_at_the_quiet_pace_until_it_hears_news(tmp_path: Path) -> None:
+    """A worker that just started has heard nothing that says more is coming: its watcher looks
+    every WATCH_QUIET (25 ms), not every 5 ms as after another process's commit (those 2 s of
+    fast looks were most of a new idle worker's CPU in its first seconds)."""
+    client = cairn.Client(f"sqlite:///{tmp_path}/quiet.db")
+    await client.store.open()
+    db = client.store.db  # type: ignore[attr-defined]
+    assert isinstance(db, SqliteDatabase)
+    looks = 0
+    look = db._look
+
+    def counted(version: int | None) -> int | None:
+        nonlocal looks
+        looks += 1
+        return look(version)
+
+    db._look = counted  # type: ignore[method-assign]
+    unsubscribe = db.subscribe_key(WORK, lambda *_: None)
+    try:
+        await asyncio.sleep(0.5)  # a window to count looks in, not a synchronisation
+    finally:
+        unsubscribe()
+        await client.close()
+    # 0.5 s at 25 ms is 20 looks; at 5 ms it was about 100.
+    assert 2 <= looks <= 40, f"{looks} looks in the watcher's first 0.5 s"

@@ -50,10 +50,11 @@ WATCH_QUIET = 0.025
 WATCH_IDLE_AFTER = 30.0
 WATCH_IDLE = 0.05
 """After WATCH_QUIET_AFTER seconds without a commit of another process, the watcher reads every
-WATCH_QUIET seconds, and after WATCH_IDLE_AFTER every WATCH_IDLE. On the 2-core virtual machine a
-look costs 100-200 microseconds of CPU (the thread woken, the pragma read): an idle worker looking
-every 25 ms spent 1.0% of a core, 0.8 of it looking; every 50 ms, 0.5%. The first commit after an
-idle spell is seen up to 50 ms later, the next ones at once."""
+WATCH_QUIET seconds, and after WATCH_IDLE_AFTER every WATCH_IDLE; a new watcher starts at
+WATCH_QUIET. On the 2-core virtual machine a look costs 100-200 microseconds of CPU (the thread
+woken, the pragma read): an idle worker looking every 25 ms spent 1.0% of a core, 0.8 of it
+looking; every 50 ms, 0.5%. The first commit after an idle spell is seen up to 50 ms later, the
+next ones at once."""
 
 
 class _SqliteTx(Tx):
@@ -222,7 +223,9 @@ class SqliteDatabase(Database):
         as another process started the next one missed the start until its safety poll.) The
         look takes the writer's lock without waiting; while a transaction holds it, the next
         interval looks again."""
-        changed = time.monotonic()
+        # Start as after a quiet spell: nothing has been heard yet that says more is coming, and
+        # 5 ms looks for the first 2 s were a third of a new idle worker's CPU in its first seconds.
+        changed = time.monotonic() - WATCH_QUIET_AFTER
         interval = 0.0
         version: int | None = None
         try:
