@@ -188,17 +188,17 @@ async def test_randomized_locks_of_another_process_send_one_write_each_to_the_th
         other = sqlite3.connect(f"{tmp_path}/loop.db", isolation_level=None, timeout=30)
         try:
             while not done.is_set():
-                time.sleep(rng.uniform(0, 0.02))  # load shaping, not synchronisation
+                time.sleep(rng.uniform(0, 0.004))  # load shaping, not synchronisation
                 other.execute("BEGIN IMMEDIATE")
                 spells += 1
-                time.sleep(rng.uniform(0.0002, 0.003))
+                time.sleep(rng.uniform(0.0002, 0.002))
                 other.execute("COMMIT")
         finally:
             other.close()
 
     await _starts_beside(on_file, other_process, done)
     on_thread = sum(name != "MainThread" for name in ran)
-    assert spells > 10, f"the other process took the lock only {spells} times"
+    assert spells >= 5, f"the other process took the lock only {spells} times"
     assert on_thread <= spells, f"{on_thread} of {len(ran)} writes ran on the thread for {spells} spells"
 
 

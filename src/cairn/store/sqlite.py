@@ -46,15 +46,13 @@ DEFAULT_BUSY_TIMEOUT = 30.0
 WATCH_INTERVAL = 0.005
 """Seconds between two reads of `PRAGMA data_version` by the watcher (bounds cross-process pickup)."""
 WATCH_QUIET_AFTER = 2.0
-WATCH_QUIET = 0.025
-WATCH_IDLE_AFTER = 30.0
-WATCH_IDLE = 0.05
+WATCH_QUIET = 0.05
 """After WATCH_QUIET_AFTER seconds without a commit of another process, the watcher reads every
-WATCH_QUIET seconds, and after WATCH_IDLE_AFTER every WATCH_IDLE; a new watcher starts at
-WATCH_QUIET. On the 2-core virtual machine a look costs 100-200 microseconds of CPU (the thread
-woken, the pragma read): an idle worker looking every 25 ms spent 1.0% of a core, 0.8 of it
-looking; every 50 ms, 0.5%. The first commit after an idle spell is seen up to 50 ms later, the
-next ones at once."""
+WATCH_QUIET seconds; a new watcher starts there. On the 2-core virtual machine a look costs 100-200
+microseconds of CPU (the thread woken, the pragma read): an idle worker looking every 25 ms spent
+0.8-1.0% of a core, most of it looking; every 50 ms, 0.4-0.5%. (It looked every 25 ms for its
+first 30 s of quiet, which is what an idle worker's CPU is measured over.) The first commit after
+a quiet spell is seen up to 50 ms later, the next ones at once."""
 
 
 class _SqliteTx(Tx):
@@ -247,9 +245,7 @@ class SqliteDatabase(Database):
                 version = looked
                 # Quiet for a while: look less often (an idle worker's CPU), at once again on news.
                 quiet = time.monotonic() - changed
-                interval = WATCH_IDLE
-                if quiet < WATCH_IDLE_AFTER:
-                    interval = WATCH_INTERVAL if quiet < WATCH_QUIET_AFTER else WATCH_QUIET
+                interval = WATCH_INTERVAL if quiet < WATCH_QUIET_AFTER else WATCH_QUIET
         except sqlite3.Error:
             pass  # closed meanwhile (closing, tests): the safety poll remains
 
