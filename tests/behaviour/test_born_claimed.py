@@ -4,14 +4,20 @@ cost durability or capacity, and must never touch a run that exists already."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import random
 import time
+from typing import Any
+
+import pytest
 
 import cairn
 from cairn import RunStatus
 from cairn.engine.instance import WorkflowInstance
 from cairn.records import ActivationResult, NewRun, RunRow
-from cairn.store.protocol import Commit, RunClaim
+from cairn.store.protocol import Commit, RunClaim, WorkClaim
 from cairn.worker import dispatch
 from tests import flows
 
@@ -139,3 +145,68 @@ async def test_starting_an_existing_id_never_writes_over_that_run(client: cairn.
     row = await first.describe()
     assert (row.status, row.result, json.loads(row.input)) == (RunStatus.PENDING, None, {"x": 1})
     assert (row.lease_owner, row.lease_token) == ("w1", 1)
+
+
+class _StartDuringClaim:
+    """The store's claim_work, with a run started in the worker's process at the worst moment of
+    one claim: after the worker listed the runs it is busy with, before the claim's statements run.
+    The run is born leased to the same worker, and its first activation waits until the claim is
+    done (holding the run's activation lock), so the claim meets the run exactly as it was born."""
+
+    def __init__(self, client: cairn.Client, worker: cairn.Worker, run_id: str) -> None:
+        self.client, self.worker, self.run_id = client, worker, run_id
+        self.claim_work = client.store.claim_work
+        self.claimed: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self.handle: cairn.RunHandle | None = None
+        client.store.claim_work = self  # type: ignore[method-assign]
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> WorkClaim:
+        if self.claimed.done():
+            return await self.claim_work(*args, **kwargs)
+        async with self.worker._runner._exclusive(self.run_id):
+            self.handle = await self.client.start(flows.function_style, 4, id=self.run_id)
+            work = await self.claim_work(*args, **kwargs)
+        self.claimed.set_result([c.run.id for c in work.runs])
+        return work
+
+
+async def test_a_claim_under_way_leaves_a_run_born_meanwhile_to_its_birth(
+    client: cairn.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run started while its worker's claim is under way is not taken by that claim: the claim
+    would move its lease (token 1 -> 2), the born activation's commit would be refused ("lease
+    moved") and the run activated twice (1 run in about 3,000 in the naive loop of `cairn bench`)."""
+    caplog.set_level(logging.INFO, logger="cairn")
+    async with cairn.Worker(client) as worker:
+        race = _StartDuringClaim(client, worker, "born-during-a-claim")
+        worker._wakeup.set()  # claim now rather than at the next poll
+        claimed = await asyncio.wait_for(race.claimed, 10)
+        assert race.handle is not None
+        assert await race.handle.result(timeout=10) == 9
+    assert "born-during-a-claim" not in claimed, "the claim took a run born while it was under way"
+    moved = [r.getMessage() for r in caplog.records if "lease moved" in r.getMessage()]
+    assert moved == []
+
+
+async def test_randomized_starts_beside_claims_under_way_activate_each_run_once(
+    client: cairn.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """2,000 runs started in a loop beside their worker, while each of its claims lets the loop run
+    0-3 times between listing the runs it is busy with and running its statements (a window that
+    is otherwise the claim's time in flight): no run's lease is moved under its born activation."""
+    caplog.set_level(logging.INFO, logger="cairn")
+    rng = random.Random(20)
+    claim_work = client.store.claim_work
+
+    async def widened(*args: Any, **kwargs: Any) -> WorkClaim:
+        for _ in range(rng.randint(0, 3)):
+            await asyncio.sleep(0)  # a turn of the loop for the starts, not a synchronisation
+        return await claim_work(*args, **kwargs)
+
+    client.store.claim_work = widened  # type: ignore[method-assign]
+    async with cairn.Worker(client):
+        handles = [await client.start(flows.function_style, i) for i in range(2000)]
+        results = await asyncio.gather(*(h.result(timeout=120) for h in handles))
+    assert results == [2 * i + 1 for i in range(2000)]
+    moved = [r.getMessage() for r in caplog.records if "lease moved" in r.getMessage()]
+    assert moved == [], f"{len(moved)} born activations lost their lease to their own worker's claim"

@@ -14,10 +14,12 @@ import pytest
 
 import cairn
 from cairn import RunStatus
+from cairn.clock import SYSTEM, SkippingClock
 from cairn.errors import LeaseLost
 from cairn.records import ActivationResult, NewStep
 from cairn.store.base import Tx
 from cairn.store.protocol import ActionClaim, Commit, Completion, RunClaim, WorkClaim
+from cairn.store.sql_store import OWN_NEW_RUN_SETTLE
 from cairn.types import StepKind, StepStatus
 from tests import flows
 from tests.conftest import eventually
@@ -60,13 +62,21 @@ async def test_a_group_commit_fails_only_the_commit_that_lost_its_fence(client: 
 
 
 async def test_a_claim_leaves_runs_this_worker_is_busy_with_alone(client: cairn.Client) -> None:
-    run = await client.start(flows.function_style, 1)
-    (claim,) = (await _claim(client)).runs  # leased to w1, still due until its activation commits
+    clock = client.store.clock = SkippingClock()
+    try:
+        run = await client.start(flows.function_style, 1)
+        (claim,) = (await _claim(client)).runs  # leased to w1, still due until its activation commits
 
-    assert (await _claim(client, busy={run.id})).runs == []
-    assert (await _claim(client, worker="w2")).runs == []  # leased to another worker
-    (again,) = (await _claim(client)).runs  # w1 lost track of it (not busy): it takes it back
-    assert again.token == claim.token + 1
+        assert (await _claim(client, busy={run.id})).runs == []
+        assert (await _claim(client, worker="w2")).runs == []  # leased to another worker
+        # w1 lost track of it (not busy). Just leased, it may be a run born to w1 while that claim
+        # was under way (its activation on its way): left alone for OWN_NEW_RUN_SETTLE seconds.
+        assert (await _claim(client)).runs == []
+        clock.advance(OWN_NEW_RUN_SETTLE)
+        (again,) = (await _claim(client)).runs  # then w1 takes it back
+        assert again.token == claim.token + 1
+    finally:
+        client.store.clock = SYSTEM
 
     with pytest.raises(LeaseLost):
         await client.store.commit_activation(_done(claim, 1))  # the stale activation

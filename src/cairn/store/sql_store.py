@@ -43,6 +43,13 @@ from cairn.types import RunStatus
 log = logging.getLogger("cairn.store")
 
 T = TypeVar("T")
+OWN_NEW_RUN_SETTLE = 1.0
+"""Seconds a new run leased to a worker is left alone by that worker's own claims, unless its lease
+ran out. A claim skips the runs its worker is busy with, as listed when the claim began; a run
+started in the worker's process while the claim was under way is born leased to that worker, its
+first activation already on its way, and a claim that took it moved its lease (token 1 -> 2): that
+activation's commit was refused and the run activated again (1 run in about 3,000 in the naive
+loop of `cairn bench`). A new run whose first activation failed here is retaken after this long."""
 
 
 class SqlStore:
@@ -264,6 +271,7 @@ class SqlStore:
             filters = {"worker": worker, "lease": lease, "any_queue": 1 if queues is None else 0, "gated": 1}
             filters["queues"] = list(queues or [])
             mine = {**filters, "busy": sorted(busy), "workflows": list(workflows), "names": list(actions)}
+            mine["settle"] = OWN_NEW_RUN_SETTLE
             want_runs, want_actions = bool(workflows) and run_limit > 0, bool(actions) and action_limit > 0
             statements: list[tuple[str, dict[str, Any]]] = [("claim_plan", {}), ("tx_now", {})]
             if want_runs:

@@ -420,6 +420,9 @@ FROM cairn_runs WHERE parent_id = :id ORDER BY created_at, id LIMIT :limit
 -- run cost 2.6 ms at 100 pending and 90 ms at 20,000); then the oldest of all. The workflow test
 -- is written so that no index serves it (the workflow index would read every run of the workflow
 -- ever). Rows a walk locked but the limit leaves are free again when the claim ends.
+-- A new run leased to this worker less than :settle seconds ago is not retaken: :busy is listed as
+-- the claim begins, and a run started in the worker's process while the claim is under way is
+-- born leased to it, its first activation already on its way (see SqlStore.claim_work).
 WITH running AS (
     SELECT id, priority, ready_at FROM cairn_runs
     WHERE status = 'running' AND ready_at <= cairn_tx_now()
@@ -439,7 +442,8 @@ waiting AS (
 new_runs AS (
     SELECT id, priority, ready_at FROM cairn_runs
     WHERE status = 'pending' AND ready_at <= cairn_tx_now()
-      AND (lease_until IS NULL OR lease_until < cairn_tx_now() OR (lease_owner = :worker AND NOT id = ANY(:busy)))
+      AND (lease_until IS NULL OR lease_until < cairn_tx_now()
+           OR (lease_owner = :worker AND NOT id = ANY(:busy) AND lease_until < cairn_tx_now() + :lease - :settle))
       AND (workflow || '') = ANY(:workflows) AND (:any_queue = 1 OR queue = ANY(:queues))
       AND NOT queue IN (SELECT name FROM cairn_queues WHERE limited = 1)
     ORDER BY priority DESC, ready_at
