@@ -327,9 +327,9 @@ class SqliteDatabase(Database):
             # Given back when the thread is done with it, or when it was cancelled before the
             # thread took it (the awaiting coroutine cancelled): never when the coroutine resumes.
             handed.add_done_callback(lambda _: self._handed_back(on_writer))
-            done = await asyncio.wrap_future(handed, loop=loop)
-        assert done is not None
-        result, notes = done
+            result, notes = await asyncio.wrap_future(handed, loop=loop)
+        else:
+            result, notes = done
         if notes:
             self._dispatch(notes)
         if on_loop:
@@ -438,10 +438,10 @@ class SqliteDatabase(Database):
 BRIEF_HOLD = 0.005
 """Seconds a write on the event loop waits for the writer's connection before going to the thread.
 When it comes, the thread has no write in hand (it waited for them, `_thread_idle`), so the holder
-is the watcher's look or another loop's write, each microseconds. (The write went to the thread when
-it met a look, and every write after it followed while the thread had any in hand: under a steady
-load it always had, and the naive loop of `cairn bench` on SQLite ran at 270-300 workflows/s instead
-of 720-880.)"""
+is the watcher's look or another loop's write, each microseconds: waiting for it is cheaper than the
+hop to the thread and back. (Before `_thread_idle`, every write after one sent to the thread by a
+look followed it there, and the naive loop of `cairn bench` on SQLite ran at 270-300 workflows/s
+instead of 720-880.)"""
 
 
 _BUSY_DELAYS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.025, 0.025, 0.05, 0.05, 0.1)
