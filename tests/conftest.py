@@ -60,7 +60,7 @@ def start_cluster(
     """A private PostgreSQL cluster: (url, restart, stop). Needs the server binaries. `restart_mode`
     is pg_ctl's shutdown mode for `restart` ("immediate": a crash, with recovery at start-up);
     `settings` are server settings (e.g. libraries to preload) the cluster starts with."""
-    url, stop = _start_throwaway_cluster(restart_mode, settings or {})
+    url, stop = _start_throwaway_cluster(restart_mode, settings)
     return url, _CLUSTERS[url], stop
 
 

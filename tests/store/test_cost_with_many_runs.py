@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 import cairn
+from cairn.bench import flows as bench_flows
 from cairn.bench.scenarios import bulk_runs
 from cairn.store.protocol import RunFilters
 from cairn.store.sql import apply_parameters, queries
@@ -131,16 +132,6 @@ async def test_a_commit_planned_on_empty_tables_still_finds_its_steps_by_key(cli
     assert read is not None and read[0] <= 2 * len(rows), f"a commit of {len(rows)} steps read {read} rows"
 
 
-@cairn.action(id="tests.claim_cost.add_one")
-async def add_one(x: int) -> int:
-    return x + 1
-
-
-@cairn.workflow(id="tests.claim_cost.three_steps")
-async def three_steps(x: int) -> int:
-    return await add_one(await add_one(await add_one(x)))
-
-
 @pytest.mark.skipif(_pg_bin() is None, reason="needs PostgreSQL server binaries to start a private cluster")
 async def test_a_commit_is_planned_once_per_connection_not_at_every_call() -> None:
     """`cairn_apply` runs its statements with the plans PostgreSQL made for them on the connection's
@@ -157,7 +148,7 @@ async def test_a_commit_is_planned_once_per_connection_not_at_every_call() -> No
         try:
             async with cairn.Worker(client):
                 for n in range(40):  # one at a time: each commit is a run's own
-                    assert await client.run(three_steps, n) == n + 3
+                    assert await client.run(bench_flows.three_steps, n) == n + 3
         finally:
             await client.close()
         with psycopg.connect(url, autocommit=True) as admin:

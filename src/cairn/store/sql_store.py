@@ -270,8 +270,13 @@ class SqlStore:
             # back in the same round trip rather than fetched first.
             filters = {"worker": worker, "lease": lease, "any_queue": 1 if queues is None else 0, "gated": 1}
             filters["queues"] = list(queues or [])
-            mine = {**filters, "busy": sorted(busy), "workflows": list(workflows), "names": list(actions)}
-            mine["settle"] = OWN_NEW_RUN_SETTLE
+            mine = {
+                **filters,
+                "busy": sorted(busy),
+                "settle": OWN_NEW_RUN_SETTLE,
+                "workflows": list(workflows),
+                "names": list(actions),
+            }
             want_runs, want_actions = bool(workflows) and run_limit > 0, bool(actions) and action_limit > 0
             statements: list[tuple[str, dict[str, Any]]] = [("claim_plan", {}), ("tx_now", {})]
             if want_runs:

@@ -312,15 +312,15 @@ class SqliteDatabase(Database):
     async def transaction(self, fn: Callable[[Tx], T], write: bool = True, rerunnable: bool = False) -> T:
         await self.open()
         loop = asyncio.get_running_loop()
-        on_loop = write and self._synchronous in ("OFF", "NORMAL")
-        if on_loop:
+        loop_may_write = write and self._synchronous in ("OFF", "NORMAL")
+        if loop_may_write:
             await self._thread_idle(loop)
         if self._executor is None:
             raise ConnectionError(f"SQLite database {self.path} is closed")
         reads_apart = not write and self._reader is not None and self._rconn is not None
         executor = self._reader if reads_apart and self._reader is not None else self._executor
         done: tuple[T, dict[str, Any]] | None = None
-        if on_loop:
+        if loop_may_write:
             with contextlib.suppress(_LockTaken):  # another process writes: the thread waits for it
                 done = self._run(fn, write, wait=False)
         on_loop = done is not None
