@@ -388,6 +388,52 @@ async def test_a_commit_cut_off_on_its_way_lands_once(store: Store, db_url: str)
     pg_terminate_backend) has an unknown outcome. The store settles it when the database answers:
     the run still at the commit's token means it never landed, so it is sent again and lands
     once, instead of the worker letting the run go until its lease runs out."""
+    claim = await _cut_off_and_sent_again(store, db_url)
+    run = await store.get_run("r1")
+    assert run is not None and run.lease_token == claim.token + 1  # advanced once: landed once
+    assert [(s.seq, s.status) for s in await store.list_steps("r1")] == [(1, StepStatus.SCHEDULED)]
+    assert [e.kind for e in await store.list_events("r1")] == ["started", "step.scheduled"]
+
+
+@covers()
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_a_commit_cut_off_is_settled_when_its_read_is_cut_off_too(
+    store: Store, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a restart the connections die one after another: the read that settles a cut-off commit
+    may lose its own connection at its COMMIT. A read applies nothing, so it is read again, and the
+    commit lands once instead of being given up (a CI run's restart test met this)."""
+    import psycopg
+
+    from cairn.store.postgres import PostgresDatabase, _PgTx
+
+    cut_off = asyncio.Event()
+    reads_to_cut = [1]  # the first read after the commit's cut: the one that settles it
+    run_in_tx = PostgresDatabase._run
+
+    def cut_at_commit(db: PostgresDatabase, fn: Callable[[Any], Any], write: bool = True) -> Any:
+        def read_then_lose_the_connection(tx: _PgTx) -> Any:
+            value = fn(tx)
+            assert tx._conn is not None
+            with psycopg.connect(db_url, autocommit=True) as admin:  # gone before COMMIT is sent
+                admin.execute("SELECT pg_terminate_backend(%s, 10000)", (tx._conn.info.backend_pid,))
+            return value
+
+        if write or not reads_to_cut or not cut_off.is_set():
+            return run_in_tx(db, fn, write)
+        reads_to_cut.pop()
+        return run_in_tx(db, read_then_lose_the_connection, write)
+
+    monkeypatch.setattr(PostgresDatabase, "_run", cut_at_commit)
+    claim = await _cut_off_and_sent_again(store, db_url, cutting=cut_off.set)
+    assert reads_to_cut == [], "the settling read was not cut off"
+    run = await store.get_run("r1")
+    assert run is not None and run.lease_token == claim.token + 1  # advanced once: landed once
+
+
+async def _cut_off_and_sent_again(store: Store, db_url: str, cutting: Callable[[], None] = lambda: None) -> Any:
+    """A run's commit waiting on its row's lock has its connection terminated (`cutting` called
+    just before); it must be sent again, and lands once the lock is let go. The claim it was for."""
     import psycopg
 
     await store.insert_run(new("r1"))
@@ -400,15 +446,13 @@ async def test_a_commit_cut_off_on_its_way_lands_once(store: Store, db_url: str)
         landing = asyncio.ensure_future(store.commit_activation(commit))
 
         pid = await eventually(lambda: _waiting_on_a_lock(admin), what="the commit waiting on the run's row")
+        cutting()
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))  # cut off with the commit on the server
         # Not given up: sent again on another connection, where it waits anew.
         await eventually(lambda: _waiting_on_a_lock(admin, pid), what="the commit sent again")
         blocker.execute("ROLLBACK")
         await asyncio.wait_for(landing, 30)
-    run = await store.get_run("r1")
-    assert run is not None and run.lease_token == claim.token + 1  # advanced once: landed once
-    assert [(s.seq, s.status) for s in await store.list_steps("r1")] == [(1, StepStatus.SCHEDULED)]
-    assert [e.kind for e in await store.list_events("r1")] == ["started", "step.scheduled"]
+    return claim
 
 
 async def _waiting_on_a_lock(admin: Any, other_than: int = 0) -> int | None:

@@ -659,7 +659,7 @@ class PostgresDatabase(Database):
         deadline = time.monotonic() + self.retry_for
         while True:
             try:
-                result, notes = await loop.run_in_executor(self._executor, self._run, fn)
+                result, notes = await loop.run_in_executor(self._executor, self._run, fn, write)
                 break
             except _BeforeCommit as failed:
                 # Rolled back before COMMIT was sent: running it again cannot apply it twice.
@@ -731,7 +731,10 @@ class PostgresDatabase(Database):
         finally:
             await self._apool.putconn(conn)
 
-    def _run(self, fn: Callable[[Tx], T]) -> tuple[T, dict[str, Any]]:
+    def _run(self, fn: Callable[[Tx], T], write: bool = True) -> tuple[T, dict[str, Any]]:
+        """`fn` in a transaction on a pooled connection. A connection lost before the statement
+        that commits went out, or at any point of a read (`write` False: it applies nothing,
+        COMMIT included), raises `_BeforeCommit`, which `transaction` runs again."""
         assert self._pool is not None
         try:
             conn_cm = self._pooled()
@@ -752,10 +755,12 @@ class PostgresDatabase(Database):
                 expected = tx.expected(exc)
                 if expected is not None:
                     raise expected from None
-                if not tx.committing and not self.refused(exc):
-                    # Lost before the statement that commits went out: nothing was applied, and
-                    # running it again cannot apply it twice. After it, the outcome is unknown
-                    # (the commit may have happened), so the error propagates, never retried.
+                if not (tx.committing and write) and not self.refused(exc):
+                    # Lost before the statement that commits went out, or in a read: nothing was
+                    # applied, and running it again cannot apply it twice. After a write's, the
+                    # outcome is unknown (the commit may have happened): the error propagates,
+                    # never retried. A read is retried even at its COMMIT: the read that settles a
+                    # cut-off commit (`SqlStore._settled`) runs while the server is going down.
                     raise _BeforeCommit(exc) from exc
                 raise
         except BaseException:
