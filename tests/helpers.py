@@ -57,6 +57,16 @@ def raw_sql(db_url: str, sql: str, *params: object) -> None:
         pg.execute(sql.replace("?", "%s").encode(), params)
 
 
+def sql_row(db_url: str, sql: str, *params: object) -> tuple[object, ...] | None:
+    """One row read behind Cairn's back (`?` placeholders): what is stored, not what the API shows."""
+    if db_url.startswith("sqlite"):
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+            row: tuple[object, ...] | None = conn.execute(sql, params).fetchone()
+            return row
+    with psycopg.connect(db_url, autocommit=True) as pg:
+        return pg.execute(sql.replace("?", "%s").encode(), params).fetchone()
+
+
 async def cli_in_thread(args: list[str]) -> Result:
     """The CLI as a user runs it (its own event loop: off the test's loop, on a thread)."""
     return await asyncio.to_thread(CliRunner().invoke, cli, args)

@@ -10,6 +10,7 @@ import pytest
 import cairn
 from cairn.web.models import ID_MAX
 from tests.conftest import eventually
+from tests.helpers import sql_row
 from tests.web import webflows
 
 pytestmark = pytest.mark.timeout(60)
@@ -91,6 +92,31 @@ async def test_start_refuses_bad_input_before_writing(
         assert (await client.count_runs()) == dict.fromkeys(s.value for s in cairn.RunStatus) | {
             s.value: 0 for s in cairn.RunStatus
         }
+
+
+async def test_a_start_takes_its_place_in_its_queue(http: httpx.AsyncClient, client: cairn.Client) -> None:
+    """What `client.start` takes for queues, the endpoint takes too: a key, a priority (refused,
+    writing nothing, where the queue does not rank), and a dedup_key that returns the unfinished run."""
+    from tests import queueflows as qf
+
+    def path(flow: str) -> str:
+        assert hasattr(qf, flow)  # imported, so registered in this process
+        return f"/api/workflows/tests.queueflows.{flow}/runs"
+
+    ranked = await http.post(path("ranked"), json={"args": ["a"], "priority": 3, "key": "tenant-1"})
+    assert ranked.status_code == 201, ranked.text
+    stored = sql_row(client.url, "SELECT queue, priority, queue_key FROM cairn_runs WHERE id = ?", ranked.json()["id"])
+    assert stored == ("q-ranked", -3, "tenant-1")  # stored negated: claims take the highest first
+    refused = await http.post(path("serial"), json={"args": ["b"], "priority": 1})
+    assert refused.status_code == 422 and "does not take priorities" in refused.json()["message"]
+    for bad in ({"priority": "1"}, {"priority": 2**31}, {"key": ""}, {"dedup_key": "a\x00b"}):
+        r = await http.post(path("gated"), json={"args": ["c"], **bad})
+        assert r.status_code == 422 and r.json()["error"] == "invalid", (bad, r.text)
+    assert len(await client.list_runs()) == 1  # only the ranked run was written
+    first = await http.post(path("gated"), json={"args": ["d"], "dedup_key": "order-1"})
+    again = await http.post(path("gated"), json={"args": ["e"], "dedup_key": "order-1"})
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"] and again.json()["created"] is False
 
 
 async def test_malformed_oversized_and_deep_bodies_are_4xx(http: httpx.AsyncClient) -> None:

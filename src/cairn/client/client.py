@@ -40,7 +40,7 @@ SORTS = {"-created_at": True, "created_at": False}
 
 
 @dataclass(frozen=True)
-class _QueueArgs:
+class QueuePlace:
     """A start's place in its queue: `key`, `priority`, `dedup_key` (all None: a plain start)."""
 
     key: str | None = None
@@ -93,7 +93,7 @@ class Client:
         In its queue, `key` is what `per_key` counts; `priority`: lower numbers start first (the
         queue must be declared with `priority=True`); `dedup_key`: while a run of the queue started
         with that key is unfinished, this returns that run and starts nothing."""
-        queued = _QueueArgs(key, priority, dedup_key)
+        queued = QueuePlace(key, priority, dedup_key)
         handle, _created = await self._start(workflow, args, kwargs, id, queue, queued)
         return handle
 
@@ -104,7 +104,7 @@ class Client:
         kwargs: dict[str, Any],
         id: str | None,
         queue: str | Queue | None,
-        queued: _QueueArgs | None = None,
+        queued: QueuePlace | None = None,
     ) -> tuple[RunHandle, bool]:
         defn = _local_definition(workflow)
         if defn is not None:
@@ -118,7 +118,7 @@ class Client:
             name, default_queue, version = info.name, info.queue, None
         _check_run_id(run_id)
         queue_id = queue_name(queue, "queue name") if queue is not None else default_queue
-        if queued == _QueueArgs():
+        if queued == QueuePlace():
             queued = None
         if queued is not None:
             await self._check_queued(queue_id, queued)
@@ -142,7 +142,7 @@ class Client:
             handle.input_differs = existing.input != encoded
         return handle, existing is None
 
-    async def _check_queued(self, queue: str, queued: _QueueArgs) -> None:
+    async def _check_queued(self, queue: str, queued: QueuePlace) -> None:
         """Bad queue arguments are an error before anything is written."""
         if queued.key is not None:
             check_name(queued.key, "queue key")
@@ -188,7 +188,7 @@ class Client:
         **kwargs: Any,
     ) -> Any:
         """Start (or find) the run and wait for its result."""
-        queued = _QueueArgs(key, priority, dedup_key)
+        queued = QueuePlace(key, priority, dedup_key)
         handle, created = await self._start(workflow, args, kwargs, id, queue, queued)
         # A run this call created is pending: no need to read it before its first notification.
         return await handle._result(timeout, pending=created)

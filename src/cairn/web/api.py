@@ -15,7 +15,7 @@ from fastapi import APIRouter, Body, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import JsonValue
 
-from cairn.client.client import MAX_PAGE, Client, RunHandle
+from cairn.client.client import MAX_PAGE, Client, QueuePlace, RunHandle
 from cairn.registry import registry
 from cairn.serialization import loads
 from cairn.types import RunStatus
@@ -145,11 +145,13 @@ async def workflows(request: Request) -> list[WorkflowOut]:
     tags=["workflows"],
 )
 async def start_run(name: Name, body: StartIn, response: Response, request: Request, wait: Wait = None) -> StartOut:
-    """Start a run of workflow `name` (201), or find the existing run with `id` (200). With
-    `?wait=SECONDS`, answer once it finishes within that time, with its result or error."""
+    """Start a run of workflow `name` (201), or find the existing run with `id`, or the unfinished
+    run of its queue with `dedup_key` (200). With `?wait=SECONDS`, answer once it finishes within
+    that time, with its result or error."""
     client = client_of(request)
     # Client._start also says whether the run is new (SPEC's `handle.created`).
-    handle, created = await client._start(name, tuple(body.args), dict(body.kwargs), body.id, body.queue)
+    queued = QueuePlace(body.key, body.priority, body.dedup_key)
+    handle, created = await client._start(name, tuple(body.args), dict(body.kwargs), body.id, body.queue, queued)
     if not created:
         response.status_code = 200
     if wait:

@@ -5,9 +5,9 @@ Rows are turned into these here, once, so the JSON API and the pages show the sa
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
 from cairn.client.handle import RunEvent, StepInfo
 from cairn.serialization import loads
@@ -18,6 +18,8 @@ ID_MAX = 255
 """Run ids, workflow and signal names: at most this many characters (as the client enforces)."""
 NO_NUL = r"^[^\x00]*$"
 """Names stored as text: PostgreSQL's text holds no NUL byte."""
+StoredName = Annotated[str, StringConstraints(min_length=1, max_length=ID_MAX, pattern=NO_NUL)]
+"""An id or a name a run is stored under."""
 
 
 class ErrorOut(BaseModel):
@@ -32,21 +34,25 @@ class Strict(BaseModel):
 class StartIn(Strict):
     args: list[JsonValue] = Field(default_factory=list, description="Positional arguments, in signature order.")
     kwargs: dict[str, JsonValue] = Field(default_factory=dict, description="Keyword arguments by parameter name.")
-    id: str | None = Field(
+    id: StoredName | None = Field(default=None, description="Run id; an existing id returns that run.")
+    queue: StoredName | None = Field(default=None, description="Queue (default: the workflow's).")
+    key: StoredName | None = Field(default=None, description="The run's key in its queue (what per_key counts).")
+    priority: int | None = Field(
         default=None,
-        min_length=1,
-        max_length=ID_MAX,
-        pattern=NO_NUL,
-        description="Run id; an existing id returns that run.",
+        gt=-(2**31),
+        lt=2**31,
+        strict=True,
+        description="Lower numbers start first (a queue declared with priority=True).",
     )
-    queue: str | None = Field(default=None, min_length=1, max_length=ID_MAX, pattern=NO_NUL)
+    dedup_key: StoredName | None = Field(
+        default=None,
+        description="While a run of the queue started with this key is unfinished, that run is returned (200).",
+    )
 
 
 class ForkIn(Strict):
     from_step: int = Field(ge=0, le=2**31 - 1, description="Reuse the journal up to this step.")
-    id: str | None = Field(
-        default=None, min_length=1, max_length=ID_MAX, pattern=NO_NUL, description="Id of the new run."
-    )
+    id: StoredName | None = Field(default=None, description="Id of the new run.")
 
 
 class WorkflowOut(BaseModel):
