@@ -17,6 +17,7 @@ pytestmark = pytest.mark.timeout(60)
 
 GREETING = "tests.web.webflows.Greeting"
 QUICK = "tests.web.webflows.quick"
+DEEP = "tests.web.webflows.takes_anything"
 
 
 async def _status(http: httpx.AsyncClient, run_id: str, want: str) -> bool:
@@ -126,8 +127,13 @@ async def test_malformed_oversized_and_deep_bodies_are_4xx(http: httpx.AsyncClie
     assert bad.status_code == 422 and bad.json()["error"] == "invalid"
     big = await http.post(url, content=b'{"args": ["' + b"x" * (2 * 1024 * 1024) + b'"]}', headers=headers)
     assert big.status_code == 413 and big.json()["error"] == "payload_too_large"
-    deep = await http.post(url, content=b'{"args": [' + b"[" * 100 + b"]" * 100 + b"]}", headers=headers)
+    # A payload nests as deeply over HTTP as from Python (Cairn's limit, 128), and no deeper.
+    quick_deep = f"/api/workflows/{DEEP}/runs"
+    at_limit = await http.post(quick_deep, content=b'{"args": [' + b"[" * 128 + b"]" * 128 + b"]}", headers=headers)
+    assert at_limit.status_code == 201, at_limit.text
+    deep = await http.post(quick_deep, content=b'{"args": [' + b"[" * 129 + b"]" * 129 + b"]}", headers=headers)
     assert deep.status_code == 422 and deep.json()["error"] == "too_deep"
+    assert "128" in deep.json()["message"]
     deeper = await http.post(url, content=b"[" * 100_000 + b"]" * 100_000, headers=headers)
     assert deeper.status_code in (413, 422)
     nan = await http.post(url, content=b'{"args": [NaN]}', headers=headers)

@@ -40,6 +40,11 @@ async def quick(name: str) -> str:
 
 
 @workflow
+async def takes_anything(value: object) -> None:
+    """Takes any JSON, however deep (the HTTP API's nesting limit)."""
+
+
+@workflow
 async def parallel(n: int) -> list[str]:
     return list(await asyncio.gather(*(say_hello(f"p{i}") for i in range(n))))
 

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from cairn.serialization import MAX_NESTING
 from cairn.web.security import CSRF_HEADER, SESSION_COOKIE, Guard, is_loopback_host, same_origin
 
 Scope = MutableMapping[str, Any]
@@ -25,8 +26,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_BODY = 2 * 1024 * 1024
 """Bytes of request body accepted (SPEC's default payload limit); more is a 413."""
-MAX_DEPTH = 64
-"""Nesting of JSON arrays and objects accepted in a request body; deeper is a 422."""
+MAX_DEPTH = MAX_NESTING + 2
+"""Nesting of JSON arrays and objects accepted in a request body; deeper is a 422. A payload may
+nest as deeply over HTTP as from Python: Cairn's limit, inside a start's body object and its args."""
 PUBLIC = ("/healthz", "/login", "/static/")
 """The only paths served without the token when one is set (assets hold no data)."""
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -147,7 +149,12 @@ class Edge:
                 break
         body = b"".join(chunks)
         if body and "json" in headers.get("content-type", ""):
-            too_deep = error(422, "too_deep", f"the JSON body nests deeper than {self.max_depth} levels; flatten it")
+            too_deep = error(
+                422,
+                "too_deep",
+                f"the JSON body nests deeper than {self.max_depth} levels (a payload may nest {MAX_NESTING}, "
+                "Cairn's nesting limit); flatten it, or store it elsewhere and pass a reference",
+            )
             try:
                 parsed = json.loads(body)
             except RecursionError:
