@@ -17,6 +17,7 @@ import pytest
 import cairn
 from cairn.store.base import WORK
 from cairn.store.postgres import PostgresDatabase
+from cairn.store.sql import RUN_CHANNEL
 from tests import flows
 from tests.conftest import eventually
 from tests.helpers import holds, terminate_listeners
@@ -146,3 +147,74 @@ async def test_a_start_refused_for_its_id_wakes_nobody(client: cairn.Client, db_
                 break
             heard.append(note.payload.split(" ", 1)[1])
     assert heard == [WORK], "a start refused for its id sent a wake-up"
+
+
+def _unlistened(db_url: str, name: str) -> bool:
+    """Whether a listener of this database last sent UNLISTEN on the channel `name`."""
+    import psycopg
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query = %s", (f"UNLISTEN {name}",)
+        ).fetchall()
+    return bool(rows)
+
+
+async def test_a_channel_with_no_subscriber_left_is_let_go(clients: Callable[[], Any], db_url: str) -> None:
+    """A process that once waited for a result, or ran a worker, stops hearing that channel once
+    nobody here subscribes to it (else every run's end or start in the cluster woke its listener's
+    thread for good); a new subscriber listens again, and hears what follows."""
+    sender, _ = await clients()
+    listener, heard = await clients()
+    db = listener.store.db
+    db.unlisten_after = 0.0
+    stop_waiting = listener.store.subscribe_key("run:r1", lambda _detail: None)
+    listener.store.subscribe_key(WORK, lambda _detail: None)
+    stop_waiting()  # the last subscriber of runs' news here
+    db._nudge()  # the listener looks at once, else within a second
+    await eventually(lambda: holds(_unlistened(db_url, RUN_CHANNEL)), what="UNLISTEN of the runs' news")
+    heard.clear()
+    await _notify(sender, "run:r2", "run:r3")
+    await _notify(sender, WORK)  # sent after the runs' news: it would be heard after them
+    await eventually(lambda: holds(WORK in heard), what="the wake-up")
+    assert heard == [WORK], "the runs' news was still heard with nobody here waiting for it"
+    got: list[object] = []
+    listener.store.subscribe_key("run:r4", got.append)
+    await _notify(sender, "run:r4")
+    await eventually(lambda: holds(len(got) == 2), what="news of r4")  # maybe missed (None), then the news
+
+
+async def test_a_channel_stays_listened_on_between_subscribers_that_follow_each_other(
+    clients: Callable[[], Any],
+) -> None:
+    """A loop of `client.run` lets the runs' channel go between one run and the next: listening
+    again each time would cost each run a round trip and a read (the first subscriber of a channel
+    is told it may have missed its run's end). The channel is kept a while for the next one."""
+    listener, _ = await clients()
+    first = listener.store.subscribe_key("run:a", lambda _detail: None)
+    first()
+    told: list[object] = []
+    listener.store.subscribe_key("run:b", told.append)
+    assert told == [], "the channel was let go at once and listened on again"
+
+
+async def test_news_is_never_lost_while_channels_are_let_go_and_listened_again(clients: Callable[[], Any]) -> None:
+    """Randomized: subscribers come and go on both channels, the listener letting a channel go
+    the moment it has none (and looking at random moments), so a subscriber often arrives while
+    its channel is being let go. Each hears the news sent after it subscribed."""
+    rng = random.Random(23)
+    sender, _ = await clients()
+    listener, _ = await clients()
+    db = listener.store.db
+    db.unlisten_after = 0.0
+    for i in range(400):
+        key = f"run:n{i}" if rng.random() < 0.7 else WORK
+        got: list[object] = []
+        if rng.random() < 0.5:
+            db._nudge()
+        if rng.random() < 0.5:
+            await asyncio.sleep(rng.random() * 0.002)  # a varied interleaving, not a synchronisation
+        unsubscribe = listener.store.subscribe_key(key, got.append)
+        await _notify(sender, key)
+        await eventually(lambda got=got: holds(bool(got)), timeout=10.0, what=f"news {i} of {key}")  # type: ignore[misc]
+        unsubscribe()

@@ -197,17 +197,30 @@ class Database(abc.ABC):
         """Call `callback(detail)` (from any thread) on notifications equal to `key`: "work" for
         claim loops, "run:<id>" for a run's result waiters. Returns the unsubscribe function."""
         with self._lock:
-            self._keyed.setdefault(key, []).append(callback)
+            callbacks = self._keyed.get(key)
+            if callbacks is None:
+                self._keyed[key] = [callback]
+                self._key_added(key)
+            else:
+                callbacks.append(callback)
 
         def unsubscribe() -> None:
             with self._lock:
-                callbacks = self._keyed.get(key, [])
-                if callback in callbacks:
-                    callbacks.remove(callback)
+                callbacks = self._keyed.get(key)
+                if callbacks is None or callback not in callbacks:
+                    return  # unsubscribed already
+                callbacks.remove(callback)
                 if not callbacks:
-                    self._keyed.pop(key, None)
+                    del self._keyed[key]
+                    self._key_removed(key)
 
         return unsubscribe
+
+    def _key_added(self, key: str) -> None:  # noqa: B027 (a hook: most backends need nothing)
+        """A first subscriber of `key` (called holding `_lock`)."""
+
+    def _key_removed(self, key: str) -> None:  # noqa: B027
+        """The last subscriber of `key` has gone (called holding `_lock`)."""
 
     def _dispatch(self, notes: Mapping[str, Any] | Sequence[str]) -> None:
         """Call the listeners of `notes`: payloads, or payload -> detail from a commit here."""
