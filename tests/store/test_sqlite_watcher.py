@@ -8,6 +8,7 @@ started the next missed it until its safety poll, a minute in `tests/process/tes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +20,8 @@ import cairn
 from cairn.store.base import WORK
 from cairn.store.sqlite import SqliteDatabase
 from tests import flows
+from tests.conftest import eventually
+from tests.helpers import holds
 
 
 @pytest.fixture
@@ -117,3 +120,54 @@ async def test_a_new_watcher_looks_at_the_quiet_pace_until_it_hears_news(tmp_pat
         await client.close()
     # 0.5 s at 50 ms is 10 looks; at 5 ms it was about 100.
     assert 2 <= looks <= 40, f"{looks} looks in the watcher's first 0.5 s"
+
+
+async def test_the_watcher_ends_when_nobody_listens_and_starts_again(two: tuple[cairn.Client, cairn.Client]) -> None:
+    """A process that ran a worker, or waited for a result, looked 20 times a second for as long as
+    it lived: the watcher now ends once nobody here listens, and the next subscriber starts one
+    that hears the other process's commits again."""
+    here, there = two
+    db = here.store.db  # type: ignore[attr-defined]
+    assert isinstance(db, SqliteDatabase)
+    db.watch_linger = 0.05
+    unsubscribe = db.subscribe_key(WORK, lambda *_: None)
+    watcher = db._watcher
+    assert watcher is not None and watcher.is_alive()
+    unsubscribe()
+    await asyncio.to_thread(watcher.join, 5.0)
+    assert not watcher.is_alive() and db._watcher is None, "the watcher went on with nobody listening"
+    woken = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    db.subscribe_key(WORK, lambda *_: loop.call_soon_threadsafe(woken.set))
+    await asyncio.wait_for(woken.wait(), 5.0)  # the new watcher's first look: what it may have missed
+    woken.clear()
+    await there.start(flows.sleeper, 1.0)
+    await asyncio.wait_for(woken.wait(), 5.0)
+
+
+async def test_subscribers_hear_commits_while_the_watcher_comes_and_goes(
+    two: tuple[cairn.Client, cairn.Client],
+) -> None:
+    """Randomized: 300 subscribers come and go while the watcher ends after 10 ms with nobody
+    listening, so a subscriber often comes as it ends. Each is woken at a moment when the other
+    process's commit that follows its subscription can be seen (a claim loop woken then finds it)."""
+    import sqlite3
+
+    here, there = two
+    db = here.store.db  # type: ignore[attr-defined]
+    assert isinstance(db, SqliteDatabase)
+    db.watch_linger = 0.01
+    rng = random.Random(29)
+
+    def runs_now() -> int:
+        with contextlib.closing(sqlite3.connect(db.path)) as conn:
+            return int(conn.execute("SELECT count(*) FROM cairn_runs").fetchone()[0])
+
+    for i in range(300):
+        seen: list[int] = []  # the runs there were as each wake-up came
+        unsubscribe = db.subscribe_key(WORK, lambda *_, seen=seen: seen.append(runs_now()))  # type: ignore[misc]
+        await there.start(flows.sleeper, 1.0)  # the (i + 1)th run
+        heard = lambda seen=seen, i=i: holds(any(n > i for n in seen))  # noqa: E731
+        await eventually(heard, timeout=5.0, what=f"subscriber {i} woken once the commit after it could be seen")
+        unsubscribe()
+        await asyncio.sleep(rng.random() * 0.03)  # around the watcher's end, not a synchronisation

@@ -45,6 +45,8 @@ DEFAULT_BUSY_TIMEOUT = 30.0
 """Seconds a transaction waits for the write lock another process holds before DatabaseLocked."""
 WATCH_INTERVAL = 0.005
 """Seconds between two reads of `PRAGMA data_version` by the watcher (bounds cross-process pickup)."""
+WATCH_LINGER = 1.0
+"""Seconds the watcher goes on looking with nobody here listening, for the next subscriber."""
 WATCH_QUIET_AFTER = 2.0
 WATCH_QUIET = 0.05
 """After WATCH_QUIET_AFTER seconds without a commit of another process, the watcher reads every
@@ -139,6 +141,8 @@ class SqliteDatabase(Database):
         self._held: tuple[asyncio.AbstractEventLoop, float] | None = None
         """The event loop that writes have held without a turn for anything else, and since when."""
         self._watcher: threading.Thread | None = None
+        self.watch_linger = WATCH_LINGER
+        self._unwatched_since: float | None = None
         self._stop_watching = threading.Event()
 
     async def _open(self) -> None:
@@ -215,11 +219,14 @@ class SqliteDatabase(Database):
             raise
 
     def subscribe_key(self, key: str, callback: Listener) -> Callable[[], None]:
-        if key == WORK and self._watcher is None and self.path != ":memory:":
-            self._stop_watching.clear()
-            self._watcher = threading.Thread(target=self._watch, name="cairn-sqlite-watch", daemon=True)
-            self._watcher.start()
-        return super().subscribe_key(key, callback)
+        unsubscribe = super().subscribe_key(key, callback)
+        if key == WORK and self.path != ":memory:":
+            with self._lock:  # a watcher ending (see `_watch`) decides under it too
+                if self._watcher is None:
+                    self._stop_watching.clear()
+                    self._watcher = threading.Thread(target=self._watch, name="cairn-sqlite-watch", daemon=True)
+                    self._watcher.start()
+        return unsubscribe
 
     def _watch(self) -> None:
         """Wake claim loops when another process committed (see the module docstring). The
@@ -229,7 +236,12 @@ class SqliteDatabase(Database):
         process's commits too, and a look that saw both woke nothing: a worker finishing a run
         as another process started the next one missed the start until its safety poll.) The
         look takes the writer's lock without waiting; while a transaction holds it, the next
-        interval looks again."""
+        interval looks again.
+
+        The watcher ends once nobody here has listened for `watch_linger` seconds (a process that
+        ran a worker, or waited for a result, looked 20 times a second for as long as it lived);
+        the next subscriber starts another. A new watcher's first look wakes its listeners: what
+        another process committed before it took its first version would go unheard."""
         # Start as after a quiet spell: nothing has been heard yet that says more is coming, and
         # 5 ms looks for the first 2 s were a third of a new idle worker's CPU in its first seconds.
         changed = time.monotonic() - WATCH_QUIET_AFTER
@@ -245,6 +257,8 @@ class SqliteDatabase(Database):
                     break
                 if self._conn is None:
                     break
+                if self._unwatched():
+                    return
                 looked = self._look(version)
                 if looked is None:
                     interval = WATCH_INTERVAL  # this process is writing: look again shortly
@@ -270,9 +284,26 @@ class SqliteDatabase(Database):
             now: int = self._conn.execute("PRAGMA data_version").fetchone()[0]
         finally:
             self._writing.release()
-        if version is not None and now != version:
+        if version is None or now != version:
             self._dispatch([WORK])
         return now
+
+    def _unwatched(self) -> bool:
+        """Whether the watcher calling this is to end, nobody here having listened for
+        `watch_linger` seconds; it is then no longer `_watcher` (see `subscribe_key`)."""
+        with self._lock:
+            if WORK in self._keyed:
+                self._unwatched_since = None
+                return False
+            now = time.monotonic()
+            if self._unwatched_since is None:
+                self._unwatched_since = now
+            if now - self._unwatched_since < self.watch_linger:
+                return False
+            self._unwatched_since = None
+            if self._watcher is threading.current_thread():
+                self._watcher = None
+            return True
 
     def refused(self, exc: Exception) -> bool:
         # Every failed transaction was rolled back; a lock held by another process past the busy
