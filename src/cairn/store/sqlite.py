@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -35,7 +36,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from cairn.errors import DatabaseLocked
-from cairn.store.base import WORK, Database, Params, Tx
+from cairn.store.base import WORK, Database, Params, Tx, call_soon_here
 from cairn.store.protocol import Listener
 from cairn.store.sql import migrations, queries
 
@@ -402,7 +403,7 @@ class SqliteDatabase(Database):
             idle, self._idle = self._idle, []
         for loop, waiter in idle:
             with contextlib.suppress(RuntimeError):  # that loop was closed meanwhile
-                loop.call_soon_threadsafe(_wake, waiter)
+                call_soon_here(loop, functools.partial(_wake, waiter))
 
     async def _share(self, loop: asyncio.AbstractEventLoop) -> None:
         """After a write on the loop: give the loop to the rest once writes have held it for
