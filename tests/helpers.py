@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 import cairn
 from cairn.cli.main import cli
 from cairn.records import NewRun, NewStep
+from cairn.store.sqlite import SqliteDatabase
 from cairn.types import RunStatus, StepKind
 
 
@@ -65,6 +66,13 @@ def sql_row(db_url: str, sql: str, *params: object) -> tuple[object, ...] | None
             return row
     with psycopg.connect(db_url, autocommit=True) as pg:
         return pg.execute(sql.replace("?", "%s").encode(), params).fetchone()
+
+
+def sqlite_db(client: cairn.Client) -> SqliteDatabase:
+    """The SQLite database under a client's store (for tests that look at its threads and watcher)."""
+    db = client.store.db  # type: ignore[attr-defined]
+    assert isinstance(db, SqliteDatabase)
+    return db
 
 
 async def cli_in_thread(args: list[str]) -> Result:

@@ -18,10 +18,9 @@ import pytest
 
 import cairn
 from cairn.store.base import WORK
-from cairn.store.sqlite import SqliteDatabase
 from tests import flows
 from tests.conftest import eventually
-from tests.helpers import holds
+from tests.helpers import holds, sqlite_db
 
 
 @pytest.fixture
@@ -38,8 +37,7 @@ async def two(tmp_path: Path) -> AsyncIterator[tuple[cairn.Client, cairn.Client]
 
 def _looker(client: cairn.Client) -> Any:
     """`look(version)`: one look of the watcher (run here, not on its thread), and whether it woke."""
-    db = client.store.db  # type: ignore[attr-defined]
-    assert isinstance(db, SqliteDatabase)
+    db = sqlite_db(client)
     woken: list[object] = []
     dispatch = db._dispatch
 
@@ -101,8 +99,7 @@ async def test_a_new_watcher_looks_at_the_quiet_pace_until_it_hears_news(tmp_pat
     fast looks were most of a new idle worker's CPU in its first seconds)."""
     client = cairn.Client(f"sqlite:///{tmp_path}/quiet.db")
     await client.store.open()
-    db = client.store.db  # type: ignore[attr-defined]
-    assert isinstance(db, SqliteDatabase)
+    db = sqlite_db(client)
     looks = 0
     look = db._look
 
@@ -127,8 +124,7 @@ async def test_the_watcher_ends_when_nobody_listens_and_starts_again(two: tuple[
     it lived: the watcher now ends once nobody here listens, and the next subscriber starts one
     that hears the other process's commits again."""
     here, there = two
-    db = here.store.db  # type: ignore[attr-defined]
-    assert isinstance(db, SqliteDatabase)
+    db = sqlite_db(here)
     db.watch_linger = 0.05
     unsubscribe = db.subscribe_key(WORK, lambda *_: None)
     watcher = db._watcher
@@ -154,8 +150,7 @@ async def test_subscribers_hear_commits_while_the_watcher_comes_and_goes(
     import sqlite3
 
     here, there = two
-    db = here.store.db  # type: ignore[attr-defined]
-    assert isinstance(db, SqliteDatabase)
+    db = sqlite_db(here)
     db.watch_linger = 0.01
     rng = random.Random(29)
 

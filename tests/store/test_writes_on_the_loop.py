@@ -19,6 +19,7 @@ import cairn
 from cairn.client.sync import SyncClient
 from cairn.store.sqlite import SqliteDatabase
 from tests import flows
+from tests.helpers import sqlite_db
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -108,12 +109,6 @@ def _threads_of_writes(db: SqliteDatabase) -> list[str]:
     return ran
 
 
-def _sqlite_db(client: cairn.Client) -> SqliteDatabase:
-    db = client.store.db  # type: ignore[attr-defined]
-    assert isinstance(db, SqliteDatabase)
-    return db
-
-
 @pytest.fixture
 async def on_file(tmp_path: Path) -> AsyncIterator[cairn.Client]:
     client = cairn.Client(f"sqlite:///{tmp_path}/loop.db")
@@ -127,7 +122,7 @@ async def test_writes_come_back_to_the_loop_once_another_process_lets_go(on_file
     writes that come meanwhile wait for it, then run on the loop. (They queued behind it on the
     thread, and under a steady load the thread always had the next one in hand: one such lock
     halved a busy worker's throughput for the rest of its run.)"""
-    db = _sqlite_db(on_file)
+    db = sqlite_db(on_file)
     other = sqlite3.connect(f"{tmp_path}/loop.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     ran = _threads_of_writes(db)
@@ -177,7 +172,7 @@ async def test_randomized_locks_of_another_process_send_one_write_each_to_the_th
     """2,000 starts from 40 concurrent loops while another process takes the write lock at random
     moments for random spells: every start lands, and each spell sends at most one write to the
     thread (before, every write after the first spell's went there)."""
-    db = _sqlite_db(on_file)
+    db = sqlite_db(on_file)
     ran = _threads_of_writes(db)
     done = threading.Event()
     spells = 0
@@ -206,7 +201,7 @@ async def test_a_look_of_the_watcher_does_not_send_a_write_to_the_thread(on_file
     """The watcher holds the writer's connection for a look (microseconds): a write on the loop
     that comes meanwhile waits for it rather than go to the thread. Forced: the look holds until
     the write is waiting for it."""
-    db = _sqlite_db(on_file)
+    db = sqlite_db(on_file)
     ran = _threads_of_writes(db)
     waiting = threading.Event()
     lock = db._writing
@@ -246,7 +241,7 @@ async def test_randomized_looks_leave_the_writes_on_the_loop(on_file: cairn.Clie
     writes that meet one wait for it and stay on the loop. Each look here holds the writer's
     connection for up to half a millisecond, as `_look` holds it (a real look takes microseconds,
     and a busy loop leaves it few chances: the window is widened so that writes meet looks)."""
-    db = _sqlite_db(on_file)
+    db = sqlite_db(on_file)
     ran = _threads_of_writes(db)
     lock = db._writing
     done = threading.Event()
@@ -273,7 +268,7 @@ async def test_a_write_cancelled_on_its_way_to_the_thread_does_not_hold_back_the
     client = cairn.Client("sqlite:///:memory:")
     try:
         await client.store.open()
-        db = _sqlite_db(client)
+        db = sqlite_db(client)
         assert db._executor is not None
         busy = threading.Event()
         blocker = db._executor.submit(busy.wait, 30)  # the thread busy with something else
@@ -298,7 +293,7 @@ async def test_a_write_cancelled_on_its_way_to_the_thread_does_not_hold_back_the
 async def test_a_write_cancelled_while_it_waits_for_another_process_lets_the_next_go(
     on_file: cairn.Client, tmp_path: Path
 ) -> None:
-    db = _sqlite_db(on_file)
+    db = sqlite_db(on_file)
     other = sqlite3.connect(f"{tmp_path}/loop.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
@@ -323,7 +318,7 @@ async def test_the_loop_of_starts_users_write_commits_on_the_loop(on_file: cairn
     thread sent every later one there too, and the loop ran at half speed unseen by any test."""
     from cairn.bench import flows as bench_flows
 
-    db = _sqlite_db(on_file)
+    db = sqlite_db(on_file)
     ran = _threads_of_writes(db)
     async with cairn.Worker(on_file):
         handles = [await on_file.start(bench_flows.three_steps, i) for i in range(500)]
