@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+import threading
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +193,90 @@ def _drive(sync: cairn.SyncClient) -> None:
     again = sync.start(flows.Sequence3, 8, id="sync-1")  # the id exists: nothing started, and it says so
     assert (handle.created, again.created, again.input_differs) == (True, False, True)
     assert [r.id for r in sync.list_runs(workflow=flows.Sequence3)] == ["sync-1"]
+
+
+async def test_the_blocking_client_controls_schedules(client: cairn.Client, db_url: str) -> None:
+    def drive() -> None:
+        with cairn.connect_sync(db_url) as sync:
+            sync.create_schedule(cairn.Schedule("sync-ctl", flows.tick, cron="0 3 * * *", args=("s",), register=False))
+            (row,) = sync.list_schedules()
+            assert (row.spec.id, row.source, row.paused, row.last_run_id) == ("sync-ctl", "api", False, None)
+            sync.pause_schedule("sync-ctl")
+            assert sync.list_schedules()[0].paused
+            sync.resume_schedule("sync-ctl")
+            assert not sync.list_schedules()[0].paused
+            handle = sync.trigger_schedule("sync-ctl")  # a run starts now, served by the test's worker
+            assert isinstance(handle, cairn.SyncRunHandle) and handle.id.startswith("sync-ctl@manual:")
+            assert handle.result(timeout=10) == "s"
+            assert [r.id for r in sync.list_runs(workflow=flows.tick)] == [handle.id]
+            sync.delete_schedule("sync-ctl")
+            assert sync.list_schedules() == []
+            controls = (sync.pause_schedule, sync.resume_schedule, sync.delete_schedule, sync.trigger_schedule)
+            for control in controls:
+                with pytest.raises(cairn.ScheduleNotFound):
+                    control("sync-ctl")
+
+    await asyncio.to_thread(drive)
+
+
+def _sync_threads() -> int:
+    return sum(t.name == "cairn-sync-client" for t in threading.enumerate())
+
+
+def test_connect_sync_takes_a_retention_as_connect_does(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CAIRN_RETENTION", raising=False)
+    with cairn.connect_sync(db_url, retention=timedelta(days=1)) as sync:
+        assert sync.retention == sync.inner.retention == timedelta(days=1)
+    with cairn.connect_sync(db_url, retention=3600) as sync:  # seconds, as Client takes them
+        assert sync.retention == timedelta(hours=1)
+    with cairn.connect_sync(db_url) as sync:
+        assert sync.retention is None  # keep everything
+    monkeypatch.setenv("CAIRN_RETENTION", "2d")
+    with cairn.connect_sync(db_url) as sync:
+        assert sync.retention == timedelta(days=2)
+    threads = _sync_threads()
+    for bad in (timedelta(0), -5):
+        with pytest.raises(ValueError) as blocking:
+            cairn.connect_sync(db_url, retention=bad)
+        with pytest.raises(ValueError) as async_:
+            cairn.Client(db_url, retention=bad)
+        assert str(blocking.value) == str(async_.value)
+    assert _sync_threads() == threads  # a refused client leaves no loop thread behind
+
+
+ASYNC_ONLY: dict[type, set[str]] = {
+    # Per event loop: the blocking client waits through its inner client's, on its own loop.
+    cairn.Client: {"waiters"},
+    # The async client the handle reads through; a SyncRunHandle reads through `inner` instead.
+    cairn.RunHandle: {"client"},
+}
+"""Public names of the async client and handle with no blocking counterpart, and why. Anything
+else added to `Client` or `RunHandle` must be bridged in `cairn.client.sync` too."""
+
+
+def _public(obj: object) -> set[str]:
+    return {name for name in dir(obj) if not name.startswith("_")}
+
+
+def _parameters(fn: Any) -> list[tuple[str, Any, Any]]:
+    return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+
+def test_the_blocking_client_has_every_public_method_and_attribute_of_the_async_one(tmp_path: Path) -> None:
+    inner = cairn.Client(f"sqlite:///{tmp_path}/parity.db")
+    sync = cairn.SyncClient(client=inner)
+    try:
+        pairs: list[tuple[object, object]] = [(inner, sync), (inner.get("r"), sync.get("r"))]
+        for async_side, sync_side in pairs:
+            kind = type(async_side)
+            missing = _public(async_side) - _public(sync_side) - ASYNC_ONLY[kind]
+            assert not missing, f"{type(sync_side).__name__} lacks {sorted(missing)} of {kind.__name__}"
+            for name in sorted(_public(async_side) - ASYNC_ONLY[kind]):
+                method = getattr(kind, name, None)
+                if callable(method):  # the same parameters: names, kinds, defaults
+                    assert _parameters(method) == _parameters(getattr(type(sync_side), name)), name
+    finally:
+        sync.close()
 
 
 @pytest.fixture

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from cairn.client.client import Client
+from cairn.client.client import Client, RunsPage
 from cairn.client.handle import RunEvent, RunHandle, StepInfo
 from cairn.queues import Queue
-from cairn.records import RunRow
-from cairn.store.protocol import QueueRow
+from cairn.records import RunRow, StepRow
+from cairn.store.protocol import ActionInfo, QueueRow, ScheduleRow, WorkerInfo, WorkflowInfo
 from cairn.types import RunStatus
+
+if TYPE_CHECKING:
+    from cairn.schedules import Schedule
 
 T = TypeVar("T")
 
@@ -73,6 +77,10 @@ class SyncRunHandle:
     def diagnose(self) -> str | None:
         return self._bridge.run(self.inner.diagnose())
 
+    def children(self, limit: int = 100) -> list[RunRow]:
+        """As `RunHandle.children`: the runs this run started, oldest first, at most `limit`."""
+        return self._bridge.run(self.inner.children(limit))
+
     def describe(self) -> RunRow:
         return self._bridge.run(self.inner.describe())
 
@@ -98,13 +106,26 @@ class SyncRunHandle:
 
 
 class SyncClient:
-    """`cairn.connect_sync(url)`: the same operations as `Client`, blocking."""
+    """`cairn.connect_sync(url)`: the same operations as `Client`, blocking. Each method is one
+    bridge to the async one (tests/behaviour/test_client.py checks that none is missing)."""
 
-    def __init__(self, url: str | None = None, *, client: Client | None = None) -> None:
+    def __init__(
+        self, url: str | None = None, *, client: Client | None = None, retention: timedelta | float | None = None
+    ) -> None:
+        if client is not None and retention is not None:
+            raise ValueError("pass retention to the Client given as client=, not to SyncClient")
+        self.inner = client or Client(url, retention=retention)  # a bad retention fails before the thread starts
         self._bridge = LoopThread()
-        self.inner = client or Client(url)
         self.url = self.inner.url
         self.store = self.inner.store
+
+    @property
+    def retention(self) -> timedelta | None:
+        """As `Client.retention`: how long workers keep finished runs; None: keep everything."""
+        return self.inner.retention
+
+    def __str__(self) -> str:
+        return str(self.inner)  # the URL without its password, as the async client prints it
 
     def __enter__(self) -> SyncClient:
         return self
@@ -168,7 +189,94 @@ class SyncClient:
     def list_runs(self, status: str | RunStatus | None = None, workflow: Any = None, limit: int = 50) -> list[RunRow]:
         return self._bridge.run(self.inner.list_runs(status, workflow, limit))
 
+    def unserved(self, run_ids: list[str] | None = None) -> dict[str, str]:
+        """As `Client.unserved`: why each of these runs cannot progress, for those that cannot."""
+        return self._bridge.run(self.inner.unserved(run_ids))
 
-def connect_sync(url: str | None = None) -> SyncClient:
-    """A blocking client for scripts (its own store and loop thread; close it when done)."""
-    return SyncClient(url)
+    def prune(self, older_than: timedelta | float, status: str | RunStatus | None = None) -> int:
+        """As `Client.prune`: delete runs finished more than `older_than` ago; how many."""
+        return self._bridge.run(self.inner.prune(older_than, status))
+
+    # --- schedules (cairn.Schedule) --------------------------------------------------------------
+
+    def create_schedule(self, schedule: Schedule) -> None:
+        """As `Client.create_schedule`: create (or update) a schedule in the database."""
+        self._bridge.run(self.inner.create_schedule(schedule))
+
+    def list_schedules(self) -> list[ScheduleRow]:
+        """As `Client.list_schedules`: every schedule, its next tick and its last run."""
+        return self._bridge.run(self.inner.list_schedules())
+
+    def pause_schedule(self, schedule_id: str) -> None:
+        """As `Client.pause_schedule`: no ticks fire until `resume_schedule`."""
+        self._bridge.run(self.inner.pause_schedule(schedule_id))
+
+    def resume_schedule(self, schedule_id: str) -> None:
+        """As `Client.resume_schedule`: fire again, from the next tick after now."""
+        self._bridge.run(self.inner.resume_schedule(schedule_id))
+
+    def trigger_schedule(self, schedule_id: str) -> SyncRunHandle:
+        """As `Client.trigger_schedule`: start a run of the schedule now, besides its ticks."""
+        return SyncRunHandle(self._bridge.run(self.inner.trigger_schedule(schedule_id)), self._bridge)
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        """As `Client.delete_schedule`: remove it (one declared in code comes back with its workers)."""
+        self._bridge.run(self.inner.delete_schedule(schedule_id))
+
+    def list_workflows(self) -> list[WorkflowInfo]:
+        return self._bridge.run(self.inner.list_workflows())
+
+    def list_actions(self) -> list[ActionInfo]:
+        """As `Client.list_actions`: the actions workers registered."""
+        return self._bridge.run(self.inner.list_actions())
+
+    def runs_page(
+        self,
+        *,
+        status: str | RunStatus | None = None,
+        workflow: str | None = None,
+        id_prefix: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        sort: str = "-created_at",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunsPage:
+        """As `Client.runs_page`: a page of runs by keyset; pass `next_cursor` back for the next."""
+        page = self.inner.runs_page(
+            status=status,
+            workflow=workflow,
+            id_prefix=id_prefix,
+            since=since,
+            until=until,
+            sort=sort,
+            limit=limit,
+            cursor=cursor,
+        )
+        return self._bridge.run(page)
+
+    def current_steps(self, run_ids: list[str]) -> dict[str, StepRow]:
+        """As `Client.current_steps`: run id → the run's latest step."""
+        return self._bridge.run(self.inner.current_steps(run_ids))
+
+    def count_runs(self, workflow: str | None = None) -> dict[str, int]:
+        """As `Client.count_runs`: how many runs there are in each status."""
+        return self._bridge.run(self.inner.count_runs(workflow))
+
+    def run_counts(self, by: str) -> dict[str, dict[str, int]]:
+        """As `Client.run_counts`: run counts per status for each workflow or each queue."""
+        return self._bridge.run(self.inner.run_counts(by))
+
+    def list_workers(self, seen_within: float = 60.0) -> list[WorkerInfo]:
+        """As `Client.list_workers`: workers heard from within `seen_within` seconds."""
+        return self._bridge.run(self.inner.list_workers(seen_within))
+
+    def now(self) -> float:
+        """As `Client.now`: the database's clock (epoch seconds)."""
+        return self._bridge.run(self.inner.now())
+
+
+def connect_sync(url: str | None = None, retention: timedelta | float | None = None) -> SyncClient:
+    """A blocking client for scripts (its own store and loop thread; close it when done).
+    `retention` as in `cairn.connect`: how long workers keep finished runs."""
+    return SyncClient(url, retention=retention)
