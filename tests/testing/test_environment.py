@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -92,6 +92,53 @@ async def test_replace_action_runs_the_fake_and_the_journal_records_the_action(e
     assert names == [envflows.charge.id, envflows.charge.id]
     # After the block the real action runs again.
     assert await env.client.run(Renewal, "u-3", timeout=30) == "real-charge-u-3-100|real-charge-u-3-100"
+
+
+async def test_replace_action_as_a_statement_lasts_until_the_environment_exits(db_url: str) -> None:
+    async def fake_charge(user: str, cents: int) -> str:
+        return f"fake-{user}-{cents}"
+
+    envflows.CALLS.clear()
+    async with environment(db_url) as env:
+        env.replace_action(envflows.charge, fake_charge)  # as SPEC writes it: no `with`
+        assert await env.client.run(Renewal, "u-5", timeout=30) == "fake-u-5-100|fake-u-5-100"
+        assert await env.client.run(Renewal, "u-6", timeout=30) == "fake-u-6-100|fake-u-6-100"
+        assert envflows.CALLS["charge:u-5"] == envflows.CALLS["charge:u-6"] == 0
+    assert registry.action(envflows.charge.id) is envflows.charge.defn  # the environment put it back
+    async with environment(db_url) as env:
+        assert await env.client.run(Renewal, "u-7", timeout=30) == "real-charge-u-7-100|real-charge-u-7-100"
+    assert envflows.CALLS["charge:u-7"] == 2
+    with pytest.raises(RuntimeError, match="has exited"):
+        env.replace_action(envflows.charge, fake_charge)  # it would outlive the environment
+    assert registry.action(envflows.charge.id) is envflows.charge.defn
+
+
+async def test_replacements_of_one_action_stack_and_unwind_in_order(env: Environment) -> None:
+    def fake(label: str) -> Callable[[str, int], Awaitable[str]]:
+        async def charge(user: str, cents: int) -> str:
+            return label
+
+        return charge
+
+    async def result(user: str) -> str:
+        return str(await env.client.run(Renewal, user, timeout=30))
+
+    outer = env.replace_action(envflows.charge, fake("outer"))
+    with env.replace_action(envflows.charge, fake("block")):
+        assert await result("n-1") == "block|block"
+        with env.replace_action(envflows.charge, fake("inner")):
+            assert await result("n-2") == "inner|inner"
+        assert await result("n-3") == "block|block"  # the inner block's end brings back the one before
+    assert await result("n-4") == "outer|outer"  # and the outer block's end the statement's
+    # Overlapping: a statement inside a block outlives the block, whose end leaves it in place.
+    with env.replace_action(envflows.charge, fake("short")):
+        latest = env.replace_action(envflows.charge, fake("long"))
+    assert await result("n-5") == "long|long"
+    outer.restore()  # taking out an older one leaves the latest in place
+    assert await result("n-6") == "long|long"
+    latest.restore()
+    assert await result("n-7") == "real-charge-n-7-100|real-charge-n-7-100"
+    assert registry.action(envflows.charge.id) is envflows.charge.defn
 
 
 def test_replace_action_checks_the_fake_against_the_signature() -> None:

@@ -52,6 +52,11 @@ class Environment:
         """The environment's logical time when it started."""
         self.skipped = timedelta(0)
         """How much logical time was skipped so far (automatically and by `sleep`)."""
+        self._replacements: dict[str, list[Replacement]] = {}
+        """Action id → the replacements in place, oldest first; the last one runs."""
+        self._substituted: dict[str, contextlib.ExitStack] = {}
+        """Action id → the registry substitution that puts the last replacement in place."""
+        self._closed = False
 
     @property
     def url(self) -> str:
@@ -92,16 +97,72 @@ class Environment:
             self._advance(due_in)
         return 0.0
 
-    def replace_action(
-        self, action: ActionFunction[P, R], fake: Callable[P, R]
-    ) -> contextlib.AbstractContextManager[None]:
-        """Run `fake` instead of `action` on the environment's worker while the block lasts. The
-        fake must take the same parameters (names, kinds, defaults, annotated types); it may be
-        sync or async. Steps are still recorded under the action's id, with its serialization."""
+    def replace_action(self, action: ActionFunction[P, R], fake: Callable[P, R]) -> Replacement:
+        """Run `fake` instead of `action` on the environment's worker, from this call until the
+        environment exits (`env.replace_action(charge, fake)`, as a plain statement), or only until
+        the block ends (`with env.replace_action(charge, fake):`). The fake must take the same
+        parameters (names, kinds, defaults, annotated types); it may be sync or async. Steps are
+        still recorded under the action's id, with its serialization. When an action is replaced
+        more than once, the latest replacement still in place runs; ending one (a block's end)
+        leaves the others as they are, so nested and overlapping replacements unwind in order."""
+        if self._closed:
+            raise RuntimeError("replace_action on an environment that has exited: the replacement would outlive it")
         defn = _action_def(action)
         check_same_signature(defn, fake)
-        substitute = dataclasses.replace(defn, fn=fake, isolate=False)
-        return registry.substituted(substitute)
+        replacement = Replacement(self, dataclasses.replace(defn, fn=fake, isolate=False))
+        self._replacements.setdefault(defn.id, []).append(replacement)
+        self._substitute(defn.id)
+        return replacement
+
+    def _remove(self, replacement: Replacement) -> None:
+        """Take `replacement` out (nothing if it is out already) and put the latest left in place."""
+        action_id = replacement.defn.id
+        layers = self._replacements.get(action_id, [])
+        if replacement in layers:
+            layers.remove(replacement)
+            self._substitute(action_id)
+
+    def _substitute(self, action_id: str) -> None:
+        """Make the registry run the latest replacement of the action, or the action itself when
+        none is left. One registry substitution per action, redone on each change: the registry
+        restores what it found when one ends, which is right only for the one in place."""
+        current = self._substituted.pop(action_id, None)
+        if current is not None:
+            current.close()
+        layers = self._replacements.get(action_id)
+        if not layers:
+            self._replacements.pop(action_id, None)
+            return
+        stack = contextlib.ExitStack()
+        stack.enter_context(registry.substituted(layers[-1].defn))
+        self._substituted[action_id] = stack
+
+    def _restore_actions(self) -> None:
+        """The environment exits: every action it replaced is itself again."""
+        self._closed = True
+        self._replacements.clear()
+        for action_id in list(self._substituted):
+            self._substitute(action_id)
+
+
+class Replacement:
+    """What `env.replace_action` returns: the fake is in place already. As a `with` block, it
+    is taken out at the block's end; otherwise when the environment exits (or on `restore()`)."""
+
+    def __init__(self, env: Environment, defn: ActionDef) -> None:
+        self._env = env
+        self.defn = defn
+        """The action's definition with the fake as its function."""
+
+    def restore(self) -> None:
+        """Take this replacement out now (a no-op when it is out already)."""
+        self._env._remove(self)
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
 
 
 def _action_def(action: Any) -> ActionDef:
@@ -170,6 +231,7 @@ async def environment(
     clock = SkippingClock()
     client = Client(url)
     client.store.clock = clock
+    env: Environment | None = None
     try:
         await client.store.open()
         worker = Worker(client, concurrency=concurrency, lease=lease, poll_interval=0.05)
@@ -179,6 +241,8 @@ async def environment(
         async with worker:
             yield env
     finally:
+        if env is not None:
+            env._restore_actions()  # after the worker stopped: no step sees the action change under it
         await client.close()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
