@@ -62,6 +62,7 @@ if TYPE_CHECKING:
         WorkflowCancelled,
         WorkflowFailed,
         WorkflowSandboxError,
+        WorkflowTimeout,
     )
     from cairn.policies import BackoffPolicy, RetryPolicy
     from cairn.queues import Queue, RateLimit
@@ -120,6 +121,7 @@ _EXPORTS: dict[str, str] = {
     "WorkflowCancelled": "cairn.errors",
     "WorkflowFailed": "cairn.errors",
     "WorkflowSandboxError": "cairn.errors",
+    "WorkflowTimeout": "cairn.errors",
     "BackoffPolicy": "cairn.policies",
     "RetryPolicy": "cairn.policies",
     "Schedule": "cairn.schedules",
@@ -182,6 +184,7 @@ __all__ = [
     "WorkflowCancelled",
     "WorkflowFailed",
     "WorkflowSandboxError",
+    "WorkflowTimeout",
     "__version__",
     "action",
     "child",

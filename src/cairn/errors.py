@@ -145,6 +145,11 @@ class WorkflowCancelled(CairnError):
     """The run was cancelled; it will not produce a result."""
 
 
+class WorkflowTimeout(WorkflowCancelled, TimeoutError):
+    """The run outlived its workflow's `timeout` (counted from its start) and was cancelled: caught
+    as WorkflowCancelled (DBOS's reading of a workflow timeout) or as TimeoutError."""
+
+
 class WorkflowFailed(CairnError):
     """The run failed and its original exception type could not be re-created here."""
 

@@ -11,6 +11,7 @@ import cairn
 from cairn import IllegalTransition, RunStatus, StepStatus
 from tests import control_flows as cf
 from tests import flows
+from tests import timeout_flows as tf
 from tests.conftest import eventually
 from tests.helpers import holds, status_is
 
@@ -74,6 +75,18 @@ async def test_cancel_during_a_running_action(client: cairn.Client) -> None:
     (step,) = await handle.steps()
     assert step.status == StepStatus.CANCELLED and step.result is None
     assert await handle.status() == RunStatus.CANCELLED
+
+
+async def test_cancel_stops_a_running_async_action(client: cairn.Client) -> None:
+    """A cancelled run's action does not run on for nothing: its worker cancels it at its next
+    heartbeat (an async action gets CancelledError)."""
+    key = f"cancel-{id(client)}"
+    handle = await client.start(tf.naps_long, key)
+    await eventually(lambda: _step_status(handle, 1, StepStatus.RUNNING), what="action running")
+    assert await handle.cancel() == RunStatus.CANCELLED
+    await eventually(lambda: holds(key in tf.CANCELLED), what="the action cancelled")
+    (step,) = await handle.steps()
+    assert step.status == StepStatus.CANCELLED and step.result is None
 
 
 async def test_cancel_cascades_to_children_and_races_safely(client: cairn.Client) -> None:

@@ -165,6 +165,45 @@ async def test_control_operations_follow_the_transition_rules(store: Store) -> N
         await store.retry("r1")  # a cancelled run cannot be retried
 
 
+@covers("time_out")
+async def test_a_run_is_timed_out_only_past_its_timeout_and_while_it_goes_on(store: Store) -> None:
+    await store.insert_run(new("r1"))
+    events = await store.list_events("r1")
+    assert await store.time_out("r1", 3600.0) == RunStatus.PENDING  # not yet, by the database's clock
+    assert await store.list_events("r1") == events
+    assert await store.time_out("r1", 0.0) == RunStatus.CANCELLED
+    run = await store.get_run("r1")
+    assert run is not None and run.error is not None and "WorkflowTimeout" in run.error
+    (event,) = [e for e in await store.list_events("r1") if e.kind == "cancelled"]
+    assert json.loads(event.detail or "{}")["reason"] == "timeout"
+    assert await store.time_out("r1", 0.0) == RunStatus.CANCELLED  # over: nothing more happens
+    await store.insert_run(new("r2"))
+    assert await store.cancel("r2") == RunStatus.CANCELLED
+    assert await store.time_out("r2", 0.0) == RunStatus.CANCELLED
+    row = await store.get_run("r2")
+    assert row is not None and row.error is not None and "WorkflowTimeout" not in row.error
+
+
+@covers()
+async def test_a_heartbeat_names_the_attempts_cancelled_with_their_run(store: Store) -> None:
+    """A worker learns at its heartbeat which of the attempts it runs belong to a run cancelled
+    (or timed out) since, and stops them."""
+    assert await store.insert_run(new("r1"), owner="w1", lease=30.0) is None
+    born = await store.get_run("r1")
+    assert born is not None
+    steps = [NewStep(1, StepKind.ACTION, ACTION, '{"x":1}'), NewStep(2, StepKind.ACTION, ACTION, '{"x":2}')]
+    result = ActivationResult(status=RunStatus.RUNNING, new_steps=steps)
+    await store.commit_activation(
+        Commit(born, born.lease_token, result, births=frozenset({1, 2}), owner="w1", lease=30.0)
+    )
+    running = [("r1", 1), ("r1", 2)]
+    assert await store.heartbeat(info("w1"), 30.0, runs=["r1"], attempts=running) == set()
+    assert await store.heartbeat(info("w1"), 30.0) == set()  # nothing running: nothing to stop
+    await store.cancel("r1")
+    assert await store.heartbeat(info("w1"), 30.0, runs=["r1"], attempts=running) == {("r1", 1), ("r1", 2)}
+    assert await store.heartbeat(info("w1"), 30.0, attempts=[("r1", 1)]) == {("r1", 1)}
+
+
 @covers("heartbeat", "list_workers", "remove_worker", "unserved", "register_workflows", "list_workflows")
 async def test_workers_register_what_they_serve(store: Store) -> None:
     await store.register_workflows([WorkflowInfo(WF, "a flow", '{"type":"object"}', "default")])

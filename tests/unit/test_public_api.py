@@ -50,6 +50,7 @@ PUBLIC = [
     "WorkflowCancelled",
     "WorkflowFailed",
     "WorkflowSandboxError",
+    "WorkflowTimeout",
     "__version__",
     "action",
     "child",

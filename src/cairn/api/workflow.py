@@ -211,8 +211,9 @@ def workflow(
     schedule: str | None = None,
 ) -> Any:
     """Declare a workflow: a `Workflow` subclass with `run`/`handle`, or a (sync or async) function.
-    `schedule`: a cron expression (UTC, no arguments), shorthand for a `cairn.Schedule` whose id is
-    the workflow's."""
+    `timeout` (seconds or timedelta): a run still going that long after its start is cancelled with
+    `WorkflowTimeout`, whatever it waits for. `schedule`: a cron expression (UTC, no arguments),
+    shorthand for a `cairn.Schedule` whose id is the workflow's."""
     if on_failure not in ("raise", "pause"):
         raise ValueError(f"on_failure must be 'raise' or 'pause', got {on_failure!r}")
 

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cairn.errors import JournalCorrupted, RunNotFound, WorkflowCancelled
+from cairn.errors import JournalCorrupted, RunNotFound, WorkflowCancelled, WorkflowTimeout
 from cairn.names import check_name, storable
 from cairn.records import RunRow
 from cairn.registry import registry
@@ -87,7 +87,8 @@ class RunHandle:
         return (await self.describe()).status
 
     async def result(self, timeout: float | None = None) -> Any:
-        """Wait for the run to finish; its value, or its exception re-raised (WorkflowCancelled if cancelled)."""
+        """Wait for the run to finish; its value, or its exception re-raised (WorkflowCancelled if
+        cancelled, WorkflowTimeout if it outlived its workflow's timeout)."""
         return await self._result(timeout, pending=False)
 
     async def _result(self, timeout: float | None, pending: bool) -> Any:
@@ -97,12 +98,14 @@ class RunHandle:
             value = loads(row.result)
             defn = registry.workflow(row.workflow)
             return defn.signature.decode_result(value) if defn is not None else value
-        if row.status == RunStatus.CANCELLED:
-            raise WorkflowCancelled(f"run {self.id} was cancelled")
         try:
             error = decode_error(row.error)
         except ValueError as exc:
+            if row.status == RunStatus.CANCELLED:
+                raise WorkflowCancelled(f"run {self.id} was cancelled") from None
             raise JournalCorrupted(self.id, None, row.error, str(exc)) from None
+        if row.status == RunStatus.CANCELLED and not isinstance(error, WorkflowTimeout):
+            raise WorkflowCancelled(f"run {self.id} was cancelled")  # however the cancel was recorded
         raise error
 
     async def _wait_terminal(self, timeout: float | None, pending: bool = False) -> RunRow:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from cairn.errors import RunNotFound, WorkflowCancelled
+from cairn.errors import RunNotFound, WorkflowCancelled, WorkflowTimeout
 from cairn.records import NewRun, RunRow
 from cairn.serialization import dumps, error_to_json
 from cairn.store.base import WORK, Tx, run_row
@@ -87,15 +87,31 @@ def cancel(tx: Tx, run_id: str) -> RunStatus:
     run = _lock(tx, run_id)
     if not decide("cancel", run_id, run.status):
         return run.status
+    return _cancel(tx, run, WorkflowCancelled(f"run {run_id} was cancelled"), tx.now())
+
+
+def time_out(tx: Tx, run_id: str, timeout: float) -> RunStatus:
+    """Cancel the run with WorkflowTimeout once `timeout` seconds have passed since it was created,
+    by the database's clock (before that, or once it has ended, nothing changes)."""
+    run = _lock(tx, run_id)
     now = tx.now()
-    error = dumps(error_to_json(WorkflowCancelled(f"run {run_id} was cancelled")))
+    if run.status in TERMINAL or now < run.created_at + timeout or not decide("cancel", run_id, run.status):
+        return run.status
+    return _cancel(tx, run, WorkflowTimeout(f"run {run_id} did not finish within its timeout of {timeout:g}s"), now)
+
+
+def _cancel(tx: Tx, run: RunRow, reason: WorkflowCancelled, now: float) -> RunStatus:
+    """Stop the run and its open children; what it was waiting for is cancelled, and a parent
+    waiting for it gets `reason`."""
+    error = dumps(error_to_json(reason))
     _set(tx, run, RunStatus.CANCELLED, now, error=error)
-    tx.execute("cancel_open_steps", {"run_id": run_id, "now": now, "activation": run.activations})
-    event(tx, run_id, "cancelled", now)
-    for (child_id,) in tx.all("open_children", {"id": run_id}):
+    tx.execute("cancel_open_steps", {"run_id": run.id, "now": now, "activation": run.activations})
+    detail = {"reason": "timeout", "error": str(reason)} if isinstance(reason, WorkflowTimeout) else {}
+    event(tx, run.id, "cancelled", now, **detail)
+    for (child_id,) in tx.all("open_children", {"id": run.id}):
         cancel(tx, str(child_id))
     if run.parent_id is not None and run.parent_seq is not None:
-        resolve_parent(tx, run, RunStatus.FAILED, None, error, now)  # the parent sees WorkflowCancelled
+        resolve_parent(tx, run, RunStatus.FAILED, None, error, now)  # the parent sees `reason`
     return RunStatus.CANCELLED
 
 

@@ -298,6 +298,10 @@ class Store(Protocol):
 
     async def cancel(self, run_id: str) -> RunStatus: ...
 
+    async def time_out(self, run_id: str, timeout: float) -> RunStatus:
+        """Cancel the run with WorkflowTimeout if `timeout` seconds have passed since it was created
+        (by the database's clock); else nothing changes. Its status either way."""
+
     async def retry(self, run_id: str) -> RunStatus: ...
 
     async def fork(self, run_id: str, from_step: int, new_id: str | None = None) -> str: ...
@@ -380,9 +384,10 @@ class Store(Protocol):
 
     async def heartbeat(
         self, info: WorkerInfo, lease: float, runs: Collection[str] = (), attempts: Collection[tuple[str, int]] = ()
-    ) -> None:
+    ) -> set[tuple[str, int]]:
         """Record liveness and extend the leases of the runs this worker holds and the attempts
-        (run id, step) it is running."""
+        (run id, step) it is running; of those attempts, the ones whose step was cancelled (its run
+        cancelled or timed out), for the worker to stop."""
 
     async def remove_worker(self, worker_id: str) -> None:
         """A worker's goodbye: what it held is handed over at once."""

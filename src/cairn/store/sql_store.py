@@ -239,6 +239,9 @@ class SqlStore:
     async def cancel(self, run_id: str) -> RunStatus:
         return await self.db.transaction(lambda tx: control.cancel(tx, run_id))
 
+    async def time_out(self, run_id: str, timeout: float) -> RunStatus:
+        return await self.db.transaction(lambda tx: control.time_out(tx, run_id, timeout))
+
     async def retry(self, run_id: str) -> RunStatus:
         return await self.db.transaction(lambda tx: control.retry(tx, run_id))
 
@@ -396,17 +399,19 @@ class SqlStore:
 
     async def heartbeat(
         self, info: WorkerInfo, lease: float, runs: Collection[str] = (), attempts: Collection[tuple[str, int]] = ()
-    ) -> None:
+    ) -> set[tuple[str, int]]:
         """Record liveness and extend the leases of the `runs` this worker holds and the `attempts`
-        (run id, step) it is running; a lease it no longer tracks runs out and is taken over."""
+        (run id, step) it is running; a lease it no longer tracks runs out and is taken over. Of
+        the attempts, those whose step was cancelled since (by a cancel or a timeout of its run)."""
         held = sorted(runs)
         running = sorted(f"{run_id} {seq}" for run_id, seq in attempts)
+        attempt_runs = sorted({r for r, _ in attempts})
 
         serves = json.dumps(
             {"workflows": list(info.workflows), "actions": list(info.actions), "schedules": list(info.schedules)}
         )
 
-        def tx_fn(tx: Tx) -> None:
+        def tx_fn(tx: Tx) -> set[tuple[str, int]]:
             now = tx.now()
             tx.execute(
                 "upsert_worker",
@@ -425,17 +430,16 @@ class SqlStore:
             tx.execute("extend_run_leases", {"worker": info.id, "lease": lease, "runs": held})
             tx.execute(
                 "extend_step_leases",
-                {
-                    "worker": info.id,
-                    "lease": lease,
-                    "attempts": running,
-                    "attempt_runs": sorted({r for r, _ in attempts}),
-                },
+                {"worker": info.id, "lease": lease, "attempts": running, "attempt_runs": attempt_runs},
             )
             # Rows of workers that died without a goodbye are removed once clearly dead.
             tx.execute("prune_workers", {"before": now - max(300.0, 30 * lease)})
+            if not running:
+                return set()
+            cancelled = tx.all("cancelled_attempts", {"attempts": running, "attempt_runs": attempt_runs})
+            return {(str(run_id), int(seq)) for run_id, seq in cancelled}
 
-        await self.db.transaction(tx_fn)
+        return await self.db.transaction(tx_fn)
 
     async def remove_worker(self, worker_id: str) -> None:
         def tx_fn(tx: Tx) -> None:

@@ -226,6 +226,11 @@ class Runner:
         if defn is None:  # not claimable by this worker in the first place; hand it back
             await self._store.release_run(claim)
             return False
+        if defn.timeout is not None and run.created_at + defn.timeout <= claim.now:
+            if cached is not None:
+                cached.close()
+            await self._time_out(run, defn.timeout)
+            return False
         if claim.journal_skipped and cached is None:
             # We held the run when it was claimed, so its journal was not loaded, but our copy has
             # since been dropped (a commit of ours lost its fence). Hand it back to reload in full.
@@ -289,6 +294,11 @@ class Runner:
         entry = self.cache.take_held(run_id)
         if entry is None:
             return False
+        timeout = self._timeout(entry.run)
+        if timeout is not None and entry.run.created_at + timeout <= self.now():
+            entry.inst.close()  # its results are recorded apart, against steps the timeout cancels
+            await self._time_out(entry.run, timeout)
+            return False
         resolutions = [
             Resolution(
                 c.seq,
@@ -331,6 +341,12 @@ class Runner:
         result: ActivationResult,
         completions: Sequence[Completion],
     ) -> bool:
+        timeout = self._timeout(run)
+        if timeout is not None and result.status in (RunStatus.RUNNING, RunStatus.WAITING):
+            # The deadline is a wake-up like a timer's: due then, the run is claimed and timed out
+            # (by whichever worker holds it, or any), however long what it waits for takes.
+            deadline = run.created_at + timeout
+            result.wake_at = deadline if result.wake_at is None else min(result.wake_at, deadline)
         draining = self.draining
         births = self._births(result.new_steps) if inst is not None and not draining else []
         born = frozenset(s.seq for s in births)
@@ -366,6 +382,21 @@ class Runner:
                 ActionClaim(run.id, step.seq, step.name, step.args or "{}", 1, step.options, step.queue), memory
             )
         return True
+
+    def _timeout(self, run: RunRow) -> float | None:
+        defn = self._registry.workflow(run.workflow)
+        return None if defn is None else defn.timeout
+
+    async def _time_out(self, run: RunRow, timeout: float) -> None:
+        """Cancel a run past its workflow's timeout (see `control.time_out`). A failure leaves it due:
+        it is claimed and timed out again."""
+        try:
+            status = await self._store.time_out(run.id, timeout)
+        except Exception as exc:
+            log.warning("run %s: timing it out failed (%s); will retry", run.id, exc)
+            return
+        if status == RunStatus.CANCELLED:
+            log.info("run %s timed out after %gs", run.id, timeout)
 
     async def _fail_refused(self, run: RunRow, token: int, exc: Exception) -> bool:
         """Fail a run whose commit the database refused; whether that failure was recorded."""

@@ -520,12 +520,25 @@ class Worker:
             if self._closed.is_set():
                 return
             try:
-                await self.store.heartbeat(self._info(), self.lease, self._runner.held(), self._attempts.keys())
+                cancelled = await self.store.heartbeat(
+                    self._info(), self.lease, self._runner.held(), self._attempts.keys()
+                )
+                self._stop_attempts(cancelled)
                 if not self._stopping.is_set():
                     await self._refresh_queues()
                     await self._housekeeping()
             except Exception as exc:
                 log.warning("heartbeat failed (%s); will retry", exc)
+
+    def _stop_attempts(self, cancelled: set[tuple[str, int]]) -> None:
+        """Stop attempts whose step was cancelled (their run cancelled or timed out): an async action
+        gets CancelledError, an isolated one's process ends, a plain `def` one's thread is left to
+        return (its result is dropped, as any late result of a cancelled step). One whose outcome is
+        being recorded is let be: it has run."""
+        for task, key in list(self._attempt_tasks.items()):
+            if key in cancelled and not self._executor.recording(key):
+                log.info("run %s: stopping the attempt of step %d, cancelled with its run", *key)
+                task.cancel()
 
     async def fire_schedules(self) -> float | None:
         """Start the runs of the schedule ticks due now; seconds until the next tick. A test

@@ -529,6 +529,13 @@ WHERE (run_id, seq) IN (SELECT run_id, seq FROM cairn_steps
                           AND run_id || ' ' || seq = ANY(:attempts)
                         FOR UPDATE SKIP LOCKED)
 
+-- name: cancelled_attempts
+-- Of the attempts a worker runs (as in extend_step_leases), those whose step was cancelled with
+-- its run: the worker stops them rather than let them run on for nothing.
+SELECT run_id, seq FROM cairn_steps
+WHERE run_id = ANY(:attempt_runs) AND status = 'cancelled' AND kind = 'action'
+  AND run_id || ' ' || seq = ANY(:attempts)
+
 -- name: extend_run_leases
 UPDATE cairn_runs SET lease_until = cairn_now() + :lease
 WHERE id IN (SELECT id FROM cairn_runs WHERE lease_owner = :worker AND id = ANY(:runs) FOR UPDATE SKIP LOCKED)
