@@ -27,6 +27,12 @@ import psycopg
 import pytest
 
 import cairn
+import cairn.store.postgres  # first imported here: see below
+
+# Imported here, at the top of the stack: pytest rewrites the asserts of every module of a plugin's
+# distribution (cairn's pytest11 plugin), so each cairn module is parsed by `ast` on import, and
+# CPython 3.11.7 fails that parse of postgres.py with "AST constructor recursion depth mismatch"
+# when the first import comes deep inside a fixture (a single test run alone hit it).
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 

@@ -101,6 +101,24 @@ async def test_missed_ticks_after_downtime(client: cairn.Client, db_url: str, ca
     assert row.next_fire_at == last_tick + 3600  # the next tick to come, whatever was caught up
 
 
+async def test_a_schedule_is_created_from_its_arguments_as_dbos_and_temporal_take_them(client: cairn.Client) -> None:
+    declared = [s.id for s in registry.schedules()]
+    await client.create_schedule("by-args", flows.tick, cron="0 4 * * *", args=("a",), overlap="allow")
+    (row,) = await client.list_schedules()
+    assert (row.spec.id, row.spec.overlap, row.source) == ("by-args", "allow", "api")
+    assert [s.id for s in registry.schedules()] == declared  # stored, not declared in this process
+    for bad, message in (
+        (lambda: client.create_schedule("x", flows.tick), "needs exactly one of cron=... or every=..."),
+        (lambda: client.create_schedule("x", flows.tick, cron="61 * * * *"), "bad cron expression"),
+        (lambda: client.create_schedule("x", cron="0 4 * * *"), "needs the workflow"),
+        (lambda: client.create_schedule("x", flows.tick, every=1.0, colour="red"), "colour"),
+        (lambda: client.create_schedule(row.spec, flows.tick), "a cairn.Schedule alone"),  # type: ignore[arg-type]
+    ):
+        with pytest.raises((ValueError, TypeError), match=message):
+            await bad()
+    assert [r.spec.id for r in await client.list_schedules()] == ["by-args"]  # nothing else written
+
+
 async def test_client_controls_schedules_and_the_cli_lists_them(client: cairn.Client) -> None:
     await client.create_schedule(
         cairn.Schedule("ctl", flows.tick, cron="0 3 * * *", tz="Europe/Paris", args=("c",), register=False)

@@ -234,9 +234,19 @@ class Client:
 
     # --- schedules (cairn.Schedule) --------------------------------------------------------------
 
-    async def create_schedule(self, schedule: Schedule) -> None:
+    async def create_schedule(self, schedule: Schedule | str, workflow: Any = None, /, **options: Any) -> None:
         """Create (or update) a schedule in the database: workers that serve its workflow fire it.
-        Make it with `cairn.Schedule(..., register=False)` unless it is also declared in code."""
+        Give a `cairn.Schedule(..., register=False)` (unless it is also declared in code), or its
+        arguments, id and workflow first as DBOS and Temporal take them:
+        `create_schedule("eu-sync", report, every=timedelta(minutes=10), args=("eu",))`."""
+        if isinstance(schedule, str):
+            from cairn.schedules import Schedule
+
+            if workflow is None:
+                raise TypeError(f"create_schedule({schedule!r}, ...) needs the workflow to run after the id")
+            schedule = Schedule(schedule, workflow, **options, register=False)
+        elif workflow is not None or options:
+            raise TypeError("create_schedule takes a cairn.Schedule alone, or its arguments (id, workflow, cron=...)")
         await self.store.upsert_schedules([schedule.spec()], "api")
 
     async def list_queues(self) -> list[QueueRow]:

@@ -199,9 +199,10 @@ class SyncClient:
 
     # --- schedules (cairn.Schedule) --------------------------------------------------------------
 
-    def create_schedule(self, schedule: Schedule) -> None:
-        """As `Client.create_schedule`: create (or update) a schedule in the database."""
-        self._bridge.run(self.inner.create_schedule(schedule))
+    def create_schedule(self, schedule: Schedule | str, workflow: Any = None, /, **options: Any) -> None:
+        """As `Client.create_schedule`: create (or update) a schedule in the database, given as a
+        `cairn.Schedule(..., register=False)` or as its arguments."""
+        self._bridge.run(self.inner.create_schedule(schedule, workflow, **options))
 
     def list_schedules(self) -> list[ScheduleRow]:
         """As `Client.list_schedules`: every schedule, its next tick and its last run."""
