@@ -98,6 +98,8 @@ class WorkClaim:
     """Attempts, each with a snapshot of its run's memory."""
     next_due_in: float | None
     """Seconds until the next timer, retry or lease expiry (database clock); None when nothing waits."""
+    busy_due: frozenset[str] = frozenset()
+    """Of the runs passed as busy, those due now: not claimed, and no later wake-up will say so."""
 
 
 @dataclass(frozen=True, slots=True)

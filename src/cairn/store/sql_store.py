@@ -289,7 +289,11 @@ class SqlStore:
                 statements.append(("claim_actions", {**mine, "limit": action_limit}))
             # After the claims, which lease what they took: what is left to fall due.
             statements += [("next_wake_runs", mine), ("next_wake_actions", mine), ("limited_queues_to_claim", filters)]
-            _, clock, *claimed, wake_runs, wake_actions, limited = tx.all_of(statements)
+            if busy:
+                statements.append(("busy_due", mine))
+            results = tx.all_of(statements)
+            busy_due = frozenset(str(r[0]) for r in results.pop()) if busy else frozenset()
+            _, clock, *claimed, wake_runs, wake_actions, limited = results
             now = float(clock[0][0])
             run_rows = claimed.pop(0) if want_runs else []
             action_rows = claimed.pop(0) if want_actions else []
@@ -307,6 +311,7 @@ class SqlStore:
                 _load_runs(tx, now, run_rows, cached),
                 _lease_actions(tx, now, worker, action_rows),
                 min(due) if due else None,
+                busy_due,
             )
 
         return await self.db.transaction(tx_fn)

@@ -100,6 +100,8 @@ class Worker:
         self._attempts: InFlight[tuple[str, int]] = InFlight()
         """Attempts running here (run id, step): the heartbeat extends exactly their leases."""
         self._attempt_tasks: dict[asyncio.Task[Any], tuple[str, int]] = {}
+        self._passed_over: set[str] = set()
+        """Runs busy here at the last claim, which it could not take (see `_claim`)."""
         self._drained = asyncio.Event()
         """Set whenever no work item is in hand (a stopping worker waits for it)."""
         self._drained.set()
@@ -363,6 +365,7 @@ class Worker:
         """Claim as much as there is capacity for; seconds until the next due work."""
         free_runs, free_actions = self._run_slots.free, self._action_slots.free
         new_runs = self._new_run_room(free_runs)
+        busy = self._runner.busy()
         work = await self.store.claim_work(
             self.id,
             workflows,
@@ -372,7 +375,7 @@ class Worker:
             free_actions,
             self.lease,
             self._runner.cache.expected_tokens(),
-            self._runner.busy(),
+            busy,
             new_runs,
         )
         for claim in work.runs:
@@ -381,6 +384,11 @@ class Worker:
         for attempt, memory in work.actions:
             self._action_slots.take()
             self._start_action(attempt, memory)
+        # A busy run is not claimed, and one due already (its own commit matched a signal or found
+        # a child ended, another worker recorded a result for it) has no later wake-up: its news
+        # came now. Claim again once it is no longer busy (see `_spawn`).
+        self._passed_over = set(work.busy_due)
+        self._recheck_passed_over()  # one may have stopped being busy while the claim was on its way
         new = sum(1 for claim in work.runs if claim.run.status == RunStatus.PENDING)
         runs_full = bool(workflows) and (len(work.runs) == free_runs or new == new_runs)
         actions_full = bool(actions) and len(work.actions) == free_actions
@@ -398,6 +406,12 @@ class Worker:
         if not self._runs_actions:
             return free_runs
         return max(0, min(free_runs, self._action_slots.free - self._admitting))
+
+    def _recheck_passed_over(self) -> None:
+        """Claim again once a run the last claim passed over, due, is no longer busy here."""
+        if self._passed_over and not self._passed_over <= self._runner.busy():
+            self._passed_over = set()
+            self._wakeup.set()
 
     def _run_releaser(self, new: bool) -> Callable[[], None]:
         """Gives the run slot of an activation back when it ends; a new run's activation also
@@ -490,6 +504,7 @@ class Worker:
             if not self._tasks:
                 self._drained.set()
             release()
+            self._recheck_passed_over()
             if not t.cancelled() and t.exception() is not None:
                 log.error("work item failed: %r", t.exception())
 

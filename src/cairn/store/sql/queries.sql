@@ -483,6 +483,15 @@ SELECT run_id, key, value FROM cairn_memory WHERE run_id = ANY(:run_ids)
 -- name: lock_run
 SELECT status FROM cairn_runs WHERE id = :id FOR UPDATE
 
+-- name: busy_due
+-- Of this worker's busy runs (not claimed: an activation or commit of theirs is under way), those
+-- due now or within a second, e.g. by that very commit (a signal it matched, a child it found
+-- ended): the worker claims again when they are no longer busy, as no later wake-up will say they
+-- are due. Within a second: a commit dates what it makes due by its worker's estimate of the
+-- database's clock, which may run a little ahead.
+SELECT id FROM cairn_runs
+WHERE id = ANY(:busy) AND lease_owner = :worker AND ready_at <= cairn_tx_now() + 1.0
+
 -- name: next_wake_runs
 -- When the next run this worker could claim falls due, after this transaction's claims. Runs
 -- leased to others are left to their holder (a lease running out is the safety poll's to see);
