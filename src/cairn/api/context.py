@@ -105,12 +105,31 @@ def child(wf: Any, *args: Any, id: str | None = None, **kwargs: Any) -> Any:
 
 @dataclass(frozen=True)
 class ChildHandle:
-    """A started child that the parent does not wait for."""
+    """A started child that the parent does not wait for, unless it asks (`await handle.result()`)."""
 
     id: str
+    workflow: str | None = None
+    """The child's workflow id (what `result()` decodes its value with)."""
 
     def signal(self, name: str, payload: Any = None) -> Any:
         return send_signal(self.id, name, payload)
+
+    def result(self) -> Any:
+        """Wait durably for the child's result, as `cairn.child` would have: its exception re-raised
+        (WorkflowCancelled when it was cancelled). A child no longer stored (a finished run pruned
+        by retention) is RunNotFound; it is never started again."""
+        rt = require_runtime("ChildHandle.result")
+        if self.workflow is None:
+            raise ValueError(f"ChildHandle({self.id!r}) names no workflow: use the handle cairn.start_child returned")
+        defn = resolve_workflow(self.workflow)
+
+        async def join() -> Any:  # scheduled when awaited, as every step is
+            options = {"run_id": self.id, "join": True}
+            return await rt.schedule(
+                StepKind.CHILD, defn.id, None, options=options, decode=defn.signature.decode_result
+            )
+
+        return _durable(join())
 
 
 def start_child(wf: Any, *args: Any, id: str | None = None, **kwargs: Any) -> ChildHandle:
@@ -124,7 +143,7 @@ def start_child(wf: Any, *args: Any, id: str | None = None, **kwargs: Any) -> Ch
     rt.immediate(
         StepKind.CHILD, defn.id, encoded, lambda: dumps(child_id), options={"run_id": child_id, "detached": True}
     )
-    return ChildHandle(child_id)
+    return ChildHandle(child_id, defn.id)
 
 
 def patched(change_id: str) -> bool:

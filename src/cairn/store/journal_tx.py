@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from cairn.errors import CairnError, LeaseLost, RunIdConflict
+from cairn.errors import CairnError, LeaseLost, RunIdConflict, RunNotFound
 from cairn.records import NewRun, NewStep, RunRow, StepRow
 from cairn.serialization import error_to_json
 from cairn.store.base import WORK, Tx, run_row
@@ -323,14 +323,21 @@ def signal_step(run_id: str, seq: int, name: str, payload: str | None, now: floa
 def _start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
     child_id = str(step.options["run_id"])
     detached = bool(step.options.get("detached"))
+    joined = bool(step.options.get("join"))  # a child started detached, waited for now: never inserted
     child = NewRun(
         child_id, step.name, step.args or "{}", step.queue or run.queue, run.id, None if detached else step.seq
     )
-    if tx.one("insert_run", {**insert_params(child), "now": now, "lease_owner": None, "lease": None}) is not None:
+    new = {**insert_params(child), "now": now, "lease_owner": None, "lease": None}
+    if not joined and tx.one("insert_run", new) is not None:
         tx.notify(WORK)
         return
     row = tx.one("get_run", {"id": child_id})
-    assert row is not None
+    if row is None:
+        assert joined, f"run {child_id} was refused as existing, yet it is not there"
+        gone = RunNotFound(f"child run {child_id!r} no longer exists (a finished run pruned by retention?)")
+        event(tx, run.id, "step.failed", now, step.seq, error=str(gone))
+        _resolve_step(tx, run.id, step.seq, StepStatus.FAILED, None, json.dumps(error_to_json(gone)), now)
+        return
     existing = run_row(row)
     if existing.workflow != step.name:  # the id names a run of another workflow: the child fails
         conflict = RunIdConflict(child_id, existing.workflow, step.name)
@@ -342,8 +349,12 @@ def _start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
     if detached:
         return
     # The id names an existing run: wait for it if it is still going, else take its outcome now.
-    if tx.execute("adopt_child", {"id": child_id, "parent_id": run.id, "parent_seq": step.seq}) == 1:
+    if tx.execute("adopt_child", {"id": child_id, "parent_id": run.id, "parent_seq": step.seq, "now": now}) == 1:
+        tx.notify(WORK)  # a run taken from the worker that held it (see adopt_child)
         return
+    row = tx.one("get_run", {"id": child_id})  # it may have ended since it was read above
+    assert row is not None
+    existing = run_row(row)
     if existing.status.is_terminal:
         status = StepStatus.COMPLETED if existing.status == RunStatus.COMPLETED else StepStatus.FAILED
         _resolve_step(tx, run.id, step.seq, status, existing.result, existing.error, now)
