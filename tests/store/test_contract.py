@@ -165,6 +165,18 @@ async def test_control_operations_follow_the_transition_rules(store: Store) -> N
         await store.retry("r1")  # a cancelled run cannot be retried
 
 
+@covers()
+async def test_a_claim_names_the_busy_runs_that_are_due(store: Store) -> None:
+    """A run busy in its worker is not claimed; the claim says which busy runs are due (their news
+    came while they were busy), so that the worker claims them once they are not."""
+    assert await store.insert_run(new("r1"), owner="w1", lease=30.0) is None  # due at once, held by w1
+    assert await store.insert_run(new("r2")) is None  # due, not busy: claimed
+    work = await store.claim_work("w1", [WF], [ACTION], None, 10, 10, 30.0, busy=["r1"])
+    assert [c.run.id for c in work.runs] == ["r2"] and work.busy_due == frozenset({"r1"})
+    idle = await store.claim_work("w1", [WF], [ACTION], None, 10, 10, 30.0)
+    assert idle.busy_due == frozenset()
+
+
 @covers("time_out")
 async def test_a_run_is_timed_out_only_past_its_timeout_and_while_it_goes_on(store: Store) -> None:
     await store.insert_run(new("r1"))

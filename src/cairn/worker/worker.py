@@ -101,7 +101,7 @@ class Worker:
         """Attempts running here (run id, step): the heartbeat extends exactly their leases."""
         self._attempt_tasks: dict[asyncio.Task[Any], tuple[str, int]] = {}
         self._passed_over: set[str] = set()
-        """Runs busy here at the last claim, which it could not take (see `_claim`)."""
+        """Runs busy here at the last claim and due then, which it could not take (see `_claim`)."""
         self._drained = asyncio.Event()
         """Set whenever no work item is in hand (a stopping worker waits for it)."""
         self._drained.set()
