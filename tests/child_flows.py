@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import cairn
 from cairn import action, workflow
 from tests.flows import add_one
@@ -64,3 +66,9 @@ async def joins_at_once(key: str) -> int:
     """Waits for a child it has just started: the join races the child's own end."""
     handle = cairn.start_child(kid_quick, 1, id=f"{key}-kid")
     return await handle.result()
+
+
+@workflow
+async def joins_twice_at_once(key: str) -> list[int]:
+    handle = cairn.start_child(kid_waits, 2, id=f"{key}-kid")
+    return list(await asyncio.gather(handle.result(), handle.result()))

@@ -54,6 +54,15 @@ async def test_joins_racing_the_childs_end_all_finish(client: cairn.Client) -> N
     assert results == [2] * 300
 
 
+async def test_two_joins_of_one_child_at_once_both_get_its_result(client: cairn.Client) -> None:
+    handle = await client.start(cf.joins_twice_at_once, "j4")
+    kid = client.get("j4-kid")
+    await eventually(lambda: status_is(kid, RunStatus.WAITING), what="the child going")
+    await eventually(lambda: status_is(handle, RunStatus.RUNNING), what="the parent joined")
+    await kid.signal("go", 3)
+    assert await handle.result(timeout=15) == [23, 23]
+
+
 async def test_result_outside_a_workflow_is_refused() -> None:
     with pytest.raises(cairn.NotInWorkflow):
         cairn.ChildHandle("x", "tests.child_flows.kid_quick").result()

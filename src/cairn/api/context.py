@@ -124,10 +124,12 @@ class ChildHandle:
         defn = resolve_workflow(self.workflow)
 
         async def join() -> Any:  # scheduled when awaited, as every step is
-            options = {"run_id": self.id, "join": True}
-            return await rt.schedule(
-                StepKind.CHILD, defn.id, None, options=options, decode=defn.signature.decode_result
-            )
+            waiting = rt.joins.get(self.id)
+            if waiting is None or waiting.done():
+                options = {"run_id": self.id, "join": True}
+                decode = defn.signature.decode_result
+                waiting = rt.joins[self.id] = rt.schedule(StepKind.CHILD, defn.id, None, options=options, decode=decode)
+            return await waiting
 
         return _durable(join())
 

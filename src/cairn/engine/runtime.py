@@ -74,6 +74,9 @@ class Runtime:
         self.activation = 0
         self.next_seq = 1
         self.pending: dict[int, _Pending] = {}
+        self.joins: dict[str, asyncio.Future[Any]] = {}
+        """Joins of children started detached still waiting, by child id: a run has one parent
+        step, so a second join of the same child waits on the first's (see `ChildHandle.result`)."""
         self.commands = Commands()
         self.memory: dict[str, str] = {}
         self.fatal: BaseException | None = None
