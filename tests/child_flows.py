@@ -72,3 +72,9 @@ async def joins_at_once(key: str) -> int:
 async def joins_twice_at_once(key: str) -> list[int]:
     handle = cairn.start_child(kid_waits, 2, id=f"{key}-kid")
     return list(await asyncio.gather(handle.result(), handle.result()))
+
+
+@workflow
+async def awaits_one_id_twice_at_once(key: str) -> list[int]:
+    child_id = f"{key}-kid"
+    return list(await asyncio.gather(cairn.child(kid_waits, 5, id=child_id), cairn.child(kid_waits, 5, id=child_id)))

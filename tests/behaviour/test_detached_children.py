@@ -63,6 +63,15 @@ async def test_two_joins_of_one_child_at_once_both_get_its_result(client: cairn.
     assert await handle.result(timeout=15) == [23, 23]
 
 
+async def test_one_child_id_awaited_twice_at_once_is_one_run_and_both_get_its_result(client: cairn.Client) -> None:
+    handle = await client.start(cf.awaits_one_id_twice_at_once, "j5")
+    kid = client.get("j5-kid")
+    await eventually(lambda: status_is(kid, RunStatus.WAITING), what="the child going")
+    await kid.signal("go", 4)
+    assert await handle.result(timeout=15) == [54, 54]
+    assert [c.id for c in await handle.children()] == ["j5-kid"]
+
+
 async def test_result_outside_a_workflow_is_refused() -> None:
     with pytest.raises(cairn.NotInWorkflow):
         cairn.ChildHandle("x", "tests.child_flows.kid_quick").result()

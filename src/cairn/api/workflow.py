@@ -79,7 +79,10 @@ class ChildCall(Coroutine[Any, Any, Any]):
         rt = _runtime("awaiting a child workflow")
         args = self.defn.signature.encode_args(self.args, self.kwargs)
         child_id = self.run_id or self.defn.derive_id(self.args, self.kwargs) or f"{rt.run_id}:{rt.next_seq}"
-        fut = rt.schedule(
+        waiting = rt.joins.get(child_id)
+        if waiting is not None and not waiting.done():
+            return (yield from waiting)  # that run is awaited here already (the same id twice at once)
+        fut = rt.joins[child_id] = rt.schedule(
             StepKind.CHILD,
             self.defn.id,
             args,

@@ -75,8 +75,8 @@ class Runtime:
         self.next_seq = 1
         self.pending: dict[int, _Pending] = {}
         self.joins: dict[str, asyncio.Future[Any]] = {}
-        """Joins of children started detached still waiting, by child id: a run has one parent
-        step, so a second join of the same child waits on the first's (see `ChildHandle.result`)."""
+        """The child steps still waiting, by child id: a run has one parent step, so a second wait
+        for the same child (`cairn.child` with its id, `ChildHandle.result`) waits on the first's."""
         self.commands = Commands()
         self.memory: dict[str, str] = {}
         self.fatal: BaseException | None = None
