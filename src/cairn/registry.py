@@ -146,7 +146,8 @@ class Registry:
 
     def __init__(self) -> None:
         self._defs: dict[str, Definition] = {}
-        self._substitutes: dict[str, ActionDef] = {}
+        self._substitutes: dict[str, list[ActionDef]] = {}
+        """Action id → the substitutes in place, oldest first; the last one runs."""
         self._schedules: dict[str, Any] = {}
         """Schedules declared in code (`cairn.Schedule`), by id: workers serving their workflow upsert them."""
         self._queues: dict[str, Any] = {}
@@ -189,26 +190,31 @@ class Registry:
 
     def action(self, id: str) -> ActionDef | None:
         """The action a worker runs for steps named `id` (a test's substitute while one is in place)."""
-        d = self._substitutes.get(id) or self._defs.get(id)
+        layers = self._substitutes.get(id)
+        d = layers[-1] if layers else self._defs.get(id)
         return d if isinstance(d, ActionDef) else None
 
     @contextlib.contextmanager
     def substituted(self, defn: ActionDef) -> Iterator[None]:
         """Run `defn` for steps of the action registered under `defn.id` while the block lasts: the
-        seam `cairn.testing`'s `replace_action` uses (the journal still records the action's id)."""
+        seam `cairn.testing`'s `replace_action` uses (the journal still records the action's id).
+        Substitutes of one action stack: the latest still in place runs, and each block's end takes
+        out its own, so overlapping ones may end in any order."""
         if not isinstance(self._defs.get(defn.id), ActionDef):
             raise KeyError(f"no action is registered as {defn.id!r}")
         with self._lock:
-            previous = self._substitutes.get(defn.id)
-            self._substitutes[defn.id] = defn
+            self._substitutes.setdefault(defn.id, []).append(defn)
         try:
             yield
         finally:
             with self._lock:
-                if previous is None:
+                layers = self._substitutes.get(defn.id, [])
+                for i in reversed(range(len(layers))):
+                    if layers[i] is defn:
+                        del layers[i]
+                        break
+                if not layers:
                     self._substitutes.pop(defn.id, None)
-                else:
-                    self._substitutes[defn.id] = previous
 
     def workflow(self, id: str) -> WorkflowDef | None:
         d = self._defs.get(id)

@@ -52,10 +52,8 @@ class Environment:
         """The environment's logical time when it started."""
         self.skipped = timedelta(0)
         """How much logical time was skipped so far (automatically and by `sleep`)."""
-        self._replacements: dict[str, list[Replacement]] = {}
-        """Action id → the replacements in place, oldest first; the last one runs."""
-        self._substituted: dict[str, contextlib.ExitStack] = {}
-        """Action id → the registry substitution that puts the last replacement in place."""
+        self._replacements: list[Replacement] = []
+        """The replacements in place, each taken out when its block ends or the environment exits."""
         self._closed = False
 
     @property
@@ -109,54 +107,31 @@ class Environment:
             raise RuntimeError("replace_action on an environment that has exited: the replacement would outlive it")
         defn = _action_def(action)
         check_same_signature(defn, fake)
-        replacement = Replacement(self, dataclasses.replace(defn, fn=fake, isolate=False))
-        self._replacements.setdefault(defn.id, []).append(replacement)
-        self._substitute(defn.id)
+        replacement = Replacement(dataclasses.replace(defn, fn=fake, isolate=False))
+        self._replacements.append(replacement)
         return replacement
-
-    def _remove(self, replacement: Replacement) -> None:
-        """Take `replacement` out (nothing if it is out already) and put the latest left in place."""
-        action_id = replacement.defn.id
-        layers = self._replacements.get(action_id, [])
-        if replacement in layers:
-            layers.remove(replacement)
-            self._substitute(action_id)
-
-    def _substitute(self, action_id: str) -> None:
-        """Make the registry run the latest replacement of the action, or the action itself when
-        none is left. One registry substitution per action, redone on each change: the registry
-        restores what it found when one ends, which is right only for the one in place."""
-        current = self._substituted.pop(action_id, None)
-        if current is not None:
-            current.close()
-        layers = self._replacements.get(action_id)
-        if not layers:
-            self._replacements.pop(action_id, None)
-            return
-        stack = contextlib.ExitStack()
-        stack.enter_context(registry.substituted(layers[-1].defn))
-        self._substituted[action_id] = stack
 
     def _restore_actions(self) -> None:
         """The environment exits: every action it replaced is itself again."""
         self._closed = True
-        self._replacements.clear()
-        for action_id in list(self._substituted):
-            self._substitute(action_id)
+        while self._replacements:
+            self._replacements.pop().restore()
 
 
 class Replacement:
-    """What `env.replace_action` returns: the fake is in place already. As a `with` block, it
-    is taken out at the block's end; otherwise when the environment exits (or on `restore()`)."""
+    """What `env.replace_action` returns: the fake is in place already (the registry's
+    substitution, which stacks). As a `with` block, it is taken out at the block's end; otherwise
+    when the environment exits (or on `restore()`)."""
 
-    def __init__(self, env: Environment, defn: ActionDef) -> None:
-        self._env = env
+    def __init__(self, defn: ActionDef) -> None:
         self.defn = defn
         """The action's definition with the fake as its function."""
+        self._in_place = contextlib.ExitStack()
+        self._in_place.enter_context(registry.substituted(defn))
 
     def restore(self) -> None:
         """Take this replacement out now (a no-op when it is out already)."""
-        self._env._remove(self)
+        self._in_place.close()
 
     def __enter__(self) -> None:
         return None
