@@ -226,10 +226,9 @@ class Runner:
         if defn is None:  # not claimable by this worker in the first place; hand it back
             await self._store.release_run(claim)
             return False
-        if defn.timeout is not None and run.created_at + defn.timeout <= claim.now:
+        if await self._timed_out(run, claim.now):
             if cached is not None:
                 cached.close()
-            await self._time_out(run, defn.timeout)
             return False
         if claim.journal_skipped and cached is None:
             # We held the run when it was claimed, so its journal was not loaded, but our copy has
@@ -294,10 +293,8 @@ class Runner:
         entry = self.cache.take_held(run_id)
         if entry is None:
             return False
-        timeout = self._timeout(entry.run)
-        if timeout is not None and entry.run.created_at + timeout <= self.now():
+        if await self._timed_out(entry.run, self.now()):
             entry.inst.close()  # its results are recorded apart, against steps the timeout cancels
-            await self._time_out(entry.run, timeout)
             return False
         resolutions = [
             Resolution(
@@ -387,16 +384,21 @@ class Runner:
         defn = self._registry.workflow(run.workflow)
         return None if defn is None else defn.timeout
 
-    async def _time_out(self, run: RunRow, timeout: float) -> None:
-        """Cancel a run past its workflow's timeout (see `control.time_out`). A failure leaves it due:
-        it is claimed and timed out again."""
+    async def _timed_out(self, run: RunRow, now: float) -> bool:
+        """Whether the run is past its deadline at `now` (then it is no longer to be activated here),
+        and if so cancel it (`control.time_out` judges by the database's clock). A failure leaves it
+        due: it is claimed and timed out again."""
+        timeout = self._timeout(run)
+        if timeout is None or run.created_at + timeout > now:
+            return False
         try:
             status = await self._store.time_out(run.id, timeout)
         except Exception as exc:
             log.warning("run %s: timing it out failed (%s); will retry", run.id, exc)
-            return
+            return True
         if status == RunStatus.CANCELLED:
             log.info("run %s timed out after %gs", run.id, timeout)
+        return True
 
     async def _fail_refused(self, run: RunRow, token: int, exc: Exception) -> bool:
         """Fail a run whose commit the database refused; whether that failure was recorded."""
