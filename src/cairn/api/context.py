@@ -124,12 +124,7 @@ class ChildHandle:
         defn = resolve_workflow(self.workflow)
 
         async def join() -> Any:  # scheduled when awaited, as every step is
-            waiting = rt.joins.get(self.id)
-            if waiting is None or waiting.done():
-                options = {"run_id": self.id, "join": True}
-                decode = defn.signature.decode_result
-                waiting = rt.joins[self.id] = rt.schedule(StepKind.CHILD, defn.id, None, options=options, decode=decode)
-            return await waiting
+            return await rt.wait_for_child(self.id, defn.id, None, {"join": True}, defn.signature.decode_result)
 
         return _durable(join())
 

@@ -18,7 +18,6 @@ from cairn.policies import BackoffPolicy, RetryPolicy, seconds
 from cairn.queues import Queue, queue_name
 from cairn.registry import WorkflowDef, registry
 from cairn.serialization import Signature, dumps
-from cairn.types import StepKind
 
 if TYPE_CHECKING:
     from cairn.client.client import Client
@@ -79,17 +78,7 @@ class ChildCall(Coroutine[Any, Any, Any]):
         rt = _runtime("awaiting a child workflow")
         args = self.defn.signature.encode_args(self.args, self.kwargs)
         child_id = self.run_id or self.defn.derive_id(self.args, self.kwargs) or f"{rt.run_id}:{rt.next_seq}"
-        waiting = rt.joins.get(child_id)
-        if waiting is not None and not waiting.done():
-            return (yield from waiting)  # that run is awaited here already (the same id twice at once)
-        fut = rt.joins[child_id] = rt.schedule(
-            StepKind.CHILD,
-            self.defn.id,
-            args,
-            queue=self.defn.queue,
-            options={"run_id": child_id},
-            decode=self.defn.signature.decode_result,
-        )
+        fut = rt.wait_for_child(child_id, self.defn.id, args, {}, self.defn.signature.decode_result, self.defn.queue)
         return (yield from fut)
 
     def send(self, value: Any) -> Any:

@@ -74,9 +74,8 @@ class Runtime:
         self.activation = 0
         self.next_seq = 1
         self.pending: dict[int, _Pending] = {}
-        self.joins: dict[str, asyncio.Future[Any]] = {}
-        """The child steps still waiting, by child id: a run has one parent step, so a second wait
-        for the same child (`cairn.child` with its id, `ChildHandle.result`) waits on the first's."""
+        self._children: dict[str, asyncio.Future[Any]] = {}
+        """The child steps still waiting, by child id (see `wait_for_child`)."""
         self.commands = Commands()
         self.memory: dict[str, str] = {}
         self.fatal: BaseException | None = None
@@ -123,6 +122,25 @@ class Runtime:
         if rec is None:
             self.commands.new_steps.append(NewStep(seq, kind, name, args, queue=queue, options=options))
         return fut
+
+    def wait_for_child(
+        self,
+        child_id: str,
+        name: str,
+        args: str | None,
+        options: dict[str, Any],
+        decode: Callable[[Json], Any],
+        queue: str | None = None,
+    ) -> asyncio.Future[Any]:
+        """A child step waiting for run `child_id` (`options` say how it starts or joins it). A run
+        has one parent step: while one waits for that child here, a second wait for it (`cairn.child`
+        with its id twice at once, `ChildHandle.result` twice) shares it instead of taking it over."""
+        waiting = self._children.get(child_id)
+        if waiting is None or waiting.done():
+            options = {**options, "run_id": child_id}
+            waiting = self.schedule(StepKind.CHILD, name, args, queue=queue, options=options, decode=decode)
+            self._children[child_id] = waiting
+        return waiting
 
     def immediate(
         self, kind: StepKind, name: str, args: str | None, compute: Callable[[], str | None], options: Json = None
