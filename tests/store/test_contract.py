@@ -590,6 +590,9 @@ async def test_a_database_that_refuses_us_fails_the_open_at_once_in_one_line(pg_
         f"postgresql://postgres:s3cret@{host}:{port}/cairn_no_such_db": 'database "cairn_no_such_db" does not exist',
         f"postgresql://cairn_nobody:s3cret@{host}:{port}/postgres": 'role "cairn_nobody" does not exist',
         "postgresql://postgres:s3cret@127.0.0.1:1/postgres": "Connection refused",
+        # Malformed: libpq's error quotes the URL as written, and it does not parse as a URL.
+        f"postgresql://postgres:s3cret@[::1:{port}/postgres": "IPv6 host address",
+        f"postgresql://postgres:s3cret/x@y@{host}:{port}/postgres": "failed to resolve host",
     }
     for url, cause in cases.items():
         client = cairn.Client(url)

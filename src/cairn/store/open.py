@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import urlsplit, urlunsplit
 
 from cairn.store.sql_store import SqlStore
 
@@ -17,19 +16,16 @@ def resolve_url(url: str | None) -> str:
 
 
 _PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|[^&\s]*)", re.IGNORECASE)
+# A URL's password: from the colon after the user to the last @ of the URL, which need not parse
+# (a malformed URL, or one quoted inside libpq's error text, is shown as it was written).
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s\"']*):[^\s\"']*@", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
-    """The database URL fit to print, log or show: its password (in the URL's user part, as a
-    `password=` parameter or in a libpq keyword string) replaced by ***."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is not None:
-            host = parts.netloc.rsplit("@", 1)[1]
-            url = urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-    except ValueError:  # not parseable as a URL (a bad port...): only the keyword form is left to hide
-        pass
-    return _PASSWORD.sub(r"\1***", url)
+    """A database URL, or text that quotes one (libpq's errors do), fit to print, log or show: its
+    password (in the URL's user part, as a `password=` parameter or in a libpq keyword string)
+    replaced by ***."""
+    return _PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", url))
 
 
 def open_store(url: str | None = None) -> SqlStore:

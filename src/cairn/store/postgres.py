@@ -73,6 +73,11 @@ started before a burst of 20,000 starts) read and sorted every due run at every 
 from 0.1 ms. Planning each time costs well under that."""
 
 
+def _said(exc: BaseException) -> str:
+    """What the driver said, in one line and fit to show: libpq's messages can quote the URL."""
+    return redact_url(" ".join(str(exc).split()))
+
+
 def _json_text(value: Any) -> str:
     """JSON text of the rows a statement takes as one parameter. pydantic-core's encoder (Rust)
     writes a group commit's rows in about a fifth of the time `json.dumps` takes (measured: 58
@@ -448,7 +453,7 @@ class PostgresDatabase(Database):
             try:
                 return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
             except psycopg.Error as exc:
-                cause = " ".join(str(exc).split())  # libpq's lines, as one
+                cause = _said(exc)
                 if _TRANSIENT_AT_OPEN.search(cause) is None or time.monotonic() + delay > deadline:
                     raise DatabaseUnavailable(
                         f"cannot connect to PostgreSQL at {self.shown_url} ({cause}). Check the URL (host, port, "
@@ -486,7 +491,7 @@ class PostgresDatabase(Database):
             )
         except Exception as exc:
             await self.close()
-            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.shown_url}: {exc}") from None
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.shown_url}: {_said(exc)}") from None
         self._apool = AsyncConnectionPool(
             self.url,
             min_size=1,
@@ -502,7 +507,7 @@ class PostgresDatabase(Database):
             await self._apool.open(wait=True, timeout=10.0)
         except Exception as exc:
             await self.close()
-            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.shown_url}: {exc}") from None
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.shown_url}: {_said(exc)}") from None
         self._aloop = loop
         self._stop.clear()
         self._nudges = socket.socketpair()
@@ -660,7 +665,9 @@ class PostgresDatabase(Database):
                 missed |= self._unlisten()
                 if self._stop.is_set():
                     return
-                log.warning("LISTEN connection to %s lost (%s); reconnecting in %.1fs", self.shown_url, exc, delay)
+                log.warning(
+                    "LISTEN connection to %s lost (%s); reconnecting in %.1fs", self.shown_url, _said(exc), delay
+                )
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
         self._unlisten()
@@ -709,13 +716,13 @@ class PostgresDatabase(Database):
                 break
             except _BeforeCommit as failed:
                 # Rolled back before COMMIT was sent: running it again cannot apply it twice.
+                cause = _said(failed.error)
                 if time.monotonic() + delay > deadline:
-                    cause = " ".join(str(failed.error).split())
                     raise DatabaseUnavailable(
                         f"PostgreSQL at {self.shown_url} was unavailable for {self.retry_for:.0f}s ({cause}); "
                         "nothing of this transaction was applied"
                     ) from failed.error
-                log.warning("database unavailable at %s (%s); retrying in %.2fs", self.shown_url, failed.error, delay)
+                log.warning("database unavailable at %s (%s); retrying in %.2fs", self.shown_url, cause, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         if notes:
