@@ -38,6 +38,30 @@ async def test_start_is_idempotent_on_id(client: cairn.Client) -> None:
     assert len(await client.list_runs(workflow=flows.Sequence3)) == 1
 
 
+@cairn.workflow(id="tests.client.keyed")
+class Keyed(cairn.Workflow):
+    """Derives its run id from its input, as Zenaton's `id()` did."""
+
+    async def run(self, key: str) -> str:
+        return key
+
+    def id(self, key: str) -> str:
+        return key
+
+
+async def test_an_empty_run_id_is_an_error_not_a_new_run(client: cairn.Client) -> None:
+    """An empty id (a blank field passed as `id=`, or derived by `id()`) would make an idempotent
+    start start a new run on every call: it is refused before anything is written."""
+    with pytest.raises(ValueError, match="run id must be a non-empty string"):
+        await client.start(flows.Sequence3, 1, id="")
+    with pytest.raises(ValueError, match="run id must be a non-empty string"):
+        await client.start(Keyed, "")
+    with pytest.raises(ValueError, match="run id must be a non-empty string"):
+        await client.start("tests.flows.Sequence3", 1, id="")
+    assert await client.list_runs() == []
+    assert (await client.start(Keyed, "k-1")).id == "k-1"
+
+
 async def test_concurrent_starts_with_one_id_create_one_run(client: cairn.Client) -> None:
     handles = await asyncio.gather(*(client.start(flows.Sequence3, i, id="same") for i in range(10)))
     assert {h.id for h in handles} == {"same"}

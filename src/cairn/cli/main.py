@@ -104,19 +104,31 @@ async def with_client(url: str | None, body: Callable[[cairn.Client], Awaitable[
 
 def must_exist(url: str | None) -> None:
     """Failure (exit 1) when `url` names a SQLite file that does not exist; nothing is created."""
-    from cairn.store.open import resolve_url
+    path = missing_sqlite_file(url)
+    if path is not None:
+        raise Failure(
+            f"no database at {path} ({redact_url(resolve_url(url))}): nothing to read. Check --db or "
+            "CAIRN_DATABASE_URL; a worker or `cairn start` creates the database",
+            code=1,
+        )
+
+
+def missing_sqlite_file(url: str | None) -> str | None:
+    """The path of the SQLite file `url` names when that file does not exist (else None: it exists,
+    is in memory, or the database is PostgreSQL, which connecting never creates)."""
     from cairn.store.sqlite import sqlite_path
 
     resolved = resolve_url(url)
     if not resolved.lower().startswith("sqlite:"):
-        return  # a PostgreSQL database is never created by connecting to it
+        return None
     path = sqlite_path(resolved)
-    if path != ":memory:" and not Path(path).exists():
-        raise Failure(
-            f"no database at {path} ({redact_url(resolved)}): nothing to read. Check --db or "
-            "CAIRN_DATABASE_URL; a worker or `cairn start` creates the database",
-            code=1,
-        )
+    return None if path == ":memory:" or Path(path).exists() else path
+
+
+def resolve_url(url: str | None) -> str:
+    from cairn.store.open import resolve_url as resolve
+
+    return resolve(url)
 
 
 def db_option(fn: F) -> F:
@@ -145,21 +157,58 @@ def echo_json(value: Any) -> None:
 def import_modules(modules: Sequence[str]) -> None:
     """Import user modules (the current directory first on sys.path); a clear error names the one that failed."""
     cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    for spec in modules:
-        name = module_name(spec)
+    for name in findable_names(modules):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
-                raise click.ClickException(
-                    f"cannot import module {name!r}: no such module (looked in {cwd} and sys.path)"
-                ) from None
-            raise click.ClickException(f"cannot import module {name!r}: {exc}") from None
-        except Exception as exc:
-            traceback.print_exc(file=sys.stderr)
-            raise click.ClickException(f"cannot import module {name!r}: {type(exc).__name__}: {exc}") from None
+                raise no_such_module(name) from None
+            raise click.ClickException(f"cannot import module {name!r}: {exc}{raised_at(exc, cwd)}") from None
+        except Exception as exc:  # the user's code failed: say what and where, in one line
+            raise click.ClickException(
+                f"cannot import module {name!r}: {type(exc).__name__}: {exc}{raised_at(exc, cwd)} "
+                f"(`python -c 'import {name}'` shows the whole traceback)"
+            ) from None
+
+
+def findable_names(modules: Sequence[str]) -> list[str]:
+    """The module names MODULE arguments give (a path or a name), with the current directory first
+    on sys.path, where a user's `cairn worker shop` expects its `shop.py` to be found."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    return [module_name(spec) for spec in modules]
+
+
+def no_such_module(name: str) -> click.ClickException:
+    return click.ClickException(f"cannot import module {name!r}: no such module (looked in {os.getcwd()} and sys.path)")
+
+
+def raised_at(exc: BaseException, project: str) -> str:
+    """`, raised at FILE, line N`: the innermost frame of `exc` in the `project` folder (else outside
+    importlib and this module), or "" (a SyntaxError already names its file and line)."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<") and frame.filename not in (__file__, importlib.__file__)
+    ]
+    own = [frame for frame in frames if frame.filename.startswith(project + os.sep)]
+    where = (own or frames)[-1:]
+    return f", raised at {where[0].filename}, line {where[0].lineno}" if where else ""
+
+
+def check_findable(modules: Sequence[str]) -> None:
+    """A clear error when the top-level package of a MODULE cannot be found; nothing is imported
+    (for `cairn dev`, whose watcher would otherwise wait for ever for a module that does not exist)."""
+    import importlib.util
+
+    for name in findable_names(modules):
+        try:
+            found = importlib.util.find_spec(name.partition(".")[0]) is not None
+        except (ImportError, ValueError):  # an empty or relative name
+            found = False
+        if not found:
+            raise no_such_module(name)
 
 
 def module_name(spec: str) -> str:
@@ -308,6 +357,7 @@ def dev(
     """Run a worker and the dashboard in one process (SQLite ./cairn.db unless --db or CAIRN_DATABASE_URL),
     restarted when your code changes."""
     if reload:
+        check_findable(modules)
         reload_on_change(sys.argv[1:] if sys.argv[1:2] == ["dev"] else ["dev", *_dev_args(modules, db, port)])
         return
     options = WorkerOptions(db, concurrency, parse_queues(queues), lease, poll, grace)
@@ -490,10 +540,22 @@ def start(
     args, kwargs = parse_input(input_text)
     import_modules(imports)
     queued = {"key": key, "priority": priority, "dedup_key": dedup_key}
-    code = run(
-        with_client(db, lambda client: start_run(client, name, args, kwargs, run_id, queue, wait, queued), create=True),
-        expected=(*EXPECTED, TypeError),
-    )
+    known_here = registry.workflow(name) is not None
+
+    async def body(client: cairn.Client) -> int:
+        return await start_run(client, name, args, kwargs, run_id, queue, wait, queued)
+
+    async def main() -> int:
+        path = None if known_here else missing_sqlite_file(db)
+        if path is not None:  # no worker has registered anything there: fail before creating the file
+            raise Failure(
+                f"no workflow named {name!r}: there is no database at {path} yet, so no worker has registered "
+                "one; start a worker that imports it (`cairn worker MODULE` creates the database) or pass "
+                "--import MODULE. Nothing was created"
+            )
+        return await with_client(db, body, create=True)
+
+    code = run(main(), expected=(*EXPECTED, TypeError))
     if code:
         sys.exit(code)
 

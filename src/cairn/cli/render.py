@@ -158,15 +158,18 @@ def runs_table(rows: list[RunRow], now: float, blocked: dict[str, str] | None = 
     `NARROW`, the creation time and activations are dropped and workflows shown by short name."""
     narrow = width < NARROW
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    table.add_column("id", no_wrap=True, style="bold", overflow="ellipsis")
+    # Too narrow for whole lines, an id folds onto a second line rather than lose its end (it is
+    # what `cairn show` is given), and a status keeps its width.
+    table.add_column("id", style="bold", overflow="fold")
     table.add_column("workflow", no_wrap=True, overflow="ellipsis")
-    table.add_column("status", no_wrap=True)
+    blocked = blocked or {}
+    widest = max((len(r.status.value) + (2 if r.id in blocked else 0) for r in rows), default=0)
+    table.add_column("status", no_wrap=True, min_width=widest)
     if not narrow:
         table.add_column("created", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
     if not narrow:
         table.add_column("activations", justify="right")
-    blocked = blocked or {}
     for row in rows:
         status = run_status(row.status)
         if row.id in blocked:

@@ -109,14 +109,16 @@ class Client:
         defn = _local_definition(workflow)
         if defn is not None:
             encoded = defn.encode_input(args, kwargs)  # validated before anything is written
-            run_id = id or defn.derive_id(args, kwargs) or uuid.uuid4().hex
+            derived = id if id is not None else defn.derive_id(args, kwargs)
             name, default_queue, version = defn.id, defn.queue, defn.version
         else:
             info = await self._remote_definition(str(workflow))
             encoded = _encode_by_schema(info, args, kwargs)
-            run_id = id or uuid.uuid4().hex
+            derived = id
             name, default_queue, version = info.name, info.queue, None
-        _check_run_id(run_id)
+        # An empty id is a mistake (`id=order_id` of a blank field), not a request for a new one: it
+        # would make an idempotent start start a new run every time.
+        run_id = _check_run_id(derived) if derived is not None else uuid.uuid4().hex
         queue_id = queue_name(queue, "queue name") if queue is not None else default_queue
         if queued == QueuePlace():
             queued = None
@@ -470,8 +472,8 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[float, str]:
     return float(data[2]), data[3]
 
 
-def _check_run_id(run_id: str) -> None:
-    check_name(run_id, "run id")
+def _check_run_id(run_id: str) -> str:
+    return check_name(run_id, "run id")
 
 
 _default_clients: dict[str, Client] = {}

@@ -1,0 +1,108 @@
+"""The `cairn` command line run as a user runs it (a subprocess, a real SQLite file) on the error
+paths SPEC.md names: bad input gives a one-line error and a non-zero exit, never a traceback, and
+changes nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+FLOWS = """
+    import cairn
+
+
+    @cairn.action
+    async def inc(x: int) -> int:
+        return x + 1
+
+
+    @cairn.workflow
+    async def add(x: int) -> int:
+        return await inc(x)
+"""
+
+
+def cairn(*args: str, cwd: Path, timeout: float = 60, columns: int | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m cairn ARGS...` in `cwd` (CAIRN_DATABASE_URL unset: each test names its database)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CAIRN_DATABASE_URL", "COLUMNS")}
+    if columns is not None:
+        env["COLUMNS"] = str(columns)
+    return subprocess.run(
+        [sys.executable, "-m", "cairn", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "flows.py").write_text(textwrap.dedent(FLOWS))
+    return tmp_path
+
+
+def test_start_of_an_unknown_workflow_creates_no_database(project: Path) -> None:
+    target = project / "data" / "cairn.db"
+    done = cairn("start", "no.such.workflow", "--input", "[1]", "--db", f"sqlite:///{target}", cwd=project)
+    assert done.returncode == 2, done.stderr
+    assert "no workflow named 'no.such.workflow'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (project / "data").exists()  # neither the file nor its folder
+
+
+def test_start_of_a_workflow_known_from_import_creates_the_database(project: Path) -> None:
+    target = project / "data" / "cairn.db"
+    done = cairn(
+        "start", "flows.add", "--import", "flows", "--input", "[1]", "--db", f"sqlite:///{target}", cwd=project
+    )
+    assert done.returncode == 0, done.stderr
+    assert target.exists()
+
+
+def test_start_with_an_empty_id_is_refused(project: Path) -> None:
+    url = f"sqlite:///{project}/c.db"
+    done = cairn("start", "flows.add", "--import", "flows", "--input", "[1]", "--id", "", "--db", url, cwd=project)
+    assert done.returncode == 2, done.stdout
+    assert "run id" in done.stderr and "empty" in done.stderr
+    assert not (project / "c.db").exists()
+
+
+BROKEN = """
+    import cairn
+
+    raise RuntimeError("boom at import")
+"""
+
+
+@pytest.mark.parametrize("command", [["worker"], ["dev", "--no-reload", "--port", "0"], ["replay"]])
+def test_a_module_that_fails_to_import_is_a_one_line_error(project: Path, command: list[str]) -> None:
+    (project / "broken.py").write_text(textwrap.dedent(BROKEN))
+    done = cairn(*command, "broken", "--db", f"sqlite:///{project}/c.db", cwd=project)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "cannot import module 'broken': RuntimeError: boom at import" in done.stderr
+    assert f"raised at {project / 'broken.py'}, line 4" in done.stderr  # where, in the user's code
+
+
+def test_dev_with_reload_and_no_such_module_exits_instead_of_watching(project: Path) -> None:
+    done = cairn("dev", "no_such_module", "--db", f"sqlite:///{project}/c.db", "--port", "0", cwd=project, timeout=30)
+    assert done.returncode == 1, done.stderr
+    assert "cannot import module 'no_such_module': no such module" in done.stderr
+    assert not (project / "c.db").exists()
+
+
+def test_runs_at_60_columns_keeps_ids_and_statuses_whole(project: Path) -> None:
+    url = f"sqlite:///{project}/c.db"
+    started = cairn("start", "flows.add", "--import", "flows", "--input", "[1]", "--db", url, cwd=project)
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.split()[1].rstrip(":")
+    assert len(run_id) == 32
+    assert cairn("cancel", run_id, "--db", url, cwd=project).returncode == 0
+    listed = cairn("runs", "--db", url, cwd=project, columns=60)
+    assert listed.returncode == 0, listed.stderr
+    assert "…" not in listed.stdout, listed.stdout
+    assert "cancelled" in listed.stdout
+    lines = listed.stdout.splitlines()[2:]
+    assert "".join(line.split()[0] for line in lines if line.strip()).startswith(run_id), listed.stdout
