@@ -33,6 +33,10 @@ class ScheduleNotFound(CairnError, LookupError):
     """No schedule has the given id."""
 
 
+class RunIdTaken(CairnError, ValueError):
+    """A fork named a run id that a run holds already: nothing was forked (HTTP 409)."""
+
+
 class RunIdConflict(CairnError):
     """A start named a run id that a run of another workflow holds: nothing was started.
 

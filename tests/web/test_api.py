@@ -52,6 +52,7 @@ async def test_a_workflow_is_an_endpoint(http: httpx.AsyncClient) -> None:
         "created": True,
         "done": True,
         "result": "hello ada",
+        "output": "hello ada",
         "error": None,
     }
     again = await http.post(f"/api/workflows/{QUICK}/runs", json={"args": ["bob"], "id": "ep-1"})
@@ -124,7 +125,7 @@ async def test_malformed_oversized_and_deep_bodies_are_4xx(http: httpx.AsyncClie
     url = f"/api/workflows/{QUICK}/runs"
     headers = {"content-type": "application/json"}
     bad = await http.post(url, content=b'{"args": [', headers=headers)
-    assert bad.status_code == 422 and bad.json()["error"] == "invalid"
+    assert bad.status_code == 400 and bad.json()["error"] == "bad_request"  # not JSON at all
     big = await http.post(url, content=b'{"args": ["' + b"x" * (2 * 1024 * 1024) + b'"]}', headers=headers)
     assert big.status_code == 413 and big.json()["error"] == "payload_too_large"
     # A payload nests as deeply over HTTP as from Python (Cairn's limit, 128), and no deeper.
@@ -286,6 +287,8 @@ async def test_fork_and_children(http: httpx.AsyncClient, client: cairn.Client) 
     assert forked.status_code == 201 and forked.json()["id"] == "parent-1-fork"
     bad = await http.post("/api/runs/parent-1/fork", json={"from_step": -1})
     assert bad.status_code == 422
+    taken = await http.post("/api/runs/parent-1/fork", json={"from_step": 0, "id": "parent-1-fork"})
+    assert taken.status_code == 409 and "already exists" in taken.json()["message"], taken.text
 
 
 async def test_signal_payloads_any_json_or_none(http: httpx.AsyncClient, client: cairn.Client) -> None:
@@ -295,7 +298,7 @@ async def test_signal_payloads_any_json_or_none(http: httpx.AsyncClient, client:
     raw = await http.post(
         "/api/runs/s-1/signals/approve", content=b"{oops", headers={"content-type": "application/json"}
     )
-    assert raw.status_code == 422
+    assert raw.status_code == 400 and raw.json()["error"] == "bad_request"
 
 
 @pytest.mark.usefixtures("worker")

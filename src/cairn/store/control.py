@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from cairn.errors import RunNotFound, WorkflowCancelled, WorkflowTimeout
+from cairn.errors import RunIdTaken, RunNotFound, WorkflowCancelled, WorkflowTimeout
 from cairn.records import NewRun, RunRow
 from cairn.serialization import dumps, error_to_json
 from cairn.store.base import WORK, Tx, run_row
@@ -159,7 +159,7 @@ def fork(tx: Tx, run_id: str, from_step: int, new_id: str | None) -> str:
     forked = NewRun(fork_id, run.workflow, run.input, run.queue, code_version=run.code_version)
     created = tx.one("insert_run", {**insert_params(forked), "now": now, "lease_owner": None, "lease": None})
     if created is None:
-        raise ValueError(f"a run with id {fork_id!r} already exists; choose another id for the fork")
+        raise RunIdTaken(f"a run with id {fork_id!r} already exists; choose another id for the fork")
     tx.execute("copy_steps", {"new_id": fork_id, "run_id": run_id, "n": from_step, "k": keep})
     tx.execute("copy_properties", {"new_id": fork_id, "run_id": run_id, "k": keep})
     _rewind(tx, fork_id, keep, now)

@@ -144,11 +144,14 @@ async def workflows(request: Request) -> list[WorkflowOut]:
     responses={200: {"model": StartOut, "description": "The id named an existing run: nothing started"}},
     tags=["workflows"],
 )
-async def start_run(name: Name, body: StartIn, response: Response, request: Request, wait: Wait = None) -> StartOut:
+async def start_run(
+    name: Name, response: Response, request: Request, body: StartIn | None = None, wait: Wait = None
+) -> StartOut:
     """Start a run of workflow `name` (201), or find the existing run with `id`, or the unfinished
     run of its queue with `dedup_key` (200). With `?wait=SECONDS`, answer once it finishes within
-    that time, with its result or error."""
+    that time, with its result or error. No body: no arguments."""
     client = client_of(request)
+    body = body or StartIn()
     # Client._start also says whether the run is new (SPEC's `handle.created`).
     queued = QueuePlace(body.key, body.priority, body.dedup_key)
     handle, created = await client._start(name, tuple(body.args), dict(body.kwargs), body.id, body.queue, queued)
@@ -164,7 +167,8 @@ async def start_run(name: Name, body: StartIn, response: Response, request: Requ
 def _outcome(row: Any) -> dict[str, Any]:
     if not row.status.is_terminal:
         return {"done": False}
-    return {"done": True, "result": loads(row.result), "error": loads(row.error)}
+    output = loads(row.result)
+    return {"done": True, "result": output, "output": output, "error": loads(row.error)}
 
 
 # --- runs ----------------------------------------------------------------------------------------

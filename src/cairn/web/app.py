@@ -23,12 +23,13 @@ from cairn.errors import (
     IllegalTransition,
     PayloadTooLarge,
     RunIdConflict,
+    RunIdTaken,
     RunNotFound,
     SerializationError,
     UnknownWorkflowError,
 )
 from cairn.web import api, pages
-from cairn.web.edge import MAX_BODY, Edge, error
+from cairn.web.edge import JSON, MAX_BODY, Edge, error
 from cairn.web.security import Guard
 
 _CODES = {
@@ -57,6 +58,7 @@ def create_app(client: Client, token: str | None = None, *, max_body: int = MAX_
         openapi_url="/api/openapi.json",
         docs_url=None,
         redoc_url=None,
+        default_response_class=JSON,
     )
     app.state.client = client
     app.state.guard = Guard(token)
@@ -73,6 +75,7 @@ def create_app(client: Client, token: str | None = None, *, max_body: int = MAX_
 def _handle_errors(app: FastAPI) -> None:
     mapped: list[tuple[type[Exception], int, str]] = [
         (RunIdConflict, 409, "conflict"),  # an id held by a run of another workflow (SPEC 3)
+        (RunIdTaken, 409, "conflict"),  # a fork's id held by a run
         (RunNotFound, 404, "not_found"),
         (UnknownWorkflowError, 404, "not_found"),
         (IllegalTransition, 409, "conflict"),
@@ -91,7 +94,10 @@ def _handle_errors(app: FastAPI) -> None:
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return JSONResponse({"error": "invalid", "message": describe_invalid(exc.errors())}, status_code=422)
+        errors = exc.errors()
+        if errors and errors[0].get("type") == "json_invalid":  # not JSON at all: a bad request
+            return error(400, "bad_request", describe_invalid(errors))
+        return error(422, "invalid", describe_invalid(errors))
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)

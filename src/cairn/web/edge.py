@@ -16,7 +16,7 @@ from urllib.parse import quote
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from cairn.serialization import MAX_NESTING
-from cairn.web.security import CSRF_HEADER, SESSION_COOKIE, Guard, is_loopback_host, same_origin
+from cairn.web.security import CSRF_HEADER, SESSION_COOKIE, Guard, same_origin, served_without_token
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -47,8 +47,21 @@ HEADERS = [
 ]
 
 
+class JSON(JSONResponse):
+    """The app's JSON responses. A string holding a lone surrogate (which JSON may carry as an
+    escape, so a run's input, output or signal payload can hold one) cannot be written as UTF-8:
+    such a body goes out with every non-ASCII character escaped, so it round-trips exactly
+    instead of the run becoming unreadable."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message}, status_code=status)
+    return JSON({"error": code, "message": message}, status_code=status)
 
 
 def json_depth(value: Any) -> int:
@@ -94,11 +107,11 @@ class Edge:
         """(a refusal, or None; the session nonce of a browser logged in with a cookie)."""
         host = headers.get("host", "")
         method = scope["method"]
-        if not self.guard.enabled and not is_loopback_host(host):
+        if not self.guard.enabled and not served_without_token(host, headers):
             return error(
                 403,
                 "forbidden",
-                "this app has no API token, so it answers only requests sent to localhost; "
+                f"this app has no API token, so it answers only requests sent to localhost, not to {host!r}; "
                 "start it with a token (--token or CAIRN_API_TOKEN) to serve other hosts",
             ), None
         origin = headers.get("origin")
@@ -110,8 +123,10 @@ class Edge:
             return None, None  # an API client: not ambient, so no CSRF token is needed
         nonce = self.guard.session_nonce(_cookie(headers.get("cookie", ""), SESSION_COOKIE))
         if self.guard.enabled and nonce is None and not public:
-            if rel.startswith("/api/") or rel == "/api" or method != "GET":
-                return error(401, "unauthorized", "send the API token as `Authorization: Bearer <token>`"), None
+            if rel.startswith("/api/") or rel == "/api" or method != "GET" or not _wants_html(headers):
+                refused = error(401, "unauthorized", "send the API token as `Authorization: Bearer <token>`")
+                refused.headers["www-authenticate"] = "Bearer"  # RFC 9110: a 401 names its scheme
+                return refused, None
             root = scope.get("root_path", "")
             query = scope["query_string"].decode("latin-1")
             target = quote(root + rel + (f"?{query}" if query else ""))
@@ -173,6 +188,11 @@ class Edge:
             return await receive()
 
         return None, replay
+
+
+def _wants_html(headers: dict[str, str]) -> bool:
+    """A browser navigating to a page (sent to the login form); any other client gets a 401."""
+    return "text/html" in headers.get("accept", "")
 
 
 def _cookie(header: str, name: str) -> str | None:

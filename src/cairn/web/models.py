@@ -51,7 +51,7 @@ class StartIn(Strict):
 
 
 class ForkIn(Strict):
-    from_step: int = Field(ge=0, le=2**31 - 1, description="Reuse the journal up to this step.")
+    from_step: int = Field(ge=0, le=2**31 - 1, strict=True, description="Reuse the journal up to this step.")
     id: StoredName | None = Field(default=None, description="Id of the new run.")
 
 
@@ -111,24 +111,38 @@ class ChildOut(BaseModel):
     parent_seq: int | None
 
 
+class Timings(BaseModel):
+    created_at: float
+    started_at: float | None
+    completed_at: float | None
+    updated_at: float
+    duration: float | None = Field(description="Seconds from start to completion (or to now while running).")
+
+
 class RunOut(RunSummary):
     parent_seq: int | None
     code_version: str | None
     input: JsonValue
+    output: JsonValue = Field(description="What the run returned (null until it completes); `result` is the same.")
     result: JsonValue
     error: JsonValue
+    timings: Timings = Field(description="The run's times, also given at the top level.")
     properties: JsonValue
     children: list[ChildOut]
 
     @classmethod
     def detail(cls, row: Any, now: float, children: list[Any]) -> RunOut:
+        summary = RunSummary.of(row, now)
+        output = loads(row.result)
         return cls(
-            **RunSummary.of(row, now).model_dump(),
+            **summary.model_dump(),
             parent_seq=row.parent_seq,
             code_version=row.code_version,
             input=loads(row.input),
-            result=loads(row.result),
+            output=output,
+            result=output,
             error=loads(row.error),
+            timings=Timings.model_validate(summary.model_dump(include=set(Timings.model_fields))),
             properties=loads(row.properties),
             children=[
                 ChildOut(id=c.id, workflow=c.workflow, status=c.status, parent_seq=c.parent_seq) for c in children
@@ -142,6 +156,7 @@ class StartOut(BaseModel):
     created: bool = Field(description="False when the id named an existing run (nothing was started).")
     done: bool = Field(description="The run has finished (then `result` or `error` is set).")
     result: JsonValue = None
+    output: JsonValue = Field(default=None, description="The same as `result` (the name GET /api/runs/{id} uses).")
     error: JsonValue = None
 
 
@@ -211,6 +226,7 @@ class ResultOut(BaseModel):
     status: RunStatus
     done: bool
     result: JsonValue = None
+    output: JsonValue = Field(default=None, description="The same as `result` (the name GET /api/runs/{id} uses).")
     error: JsonValue = None
 
 

@@ -4,8 +4,10 @@ Two modes. With a token, every route but `/healthz`, `/login` and the static ass
 API client sends `Authorization: Bearer <token>`; a browser logs in once and gets a signed,
 expiring session cookie (HttpOnly, SameSite=Strict), and each of its state-changing requests
 carries a CSRF token derived from that session. Without a token (the default, for a dashboard on
-127.0.0.1) requests must name a loopback host (so a DNS-rebinding page cannot reach the app) and a
-browser's state-changing requests still carry the CSRF token, which only the app's own pages know.
+127.0.0.1) requests must name a loopback host, so a DNS-rebinding page cannot reach the app (a
+single-label name such as an in-process test client's `testserver` is also answered, but not from
+a browser: see `served_without_token`), and a browser's state-changing requests still carry the
+CSRF token, which only the app's own pages know.
 Tokens and signatures are compared with `hmac.compare_digest`.
 
 Sessions are stateless (nonce, expiry and an HMAC keyed by the token), so several app processes
@@ -21,6 +23,7 @@ import ipaddress
 import re
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -97,6 +100,24 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def served_without_token(host: str, headers: Mapping[str, str]) -> bool:
+    """Whether an app with no token answers a request sent to `host` (its Host header).
+
+    The check stops DNS rebinding: a page whose name the attacker's DNS points at 127.0.0.1, read
+    by the victim's browser. Such a name has a dot (it is in public DNS) and the request comes from
+    a browser, which marks every request with `Sec-Fetch-*` headers a page cannot forge. Any other
+    client can send whatever Host it likes, so refusing it protects nothing: a single-label name
+    (`test`, `testserver`, as in-process test clients send) is answered unless a browser sent it."""
+    if is_loopback_host(host):
+        return True
+    if any(key.startswith("sec-fetch-") for key in headers):
+        return False
+    name = host.strip()
+    if name.count(":") == 1:  # name:port
+        name = name.split(":", 1)[0]
+    return bool(name) and not any(c in name for c in ".:[")  # one DNS label: no domain, no IP address
 
 
 def same_origin(origin: str, host: str) -> bool:
