@@ -7,6 +7,7 @@ change a run. No inline script anywhere: the CSP forbids it.
 
 from __future__ import annotations
 
+import re
 import time
 from importlib import resources
 from typing import Annotated, Any
@@ -59,8 +60,13 @@ _env.filters.update(
     duration=views.fmt_duration,
     error_text=views.error_text,
     traceback=views.error_traceback,
+    step_args=views.step_args,
+    step_result=views.step_result,
     segment=lambda v: quote(str(v), safe=""),
 )
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -75,6 +81,7 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
         statuses=[s.value for s in RunStatus],
         **context,
     )
+    html = _SURROGATE.sub("\ufffd", html)  # a lone surrogate in run data has no UTF-8 form: shown as �
     return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
 
 
@@ -106,22 +113,23 @@ async def _runs_context(request: Request) -> dict[str, Any]:
     client = client_of(request)
     f, problems = _runs_filters(request)
     now = await client.now()
+    query: dict[str, Any] = {
+        "status": f["status"] or None,
+        "workflow": f["workflow"] or None,
+        "id_prefix": f["q"] or None,
+        "since": now - SINCE[f["since"]] if f["since"] else None,
+        "sort": f["sort"] or "-created_at",
+        "limit": 50,
+    }
     try:
-        page = await client.runs_page(
-            status=f["status"] or None,
-            workflow=f["workflow"] or None,
-            id_prefix=f["q"] or None,
-            since=now - SINCE[f["since"]] if f["since"] else None,
-            sort=f["sort"] or "-created_at",
-            limit=50,
-            cursor=f["cursor"] or None,
-        )
-    except ValueError as exc:  # a stale or edited cursor: show the first page and say why
+        page = await client.runs_page(**query, cursor=f["cursor"] or None)
+    except ValueError as exc:  # a stale or edited cursor: the first page of the same query, and why
         problems.append(str(exc))
         f["cursor"] = ""
-        page = await client.runs_page(
-            status=f["status"] or None, workflow=f["workflow"] or None, id_prefix=f["q"] or None, limit=50
-        )
+        page = await client.runs_page(**query)
+    workflows = await workflow_names(client)
+    if f["workflow"] and f["workflow"] not in workflows and not page.runs:
+        problems.append(f"no workflow named {f['workflow']!r} is known")
     current = await client.current_steps([r.id for r in page.runs])
     kept = {k: v for k, v in f.items() if v and k != "cursor"}
     return {
@@ -130,7 +138,7 @@ async def _runs_context(request: Request) -> dict[str, Any]:
         "runs": [RunSummary.of(r, now) for r in page.runs],
         "current": current,
         "counts": await client.count_runs(f["workflow"] or None),
-        "workflows": await workflow_names(client),
+        "workflows": workflows,
         "query": urlencode({**kept, **({"cursor": f["cursor"]} if f["cursor"] else {})}),
         "filters_query": urlencode(kept),
         "next_query": urlencode({**kept, "cursor": page.next_cursor}) if page.next_cursor else None,
@@ -156,9 +164,15 @@ async def runs_partial(request: Request) -> HTMLResponse:
 
 @router.get("/runs/{run_id:path}", response_class=HTMLResponse)
 async def run_page(
-    request: Request, run_id: Annotated[str, Path(min_length=1, max_length=ID_MAX)], steps_from: int = 0
+    request: Request, run_id: Annotated[str, Path(min_length=1, max_length=ID_MAX)], steps_from: str = "0"
 ) -> HTMLResponse:
     client = client_of(request)
+    problems = []
+    try:  # a page's parameter: a bad value is said on the page, not answered with JSON
+        first = int(steps_from.strip() or 0)
+    except ValueError:
+        problems.append(f"steps_from must be a step number, not {steps_from[:40]!r}: showing the first steps")
+        first = 0
     handle = client.get(run_id)
     try:
         row = await handle.describe()
@@ -170,7 +184,7 @@ async def run_page(
     history = await handle.properties(history=True)
     error = loads(row.error)
     diverged = views.divergence(error)
-    start = max(0, min(steps_from, max(0, len(steps) - 1)))
+    start = max(0, min(first, max(0, len(steps) - 1)))
     attempts: dict[int, list[Any]] = {}
     for e in events:
         if e.step is not None and e.kind.startswith("step."):
@@ -181,6 +195,8 @@ async def run_page(
         request,
         "run.html",
         nav="runs",
+        problems=problems,
+        now=now,
         run=RunSummary.of(row, now),
         row=row,
         input=redact(loads(row.input)),

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cairn.client.handle import StepInfo
-from cairn.web.security import is_secret_key, redact
+from cairn.web.security import MASK, is_secret_key, redact
 
 MAX_LANES = 40
 """Timeline lanes drawn; steps beyond share the last lane (a gather of thousands stays readable)."""
@@ -66,6 +66,22 @@ def error_text(error: Any) -> str:
 
 def error_traceback(error: Any) -> str:
     return str(error.get("traceback") or "") if isinstance(error, dict) else ""
+
+
+def step_args(step: StepInfo) -> Any:
+    """A step's arguments as a page may show them: a memory write under a secret-looking key
+    carries the secret itself (its key is the step's name), so it is masked as in the memory table."""
+    if step.kind.value == "memory" and is_secret_key(step.name):
+        return MASK
+    return redact(step.args)
+
+
+def step_result(step: StepInfo) -> Any:
+    """A step's result as a page may show it: the payload of a signal with a secret-looking name
+    is masked, like a property or memory entry of that name."""
+    if step.kind.value == "signal" and is_secret_key(step.name):
+        return MASK
+    return redact(step.result)
 
 
 # --- timeline ------------------------------------------------------------------------------------
@@ -177,6 +193,8 @@ class Field:
     default: str
     title: str
     choices: list[str] = field(default_factory=list)
+    secret: bool = False
+    """Named like a secret: typed into a password input, its default never written into the page."""
 
 
 def form_fields(schema: dict[str, Any]) -> list[Field]:
@@ -194,7 +212,10 @@ def form_fields(schema: dict[str, Any]) -> list[Field]:
         text = "" if default is None else (json.dumps(default) if kind == "json" else str(default))
         if kind == "boolean":
             text = "true" if default else ""
-        fields.append(Field(name, kind, name in required, text, str(prop.get("title") or name), choices))
+        secret = is_secret_key(name)
+        if secret:  # left empty, the run gets the workflow's own default
+            text, choices = "", []
+        fields.append(Field(name, kind, name in required, text, str(prop.get("title") or name), choices, secret))
     return fields
 
 

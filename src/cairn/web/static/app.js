@@ -63,14 +63,16 @@
     const form = event.target;
     if (!(form instanceof HTMLFormElement) || !form.matches("#signal-form, #fork-form, form.start")) return;
     event.preventDefault();
+    // Not `form.id`: a control named "id" (the fork form's new-id input) shadows that property.
+    const which = form.getAttribute("id");
     try {
-      if (form.id === "signal-form") {
+      if (which === "signal-form") {
         const name = form.elements.name.value.trim();
         const payload = parseJson(form.elements.payload.value || "null", "The payload");
         await api("POST", `/api/runs/${enc(form.dataset.run)}/signals/${enc(name)}`, payload);
         flash(`Signal ${name} sent.`);
         await refreshRun(true);
-      } else if (form.id === "fork-form") {
+      } else if (which === "fork-form") {
         const body = { from_step: Number(form.elements.from_step.value) };
         if (form.elements.id.value.trim()) body.id = form.elements.id.value.trim();
         const out = await api("POST", `/api/runs/${enc(form.dataset.run)}/fork`, body);
@@ -174,6 +176,11 @@
     for (const id of open) {
       const details = document.getElementById(id);
       if (details) details.open = true;
+    }
+    // Forms outside the live parts (what is typed in them stays) follow the run's state.
+    for (const el of runBox.querySelectorAll("[data-live-disabled]")) {
+      const twin = fresh.querySelector(`[data-live-disabled="${el.dataset.liveDisabled}"]`);
+      if (twin) el.disabled = twin.disabled;
     }
     runBox.dataset.updated = fresh.dataset.updated;
     runBox.dataset.status = fresh.dataset.status;
