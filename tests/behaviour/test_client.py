@@ -128,6 +128,21 @@ async def test_list_runs_filters_and_validates(client: cairn.Client) -> None:
         await client.list_runs(status="exploded")
 
 
+async def test_runs_are_listed_by_any_name_a_start_takes(client: cairn.Client) -> None:
+    """A filter names a workflow as a start does: the workflow, its id, or an unambiguous short
+    name ("Sequence3" for "tests.flows.Sequence3"), here and where its code is not imported."""
+    run = await client.start("Sequence3", 1)
+    await run.result(timeout=10)
+    for name in (flows.Sequence3, "tests.flows.Sequence3", "Sequence3"):
+        assert [r.id for r in await client.list_runs(workflow=name)] == [run.id], name
+    await _register_remotely(client, "remote.billing.Invoice", flows.checkout_order)
+    remote = await client.start("Invoice", "o-1", "bob@example.com", 1)  # no code for it here
+    for name in ("remote.billing.Invoice", "Invoice"):
+        assert [r.id for r in await client.list_runs(workflow=name)] == [remote.id], name
+        assert [r.id for r in (await client.runs_page(workflow=name)).runs] == [remote.id], name
+    assert await client.list_runs(workflow="NoSuchWorkflow") == []
+
+
 async def test_unknown_run_id(client: cairn.Client) -> None:
     with pytest.raises(cairn.RunNotFound):
         await client.get("nope").status()

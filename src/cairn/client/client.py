@@ -203,14 +203,25 @@ class Client:
     ) -> list[RunRow]:
         if status is not None:
             status = _status(status)
-        if workflow is not None and not isinstance(workflow, str):
-            defn = _local_definition(workflow)
-            workflow = defn.id if defn else str(workflow)
         if limit < 1 or limit > 10_000:
             raise ValueError(f"limit must be between 1 and 10000, got {limit}")
-        if workflow is not None and not storable(workflow):
-            return []  # no workflow can have such a name
+        if workflow is not None:
+            workflow = await self._workflow_id(workflow)
+            if not storable(workflow):
+                return []  # no workflow can have such a name
         return await self.store.list_runs(status, workflow, limit)
+
+    async def _workflow_id(self, workflow: Any) -> str:
+        """The id runs of `workflow` are stored under: as a start would name it (the workflow, its
+        registered id or human name, or an unambiguous short name such as "Checkout" for
+        "billing.Checkout"); a name nothing matches is kept, and finds no runs."""
+        defn = _local_definition(workflow) if not isinstance(workflow, str) else registry.workflow(workflow)
+        if defn is not None:
+            return defn.id
+        if not isinstance(workflow, str):
+            return str(workflow)
+        info = _find_workflow(workflow, await self.store.list_workflows()) if storable(workflow) else None
+        return workflow if info is None else info.name
 
     async def unserved(self, run_ids: list[str] | None = None) -> dict[str, str]:
         """Why each of these runs (default: each run with work due now) cannot progress, for those
@@ -315,7 +326,7 @@ class Client:
                 raise ValueError(f"{name} must be a finite number of seconds since the epoch, got {bound!r}")
         filters = RunFilters(
             status=None if status is None else _status(status).value,
-            workflow=workflow or None,
+            workflow=await self._workflow_id(workflow) if workflow else None,
             id_prefix=id_prefix or None,
             since=since,
             until=until,
@@ -358,17 +369,24 @@ class Client:
     async def _remote_definition(self, name: str) -> WorkflowInfo:
         check_name(name, "workflow name")
         known = await self.store.list_workflows()
-        for info in known:
-            if info.name == name:
-                return info
-        short = [i for i in known if i.name.rsplit(".", 1)[-1] == name]
-        if len(short) == 1:  # "Checkout" for "billing.Checkout", when it is unambiguous
-            return short[0]
+        found = _find_workflow(name, known)
+        if found is not None:
+            return found
         names = sorted({*(i.name for i in known), *(w.id for w in registry.workflows())})
         raise UnknownWorkflowError(
             f"no workflow named {name!r} is registered here or by any worker of this database "
             f"(known: {', '.join(names) or 'none'}); check the name or start a worker that imports it"
         )
+
+
+def _find_workflow(name: str, known: list[WorkflowInfo]) -> WorkflowInfo | None:
+    """The registered workflow `name` names: its id, else an unambiguous short name ("Checkout"
+    for "billing.Checkout")."""
+    for info in known:
+        if info.name == name:
+            return info
+    short = [i for i in known if i.name.rsplit(".", 1)[-1] == name]
+    return short[0] if len(short) == 1 else None
 
 
 def _local_definition(workflow: Any) -> WorkflowDef | None:
