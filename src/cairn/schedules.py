@@ -29,7 +29,8 @@ CATCHUPS = ("none", "latest", "all")
 MAX_CATCHUP_TICKS = 1000
 """`catchup="all"` starts at most this many missed ticks at once (the most recent ones)."""
 NONE_GRACE = 2.0
-"""Seconds a tick may be late and still count as due, not missed, under `catchup="none"`."""
+"""Seconds a tick may be late and still count as due, not missed, under `catchup="none"`, when
+nothing says since when the firing worker has been up (a direct call of the store)."""
 
 
 @dataclass
@@ -38,8 +39,9 @@ class Schedule:
 
     `overlap`: what a tick does while the previous run is still going: "skip" (default: no new
     run), "allow", "cancel_previous", or "buffer_one" (one run waits and starts when the previous
-    ends). `catchup` after downtime: "none", "latest" (default: one run for the ticks missed) or
-    "all" (each missed tick, within `catchup_window`)."""
+    ends). `catchup` after downtime: "none" (default: ticks that fell due while no worker was up
+    are dropped), "latest" (one run for the ticks missed) or "all" (each missed tick, within
+    `catchup_window`)."""
 
     id: str
     workflow: Any
@@ -49,7 +51,7 @@ class Schedule:
     args: Sequence[Any] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     overlap: Overlap = "skip"
-    catchup: Catchup = "latest"
+    catchup: Catchup = "none"
     catchup_window: timedelta | float | None = None
     register: bool = True
     """Declared at import (the default): registered, so workers importing it upsert it."""
@@ -140,8 +142,11 @@ class ScheduleSpec:
                 return tick.timestamp()
         raise ValueError(f"cron expression {self.cron!r} has no tick after {moment.isoformat()}")
 
-    def due_ticks(self, next_fire: float, now: float) -> list[float]:
-        """The ticks to start a run for, of those due from `next_fire` up to `now`, by `catchup`."""
+    def due_ticks(self, next_fire: float, now: float, up_since: float | None = None) -> list[float]:
+        """The ticks to start a run for, of those due from `next_fire` up to `now`, by `catchup`.
+        `up_since`: since when the worker firing them has been up. Under "none" the latest tick
+        runs if it fell due since then (it is late, not missed: the worker was up); one that fell
+        due before (while no worker was up) is missed. Unknown, a tick is missed past `NONE_GRACE`."""
         ticks: list[float] = []
         t = next_fire
         window = self.catchup_window if self.catchup_window is not None else math.inf
@@ -156,7 +161,7 @@ class ScheduleSpec:
         if self.catchup == "all":
             return ticks
         latest = ticks[-1]
-        if self.catchup == "none" and now - latest > NONE_GRACE:
+        if self.catchup == "none" and (latest < up_since if up_since is not None else now - latest > NONE_GRACE):
             return []
         return [latest]
 

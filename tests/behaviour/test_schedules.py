@@ -31,7 +31,7 @@ async def test_each_tick_starts_exactly_one_run_with_two_workers_firing(client: 
     try:
         # Every tick must start a run, however slow the machine: a tick whose previous run is still
         # going starts one anyway (the default, "skip", would leave a gap), and ticks that fell due
-        # together all start (the default catchup, "latest", would start one for them).
+        # together all start ("latest" would start one for them).
         schedule = cairn.Schedule(
             "every-quarter", flows.tick, every=0.25, args=("t",), overlap="allow", catchup="all", register=False
         )

@@ -20,7 +20,7 @@ from cairn.client.waiter import Waiters
 from cairn.errors import RunIdConflict, RunNotFound, ScheduleNotFound, SerializationError, UnknownWorkflowError
 from cairn.names import check_name, storable
 from cairn.policies import parse_duration
-from cairn.queues import Queue, declared, queue_name
+from cairn.queues import Queue, QueueSpec, declared, queue_name
 from cairn.records import NewRun, RunRow, StepRow
 from cairn.registry import WorkflowDef, registry
 from cairn.serialization import dumps, to_jsonable
@@ -68,6 +68,8 @@ class Client:
         """Result waits: one shared waiter per event loop, reading the database in batches."""
         self.retention = _retention(retention)
         """How long finished runs are kept (workers delete older ones); None: keep everything."""
+        self._queues_stored: dict[str, QueueSpec] = {}
+        """Queues given to `start` as a `cairn.Queue`, with the limits this client made sure are stored."""
 
     def __str__(self) -> str:
         return redact_url(self.url)  # printed and logged: never the password
@@ -120,10 +122,13 @@ class Client:
         # would make an idempotent start start a new run every time.
         run_id = _check_run_id(derived) if derived is not None else uuid.uuid4().hex
         queue_id = queue_name(queue, "queue name") if queue is not None else default_queue
+        given = queue.spec if isinstance(queue, Queue) else None
         if queued == QueuePlace():
             queued = None
         if queued is not None:
-            await self._check_queued(queue_id, queued)
+            await self._check_queued(queue_id, queued, given)
+        if given is not None:
+            await self._store_queue(given)
         with telemetry.span("cairn.start", run_id=run_id, workflow=name):  # nothing when tracing is off
             new = NewRun(run_id, name, encoded, queue_id, code_version=version)
             if queued is not None:
@@ -131,7 +136,9 @@ class Client:
             trace = telemetry.current_context()
             if trace is not None:
                 new = dataclasses.replace(new, trace=trace)
-            existing = await self._insert(new)
+            # A run of a limited queue given here is left to the queue's claim (a worker in this
+            # process may not know yet that the queue has limits).
+            existing = await self._insert(new, local=given is None or not given.limited)
         if existing is not None and existing.id != run_id:  # the unfinished run holding the dedup_key
             handle = RunHandle(self, existing.id)
             handle.created = False
@@ -144,7 +151,7 @@ class Client:
             handle.input_differs = existing.input != encoded
         return handle, existing is None
 
-    async def _check_queued(self, queue: str, queued: QueuePlace) -> None:
+    async def _check_queued(self, queue: str, queued: QueuePlace, given: QueueSpec | None = None) -> None:
         """Bad queue arguments are an error before anything is written."""
         if queued.key is not None:
             check_name(queued.key, "queue key")
@@ -156,7 +163,7 @@ class Client:
             raise ValueError(f"priority must be an integer (lower numbers start first), got {queued.priority!r}")
         if not -(2**31) < queued.priority < 2**31:
             raise ValueError(f"priority must fit in 32 bits, got {queued.priority}")
-        spec = declared(queue)  # declared in this process, else as workers stored it
+        spec = given or declared(queue)  # the Queue given, declared in this process, else as stored
         if spec is None:
             row = await self.store.get_queue(queue)
             spec = None if row is None else row.spec
@@ -165,10 +172,21 @@ class Client:
                 f"queue {queue!r} does not take priorities: declare it with cairn.Queue({queue!r}, priority=True)"
             )
 
-    async def _insert(self, new: NewRun) -> RunRow | None:
+    async def _store_queue(self, spec: QueueSpec) -> None:
+        """A queue given to `start` as a `cairn.Queue` holds its limits even where no worker's code
+        declares it: it is stored as declared (once per client), unless stored so already."""
+        if self._queues_stored.get(spec.name) == spec:
+            return
+        row = await self.store.get_queue(spec.name)
+        stored = row.spec if row is not None else QueueSpec(spec.name)  # a queue nobody declared: no limits
+        if stored != spec:
+            await self.store.upsert_queues([spec], "client")
+        self._queues_stored[spec.name] = spec
+
+    async def _insert(self, new: NewRun, local: bool = True) -> RunRow | None:
         """Create the run (None), or find the run holding its id; a worker in this process may take
-        it at birth (see `cairn.worker.dispatch`), unless it goes through its queue's insert."""
-        if new.queued:
+        it at birth (see `cairn.worker.dispatch`) when `local`, unless it goes through its queue's insert."""
+        if new.queued or not local:
             return await self.store.insert_run(new)
         for dispatcher in dispatch.local(self.store):
             taken = await dispatcher.start_run(new)

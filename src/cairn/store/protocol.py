@@ -357,9 +357,13 @@ class Store(Protocol):
 
     async def list_schedules(self) -> list[ScheduleRow]: ...
 
-    async def fire_schedules(self, workflows: Sequence[str], declared: Sequence[str]) -> float | None:
+    async def fire_schedules(
+        self, workflows: Sequence[str], declared: Sequence[str], up_since: float | None = None
+    ) -> float | None:
         """Start the runs of the due ticks of the schedules of `workflows` (of those declared in code,
-        only the `declared` ones); seconds until the next tick of these (None: none)."""
+        only the `declared` ones), for a worker up since `up_since` (the database's clock: a tick
+        that fell due before then was missed, for `catchup`); seconds until the next tick of these
+        (None: none)."""
 
     async def pause_schedule(self, schedule_id: str, paused: bool) -> bool:
         """Pause or resume (from the next tick after now); False when there is no such schedule."""

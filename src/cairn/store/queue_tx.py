@@ -6,10 +6,9 @@ worker is claiming right now is skipped this round), so claims of one queue take
 claims of other queues never wait on it; SQLite's single writer serialises them anyway. What is in
 flight is counted from the rows themselves (runs started and not finished, attempts under a live
 lease), never from counters a dead worker would not decrement: when its leases run out, its slots
-come back. The rate limit spaces starts `rate_period / rate_n` apart (`rate_next_at` on the queue
-row: when the next may be claimed), each from the time the last was due when it came less than a
-spacing late, so the starts of a busy queue come at an even pace, `rate_n` a period (one more at
-most in a period that catches a late start and its successor), rather than in bursts.
+come back. The rate limit spaces starts at least `rate_period / rate_n` apart (`rate_next_at` on the
+queue row: when the next may be claimed), so the starts of a busy queue come at an even pace, never
+more than `rate_n` in any window of `rate_period`, rather than in bursts.
 """
 
 from __future__ import annotations
@@ -105,23 +104,18 @@ class _Limits:
         if self.spacing is None:
             return None
         if self.started:
-            return max(0.0, self._following(self.spacing) - self.now)
+            return self.spacing
         if self.next_at is not None and self.next_at > self.now:
             return self.next_at - self.now
         return None
 
-    def _following(self, spacing: float) -> float:
-        """The next start's time: a spacing after this start's own time, so that the time a claim
-        takes to come round does not slow the rate down; unless this start came a spacing or more
-        late (the queue was idle), which would let the next one follow at once."""
-        due = self.next_at
-        if due is not None and self.now - due < spacing:
-            return due + spacing
-        return self.now + spacing
-
     def save(self, tx: Tx) -> None:
+        # The next start goes a spacing after this one, as it happened: starts are never closer than
+        # `rate_period / rate_n`, so no window of `rate_period` holds more than `rate_n` of them.
+        # (Timing the next from when this one was due, to make up for a claim that came late, let a
+        # late start and the next come closer: a period then held `rate_n + 1`.)
         if self.spacing is not None and self.started:
-            params = {"queue": self.name, "rate_next_at": self._following(self.spacing), "started": self.started}
+            params = {"queue": self.name, "rate_next_at": self.now + self.spacing, "started": self.started}
             tx.execute("queue_rate", params)
 
 

@@ -25,18 +25,21 @@ def spec_of(row: Sequence[Any]) -> ScheduleSpec:
     return ScheduleSpec(sid, workflow, queue, cron, every_, tz, input_, overlap, catchup, window_)
 
 
-def fire(tx: Tx, workflows: Sequence[str], declared: Sequence[str], now: float) -> None:
+def fire(tx: Tx, workflows: Sequence[str], declared: Sequence[str], now: float, up_since: float | None = None) -> None:
+    """Fire the due schedules of `workflows`, by a worker up since `up_since` (see `due_ticks`)."""
     for row in tx.all("due_schedules", {"workflows": list(workflows), "declared": list(declared)}):
-        _fire_one(tx, spec_of(row), float(row[10]), row[11], row[12], now)
+        _fire_one(tx, spec_of(row), float(row[10]), row[11], row[12], now, up_since)
 
 
-def _fire_one(tx: Tx, spec: ScheduleSpec, next_fire: float, last_id: str | None, buffered: Any, now: float) -> None:
+def _fire_one(
+    tx: Tx, spec: ScheduleSpec, next_fire: float, last_id: str | None, buffered: Any, now: float, up_since: float | None
+) -> None:
     last = tx.one("get_run", {"id": last_id}) if last_id else None
     going = last is not None and not run_row(last).status.is_terminal
     fired: float | None = None
     if buffered is not None and not going:  # overlap="buffer_one": the held tick starts now
         last_id, fired, buffered, going = _start(tx, spec, float(buffered), now), float(buffered), None, True
-    ticks = spec.due_ticks(next_fire, now) if next_fire <= now else []
+    ticks = spec.due_ticks(next_fire, now, up_since) if next_fire <= now else []
     for tick in ticks:
         if going and spec.overlap == "skip":
             event(tx, last_id or "", "schedule.skipped", now, None, schedule=spec.id, tick=tick)

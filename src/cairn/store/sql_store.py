@@ -542,12 +542,14 @@ class SqlStore:
             ScheduleRow(schedule_tx.spec_of(r), r[10], bool(r[11]), r[12], r[13], r[14], r[15], r[16]) for r in rows
         ]
 
-    async def fire_schedules(self, workflows: Sequence[str], declared: Sequence[str]) -> float | None:
+    async def fire_schedules(
+        self, workflows: Sequence[str], declared: Sequence[str], up_since: float | None = None
+    ) -> float | None:
         filters = {"workflows": list(workflows), "declared": list(declared)}
 
         def tx_fn(tx: Tx) -> float | None:
             now = tx.now()
-            schedule_tx.fire(tx, workflows, declared, now)
+            schedule_tx.fire(tx, workflows, declared, now, up_since)
             row = tx.one("next_schedule_fire", filters)
             return None if row is None or row[0] is None else max(0.0, float(row[0]) - now)
 

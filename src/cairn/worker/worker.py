@@ -130,6 +130,9 @@ class Worker:
         self._declared: tuple[Schedule, ...] = ()
         """Schedules declared in code for the workflows this worker serves: it upserts and fires them."""
         self._firing = asyncio.Lock()
+        self._up_since: float | None = None
+        """When this worker started, by the database's clock: a schedule tick due since then is
+        late, not missed (`catchup="none"` drops only ticks that fell due while no worker was up)."""
         self.failure: BaseException | None = None
         self.on_idle: Callable[[float], float] | None = None
         """Called when this worker has nothing in hand and its next work falls due in the given
@@ -139,6 +142,7 @@ class Worker:
 
     async def start(self) -> None:
         await self.store.open()
+        self._up_since = await self.store.now()
         loop = asyncio.get_running_loop()
 
         def wake(_detail: object) -> None:
@@ -562,7 +566,7 @@ class Worker:
         if not self._serves[0]:
             return None
         async with self._firing:  # one at a time here: a firing under way has committed on return
-            return await self.store.fire_schedules(self._serves[0], [s.id for s in self._declared])
+            return await self.store.fire_schedules(self._serves[0], [s.id for s in self._declared], self._up_since)
 
     async def _fire_schedules(self) -> None:
         """Start the runs of due schedule ticks, waking at the next tick (at least every second, and
