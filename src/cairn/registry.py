@@ -86,6 +86,8 @@ class WorkflowDef:
         id_fn = getattr(self.target, "id", None)
         if id_fn is None or not callable(id_fn):
             return None
+        # As the run will get them: a start by name, the CLI or HTTP give JSON (a dict for a model).
+        args, kwargs = self.signature.decode_args(self.signature.encode_args(args, kwargs))
         if self.init_input:  # Zenaton's `def id(self)`, on the object made from the input
             value = id_fn(self.target(*args, **kwargs))
         else:
@@ -184,9 +186,18 @@ class Registry:
             self._defs[defn.id] = defn
             return defn
 
-    def get(self, id: str, name: str | None = None) -> Definition | None:
-        """The definition registered as `id`; `get(module, name)` (Waymark's form) looks up `module.name`."""
-        return self._defs.get(id if name is None else f"{id}.{name}")
+    def get(self, id: str | ModuleType, name: str | None = None) -> Definition | None:
+        """The definition registered as `id`; `get(module, name)` (Waymark's form, with the module or
+        its name, as `register` takes it) looks up `module.name`, else the one action of that module
+        declared with `@action(name=name)`."""
+        if name is None:
+            return self._defs.get(id) if isinstance(id, str) else None
+        module = id.__name__ if isinstance(id, ModuleType) else str(id)
+        found = self._defs.get(f"{module}.{name}")
+        if found is not None:
+            return found
+        named = [d for d in self.actions() if d.name == name and importable_module(d.fn.__module__) == module]
+        return named[0] if len(named) == 1 else None
 
     def action(self, id: str) -> ActionDef | None:
         """The action a worker runs for steps named `id` (a test's substitute while one is in place)."""

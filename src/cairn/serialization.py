@@ -64,7 +64,12 @@ def to_jsonable(value: Any, what: str) -> Json:
     except (ValueError, RecursionError) as exc:  # pydantic's own depth limit (255), or a cycle
         if isinstance(exc, RecursionError) or "depth" in str(exc):
             raise too_deep(what) from None
-        raise
+        hint = (
+            "bytes are stored as UTF-8 text; encode binary data as base64 text first"
+            if isinstance(exc, UnicodeDecodeError)
+            else "Use JSON types, dataclasses or pydantic models"
+        )
+        raise SerializationError(f"{what} is not JSON-serializable ({type(value).__name__}): {exc}. {hint}.") from None
     _check_plain(data, what)
     return data
 
@@ -284,16 +289,33 @@ def error_to_json(exc: BaseException) -> Json:
     """What is kept of an exception: its type, message and traceback text, and the arguments it
     was made with when they are not just the message (so that `RunIdConflict` or an exception of
     the user's with fields of its own comes back whole)."""
+    try:
+        message = str(exc)
+    except Exception:  # its own __str__ failed (an attribute missing): the arguments it was made with
+        message = BaseException.__str__(exc)
     data: dict[str, Json] = {
         "type": type(exc).__qualname__,
         "module": type(exc).__module__,
-        "message": str(exc),
+        "message": message,
         "traceback": _format_traceback(exc),
     }
     args = _constructor_args(exc)
     if args is not None and args != [data["message"]]:
         data["args"] = args
+    attrs = {k: v for k, v in vars(exc).items() if not k.startswith("_") and _scalar(v)}
+    if attrs:
+        data["attrs"] = attrs
     return data
+
+
+def _scalar(value: Any) -> bool:
+    """A value kept of an exception's attributes: JSON scalars (`code` of `CardError(msg, code=...)`,
+    which its positional arguments do not carry), short enough not to weigh on the error record."""
+    if value is None or isinstance(value, bool | int):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str) and len(value) <= 1000
 
 
 def _constructor_args(exc: BaseException) -> list[Json] | None:
@@ -355,16 +377,38 @@ def error_from_json(data: Json) -> BaseException:
     exc: BaseException
     args = data.get("args")
     if isinstance(cls, type) and issubclass(cls, Exception):
+        attrs = data.get("attrs")
         try:
             exc = cls(*args) if isinstance(args, list) else cls(message)
-        except Exception:
+        except Exception:  # a constructor that wants more (keyword-only arguments): its arguments and attributes
             exc = cls.__new__(cls)
+            exc.args = tuple(args) if isinstance(args, list) else (message,)
+            if isinstance(attrs, dict):
+                vars(exc).update({str(k): v for k, v in attrs.items()})
+        try:
+            str(exc)
+        except Exception:  # its __str__ needs what the record could not carry: it says the recorded message
+            exc = _printable(cls).__new__(_printable(cls))
             exc.args = (message,)
+            if isinstance(attrs, dict):
+                vars(exc).update({str(k): v for k, v in attrs.items()})
     else:
         exc = ActionError(f"{data.get('type')}: {message}", str(data.get("type", "")), tb)
     if tb:
         exc.add_note(f"Original traceback (recorded by Cairn):\n{tb.rstrip()}")
     return exc
+
+
+_PRINTABLE: dict[type[Exception], type[Exception]] = {}
+
+
+def _printable(cls: type[Exception]) -> type[Exception]:
+    """`cls` whose str() is the message recorded for it (an instance of `cls`, of the same name)."""
+    made = _PRINTABLE.get(cls)
+    if made is None:
+        namespace = {"__str__": BaseException.__str__, "__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        made = _PRINTABLE[cls] = type(cls.__name__, (cls,), namespace)
+    return made
 
 
 # --- result payloads (Waymark's helpers: the same names and shapes, JSON instead of protobuf) ---
