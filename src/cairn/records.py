@@ -144,3 +144,6 @@ class ActivationResult:
     pause_reason: str | None = None
     signal_waits: bool = False
     """The workflow still waits for a signal: the commit matches its open waits to buffered signals."""
+    code_version: str | None = None
+    """The version of the code that ran a run's first activation, recorded for a run that has none
+    (one started by name, a child, a schedule's tick)."""

@@ -341,6 +341,27 @@ def _format_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(exc))
 
 
+def error_text(exc: BaseException) -> str:
+    """The error record of `exc` (`error_to_json`) as JSON text that can always be stored, so that a
+    failure is recorded however it was raised. A record over the payload limit (a message quoting a
+    whole response body) or that JSON cannot carry (a NaN among its arguments) keeps the exception's
+    type and the start of its message and traceback: refused, it would leave its step running, to
+    be taken and lost again and again, or its run failing to fail."""
+    data = error_to_json(exc)
+    try:
+        return dumps(data, f"the error record of {type(exc).__qualname__}")
+    except SerializationError:
+        pass
+    keep = max(200, max_payload_bytes() // 32)  # escaped, a character takes at most 12 bytes
+    short = {"type": data["type"], "module": data["module"]}
+    for key in ("message", "traceback"):
+        text = str(data.get(key, ""))
+        if len(text) > keep:
+            text = f"{text[:keep]}... [{len(text) - keep} more characters cut: the error was too big to store]"
+        short[key] = text
+    return _CANONICAL.encode(short)
+
+
 _NEVER_RECORDED = ("NonDeterminismError", "JournalCorrupted", "LeaseLost", "CompletionLost")
 """Cairn's own errors that no action or child run ends with: a step record naming one is forged."""
 

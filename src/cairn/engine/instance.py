@@ -23,7 +23,7 @@ from cairn.engine.runtime import Evicted, Resolution, Runtime, set_thread_runtim
 from cairn.errors import CairnError, NonDeterminismError, SerializationError, WorkflowCancelled
 from cairn.records import ActivationResult, NewStep, RunRow, StepRow
 from cairn.registry import WorkflowDef, instantiate
-from cairn.serialization import dumps, error_to_json, to_jsonable
+from cairn.serialization import dumps, error_text, error_to_json, to_jsonable
 from cairn.types import RunStatus, StepKind, StepStatus
 
 _SYNC_STEP_TIMEOUT = 300.0
@@ -148,9 +148,13 @@ class WorkflowInstance:
             delivered_at=now,
             counts_as_activation=bool(resolutions) or first,
         )
+        self._outcome(result)
+        if result.status.is_terminal:
+            # An activation that ends the run counts, even with nothing delivered: `retry` of a
+            # failed run rewinds exactly the activation that failed it.
+            result.counts_as_activation = True
         if not result.counts_as_activation:
             rt.activation -= 1
-        self._outcome(result)
         return result
 
     def _pause_on_failure(self, resolutions: Sequence[Resolution]) -> ActivationResult | None:
@@ -249,6 +253,16 @@ class WorkflowInstance:
         result.wake_at = min(pending_timers) if pending_timers else None
         main = self.main
         assert main is not None
+        if not main.done() and not rt.pending:
+            # It awaits nothing durable (an asyncio.Event or Future nobody sets): nothing can ever
+            # wake it, and it would wait for ever, silently. It fails saying so; fixed, it can be retried.
+            stuck = CairnError(
+                f"workflow {self.defn.id} (run {self.run_id}) waits for something that is not durable: no "
+                "action, timer, signal or child run is pending, so nothing can ever wake it (an asyncio.Event, "
+                "Queue or Future that nothing sets?). Await only durable calls in a workflow; after a fix, retry"
+            )
+            result.status, result.error, result.wake_at = RunStatus.FAILED, error_text(stuck), None
+            return
         if not main.done():
             busy = any(p.kind in (StepKind.ACTION, StepKind.CHILD) for p in rt.pending.values())
             result.status = RunStatus.RUNNING if busy else RunStatus.WAITING
@@ -267,13 +281,13 @@ class WorkflowInstance:
                 result.result = self.defn.signature.encode_result(main.result())
                 result.status = RunStatus.COMPLETED
             except SerializationError as err:
-                result.status, result.error = RunStatus.FAILED, dumps(error_to_json(err))
+                result.status, result.error = RunStatus.FAILED, error_text(err)
         elif isinstance(exc, WorkflowCancelled):
             result.status, result.error = RunStatus.CANCELLED, dumps(error_to_json(exc))
         elif isinstance(exc, Evicted):
             raise CairnError(f"workflow {self.run_id} was evicted while running")
         else:
-            result.status, result.error = RunStatus.FAILED, dumps(error_to_json(exc))
+            result.status, result.error = RunStatus.FAILED, error_text(exc)
 
     def _properties(self) -> str | None:
         if self.obj is None:

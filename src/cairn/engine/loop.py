@@ -81,7 +81,13 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
                 while self._ready:
                     handle = self._ready.popleft()
                     if not handle._cancelled:
-                        handle._run()
+                        try:
+                            handle._run()
+                        except (SystemExit, KeyboardInterrupt) as exc:
+                            # Raised by workflow code (`sys.exit()`): asyncio lets these two out of a
+                            # task's step after making them the task's outcome. Let out here, they
+                            # would end the worker process, and every worker that took the run next.
+                            self.call_exception_handler({"exception": exc})
         finally:
             self._running = False
             asyncio.events._set_running_loop(outer)

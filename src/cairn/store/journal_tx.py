@@ -102,6 +102,8 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
             {"run_id": run.id, "activation": activation, "after_step": last_seq, "properties": res.properties},
         )
     _finish(tx, commit, activation, now)
+    if res.code_version is not None and run.code_version is None:
+        tx.write("set_code_version", {"id": run.id, "version": res.code_version})
 
 
 def _carry_and_deliver(tx: Tx, commit: Commit, activation: int, now: float) -> None:

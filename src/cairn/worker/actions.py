@@ -10,6 +10,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextvars
+import json
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ from cairn.dependencies import invoke_with_dependencies
 from cairn.errors import ActionAttemptsExhausted, ActionTimeout, UnknownActionError
 from cairn.policies import BackoffPolicy, should_retry
 from cairn.registry import ActionDef, Registry
-from cairn.serialization import dumps, error_to_json
+from cairn.serialization import error_text
 from cairn.store.protocol import ActionClaim, Store
 from cairn.worker.isolate import retire_idle, run_isolated
 from cairn.worker.tracing import RunTraces
@@ -68,6 +69,20 @@ async def record_plainly(store: Store, claim: ActionClaim, outcome: Outcome) -> 
 
 Key = tuple[str, int]
 """An attempt's (run id, step)."""
+
+
+def _stopped(exc: BaseException) -> bool:
+    """Whether `exc` is this worker stopping the attempt (its task cancelled: a stopping worker, a
+    cancelled run) rather than the action's own way of failing. Anything else the action raises,
+    even a BaseException (`sys.exit()` in a library, KeyboardInterrupt, a CancelledError of its
+    own), is the outcome of its attempt: let through, it would end the worker process or leave the
+    step running until its lease ran out, to be claimed and lost again and again."""
+    if isinstance(exc, GeneratorExit):
+        return True
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 class ActionExecutor:
@@ -168,15 +183,17 @@ class ActionExecutor:
                 )
             try:
                 result = await self._traced_attempt(defn, claim, ctx, timeout)
-            except Exception as exc:
+            except BaseException as exc:
+                if _stopped(exc):
+                    raise
+                error = error_text(exc)
                 chosen = bool(options.get("retry_chosen", defn.retry_chosen))
                 if should_retry(policy, exc, claim.attempt - claim.lost, chosen):
                     retry_delay = backoff.delay_for(claim.attempt - claim.lost)
-                    failure = f"{type(exc).__name__}: {exc}"
+                    failure = f"{type(exc).__name__}: {str(json.loads(error)['message'])[:1000]}"
                     ctx.logs.append(f"WARNING attempt {claim.attempt} failed: {failure}; retry in {retry_delay:.2f}s")
-                error = dumps(error_to_json(exc))
         except (UnknownActionError, ActionAttemptsExhausted) as exc:
-            error = dumps(error_to_json(exc))
+            error = error_text(exc)
         return Outcome(result, error, retry_delay, ctx.memory_writes, ctx.logs)
 
     async def _traced_attempt(

@@ -27,7 +27,7 @@ from cairn.engine.runtime import Resolution
 from cairn.errors import CairnError, LeaseLost
 from cairn.records import ActivationResult, NewStep, RunRow
 from cairn.registry import Registry
-from cairn.serialization import dumps, error_to_json
+from cairn.serialization import error_text
 from cairn.store.protocol import ActionClaim, Commit, Completion, RunClaim, Store
 from cairn.types import RunStatus, StepKind, StepStatus
 from cairn.worker.actions import Outcome, record_plainly
@@ -249,14 +249,16 @@ class Runner:
             log.exception("activation of run %s failed", run.id)
             if inst is not None:
                 inst.close()
-            result = ActivationResult(
-                status=RunStatus.FAILED, error=dumps(error_to_json(exc)), counts_as_activation=False
-            )
+            # The failure is this activation's own (it counts): `retry` rewinds just it, so the
+            # results it could not take are delivered again and no recorded step runs twice.
+            result = ActivationResult(status=RunStatus.FAILED, error=error_text(exc))
             inst = None
         except BaseException:  # cancelled (a stopping worker): the run is handed over, its copy dropped
             if inst is not None:
                 inst.close()
             raise
+        if run.activations == 0 and run.code_version is None:  # started where its code was not imported
+            result.code_version = defn.version
         return await self._commit(inst, run, claim.token, result, ())
 
     # --- results of actions this worker ran --------------------------------------------------
@@ -408,9 +410,7 @@ class Runner:
             "names, ids) and retry it once fixed"
         )
         log.error("run %s failed: %s", run.id, reason)
-        failed = ActivationResult(
-            status=RunStatus.FAILED, error=dumps(error_to_json(reason)), counts_as_activation=False
-        )
+        failed = ActivationResult(status=RunStatus.FAILED, error=error_text(reason))  # counts: see above
         commit = Commit(run, token, failed, owner=self._worker_id, lease=self._lease, now=self.now())
         try:
             await self._store.commit_activation(commit)

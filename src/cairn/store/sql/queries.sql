@@ -64,6 +64,10 @@ INSERT INTO cairn_signals (run_id, name, payload, created_at)
 SELECT :run_id, :name, :payload, :now
  WHERE EXISTS (SELECT 1 FROM cairn_runs WHERE id = :run_id AND status NOT IN ('completed', 'failed', 'cancelled'))
 
+-- name: set_code_version
+-- The code a run started on, when whoever started it did not have it (a start by name, a child, a tick).
+UPDATE cairn_runs SET code_version = :version WHERE id = :id AND code_version IS NULL
+
 -- name: wake_run
 UPDATE cairn_runs SET ready_at = :now, updated_at = :now
 WHERE id = :id AND status IN ('pending', 'running', 'waiting')
