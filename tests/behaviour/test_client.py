@@ -232,6 +232,8 @@ def _drive(sync: cairn.SyncClient) -> None:
     again = sync.start(flows.Sequence3, 8, id="sync-1")  # the id exists: nothing started, and it says so
     assert (handle.created, again.created, again.input_differs) == (True, False, True)
     assert [r.id for r in sync.list_runs(workflow=flows.Sequence3)] == ["sync-1"]
+    found = flows.Sequence3.where_id("sync-1", client=sync)  # Zenaton's blocking where_id(...).pause()
+    assert isinstance(found, cairn.SyncRunHandle) and found.result(timeout=10) == 10
 
 
 async def test_the_blocking_client_controls_schedules(client: cairn.Client, db_url: str) -> None:

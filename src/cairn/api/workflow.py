@@ -22,6 +22,7 @@ from cairn.serialization import Signature, dumps
 if TYPE_CHECKING:
     from cairn.client.client import Client
     from cairn.client.handle import RunHandle
+    from cairn.client.sync import SyncClient, SyncRunHandle
 
 T = TypeVar("T")
 
@@ -54,12 +55,19 @@ class Workflow:
             )
         return await call.with_options(retry=retry, backoff=backoff, timeout=timeout)
 
+    @overload
     @classmethod
-    def where_id(cls, id: str, client: Client | None = None) -> RunHandle:
-        """The handle of run `id` (on the default client unless one is given)."""
-        from cairn.client.client import connect
+    def where_id(cls, id: str, client: Client | None = None) -> RunHandle: ...
 
-        return (client or connect()).get(id)
+    @overload
+    @classmethod
+    def where_id(cls, id: str, client: SyncClient) -> SyncRunHandle: ...
+
+    @classmethod
+    def where_id(cls, id: str, client: Client | SyncClient | None = None) -> RunHandle | SyncRunHandle:
+        """The handle of run `id` (on the default client unless one is given; a blocking handle
+        on a blocking client, for scripts)."""
+        return _where_id(id, client)
 
 
 class ChildCall(Coroutine[Any, Any, Any]):
@@ -120,10 +128,20 @@ class WorkflowFunction:
     def __repr__(self) -> str:
         return f"<workflow {self.__cairn_workflow__.id}>"
 
-    def where_id(self, id: str, client: Client | None = None) -> RunHandle:
-        from cairn.client.client import connect
+    @overload
+    def where_id(self, id: str, client: Client | None = None) -> RunHandle: ...
 
-        return (client or connect()).get(id)
+    @overload
+    def where_id(self, id: str, client: SyncClient) -> SyncRunHandle: ...
+
+    def where_id(self, id: str, client: Client | SyncClient | None = None) -> RunHandle | SyncRunHandle:
+        return _where_id(id, client)
+
+
+def _where_id(id: str, client: Client | SyncClient | None) -> RunHandle | SyncRunHandle:
+    from cairn.client.client import connect
+
+    return (client or connect()).get(id)
 
 
 WorkflowRef = type[Workflow] | WorkflowFunction | str
