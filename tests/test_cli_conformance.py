@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,51 @@ def test_runs_at_60_columns_keeps_ids_and_statuses_whole(project: Path) -> None:
     assert "cancelled" in listed.stdout
     lines = listed.stdout.splitlines()[2:]
     assert "".join(line.split()[0] for line in lines if line.strip()).startswith(run_id), listed.stdout
+
+
+KEEPS_A_SECOND = """
+    import os
+    from datetime import timedelta
+
+    import cairn
+
+    cairn.connect(os.environ["FLOWS_DB"], retention=timedelta(seconds=1))  # as a user's app module does
+
+
+    @cairn.workflow
+    async def quick(x: int) -> int:
+        return x
+"""
+
+
+def test_a_worker_keeps_the_retention_its_modules_connect_with(project: Path) -> None:
+    """SPEC 4: `cairn.connect(url, retention=...)` sets how long finished runs are kept; a `cairn
+    worker` process whose modules connect so to its database prunes by it, as an embedded one does."""
+    import cairn
+
+    (project / "keeper.py").write_text(textwrap.dedent(KEEPS_A_SECOND))
+    url = f"sqlite:///{project}/c.db"
+    env = {k: v for k, v in os.environ.items() if k not in ("CAIRN_DATABASE_URL", "CAIRN_RETENTION")}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "cairn", "worker", "keeper", "--db", url],
+        cwd=project,
+        env={**env, "FLOWS_DB": url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with cairn.connect_sync(url) as client:
+            deadline = time.monotonic() + 30  # until the worker has registered its workflow
+            while not any(w.name == "keeper.quick" for w in client.list_workflows()) and time.monotonic() < deadline:
+                assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
+                time.sleep(0.05)
+            handle = client.start("keeper.quick", 7)
+            assert handle.result(timeout=30) == 7
+            deadline = time.monotonic() + 30  # the worker prunes at its heartbeats: poll for the outcome
+            while client.list_runs() and worker.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert client.list_runs() == [], "the finished run was not pruned by the worker's retention"
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)

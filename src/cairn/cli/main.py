@@ -414,7 +414,9 @@ def serve(modules: Sequence[str], options: WorkerOptions, log_level: str, dashbo
 
 async def run_worker(options: WorkerOptions, dashboard: int | None = None) -> int:
     """Run a worker until stopped; with `dashboard` (a port), the web app beside it on 127.0.0.1."""
-    client = cairn.Client(options.db)
+    # The client the user's modules got from `cairn.connect(url, retention=...)` for this database,
+    # if they made one: its settings (retention) are the worker's, as for a worker they embed.
+    client = cairn.connect(options.db)
     try:
         if dashboard is not None:
             return await _with_dashboard(client, dashboard, lambda: run_worker_on(client, options))
