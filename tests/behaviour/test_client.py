@@ -236,6 +236,22 @@ def _drive(sync: cairn.SyncClient) -> None:
     assert isinstance(found, cairn.SyncRunHandle) and found.result(timeout=10) == 10
 
 
+def test_closing_the_blocking_client_leaves_no_task_pending(db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Closed between two reads of its result waiter, the blocking client's loop finishes its tasks
+    (as asyncio.run does) instead of dropping them pending, which asyncio reports as an error."""
+    import gc
+    import logging
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        with cairn.connect_sync(db_url) as sync:
+            handle = sync.start(flows.Sequence3, 1, id="never-served")  # no worker: it stays pending
+            with pytest.raises(TimeoutError):
+                handle.result(timeout=0.05)
+        del sync, handle
+        gc.collect()
+    assert "destroyed but it is pending" not in caplog.text
+
+
 async def test_the_blocking_client_controls_schedules(client: cairn.Client, db_url: str) -> None:
     def drive() -> None:
         with cairn.connect_sync(db_url) as sync:

@@ -33,8 +33,21 @@ class LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        """Stop the loop as `asyncio.run` ends one: its tasks still pending (a result waiter between
+        two reads) are cancelled and finish first, instead of being destroyed pending."""
+        if self._thread.is_alive() and not self.loop.is_closed():
+            self.run(_cancel_tasks())
+            self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
+        if not self._thread.is_alive() and not self.loop.is_closed():
+            self.loop.close()
+
+
+async def _cancel_tasks() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class SyncRunHandle:
