@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from cairn.dependencies import invoke_with_dependencies
+from cairn.engine.loop import workflow_hash
 from cairn.engine.runtime import current_runtime, thread_bridge
 from cairn.errors import NotInWorkflow, ThreadTimeoutWarning
 from cairn.names import check_name, importable_module
@@ -40,7 +41,7 @@ class ActionCall(Coroutine[Any, Any, Any]):
     `Workflow.run_action` can override its policies before it is awaited.
     """
 
-    __slots__ = ("_gen", "args", "backoff", "defn", "kwargs", "retry", "timeout")
+    __slots__ = ("_gen", "_hash", "args", "backoff", "defn", "kwargs", "retry", "timeout")
 
     def __init__(self, defn: ActionDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.defn = defn
@@ -50,6 +51,14 @@ class ActionCall(Coroutine[Any, Any, Any]):
         self.backoff: BackoffPolicy | None = None
         self.timeout: float | None = None
         self._gen: Generator[Any, Any, Any] | None = None
+        self._hash: int | None = None
+
+    def __hash__(self) -> int:
+        """Numbered by the workflow's loop, not by address: calls in a set (`asyncio.as_completed`
+        starts its calls in their set's order) are scheduled in the same order on every replay."""
+        if self._hash is None:
+            self._hash = workflow_hash(self)
+        return self._hash
 
     def with_options(
         self,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from cairn.api.action import ActionCall
 from cairn.engine.lint import check_workflow
+from cairn.engine.loop import workflow_hash
 from cairn.engine.runtime import Runtime, current_runtime, thread_bridge
 from cairn.errors import NotInWorkflow, UnknownWorkflowError
 from cairn.names import check_name, importable_module
@@ -73,7 +74,7 @@ class Workflow:
 class ChildCall(Coroutine[Any, Any, Any]):
     """Awaiting it starts a child run and waits durably for its result."""
 
-    __slots__ = ("_gen", "args", "defn", "kwargs", "run_id")
+    __slots__ = ("_gen", "_hash", "args", "defn", "kwargs", "run_id")
 
     def __init__(self, defn: WorkflowDef, args: tuple[Any, ...], kwargs: dict[str, Any], run_id: str | None) -> None:
         self.defn = defn
@@ -81,6 +82,13 @@ class ChildCall(Coroutine[Any, Any, Any]):
         self.kwargs = kwargs
         self.run_id = run_id
         self._gen: Generator[Any, Any, Any] | None = None
+        self._hash: int | None = None
+
+    def __hash__(self) -> int:
+        """Numbered by the workflow's loop, not by address (see `ActionCall.__hash__`)."""
+        if self._hash is None:
+            self._hash = workflow_hash(self)
+        return self._hash
 
     def __await__(self) -> Generator[Any, Any, Any]:
         rt = _runtime("awaiting a child workflow")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import hashlib
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -56,6 +57,36 @@ class DurableTimerHandle(asyncio.TimerHandle):
         return loop
 
 
+class _NumberedHash:
+    """Hashed by `DeterministicLoop.next_hash` (see there), for the futures and tasks of workflow code."""
+
+    __slots__ = ()
+    _cairn_hash: int  # a slot of each subclass
+
+    def __hash__(self) -> int:
+        try:
+            return self._cairn_hash
+        except AttributeError:
+            self._cairn_hash = workflow_hash(self, self.get_loop())  # type: ignore[misc, attr-defined]
+            return self._cairn_hash
+
+
+class WorkflowFuture(_NumberedHash, asyncio.Future[Any]):
+    __slots__ = ("_cairn_hash",)
+
+
+class WorkflowTask(_NumberedHash, asyncio.Task[Any]):
+    __slots__ = ("_cairn_hash",)
+
+
+def workflow_hash(obj: object, loop: object = None) -> int:
+    """The hash of `obj` (a task, a future, an action or child call) on workflow `loop` (the running
+    one by default): the loop's next (see `next_hash`); its address anywhere else."""
+    if loop is None:
+        loop = asyncio.events._get_running_loop()
+    return loop.next_hash() if isinstance(loop, DeterministicLoop) else object.__hash__(obj)
+
+
 class DeterministicLoop(asyncio.AbstractEventLoop):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -65,6 +96,18 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         self._running = False
         self._exception: BaseException | None = None
         self._tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        self._hash_base = int.from_bytes(hashlib.blake2b(runtime.run_id.encode(), digest_size=7).digest(), "big")
+        self._hashes = 0
+
+    def next_hash(self) -> int:
+        """The hash of the next task, future or call that workflow code hashes. Hashed by address
+        (the default), a set of them iterates in an order that differs from one replay to the next:
+        the `done` set `asyncio.wait` returns, the tasks a TaskGroup cancels, the calls
+        `asyncio.as_completed` starts. Numbered in the order the run first hashes them, they iterate
+        alike on every worker. (The run id seeds the numbers, so that the tasks of the many runs a
+        worker holds do not all collide in asyncio's process-wide set of tasks.)"""
+        self._hashes += 1
+        return hash((self._hash_base, self._hashes))
 
     # --- driving -----------------------------------------------------------------------------
 
@@ -121,10 +164,10 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         return self._time
 
     def create_future(self) -> asyncio.Future[Any]:
-        return asyncio.Future(loop=self)
+        return WorkflowFuture(loop=self)
 
     def create_task(self, coro: Any, *, name: str | None = None, context: Any = None) -> asyncio.Task[Any]:
-        task = asyncio.Task(coro, loop=self, name=name, context=context)
+        task = WorkflowTask(coro, loop=self, name=name, context=context)
         self._tasks.add(task)
         return task
 

@@ -194,7 +194,10 @@ class ActionExecutor:
                     ctx.logs.append(f"WARNING attempt {claim.attempt} failed: {failure}; retry in {retry_delay:.2f}s")
         except (UnknownActionError, ActionAttemptsExhausted) as exc:
             error = error_text(exc)
-        return Outcome(result, error, retry_delay, ctx.memory_writes, ctx.logs)
+        # Memory writes are committed with the action's result: a failed attempt's are dropped, as
+        # those of an attempt retried later always were.
+        writes = ctx.memory_writes if error is None else []
+        return Outcome(result, error, retry_delay, writes, ctx.logs)
 
     async def _traced_attempt(
         self, defn: ActionDef, claim: ActionClaim, ctx: ActionContext, timeout: float | None
