@@ -70,9 +70,15 @@ action_context: contextvars.ContextVar[ActionContext | None] = contextvars.Conte
 )
 
 
+run_context: contextvars.ContextVar[str | None] = contextvars.ContextVar("cairn_run_context", default=None)
+"""The run whose activation is under way: records made by its workflow code, and the worker's own
+about it, carry its id."""
+
+
 LOG_FIELDS = ("cairn_run_id", "cairn_step", "cairn_attempt", "cairn_action", "cairn_action_name")
 """What every log record carries once a worker runs here: the run, step, attempt and action of the
-attempt that logged it (None outside one), for formatters (`%(cairn_run_id)s`) and log shippers."""
+attempt that logged it (None outside one; in a run's workflow code and the worker's lines about
+the run, its run id only), for formatters (`%(cairn_run_id)s`) and log shippers."""
 
 _installed = False
 
@@ -88,7 +94,7 @@ def install_log_fields() -> None:
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = make(*args, **kwargs)
         ctx = action_context.get()
-        record.cairn_run_id = ctx.run_id if ctx else None
+        record.cairn_run_id = ctx.run_id if ctx else run_context.get()
         record.cairn_step = ctx.step if ctx else None
         record.cairn_attempt = ctx.attempt if ctx else None
         record.cairn_action = ctx.action_id if ctx else None

@@ -4,9 +4,10 @@ Off unless opentelemetry-api is installed and the application has set a tracer p
 hook then costs one cached check. On, `client.start` records the caller's trace context (W3C
 trace context, as JSON) with the run, and workers open their spans under it, so a run's
 activations and action attempts join the caller's trace whichever process or host runs them.
-Spans: `cairn.start`, `cairn.activation` (one per activation), `cairn.action` (one per attempt),
-and `cairn.timer`, `cairn.signal`, `cairn.child` (from when the step was scheduled to when its
-outcome was delivered), with `cairn.run_id`, `cairn.workflow`, `cairn.step` and `cairn.attempt`.
+Spans: `cairn.start`, `cairn.run` (the whole run, from its start to its end, recorded by the worker
+that ends it), `cairn.activation` (one per activation), `cairn.action` (one per attempt), and
+`cairn.timer`, `cairn.signal`, `cairn.child` (from when the step was scheduled to when its outcome
+was delivered), with `cairn.run_id`, `cairn.workflow`, `cairn.step` and `cairn.attempt`.
 Rejected: a hard dependency on OpenTelemetry, and spans kept open across activations (a run that
 sleeps for a week would hold one in a worker's memory; workers come and go).
 """
@@ -82,14 +83,20 @@ def span(name: str, trace_context: str | None = None, **attributes: Any) -> Iter
         yield current
 
 
-def record_span(name: str, trace_context: str | None, start: float, end: float, **attributes: Any) -> None:
-    """A span that already happened (a timer, a signal wait, a child), from `start` to `end`."""
+def record_span(
+    name: str, trace_context: str | None, start: float, end: float, *, error: str | None = None, **attributes: Any
+) -> None:
+    """A span that already happened (a run, a timer, a signal wait, a child), from `start` to `end`;
+    with `error`, its status is ERROR with that description."""
     if not enabled():
         return
-    tracer = _trace_api().get_tracer("cairn")
+    trace = _trace_api()
+    tracer = trace.get_tracer("cairn")
     opened = tracer.start_span(
         name, context=_parent(trace_context), start_time=int(start * 1e9), attributes=_attributes(attributes)
     )
+    if error is not None:
+        opened.set_status(trace.Status(trace.StatusCode.ERROR, error))
     opened.end(end_time=int(max(start, end) * 1e9))
 
 

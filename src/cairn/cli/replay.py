@@ -14,7 +14,12 @@ import click
 
 import cairn
 from cairn.cli.main import cli, db_option, echo_json, import_modules, json_flag, run, with_client
+from cairn.records import RunRow, StepRow
+from cairn.store.protocol import RunFilters
 from cairn.types import RunStatus
+
+PAGE = 500
+"""Runs read at a time: journals are replayed page by page, so any number of runs fits in memory."""
 
 
 @cli.command()
@@ -28,10 +33,12 @@ from cairn.types import RunStatus
     show_default=True,
     help="Replay completed runs only, or every run that has recorded steps (runs in flight too).",
 )
-@click.option("--limit", type=click.IntRange(1, 10_000), default=1000, show_default=True, help="Most recent runs.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, metavar="N", help="Only the N most recent runs (default: all)."
+)
 @json_flag
 def replay(
-    modules: tuple[str, ...], db: str | None, workflow: str | None, status: str, limit: int, as_json: bool
+    modules: tuple[str, ...], db: str | None, workflow: str | None, status: str, limit: int | None, as_json: bool
 ) -> None:
     """Replay recorded runs against the code in MODULE... without running actions or writing anything;
     print each run that diverges (step, recorded call, new call) and exit 1 if any does."""
@@ -53,20 +60,33 @@ def replay(
         raise SystemExit(code)
 
 
-async def _replay(client: cairn.Client, workflow: str | None, status: str, limit: int, as_json: bool) -> int:
+async def _replay(client: cairn.Client, workflow: str | None, status: str, limit: int | None, as_json: bool) -> int:
     from cairn.cli import render
     from cairn.registry import registry
-    from cairn.worker.replay import check_runs
+    from cairn.worker.replay import ReplayReport, check_runs
 
-    wanted = RunStatus.COMPLETED if status == "completed" else None
-    rows = [r for r in await client.list_runs(status=wanted, workflow=workflow, limit=limit) if r.activations > 0]
-    journals = []
+    filters = RunFilters(status=RunStatus.COMPLETED.value if status == "completed" else None, workflow=workflow)
+    report, read, after = ReplayReport(), 0, None
     out = render.console(stderr=True)
-    with out.status(f"reading {len(rows)} journals") as progress:
-        for i, row in enumerate(rows, 1):
-            journals.append((row, await client.store.list_steps(row.id)))
-            progress.update(f"reading journals: {i}/{len(rows)}")
-    report = check_runs(registry, journals)
+    with out.status("reading journals") as progress:
+        while limit is None or read < limit:
+            size = PAGE if limit is None else min(PAGE, limit - read)
+            page = await client.store.runs_page(filters, True, after, size)
+            if not page:
+                break
+            read += len(page)
+            after = (page[-1].created_at, page[-1].id)
+            journals: list[tuple[RunRow, list[StepRow]]] = []
+            for row in page:
+                if row.activations > 0:
+                    journals.append((row, await client.store.list_steps(row.id)))
+            found = check_runs(registry, journals)
+            report.replayed += found.replayed
+            report.divergences += found.divergences
+            report.skipped.update(found.skipped)
+            progress.update(f"replaying journals: {read} runs read, {len(report.divergences)} diverge")
+            if len(page) < size:
+                break
     if as_json:
         echo_json(_report_json(report))
     else:
@@ -78,7 +98,7 @@ async def _replay(client: cairn.Client, workflow: str | None, status: str, limit
         click.echo(
             f"cairn replay: {len(report.replayed)} runs replayed{skipped}, {len(report.divergences)} diverge", err=True
         )
-    if not as_json and len(rows) == limit:
+    if not as_json and limit is not None and read == limit:
         click.echo(f"note: only the {limit} most recent runs were read (--limit)", err=True)
     return 0 if report.ok else 1
 

@@ -11,7 +11,7 @@ async with environment() as env:
 
 from __future__ import annotations
 
-from cairn.testing.environment import Environment, Replacement, environment
+from cairn.testing.environment import Environment, EnvironmentStalled, Replacement, environment
 from cairn.testing.replay import ReplayReport, replay
 
-__all__ = ["Environment", "Replacement", "ReplayReport", "environment", "replay"]
+__all__ = ["Environment", "EnvironmentStalled", "Replacement", "ReplayReport", "environment", "replay"]

@@ -6,6 +6,15 @@ Whenever the worker has nothing in hand and nothing is due, so that every run is
 timer (a durable sleep, a signal wait's timeout, an action's retry backoff), the clock jumps to
 the next one. Nothing outside the environment sees that clock. Rejected: patching `time.time`
 or the engine (it would move the test runner's clock too, and test Cairn with parts replaced).
+
+`env.sleep(d)` moves the clock from one due time to the next within `d` (timers, retries and
+schedule ticks), letting the worker finish what each one starts, as `d` of real time would.
+A result awaited with no timeout while nothing in the environment can move (no work in hand,
+nothing due: every run waits for a signal with no timeout, or is paused) fails after
+`stall_timeout` seconds with `EnvironmentStalled`, naming what the run waits for, instead of
+waiting for ever. Replacements (`replace_action`) belong to their environment: its worker reads
+the process registry through an overlay of its own, so environments open at once never see each
+other's fakes.
 """
 
 from __future__ import annotations
@@ -25,8 +34,12 @@ from typing import Any, ParamSpec, TypeVar
 
 from cairn.api.action import ActionFunction
 from cairn.client.client import Client
+from cairn.client.waiter import ResultWaiter, Waiters
 from cairn.clock import SkippingClock
-from cairn.registry import ActionDef, registry
+from cairn.errors import CairnError
+from cairn.records import RunRow
+from cairn.registry import ActionDef, Registry, registry
+from cairn.store.protocol import Store
 from cairn.worker.worker import Worker
 
 P = ParamSpec("P")
@@ -36,12 +49,33 @@ log = logging.getLogger("cairn.testing")
 
 _IDLE_WAIT = 30.0
 """How long `Environment.sleep` waits for the work in hand to finish before moving time on."""
+_STUCK_STEPS = 100
+"""`Environment.sleep` jumps to its end once the worker says this many times in a row that work is
+due now after taking all it could (work it cannot take: it would never move the clock)."""
+_STALL_POLL = 0.1
+"""How often a result wait with no timeout checks whether anything in the environment can still move."""
+_FRESH_IDLE = 3.0
+"""How recent the worker's last report of having nothing in hand must be to count (it reports at
+least once a second while idle)."""
+
+
+class EnvironmentStalled(CairnError, TimeoutError):
+    """A result awaited with no timeout in a test environment cannot come: nothing in the
+    environment can move the run (it waits for a signal with no timeout, is paused, ...)."""
 
 
 class Environment:
     """What `async with environment() as env:` gives: `env.client`, `env.now()`, `env.sleep()`..."""
 
-    def __init__(self, client: Client, worker: Worker, clock: SkippingClock, time_skipping: bool) -> None:
+    def __init__(
+        self,
+        client: Client,
+        worker: Worker,
+        clock: SkippingClock,
+        time_skipping: bool,
+        actions: Registry | None = None,
+        stall_timeout: float | None = None,
+    ) -> None:
         self.client = client
         """A client of the environment's database (`await env.client.run(Wf, ...)`)."""
         self.worker = worker
@@ -54,7 +88,18 @@ class Environment:
         """How much logical time was skipped so far (automatically and by `sleep`)."""
         self._replacements: list[Replacement] = []
         """The replacements in place, each taken out when its block ends or the environment exits."""
+        self._actions = actions if actions is not None else registry
+        """The registry the worker runs actions from: the process's, with this environment's fakes."""
+        self.stall_timeout = stall_timeout
+        """Seconds a result awaited with no timeout waits while nothing can move before it fails
+        with `EnvironmentStalled` (None: for ever)."""
         self._closed = False
+        self._sleeping = False
+        """`sleep` is moving the clock: the worker does not skip on its own meanwhile."""
+        self._settled: asyncio.Future[float | None] | None = None
+        """Resolved by the worker's next report of having nothing in hand (see `_settle`)."""
+        self._last_idle: tuple[float, float | None] | None = None
+        """(when, seconds until its next work) of the worker's last report of having nothing in hand."""
 
     @property
     def url(self) -> str:
@@ -65,35 +110,106 @@ class Environment:
         return datetime.fromtimestamp(self.clock.now(), tz=UTC)
 
     async def sleep(self, duration: timedelta | float) -> None:
-        """Move logical time on by `duration` at once (timers that fall due fire). The work the
-        worker has in hand is let finish first: time does not jump under a running action."""
+        """Move logical time on by `duration`, as if that much time passed: the clock goes from one
+        due time to the next (timers, signal timeouts, retries, schedule ticks), and the worker
+        finishes what each one starts before it moves again, so that a run sleeping an hour three
+        times over is done after `env.sleep(timedelta(hours=3))`. Time never jumps under work in
+        hand (a running action); on return, what fell due by then has been done."""
         seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
         if seconds < 0:
             raise ValueError(f"env.sleep takes a duration of 0 or more, got {duration!r}")
-        deadline = time.monotonic() + _IDLE_WAIT
-        pause = 0.001
-        while self.worker.in_flight:
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"env.sleep: the worker still has {self.worker.in_flight} activations or actions in hand "
-                    f"after {_IDLE_WAIT:.0f}s; time is moved on only when they are done"
-                )
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.05)
-        self._advance(seconds)
-        await self.worker.fire_schedules()  # the ticks passed have started their runs on return
+        target = self.clock.now() + seconds
+        self._sleeping = True
+        stuck = 0  # steps in a row that would not move the clock: work due that this worker cannot take
+        try:
+            while stuck < _STUCK_STEPS:
+                tick_in = await self.worker.fire_schedules()  # the ticks due now start their runs
+                due_in = await self._settle()
+                due = [d for d in (due_in, tick_in) if d is not None]
+                step = min(due) if due else None
+                if step is None or self.clock.now() + step > target:
+                    break
+                stuck = stuck + 1 if step <= 0 else 0
+                self._advance(max(step, 0.0))
+            skipped = self.clock.advance_to(target)
+            self.skipped += timedelta(seconds=skipped)
+            await self.worker.fire_schedules()
+            await self._settle()
+        finally:
+            self._sleeping = False
+            self.worker.wake()  # time skipping, if on, goes on from here
+
+    async def _settle(self) -> float | None:
+        """Wake the worker and wait until it has taken and done all the work due now; the seconds
+        until its next work falls due (None: none will)."""
+        settled: asyncio.Future[float | None] = asyncio.get_running_loop().create_future()
+        self._settled = settled
         self.worker.wake()
+        try:
+            async with asyncio.timeout(_IDLE_WAIT):
+                return await settled
+        except TimeoutError:
+            raise TimeoutError(
+                f"env.sleep: the worker still has {self.worker.in_flight} activations or actions in hand "
+                f"after {_IDLE_WAIT:.0f}s; time is moved on only when they are done"
+            ) from None
+        finally:
+            self._settled = None
 
     def _advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
         self.skipped += timedelta(seconds=seconds)
 
-    def _on_idle(self, due_in: float) -> float:
-        """The worker is idle and its next work falls due in `due_in` seconds: skip to it."""
+    def _on_idle(self, due_in: float | None) -> float | None:
+        """The worker has nothing in hand and its next work falls due in `due_in` seconds (None:
+        none will): tell a `sleep` waiting for that, else skip to it when time skipping is on."""
+        self._last_idle = (time.monotonic(), due_in)
+        if self._settled is not None and not self._settled.done():
+            self._settled.set_result(due_in)
+        if self._sleeping or not self.time_skipping or due_in is None:
+            return due_in
         if due_in > 0:
             log.debug("time skipping: every run waits on a timer; moving the clock on by %.3fs", due_in)
             self._advance(due_in)
         return 0.0
+
+    def _can_move(self) -> bool:
+        """Whether anything in the environment may still move: work in hand or due (a timer's time
+        comes, by skipping or as time passes), a `sleep` under way, or no recent word from the worker."""
+        last = self._last_idle
+        if self._sleeping or self.worker.in_flight or last is None or last[1] is not None:
+            return True
+        return time.monotonic() - last[0] > _FRESH_IDLE
+
+    async def _stalled(self, run_id: str, timeout: float) -> None:
+        """Raise `EnvironmentStalled` once the run has not changed for `timeout` seconds during
+        which nothing in the environment could move it."""
+        since, seen = time.monotonic(), None
+        while True:
+            await asyncio.sleep(_STALL_POLL)
+            if self._can_move():
+                since, seen = time.monotonic(), None
+                continue
+            try:
+                row = await self.client.store.get_run(run_id)
+            except Exception:  # the wait itself says what became of the run
+                continue
+            state = None if row is None else (row.status, row.activations, row.updated_at)
+            if state is None or state != seen:
+                since, seen = time.monotonic(), state
+                continue
+            if row is not None and time.monotonic() - since >= timeout:
+                raise EnvironmentStalled(await self._why_stalled(row, timeout))
+
+    async def _why_stalled(self, row: RunRow, timeout: float) -> str:
+        steps = await self.client.store.list_steps(row.id)
+        waits = [f"{s.kind.value} {s.name!r}" for s in steps if not s.status.is_resolved]
+        on = f"; it waits for: {', '.join(waits)}" if waits else ""
+        return (
+            f"run {row.id} ({row.workflow}) is {row.status.value} and nothing in the test environment can move it "
+            f"(no work in hand, no timer, retry or schedule tick due) for {timeout:g}s{on}. Send what it waits for "
+            "(handle.signal(...)), resume it, or await its result with a timeout"
+        )
 
     def replace_action(self, action: ActionFunction[P, R], fake: Callable[P, R]) -> Replacement:
         """Run `fake` instead of `action` on the environment's worker, from this call until the
@@ -107,7 +223,7 @@ class Environment:
             raise RuntimeError("replace_action on an environment that has exited: the replacement would outlive it")
         defn = _action_def(action)
         check_same_signature(defn, fake)
-        replacement = Replacement(dataclasses.replace(defn, fn=fake, isolate=False))
+        replacement = Replacement(dataclasses.replace(defn, fn=fake, isolate=False), self._actions)
         self._replacements.append(replacement)
         return replacement
 
@@ -123,11 +239,11 @@ class Replacement:
     substitution, which stacks). As a `with` block, it is taken out at the block's end; otherwise
     when the environment exits (or on `restore()`)."""
 
-    def __init__(self, defn: ActionDef) -> None:
+    def __init__(self, defn: ActionDef, actions: Registry = registry) -> None:
         self.defn = defn
         """The action's definition with the fake as its function."""
         self._in_place = contextlib.ExitStack()
-        self._in_place.enter_context(registry.substituted(defn))
+        self._in_place.enter_context(actions.substituted(defn))
 
     def restore(self) -> None:
         """Take this replacement out now (a no-op when it is out already)."""
@@ -138,6 +254,61 @@ class Replacement:
 
     def __exit__(self, *exc: object) -> None:
         self.restore()
+
+
+class _Overlay(Registry):
+    """The process registry as one environment's worker reads it: the same definitions, schedules
+    and queues (shared, live), with substitutes of its own."""
+
+    def __init__(self, base: Registry) -> None:
+        super().__init__()
+        self._defs = base._defs
+        self._schedules = base._schedules
+        self._queues = base._queues
+        self._lock = base._lock
+
+    def action(self, id: str) -> ActionDef | None:
+        layers = self._substitutes.get(id)
+        return layers[-1] if layers else registry.action(id)
+
+
+class _Waiter(ResultWaiter):
+    """A result waiter that, for waits with no timeout, fails with `EnvironmentStalled` when
+    nothing in the environment can move the run any more."""
+
+    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop, env: Environment) -> None:
+        super().__init__(store, loop)
+        self._env = env
+
+    async def wait(self, run_id: str, timeout: float | None, created: bool = False) -> RunRow:
+        stall = self._env.stall_timeout
+        if timeout is not None or stall is None:
+            return await super().wait(run_id, timeout, created)
+        waiting = asyncio.ensure_future(super().wait(run_id, None, created))
+        watching = asyncio.ensure_future(self._env._stalled(run_id, stall))
+        try:
+            await asyncio.wait([waiting, watching], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiting, watching):
+                task.cancel()
+            await asyncio.gather(waiting, watching, return_exceptions=True)
+        if not waiting.cancelled():
+            return waiting.result()
+        watching.result()  # raises EnvironmentStalled
+        raise AssertionError("unreachable: the stall watch ends only by raising")
+
+
+class _Waiters(Waiters):
+    def __init__(self, store: Store, env: Environment) -> None:
+        super().__init__(store)
+        self._env = env
+
+    def here(self) -> ResultWaiter:
+        loop = asyncio.get_running_loop()
+        found = self._by_loop.get(loop)
+        if found is None:
+            found = self._by_loop[loop] = _Waiter(self._store, loop, self._env)
+        return found
 
 
 def _action_def(action: Any) -> ActionDef:
@@ -195,10 +366,18 @@ def _type_name(t: Any) -> str:
 
 @contextlib.asynccontextmanager
 async def environment(
-    url: str | None = None, *, time_skipping: bool = True, concurrency: int = 16, lease: float = 10.0
+    url: str | None = None,
+    *,
+    time_skipping: bool = True,
+    concurrency: int = 16,
+    lease: float = 10.0,
+    stall_timeout: float | None = 5.0,
 ) -> AsyncIterator[Environment]:
     """A temporary SQLite database (or the database at `url`), a client and an in-process worker
-    that serves every workflow and action registered in this process, with time skipping."""
+    that serves every workflow and action registered in this process, with time skipping.
+    `stall_timeout`: seconds a result awaited with no timeout waits while nothing in the
+    environment can move the run (it waits for a signal with no timeout, is paused...) before
+    it fails with `EnvironmentStalled` (None: wait for ever)."""
     tmp: str | None = None
     if url is None:
         tmp = tempfile.mkdtemp(prefix="cairn-env-")
@@ -209,10 +388,11 @@ async def environment(
     env: Environment | None = None
     try:
         await client.store.open()
-        worker = Worker(client, concurrency=concurrency, lease=lease, poll_interval=0.05)
-        env = Environment(client, worker, clock, time_skipping)
-        if time_skipping:
-            worker.on_idle = env._on_idle
+        actions = _Overlay(registry)
+        worker = Worker(client, concurrency=concurrency, lease=lease, poll_interval=0.05, registry=actions)
+        env = Environment(client, worker, clock, time_skipping, actions, stall_timeout)
+        client.waiters = _Waiters(client.store, env)
+        worker.on_idle = env._on_idle
         async with worker:
             yield env
     finally:

@@ -22,12 +22,13 @@ from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from cairn import telemetry
+from cairn.action_context import run_context
 from cairn.engine.instance import WorkflowInstance
 from cairn.engine.runtime import Resolution
 from cairn.errors import CairnError, LeaseLost
 from cairn.records import ActivationResult, NewStep, RunRow
 from cairn.registry import Registry
-from cairn.serialization import error_text
+from cairn.serialization import error_text, loads
 from cairn.store.protocol import ActionClaim, Commit, Completion, RunClaim, Store
 from cairn.types import RunStatus, StepKind, StepStatus
 from cairn.worker.actions import Outcome, record_plainly
@@ -43,6 +44,31 @@ class Entry:
     """The run's lease token as our last commit left it."""
     run: RunRow
     """The run as our last commit left it (activations, status)."""
+
+
+def _log_outcome(run: RunRow, result: ActivationResult) -> None:
+    """Say what a committed activation decided about the run: a failure or a pause on error as a
+    warning, other news at DEBUG (a line per run would flood a busy worker's log)."""
+    if result.status == RunStatus.FAILED:
+        log.warning("run %s (%s) failed: %s", run.id, run.workflow, _error_summary(result.error))
+    elif result.status == RunStatus.PAUSED and result.error is not None:
+        log.warning("run %s (%s) paused on error: %s", run.id, run.workflow, _error_summary(result.error))
+    elif log.isEnabledFor(logging.DEBUG):
+        if run.activations == 0:
+            log.debug("run %s (%s) started", run.id, run.workflow)
+        if result.status.is_terminal or result.status == RunStatus.PAUSED:
+            log.debug("run %s (%s) %s", run.id, run.workflow, result.status.value)
+
+
+def _error_summary(error: str | None) -> str:
+    """`Type: message` of a recorded error."""
+    try:
+        data = loads(error)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return str(error)
+    return f"{data.get('type', 'Error')}: {data.get('message', '')}"
 
 
 class InstanceCache:
@@ -201,7 +227,11 @@ class Runner:
     async def _run_claimed(self, claim: RunClaim) -> None:
         self._clock_offset = claim.now - self._store.clock.now()
         async with self._exclusive(claim.run.id):
-            await self._activate_and_commit(claim)
+            logged = run_context.set(claim.run.id)  # log records made meanwhile carry the run's id
+            try:
+                await self._activate_and_commit(claim)
+            finally:
+                run_context.reset(logged)
 
     async def _activate_and_commit(self, claim: RunClaim) -> bool:
         """Activate a claimed run and commit; whether the commit landed. With tracing on, in a span
@@ -213,8 +243,16 @@ class Runner:
         for row in claim.batch:
             if row.kind in (StepKind.TIMER, StepKind.SIGNAL, StepKind.CHILD):
                 end = row.completed_at or claim.now
-                attrs = {"run_id": run.id, "workflow": run.workflow, "step": row.seq, "step_name": row.name}
-                telemetry.record_span(f"cairn.{row.kind.value}", trace, row.created_at, end, **attrs)
+                telemetry.record_span(
+                    f"cairn.{row.kind.value}",
+                    trace,
+                    row.created_at,
+                    end,
+                    run_id=run.id,
+                    workflow=run.workflow,
+                    step=row.seq,
+                    step_name=row.name,
+                )
         activation = run.activations + 1
         with telemetry.span("cairn.activation", trace, run_id=run.id, workflow=run.workflow, activation=activation):
             return await self._activate_and_commit_now(claim)
@@ -274,7 +312,11 @@ class Runner:
         if len(box) > 1:
             return  # a drain for this run is already on its way and will take this result too
         async with self._exclusive(claim.run_id):
-            await self._drain(claim.run_id)
+            logged = run_context.set(claim.run_id)  # as in _run_claimed
+            try:
+                await self._drain(claim.run_id)
+            finally:
+                run_context.reset(logged)
 
     async def _drain(self, run_id: str) -> None:
         while items := self._mailbox.pop(run_id, []):
@@ -367,6 +409,9 @@ class Runner:
         except BaseException:
             self._abandon(inst, births)
             raise
+        _log_outcome(run, result)
+        if result.status.is_terminal and telemetry.enabled():
+            await self._record_run_span(run, result)
         if inst is None:
             return True
         if result.status == RunStatus.RUNNING and not draining:
@@ -381,6 +426,22 @@ class Runner:
                 ActionClaim(run.id, step.seq, step.name, step.args or "{}", 1, step.options, step.queue), memory
             )
         return True
+
+    async def _record_run_span(self, run: RunRow, result: ActivationResult) -> None:
+        """The run's span, from its creation to the end this worker just recorded (a span is never
+        kept open across activations: a run may sleep for a week, on any worker)."""
+        trace = (await self.traces.of(run.id))[1]
+        telemetry.record_span(
+            "cairn.run",
+            trace,
+            run.created_at,
+            self.now(),
+            error=_error_summary(result.error) if result.status == RunStatus.FAILED else None,
+            run_id=run.id,
+            workflow=run.workflow,
+            status=result.status.value,
+            activations=run.activations + (1 if result.counts_as_activation else 0),
+        )
 
     def _timeout(self, run: RunRow) -> float | None:
         defn = self._registry.workflow(run.workflow)

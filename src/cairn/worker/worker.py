@@ -134,9 +134,10 @@ class Worker:
         """When this worker started, by the database's clock: a schedule tick due since then is
         late, not missed (`catchup="none"` drops only ticks that fell due while no worker was up)."""
         self.failure: BaseException | None = None
-        self.on_idle: Callable[[float], float] | None = None
-        """Called when this worker has nothing in hand and its next work falls due in the given
-        seconds; returns how long to wait instead. A test environment skips its clock ahead there."""
+        self.on_idle: Callable[[float | None], float | None] | None = None
+        """Called when this worker has nothing in hand, with the seconds until its next work falls
+        due (None: nothing will fall due); returns how long to wait instead. A test environment
+        skips its clock ahead there, and learns that the work due so far is done."""
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -351,7 +352,7 @@ class Worker:
                 due_in = None
             # Otherwise all that was claimable has been taken, and new work brings a wake-up (set
             # since the clear above); timers and retries fall due at `due_in`.
-            if due_in is not None and self.on_idle is not None and not self._tasks and not self._wakeup.is_set():
+            if self.on_idle is not None and not self._tasks and not self._wakeup.is_set():
                 due_in = self.on_idle(due_in)
             poll = self._safety_poll()
             await self._wait(poll if due_in is None else min(poll, due_in + 0.001))
@@ -507,6 +508,8 @@ class Worker:
             self._attempt_tasks.pop(t, None)
             if not self._tasks:
                 self._drained.set()
+                if self.on_idle is not None:  # it learns of the idleness now, not a poll later
+                    self._wakeup.set()
             release()
             self._recheck_passed_over()
             if not t.cancelled() and t.exception() is not None:
