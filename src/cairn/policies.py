@@ -38,22 +38,30 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class BackoffPolicy:
-    """Delay before attempt n+1: base_delay * multiplier**(n-1), capped, with optional full jitter."""
+    """Delay before attempt n+1: base_delay * multiplier**(n-1), capped, with optional full jitter.
+    Delays in seconds or as `timedelta`s (kept as seconds)."""
 
-    base_delay: float = 1.0
+    base_delay: float | timedelta = 1.0
     multiplier: float = 2.0
-    max_delay: float = 60.0
+    max_delay: float | timedelta = 60.0
     jitter: bool = True
 
     def __post_init__(self) -> None:
-        if self.base_delay < 0 or self.max_delay < 0 or self.multiplier < 1:
+        for name in ("base_delay", "max_delay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float | timedelta):
+                raise TypeError(f"BackoffPolicy.{name} is seconds or a timedelta, got {value!r}")
+            if isinstance(value, timedelta):
+                object.__setattr__(self, name, value.total_seconds())
+        if _seconds(self.base_delay) < 0 or _seconds(self.max_delay) < 0 or self.multiplier < 1:
             raise ValueError(
                 "BackoffPolicy needs base_delay >= 0, max_delay >= 0 and multiplier >= 1, got "
                 f"{self.base_delay}, {self.max_delay}, {self.multiplier}"
             )
 
     def delay_for(self, attempt: int, rng: random.Random | None = None) -> float:
-        raw = min(self.max_delay, self.base_delay * self.multiplier ** max(0, attempt - 1))
+        base, cap = _seconds(self.base_delay), _seconds(self.max_delay)
+        raw = min(cap, base * self.multiplier ** max(0, attempt - 1))
         if not self.jitter:
             return raw
         return (rng or random).uniform(raw / 2, raw)
@@ -69,6 +77,10 @@ class BackoffPolicy:
     @classmethod
     def from_json(cls, data: Json) -> BackoffPolicy:
         return cls(**data)
+
+
+def _seconds(value: float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 def should_retry(policy: Json, exc: BaseException, attempt: int, chosen: bool) -> bool:
