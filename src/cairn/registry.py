@@ -79,15 +79,16 @@ class WorkflowDef:
         """A start's arguments, validated against the signature and encoded, before anything is written."""
         return self.signature.validate_input(args, kwargs)
 
-    def derive_id(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
-        """The run id a class derives from its input with `id(self, *args, **kwargs)` (Zenaton), if any."""
+    def derive_id(self, encoded: str) -> str | None:
+        """The run id a class derives from its `encoded` input with `id(self, *args, **kwargs)`
+        (Zenaton), if any; given the arguments decoded as the run will get them (a start by name, the
+        CLI or HTTP give JSON: a dict for a model)."""
         if not self.is_class:
             return None
         id_fn = getattr(self.target, "id", None)
         if id_fn is None or not callable(id_fn):
             return None
-        # As the run will get them: a start by name, the CLI or HTTP give JSON (a dict for a model).
-        args, kwargs = self.signature.decode_args(self.signature.encode_args(args, kwargs))
+        args, kwargs = self.signature.decode_args(encoded)
         if self.init_input:  # Zenaton's `def id(self)`, on the object made from the input
             value = id_fn(self.target(*args, **kwargs))
         else:

@@ -289,14 +289,10 @@ def error_to_json(exc: BaseException) -> Json:
     """What is kept of an exception: its type, message and traceback text, and the arguments it
     was made with when they are not just the message (so that `RunIdConflict` or an exception of
     the user's with fields of its own comes back whole)."""
-    try:
-        message = str(exc)
-    except Exception:  # its own __str__ failed (an attribute missing): the arguments it was made with
-        message = BaseException.__str__(exc)
     data: dict[str, Json] = {
         "type": type(exc).__qualname__,
         "module": type(exc).__module__,
-        "message": message,
+        "message": error_message(exc),
         "traceback": _format_traceback(exc),
     }
     args = _constructor_args(exc)
@@ -306,6 +302,25 @@ def error_to_json(exc: BaseException) -> Json:
     if attrs:
         data["attrs"] = attrs
     return data
+
+
+def error_message(exc: BaseException) -> str:
+    """`str(exc)`, or the arguments it was made with when its own `__str__` fails (an attribute
+    missing): an error is always said."""
+    try:
+        return str(exc)
+    except Exception:
+        return BaseException.__str__(exc)
+
+
+def error_summary(error: Json) -> str | None:
+    """`Type: message` of a recorded error (`error_to_json`'s shape), or None for a value not of
+    that shape (what the CLI, the pages and the worker's log say of a failed step or run)."""
+    if not isinstance(error, dict) or ("type" not in error and "message" not in error):
+        return None
+    kind = str(error.get("type") or "Error")
+    message = str(error.get("message") or "")
+    return f"{kind}: {message}" if message else kind
 
 
 def _scalar(value: Any) -> bool:

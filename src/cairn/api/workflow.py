@@ -93,7 +93,7 @@ class ChildCall(Coroutine[Any, Any, Any]):
     def __await__(self) -> Generator[Any, Any, Any]:
         rt = _runtime("awaiting a child workflow")
         args = self.defn.signature.encode_args(self.args, self.kwargs)
-        child_id = self.run_id or self.defn.derive_id(self.args, self.kwargs) or f"{rt.run_id}:{rt.next_seq}"
+        child_id = self.run_id or self.defn.derive_id(args) or f"{rt.run_id}:{rt.next_seq}"
         fut = rt.wait_for_child(child_id, self.defn.id, args, {}, self.defn.signature.decode_result, self.defn.queue)
         return (yield from fut)
 

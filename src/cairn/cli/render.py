@@ -19,7 +19,7 @@ from rich.text import Text
 
 from cairn.client.handle import RunEvent, StepInfo
 from cairn.records import RunRow
-from cairn.serialization import loads
+from cairn.serialization import error_summary, loads
 from cairn.store.protocol import WorkerInfo
 from cairn.types import RunStatus, StepStatus
 
@@ -110,11 +110,8 @@ def format_args(args: Any) -> str:
 
 def format_error(error: Any) -> str:
     """`Type: message` from a recorded error (`{"type", "message", ...}`), else its JSON."""
-    if isinstance(error, dict) and ("type" in error or "message" in error):
-        kind = str(error.get("type") or "Error")
-        message = str(error.get("message") or "")
-        return f"{kind}: {message}" if message else kind
-    return compact_json(error)
+    summary = error_summary(error)
+    return compact_json(error) if summary is None else summary
 
 
 def error_traceback(error: Any) -> str:

@@ -80,10 +80,7 @@ async def _replay(client: cairn.Client, workflow: str | None, status: str, limit
             for row in page:
                 if row.activations > 0:
                     journals.append((row, await client.store.list_steps(row.id)))
-            found = check_runs(registry, journals)
-            report.replayed += found.replayed
-            report.divergences += found.divergences
-            report.skipped.update(found.skipped)
+            check_runs(registry, journals, report)
             progress.update(f"replaying journals: {read} runs read, {len(report.divergences)} diverge")
             if len(page) < size:
                 break

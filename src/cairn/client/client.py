@@ -111,7 +111,7 @@ class Client:
         defn = _local_definition(workflow)
         if defn is not None:
             encoded = defn.encode_input(args, kwargs)  # validated before anything is written
-            derived = id if id is not None else defn.derive_id(args, kwargs)
+            derived = id if id is not None else defn.derive_id(encoded)
             name, default_queue, version = defn.id, defn.queue, defn.version
         else:
             info = await self._remote_definition(str(workflow))

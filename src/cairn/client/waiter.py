@@ -167,5 +167,9 @@ class Waiters:
         loop = asyncio.get_running_loop()
         found = self._by_loop.get(loop)
         if found is None:
-            found = self._by_loop[loop] = ResultWaiter(self._store, loop)
+            found = self._by_loop[loop] = self._waiter(loop)
         return found
+
+    def _waiter(self, loop: asyncio.AbstractEventLoop) -> ResultWaiter:
+        """The waiter of a loop that has none yet (a test environment's waits watch for a stall)."""
+        return ResultWaiter(self._store, loop)

@@ -303,12 +303,8 @@ class _Waiters(Waiters):
         super().__init__(store)
         self._env = env
 
-    def here(self) -> ResultWaiter:
-        loop = asyncio.get_running_loop()
-        found = self._by_loop.get(loop)
-        if found is None:
-            found = self._by_loop[loop] = _Waiter(self._store, loop, self._env)
-        return found
+    def _waiter(self, loop: asyncio.AbstractEventLoop) -> ResultWaiter:
+        return _Waiter(self._store, loop, self._env)
 
 
 def _action_def(action: Any) -> ActionDef:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cairn.client.handle import StepInfo
+from cairn.serialization import error_summary
 from cairn.web.security import MASK, is_secret_key, redact
 
 MAX_LANES = 40
@@ -58,9 +59,7 @@ def fmt_duration(seconds: float | None) -> str:
 def error_text(error: Any) -> str:
     """`Type: message` of a recorded error."""
     if isinstance(error, dict):
-        kind = str(error.get("type") or "Error")
-        message = str(error.get("message") or "")
-        return f"{kind}: {message}" if message else kind
+        return error_summary(error) or "Error"
     return "" if error is None else compact(error, 400)
 
 

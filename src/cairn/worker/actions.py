@@ -10,7 +10,6 @@ import asyncio
 import collections
 import concurrent.futures
 import contextvars
-import json
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -23,7 +22,7 @@ from cairn.dependencies import invoke_with_dependencies
 from cairn.errors import ActionAttemptsExhausted, ActionTimeout, UnknownActionError
 from cairn.policies import BackoffPolicy, should_retry
 from cairn.registry import ActionDef, Registry
-from cairn.serialization import error_text
+from cairn.serialization import error_message, error_text
 from cairn.store.protocol import ActionClaim, Store
 from cairn.worker.isolate import retire_idle, run_isolated
 from cairn.worker.tracing import RunTraces
@@ -190,7 +189,7 @@ class ActionExecutor:
                 chosen = bool(options.get("retry_chosen", defn.retry_chosen))
                 if should_retry(policy, exc, claim.attempt - claim.lost, chosen):
                     retry_delay = backoff.delay_for(claim.attempt - claim.lost)
-                    failure = f"{type(exc).__name__}: {str(json.loads(error)['message'])[:1000]}"
+                    failure = f"{type(exc).__name__}: {error_message(exc)[:1000]}"
                     ctx.logs.append(f"WARNING attempt {claim.attempt} failed: {failure}; retry in {retry_delay:.2f}s")
         except (UnknownActionError, ActionAttemptsExhausted) as exc:
             error = error_text(exc)

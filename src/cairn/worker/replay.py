@@ -107,9 +107,12 @@ def _unfinished(run: RunRow, inst: WorkflowInstance) -> Divergence | None:
     return Divergence(run.id, run.workflow, None, recorded, attempted, err)
 
 
-def check_runs(registry: Registry, journals: Sequence[tuple[RunRow, Sequence[StepRow]]]) -> ReplayReport:
-    """Replay each (run, steps) whose workflow is registered; the others are skipped, with why."""
-    report = ReplayReport()
+def check_runs(
+    registry: Registry, journals: Sequence[tuple[RunRow, Sequence[StepRow]]], report: ReplayReport | None = None
+) -> ReplayReport:
+    """Replay each (run, steps) whose workflow is registered; the others are skipped, with why. Into
+    `report` when given (journals read page by page), else a new one."""
+    report = ReplayReport() if report is None else report
     for run, steps in journals:
         defn = registry.workflow(run.workflow)
         if defn is None:

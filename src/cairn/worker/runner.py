@@ -28,7 +28,7 @@ from cairn.engine.runtime import Resolution
 from cairn.errors import CairnError, LeaseLost
 from cairn.records import ActivationResult, NewStep, RunRow
 from cairn.registry import Registry
-from cairn.serialization import error_text, loads
+from cairn.serialization import error_summary, error_text, loads
 from cairn.store.protocol import ActionClaim, Commit, Completion, RunClaim, Store
 from cairn.types import RunStatus, StepKind, StepStatus
 from cairn.worker.actions import Outcome, record_plainly
@@ -61,14 +61,11 @@ def _log_outcome(run: RunRow, result: ActivationResult) -> None:
 
 
 def _error_summary(error: str | None) -> str:
-    """`Type: message` of a recorded error."""
+    """`Type: message` of a recorded error (its text when it is not one)."""
     try:
-        data = loads(error)
+        return error_summary(loads(error)) or str(error)
     except ValueError:
-        data = None
-    if not isinstance(data, dict):
         return str(error)
-    return f"{data.get('type', 'Error')}: {data.get('message', '')}"
 
 
 class InstanceCache:

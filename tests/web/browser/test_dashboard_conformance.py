@@ -12,11 +12,11 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, expect
 
 import cairn
 from cairn import Workflow, action, workflow
-from tests.web.browser.conftest import dashboard, launch
+from tests.web.browser.conftest import dashboard
 
 pytestmark = pytest.mark.timeout(120)
 MODULE = __name__
@@ -70,16 +70,6 @@ def base_url(db_url: str) -> Iterator[str]:
 def api(base_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=base_url, timeout=30) as h:
         yield h
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = launch(p)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _watched(browser: Browser) -> tuple[Page, list[str]]:
