@@ -78,3 +78,71 @@ async def joins_twice_at_once(key: str) -> list[int]:
 async def awaits_one_id_twice_at_once(key: str) -> list[int]:
     child_id = f"{key}-kid"
     return list(await asyncio.gather(cairn.child(kid_waits, 5, id=child_id), cairn.child(kid_waits, 5, id=child_id)))
+
+
+# --- a parent that stops waiting for a child it awaited: the child is cancelled with the wait ---
+
+
+@workflow
+async def gives_up_on_kid(key: str) -> str:
+    try:
+        return str(await asyncio.wait_for(cairn.child(kid_waits, 1, id=f"{key}-kid"), timeout=0.3))
+    except TimeoutError:
+        return "gave up"
+
+
+@workflow
+async def middle(key: str) -> int:
+    return int(await cairn.child(kid_waits, 2, id=f"{key}-grandkid"))
+
+
+@workflow
+async def gives_up_on_family(key: str) -> str:
+    try:
+        return str(await asyncio.wait_for(cairn.child(middle, key, id=f"{key}-kid"), timeout=0.3))
+    except TimeoutError:
+        return "gave up"
+
+
+@workflow
+async def cancels_kid_task(key: str) -> str:
+    task = asyncio.create_task(cairn.child(kid_waits, 1, id=f"{key}-kid"))
+    await cairn.wait_for_signal("stop")
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        return "stopped"
+    return "not stopped"
+
+
+@workflow
+async def leaves_kid_task(key: str) -> str:
+    """Ends while a task still awaits its child: the child goes with it (as a Temporal child under
+    the default parent close policy); `start_child` is the way to leave one running."""
+    waiting = asyncio.create_task(cairn.child(kid_waits, 1, id=f"{key}-kid"))
+    await cairn.wait_for_signal("stop")
+    return "left" if not waiting.done() else "not left"
+
+
+@workflow
+async def gives_up_on_detached_kid(key: str) -> str:
+    handle = cairn.start_child(kid_waits, 1, id=f"{key}-kid")
+    try:
+        return str(await asyncio.wait_for(handle.result(), timeout=0.3))
+    except TimeoutError:
+        return "still going"
+
+
+@workflow
+async def kid_naps(seconds: float) -> int:
+    await cairn.sleep(seconds)
+    return 1
+
+
+@workflow
+async def races_kid(key: str, nap: float, patience: float) -> str:
+    try:
+        return str(await asyncio.wait_for(cairn.child(kid_naps, nap, id=f"{key}-kid"), timeout=patience))
+    except TimeoutError:
+        return "gave up"

@@ -79,20 +79,17 @@ def wait_for_signal(name: str, timeout: float | timedelta | None = None) -> Any:
 
 
 def send_signal(run_id: str, name: str, payload: Any = None) -> Any:
-    """Send a signal to another run: recorded as a step inside a workflow, direct outside one."""
+    """Send a signal to another run: recorded as a step inside a workflow, direct outside one.
+    Either way, a run that does not exist is RunNotFound and one that has finished is
+    IllegalTransition where the send is awaited: a signal is never dropped unseen."""
     check_name(run_id, "run id")
     check_name(name, "signal name")
     rt = current_runtime()
     if rt is not None:
-        rt.send_signal(run_id, name, payload)
-        return _durable(_done())
+        return _durable(rt.send_signal(run_id, name, payload))
     from cairn.client.client import connect
 
     return connect().get(run_id).signal(name, payload)
-
-
-async def _done() -> None:
-    return None
 
 
 def child(wf: Any, *args: Any, id: str | None = None, **kwargs: Any) -> Any:

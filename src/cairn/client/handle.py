@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cairn.errors import JournalCorrupted, RunNotFound, WorkflowCancelled, WorkflowTimeout
+from cairn.errors import JournalCorrupted, RunNotFound, WorkflowCancelled
 from cairn.names import check_name, storable
 from cairn.records import RunRow
 from cairn.registry import registry
@@ -104,7 +104,7 @@ class RunHandle:
             if row.status == RunStatus.CANCELLED:
                 raise WorkflowCancelled(f"run {self.id} was cancelled") from None
             raise JournalCorrupted(self.id, None, row.error, str(exc)) from None
-        if row.status == RunStatus.CANCELLED and not isinstance(error, WorkflowTimeout):
+        if row.status == RunStatus.CANCELLED and not isinstance(error, WorkflowCancelled):
             raise WorkflowCancelled(f"run {self.id} was cancelled")  # however the cancel was recorded
         raise error
 

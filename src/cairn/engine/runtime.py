@@ -279,9 +279,11 @@ class Runtime:
     def memory_keys(self) -> list[str]:
         return sorted(self.memory)
 
-    def send_signal(self, run_id: str, name: str, payload: Any) -> None:
+    def send_signal(self, run_id: str, name: str, payload: Any) -> asyncio.Future[Any]:
+        """A send, scheduled as it is called (awaited or not, it is sent with this activation's
+        commit); the future says whether it was delivered (RunNotFound, IllegalTransition)."""
         args = dumps({"run_id": run_id, "payload": payload}, f"payload of signal {name!r}")
-        self.immediate(StepKind.SEND_SIGNAL, name, args, lambda: None)
+        return self.schedule(StepKind.SEND_SIGNAL, name, args)
 
     # --- end of an activation ---------------------------------------------------------------
 

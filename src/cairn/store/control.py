@@ -83,11 +83,13 @@ def resume(tx: Tx, run_id: str) -> RunStatus:
     return RunStatus.RUNNING
 
 
-def cancel(tx: Tx, run_id: str) -> RunStatus:
+def cancel(tx: Tx, run_id: str, why: str | None = None) -> RunStatus:
+    """Cancel the run (`why`, when given, says who stopped it and is part of its error)."""
     run = _lock(tx, run_id)
     if not decide("cancel", run_id, run.status):
         return run.status
-    return _cancel(tx, run, WorkflowCancelled(f"run {run_id} was cancelled"), tx.now())
+    message = f"run {run_id} was cancelled" + (f": {why}" if why else "")
+    return _cancel(tx, run, WorkflowCancelled(message), tx.now())
 
 
 def time_out(tx: Tx, run_id: str, timeout: float) -> RunStatus:

@@ -11,11 +11,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from cairn.errors import CairnError, LeaseLost, RunIdConflict, RunNotFound
+from cairn.errors import CairnError, IllegalTransition, LeaseLost, RunIdConflict, RunNotFound
 from cairn.records import NewRun, NewStep, RunRow, StepRow
 from cairn.serialization import error_to_json
 from cairn.store.base import WORK, Tx, run_row
 from cairn.store.protocol import ActionClaim, Commit, Completion
+from cairn.transitions import decide
 from cairn.types import RunStatus, StepKind, StepStatus
 
 ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
@@ -60,13 +61,18 @@ def event(tx: Tx, run_id: str, what: str, now: float, step: int | None = None, /
     tx.add_event({"run_id": run_id, "now": now, "kind": what, "step": step, "detail": detail or None})
 
 
-def signal(tx: Tx, run_id: str, name: str, payload: str | None, now: float) -> bool:
+def signal(tx: Tx, run_id: str, name: str, payload: str | None, now: float) -> None:
+    """Buffer a signal for its run and wake it: from outside (`handle.signal`) or from a workflow
+    (`cairn.send_signal`). RunNotFound when there is no such run, IllegalTransition when it has
+    finished; nothing is sent then."""
     if tx.execute("insert_signal", {"run_id": run_id, "name": name, "payload": payload, "now": now}) != 1:
-        return False
+        row = tx.one("get_run", {"id": run_id})
+        if row is not None:
+            decide("signal", run_id, run_row(row).status)  # it has finished
+        raise RunNotFound(f"no run with id {run_id!r}; the signal {name!r} was not sent")
     tx.write("wake_run", {"id": run_id, "now": now})
     event(tx, run_id, "signal.received", now, name=name)
     tx.notify(WORK)
-    return True
 
 
 def commit_activation(tx: Tx, commit: Commit) -> None:
@@ -89,8 +95,7 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
         if step.kind == StepKind.MEMORY:
             _write_memory(tx, run.id, step.seq, [(step.name, step.args or "null")], now)
     for seq in res.cancelled:
-        if tx.execute("cancel_step", {"run_id": run.id, "seq": seq, "now": now, "activation": activation}):
-            event(tx, run.id, "step.cancelled", now, seq)
+        _cancel_step(tx, run, seq, activation, now)
     if res.signal_waits and res.status in ACTIVE:
         # After this commit's new waits and cancellations, before it says when the run is next
         # ready: a signal that arrived since the claim resolves its wait, which leaves the run due.
@@ -104,6 +109,25 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
     _finish(tx, commit, activation, now)
     if res.code_version is not None and run.code_version is None:
         tx.write("set_code_version", {"id": run.id, "version": res.code_version})
+
+
+def _cancel_step(tx: Tx, run: RunRow, seq: int, activation: int, now: float) -> None:
+    """A step the workflow stopped waiting for (a timeout, a cancelled task, or the run ended). A
+    child it waited for (`cairn.child`, not one started with `start_child`) is cancelled with it,
+    as Temporal cancels a child whose awaiting scope is cancelled: else it would run on with no
+    one to take its result."""
+    row = tx.one("cancel_step", {"run_id": run.id, "seq": seq, "now": now, "activation": activation})
+    if row is None:
+        return
+    event(tx, run.id, "step.cancelled", now, seq)
+    kind, options = row
+    if kind != StepKind.CHILD or (options is not None and json.loads(options).get("join")):
+        return
+    child = tx.one("awaited_child", {"parent_id": run.id, "seq": seq})
+    if child is not None:
+        from cairn.store import control  # control builds on this module: imported when needed
+
+        control.cancel(tx, str(child[0]), f"its parent {run.id} stopped waiting for it (step {seq})")
 
 
 def _carry_and_deliver(tx: Tx, commit: Commit, activation: int, now: float) -> None:
@@ -267,9 +291,22 @@ def _insert_step(
 
 
 def _send_signal(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
-    """`cairn.send_signal` in the workflow: buffered for its target in the same commit."""
+    """`cairn.send_signal` in the workflow: buffered for its target in the same commit, and the
+    step resolved with the outcome, which the workflow's await takes in its next activation (a
+    target that does not exist or has finished is RunNotFound or IllegalTransition there)."""
     data = json.loads(step.args or "{}")
-    signal(tx, str(data["run_id"]), step.name, json.dumps(data.get("payload"), sort_keys=True), now)
+    result: str | None = "null"
+    error: str | None = None
+    try:
+        signal(tx, str(data["run_id"]), step.name, json.dumps(data.get("payload"), sort_keys=True), now)
+    except (RunNotFound, IllegalTransition) as exc:
+        result, error = None, json.dumps(error_to_json(exc))
+        event(tx, run.id, "step.failed", now, step.seq, error=str(exc))
+    else:
+        event(tx, run.id, "step.completed", now, step.seq)
+    status = StepStatus.COMPLETED if error is None else StepStatus.FAILED
+    params = {"run_id": run.id, "seq": step.seq, "now": now, "status": status, "result": result, "error": error}
+    tx.write("resolve_parent_step", params)
 
 
 _STEP_EFFECTS: dict[StepKind, Callable[[Tx, RunRow, NewStep, float], None]] = {}

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from cairn.clock import Clock
-from cairn.errors import LeaseLost
+from cairn.errors import LeaseLost, RunNotFound
 from cairn.names import storable
 from cairn.queues import QueueSpec
 from cairn.records import NewRun, RunRow, StepRow
@@ -37,7 +37,6 @@ from cairn.store.protocol import (
     WorkerInfo,
     WorkflowInfo,
 )
-from cairn.transitions import decide
 from cairn.types import RunStatus
 
 log = logging.getLogger("cairn.store")
@@ -213,16 +212,11 @@ class SqlStore:
         return [(int(a), str(p)) for a, p in rows]
 
     async def send_signal(self, run_id: str, name: str, payload: str) -> bool:
-        def tx_fn(tx: Tx) -> bool:
-            now = tx.now()
-            if journal_tx.signal(tx, run_id, name, payload, now):
-                return True
-            row = tx.one("get_run", {"id": run_id})
-            if row is not None:
-                decide("signal", run_id, run_row(row).status)  # IllegalTransition: it has finished
+        try:
+            await self.db.transaction(lambda tx: journal_tx.signal(tx, run_id, name, payload, tx.now()))
+        except RunNotFound:
             return False
-
-        return await self.db.transaction(tx_fn)
+        return True
 
     async def list_events(self, run_id: str) -> list[EventRow]:
         rows = await self.db.transaction(lambda tx: tx.all("list_events", {"run_id": run_id}), write=False)

@@ -108,9 +108,11 @@ SELECT x.run_id, x.seq, x.kind, x.name, x.args, x.status, x.result, x.delivered_
 FROM {rows} x
 
 -- name: cancel_step
+-- A step the workflow stopped waiting for; its kind and options say whether a child is to be stopped.
 UPDATE cairn_steps
 SET status = 'cancelled', completed_at = :now, delivered_in = 0, lease_owner = NULL, cancelled_in = :activation
 WHERE run_id = :run_id AND seq = :seq AND status IN ('scheduled', 'running')
+RETURNING kind, options
 
 -- name: upsert_memory
 -- rows: run_id text, key text, value text, step integer, now double precision; last wins on run_id, key
@@ -332,6 +334,12 @@ WHERE run_id = :run_id AND activation <= :k
 
 -- name: child_of_step
 SELECT id FROM cairn_runs WHERE parent_id = :parent_id AND parent_seq = :seq
+
+-- name: awaited_child
+-- The child a parent's step waits for while it is still going (a child started with start_child
+-- has no parent step: it is not the parent's to stop).
+SELECT id FROM cairn_runs
+WHERE parent_id = :parent_id AND parent_seq = :seq AND status IN ('pending', 'running', 'waiting', 'paused')
 
 
 -- name: due_needs

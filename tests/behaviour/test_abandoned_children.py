@@ -1,0 +1,105 @@
+"""A child the parent awaited (`cairn.child`) is cancelled when the parent stops waiting for it: a
+timeout around the wait, a cancelled task, or the parent ending while a task still awaits it. A
+child started with `cairn.start_child` is the parent's to leave running: giving up on a join of it
+stops nothing. Both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+import cairn
+from cairn import RunStatus, StepKind, StepStatus
+from tests import child_flows as cf
+from tests.conftest import eventually
+from tests.helpers import status_is
+
+pytestmark = [pytest.mark.usefixtures("worker"), pytest.mark.timeout(180)]
+
+
+async def _cancelled_because(kid: cairn.RunHandle, parent: str) -> None:
+    await eventually(lambda: status_is(kid, RunStatus.CANCELLED), what=f"{kid.id} cancelled")
+    with pytest.raises(cairn.WorkflowCancelled, match=f"its parent {parent} stopped waiting for it"):
+        await kid.result(timeout=5)
+
+
+async def test_a_timeout_around_a_child_cancels_the_child(client: cairn.Client) -> None:
+    handle = await client.start(cf.gives_up_on_kid, "a1", id="a1")
+    assert await handle.result(timeout=15) == "gave up"
+    kid = client.get("a1-kid")
+    await _cancelled_because(kid, "a1")
+    assert "cancelled" in [e.kind for e in await kid.events()]
+    with pytest.raises(cairn.IllegalTransition):  # a signal to it now is refused, not buffered forever
+        await kid.signal("go", 1)
+
+
+async def test_the_cancelled_childs_own_children_go_with_it(client: cairn.Client) -> None:
+    handle = await client.start(cf.gives_up_on_family, "a2", id="a2")
+    grandkid = client.get("a2-grandkid")
+    assert await handle.result(timeout=15) == "gave up"
+    await _cancelled_because(client.get("a2-kid"), "a2")
+    await eventually(lambda: status_is(grandkid, RunStatus.CANCELLED), what="the grandchild cancelled")
+
+
+@pytest.mark.parametrize(
+    ("flow", "ends_with"),
+    [
+        pytest.param(cf.cancels_kid_task, "stopped", id="the-task-awaiting-it-cancelled"),
+        pytest.param(cf.leaves_kid_task, "left", id="the-parent-ending-while-a-task-awaits-it"),
+    ],
+)
+async def test_a_child_awaited_in_a_task_goes_with_the_wait(client: cairn.Client, flow: object, ends_with: str) -> None:
+    key = f"a-{ends_with}"
+    handle = await client.start(flow, key, id=key)
+    kid = client.get(f"{key}-kid")
+    await eventually(lambda: status_is(kid, RunStatus.WAITING), what="the child going")
+    await handle.signal("stop")
+    assert await handle.result(timeout=15) == ends_with
+    await _cancelled_because(kid, key)
+
+
+async def test_giving_up_on_a_join_leaves_a_child_started_without_waiting_running(client: cairn.Client) -> None:
+    handle = await client.start(cf.gives_up_on_detached_kid, "a5", id="a5")
+    assert await handle.result(timeout=15) == "still going"
+    kid = client.get("a5-kid")
+    assert await kid.status() == RunStatus.WAITING
+    await kid.signal("go", 2)
+    assert await kid.result(timeout=15) == 12
+
+
+async def test_children_racing_their_parents_patience_never_outlive_an_abandoned_wait(client: cairn.Client) -> None:
+    """1,000 parents each wait for a child that naps for about as long as the parent is willing to wait,
+    so the child's end and the parent's timeout commit in either order or at once. Every parent
+    ends; a parent that took the result has a completed child; a child the parent gave up on was
+    cancelled, or had ended before the parent gave up (it never runs on after that)."""
+    rng = random.Random(17)
+    n = 1000
+    handles = [
+        await client.start(cf.races_kid, f"r{i}", rng.uniform(0.0, 0.05), rng.uniform(0.0, 1.0), id=f"r{i}")
+        for i in range(n)
+    ]
+    results = await asyncio.gather(*(h.result(timeout=120) for h in handles))
+    assert set(results) <= {"1", "gave up"}, set(results)
+    kids = [client.get(f"r{i}-kid") for i in range(n)]
+
+    async def settled() -> bool:
+        statuses = await asyncio.gather(*(k.status() for k in kids))
+        return all(s in (RunStatus.COMPLETED, RunStatus.CANCELLED) for s in statuses)
+
+    await eventually(settled, timeout=60, what="every child ended")
+    statuses = await asyncio.gather(*(k.status() for k in kids))
+    journals = await asyncio.gather(*(h.steps() for h in handles))
+    outcomes: dict[str, int] = {}
+    for result, status, steps in zip(results, statuses, journals, strict=True):
+        (wait,) = [s for s in steps if s.kind == StepKind.CHILD]
+        # The child's end resolved the parent's wait (it ended first), or the parent's giving up
+        # cancelled the wait and, in the same commit, the child: never one without the other.
+        expected = {StepStatus.COMPLETED: RunStatus.COMPLETED, StepStatus.CANCELLED: RunStatus.CANCELLED}
+        assert status == expected[wait.status], (wait, status)
+        if result == "1":
+            assert wait.status == StepStatus.COMPLETED
+        key = f"{result}, child {status.value}"
+        outcomes[key] = outcomes.get(key, 0) + 1
+    assert outcomes.get("1, child completed") and outcomes.get("gave up, child cancelled"), outcomes
