@@ -41,6 +41,17 @@ async def act_on_each_done(n: int) -> list[str]:
     return [await label(f"after-{task.result()}") for task in done]
 
 
+async def label_twice(key: str) -> str:
+    """A plain coroutine of the workflow's own (hashed by address, unlike an action call)."""
+    return await label(await label(key))
+
+
+@workflow
+async def first_come_first_served_helpers(n: int) -> list[str]:
+    """`asyncio.as_completed` over the workflow's own coroutines, each scheduling two actions."""
+    return [await next_done for next_done in asyncio.as_completed([label_twice(f"h{i}") for i in range(n)])]
+
+
 @workflow
 async def first_come_first_served(n: int) -> list[str]:
     """`asyncio.as_completed` starts the calls it is given in the order of a set of them."""

@@ -58,6 +58,16 @@ async def test_as_completed_over_action_calls_replays_identically(client: cairn.
 
 
 @pytest.mark.usefixtures("rebuilding_worker")
+async def test_as_completed_over_the_workflows_own_coroutines_replays_identically(client: cairn.Client) -> None:
+    # Coroutine objects hash by address: as_completed would start them in another order on each
+    # replay, numbering their steps differently; they start in the order they were given.
+    for _ in range(3):
+        handle, steps = await _ended(client, flows.first_come_first_served_helpers, 8)
+        assert sorted(await handle.result(timeout=5)) == [f"h{i}" for i in range(8)]
+        assert [s.args["value"] for s in steps][:8] == [f"h{i}" for i in range(8)]
+
+
+@pytest.mark.usefixtures("rebuilding_worker")
 async def test_compensations_of_a_failed_task_group_replay_identically(client: cairn.Client) -> None:
     for _ in range(3):
         handle, steps = await _ended(client, flows.compensate_on_failure, 6)

@@ -87,8 +87,25 @@ def workflow_hash(obj: object, loop: object = None) -> int:
     return loop.next_hash() if isinstance(loop, DeterministicLoop) else object.__hash__(obj)
 
 
+_as_completed = asyncio.tasks.as_completed
+
+
+def _as_completed_in_order(fs: Any, *, timeout: float | None = None) -> Any:
+    """`asyncio.as_completed`, which starts what it is given in the order of `set(fs)`: for the
+    workflow's own coroutines (hashed by address) an order that differs from one replay to the
+    next, numbering their steps differently. On a workflow's loop they are made tasks first, in
+    the order given (tasks, like action calls, hash by the run's numbering); elsewhere unchanged.
+    Code that bound `from asyncio import as_completed` before Cairn was imported keeps the original."""
+    loop = asyncio.events._get_running_loop()
+    if isinstance(loop, DeterministicLoop) and not (asyncio.isfuture(fs) or asyncio.iscoroutine(fs)):
+        fs = [asyncio.ensure_future(f) for f in dict.fromkeys(fs)]
+    return _as_completed(fs, timeout=timeout)
+
+
 class DeterministicLoop(asyncio.AbstractEventLoop):
     def __init__(self, runtime: Runtime) -> None:
+        if asyncio.as_completed is _as_completed:
+            asyncio.as_completed = asyncio.tasks.as_completed = _as_completed_in_order
         self.runtime = runtime
         self._ready: collections.deque[asyncio.Handle] = collections.deque()
         self._time = 0.0
