@@ -10,15 +10,27 @@ from cairn.errors import ActionTimeout, TransientError
 from cairn.types import Json
 
 DEFAULT_RETRY_ON: tuple[type[BaseException], ...] = (TransientError, ConnectionError, TimeoutError)
+"""What an action with no policy of its own retries: only what is transient by nature (Oryonix's
+rule); any other exception reaches the workflow after the first attempt."""
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How many attempts an action gets and which exceptions earn another one."""
+    """How many attempts an action gets and which exceptions earn another one.
+
+    A policy given by hand retries any `Exception` unless told otherwise (`retry_on`,
+    `non_retryable`), as a retry policy does in Temporal, DBOS and Waymark: `RetryPolicy(attempts=3)`
+    means three attempts at whatever fails. Only the default an action gets when it is given no
+    policy (`RetryPolicy.default()`) is limited to transient errors."""
 
     attempts: int = 5
-    retry_on: tuple[type[BaseException], ...] = DEFAULT_RETRY_ON
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
     non_retryable: tuple[type[BaseException], ...] = field(default=())
+
+    @classmethod
+    def default(cls) -> RetryPolicy:
+        """The policy of an action given none: 5 attempts at transient errors only."""
+        return cls(attempts=5, retry_on=DEFAULT_RETRY_ON)
 
     def __post_init__(self) -> None:
         if self.attempts < 1:

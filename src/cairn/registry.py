@@ -288,7 +288,7 @@ def plain_action(fn: Callable[..., Any], id: str, name: str) -> ActionDef:
         name=name,
         description=(fn.__doc__ or "").strip(),
         timeout=None,
-        retry=RetryPolicy(),
+        retry=RetryPolicy.default(),
         retry_chosen=False,
         backoff=BackoffPolicy(),
         queue="default",

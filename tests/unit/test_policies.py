@@ -31,3 +31,29 @@ def test_backoff_delays_may_be_timedeltas_kept_as_seconds() -> None:
 def test_a_bad_backoff_says_which_field_is_wrong(kwargs: dict[str, object], error: type[Exception], says: str) -> None:
     with pytest.raises(error, match=says):
         cairn.BackoffPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_policy_given_by_hand_retries_any_exception_up_to_its_attempts() -> None:
+    """`RetryPolicy(attempts=3)` is three attempts at whatever fails, as in Temporal, DBOS and
+    Waymark (`[retry: 3]` caught all exceptions); the default of an action given none retries
+    only transient errors."""
+    policy = cairn.RetryPolicy(attempts=3)
+    assert policy.should_retry(ValueError("bad"), 1) and policy.should_retry(KeyError("k"), 2)
+    assert not policy.should_retry(ValueError("bad"), 3)  # the third attempt was the last
+    default = cairn.RetryPolicy.default()
+    assert not default.should_retry(ValueError("bad"), 1, chosen=False)
+    assert default.should_retry(ConnectionError("reset"), 1, chosen=False)
+    assert default.should_retry(cairn.TransientError("again"), 4, chosen=False)
+
+
+def test_retry_on_and_non_retryable_narrow_a_policy_along_the_exception_classes() -> None:
+    class Throttled(ConnectionError):
+        pass
+
+    narrowed = cairn.RetryPolicy(attempts=4, retry_on=(ConnectionError,), non_retryable=(Throttled,))
+    assert narrowed.should_retry(ConnectionResetError("reset"), 1)  # a subclass of what it retries
+    assert not narrowed.should_retry(Throttled("slow down"), 1)  # excluded, though a ConnectionError
+    assert not narrowed.should_retry(ValueError("bad"), 1)
+    everything_but = cairn.RetryPolicy(non_retryable=(ValueError,))
+    assert everything_but.should_retry(RuntimeError("boom"), 1)
+    assert not everything_but.should_retry(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"), 1)

@@ -244,7 +244,7 @@ def action(
             name=name or f.__name__,
             description=description if description is not None else (f.__doc__ or "").strip(),
             timeout=seconds(timeout, f"timeout of action {action_id}"),
-            retry=retry or RetryPolicy(),
+            retry=retry or RetryPolicy.default(),
             retry_chosen=retry is not None,
             backoff=backoff or BackoffPolicy(),
             queue=queue_id,
