@@ -146,3 +146,20 @@ async def races_kid(key: str, nap: float, patience: float) -> str:
         return str(await asyncio.wait_for(cairn.child(kid_naps, nap, id=f"{key}-kid"), timeout=patience))
     except TimeoutError:
         return "gave up"
+
+
+BROKEN = {"on": True}
+
+
+@action(retry=cairn.RetryPolicy(attempts=1))
+def fragile(x: int) -> int:
+    if BROKEN["on"]:
+        raise RuntimeError(f"fragile is broken for {x}")
+    return x
+
+
+@workflow
+async def fails_beside_a_kid(key: str) -> list[int]:
+    """Fails while a child it awaits is still going: a retry after the fix must get the child's
+    result, whether the child ended before the retry or after it."""
+    return list(await asyncio.gather(cairn.child(kid_waits, 1, id=f"{key}-kid"), fragile(2)))

@@ -103,3 +103,26 @@ async def test_children_racing_their_parents_patience_never_outlive_an_abandoned
         key = f"{result}, child {status.value}"
         outcomes[key] = outcomes.get(key, 0) + 1
     assert outcomes.get("1, child completed") and outcomes.get("gave up, child cancelled"), outcomes
+
+
+@pytest.mark.parametrize("kid_ends", ["before the retry", "after the retry"])
+async def test_a_failed_parent_retried_takes_the_result_of_the_child_it_awaited(
+    client: cairn.Client, kid_ends: str
+) -> None:
+    """A failed run can be retried: the child it awaited is not cancelled by the failure, and its
+    result reaches the retried parent whether the child ends before the retry or after."""
+    cf.BROKEN["on"] = True
+    key = "f-" + kid_ends.split()[0]
+    handle = await client.start(cf.fails_beside_a_kid, key, id=key)
+    kid = client.get(f"{key}-kid")
+    with pytest.raises(RuntimeError, match="fragile is broken"):
+        await handle.result(timeout=15)
+    await eventually(lambda: status_is(kid, RunStatus.WAITING), what="the child going on")
+    cf.BROKEN["on"] = False  # the fix is deployed
+    if kid_ends == "before the retry":
+        await kid.signal("go", 5)
+        assert await kid.result(timeout=15) == 15
+    await handle.retry()
+    if kid_ends == "after the retry":
+        await kid.signal("go", 5)
+    assert await handle.result(timeout=15) == [15, 2]

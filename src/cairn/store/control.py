@@ -132,6 +132,11 @@ def retry(tx: Tx, run_id: str) -> RunStatus:
     diverged = run.status == RunStatus.PAUSED and run.pause_reason != "error"
     failed = [] if diverged else tx.all("failed_steps", {"run_id": run_id, "k": keep})
     _rewind(tx, run_id, keep, now)
+    # A child whose wait the rewind opened again and that ended meanwhile (its end found the wait
+    # cancelled by the failure) hands its outcome over now: no end of it is still to come.
+    for (child_id,) in tx.all("ended_children_of_open_steps", {"run_id": run_id}):
+        ended = _lock(tx, str(child_id))
+        resolve_parent(tx, ended, ended.status, ended.result, ended.error, now)
     for seq, kind, _options in failed:
         tx.execute("reset_step", {"run_id": run_id, "seq": seq, "now": now})
         if kind == StepKind.CHILD:

@@ -94,8 +94,10 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
     for step in res.new_steps:
         if step.kind == StepKind.MEMORY:
             _write_memory(tx, run.id, step.seq, [(step.name, step.args or "null")], now)
+    # A failed run may be retried: the children it awaited go on and hand their results to the retry.
+    abandons = res.status not in (RunStatus.FAILED, RunStatus.PAUSED)
     for seq in res.cancelled:
-        _cancel_step(tx, run, seq, activation, now)
+        _cancel_step(tx, run, seq, activation, now, abandons)
     if res.signal_waits and res.status in ACTIVE:
         # After this commit's new waits and cancellations, before it says when the run is next
         # ready: a signal that arrived since the claim resolves its wait, which leaves the run due.
@@ -111,17 +113,17 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
         tx.write("set_code_version", {"id": run.id, "version": res.code_version})
 
 
-def _cancel_step(tx: Tx, run: RunRow, seq: int, activation: int, now: float) -> None:
-    """A step the workflow stopped waiting for (a timeout, a cancelled task, or the run ended). A
-    child it waited for (`cairn.child`, not one started with `start_child`) is cancelled with it,
-    as Temporal cancels a child whose awaiting scope is cancelled: else it would run on with no
-    one to take its result."""
+def _cancel_step(tx: Tx, run: RunRow, seq: int, activation: int, now: float, abandons: bool) -> None:
+    """A step the workflow stopped waiting for (a timeout, a cancelled task, or the run ended).
+    When it `abandons` the step (it goes on without it, or has ended for good), a child it waited
+    for (`cairn.child`, not one started with `start_child`) is cancelled with it, as Temporal
+    cancels a child whose awaiting scope is cancelled: else it would run on for no one."""
     row = tx.one("cancel_step", {"run_id": run.id, "seq": seq, "now": now, "activation": activation})
     if row is None:
         return
     event(tx, run.id, "step.cancelled", now, seq)
     kind, options = row
-    if kind != StepKind.CHILD or (options is not None and json.loads(options).get("join")):
+    if not abandons or kind != StepKind.CHILD or (options is not None and json.loads(options).get("join")):
         return
     child = tx.one("awaited_child", {"parent_id": run.id, "seq": seq})
     if child is not None:

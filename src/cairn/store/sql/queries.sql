@@ -335,6 +335,12 @@ WHERE run_id = :run_id AND activation <= :k
 -- name: child_of_step
 SELECT id FROM cairn_runs WHERE parent_id = :parent_id AND parent_seq = :seq
 
+-- name: ended_children_of_open_steps
+SELECT r.id FROM cairn_steps s JOIN cairn_runs r ON r.parent_id = s.run_id AND r.parent_seq = s.seq
+WHERE s.run_id = :run_id AND s.kind = 'child' AND s.status IN ('scheduled', 'running')
+  AND r.status IN ('completed', 'failed', 'cancelled')
+ORDER BY s.seq
+
 -- name: awaited_child
 -- The child a parent's step waits for while it is still going (a child started with start_child
 -- has no parent step: it is not the parent's to stop).
