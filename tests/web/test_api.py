@@ -240,9 +240,12 @@ async def test_a_run_and_everything_under_it(http: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize("sub", ["", "/steps", "/properties", "/memory", "/events", "/logs", "/result"])
-async def test_reads_of_an_unknown_run_are_404(http: httpx.AsyncClient, sub: str) -> None:
+async def test_reads_of_an_unknown_run_are_404(http: httpx.AsyncClient, client: cairn.Client, sub: str) -> None:
     r = await http.get(f"/api/runs/missing{sub}")
     assert r.status_code == 404 and r.json()["error"] == "not_found"
+    assert "no run with id 'missing'" in r.text
+    database = client.url.split("://", 1)[1].split("@")[-1].split("?")[0]  # a path or host/dbname
+    assert database not in r.text and client.url not in r.text  # the server's database is its own
 
 
 @pytest.mark.parametrize("op", ["pause", "resume", "cancel", "retry", "signals/hello", "fork"])

@@ -29,7 +29,7 @@ from cairn.errors import (
     UnknownWorkflowError,
 )
 from cairn.web import api, pages
-from cairn.web.edge import JSON, MAX_BODY, Edge, error
+from cairn.web.edge import JSON, MAX_BODY, Edge, error, public_message
 from cairn.web.security import Guard
 
 _CODES = {
@@ -105,7 +105,7 @@ def _handle_errors(app: FastAPI) -> None:
 
 def _mapper(status: int, code: str) -> Any:
     async def handle(request: Request, exc: Exception) -> JSONResponse:
-        return error(status, code, str(exc) or type(exc).__name__)
+        return error(status, code, public_message(request, exc))
 
     return handle
 

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote
 
+from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from cairn.serialization import MAX_NESTING
@@ -212,3 +213,10 @@ def _with_headers(send: Send, csp: str) -> Send:
         await send(message)
 
     return wrapped
+
+
+def public_message(request: Request, exc: Exception) -> str:
+    """What an HTTP client is told of an error: its message, less the server's database (a
+    RunNotFound names it for the CLI's user: which database was looked in)."""
+    where = f" in {request.app.state.client}"  # str(client): the URL, its password hidden
+    return str(exc).replace(where, "") or type(exc).__name__

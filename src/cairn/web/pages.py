@@ -34,6 +34,7 @@ from cairn.web.api import (
     unserved,
     workflow_names,
 )
+from cairn.web.edge import public_message
 from cairn.web.models import ID_MAX, RunSummary
 from cairn.web.security import SESSION_COOKIE, SESSION_TTL, Guard, redact, safe_next
 
@@ -177,7 +178,7 @@ async def run_page(
     try:
         row = await handle.describe()
     except RunNotFound as exc:
-        return render(request, "error.html", status=404, title="Run not found", message=str(exc))
+        return render(request, "error.html", status=404, title="Run not found", message=public_message(request, exc))
     now = await client.now()
     steps = await handle.steps()
     events = await handle.events()
