@@ -6,6 +6,7 @@ import asyncio
 
 import cairn
 from cairn import action, workflow
+from cairn.errors import RunIdTaken
 from tests.flows import add_one
 
 
@@ -163,3 +164,18 @@ async def fails_beside_a_kid(key: str) -> list[int]:
     """Fails while a child it awaits is still going: a retry after the fix must get the child's
     result, whether the child ended before the retry or after it."""
     return list(await asyncio.gather(cairn.child(kid_waits, 1, id=f"{key}-kid"), fragile(2)))
+
+
+@workflow
+async def awaits_shared_kid(child_id: str) -> str:
+    try:
+        return str(await cairn.child(kid_waits, 1, id=child_id))
+    except RunIdTaken as exc:
+        return f"taken: {exc}"
+
+
+@workflow
+async def starts_kid_then_joins(key: str) -> int:
+    handle = cairn.start_child(kid_waits, 2, id=f"{key}-kid")
+    await cairn.wait_for_signal("join")
+    return int(await handle.result())

@@ -126,3 +126,30 @@ async def test_a_failed_parent_retried_takes_the_result_of_the_child_it_awaited(
     if kid_ends == "after the retry":
         await kid.signal("go", 5)
     assert await handle.result(timeout=15) == [15, 2]
+
+
+async def test_a_second_parent_awaiting_a_child_going_for_another_is_told_not_left_waiting(
+    client: cairn.Client,
+) -> None:
+    """A run hands its outcome to one parent. A second parent that awaits the same child id while
+    the child goes on for the first gets RunIdTaken at once (it waited for ever: the child's end
+    resolved only the first parent's wait); the first still gets the child's result."""
+    first = await client.start(cf.awaits_shared_kid, "shared-1", id="p-1")
+    kid = client.get("shared-1")
+    await eventually(lambda: status_is(kid, RunStatus.WAITING), what="the child going")
+    second = await client.start(cf.awaits_shared_kid, "shared-1", id="p-2")
+    told = await second.result(timeout=15)
+    assert told.startswith("taken: child run 'shared-1' is already the child of run 'p-1'"), told
+    await kid.signal("go", 4)
+    assert await first.result(timeout=15) == "14"
+
+
+async def test_a_child_started_without_waiting_is_not_taken_over_by_another_parent(client: cairn.Client) -> None:
+    owner = await client.start(cf.starts_kid_then_joins, "own", id="own")
+    kid = client.get("own-kid")
+    await eventually(lambda: status_is(kid, RunStatus.WAITING), what="the child going")
+    other = await client.start(cf.awaits_shared_kid, "own-kid", id="other")
+    assert (await other.result(timeout=15)).startswith("taken: child run 'own-kid' is already the child of run 'own'")
+    await owner.signal("join")
+    await kid.signal("go", 1)
+    assert await owner.result(timeout=15) == 21

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from cairn.errors import CairnError, IllegalTransition, LeaseLost, RunIdConflict, RunNotFound
+from cairn.errors import CairnError, IllegalTransition, LeaseLost, RunIdConflict, RunIdTaken, RunNotFound
 from cairn.records import NewRun, NewStep, RunRow, StepRow
 from cairn.serialization import error_to_json
 from cairn.store.base import WORK, Tx, run_row
@@ -399,6 +399,15 @@ def _start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
     if existing.status.is_terminal:
         status = StepStatus.COMPLETED if existing.status == RunStatus.COMPLETED else StepStatus.FAILED
         _resolve_step(tx, run.id, step.seq, status, existing.result, existing.error, now)
+        return
+    # Going on for another parent: its end resolves that parent's wait only, so this one is told
+    # now rather than left waiting for an end that would never reach it.
+    taken = RunIdTaken(
+        f"child run {child_id!r} is already the child of run {existing.parent_id!r}: a run hands its result "
+        "to one parent; give this child an id of its own, or have the other parent send what is needed"
+    )
+    event(tx, run.id, "step.failed", now, step.seq, error=str(taken))
+    _resolve_step(tx, run.id, step.seq, StepStatus.FAILED, None, json.dumps(error_to_json(taken)), now)
 
 
 _STEP_EFFECTS.update({StepKind.SEND_SIGNAL: _send_signal, StepKind.CHILD: _start_child})

@@ -155,11 +155,12 @@ WHERE run_id = :run_id AND seq = :seq AND status IN ('scheduled', 'running')
 -- An existing run becomes the child a parent's step waits for. Its token advances, as a control
 -- operation's does: a commit of it built before (which knew of no parent step to resolve as it
 -- ends) fails its fence and is made again from the row as it is now; a run held by a worker is
--- claimable at once rather than when its lease runs out.
+-- claimable at once rather than when its lease runs out. Only a run of no parent, or of this
+-- parent: a run hands its outcome to one parent (a detached child is its parent's to join).
 UPDATE cairn_runs
 SET parent_id = :parent_id, parent_seq = :parent_seq, lease_token = lease_token + 1,
     ready_at = CASE WHEN lease_owner IS NULL THEN ready_at ELSE :now END, lease_owner = NULL, lease_until = NULL
-WHERE id = :id AND (parent_seq IS NULL OR parent_id = :parent_id)
+WHERE id = :id AND (parent_id IS NULL OR parent_id = :parent_id)
   AND status NOT IN ('completed', 'failed', 'cancelled')
 
 -- name: release_run
