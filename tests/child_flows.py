@@ -179,3 +179,8 @@ async def starts_kid_then_joins(key: str) -> int:
     handle = cairn.start_child(kid_waits, 2, id=f"{key}-kid")
     await cairn.wait_for_signal("join")
     return int(await handle.result())
+
+
+@workflow
+async def awaits_a_kid(x: int) -> int:
+    return int(await cairn.child(kid_waits, x))  # the child's id derived from the parent's

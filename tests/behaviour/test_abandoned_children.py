@@ -12,6 +12,7 @@ import pytest
 
 import cairn
 from cairn import RunStatus, StepKind, StepStatus
+from cairn.records import RunRow
 from tests import child_flows as cf
 from tests.conftest import eventually
 from tests.helpers import status_is
@@ -153,3 +154,27 @@ async def test_a_child_started_without_waiting_is_not_taken_over_by_another_pare
     await owner.signal("join")
     await kid.signal("go", 1)
     assert await owner.result(timeout=15) == 21
+
+
+async def test_a_fork_of_a_parent_waiting_for_a_child_runs_a_child_of_its_own(client: cairn.Client) -> None:
+    """The fork reuses the results of the journal; a child still going gave none yet, and goes on
+    for the run it belongs to: the fork starts its own (it waited for ever on the source's)."""
+    source = await client.start(cf.awaits_a_kid, 3, id="src")
+    (kid,) = [client.get(c.id) for c in await _children(source)]
+    await eventually(lambda: status_is(kid, RunStatus.WAITING), what="the child going")
+    fork = await source.fork(from_step=1, id="frk")
+    (fork_kid,) = [client.get(c.id) for c in await _children(fork)]
+    assert fork_kid.id != kid.id
+    await eventually(lambda: status_is(fork_kid, RunStatus.WAITING), what="the fork's child going")
+    await fork_kid.signal("go", 1)
+    assert await fork.result(timeout=15) == 31
+    await kid.signal("go", 2)
+    assert await source.result(timeout=15) == 32
+
+
+async def _children(handle: cairn.RunHandle) -> list[RunRow]:
+    async def some() -> list[RunRow] | None:
+        return await handle.children() or None
+
+    found: list[RunRow] = await eventually(some, what=f"a child of {handle.id}")
+    return found

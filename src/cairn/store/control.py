@@ -13,10 +13,10 @@ import json
 import uuid
 
 from cairn.errors import RunIdTaken, RunNotFound, WorkflowCancelled, WorkflowTimeout
-from cairn.records import NewRun, RunRow
+from cairn.records import NewRun, NewStep, RunRow
 from cairn.serialization import dumps, error_to_json
 from cairn.store.base import WORK, Tx, run_row
-from cairn.store.journal_tx import TERMINAL, event, insert_params, resolve_parent
+from cairn.store.journal_tx import TERMINAL, event, insert_params, resolve_parent, start_child
 from cairn.transitions import decide
 from cairn.types import RunStatus, StepKind
 
@@ -170,11 +170,27 @@ def fork(tx: Tx, run_id: str, from_step: int, new_id: str | None) -> str:
     tx.execute("copy_steps", {"new_id": fork_id, "run_id": run_id, "n": from_step, "k": keep})
     tx.execute("copy_properties", {"new_id": fork_id, "run_id": run_id, "k": keep})
     _rewind(tx, fork_id, keep, now)
+    _start_open_children(tx, run, fork_id, now)
     tx.execute("reschedule_running", {"run_id": fork_id, "now": now})
     event(tx, fork_id, "forked", now, source=run_id, from_step=from_step)
     event(tx, run_id, "forked.to", now, fork=fork_id, from_step=from_step)
     tx.notify(WORK)
     return fork_id
+
+
+def _start_open_children(tx: Tx, source: RunRow, fork_id: str, now: float) -> None:
+    """A fork's child waits with no result yet: each waited for a run that hands its outcome to its
+    own parent, the source. The fork starts a child of its own for each (its id derived from the
+    fork's, as the fork's code derives it), as the step's first commit would have."""
+    fork_row = tx.one("get_run", {"id": fork_id})
+    assert fork_row is not None
+    fork = run_row(fork_row)
+    for seq, name, args, queue, options in tx.all("open_child_steps", {"run_id": fork_id}):
+        opts = json.loads(options) if options else {}
+        if opts.get("run_id") == f"{source.id}:{seq}":
+            opts["run_id"] = f"{fork_id}:{seq}"
+            tx.execute("set_step_options", {"run_id": fork_id, "seq": seq, "options": json.dumps(opts, sort_keys=True)})
+        start_child(tx, fork, NewStep(int(seq), StepKind.CHILD, str(name), args, queue=queue, options=opts), now)
 
 
 def _rewind(tx: Tx, run_id: str, keep: int, now: float) -> None:

@@ -361,7 +361,8 @@ def signal_step(run_id: str, seq: int, name: str, payload: str | None, now: floa
     )
 
 
-def _start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
+def start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
+    """A child step's first commit: start its run (or take the existing one) as `step.options` say."""
     child_id = str(step.options["run_id"])
     detached = bool(step.options.get("detached"))
     joined = bool(step.options.get("join"))  # a child started detached, waited for now: never inserted
@@ -410,7 +411,7 @@ def _start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
     _resolve_step(tx, run.id, step.seq, StepStatus.FAILED, None, json.dumps(error_to_json(taken)), now)
 
 
-_STEP_EFFECTS.update({StepKind.SEND_SIGNAL: _send_signal, StepKind.CHILD: _start_child})
+_STEP_EFFECTS.update({StepKind.SEND_SIGNAL: _send_signal, StepKind.CHILD: start_child})
 
 
 def _resolve_step(

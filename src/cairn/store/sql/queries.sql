@@ -288,6 +288,13 @@ SET status = 'scheduled', completed_at = NULL, cancelled_in = NULL, delivered_in
     due_at = CASE WHEN kind = 'timer' THEN due_at ELSE :now END
 WHERE run_id = :run_id AND cancelled_in > :k
 
+-- name: open_child_steps
+SELECT seq, name, args, queue, options FROM cairn_steps
+WHERE run_id = :run_id AND kind = 'child' AND status IN ('scheduled', 'running') ORDER BY seq
+
+-- name: set_step_options
+UPDATE cairn_steps SET options = :options WHERE run_id = :run_id AND seq = :seq
+
 -- name: reschedule_running
 UPDATE cairn_steps SET status = 'scheduled', lease_owner = NULL, due_at = :now
 WHERE run_id = :run_id AND status = 'running'
