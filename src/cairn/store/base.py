@@ -171,6 +171,11 @@ class Database(abc.ABC):
         outcome is unknown (the connection dropped at COMMIT) or the database is unavailable."""
         return not isinstance(exc, OSError | ConnectionError | TimeoutError)
 
+    def conflicted(self, exc: Exception) -> bool:
+        """Whether `exc` says the database refused the transaction as the loser of a lock conflict
+        (a deadlock): nothing of it was applied, and it may simply run again."""
+        return False
+
     def ambiguous(self, exc: Exception) -> bool:
         """Whether a write that failed with `exc` may have been applied all the same (the
         connection dropped after the statement that commits went out): then its outcome is read

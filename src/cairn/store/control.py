@@ -132,17 +132,17 @@ def retry(tx: Tx, run_id: str) -> RunStatus:
     diverged = run.status == RunStatus.PAUSED and run.pause_reason != "error"
     failed = [] if diverged else tx.all("failed_steps", {"run_id": run_id, "k": keep})
     _rewind(tx, run_id, keep, now)
-    # A child whose wait the rewind opened again and that ended meanwhile (its end found the wait
-    # cancelled by the failure) hands its outcome over now: no end of it is still to come.
+    for seq, _kind, _options in failed:
+        tx.execute("reset_step", {"run_id": run_id, "seq": seq, "now": now})
+    # Each child wait open again whose child has ended: a child that failed is retried with its
+    # parent; one that ended otherwise (retried on its own since, or its end found the wait
+    # cancelled by the parent's failure) hands its outcome over now, as no end of it is to come.
     for (child_id,) in tx.all("ended_children_of_open_steps", {"run_id": run_id}):
         ended = _lock(tx, str(child_id))
-        resolve_parent(tx, ended, ended.status, ended.result, ended.error, now)
-    for seq, kind, _options in failed:
-        tx.execute("reset_step", {"run_id": run_id, "seq": seq, "now": now})
-        if kind == StepKind.CHILD:
-            child = tx.one("child_of_step", {"parent_id": run_id, "seq": seq})
-            if child is not None:
-                retry(tx, str(child[0]))
+        if ended.status == RunStatus.FAILED:
+            retry(tx, ended.id)
+        else:
+            resolve_parent(tx, ended, ended.status, ended.result, ended.error, now)
     _set(tx, run, RunStatus.RUNNING, now, ready=True)
     event(tx, run_id, "retried", now, steps=[int(r[0]) for r in failed])
     return RunStatus.RUNNING

@@ -143,7 +143,7 @@ def _carry_and_deliver(tx: Tx, commit: Commit, activation: int, now: float) -> N
         carry_result(tx, c, now, delivery)
         if delivery is not None:
             carried.add(c.claim.seq)
-    if run.status == RunStatus.PENDING:
+    if run.activations == 0 and run.started_at is None:  # its first activation, paused before it or not
         event(tx, run.id, "started", now)
     for s in res.delivered:
         if s not in carried:

@@ -65,6 +65,8 @@ _TRANSIENT_AT_OPEN = re.compile(r"the database system is (starting up|in recover
 """Why a server may refuse a connection for a moment only (a restart under way, all slots taken)."""
 EXPECTATION_FAILED = "CA001"
 """The SQLSTATE `cairn_expect()` raises (migration 0004)."""
+_CONFLICTS = frozenset({"40P01", "40001"})
+"""deadlock_detected, serialization_failure: a transaction refused as a lock conflict's loser."""
 PLANNED_EACH_TIME = frozenset({"next_wake_runs", "next_wake_actions"})
 """Statements never prepared, so planned anew at each run. Each walks an index in order and stops at
 its first row, which only pays when the planner knows the table is big. A prepared statement's plan
@@ -529,6 +531,9 @@ class PostgresDatabase(Database):
                 return not isinstance(exc, psycopg.OperationalError)
             return exc.sqlstate[:2] not in _UNAVAILABLE
         return super().refused(exc)
+
+    def conflicted(self, exc: Exception) -> bool:
+        return isinstance(exc, psycopg.Error) and exc.sqlstate in _CONFLICTS
 
     @property
     def notifies_across_processes(self) -> bool:

@@ -41,6 +41,9 @@ from cairn.types import RunStatus
 
 log = logging.getLogger("cairn.store")
 
+CONFLICT_ATTEMPTS = 5
+"""How many times a control operation is run when the database refuses it as a deadlock's loser."""
+
 T = TypeVar("T")
 OWN_NEW_RUN_SETTLE = 1.0
 """Seconds a new run leased to a worker is left alone by that worker's own claims, unless its lease
@@ -225,22 +228,36 @@ class SqlStore:
     # --- control (each idempotent; IllegalTransition when the status forbids it) -----------------
 
     async def pause(self, run_id: str) -> RunStatus:
-        return await self.db.transaction(lambda tx: control.pause(tx, run_id))
+        return await self._control(lambda tx: control.pause(tx, run_id))
 
     async def resume(self, run_id: str) -> RunStatus:
-        return await self.db.transaction(lambda tx: control.resume(tx, run_id))
+        return await self._control(lambda tx: control.resume(tx, run_id))
 
     async def cancel(self, run_id: str) -> RunStatus:
-        return await self.db.transaction(lambda tx: control.cancel(tx, run_id))
+        return await self._control(lambda tx: control.cancel(tx, run_id))
 
     async def time_out(self, run_id: str, timeout: float) -> RunStatus:
-        return await self.db.transaction(lambda tx: control.time_out(tx, run_id, timeout))
+        return await self._control(lambda tx: control.time_out(tx, run_id, timeout))
 
     async def retry(self, run_id: str) -> RunStatus:
-        return await self.db.transaction(lambda tx: control.retry(tx, run_id))
+        return await self._control(lambda tx: control.retry(tx, run_id))
 
     async def fork(self, run_id: str, from_step: int, new_id: str | None = None) -> str:
-        return await self.db.transaction(lambda tx: control.fork(tx, run_id, from_step, new_id))
+        return await self._control(lambda tx: control.fork(tx, run_id, from_step, new_id))
+
+    async def _control(self, fn: Callable[[Tx], T]) -> T:
+        """A control operation, run again when the database refused it as the loser of a lock
+        conflict: it locks a parent, then its children (`control._lock`), while a group commit
+        may fence a child and then its parent in one statement. Refused, nothing of it was applied;
+        handed to its caller, the cancel or retry a user asked for would not have happened."""
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                return await self.db.transaction(fn)
+            except Exception as exc:
+                if attempt == CONFLICT_ATTEMPTS or not self.db.conflicted(exc):
+                    raise
+                log.info("a control operation lost a lock conflict (%s); running it again", exc)
+        raise AssertionError("unreachable")
 
     # --- workflow activations -------------------------------------------------------------------
 

@@ -340,9 +340,6 @@ INSERT INTO cairn_properties (run_id, activation, after_step, properties)
 SELECT :new_id, activation, after_step, properties FROM cairn_properties
 WHERE run_id = :run_id AND activation <= :k
 
--- name: child_of_step
-SELECT id FROM cairn_runs WHERE parent_id = :parent_id AND parent_seq = :seq
-
 -- name: ended_children_of_open_steps
 SELECT r.id FROM cairn_steps s JOIN cairn_runs r ON r.parent_id = s.run_id AND r.parent_seq = s.seq
 WHERE s.run_id = :run_id AND s.kind = 'child' AND s.status IN ('scheduled', 'running')
