@@ -6,7 +6,6 @@ import asyncio
 
 import cairn
 from cairn import action, workflow
-from cairn.errors import RunIdTaken
 from tests.flows import add_one
 
 
@@ -170,7 +169,7 @@ async def fails_beside_a_kid(key: str) -> list[int]:
 async def awaits_shared_kid(child_id: str) -> str:
     try:
         return str(await cairn.child(kid_waits, 1, id=child_id))
-    except RunIdTaken as exc:
+    except cairn.RunIdTaken as exc:
         return f"taken: {exc}"
 
 

@@ -34,7 +34,8 @@ class ScheduleNotFound(CairnError, LookupError):
 
 
 class RunIdTaken(CairnError, ValueError):
-    """A fork named a run id that a run holds already: nothing was forked (HTTP 409)."""
+    """A run id is taken: a fork named an id a run holds already (nothing was forked; HTTP 409), or
+    a workflow awaited a child id whose run goes on as another parent's child."""
 
 
 class RunIdConflict(CairnError):
@@ -73,6 +74,33 @@ class NonDeterminismError(CairnError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.run_id, self.step, self.recorded, self.attempted))
+
+
+class WorkflowDeadlock(CairnError):
+    """Workflow code ran longer than the worker's `deadlock_timeout` without awaiting (a busy loop,
+    a long computation), blocking every other run of its worker (Temporal's "potential deadlock").
+
+    The worker interrupted it and paused the run with this error; nothing of the interrupted
+    activation was recorded. `where` is the `file:line in function` of workflow code it was running
+    then, `stack` the workflow frames around it. Make that code await (an action, a timer) or move
+    the computation into an @action, deploy the fix, then `retry` the run: it continues from where
+    it was, with the results it had not taken yet."""
+
+    def __init__(self, run_id: str, timeout: float, where: str, stack: str = "") -> None:
+        self.run_id = run_id
+        self.timeout = timeout
+        self.where = where
+        self.stack = stack
+        super().__init__(
+            f"run {run_id!r} blocked its worker: its workflow code ran for more than {timeout:g}s without "
+            f"awaiting, at {where} (a potential deadlock). The worker interrupted it and paused the run; "
+            "nothing of that activation was recorded. Workflow code must not compute for long between two "
+            "awaits: await an action, a timer or a child there, or move the CPU work into an @action; deploy "
+            "the fix, then retry the run."
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.run_id, self.timeout, self.where, self.stack))
 
 
 class JournalCorrupted(CairnError):

@@ -32,8 +32,9 @@ class RunRow:
     lease_owner: str | None
     lease_token: int
     pause_reason: str | None = None
-    """Why a paused run is paused: "user", "error" (an action failed, on_failure="pause") or
-    "nondeterminism" (its code diverged from the journal)."""
+    """Why a paused run is paused: "user", "error" (an action failed, on_failure="pause"),
+    "nondeterminism" (its code diverged from the journal), "corrupt_journal" (a recorded value no
+    longer decodes) or "deadlock" (its code ran too long without awaiting: WorkflowDeadlock)."""
 
 
 @dataclass(frozen=True, slots=True)

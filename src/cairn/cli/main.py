@@ -32,7 +32,7 @@ from cairn.cli.lazy import Lazy
 from cairn.errors import CairnError
 from cairn.transitions import RULES
 from cairn.types import RunStatus
-from cairn.worker.defaults import DEFAULT_CONCURRENCY, DEFAULT_GRACE
+from cairn.worker.defaults import DEFAULT_CONCURRENCY, DEFAULT_DEADLOCK_TIMEOUT, DEFAULT_GRACE
 
 if TYPE_CHECKING:
     from cairn.cli import render
@@ -243,6 +243,20 @@ class WorkerOptions:
     lease: float
     poll: float | None
     grace: float = DEFAULT_GRACE
+    deadlock_timeout: float | None = DEFAULT_DEADLOCK_TIMEOUT
+
+
+def _deadlock_timeout(ctx: click.Context, param: click.Parameter, value: str) -> float | None:
+    """`--deadlock-timeout`: seconds more than 0, or `off`."""
+    if value.strip().lower() in ("off", "none"):
+        return None
+    try:
+        secs = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not seconds; give e.g. 2 or 0.5, or off") from None
+    if not secs > 0:
+        raise click.BadParameter(f"give more than 0 seconds, or off; got {value}")
+    return secs
 
 
 def worker_options(concurrency: int) -> Callable[[F], F]:
@@ -278,6 +292,15 @@ def worker_options(concurrency: int) -> Callable[[F], F]:
                     help="On SIGTERM or Ctrl-C, how long running work may finish and record its result before "
                     "the worker stops it and hands it over (a plain def action's thread, which cannot be "
                     "stopped, is waited for: it keeps its lease until it returns). A second signal stops at once.",
+                ),
+                click.option(
+                    "--deadlock-timeout",
+                    default=f"{DEFAULT_DEADLOCK_TIMEOUT:g}",
+                    callback=_deadlock_timeout,
+                    show_default=True,
+                    metavar="SECONDS|off",
+                    help="An async workflow's code running longer than this without awaiting blocks the whole "
+                    "worker: it is interrupted and its run paused with WorkflowDeadlock, to retry after a fix.",
                 ),
                 click.option(
                     "--poll",
@@ -320,11 +343,13 @@ def worker(
     queues: str | None,
     lease: float,
     grace: float,
+    deadlock_timeout: float | None,
     poll: float | None,
     log_level: str,
 ) -> None:
     """Run a worker for the workflows and actions defined in MODULE... (SIGTERM/Ctrl-C stop it gracefully)."""
-    serve(modules, WorkerOptions(db, concurrency, parse_queues(queues), lease, poll, grace), log_level)
+    options = WorkerOptions(db, concurrency, parse_queues(queues), lease, poll, grace, deadlock_timeout)
+    serve(modules, options, log_level)
 
 
 @cli.command()
@@ -349,6 +374,7 @@ def dev(
     queues: str | None,
     lease: float,
     grace: float,
+    deadlock_timeout: float | None,
     poll: float | None,
     log_level: str,
     port: int,
@@ -360,7 +386,7 @@ def dev(
         check_findable(modules)
         reload_on_change(sys.argv[1:] if sys.argv[1:2] == ["dev"] else ["dev", *_dev_args(modules, db, port)])
         return
-    options = WorkerOptions(db, concurrency, parse_queues(queues), lease, poll, grace)
+    options = WorkerOptions(db, concurrency, parse_queues(queues), lease, poll, grace, deadlock_timeout)
     serve(modules, options, log_level, dashboard=port)
 
 
@@ -446,6 +472,7 @@ async def run_worker_on(client: cairn.Client, options: WorkerOptions) -> int:
         lease=options.lease,
         poll_interval=options.poll,
         grace=options.grace,
+        deadlock_timeout=options.deadlock_timeout,
     )
     await client.store.open()  # fail on an unreachable database before announcing anything
     announcement = (

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
 
 from cairn.engine import sandbox
 from cairn.engine.runtime import Evicted, Resolution, Runtime, set_thread_runtime
-from cairn.errors import CairnError, NonDeterminismError, SerializationError, WorkflowCancelled
+from cairn.errors import CairnError, NonDeterminismError, SerializationError, WorkflowCancelled, WorkflowDeadlock
 from cairn.records import ActivationResult, NewStep, RunRow, StepRow
 from cairn.registry import WorkflowDef, instantiate
 from cairn.serialization import dumps, error_text, error_to_json, to_jsonable
@@ -28,9 +29,20 @@ from cairn.types import RunStatus, StepKind, StepStatus
 
 _SYNC_STEP_TIMEOUT = 300.0
 
+T = TypeVar("T")
+
+
+class Watch(Protocol):
+    """Runs `fn`, a stretch of run `run_id`'s workflow code, on this thread under a deadline; raises
+    WorkflowDeadlock when it had to interrupt it (the worker's deadlock watchdog)."""
+
+    def __call__(self, run_id: str, fn: Callable[[], T], /) -> T: ...
+
 
 class WorkflowInstance:
-    def __init__(self, defn: WorkflowDef, run: RunRow, journal: Sequence[StepRow], seed: int) -> None:
+    def __init__(
+        self, defn: WorkflowDef, run: RunRow, journal: Sequence[StepRow], seed: int, watch: Watch | None = None
+    ) -> None:
         self.defn = defn
         self.run_id = run.id
         self.runtime = Runtime(run.id, {s.seq: s for s in journal}, seed)
@@ -40,12 +52,22 @@ class WorkflowInstance:
         self._input = run.input
         self.obj: Any = None
         self.main: asyncio.Task[Any] | None = None
+        self._coro: Coroutine[Any, Any, Any] | None = None
+        """The coroutine `main` runs, made before a watched stretch starts it: an interrupt there
+        could otherwise drop it unawaited (a RuntimeWarning from a finalizer); `close` closes it."""
         self._bridge: _SyncBridge | None = None
         self._last_properties: str | None = run.properties
         self.finished = False
         self.unrecorded: list[NewStep] = []
         """Steps the code scheduled while `restore` replayed recorded activations that the journal
         does not hold: a divergence the engine cannot see alone (`cairn replay` reports it)."""
+        self.watch = watch
+        """Times the async workflow's code where it runs on the caller's thread (None: untimed)."""
+        self.threaded = not inspect.iscoroutinefunction(defn.entry)
+        """A plain `def` workflow: its code runs on a thread of its own (see `_SyncBridge`)."""
+        self.deadlock: WorkflowDeadlock | None = None
+        """Set when the watch interrupted the workflow's code: the instance is done for (its state
+        is whatever the interrupt left), and every activation pauses the run with it."""
 
     @property
     def activations(self) -> int:
@@ -54,25 +76,40 @@ class WorkflowInstance:
     # --- replay ----------------------------------------------------------------------------
 
     @classmethod
-    def restore(cls, defn: WorkflowDef, run: RunRow, journal: Sequence[StepRow], seed: int) -> WorkflowInstance:
+    def restore(
+        cls, defn: WorkflowDef, run: RunRow, journal: Sequence[StepRow], seed: int, watch: Watch | None = None
+    ) -> WorkflowInstance:
         """Rebuild the in-memory state after `run.activations` activations, executing nothing.
         (A plain `def` workflow's thread is waited for blocking: see `restore_async` on a loop.)"""
-        inst = cls(defn, run, journal, seed)
-        for resolutions, when in inst._recorded(run, journal):
-            inst._step(resolutions, when)
-            if inst.runtime.fatal is not None or inst.finished:
-                break
-        inst.unrecorded = inst.runtime.take_commands().new_steps
+        inst = cls(defn, run, journal, seed, watch)
+        inst._replay(run, journal)
         return inst
+
+    def _replay(self, run: RunRow, journal: Sequence[StepRow]) -> None:
+        # Each recorded activation of an async workflow is a stretch of its own for the watch, as
+        # each was when it first ran: a replay of many is not one long stretch.
+        try:
+            for resolutions, when in self._recorded(run, journal):
+                self._watched(functools.partial(self._step, resolutions, when))
+                if self.runtime.fatal is not None or self.finished:
+                    break
+        except WorkflowDeadlock as exc:
+            self.deadlock = exc
+            return
+        self.unrecorded = self.runtime.take_commands().new_steps
 
     @classmethod
     async def restore_async(
-        cls, defn: WorkflowDef, run: RunRow, journal: Sequence[StepRow], seed: int
+        cls, defn: WorkflowDef, run: RunRow, journal: Sequence[StepRow], seed: int, watch: Watch | None = None
     ) -> WorkflowInstance:
         """`restore` for a caller on an event loop: a plain `def` workflow's thread is awaited, so
-        the loop goes on with its other work while the workflow code computes."""
-        inst = cls(defn, run, journal, seed)
+        the loop goes on with its other work while the workflow code computes. (An async
+        workflow's replay never awaits: its code runs here, under the watch.)"""
+        inst = cls(defn, run, journal, seed, watch)
         try:
+            if not inst.threaded:
+                inst._replay(run, journal)
+                return inst
             for resolutions, when in inst._recorded(run, journal):
                 await inst._step_async(resolutions, when)
                 if inst.runtime.fatal is not None or inst.finished:
@@ -113,7 +150,14 @@ class WorkflowInstance:
 
     async def activate_async(self, batch: Sequence[StepRow] | Sequence[Resolution], now: float) -> ActivationResult:
         """`activate` for a caller on an event loop: while a plain `def` workflow's thread computes
-        between two durable calls, the loop is free (heartbeats, claims, other runs go on)."""
+        between two durable calls, the loop is free (heartbeats, claims, other runs go on). An async
+        workflow's activation never awaits: all of it runs here, as one stretch under the watch."""
+        if not self.threaded:
+            try:
+                return self._watched(lambda: self.activate(batch, now))
+            except WorkflowDeadlock as exc:
+                self.deadlock = exc
+                return self._deadlocked()
         resolutions = self._resolutions(batch)
         early = self._before(resolutions)
         if early is not None:
@@ -129,8 +173,44 @@ class WorkflowInstance:
         """The logical time of the next activation: the run's start for its first."""
         return now if self.runtime.activation != 0 else self._started_at
 
+    def _watched(self, fn: Callable[[], T]) -> T:
+        """Run `fn`, workflow code running on this thread, under the watch (an async workflow's)."""
+        watch = self.watch
+        if watch is None or self.threaded:
+            return fn()
+        if self.main is None and self._coro is None:
+            self._coro = self._main()
+        outer = asyncio.events._get_running_loop()
+        guarded = sandbox.active()
+        try:
+            return watch(self.run_id, fn)
+        except WorkflowDeadlock:
+            # The interrupt may have surfaced in one of the engine's own `finally` blocks and cut it
+            # short: the loop's putting back the thread's running loop, the sandbox's its flag.
+            asyncio.events._set_running_loop(outer)
+            sandbox._state.active = guarded
+            raise
+
+    def _deadlocked(self) -> ActivationResult:
+        """The run pauses on the interrupted activation, and nothing else of it is kept (as on a
+        divergence): what it delivered stays undelivered, so that after a fix `retry` (or `resume`)
+        hands the same results to the new code, and no recorded step runs again."""
+        exc = self.deadlock
+        assert exc is not None
+        error = error_to_json(exc)
+        error["traceback"] = (
+            f"Workflow code when it was interrupted (most recent call last):\n{exc.stack}"
+            f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}\n"
+        )
+        return ActivationResult(
+            status=RunStatus.PAUSED, pause_reason="deadlock", error=dumps(error), counts_as_activation=False
+        )
+
     def _before(self, resolutions: Sequence[Resolution]) -> ActivationResult | None:
-        """The result of an activation that does not run the workflow (diverged, or paused on failure)."""
+        """The result of an activation that does not run the workflow (diverged, interrupted, or
+        paused on failure)."""
+        if self.deadlock is not None:
+            return self._deadlocked()
         if self.runtime.fatal is not None:  # the replay of what was recorded diverged already
             return self._diverged()
         return self._pause_on_failure(resolutions)
@@ -192,7 +272,7 @@ class WorkflowInstance:
         rt.activation += 1
         self.loop.set_time(now)
         if self.main is None:
-            self.main = self.loop.create_task(self._main())
+            self.main = self.loop.create_task(self._coro if self._coro is not None else self._main())
         for res in resolutions:
             rt.deliver(res)
         if rt.fatal is None:  # a record that does not decode: nothing more of the workflow runs
@@ -315,6 +395,15 @@ class WorkflowInstance:
         for task in self.loop.pending_tasks():
             with contextlib.suppress(BaseException):
                 task.get_coro().close()
+            # Destroyed pending, it would call the loop's handler from its finalizer: Python code run
+            # at whatever moment the garbage collector picks (even inside another run's activation).
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
+        if self._coro is not None:
+            with contextlib.suppress(BaseException):
+                self._coro.close()  # never started when a watched stretch was cut short before it
+        main = self.main
+        if main is not None and main.done() and not main.cancelled():
+            main.exception()  # retrieved: no "exception was never retrieved" from its finalizer either
         self.loop.close()
 
 

@@ -75,7 +75,7 @@ def resume(tx: Tx, run_id: str) -> RunStatus:
     run = _lock(tx, run_id)
     if not decide("resume", run_id, run.status):
         return run.status
-    if run.pause_reason in ("error", "nondeterminism"):
+    if run.pause_reason in ("error", "nondeterminism", "deadlock"):
         return retry(tx, run_id)  # resuming a run paused on an error means trying that step again
     now = tx.now()
     _set(tx, run, RunStatus.RUNNING, now, ready=True)

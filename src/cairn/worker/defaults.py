@@ -10,3 +10,8 @@ workers default to 100 as well."""
 
 DEFAULT_GRACE = 30.0
 """Seconds a stopping worker lets running work finish and record its result (`cairn worker --grace`)."""
+
+DEFAULT_DEADLOCK_TIMEOUT = 2.0
+"""Seconds an async workflow's code may run without awaiting before the worker interrupts it and
+pauses the run with WorkflowDeadlock (`cairn worker --deadlock-timeout`): such code blocks every
+other run of its worker meanwhile. Temporal's deadlock detector allows 2 s as well."""

@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 
 from cairn import telemetry
 from cairn.action_context import run_context
-from cairn.engine.instance import WorkflowInstance
+from cairn.engine.instance import Watch, WorkflowInstance
 from cairn.engine.runtime import Resolution
 from cairn.errors import CairnError, LeaseLost
 from cairn.records import ActivationResult, NewStep, RunRow
@@ -173,6 +173,9 @@ class Runner:
         self.reserve_slot: Callable[[], bool] = lambda: False
         self.release_slot: Callable[[], None] = lambda: None
         self.start_action: Starter = lambda claim, memory: None
+        self.watch: Watch | None = None
+        """Times async workflow code on this loop (the worker's deadlock watchdog); None: untimed.
+        An activation it interrupts pauses its run with WorkflowDeadlock (see `WorkflowInstance`)."""
 
     @contextlib.asynccontextmanager
     async def _exclusive(self, run_id: str) -> AsyncIterator[None]:
@@ -278,7 +281,9 @@ class Runner:
                 if cached is not None:
                     cached.close()
                 # Awaited: a plain `def` workflow computing on its thread leaves this loop free.
-                inst = await WorkflowInstance.restore_async(defn, run, claim.journal, random.getrandbits(64))
+                inst = await WorkflowInstance.restore_async(
+                    defn, run, claim.journal, random.getrandbits(64), self.watch
+                )
             result = await inst.activate_async(claim.batch, claim.now)
         except Exception as exc:  # a bug in the engine or a journal it cannot read: visible, not a loop
             log.exception("activation of run %s failed", run.id)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 
 from cairn.names import check_name
 from cairn.policies import parse_duration
+from cairn.policies import seconds as as_seconds
 from cairn.queues import declared
 from cairn.records import NewRun, RunRow
 from cairn.registry import Registry, WorkflowDef, registry
@@ -34,8 +36,9 @@ from cairn.store.protocol import ActionClaim, ActionInfo, RunClaim, Store, Worke
 from cairn.types import RunStatus
 from cairn.worker import dispatch
 from cairn.worker.actions import ActionExecutor
-from cairn.worker.defaults import DEFAULT_CONCURRENCY, DEFAULT_GRACE
+from cairn.worker.defaults import DEFAULT_CONCURRENCY, DEFAULT_DEADLOCK_TIMEOUT, DEFAULT_GRACE
 from cairn.worker.runner import InFlight, Runner
+from cairn.worker.watchdog import Watchdog
 
 T = TypeVar("T")
 
@@ -55,6 +58,10 @@ class Worker:
     `async with cairn.Worker(client):` embeds one in an app or a test; `cairn worker MODULE` runs
     one as a process. Leaving the block (or `stop()`) stops it gracefully: running work gets
     `grace` seconds (30 by default) to finish before what can be stopped is handed over.
+
+    `deadlock_timeout` (seconds or a timedelta, 2 by default; None turns it off): an async
+    workflow's code that runs longer than this without awaiting blocks the whole worker, so it is
+    interrupted and its run paused with WorkflowDeadlock (see `cairn.worker.watchdog`).
     """
 
     def __init__(
@@ -70,6 +77,7 @@ class Worker:
         cache_size: int = 1000,
         retention: timedelta | float | None = None,
         grace: timedelta | float = DEFAULT_GRACE,
+        deadlock_timeout: timedelta | float | None = DEFAULT_DEADLOCK_TIMEOUT,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -77,6 +85,10 @@ class Worker:
             raise ValueError("lease and poll_interval must be positive seconds")
         self.grace = _grace(grace)
         """Seconds a stopping worker lets running work finish before it stops what it can (see `stop`)."""
+        self.deadlock_timeout = _deadlock_timeout(deadlock_timeout)
+        """Seconds async workflow code may run without awaiting before it is interrupted; None: never."""
+        self.watchdog = Watchdog(self.deadlock_timeout) if self.deadlock_timeout is not None else None
+        """The thread that interrupts it (started with the worker), or None."""
         self.store: Store = client.store if client is not None else open_store(url)
         self.retention = _retention(retention, client)
         """Finished runs older than this are deleted by the longest-running worker; None: kept."""
@@ -96,6 +108,7 @@ class Worker:
         self._runner.reserve_slot = self._reserve_action_slot
         self._runner.release_slot = self._action_slots.release
         self._runner.start_action = self._start_action
+        self._runner.watch = self.watchdog.run if self.watchdog is not None else None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._attempts: InFlight[tuple[str, int]] = InFlight()
         """Attempts running here (run id, step): the heartbeat extends exactly their leases."""
@@ -164,6 +177,8 @@ class Worker:
         await self._upsert_queues()
         await self.store.heartbeat(self._info(), self.lease)
         self._runs_actions = bool(self.registry.actions())
+        if self.watchdog is not None:  # before any activation: they start with the claim loop
+            self.watchdog.start()
         self._main = asyncio.create_task(self._loop(), name=f"cairn-worker-{self.id}")
         self._side = [asyncio.create_task(self._heartbeat(), name="cairn-heartbeat")]
         if self._serves[0]:
@@ -286,6 +301,8 @@ class Worker:
             self._unsubscribe = None
         self._runner.cache.clear()
         self._executor.shutdown()
+        if self.watchdog is not None:
+            self.watchdog.stop()
         if self.abandoned:
             return
         with contextlib.suppress(Exception):
@@ -706,6 +723,21 @@ def _grace(value: timedelta | float) -> float:
             "it is how long a stopping worker lets running work finish"
         )
     return float(seconds)
+
+
+def _deadlock_timeout(value: object) -> float | None:
+    """The deadlock timeout in seconds (None: no watchdog); a clear error naming it otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | timedelta):
+        raise TypeError(
+            f"deadlock_timeout must be seconds (a number or a timedelta) or None, got {value!r}; it is how long "
+            "an async workflow's code may run without awaiting before the worker interrupts it"
+        )
+    secs = as_seconds(value, "deadlock_timeout")
+    if secs is None or math.isnan(secs) or secs <= 0:
+        raise ValueError(f"deadlock_timeout must be more than 0 seconds, got {value!r}; None turns the watchdog off")
+    return None if math.isinf(secs) else secs
 
 
 def _schema(w: WorkflowDef) -> str:
