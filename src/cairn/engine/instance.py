@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import json
 import queue
 import threading
@@ -63,7 +62,7 @@ class WorkflowInstance:
         does not hold: a divergence the engine cannot see alone (`cairn replay` reports it)."""
         self.watch = watch
         """Times the async workflow's code where it runs on the caller's thread (None: untimed)."""
-        self.threaded = not inspect.iscoroutinefunction(defn.entry)
+        self.threaded = not defn.is_async
         """A plain `def` workflow: its code runs on a thread of its own (see `_SyncBridge`)."""
         self.deadlock: WorkflowDeadlock | None = None
         """Set when the watch interrupted the workflow's code: the instance is done for (its state
@@ -308,7 +307,7 @@ class WorkflowInstance:
             bound = getattr(self.obj, entry.__name__)
         else:
             bound = entry
-        if inspect.iscoroutinefunction(entry):
+        if not self.threaded:
             return await bound(*args, **kwargs)
         self._bridge = _SyncBridge(self.runtime, lambda: bound(*args, **kwargs))
         return await self._bridge.run()

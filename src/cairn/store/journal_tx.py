@@ -297,18 +297,14 @@ def _send_signal(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
     step resolved with the outcome, which the workflow's await takes in its next activation (a
     target that does not exist or has finished is RunNotFound or IllegalTransition there)."""
     data = json.loads(step.args or "{}")
-    result: str | None = "null"
-    error: str | None = None
     try:
         signal(tx, str(data["run_id"]), step.name, json.dumps(data.get("payload"), sort_keys=True), now)
     except (RunNotFound, IllegalTransition) as exc:
-        result, error = None, json.dumps(error_to_json(exc))
-        event(tx, run.id, "step.failed", now, step.seq, error=str(exc))
-    else:
-        event(tx, run.id, "step.completed", now, step.seq)
-    status = StepStatus.COMPLETED if error is None else StepStatus.FAILED
-    params = {"run_id": run.id, "seq": step.seq, "now": now, "status": status, "result": result, "error": error}
-    tx.write("resolve_parent_step", params)
+        _fail_step(tx, run.id, step.seq, exc, now)
+        return
+    event(tx, run.id, "step.completed", now, step.seq)
+    sent = {"run_id": run.id, "seq": step.seq, "now": now, "status": StepStatus.COMPLETED, "result": "null"}
+    tx.write("resolve_parent_step", {**sent, "error": None})  # pipelined: no round trip for the common case
 
 
 _STEP_EFFECTS: dict[StepKind, Callable[[Tx, RunRow, NewStep, float], None]] = {}
@@ -377,16 +373,15 @@ def start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
     if row is None:
         assert joined, f"run {child_id} was refused as existing, yet it is not there"
         gone = RunNotFound(f"child run {child_id!r} no longer exists (a finished run pruned by retention?)")
-        event(tx, run.id, "step.failed", now, step.seq, error=str(gone))
-        _resolve_step(tx, run.id, step.seq, StepStatus.FAILED, None, json.dumps(error_to_json(gone)), now)
+        _fail_step(tx, run.id, step.seq, gone, now)
         return
     existing = run_row(row)
     if existing.workflow != step.name:  # the id names a run of another workflow: the child fails
         conflict = RunIdConflict(child_id, existing.workflow, step.name)
-        event(tx, run.id, "step.failed", now, step.seq, error=str(conflict))
-        if not detached:
-            error = json.dumps(error_to_json(conflict))
-            _resolve_step(tx, run.id, step.seq, StepStatus.FAILED, None, error, now)
+        if detached:  # nothing waits for it: the parent's journal says why no child started
+            event(tx, run.id, "step.failed", now, step.seq, error=str(conflict))
+        else:
+            _fail_step(tx, run.id, step.seq, conflict, now)
         return
     if detached:
         return
@@ -407,11 +402,17 @@ def start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
         f"child run {child_id!r} is already the child of run {existing.parent_id!r}: a run hands its result "
         "to one parent; give this child an id of its own, or have the other parent send what is needed"
     )
-    event(tx, run.id, "step.failed", now, step.seq, error=str(taken))
-    _resolve_step(tx, run.id, step.seq, StepStatus.FAILED, None, json.dumps(error_to_json(taken)), now)
+    _fail_step(tx, run.id, step.seq, taken, now)
 
 
 _STEP_EFFECTS.update({StepKind.SEND_SIGNAL: _send_signal, StepKind.CHILD: start_child})
+
+
+def _fail_step(tx: Tx, run_id: str, seq: int, exc: CairnError, now: float) -> None:
+    """A step that failed in its own commit (a child that cannot be started or waited for, a
+    signal that cannot be sent): recorded failed with `exc`, which the workflow's await raises."""
+    event(tx, run_id, "step.failed", now, seq, error=str(exc))
+    _resolve_step(tx, run_id, seq, StepStatus.FAILED, None, json.dumps(error_to_json(exc)), now)
 
 
 def _resolve_step(
