@@ -30,7 +30,7 @@ a failure says its seed, and the runs at fault as they are.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import os
 import random
 import re
@@ -47,6 +47,7 @@ import pytest
 import cairn
 from cairn import IllegalTransition, RunNotFound, RunStatus, StepKind, StepStatus, WorkflowCancelled
 from cairn.records import RunRow
+from cairn.store import sql_store
 from tests import control_flows as cf
 from tests import fuzz_flows as ff
 from tests.conftest import _admin, _with_db, eventually
@@ -628,12 +629,18 @@ async def test_retrying_a_parent_after_its_child_was_retried(client: cairn.Clien
     assert (await handle.result(timeout=20))["counted"] == 1
 
 
-async def test_cancel_survives_a_deadlock_with_a_commit(pg_server: str, pg_template: str) -> None:
+async def test_cancel_never_deadlocks_with_a_commit(
+    pg_server: str, pg_template: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Forced, on PostgreSQL: a transaction locks a child's row and then its parent's, as a worker's
-    group commit that fences both runs in one statement may, while `cancel` of the parent holds the
-    parent and waits for the child. The database refuses one of the two; nothing of the refused one
-    was applied, so a cancel refused must be run again, not handed to its caller (it raised
-    psycopg.errors.DeadlockDetected, with nothing cancelled)."""
+    group commit that fences the child's activation and then writes its end to the parent does,
+    while `cancel` of the parent locks the parent and then the child. The cancel waited for the
+    child holding the parent: a deadlock, which PostgreSQL ends only after its deadlock_timeout
+    (1 s, the commit's whole batch stalled), refusing one of the two (the cancel raised
+    DeadlockDetected with nothing cancelled, before it was run again). It now takes the child's
+    row NOWAIT and runs again once the commit is through: no deadlock, no victim."""
+    monkeypatch.setattr(sql_store, "LOCK_BUSY_ATTEMPTS", 1_000_000)  # never falls back to waiting here
+    caplog.set_level(logging.DEBUG, logger="cairn.store")
     name = f"cairn_t_{uuid.uuid4().hex[:12]}"
     _admin(pg_server, f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
     url = _with_db(pg_server, name)
@@ -646,16 +653,20 @@ async def test_cancel_survives_a_deadlock_with_a_commit(pg_server: str, pg_templ
         commit = psycopg.connect(url)  # the worker's commit, as it takes its locks: child, then parent
         try:
             commit.execute("SELECT 1 FROM cairn_runs WHERE id = %s FOR NO KEY UPDATE", (child.id,))
-            cancel = asyncio.ensure_future(parent.cancel())  # holds the parent, waits for the child
-            await eventually(lambda: _waits_for_a_lock(url), what="the cancel waiting for the child's row")
+            cancel = asyncio.ensure_future(parent.cancel())  # locks the parent, then the child
+
+            async def tried() -> bool:  # the child's row refused (or, before, waited for holding the parent)
+                return "held by a commit" in caplog.text or await _waits_for_a_lock(url)
+
+            await eventually(tried, what="the cancel trying the child's row")
             lock = f"SELECT 1 FROM cairn_runs WHERE id = '{parent.id}' FOR NO KEY UPDATE"
-            with contextlib.suppress(psycopg.errors.DeadlockDetected):  # the other possible victim
-                await asyncio.to_thread(commit.execute, lock.encode())
+            await asyncio.to_thread(commit.execute, lock.encode())  # no DeadlockDetected
         finally:
             commit.rollback()
             commit.close()
         assert await cancel == RunStatus.CANCELLED
         assert await child.status() == RunStatus.CANCELLED
+        assert "lost a lock conflict" not in caplog.text  # nor was the cancel the deadlock's victim
     finally:
         await client.close()
         _admin(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

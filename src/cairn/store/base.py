@@ -46,6 +46,11 @@ class Tx(abc.ABC):
         self.notes: dict[str, Any] = {}
         """Notifications to send after commit: payload -> in-process detail (see `Listener`)."""
         self.events: list[dict[str, Any]] = []
+        self.wait_once = False
+        """Set for a control operation (`SqlStore._control`): it waits for its first row lock only
+        and takes each further one NOWAIT (see `control._lock`), so it never waits holding a lock."""
+        self.locked = False
+        """A row lock was taken through `control._lock` in this transaction."""
 
     def add_event(self, row: dict[str, Any]) -> None:
         """Append to a run's event list; the rows are written together, in order, just before COMMIT.
@@ -174,6 +179,11 @@ class Database(abc.ABC):
     def conflicted(self, exc: Exception) -> bool:
         """Whether `exc` says the database refused the transaction as the loser of a lock conflict
         (a deadlock): nothing of it was applied, and it may simply run again."""
+        return False
+
+    def lock_unavailable(self, exc: Exception) -> bool:
+        """Whether `exc` is a NOWAIT lock refused because another transaction holds the row: nothing
+        of the transaction was applied, and it may run again once that one has ended."""
         return False
 
     def ambiguous(self, exc: Exception) -> bool:

@@ -23,14 +23,23 @@ from cairn.types import RunStatus, StepKind
 
 def _lock(tx: Tx, run_id: str) -> RunRow:
     """Lock a run's row, its parent's first: the one lock order (ancestors before descendants) that
-    cancels, retries and child completions all follow, so they cannot deadlock each other."""
+    cancels, retries and child completions all follow, so they cannot deadlock each other.
+
+    A group commit does not follow it: it locks the runs of its activations in one statement, then
+    writes what they touch, a child's end its parent. So a control operation (`tx.wait_once`)
+    waits only for its first lock, holding none, and takes every further one NOWAIT: held by a
+    commit, it is refused at once and the operation runs again (`SqlStore._control`) once that
+    commit is through, instead of waiting holding a parent the commit needs, which PostgreSQL
+    only ends as a deadlock after its `deadlock_timeout` (1 s), the commit's batch stalled as long."""
     row = tx.one("get_run", {"id": run_id})
     if row is None:
         raise RunNotFound(f"no run with id {run_id!r}")
     parent_id = run_row(row).parent_id
     if parent_id is not None:
-        tx.one("lock_run", {"id": parent_id})
-    locked = tx.one("lock_run_row", {"id": run_id})
+        tx.one("lock_run_nowait" if tx.wait_once and tx.locked else "lock_run", {"id": parent_id})
+        tx.locked = True
+    locked = tx.one("lock_run_row_nowait" if tx.wait_once and tx.locked else "lock_run_row", {"id": run_id})
+    tx.locked = True
     assert locked is not None
     return run_row(locked)
 

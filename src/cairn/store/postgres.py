@@ -535,6 +535,9 @@ class PostgresDatabase(Database):
     def conflicted(self, exc: Exception) -> bool:
         return isinstance(exc, psycopg.Error) and exc.sqlstate in _CONFLICTS
 
+    def lock_unavailable(self, exc: Exception) -> bool:
+        return isinstance(exc, psycopg.Error) and exc.sqlstate == "55P03"
+
     @property
     def notifies_across_processes(self) -> bool:
         return self._listening.is_set()

@@ -6,6 +6,7 @@ and `control` (pause, resume, cancel, retry, fork).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -43,6 +44,12 @@ log = logging.getLogger("cairn.store")
 
 CONFLICT_ATTEMPTS = 5
 """How many times a control operation is run when the database refuses it as a deadlock's loser."""
+LOCK_BUSY_ATTEMPTS = 30
+"""How many times a control operation is run taking its further row locks NOWAIT (see
+`control._lock`) while a commit holds one of them, before it waits for them as for its first."""
+LOCK_BUSY_PAUSE = 0.001
+"""Seconds before the first such run again, doubled each time up to 50 ms: a commit holds its
+rows for a few milliseconds."""
 
 T = TypeVar("T")
 OWN_NEW_RUN_SETTLE = 1.0
@@ -246,18 +253,31 @@ class SqlStore:
         return await self._control(lambda tx: control.fork(tx, run_id, from_step, new_id))
 
     async def _control(self, fn: Callable[[Tx], T]) -> T:
-        """A control operation, run again when the database refused it as the loser of a lock
-        conflict: it locks a parent, then its children (`control._lock`), while a group commit
-        may fence a child and then its parent in one statement. Refused, nothing of it was applied;
-        handed to its caller, the cancel or retry a user asked for would not have happened."""
-        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        """A control operation, run again when a row it locks NOWAIT is held by a commit, or when
+        the database refused it as the loser of a lock conflict: it locks a parent, then its
+        children (`control._lock`), while a group commit may fence a child and then write its
+        parent. Refused, nothing of it was applied; handed to its caller, the cancel or retry a
+        user asked for would not have happened."""
+        busy = conflicts = 0
+        while True:
+            wait_once = busy < LOCK_BUSY_ATTEMPTS
+
+            def run(tx: Tx, wait_once: bool = wait_once) -> T:
+                tx.wait_once = wait_once
+                return fn(tx)
+
             try:
-                return await self.db.transaction(fn)
+                return await self.db.transaction(run)
             except Exception as exc:
-                if attempt == CONFLICT_ATTEMPTS or not self.db.conflicted(exc):
+                if wait_once and self.db.lock_unavailable(exc):
+                    log.debug("a control operation found a row it locks held by a commit; running it again")
+                    busy += 1
+                    await asyncio.sleep(min(LOCK_BUSY_PAUSE * 2 ** (busy - 1), 0.05))
+                    continue
+                conflicts += 1
+                if conflicts == CONFLICT_ATTEMPTS or not self.db.conflicted(exc):
                     raise
                 log.info("a control operation lost a lock conflict (%s); running it again", exc)
-        raise AssertionError("unreachable")
 
     # --- workflow activations -------------------------------------------------------------------
 

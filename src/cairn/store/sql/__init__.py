@@ -8,7 +8,7 @@ rewrites, so no statement is written twice:
   `RunRow` and `StepRow`, named once, by the records' fields, so a row maps to its record by name.
 - `expr = ANY(:list)`: a list parameter. PostgreSQL binds it as an array; SQLite as JSON text,
   expanded with json_each.
-- Row locks (`FOR UPDATE`, `FOR NO KEY UPDATE OF t`, `SKIP LOCKED`) are PostgreSQL's; SQLite's
+- Row locks (`FOR UPDATE`, `FOR NO KEY UPDATE OF t`, `SKIP LOCKED`, `NOWAIT`) are PostgreSQL's; SQLite's
   writers are serialised by BEGIN IMMEDIATE, so they are dropped there.
 - A filter that may be skipped, `(CAST(:p AS type) IS NULL OR column = CAST(:p AS type))`, is one
   no index serves on SQLite (its plan does not depend on the values bound). A statement headed
@@ -39,7 +39,7 @@ _ROWS = re.compile(r"^--\s*rows:\s*(.*?)\s*$", re.M)
 _GIVEN = re.compile(r"^--\s*indexed when given:\s*(\w+)\s*$", re.M)
 _COLUMNS = re.compile(r"\{(run|step)_columns(?::(\w+))?\}")
 _ANY = re.compile(r"=\s*ANY\(:(\w+)\)")
-_LOCK = re.compile(r"\s+FOR (?:NO KEY )?UPDATE(?: OF \w+)?(?: SKIP LOCKED)?")
+_LOCK = re.compile(r"\s+FOR (?:NO KEY )?UPDATE(?: OF \w+)?(?: SKIP LOCKED| NOWAIT)?")
 _FROM_ROWS = re.compile(r"\s+FROM \{rows\} x\b")
 _JOIN_ROWS = re.compile(r"\s+JOIN \{rows\} x ON\s+")
 _X_COLUMN = re.compile(r"\bx\.(\w+)")

@@ -512,6 +512,10 @@ SELECT run_id, key, value FROM cairn_memory WHERE run_id = ANY(:run_ids)
 -- name: lock_run
 SELECT status FROM cairn_runs WHERE id = :id FOR UPDATE
 
+-- name: lock_run_nowait
+-- A control operation's further locks (see control._lock): refused at once when held elsewhere.
+SELECT status FROM cairn_runs WHERE id = :id FOR UPDATE NOWAIT
+
 -- name: busy_due
 -- Of this worker's busy runs (not claimed: an activation or commit of theirs is under way), those
 -- due now or within a second, e.g. by that very commit (a signal it matched, a child it found
@@ -553,6 +557,10 @@ LIMIT 1
 -- name: lock_run_row
 SELECT {run_columns}
 FROM cairn_runs WHERE id = :id FOR UPDATE
+
+-- name: lock_run_row_nowait
+SELECT {run_columns}
+FROM cairn_runs WHERE id = :id FOR UPDATE NOWAIT
 
 -- name: extend_step_leases
 -- Only the attempts the worker says it is running: one it lost track of (a commit whose outcome
