@@ -479,6 +479,18 @@ async def nul_past_the_door() -> str:
 
 
 @workflow
+async def nul_after_an_action() -> str:
+    """`nul_past_the_door` once an action has run: the commit the database refuses also records
+    that action's result, so its step is still open when the run fails."""
+    from cairn.engine.runtime import require_runtime
+
+    await add_one(1)
+    require_runtime("test").memory_add("bad\x00key", 1)
+    await add_one(2)
+    return "stored"
+
+
+@workflow
 async def add_then_wait(x: int) -> int:
     a = await add_one(x)
     await cairn.wait_for_signal("go")

@@ -14,7 +14,7 @@ import cairn
 from cairn import RunStatus
 from cairn.records import ActivationResult, NewRun, NewStep
 from cairn.store.protocol import Commit
-from cairn.types import StepKind
+from cairn.types import StepKind, StepStatus
 from tests import flows
 
 pytestmark = pytest.mark.timeout(60)
@@ -43,6 +43,20 @@ async def test_a_poisoned_run_beside_thirty_ordinary_ones(client: cairn.Client, 
     for handle in poisoned:  # failed once, not claimed and refused again and again
         kinds = [e.kind for e in await handle.events()]
         assert kinds.count("failed") <= 1 and len(kinds) < 12, kinds
+
+
+async def test_a_run_failed_for_a_refused_commit_holds_no_open_step(client: cairn.Client, db_url: str) -> None:
+    """The refused commit also recorded an action's result: the run failed with its step still
+    `running` (a finished run with an open step, shown as running for ever)."""
+    async with cairn.Worker(client, poll_interval=0.1):
+        handle = await client.start(flows.nul_after_an_action)
+        if db_url.startswith("postgresql"):
+            with pytest.raises(cairn.CairnError, match=r"the database refused to record the progress of run"):
+                await handle.result(timeout=20)
+        else:
+            assert await handle.result(timeout=20) == "stored"  # SQLite's text holds NUL bytes
+    open_steps = [s.seq for s in await handle.steps() if s.status in (StepStatus.SCHEDULED, StepStatus.RUNNING)]
+    assert open_steps == []
 
 
 async def test_a_refused_piece_never_fails_its_batch_mates(client: cairn.Client) -> None:

@@ -186,6 +186,8 @@ def _finish(tx: Tx, commit: Commit, activation: int, now: float) -> None:
         event(tx, run.id, res.status.value, now, **detail)
         # A result waiter in this process gets the finished row with the news: no read back.
         tx.notify(f"run:{run.id}", _finished_row(commit, activation, now) if terminal else None)
+    if commit.closes_steps:
+        tx.execute("cancel_open_steps", {"run_id": run.id, "now": now, "activation": activation})
     if terminal and run.parent_id is not None and run.parent_seq is not None:
         resolve_parent(tx, run, res.status, res.result, res.error, now)
     if res.wake_at is not None:

@@ -40,7 +40,8 @@ def open_store(url: str | None = None) -> SqlStore:
         from cairn.store.postgres import PostgresDatabase
 
         return SqlStore(PostgresDatabase(resolved.replace("postgresql+psycopg://", "postgresql://", 1)))
-    raise ValueError(
-        f"unsupported database URL scheme {scheme!r}: use sqlite:///path/to/file.db or "
-        "postgresql://user@host:5432/dbname"
-    )
+    if re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme) and "://" in resolved:
+        wrong = f"unsupported database URL scheme {scheme!r}"
+    else:  # not a URL (a libpq keyword string, a path): shown without any password it holds
+        wrong = f"not a database URL: {redact_url(resolved)!r}"
+    raise ValueError(f"{wrong}: use sqlite:///path/to/file.db or postgresql://user@host:5432/dbname")

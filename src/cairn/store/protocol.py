@@ -78,6 +78,9 @@ class Commit:
     now: float | None = None
     """The committer's estimate of the database clock, so the commit need not ask for it (a round
     trip); None: ask the database."""
+    closes_steps: bool = False
+    """Cancel the run's open steps with this commit: a run failed outside its code (its commit was
+    refused) has no activation left to settle them, and a finished run holds no open step."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,6 +167,7 @@ class Runner:
         self._claimed: InFlight[str] = InFlight()
         self._expected: collections.Counter[str] = collections.Counter()
         self._clock_offset = 0.0
+        self._last_now = 0.0
         self.draining = False
         """Set when the worker stops: commits keep no run leased here (no sticky lease) and start no
         action here, so that what the runs do next goes to other workers at once."""
@@ -195,8 +196,20 @@ class Runner:
                 del self._locks[run_id]
 
     def now(self) -> float:
-        """The database clock, estimated from the last claim (activations record it as logical time)."""
-        return self._store.clock.now() + self._clock_offset
+        """The database clock, estimated from the last claim (activations record it as logical
+        time). Never earlier than a time it gave before: a step's start, its end and the events
+        between them are dated in the order they happened."""
+        now = self._store.clock.now() + self._clock_offset
+        if now < self._last_now:
+            return self._last_now
+        self._last_now = now
+        return now
+
+    def observe_clock(self, database_now: float) -> None:
+        """Set the estimate from a claim's database time, as its answer arrives (read later, by an
+        activation that waited its turn, the same time put the estimate that much behind, so
+        that a step born in one commit could end before it started)."""
+        self._clock_offset = database_now - self._store.clock.now()
 
     # --- a claimed activation -------------------------------------------------------------------
 
@@ -225,7 +238,6 @@ class Runner:
                 del self._expected[run_id]
 
     async def _run_claimed(self, claim: RunClaim) -> None:
-        self._clock_offset = claim.now - self._store.clock.now()
         async with self._exclusive(claim.run.id):
             logged = run_context.set(claim.run.id)  # log records made meanwhile carry the run's id
             try:
@@ -474,7 +486,7 @@ class Runner:
         )
         log.error("run %s failed: %s", run.id, reason)
         failed = ActivationResult(status=RunStatus.FAILED, error=error_text(reason))  # counts: see above
-        commit = Commit(run, token, failed, owner=self._worker_id, lease=self._lease, now=self.now())
+        commit = Commit(run, token, failed, owner=self._worker_id, lease=self._lease, now=self.now(), closes_steps=True)
         try:
             await self._store.commit_activation(commit)
         except Exception:

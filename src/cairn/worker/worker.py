@@ -400,6 +400,8 @@ class Worker:
             busy,
             new_runs,
         )
+        if work.runs:
+            self._runner.observe_clock(work.runs[0].now)
         for claim in work.runs:
             self._run_slots.take()
             self._spawn(self._runner.claimed(claim), self._run_releaser(claim.run.status == RunStatus.PENDING))

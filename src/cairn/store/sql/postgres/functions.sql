@@ -27,9 +27,11 @@ BEGIN
 
     IF events IS NOT NULL THEN
         -- In the order they were added. A detail is a nested object, kept as the text it was sent
-        -- as (json, not jsonb).
+        -- as (json, not jsonb), or that text as a JSON string when it holds a NUL (see
+        -- PostgresDatabase._apply).
         INSERT INTO cairn_events (run_id, at, kind, step, detail)
-        SELECT run_id, now, kind, step, CAST(detail AS text)
+        SELECT run_id, now, kind, step,
+               CASE WHEN json_typeof(detail) = 'string' THEN detail #>> '{}' ELSE CAST(detail AS text) END
         FROM ROWS FROM (json_to_recordset(events)
                         AS (run_id text, now double precision, kind text, step integer, detail json))
              WITH ORDINALITY AS e(run_id, now, kind, step, detail, ord)
