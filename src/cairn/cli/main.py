@@ -72,7 +72,8 @@ class Failure(Exception):
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    # Whatever raised it, a password in a database URL or libpq keyword string is never printed.
+    click.echo(f"error: {redact_url(message)}", err=True)
     sys.exit(code)
 
 
@@ -642,6 +643,9 @@ async def report_outcome(handle: cairn.RunHandle, wait: float | None, as_json: b
     if not row.status.is_terminal:
         within = f"within {wait:g}s " if wait else ""
         click.echo(f"error: run {handle.id} did not finish {within}(status: {row.status.value})", err=True)
+        error = loads(row.error)
+        if row.status == RunStatus.PAUSED and error is not None:  # paused on an error: say which, and what to do
+            click.echo(f"it is paused on {render.format_error(error)}; after a fix: cairn retry {handle.id}", err=True)
         return 1
     error = loads(row.error)
     detail = render.format_error(error) if error is not None else "the run was cancelled"
@@ -706,8 +710,15 @@ def runs(status: str | None, workflow: str | None, limit: int, db: str | None, a
 @click.option("--traceback", "show_traceback", is_flag=True, help="Include the recorded traceback of a failure.")
 @click.option("--properties", "show_properties", is_flag=True, help="Also show the properties after each step.")
 @click.option("--events", "show_events", is_flag=True, help="Also show every state change of the run.")
+@click.option("--memory", "show_memory", is_flag=True, help="Also show the run's memory (cairn.memory), key by key.")
 def show(
-    run_id: str, db: str | None, as_json: bool, show_traceback: bool, show_properties: bool, show_events: bool
+    run_id: str,
+    db: str | None,
+    as_json: bool,
+    show_traceback: bool,
+    show_properties: bool,
+    show_events: bool,
+    show_memory: bool,
 ) -> None:
     """Show one run: its status, input, outcome, and its steps."""
 
@@ -728,7 +739,15 @@ def show(
             described = {a.id: {"name": a.name, "description": a.description} for a in actions.values()}
             journal = export_journal(row, await client.store.list_steps(row.id))  # for cairn.testing.replay
             step_list = [render.step_json(s) for s in steps]
-            echo_json({"run": run_json, "steps": step_list, "actions": described, "journal": journal})
+            shown: dict[str, Any] = {"run": run_json, "steps": step_list, "actions": described, "journal": journal}
+            # What the flags add to the table, the JSON has too (as the HTTP API's routes give it).
+            if show_properties:
+                shown["properties_history"] = await handle.properties(history=True)
+            if show_events:
+                shown["events"] = [render.event_json(e) for e in await handle.events()]
+            if show_memory:
+                shown["memory"] = await handle.memory()
+            echo_json(shown)
             return
         out = render.console()
         now = await client.now()
@@ -753,6 +772,9 @@ def show(
         if show_events:
             out.print()
             out.print(render.events_table(await handle.events(), row.created_at))
+        if show_memory:
+            out.print()
+            out.print(render.memory_table(await handle.memory()))
 
     run(with_client(db, body))
 
@@ -803,7 +825,9 @@ def queues(db: str | None, as_json: bool) -> None:
     lets the next start go."""
 
     async def body(client: cairn.Client) -> None:
-        rows = [
+        declared = await client.list_queues()
+        counts = await client.run_counts("queue")
+        rows: list[dict[str, Any]] = [
             {
                 "name": q.spec.name,
                 "concurrency": q.spec.concurrency,
@@ -818,13 +842,19 @@ def queues(db: str | None, as_json: bool) -> None:
                 "rate_next_at": q.rate_next_at,
                 "rate_starts": q.rate_starts,
                 "declared_by": q.declared_by,
+                "counts": counts.get(q.spec.name, {}),
             }
-            for q in await client.list_queues()
+            for q in declared
         ]
+        # As GET /api/queues and the dashboard: queues that runs use, declared by no cairn.Queue
+        # (`default` among them), are listed too, with no limits.
+        names = {q.spec.name for q in declared}
+        rows += [render.undeclared_queue(name, counts[name]) for name in sorted(counts) if name not in names]
+        rows.sort(key=lambda r: str(r["name"]))
         if as_json:
             echo_json(rows)
         elif not rows:
-            click.echo("no queues declared (a worker upserts the cairn.Queue its code declares)", err=True)
+            click.echo("no queues: no run uses one, and none is declared (a worker upserts its cairn.Queue)", err=True)
         else:
             render.console().print(render.queues_table(rows))
 

@@ -64,13 +64,21 @@ def fmt_time(ts: float | None, offset: bool = False) -> str:
     """Epoch seconds as local ISO time without microseconds (with the UTC offset if asked)."""
     if ts is None:
         return "-"
-    moment = datetime.fromtimestamp(ts).astimezone().replace(microsecond=0)
+    try:
+        moment = datetime.fromtimestamp(ts).astimezone().replace(microsecond=0)
+    except (OverflowError, OSError, ValueError):  # a timer of `asyncio.sleep(1e300)`: past year 9999
+        return f"epoch {ts:.6g}s (beyond the calendar)"
     return moment.isoformat() if offset else moment.replace(tzinfo=None).isoformat()
+
+
+YEAR = 365.25 * 86400
 
 
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
+    if seconds >= 1000 * YEAR:
+        return f"{seconds / YEAR:.3g}y"
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
@@ -160,7 +168,7 @@ def runs_table(rows: list[RunRow], now: float, blocked: dict[str, str] | None = 
     table.add_column("id", style="bold", overflow="fold")
     table.add_column("workflow", no_wrap=True, overflow="ellipsis")
     blocked = blocked or {}
-    widest = max((len(r.status.value) + (2 if r.id in blocked else 0) for r in rows), default=0)
+    widest = max((len(run_status_text(r)) + (2 if r.id in blocked else 0) for r in rows), default=0)
     table.add_column("status", no_wrap=True, min_width=widest)
     if not narrow:
         table.add_column("created", no_wrap=True)
@@ -168,7 +176,7 @@ def runs_table(rows: list[RunRow], now: float, blocked: dict[str, str] | None = 
     if not narrow:
         table.add_column("activations", justify="right")
     for row in rows:
-        status = run_status(row.status)
+        status = Text(run_status_text(row), style=_RUN_STYLES.get(row.status, ""))
         if row.id in blocked:
             status.append(" !", style="bold yellow")
         cells = [Text(row.id), Text(short_name(row.workflow) if narrow else row.workflow), status]
@@ -179,6 +187,13 @@ def runs_table(rows: list[RunRow], now: float, blocked: dict[str, str] | None = 
             cells.append(Text(str(row.activations)))
         table.add_row(*cells)
     return table
+
+
+def run_status_text(row: RunRow) -> str:
+    """The status a table shows: a run paused on an error says so (`paused (error)`)."""
+    if row.status == RunStatus.PAUSED and row.pause_reason not in (None, "user"):
+        return f"{row.status.value} ({row.pause_reason})"
+    return row.status.value
 
 
 def blocked_note(blocked: dict[str, str], shown: int = 5) -> Text:
@@ -346,6 +361,7 @@ def run_json(row: RunRow) -> dict[str, Any]:
         "id": row.id,
         "workflow": row.workflow,
         "status": row.status.value,
+        "pause_reason": row.pause_reason,
         "queue": row.queue,
         "parent_id": row.parent_id,
         "parent_seq": row.parent_seq,
@@ -377,8 +393,26 @@ def step_json(step: StepInfo) -> dict[str, Any]:
         "started_at": step.started_at,
         "completed_at": step.completed_at,
         "duration_ms": None if step.duration is None else round(step.duration * 1000, 3),
+        "due_at": step.due_at,
         "logs": step.logs,
     }
+
+
+def event_json(e: RunEvent) -> dict[str, Any]:
+    """An event as `GET /api/runs/{id}/events` gives it."""
+    return {"id": e.id, "at": e.at, "kind": e.kind, "step": e.step, "detail": e.detail}
+
+
+def memory_table(memory: dict[str, Any]) -> RenderableType:
+    """The run's memory (`cairn show RUN --memory`), a key a line."""
+    if not memory:
+        return Text("no memory written", style="dim")
+    table = Table(title="Memory", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("key", no_wrap=True, overflow="fold")
+    table.add_column("value", overflow="fold")
+    for key, value in memory.items():
+        table.add_row(Text(key), Text(truncate(compact_json(value), 4 * VALUE_WIDTH)))
+    return table
 
 
 # --- workers ----------------------------------------------------------------------------------
@@ -451,14 +485,37 @@ def schedules_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def undeclared_queue(name: str, counts: dict[str, int]) -> dict[str, Any]:
+    """A queue runs use that no cairn.Queue declares: no limits, nothing counted but its runs."""
+    return {
+        "name": name,
+        **dict.fromkeys(["concurrency", "per_worker", "per_key", "rate_limit", "rate_next_at", "declared_by"]),
+        "priority": False,
+        **dict.fromkeys(["runs_waiting", "runs_in_flight", "attempts_waiting", "attempts_in_flight", "rate_starts"], 0),
+        "counts": counts,
+    }
+
+
 def queues_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for name in ("queue", "limits", "runs waiting", "in flight", "attempts waiting", "in flight", "rate: next start"):
+    for name in (
+        "queue",
+        "limits",
+        "runs waiting",
+        "in flight",
+        "attempts waiting",
+        "in flight",
+        "rate: next start",
+        "runs by status",
+    ):
         table.add_column(name, overflow="fold")
     for row in rows:
         limits = [f"{k}={row[k]}" for k in ("concurrency", "per_worker", "per_key", "rate_limit") if row[k] is not None]
         if row["priority"]:
             limits.append("priority")
+        if row["declared_by"] is None and not limits:
+            limits.append("none (not declared)")
+        by_status = ", ".join(f"{status} {n}" for status, n in row["counts"].items() if n) or "-"
         window = (
             "-" if row["rate_next_at"] is None else f"{fmt_time(row['rate_next_at'])} ({row['rate_starts']} started)"
         )
@@ -470,5 +527,6 @@ def queues_table(rows: list[dict[str, Any]]) -> Table:
             Text(str(row["attempts_waiting"])),
             Text(str(row["attempts_in_flight"])),
             Text(window),
+            Text(by_status),
         )
     return table

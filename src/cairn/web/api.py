@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import JsonValue
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from cairn.client.client import MAX_PAGE, Client, QueuePlace, RunHandle
 from cairn.registry import registry
@@ -65,7 +66,35 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     ]
 }
 
-router = APIRouter(prefix="/api", responses=_ERRORS)
+
+class AnyText(PathConvertor):
+    """A run id, workflow or signal name in a URL: any text, `/` and line breaks included (`path`
+    stops at a line break, so a run id holding one was looked up without its end, or not at all)."""
+
+    regex = r"[\s\S]*"
+
+
+register_url_convertor("cairn_text", AnyText())
+
+
+def known_query(request: Request) -> None:
+    """A query parameter the route does not take, or one given twice, is a 422 naming it: a typo
+    (`?stauts=failed`) listed every run, and `?status=waiting&status=failed` only the failed ones."""
+    route = request.scope.get("route")
+    declared = getattr(getattr(route, "dependant", None), "query_params", None)
+    if declared is None:
+        return
+    known: set[str] = {str(getattr(p, "alias", None) or getattr(p, "name", "")) for p in declared}
+    unknown = sorted(k for k in request.query_params if k not in known)
+    if unknown:
+        takes = f"it takes {', '.join(sorted(known))}" if known else "it takes none"
+        raise ValueError(f"unknown query parameter {', '.join(map(repr, unknown))} for this route; {takes}")
+    repeated = sorted(k for k in known if len(request.query_params.getlist(k)) > 1)
+    if repeated:
+        raise ValueError(f"query parameter {', '.join(map(repr, repeated))} given more than once; give it once")
+
+
+router = APIRouter(prefix="/api", responses=_ERRORS, dependencies=[Depends(known_query)])
 health = APIRouter()
 
 RunId = Annotated[str, Path(min_length=1, max_length=ID_MAX, description="The run's id.")]
@@ -138,7 +167,7 @@ async def workflows(request: Request) -> list[WorkflowOut]:
 
 
 @router.post(
-    "/workflows/{name}/runs",
+    "/workflows/{name:cairn_text}/runs",
     status_code=201,
     response_model=StartOut,
     responses={200: {"model": StartOut, "description": "The id named an existing run: nothing started"}},
@@ -165,8 +194,8 @@ async def start_run(
 
 
 def _outcome(row: Any) -> dict[str, Any]:
-    if not row.status.is_terminal:
-        return {"done": False}
+    if not row.status.is_terminal:  # a run paused on an error has one: why it waits (as GET /runs/{id} says)
+        return {"done": False, "error": loads(row.error)}
     output = loads(row.result)
     return {"done": True, "result": output, "output": output, "error": loads(row.error)}
 
@@ -209,43 +238,56 @@ async def runs(
     )
 
 
-@router.get("/runs/{run_id:path}/steps", response_model=list[StepOut], tags=["runs"])
+@router.get("/runs/{run_id:cairn_text}/steps", response_model=list[StepOut], tags=["runs"])
 async def steps(run_id: RunId, request: Request) -> list[StepOut]:
-    """The run's journal, step by step, with each action's human name where its code is known here."""
+    """The run's journal, step by step, with each action's human name and description (from its code,
+    or as the workers registered it)."""
+    client = client_of(request)
+    found = await client.get(run_id).steps()
+    actions = await action_labels(client, {s.name for s in found if s.kind.value == "action"})
     out = []
-    for s in await client_of(request).get(run_id).steps():
-        action = registry.action(s.name) if s.kind.value == "action" else None
+    for s in found:
+        action = actions.get(s.name) if s.kind.value == "action" else None
         out.append(StepOut.of(s, action.name if action else None, action.description if action else None))
     return out
 
 
+async def action_labels(client: Client, names: set[str]) -> dict[str, Any]:
+    """Action id → its human name and description: from its code where it is imported here, else as
+    the workers registered it (a dashboard served apart from its workers imports no code)."""
+    found: dict[str, Any] = {n: a for n in names if (a := registry.action(n)) is not None}
+    if names - found.keys():
+        found.update({a.id: a for a in await client.list_actions() if a.id in names and a.id not in found})
+    return found
+
+
 @router.get(
-    "/runs/{run_id:path}/properties", response_model=dict[str, JsonValue] | list[PropertySnapshot], tags=["runs"]
+    "/runs/{run_id:cairn_text}/properties", response_model=dict[str, JsonValue] | list[PropertySnapshot], tags=["runs"]
 )
 async def properties(run_id: RunId, request: Request, history: bool = False) -> Any:
     """The run's properties now, or with `history=true` after each activation that changed them."""
     return await client_of(request).get(run_id).properties(history=history)
 
 
-@router.get("/runs/{run_id:path}/memory", response_model=dict[str, JsonValue], tags=["runs"])
+@router.get("/runs/{run_id:cairn_text}/memory", response_model=dict[str, JsonValue], tags=["runs"])
 async def memory(run_id: RunId, request: Request) -> dict[str, Any]:
     return await client_of(request).get(run_id).memory()
 
 
-@router.get("/runs/{run_id:path}/events", response_model=list[EventOut], tags=["runs"])
+@router.get("/runs/{run_id:cairn_text}/events", response_model=list[EventOut], tags=["runs"])
 async def events(run_id: RunId, request: Request) -> list[EventOut]:
     """Every state change of the run, oldest first."""
     return [EventOut.of(e) for e in await client_of(request).get(run_id).events()]
 
 
-@router.get("/runs/{run_id:path}/logs", response_model=list[LogOut], tags=["runs"])
+@router.get("/runs/{run_id:cairn_text}/logs", response_model=list[LogOut], tags=["runs"])
 async def logs(run_id: RunId, request: Request) -> list[LogOut]:
     """The log lines the run's actions wrote (`cairn.context().logger`), in step order."""
     steps = await client_of(request).get(run_id).steps()
     return [LogOut(seq=s.seq, name=s.name, line=line) for s in steps for line in s.logs]
 
 
-@router.get("/runs/{run_id:path}/result", response_model=ResultOut, tags=["runs"])
+@router.get("/runs/{run_id:cairn_text}/result", response_model=ResultOut, tags=["runs"])
 async def result(run_id: RunId, request: Request, wait: Wait = None) -> ResultOut:
     """The run's outcome; `done` is false when it has not finished (within `wait` seconds)."""
     handle = client_of(request).get(run_id)
@@ -257,7 +299,7 @@ async def result(run_id: RunId, request: Request, wait: Wait = None) -> ResultOu
     return ResultOut(id=row.id, status=row.status, **_outcome(row))
 
 
-@router.get("/runs/{run_id:path}", response_model=RunOut, tags=["runs"])
+@router.get("/runs/{run_id:cairn_text}", response_model=RunOut, tags=["runs"])
 async def run(run_id: RunId, request: Request) -> RunOut:
     """One run: status, input, output, error, properties, timings, parent and children.
 
@@ -280,13 +322,30 @@ def _control(op: str) -> Any:
 
 
 for _op, _doc in [
-    ("pause", "Take no new steps until resumed; a step in flight finishes (409 once the run has finished)."),
-    ("resume", "Continue a paused run (409 unless it is paused: nothing to resume)."),
-    ("cancel", "Stop the run and its children; pending steps are cancelled (409 once it has finished)."),
-    ("retry", "Continue a failed run, or one paused on an error, from the failed step."),
+    (
+        "pause",
+        "Take no new steps until resumed; a step in flight finishes. A paused run is left as it is "
+        "(200, its status unchanged); 409 once the run has finished.",
+    ),
+    (
+        "resume",
+        "Continue a paused run (one paused on an error tries the failed step again). A run that is not "
+        "paused but still going is left as it is (200, its status unchanged); 409 once it has finished.",
+    ),
+    (
+        "cancel",
+        "Stop the run and its children; pending steps are cancelled. A cancelled run is left as it is "
+        "(200, its status unchanged); 409 once it has finished otherwise.",
+    ),
+    (
+        "retry",
+        "Continue a failed run, or one paused on an error, from the failed step (a run paused by a user is "
+        "resumed). A run still going is left as it is (200, its status unchanged); 409 for a completed or "
+        "cancelled run.",
+    ),
 ]:
     router.add_api_route(
-        f"/runs/{{run_id:path}}/{_op}",
+        f"/runs/{{run_id:cairn_text}}/{_op}",
         _control(_op),
         methods=["POST"],
         response_model=ControlOut,
@@ -297,7 +356,7 @@ for _op, _doc in [
     )
 
 
-@router.post("/runs/{run_id:path}/signals/{name}", response_model=SignalOut, tags=["control"])
+@router.post("/runs/{run_id:cairn_text}/signals/{name:cairn_text}", response_model=SignalOut, tags=["control"])
 async def signal(
     run_id: RunId,
     name: Name,
@@ -309,7 +368,7 @@ async def signal(
     return SignalOut(id=run_id, name=name, sent=True)
 
 
-@router.post("/runs/{run_id:path}/fork", status_code=201, response_model=ControlOut, tags=["control"])
+@router.post("/runs/{run_id:cairn_text}/fork", status_code=201, response_model=ControlOut, tags=["control"])
 async def fork(run_id: RunId, body: ForkIn, request: Request) -> ControlOut:
     """Start a new run reusing this run's journal up to `from_step`."""
     client = client_of(request)

@@ -90,7 +90,20 @@ def _handle_errors(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        return error(exc.status_code, _CODES.get(exc.status_code, "error"), detail)
+        if exc.status_code == 404 and detail == "Not Found":  # no route: say which, and where the routes are
+            detail = f"no route {request.method} {request.url.path}; the API's routes are listed at /api/docs"
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow")
+            detail = f"{request.method} is not allowed on {request.url.path}" + (f"; use {allowed}" if allowed else "")
+        answer = error(exc.status_code, _CODES.get(exc.status_code, "error"), detail)
+        answer.headers.update(exc.headers or {})
+        return answer
+
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        # Still JSON, as every other answer; the traceback goes to the server's log (Starlette
+        # re-raises after this), never to the client: it may quote data or configuration.
+        message = f"internal error ({type(exc).__name__}); the server's log has the details"
+        return error(500, "internal", message)
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -101,6 +114,7 @@ def _handle_errors(app: FastAPI) -> None:
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(Exception, internal)
 
 
 def _mapper(status: int, code: str) -> Any:

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from cairn.serialization import MAX_NESTING
-from cairn.web.security import CSRF_HEADER, SESSION_COOKIE, Guard, same_origin, served_without_token
+from cairn.web.security import CSRF_HEADER, SESSION_COOKIE, Guard, is_local_peer, same_origin, served_without_token
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -97,8 +97,13 @@ class Edge:
             return
         refused, nonce = self._admit(scope, rel, headers)
         if refused is None:
-            scope.setdefault("state", {})["csrf"] = self.guard.csrf_for(nonce)
-            refused, receive = await self._read_body(scope, receive, headers)
+            state = scope.setdefault("state", {})
+            state["csrf"] = self.guard.csrf_for(nonce)
+            # Who may see more than a public page holds (the header's database URL, the logout button).
+            state["authenticated"] = (
+                not self.guard.enabled or nonce is not None or self.guard.bearer_ok(headers.get("authorization"))
+            )
+            refused, receive = await self._read_body(scope, receive, headers, rel)
         if refused is not None:
             await refused(scope, receive, send)
             return
@@ -114,6 +119,16 @@ class Edge:
                 "forbidden",
                 f"this app has no API token, so it answers only requests sent to localhost, not to {host!r}; "
                 "start it with a token (--token or CAIRN_API_TOKEN) to serve other hosts",
+            ), None
+        peer = (scope.get("client") or (None,))[0]
+        if not self.guard.enabled and not is_local_peer(peer):
+            # The Host header is the client's to write: without a token, what decides is where the
+            # request came from (an app mounted in a server listening beyond loopback).
+            return error(
+                403,
+                "forbidden",
+                f"this app has no API token, so it answers only clients on this machine, not {peer}; "
+                "give it a token (--token, CAIRN_API_TOKEN or create_app(client, token=...)) to serve other machines",
             ), None
         origin = headers.get("origin")
         cross = headers.get("sec-fetch-site") in ("cross-site", "same-site")
@@ -139,9 +154,9 @@ class Edge:
         return None, nonce
 
     async def _read_body(
-        self, scope: Scope, receive: Receive, headers: dict[str, str]
+        self, scope: Scope, receive: Receive, headers: dict[str, str], rel: str = ""
     ) -> tuple[Response | None, Receive]:
-        """Read the whole body (bounded), check its size and JSON depth, and replay it to the app."""
+        """Read the whole body (bounded), check its size, type and JSON depth, and replay it to the app."""
         if scope["method"] not in UNSAFE:
             return None, receive
         too_large = error(
@@ -164,7 +179,17 @@ class Edge:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if body and "json" in headers.get("content-type", ""):
+        kind = headers.get("content-type", "")
+        if body and kind and rel.startswith("/api/") and not is_json_type(kind):
+            # FastAPI hands such a body to the route as bytes: a form-encoded `curl -d` became
+            # "not a valid JSON value" (422) or, where any value is accepted, the wrong payload.
+            return error(
+                400,
+                "bad_request",
+                f"the body must be JSON sent with `Content-Type: application/json`, not {kind.split(';')[0]!r} "
+                "(curl -d sends a form: add -H 'content-type: application/json')",
+            ), receive
+        if body and "json" in kind:
             too_deep = error(
                 422,
                 "too_deep",
@@ -189,6 +214,12 @@ class Edge:
             return await receive()
 
         return None, replay
+
+
+def is_json_type(content_type: str) -> bool:
+    """`application/json`, or any `application/*+json`, whatever its parameters."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
 
 
 def _wants_html(headers: dict[str, str]) -> bool:

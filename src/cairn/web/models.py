@@ -175,6 +175,9 @@ class StepOut(BaseModel):
     started_at: float | None
     completed_at: float | None
     duration: float | None
+    due_at: float | None = Field(
+        default=None, description="When a timer falls due, or when a running action attempt's lease runs out."
+    )
     logs: list[str]
 
     @classmethod
@@ -194,6 +197,7 @@ class StepOut(BaseModel):
             started_at=step.started_at,
             completed_at=step.completed_at,
             duration=step.duration,
+            due_at=step.due_at,
             logs=step.logs,
         )
 

@@ -19,13 +19,13 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from cairn.client.client import MAX_PAGE, Client
 from cairn.errors import RunNotFound
-from cairn.registry import registry
 from cairn.serialization import loads
 from cairn.transitions import RULES
 from cairn.types import RunStatus
 from cairn.web import views
 from cairn.web.api import (
     QUEUES_NOTE,
+    action_labels,
     client_of,
     list_queues,
     list_schedules,
@@ -74,11 +74,15 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     guard: Guard = request.app.state.guard
     client: Client = request.app.state.client
     base = request.scope.get("root_path", "")
+    state = request.scope.get("state", {})
+    authenticated = bool(state.get("authenticated", False))
     html = _env.get_template(template).render(
         base=base,
-        csrf=request.scope.get("state", {}).get("csrf", ""),
-        logged_in=guard.enabled,
-        database=str(client),  # the client prints its URL without the password
+        csrf=state.get("csrf", ""),
+        logged_in=guard.enabled and authenticated,
+        # The client prints its URL without the password; still, user, host and database name are
+        # not for whoever reaches the login page.
+        database=str(client) if authenticated else "",
         statuses=[s.value for s in RunStatus],
         **context,
     )
@@ -163,7 +167,7 @@ async def runs_partial(request: Request) -> HTMLResponse:
 # --- one run ---------------------------------------------------------------------------------------
 
 
-@router.get("/runs/{run_id:path}", response_class=HTMLResponse)
+@router.get("/runs/{run_id:cairn_text}", response_class=HTMLResponse)
 async def run_page(
     request: Request, run_id: Annotated[str, Path(min_length=1, max_length=ID_MAX)], steps_from: str = "0"
 ) -> HTMLResponse:
@@ -191,7 +195,7 @@ async def run_page(
         if e.step is not None and e.kind.startswith("step."):
             attempts.setdefault(e.step, []).append(e)
     shown = steps[start : start + STEPS_PER_PAGE]
-    actions = {s.name: registry.action(s.name) for s in shown if s.kind.value == "action"}
+    actions = await action_labels(client, {s.name for s in shown if s.kind.value == "action"})
     return render(
         request,
         "run.html",

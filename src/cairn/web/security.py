@@ -102,6 +102,20 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def is_local_peer(peer: str | None) -> bool:
+    """Whether a request's client address (the ASGI scope's `client`) is on this machine: a loopback
+    address, or no IP address at all (an in-process test client names itself, e.g. `testclient`)."""
+    if not peer:
+        return True
+    try:
+        address = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return True  # not an address: a transport that names itself, not a socket peer
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:127.0.0.1 on a dual-stack socket
+    return address.is_loopback
+
+
 def served_without_token(host: str, headers: Mapping[str, str]) -> bool:
     """Whether an app with no token answers a request sent to `host` (its Host header).
 

@@ -37,12 +37,20 @@ def compact(value: Any, width: int = 80) -> str:
 def fmt_time(ts: float | None) -> str:
     if ts is None:
         return "—"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S") + "Z"
+    try:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S") + "Z"
+    except (OverflowError, OSError, ValueError):  # a timer of `asyncio.sleep(1e300)`: past year 9999
+        return f"epoch {ts:.6g} s (beyond the calendar)"
+
+
+YEAR = 365.25 * 86400
 
 
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "—"
+    if seconds >= 1000 * YEAR:
+        return f"{seconds / YEAR:.3g} years"
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
     if seconds < 60:

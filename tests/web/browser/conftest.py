@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
@@ -102,3 +103,18 @@ def page(browser: Browser) -> Iterator[Page]:
     p.problems = problems  # type: ignore[attr-defined]
     yield p
     context.close()
+
+
+@pytest.fixture(scope="module")
+def api(base_url: str) -> Iterator[httpx.Client]:
+    """The dashboard's JSON API, to set up what a page then shows."""
+    with httpx.Client(base_url=base_url, timeout=30) as h:
+        yield h
+
+
+@pytest.fixture
+def clean_page(page: Page) -> Iterator[None]:
+    """After the test: no dialog opened, no script error, the CSP never broken."""
+    yield
+    assert page.dialogs == []  # type: ignore[attr-defined]
+    assert page.problems == []  # type: ignore[attr-defined]

@@ -5,7 +5,6 @@ input of `<script>alert(1)</script>` shown as text that never runs."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -13,21 +12,8 @@ from playwright.sync_api import Page, expect
 
 from tests.web import webflows
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("clean_page")]
 XSS = "<script>alert(1)</script>"
-
-
-@pytest.fixture(scope="module")
-def api(base_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, timeout=30) as h:
-        yield h
-
-
-@pytest.fixture(autouse=True)
-def _clean_page(page: Page) -> Iterator[None]:
-    yield
-    assert page.dialogs == []  # type: ignore[attr-defined]
-    assert page.problems == []  # type: ignore[attr-defined]
 
 
 def _start(api: httpx.Client, workflow: str, *args: object, id: str, wait: float | None = None) -> dict[str, object]:

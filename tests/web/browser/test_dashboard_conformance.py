@@ -66,12 +66,6 @@ def base_url(db_url: str) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
-def api(base_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, timeout=30) as h:
-        yield h
-
-
 def _watched(browser: Browser) -> tuple[Page, list[str]]:
     """A page in a new browser context, and the list its console errors, page errors and dialogs go to."""
     context = browser.new_context(viewport={"width": 1366, "height": 900})
