@@ -88,3 +88,15 @@ def new_run(run_id: str, workflow: str = "tests.flows.Sequence3", input: str = '
 def action_step(seq: int, name: str = "tests.flows.add_one", args: str = '{"x":1}') -> NewStep:
     """An action step, as an activation schedules it."""
     return NewStep(seq, StepKind.ACTION, name, args)
+
+
+class FixedClock:
+    """A test's database clock that moves only when told (the store reads it for `cairn_now()`)."""
+
+    real = False
+
+    def __init__(self, now: float) -> None:
+        self.t = now
+
+    def now(self) -> float:
+        return self.t

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -147,15 +148,9 @@ class ScheduleSpec:
         `up_since`: since when the worker firing them has been up. Under "none" the latest tick
         runs if it fell due since then (it is late, not missed: the worker was up); one that fell
         due before (while no worker was up) is missed. Unknown, a tick is missed past `NONE_GRACE`."""
-        ticks: list[float] = []
-        t = next_fire
         window = self.catchup_window if self.catchup_window is not None else math.inf
-        while t <= now:
-            if now - t <= window:
-                ticks.append(t)
-                if len(ticks) > MAX_CATCHUP_TICKS:
-                    ticks.pop(0)
-            t = self.next_after(t)
+        keep = MAX_CATCHUP_TICKS if self.catchup == "all" else 1
+        ticks = self._ticks_within(next_fire, now - window, now, keep)
         if not ticks:
             return []
         if self.catchup == "all":
@@ -164,6 +159,42 @@ class ScheduleSpec:
         if self.catchup == "none" and (latest < up_since if up_since is not None else now - latest > NONE_GRACE):
             return []
         return [latest]
+
+    def _ticks_within(self, first: float, lo: float, hi: float, keep: int) -> list[float]:
+        """The last `keep` of the ticks from `first` on (`first` itself, then each `next_after` the
+        one before) that fall between `lo` and `hi`. An interval's are reached directly, a cron
+        expression's by one iterator (a tick a minute at most), never by `next_after` tick by tick
+        from `first`: after a long downtime a frequent schedule has millions of ticks to pass over,
+        and that walk held the firing transaction (SQLite's one writer) for seconds, or hours."""
+        out: deque[float] = deque(maxlen=keep)
+        if lo <= first <= hi:
+            out.append(first)
+        if self.every is not None:
+            every = self.every
+            start = math.floor(first / every) + 1  # the ticks after `first` are start * every on
+            if lo > start * every:  # the window begins later
+                start = math.ceil(lo / every)
+                while (start - 1) * every >= lo:
+                    start -= 1
+                while start * every < lo:
+                    start += 1
+            end = math.floor(hi / every)
+            while (end + 1) * every <= hi:
+                end += 1
+            while end * every > hi:
+                end -= 1
+            out.extend(k * every for k in range(max(start, end - keep + 1), end + 1))
+            return list(out)
+        assert self.cron is not None
+        zone = ZoneInfo(self.tz)
+        moment = datetime.fromtimestamp(max(first, lo - 60.0), zone)  # a cron's ticks are whole minutes
+        for tick in CronSim(self.cron, moment):
+            t = tick.timestamp()
+            if t > hi:
+                break
+            if t > first and t >= lo:
+                out.append(t)
+        return list(out)
 
     def run_id(self, tick: float) -> str:
         """The run id of a tick: the same for every worker that fires it, so it starts once."""

@@ -16,24 +16,12 @@ from cairn.clock import SYSTEM, SkippingClock
 from tests import flows
 from tests import queueflows as qf
 from tests.conftest import eventually
-from tests.helpers import raw_sql
+from tests.helpers import FixedClock, raw_sql
 
 pytestmark = pytest.mark.timeout(60)
 
 GATED = "tests.queueflows.gated"
 TICK = "tests.flows.tick"
-
-
-class FixedClock:
-    """A test's database clock that moves only when told (the store reads it for `cairn_now()`)."""
-
-    real = False
-
-    def __init__(self, now: float) -> None:
-        self.t = now
-
-    def now(self) -> float:
-        return self.t
 
 
 async def test_a_rate_limit_lets_at_most_n_start_in_any_period(client: cairn.Client) -> None:

@@ -87,9 +87,10 @@ def resume(tx: Tx, run_id: str) -> RunStatus:
     if run.pause_reason in ("error", "nondeterminism", "deadlock"):
         return retry(tx, run_id)  # resuming a run paused on an error means trying that step again
     now = tx.now()
-    _set(tx, run, RunStatus.RUNNING, now, ready=True)
+    status = _going_on(tx, run, run.activations == 0)
+    _set(tx, run, status, now, ready=True)
     event(tx, run_id, "resumed", now)
-    return RunStatus.RUNNING
+    return status
 
 
 def cancel(tx: Tx, run_id: str, why: str | None = None) -> RunStatus:
@@ -109,6 +110,15 @@ def time_out(tx: Tx, run_id: str, timeout: float) -> RunStatus:
     if run.status in TERMINAL or now < run.created_at + timeout or not decide("cancel", run_id, run.status):
         return run.status
     return _cancel(tx, run, WorkflowTimeout(f"run {run_id} did not finish within its timeout of {timeout:g}s"), now)
+
+
+def _going_on(tx: Tx, run: RunRow, holds_no_slot: bool) -> RunStatus:
+    """The status a resumed or retried run goes on in: running, unless it holds no slot of a queue
+    with limits (paused before its turn came, or failed), where it waits for one as pending: the
+    queue's claim takes it in turn (any worker claims a running run, beside the limits)."""
+    if holds_no_slot and tx.one("queue_is_limited", {"name": run.queue}) is not None:
+        return RunStatus.PENDING
+    return RunStatus.RUNNING
 
 
 def _cancel(tx: Tx, run: RunRow, reason: WorkflowCancelled, now: float) -> RunStatus:
@@ -152,9 +162,10 @@ def retry(tx: Tx, run_id: str) -> RunStatus:
             retry(tx, ended.id)
         else:
             resolve_parent(tx, ended, ended.status, ended.result, ended.error, now)
-    _set(tx, run, RunStatus.RUNNING, now, ready=True)
+    status = _going_on(tx, run, run.status == RunStatus.FAILED)
+    _set(tx, run, status, now, ready=True)
     event(tx, run_id, "retried", now, steps=[int(r[0]) for r in failed])
-    return RunStatus.RUNNING
+    return status
 
 
 def fork(tx: Tx, run_id: str, from_step: int, new_id: str | None) -> str:

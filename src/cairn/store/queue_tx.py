@@ -27,7 +27,11 @@ BLOCKED_RETRY = 0.1
 """Seconds until a claim looks again at a queue whose due work its limits held back (or another
 worker was claiming): a slot freed in another process wakes nobody here."""
 SCAN = 4
-"""A claim reads this many pending runs per run it may take, to pass over keys at their per_key limit."""
+"""A claim reads this many pending runs per run it may take, to pass over keys at their per_key limit
+(and that many times more, while all it read were of keys at their limit)."""
+MAX_SCAN = 512
+"""The most pending runs one claim of a per_key queue reads (and locks) to find runs of keys below
+their limit: past that many runs of keys at their limit, the runs behind them wait for those ahead."""
 
 
 @dataclass
@@ -133,22 +137,35 @@ def _claim_runs(
         _blocked(q, out)
         return []
     scan = room * SCAN if q.per_key is not None else room + 1  # one more: to know whether any is left behind
-    params = {"queue": q.name, "workflows": list(workflows), "scan": scan}
-    chosen: list[str] = []
-    candidates = tx.all("queue_candidates", params)
-    for run_id, key in candidates:
-        if len(chosen) == room:
+    while True:
+        params = {"queue": q.name, "workflows": list(workflows), "scan": scan}
+        candidates = tx.all("queue_candidates", params)
+        chosen = _pick(q, candidates, room, per_key)
+        # The runs of keys at their limit ahead in the queue must not hold back those of other keys
+        # behind them (they did, past the first `room * SCAN`): look further, up to `MAX_SCAN`.
+        if q.per_key is None or len(chosen) == room or len(candidates) < scan or scan >= MAX_SCAN:
             break
-        if q.per_key is not None and key is not None and per_key[key] >= q.per_key:
-            continue
-        per_key[key] += 1
-        chosen.append(run_id)
+        scan = min(scan * SCAN, MAX_SCAN)
     if len(chosen) < len(candidates):
         _blocked(q, out)  # due runs left behind by a limit
     if not chosen:
         return []
     q.started += len(chosen)
     return tx.all("lease_queue_runs", {"ids": chosen, "worker": worker, "lease": lease})
+
+
+def _pick(q: _Limits, candidates: Sequence[tuple[Any, ...]], room: int, in_flight: Counter[str | None]) -> list[str]:
+    """Of the candidates, in claim order, the first `room` whose key is below its per_key limit."""
+    per_key = Counter(in_flight)
+    chosen: list[str] = []
+    for run_id, key in candidates:
+        if len(chosen) == room:
+            break
+        if q.per_key is not None and key is not None and per_key[key] >= q.per_key:
+            continue
+        per_key[key] += 1
+        chosen.append(str(run_id))
+    return chosen
 
 
 def _claim_actions(

@@ -738,7 +738,12 @@ SELECT queue_key, count(*), sum(CASE WHEN lease_owner = :worker AND lease_until 
 FROM cairn_runs
 WHERE queue = :queue AND queue <> 'default' AND status IN ('pending', 'running', 'waiting', 'paused')
   AND (status <> 'pending' OR lease_until >= cairn_tx_now())
+  AND NOT (status = 'paused' AND activations = 0)
 GROUP BY queue_key
+
+-- name: queue_is_limited
+-- Whether a run of this queue starts only through the queue's claim (see control._going_on).
+SELECT 1 FROM cairn_queues WHERE name = :name AND limited = 1
 
 -- name: queue_candidates
 -- The queue's pending runs this worker could start, in claim order (lower client priority first:
