@@ -222,8 +222,16 @@ class SqlStore:
         return [(int(a), str(p)) for a, p in rows]
 
     async def send_signal(self, run_id: str, name: str, payload: str) -> bool:
+        def send(tx: Tx) -> None:
+            # The run's row first, waiting holding nothing: the signal's row would take a share of it
+            # (its foreign key), which a worker's commit of the run, fencing it and then locking it
+            # again, waits for, while the signal's wake-up waits for that commit: a deadlock, and
+            # the signal refused (DeadlockDetected in the caller's hands, nothing sent).
+            tx.one("lock_run", {"id": run_id})
+            journal_tx.signal(tx, run_id, name, payload, tx.now())
+
         try:
-            await self.db.transaction(lambda tx: journal_tx.signal(tx, run_id, name, payload, tx.now()))
+            await self._control(send)
         except RunNotFound:
             return False
         return True
