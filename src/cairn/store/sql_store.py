@@ -426,18 +426,25 @@ class SqlStore:
         """`send()` a write; when it is cut off with its outcome unknown (see `Database.ambiguous`),
         ask `outcome` once the database answers (its read waits while it is unavailable): (True,
         value) when the write's fate is known, its answer; (False, _) when it never landed, and it
-        is sent again, at most `_SETTLE_TRIES` times in all."""
-        for tries_left in reversed(range(_SETTLE_TRIES)):
+        is sent again, at most `_SETTLE_TRIES` times in all. Refused as a lock conflict's loser
+        (a deadlock), it was not applied either and is sent again: handed to the worker, a refused
+        commit fails its run for good, as for a value the database cannot store."""
+        tries_left, conflicts = _SETTLE_TRIES - 1, 0
+        while True:
             try:
                 return await send()
             except Exception as exc:
+                if self.db.conflicted(exc) and conflicts < CONFLICT_ATTEMPTS - 1:
+                    conflicts += 1
+                    log.info("%s lost a lock conflict (%s); sending it again", what, exc)
+                    continue
                 if not self.db.ambiguous(exc) or not tries_left:
                     raise
+                tries_left -= 1
                 known, value = await outcome(exc)
                 if known:
                     return value
                 log.info("%s cut off (%s) never landed; sending it again", what, exc)
-        raise AssertionError("unreachable: the last try returns or raises")
 
     # --- workers and definitions ----------------------------------------------------------------
 
