@@ -100,3 +100,14 @@ class FixedClock:
 
     def now(self) -> float:
         return self.t
+
+
+async def waits_for_a_lock(url: str) -> bool:
+    """Whether some transaction on the database at `url` waits for a lock now (a forced interleaving's cue)."""
+
+    def waiting() -> bool:
+        with psycopg.connect(url, autocommit=True) as conn:
+            query = "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            return conn.execute(query.encode()).fetchone() is not None
+
+    return await asyncio.to_thread(waiting)

@@ -51,7 +51,7 @@ from cairn.store import sql_store
 from tests import control_flows as cf
 from tests import fuzz_flows as ff
 from tests.conftest import _admin, _with_db, eventually
-from tests.helpers import status_is
+from tests.helpers import status_is, waits_for_a_lock
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -656,7 +656,7 @@ async def test_cancel_never_deadlocks_with_a_commit(
             cancel = asyncio.ensure_future(parent.cancel())  # locks the parent, then the child
 
             async def tried() -> bool:  # the child's row refused (or, before, waited for holding the parent)
-                return "held by a commit" in caplog.text or await _waits_for_a_lock(url)
+                return "held by a commit" in caplog.text or await waits_for_a_lock(url)
 
             await eventually(tried, what="the cancel trying the child's row")
             lock = f"SELECT 1 FROM cairn_runs WHERE id = '{parent.id}' FOR NO KEY UPDATE"
@@ -670,15 +670,6 @@ async def test_cancel_never_deadlocks_with_a_commit(
     finally:
         await client.close()
         _admin(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def _waits_for_a_lock(url: str) -> bool:
-    def waiting() -> bool:
-        with psycopg.connect(url, autocommit=True) as conn:
-            query = "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            return conn.execute(query.encode()).fetchone() is not None
-
-    return await asyncio.to_thread(waiting)
 
 
 async def test_a_run_paused_before_it_began_says_it_started(client: cairn.Client) -> None:
