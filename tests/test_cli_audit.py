@@ -4,7 +4,6 @@ lands with it). Where both show a run, they must say the same thing."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -18,6 +17,7 @@ from cairn.cli.main import cli
 from cairn.web import create_app
 from tests.conftest import eventually
 from tests.helpers import cli_in_thread
+from tests.web import webflows
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -28,11 +28,6 @@ async def cli_audit_remember(value: str) -> str:
     return value
 
 
-@action
-async def cli_audit_boom(message: str) -> None:
-    raise RuntimeError(message)
-
-
 @workflow
 class CliAuditNotes(Workflow):
     async def run(self, value: str) -> str:
@@ -40,17 +35,6 @@ class CliAuditNotes(Workflow):
         await cli_audit_remember(value)
         self.stage = "done"
         return value
-
-
-@workflow(on_failure="pause")
-async def cli_audit_pauses(message: str) -> None:
-    await cli_audit_boom(message)
-
-
-@workflow
-async def cli_audit_sleeps(seconds: float) -> str:
-    await asyncio.sleep(seconds)
-    return "woke"
 
 
 @pytest.fixture
@@ -75,7 +59,7 @@ def test_an_error_never_prints_a_database_password() -> None:
 @pytest.mark.usefixtures("worker")
 async def test_show_of_a_timer_due_beyond_the_calendar(client: cairn.Client, http: httpx.AsyncClient) -> None:
     """`await asyncio.sleep(1e300)`: `cairn show` died with an OverflowError traceback."""
-    await client.start(cli_audit_sleeps, 1e300, id="far-1")
+    await client.start(webflows.sleeps, 1e300, id="far-1")
     await eventually(lambda: _status(client, "far-1", "waiting"), what="the run to sleep")
     shown = await cli_in_thread(["show", "far-1", "--db", client.url])
     assert shown.exit_code == 0, shown.output
@@ -105,7 +89,7 @@ async def test_show_json_has_what_its_flags_add_as_the_api_gives_it(
     assert not {"events", "properties_history", "memory"} & set(plain)
     table = await cli_in_thread([*args, "--memory"])
     assert table.exit_code == 0 and "Memory" in table.stdout and '"kept"' in table.stdout
-    empty = await client.start(cli_audit_sleeps, 3600, id="nomem-1")
+    empty = await client.start(webflows.sleeps, 3600, id="nomem-1")
     await eventually(lambda: _status(client, empty.id, "waiting"), what="the run to sleep")
     assert "no memory written" in (await cli_in_thread(["show", "nomem-1", "--memory", "--db", client.url])).stdout
 
@@ -113,8 +97,8 @@ async def test_show_json_has_what_its_flags_add_as_the_api_gives_it(
 async def test_queues_lists_the_queues_runs_use_as_the_api_does(client: cairn.Client, http: httpx.AsyncClient) -> None:
     """`cairn queues` said "no queues declared" while `GET /api/queues` and the dashboard listed
     `default` with its runs: it listed only queues a cairn.Queue declares."""
-    await client.start(cli_audit_sleeps, 1, id="q-1")
-    await client.start(cli_audit_sleeps, 1, id="q-2", queue="reports")
+    await client.start(webflows.sleeps, 1, id="q-1")
+    await client.start(webflows.sleeps, 1, id="q-2", queue="reports")
     listed = await cli_in_thread(["queues", "--json", "--db", client.url])
     assert listed.exit_code == 0, listed.output
     rows = {q["name"]: q for q in json.loads(listed.stdout)}
@@ -130,8 +114,8 @@ async def test_queues_lists_the_queues_runs_use_as_the_api_does(client: cairn.Cl
 async def test_a_run_paused_on_an_error_says_so_in_every_view(client: cairn.Client, http: httpx.AsyncClient) -> None:
     """The dashboard shows `paused (error)`; `cairn runs` showed `paused` alone, `cairn runs --json`
     had no pause reason, and `cairn result` said only "did not finish (status: paused)"."""
-    await client.start(cli_audit_pauses, "kaput", id="pz-1")
-    await client.start(cli_audit_sleeps, 3600, id="pz-2")
+    await client.start(webflows.pauses_on_error, "kaput", id="pz-1")
+    await client.start(webflows.sleeps, 3600, id="pz-2")
     await eventually(lambda: _status(client, "pz-1", "paused"), what="the run to pause on its error")
     await eventually(lambda: _status(client, "pz-2", "waiting"), what="the run to sleep")
     await client.get("pz-2").pause()
@@ -146,8 +130,7 @@ async def test_a_run_paused_on_an_error_says_so_in_every_view(client: cairn.Clie
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [
         "error: run pz-1 did not finish (status: paused)",
-        "it is paused on RuntimeError: step 1 (tests.test_cli_audit.cli_audit_boom) failed: kaput; "
-        "after a fix: cairn retry pz-1",
+        "it is paused on RuntimeError: step 1 (tests.web.webflows.boom) failed: kaput; after a fix: cairn retry pz-1",
     ]
     user = await cli_in_thread(["result", "pz-2", "--db", client.url])
     assert user.stderr.splitlines() == ["error: run pz-2 did not finish (status: paused)"]

@@ -26,22 +26,6 @@ JSON_HEADERS = {"content-type": "application/json"}
 FORM_HEADERS = {"content-type": "application/x-www-form-urlencoded"}
 
 
-@action
-async def audit_boom(message: str) -> None:
-    raise RuntimeError(message)
-
-
-@workflow(on_failure="pause")
-async def audit_pauses(message: str) -> None:
-    await audit_boom(message)
-
-
-@workflow
-async def audit_sleeps(seconds: float) -> str:
-    await asyncio.sleep(seconds)
-    return "woke"
-
-
 @workflow(id="audit/slashed")
 async def audit_slashed(x: int) -> int:
     return x
@@ -239,7 +223,7 @@ async def test_the_result_of_a_run_paused_on_an_error_says_why(http: httpx.Async
     """`GET /api/runs/{id}` gave the error a run is paused on, `cairn result --json` too, but
     `GET /api/runs/{id}/result` (and a start's `?wait=`) answered `"error": null`."""
     started = await http.post(
-        "/api/workflows/tests.web.test_api_audit.audit_pauses/runs?wait=20", json={"args": ["kaput"], "id": "pz-1"}
+        "/api/workflows/tests.web.webflows.pauses_on_error/runs?wait=20", json={"args": ["kaput"], "id": "pz-1"}
     )
     assert started.status_code == 201
     await eventually(lambda: _status(client, "pz-1", "paused"), what="the run paused on its error")
@@ -249,7 +233,7 @@ async def test_the_result_of_a_run_paused_on_an_error_says_why(http: httpx.Async
     assert result["done"] is False and result["error"] == run["error"]
     again = (
         await http.post(
-            "/api/workflows/tests.web.test_api_audit.audit_pauses/runs", json={"args": ["kaput"], "id": "pz-1"}
+            "/api/workflows/tests.web.webflows.pauses_on_error/runs", json={"args": ["kaput"], "id": "pz-1"}
         )
     ).json()
     assert again["created"] is False and again["error"] == run["error"]
@@ -262,7 +246,7 @@ async def test_a_timer_due_beyond_the_calendar_is_shown(http: httpx.AsyncClient,
     """`await asyncio.sleep(1e300)`: the run page answered 500 (a plain-text "Internal Server
     Error"): its timer's due time has no date. The API now gives each step's `due_at`, as the
     CLI and the page show it."""
-    handle = await client.start(audit_sleeps, 1e300, id="far-1")
+    handle = await client.start(webflows.sleeps, 1e300, id="far-1")
     await eventually(lambda: _status(client, "far-1", "waiting"), what="the run to sleep")
     page = await http.get("/runs/far-1")
     assert page.status_code == 200, page.text[:300]
@@ -270,7 +254,7 @@ async def test_a_timer_due_beyond_the_calendar_is_shown(http: httpx.AsyncClient,
     steps = (await http.get("/api/runs/far-1/steps")).json()
     assert steps[0]["kind"] == "timer" and steps[0]["due_at"] == pytest.approx(1e300)
     assert (await handle.steps())[0].due_at == steps[0]["due_at"]
-    near = await client.start(audit_sleeps, 3600, id="near-1")
+    near = await client.start(webflows.sleeps, 3600, id="near-1")
     await eventually(lambda: _status(client, "near-1", "waiting"), what="the run to sleep")
     due = (await http.get("/api/runs/near-1/steps")).json()[0]["due_at"]
     assert due == (await near.steps())[0].due_at and due > (await near.describe()).created_at + 3500

@@ -57,3 +57,20 @@ async def broken(message: str) -> int:
 @workflow
 async def parent(name: str) -> str:
     return await quick(name)
+
+
+@action
+async def boom(message: str) -> None:
+    raise RuntimeError(message)
+
+
+@workflow(on_failure="pause")
+async def pauses_on_error(message: str) -> None:
+    """Pauses on its action's error (the audits' run paused on an error)."""
+    await boom(message)
+
+
+@workflow
+async def sleeps(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "woke"

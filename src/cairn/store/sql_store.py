@@ -261,11 +261,11 @@ class SqlStore:
         return await self._control(lambda tx: control.fork(tx, run_id, from_step, new_id))
 
     async def _control(self, fn: Callable[[Tx], T]) -> T:
-        """A control operation, run again when a row it locks NOWAIT is held by a commit, or when
-        the database refused it as the loser of a lock conflict: it locks a parent, then its
-        children (`control._lock`), while a group commit may fence a child and then write its
-        parent. Refused, nothing of it was applied; handed to its caller, the cancel or retry a
-        user asked for would not have happened."""
+        """A control operation (or a client's signal), run again when a row it locks NOWAIT is held
+        by a commit, or when the database refused it as the loser of a lock conflict: it locks a
+        parent, then its children (`control._lock`), while a group commit may fence a child and
+        then write its parent. Refused, nothing of it was applied; handed to its caller, the cancel
+        or retry a user asked for would not have happened."""
         busy = conflicts = 0
         while True:
             wait_once = busy < LOCK_BUSY_ATTEMPTS
@@ -282,9 +282,9 @@ class SqlStore:
                     busy += 1
                     await asyncio.sleep(min(LOCK_BUSY_PAUSE * 2 ** (busy - 1), 0.05))
                     continue
-                conflicts += 1
-                if conflicts == CONFLICT_ATTEMPTS or not self.db.conflicted(exc):
+                if not (self.db.conflicted(exc) and conflicts < CONFLICT_ATTEMPTS - 1):
                     raise
+                conflicts += 1
                 log.info("a control operation lost a lock conflict (%s); running it again", exc)
 
     # --- workflow activations -------------------------------------------------------------------
