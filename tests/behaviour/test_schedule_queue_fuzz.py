@@ -25,7 +25,7 @@ Three seeded randomized tests, each checked against what the contract promises:
 The bugs found have a small deterministic test each below: a key at its per_key limit held back
 the other keys behind it; a run paused while queued held a slot, and once resumed started outside
 its queue's limits; so did a failed run's retry; a tick that fell due while a worker was up is
-dropped by catchup="none" when a newer worker fires it (xfail, strict: not fixed); a frequent schedule's firing
+dropped by catchup="none" when a newer worker fires it; a frequent schedule's firing
 after a long downtime walked every missed tick inside the firing transaction (with a check that
 the ticks reached directly are those of that walk).
 
@@ -1209,13 +1209,6 @@ async def test_a_key_at_its_limit_does_not_hold_back_the_keys_behind_it(client: 
     assert await claim(client, "w2", room=2) == ["a01"]
 
 
-CATCHUP_UP_SINCE = (
-    "catchup='none' asks whether the firing worker was up when the tick fell due, not whether any was: "
-    "a worker that starts after the tick (a deploy, while the old one is in its shutdown grace and no longer "
-    "fires) drops it though a worker was up all along"
-)
-
-
 async def test_a_run_paused_while_queued_lets_the_others_start(client: cairn.Client) -> None:
     """concurrency=1: a run paused before its turn no longer waits in the queue, and the one behind
     it starts when the slot frees."""
@@ -1253,7 +1246,6 @@ async def test_a_failed_run_retried_waits_for_its_slot(client: cairn.Client, tmp
     assert await claim(client, "w2") == []
 
 
-@pytest.mark.xfail(strict=True, reason=CATCHUP_UP_SINCE)
 async def test_a_tick_due_while_another_worker_was_up_is_late_not_missed(client: cairn.Client, db_url: str) -> None:
     """catchup="none" drops the ticks that fell due while no worker was up; one that fell due while
     a worker was up (it went on heartbeating, in its shutdown grace) runs, late, whoever fires it."""
@@ -1266,6 +1258,31 @@ async def test_a_tick_due_while_another_worker_was_up_is_late_not_missed(client:
     raw_sql(db_url, "UPDATE cairn_schedules SET next_fire_at = ?", now - 30)  # due half a minute ago
     await client.store.fire_schedules(["tests.flows.tick"], [], now - 1)  # by a worker up for a second
     assert [r.id.split("@")[0] for r in await client.list_runs()] == ["while-up"]
+
+
+@pytest.mark.parametrize("other", ["stopped before the tick", "started after it", "serves another workflow"])
+async def test_a_tick_due_while_no_worker_of_its_workflow_was_up_is_missed(
+    client: cairn.Client, db_url: str, other: str
+) -> None:
+    """The other side of the test above: a worker that was not up when the tick fell due (its last
+    heartbeat before it, or its start after it), or that does not run the schedule's workflow,
+    does not make the tick late; catchup="none" drops it."""
+    from tests import flows
+
+    await client.create_schedule("while-down", flows.tick, every=timedelta(hours=1), args=("d",), catchup="none")
+    now = await client.store.now()
+    started, beat, serves = {
+        "stopped before the tick": (now - 600, now - 60, ("tests.flows.tick",)),
+        "started after it": (now - 20, now, ("tests.flows.tick",)),
+        "serves another workflow": (now - 600, now, ("tests.flows.other",)),
+    }[other]
+    await client.store.heartbeat(WorkerInfo("old", "host", 1, "*", started, beat, 0, workflows=serves), 30.0)
+    raw_sql(db_url, "UPDATE cairn_workers SET heartbeat_at = ?", beat)
+    raw_sql(db_url, "UPDATE cairn_schedules SET next_fire_at = ?", now - 30)
+    await client.store.fire_schedules(["tests.flows.tick"], [], now - 1)
+    assert await client.list_runs() == []
+    (schedule,) = await client.store.list_schedules()
+    assert schedule.next_fire_at is not None and schedule.next_fire_at > now
 
 
 def walked_due_ticks(spec: ScheduleSpec, next_fire: float, now: float, up_since: float | None) -> list[float]:

@@ -7,6 +7,8 @@ starts one run. What a tick does while the schedule's last run is still going is
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,7 +41,7 @@ def _fire_one(
     fired: float | None = None
     if buffered is not None and not going:  # overlap="buffer_one": the held tick starts now
         last_id, fired, buffered, going = _start(tx, spec, float(buffered), now), float(buffered), None, True
-    ticks = spec.due_ticks(next_fire, now, up_since) if next_fire <= now else []
+    ticks = spec.due_ticks(next_fire, now, _up_since(tx, spec, next_fire, now, up_since)) if next_fire <= now else []
     for tick in ticks:
         if going and spec.overlap == "skip":
             event(tx, last_id or "", "schedule.skipped", now, None, schedule=spec.id, tick=tick)
@@ -53,6 +55,24 @@ def _fire_one(
     following = spec.next_after(max(now, next_fire)) if next_fire <= now else next_fire
     params = {"id": spec.id, "next_fire_at": following, "last_fire_at": fired, "last_run_id": last_id}
     tx.execute("schedule_fired", {**params, "buffered_at": buffered, "now": now})
+
+
+def _up_since(tx: Tx, spec: ScheduleSpec, next_fire: float, now: float, mine: float | None) -> float | None:
+    """Since when a worker serving the schedule's workflow has been up, as `catchup="none"` asks:
+    the firing worker's start, or the latest due tick when another worker was up at that moment
+    (registered before it, heartbeating since). A worker started during a deploy, while the old one
+    was in its shutdown grace (heartbeating, no longer firing), must not drop that tick as missed.
+    Read only when the firing worker's own start would drop it."""
+    if spec.catchup != "none" or mine is None or next_fire > now:
+        return mine
+    ticks = spec.due_ticks(next_fire, now, -math.inf)
+    if not ticks or ticks[-1] >= mine:
+        return mine
+    latest = ticks[-1]
+    for (serves,) in tx.all("workers_up_at", {"at": latest}):
+        if spec.workflow in json.loads(serves or "{}").get("workflows", ()):
+            return latest
+    return mine
 
 
 def _start(tx: Tx, spec: ScheduleSpec, tick: float, now: float) -> str:

@@ -621,7 +621,7 @@ class Worker:
             host=socket.gethostname(),
             pid=os.getpid(),
             queues=",".join(self.queues) if self.queues else "*",
-            started_at=self._started_at,
+            started_at=self._up_since if self._up_since is not None else self._started_at,
             heartbeat_at=time.time(),
             in_flight=len(self._tasks),
             workflows=self._serves[0],

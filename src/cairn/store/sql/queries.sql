@@ -670,6 +670,11 @@ WHERE paused = 0 AND (next_fire_at <= cairn_now() OR buffered_at IS NOT NULL)
 ORDER BY next_fire_at
 FOR UPDATE SKIP LOCKED
 
+-- name: workers_up_at
+-- The workers that were up at a moment: registered before it (by the database's clock), and
+-- heartbeating since (see `schedule_tx._up_since`).
+SELECT serves FROM cairn_workers WHERE started_at <= :at AND heartbeat_at >= :at
+
 -- name: next_schedule_fire
 SELECT min(next_fire_at) FROM cairn_schedules
 WHERE paused = 0 AND workflow = ANY(:workflows) AND (source <> 'code' OR id = ANY(:declared))
