@@ -13,6 +13,8 @@ def check_name(value: Any, what: str, limit: int = MAX_NAME) -> str:
     """`value` if it is a usable name, else ValueError saying which rule it broke."""
     if not isinstance(value, str) or not value:
         raise ValueError(f"{what} must be a non-empty string, got {value!r}")
+    if value.isspace():  # a blank field (`id=form["order"]`), not a name
+        raise ValueError(f"{what} must not be blank, got {value!r}: give it a name with a visible character")
     if "\x00" in value:
         raise ValueError(f"{what} {value!r} contains a NUL byte, which cannot be stored; remove it")
     if len(value) > limit:

@@ -58,6 +58,13 @@ async def test_an_empty_run_id_is_an_error_not_a_new_run(client: cairn.Client) -
         await client.start(Keyed, "")
     with pytest.raises(ValueError, match="run id must be a non-empty string"):
         await client.start("tests.flows.Sequence3", 1, id="")
+    for blank in (" ", "\t\n"):
+        with pytest.raises(ValueError, match="run id must not be blank"):
+            await client.start(flows.Sequence3, 1, id=blank)
+        with pytest.raises(ValueError, match="run id must not be blank"):
+            await client.start(Keyed, blank)
+    with pytest.raises(ValueError, match="queue key must not be blank"):
+        await client.start(flows.Sequence3, 1, key="  ")
     assert await client.list_runs() == []
     assert (await client.start(Keyed, "k-1")).id == "k-1"
 
