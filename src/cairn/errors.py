@@ -212,6 +212,11 @@ class StoreError(CairnError):
     every such failure at once."""
 
 
+class SchemaBehind(StoreError):
+    """The database's schema is older than this code's, and the command that opened it promised to
+    write nothing, so it did not migrate it (`cairn replay`)."""
+
+
 class DatabaseUnavailable(StoreError, ConnectionError):
     """The database cannot be reached or refuses us (a wrong address, name or password, a server
     down for longer than Cairn keeps retrying). The message names the URL, without its password,

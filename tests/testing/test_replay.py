@@ -16,7 +16,7 @@ import pytest
 
 import cairn
 from cairn.testing import environment, replay
-from tests.helpers import cli_in_thread
+from tests.helpers import cli_in_thread, raw_sql, sql_row
 from tests.testing import replayflows
 
 SHOP_V1 = """
@@ -173,3 +173,44 @@ async def test_testing_replay_checks_a_journal_exported_by_cairn_show(tmp_path: 
 def test_replay_refuses_what_is_not_a_journal() -> None:
     with pytest.raises(ValueError, match="not a Cairn journal"):
         replay({"run": {}, "steps": []})
+
+
+def _cairn_functions(db_url: str) -> int:
+    """The `cairn_apply_*` functions in a PostgreSQL database (created by a store that migrates)."""
+    if db_url.startswith("sqlite"):
+        return 0
+    row = sql_row(db_url, "SELECT count(*) FROM pg_proc WHERE starts_with(proname, 'cairn_apply_')")
+    return int(row[0]) if row else 0
+
+
+async def test_cairn_replay_neither_migrates_the_database_nor_creates_its_function(db_url: str) -> None:
+    """`cairn replay` runs with the code about to be deployed, against the database the running
+    workers use: it reads a database at its code's schema version and writes nothing there, not
+    even its version's database function; one older than its code it refuses, naming both
+    versions, and leaves it as it was (migrating it before the deploy would change what the running
+    workers read)."""
+    client = cairn.Client(db_url)
+    await client.store.open()
+    await client.close()
+    if not db_url.startswith("sqlite"):
+        raw_sql(
+            db_url,
+            "DO $$ DECLARE f record; BEGIN FOR f IN SELECT oid::regprocedure AS sig FROM pg_proc "
+            "WHERE starts_with(proname, 'cairn_apply_') LOOP EXECUTE 'DROP FUNCTION ' || f.sig; END LOOP; END $$",
+        )
+    args = ["replay", "tests.testing.replayflows", "--db", db_url]
+    same = await cli_in_thread(args)
+    assert same.exit_code == 0, same.output
+    assert _cairn_functions(db_url) == 0
+
+    latest = sql_row(db_url, "SELECT max(version) FROM cairn_schema_version")
+    assert latest is not None
+    raw_sql(db_url, "DELETE FROM cairn_schema_version WHERE version = ?", latest[0])
+    behind = await cli_in_thread(args)
+    assert behind.exit_code == 2, behind.output
+    assert f"is at schema version {int(str(latest[0])) - 1}; this version of Cairn reads version {latest[0]}" in (
+        behind.output
+    )
+    assert "does not migrate it here because this command writes nothing" in behind.output
+    assert sql_row(db_url, "SELECT max(version) FROM cairn_schema_version") == (int(str(latest[0])) - 1,)
+    assert _cairn_functions(db_url) == 0

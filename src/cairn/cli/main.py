@@ -91,12 +91,19 @@ def run(main: Coroutine[Any, Any, T], expected: tuple[type[BaseException], ...] 
         fail("interrupted", 130)
 
 
-async def with_client(url: str | None, body: Callable[[cairn.Client], Awaitable[T]], *, create: bool = False) -> T:
+async def with_client(
+    url: str | None, body: Callable[[cairn.Client], Awaitable[T]], *, create: bool = False, migrate: bool = True
+) -> T:
     """Run `body` with a client of `url`. Only commands that write work (`create`: start, dashboard)
-    may create a SQLite database: any other would leave an empty file, and its folders, behind a typo."""
+    may create a SQLite database: any other would leave an empty file, and its folders, behind a typo.
+    Without `migrate`, a database older than this code is refused, not migrated (`SchemaBehind`)."""
+    from cairn.store.open import open_store
+
     if not create:
         must_exist(url)
-    client = cairn.Client(url)
+    store = open_store(url)
+    store.db.migrates = migrate
+    client = cairn.Client(store=store)
     try:
         return await body(client)
     finally:

@@ -55,7 +55,10 @@ def replay(
             where = ", ".join(modules)
             raise click.ClickException(f"workflow {workflow!r} is not defined in {where} (defined: {known})")
         workflow_id = defn.id
-    code = run(with_client(db, lambda client: _replay(client, workflow_id, status, limit, as_json)))
+    # Run with the code about to be deployed: migrating the database in use to it, before the
+    # deploy, would change what the running workers read.
+    reading = with_client(db, lambda client: _replay(client, workflow_id, status, limit, as_json), migrate=False)
+    code = run(reading)
     if code:
         raise SystemExit(code)
 

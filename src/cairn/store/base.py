@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from cairn.clock import SYSTEM, Clock
-from cairn.errors import StoreError
+from cairn.errors import SchemaBehind, StoreError
 from cairn.records import RunRow, StepRow
 from cairn.store.protocol import Listener
 from cairn.store.sql import RUN_COLUMNS, STEP_COLUMNS
@@ -132,6 +132,10 @@ class Database(abc.ABC):
     def __init__(self) -> None:
         self.clock: Clock = SYSTEM
         """The clock `cairn_now()` reads: the real one, or a test environment's (`cairn.clock`)."""
+        self.migrates = True
+        """Whether opening applies pending migrations. Off for a reader that promises to write
+        nothing (`cairn replay`, run with the code about to be deployed against the database in
+        use): it refuses a database its code would migrate instead (`SchemaBehind`)."""
         self._keyed: dict[str, list[Listener]] = {}
         self._lock = threading.Lock()
         self._opening: concurrent.futures.Future[None] | None = None
@@ -159,6 +163,15 @@ class Database(abc.ABC):
             opening.set_exception(exc)
             raise
         opening.set_result(None)
+
+    def behind(self, where: str, current: int, latest: int) -> SchemaBehind:
+        """The refusal to read a database older than this code, when not migrating it."""
+        return SchemaBehind(
+            f"the database at {where} is at schema version {current}; this version of Cairn reads version "
+            f"{latest}, and does not migrate it here because this command writes nothing. Run it with the "
+            "Cairn version that database is used with, or migrate the database first (start a worker, or "
+            "any other `cairn` command, with this version)"
+        )
 
     @abc.abstractmethod
     async def _open(self) -> None:

@@ -553,6 +553,17 @@ class PostgresDatabase(Database):
         return self._listening.is_set()
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        if not self.migrates:  # reads only: no table, no function created
+            found = conn.execute("SELECT to_regclass('cairn_schema_version') IS NOT NULL").fetchone()
+            row = (
+                conn.execute("SELECT COALESCE(MAX(version), 0) FROM cairn_schema_version").fetchone()
+                if found and found[0]
+                else None
+            )
+            current, latest = int(row[0]) if row else 0, max(version for version, _, _ in migrations("postgres"))
+            if current < latest:
+                raise self.behind(self.shown_url, current, latest)
+            return
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             conn.execute(

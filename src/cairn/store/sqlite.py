@@ -198,6 +198,8 @@ class SqliteDatabase(Database):
             current = 0
         if current >= latest:
             return  # up to date, no write lock taken: opening works while another process writes
+        if not self.migrates:
+            raise self.behind(self.path, current, latest)
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(
