@@ -1,5 +1,5 @@
 """Workflows the web tests drive: logs, properties (one secret-looking), a signal wait, a gather,
-a failure and a child."""
+a failure, a child, and large values (a run page shows them cut, each linking to all of it)."""
 
 from __future__ import annotations
 
@@ -74,3 +74,36 @@ async def pauses_on_error(message: str) -> None:
 async def sleeps(seconds: float) -> str:
     await asyncio.sleep(seconds)
     return "woke"
+
+
+@action
+async def mark_rows(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Returns the rows it was given, each marked done: a result as large as its input."""
+    cairn.memory.add(key="last_rows", value=rows[-50:])
+    return [{**row, "done": True} for row in rows]
+
+
+@workflow
+class Bulk(Workflow):
+    """Takes a large input, has an action return a large result, and returns it (the run page's
+    large values: shown truncated, each with a link to its full value)."""
+
+    async def run(self, rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        marked = await mark_rows(rows)
+        self.count = len(marked)
+        self.first = marked[0] if marked else None
+        return marked
+
+
+@action
+async def measure(label: str, text: str) -> int:
+    return len(text)
+
+
+@workflow
+async def many_large(steps: int, size: int) -> int:
+    """`steps` actions, each given `size` characters: a run page's step values in all stay light."""
+    total = 0
+    for i in range(steps):
+        total += await measure(f"s{i}", "x" * size)
+    return total

@@ -13,6 +13,7 @@ import importlib
 import json
 import logging
 import os
+import shlex
 import signal
 import sqlite3
 import sys
@@ -29,6 +30,8 @@ import click
 import cairn
 from cairn.cli.json_input import parse_json, read_json_text
 from cairn.cli.lazy import Lazy
+from cairn.cli.times import FORMS as TIME_FORMS
+from cairn.cli.times import When, iso, parse_when
 from cairn.errors import CairnError
 from cairn.transitions import RULES
 from cairn.types import RunStatus
@@ -36,6 +39,7 @@ from cairn.worker.defaults import DEFAULT_CONCURRENCY, DEFAULT_DEADLOCK_TIMEOUT,
 
 if TYPE_CHECKING:
     from cairn.cli import render
+    from cairn.records import RunRow
     from cairn.registry import registry
 else:  # imported when a command first needs them: `cairn --help` stays fast (tests/test_cli_speed.py)
     render = Lazy("cairn.cli.render")
@@ -684,30 +688,194 @@ def result(run_id: str, wait: float | None, db: str | None, as_json: bool) -> No
 # --- runs / show / workers --------------------------------------------------------------------
 
 
+def _when(ctx: click.Context, param: click.Parameter, value: str | None) -> When | None:
+    """`--since`/`--until`: parsed before anything is opened (a bad value: exit 2, nothing done)."""
+    if value is None:
+        return None
+    try:
+        return parse_when(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _id_prefix(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from cairn.names import check_name
+
+    try:
+        return check_name(value, "a run id prefix")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @cli.command()
 @click.option("--status", type=click.Choice([s.value for s in RunStatus], case_sensitive=False), default=None)
-@click.option("--workflow", default=None, help="Only runs of this workflow id.")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--workflow", default=None, help="Only runs of this workflow (its id, or an unambiguous short name).")
+@click.option(
+    "--id-prefix",
+    "id_prefix",
+    default=None,
+    metavar="PREFIX",
+    callback=_id_prefix,
+    help="Only runs whose id starts so.",
+)
+@click.option(
+    "--since", default=None, metavar="WHEN", callback=_when, help=f"Only runs created at or after WHEN: {TIME_FORMS}."
+)
+@click.option(
+    "--until", default=None, metavar="WHEN", callback=_when, help="Only runs created before WHEN (as --since)."
+)
+@click.option("--oldest-first", "oldest_first", is_flag=True, help="List the oldest runs first (default: newest).")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 10_000),
+    default=50,
+    show_default=True,
+    help="Runs listed at most; when there are more, how to list the next ones is printed (on stderr).",
+)
+@click.option(
+    "--cursor",
+    default=None,
+    metavar="CURSOR",
+    help="List the runs after a previous listing's last: the cursor it printed (give the same filters).",
+)
+@click.option("--counts", is_flag=True, help="Also print how many runs there are in each status (of --workflow).")
 @db_option
 @json_flag
-def runs(status: str | None, workflow: str | None, limit: int, db: str | None, as_json: bool) -> None:
-    """List runs, newest first."""
+@click.option(
+    "--json-page",
+    "as_page",
+    is_flag=True,
+    help='Print {"runs": [...], "next_cursor": ..., "counts": ...} (as GET /api/runs pages) instead of a table.',
+)
+@click.pass_context
+def runs(
+    ctx: click.Context,
+    status: str | None,
+    workflow: str | None,
+    id_prefix: str | None,
+    since: When | None,
+    until: When | None,
+    oldest_first: bool,
+    limit: int,
+    cursor: str | None,
+    counts: bool,
+    db: str | None,
+    as_json: bool,
+    as_page: bool,
+) -> None:
+    """List runs, newest first, a page at a time (--limit, then --cursor for the next)."""
+    if as_json and as_page:
+        raise click.UsageError("give --json (a list of runs) or --json-page (a page object), not both")
+    if counts and as_json:
+        raise click.UsageError("--json prints a list of runs only: give --json-page for the runs and their counts")
+    sort = "created_at" if oldest_first else "-created_at"
+    if cursor is not None:  # a cursor mistyped, or of the other order: said before anything is opened
+        from cairn.client.client import _decode_cursor
+
+        try:
+            _decode_cursor(cursor, sort)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--cursor'") from None
+    if since is not None and until is not None and (since.at is None) == (until.at is None):
+        _check_window(since.resolve(0.0), until.resolve(0.0), since, until)
 
     async def body(client: cairn.Client) -> None:
-        rows = await client.list_runs(status=status, workflow=workflow, limit=limit)
-        rows.sort(key=lambda r: r.created_at, reverse=True)
+        now = await client.now() if any(w is not None and w.at is None for w in (since, until)) else 0.0
+        start = None if since is None else since.resolve(now)
+        end = None if until is None else until.resolve(now)
+        if start is not None and end is not None and since is not None and until is not None:
+            _check_window(start, end, since, until)
+        query: dict[str, Any] = {
+            "status": status,
+            "workflow": workflow,
+            "id_prefix": id_prefix,
+            "since": start,
+            "until": end,
+            "sort": sort,
+        }
+        rows, next_cursor = await runs_upto(client, query, limit, cursor)
         blocked = await client.unserved([r.id for r in rows if not r.status.is_terminal])
-        if as_json:
-            echo_json([{**render.run_json(r), "blocked": blocked.get(r.id)} for r in rows])
-        elif not rows:
-            click.echo("no runs", err=True)
+        # Counted of the workflow the listing resolved (`Checkout` for `billing.Checkout`, as it lists).
+        tally = await client.count_runs(await client._workflow_id(workflow) if workflow else None) if counts else None
+        listed = [{**render.run_json(r), "blocked": blocked.get(r.id)} for r in rows]
+        if as_page:
+            echo_json({"runs": listed, "next_cursor": next_cursor, "counts": tally})
+        elif as_json:
+            echo_json(listed)
         else:
             out = render.console()
-            out.print(render.runs_table(rows, time.time(), blocked, out.width))
-            if blocked:
-                out.print(render.blocked_note(blocked), end="")
+            if tally is not None:
+                out.print(render.counts_line(tally))
+            if not rows:
+                click.echo("no runs", err=True)
+            else:
+                out.print(render.runs_table(rows, time.time(), blocked, out.width))
+                if blocked:
+                    out.print(render.blocked_note(blocked), end="")
+        if next_cursor is not None:
+            shown = {"status": status, "workflow": workflow, "id_prefix": id_prefix}
+            shown.update(since=_as_given(since, now), until=_as_given(until, now))
+            db_args, note = _db_hint(ctx, db)
+            args = next_page_args(shown, oldest_first, limit, as_json, as_page, db_args)
+            command = shlex.join(["cairn", "runs", *args, "--cursor", next_cursor])
+            click.echo(f"more runs: list the next ones with: {command}{note}", err=True)
 
     run(with_client(db, body))
+
+
+def _as_given(when: When | None, now: float) -> str | None:
+    """A time as the next page's command gives it: as typed, but a duration as the time it meant."""
+    if when is None:
+        return None
+    return when.text if when.at is not None else iso(when.resolve(now))
+
+
+def _check_window(start: float, end: float, since: When, until: When) -> None:
+    if start >= end:
+        raise click.UsageError(f"--since {since.text} is not before --until {until.text}: no run could match")
+
+
+async def runs_upto(
+    client: cairn.Client, query: dict[str, Any], limit: int, cursor: str | None
+) -> tuple[list[RunRow], str | None]:
+    """Up to `limit` runs from `cursor` on, read a page (of at most 500) at a time by keyset, and the
+    cursor after the last of them (None: there are no more)."""
+    from cairn.client.client import MAX_PAGE
+
+    rows: list[RunRow] = []
+    while True:
+        page = await client.runs_page(**query, limit=min(MAX_PAGE, limit - len(rows)), cursor=cursor)
+        rows += page.runs
+        cursor = page.next_cursor
+        if cursor is None or len(rows) >= limit:
+            return rows, cursor
+
+
+def next_page_args(
+    shown: dict[str, Any], oldest_first: bool, limit: int, as_json: bool, as_page: bool, db_args: list[str]
+) -> list[str]:
+    """The options of the command listing the next page (but its cursor): the same filters (in
+    `shown`, a duration already resolved to the time it meant: the next page's window must not move)."""
+    args: list[str] = []
+    for name, value in shown.items():
+        if value is not None:
+            args += [f"--{name.replace('_', '-')}", str(value)]
+    args += ["--oldest-first"] if oldest_first else []
+    args += ["--limit", str(limit)] if limit != 50 else []
+    args += ["--json"] if as_json else ["--json-page"] if as_page else []
+    return [*args, *db_args]
+
+
+def _db_hint(ctx: click.Context, db: str | None) -> tuple[list[str], str]:
+    """`--db URL` for the next page's command when the URL was given on the command line and holds
+    no password (one with a password is never printed: the hint says to add it)."""
+    if db is None or ctx.get_parameter_source("db") != click.core.ParameterSource.COMMANDLINE:
+        return [], ""
+    if redact_url(db) != db:
+        return [], " (with your --db)"
+    return ["--db", db], ""
 
 
 @cli.command()

@@ -189,6 +189,13 @@ def runs_table(rows: list[RunRow], now: float, blocked: dict[str, str] | None = 
     return table
 
 
+def counts_line(counts: dict[str, int]) -> Text:
+    """`52 runs: 40 completed, 10 pending, 2 failed` (the statuses that have runs)."""
+    total = sum(counts.values())
+    parts = [f"{n} {status}" for status, n in counts.items() if n]
+    return Text(f"{total} run{'' if total == 1 else 's'}" + (f": {', '.join(parts)}" if parts else ""))
+
+
 def run_status_text(row: RunRow) -> str:
     """The status a table shows: a run paused on an error says so (`paused (error)`)."""
     if row.status == RunStatus.PAUSED and row.pause_reason not in (None, "user"):

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass, replace
 from importlib import resources
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, quote, urlencode
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 
 from cairn.client.client import MAX_PAGE, Client
+from cairn.client.handle import StepInfo
 from cairn.errors import RunNotFound
 from cairn.serialization import loads
 from cairn.transitions import RULES
@@ -27,6 +30,7 @@ from cairn.web.api import (
     QUEUES_NOTE,
     action_labels,
     client_of,
+    known_query,
     list_queues,
     list_schedules,
     list_workers,
@@ -34,9 +38,9 @@ from cairn.web.api import (
     unserved,
     workflow_names,
 )
-from cairn.web.edge import public_message
+from cairn.web.edge import JSON, public_message
 from cairn.web.models import ID_MAX, RunSummary
-from cairn.web.security import SESSION_COOKIE, SESSION_TTL, Guard, redact, safe_next
+from cairn.web.security import MASK, SESSION_COOKIE, SESSION_TTL, Guard, is_secret_key, redact, safe_next
 
 router = APIRouter(include_in_schema=False)
 
@@ -47,6 +51,22 @@ STEPS_PER_PAGE = 200
 LATEST_EVENTS = 200
 LATEST_SNAPSHOTS = 100
 """Events and property snapshots shown on a run page (the newest); the API has them all."""
+MEMORY_SHOWN = 200
+"""Memory entries a run page lists (the first, in the order the store gives them); the API has them all."""
+CELL_WIDTH = 200
+"""Characters of one memory entry or property a table cell shows (a longer one links to all of it)."""
+
+
+def _pre(text: str) -> Markup:
+    """Text escaped for the content of a `<pre>` element: `&`, `<` and `>`. Quotes need no escaping
+    outside attribute values, and indented JSON is full of them: escaped, as autoescape does
+    (`&#34;`), a page's JSON grew by half again. Never used inside an attribute."""
+    return Markup(text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 _env = Environment(
     loader=FileSystemLoader(str(resources.files("cairn.web").joinpath("templates"))),
@@ -61,9 +81,10 @@ _env.filters.update(
     duration=views.fmt_duration,
     error_text=views.error_text,
     traceback=views.error_traceback,
-    step_args=views.step_args,
-    step_result=views.step_result,
     segment=lambda v: quote(str(v), safe=""),
+    pre=_pre,
+    cut=_cut,
+    kb=views.kb,
 )
 
 
@@ -167,11 +188,51 @@ async def runs_partial(request: Request) -> HTMLResponse:
 # --- one run ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class StepView:
+    """A step as the run page lists it: its values cut to the page's budget, each linking to all of it."""
+
+    step: StepInfo
+    args: views.Shown
+    result: views.Shown | None
+    traceback: views.Clipped
+    logs: views.Clipped
+
+
+def value_href(base: str, run_id: str, part: str, **where: int | str | None) -> str:
+    """The URL of the whole of one value of a run, as JSON (the `/value` route)."""
+    query = {"run": run_id, "part": part, **{k: v for k, v in where.items() if v is not None}}
+    return f"{base}/value?{urlencode(query)}"
+
+
+def _linked(shown: views.Shown, href: str) -> views.Shown:
+    return replace(shown, href=href) if shown.truncated else shown
+
+
+def step_views(steps: list[StepInfo], base: str, run_id: str) -> list[StepView]:
+    """The steps' values within STEP_SHOWN_MAX each and STEPS_SHOWN_BUDGET in all."""
+    room = views.Room(views.STEPS_SHOWN_BUDGET)
+    out = []
+    for s in steps:
+        args = _linked(
+            room.preview(views.step_args(s), views.STEP_SHOWN_MAX), value_href(base, run_id, "args", step=s.seq)
+        )
+        result = None
+        if s.status.value == "completed":
+            shown = room.preview(views.step_result(s), views.STEP_SHOWN_MAX)
+            result = _linked(shown, value_href(base, run_id, "result", step=s.seq))
+        traceback = room.clip(views.error_traceback(s.error), views.STEP_SHOWN_MAX)
+        logs = room.clip("".join(f"{line}\n" for line in s.logs), views.STEP_SHOWN_MAX)
+        out.append(StepView(s, args, result, traceback, logs))
+    return out
+
+
 @router.get("/runs/{run_id:cairn_text}", response_class=HTMLResponse)
 async def run_page(
     request: Request, run_id: Annotated[str, Path(min_length=1, max_length=ID_MAX)], steps_from: str = "0"
 ) -> HTMLResponse:
     client = client_of(request)
+    base = request.scope.get("root_path", "")
     problems = []
     try:  # a page's parameter: a bad value is said on the page, not answered with JSON
         first = int(steps_from.strip() or 0)
@@ -187,6 +248,7 @@ async def run_page(
     steps = await handle.steps()
     events = await handle.events()
     history = await handle.properties(history=True)
+    memory = await handle.memory()
     error = loads(row.error)
     diverged = views.divergence(error)
     start = max(0, min(first, max(0, len(steps) - 1)))
@@ -196,6 +258,14 @@ async def run_page(
             attempts.setdefault(e.step, []).append(e)
     shown = steps[start : start + STEPS_PER_PAGE]
     actions = await action_labels(client, {s.name for s in shown if s.kind.value == "action"})
+    # Every value is encoded (and redacted) here once, and only as far as it is shown.
+    result = None
+    if row.status == RunStatus.COMPLETED:
+        result = _linked(views.preview(loads(row.result)), value_href(base, row.id, "result"))
+    memory_rows = []
+    for key, value in list(memory.items())[:MEMORY_SHOWN]:
+        text, cut = (MASK, False) if is_secret_key(key) else views.cell(value, CELL_WIDTH)
+        memory_rows.append((key, text, value_href(base, row.id, "memory", key=key) if cut else ""))
     return render(
         request,
         "run.html",
@@ -204,22 +274,25 @@ async def run_page(
         now=now,
         run=RunSummary.of(row, now),
         row=row,
-        input=redact(loads(row.input)),
-        result=redact(loads(row.result)),
+        input=_linked(views.preview(loads(row.input)), value_href(base, row.id, "input")),
+        result=result,
         error=error,
-        properties=redact(loads(row.properties)),
+        traceback=views.clip(views.error_traceback(error), views.SHOWN_MAX),
         children=await handle.children(),
         allowed={op: row.status in rule.allowed for op, rule in RULES.items()},
         timeline=views.timeline(steps, row.created_at, now),
-        steps=shown,
+        steps=step_views(shown, base, row.id),
         step_count=len(steps),
         steps_from=start,
         steps_per_page=STEPS_PER_PAGE,
+        steps_budget=views.STEPS_SHOWN_BUDGET,
         actions=actions,
         attempts=attempts,
-        history=views.property_changes(history[-LATEST_SNAPSHOTS:]),
+        history=views.property_changes(history[-LATEST_SNAPSHOTS:], CELL_WIDTH),
         history_count=len(history),
-        memory=redact(await handle.memory()),
+        properties_href=value_href(base, row.id, "properties"),
+        memory=memory_rows,
+        memory_count=len(memory),
         events=events[-LATEST_EVENTS:],
         event_count=len(events),
         diverged=diverged,
@@ -227,6 +300,55 @@ async def run_page(
         width=views.TIMELINE_WIDTH,
         lane_height=views.LANE_HEIGHT,
     )
+
+
+Part = Literal["input", "result", "args", "properties", "memory"]
+
+
+@router.get("/value", dependencies=[Depends(known_query)])
+async def run_value(
+    request: Request,
+    run: Annotated[str, Query(min_length=1, max_length=ID_MAX, description="The run's id.")],
+    part: Annotated[Part, Query(description="Which of the run's values.")],
+    step: Annotated[int | None, Query(ge=0, description="A step's seq (with args or result).")] = None,
+    key: Annotated[str | None, Query(min_length=1, max_length=ID_MAX, description="A memory key.")] = None,
+    activation: Annotated[int | None, Query(ge=0, description="Properties after this activation.")] = None,
+) -> Response:
+    """The whole of one value a run page shows (and cuts when large), as JSON, redacted as the page
+    shows it: the run's input or result, a step's arguments or result (`step`), a memory entry
+    (`key`; without it, all of memory) or the properties (after `activation`; without it, now).
+    The JSON API (`/api/runs/...`) gives the same data as stored, to those holding the token."""
+    if step is not None and part not in ("args", "result"):
+        raise ValueError(f"step goes with part=args or part=result, not part={part}")
+    if key is not None and part != "memory":
+        raise ValueError(f"key goes with part=memory, not part={part}")
+    if activation is not None and part != "properties":
+        raise ValueError(f"activation goes with part=properties, not part={part}")
+    if part == "args" and step is None:
+        raise ValueError("part=args needs step (the step's seq)")
+    handle = client_of(request).get(run)
+    row = await handle.describe()  # RunNotFound: a 404
+    value: Any
+    if step is not None:
+        found = next((s for s in await handle.steps() if s.seq == step), None)
+        if found is None:
+            raise HTTPException(404, f"run {run!r} has no step {step}")
+        value = views.step_args(found) if part == "args" else views.step_result(found)
+    elif part in ("input", "result"):
+        value = loads(row.input if part == "input" else row.result)
+    elif part == "memory":
+        memory = await handle.memory()
+        if key is not None and key not in memory:
+            raise HTTPException(404, f"run {run!r} has no memory entry {key!r}")
+        value = memory if key is None else (MASK if is_secret_key(key) else memory[key])
+    elif activation is None:
+        value = loads(row.properties)
+    else:
+        snapshot = next((h for h in await handle.properties(history=True) if h["activation"] == activation), None)
+        if snapshot is None:
+            raise HTTPException(404, f"run {run!r} recorded no properties after activation {activation}")
+        value = snapshot["properties"]
+    return JSON(redact(value), headers={"cache-control": "no-store"})
 
 
 # --- workflows, workers, queues, schedules ---------------------------------------------------------

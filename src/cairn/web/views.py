@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,15 +24,192 @@ TIMELINE_WIDTH = 1000.0
 """Width of the timeline's SVG user space; the SVG scales to the page."""
 LANE_HEIGHT = 18
 
+SHOWN_MAX = 64 * 1024
+"""Characters of a run's input or result a run page shows, as indented JSON: a longer value is cut
+there, with a note of how much of it is shown and a link to the whole of it (redacted) as JSON."""
+STEP_SHOWN_MAX = 16 * 1024
+"""The same for each step's arguments, result, traceback and logs (a page lists up to 200 steps)."""
+STEPS_SHOWN_BUDGET = 160 * 1024
+"""Characters of step arguments, results, tracebacks and logs one run page shows in all: once spent,
+the steps after show SHOWN_MIN characters of each (with its size and link), so a page of 200 steps
+with large values stays about as light as one with a single large step."""
+SHOWN_MIN = 200
+"""Characters any value may show, budget spent or not: a small result is shown, not linked to."""
+ERROR_SHOWN_MAX = 2000
+"""Characters of an error's `Type: message` a page shows (a message may quote a whole payload)."""
+
 
 def pretty(value: Any) -> str:
-    """Redacted, indented JSON text (escaped by the template when shown)."""
+    """Redacted, indented JSON text (escaped by the template when shown); whole, however long:
+    for small values (a workflow's input schema). Run data goes through `preview`."""
     return json.dumps(redact(value), indent=2, ensure_ascii=False, sort_keys=False, default=str)
 
 
 def compact(value: Any, width: int = 80) -> str:
-    text = json.dumps(redact(value), separators=(",", ":"), ensure_ascii=False, default=str)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    """Redacted one-line JSON, cut to `width` characters (ending in `…` when cut). Only what is
+    shown is encoded: a cell of a 1 MB value costs what a cell of a small one does."""
+    return cell(value, width)[0]
+
+
+def cell(value: Any, width: int) -> tuple[str, bool]:
+    """(`compact(value, width)`, whether it was cut)."""
+    text, _, more = _take(value, width, indent=False)
+    return (text[: width - 1] + "…", True) if more else (text, False)
+
+
+def _pieces(value: Any, indent: bool, depth: int = 0) -> Iterator[tuple[str, bool]]:
+    """The JSON of `value`, redacted as `redact` does, piece by piece, lazily: `(text, layout)`,
+    layout being the whitespace of indentation. Joined, the pieces are `json.dumps(redact(value),
+    ensure_ascii=False, default=str)` with `indent=2` (or compact separators): the same text,
+    but a caller wanting its first 64 KB encodes (and redacts) no more than those."""
+    if isinstance(value, dict | list | tuple) and not value:
+        yield ("{}" if isinstance(value, dict) else "[]"), False
+        return
+    if isinstance(value, dict):
+        yield "{", False
+        inner = "\n" + "  " * (depth + 1)
+        for i, (key, item) in enumerate(value.items()):
+            if i:
+                yield ",", False
+            if indent:
+                yield inner, True
+            name = key if isinstance(key, str) else _scalar(key).strip('"')
+            yield _scalar(name) + ":", False
+            if indent:
+                yield " ", True
+            if isinstance(key, str) and is_secret_key(key):
+                yield _scalar(MASK), False
+            else:
+                yield from _pieces(item, indent, depth + 1)
+        if indent:
+            yield "\n" + "  " * depth, True
+        yield "}", False
+    elif isinstance(value, list | tuple):
+        yield "[", False
+        inner = "\n" + "  " * (depth + 1)
+        for i, item in enumerate(value):
+            if i:
+                yield ",", False
+            if indent:
+                yield inner, True
+            yield from _pieces(item, indent, depth + 1)
+        if indent:
+            yield "\n" + "  " * depth, True
+        yield "]", False
+    else:
+        yield _scalar(value), False
+
+
+def _scalar(value: Any) -> str:
+    """`json.dumps(value, ensure_ascii=False, default=str)`, without building an encoder for the
+    common cases (a large value has tens of thousands of scalars)."""
+    kind = type(value)
+    if kind is str:
+        return _encode_str(value)
+    if kind is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring
+"""The C function `json.dumps(..., ensure_ascii=False)` quotes a string with."""
+
+
+def _size(text: str) -> int:
+    """Bytes of `text` as UTF-8 (a lone surrogate, which JSON may carry, counted as one)."""
+    return len(text.encode("utf-8", "replace"))
+
+
+def _take(value: Any, limit: int, indent: bool) -> tuple[str, int, bool]:
+    """(the first `limit` characters of the redacted JSON of `value`, the bytes of JSON they show
+    (indentation not counted), whether there is more)."""
+    out: list[str] = []
+    room, layout_chars, more = limit, 0, False
+    for text, layout in _pieces(value, indent):
+        if len(text) > room:
+            if not layout:
+                out.append(text[:room])
+            more = True
+            break
+        out.append(text)
+        room -= len(text)
+        if layout:
+            layout_chars += len(text)
+    shown = "".join(out)
+    return shown, _size(shown) - layout_chars, more
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A value as a page shows it: its indented, redacted JSON, cut at a limit when longer."""
+
+    text: str
+    shown: int
+    """Bytes of the value's JSON shown (without the indentation)."""
+    size: int
+    """Bytes of the whole value as (compact) JSON."""
+    truncated: bool
+    href: str = ""
+    """Where the whole value is, as JSON (set by the page for values it cut)."""
+    squeezed: bool = False
+    """Cut shorter than its own limit: the page's budget for such values was spent."""
+
+
+def preview(value: Any, limit: int = SHOWN_MAX) -> Shown:
+    """`value` as indented JSON, redacted, at most `limit` characters of it (0: none, its size only).
+    Only what is shown is encoded; the size of a value that was cut is measured with the C encoder."""
+    text, shown, more = _take(value, limit, indent=True)
+    if not more:
+        return Shown(text, shown, shown, False)
+    whole = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return Shown(text, shown, _size(whole), True)
+
+
+@dataclass(frozen=True)
+class Clipped:
+    """Text as a page shows it: at most a limit of characters, and how many more there were."""
+
+    text: str
+    more: int
+    squeezed: bool = False
+    """Cut shorter than its own limit: the page's budget for such text was spent."""
+
+
+def clip(text: str, limit: int) -> Clipped:
+    return Clipped(text, 0) if len(text) <= limit else Clipped(text[:limit], len(text) - limit)
+
+
+class Room:
+    """What is left of a page's budget of characters for values (see STEPS_SHOWN_BUDGET)."""
+
+    def __init__(self, total: int) -> None:
+        self.left = total
+
+    def _limit(self, limit: int) -> int:
+        return min(limit, max(self.left, SHOWN_MIN))
+
+    def preview(self, value: Any, limit: int) -> Shown:
+        allowed = self._limit(limit)
+        shown = preview(value, allowed)
+        self.left -= len(shown.text)
+        return replace(shown, squeezed=shown.truncated and allowed < limit)
+
+    def clip(self, text: str, limit: int) -> Clipped:
+        allowed = self._limit(limit)
+        clipped = clip(text, allowed)
+        self.left -= len(clipped.text)
+        return replace(clipped, squeezed=bool(clipped.more) and allowed < limit)
+
+
+def kb(size: int) -> str:
+    """Bytes as whole KB (`1,187 KB`), or one decimal under 10 KB."""
+    if size < 10 * 1024:
+        return f"{size / 1024:.1f} KB".replace(".0 KB", " KB")
+    return f"{size / 1024:,.0f} KB"
 
 
 def fmt_time(ts: float | None) -> str:
@@ -65,9 +243,10 @@ def fmt_duration(seconds: float | None) -> str:
 
 
 def error_text(error: Any) -> str:
-    """`Type: message` of a recorded error."""
+    """`Type: message` of a recorded error, cut at ERROR_SHOWN_MAX characters."""
     if isinstance(error, dict):
-        return error_summary(error) or "Error"
+        text = error_summary(error) or "Error"
+        return text if len(text) <= ERROR_SHOWN_MAX else text[: ERROR_SHOWN_MAX - 1] + "…"
     return "" if error is None else compact(error, 400)
 
 
@@ -77,18 +256,19 @@ def error_traceback(error: Any) -> str:
 
 def step_args(step: StepInfo) -> Any:
     """A step's arguments as a page may show them: a memory write under a secret-looking key
-    carries the secret itself (its key is the step's name), so it is masked as in the memory table."""
+    carries the secret itself (its key is the step's name), so it is masked as in the memory table.
+    Not yet redacted within: `preview` and `redact` do that (once, and only as far as shown)."""
     if step.kind.value == "memory" and is_secret_key(step.name):
         return MASK
-    return redact(step.args)
+    return step.args
 
 
 def step_result(step: StepInfo) -> Any:
     """A step's result as a page may show it: the payload of a signal with a secret-looking name
-    is masked, like a property or memory entry of that name."""
+    is masked, like a property or memory entry of that name (not yet redacted within, as above)."""
     if step.kind.value == "signal" and is_secret_key(step.name):
         return MASK
-    return redact(step.result)
+    return step.result
 
 
 # --- timeline ------------------------------------------------------------------------------------
@@ -167,10 +347,13 @@ class PropertyRow:
     value: str
     change: str
     """"added", "changed", "removed" or "" (as it was)."""
+    cut: bool = False
+    """The value is longer than the cell shows (the page links to the whole snapshot)."""
 
 
-def property_changes(history: list[dict[str, Any]]) -> list[tuple[int, list[PropertyRow]]]:
-    """Each snapshot with what changed since the one before (Zenaton's properties view)."""
+def property_changes(history: list[dict[str, Any]], width: int = 200) -> list[tuple[int, list[PropertyRow]]]:
+    """Each snapshot with what changed since the one before (Zenaton's properties view); values cut
+    to `width` characters."""
     out = []
     before: dict[str, Any] = {}
     for entry in history:
@@ -180,9 +363,9 @@ def property_changes(history: list[dict[str, Any]]) -> list[tuple[int, list[Prop
             if key not in props:
                 rows.append(PropertyRow(key, "", "removed"))
                 continue
-            value = "***" if is_secret_key(key) else compact(props[key], 200)
+            value, cut = (MASK, False) if is_secret_key(key) else cell(props[key], width)
             change = "added" if key not in before else ("changed" if before[key] != props[key] else "")
-            rows.append(PropertyRow(key, value, change))
+            rows.append(PropertyRow(key, value, change, cut))
         out.append((int(entry["activation"]), rows))
         before = props
     return out
