@@ -180,6 +180,10 @@ async def test_runs_filters_and_counts(http: httpx.AsyncClient, client: cairn.Cl
     window = (await http.get("/api/runs", params={"since": created[1], "until": created[3]})).json()
     assert len(window["runs"]) == 2
     assert (await http.get("/api/runs", params={"since": created[-1] + 1000})).json()["runs"] == []
+    # A workflow by its short name: the counts are of the runs listed, not of a name nothing matches.
+    greetings = (await http.get("/api/runs", params={"workflow": "Greeting", "counts": "true"})).json()
+    assert [r["id"] for r in greetings["runs"]] == ["other-1"]
+    assert greetings["counts"]["pending"] == 1 and sum(greetings["counts"].values()) == 1
 
 
 @pytest.mark.parametrize(

@@ -361,9 +361,11 @@ class Client:
         return await self.store.last_steps(run_ids)
 
     async def count_runs(self, workflow: str | None = None) -> dict[str, int]:
-        """How many runs there are in each status (every status present, zeros included)."""
+        """How many runs there are in each status (every status present, zeros included), of
+        `workflow` named as `runs_page` and `list_runs` take it (a short name too)."""
         counts = dict.fromkeys((s.value for s in RunStatus), 0)
-        for _, status, n in await self.store.run_counts("status", workflow):
+        workflow_id = await self._workflow_id(workflow) if workflow else None
+        for _, status, n in await self.store.run_counts("status", workflow_id):
             counts[status] = n
         return counts
 
