@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 import cairn
+from cairn.redaction import redact
 from cairn.web import views
-from cairn.web.security import redact
 from tests.web import webflows
 from tests.web.conftest import TOKEN
 

@@ -13,10 +13,10 @@ from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
 
 import cairn
+from cairn.redaction import redact
 from cairn.store.open import redact_url
 from cairn.web import create_app
 from cairn.web.edge import PUBLIC
-from cairn.web.security import redact
 from tests.web import webflows
 from tests.web.conftest import TOKEN
 

@@ -107,3 +107,21 @@ async def many_large(steps: int, size: int) -> int:
     for i in range(steps):
         total += await measure(f"s{i}", "x" * size)
     return total
+
+
+@workflow
+class KeepsSecrets(Workflow):
+    """Secrets in every place a run keeps data: its input, a property, memory, a step's result, its
+    result (tables and pages show them masked; `--json` and the JSON API as stored)."""
+
+    async def run(self, login: dict[str, str]) -> dict[str, str]:
+        self.db_password = "pw-prop"
+        cairn.memory.add(key="api_key", value="mem-key")
+        cairn.memory.add(key="settings", value={"token": "mem-nested"})
+        await issue_token(login["user"])
+        return {"user": login["user"], "session_token": "res-tok"}
+
+
+@action
+async def issue_token(user: str) -> dict[str, str]:
+    return {"user": user, "access_token": "step-tok"}

@@ -17,8 +17,10 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from cairn import redaction
 from cairn.client.handle import RunEvent, StepInfo
 from cairn.records import RunRow
+from cairn.redaction import MASK, is_secret_key, redact
 from cairn.serialization import error_summary, loads
 from cairn.store.protocol import WorkerInfo
 from cairn.types import RunStatus, StepStatus
@@ -99,12 +101,16 @@ def truncate(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(1, width - 1)] + "…"
 
 
+# Tables show a run's data to a person: secret-looking fields masked, as the dashboard shows them
+# (`cairn.redaction`); `--json` gives the data as stored, as the JSON API does.
+
+
 def compact_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    return json.dumps(redact(value), separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def pretty_json(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    return json.dumps(redact(value), indent=2, ensure_ascii=False, default=str)
 
 
 def format_args(args: Any) -> str:
@@ -112,7 +118,7 @@ def format_args(args: Any) -> str:
     if args is None:
         return ""
     if isinstance(args, dict):
-        return ", ".join(f"{k}={compact_json(v)}" for k, v in args.items())
+        return ", ".join(f"{k}={MASK if is_secret_key(str(k)) else compact_json(v)}" for k, v in args.items())
     return compact_json(args)
 
 
@@ -271,7 +277,8 @@ def steps_table(
         label = labels.get(step.name)
         cells: list[Text] = [Text(str(step.seq)), Text(step.kind.value), Text(label or name)]
         if not narrow:
-            cells.append(Text(truncate(format_args(step.args), ARGS_WIDTH), style="dim"))
+            args = redaction.step_args(step.kind.value, step.name, step.args)
+            cells.append(Text(truncate(format_args(args), ARGS_WIDTH), style="dim"))
         cells.append(step_status(step.status))
         if not narrow:
             cells.append(Text(str(step.attempt)))
@@ -319,7 +326,8 @@ def _outcome(step: StepInfo, now: float | None = None) -> Text:
     if step.error is not None:
         return Text(truncate(format_error(step.error), VALUE_WIDTH), style="red")
     if step.status == StepStatus.COMPLETED:
-        return Text(truncate(compact_json(step.result), VALUE_WIDTH))
+        result = redaction.step_result(step.kind.value, step.name, step.result)
+        return Text(truncate(compact_json(result), VALUE_WIDTH))
     return Text("")
 
 
@@ -418,7 +426,8 @@ def memory_table(memory: dict[str, Any]) -> RenderableType:
     table.add_column("key", no_wrap=True, overflow="fold")
     table.add_column("value", overflow="fold")
     for key, value in memory.items():
-        table.add_row(Text(key), Text(truncate(compact_json(value), 4 * VALUE_WIDTH)))
+        shown = MASK if is_secret_key(key) else truncate(compact_json(value), 4 * VALUE_WIDTH)
+        table.add_row(Text(key), Text(shown))
     return table
 
 

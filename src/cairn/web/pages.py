@@ -22,6 +22,7 @@ from markupsafe import Markup
 from cairn.client.client import MAX_PAGE, Client
 from cairn.client.handle import StepInfo
 from cairn.errors import RunNotFound
+from cairn.redaction import MASK, is_secret_key, redact
 from cairn.serialization import loads
 from cairn.transitions import RULES
 from cairn.types import RunStatus
@@ -40,7 +41,7 @@ from cairn.web.api import (
 )
 from cairn.web.edge import JSON, public_message
 from cairn.web.models import ID_MAX, RunSummary
-from cairn.web.security import MASK, SESSION_COOKIE, SESSION_TTL, Guard, is_secret_key, redact, safe_next
+from cairn.web.security import SESSION_COOKIE, SESSION_TTL, Guard, safe_next
 
 router = APIRouter(include_in_schema=False)
 

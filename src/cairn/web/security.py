@@ -20,22 +20,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-import re
 import secrets
 import time
 from collections.abc import Mapping
-from functools import lru_cache
-from typing import Any
 from urllib.parse import urlsplit
 
 SESSION_COOKIE = "cairn_session"
 CSRF_HEADER = "x-csrf-token"
 SESSION_TTL = 12 * 3600
 """Seconds a browser login lasts."""
-
-_SECRET_KEY = re.compile(r"password|passwd|token|secret|api[_-]?key|private[_-]?key|credential", re.I)
-"""Keys whose values pages show as `***` (case-insensitive, anywhere in the key, nested too)."""
-MASK = "***"
 
 
 class Guard:
@@ -147,19 +140,3 @@ def safe_next(target: str | None, base: str) -> str:
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return base + "/"
     return target
-
-
-def redact(value: Any) -> Any:
-    """A copy of JSON data with the values of secret-looking keys replaced by `***`, at any depth."""
-    if isinstance(value, dict):
-        return {k: MASK if isinstance(k, str) and is_secret_key(k) else redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
-
-
-@lru_cache(maxsize=4096)
-def is_secret_key(key: str) -> bool:
-    """Whether `key` looks like a secret's name. Cached: a large value repeats its few keys in every
-    item (a list of 10,000 records), and the search, not the copy, was most of `redact`'s time."""
-    return bool(_SECRET_KEY.search(key))

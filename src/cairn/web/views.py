@@ -14,9 +14,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from cairn import redaction
 from cairn.client.handle import StepInfo
+from cairn.redaction import MASK, is_secret_key, redact
 from cairn.serialization import error_summary
-from cairn.web.security import MASK, is_secret_key, redact
 
 MAX_LANES = 40
 """Timeline lanes drawn; steps beyond share the last lane (a gather of thousands stays readable)."""
@@ -255,20 +256,13 @@ def error_traceback(error: Any) -> str:
 
 
 def step_args(step: StepInfo) -> Any:
-    """A step's arguments as a page may show them: a memory write under a secret-looking key
-    carries the secret itself (its key is the step's name), so it is masked as in the memory table.
-    Not yet redacted within: `preview` and `redact` do that (once, and only as far as shown)."""
-    if step.kind.value == "memory" and is_secret_key(step.name):
-        return MASK
-    return step.args
+    """A step's arguments as a page may show them (`redaction.step_args`)."""
+    return redaction.step_args(step.kind.value, step.name, step.args)
 
 
 def step_result(step: StepInfo) -> Any:
-    """A step's result as a page may show it: the payload of a signal with a secret-looking name
-    is masked, like a property or memory entry of that name (not yet redacted within, as above)."""
-    if step.kind.value == "signal" and is_secret_key(step.name):
-        return MASK
-    return step.result
+    """A step's result as a page may show it (`redaction.step_result`)."""
+    return redaction.step_result(step.kind.value, step.name, step.result)
 
 
 # --- timeline ------------------------------------------------------------------------------------
