@@ -22,25 +22,89 @@ T = TypeVar("T")
 
 
 class LoopThread:
-    """An event loop on a daemon thread; `run(coro)` blocks until the coroutine finishes there."""
+    """An event loop on a daemon thread; `run(coro)` blocks until the coroutine finishes there.
+
+    Any number of threads may call `run` at once (their coroutines share the loop). After `close`,
+    the next `run` starts a new loop thread, as a closed async `Client` opens again when used."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="cairn-sync-client", daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._loop()
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self.loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="cairn-sync-client", daemon=True)
+                thread.start()
+                self.loop, self._thread = loop, thread
+            return self.loop
+
+    @property
+    def running(self) -> bool:
+        """Whether the loop thread is up (False once closed, until the next `run`)."""
+        return self.loop is not None
+
+    def run(self, coro: Coroutine[Any, Any, T], waits_for: str | None = None) -> T:
+        """Run `coro` on the loop thread and return its result. `waits_for`: what the call waits
+        for, when it waits for a run to end (which a worker on the caller's own loop could never
+        bring while this call blocks that loop: that is refused rather than a wait for ever)."""
+        try:
+            if threading.current_thread() is self._thread:
+                raise RuntimeError(
+                    "a blocking client was called from its own event loop thread (from code it runs): "
+                    "that call would wait for itself for ever"
+                )
+            if waits_for is not None:
+                _refuse_blocking_a_worker(waits_for)
+            loop = self._loop()
+        except BaseException:
+            coro.close()  # never to run: no "never awaited" warning
+            raise
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # interrupted (Ctrl-C in a script): the wait on the loop stops too
+            raise
 
     def close(self) -> None:
         """Stop the loop as `asyncio.run` ends one: its tasks still pending (a result waiter between
-        two reads) are cancelled and finish first, instead of being destroyed pending."""
-        if self._thread.is_alive() and not self.loop.is_closed():
-            self.run(_cancel_tasks())
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=5)
-        if not self._thread.is_alive() and not self.loop.is_closed():
-            self.loop.close()
+        two reads) are cancelled and finish first, instead of being destroyed pending. Idempotent."""
+        with self._lock:
+            loop, thread = self.loop, self._thread
+            self.loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        if thread.is_alive() and not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(_cancel_tasks(), loop).result()
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        if not thread.is_alive() and not loop.is_closed():
+            loop.close()
+
+
+def _refuse_blocking_a_worker(what: str) -> None:
+    """RuntimeError when this thread runs an event loop on which a Cairn worker runs: blocking it to
+    wait for a run would stop the very worker that must run it (Jupyter, an async app, a test)."""
+    try:
+        here = asyncio.get_running_loop()
+    except RuntimeError:
+        return  # a plain thread: blocking is what a script wants
+    if any(task.get_name().startswith(WORKER_TASK) for task in asyncio.all_tasks(here)):
+        raise RuntimeError(
+            f"{what} cannot block here: this thread runs an event loop (Jupyter, an async app or test) on which "
+            "a Cairn worker runs, and blocking that loop to wait would stop the worker that must run it, for "
+            "ever. In async code use the async client and await: `await handle.result()`, "
+            "`await client.run(...)` (cairn.connect()); or call the blocking client from another thread "
+            "(`await asyncio.to_thread(...)`)"
+        )
+
+
+WORKER_TASK = "cairn-worker-"
+"""How the main task of a `cairn.Worker` is named (`Worker.start`)."""
 
 
 async def _cancel_tasks() -> None:
@@ -73,7 +137,7 @@ class SyncRunHandle:
         return self._bridge.run(self.inner.status())
 
     def result(self, timeout: float | None = None) -> Any:
-        return self._bridge.run(self.inner.result(timeout))
+        return self._bridge.run(self.inner.result(timeout), waits_for=f"the result of run {self.id}")
 
     def steps(self) -> list[StepInfo]:
         return self._bridge.run(self.inner.steps())
@@ -147,8 +211,14 @@ class SyncClient:
         self.close()
 
     def close(self) -> None:
-        self._bridge.run(self.inner.close())
-        self._bridge.close()
+        """Close the connections and stop the loop thread; a second close does nothing. As with
+        the async client, using it again afterwards opens it again (close it again then)."""
+        if not self._bridge.running:
+            return
+        try:
+            self._bridge.run(self.inner.close())
+        finally:
+            self._bridge.close()
 
     def start(
         self,
@@ -191,7 +261,7 @@ class SyncClient:
             dedup_key=dedup_key,
             **kwargs,
         )
-        return self._bridge.run(done)
+        return self._bridge.run(done, waits_for=f"run() of {getattr(workflow, '__name__', workflow)!r}")
 
     def list_queues(self) -> list[QueueRow]:
         return self._bridge.run(self.inner.list_queues())
@@ -291,6 +361,14 @@ class SyncClient:
 
 
 def connect_sync(url: str | None = None, retention: timedelta | float | None = None) -> SyncClient:
-    """A blocking client for scripts (its own store and loop thread; close it when done).
-    `retention` as in `cairn.connect`: how long workers keep finished runs."""
+    """A blocking client for scripts (its own store and loop thread; close it when done, or use it
+    as `with cairn.connect_sync(url) as client:`). `retention` as in `cairn.connect`: how long
+    workers keep finished runs.
+
+    Any number of threads may share it. `handle.result(timeout=...)` raises `TimeoutError` when the
+    run has not finished in time; Ctrl-C interrupts a wait. Closing twice is harmless, and a closed
+    client opens again when used (as the async client does). Inside a running event loop (Jupyter,
+    async code) it works but blocks that loop while it waits; waiting for a run (`result`, `run`)
+    on the loop a Cairn worker runs on, which could then never run it, is a `RuntimeError`: await
+    the async client there instead."""
     return SyncClient(url, retention=retention)

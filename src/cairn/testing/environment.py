@@ -33,12 +33,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from cairn.api.action import ActionFunction
-from cairn.client.client import Client
+from cairn.client.client import Client, QueuePlace
+from cairn.client.handle import RunHandle
 from cairn.client.waiter import ResultWaiter, Waiters
 from cairn.clock import SkippingClock
 from cairn.errors import CairnError
+from cairn.queues import Queue
 from cairn.records import RunRow
-from cairn.registry import ActionDef, Registry, registry
+from cairn.registry import ActionDef, Registry, WorkflowDef, registry
+from cairn.serialization import Signature
 from cairn.store.protocol import Store
 from cairn.worker.worker import Worker
 
@@ -98,6 +101,8 @@ class Environment:
         """`sleep` is moving the clock: the worker does not skip on its own meanwhile."""
         self._settled: asyncio.Future[float | None] | None = None
         """Resolved by the worker's next report of having nothing in hand (see `_settle`)."""
+        self._loop = asyncio.get_running_loop()
+        """The event loop the environment's worker runs on."""
         self._last_idle: tuple[float, float | None] | None = None
         """(when, seconds until its next work) of the worker's last report of having nothing in hand."""
 
@@ -115,6 +120,7 @@ class Environment:
         finishes what each one starts before it moves again, so that a run sleeping an hour three
         times over is done after `env.sleep(timedelta(hours=3))`. Time never jumps under work in
         hand (a running action); on return, what fell due by then has been done."""
+        self._check_usable("env.sleep")
         seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
         if seconds < 0:
             raise ValueError(f"env.sleep takes a duration of 0 or more, got {duration!r}")
@@ -181,13 +187,16 @@ class Environment:
             return True
         return time.monotonic() - last[0] > _FRESH_IDLE
 
-    async def _stalled(self, run_id: str, timeout: float) -> None:
+    async def _stalled(self, run_id: str, timeout: float | None) -> None:
         """Raise `EnvironmentStalled` once the run has not changed for `timeout` seconds during
-        which nothing in the environment could move it."""
+        which nothing in the environment could move it (None: never), and RuntimeError once the
+        environment has exited (its worker stopped: nothing will ever move it)."""
         since, seen = time.monotonic(), None
         while True:
             await asyncio.sleep(_STALL_POLL)
-            if self._can_move():
+            if self._closed:
+                raise RuntimeError(self._exited(f"awaiting the result of run {run_id}"))
+            if timeout is None or self._can_move():
                 since, seen = time.monotonic(), None
                 continue
             try:
@@ -215,17 +224,41 @@ class Environment:
         """Run `fake` instead of `action` on the environment's worker, from this call until the
         environment exits (`env.replace_action(charge, fake)`, as a plain statement), or only until
         the block ends (`with env.replace_action(charge, fake):`). The fake must take the same
-        parameters (names, kinds, defaults, annotated types); it may be sync or async. Steps are
+        parameters (names, kinds, defaults, annotated types); it may be sync or async. A parameter
+        the action's `Depends` supplies may be left out by the fake (no provider runs), taken
+        plainly (the action's provider gives it), or given a `Depends` of the fake's own. The fake
+        runs with the action's retry policy, backoff and timeout. Steps are
         still recorded under the action's id, with its serialization. When an action is replaced
         more than once, the latest replacement still in place runs; ending one (a block's end)
         leaves the others as they are, so nested and overlapping replacements unwind in order."""
         if self._closed:
             raise RuntimeError("replace_action on an environment that has exited: the replacement would outlive it")
         defn = _action_def(action)
-        check_same_signature(defn, fake)
-        replacement = Replacement(dataclasses.replace(defn, fn=fake, isolate=False), self._actions)
+        signature = check_same_signature(defn, fake)
+        replacement = Replacement(dataclasses.replace(defn, fn=fake, isolate=False, signature=signature), self._actions)
         self._replacements.append(replacement)
         return replacement
+
+    def _check_usable(self, what: str) -> None:
+        """RuntimeError when nothing would move what `what` starts or awaits: the environment has
+        exited, or its worker's event loop is not running (the test runs on another loop)."""
+        if self._closed:
+            raise RuntimeError(self._exited(what))
+        if not self._loop.is_running():
+            raise RuntimeError(
+                f"{what} on another event loop than the test environment's, which is not running now: its "
+                "worker cannot move any run meanwhile. With pytest-asyncio, the test and the cairn_env "
+                "fixture must share one event loop: give them the same loop scope (e.g. "
+                "`asyncio_default_fixture_loop_scope` equal to the test's `loop_scope`)"
+            )
+
+    def _exited(self, what: str) -> str:
+        """The message of a use of this environment after it exited."""
+        return (
+            f"{what} after the test environment exited: its worker has stopped, so no run "
+            "moves any more. Start runs and await their results "
+            "inside `async with environment() as env:` (or the test that takes the cairn_env fixture)"
+        )
 
     def _restore_actions(self) -> None:
         """The environment exits: every action it replaced is itself again."""
@@ -274,17 +307,17 @@ class _Overlay(Registry):
 
 class _Waiter(ResultWaiter):
     """A result waiter that, for waits with no timeout, fails with `EnvironmentStalled` when
-    nothing in the environment can move the run any more."""
+    nothing in the environment can move the run any more, and for any wait, with RuntimeError once
+    the environment has exited (or at once when its worker's loop is not running)."""
 
     def __init__(self, store: Store, loop: asyncio.AbstractEventLoop, env: Environment) -> None:
         super().__init__(store, loop)
         self._env = env
 
     async def wait(self, run_id: str, timeout: float | None, created: bool = False) -> RunRow:
-        stall = self._env.stall_timeout
-        if timeout is not None or stall is None:
-            return await super().wait(run_id, timeout, created)
-        waiting = asyncio.ensure_future(super().wait(run_id, None, created))
+        self._env._check_usable(f"awaiting the result of run {run_id}")
+        stall = self._env.stall_timeout if timeout is None else None
+        waiting = asyncio.ensure_future(super().wait(run_id, timeout, created))
         watching = asyncio.ensure_future(self._env._stalled(run_id, stall))
         try:
             await asyncio.wait([waiting, watching], return_when=asyncio.FIRST_COMPLETED)
@@ -294,8 +327,28 @@ class _Waiter(ResultWaiter):
             await asyncio.gather(waiting, watching, return_exceptions=True)
         if not waiting.cancelled():
             return waiting.result()
-        watching.result()  # raises EnvironmentStalled
+        watching.result()  # raises EnvironmentStalled, or that the environment exited meanwhile
         raise AssertionError("unreachable: the stall watch ends only by raising")
+
+
+class _Client(Client):
+    """The environment's client: once the environment has exited, starting a run is refused (no
+    worker would ever run it, and a temporary database would be made again, never to be removed)."""
+
+    environment: Environment | None = None
+
+    async def _start(
+        self,
+        workflow: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        id: str | None,
+        queue: str | Queue | None,
+        queued: QueuePlace | None = None,
+    ) -> tuple[RunHandle, bool]:
+        if self.environment is not None:
+            self.environment._check_usable(f"starting a run of {workflow!r}")
+        return await super()._start(workflow, args, kwargs, id, queue, queued)
 
 
 class _Waiters(Waiters):
@@ -311,38 +364,76 @@ def _action_def(action: Any) -> ActionDef:
     defn = getattr(action, "defn", None)
     if isinstance(defn, ActionDef):
         return defn
+    if isinstance(action, ActionDef):
+        return action
     if isinstance(action, str):
         found = registry.action(action)
         if found is not None:
             return found
+        raise TypeError(
+            f"replace_action: no action is registered as {action!r} in this process "
+            "(pass the @action function itself, or the id of one that is imported)"
+        )
+    if isinstance(getattr(action, "__cairn_workflow__", None), WorkflowDef):
+        raise TypeError(
+            f"replace_action replaces actions, and {action!r} is a workflow: replace the actions it calls "
+            "(a child workflow runs on the environment's worker like any other)"
+        )
+    if callable(action):
+        raise TypeError(
+            f"replace_action expects an @action function (or its id), got {action!r}, which is not an action: "
+            "only calls of actions become steps a worker runs, so only those can be replaced"
+        )
     raise TypeError(f"replace_action expects an @action function (or its id), got {action!r}")
 
 
-def check_same_signature(defn: ActionDef, fake: Callable[..., Any]) -> None:
-    """TypeError unless `fake` can stand in for the action: same parameter names, kinds and
-    defaults, and the same types wherever both annotate one (the return type included)."""
+def check_same_signature(defn: ActionDef, fake: Callable[..., Any]) -> Signature:
+    """TypeError unless `fake` can stand in for the action: the same parameters as callers see them
+    (names, kinds and defaults), and the same types wherever both annotate one (the return type
+    included). The call shape the fake is run with: the action's parameters that `Depends`
+    supplies may be left out by the fake (nothing is then resolved for them), taken plainly (it
+    gets what the action's provider gives), or declared with a `Depends` of the fake's own."""
     if not callable(fake):
         raise TypeError(f"the replacement for action {defn.id} must be callable, got {fake!r}")
-    original = inspect.signature(defn.fn)
     try:
-        replacement = inspect.signature(fake)
+        own = Signature.of(fake, defn.id)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"cannot read the signature of the replacement for action {defn.id}: {exc}") from None
+    injected = defn.signature.injected
+    original = defn.signature.public
+    replacement = own.signature.replace(
+        parameters=[p for p in own.signature.parameters.values() if p.name not in injected | own.injected]
+    )
     want = [(p.name, p.kind, p.default is inspect.Parameter.empty) for p in original.parameters.values()]
     got = [(p.name, p.kind, p.default is inspect.Parameter.empty) for p in replacement.parameters.values()]
     if want != got:
         raise TypeError(
             f"the replacement for action {defn.id} must take the same parameters: the action has "
-            f"{original}, the replacement {replacement}"
+            f"{defn.signature.signature}, the replacement {own.signature}"
         )
     hints_a, hints_b = _hints(defn.fn), _hints(fake)
-    for name in hints_a.keys() & hints_b.keys():
+    for name in (hints_a.keys() & hints_b.keys()) - injected - own.injected:  # what Depends gives is never stored
         if not _same_type(hints_a[name], hints_b[name]):
             what = "return type" if name == "return" else f"parameter {name!r}"
             raise TypeError(
                 f"the replacement for action {defn.id} differs in its {what}: "
                 f"{_type_name(hints_a[name])} in the action, {_type_name(hints_b[name])} in the replacement"
             )
+    # Run with the fake's own parameters; an injected one it takes plainly is resolved as the action declares it.
+    parameters = []
+    hints = {name: hint for name, hint in defn.signature.hints.items() if name not in injected}
+    for p in own.signature.parameters.values():
+        if p.name in own.injected:
+            parameters.append(p)
+            hints[p.name] = own.hints.get(p.name, p.annotation)
+        elif p.name in injected:
+            parameters.append(defn.signature.signature.parameters[p.name])
+            if p.name in defn.signature.hints:
+                hints[p.name] = defn.signature.hints[p.name]
+        else:
+            parameters.append(p)
+    taken = frozenset(p.name for p in parameters if p.name in injected | own.injected)
+    return Signature(defn.id, own.signature.replace(parameters=parameters), hints, taken)
 
 
 def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
@@ -379,7 +470,7 @@ async def environment(
         tmp = tempfile.mkdtemp(prefix="cairn-env-")
         url = f"sqlite:///{tmp}/cairn.db"
     clock = SkippingClock()
-    client = Client(url)
+    client = _Client(url)
     client.store.clock = clock
     env: Environment | None = None
     try:
@@ -387,6 +478,7 @@ async def environment(
         actions = _Overlay(registry)
         worker = Worker(client, concurrency=concurrency, lease=lease, poll_interval=0.05, registry=actions)
         env = Environment(client, worker, clock, time_skipping, actions, stall_timeout)
+        client.environment = env
         client.waiters = _Waiters(client.store, env)
         worker.on_idle = env._on_idle
         async with worker:

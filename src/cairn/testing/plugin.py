@@ -4,7 +4,10 @@
 `pytest --cairn-db postgresql://user@host/db` gives each test a fresh database on that server
 (created from that URL's connection, dropped afterwards); a `sqlite:///` URL is used as given.
 Without the option each test gets a temporary SQLite file. The fixture is async: it needs
-pytest-asyncio (or `asyncio_mode = "auto"`), as any async test does.
+pytest-asyncio (strict mode with `@pytest.mark.asyncio`, or `asyncio_mode = "auto"`), as any async
+test does. The environment's worker runs on the fixture's event loop, so a test must run on that
+same loop: one given another loop scope than its fixtures fails at its first start with a
+`RuntimeError` that says so (set `asyncio_default_fixture_loop_scope` to the tests' loop scope).
 """
 
 from __future__ import annotations

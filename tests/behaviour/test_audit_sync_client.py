@@ -1,0 +1,221 @@
+"""The blocking client (`cairn.connect_sync`) as scripts, thread pools and notebooks use it, on both
+backends with a real worker: every operation a script needs, many threads at once on one client,
+calls from inside a running event loop (Jupyter) that either work or fail at once with a message
+(never a wait for ever), close and reuse, result timeouts and Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import cairn
+from cairn import RunStatus
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@cairn.action
+async def double(n: int) -> int:
+    return 2 * n
+
+
+@cairn.workflow
+async def doubling(n: int) -> int:
+    return await double(n)
+
+
+@cairn.workflow
+class Approval(cairn.Workflow):
+    async def run(self, order: str) -> str:
+        self.state = "waiting"
+        decision = await cairn.wait_for_signal("decide")
+        self.state = "decided"
+        cairn.memory.add(key="by", value=decision["by"])
+        return f"{order} {decision['verdict']} by {decision['by']}"
+
+
+def _loop_threads() -> int:
+    return sum(t.name == "cairn-sync-client" for t in threading.enumerate())
+
+
+@pytest.fixture
+def served(db_url: str) -> Iterator[str]:
+    """A worker on its own thread's event loop, as another process would serve a script's runs."""
+    stop = threading.Event()
+    up = threading.Event()
+
+    async def serve() -> None:
+        client = cairn.Client(db_url)
+        try:
+            async with cairn.Worker(client, poll_interval=0.05):
+                up.set()
+                await asyncio.to_thread(stop.wait)
+        finally:
+            await client.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), name="audit-worker")
+    thread.start()
+    assert up.wait(30)
+    yield db_url
+    stop.set()
+    thread.join(30)
+
+
+def test_a_script_starts_controls_signals_and_reads_runs(served: str) -> None:
+    with cairn.connect_sync(served) as sync:
+        assert sync.run(doubling, 21, timeout=10) == 42
+        handle = sync.start(Approval, "o-1", id="approval-o-1")
+        assert handle.created and handle.status() in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
+        assert handle.pause() == RunStatus.PAUSED
+        handle.signal("decide", {"verdict": "approved", "by": "ada"})  # kept while paused
+        with pytest.raises(TimeoutError):
+            handle.result(timeout=0.3)  # paused: it takes no step
+        handle.resume()
+        assert handle.result(timeout=10) == "o-1 approved by ada"
+        assert handle.properties() == {"state": "decided"}
+        assert handle.memory() == {"by": "ada"}
+        assert [s.kind for s in handle.steps()] == ["signal", "memory"]
+        assert any(e.kind for e in handle.events())
+        doomed = sync.start(Approval, "o-2")
+        assert doomed.cancel() == RunStatus.CANCELLED
+        with pytest.raises(cairn.WorkflowCancelled):
+            doomed.result(timeout=10)
+        assert {r.id for r in sync.list_runs(status="completed", workflow=Approval)} == {"approval-o-1"}
+        assert [r.id for r in sync.list_runs(status="cancelled")] == [doomed.id]
+        again = sync.get("approval-o-1")
+        assert isinstance(again, cairn.SyncRunHandle) and again.result(timeout=1) == "o-1 approved by ada"
+
+
+def test_many_threads_share_one_blocking_client_and_its_one_loop_thread(served: str) -> None:
+    before = _loop_threads()
+    with cairn.connect_sync(served) as sync:
+
+        def work(n: int) -> list[int]:
+            handles = [sync.start(doubling, n * 10 + i) for i in range(3)]
+            return [h.result(timeout=20) for h in handles] + [sync.run(doubling, n, timeout=20)]
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(work, range(8)))
+        assert results == [[2 * (n * 10 + i) for i in range(3)] + [2 * n] for n in range(8)]
+        assert _loop_threads() == before + 1
+        assert len(sync.list_runs(limit=100)) == 32
+    assert _loop_threads() == before
+
+
+def test_close_twice_and_reuse_after_close_as_the_async_client_allows(served: str) -> None:
+    """A second close (or a `with` block's end after close()) raised "Event loop is closed", and so
+    did any use after close; the async client allows both (its store opens again when used)."""
+    before = _loop_threads()
+    sync = cairn.connect_sync(served)
+    assert sync.run(doubling, 1, timeout=10) == 2
+    sync.close()
+    sync.close()
+    assert _loop_threads() == before
+    assert sync.run(doubling, 2, timeout=10) == 4  # open again
+    handle = sync.start(doubling, 3)
+    with sync:
+        assert handle.result(timeout=10) == 6
+    assert _loop_threads() == before
+    sync.close()
+
+
+def test_a_result_timeout_fails_promptly_and_the_client_keeps_working(db_url: str) -> None:
+    with cairn.connect_sync(db_url) as sync:
+        handle = sync.start(doubling, 5)  # no worker yet: it stays pending
+        began = time.monotonic()
+        with pytest.raises(TimeoutError, match=f"run {handle.id} did not finish within 0.2s"):
+            handle.result(timeout=0.2)
+        with pytest.raises(TimeoutError):
+            sync.run(doubling, 6, timeout=0.2)
+        assert time.monotonic() - began < 5
+
+        async def serve() -> int:
+            client = cairn.Client(db_url)
+            try:
+                async with cairn.Worker(client, poll_interval=0.05):
+                    return await asyncio.to_thread(handle.result, 10)
+            finally:
+                await client.close()
+
+        assert asyncio.run(serve()) == 10
+        assert sorted(r.status for r in sync.list_runs()) == [RunStatus.COMPLETED, RunStatus.COMPLETED]
+
+
+# --- inside a running event loop (Jupyter, an async app, an async test) ------------------------------
+
+
+async def test_a_blocking_wait_on_the_loop_its_worker_runs_on_is_refused_not_a_deadlock(
+    client: cairn.Client, worker: cairn.Worker, db_url: str
+) -> None:
+    """`handle.result()` / `sync.run()` from the event loop a worker runs on (a notebook that
+    embeds its worker) blocked that loop, and so the worker that had to run the workflow: for ever."""
+    sync = cairn.connect_sync(db_url)
+    try:
+        handle = sync.start(doubling, 7)  # what does not wait for a run works (briefly blocking)
+        began = time.monotonic()
+        with pytest.raises(RuntimeError, match=r"a Cairn worker runs.*await handle\.result"):
+            handle.result()
+        with pytest.raises(RuntimeError, match="cannot block here"):
+            sync.run(doubling, 8, timeout=30)
+        assert time.monotonic() - began < 5
+        assert [r.id for r in await client.list_runs()] == [handle.id]  # the refused run() started nothing
+        assert await asyncio.to_thread(handle.result, 10) == 14  # from another thread: fine
+        assert await client.get(handle.id).result(timeout=10) == 14
+    finally:
+        await asyncio.to_thread(sync.close)
+
+
+def test_a_blocking_client_in_a_notebooks_loop_works_when_the_worker_runs_elsewhere(served: str) -> None:
+    async def cell() -> int:
+        with cairn.connect_sync(served) as sync:
+            return int(sync.run(doubling, 9, timeout=10))  # blocks this loop; the worker is not on it
+
+    assert asyncio.run(cell()) == 18
+
+
+# --- a script in its own process ------------------------------------------------------------------------
+
+SCRIPT = """
+import sys
+import cairn
+from tests.behaviour.test_audit_sync_client import Approval
+
+sync = cairn.connect_sync(sys.argv[1])
+handle = sync.start(Approval, "o-9")
+print("waiting", flush=True)
+handle.result()
+"""
+
+
+@pytest.mark.process
+def test_ctrl_c_interrupts_a_scripts_blocking_wait(db_url: str) -> None:
+    """A script waits for a result nobody will bring; Ctrl-C ends it at once (and its unclosed
+    client keeps no thread alive that would stop the interpreter from exiting)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    script = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, db_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        assert script.stdout is not None and script.stdout.readline().strip() == "waiting"
+        script.send_signal(signal.SIGINT)
+        _, err = script.communicate(timeout=10)
+    finally:
+        if script.poll() is None:
+            script.kill()
+            script.wait()
+    assert script.returncode != 0 and "KeyboardInterrupt" in err, err
