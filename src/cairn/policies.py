@@ -48,31 +48,47 @@ class RetryPolicy:
         }
 
 
+DEFAULT_MAX_DELAY = 60.0
+"""Seconds `BackoffPolicy.max_delay` is when not given (unless `base_delay` is longer)."""
+
+
 @dataclass(frozen=True)
 class BackoffPolicy:
-    """Delay before attempt n+1: base_delay * multiplier**(n-1), capped, with optional full jitter.
-    Delays in seconds or as `timedelta`s (kept as seconds)."""
+    """Delay before attempt n+1: base_delay * multiplier**(n-1), capped at max_delay, with optional
+    full jitter. Delays in seconds or as `timedelta`s (kept as seconds). `max_delay` defaults to a
+    minute, or to `base_delay` when that is longer: `BackoffPolicy(base_delay=timedelta(hours=1))`
+    waits an hour, not a minute. A `max_delay` shorter than `base_delay` is refused."""
 
     base_delay: float | timedelta = 1.0
     multiplier: float = 2.0
-    max_delay: float | timedelta = 60.0
+    max_delay: float | timedelta | None = None
     jitter: bool = True
 
     def __post_init__(self) -> None:
+        if self.max_delay is None:
+            base = self.base_delay.total_seconds() if isinstance(self.base_delay, timedelta) else self.base_delay
+            if isinstance(base, int | float) and not isinstance(base, bool):
+                object.__setattr__(self, "max_delay", max(DEFAULT_MAX_DELAY, float(base)))
         for name in ("base_delay", "max_delay"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float | timedelta):
                 raise TypeError(f"BackoffPolicy.{name} is seconds or a timedelta, got {value!r}")
             if isinstance(value, timedelta):
                 object.__setattr__(self, name, value.total_seconds())
-        if _seconds(self.base_delay) < 0 or _seconds(self.max_delay) < 0 or self.multiplier < 1:
+        if _seconds(self.base_delay) < 0 or _seconds(self.max_delay or 0.0) < 0 or self.multiplier < 1:
             raise ValueError(
                 "BackoffPolicy needs base_delay >= 0, max_delay >= 0 and multiplier >= 1, got "
                 f"{self.base_delay}, {self.max_delay}, {self.multiplier}"
             )
+        if _seconds(self.max_delay or 0.0) < _seconds(self.base_delay):
+            raise ValueError(
+                f"BackoffPolicy max_delay ({self.max_delay}s) is shorter than base_delay ({self.base_delay}s): "
+                "every delay would be cut to max_delay; raise max_delay, or leave it out (a minute, or base_delay "
+                "when longer)"
+            )
 
     def delay_for(self, attempt: int, rng: random.Random | None = None) -> float:
-        base, cap = _seconds(self.base_delay), _seconds(self.max_delay)
+        base, cap = _seconds(self.base_delay), _seconds(self.max_delay or 0.0)
         raw = min(cap, base * self.multiplier ** max(0, attempt - 1))
         if not self.jitter:
             return raw

@@ -278,16 +278,12 @@ def test_environments_one_after_another_in_a_plain_sync_test_each_start_from_rea
     assert (looked_up, runs) == ("real y", 1)  # and so did its fake and its database
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cairn/policies.py BackoffPolicy: max_delay defaults to 60 s whatever base_delay is, so "
-    "BackoffPolicy(base_delay=3600) retries after 60 s, not an hour, silently (Temporal's maximum "
-    "interval defaults to 100x the initial one). Fix: default max_delay to max(60, base_delay * 100) "
-    "or refuse base_delay > max_delay in __post_init__",
-)
 def test_a_backoff_of_an_hour_is_not_silently_cut_to_a_minute() -> None:
-    try:
-        policy = BackoffPolicy(base_delay=timedelta(hours=1), jitter=False)
-    except ValueError:
-        return  # refused with a message: as good as honoured
-    assert policy.delay_for(1) == 3600
+    """max_delay defaulted to 60 s whatever base_delay was: an hour's backoff retried after a minute.
+    Left out, it is now a minute or base_delay when longer; given shorter than base_delay, refused."""
+    policy = BackoffPolicy(base_delay=timedelta(hours=1), jitter=False)
+    assert policy.delay_for(1) == policy.delay_for(3) == 3600
+    assert BackoffPolicy(jitter=False).delay_for(10) == 60  # the default, as before
+    assert BackoffPolicy.from_json(policy.to_json()) == policy
+    with pytest.raises(ValueError, match=r"max_delay \(60s\) is shorter than base_delay \(3600s\)"):
+        BackoffPolicy(base_delay=3600, max_delay=60)
