@@ -3,7 +3,8 @@ notifications) and a `Tx` (one open transaction, its queries named), one pair pe
 
 `SqlStore` is written once over them; the adapters differ only in connecting, transactions,
 parameter conversion and notifications. Lock order everywhere is "run row first, then its steps",
-so an activation commit and an action completion never deadlock.
+so an activation commit and an action completion never deadlock; runs' rows are locked in id order
+by every commit that locks more than its own (see `journal_tx.lock_in_order`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ class Tx(abc.ABC):
         and takes each further one NOWAIT (see `control._lock`), so it never waits holding a lock."""
         self.locked = False
         """A row lock was taken through `control._lock` in this transaction."""
+        self.held_runs: set[str] = set()
+        """Runs whose rows this transaction locked first, FOR UPDATE (`lock_runs`): locking one
+        again would only cost a round trip."""
 
     def add_event(self, row: dict[str, Any]) -> None:
         """Append to a run's event list; the rows are written together, in order, just before COMMIT.
@@ -107,6 +111,13 @@ class Tx(abc.ABC):
         else:
             self.write(name, row)
 
+    def lock_runs(self, ids: Sequence[str], parents: Sequence[str], children: Sequence[str]) -> None:
+        """Lock, FOR UPDATE and in id order, the rows of the runs `ids` and of the open children
+        awaited at the steps `children` ("parent_id seq", each parent among `parents`), as the
+        transaction's first statement (see `journal_tx.lock_in_order`). A run not there locks
+        nothing. SQLite's writers are serialised by BEGIN IMMEDIATE: nothing to lock there."""
+        self.held_runs.update(ids)
+
     def begin_piece(self) -> None:
         """The next writes belong to another piece of a group commit (see `write_row`)."""
         return  # rows are written at once here: nothing is held back
@@ -140,6 +151,10 @@ class Database(abc.ABC):
         self._lock = threading.Lock()
         self._opening: concurrent.futures.Future[None] | None = None
         """The one open under way or done; every caller waits for it (from whichever loop)."""
+        self.lock_conflicts = 0
+        """Transactions the database refused as a lock conflict's loser (`conflicted`: a deadlock,
+        which PostgreSQL breaks only after its deadlock_timeout), counted as they fail, whoever
+        runs them again: a group commit's batch refused whole, a commit or control operation."""
 
     async def open(self) -> None:
         """Connect and migrate, once, however many callers ask at once: a client's first use is

@@ -25,12 +25,14 @@ def _lock(tx: Tx, run_id: str) -> RunRow:
     """Lock a run's row, its parent's first: the one lock order (ancestors before descendants) that
     cancels, retries and child completions all follow, so they cannot deadlock each other.
 
-    A group commit does not follow it: it locks the runs of its activations in one statement, then
-    writes what they touch, a child's end its parent. So a control operation (`tx.wait_once`)
-    waits only for its first lock, holding none, and takes every further one NOWAIT: held by a
-    commit, it is refused at once and the operation runs again (`SqlStore._control`) once that
-    commit is through, instead of waiting holding a parent the commit needs, which PostgreSQL
-    only ends as a deadlock after its `deadlock_timeout` (1 s), the commit's batch stalled as long."""
+    A group commit does not follow it: it locks every run it writes in id order, a child before
+    its parent when the child's id sorts first (`journal_tx.lock_in_order`). So a control operation
+    (`tx.wait_once`) waits only for its first lock, holding none, and takes every further one
+    NOWAIT: held by a commit, it is refused at once and the operation runs again
+    (`SqlStore._control`) once that commit is through, instead of waiting holding a parent the
+    commit needs, which PostgreSQL only ends as a deadlock after its `deadlock_timeout` (1 s), the
+    commit's batch stalled as long. A commit that cancels a child runs this too, its runs locked
+    first: what it did not lock then (the child's own children) it takes NOWAIT as well."""
     row = tx.one("get_run", {"id": run_id})
     if row is None:
         raise RunNotFound(f"no run with id {run_id!r}")

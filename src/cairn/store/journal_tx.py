@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cairn.errors import CairnError, IllegalTransition, LeaseLost, RunIdConflict, RunIdTaken, RunNotFound
@@ -75,10 +75,97 @@ def signal(tx: Tx, run_id: str, name: str, payload: str | None, now: float) -> N
     tx.notify(WORK)
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class RunLocks:
+    """The runs' rows one piece of a group commit locks (see `lock_in_order`)."""
+
+    run: str
+    """The run the piece holds and fences (an activation commit's); "" for none."""
+    others: tuple[str, ...] = ()
+    """Other runs whose rows it writes: a parent its end resolves, a signal's target, a child it may
+    adopt, the run of an action outcome recorded apart."""
+    children_at: tuple[int, ...] = ()
+    """Steps of `run` whose awaited child it may cancel (found by the lock, as their ids are not
+    in the commit)."""
+    patient: bool = False
+    """Wait for locks beyond these (see `lock_in_order`), instead of taking them NOWAIT."""
+
+    @property
+    def reaches_out(self) -> bool:
+        return bool(self.others or self.children_at)
+
+
+def commit_locks(commit: Commit, patient: bool = False) -> RunLocks:
+    """The runs `commit_activation` of `commit` writes besides its own, as it will meet them."""
+    run, res = commit.run, commit.result
+    others: set[str] = set()
+    if res.status in TERMINAL and run.parent_id is not None:
+        others.add(run.parent_id)  # resolve_parent
+    for step in res.new_steps:
+        if step.kind == StepKind.SEND_SIGNAL:
+            target = json.loads(step.args or "{}").get("run_id")
+            if target is not None:
+                others.add(str(target))
+        elif step.kind == StepKind.CHILD and step.options:
+            others.add(str(step.options["run_id"]))  # start_child: a run that exists is adopted or read
+    others.discard(run.id)
+    abandons = res.status not in (RunStatus.FAILED, RunStatus.PAUSED)  # see _cancel_step
+    children_at = tuple(sorted(res.cancelled)) if abandons else ()
+    return RunLocks(run.id, tuple(sorted(others)), children_at, patient)
+
+
+def attempt_locks(claim: ActionClaim) -> RunLocks:
+    """`record_attempt` writes its run, which it does not hold (another worker may)."""
+    return RunLocks("", (claim.run_id,))
+
+
+def lock_in_order(tx: Tx, pieces: Sequence[RunLocks]) -> None:
+    """Before the pieces of a transaction (one commit, or a group commit's batch) run: when one of
+    them writes another run than its own, lock every run any of them writes, its own included, in
+    id order, in one statement (`lock_runs`), as the transaction's first.
+
+    A commit writes runs it does not hold: a child's end resolves its parent's step and wakes it,
+    a cancelled wait cancels its child, a signal wakes its target, an action's outcome recorded
+    apart its run. Locked as each piece met them, two workers' batches could take the same two
+    rows in opposite orders: a parent's commit fencing the parent and then cancelling its child,
+    while the other worker's batch had fenced that child and then locked the parent for a sibling's
+    end (or two runs signalling each other, each fenced and then waking the other). PostgreSQL
+    breaks such a deadlock only after its deadlock_timeout (1 s), the losing batch stalled whole.
+
+    One order for all, then: a transaction that locks runs beyond its own fences takes them all
+    here, sorted, waiting for each holding only smaller ones; one that does not (a commit touching
+    only its run, the common case) takes its fences in id order too (`fence_run` sorts, and the
+    batcher sorts its pieces by run), so it never holds a larger row while it waits for a smaller.
+    No wait can then close a cycle. The statement is pipelined: a commit that writes other runs
+    already sends statements of its own (a lock, a signal's insert, a cancelled step's read), and
+    it adds no round trip; those after it find their rows held (`Tx.held_runs`: no second lock)
+    and drop one or two. A commit that writes only its own run sends nothing more: its one
+    statement, `cairn_apply`, as before. Cheaper than taking the other runs NOWAIT, as control
+    operations do: a child ending while its parent commits is common, and a refused NOWAIT would
+    send the whole batch again, each piece apart.
+
+    What no commit can name before it runs (the children of a child it cancels) it takes NOWAIT
+    (`control._lock`, `tx.wait_once`): refused, the commit is sent again a little later
+    (`SqlStore.commit_activation`), and after a while it waits for them (`patient`)."""
+    if not any(p.reaches_out for p in pieces):
+        return
+    ids = {p.run for p in pieces if p.run}.union(*(p.others for p in pieces))
+    children = [f"{p.run} {seq}" for p in pieces for seq in p.children_at]
+    tx.lock_runs(sorted(ids), sorted({p.run for p in pieces if p.children_at}), children)
+    tx.wait_once = not any(p.patient for p in pieces)
+    tx.locked = True
+
+
+def _lock_run(tx: Tx, run_id: str) -> None:
+    """A run's row, unless this transaction locked it first (`lock_in_order`)."""
+    if run_id not in tx.held_runs:
+        tx.one("lock_run", {"id": run_id})
+
+
 def commit_activation(tx: Tx, commit: Commit) -> None:
     run, res = commit.run, commit.result
     if res.status in TERMINAL and run.parent_id is not None:
-        tx.one("lock_run", {"id": run.parent_id})  # parent before child: see control._lock
+        _lock_run(tx, run.parent_id)  # parent before child: see control._lock
     now = commit.now if commit.now is not None else tx.now()
     lost = LeaseLost(f"the lease on run {run.id} was lost (another worker or a control operation took it)")
     tx.write_row("fence_run", {"id": run.id, "token": commit.token, "now": now}, expect=lost)
@@ -243,7 +330,7 @@ def _finished_row(commit: Commit, activation: int, now: float) -> RunRow:
 def resolve_parent(tx: Tx, child: RunRow, status: RunStatus, result: str | None, error: str | None, now: float) -> None:
     """A child run ended: resolve the parent's waiting step and wake the parent."""
     assert child.parent_id is not None
-    tx.one("lock_run", {"id": child.parent_id})
+    _lock_run(tx, child.parent_id)
     step_status = StepStatus.COMPLETED if status == RunStatus.COMPLETED else StepStatus.FAILED
     assert child.parent_seq is not None
     changed = _resolve_step(tx, child.parent_id, child.parent_seq, step_status, result, error, now)
@@ -437,7 +524,7 @@ def record_attempt(
     """An attempt's outcome in a transaction of its own (the worker does not hold the run, or its
     commit failed): fenced by the attempt number, False when the attempt lost the step. A final
     outcome wakes the run; a retry puts the step back, due after `retry_delay` seconds."""
-    tx.one("lock_run", {"id": claim.run_id})  # run row first: the lock order of every commit
+    _lock_run(tx, claim.run_id)  # run row first: the lock order of every commit
     now = tx.now()
     if retry_delay is not None:
         return _retry_later(tx, claim, error, retry_delay, logs, now)

@@ -277,6 +277,10 @@ class _PgTx(Tx):
     def begin_piece(self) -> None:
         self._rank = -1
 
+    def lock_runs(self, ids: Sequence[str], parents: Sequence[str], children: Sequence[str]) -> None:
+        self.write("lock_runs", {"ids": list(ids), "parents": list(parents), "children": list(children)})
+        super().lock_runs(ids, parents, children)
+
     def _apply(
         self, events: Sequence[dict[str, Any]] = (), notes: Sequence[str] = (), origin: str = ""
     ) -> Params | None:
@@ -731,6 +735,15 @@ class PostgresDatabase(Database):
         self._closed()
 
     async def transaction(self, fn: Callable[[Tx], T], write: bool = True, rerunnable: bool = False) -> T:
+        try:
+            return await self._transaction(fn, write, rerunnable)
+        except psycopg.Error as exc:
+            if self.conflicted(exc):
+                self.lock_conflicts += 1
+                log.debug("a transaction lost a lock conflict (%s)", exc)
+            raise
+
+    async def _transaction(self, fn: Callable[[Tx], T], write: bool, rerunnable: bool) -> T:
         await self.open()
         loop = asyncio.get_running_loop()
         if rerunnable and loop is self._aloop and self.clock.real:

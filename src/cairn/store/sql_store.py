@@ -45,8 +45,9 @@ log = logging.getLogger("cairn.store")
 CONFLICT_ATTEMPTS = 5
 """How many times a control operation is run when the database refuses it as a deadlock's loser."""
 LOCK_BUSY_ATTEMPTS = 30
-"""How many times a control operation is run taking its further row locks NOWAIT (see
-`control._lock`) while a commit holds one of them, before it waits for them as for its first."""
+"""How many times a control operation (or a commit) is run taking its further row locks NOWAIT (see
+`control._lock`, `journal_tx.lock_in_order`) while another transaction holds one of them, before it
+waits for them as for its first."""
 LOCK_BUSY_PAUSE = 0.001
 """Seconds before the first such run again, doubled each time up to 50 ms: a commit holds its
 rows for a few milliseconds."""
@@ -67,7 +68,7 @@ class SqlStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.url = db.url
-        self._batcher = TxBatcher(db, max_in_flight=db.commits_in_flight)
+        self._batcher = TxBatcher(db, max_in_flight=db.commits_in_flight, lock_first=journal_tx.lock_in_order)
         self._starts = TxBatcher(db, max_in_flight=2, direct=True)
         """Run creations group among themselves, apart from the workers' commits, so a start never
         waits behind a busy worker's batches (in a loop of starts beside a worker, that wait was
@@ -263,9 +264,9 @@ class SqlStore:
     async def _control(self, fn: Callable[[Tx], T]) -> T:
         """A control operation (or a client's signal), run again when a row it locks NOWAIT is held
         by a commit, or when the database refused it as the loser of a lock conflict: it locks a
-        parent, then its children (`control._lock`), while a group commit may fence a child and
-        then write its parent. Refused, nothing of it was applied; handed to its caller, the cancel
-        or retry a user asked for would not have happened."""
+        parent, then its children (`control._lock`), while a group commit locks its runs in id
+        order (`journal_tx.lock_in_order`). Refused, nothing of it was applied; handed to its
+        caller, the cancel or retry a user asked for would not have happened."""
         busy = conflicts = 0
         while True:
             wait_once = busy < LOCK_BUSY_ATTEMPTS
@@ -366,7 +367,20 @@ class SqlStore:
         Only when neither can be told does the error reach the caller."""
 
         async def send() -> None:
-            await self._batcher.run(lambda tx: journal_tx.commit_activation(tx, commit))
+            # A row it locks NOWAIT held elsewhere (a child of a child it cancels: see
+            # journal_tx.lock_in_order) refused it, nothing applied: sent again a little later.
+            busy = 0
+            while True:
+                locks = journal_tx.commit_locks(commit, patient=busy >= LOCK_BUSY_ATTEMPTS)
+                try:
+                    await self._batcher.run(lambda tx: journal_tx.commit_activation(tx, commit), locks)
+                    return
+                except Exception as exc:
+                    if locks.patient or not self.db.lock_unavailable(exc):
+                        raise
+                busy += 1
+                log.debug("run %s: a commit found a row it locks held elsewhere; sending it again", commit.run.id)
+                await asyncio.sleep(min(LOCK_BUSY_PAUSE * 2 ** (busy - 1), 0.05))
 
         async def outcome(unknown: Exception) -> tuple[bool, None]:
             row = await self.get_run(commit.run.id)
@@ -409,7 +423,8 @@ class SqlStore:
 
         async def send() -> bool:
             return await self._batcher.run(
-                lambda tx: journal_tx.record_attempt(tx, claim, result, error, retry_delay, memory_writes, logs)
+                lambda tx: journal_tx.record_attempt(tx, claim, result, error, retry_delay, memory_writes, logs),
+                journal_tx.attempt_locks(claim),
             )
 
         async def outcome(unknown: Exception) -> tuple[bool, bool]:

@@ -9,7 +9,8 @@ rewrites, so no statement is written twice:
 - `expr = ANY(:list)`: a list parameter. PostgreSQL binds it as an array; SQLite as JSON text,
   expanded with json_each.
 - Row locks (`FOR UPDATE`, `FOR NO KEY UPDATE OF t`, `SKIP LOCKED`, `NOWAIT`) are PostgreSQL's; SQLite's
-  writers are serialised by BEGIN IMMEDIATE, so they are dropped there.
+  writers are serialised by BEGIN IMMEDIATE, so they are dropped there, and so is `COLLATE "C"`
+  (the bytewise order rows are locked in; SQLite's own order is bytewise).
 - A filter that may be skipped, `(CAST(:p AS type) IS NULL OR column = CAST(:p AS type))`, is one
   no index serves on SQLite (its plan does not depend on the values bound). A statement headed
   `-- indexed when given: p` also comes as `<name>_of_<p>`, where that test is the plain equality,
@@ -141,7 +142,7 @@ def queries(dialect: str) -> dict[str, str]:
     for name, stmt in statements(dialect).items():
         text = _alone(stmt) if stmt.rows else stmt.text
         if dialect == "sqlite":
-            text = _LOCK.sub("", _ANY.sub(r"IN (SELECT value FROM json_each(:\1))", text))
+            text = _LOCK.sub("", _ANY.sub(r"IN (SELECT value FROM json_each(:\1))", text)).replace(' COLLATE "C"', "")
         else:
             text = _psycopg(text)
         out[name] = text

@@ -78,8 +78,11 @@ WHERE id = :id AND status IN ('pending', 'running', 'waiting')
 -- commit's finish_activation writes again). finish_activation advances the token, so a claim that
 -- read the run before this commit cannot commit decisions made from that stale read (its fence
 -- fails), and vice versa.
+-- The runs of a group commit are locked in id order (bytewise, as the batcher sorts its pieces,
+-- whatever the database's collation), as every commit locks runs (see journal_tx.lock_in_order).
 -- rows: id text, token bigint
 SELECT 1 FROM cairn_runs r JOIN {rows} x ON r.id = x.id AND r.lease_token = x.token
+ORDER BY r.id COLLATE "C"
 FOR NO KEY UPDATE OF r
 
 -- name: consume_signal_into_step
@@ -511,6 +514,17 @@ SELECT run_id, key, value FROM cairn_memory WHERE run_id = ANY(:run_ids)
 
 -- name: lock_run
 SELECT status FROM cairn_runs WHERE id = :id FOR UPDATE
+
+-- name: lock_runs
+-- A commit's first statement when it writes runs other than its own (see journal_tx.lock_in_order):
+-- those runs, its own, and the open children awaited at the steps it cancels, locked in id order
+-- (the rows are sorted first, bytewise as fence_run sorts them, then locked one after the other).
+SELECT id FROM cairn_runs
+WHERE id = ANY(:ids)
+   OR (parent_id = ANY(:parents) AND parent_id || ' ' || parent_seq = ANY(:children)
+       AND status IN ('pending', 'running', 'waiting', 'paused'))
+ORDER BY id COLLATE "C"
+FOR UPDATE
 
 -- name: lock_run_nowait
 -- A control operation's further locks (see control._lock): refused at once when held elsewhere.
