@@ -6,9 +6,12 @@ worker is claiming right now is skipped this round), so claims of one queue take
 claims of other queues never wait on it; SQLite's single writer serialises them anyway. What is in
 flight is counted from the rows themselves (runs started and not finished, attempts under a live
 lease), never from counters a dead worker would not decrement: when its leases run out, its slots
-come back. The rate limit spaces starts at least `rate_period / rate_n` apart (`rate_next_at` on the
-queue row: when the next may be claimed), so the starts of a busy queue come at an even pace, never
-more than `rate_n` in any window of `rate_period`, rather than in bursts.
+come back. A run this claim leases is marked (`queue_claimed_at`), so that those not begun yet are
+counted without reading the runs waiting to start: neither the count nor the choice of what to start
+reads the backlog of a busy key, however long. The rate limit spaces starts at least
+`rate_period / rate_n` apart (`rate_next_at` on the queue row: when the next may be claimed), so the
+starts of a busy queue come at an even pace, never more than `rate_n` in any window of
+`rate_period`, rather than in bursts.
 """
 
 from __future__ import annotations
@@ -27,11 +30,9 @@ BLOCKED_RETRY = 0.1
 """Seconds until a claim looks again at a queue whose due work its limits held back (or another
 worker was claiming): a slot freed in another process wakes nobody here."""
 SCAN = 4
-"""A claim reads this many pending runs per run it may take, to pass over keys at their per_key limit
-(and that many times more, while all it read were of keys at their limit)."""
-MAX_SCAN = 512
-"""The most pending runs one claim of a per_key queue reads (and locks) to find runs of keys below
-their limit: past that many runs of keys at their limit, the runs behind them wait for those ahead."""
+"""A claim of a per_key queue first reads this many pending runs in claim order per run it may take,
+to pass over a few of keys at their limit. When all those read leave it room, it reads the first
+runs of each key below its limit instead (`_firsts_of_keys`), however many runs wait ahead."""
 
 
 @dataclass
@@ -137,21 +138,38 @@ def _claim_runs(
         _blocked(q, out)
         return []
     scan = room * SCAN if q.per_key is not None else room + 1  # one more: to know whether any is left behind
-    while True:
-        params = {"queue": q.name, "workflows": list(workflows), "scan": scan}
-        candidates = tx.all("queue_candidates", params)
-        chosen = _pick(q, candidates, room, per_key)
-        # The runs of keys at their limit ahead in the queue must not hold back those of other keys
-        # behind them (they did, past the first `room * SCAN`): look further, up to `MAX_SCAN`.
-        if q.per_key is None or len(chosen) == room or len(candidates) < scan or scan >= MAX_SCAN:
-            break
-        scan = min(scan * SCAN, MAX_SCAN)
+    params = {"queue": q.name, "workflows": list(workflows), "scan": scan}
+    tx.write("queue_candidates_plan", {})
+    candidates = tx.all("queue_candidates", params)
+    chosen = _pick(q, candidates, room, per_key)
+    if q.per_key is not None and len(chosen) < room and len(candidates) == scan:
+        chosen = _pick(q, _firsts_of_keys(tx, q, params, room, per_key), room, per_key)
+    tx.write("queue_candidates_plan_end", {})
     if len(chosen) < len(candidates):
         _blocked(q, out)  # due runs left behind by a limit
     if not chosen:
         return []
     q.started += len(chosen)
     return tx.all("lease_queue_runs", {"ids": chosen, "worker": worker, "lease": lease})
+
+
+def _firsts_of_keys(
+    tx: Tx, q: _Limits, params: dict[str, Any], room: int, in_flight: Counter[str | None]
+) -> list[tuple[Any, ...]]:
+    """The candidates of a claim whose first `room * SCAN` runs in claim order left it room: runs of
+    keys at their limit ahead must not hold back the other keys' runs behind them, however many
+    (past 512 of them, one customer's backlog held back every other customer's until it drained).
+
+    Of each key below its limit, its first `heads` due runs (it may start no more than `per_key`,
+    nor more than `room`), and the first keyless runs, in claim order: one short walk of an index
+    per key, whatever the length of any key's backlog. The first `room + beyond` of them hold the
+    `room` that `_pick` takes: of a key with `n` in flight, at most `min(n, heads)` of its runs
+    read are beyond what it may start, and `beyond` is their sum."""
+    assert q.per_key is not None
+    heads = min(q.per_key, room)
+    full = sorted(k for k, n in in_flight.items() if k is not None and n >= q.per_key)
+    beyond = sum(min(n, heads) for k, n in in_flight.items() if k is not None and n < q.per_key)
+    return tx.all("queue_candidates_by_key", {**params, "full": full, "heads": heads, "scan": room + beyond})
 
 
 def _pick(q: _Limits, candidates: Sequence[tuple[Any, ...]], room: int, in_flight: Counter[str | None]) -> list[str]:

@@ -253,10 +253,12 @@ INSERT INTO cairn_events (run_id, at, kind, step, detail) VALUES (:run_id, :now,
 SELECT id, at, kind, step, detail FROM cairn_events WHERE run_id = :run_id ORDER BY id
 
 -- name: set_control
+-- A control change lets go of the run's lease, and of a queue's claim of it (queue_claimed_at): a
+-- run paused before it began, resumed or retried waits to be claimed again.
 UPDATE cairn_runs
 SET status = :status, pause_reason = :pause_reason, error = :error, completed_at = :completed_at,
     ready_at = CAST(:ready_at AS double precision), lease_owner = NULL, lease_until = NULL,
-    lease_token = lease_token + 1, updated_at = :now
+    lease_token = lease_token + 1, updated_at = :now, queue_claimed_at = NULL
 WHERE id = :id
 
 -- name: cancel_open_steps
@@ -752,22 +754,47 @@ FROM cairn_queues WHERE name = :queue AND limited = 1
 FOR UPDATE SKIP LOCKED
 
 -- name: queue_runs_in_flight
--- The queue's runs in flight, per key: how many, and how many are leased to this worker.
+-- The queue's runs in flight, per key: how many, and how many are leased to this worker. Those that
+-- began, of each status, from cairn_runs_queued, and those the queue's claim leased that have not
+-- begun yet (pending, marked by the claim, the lease live) from cairn_runs_queue_claimed: the runs
+-- waiting to start, however many, are not read (a test of their leases read every one of them).
+-- Each status is an equality, so that both planners walk the index by it, never by the queue alone.
 SELECT queue_key, count(*), sum(CASE WHEN lease_owner = :worker AND lease_until >= cairn_tx_now() THEN 1 ELSE 0 END)
-FROM cairn_runs
-WHERE queue = :queue AND queue <> 'default' AND status IN ('pending', 'running', 'waiting', 'paused')
-  AND (status <> 'pending' OR lease_until >= cairn_tx_now())
-  AND NOT (status = 'paused' AND activations = 0)
+FROM (SELECT queue_key, lease_owner, lease_until FROM cairn_runs
+      WHERE queue = :queue AND queue <> 'default' AND status = 'running'
+        AND status IN ('pending', 'running', 'waiting', 'paused')
+      UNION ALL
+      SELECT queue_key, lease_owner, lease_until FROM cairn_runs
+      WHERE queue = :queue AND queue <> 'default' AND status = 'waiting'
+        AND status IN ('pending', 'running', 'waiting', 'paused')
+      UNION ALL
+      SELECT queue_key, lease_owner, lease_until FROM cairn_runs
+      WHERE queue = :queue AND queue <> 'default' AND status = 'paused' AND activations > 0
+        AND status IN ('pending', 'running', 'waiting', 'paused')
+      UNION ALL
+      SELECT queue_key, lease_owner, lease_until FROM cairn_runs
+      WHERE queue = :queue AND queue <> 'default' AND status = 'pending' AND queue_claimed_at IS NOT NULL
+        AND lease_until >= cairn_tx_now()) flying
 GROUP BY queue_key
 
 -- name: queue_is_limited
 -- Whether a run of this queue starts only through the queue's claim (see control._going_on).
 SELECT 1 FROM cairn_queues WHERE name = :name AND limited = 1
 
+-- name: queue_candidates_plan
+-- How a claim of a limited queue wants its candidates planned (see postgres.sql); nothing to say on
+-- SQLite. queue_candidates_plan_end undoes it once they are read.
+SELECT 1
+
+-- name: queue_candidates_plan_end
+SELECT 1
+
 -- name: queue_candidates
 -- The queue's pending runs this worker could start, in claim order (lower client priority first:
 -- the column holds its negation; then first in, first out), more than it may take: the limits
--- per key are applied to them in order by the claim.
+-- per key are applied to them in order by the claim. When :scan of them were there and they leave
+-- the claim room (keys at their limit), queue_candidates_by_key (each backend's own) reads the
+-- first runs of every key below its limit instead, however many runs wait ahead of them.
 SELECT id, queue_key FROM cairn_runs
 WHERE queue = :queue AND queue <> 'default' AND status IN ('pending', 'running', 'waiting', 'paused')
   AND status = 'pending' AND ready_at <= cairn_tx_now()
@@ -778,8 +805,10 @@ LIMIT :scan
 FOR UPDATE SKIP LOCKED
 
 -- name: lease_queue_runs
+-- A start: the run is in flight from now, under its lease (marked for queue_runs_in_flight).
 UPDATE cairn_runs
-SET lease_owner = :worker, lease_until = cairn_tx_now() + :lease, lease_token = lease_token + 1
+SET lease_owner = :worker, lease_until = cairn_tx_now() + :lease, lease_token = lease_token + 1,
+    queue_claimed_at = cairn_tx_now()
 WHERE id = ANY(:ids)
 RETURNING {run_columns}
 
