@@ -232,10 +232,10 @@ class Registry:
         d = self._defs.get(id)
         if isinstance(d, WorkflowDef):
             return d
-        for w in self.workflows():  # also by human name, for `cairn start NAME`
-            if w.name == id:
-                return w
-        return None
+        # Also by human name, for `cairn start NAME`: only when one workflow bears it (two modules'
+        # `quick`, say), never the first of several, which would start or list another's runs.
+        named = [w for w in self.workflows() if w.name == id]
+        return named[0] if len(named) == 1 else None
 
     def names(self) -> list[str]:
         return sorted(self._defs)

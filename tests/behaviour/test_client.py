@@ -537,3 +537,18 @@ async def test_input_nested_up_to_the_limit_round_trips(client: cairn.Client) ->
         value = [value]
     handle = await client.start(echo, value)
     assert await handle.result(timeout=10) == value
+
+
+async def test_a_name_several_workflows_bear_is_refused_not_the_first_of_them(client: cairn.Client) -> None:
+    """`quick` is the human name (and the short name) of several test workflows: starting by it
+    must not start whichever registered first, and listing by it must not list another's runs."""
+    from tests import deadlock_flows, wedge_flows
+
+    assert deadlock_flows.quick and wedge_flows.quick  # both registered: "quick" is ambiguous
+    with pytest.raises(cairn.UnknownWorkflowError, match=r"'quick' names several workflows \(.*wedge_flows.quick\)"):
+        await client.start("quick", 1)
+    assert await client.list_runs() == []
+    from cairn.registry import registry
+
+    assert registry.workflow("quick") is None
+    assert registry.workflow("tests.wedge_flows.quick") is wedge_flows.quick.__cairn_workflow__

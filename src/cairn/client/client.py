@@ -389,13 +389,20 @@ class Client:
     async def _remote_definition(self, name: str) -> WorkflowInfo:
         check_name(name, "workflow name")
         known = await self.store.list_workflows()
+        ids = {i.name for i in known} | {w.id for w in registry.workflows()}
+        several = {n for n in ids if n.rsplit(".", 1)[-1] == name} | {
+            w.id for w in registry.workflows() if w.name == name
+        }
+        if name not in ids and len(several) > 1:  # never the first of them: another's runs
+            raise UnknownWorkflowError(
+                f"{name!r} names several workflows ({', '.join(sorted(several))}); give the full id of the one meant"
+            )
         found = _find_workflow(name, known)
         if found is not None:
             return found
-        names = sorted({*(i.name for i in known), *(w.id for w in registry.workflows())})
         raise UnknownWorkflowError(
             f"no workflow named {name!r} is registered here or by any worker of this database "
-            f"(known: {', '.join(names) or 'none'}); check the name or start a worker that imports it"
+            f"(known: {', '.join(sorted(ids)) or 'none'}); check the name or start a worker that imports it"
         )
 
 
