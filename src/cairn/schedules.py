@@ -145,10 +145,10 @@ class ScheduleSpec:
 
     def due_ticks(self, next_fire: float, now: float, up_since: float | None = None) -> list[float]:
         """The ticks to start a run for, of those due from `next_fire` up to `now`, by `catchup`.
-        `up_since`: since when a worker has been up to fire them (the firing one, or another still
-        heartbeating: `schedule_tx._up_since`). Under "none" the latest tick runs if it fell due
-        since then (it is late, not missed); one that fell due before (while no worker was up) is
-        missed. Unknown, a tick is missed past `NONE_GRACE`."""
+        `up_since`: since when the worker firing them has been up. Under "none" the latest tick
+        runs if it fell due since then (it is late, not missed); one that fell due before is missed
+        unless another worker was up then (`schedule_tx._late_not_missed` asks). Unknown, a tick is
+        missed past `NONE_GRACE`."""
         window = self.catchup_window if self.catchup_window is not None else math.inf
         keep = MAX_CATCHUP_TICKS if self.catchup == "all" else 1
         ticks = self._ticks_within(next_fire, now - window, now, keep)

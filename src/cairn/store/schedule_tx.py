@@ -41,7 +41,9 @@ def _fire_one(
     fired: float | None = None
     if buffered is not None and not going:  # overlap="buffer_one": the held tick starts now
         last_id, fired, buffered, going = _start(tx, spec, float(buffered), now), float(buffered), None, True
-    ticks = spec.due_ticks(next_fire, now, _up_since(tx, spec, next_fire, now, up_since)) if next_fire <= now else []
+    ticks = spec.due_ticks(next_fire, now, up_since) if next_fire <= now else []
+    if not ticks and next_fire <= now and spec.catchup == "none" and up_since is not None:
+        ticks = _late_not_missed(tx, spec, next_fire, now)
     for tick in ticks:
         if going and spec.overlap == "skip":
             event(tx, last_id or "", "schedule.skipped", now, None, schedule=spec.id, tick=tick)
@@ -57,22 +59,18 @@ def _fire_one(
     tx.execute("schedule_fired", {**params, "buffered_at": buffered, "now": now})
 
 
-def _up_since(tx: Tx, spec: ScheduleSpec, next_fire: float, now: float, mine: float | None) -> float | None:
-    """Since when a worker serving the schedule's workflow has been up, as `catchup="none"` asks:
-    the firing worker's start, or the latest due tick when another worker was up at that moment
-    (registered before it, heartbeating since). A worker started during a deploy, while the old one
-    was in its shutdown grace (heartbeating, no longer firing), must not drop that tick as missed.
-    Read only when the firing worker's own start would drop it."""
-    if spec.catchup != "none" or mine is None or next_fire > now:
-        return mine
-    ticks = spec.due_ticks(next_fire, now, -math.inf)
-    if not ticks or ticks[-1] >= mine:
-        return mine
-    latest = ticks[-1]
-    for (serves,) in tx.all("workers_up_at", {"at": latest}):
+def _late_not_missed(tx: Tx, spec: ScheduleSpec, next_fire: float, now: float) -> list[float]:
+    """The latest due tick, which the firing worker's own start made missed under `catchup="none"`,
+    when another worker running the schedule's workflow was up as it fell due (registered before
+    it, heartbeating since): it is late, not missed. A worker started during a deploy, while the
+    old one was in its shutdown grace (heartbeating, no longer firing), must not drop that tick."""
+    latest = spec.due_ticks(next_fire, now, -math.inf)
+    if not latest:
+        return []
+    for (serves,) in tx.all("workers_up_at", {"at": latest[-1]}):
         if spec.workflow in json.loads(serves or "{}").get("workflows", ()):
             return latest
-    return mine
+    return []
 
 
 def _start(tx: Tx, spec: ScheduleSpec, tick: float, now: float) -> str:

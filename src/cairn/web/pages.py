@@ -81,7 +81,6 @@ _env.filters.update(
     when=views.fmt_time,
     duration=views.fmt_duration,
     error_text=views.error_text,
-    traceback=views.error_traceback,
     segment=lambda v: quote(str(v), safe=""),
     pre=_pre,
     cut=_cut,

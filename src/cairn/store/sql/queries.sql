@@ -688,7 +688,7 @@ FOR UPDATE SKIP LOCKED
 
 -- name: workers_up_at
 -- The workers that were up at a moment: registered before it (by the database's clock), and
--- heartbeating since (see `schedule_tx._up_since`).
+-- heartbeating since (see `schedule_tx._late_not_missed`).
 SELECT serves FROM cairn_workers WHERE started_at <= :at AND heartbeat_at >= :at
 
 -- name: next_schedule_fire
