@@ -683,3 +683,18 @@ async def test_a_run_paused_before_it_began_says_it_started(client: cairn.Client
     assert (await handle.describe()).started_at is not None
     kinds = [e.kind for e in await handle.events()]
     assert kinds.count("started") == 1, kinds  # once: not never, nor again at each activation
+
+
+async def test_a_run_paused_before_it_began_is_pending_again_once_resumed(client: cairn.Client) -> None:
+    """Resumed, a run paused before its first activation is pending, as it was before the pause: it
+    never started (it was said to be running, and listed with the running runs, until a worker came)."""
+    handle = await client.start(ff.batch, "idle", [0], False, 0.001)
+    assert await handle.pause() == RunStatus.PAUSED  # no worker yet: before its first activation
+    assert await handle.resume() == RunStatus.PENDING
+    assert await handle.status() == RunStatus.PENDING
+    assert [r.id for r in await client.list_runs(status="pending")] == [handle.id]
+    assert await client.list_runs(status="running") == []
+    async with cairn.Worker(client, poll_interval=0.05):
+        await handle.result(timeout=20)
+    kinds = [e.kind for e in await handle.events()]
+    assert kinds.count("started") == 1 and kinds.index("resumed") < kinds.index("started"), kinds

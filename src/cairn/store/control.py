@@ -89,7 +89,9 @@ def resume(tx: Tx, run_id: str) -> RunStatus:
     if run.pause_reason in ("error", "nondeterminism", "deadlock"):
         return retry(tx, run_id)  # resuming a run paused on an error means trying that step again
     now = tx.now()
-    status = _going_on(tx, run, run.activations == 0)
+    # A run paused before its first activation never started: it goes back to pending, to be taken
+    # as a new run (in its turn, in a queue with limits), not shown running when nothing runs.
+    status = RunStatus.PENDING if run.activations == 0 else RunStatus.RUNNING
     _set(tx, run, status, now, ready=True)
     event(tx, run_id, "resumed", now)
     return status
@@ -115,9 +117,9 @@ def time_out(tx: Tx, run_id: str, timeout: float) -> RunStatus:
 
 
 def _going_on(tx: Tx, run: RunRow, holds_no_slot: bool) -> RunStatus:
-    """The status a resumed or retried run goes on in: running, unless it holds no slot of a queue
-    with limits (paused before its turn came, or failed), where it waits for one as pending: the
-    queue's claim takes it in turn (any worker claims a running run, beside the limits)."""
+    """The status a retried run goes on in: running, unless it holds no slot of a queue with limits
+    (it failed), where it waits for one as pending: the queue's claim takes it in turn (any worker
+    claims a running run, beside the limits)."""
     if holds_no_slot and tx.one("queue_is_limited", {"name": run.queue}) is not None:
         return RunStatus.PENDING
     return RunStatus.RUNNING
