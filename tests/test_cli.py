@@ -346,7 +346,8 @@ def test_resume_of_a_run_that_is_not_paused_says_so(runner: CliRunner, url: str)
     assert result.exit_code == 0
     assert result.stdout == "run p1: pending (it was pending: nothing was resumed)\n"
     assert runner.invoke(cli, ["pause", "p1", "--db", url]).stdout == "run p1: paused\n"
-    assert runner.invoke(cli, ["resume", "p1", "--db", url]).stdout == "run p1: running\n"
+    # Never started (no worker): pending again, as before the pause.
+    assert runner.invoke(cli, ["resume", "p1", "--db", url]).stdout == "run p1: pending\n"
 
 
 def _nested(depth: int) -> str:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
 
 import cairn
 from cairn import action, workflow
+from cairn.client.waiter import ResultWaiter
 from cairn.registry import registry
 from cairn.web import create_app
 from tests.conftest import eventually
@@ -221,16 +223,21 @@ async def test_an_internal_error_is_answered_as_json_without_its_details(client:
 @pytest.mark.usefixtures("worker")
 async def test_the_result_of_a_run_paused_on_an_error_says_why(http: httpx.AsyncClient, client: cairn.Client) -> None:
     """`GET /api/runs/{id}` gave the error a run is paused on, `cairn result --json` too, but
-    `GET /api/runs/{id}/result` (and a start's `?wait=`) answered `"error": null`."""
+    `GET /api/runs/{id}/result` (and a start's `?wait=`) answered `"error": null`. And a wait for
+    such a run lasted all its seconds: stuck until someone fixes and retries it, it will not end
+    meanwhile, so the wait ends as soon as it is stuck."""
+    began = time.monotonic()
     started = await http.post(
-        "/api/workflows/tests.web.webflows.pauses_on_error/runs?wait=20", json={"args": ["kaput"], "id": "pz-1"}
+        "/api/workflows/tests.web.webflows.pauses_on_error/runs?wait=120", json={"args": ["kaput"], "id": "pz-1"}
     )
     assert started.status_code == 201
-    await eventually(lambda: _status(client, "pz-1", "paused"), what="the run paused on its error")
+    assert started.json()["status"] == "paused" and "kaput" in started.json()["error"]["message"]
+    assert time.monotonic() - began < 60  # not the 120 s asked for
     run = (await http.get("/api/runs/pz-1")).json()
-    result = (await http.get("/api/runs/pz-1/result")).json()
+    result = (await http.get("/api/runs/pz-1/result?wait=120")).json()
     assert run["error"]["type"] == "RuntimeError" and "kaput" in run["error"]["message"]
     assert result["done"] is False and result["error"] == run["error"]
+    assert time.monotonic() - began < 60
     again = (
         await http.post(
             "/api/workflows/tests.web.webflows.pauses_on_error/runs", json={"args": ["kaput"], "id": "pz-1"}
@@ -239,6 +246,21 @@ async def test_the_result_of_a_run_paused_on_an_error_says_why(http: httpx.Async
     assert again["created"] is False and again["error"] == run["error"]
     cli = await cli_in_thread(["result", "pz-1", "--json", "--db", client.url])
     assert cli.exit_code == 1 and json.loads(cli.output)["error"] == run["error"]
+    cli = await cli_in_thread(["result", "pz-1", "--wait", "120", "--db", client.url])
+    assert cli.exit_code == 1 and "paused on RuntimeError" in cli.output and "cairn retry pz-1" in cli.output
+    assert time.monotonic() - began < 60
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_wait_outlasts_a_users_pause(http: httpx.AsyncClient, client: cairn.Client) -> None:
+    """Only a pause on an error ends a wait early: a run a user paused goes on once resumed."""
+    handle = await client.start(webflows.sleeps, 3600, id="up-1")
+    await eventually(lambda: _status(client, "up-1", "waiting"), what="the run to sleep")
+    await handle.pause()
+    began = time.monotonic()
+    result = (await http.get("/api/runs/up-1/result?wait=1")).json()
+    assert time.monotonic() - began >= 1.0  # its whole second: not ended by the pause
+    assert result["status"] == "paused" and result["done"] is False and result["error"] is None
 
 
 @pytest.mark.usefixtures("worker")
@@ -342,3 +364,28 @@ async def test_a_step_never_completes_before_it_started(http: httpx.AsyncClient,
             if problems:
                 break
     assert problems == []
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_wait_elsewhere_ends_when_the_run_is_stuck(client: cairn.Client) -> None:
+    """A waiter of another client (another process, on SQLite: no notification comes, only its
+    safety reads) learns that the run got stuck as it learns of an end."""
+    from tests import flows
+
+    handle = await client.start(webflows.pauses_after_gate, "stuck-elsewhere", id="se-1")
+    other = cairn.Client(client.url)
+    try:
+        waiter = other.waiters.here()
+        waited = asyncio.ensure_future(other.get("se-1")._settled(120))
+        # Its first read taken (it finds the run going on): from then on only news or safety reads tell it.
+        await eventually(lambda: _first_read_done(waiter, "se-1"), what="the wait's first read")
+        flows.GATES["stuck-elsewhere"].set()
+        row = await asyncio.wait_for(waited, 60)
+        assert row.status == cairn.RunStatus.PAUSED and "stuck-elsewhere" in (row.error or "")
+        assert (await handle.status()) == cairn.RunStatus.PAUSED
+    finally:
+        await other.close()
+
+
+async def _first_read_done(waiter: ResultWaiter, run_id: str) -> bool:
+    return run_id in waiter._waiting and run_id not in waiter._check  # taken by a read (done, or under way)

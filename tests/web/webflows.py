@@ -7,6 +7,7 @@ import asyncio
 
 import cairn
 from cairn import Workflow, action, workflow
+from tests.flows import wait_at_gate
 
 
 @action(name="Say hello", description="Greets someone by name.")
@@ -125,3 +126,10 @@ class KeepsSecrets(Workflow):
 @action
 async def issue_token(user: str) -> dict[str, str]:
     return {"user": user, "access_token": "step-tok"}
+
+
+@workflow(on_failure="pause")
+async def pauses_after_gate(gate: str) -> None:
+    """Pauses on an error once a test opens `gate` (a wait can begin before)."""
+    await wait_at_gate(gate)
+    await boom(gate)

@@ -8,7 +8,6 @@ Expected failures (bad input, unknown runs or workflows, unreachable databases) 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import json
 import logging
@@ -639,12 +638,14 @@ async def start_run(
 
 async def report_outcome(handle: cairn.RunHandle, wait: float | None, as_json: bool = False) -> int:
     """Wait up to `wait` seconds (None: not at all) for the run to finish, with a spinner on a
-    terminal; print its result (exit 0), or its error or that it is not finished (exit 1)."""
+    terminal, or until it is stuck paused on an error (it would not finish before a fix); print its
+    result (exit 0), or its error or that it is not finished (exit 1)."""
     if wait:
         spinner = render.console(stderr=True).status(f"waiting for run {handle.id} (up to {wait:g}s)")
-        with spinner, contextlib.suppress(Exception):  # the run's own failure re-raised, or the wait timed out
-            await handle.result(timeout=wait)
-    row = await handle.describe()
+        with spinner:
+            row = await handle._settled(wait)
+    else:
+        row = await handle.describe()
     if as_json:
         echo_json({"id": row.id, "status": row.status.value, "result": loads(row.result), "error": loads(row.error)})
         return 0 if row.status == RunStatus.COMPLETED else 1

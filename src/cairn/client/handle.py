@@ -108,6 +108,15 @@ class RunHandle:
             raise WorkflowCancelled(f"run {self.id} was cancelled")  # however the cancel was recorded
         raise error
 
+    async def _settled(self, timeout: float) -> RunRow:
+        """The run's row once it has ended or is stuck on an error (paused for a fix: no wait
+        outlasts that), or as it is after `timeout` seconds: what a CLI's or an HTTP caller's wait
+        answers with."""
+        try:
+            return await self.client.waiters.here().wait(self._stored_id(), timeout, or_stuck=True)
+        except TimeoutError:
+            return await self.describe()
+
     async def _wait_terminal(self, timeout: float | None, pending: bool = False) -> RunRow:
         """The run's row once it has ended, from the client's shared waiter (see `client.waiter`)."""
         try:

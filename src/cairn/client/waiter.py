@@ -23,6 +23,7 @@ from cairn.records import RunRow
 from cairn.store.base import WORK, call_soon_here
 from cairn.store.open import redact_url
 from cairn.store.protocol import Store
+from cairn.types import RunStatus
 
 log = logging.getLogger("cairn.client")
 
@@ -34,12 +35,20 @@ of one the awaited runs are read. A read every POLL_UNNOTIFIED seconds whatever 
 thousand gathered waits on runs of a worker in this process several reads of each run."""
 
 
+def stuck(row: RunRow) -> bool:
+    """Whether the run waits for a fix: paused on an error, a divergence or a deadlock (any pause
+    but a user's), it goes on only once someone retries it."""
+    return row.status == RunStatus.PAUSED and row.pause_reason not in (None, "user")
+
+
 class ResultWaiter:
     def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
         self._store = store
         self._loop = loop
         self._waiting: dict[str, list[asyncio.Future[RunRow]]] = {}
         self._unsubscribe: dict[str, Callable[[], None]] = {}
+        self._stuck_ends: set[asyncio.Future[RunRow]] = set()
+        """Waits that a run stuck on an error ends as well as its end (see `stuck`)."""
         self._check: set[str] = set()
         """Runs to read at the next batch: new waits, and news that came without the row."""
         self._wake = asyncio.Event()
@@ -47,10 +56,13 @@ class ResultWaiter:
         self._elsewhere = False
         """Another process may have committed since the last safety read (SQLite's watcher said so)."""
 
-    async def wait(self, run_id: str, timeout: float | None, created: bool = False) -> RunRow:
+    async def wait(self, run_id: str, timeout: float | None, created: bool = False, or_stuck: bool = False) -> RunRow:
         """The run's row once it has ended. `created`: the caller has just created it, so it has not
-        ended yet and needs no first read. RunNotFound when there is no such run; TimeoutError."""
+        ended yet and needs no first read. `or_stuck`: also once it is stuck on an error (see
+        `stuck`), which no wait outlasts. RunNotFound when there is no such run; TimeoutError."""
         done: asyncio.Future[RunRow] = self._loop.create_future()
+        if or_stuck:
+            self._stuck_ends.add(done)
         if run_id not in self._waiting:
             self._waiting[run_id] = []
             self._unsubscribe[run_id] = self._store.subscribe_key(f"run:{run_id}", self._listener(run_id))
@@ -80,11 +92,13 @@ class ResultWaiter:
             self._wake.set()
 
     def _resolve(self, row: RunRow) -> None:
+        ended = row.status.is_terminal
         for done in self._waiting.get(row.id, []):
-            if not done.done():
+            if not done.done() and (ended or done in self._stuck_ends):
                 done.set_result(row)
 
     def _forget(self, run_id: str, done: asyncio.Future[RunRow]) -> None:
+        self._stuck_ends.discard(done)
         waits = self._waiting.get(run_id)
         if waits is None:
             return
@@ -134,7 +148,11 @@ class ResultWaiter:
 
     async def _read(self, check: set[str], safety: bool) -> None:
         """One batch: every run in `check` (whatever its status, to tell a missing one), and on a
-        safety round the ended ones among the other awaited runs."""
+        safety round the ended ones among the other awaited runs (all of those a wait for a stuck
+        run watches: a run stuck in another process, on SQLite, sends no news of it)."""
+        if safety and self._stuck_ends:
+            watched = {run_id for run_id, waits in self._waiting.items() if not self._stuck_ends.isdisjoint(waits)}
+            check = check | watched
         ids = sorted(check & set(self._waiting))
         if ids:
             rows = {row.id: row for row in await self._store.runs_by_ids(ids, finished_only=False)}
@@ -143,7 +161,7 @@ class ResultWaiter:
                 if row is None:
                     where = redact_url(self._store.url)
                     self._fail(run_id, RunNotFound(f"no run with id {run_id!r} in {where}"))
-                elif row.status.is_terminal:
+                elif row.status.is_terminal or stuck(row):
                     self._resolve(row)
         rest = sorted(set(self._waiting) - set(ids))
         if safety and rest:

@@ -314,10 +314,10 @@ class _Waiter(ResultWaiter):
         super().__init__(store, loop)
         self._env = env
 
-    async def wait(self, run_id: str, timeout: float | None, created: bool = False) -> RunRow:
+    async def wait(self, run_id: str, timeout: float | None, created: bool = False, or_stuck: bool = False) -> RunRow:
         self._env._check_usable(f"awaiting the result of run {run_id}")
         stall = self._env.stall_timeout if timeout is None else None
-        waiting = asyncio.ensure_future(super().wait(run_id, timeout, created))
+        waiting = asyncio.ensure_future(super().wait(run_id, timeout, created, or_stuck))
         watching = asyncio.ensure_future(self._env._stalled(run_id, stall))
         try:
             await asyncio.wait([waiting, watching], return_when=asyncio.FIRST_COMPLETED)

@@ -8,7 +8,6 @@ any query.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
@@ -99,7 +98,9 @@ health = APIRouter()
 
 RunId = Annotated[str, Path(min_length=1, max_length=ID_MAX, description="The run's id.")]
 Name = Annotated[str, Path(min_length=1, max_length=ID_MAX)]
-Wait = Annotated[float | None, Query(ge=0, le=MAX_WAIT, description="Seconds to wait for the run to finish.")]
+Wait = Annotated[
+    float | None, Query(ge=0, le=MAX_WAIT, description="Seconds to wait for the run to end (or be stuck on an error).")
+]
 
 
 def client_of(request: Request) -> Client:
@@ -186,10 +187,8 @@ async def start_run(
     handle, created = await client._start(name, tuple(body.args), dict(body.kwargs), body.id, body.queue, queued)
     if not created:
         response.status_code = 200
-    if wait:
-        with contextlib.suppress(Exception):  # its own failure, or not done in time: the row says which
-            await handle.result(timeout=wait)
-    row = await handle.describe()
+    # Waited for, until it ends or is stuck paused on an error (it would not end before a fix).
+    row = await handle._settled(wait) if wait else await handle.describe()
     return StartOut(id=row.id, status=row.status, created=created, **_outcome(row))
 
 
@@ -289,13 +288,10 @@ async def logs(run_id: RunId, request: Request) -> list[LogOut]:
 
 @router.get("/runs/{run_id:cairn_text}/result", response_model=ResultOut, tags=["runs"])
 async def result(run_id: RunId, request: Request, wait: Wait = None) -> ResultOut:
-    """The run's outcome; `done` is false when it has not finished (within `wait` seconds)."""
+    """The run's outcome; `done` is false when it has not finished (within `wait` seconds, or
+    before it was stuck paused on an error: `error` says which)."""
     handle = client_of(request).get(run_id)
-    row = await handle.describe()
-    if wait and not row.status.is_terminal:
-        with contextlib.suppress(Exception):
-            await handle.result(timeout=wait)
-        row = await handle.describe()
+    row = await handle._settled(wait) if wait else await handle.describe()
     return ResultOut(id=row.id, status=row.status, **_outcome(row))
 
 
