@@ -154,8 +154,8 @@ async def test_control_operations_follow_the_transition_rules(store: Store) -> N
     await store.insert_run(new("r1"))
     assert await store.pause("r1") == RunStatus.PAUSED
     assert await store.pause("r1") == RunStatus.PAUSED  # idempotent
-    assert await store.resume("r1") == RunStatus.RUNNING
-    assert await store.resume("r1") == RunStatus.RUNNING  # idempotent
+    assert await store.resume("r1") == RunStatus.PENDING  # it never started: pending again
+    assert await store.resume("r1") == RunStatus.PENDING  # idempotent
     with pytest.raises(ValueError, match="from_step must be between 0 and 0"):
         await store.fork("r1", 99)
     forked = await store.fork("r1", 0, "r1-fork")
@@ -456,6 +456,7 @@ async def test_a_commit_cut_off_is_settled_when_its_read_is_cut_off_too(
     commit lands once instead of being given up (a CI run's restart test met this)."""
     import psycopg
 
+    from cairn.store.base import Database
     from cairn.store.postgres import PostgresDatabase, _PgTx
 
     cut_off = asyncio.Event()
@@ -476,6 +477,9 @@ async def test_a_commit_cut_off_is_settled_when_its_read_is_cut_off_too(
         return run_in_tx(db, read_then_lose_the_connection, write)
 
     monkeypatch.setattr(PostgresDatabase, "_run", cut_at_commit)
+    # Reads on connection threads, in transactions whose COMMIT can be cut (one on the event loop
+    # is a lone statement: lost, it is sent again on a thread; see test_reads_on_the_loop).
+    monkeypatch.setattr(PostgresDatabase, "read", Database.read)
     claim = await _cut_off_and_sent_again(store, db_url, cutting=cut_off.set)
     assert reads_to_cut == [], "the settling read was not cut off"
     run = await store.get_run("r1")

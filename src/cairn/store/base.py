@@ -236,6 +236,15 @@ class Database(abc.ABC):
         the event loop, for a transaction made only of held rows) and, stopped at that statement,
         run it again from the start another way."""
 
+    async def read(self, name: str, params: Params) -> list[tuple[Any, ...]]:
+        """The rows of one read-only statement, in a transaction of its own (one statement reads one
+        snapshot). PostgreSQL sends it on the event loop, with no thread hop and no BEGIN/COMMIT."""
+        return await self.transaction(lambda tx: tx.all(name, params), write=False)
+
+    async def read_one(self, name: str, params: Params) -> tuple[Any, ...] | None:
+        rows = await self.read(name, params)
+        return rows[0] if rows else None
+
     def subscribe_key(self, key: str, callback: Listener) -> Callable[[], None]:
         """Call `callback(detail)` (from any thread) on notifications equal to `key`: "work" for
         claim loops, "run:<id>" for a run's result waiters. Returns the unsubscribe function."""

@@ -145,25 +145,25 @@ class SqlStore:
         return await self._settled(send, outcome, f"run {run.id}: an insert")
 
     async def get_run(self, run_id: str) -> RunRow | None:
-        row = await self.db.transaction(lambda tx: tx.one("get_run", {"id": run_id}), write=False)
+        row = await self.db.read_one("get_run", {"id": run_id})
         return run_row(row) if row else None
 
     async def runs_by_ids(self, run_ids: Sequence[str], finished_only: bool = False) -> list[RunRow]:
         ids = [i for i in run_ids if storable(i)]
         params = {"ids": ids, "finished_only": 1 if finished_only else 0}
-        rows = await self.db.transaction(lambda tx: tx.all("runs_by_ids", params), write=False)
+        rows = await self.db.read("runs_by_ids", params)
         return [run_row(r) for r in rows]
 
     async def run_trace(self, run_id: str) -> tuple[str, str | None] | None:
         """A run's workflow and the trace context it was started in (its parent's for a child)."""
-        row = await self.db.transaction(lambda tx: tx.one("run_trace", {"id": run_id}), write=False)
+        row = await self.db.read_one("run_trace", {"id": run_id})
         return None if row is None else (str(row[0]), row[1])
 
     async def list_runs(self, status: str | None = None, workflow: str | None = None, limit: int = 50) -> list[RunRow]:
         return await self.runs_page(RunFilters(status=status, workflow=workflow), True, None, limit)
 
     async def count_runs(self, status: str) -> int:
-        row = await self.db.transaction(lambda tx: tx.one("count_runs", {"status": status}), write=False)
+        row = await self.db.read_one("count_runs", {"status": status})
         return int(row[0]) if row else 0
 
     async def runs_page(
@@ -182,7 +182,7 @@ class SqlStore:
             "limit": limit,
         }
         name = f"runs_page_{'newest' if newest_first else 'oldest'}{'_of_status' if filters.status else ''}"
-        rows = await self.db.transaction(lambda tx: tx.all(name, params), write=False)
+        rows = await self.db.read(name, params)
         return [run_row(r) for r in rows]
 
     async def run_counts(self, by: str, workflow: str | None = None) -> list[tuple[str, str, int]]:
@@ -191,35 +191,31 @@ class SqlStore:
         name = _COUNTS.get(by)
         if name is None:
             raise ValueError(f"runs are counted by {', '.join(_COUNTS)}, not {by!r}")
-        rows = await self.db.transaction(lambda tx: tx.all(name, {"workflow": workflow}), write=False)
+        rows = await self.db.read(name, {"workflow": workflow})
         return [(str(k), str(s), int(n)) for k, s, n in rows]
 
     async def last_steps(self, run_ids: Sequence[str]) -> dict[str, StepRow]:
         """The latest step of each run that has one."""
         if not run_ids:
             return {}
-        rows = await self.db.transaction(
-            lambda tx: tx.all("last_steps_of_runs", {"run_ids": list(run_ids)}), write=False
-        )
+        rows = await self.db.read("last_steps_of_runs", {"run_ids": list(run_ids)})
         return {r[0]: step_row(r) for r in rows}
 
     async def list_children(self, run_id: str, limit: int) -> list[RunRow]:
         """The runs started by `run_id` (its child workflows), oldest first."""
-        rows = await self.db.transaction(
-            lambda tx: tx.all("children_of_run", {"id": run_id, "limit": limit}), write=False
-        )
+        rows = await self.db.read("children_of_run", {"id": run_id, "limit": limit})
         return [run_row(r) for r in rows]
 
     async def list_steps(self, run_id: str) -> list[StepRow]:
-        rows = await self.db.transaction(lambda tx: tx.all("list_steps", {"run_id": run_id}), write=False)
+        rows = await self.db.read("list_steps", {"run_id": run_id})
         return [step_row(r) for r in rows]
 
     async def get_memory(self, run_id: str) -> dict[str, str]:
-        rows = await self.db.transaction(lambda tx: tx.all("get_memory", {"run_id": run_id}), write=False)
+        rows = await self.db.read("get_memory", {"run_id": run_id})
         return {k: v for k, v in rows}
 
     async def property_history(self, run_id: str) -> list[tuple[int, str]]:
-        rows = await self.db.transaction(lambda tx: tx.all("property_history", {"run_id": run_id}), write=False)
+        rows = await self.db.read("property_history", {"run_id": run_id})
         return [(int(a), str(p)) for a, p in rows]
 
     async def send_signal(self, run_id: str, name: str, payload: str) -> bool:
@@ -238,7 +234,7 @@ class SqlStore:
         return True
 
     async def list_events(self, run_id: str) -> list[EventRow]:
-        rows = await self.db.transaction(lambda tx: tx.all("list_events", {"run_id": run_id}), write=False)
+        rows = await self.db.read("list_events", {"run_id": run_id})
         return [EventRow(int(i), float(at), str(kind), step, detail) for i, at, kind, step, detail in rows]
 
     # --- control (each idempotent; IllegalTransition when the status forbids it) -----------------
@@ -429,7 +425,7 @@ class SqlStore:
 
         async def outcome(unknown: Exception) -> tuple[bool, bool]:
             params = {"run_id": claim.run_id, "seq": claim.seq}
-            state = await self.db.transaction(lambda tx: tx.one("step_state", params), write=False)
+            state = await self.db.read_one("step_state", params)
             recorded = journal_tx.attempt_recorded(claim, state)
             return (False, False) if recorded is None else (True, recorded)
 
@@ -548,9 +544,9 @@ class SqlStore:
         can progress are absent. Work is not lost meanwhile: it starts when such a worker appears."""
         if run_ids is not None:
             ids = [i for i in run_ids if storable(i)]
-            rows = await self.db.transaction(lambda tx: tx.all("needs_of_runs", {"run_ids": ids}), write=False)
+            rows = await self.db.read("needs_of_runs", {"run_ids": ids})
         else:
-            rows = await self.db.transaction(lambda tx: tx.all("due_needs", {"limit": limit}), write=False)
+            rows = await self.db.read("due_needs", {"limit": limit})
         needs = sorted((Need(r[0], r[1], r[2], r[3], r[4]) for r in rows), key=lambda n: n.kind != "workflow")
         if not needs:
             return {}
@@ -578,7 +574,7 @@ class SqlStore:
     async def get_queue(self, name: str) -> QueueRow | None:
         if not storable(name):
             return None
-        row = await self.db.transaction(lambda tx: tx.one("get_queue", {"name": name}), write=False)
+        row = await self.db.read_one("get_queue", {"name": name})
         return None if row is None else _queue_row(row)
 
     async def list_queues(self, counts: bool = True) -> list[QueueRow]:
@@ -598,7 +594,7 @@ class SqlStore:
         return await self.db.transaction(tx_fn, write=False)
 
     async def list_schedules(self) -> list[ScheduleRow]:
-        rows = await self.db.transaction(lambda tx: tx.all("list_schedules", {}), write=False)
+        rows = await self.db.read("list_schedules", {})
         return [
             ScheduleRow(schedule_tx.spec_of(r), r[10], bool(r[11]), r[12], r[13], r[14], r[15], r[16]) for r in rows
         ]
@@ -679,7 +675,7 @@ class SqlStore:
         await self.db.transaction(tx_fn)
 
     async def list_workflows(self) -> list[WorkflowInfo]:
-        rows = await self.db.transaction(lambda tx: tx.all("list_workflows", {}), write=False)
+        rows = await self.db.read("list_workflows", {})
         return [WorkflowInfo(*r) for r in rows]
 
     async def register_actions(self, infos: Sequence[ActionInfo]) -> None:
@@ -693,7 +689,7 @@ class SqlStore:
         await self.db.transaction(tx_fn)
 
     async def list_actions(self) -> list[ActionInfo]:
-        rows = await self.db.transaction(lambda tx: tx.all("list_actions", {}), write=False)
+        rows = await self.db.read("list_actions", {})
         return [ActionInfo(*r) for r in rows]
 
 
