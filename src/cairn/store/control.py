@@ -56,7 +56,7 @@ def _set(
     error: str | None = None,
     ready: bool = False,
 ) -> None:
-    tx.execute(
+    tx.write(
         "set_control",
         {
             "id": run.id,
@@ -130,7 +130,7 @@ def _cancel(tx: Tx, run: RunRow, reason: WorkflowCancelled, now: float) -> RunSt
     waiting for it gets `reason`."""
     error = dumps(error_to_json(reason))
     _set(tx, run, RunStatus.CANCELLED, now, error=error)
-    tx.execute("cancel_open_steps", {"run_id": run.id, "now": now, "activation": run.activations})
+    tx.write("cancel_open_steps", {"run_id": run.id, "now": now, "activation": run.activations})
     detail = {"reason": "timeout", "error": str(reason)} if isinstance(reason, WorkflowTimeout) else {}
     event(tx, run.id, "cancelled", now, **detail)
     for (child_id,) in tx.all("open_children", {"id": run.id}):
@@ -156,7 +156,7 @@ def retry(tx: Tx, run_id: str) -> RunStatus:
     failed = [] if diverged else tx.all("failed_steps", {"run_id": run_id, "k": keep})
     _rewind(tx, run_id, keep, now)
     for seq, _kind, _options in failed:
-        tx.execute("reset_step", {"run_id": run_id, "seq": seq, "now": now})
+        tx.write("reset_step", {"run_id": run_id, "seq": seq, "now": now})
     # Each child wait open again whose child has ended: a child that failed is retried with its
     # parent; one that ended otherwise (retried on its own since, or its end found the wait
     # cancelled by the parent's failure) hands its outcome over now, as no end of it is to come.
@@ -191,11 +191,11 @@ def fork(tx: Tx, run_id: str, from_step: int, new_id: str | None) -> str:
     created = tx.one("insert_run", {**insert_params(forked), "now": now, "lease_owner": None, "lease": None})
     if created is None:
         raise RunIdTaken(f"a run with id {fork_id!r} already exists; choose another id for the fork")
-    tx.execute("copy_steps", {"new_id": fork_id, "run_id": run_id, "n": from_step, "k": keep})
-    tx.execute("copy_properties", {"new_id": fork_id, "run_id": run_id, "k": keep})
+    tx.write("copy_steps", {"new_id": fork_id, "run_id": run_id, "n": from_step, "k": keep})
+    tx.write("copy_properties", {"new_id": fork_id, "run_id": run_id, "k": keep})
     _rewind(tx, fork_id, keep, now)
     _start_open_children(tx, run, fork_id, now)
-    tx.execute("reschedule_running", {"run_id": fork_id, "now": now})
+    tx.write("reschedule_running", {"run_id": fork_id, "now": now})
     event(tx, fork_id, "forked", now, source=run_id, from_step=from_step)
     event(tx, run_id, "forked.to", now, fork=fork_id, from_step=from_step)
     tx.notify(WORK)
@@ -213,25 +213,25 @@ def _start_open_children(tx: Tx, source: RunRow, fork_id: str, now: float) -> No
         opts = json.loads(options) if options else {}
         if opts.get("run_id") == f"{source.id}:{seq}":
             opts["run_id"] = f"{fork_id}:{seq}"
-            tx.execute("set_step_options", {"run_id": fork_id, "seq": seq, "options": json.dumps(opts, sort_keys=True)})
+            tx.write("set_step_options", {"run_id": fork_id, "seq": seq, "options": json.dumps(opts, sort_keys=True)})
         start_child(tx, fork, NewStep(int(seq), StepKind.CHILD, str(name), args, queue=queue, options=opts), now)
 
 
 def _rewind(tx: Tx, run_id: str, keep: int, now: float) -> None:
     params = {"run_id": run_id, "k": keep, "now": now}
-    tx.execute("rewind_delete_steps", params)
-    tx.execute("rewind_undeliver", params)
-    tx.execute("rewind_uncancel", params)
-    tx.execute("rewind_properties", params)
-    tx.execute("unconsume_orphan_signals", params)
-    tx.execute("set_activations", {"id": run_id, "k": keep})
+    tx.write("rewind_delete_steps", params)
+    tx.write("rewind_undeliver", params)
+    tx.write("rewind_uncancel", params)
+    tx.write("rewind_properties", params)
+    tx.write("unconsume_orphan_signals", params)
+    tx.write("set_activations", {"id": run_id, "k": keep})
     _rebuild_memory(tx, run_id, now)
 
 
 def _rebuild_memory(tx: Tx, run_id: str, now: float) -> None:
     """The memory table is derived from the journal; after a rewind it is derived again."""
-    tx.execute("delete_memory", {"run_id": run_id})
+    tx.write("delete_memory", {"run_id": run_id})
     for seq, kind, name, args, writes in tx.all("memory_sources", {"run_id": run_id}):
         pairs = [(name, args)] if kind == StepKind.MEMORY else json.loads(writes)
         for key, value in pairs:
-            tx.execute("upsert_memory", {"run_id": run_id, "key": key, "value": value, "step": seq, "now": now})
+            tx.write("upsert_memory", {"run_id": run_id, "key": key, "value": value, "step": seq, "now": now})
