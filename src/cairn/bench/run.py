@@ -33,6 +33,7 @@ SCENARIOS = (
     "throughput",
     "naive",
     "start",
+    "reads",
     "fanout",
     "pickup",
     "db_cost",
@@ -191,6 +192,7 @@ class Bench:
             "memory": lambda: scenarios.memory(url, self.sleepers, tick),
             "naive": lambda: scenarios.naive(url, self.workflows, tick),
             "start": lambda: scenarios.start(url, self.runs, tick),
+            "reads": lambda: scenarios.reads(url, self.runs, tick),
             "backlog": lambda: scenarios.backlog(url, tick),
             "history": lambda: scenarios.history(url, 100_000, tick),
         }
@@ -209,6 +211,7 @@ HEADLINE = {
     "memory": ("ratio", "x idle RSS", False),
     "naive": ("workflows_per_s", "workflows/s", True),
     "start": ("start_p50_ms", "ms p50 start", False),
+    "reads": ("describe_p50_ms", "ms p50 describe()", False),
     "backlog": ("ratio_20000_to_100", "x claim cost at 20,000 pending vs 100", False),
     "history": ("sequential_ratio", "x sequential p50 with 100,000 finished runs", False),
     "queue_cycle": ("tasks_per_s", "tasks/s", True),

@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -427,6 +427,34 @@ async def start(url: str, runs: int = 200, progress: Progress = _noop) -> dict[s
         ratio_alone=round(alone_p50 / raw_p50, 2),
         ratio_beside_worker=round(beside_p50 / raw_p50, 2),
     )
+
+
+async def reads(url: str, runs: int = 200, progress: Progress = _noop) -> dict[str, Any]:
+    """What a dashboard, the CLI or a caller polling `status()` waits for: a finished run's row,
+    steps and events, and a page of runs, each read `runs` times in a row (p50 in ms)."""
+    client = cairn.Client(url)
+    try:
+        async with cairn.Worker(client):
+            handle = await client.start(flows.three_steps, 1, id="read-me")
+            await handle.result(timeout=60)
+        reads_of: dict[str, Callable[[], Awaitable[Any]]] = {
+            "describe": handle.describe,
+            "steps": handle.steps,
+            "events": handle.events,
+            "list_runs": lambda: client.list_runs(limit=50),
+        }
+        p50: dict[str, float] = {}
+        for n, (name, read) in enumerate(reads_of.items()):
+            latencies = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                await read()
+                latencies.append((time.perf_counter() - t0) * 1000)
+            p50[f"{name}_p50_ms"] = round(percentile(latencies, 0.5), 3)
+            progress(n + 1, len(reads_of))
+    finally:
+        await client.close()
+    return record(url, "reads", 1, reads=runs, **p50)
 
 
 def bulk_runs(

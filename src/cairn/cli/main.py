@@ -1240,7 +1240,7 @@ def _csv(value: str, allowed: tuple[str, ...], option: str) -> list[str]:
 @click.option(
     "--scenario",
     "chosen",
-    default="sequential,throughput,naive,start,fanout,pickup,db_cost,backlog",
+    default="sequential,throughput,naive,start,reads,fanout,pickup,db_cost,backlog",
     show_default=True,
     help="Comma-separated: sequential, throughput, naive, start, fanout, pickup, db_cost, backlog, history, memory.",
 )
