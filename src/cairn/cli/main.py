@@ -1242,7 +1242,8 @@ def _csv(value: str, allowed: tuple[str, ...], option: str) -> list[str]:
     "chosen",
     default="sequential,throughput,naive,start,reads,fanout,pickup,db_cost,backlog",
     show_default=True,
-    help="Comma-separated: sequential, throughput, naive, start, fanout, pickup, db_cost, backlog, history, memory.",
+    help="Comma-separated: sequential, throughput, naive, start, reads, fanout, pickup, db_cost, backlog, history, "
+    "memory.",
 )
 @click.option("--workers", default="1,2,4", show_default=True, help="Worker processes for throughput.")
 @click.option("--compare", default="", help="Comma-separated: dbos, raw (the raw-SQL reference).")
