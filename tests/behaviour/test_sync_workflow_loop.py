@@ -8,6 +8,7 @@ never open (the test fails on its deadline instead).
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -46,7 +47,10 @@ async def steps_along(n: int) -> int:
     return total
 
 
-async def test_a_computing_plain_def_workflow_does_not_stall_other_runs(client: cairn.Client) -> None:
+async def test_a_computing_plain_def_workflow_does_not_stall_other_runs(
+    client: cairn.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="cairn")  # shown on failure: a lease lost, a commit refused
     SPINNING.clear()
     GATE.clear()
     # Opens the gate from a thread should the loop be blocked (the test then fails, not hangs).
@@ -63,7 +67,12 @@ async def test_a_computing_plain_def_workflow_does_not_stall_other_runs(client: 
     finally:
         GATE.set()
         valve.cancel()
-    assert await busy.result(timeout=15) == 4
+    result = await busy.result(timeout=15)
+    # 3: the returning code never spun, as when the run was replayed after the gate opened (the
+    # worker dropped it from memory). Seen once under CI load, not reproduced since: say what the
+    # run went through, should it happen again.
+    row = await busy.describe()
+    assert result == 4, f"{result}: activations {row.activations}, events {[e.kind for e in await busy.events()]}"
 
 
 async def _waited(event: threading.Event) -> bool:
