@@ -24,6 +24,14 @@ MAX_LANES = 40
 TIMELINE_WIDTH = 1000.0
 """Width of the timeline's SVG user space; the SVG scales to the page."""
 LANE_HEIGHT = 18
+MIN_BAR = 2.0
+"""Narrowest bar drawn, in SVG units. Steps narrower than this that follow each other in a lane are
+drawn as one bar saying how many, up to MAX_JOINED wide (a loop of 5,000 quick steps: about a
+hundred bars, not 5,000)."""
+MAX_JOINED = 10.0
+STATUS_SHOWN = ("failed", "running", "scheduled", "cancelled", "completed")
+"""The status a bar of several steps takes: the first of these that one of them has (any other
+status comes after them)."""
 
 SHOWN_MAX = 64 * 1024
 """Characters of a run's input or result a run page shows, as indented JSON: a longer value is cut
@@ -280,6 +288,11 @@ class Bar:
     start: float
     end: float | None
     label: str
+    count: int = 1
+    """Steps drawn as this bar: more than one when they were too short to draw apart (MIN_BAR);
+    `seq` is then the one it links to (the first of those with the status it shows)."""
+    first_seq: int = 0
+    last_seq: int = 0
 
 
 @dataclass
@@ -312,6 +325,8 @@ def timeline(steps: list[StepInfo], t0: float, now: float) -> Timeline:
     t_end = max([t0, *(e if e is not None else now for _, e, _ in spans)])
     total = max(t_end - t0, 1e-3)
     lane_ends: list[float] = []
+    tiny_in: dict[int, Bar | None] = {}
+    """Per lane, its last bar while it is of steps too short to draw apart (the next may join it)."""
     out = Timeline(total=total)
     for start, end, s in sorted(spans, key=lambda x: (x[0], x[2].seq)):
         finish = end if end is not None else now
@@ -325,11 +340,40 @@ def timeline(steps: list[StepInfo], t0: float, now: float) -> Timeline:
                 out.overflow += 1
         lane_ends[lane] = max(lane_ends[lane], finish)
         x = (start - t0) / total * TIMELINE_WIDTH
-        width = max((finish - start) / total * TIMELINE_WIDTH, 2.0)
+        natural = (finish - start) / total * TIMELINE_WIDTH
+        tiny = tiny_in.get(lane)
+        if natural < MIN_BAR and tiny is not None and x <= tiny.x + tiny.width and tiny.width < MAX_JOINED:
+            _join(tiny, s, x, finish, end)
+            continue
         label = f"#{s.seq} {s.name} ({s.kind.value}, {s.status.value}, {fmt_duration(finish - start)})"
-        out.bars.append(Bar(s.seq, s.name, s.kind.value, s.status.value, lane, x, width, start, end, label))
+        bar = Bar(s.seq, s.name, s.kind.value, s.status.value, lane, x, max(natural, MIN_BAR), start, end, label)
+        bar.first_seq = bar.last_seq = s.seq
+        out.bars.append(bar)
+        tiny_in[lane] = bar if natural < MIN_BAR else None
     out.lanes = len(lane_ends)
     return out
+
+
+def _notability(status: str) -> int:
+    return STATUS_SHOWN.index(status) if status in STATUS_SHOWN else len(STATUS_SHOWN)
+
+
+def _join(bar: Bar, step: StepInfo, x: float, finish: float, end: float | None) -> None:
+    """Draw `step`, too short to draw apart, as part of `bar`, the short steps before it in its lane."""
+    bar.count += 1
+    bar.last_seq = step.seq
+    bar.width = max(bar.x + bar.width, x + MIN_BAR) - bar.x
+    bar.end = None if end is None or bar.end is None else max(bar.end, end)
+    if bar.kind != step.kind.value:
+        bar.kind = "many"
+    if bar.name != step.name:
+        bar.name = ""  # several names
+    if _notability(step.status.value) < _notability(bar.status):
+        bar.status = step.status.value
+        bar.seq = step.seq  # the bar leads to the step whose status it shows
+    span = fmt_duration((bar.end if bar.end is not None else finish) - bar.start)
+    of = f" of {bar.name}" if bar.name else ""
+    bar.label = f"#{bar.first_seq}-#{bar.last_seq}: {bar.count} steps{of} ({bar.status}, {span} in all)"
 
 
 # --- properties ----------------------------------------------------------------------------------
