@@ -177,9 +177,9 @@ class RunHandle:
         return await self.client.store.pause(self._stored_id())
 
     async def resume(self) -> RunStatus:
-        """Continue a paused run (one paused on an error retries the failed step). A run that is
-        going already is left as it is and its status returned (safe to repeat or race); a
-        finished one is IllegalTransition."""
+        """Continue a paused run (one paused on an error retries the failed step; one paused before
+        it ever started is pending again). A run that is going already is left as it is and its
+        status returned (safe to repeat or race); a finished one is IllegalTransition."""
         return await self.client.store.resume(self._stored_id())
 
     async def cancel(self) -> RunStatus:

@@ -325,8 +325,9 @@ for _op, _doc in [
     ),
     (
         "resume",
-        "Continue a paused run (one paused on an error tries the failed step again). A run that is not "
-        "paused but still going is left as it is (200, its status unchanged); 409 once it has finished.",
+        "Continue a paused run (one paused on an error tries the failed step again; one paused before it "
+        "ever started is pending again). A run that is not paused but still going is left as it is (200, "
+        "its status unchanged); 409 once it has finished.",
     ),
     (
         "cancel",
