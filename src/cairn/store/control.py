@@ -116,11 +116,11 @@ def time_out(tx: Tx, run_id: str, timeout: float) -> RunStatus:
     return _cancel(tx, run, WorkflowTimeout(f"run {run_id} did not finish within its timeout of {timeout:g}s"), now)
 
 
-def _going_on(tx: Tx, run: RunRow, holds_no_slot: bool) -> RunStatus:
-    """The status a retried run goes on in: running, unless it holds no slot of a queue with limits
-    (it failed), where it waits for one as pending: the queue's claim takes it in turn (any worker
-    claims a running run, beside the limits)."""
-    if holds_no_slot and tx.one("queue_is_limited", {"name": run.queue}) is not None:
+def _going_on(tx: Tx, run: RunRow) -> RunStatus:
+    """The status a retried run goes on in: running, unless it failed (giving its slot up) in a queue
+    with limits, where it waits for a slot as pending: the queue's claim takes it in turn (any
+    worker claims a running run, beside the limits)."""
+    if run.status == RunStatus.FAILED and tx.one("queue_is_limited", {"name": run.queue}) is not None:
         return RunStatus.PENDING
     return RunStatus.RUNNING
 
@@ -166,7 +166,7 @@ def retry(tx: Tx, run_id: str) -> RunStatus:
             retry(tx, ended.id)
         else:
             resolve_parent(tx, ended, ended.status, ended.result, ended.error, now)
-    status = _going_on(tx, run, run.status == RunStatus.FAILED)
+    status = _going_on(tx, run)
     _set(tx, run, status, now, ready=True)
     event(tx, run_id, "retried", now, steps=[int(r[0]) for r in failed])
     return status

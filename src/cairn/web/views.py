@@ -343,13 +343,18 @@ def timeline(steps: list[StepInfo], t0: float, now: float) -> Timeline:
         natural = (finish - start) / total * TIMELINE_WIDTH
         tiny = tiny_in.get(lane)
         if natural < MIN_BAR and tiny is not None and x <= tiny.x + tiny.width and tiny.width < MAX_JOINED:
-            _join(tiny, s, x, finish, end)
+            _join(tiny, s, x, end)
             continue
         label = f"#{s.seq} {s.name} ({s.kind.value}, {s.status.value}, {fmt_duration(finish - start)})"
         bar = Bar(s.seq, s.name, s.kind.value, s.status.value, lane, x, max(natural, MIN_BAR), start, end, label)
         bar.first_seq = bar.last_seq = s.seq
         out.bars.append(bar)
         tiny_in[lane] = bar if natural < MIN_BAR else None
+    for bar in out.bars:
+        if bar.count > 1:
+            span = fmt_duration((bar.end if bar.end is not None else now) - bar.start)
+            of = f" of {bar.name}" if bar.name else ""
+            bar.label = f"#{bar.first_seq}-#{bar.last_seq}: {bar.count} steps{of} ({bar.status}, {span} in all)"
     out.lanes = len(lane_ends)
     return out
 
@@ -358,8 +363,9 @@ def _notability(status: str) -> int:
     return STATUS_SHOWN.index(status) if status in STATUS_SHOWN else len(STATUS_SHOWN)
 
 
-def _join(bar: Bar, step: StepInfo, x: float, finish: float, end: float | None) -> None:
-    """Draw `step`, too short to draw apart, as part of `bar`, the short steps before it in its lane."""
+def _join(bar: Bar, step: StepInfo, x: float, end: float | None) -> None:
+    """Draw `step`, too short to draw apart, as part of `bar`, the short steps before it in its lane
+    (`timeline` labels the bar once all have joined)."""
     bar.count += 1
     bar.last_seq = step.seq
     bar.width = max(bar.x + bar.width, x + MIN_BAR) - bar.x
@@ -371,9 +377,6 @@ def _join(bar: Bar, step: StepInfo, x: float, finish: float, end: float | None) 
     if _notability(step.status.value) < _notability(bar.status):
         bar.status = step.status.value
         bar.seq = step.seq  # the bar leads to the step whose status it shows
-    span = fmt_duration((bar.end if bar.end is not None else finish) - bar.start)
-    of = f" of {bar.name}" if bar.name else ""
-    bar.label = f"#{bar.first_seq}-#{bar.last_seq}: {bar.count} steps{of} ({bar.status}, {span} in all)"
 
 
 # --- properties ----------------------------------------------------------------------------------
