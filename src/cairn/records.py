@@ -36,6 +36,12 @@ class RunRow:
     "nondeterminism" (its code diverged from the journal), "corrupt_journal" (a recorded value no
     longer decodes) or "deadlock" (its code ran too long without awaiting: WorkflowDeadlock)."""
 
+    @property
+    def stuck(self) -> bool:
+        """Whether the run waits for a fix: paused on an error, a divergence or a deadlock (any pause
+        but a user's), it goes on only once someone retries it. No wait for its end outlasts that."""
+        return self.status == RunStatus.PAUSED and self.pause_reason not in (None, "user")
+
 
 @dataclass(frozen=True, slots=True)
 class NewRun:

@@ -248,6 +248,7 @@ async def test_the_result_of_a_run_paused_on_an_error_says_why(http: httpx.Async
     assert cli.exit_code == 1 and json.loads(cli.output)["error"] == run["error"]
     cli = await cli_in_thread(["result", "pz-1", "--wait", "120", "--db", client.url])
     assert cli.exit_code == 1 and "paused on RuntimeError" in cli.output and "cairn retry pz-1" in cli.output
+    assert "error: run pz-1 did not finish (status: paused)" in cli.output  # not "within 120s": it is stuck
     assert time.monotonic() - began < 60
 
 

@@ -653,7 +653,8 @@ async def report_outcome(handle: cairn.RunHandle, wait: float | None, as_json: b
         click.echo(json.dumps(loads(row.result), ensure_ascii=False))
         return 0
     if not row.status.is_terminal:
-        within = f"within {wait:g}s " if wait else ""
+        # A run stuck on an error ended the wait early: not "within" its seconds, but stuck.
+        within = f"within {wait:g}s " if wait and not row.stuck else ""
         click.echo(f"error: run {handle.id} did not finish {within}(status: {row.status.value})", err=True)
         error = loads(row.error)
         if row.status == RunStatus.PAUSED and error is not None:  # paused on an error: say which, and what to do

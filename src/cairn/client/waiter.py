@@ -23,7 +23,6 @@ from cairn.records import RunRow
 from cairn.store.base import WORK, call_soon_here
 from cairn.store.open import redact_url
 from cairn.store.protocol import Store
-from cairn.types import RunStatus
 
 log = logging.getLogger("cairn.client")
 
@@ -35,12 +34,6 @@ of one the awaited runs are read. A read every POLL_UNNOTIFIED seconds whatever 
 thousand gathered waits on runs of a worker in this process several reads of each run."""
 
 
-def stuck(row: RunRow) -> bool:
-    """Whether the run waits for a fix: paused on an error, a divergence or a deadlock (any pause
-    but a user's), it goes on only once someone retries it."""
-    return row.status == RunStatus.PAUSED and row.pause_reason not in (None, "user")
-
-
 class ResultWaiter:
     def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
         self._store = store
@@ -48,7 +41,7 @@ class ResultWaiter:
         self._waiting: dict[str, list[asyncio.Future[RunRow]]] = {}
         self._unsubscribe: dict[str, Callable[[], None]] = {}
         self._stuck_ends: set[asyncio.Future[RunRow]] = set()
-        """Waits that a run stuck on an error ends as well as its end (see `stuck`)."""
+        """Waits that a run stuck on an error ends as well as its end (see `RunRow.stuck`)."""
         self._check: set[str] = set()
         """Runs to read at the next batch: new waits, and news that came without the row."""
         self._wake = asyncio.Event()
@@ -59,7 +52,7 @@ class ResultWaiter:
     async def wait(self, run_id: str, timeout: float | None, created: bool = False, or_stuck: bool = False) -> RunRow:
         """The run's row once it has ended. `created`: the caller has just created it, so it has not
         ended yet and needs no first read. `or_stuck`: also once it is stuck on an error (see
-        `stuck`), which no wait outlasts. RunNotFound when there is no such run; TimeoutError."""
+        `RunRow.stuck`), which no wait outlasts. RunNotFound when there is no such run; TimeoutError."""
         done: asyncio.Future[RunRow] = self._loop.create_future()
         if or_stuck:
             self._stuck_ends.add(done)
@@ -161,7 +154,7 @@ class ResultWaiter:
                 if row is None:
                     where = redact_url(self._store.url)
                     self._fail(run_id, RunNotFound(f"no run with id {run_id!r} in {where}"))
-                elif row.status.is_terminal or stuck(row):
+                elif row.status.is_terminal or row.stuck:
                     self._resolve(row)
         rest = sorted(set(self._waiting) - set(ids))
         if safety and rest:
