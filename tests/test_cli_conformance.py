@@ -4,6 +4,7 @@ changes nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -25,6 +26,11 @@ FLOWS = """
     @cairn.workflow
     async def add(x: int) -> int:
         return await inc(x)
+
+
+    @cairn.workflow
+    async def book(id: str, key: str, queue: str = "front") -> str:
+        return f"{id} {key} {queue}"
 """
 
 
@@ -68,6 +74,35 @@ def test_start_with_an_empty_id_is_refused(project: Path) -> None:
     assert done.returncode == 2, done.stdout
     assert "run id" in done.stderr and "empty" in done.stderr
     assert not (project / "c.db").exists()
+
+
+def test_a_workflow_taking_id_key_or_queue_gets_them_from_its_input_by_name(project: Path) -> None:
+    """The start's own options (--id, --queue, --key) and the workflow's arguments of those names
+    are apart: the input's `id` is the workflow's, --id the run's."""
+    url = f"sqlite:///{project}/c.db"
+    given = '{"id": "room-7", "key": "k-1", "queue": "back"}'
+    done = cairn("start", "flows.book", "--import", "flows", "--input", given, "--id", "b-1", "--db", url, cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert "run b-1: pending" in done.stdout
+    done = cairn("show", "b-1", "--json", "--db", url, cwd=project)
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout)["run"]
+    assert run["input"] == {"id": "room-7", "key": "k-1", "queue": "back"}
+    assert run["queue"] == "default"  # the workflow's `queue` argument is not the run's queue
+
+
+def test_json_given_as_an_argument_is_refused_with_the_command_line_that_works(project: Path) -> None:
+    url = f"sqlite:///{project}/c.db"
+    done = cairn("start", "flows.add", '{"x": 1}', "--import", "flows", "--db", url, cwd=project)
+    assert done.returncode == 2, done.stdout
+    assert "cairn start flows.add --input '{\"x\": 1}' --import flows --db" in done.stderr, done.stderr
+    assert not (project / "c.db").exists()  # nothing was started
+    done = cairn("signal", "r-1", "approve", "true", "--db", url, cwd=project)
+    assert done.returncode == 2
+    assert "JSON goes in --payload: cairn signal r-1 approve --payload true --db" in done.stderr, done.stderr
+    done = cairn("start", "flows.add", "one", "two", "--db", url, cwd=project)
+    assert done.returncode == 2
+    assert "unexpected extra arguments one two" in done.stderr and "--input" not in done.stderr.splitlines()[-1]
 
 
 BROKEN = """

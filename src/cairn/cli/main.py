@@ -38,6 +38,7 @@ from cairn.worker.defaults import DEFAULT_CONCURRENCY, DEFAULT_DEADLOCK_TIMEOUT,
 
 if TYPE_CHECKING:
     from cairn.cli import render
+    from cairn.client.client import QueuePlace
     from cairn.records import RunRow
     from cairn.registry import registry
 else:  # imported when a command first needs them: `cairn --help` stays fast (tests/test_cli_speed.py)
@@ -151,6 +152,40 @@ def db_option(fn: F) -> F:
         metavar="URL",
         help="Database URL (env CAIRN_DATABASE_URL; default sqlite:///./cairn.db).",
     )(fn)
+
+
+class JsonInOption(click.Command):
+    """A command that takes its JSON in an option (`--input`, `--payload`). JSON typed as one more
+    argument (`cairn start checkout '{"id": 1}'`) is the common slip: the error says where it goes,
+    with the command line as it should be, instead of click's bare "unexpected extra argument"."""
+
+    allow_extra_args = True  # parsed, then refused below with the hint
+
+    def __init__(self, *args: Any, json_option: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.json_option = json_option
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        given = list(args)
+        rest = super().parse_args(ctx, args)
+        if ctx.args:
+            extra = ctx.args[0]
+            hint = ""
+            if len(ctx.args) == 1 and (extra.lstrip()[:1] in ("{", "[", '"') or _is_json_scalar(extra)):
+                at = given.index(extra)
+                fixed = [*given[:at], self.json_option, extra, *given[at + 1 :]]
+                command = shlex.join(["cairn", ctx.info_name or self.name or "", *fixed])
+                hint = f"; JSON goes in {self.json_option}: {command}"
+            extras = " ".join(shlex.quote(a) for a in ctx.args)
+            raise click.UsageError(f"unexpected extra argument{'s' if len(ctx.args) > 1 else ''} {extras}{hint}", ctx)
+        return rest
+
+
+def _is_json_scalar(text: str) -> bool:
+    try:
+        return not isinstance(json.loads(text), str)
+    except ValueError:
+        return False
 
 
 def json_flag(fn: F) -> F:
@@ -539,7 +574,7 @@ async def supervise(w: cairn.Worker, announcement: str) -> int:
 # --- start ------------------------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(cls=JsonInOption, json_option="--input")
 @click.argument("name")
 @click.option(
     "--input",
@@ -579,11 +614,12 @@ def start(
     """Start a run of workflow NAME and print its id and status."""
     args, kwargs = parse_input(input_text)
     import_modules(imports)
-    queued = {"key": key, "priority": priority, "dedup_key": dedup_key}
     known_here = registry.workflow(name) is not None
 
     async def body(client: cairn.Client) -> int:
-        return await start_run(client, name, args, kwargs, run_id, queue, wait, queued)
+        from cairn.client.client import QueuePlace
+
+        return await start_run(client, name, args, kwargs, run_id, queue, wait, QueuePlace(key, priority, dedup_key))
 
     async def main() -> int:
         path = None if known_here else missing_sqlite_file(db)
@@ -620,9 +656,11 @@ async def start_run(
     run_id: str | None,
     queue: str | None,
     wait: float | None,
-    queued: dict[str, Any] | None = None,
+    queued: QueuePlace | None = None,
 ) -> int:
-    handle = await client.start(name, *args, id=run_id, queue=queue, **(queued or {}), **kwargs)
+    # The input goes apart from the start's own options: a workflow may well take an `id`, a
+    # `queue` or a `key`, which `client.start(name, **kwargs)` would take for its own.
+    handle, _created = await client._start(name, tuple(args), kwargs, run_id, queue, queued)
     row = await handle.describe()
     click.echo(f"run {handle.id}: {row.status.value}")
     unserved = await client.unserved([handle.id])
@@ -1198,7 +1236,7 @@ def prune(older_than: str, status: str | None, db: str | None) -> None:
     run(with_client(db, body))
 
 
-@cli.command(name="signal")
+@cli.command(name="signal", cls=JsonInOption, json_option="--payload")
 @click.argument("run_id", metavar="RUN")
 @click.argument("name")
 @click.option(
