@@ -1,10 +1,10 @@
 """Runs started next to a worker: the in-process seam between a client and the workers of its process.
 
 A worker that runs in the process of a client registers here as a `LocalDispatcher` of the client's
-store. A start offers its new run to them first; one that takes it activates the run before it is
-written and creates it with that first commit (see `Commit.insert`): the run is born leased to the
-worker and already started, with no claim and no transaction of its own. When none takes it, the
-client inserts the run for any worker to claim. The client asks; the store never calls up.
+store. A start offers its new run to them first; one that takes it inserts the run leased to
+itself (the one statement `start()` waits for) and then activates it from memory, with no claim:
+the start never waits behind the worker's other commits. When none takes it, the client inserts
+the run for any worker to claim. The client asks; the store never calls up.
 """
 
 from __future__ import annotations
