@@ -305,6 +305,11 @@ async def signal_timeout() -> str:
 
 
 @workflow
+async def signal_never_comes() -> None:
+    await cairn.wait_for_signal("never", timeout=0.2)
+
+
+@workflow
 async def ping_pong(target: str) -> str:
     await cairn.send_signal(target, "approval", {"ok": True, "by": "ping_pong"})
     return "sent"

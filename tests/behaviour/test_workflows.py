@@ -131,6 +131,12 @@ async def test_signal_timeout_and_send_from_workflow(client: cairn.Client) -> No
     assert await target.result(timeout=10) == "C3:ping_pong:approved"
 
 
+async def test_a_run_failed_on_a_signal_wait_timing_out_says_which_signal(client: cairn.Client) -> None:
+    handle = await client.start(flows.signal_never_comes)
+    with pytest.raises(TimeoutError, match=r"no signal 'never' came within 0\.2s"):
+        await handle.result(timeout=10)
+
+
 async def test_memory_from_workflow_and_actions(client: cairn.Client) -> None:
     handle = await client.start(flows.memory_flow, "answer")
     assert await handle.result(timeout=10) == {"keys": ["answer", "from_workflow"], "workflow": 42, "action": 42}

@@ -73,7 +73,12 @@ def wait_for_signal(name: str, timeout: float | timedelta | None = None) -> Any:
 
     async def wait() -> Any:
         fut = rt.schedule(StepKind.SIGNAL, name, None)
-        return await (fut if limit is None else asyncio.wait_for(fut, limit))
+        if limit is None:
+            return await fut
+        try:
+            return await asyncio.wait_for(fut, limit)
+        except TimeoutError:  # asyncio's says nothing: a run failed on it would show a bare "TimeoutError"
+            raise TimeoutError(f"no signal {name!r} came within {limit:g}s") from None
 
     return _durable(wait())
 
