@@ -96,6 +96,15 @@ class Point(BaseModel):
     y: int
 
 
+class Reading(BaseModel):
+    value: float
+
+
+@workflow
+async def record_reading(reading: Reading) -> float:
+    return reading.value
+
+
 @action
 async def make_point(x: int, y: int) -> Point:
     return Point(x=x, y=y)

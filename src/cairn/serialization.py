@@ -125,6 +125,16 @@ def _check_plain(data: Json, what: str, depth: int = 1) -> None:
             raise _not_finite(v, what)
 
 
+def _check_finite(value: Any, what: str) -> None:
+    """Refuse a NaN or an infinity anywhere in a validated value. A value of a type that has no JSON
+    form is left alone: the workflow may keep it to itself (`to_jsonable` judges it if it goes out)."""
+    try:
+        data = pydantic_core.to_jsonable_python(value)
+    except (pydantic_core.PydanticSerializationError, ValueError, RecursionError):
+        return
+    _check_plain(data, what)
+
+
 def _not_finite(value: Json, what: str) -> SerializationError:
     return SerializationError(f"{what} contains {value!r}, which JSON cannot carry exactly; use None or a string.")
 
@@ -198,8 +208,9 @@ class Signature:
             arguments[name] = value
         return arguments if required.issubset(arguments) else None
 
-    def decode_args(self, text: str) -> tuple[list[Any], dict[str, Any]]:
-        """Validate stored arguments against the type hints; rebuild positional/keyword form."""
+    def decode_args(self, text: str, finite: bool = False) -> tuple[list[Any], dict[str, Any]]:
+        """Validate stored arguments against the type hints; rebuild positional/keyword form.
+        `finite`: refuse a value that validated into a NaN or an infinity (see `validate_input`)."""
         data = json.loads(text)
         if not isinstance(data, dict):
             raise SerializationError(f"arguments of {self.qualname} must be a JSON object, got {text[:80]}")
@@ -209,6 +220,8 @@ class Signature:
             if name not in data:
                 continue
             value = self._validate(name, data[name], param.kind)
+            if finite:
+                _check_finite(value, f"argument {name!r} of {self.qualname}")
             if param.kind is inspect.Parameter.VAR_POSITIONAL:
                 args.extend(value)
             elif param.kind is inspect.Parameter.VAR_KEYWORD:
@@ -225,7 +238,9 @@ class Signature:
     def validate_input(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
         """Validate JSON-shaped input (from a CLI or HTTP caller) against the hints, then encode."""
         encoded = self.encode_args(args, kwargs)
-        self.decode_args(encoded)
+        # Lax validation makes a float of the string "NaN" or "inf": the run would get a value that
+        # no step of it can record (it failed at its first action). Refused here, nothing written.
+        self.decode_args(encoded, finite=True)
         return encoded
 
     def _validate(self, name: str, value: Json, kind: inspect._ParameterKind) -> Any:

@@ -403,6 +403,18 @@ async def test_start_by_name_checks_arguments_against_the_registered_schema(
     assert await client.list_runs() == []
 
 
+@pytest.mark.parametrize("given", ["NaN", "inf", "-Infinity"])
+async def test_a_float_that_validation_would_make_nan_or_infinite_is_refused_at_the_start(
+    client: cairn.Client, given: str
+) -> None:
+    """JSON-shaped input (as an HTTP or CLI caller sends) is validated leniently: the string "NaN"
+    would become a float no step of the run could record. Refused before anything is written."""
+    with pytest.raises(cairn.SerializationError, match=r"argument 'reading' of tests\.flows\.record_reading contains"):
+        await client.start(flows.record_reading, {"value": given})
+    assert await client.list_runs() == []
+    assert await client.run(flows.record_reading, {"value": "1.5"}, timeout=10) == 1.5  # a number as text still is one
+
+
 async def test_an_id_held_by_another_workflow_is_a_conflict_and_starts_nothing(client: cairn.Client) -> None:
     first = await client.start(flows.Sequence3, 1, id="taken")
     assert first.created is True

@@ -80,6 +80,9 @@ async def test_wait_returns_the_error_of_a_failed_run(http: httpx.AsyncClient) -
         (f"/api/workflows/{QUICK}/runs", {"kwargs": {"nope": 1}}, 422, "invalid"),
         (f"/api/workflows/{QUICK}/runs", {"args": ["a"], "surprise": 1}, 422, "invalid"),
         (f"/api/workflows/{QUICK}/runs", {"args": ["a"], "id": "x" * (ID_MAX + 1)}, 422, "invalid"),
+        # Strings a float would take in lax validation, as no step of the run could record them:
+        ("/api/workflows/tests.web.webflows.sleeps/runs", {"args": ["NaN"]}, 422, "invalid"),
+        ("/api/workflows/tests.web.webflows.sleeps/runs", {"kwargs": {"seconds": "-Infinity"}}, 422, "invalid"),
         (f"/api/workflows/{QUICK}/runs", {"args": ["a\x00b"]}, 201, None),  # NUL round-trips
         ("/api/workflows/no.such.Workflow/runs", {"args": []}, 404, "not_found"),
     ],
