@@ -288,7 +288,10 @@ async def test_thousands_of_short_activations_under_a_tiny_timeout_complete_or_p
 
 async def test_no_deadlock_timeout_no_watchdog(client: cairn.Client) -> None:
     """deadlock_timeout=None turns it off: a computation that a 50 ms timeout interrupts runs to its end."""
-    n = 3_000_000  # a tenth of a second or more of pure Python
+    # A quarter of a second or more of pure Python: five timeouts at least. (3,000,000 took 70 ms on
+    # a fast day, and the watchdog, waking a millisecond early and then waiting for the GIL, came
+    # too late to interrupt it.)
+    n = 12_000_000
     async with cairn.Worker(client, poll_interval=0.1, deadlock_timeout=0.05):
         await _paused_on_deadlock(await client.start(wf.compute, n))
     async with cairn.Worker(client, poll_interval=0.1, deadlock_timeout=None) as w:
