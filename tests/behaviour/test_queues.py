@@ -183,3 +183,27 @@ async def test_two_declarations_of_one_queue_the_last_wins_and_says_so(
     assert "q-twice was declared elsewhere with other limits; now concurrency=3" in caplog.text
     row = await client.store.get_queue("q-twice")
     assert row is not None and row.spec.concurrency == 3
+
+
+async def test_a_limited_queue_with_nothing_held_back_costs_no_claim_per_action(
+    client: cairn.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The limited queues this process declares (tests.queueflows) wait for nothing: an action slot
+    freed here must not wake the claim loop. It did at every one, whenever any limited queue was
+    declared: a claim per action for nothing, a third of a loop of starts' throughput on PostgreSQL."""
+    from tests.behaviour.test_due_while_busy import ends_at_once
+
+    claims = 0
+    real_claim = client.store.claim_work
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        nonlocal claims
+        claims += 1
+        return await real_claim(*args, **kwargs)  # type: ignore[arg-type]
+
+    async with cairn.Worker(client, poll_interval=30.0):  # no safety poll to count
+        assert any(q.spec.limited for q in await client.list_queues())
+        monkeypatch.setattr(client.store, "claim_work", counted)
+        for i in range(30):
+            assert await client.run(ends_at_once, i, timeout=10) == i + 1
+    assert claims <= 3, claims

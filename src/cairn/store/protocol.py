@@ -103,6 +103,9 @@ class WorkClaim:
     """Seconds until the next timer, retry or lease expiry (database clock); None when nothing waits."""
     busy_due: frozenset[str] = frozenset()
     """Of the runs passed as busy, those due now: not claimed, and no later wake-up will say so."""
+    limited_waiting: bool = False
+    """Whether work of a limited queue may be held back by its limits: a slot freed here may let
+    some start. (Work left for want of room in this worker: the claim filled all the room it had.)"""
 
 
 @dataclass(frozen=True, slots=True)

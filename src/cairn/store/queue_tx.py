@@ -42,6 +42,10 @@ class QueueClaim:
     runs: list[tuple[Any, ...]] = field(default_factory=list)
     actions: list[tuple[Any, ...]] = field(default_factory=list)
     next_due_in: float | None = None
+    waiting: bool = False
+    """Whether work of these queues may be held back by their limits (or by another worker's claim
+    of them). Work left for want of room in this worker is the claim's own to say (see
+    `Worker._claim`: a claim that filled the room it had)."""
 
     def due(self, seconds: float) -> None:
         self.next_due_in = seconds if self.next_due_in is None else min(self.next_due_in, seconds)
@@ -67,6 +71,7 @@ def claim(
         locked = tx.one("lock_queue", {"queue": name})
         if locked is None:  # another worker is claiming this queue now: look again soon
             out.due(BLOCKED_RETRY)
+            out.waiting = True
             continue
         limits = _Limits(name, locked, now)
         if workflows and run_room > 0:
@@ -208,6 +213,7 @@ def _blocked(q: _Limits, out: QueueClaim) -> None:
     slot freed by another process wakes nobody here)."""
     wait = q.rate_blocked_for()
     out.due(BLOCKED_RETRY if wait is None else max(wait, 0.005))
+    out.waiting = True
 
 
 def upsert(tx: Tx, specs: Sequence[QueueSpec], declared_by: str) -> list[str]:

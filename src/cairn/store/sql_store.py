@@ -343,11 +343,15 @@ class SqlStore:
                 run_rows, action_rows = [*run_rows, *q.runs], [*action_rows, *q.actions]
                 if q.next_due_in is not None:
                     due.append(q.next_due_in)
+                limited_waiting = q.waiting
+            else:
+                limited_waiting = False
             return WorkClaim(
                 _load_runs(tx, now, run_rows, cached),
                 _lease_actions(tx, now, worker, action_rows),
                 min(due) if due else None,
                 busy_due,
+                limited_waiting,
             )
 
         return await self.db.transaction(tx_fn)

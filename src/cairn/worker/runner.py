@@ -174,6 +174,10 @@ class Runner:
         self.reserve_slot: Callable[[], bool] = lambda: False
         self.release_slot: Callable[[], None] = lambda: None
         self.start_action: Starter = lambda claim, memory: None
+        self.commit_sent: Callable[[], int] = lambda: 0
+        self.landed: Callable[[str, int], None] = lambda run_id, sent: None
+        """Told the run of each activation commit that landed, as it lands, with what `commit_sent`
+        said as it went out (see `Worker._landed`)."""
         self.watch: Watch | None = None
         """Times async workflow code on this loop (the worker's deadlock watchdog); None: untimed.
         An activation it interrupts pauses its run with WorkflowDeadlock (see `WorkflowInstance`)."""
@@ -407,6 +411,7 @@ class Runner:
         born = frozenset(s.seq for s in births)
         owner = None if draining else self._worker_id
         commit = Commit(run, token, result, completions, born, owner, self._lease, self.now())
+        sent = self.commit_sent()
         try:
             await self._store.commit_activation(commit)
         except LeaseLost:
@@ -423,6 +428,7 @@ class Runner:
         except BaseException:
             self._abandon(inst, births)
             raise
+        self.landed(run.id, sent)
         _log_outcome(run, result)
         if result.status.is_terminal and telemetry.enabled():
             await self._record_run_span(run, result)
