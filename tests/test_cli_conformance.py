@@ -103,6 +103,11 @@ def test_json_given_as_an_argument_is_refused_with_the_command_line_that_works(p
     done = cairn("start", "flows.add", "one", "two", "--db", url, cwd=project)
     assert done.returncode == 2
     assert "unexpected extra arguments one two" in done.stderr and "--input" not in done.stderr.splitlines()[-1]
+    # The same text as an argument before it, or as an option's value: the suggestion moves the extra one.
+    done = cairn("signal", "1", "approve", "1", "--db", url, cwd=project)
+    assert "cairn signal 1 approve --payload 1 --db" in done.stderr, done.stderr
+    done = cairn("start", "flows.add", "--id", "[1]", "[1]", "--db", url, cwd=project)
+    assert "cairn start flows.add --id '[1]' --input '[1]' --db" in done.stderr, done.stderr
 
 
 BROKEN = """

@@ -171,14 +171,37 @@ class JsonInOption(click.Command):
         if ctx.args:
             extra = ctx.args[0]
             hint = ""
-            if len(ctx.args) == 1 and (extra.lstrip()[:1] in ("{", "[", '"') or _is_json_scalar(extra)):
-                at = given.index(extra)
+            at = self._first_extra(given)
+            if (
+                len(ctx.args) == 1
+                and at is not None
+                and (extra.lstrip()[:1] in ("{", "[", '"') or _is_json_scalar(extra))
+            ):
                 fixed = [*given[:at], self.json_option, extra, *given[at + 1 :]]
                 command = shlex.join(["cairn", ctx.info_name or self.name or "", *fixed])
                 hint = f"; JSON goes in {self.json_option}: {command}"
             extras = " ".join(shlex.quote(a) for a in ctx.args)
             raise click.UsageError(f"unexpected extra argument{'s' if len(ctx.args) > 1 else ''} {extras}{hint}", ctx)
         return rest
+
+    def _first_extra(self, given: list[str]) -> int | None:
+        """Where in `given` the first argument beyond the command's own is: positionals in order,
+        past each option and its value (the same text may be an option's value elsewhere)."""
+        takes_value = {o for p in self.params if isinstance(p, click.Option) and not p.is_flag for o in p.opts}
+        wanted = sum(1 for p in self.params if isinstance(p, click.Argument))
+        i = positional = 0
+        while i < len(given):
+            token = given[i]
+            if token == "--":  # what follows is all positional: no line to suggest
+                return None
+            if token.startswith("-") and len(token) > 1:
+                i += 2 if token in takes_value else 1
+                continue
+            if positional == wanted:
+                return i
+            positional += 1
+            i += 1
+        return None
 
 
 def _is_json_scalar(text: str) -> bool:
