@@ -42,31 +42,36 @@ async def test_a_commit_landing_while_a_claim_is_on_its_way_still_wakes_the_run(
     at once, not at the next safety poll (30 s here)."""
     GATE.clear()
     seen: list[tuple[str, int]] = []
+    target: list[str] = []
     landed = asyncio.Event()
-    async with cairn.Worker(client, poll_interval=30.0, lease=60.0) as worker:
-        runner = worker._runner
-        real_landed, real_claim = runner.landed, client.store.claim_work
+    try:
+        async with cairn.Worker(client, poll_interval=30.0, lease=60.0) as worker:
+            runner = worker._runner
+            real_landed, real_claim = runner.landed, client.store.claim_work
 
-        def noting_landed(run_id: str, sent: int) -> None:
-            real_landed(run_id, sent)
-            seen.append((run_id, sent))
-            landed.set()
+            def noting_landed(run_id: str, sent: int) -> None:
+                real_landed(run_id, sent)
+                seen.append((run_id, sent))
+                landed.set()
 
-        async def claim_after_the_commit(*args: Any, **kwargs: Any) -> Any:
-            busy = args[8] if len(args) > 8 else kwargs["busy"]
-            if handle.id in busy and not GATE.is_set():
-                GATE.set()  # the activation goes on, and commits after this claim began
-                await asyncio.wait_for(landed.wait(), 10)
-            return await real_claim(*args, **kwargs)
+            async def claim_after_the_commit(*args: Any, **kwargs: Any) -> Any:
+                busy = args[8] if len(args) > 8 else kwargs["busy"]
+                if target and target[0] in busy and not GATE.is_set():
+                    GATE.set()  # the activation goes on, and commits after this claim began
+                    await asyncio.wait_for(landed.wait(), 10)
+                return await real_claim(*args, **kwargs)
 
-        monkeypatch.setattr(runner, "landed", noting_landed)
-        monkeypatch.setattr(client.store, "claim_work", claim_after_the_commit)
-        handle = await client.start(gated_signal_wait)
-        began = time.monotonic()
-        await handle.signal("go", "went")  # wakes the claim loop while the run is busy
-        assert await handle.result(timeout=10) == "went"
-        assert time.monotonic() - began < 5
-    assert GATE.is_set() and seen and seen[0][0] == handle.id  # the interleaving was the forced one
+            monkeypatch.setattr(runner, "landed", noting_landed)
+            monkeypatch.setattr(client.store, "claim_work", claim_after_the_commit)
+            handle = await client.start(gated_signal_wait)
+            target.append(handle.id)
+            began = time.monotonic()
+            await handle.signal("go", "went")  # wakes the claim loop while the run is busy
+            assert await handle.result(timeout=10) == "went"
+            assert time.monotonic() - began < 5
+    finally:
+        GATE.set()  # never a thread left waiting on it
+    assert seen and seen[0][0] == handle.id  # the interleaving was the forced one
 
 
 @cairn.workflow
