@@ -193,7 +193,10 @@ class RunHandle:
         return await self.client.store.retry(self._stored_id())
 
     async def fork(self, from_step: int, id: str | None = None) -> RunHandle:
-        """A new run that reuses this run's journal up to step `from_step`, then continues on its own."""
+        """A new run that reuses this run's journal up to step `from_step`, then continues on its own.
+        The journal is reused by whole activations: steps one activation scheduled together (a
+        signal wait and the timer of its timeout, the branches of a gather) are reused only when all of
+        them lie at or before `from_step`; otherwise the fork schedules them again."""
         if id is not None:
             check_name(id, "run id of the fork")
         return RunHandle(self.client, await self.client.store.fork(self._stored_id(), from_step, id))
