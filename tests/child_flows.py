@@ -183,3 +183,11 @@ async def starts_kid_then_joins(key: str) -> int:
 @workflow
 async def awaits_a_kid(x: int) -> int:
     return int(await cairn.child(kid_waits, x))  # the child's id derived from the parent's
+
+
+@workflow
+async def awaits_start_child(key: str) -> list[int]:
+    """`await cairn.start_child(...)`, as Temporal users write it: the handle, the child started once."""
+    handle = await cairn.start_child(kid_quick, 1, id=f"{key}-kid")
+    again = await handle
+    return [await handle.result(), await again.result()]

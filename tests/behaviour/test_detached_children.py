@@ -72,6 +72,12 @@ async def test_one_child_id_awaited_twice_at_once_is_one_run_and_both_get_its_re
     assert [c.id for c in await handle.children()] == ["j5-kid"]
 
 
+async def test_start_child_awaited_gives_the_handle(client: cairn.Client) -> None:
+    handle = await client.start(cf.awaits_start_child, "j6")
+    assert await handle.result(timeout=15) == [2, 2]
+    assert [c.id for c in await handle.children()] == ["j6-kid"]
+
+
 async def test_result_outside_a_workflow_is_refused() -> None:
     with pytest.raises(cairn.NotInWorkflow):
         cairn.ChildHandle("x", "tests.child_flows.kid_quick").result()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random as _random
 import uuid as _uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -129,6 +129,16 @@ class ChildHandle:
             return await rt.wait_for_child(self.id, defn.id, None, {"join": True}, defn.signature.decode_result)
 
         return _durable(join())
+
+    def __await__(self) -> Generator[Any, None, ChildHandle]:
+        """`await cairn.start_child(...)`, as Temporal's `start_child_workflow` is awaited, gives
+        this same handle: the child was started when `start_child` was called, and waiting for it
+        is `await handle.result()`."""
+        return _itself(self).__await__()
+
+
+async def _itself(handle: ChildHandle) -> ChildHandle:
+    return handle
 
 
 def start_child(wf: Any, *args: Any, id: str | None = None, **kwargs: Any) -> ChildHandle:
