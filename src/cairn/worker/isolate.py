@@ -30,8 +30,9 @@ exactly as for an in-process attempt.
 
 As with any forkserver or spawn child, multiprocessing re-imports the worker's main script (as
 `__mp_main__`) in each child: a script that starts a worker itself must do so under
-`if __name__ == "__main__":`, or every new child would run the script's worker again.
-The `cairn worker` command is such a script already.
+`if __name__ == "__main__":`, or every new child would run the script's worker again (a worker
+refuses to start in a child importing the main script: `refuse_while_a_child_imports_main`). The
+`cairn worker` command is such a script already.
 """
 
 from __future__ import annotations
@@ -135,6 +136,21 @@ async def run_isolated(defn: ActionDef, args_json: str, ctx: ActionContext, time
                 await child.dispose(loop)
         _show_stderr(stderr_path, defn.id, ctx)
     return _outcome(defn, ctx, outcome)
+
+
+def refuse_while_a_child_imports_main(what: str) -> None:
+    """Raise when multiprocessing is importing the worker's main script in a child process.
+
+    A forkserver or spawn child runs the parent's main script (as `__mp_main__`) before its target.
+    A script that starts a worker without `if __name__ == "__main__":` would start a second worker
+    (and whatever runs the script starts) inside each isolate=True action's process; refusing makes
+    that child exit at once, with this message on the worker's stderr."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError(
+            f"{what} was called while multiprocessing imported this script in a child process (one "
+            'that runs isolate=True actions): start the worker under `if __name__ == "__main__":`, '
+            "as every script that starts processes must, or run it with `cairn worker MODULE`"
+        )
 
 
 def retire_idle() -> None:

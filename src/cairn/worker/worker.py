@@ -37,6 +37,7 @@ from cairn.types import RunStatus
 from cairn.worker import dispatch
 from cairn.worker.actions import ActionExecutor
 from cairn.worker.defaults import DEFAULT_CONCURRENCY, DEFAULT_DEADLOCK_TIMEOUT, DEFAULT_GRACE
+from cairn.worker.isolate import refuse_while_a_child_imports_main
 from cairn.worker.runner import InFlight, Runner
 from cairn.worker.watchdog import Watchdog
 
@@ -165,6 +166,7 @@ class Worker:
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        refuse_while_a_child_imports_main("cairn.Worker.start()")
         await self.store.open()
         self._up_since = await self.store.now()
         loop = asyncio.get_running_loop()

@@ -1,0 +1,54 @@
+"""A script that starts a worker without `if __name__ == "__main__":` and runs isolate=True actions.
+
+multiprocessing runs the worker's main script again in each child process it starts. Before, such
+a script started a second worker and its own runs inside every isolated action's process. Now the
+child refuses at once: no second run, and the worker's stderr says what to write instead.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import cairn
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]
+
+UNGUARDED = """
+import asyncio, sys
+import cairn
+from tests import isolate_flows
+
+async def main() -> None:
+    client = cairn.connect(sys.argv[1])
+    async with cairn.Worker(client):
+        print("RESULT", await client.run(isolate_flows.always_crash_flow, timeout=60), flush=True)
+
+asyncio.run(main())  # no `if __name__ == "__main__":`
+"""
+
+
+def test_a_script_without_a_main_guard_starts_no_worker_in_an_isolated_actions_process(tmp_path: Path) -> None:
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED)
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    done = subprocess.run(
+        [sys.executable, str(script), url],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("RESULT") == 1, done.stdout
+    assert "ActionCrashed" in done.stdout and "exited with code 1" in done.stdout, done.stdout
+    assert 'start the worker under `if __name__ == "__main__":`' in done.stderr, done.stderr[-3000:]
+    with cairn.connect_sync(url) as client:
+        runs = client.list_runs()
+    assert [r.workflow for r in runs] == ["tests.isolate_flows.always_crash_flow"]  # one run: the script's own
