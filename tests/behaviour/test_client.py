@@ -265,6 +265,7 @@ async def test_the_blocking_client_controls_schedules(client: cairn.Client, db_u
             sync.create_schedule(cairn.Schedule("sync-ctl", flows.tick, cron="0 3 * * *", args=("s",), register=False))
             (row,) = sync.list_schedules()
             assert (row.spec.id, row.source, row.paused, row.last_run_id) == ("sync-ctl", "api", False, None)
+            assert (row.id, row.workflow) == ("sync-ctl", "tests.flows.tick")  # as a user reaches for them
             sync.pause_schedule("sync-ctl")
             assert sync.list_schedules()[0].paused
             sync.resume_schedule("sync-ctl")

@@ -132,7 +132,7 @@ async def test_queues_are_listed_with_their_limits_and_counts(client: cairn.Clie
     async with workers(client, db_url, n=1):
         pass
     await client.start(qf.serial, "waiting")
-    queues = {q.spec.name: q for q in await client.list_queues()}
+    queues = {q.name: q for q in await client.list_queues()}
     assert queues["q-one"].spec.concurrency == 1 and queues["q-one"].runs_waiting == 1
     assert queues["q-rated"].spec.rate_n == 2 and queues["q-rated"].spec.rate_period == 0.5
     assert queues["q-rated"].rate_next_at is None  # nothing started yet

@@ -168,6 +168,16 @@ class ScheduleRow:
     buffered_at: float | None
     last_status: str | None
 
+    @property
+    def id(self) -> str:
+        """The schedule's id (`spec.id`), as `client.pause_schedule(row.id)` takes it."""
+        return self.spec.id
+
+    @property
+    def workflow(self) -> str:
+        """The id of the workflow each tick starts (`spec.workflow`)."""
+        return self.spec.workflow
+
 
 @dataclass(frozen=True, slots=True)
 class QueueRow:
@@ -184,6 +194,11 @@ class QueueRow:
     runs_in_flight: int = 0
     attempts_waiting: int = 0
     attempts_in_flight: int = 0
+
+    @property
+    def name(self) -> str:
+        """The queue's name (`spec.name`)."""
+        return self.spec.name
 
 
 @dataclass(frozen=True, slots=True)
