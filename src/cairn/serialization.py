@@ -1,8 +1,12 @@
 """JSON in and out for arguments, results and errors, through pydantic; never pickle.
 
 Values are validated against the function's type hints on the way in (so a pydantic model
-argument comes back as that model), and dumped to canonical JSON (sorted keys) on the way out so
-that a replayed call can be compared to the recorded one by string equality.
+argument comes back as that model), and dumped to compact JSON on the way out. A dict keeps its
+keys in its own order, as Python does, so that what a step returns (or a run is given) comes back
+as it went in. A replayed call is compared to the recorded one as text first, and only when the
+texts differ as values (`same_json`): journals written before keys kept their order have them
+sorted, and code may build the same dict in another order (from a set, whose order of strings
+changes with each process's hash seed).
 """
 
 from __future__ import annotations
@@ -35,10 +39,12 @@ def max_payload_bytes() -> int:
     return int(os.environ.get("CAIRN_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES))
 
 
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 """Made once: `json.dumps` with any option set builds a new encoder on every call."""
-_UNESCAPED = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_UNESCAPED = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 """The same JSON as UTF-8 would carry it: what a payload's size is measured on."""
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+"""One text per value, whatever order its dicts' keys are in: what `same_json` compares."""
 
 
 MAX_NESTING = 128
@@ -77,13 +83,13 @@ def to_jsonable(value: Any, what: str) -> Json:
 
 
 def dumps(value: Any, what: str = "value") -> str:
-    """Canonical JSON text of `value`; over the payload limit is a PayloadTooLarge naming `what`."""
+    """Compact JSON text of `value`; over the payload limit is a PayloadTooLarge naming `what`."""
     return _text(to_jsonable(value, what), what)
 
 
 def _text(data: Json, what: str) -> str:
-    """Canonical JSON text of data already made plain (`to_jsonable`), within the payload limit."""
-    text = _CANONICAL.encode(data)
+    """Compact JSON text of data already made plain (`to_jsonable`), within the payload limit."""
+    text = _ENCODER.encode(data)
     limit = max_payload_bytes()
     if len(text) > limit:
         # Stored with non-ASCII escaped (an emoji is 12 characters), which is never shorter than the
@@ -99,6 +105,16 @@ def _text(data: Json, what: str) -> str:
 
 def loads(text: str | None) -> Json:
     return None if text is None else json.loads(text)
+
+
+def same_json(a: str | None, b: str | None) -> bool:
+    """Whether two stored JSON texts hold the same value, whatever order their objects' keys are in.
+    1 and 1.0 stay apart (as their texts were before keys kept their order)."""
+    if a == b:
+        return True
+    if a is None or b is None:
+        return False
+    return _CANONICAL.encode(json.loads(a)) == _CANONICAL.encode(json.loads(b))
 
 
 def _check_plain(data: Json, what: str, depth: int = 1) -> None:

@@ -23,7 +23,7 @@ from cairn.policies import parse_duration
 from cairn.queues import Queue, QueueSpec, declared, queue_name
 from cairn.records import NewRun, RunRow, StepRow
 from cairn.registry import WorkflowDef, registry
-from cairn.serialization import dumps, to_jsonable
+from cairn.serialization import dumps, same_json, to_jsonable
 from cairn.store.open import open_store, redact_url, resolve_url
 from cairn.store.protocol import ActionInfo, QueueRow, RunFilters, ScheduleRow, Store, WorkerInfo, WorkflowInfo
 from cairn.types import RunStatus
@@ -148,7 +148,7 @@ class Client:
         if existing is not None:
             if existing.workflow != name:
                 raise RunIdConflict(run_id, existing.workflow, name)
-            handle.input_differs = existing.input != encoded
+            handle.input_differs = not same_json(existing.input, encoded)
         return handle, existing is None
 
     async def _check_queued(self, queue: str, queued: QueuePlace, given: QueueSpec | None = None) -> None:

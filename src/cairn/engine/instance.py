@@ -379,7 +379,7 @@ class WorkflowInstance:
                 props[key] = to_jsonable(value, f"property {key!r}")
             except SerializationError:
                 props[key] = repr(value)
-        text = json.dumps(props, sort_keys=True, default=str)
+        text = json.dumps(props, default=str)  # in the order the workflow set them
         changed = text != self._last_properties
         self._last_properties = text
         return text if changed else None

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from cairn.engine.loop import DeterministicLoop, DurableTimerHandle
 from cairn.errors import JournalCorrupted, NonDeterminismError, NotInWorkflow, SerializationError
 from cairn.records import NewStep, StepRow
-from cairn.serialization import decode_error, dumps
+from cairn.serialization import decode_error, dumps, same_json
 from cairn.types import Json, StepKind, StepStatus
 
 T = TypeVar("T")
@@ -95,7 +95,11 @@ class Runtime:
         seq = self.next_seq
         self.next_seq += 1
         rec = self.journal.get(seq)
-        if rec is not None and (rec.kind != kind or rec.name != name or (rec.args != args and kind != StepKind.TIMER)):
+        if rec is not None and (
+            rec.kind != kind
+            or rec.name != name
+            or (rec.args != args and kind != StepKind.TIMER and not same_json(rec.args, args))
+        ):
             self._diverge(seq, describe(rec.kind, rec.name, rec.args), describe(kind, name, args))
         return seq, rec
 

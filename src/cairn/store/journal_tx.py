@@ -387,7 +387,7 @@ def _send_signal(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
     target that does not exist or has finished is RunNotFound or IllegalTransition there)."""
     data = json.loads(step.args or "{}")
     try:
-        signal(tx, str(data["run_id"]), step.name, json.dumps(data.get("payload"), sort_keys=True), now)
+        signal(tx, str(data["run_id"]), step.name, json.dumps(data.get("payload")), now)
     except (RunNotFound, IllegalTransition) as exc:
         _fail_step(tx, run.id, step.seq, exc, now)
         return
