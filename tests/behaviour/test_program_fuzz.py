@@ -54,6 +54,7 @@ import pytest
 import cairn
 from cairn import IllegalTransition, RunNotFound, RunStatus, StepKind, StepStatus
 from cairn.records import RunRow
+from cairn.worker import runner
 from tests import program_fuzz_flows as pf
 from tests.conftest import _admin, _with_db, eventually
 from tests.helpers import status_is, waits_for_a_lock
@@ -863,6 +864,14 @@ async def test_program_fuzz_replaying(client: cairn.Client, db_url: str) -> None
     """The same with (nearly) no run kept in memory: each worker keeps none, one or four, so that
     most activations replay their run's journal, and runs are evicted while their actions run."""
     await fuzz_programs(client, db_url, f"small cache on {client.url.split(':')[0]}", SEED + 1, cache_size=None)
+
+
+async def test_program_fuzz_resting(client: cairn.Client, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same with every waiting run's copy kept from its first step (by default only runs of 16
+    steps or more are): a woken run goes on from a worker's copy when nobody touched it since, and
+    a copy gone stale (another worker claimed the run, a worker restarted) must never be used."""
+    monkeypatch.setattr(runner, "RESTING_MIN_STEPS", 1)
+    await fuzz_programs(client, db_url, f"resting on {client.url.split(':')[0]}", SEED + 2, cache_size=1000)
 
 
 # --- what the fuzz found, forced ----------------------------------------------------------------------

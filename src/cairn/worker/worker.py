@@ -263,7 +263,7 @@ class Worker:
             log.info("stopping: %d work items unfinished after the grace were stopped and handed over", len(stopped))
         if recording:  # outcomes already in hand: a commit away from recorded
             await self._until(asyncio.wait(recording, timeout=STOP_WAIT), None)
-        self._runner.cache.clear()
+        self._runner.forget()
         if self._main is None:  # never started: it holds nothing
             return threaded
         try:
@@ -311,7 +311,7 @@ class Worker:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        self._runner.cache.clear()
+        self._runner.forget()
         self._executor.shutdown()
         if self.watchdog is not None:
             self.watchdog.stop()
@@ -411,7 +411,7 @@ class Worker:
                 free_runs,
                 free_actions,
                 self.lease,
-                self._runner.cache.expected_tokens(),
+                self._runner.expected_tokens(),
                 busy,
                 new_runs,
             )
