@@ -38,6 +38,15 @@ async def _signal_one_by_one(handle: cairn.RunHandle, n: int, before_each: int =
         await handle.signal("n", i)
 
 
+async def _tally_of_four(client: cairn.Client, key: str) -> int:
+    """A run waiting for 4 signals, one by one, on a worker of its own; how often its body ran from the top."""
+    async with cairn.Worker(client, poll_interval=0.05):
+        handle = await client.start(rf.tally, key, 4)
+        await _signal_one_by_one(handle, 4)
+        assert await handle.result(timeout=20) == [0, 1, 2, 3]
+    return rf.STARTS[key]
+
+
 async def test_a_run_waiting_for_signals_in_a_loop_is_not_replayed(client: cairn.Client, db_url: str) -> None:
     key = f"loop-{db_url[:8]}"
     async with cairn.Worker(client, poll_interval=0.05):
@@ -81,13 +90,8 @@ async def test_copies_past_the_step_budget_are_replayed_as_before(
 ) -> None:
     room = instance.COPY_BYTES + 2 * (instance.STEP_BYTES + 50)  # a copy of 1 or 2 steps, not 3
     monkeypatch.setattr(runner, "RESTING_BYTES", room)
-    key = f"budget-{db_url[:8]}"
-    async with cairn.Worker(client, poll_interval=0.05):
-        handle = await client.start(rf.tally, key, 4)
-        await _signal_one_by_one(handle, 4)
-        assert await handle.result(timeout=20) == [0, 1, 2, 3]
     # Waits of 1 and 2 steps were kept; from the third on, each wake-up replayed.
-    assert rf.STARTS[key] == 3
+    assert await _tally_of_four(client, f"budget-{db_url[:8]}") == 3
 
 
 async def test_a_plain_def_run_is_not_kept_while_it_waits(client: cairn.Client, db_url: str) -> None:
@@ -107,10 +111,5 @@ async def test_a_short_run_is_not_kept_by_default(
     """A history shorter than RESTING_MIN_STEPS replays about as fast as an activation: not kept,
     so that many short sleepers take no memory."""
     monkeypatch.setattr(runner, "RESTING_MIN_STEPS", 3)
-    key = f"short-{db_url[:8]}"
-    async with cairn.Worker(client, poll_interval=0.05):
-        handle = await client.start(rf.tally, key, 4)
-        await _signal_one_by_one(handle, 4)
-        assert await handle.result(timeout=20) == [0, 1, 2, 3]
     # Waits at 1 and 2 steps were replayed; from 3 steps on, the copy went on.
-    assert rf.STARTS[key] == 3
+    assert await _tally_of_four(client, f"short-{db_url[:8]}") == 3
