@@ -11,7 +11,7 @@ import pytest
 
 import cairn
 from cairn import RunStatus
-from cairn.engine import instance
+from cairn.engine import instance, runtime
 from cairn.worker import runner
 from tests import resting_flows as rf
 from tests.conftest import eventually
@@ -88,7 +88,7 @@ async def test_a_copy_made_stale_by_a_pause_is_dropped_and_the_run_replayed(clie
 async def test_copies_past_the_step_budget_are_replayed_as_before(
     client: cairn.Client, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    room = instance.COPY_BYTES + 2 * (instance.STEP_BYTES + 50)  # a copy of 1 or 2 steps, not 3
+    room = instance.COPY_BYTES + 2 * (runtime.STEP_BYTES + 50)  # a copy of 1 or 2 steps, not 3
     monkeypatch.setattr(runner, "RESTING_BYTES", room)
     # Waits of 1 and 2 steps were kept; from the third on, each wake-up replayed.
     assert await _tally_of_four(client, f"budget-{db_url[:8]}") == 3

@@ -41,3 +41,12 @@ async def pickup(x: int) -> float:
 @workflow
 async def sleeper(seconds: float) -> None:
     await cairn.sleep(seconds)
+
+
+@workflow
+async def signal_loop(n: int) -> int:
+    """Waits for `n` signals one at a time, as a run that lives on its messages does."""
+    total = 0
+    for _ in range(n):
+        total += int(await cairn.wait_for_signal("tick"))
+    return total

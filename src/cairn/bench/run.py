@@ -39,6 +39,7 @@ SCENARIOS = (
     "db_cost",
     "backlog",
     "history",
+    "signal_loop",
     "memory",
 )
 REPO = Path(__file__).resolve().parents[3]
@@ -195,12 +196,14 @@ class Bench:
             "reads": lambda: scenarios.reads(url, self.runs, tick),
             "backlog": lambda: scenarios.backlog(url, tick),
             "history": lambda: scenarios.history(url, 100_000, tick),
+            "signal_loop": lambda: scenarios.signal_loop(url, 1000, tick),
         }
         return table[scenario]()
 
 
 DBOS_SCENARIOS = ("sequential", "throughput", "naive", "fanout", "pickup", "db_cost")
-"""The scenarios DBOS has the same notion of (claims, a start alone and history are Cairn's own)."""
+"""The scenarios DBOS has the same notion of (claims, a start alone, history and a run's wake-ups
+are Cairn's own)."""
 
 HEADLINE = {
     "sequential": ("p50_ms", "ms p50", False),
@@ -214,6 +217,7 @@ HEADLINE = {
     "reads": ("describe_p50_ms", "ms p50 describe()", False),
     "backlog": ("ratio_20000_to_100", "x claim cost at 20,000 pending vs 100", False),
     "history": ("sequential_ratio", "x sequential p50 with 100,000 finished runs", False),
+    "signal_loop": ("ratio_last_to_first", "x a signal's cost, last 250 of 1,000 vs first 250", False),
     "queue_cycle": ("tasks_per_s", "tasks/s", True),
 }
 

@@ -535,6 +535,45 @@ async def backlog(url: str, progress: Progress = _noop) -> dict[str, Any]:
     return record(url, "backlog", 1, **figures)
 
 
+async def _activated(handle: cairn.RunHandle, activations: int) -> None:
+    while (await handle.describe()).activations < activations:
+        await asyncio.sleep(0.0005)
+
+
+async def signal_loop(url: str, signals: int = 1000, progress: Progress = _noop) -> dict[str, Any]:
+    """One run waiting for `signals` signals, each sent once the run waits for it: what a wake-up
+    costs must not grow with the run's history (the median time from a signal to the run waiting
+    again, over the first and the last quarter of the signals; the wait for it polls every 0.5 ms)."""
+    client = cairn.Client(url)
+    took: list[float] = []
+    try:
+        async with cairn.Worker(client):
+            handle = await client.start(flows.signal_loop, signals)
+            await _activated(handle, 1)  # waiting for its first signal
+            for i in range(signals):
+                sent = time.perf_counter()
+                await handle.signal("tick", 1)
+                await _activated(handle, i + 2)  # woken by it, and waiting again
+                took.append((time.perf_counter() - sent) * 1000)
+                progress(i + 1, signals)
+            total = await handle.result(timeout=60)
+    finally:
+        await client.close()
+    if total != signals:
+        raise RuntimeError(f"the run counted {total} signals of {signals}")
+    quarter = max(1, signals // 4)
+    first, last = statistics.median(took[:quarter]), statistics.median(took[-quarter:])
+    return record(
+        url,
+        "signal_loop",
+        1,
+        signals=signals,
+        first_quarter_ms=round(first, 3),
+        last_quarter_ms=round(last, 3),
+        ratio_last_to_first=round(last / first, 2),
+    )
+
+
 async def idle_cpu_percent(url: str, seconds: float = 5.0, settle: float = 1.0) -> float:
     """CPU of one worker process with nothing to do, over `seconds`, from `settle` seconds after it
     registered (on SQLite the file watcher looks less often the longer nothing happens)."""

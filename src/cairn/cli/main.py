@@ -1305,7 +1305,7 @@ def _csv(value: str, allowed: tuple[str, ...], option: str) -> list[str]:
     default="sequential,throughput,naive,start,reads,fanout,pickup,db_cost,backlog",
     show_default=True,
     help="Comma-separated: sequential, throughput, naive, start, reads, fanout, pickup, db_cost, backlog, history, "
-    "memory.",
+    "signal_loop, memory.",
 )
 @click.option("--workers", default="1,2,4", show_default=True, help="Worker processes for throughput.")
 @click.option("--compare", default="", help="Comma-separated: dbos, raw (the raw-SQL reference).")

@@ -30,8 +30,6 @@ _SYNC_STEP_TIMEOUT = 300.0
 
 COPY_BYTES = 10_000
 """About what a run's copy holds besides its journal (see `WorkflowInstance.size_estimate`)."""
-STEP_BYTES = 250
-"""About what a journal step holds besides its payloads' text."""
 
 T = TypeVar("T")
 
@@ -396,13 +394,9 @@ class WorkflowInstance:
         return len(self.runtime.journal)
 
     def size_estimate(self) -> int:
-        """About how many bytes this copy holds: its coroutines and loop, and its journal with the
-        payloads' text (what a cache of copies weighs them by; measured about 10 KB for a copy and
-        260 bytes a step with small payloads)."""
-        return COPY_BYTES + sum(
-            STEP_BYTES + len(row.args or "") + len(row.result or "") + len(row.error or "") + len(row.logs or "")
-            for row in self.runtime.journal.values()
-        )
+        """About how many bytes this copy holds: its coroutines and loop (measured about 10 KB),
+        and its journal with the payloads' text (what a cache of copies weighs them by)."""
+        return COPY_BYTES + self.runtime.journal_bytes
 
     def close(self) -> None:
         """Drop the run from memory, unwinding its coroutines or sync thread without side effects."""

@@ -70,6 +70,8 @@ class Runtime:
         self.run_id = run_id
         self.loop = DeterministicLoop(self)
         self.journal = dict(journal)
+        self.journal_bytes = sum(map(row_bytes, self.journal.values()))
+        """About what the journal holds in memory, kept as steps are added (see `row_bytes`)."""
         self.recorded_activations = 0
         self.activation = 0
         self.next_seq = 1
@@ -295,8 +297,20 @@ class Runtime:
         out, self.commands = self.commands, Commands()
         # Steps scheduled in this activation are now part of the journal for any later replay.
         for step in out.new_steps:
-            self.journal[step.seq] = _as_row(self.run_id, step)
+            row = _as_row(self.run_id, step)
+            self.journal[step.seq] = row
+            self.journal_bytes += row_bytes(row)
         return out
+
+
+STEP_BYTES = 250
+"""About what a journal step holds besides its payloads' text (measured: 260 bytes a step with
+small payloads)."""
+
+
+def row_bytes(row: StepRow) -> int:
+    """About how many bytes a journal step holds in memory."""
+    return STEP_BYTES + len(row.args or "") + len(row.result or "") + len(row.error or "") + len(row.logs or "")
 
 
 def _as_row(run_id: str, step: NewStep) -> StepRow:
