@@ -56,16 +56,18 @@ async def test_a_journal_with_sorted_keys_replays_under_the_new_code(client: cai
         assert await handle.result(timeout=20) == 5
 
 
-async def test_other_arguments_in_the_journal_still_diverge(client: cairn.Client, db_url: str) -> None:
+@pytest.mark.parametrize("recorded", ['{"alpha":4.0,"zulu":9}', "{garbage"])
+async def test_other_arguments_in_the_journal_still_diverge(client: cairn.Client, db_url: str, recorded: str) -> None:
+    """Other values, or text that is not JSON: a NonDeterminismError at that step, the run paused
+    (never a JSON error raised into the workflow's code)."""
     async with cairn.Worker(client, poll_interval=0.05):
         handle = await client.start(of.pairs_then_waits, 9, 4)
         await eventually(lambda: status_is(handle, RunStatus.WAITING), what="the run waiting")
-        raw_sql(
-            db_url, "UPDATE cairn_steps SET args = ? WHERE run_id = ? AND seq = 1", '{"alpha":4.0,"zulu":9}', handle.id
-        )
+        raw_sql(db_url, "UPDATE cairn_steps SET args = ? WHERE run_id = ? AND seq = 1", recorded, handle.id)
         await handle.signal("go")
         await eventually(lambda: status_is(handle, RunStatus.PAUSED), what="the run paused on its divergence")
-        assert "NonDeterminismError" in ((await handle.describe()).error or "")
+        error = (await handle.describe()).error or ""
+        assert "NonDeterminismError" in error and "at step 1" in error, error
 
 
 def test_same_json_compares_values_not_key_order() -> None:
@@ -73,3 +75,4 @@ def test_same_json_compares_values_not_key_order() -> None:
     assert same_json('{"b":1,"a":{"y":1,"x":2}}', '{"a":{"x":2,"y":1},"b":1}')
     assert not same_json('{"a":1}', '{"a":1.0}') and not same_json('{"a":1}', '{"a":true}')
     assert same_json(None, None) and not same_json(None, "null") and not same_json("[1,2]", "[2,1]")
+    assert not same_json("{garbage", '{"a":1}') and same_json("{garbage", "{garbage")
