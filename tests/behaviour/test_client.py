@@ -300,12 +300,13 @@ def test_connect_sync_takes_a_retention_as_connect_does(db_url: str, monkeypatch
     with cairn.connect_sync(db_url) as sync:
         assert sync.retention == timedelta(days=2)
     threads = _sync_threads()
-    for bad in (timedelta(0), -5):
+    for bad, said in ((timedelta(0), "got 0s"), (-5, "got -5s"), (timedelta(seconds=-1), "got -1s")):
         with pytest.raises(ValueError) as blocking:
             cairn.connect_sync(db_url, retention=bad)
         with pytest.raises(ValueError) as async_:
             cairn.Client(db_url, retention=bad)
         assert str(blocking.value) == str(async_.value)
+        assert f"retention must be a positive duration, {said}:" in str(async_.value)  # not timedelta(days=-1, ...)
     assert _sync_threads() == threads  # a refused client leaves no loop thread behind
 
 

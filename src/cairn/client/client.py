@@ -548,7 +548,10 @@ def _retention(value: timedelta | float | None) -> timedelta | None:
         return None if not env else parse_duration(env, "CAIRN_RETENTION")
     kept = value if isinstance(value, timedelta) else timedelta(seconds=float(value))
     if kept.total_seconds() <= 0:
-        raise ValueError(f"retention must be a positive duration, got {value!r}")
+        raise ValueError(
+            f"retention must be a positive duration, got {kept.total_seconds():g}s: give how long to keep "
+            "finished runs (timedelta(days=30), or seconds), or None to keep them all"
+        )
     return kept
 
 
