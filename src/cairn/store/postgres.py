@@ -442,9 +442,9 @@ class PostgresDatabase(Database):
         """The URL for logs and errors: without its password."""
         self._pool_size = pool_size
         self._pool: ConnectionPool[Any] | None = None
-        self._apool: AsyncConnectionPool[Any] | None = None
+        self._apool: AsyncConnectionPool[_PatientAsyncConnection] | None = None
         """Serves transactions made only of held rows, from the loop that opened the store."""
-        self._rpool: AsyncConnectionPool[Any] | None = None
+        self._rpool: AsyncConnectionPool[_PatientAsyncConnection] | None = None
         """Serves one-statement reads (`read`) from that loop: apart from the commits' connections,
         so that a burst of reads (a dashboard, gathered `status()` calls) never holds up a commit."""
         self._aloop: asyncio.AbstractEventLoop | None = None
@@ -724,7 +724,7 @@ class PostgresDatabase(Database):
             self._heard.notify_all()
         return gone
 
-    def _async_pool(self, name: str, min_size: int, max_size: int) -> AsyncConnectionPool[Any]:
+    def _async_pool(self, name: str, min_size: int, max_size: int) -> AsyncConnectionPool[_PatientAsyncConnection]:
         return AsyncConnectionPool(
             self.url,
             min_size=min_size,
@@ -833,8 +833,7 @@ class PostgresDatabase(Database):
             try:
                 async with self._apooled(self._apool) as conn:
                     sent = True
-                    cur = conn.write_cursor() if isinstance(conn, _PatientAsyncConnection) else conn.cursor()
-                    await cur.execute(self._q[name], params)
+                    await conn.write_cursor().execute(self._q[name], params)
             except (psycopg.Error, PoolTimeout) as exc:
                 if not sent:
                     return None
@@ -862,7 +861,9 @@ class PostgresDatabase(Database):
             self._pool.putconn(conn)
 
     @contextlib.asynccontextmanager
-    async def _apooled(self, pool: AsyncConnectionPool[Any] | None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def _apooled(
+        self, pool: AsyncConnectionPool[_PatientAsyncConnection] | None
+    ) -> AsyncIterator[_PatientAsyncConnection]:
         assert pool is not None
         while not await _alive_async(conn := await pool.getconn()):
             await pool.putconn(conn)
