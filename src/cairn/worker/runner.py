@@ -493,26 +493,34 @@ class Runner:
             await self._record_run_span(run, result)
         if inst is None:
             return True
-        if result.status == RunStatus.RUNNING and not draining:
+        keeper = self._keeper(inst, result.status, draining)
+        if keeper is None:
+            inst.close()
+        else:
             activations = run.activations + (1 if result.counts_as_activation else 0)
             after = replace(run, activations=activations, status=result.status)
-            self.cache.put(Entry(inst, token + 1, after))  # the commit advanced the token
-        elif (
-            result.status == RunStatus.WAITING
-            and not draining
-            and not inst.threaded  # its copy would keep a thread blocked while it waits
-            and inst.steps() >= RESTING_MIN_STEPS
-        ):
-            activations = run.activations + (1 if result.counts_as_activation else 0)
-            self.resting.put(Entry(inst, token + 1, replace(run, activations=activations, status=result.status)))
-        else:
-            inst.close()
+            keeper.put(Entry(inst, token + 1, after))  # the commit advanced the token
         memory = dict(inst.runtime.memory)
         for step in births:
             self.start_action(
                 ActionClaim(run.id, step.seq, step.name, step.args or "{}", 1, step.options, step.queue), memory
             )
         return True
+
+    def _keeper(self, inst: WorkflowInstance, status: RunStatus, draining: bool) -> InstanceCache | None:
+        """Where a run's copy stays after a commit that left it `status`: the cache of held runs
+        while it runs, the resting one while it waits (when worth keeping), else nowhere."""
+        if draining:
+            return None
+        if status == RunStatus.RUNNING:
+            return self.cache
+        if (
+            status == RunStatus.WAITING
+            and not inst.threaded  # its copy would keep a thread blocked while it waits
+            and inst.steps() >= RESTING_MIN_STEPS
+        ):
+            return self.resting
+        return None
 
     async def _record_run_span(self, run: RunRow, result: ActivationResult) -> None:
         """The run's span, from its creation to the end this worker just recorded (a span is never
