@@ -151,6 +151,72 @@ async def test_a_busy_loop_that_logs_leaves_no_logging_lock_held(client: cairn.C
         wf.CHATTY.propagate = True
 
 
+def test_the_thread_moving_into_logging_while_the_watchdog_reads_its_stack_is_not_interrupted_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The interleaving behind a rare hang under load, forced: the watchdog finds the thread in
+    safe code, then reads the thread's source lines to name the line (file I/O, which lets the
+    thread run) while the thread enters logging. The interrupt is not sent into logging all the
+    same: the watchdog looks again, with nothing between that look and the interrupt."""
+    from cairn.worker import watchdog as module
+
+    chatty = logging.getLogger("tests.deadlock.forced")
+    chatty.addHandler(logging.StreamHandler(io.StringIO()))
+    chatty.setLevel(logging.INFO)
+    chatty.propagate = False
+    stop = threading.Event()
+
+    def busy() -> None:  # half its time in its own code, half in logging
+        while not stop.is_set():
+            chatty.info("still going")
+            for _ in range(2000):
+                pass
+
+    real_describe = module.describe
+    moved: list[bool] = []
+
+    def slow_describe(frame: Any, limit: int = 12) -> tuple[str, str]:
+        described = real_describe(frame, limit)
+        if not moved:  # the first reading of the stack ends once the thread is inside logging
+            deadline = time.monotonic() + 10
+            while not module._unsafe_spot(sys._current_frames().get(loop.ident)) and time.monotonic() < deadline:
+                time.sleep(0)
+            moved.append(True)
+        return described
+
+    landed: list[str] = []
+
+    def inject(thread_id: int, exc: type[BaseException] | None) -> int:
+        if exc is not None:
+            frame = sys._current_frames().get(thread_id)
+            landed.append(str(frame.f_globals.get("__name__")) if frame is not None else "?")
+        return module.async_exc(thread_id, exc)
+
+    monkeypatch.setattr(module, "describe", slow_describe)
+    watchdog = module.Watchdog(0.05, inject=inject)
+    outcome: list[BaseException] = []
+
+    def activation() -> None:
+        try:
+            watchdog.run("forced", busy)
+        except BaseException as exc:  # the outcome is the test's to judge
+            outcome.append(exc)
+
+    loop = threading.Thread(target=activation, name="test-loop")
+    watchdog.start()
+    try:
+        loop.start()
+        loop.join(10)
+    finally:
+        stop.set()
+        watchdog.stop()
+        loop.join(10)
+        chatty.handlers.clear()
+    assert moved == [True]
+    assert landed and not landed[0].startswith(module._UNSAFE_MODULES), f"the interrupt was sent into {landed}"
+    assert [type(e) for e in outcome] == [cairn.WorkflowDeadlock]
+
+
 # --- the race: the interrupt lands only inside the activation it timed ---------------------------
 
 

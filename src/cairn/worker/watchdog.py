@@ -110,8 +110,10 @@ a lock's acquire and the `try` that releases it, it would leave the lock held fo
 handler's: every thread that logs would hang); in a finalizer or a weakref callback (`__del__`,
 WeakSet's), which the garbage collector runs at any moment, Python would swallow it ("Exception
 ignored in ..."), leaving the code it interrupted running. A best effort on top of the protocol
-above, which alone guarantees that the interrupt stays inside its stretch: the thread may move on
-between this look and the interrupt."""
+above, which alone guarantees that the interrupt stays inside its stretch. The last look comes
+right before the interrupt, with nothing between them that gives up the GIL (naming the line reads
+source files, so it comes before); the thread can still move on only if this one is made to give
+up the GIL within those few bytecodes, after a whole switch interval descheduled."""
 
 _FINALIZERS = ("__del__", "call_exception_handler")
 """Functions run from finalizers (asyncio's futures and tasks call their loop's handler there)."""
@@ -319,6 +321,18 @@ class Watchdog:
                 due = slot.deadline if due is None else min(due, slot.deadline)
         return due
 
+    def _put_off(self, tid: int, slot: _Slot, now: float) -> bool:
+        """Whether the thread is where the interrupt would do harm (see POSTPONE_AT_MOST): then the
+        slot falls due again shortly, until it has been put off for POSTPONE_AT_MOST in all."""
+        if not _unsafe_spot(sys._current_frames().get(tid)):
+            return False
+        if slot.postponed_until is None:
+            slot.postponed_until = now + POSTPONE_AT_MOST
+        if now >= slot.postponed_until:
+            return False
+        slot.deadline = now + min(POSTPONE_BY, self.timeout)
+        return True
+
     def _overdue(self, tid: int, slot: _Slot, now: float) -> None:
         with self._fire_lock:
             if slot.fired:
@@ -337,16 +351,17 @@ class Watchdog:
                 return
             if not slot.permit:
                 return  # disarmed: the loop thread took its permit back
-            if _unsafe_spot(sys._current_frames().get(tid)):
-                if slot.postponed_until is None:
-                    slot.postponed_until = now + POSTPONE_AT_MOST
-                if now < slot.postponed_until:
-                    slot.deadline = now + min(POSTPONE_BY, self.timeout)
-                    return
+            if self._put_off(tid, slot, now):
+                return
             where, stack = describe(sys._current_frames().get(tid))
             gate = threading.Lock()
             gate.acquire()
             slot.where, slot.stack, slot.gate = where, stack, gate
+            # Reading the source lines gave up the GIL (file I/O), and the thread ran meanwhile: it
+            # may be in logging now. Look again, with nothing that lets it run between this look and
+            # the interrupt (a few bytecodes; no I/O, no lock that waits).
+            if self._put_off(tid, slot, now):
+                return
             try:
                 slot.permit.pop()
             except IndexError:
