@@ -187,7 +187,15 @@ async def awaits_a_kid(x: int) -> int:
 
 @workflow
 async def awaits_start_child(key: str) -> list[int]:
-    """`await cairn.start_child(...)`, as Temporal users write it: the handle, the child started once."""
+    """Temporal's shape: `handle = await start_child(...)`, then `await handle` for the result; the
+    child started once."""
     handle = await cairn.start_child(kid_quick, 1, id=f"{key}-kid")
-    again = await handle
-    return [await handle.result(), await again.result()]
+    return [await handle, await handle.result()]
+
+
+@workflow
+async def returns_a_handle(key: str):  # type: ignore[no-untyped-def]  # untyped: nothing but the encoder checks it
+    """`await` on the handle `start_child` returned (not awaited itself) gives a handle, not the
+    result: returning it by mistake is refused by name, never stored as {"id": ..., "workflow": ...}."""
+    handle = cairn.start_child(kid_quick, 1, id=f"{key}-kid")
+    return await handle

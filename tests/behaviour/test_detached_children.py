@@ -72,10 +72,20 @@ async def test_one_child_id_awaited_twice_at_once_is_one_run_and_both_get_its_re
     assert [c.id for c in await handle.children()] == ["j5-kid"]
 
 
-async def test_start_child_awaited_gives_the_handle(client: cairn.Client) -> None:
+async def test_start_child_awaited_gives_a_handle_awaited_for_the_result(client: cairn.Client) -> None:
+    """Temporal's shape: `handle = await start_child(...)`, then `await handle`."""
     handle = await client.start(cf.awaits_start_child, "j6")
     assert await handle.result(timeout=15) == [2, 2]
     assert [c.id for c in await handle.children()] == ["j6-kid"]
+
+
+async def test_a_handle_returned_as_the_result_is_refused_naming_what_to_write(client: cairn.Client) -> None:
+    handle = await client.start(cf.returns_a_handle, "j7")
+    with pytest.raises(cairn.SerializationError) as failed:
+        await handle.result(timeout=15)
+    message = str(failed.value)
+    assert "'j7-kid'" in message, message
+    assert "`await handle.result()` gives the child's result" in message, message
 
 
 async def test_result_outside_a_workflow_is_refused() -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic_core import PydanticSerializationError, SchemaSerializer, core_schema
+
 from cairn.action_context import ActionContext, action_context
 from cairn.api.workflow import ChildCall, resolve_workflow
 from cairn.engine.runtime import current_runtime, require_runtime, thread_bridge
@@ -130,14 +132,37 @@ class ChildHandle:
 
         return _durable(join())
 
-    def __await__(self) -> Generator[Any, None, ChildHandle]:
-        """`await cairn.start_child(...)`, as Temporal's `start_child_workflow` is awaited, gives
-        this same handle: the child was started when `start_child` was called, and waiting for it
-        is `await handle.result()`."""
-        return _itself(self).__await__()
+    def __await__(self) -> Generator[Any, None, Any]:
+        """`handle = await cairn.start_child(...)`, as Temporal's `start_child_workflow` is written,
+        gives a handle of the same child (the child was started when `start_child` was called)
+        that is awaited for its result, as Temporal's is: `await handle`."""
+        return _started(StartedChild(self.id, self.workflow)).__await__()
 
 
-async def _itself(handle: ChildHandle) -> ChildHandle:
+def _not_a_value(handle: ChildHandle) -> Any:
+    raise PydanticSerializationError(
+        f"a child's handle ({type(handle).__name__} of run {handle.id!r}) is not a value to store: "
+        "`await handle.result()` gives the child's result, `handle.id` its run id"
+    )
+
+
+# A handle returned or passed on by mistake (`h = cairn.start_child(...)`, then `return await h`,
+# which gives a handle) is refused by name, rather than stored as {"id": ..., "workflow": ...}.
+ChildHandle.__pydantic_serializer__ = SchemaSerializer(  # type: ignore[attr-defined]
+    core_schema.any_schema(serialization=core_schema.plain_serializer_function_ser_schema(_not_a_value))
+)
+
+
+@dataclass(frozen=True)
+class StartedChild(ChildHandle):
+    """The handle `await cairn.start_child(...)` gives: awaiting it waits for the child's result
+    (`await handle.result()`), as awaiting Temporal's child handle does."""
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.result().__await__()  # type: ignore[no-any-return]
+
+
+async def _started(handle: StartedChild) -> StartedChild:
     return handle
 
 
