@@ -133,3 +133,17 @@ async def pauses_after_gate(gate: str) -> None:
     """Pauses on an error once a test opens `gate` (a wait can begin before)."""
     await wait_at_gate(gate)
     await boom(gate)
+
+
+@action
+async def count_one(n: int) -> int:
+    return n + 1
+
+
+@workflow
+async def counts_up(steps: int) -> int:
+    """A long run: `steps` actions in a loop (its steps are read a page at a time)."""
+    n = 0
+    for _ in range(steps):
+        n = await count_one(n)
+    return n

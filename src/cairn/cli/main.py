@@ -39,6 +39,7 @@ from cairn.worker.defaults import DEFAULT_CONCURRENCY, DEFAULT_DEADLOCK_TIMEOUT,
 if TYPE_CHECKING:
     from cairn.cli import render
     from cairn.client.client import QueuePlace
+    from cairn.client.handle import StepInfo
     from cairn.records import RunRow
     from cairn.registry import registry
 else:  # imported when a command first needs them: `cairn --help` stays fast (tests/test_cli_speed.py)
@@ -941,6 +942,35 @@ def _db_hint(ctx: click.Context, db: str | None) -> tuple[list[str], str]:
     return ["--db", db], ""
 
 
+SHOWN_STEPS = 100
+"""Steps `cairn show` lists by default: a run's latest (a loop of 10,000 steps took 6 s to draw)."""
+ALL_STEPS = 0
+
+
+def _step_count(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """`--steps N|all`: a count of at least 1, ALL_STEPS for all, None when not given."""
+    if value is None:
+        return None
+    if value.strip().lower() == "all":
+        return ALL_STEPS
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise click.BadParameter(f"give a number of steps (at least 1) or 'all', not {value!r}")
+    return count
+
+
+async def _shown_steps(handle: cairn.RunHandle, count: int | None, as_json: bool) -> tuple[list[StepInfo], bool]:
+    """The steps `cairn show` lists (`--steps`), and whether it left earlier ones out."""
+    wanted = count if count is not None else None if as_json else SHOWN_STEPS
+    if wanted is None or wanted == ALL_STEPS:
+        return await handle.steps(), False
+    steps = await handle.steps(last=wanted + 1)  # one more than shown: were earlier ones left out?
+    return (steps[1:], True) if len(steps) > wanted else (steps, False)
+
+
 @cli.command()
 @click.argument("run_id", metavar="RUN")
 @db_option
@@ -949,6 +979,13 @@ def _db_hint(ctx: click.Context, db: str | None) -> tuple[list[str], str]:
 @click.option("--properties", "show_properties", is_flag=True, help="Also show the properties after each step.")
 @click.option("--events", "show_events", is_flag=True, help="Also show every state change of the run.")
 @click.option("--memory", "show_memory", is_flag=True, help="Also show the run's memory (cairn.memory), key by key.")
+@click.option(
+    "--steps",
+    "step_count",
+    callback=_step_count,
+    metavar="N|all",
+    help=f"Show the run's last N steps, or all (default: the last {SHOWN_STEPS} in the table, all with --json).",
+)
 def show(
     run_id: str,
     db: str | None,
@@ -957,8 +994,9 @@ def show(
     show_properties: bool,
     show_events: bool,
     show_memory: bool,
+    step_count: int | None,
 ) -> None:
-    """Show one run: its status, input, outcome, and its steps."""
+    """Show one run: its status, input, outcome, and its steps (a long run's latest ones)."""
 
     async def body(client: cairn.Client) -> None:
         handle = client.get(run_id)
@@ -966,7 +1004,7 @@ def show(
             row = await handle.describe()
         except cairn.RunNotFound:
             raise Failure(f"no run with id {run_id!r} in {redact_url(client.url)}") from None
-        steps = await handle.steps()
+        steps, earlier = await _shown_steps(handle, step_count, as_json)
         blocked = await handle.diagnose()
         used = {s.name for s in steps}
         actions = {a.id: a for a in await client.list_actions() if a.id in used}
@@ -991,6 +1029,13 @@ def show(
         now = await client.now()
         out.print(render.run_header(row, now, traceback=show_traceback, blocked=blocked))
         out.print()
+        if earlier:
+            out.print(
+                f"steps before step {steps[0].seq} are not shown (the run's last {len(steps)} are): "
+                "--steps all shows every step, --steps N the last N",
+                style="dim",
+                highlight=False,
+            )
         if steps:
             labels = {a.id: a.name for a in actions.values() if a.name and a.name != render.short_name(a.id)}
             out.print(render.steps_table(steps, out.width, labels, now))

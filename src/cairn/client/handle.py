@@ -127,7 +127,11 @@ class RunHandle:
             status = (await self.describe()).status
             raise TimeoutError(f"run {self.id} did not finish within {timeout}s (status: {status})") from None
 
-    async def steps(self) -> list[StepInfo]:
+    async def steps(self, after: int = 0, limit: int | None = None, *, last: int | None = None) -> list[StepInfo]:
+        """The run's steps in the order it scheduled them. A long run's a page at a time: those
+        after step `after`, at most `limit` (the next page starts after the last seq given); or its
+        `last` latest ones. All of them by default. ValueError for a bad bound, nothing read."""
+        _check_page(after, limit, last)
         await self.describe()
         return [
             StepInfo(
@@ -145,7 +149,7 @@ class RunHandle:
                 logs=loads(s.logs) or [],
                 due_at=s.due_at,
             )
-            for s in await self.client.store.list_steps(self.id)
+            for s in await self.client.store.list_steps(self.id, after, limit, last=last)
         ]
 
     async def properties(self, history: bool = False) -> Any:
@@ -208,6 +212,18 @@ class RunHandle:
             RunEvent(e.id, e.at, e.kind, e.step, json.loads(e.detail) if e.detail else {})
             for e in await self.client.store.list_events(self.id)
         ]
+
+
+def _check_page(after: int, limit: int | None, last: int | None) -> None:
+    """The bounds of `steps()`: whole numbers, a page of at least one step, `last` on its own."""
+    for name, value, least in (("after", after, 0), ("limit", limit, 1), ("last", last, 1)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise ValueError(f"steps({name}=...) takes a whole number of at least {least}, got {value!r}")
+    if last is not None and (after or limit is not None):
+        raise ValueError(
+            "steps(last=...) gives a run's latest steps and takes neither after= nor limit=: "
+            "page forwards with after= and limit=, or take the tail with last= alone"
+        )
 
 
 @dataclass(frozen=True)

@@ -139,8 +139,9 @@ class SyncRunHandle:
     def result(self, timeout: float | None = None) -> Any:
         return self._bridge.run(self.inner.result(timeout), waits_for=f"the result of run {self.id}")
 
-    def steps(self) -> list[StepInfo]:
-        return self._bridge.run(self.inner.steps())
+    def steps(self, after: int = 0, limit: int | None = None, *, last: int | None = None) -> list[StepInfo]:
+        """As `RunHandle.steps`: all of them, a page (`after`, `limit`), or the `last` ones."""
+        return self._bridge.run(self.inner.steps(after, limit, last=last))
 
     def properties(self, history: bool = False) -> Any:
         return self._bridge.run(self.inner.properties(history))

@@ -293,7 +293,11 @@ class Store(Protocol):
     async def list_children(self, run_id: str, limit: int) -> list[RunRow]:
         """The child runs of `run_id`, oldest first."""
 
-    async def list_steps(self, run_id: str) -> list[StepRow]: ...
+    async def list_steps(
+        self, run_id: str, after: int = 0, limit: int | None = None, *, last: int | None = None
+    ) -> list[StepRow]:
+        """The run's steps in order: those after step `after`, at most `limit` of them (all by
+        default); or with `last`, its `last` latest ones (still oldest first)."""
 
     async def get_memory(self, run_id: str) -> dict[str, str]:
         """Key -> JSON text of the run's durable memory."""

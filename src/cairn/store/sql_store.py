@@ -206,8 +206,20 @@ class SqlStore:
         rows = await self.db.read("children_of_run", {"id": run_id, "limit": limit})
         return [run_row(r) for r in rows]
 
-    async def list_steps(self, run_id: str) -> list[StepRow]:
-        rows = await self.db.read("list_steps", {"run_id": run_id})
+    async def list_steps(
+        self, run_id: str, after: int = 0, limit: int | None = None, *, last: int | None = None
+    ) -> list[StepRow]:
+        if last is not None:
+            rows = await self.db.read("last_steps_of_run", {"run_id": run_id, "limit": last})
+            return [step_row(r) for r in reversed(rows)]
+        if after or limit is not None:
+            # No limit as -1: SQLite's "no bound" (NULL is a datatype mismatch there); PostgreSQL's
+            # LIMIT takes NULL, so -1 is never sent to it.
+            unbounded = -1 if self.db.dialect == "sqlite" else None
+            page = unbounded if limit is None else limit
+            rows = await self.db.read("steps_after", {"run_id": run_id, "after": after, "limit": page})
+        else:
+            rows = await self.db.read("list_steps", {"run_id": run_id})
         return [step_row(r) for r in rows]
 
     async def get_memory(self, run_id: str) -> dict[str, str]:

@@ -237,12 +237,33 @@ async def runs(
     )
 
 
+MAX_STEPS_PAGE = 10_000
+LAST_SEQ = 2**31 - 1
+"""The highest step number a store holds (PostgreSQL's `integer`)."""
+
+
 @router.get("/runs/{run_id:cairn_text}/steps", response_model=list[StepOut], tags=["runs"])
-async def steps(run_id: RunId, request: Request) -> list[StepOut]:
+async def steps(
+    run_id: RunId,
+    request: Request,
+    response: Response,
+    after: Annotated[int, Query(ge=0, le=LAST_SEQ, description="Only the steps after this seq.")] = 0,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_STEPS_PAGE, description="At most this many steps; a full page links the next one."),
+    ] = None,
+    last: Annotated[
+        int | None, Query(ge=1, le=MAX_STEPS_PAGE, description="The run's latest steps instead (alone).")
+    ] = None,
+) -> list[StepOut]:
     """The run's journal, step by step, with each action's human name and description (from its code,
-    or as the workers registered it)."""
+    or as the workers registered it). All of it by default; a long run's a page at a time (`after`,
+    `limit`: a full page sends `Link: <...>; rel="next"`), or its `last` steps."""
     client = client_of(request)
-    found = await client.get(run_id).steps()
+    found = await client.get(run_id).steps(after, limit, last=last)  # `last` with a page's bounds: 422
+    if limit is not None and len(found) == limit:
+        nxt = request.url.include_query_params(after=found[-1].seq, limit=limit)
+        response.headers["Link"] = f'<{nxt.path}?{nxt.query}>; rel="next"'
     actions = await action_labels(client, {s.name for s in found if s.kind.value == "action"})
     out = []
     for s in found:

@@ -52,6 +52,14 @@ WHERE id = ANY(:ids) AND (:finished_only = 0 OR status IN ('completed', 'failed'
 -- name: list_steps
 SELECT {step_columns} FROM cairn_steps WHERE run_id = :run_id ORDER BY seq
 
+-- name: steps_after
+-- A page of a run's steps, by the primary key (run_id, seq): the steps after :after, oldest first.
+SELECT {step_columns} FROM cairn_steps WHERE run_id = :run_id AND seq > :after ORDER BY seq LIMIT :limit
+
+-- name: last_steps_of_run
+-- A run's :limit latest steps, newest first (a long run's tail: `cairn show`).
+SELECT {step_columns} FROM cairn_steps WHERE run_id = :run_id ORDER BY seq DESC LIMIT :limit
+
 -- name: get_memory
 SELECT key, value FROM cairn_memory WHERE run_id = :run_id ORDER BY key
 
