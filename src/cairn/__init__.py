@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     )
     from cairn.api.workflow import Workflow, workflow
     from cairn.client.client import Client, connect
-    from cairn.client.handle import RunEvent, RunHandle, StepInfo
+    from cairn.client.handle import RunEvent, RunHandle, RunSizes, StepInfo
     from cairn.client.sync import SyncClient, SyncRunHandle, connect_sync
     from cairn.errors import (
         ActionAttemptsExhausted,
@@ -93,6 +93,7 @@ _EXPORTS: dict[str, str] = {
     "Client": "cairn.client.client",
     "connect": "cairn.client.client",
     "RunEvent": "cairn.client.handle",
+    "RunSizes": "cairn.client.handle",
     "RunHandle": "cairn.client.handle",
     "StepInfo": "cairn.client.handle",
     "SyncClient": "cairn.client.sync",
@@ -165,6 +166,7 @@ __all__ = [
     "RateLimit",
     "RetryPolicy",
     "RunEvent",
+    "RunSizes",
     "RunHandle",
     "RunIdConflict",
     "RunIdTaken",

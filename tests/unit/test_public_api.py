@@ -31,6 +31,7 @@ PUBLIC = [
     "RunIdConflict",
     "RunIdTaken",
     "RunNotFound",
+    "RunSizes",
     "RunStatus",
     "Schedule",
     "ScheduleNotFound",

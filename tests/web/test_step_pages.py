@@ -104,3 +104,56 @@ async def test_cairn_show_lists_the_latest_steps_and_says_how_to_see_all(
     assert len(whole["steps"]) == STEPS  # scripts get every step unless they ask for fewer
     bad = await cli_in_thread(["show", "long-1", "--steps", "0", "--db", client.url])
     assert bad.exit_code == 2 and "give a number of steps (at least 1) or 'all', not '0'" in bad.output
+
+
+async def test_pages_of_events_and_the_tail_of_properties(http: httpx.AsyncClient, long_run: cairn.RunHandle) -> None:
+    every = await long_run.events()
+    sizes = await long_run.sizes()
+    assert (sizes.steps, sizes.events) == (STEPS, len(every))
+    assert sizes.snapshots == len(await long_run.properties(history=True))
+    paged: list[int] = []
+    after = 0
+    while page := await long_run.events(after=after, limit=64):
+        paged += [e.id for e in page]
+        after = page[-1].id
+    assert paged == [e.id for e in every]
+    assert await long_run.events(last=5) == every[-5:]
+    of_steps = await long_run.events(steps=range(101, 104))
+    assert of_steps == [e for e in every if e.step in (101, 102, 103)] and {e.step for e in of_steps} == {101, 102, 103}
+    assert await long_run.events(steps=range(5, 5)) == []
+    with pytest.raises(ValueError, match=r"events\(steps=\.\.\.\) takes a range"):
+        await long_run.events(steps=(1, 2))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"events\(last=\.\.\.\) takes no steps="):
+        await long_run.events(last=3, steps=range(1, 3))
+    with pytest.raises(ValueError, match=r"properties\(last=\.\.\.\)"):
+        await long_run.properties(history=True, last=0)
+    api = (await http.get("/api/runs/long-1/events")).json()
+    assert [e["id"] for e in api] == [e.id for e in every]
+    first = await http.get("/api/runs/long-1/events?limit=10")
+    assert [e["id"] for e in first.json()] == [e.id for e in every[:10]]
+    assert first.headers["link"] == f'</api/runs/long-1/events?after={every[9].id}&limit=10>; rel="next"'
+    assert (await http.get("/api/runs/long-1/events?last=2")).json() == api[-2:]
+    assert (await http.get("/api/runs/long-1/events?last=2&limit=3")).status_code == 422
+
+
+async def test_a_long_runs_page_reads_only_what_it_shows(
+    http: httpx.AsyncClient, long_run: cairn.RunHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past TIMELINE_ALL steps, the page reads its own steps, their events, the latest events and
+    snapshots, and the counts: it says what the timeline draws and how many there are of each."""
+    from cairn.web import pages
+
+    whole = (await http.get("/runs/long-1?steps_from=100")).text  # under the threshold: all read
+    monkeypatch.setattr(pages, "TIMELINE_ALL", 50)
+    monkeypatch.setattr(pages, "LATEST_EVENTS", 7)
+    page = (await http.get("/runs/long-1?steps_from=100")).text
+    listed = [int(n) for n in re.findall(r'id="step-(\d+)"', page)]
+    assert listed == [int(n) for n in re.findall(r'id="step-(\d+)"', whole)] == list(range(101, STEPS + 1))
+    assert f"The timeline draws the {STEPS - 100} steps listed below, of the run's {STEPS}." in page
+    assert "The timeline draws" not in whole
+    assert re.findall(r'data-step="(\d+)"', page) and all(
+        101 <= int(n) <= STEPS for n in re.findall(r'data-step="(\d+)"', page)
+    )
+    assert page.count("<h3>Attempts</h3>") == whole.count("<h3>Attempts</h3>") == STEPS - 100
+    sizes = await long_run.sizes()
+    assert f"The latest 7 of {sizes.events}" in page

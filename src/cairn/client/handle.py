@@ -152,14 +152,20 @@ class RunHandle:
             for s in await self.client.store.list_steps(self.id, after, limit, last=last)
         ]
 
-    async def properties(self, history: bool = False) -> Any:
-        """Current properties; with history=True, [{"activation", "properties"}] after each change."""
+    async def properties(self, history: bool = False, *, last: int | None = None) -> Any:
+        """Current properties; with history=True, [{"activation", "properties"}] after each change
+        (the `last` latest only, when given)."""
+        _check_page(0, None, last, "properties")
         row = await self.describe()
         if not history:
             return loads(row.properties) or {}
-        return [
-            {"activation": a, "properties": json.loads(p)} for a, p in await self.client.store.property_history(self.id)
-        ]
+        snapshots = await self.client.store.property_history(self.id, last=last)
+        return [{"activation": a, "properties": json.loads(p)} for a, p in snapshots]
+
+    async def sizes(self) -> RunSizes:
+        """How many steps, events and property snapshots the run has recorded (to page through them)."""
+        await self.describe()
+        return RunSizes(*await self.client.store.run_sizes(self.id))
 
     async def memory(self) -> dict[str, Any]:
         await self.describe()
@@ -205,25 +211,54 @@ class RunHandle:
             check_name(id, "run id of the fork")
         return RunHandle(self.client, await self.client.store.fork(self._stored_id(), from_step, id))
 
-    async def events(self) -> list[RunEvent]:
-        """Every state change of the run, oldest first."""
+    async def events(
+        self, after: int = 0, limit: int | None = None, *, last: int | None = None, steps: range | None = None
+    ) -> list[RunEvent]:
+        """Every state change of the run, oldest first; a long run's a page at a time, as `steps()`
+        pages its steps, by event id (`after`, `limit`, or the `last` ones); `steps`: only the
+        events of those steps (`range(101, 301)`: steps 101 to 300)."""
+        _check_page(after, limit, last, "events")
+        of_steps = None
+        if steps is not None:
+            if not isinstance(steps, range) or steps.step != 1:
+                raise ValueError(
+                    f"events(steps=...) takes a range of step numbers, such as range(1, 201), got {steps!r}"
+                )
+            if last is not None:
+                raise ValueError(
+                    "events(last=...) takes no steps=: page the events of some steps with after= and limit="
+                )
+            if not steps:
+                return []
+            of_steps = (steps.start, steps.stop - 1)
         await self.describe()
         return [
             RunEvent(e.id, e.at, e.kind, e.step, json.loads(e.detail) if e.detail else {})
-            for e in await self.client.store.list_events(self.id)
+            for e in await self.client.store.list_events(self.id, after, limit, last=last, steps=of_steps)
         ]
 
 
-def _check_page(after: int, limit: int | None, last: int | None) -> None:
-    """The bounds of `steps()`: whole numbers, a page of at least one step, `last` on its own."""
+def _check_page(after: int, limit: int | None, last: int | None, what: str = "steps") -> None:
+    """The bounds of a page of `what` (`steps()`, `events()`): whole numbers, a page of at least
+    one, `last` on its own."""
     for name, value, least in (("after", after, 0), ("limit", limit, 1), ("last", last, 1)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
-            raise ValueError(f"steps({name}=...) takes a whole number of at least {least}, got {value!r}")
+            raise ValueError(f"{what}({name}=...) takes a whole number of at least {least}, got {value!r}")
     if last is not None and (after or limit is not None):
         raise ValueError(
-            "steps(last=...) gives a run's latest steps and takes neither after= nor limit=: "
+            f"{what}(last=...) gives a run's latest {what} and takes neither after= nor limit=: "
             "page forwards with after= and limit=, or take the tail with last= alone"
         )
+
+
+@dataclass(frozen=True)
+class RunSizes:
+    """How much a run has recorded (`handle.sizes()`)."""
+
+    steps: int
+    events: int
+    snapshots: int
+    """Property snapshots: `properties(history=True)` gives one per activation that changed them."""
 
 
 @dataclass(frozen=True)

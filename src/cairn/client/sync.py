@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cairn.client.client import Client, RunsPage
-from cairn.client.handle import RunEvent, RunHandle, StepInfo
+from cairn.client.handle import RunEvent, RunHandle, RunSizes, StepInfo
 from cairn.queues import Queue
 from cairn.records import RunRow, StepRow
 from cairn.store.protocol import ActionInfo, QueueRow, ScheduleRow, WorkerInfo, WorkflowInfo
@@ -143,8 +143,11 @@ class SyncRunHandle:
         """As `RunHandle.steps`: all of them, a page (`after`, `limit`), or the `last` ones."""
         return self._bridge.run(self.inner.steps(after, limit, last=last))
 
-    def properties(self, history: bool = False) -> Any:
-        return self._bridge.run(self.inner.properties(history))
+    def properties(self, history: bool = False, *, last: int | None = None) -> Any:
+        return self._bridge.run(self.inner.properties(history, last=last))
+
+    def sizes(self) -> RunSizes:
+        return self._bridge.run(self.inner.sizes())
 
     def memory(self) -> dict[str, Any]:
         return self._bridge.run(self.inner.memory())
@@ -162,8 +165,11 @@ class SyncRunHandle:
     def describe(self) -> RunRow:
         return self._bridge.run(self.inner.describe())
 
-    def events(self) -> list[RunEvent]:
-        return self._bridge.run(self.inner.events())
+    def events(
+        self, after: int = 0, limit: int | None = None, *, last: int | None = None, steps: range | None = None
+    ) -> list[RunEvent]:
+        """As `RunHandle.events`: all of them, a page (`after`, `limit`), the `last` ones, or those of `steps`."""
+        return self._bridge.run(self.inner.events(after, limit, last=last, steps=steps))
 
     def pause(self) -> RunStatus:
         return self._bridge.run(self.inner.pause())

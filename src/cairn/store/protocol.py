@@ -302,10 +302,24 @@ class Store(Protocol):
     async def get_memory(self, run_id: str) -> dict[str, str]:
         """Key -> JSON text of the run's durable memory."""
 
-    async def property_history(self, run_id: str) -> list[tuple[int, str]]:
-        """(activation number, properties JSON) after each activation that changed them."""
+    async def property_history(self, run_id: str, *, last: int | None = None) -> list[tuple[int, str]]:
+        """(activation number, properties JSON) after each activation that changed them (the
+        `last` latest only, when given), oldest first."""
 
-    async def list_events(self, run_id: str) -> list[EventRow]: ...
+    async def run_sizes(self, run_id: str) -> tuple[int, int, int]:
+        """How many steps, events and property snapshots the run has recorded."""
+
+    async def list_events(
+        self,
+        run_id: str,
+        after: int = 0,
+        limit: int | None = None,
+        *,
+        last: int | None = None,
+        steps: tuple[int, int] | None = None,
+    ) -> list[EventRow]:
+        """The run's events in order, as `list_steps` pages its steps (by event id); `steps`: only
+        those of the steps numbered from the first to the second, both included."""
 
     async def add_event(self, run_id: str, kind: str, **detail: Any) -> None:
         """Append a finding that changes nothing else to a run's events (e.g. its work unserved)."""

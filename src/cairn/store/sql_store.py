@@ -213,11 +213,7 @@ class SqlStore:
             rows = await self.db.read("last_steps_of_run", {"run_id": run_id, "limit": last})
             return [step_row(r) for r in reversed(rows)]
         if after or limit is not None:
-            # No limit as -1: SQLite's "no bound" (NULL is a datatype mismatch there); PostgreSQL's
-            # LIMIT takes NULL, so -1 is never sent to it.
-            unbounded = -1 if self.db.dialect == "sqlite" else None
-            page = unbounded if limit is None else limit
-            rows = await self.db.read("steps_after", {"run_id": run_id, "after": after, "limit": page})
+            rows = await self.db.read("steps_after", {"run_id": run_id, "after": after, "limit": self._bound(limit)})
         else:
             rows = await self.db.read("list_steps", {"run_id": run_id})
         return [step_row(r) for r in rows]
@@ -226,9 +222,24 @@ class SqlStore:
         rows = await self.db.read("get_memory", {"run_id": run_id})
         return {k: v for k, v in rows}
 
-    async def property_history(self, run_id: str) -> list[tuple[int, str]]:
+    def _bound(self, limit: int | None) -> int | None:
+        """A LIMIT parameter; no limit as -1 on SQLite, its "no bound" (NULL is a datatype mismatch
+        there); PostgreSQL's LIMIT takes NULL, so -1 is never sent to it."""
+        if limit is None and self.db.dialect == "sqlite":
+            return -1
+        return limit
+
+    async def property_history(self, run_id: str, *, last: int | None = None) -> list[tuple[int, str]]:
+        if last is not None:
+            rows = await self.db.read("last_properties_of_run", {"run_id": run_id, "limit": last})
+            return [(int(a), str(p)) for a, p in reversed(rows)]
         rows = await self.db.read("property_history", {"run_id": run_id})
         return [(int(a), str(p)) for a, p in rows]
+
+    async def run_sizes(self, run_id: str) -> tuple[int, int, int]:
+        rows = await self.db.read("run_sizes", {"run_id": run_id})
+        steps, events, snapshots = rows[0]
+        return int(steps), int(events), int(snapshots)
 
     async def send_signal(self, run_id: str, name: str, payload: str) -> bool:
         def send(tx: Tx) -> None:
@@ -245,8 +256,32 @@ class SqlStore:
             return False
         return True
 
-    async def list_events(self, run_id: str) -> list[EventRow]:
-        rows = await self.db.read("list_events", {"run_id": run_id})
+    async def list_events(
+        self,
+        run_id: str,
+        after: int = 0,
+        limit: int | None = None,
+        *,
+        last: int | None = None,
+        steps: tuple[int, int] | None = None,
+    ) -> list[EventRow]:
+        if last is not None:
+            rows = await self.db.read("last_events_of_run", {"run_id": run_id, "limit": last})
+            rows = rows[::-1]
+        elif after or limit is not None or steps is not None:
+            first_step, last_step = steps if steps is not None else (None, None)
+            rows = await self.db.read(
+                "events_after",
+                {
+                    "run_id": run_id,
+                    "after": after,
+                    "limit": self._bound(limit),
+                    "first_step": first_step,
+                    "last_step": last_step,
+                },
+            )
+        else:
+            rows = await self.db.read("list_events", {"run_id": run_id})
         return [EventRow(int(i), float(at), str(kind), step, detail) for i, at, kind, step, detail in rows]
 
     # --- control (each idempotent; IllegalTransition when the status forbids it) -----------------

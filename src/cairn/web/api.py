@@ -238,6 +238,10 @@ async def runs(
 
 
 MAX_STEPS_PAGE = 10_000
+PageLimit = Annotated[
+    int | None, Query(ge=1, le=MAX_STEPS_PAGE, description="At most this many; a full page links the next one.")
+]
+PageLast = Annotated[int | None, Query(ge=1, le=MAX_STEPS_PAGE, description="The run's latest ones instead (alone).")]
 LAST_SEQ = 2**31 - 1
 """The highest step number a store holds (PostgreSQL's `integer`)."""
 
@@ -248,22 +252,15 @@ async def steps(
     request: Request,
     response: Response,
     after: Annotated[int, Query(ge=0, le=LAST_SEQ, description="Only the steps after this seq.")] = 0,
-    limit: Annotated[
-        int | None,
-        Query(ge=1, le=MAX_STEPS_PAGE, description="At most this many steps; a full page links the next one."),
-    ] = None,
-    last: Annotated[
-        int | None, Query(ge=1, le=MAX_STEPS_PAGE, description="The run's latest steps instead (alone).")
-    ] = None,
+    limit: PageLimit = None,
+    last: PageLast = None,
 ) -> list[StepOut]:
     """The run's journal, step by step, with each action's human name and description (from its code,
     or as the workers registered it). All of it by default; a long run's a page at a time (`after`,
     `limit`: a full page sends `Link: <...>; rel="next"`), or its `last` steps."""
     client = client_of(request)
     found = await client.get(run_id).steps(after, limit, last=last)  # `last` with a page's bounds: 422
-    if limit is not None and len(found) == limit:
-        nxt = request.url.include_query_params(after=found[-1].seq, limit=limit)
-        response.headers["Link"] = f'<{nxt.path}?{nxt.query}>; rel="next"'
+    _link_next(request, response, limit, found[-1].seq if found else 0, len(found))
     actions = await action_labels(client, {s.name for s in found if s.kind.value == "action"})
     out = []
     for s in found:
@@ -295,9 +292,25 @@ async def memory(run_id: RunId, request: Request) -> dict[str, Any]:
 
 
 @router.get("/runs/{run_id:cairn_text}/events", response_model=list[EventOut], tags=["runs"])
-async def events(run_id: RunId, request: Request) -> list[EventOut]:
-    """Every state change of the run, oldest first."""
-    return [EventOut.of(e) for e in await client_of(request).get(run_id).events()]
+async def events(
+    run_id: RunId,
+    request: Request,
+    response: Response,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1, description="Only the events after this id.")] = 0,
+    limit: PageLimit = None,
+    last: PageLast = None,
+) -> list[EventOut]:
+    """Every state change of the run, oldest first; a long run's a page at a time, as its steps
+    (`after` an event's id, `limit`: a full page sends `Link: <...>; rel="next"`), or its `last` events."""
+    found = await client_of(request).get(run_id).events(after, limit, last=last)  # `last` with a page's bounds: 422
+    _link_next(request, response, limit, found[-1].id if found else 0, len(found))
+    return [EventOut.of(e) for e in found]
+
+
+def _link_next(request: Request, response: Response, limit: int | None, last_key: int, count: int) -> None:
+    """`Link: <the next page>; rel="next"` on a full page of a list paged by key (`after`, `limit`)."""
+    if limit is not None and count == limit:  # the route takes no other parameter with these two
+        response.headers["Link"] = f'<{request.url.path}?after={last_key}&limit={limit}>; rel="next"'
 
 
 @router.get("/runs/{run_id:cairn_text}/logs", response_model=list[LogOut], tags=["runs"])

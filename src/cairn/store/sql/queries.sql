@@ -66,6 +66,16 @@ SELECT key, value FROM cairn_memory WHERE run_id = :run_id ORDER BY key
 -- name: property_history
 SELECT activation, properties FROM cairn_properties WHERE run_id = :run_id ORDER BY activation
 
+-- name: last_properties_of_run
+-- A run's :limit latest property snapshots, newest first (a run page shows the latest).
+SELECT activation, properties FROM cairn_properties WHERE run_id = :run_id ORDER BY activation DESC LIMIT :limit
+
+-- name: run_sizes
+-- How much a run has recorded: steps, events and property snapshots (each counted on its key's index).
+SELECT (SELECT count(*) FROM cairn_steps WHERE run_id = :run_id),
+       (SELECT count(*) FROM cairn_events WHERE run_id = :run_id),
+       (SELECT count(*) FROM cairn_properties WHERE run_id = :run_id)
+
 -- name: insert_signal
 -- Buffered only for a run that can still receive it: a finished run never waits again.
 INSERT INTO cairn_signals (run_id, name, payload, created_at)
@@ -259,6 +269,18 @@ INSERT INTO cairn_events (run_id, at, kind, step, detail) VALUES (:run_id, :now,
 
 -- name: list_events
 SELECT id, at, kind, step, detail FROM cairn_events WHERE run_id = :run_id ORDER BY id
+
+-- name: events_after
+-- A page of a run's events, by (run_id, id): those after :after, of the steps :first_step to
+-- :last_step only when those are given (a run page's steps), oldest first.
+SELECT id, at, kind, step, detail FROM cairn_events
+WHERE run_id = :run_id AND id > :after
+  AND (CAST(:first_step AS integer) IS NULL OR step BETWEEN :first_step AND :last_step)
+ORDER BY id LIMIT :limit
+
+-- name: last_events_of_run
+-- A run's :limit latest events, newest first.
+SELECT id, at, kind, step, detail FROM cairn_events WHERE run_id = :run_id ORDER BY id DESC LIMIT :limit
 
 -- name: set_control
 -- A control change lets go of the run's lease, and of a queue's claim of it (queue_claimed_at): a
