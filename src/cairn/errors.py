@@ -164,6 +164,11 @@ class ThreadTimeoutWarning(UserWarning):
     yet its thread cannot be stopped and runs on (`isolate=True` makes the timeout kill it)."""
 
 
+class UnawaitedCallWarning(RuntimeWarning):
+    """A workflow called an action (or a workflow, as a child) and dropped the call unawaited: as
+    with a coroutine never awaited, nothing was scheduled."""
+
+
 class TransientError(CairnError):
     """Raise from an action to ask for a retry with backoff (the default policy retries it)."""
 

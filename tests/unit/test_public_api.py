@@ -44,6 +44,7 @@ PUBLIC = [
     "SyncRunHandle",
     "ThreadTimeoutWarning",
     "TransientError",
+    "UnawaitedCallWarning",
     "UnknownActionError",
     "UnknownWorkflowError",
     "UnsafeWorkflowCode",

@@ -19,7 +19,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 from cairn.dependencies import invoke_with_dependencies
 from cairn.engine.loop import workflow_hash
 from cairn.engine.runtime import current_runtime, thread_bridge
-from cairn.errors import NotInWorkflow, ThreadTimeoutWarning
+from cairn.errors import NotInWorkflow, ThreadTimeoutWarning, UnawaitedCallWarning
 from cairn.names import check_name, importable_module
 from cairn.policies import BackoffPolicy, RetryPolicy, seconds
 from cairn.queues import Queue, queue_name
@@ -34,24 +34,22 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 
-class ActionCall(Coroutine[Any, Any, Any]):
-    """A scheduled-on-await call of an action inside a workflow.
+class DurableCall(Coroutine[Any, Any, Any]):
+    """A call made inside a workflow that becomes a durable step when awaited (an action's, a
+    child's). A Coroutine, so that `asyncio.create_task`, `gather` and `wait_for` accept it.
 
-    It is a Coroutine so `asyncio.create_task` and `gather` accept it, and it carries the call so
-    `Workflow.run_action` can override its policies before it is awaited.
-    """
+    Dropped unawaited while its workflow's code runs (`charge(order)` without `await`), it warns as
+    Python does of a coroutine never awaited, naming what was not scheduled: that silently skipped
+    a charge. Dropped as a waiting workflow's copy is let go (a call made, to be awaited after a
+    sleep), it says nothing: that code goes on when the run is replayed."""
 
-    __slots__ = ("_gen", "_hash", "args", "backoff", "defn", "kwargs", "retry", "timeout")
+    __slots__ = ("_gen", "_hash", "_rt")
 
-    def __init__(self, defn: ActionDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.defn = defn
-        self.args = args
-        self.kwargs = kwargs
-        self.retry: RetryPolicy | None = None
-        self.backoff: BackoffPolicy | None = None
-        self.timeout: float | None = None
+    def __init__(self) -> None:
         self._gen: Generator[Any, Any, Any] | None = None
         self._hash: int | None = None
+        self._rt: object | None = current_runtime()
+        """The activation's runtime while not awaited (None once awaited, or outside a workflow)."""
 
     def __hash__(self) -> int:
         """Numbered by the workflow's loop, not by address: calls in a set (`asyncio.as_completed`
@@ -59,6 +57,45 @@ class ActionCall(Coroutine[Any, Any, Any]):
         if self._hash is None:
             self._hash = workflow_hash(self)
         return self._hash
+
+    def send(self, value: Any) -> Any:
+        if self._gen is None:
+            self._gen = self.__await__()
+        return self._gen.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if self._gen is None:
+            self._gen = self.__await__()
+        return self._gen.throw(typ, val, tb) if val is not None else self._gen.throw(typ)
+
+    def close(self) -> None:
+        self._rt = None
+        if self._gen is not None:
+            self._gen.close()
+
+    def _unawaited(self) -> str:
+        """The warning: what was not scheduled, and what to write."""
+        raise NotImplementedError
+
+    def __del__(self) -> None:
+        if self._rt is not None and self._rt is current_runtime():
+            warnings.warn(self._unawaited(), UnawaitedCallWarning, stacklevel=2)
+
+
+class ActionCall(DurableCall):
+    """A scheduled-on-await call of an action inside a workflow. It carries the call so that
+    `Workflow.run_action` can override its policies before it is awaited."""
+
+    __slots__ = ("args", "backoff", "defn", "kwargs", "retry", "timeout")
+
+    def __init__(self, defn: ActionDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        super().__init__()
+        self.defn = defn
+        self.args = args
+        self.kwargs = kwargs
+        self.retry: RetryPolicy | None = None
+        self.backoff: BackoffPolicy | None = None
+        self.timeout: float | None = None
 
     def with_options(
         self,
@@ -83,6 +120,7 @@ class ActionCall(Coroutine[Any, Any, Any]):
         }
 
     def __await__(self) -> Generator[Any, Any, Any]:
+        self._rt = None
         rt = current_runtime()
         if rt is None:
             raise NotInWorkflow(f"ActionCall of {self.defn.id} awaited outside a workflow")
@@ -97,19 +135,12 @@ class ActionCall(Coroutine[Any, Any, Any]):
         )
         return (yield from fut)
 
-    def send(self, value: Any) -> Any:
-        if self._gen is None:
-            self._gen = self.__await__()
-        return self._gen.send(value)
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        if self._gen is None:
-            self._gen = self.__await__()
-        return self._gen.throw(typ, val, tb) if val is not None else self._gen.throw(typ)
-
-    def close(self) -> None:
-        if self._gen is not None:
-            self._gen.close()
+    def _unawaited(self) -> str:
+        name = self.defn.fn.__name__
+        return (
+            f"action {self.defn.id} was called but never awaited, so it was not scheduled: write "
+            f"`await {name}(...)`, or pass the call to asyncio.gather or asyncio.create_task"
+        )
 
     def __repr__(self) -> str:
         return f"<ActionCall {self.defn.id}>"

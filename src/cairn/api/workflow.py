@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Generator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from cairn.api.action import ActionCall
+from cairn.api.action import ActionCall, DurableCall
 from cairn.engine.lint import check_workflow
-from cairn.engine.loop import workflow_hash
 from cairn.engine.runtime import Runtime, current_runtime, thread_bridge
 from cairn.errors import NotInWorkflow, UnknownWorkflowError
 from cairn.names import check_name, importable_module
@@ -71,45 +70,31 @@ class Workflow:
         return _where_id(id, client)
 
 
-class ChildCall(Coroutine[Any, Any, Any]):
+class ChildCall(DurableCall):
     """Awaiting it starts a child run and waits durably for its result."""
 
-    __slots__ = ("_gen", "_hash", "args", "defn", "kwargs", "run_id")
+    __slots__ = ("args", "defn", "kwargs", "run_id")
 
     def __init__(self, defn: WorkflowDef, args: tuple[Any, ...], kwargs: dict[str, Any], run_id: str | None) -> None:
+        super().__init__()
         self.defn = defn
         self.args = args
         self.kwargs = kwargs
         self.run_id = run_id
-        self._gen: Generator[Any, Any, Any] | None = None
-        self._hash: int | None = None
-
-    def __hash__(self) -> int:
-        """Numbered by the workflow's loop, not by address (see `ActionCall.__hash__`)."""
-        if self._hash is None:
-            self._hash = workflow_hash(self)
-        return self._hash
 
     def __await__(self) -> Generator[Any, Any, Any]:
+        self._rt = None
         rt = _runtime("awaiting a child workflow")
         args = self.defn.signature.encode_args(self.args, self.kwargs)
         child_id = self.run_id or self.defn.derive_id(args) or f"{rt.run_id}:{rt.next_seq}"
         fut = rt.wait_for_child(child_id, self.defn.id, args, {}, self.defn.signature.decode_result, self.defn.queue)
         return (yield from fut)
 
-    def send(self, value: Any) -> Any:
-        if self._gen is None:
-            self._gen = self.__await__()
-        return self._gen.send(value)
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        if self._gen is None:
-            self._gen = self.__await__()
-        return self._gen.throw(typ, val, tb) if val is not None else self._gen.throw(typ)
-
-    def close(self) -> None:
-        if self._gen is not None:
-            self._gen.close()
+    def _unawaited(self) -> str:
+        return (
+            f"child workflow {self.defn.id} was called but never awaited, so it was not started: write "
+            "`await ...` on the call, or `cairn.start_child(...)` to start it without waiting"
+        )
 
 
 def _runtime(what: str) -> Runtime:
