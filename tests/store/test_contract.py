@@ -115,6 +115,31 @@ async def test_a_claimed_run_commits_under_its_lease_once(store: Store) -> None:
     assert (await claim_one(store, "w3")).run.id == "r2"  # given back: claimable again at once
 
 
+@covers("run_sizes", "list_steps", "list_events", "property_history")
+async def test_a_runs_journal_reads_a_page_at_a_time(store: Store) -> None:
+    await store.insert_run(new("r1"))
+    for n in range(3):  # three activations: two steps and a snapshot each
+        claim = await claim_one(store)
+        steps = [NewStep(2 * n + k, StepKind.ACTION, ACTION, f'{{"x":{2 * n + k}}}') for k in (1, 2)]
+        result = ActivationResult(new_steps=steps, properties=f'{{"n":{n}}}', status=RunStatus.WAITING, wake_at=0.0)
+        await store.commit_activation(Commit(claim.run, claim.token, result))  # due again at once
+    every = await store.list_steps("r1")
+    assert [s.seq for s in every] == [1, 2, 3, 4, 5, 6]
+    assert [s.seq for s in await store.list_steps("r1", 2, 3)] == [3, 4, 5]
+    assert [s.seq for s in await store.list_steps("r1", 4)] == [5, 6]
+    assert [s.seq for s in await store.list_steps("r1", last=2)] == [5, 6]
+    assert await store.list_steps("r1", 6, 10) == []
+    events = await store.list_events("r1")
+    assert [e.id for e in await store.list_events("r1", events[1].id, 2)] == [e.id for e in events[2:4]]
+    assert await store.list_events("r1", last=3) == events[-3:]
+    assert await store.list_events("r1", steps=(3, 4)) == [e for e in events if e.step in (3, 4)] != []
+    snapshots = await store.property_history("r1")
+    assert [p for _, p in snapshots] == ['{"n":0}', '{"n":1}', '{"n":2}']
+    assert await store.property_history("r1", last=2) == snapshots[-2:]
+    assert await store.run_sizes("r1") == (6, len(events), 3)
+    assert await store.run_sizes("nope") == (0, 0, 0)
+
+
 @covers("complete_action", "get_memory")
 async def test_an_attempt_is_recorded_once_fenced_by_its_number(store: Store) -> None:
     await store.insert_run(new("r1"))
