@@ -550,3 +550,22 @@ async def tick(label: str) -> str:
 async def tick_and_wait(label: str) -> str:
     """A scheduled run that goes on until signalled: its next ticks find it still going."""
     return str(await cairn.wait_for_signal("done")) + label
+
+
+@workflow
+async def nan_waits() -> list[str]:
+    """Each way of waiting NaN seconds: refused where it is written, and no timer recorded (one
+    due at NaN was stored as no time at all and fired at once)."""
+    told = []
+    for wait in (
+        lambda: cairn.sleep(float("nan")),
+        lambda: asyncio.sleep(float("nan")),
+        lambda: asyncio.wait_for(asyncio.sleep(1), timeout=float("nan")),
+        lambda: cairn.wait_for_signal("never", timeout=float("nan")),
+    ):
+        try:
+            await wait()
+            told.append("waited")
+        except ValueError as exc:
+            told.append(str(exc))
+    return told

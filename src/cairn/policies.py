@@ -134,6 +134,8 @@ def seconds(value: float | timedelta | None, what: str) -> float | None:
     if value is None:
         return None
     secs = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if secs != secs:  # NaN compares false with every bound: it would pass as no wait at all
+        raise ValueError(f"{what} must be a number of seconds or a timedelta, got nan")
     if secs < 0:
         raise ValueError(f"{what} must not be negative, got {value!r}")
     return secs

@@ -166,3 +166,15 @@ async def test_asyncio_wait_first_completed_cancels_the_rest(client: cairn.Clien
     assert await handle.result(timeout=10) == ["fast"]
     statuses = {s.args["value"]: s.status for s in await handle.steps()}
     assert statuses == {"fast": StepStatus.COMPLETED, "slow": StepStatus.CANCELLED}
+
+
+async def test_a_wait_of_nan_seconds_is_refused_where_it_is_written(client: cairn.Client) -> None:
+    handle = await client.start(flows.nan_waits)
+    told = await handle.result(timeout=20)
+    assert (
+        told[0]
+        == told[3].replace("signal timeout", "sleep duration")
+        == ("sleep duration must be a number of seconds or a timedelta, got nan")
+    )
+    assert told[1] == told[2] and told[1].startswith("a workflow's timer cannot wait nan seconds"), told
+    assert [s.kind.value for s in await handle.steps()] == []  # no timer due at NaN

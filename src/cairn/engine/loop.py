@@ -30,6 +30,12 @@ if TYPE_CHECKING:
 _IO_HINT = "workflow code must be deterministic: do I/O in an action and await it from the workflow"
 
 
+_NAN_TIMER = (
+    "a workflow's timer cannot wait nan seconds (asyncio.sleep, or the timeout of asyncio.wait_for or "
+    "asyncio.timeout): give a number of seconds"
+)
+
+
 class DurableTimerHandle(asyncio.TimerHandle):
     """A timer whose firing is a journal step; cancelling it cancels the step."""
 
@@ -170,11 +176,15 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
     def call_later(  # type: ignore[override]
         self, delay: float, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
     ) -> asyncio.TimerHandle:
+        if delay != delay:
+            raise ValueError(_NAN_TIMER)
         return self.call_at(self._time + max(0.0, delay), callback, *args, context=context)
 
     def call_at(  # type: ignore[override]
         self, when: float, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
     ) -> asyncio.TimerHandle:
+        if when != when:  # a durable timer due at NaN: stored as no time at all, it fired at once
+            raise ValueError(_NAN_TIMER)
         return self.runtime.start_timer(when, lambda seq: DurableTimerHandle(when, callback, args, self, context, seq))
 
     def time(self) -> float:
