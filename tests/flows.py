@@ -569,3 +569,8 @@ async def nan_waits() -> list[str]:
         except ValueError as exc:
             told.append(str(exc))
     return told
+
+
+@workflow
+async def takes_anything(value: object) -> None:
+    """Takes any JSON, however deep (up to the nesting limit)."""

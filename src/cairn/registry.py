@@ -7,8 +7,10 @@ importing `api`, which keeps the dependency arrows pointing down.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import inspect
+import json
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -94,6 +96,11 @@ class WorkflowDef:
         else:
             value = id_fn(instantiate(self.target), *args, **kwargs)
         return None if value is None else str(value)
+
+    @functools.cached_property
+    def input_schema_text(self) -> str:
+        """`input_schema()` as workers store it (keys in the order given), made once."""
+        return json.dumps(self.input_schema())
 
     def input_schema(self) -> dict[str, Any]:
         """JSON schema of the input (for `GET /api/workflows`, the CLI, and starting by name where

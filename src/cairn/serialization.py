@@ -84,10 +84,10 @@ def to_jsonable(value: Any, what: str) -> Json:
 
 def dumps(value: Any, what: str = "value") -> str:
     """Compact JSON text of `value`; over the payload limit is a PayloadTooLarge naming `what`."""
-    return _text(to_jsonable(value, what), what)
+    return text_of(to_jsonable(value, what), what)
 
 
-def _text(data: Json, what: str) -> str:
+def text_of(data: Json, what: str) -> str:
     """Compact JSON text of data already made plain (`to_jsonable`), within the payload limit."""
     text = _ENCODER.encode(data)
     limit = max_payload_bytes()
@@ -202,7 +202,7 @@ class Signature:
         out: dict[str, Json] = {}
         for name, value in arguments.items():
             out[name] = to_jsonable(value, f"argument {name!r} of {self.qualname}")
-        return _text(out, f"arguments of {self.qualname}")
+        return text_of(out, f"arguments of {self.qualname}")
 
     @functools.cached_property
     def _plain(self) -> tuple[tuple[str, ...], frozenset[str]] | None:

@@ -405,6 +405,53 @@ async def test_start_by_name_checks_arguments_against_the_registered_schema(
     assert await client.list_runs() == []
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("o-2", "bob@example.com", "99"),
+            "argument 'cents' of {name} does not match its schema: '99' is not of type 'integer'",
+        ),
+        (
+            ("o-2", "bob@example.com", True),
+            "argument 'cents' of {name} does not match its schema: True is not of type 'integer'",
+        ),
+        ((7, "bob@example.com"), "argument 'order_id' of {name} does not match its schema: 7 is not of type 'string'"),
+    ],
+)
+async def test_a_start_by_name_is_checked_alike_with_or_without_the_code(
+    client: cairn.Client, args: tuple[Any, ...], message: str
+) -> None:
+    """By name, arguments are checked against the workflow's schema (JSON's types), whether the
+    code is imported in this process or not: `cairn dev` took `"99"` for an int that `cairn
+    dashboard` (which imports no code) refused. A Python caller passing the function keeps
+    pydantic's lenient validation."""
+    await _register_remotely(client, "remote.checkout", flows.checkout_order)
+    local = "tests.flows.checkout_order"
+    for name in ("remote.checkout", local):
+        with pytest.raises(cairn.SerializationError) as refused:
+            await client.start(name, *args)
+        assert str(refused.value) == message.format(name=name)
+    assert await client.list_runs() == []
+    if args[2:] == ("99",):
+        handle = await client.start(flows.checkout_order, *args)  # the function: lenient, as pydantic is
+        assert json.loads((await handle.describe()).input)["cents"] == "99"
+
+
+async def test_an_argument_as_deep_as_the_limit_is_taken_by_name_as_by_function(client: cairn.Client) -> None:
+    """Nested 128 levels deep (the limit), an argument was taken where the code is imported and
+    refused by name where it is not: the object holding the arguments counted as one more level."""
+    deep: Any = []
+    for _ in range(127):
+        deep = [deep]
+    await _register_remotely(client, "remote.anything", flows.takes_anything)
+    for workflow in (flows.takes_anything, "tests.flows.takes_anything", "remote.anything"):
+        handle = await client.start(workflow, deep)
+        assert json.loads((await handle.describe()).input) == {"value": deep}
+    with pytest.raises(cairn.SerializationError, match="nested more than 128 levels deep"):
+        await client.start("remote.anything", [deep])
+
+
 @pytest.mark.parametrize("given", ["NaN", "inf", "-Infinity"])
 async def test_a_float_that_validation_would_make_nan_or_infinite_is_refused_at_the_start(
     client: cairn.Client, given: str

@@ -23,7 +23,7 @@ from cairn.policies import parse_duration
 from cairn.queues import Queue, QueueSpec, declared, queue_name
 from cairn.records import NewRun, RunRow, StepRow
 from cairn.registry import WorkflowDef, registry
-from cairn.serialization import dumps, same_json, to_jsonable
+from cairn.serialization import same_json, text_of, to_jsonable
 from cairn.store.open import open_store, redact_url, resolve_url
 from cairn.store.protocol import ActionInfo, QueueRow, RunFilters, ScheduleRow, Store, WorkerInfo, WorkflowInfo
 from cairn.types import RunStatus
@@ -110,6 +110,8 @@ class Client:
     ) -> tuple[RunHandle, bool]:
         defn = _local_definition(workflow)
         if defn is not None:
+            if isinstance(workflow, str):  # by name: checked against its schema, as where the code is not imported
+                _encode_by_schema(WorkflowInfo(defn.id, "", defn.input_schema_text, defn.queue), args, kwargs)
             encoded = defn.encode_input(args, kwargs)  # validated before anything is written
             derived = id if id is not None else defn.derive_id(encoded)
             name, default_queue, version = defn.id, defn.queue, defn.version
@@ -467,7 +469,10 @@ def _encode_by_schema(info: WorkflowInfo, args: tuple[Any, ...], kwargs: dict[st
         raise TypeError(f"{info.name} is missing required arguments: {', '.join(missing)}")
     data = {k: to_jsonable(v, f"argument {k!r} of {info.name}") for k, v in bound.items()}
     _check_against(schema, data, info.name)
-    return dumps(data, f"arguments of {info.name}")
+    # Each argument is plain JSON within the nesting limit already: as `Signature.encode_args`
+    # does, the object holding them is not counted as one more level (an argument 128 levels deep
+    # was refused by name and taken where the code is imported).
+    return text_of(data, f"arguments of {info.name}")
 
 
 def _check_against(schema: dict[str, Any], data: dict[str, Any], workflow: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import os
@@ -28,7 +27,7 @@ from cairn.policies import parse_duration
 from cairn.policies import seconds as as_seconds
 from cairn.queues import declared
 from cairn.records import NewRun, RunRow
-from cairn.registry import Registry, WorkflowDef, registry
+from cairn.registry import Registry, registry
 from cairn.schedules import Schedule
 from cairn.store.base import SCHEDULES, WORK, call_soon_here
 from cairn.store.open import open_store
@@ -178,7 +177,7 @@ class Worker:
         self._serves = (tuple(w.id for w in self.registry.workflows()), tuple(a.id for a in self.registry.actions()))
         dispatch.register(self.store, self)
         await self.store.register_workflows(
-            [WorkflowInfo(w.id, w.description, _schema(w), w.queue) for w in self.registry.workflows()]
+            [WorkflowInfo(w.id, w.description, w.input_schema_text, w.queue) for w in self.registry.workflows()]
         )
         await self.store.register_actions(
             [ActionInfo(a.id, a.name, a.description, a.queue) for a in self.registry.actions()]
@@ -780,8 +779,3 @@ def _deadlock_timeout(value: object) -> float | None:
     if secs is None or math.isnan(secs) or secs <= 0:
         raise ValueError(f"deadlock_timeout must be more than 0 seconds, got {value!r}; None turns the watchdog off")
     return None if math.isinf(secs) else secs
-
-
-def _schema(w: WorkflowDef) -> str:
-    """The input schema as stored: its keys in the order given (parameters in signature order)."""
-    return json.dumps(w.input_schema())
