@@ -140,7 +140,7 @@ async def test_a_runs_journal_reads_a_page_at_a_time(store: Store) -> None:
     assert await store.run_sizes("nope") == (0, 0, 0)
 
 
-@covers("complete_action", "get_memory")
+@covers("complete_action", "get_memory", "run_logs")
 async def test_an_attempt_is_recorded_once_fenced_by_its_number(store: Store) -> None:
     await store.insert_run(new("r1"))
     claim = await claim_one(store)
@@ -161,6 +161,10 @@ async def test_an_attempt_is_recorded_once_fenced_by_its_number(store: Store) ->
         ["try 1", "try 2"],
     )
     assert await store.get_memory("r1") == {"k": '"v"'}
+    assert [(seq, name, json.loads(text)) for seq, name, text in await store.run_logs("r1")] == [
+        (1, ACTION, ["try 1", "try 2"])
+    ]
+    assert await store.run_logs("nope") == []
     assert (await claim_one(store)).batch[0].seq == 1  # the result woke the run
 
 

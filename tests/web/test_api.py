@@ -218,7 +218,7 @@ async def test_a_cursor_of_another_sort_is_refused(http: httpx.AsyncClient, clie
 
 
 @pytest.mark.usefixtures("worker")
-async def test_a_run_and_everything_under_it(http: httpx.AsyncClient) -> None:
+async def test_a_run_and_everything_under_it(http: httpx.AsyncClient, client: cairn.Client) -> None:
     r = await http.post(f"/api/workflows/{GREETING}/runs", json={"args": ["ada"], "kwargs": {"times": 2}, "id": "g/1"})
     assert r.status_code == 201
     await eventually(lambda: _status(http, "g/1", "waiting"), what="the run to wait for its signal")
@@ -236,6 +236,8 @@ async def test_a_run_and_everything_under_it(http: httpx.AsyncClient) -> None:
     assert (await http.get("/api/runs/g/1/memory")).json() == {}
     logs = (await http.get("/api/runs/g/1/logs")).json()
     assert [entry["line"] for entry in logs] == ["INFO greeting ada", "INFO greeting ada"]
+    by_step = [(s["seq"], s["name"], line) for s in steps for line in s["logs"]]  # as the steps carry them
+    assert [(e["seq"], e["name"], e["line"]) for e in logs] == by_step == await client.get("g/1").logs()
     kinds = [e["kind"] for e in (await http.get("/api/runs/g/1/events")).json()]
     assert kinds[0] == "started" or "started" in kinds
     pending = (await http.get("/api/runs/g/1/result")).json()

@@ -167,6 +167,16 @@ class RunHandle:
         await self.describe()
         return RunSizes(*await self.client.store.run_sizes(self.id))
 
+    async def logs(self) -> list[tuple[int, str, str]]:
+        """The lines the run's actions logged (`cairn.context().logger`): (seq, step name, line),
+        in step order. Reads no step's arguments or result: cheap on a long run."""
+        await self.describe()
+        return [
+            (seq, name, line)
+            for seq, name, text in await self.client.store.run_logs(self.id)
+            for line in loads(text) or []
+        ]
+
     async def memory(self) -> dict[str, Any]:
         await self.describe()
         return {k: json.loads(v) for k, v in (await self.client.store.get_memory(self.id)).items()}

@@ -149,6 +149,10 @@ class SyncRunHandle:
     def sizes(self) -> RunSizes:
         return self._bridge.run(self.inner.sizes())
 
+    def logs(self) -> list[tuple[int, str, str]]:
+        """As `RunHandle.logs`: (seq, step name, line) of every line the run's actions logged."""
+        return self._bridge.run(self.inner.logs())
+
     def memory(self) -> dict[str, Any]:
         return self._bridge.run(self.inner.memory())
 

@@ -299,6 +299,9 @@ class Store(Protocol):
         """The run's steps in order: those after step `after`, at most `limit` of them (all by
         default); or with `last`, its `last` latest ones (still oldest first)."""
 
+    async def run_logs(self, run_id: str) -> list[tuple[int, str, str]]:
+        """(seq, step name, JSON list of its lines) of each step that wrote log lines, in order."""
+
     async def get_memory(self, run_id: str) -> dict[str, str]:
         """Key -> JSON text of the run's durable memory."""
 

@@ -218,6 +218,10 @@ class SqlStore:
             rows = await self.db.read("list_steps", {"run_id": run_id})
         return [step_row(r) for r in rows]
 
+    async def run_logs(self, run_id: str) -> list[tuple[int, str, str]]:
+        rows = await self.db.read("run_logs", {"run_id": run_id})
+        return [(int(seq), str(name), str(logs)) for seq, name, logs in rows]
+
     async def get_memory(self, run_id: str) -> dict[str, str]:
         rows = await self.db.read("get_memory", {"run_id": run_id})
         return {k: v for k, v in rows}

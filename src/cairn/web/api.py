@@ -316,8 +316,7 @@ def _link_next(request: Request, response: Response, limit: int | None, last_key
 @router.get("/runs/{run_id:cairn_text}/logs", response_model=list[LogOut], tags=["runs"])
 async def logs(run_id: RunId, request: Request) -> list[LogOut]:
     """The log lines the run's actions wrote (`cairn.context().logger`), in step order."""
-    steps = await client_of(request).get(run_id).steps()
-    return [LogOut(seq=s.seq, name=s.name, line=line) for s in steps for line in s.logs]
+    return [LogOut(seq=seq, name=name, line=line) for seq, name, line in await client_of(request).get(run_id).logs()]
 
 
 @router.get("/runs/{run_id:cairn_text}/result", response_model=ResultOut, tags=["runs"])

@@ -60,6 +60,10 @@ SELECT {step_columns} FROM cairn_steps WHERE run_id = :run_id AND seq > :after O
 -- A run's :limit latest steps, newest first (a long run's tail: `cairn show`).
 SELECT {step_columns} FROM cairn_steps WHERE run_id = :run_id ORDER BY seq DESC LIMIT :limit
 
+-- name: run_logs
+-- The log lines of each step that wrote some (a run's logs, without reading its values).
+SELECT seq, name, logs FROM cairn_steps WHERE run_id = :run_id AND logs IS NOT NULL ORDER BY seq
+
 -- name: get_memory
 SELECT key, value FROM cairn_memory WHERE run_id = :run_id ORDER BY key
 
