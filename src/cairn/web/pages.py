@@ -48,10 +48,10 @@ router = APIRouter(include_in_schema=False)
 SINCE = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 """The creation-time filters the runs page offers (seconds back from now)."""
 STEPS_PER_PAGE = 200
+"""Step details shown per page of a run."""
 TIMELINE_ALL = 2_000
-"""A run of more steps draws the timeline of the steps its page lists: drawing a run's every step
-reads them all (30 ms a thousand steps)."""
-"""Step details shown per page of a run (the timeline always draws every step)."""
+"""The timeline draws a run's every step up to this many; a longer run's draws the steps its page
+lists (drawing every step reads them all: 30 ms a thousand steps)."""
 LATEST_EVENTS = 200
 LATEST_SNAPSHOTS = 100
 """Events and property snapshots shown on a run page (the newest); the API has them all."""

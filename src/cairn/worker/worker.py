@@ -776,6 +776,6 @@ def _deadlock_timeout(value: object) -> float | None:
             "an async workflow's code may run without awaiting before the worker interrupts it"
         )
     secs = as_seconds(value, "deadlock_timeout")
-    if secs is None or math.isnan(secs) or secs <= 0:
+    if secs is None or secs <= 0:  # NaN: refused by as_seconds
         raise ValueError(f"deadlock_timeout must be more than 0 seconds, got {value!r}; None turns the watchdog off")
     return None if math.isinf(secs) else secs
