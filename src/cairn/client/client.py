@@ -478,16 +478,11 @@ def _encode_by_schema(info: WorkflowInfo, args: tuple[Any, ...], kwargs: dict[st
 
 @functools.lru_cache(maxsize=256)
 def _schema_of(text: str) -> tuple[dict[str, Any], Any]:
-    """A registered input schema, parsed, and its validator (None for a schema that cannot be
-    read: it checks nothing, and the worker validates against the code); made once per schema,
-    not at every start by name."""
+    """A registered input schema, parsed, and its validator: made once per schema, not at every
+    start by name."""
     import jsonschema
 
     schema = json.loads(text)
-    try:
-        jsonschema.Draft202012Validator.check_schema(schema)
-    except jsonschema.exceptions.SchemaError:
-        return schema, None
     return schema, jsonschema.Draft202012Validator(schema)
 
 
@@ -495,8 +490,6 @@ def _check_against(validator: Any, data: dict[str, Any], workflow: str) -> None:
     """The arguments' types checked against the registered JSON schema, naming the first bad one."""
     import jsonschema
 
-    if validator is None:
-        return
     try:
         error = jsonschema.exceptions.best_match(validator.iter_errors(data))
     except jsonschema.exceptions.SchemaError:
