@@ -315,9 +315,10 @@ async def test_thousands_of_short_activations_under_a_tiny_timeout_complete_or_p
     """A watchdog firing at random points: activations of 0 to a few milliseconds (60,000 additions
     at most: at 20,000, a fast machine finished all but one or two of 2,000 within the timeout, and
     a run where none paused failed) under a timeout of half a millisecond, with the interpreter
-    switching threads every 10 µs so that the watchdog's thread runs at many points of the loop thread's work (in workflow code, in the engine, at the edges of
-    the watched stretch). Every run completes with its result or is paused with WorkflowDeadlock;
-    nothing else happens to any, and the worker never sees the interrupt."""
+    switching threads every 10 µs so that the watchdog's thread runs at many points of the loop
+    thread's work (in workflow code, in the engine, at the edges of the watched stretch). Every run
+    completes with its result or is paused with WorkflowDeadlock; nothing else happens to any, and
+    the worker never sees the interrupt."""
     rng = random.Random(7)
     sizes = [rng.randrange(0, 60_000) for _ in range(RUNS)]
     switching = sys.getswitchinterval()
