@@ -197,13 +197,29 @@ handle.result()
 """
 
 
+ON_ANOTHER_THREAD = """
+import signal
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # the kernel hands Ctrl-C to another thread
+"""
+
+
 @pytest.mark.process
-def test_ctrl_c_interrupts_a_scripts_blocking_wait(db_url: str) -> None:
+@pytest.mark.parametrize("lands", ["on the waiting thread", "on another thread"])
+def test_ctrl_c_interrupts_a_scripts_blocking_wait(db_url: str, lands: str) -> None:
     """A script waits for a result nobody will bring; Ctrl-C ends it at once (and its unclosed
-    client keeps no thread alive that would stop the interpreter from exiting)."""
+    client keeps no thread alive that would stop the interpreter from exiting).
+
+    A signal that lands on another thread of the process (or on the waiting one just before its
+    wait blocks, which a busy machine makes likely: the CI run that failed) does not wake a lock
+    wait: the script hung for ever before the main thread waited in slices."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    code = (
+        SCRIPT.replace('print("waiting"', ON_ANOTHER_THREAD + 'print("waiting"')
+        if lands != "on the waiting thread"
+        else SCRIPT
+    )
     script = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, db_url],
+        [sys.executable, "-c", code, db_url],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

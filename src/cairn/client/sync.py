@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Coroutine
 from datetime import timedelta
@@ -65,7 +66,7 @@ class LoopThread:
             raise
         future = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
-            return future.result()
+            return _interruptible(future)
         except BaseException:
             future.cancel()  # interrupted (Ctrl-C in a script): the wait on the loop stops too
             raise
@@ -84,6 +85,27 @@ class LoopThread:
         thread.join(timeout=5)
         if not thread.is_alive() and not loop.is_closed():
             loop.close()
+
+
+SIGNAL_CHECK = 0.2
+"""Seconds at most between two looks for a signal (Ctrl-C) while the main thread waits for a call."""
+
+
+def _interruptible(future: concurrent.futures.Future[T]) -> T:
+    """The future's result, waited for in slices on the main thread so that Ctrl-C always ends the
+    wait. A signal wakes a lock wait only when it lands on the waiting thread, after the wait began:
+    one that lands on another thread (the loop's, the store's) or just before the wait blocks (a
+    busy machine descheduling the thread there) only marks itself pending, and an unbounded wait
+    would never look again: the script hung on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        return future.result()  # Python runs signal handlers on the main thread only
+    while True:
+        try:
+            return future.result(timeout=SIGNAL_CHECK)
+        except TimeoutError:
+            if future.done():
+                return future.result()  # the call's own outcome (its own TimeoutError too)
+            # nothing came: the next slice begins with a look at pending signals
 
 
 def _refuse_blocking_a_worker(what: str) -> None:
