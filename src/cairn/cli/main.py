@@ -1221,8 +1221,14 @@ async def serve_dashboard(client: cairn.Client, host: str, port: int, token: str
     srv = serve.server(create_app(client, token=token), host, port)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
+
+    def on_signal() -> None:
+        if stopping.is_set():
+            srv.force_exit = True  # a second Ctrl-C: no more waiting for requests in flight
+        stopping.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+        loop.add_signal_handler(sig, on_signal)
     try:
         task, url = await serve.start(srv)
         note = "" if token is None else " (token required)"

@@ -8,6 +8,7 @@ any query.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
@@ -16,6 +17,7 @@ from pydantic import JsonValue
 from starlette.convertors import PathConvertor, register_url_convertor
 
 from cairn.client.client import MAX_PAGE, Client, QueuePlace, RunHandle
+from cairn.records import RunRow
 from cairn.registry import registry
 from cairn.serialization import loads
 from cairn.types import RunStatus
@@ -188,8 +190,37 @@ async def start_run(
     if not created:
         response.status_code = 200
     # Waited for, until it ends or is stuck paused on an error (it would not end before a fix).
-    row = await handle._settled(wait) if wait else await handle.describe()
+    row = await _settled(request, handle, wait) if wait else await handle.describe()
     return StartOut(id=row.id, status=row.status, created=created, **_outcome(row))
+
+
+def stopping(app: Any) -> asyncio.Event:
+    """Set when the server serving `app` stops (`serve.stop`): a wait for a run answers then."""
+    event: asyncio.Event = app.state.stopping
+    return event
+
+
+async def _settled(request: Request, handle: RunHandle, wait: float) -> RunRow:
+    """The run once it ends (or is stuck paused on an error) within `wait` seconds, or as it is
+    when the server stops meanwhile. A client that hangs up ends the wait: each wait holds a task
+    and a result waiter until then, and a stopping server waited for every one of them."""
+    waiting = asyncio.ensure_future(handle._settled(wait))
+    ends = [waiting, asyncio.ensure_future(_hung_up(request)), asyncio.ensure_future(stopping(request.app).wait())]
+    try:
+        await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in ends:
+            task.cancel()
+        await asyncio.gather(*ends, return_exceptions=True)
+    if waiting.cancelled():
+        return await handle.describe()
+    return waiting.result()
+
+
+async def _hung_up(request: Request) -> None:
+    """Returns when the client disconnects (the body, if any, was read before: only that is left)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _outcome(row: Any) -> dict[str, Any]:
@@ -324,7 +355,7 @@ async def result(run_id: RunId, request: Request, wait: Wait = None) -> ResultOu
     """The run's outcome; `done` is false when it has not finished (within `wait` seconds, or
     before it was stuck paused on an error: `error` says which)."""
     handle = client_of(request).get(run_id)
-    row = await handle._settled(wait) if wait else await handle.describe()
+    row = await _settled(request, handle, wait) if wait else await handle.describe()
     return ResultOut(id=row.id, status=row.status, **_outcome(row))
 
 

@@ -8,6 +8,7 @@ the client's exceptions are mapped here once, so no route catches them itself.
 
 from __future__ import annotations
 
+import asyncio
 from importlib import resources
 from typing import Any
 
@@ -62,6 +63,7 @@ def create_app(client: Client, token: str | None = None, *, max_body: int = MAX_
     )
     app.state.client = client
     app.state.guard = Guard(token)
+    app.state.stopping = asyncio.Event()  # set by `serve.stop`: waits for runs answer at once
     app.include_router(api.health)
     app.include_router(api.router)
     app.include_router(pages.router)

@@ -14,6 +14,7 @@ from collections.abc import Generator
 import uvicorn
 from fastapi import FastAPI
 
+from cairn.web.api import stopping
 from cairn.web.security import is_loopback_host
 
 
@@ -35,9 +36,21 @@ class _Server(uvicorn.Server):
         return
 
 
+GRACE = 5
+"""Seconds a stopping server lets requests in flight finish before it cancels them. A wait for a
+run (`?wait=`) answers at once when the server stops; this bounds whatever else is slow."""
+
+
 def server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, lifespan="off", server_header=False
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+        timeout_graceful_shutdown=GRACE,
     )
     return _Server(config)
 
@@ -57,6 +70,9 @@ async def start(srv: uvicorn.Server) -> tuple[asyncio.Task[None], str]:
 
 
 async def stop(srv: uvicorn.Server, task: asyncio.Task[None]) -> None:
+    """Stop serving: waits for runs answer now (a server stopping waited for each `?wait=` request
+    in flight to time out, up to 300 s), then uvicorn drains the rest within `GRACE`."""
+    stopping(srv.config.app).set()
     srv.should_exit = True
     with contextlib.suppress(asyncio.CancelledError, SystemExit):
         await task
