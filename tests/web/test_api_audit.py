@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -109,6 +110,50 @@ async def test_a_workflow_whose_id_holds_a_slash_is_an_endpoint(http: httpx.Asyn
     r = await http.post("/api/workflows/audit%2Fslashed/runs", json={"args": [3], "id": "slashed-1"})
     assert r.status_code == 201, r.text
     assert (await http.get("/api/runs/slashed-1")).json()["workflow"] == "audit/slashed"
+
+
+async def test_an_escaped_slash_in_a_run_id_is_never_taken_for_a_sub_route(
+    http: httpx.AsyncClient, client: cairn.Client
+) -> None:
+    """The server decodes `%2F` before routing: `GET /api/runs/a%2Fsteps` (the run `a/steps`, as
+    the dashboard links it) gave the steps of run `a`, and `POST /api/runs/x%2Fcancel` (a POST to
+    the run `x/cancel`) cancelled the run `x`."""
+    for run_id in ["a", "a/steps", "x", "x/cancel", "p%2Fq", "p/q"]:
+        await client.start(webflows.quick, run_id, id=run_id)
+    r = await http.get("/api/runs/a%2Fsteps")
+    assert r.status_code == 200 and r.json()["id"] == "a/steps", r.text
+    assert (await http.get("/api/runs/a%2Fsteps/result")).json()["id"] == "a/steps"
+    r = await http.post("/api/runs/x%2Fcancel")
+    assert r.status_code == 405, r.text  # a run itself takes no POST
+    assert await client.get("x").status() == await client.get("x/cancel").status() == cairn.RunStatus.PENDING
+    assert (await http.post("/api/runs/x%2Fcancel/cancel")).json()["id"] == "x/cancel"
+    assert await client.get("x").status() == cairn.RunStatus.PENDING
+    # `%` escaped is `%` (the id `p%2Fq`), apart from an escaped slash (the id `p/q`)
+    assert (await http.get("/api/runs/p%252Fq")).json()["id"] == "p%2Fq"
+    assert (await http.get("/api/runs/p%2Fq")).json()["id"] == "p/q"
+    assert (await http.get("/api/runs/p%2fq")).json()["id"] == "p/q"
+    page = await http.get("/runs/a%2Fsteps")  # the dashboard's page of the run
+    assert page.status_code == 200 and "a/steps" in page.text
+
+
+@pytest.mark.parametrize("run_id", ["plain", "日本 €", 'a b>;c,"d"', "line\nbreak", "slash/ed", "per%cent"])
+async def test_the_next_page_link_leads_to_the_same_runs_next_page(
+    http: httpx.AsyncClient, client: cairn.Client, worker: cairn.Worker, run_id: str
+) -> None:
+    """The `Link` header was written from the decoded path: an id outside Latin-1 made the page a
+    422, `>` or `;` broke the header, a line break linked to another run."""
+    assert await client.run(webflows.quick, "Ada", id=run_id, timeout=30) == "hello Ada"
+    every = (await http.get(f"/api/runs/{quote(run_id, safe='')}/events")).json()
+    assert len(every) >= 3
+    seen: list[int] = []
+    r = await http.get(f"/api/runs/{quote(run_id, safe='')}/events", params={"limit": 1})
+    while True:
+        assert r.status_code == 200, r.text
+        seen += [e["id"] for e in r.json()]
+        if "next" not in r.links:
+            break
+        r = await http.get(r.links["next"]["url"])
+    assert seen == [e["id"] for e in every]
 
 
 async def test_a_run_id_holding_a_line_break_is_reachable(http: httpx.AsyncClient, client: cairn.Client) -> None:

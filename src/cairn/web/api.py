@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Annotated, Any
+from urllib.parse import quote, unquote
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -70,9 +71,18 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 class AnyText(PathConvertor):
     """A run id, workflow or signal name in a URL: any text, `/` and line breaks included (`path`
-    stops at a line break, so a run id holding one was looked up without its end, or not at all)."""
+    stops at a line break, so a run id holding one was looked up without its end, or not at all).
+
+    An escaped `/` (`%2F`) and `%` (`%25`) reach it still escaped (`edge.routed_path`): a slash in
+    the id is never taken for the one before a sub-route's name."""
 
     regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return unquote(value)
+
+    def to_string(self, value: str) -> str:
+        return quote(str(value), safe="")
 
 
 register_url_convertor("cairn_text", AnyText())
@@ -341,7 +351,8 @@ async def events(
 def _link_next(request: Request, response: Response, limit: int | None, last_key: int, count: int) -> None:
     """`Link: <the next page>; rel="next"` on a full page of a list paged by key (`after`, `limit`)."""
     if limit is not None and count == limit:  # the route takes no other parameter with these two
-        response.headers["Link"] = f'<{request.url.path}?after={last_key}&limit={limit}>; rel="next"'
+        path = quote(request.scope["path"], safe="/%")  # as routed: `%2F` and `%25` kept, the rest escaped
+        response.headers["Link"] = f'<{path}?after={last_key}&limit={limit}>; rel="next"'
 
 
 @router.get("/runs/{run_id:cairn_text}/logs", response_model=list[LogOut], tags=["runs"])

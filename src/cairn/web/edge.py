@@ -9,9 +9,10 @@ script, no framing, no sniffing) to every response, errors included.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -76,6 +77,25 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
+_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
+_KEPT = {b"2f", b"2F", b"25"}  # `/` and `%`: a slash inside a run id or a name, and `%` itself
+
+
+def routed_path(scope: Scope) -> str:
+    """The path to route on: decoded as the server decodes it, but for an escaped `/` (and `%`)
+    inside a segment, left escaped for `AnyText` to decode. On the decoded path, run `a/steps`
+    (`/api/runs/a%2Fsteps`) was the steps of run `a`, and `POST /api/runs/x%2Fcancel` cancelled `x`."""
+    path: str = scope["path"]
+    raw = scope.get("raw_path")
+    if not raw or b"%2" not in raw.upper():  # the common case: nothing kept escaped (no %2F, no %25)
+        return path
+    decoded = unquote(raw.decode("latin-1"))
+    if not path.endswith(decoded):  # not the path the server decoded (a proxy's root path before it)
+        return path
+    kept = _ESCAPE.sub(lambda m: m[0].upper() if m[1] in _KEPT else bytes([int(m[1], 16)]), raw)
+    return path[: len(path) - len(decoded)] + kept.decode("utf-8", "replace")
+
+
 class Edge:
     def __init__(self, app: ASGIApp, guard: Guard, max_body: int = MAX_BODY, max_depth: int = MAX_DEPTH) -> None:
         self.app = app
@@ -87,8 +107,8 @@ class Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope["path"] = routed_path(scope)
         root = scope.get("root_path", "")
-        path: str = scope["path"]
         rel = path[len(root) :] if root and path.startswith(root) else path
         send = _with_headers(send, DOCS_CSP if rel == "/api/docs" else CSP)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
