@@ -208,6 +208,14 @@ async def test_secrets_and_passwords_never_shown(http: httpx.AsyncClient, client
     )
     assert redact_url("sqlite:///./cairn.db") == "sqlite:///./cairn.db"
     assert redact_url("host=db user=u password='hunter 2'") == "host=db user=u password=***"
+    # libpq decodes a query's escaped key: `passwor%64=` sets the password too
+    assert redact_url("postgresql://u@db/x?passwor%64=hunter2") == "postgresql://u@db/x?passwor%64=***"
+    assert redact_url("postgresql://u@db/x?sslmode=require&%70assword=hunter2&PASSWORD=hunter2") == (
+        "postgresql://u@db/x?sslmode=require&%70assword=***&PASSWORD=***"
+    )
+    assert redact_url("postgresql://u@db/x?sslpassword=hunter2&application_name=a") == (
+        "postgresql://u@db/x?sslpassword=***&application_name=a"
+    )
     assert str(cairn.Client("postgresql://u:hunter2@db:5432/x")) == "postgresql://u:***@db:5432/x"
     page = await http.get("/")
     assert "hunter2" not in page.text

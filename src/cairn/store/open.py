@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from urllib.parse import unquote
 
 from cairn.store.sql_store import SqlStore
 
@@ -15,7 +16,9 @@ def resolve_url(url: str | None) -> str:
     return url or os.environ.get("CAIRN_DATABASE_URL") or DEFAULT_URL
 
 
-_PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|[^&\s]*)", re.IGNORECASE)
+_PARAMETER = re.compile(r"((?:[a-z_]|%[0-9a-f]{2})+)(\s*=\s*)('[^']*'|[^&\s]*)", re.IGNORECASE)
+# A `key=value` of a URL's query or of a libpq keyword string; libpq decodes an escaped key, so
+# `passwor%64=` is a password too.
 # A URL's password: from the colon after the user to the last @ of the URL, which need not parse
 # (a malformed URL, or one quoted inside libpq's error text, is shown as it was written).
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s\"']*):[^\s\"']*@", re.IGNORECASE)
@@ -25,7 +28,13 @@ def redact_url(url: str) -> str:
     """A database URL, or text that quotes one (libpq's errors do), fit to print, log or show: its
     password (in the URL's user part, as a `password=` parameter or in a libpq keyword string)
     replaced by ***."""
-    return _PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", url))
+    return _PARAMETER.sub(_hidden, _URL_PASSWORD.sub(r"\1:***@", url))
+
+
+def _hidden(parameter: re.Match[str]) -> str:
+    key, equals, _ = parameter.groups()
+    secret = unquote(key).lower().endswith("password")  # `password`, `sslpassword`
+    return f"{key}{equals}***" if secret else parameter[0]
 
 
 def open_store(url: str | None = None) -> SqlStore:
