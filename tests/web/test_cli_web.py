@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,29 @@ def test_dashboard_with_a_token(tmp_path: Path) -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+@pytest.mark.parametrize("command", ["dashboard", "dev"])
+def test_a_port_already_taken_is_one_clear_error(tmp_path: Path, command: str) -> None:
+    """uvicorn exits the process when it cannot bind: the user saw two tracebacks under "Task
+    exception was never retrieved" instead of what was wrong. (`cairn dev`'s reloader, as uvicorn's,
+    then waits for a change to the code: the process that failed is its child.)"""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = [command, *(["examples.approval", "--no-reload"] if command == "dev" else []), "--port", str(port)]
+        environ = {**os.environ}
+        environ.pop("CAIRN_DATABASE_URL", None)
+        done = subprocess.run(
+            [sys.executable, "-m", "cairn.cli.main", *args, "--db", f"sqlite:///{tmp_path}/c.db"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env=environ,
+            timeout=60,
+        )
+    assert done.returncode == 1, done.stderr
+    assert f"error: the dashboard could not listen on 127.0.0.1:{port}: " in done.stderr
+    assert "address already in use" in done.stderr
+    assert "Traceback" not in done.stderr and "never retrieved" not in done.stderr, done.stderr

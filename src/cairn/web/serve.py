@@ -57,7 +57,7 @@ def server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
 
 async def start(srv: uvicorn.Server) -> tuple[asyncio.Task[None], str]:
     """Start serving in a task; (the task, the URL it answers on) once it listens."""
-    task = asyncio.create_task(srv.serve())
+    task = asyncio.create_task(_serve(srv))
     while not srv.started:
         if task.done():
             task.result()  # raises why it could not start (port taken...)
@@ -67,6 +67,17 @@ async def start(srv: uvicorn.Server) -> tuple[asyncio.Task[None], str]:
     host = srv.config.host
     shown = f"[{host}]" if ":" in host else host
     return task, f"http://{shown}:{sock[1]}/"
+
+
+async def _serve(srv: uvicorn.Server) -> None:
+    """`srv.serve()`, with a start that fails (a port taken, a host that does not resolve) an
+    OSError saying why: uvicorn exits the process (SystemExit), which leaves the event loop itself,
+    as two tracebacks under "Task exception was never retrieved"."""
+    try:
+        await srv.serve()
+    except SystemExit as exc:
+        why = exc.__context__ or "uvicorn could not start"
+        raise OSError(f"the dashboard could not listen on {srv.config.host}:{srv.config.port}: {why}") from None
 
 
 async def stop(srv: uvicorn.Server, task: asyncio.Task[None]) -> None:
