@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -439,6 +441,13 @@ async def timeout_then_wait(seconds: float) -> dict[str, Any]:
 @action
 async def charge(order_id: str, email: str, cents: int) -> str:
     return f"charged {order_id} {cents} for {email}"
+
+
+@workflow
+async def book_slot(when: datetime.datetime, ref: uuid.UUID, seats: int = 1) -> str:
+    """Typed arguments whose JSON schema says little (a string's format, an integer): a start by
+    name where the code is not imported must refuse what pydantic will refuse at the worker."""
+    return f"{ref} at {when.isoformat()} x{seats}"
 
 
 @workflow

@@ -438,6 +438,43 @@ async def test_a_start_by_name_is_checked_alike_with_or_without_the_code(
         assert json.loads((await handle.describe()).input)["cents"] == "99"
 
 
+REF = "6f1c2a3e-8b9d-4e5f-a1b2-c3d4e5f6a7b8"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("not a date", REF), "argument 'when' of {name} does not match its schema: 'not a date' is not a 'date-time'"),
+        (
+            ("2026-12-06T10:00:00", "not a uuid"),
+            "argument 'ref' of {name} does not match its schema: 'not a uuid' is not a 'uuid'",
+        ),
+        (
+            ("2026-12-06T10:00:00", REF, 1e19),
+            "argument 'seats' of {name} does not match its schema: 1e+19 is not of type 'integer'",
+        ),
+    ],
+)
+async def test_a_start_by_name_refuses_what_the_worker_would_refuse(
+    client: cairn.Client, worker: cairn.Worker, args: tuple[Any, ...], message: str
+) -> None:
+    """JSON Schema alone took `"not a date"` for a `datetime` and `1e19` for an `int`: `cairn
+    dashboard` (no code imported) wrote the run, which failed at once on the worker. The formats
+    pydantic writes are now checked by pydantic's own parser, so what it takes is taken too."""
+    await _register_remotely(client, "remote.book", flows.book_slot)
+    for name in ("remote.book", "tests.flows.book_slot"):
+        with pytest.raises(cairn.SerializationError) as refused:
+            await client.start(name, *args)
+        assert str(refused.value) == message.format(name=name)
+    assert await client.list_runs() == []
+    # pydantic's leniency holds by name: no time zone, a space for the T, a whole float for an int
+    handle = await client.start("remote.book", "2026-12-06 10:00", REF.upper(), 3.0)
+    assert json.loads((await handle.describe()).input) == {"when": "2026-12-06 10:00", "ref": REF.upper(), "seats": 3.0}
+    assert await client.run("tests.flows.book_slot", "2026-12-06 10:00", REF.upper(), 3.0, timeout=30) == (
+        f"{REF} at 2026-12-06T10:00:00 x3"
+    )
+
+
 async def test_an_argument_as_deep_as_the_limit_is_taken_by_name_as_by_function(client: cairn.Client) -> None:
     """Nested 128 levels deep (the limit), an argument was taken where the code is imported and
     refused by name where it is not: the object holding the arguments counted as one more level."""

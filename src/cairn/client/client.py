@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -17,6 +16,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from cairn import telemetry
+from cairn.client.input_schema import check_against, schema_of
 from cairn.client.waiter import Waiters
 from cairn.errors import RunIdConflict, RunNotFound, ScheduleNotFound, SerializationError, UnknownWorkflowError
 from cairn.names import check_name, storable
@@ -434,7 +434,7 @@ _POSITIONAL = ("positional_only", "positional_or_keyword")
 def _encode_by_schema(info: WorkflowInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """Bind arguments as the workflow's signature would, from the schema its workers registered
     (the code need not be importable here), and check them against it before anything is written."""
-    schema, validator = _schema_of(info.input_schema)
+    schema, validator = schema_of(info.input_schema)
     params: list[dict[str, str]] | None = schema.get("x-cairn-parameters")
     if params is None:  # registered by a worker of an older version, which kept no order
         if len(args) > 1:
@@ -469,36 +469,11 @@ def _encode_by_schema(info: WorkflowInfo, args: tuple[Any, ...], kwargs: dict[st
     if missing:
         raise TypeError(f"{info.name} is missing required arguments: {', '.join(missing)}")
     data = {k: to_jsonable(v, f"argument {k!r} of {info.name}") for k, v in bound.items()}
-    _check_against(validator, data, info.name)
+    check_against(validator, data, info.name)
     # Each argument is plain JSON within the nesting limit already: as `Signature.encode_args`
     # does, the object holding them is not counted as one more level (an argument 128 levels deep
     # was refused by name and taken where the code is imported).
     return text_of(data, f"arguments of {info.name}")
-
-
-@functools.lru_cache(maxsize=256)
-def _schema_of(text: str) -> tuple[dict[str, Any], Any]:
-    """A registered input schema, parsed, and its validator: made once per schema, not at every
-    start by name."""
-    import jsonschema
-
-    schema = json.loads(text)
-    return schema, jsonschema.Draft202012Validator(schema)
-
-
-def _check_against(validator: Any, data: dict[str, Any], workflow: str) -> None:
-    """The arguments' types checked against the registered JSON schema, naming the first bad one."""
-    import jsonschema
-
-    try:
-        error = jsonschema.exceptions.best_match(validator.iter_errors(data))
-    except jsonschema.exceptions.SchemaError:
-        return  # a schema we cannot read checks nothing; the worker validates against the code
-    if error is None:
-        return
-    where = next(iter(error.absolute_path), None)
-    what = f"argument {where!r}" if where is not None else "the arguments"
-    raise SerializationError(f"{what} of {workflow} does not match its schema: {error.message}")
 
 
 def _status(status: str | RunStatus) -> RunStatus:
