@@ -232,7 +232,36 @@ async def test_second_sigterm_stops_at_once_without_a_traceback(
     assert code != 0
     assert "Traceback" not in out and "CancelledError" not in out, out
     assert "stopped at once" in out
+    assert "exiting with 1 abandoned action call(s) still running" in out
     assert marks.of("s3", "end") == []  # nothing waited for the 60 s action
+
+
+async def test_an_idle_worker_stops_without_claiming_it_abandoned_anything(
+    client: cairn.Client, db_url: str, tmp_path: Path
+) -> None:
+    """Any live non-daemon thread was counted as an abandoned action: the store's pool threads,
+    still alive for a moment after the store closed, made a quarter of idle stops on PostgreSQL
+    say "exiting with 2 abandoned action threads still running" and leave by `os._exit`, which
+    skips the interpreter's exit handlers. Forced here with a thread that is always there."""
+    stderr = tmp_path / "worker.stderr"
+    with open(stderr, "wb") as err:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "cairn.cli.main", "worker", MODULE, "tests.process.idle_thread", "--db", db_url],
+            cwd=ROOT,
+            env=os.environ.copy(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        await eventually(lambda: registered(client, "sync_then_quick"), timeout=30, what="the worker registered")
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    out = stderr.read_text()
+    assert "cairn worker: stopped" in out and "abandoned" not in out, out
 
 
 async def test_grace_must_be_seconds_of_zero_or_more(client: cairn.Client) -> None:

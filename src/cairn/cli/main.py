@@ -16,7 +16,6 @@ import shlex
 import signal
 import sqlite3
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -494,12 +493,14 @@ def serve(modules: Sequence[str], options: WorkerOptions, log_level: str, dashbo
             f"no workflows or actions are registered after importing {', '.join(modules)}; "
             "define them with @cairn.workflow and @cairn.action in those modules"
         )
+    from cairn.worker.actions import calls_on_threads
+
     code = run(run_worker(options, dashboard))
-    threads = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
-    if threads:
+    abandoned = calls_on_threads()
+    if abandoned:
         # Plain `def` code still running on a thread (an attempt abandoned at its timeout, or by a
         # second signal): nothing can stop it, and the interpreter would wait for it at exit.
-        click.echo(f"cairn worker: exiting with {len(threads)} abandoned action threads still running", err=True)
+        click.echo(f"cairn worker: exiting with {abandoned} abandoned action call(s) still running", err=True)
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

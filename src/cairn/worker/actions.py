@@ -12,6 +12,7 @@ import concurrent.futures
 import contextvars
 import logging
 import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +85,21 @@ def _stopped(exc: BaseException) -> bool:
     return task is None or task.cancelling() > 0
 
 
+_EXECUTORS: weakref.WeakSet[ActionExecutor] = weakref.WeakSet()
+
+
+def calls_on_threads() -> int:
+    """Plain `def` calls of this process's workers still running on a thread (an attempt abandoned
+    at its timeout, or by a stop at once): nothing can stop them, and the interpreter would wait
+    for them at exit. Counted by call, not by live thread: a thread of a pool shut down moments
+    ago (the store's, idle) is alive too, and was taken for an abandoned action."""
+    total = 0
+    for executor in list(_EXECUTORS):
+        with executor._calls_lock:
+            total += sum(not call.done() for calls in executor._calls.values() for call in calls)
+    return total
+
+
 class ActionExecutor:
     def __init__(self, store: Store, registry: Registry, threads: int) -> None:
         self._store = store
@@ -96,6 +112,7 @@ class ActionExecutor:
         self._recording: collections.Counter[Key] = collections.Counter()
         self.traces = RunTraces(store)
         install_log_fields()
+        _EXECUTORS.add(self)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
