@@ -276,3 +276,37 @@ async def test_grace_must_be_seconds_of_zero_or_more(client: cairn.Client) -> No
         timeout=60,
     )
     assert refused.returncode == 2 and "--grace" in refused.stderr
+
+
+async def test_cairn_dev_stops_its_worker_gracefully_on_ctrl_c_from_the_terminal(
+    client: cairn.Client, db_url: str, marks: Marks, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cairn dev` (reloading by default) killed its worker 5 s into the graceful stop, whatever
+    the grace: a `def` action of 8 s died mid-way, its run left to the lease. And a terminal's
+    Ctrl-C reached the worker twice (itself, then passed on by the reloader), which it takes
+    for "stop at once". The terminal's Ctrl-C goes to the whole process group, as here."""
+    monkeypatch.setenv("CAIRN_ACTION_SECONDS", "8")
+    stderr = tmp_path / "dev.stderr"
+    with open(stderr, "wb") as err:
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "cairn.cli.main", "dev", MODULE, "--db", db_url, "--port", "0", "--grace", "30"],
+            cwd=ROOT,
+            env=os.environ.copy(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,  # its own group, as a shell gives a command it runs
+        )
+    try:
+        await eventually(lambda: registered(client, "sync_then_quick"), timeout=30, what="the worker registered")
+        await client.start(f"{MODULE}.sync_then_quick", "d1")
+        await eventually(lambda: marks.seen("d1"), timeout=30, what="the long action started")
+        os.killpg(dev.pid, signal.SIGINT)  # Ctrl-C in the terminal
+        assert dev.wait(timeout=60) == 0, stderr.read_text()
+    finally:
+        if dev.poll() is None:
+            os.killpg(dev.pid, signal.SIGKILL)
+            dev.wait()
+    out = stderr.read_text()
+    assert len(marks.of("d1", "end")) == 1, out  # the action finished within the grace
+    assert "stopping now" not in out and "SIGKILL" not in out and "killing" not in out, out
+    assert "cairn worker: stopped" in out, out

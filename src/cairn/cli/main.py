@@ -453,7 +453,7 @@ def dev(
     restarted when your code changes."""
     if reload:
         check_findable(modules)
-        reload_on_change(sys.argv[1:] if sys.argv[1:2] == ["dev"] else ["dev", *_dev_args(modules, db, port)])
+        reload_on_change(sys.argv[1:] if sys.argv[1:2] == ["dev"] else ["dev", *_dev_args(modules, db, port)], grace)
         return
     options = WorkerOptions(db, concurrency, parse_queues(queues), lease, poll, grace, deadlock_timeout)
     serve(modules, options, log_level, dashboard=port)
@@ -464,23 +464,16 @@ def _dev_args(modules: Sequence[str], db: str | None, port: int) -> list[str]:
     return [*modules, *(["--db", db] if db else []), "--port", str(port)]
 
 
-def reload_on_change(args: list[str]) -> None:
+def reload_on_change(args: list[str], grace: float) -> None:
     """Run `cairn <args> --no-reload` in a child process and restart it whenever a Python file
     under the current directory changes (as uvicorn --reload does); Ctrl-C or SIGTERM stop it."""
-    import shlex
+    from cairn.cli import reload
 
-    import watchfiles
-
-    command = shlex.join([sys.executable, "-m", "cairn", *args, "--no-reload"])
-
-    def changed(changes: set[tuple[watchfiles.Change, str]]) -> None:
-        names = sorted({os.path.relpath(path) for _, path in changes})
+    def changed(names: list[str]) -> None:
         click.echo(f"cairn dev: {', '.join(names[:5])} changed; restarting the worker", err=True)
 
     click.echo(f"cairn dev: watching {os.getcwd()} for changes to .py files", err=True)
-    watchfiles.run_process(
-        os.getcwd(), target=command, target_type="command", watch_filter=watchfiles.PythonFilter(), callback=changed
-    )
+    reload.reload_on_change([sys.executable, "-m", "cairn", *args, "--no-reload"], grace, changed)
 
 
 def serve(modules: Sequence[str], options: WorkerOptions, log_level: str, dashboard: int | None = None) -> None:
