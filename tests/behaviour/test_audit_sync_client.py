@@ -6,8 +6,10 @@ calls from inside a running event loop (Jupyter) that either work or fail at onc
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -181,6 +183,48 @@ def test_a_blocking_client_in_a_notebooks_loop_works_when_the_worker_runs_elsewh
             return int(sync.run(doubling, 9, timeout=10))  # blocks this loop; the worker is not on it
 
     assert asyncio.run(cell()) == 18
+
+
+def test_threads_calling_while_another_closes_never_hang(db_url: str) -> None:
+    """Threads share a blocking client while one closes it, again and again (a web app's workers
+    and its shutdown). On PostgreSQL, close and every caller hung for ever within a few rounds: a
+    call begun during the close started a second loop, whose calls met the client's pool bound to
+    the first. On SQLite, callers got AssertionError and InvalidStateError. A call in flight at
+    a close may end with CancelledError; any other outcome, or no outcome, is a failure."""
+    sync = cairn.connect_sync(db_url)
+    sync.now()
+    stop = threading.Event()
+    outcomes: collections.Counter[str] = collections.Counter()
+
+    def call() -> None:
+        while not stop.is_set():
+            try:
+                sync.now()
+                outcomes["ok"] += 1
+            except concurrent.futures.CancelledError:
+                outcomes["cancelled"] += 1
+            except BaseException as exc:
+                outcomes[f"{type(exc).__name__}: {exc}"] += 1
+
+    callers = [threading.Thread(target=call, daemon=True) for _ in range(3)]
+    for t in callers:
+        t.start()
+    rng = random.Random(7)
+    try:
+        for _ in range(150):
+            time.sleep(rng.random() * 0.01)  # a random interleaving of the closes with the calls, not a sync
+            closing = threading.Thread(target=sync.close, daemon=True)
+            closing.start()
+            closing.join(timeout=30)
+            assert not closing.is_alive(), f"close() hung; calls so far: {dict(outcomes)}"
+    finally:
+        stop.set()
+    for t in callers:
+        t.join(timeout=30)
+        assert not t.is_alive(), f"a caller hung; calls so far: {dict(outcomes)}"
+    assert set(outcomes) <= {"ok", "cancelled"}, dict(outcomes)
+    assert isinstance(sync.now(), float)  # opened again by its use
+    sync.close()
 
 
 # --- a script in its own process ------------------------------------------------------------------------

@@ -26,22 +26,28 @@ class LoopThread:
     """An event loop on a daemon thread; `run(coro)` blocks until the coroutine finishes there.
 
     Any number of threads may call `run` at once (their coroutines share the loop). After `close`,
-    the next `run` starts a new loop thread, as a closed async `Client` opens again when used."""
+    the next `run` starts a new loop thread, as a closed async `Client` opens again when used.
+    A `run` begun while another thread closes waits for the close to end: submitted to the old
+    loop meanwhile, it reopened the client there (or waited on a stopped loop for ever), and one
+    begun on a new loop met that client's pool bound to the old one (every caller hung)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        """Held to submit a call and for a whole close: no call lands on a loop that is closing."""
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._loop()
+        self._calls: dict[concurrent.futures.Future[Any], Coroutine[Any, Any, Any]] = {}
+        """The calls submitted and not yet done, each with its coroutine (to find its task by)."""
+        with self._lock:
+            self._loop()
 
     def _loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self.loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name="cairn-sync-client", daemon=True)
-                thread.start()
-                self.loop, self._thread = loop, thread
-            return self.loop
+        if self.loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="cairn-sync-client", daemon=True)
+            thread.start()
+            self.loop, self._thread = loop, thread
+        return self.loop
 
     @property
     def running(self) -> bool:
@@ -60,31 +66,59 @@ class LoopThread:
                 )
             if waits_for is not None:
                 _refuse_blocking_a_worker(waits_for)
-            loop = self._loop()
+            with self._lock:
+                future = asyncio.run_coroutine_threadsafe(coro, self._loop())
+                self._calls[future] = coro
         except BaseException:
             coro.close()  # never to run: no "never awaited" warning
             raise
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        future.add_done_callback(self._done)
         try:
             return _interruptible(future)
         except BaseException:
             future.cancel()  # interrupted (Ctrl-C in a script): the wait on the loop stops too
             raise
 
-    def close(self) -> None:
-        """Stop the loop as `asyncio.run` ends one: its tasks still pending (a result waiter between
-        two reads) are cancelled and finish first, instead of being destroyed pending. Idempotent."""
+    def _done(self, future: concurrent.futures.Future[Any]) -> None:
+        self._calls.pop(future, None)
+
+    def close(self, last: Coroutine[Any, Any, Any] | None = None) -> None:
+        """Cancel the calls in flight (their callers get CancelledError), run `last` (the client's
+        own close) once none is left, and stop the loop as `asyncio.run` ends one: its tasks still
+        pending are cancelled and finish first, instead of being destroyed pending. Idempotent."""
         with self._lock:
             loop, thread = self.loop, self._thread
             self.loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        if thread.is_alive() and not loop.is_closed():
-            asyncio.run_coroutine_threadsafe(_cancel_tasks(), loop).result()
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=5)
-        if not thread.is_alive() and not loop.is_closed():
-            loop.close()
+            if loop is None or thread is None:
+                if last is not None:
+                    last.close()
+                return
+            try:
+                if thread.is_alive() and not loop.is_closed():
+                    calls = set(self._calls.values())
+                    _interruptible(asyncio.run_coroutine_threadsafe(_wind_down(calls, last), loop))
+                elif last is not None:
+                    last.close()
+            finally:
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(loop.stop)
+                thread.join(timeout=5)
+                if not thread.is_alive() and not loop.is_closed():
+                    loop.close()
+
+
+async def _wind_down(calls: set[Coroutine[Any, Any, Any]], last: Coroutine[Any, Any, Any] | None) -> None:
+    """On the loop: the calls' tasks cancelled and finished (each was created before this one ran,
+    its submission queued first), then `last`, then whatever else is pending."""
+    tasks = [task for task in asyncio.all_tasks() if task.get_coro() in calls]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    try:
+        if last is not None:
+            await last
+    finally:
+        await _cancel_tasks()
 
 
 SIGNAL_CHECK = 0.2
@@ -246,12 +280,8 @@ class SyncClient:
     def close(self) -> None:
         """Close the connections and stop the loop thread; a second close does nothing. As with
         the async client, using it again afterwards opens it again (close it again then)."""
-        if not self._bridge.running:
-            return
-        try:
-            self._bridge.run(self.inner.close())
-        finally:
-            self._bridge.close()
+        if self._bridge.running:
+            self._bridge.close(self.inner.close())
 
     def start(
         self,

@@ -149,7 +149,7 @@ class Database(abc.ABC):
         use): it refuses a database its code would migrate instead (`SchemaBehind`)."""
         self._keyed: dict[str, list[Listener]] = {}
         self._lock = threading.Lock()
-        self._opening: concurrent.futures.Future[None] | None = None
+        self._opening: concurrent.futures.Future[bool] | None = None
         """The one open under way or done; every caller waits for it (from whichever loop)."""
         self.lock_conflicts = 0
         """Transactions the database refused as a lock conflict's loser (`conflicted`: a deadlock,
@@ -159,25 +159,35 @@ class Database(abc.ABC):
     async def open(self) -> None:
         """Connect and migrate, once, however many callers ask at once: a client's first use is
         often a burst of concurrent calls, and none may see the database before it is migrated."""
-        opening = self._opening
-        if opening is not None and opening.done() and opening.exception() is None:
-            return
-        with self._lock:
+        while True:
             opening = self._opening
-            mine = opening is None
-            if opening is None:
-                opening = self._opening = concurrent.futures.Future()
-        if not mine:
-            await asyncio.wrap_future(opening)
-            return
-        try:
-            await self._open()
-        except BaseException as exc:
+            if opening is not None and opening.done() and opening.exception() is None and opening.result():
+                return
             with self._lock:
-                self._opening = None  # the next caller tries again
-            opening.set_exception(exc)
-            raise
-        opening.set_result(None)
+                opening = self._opening
+                mine = opening is None
+                if opening is None:
+                    opening = self._opening = concurrent.futures.Future()
+            if not mine:
+                # Shielded: a waiter cancelled (a sync client closing) cancelled the shared future
+                # through its wrapper, and the opener then failed to set it (InvalidStateError).
+                if await asyncio.shield(asyncio.wrap_future(opening)):
+                    return
+                continue  # whoever was opening it was cancelled: not a failure, open it here
+            try:
+                await self._open()
+            except asyncio.CancelledError:
+                with self._lock:
+                    self._opening = None
+                opening.set_result(False)  # the others try again
+                raise
+            except BaseException as exc:
+                with self._lock:
+                    self._opening = None  # the next caller tries again
+                opening.set_exception(exc)
+                raise
+            opening.set_result(True)
+            return
 
     def behind(self, where: str, current: int, latest: int) -> SchemaBehind:
         """The refusal to read a database older than this code, when not migrating it."""
