@@ -131,7 +131,7 @@ class ResultWaiter:
                 try:
                     await self._read(check, safety)
                 except Exception as exc:  # the database is away: keep waiting, and read these again
-                    log.warning("reading runs for result waits failed (%s); will retry", exc)
+                    log.warning("reading runs for result waits failed (%s: %s); will retry", type(exc).__name__, exc)
                     self._check |= check
                 if safety:
                     last_safety = self._loop.time()
