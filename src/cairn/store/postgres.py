@@ -475,7 +475,7 @@ class PostgresDatabase(Database):
         self._origin = uuid.uuid4().hex[:12]
         """Tags our notifications: we dispatch them in-process at commit, so their echo is skipped."""
 
-    def _first_connection(self) -> psycopg.Connection[Any]:
+    def _first_connection(self, abandoned: threading.Event) -> psycopg.Connection[Any]:
         """One connection made directly, before any pool: a database that refuses us for good (a
         wrong name, password or address, a server not listening) fails the open at once in one
         line, where a pool would retry in the background for its whole timeout, logging each try.
@@ -494,17 +494,21 @@ class PostgresDatabase(Database):
                         "from here."
                     ) from None
                 log.warning("PostgreSQL at %s is not ready (%s); retrying in %.1fs", self.shown_url, cause, delay)
-                time.sleep(delay)
+                if abandoned.wait(delay):  # the open was cancelled (Ctrl-C): this thread tried on for a minute
+                    gave_up = f"gave up connecting to PostgreSQL at {self.shown_url}: cancelled"
+                    raise DatabaseUnavailable(gave_up) from None
                 delay = min(delay * 2, 2.0)
 
     async def _open(self) -> None:
         self._executor = concurrent.futures.ThreadPoolExecutor(self._pool_size, thread_name_prefix="cairn-pg")
         loop = asyncio.get_running_loop()
+        abandoned = threading.Event()
         try:
-            first = await loop.run_in_executor(self._executor, self._first_connection)
+            first = await loop.run_in_executor(self._executor, self._first_connection, abandoned)
             with first:
                 await loop.run_in_executor(self._executor, self._migrate, first)
         except BaseException:
+            abandoned.set()
             await self.close()
             raise
         self._pool = ConnectionPool(
