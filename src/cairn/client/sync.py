@@ -95,7 +95,7 @@ class LoopThread:
                 return
             try:
                 if thread.is_alive() and not loop.is_closed():
-                    calls = set(self._calls.values())
+                    calls = set(self._calls.copy().values())  # its entries leave from the loop thread
                     _interruptible(asyncio.run_coroutine_threadsafe(_wind_down(calls, last), loop))
                 elif last is not None:
                     last.close()
