@@ -176,15 +176,13 @@ class Database(abc.ABC):
                 continue  # whoever was opening it was cancelled: not a failure, open it here
             try:
                 await self._open()
-            except asyncio.CancelledError:
-                with self._lock:
-                    self._opening = None
-                opening.set_result(False)  # the others try again
-                raise
             except BaseException as exc:
                 with self._lock:
                     self._opening = None  # the next caller tries again
-                opening.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    opening.set_result(False)  # not a failure: those waiting try again themselves
+                else:
+                    opening.set_exception(exc)
                 raise
             opening.set_result(True)
             return
