@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import contextlib
 import logging
 import re
@@ -28,6 +27,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from cairn.errors import DatabaseUnavailable
 from cairn.store.base import Database, Params, Tx
+from cairn.store.daemon_pool import DaemonThreadPool
 from cairn.store.open import redact_url
 from cairn.store.protocol import Listener
 from cairn.store.sql import (
@@ -449,7 +449,7 @@ class PostgresDatabase(Database):
         so that a burst of reads (a dashboard, gathered `status()` calls) never holds up a commit."""
         self._aloop: asyncio.AbstractEventLoop | None = None
         self._q = queries("postgres")
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor: DaemonThreadPool | None = None
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
         self._listening = threading.Event()
@@ -500,7 +500,7 @@ class PostgresDatabase(Database):
                 delay = min(delay * 2, 2.0)
 
     async def _open(self) -> None:
-        self._executor = concurrent.futures.ThreadPoolExecutor(self._pool_size, thread_name_prefix="cairn-pg")
+        self._executor = DaemonThreadPool(self._pool_size, thread_name_prefix="cairn-pg")
         loop = asyncio.get_running_loop()
         abandoned = threading.Event()
         try:

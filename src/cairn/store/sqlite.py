@@ -21,7 +21,6 @@ without waiting for the safety poll.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import functools
 import itertools
@@ -37,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from cairn.errors import DatabaseLocked
 from cairn.store.base import WORK, Database, Params, Tx, call_soon_here
+from cairn.store.daemon_pool import DaemonThreadPool
 from cairn.store.protocol import Listener
 from cairn.store.sql import migrations, queries
 
@@ -120,9 +120,9 @@ class SqliteDatabase(Database):
             raise ValueError(f"synchronous must be off, normal, full or extra, got {self._synchronous!r}")
         self.busy_timeout = _busy_timeout(options.get("busy_timeout", [None])[0])
         """Seconds a transaction waits for the write lock of another process (see DatabaseLocked)."""
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor: DaemonThreadPool | None = None
         self._conn: sqlite3.Connection | None = None
-        self._reader: concurrent.futures.ThreadPoolExecutor | None = None
+        self._reader: DaemonThreadPool | None = None
         self._rconn: sqlite3.Connection | None = None
         """Reads go on a connection and thread of their own: in WAL mode they take no lock, so
         they answer while a write waits for a lock another process holds (a stopped writer)."""
@@ -145,11 +145,15 @@ class SqliteDatabase(Database):
         self.watch_linger = WATCH_LINGER
         self._unwatched_since: float | None = None
         self._stop_watching = threading.Event()
+        self._closing = threading.Event()
+        """Set by `close`: a transaction waiting for another process's write lock gives up at once,
+        so that the close (and the exit after Ctrl-C) does not wait behind it for the busy timeout."""
 
     async def _open(self) -> None:
+        self._closing.clear()
         loop = asyncio.get_running_loop()
-        executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cairn-sqlite")
-        reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cairn-sqlite-read")
+        executor = DaemonThreadPool(1, thread_name_prefix="cairn-sqlite")
+        reader = DaemonThreadPool(1, thread_name_prefix="cairn-sqlite-read")
         try:
             self._conn = await loop.run_in_executor(executor, self._connect, True)
             if self.path != ":memory:":  # a second connection to :memory: would be another database
@@ -329,6 +333,7 @@ class SqliteDatabase(Database):
             await asyncio.get_running_loop().run_in_executor(None, watcher.join, 1.0)
         if self._executor is None:
             return
+        self._closing.set()
         loop = asyncio.get_running_loop()
         executor, self._executor = self._executor, None
         reader, self._reader = self._reader, None
@@ -474,7 +479,8 @@ class SqliteDatabase(Database):
             left = self.busy_timeout - (time.monotonic() - started)
             if left <= 0:
                 raise self._locked(started)
-            time.sleep(min(delay, left))
+            if self._closing.wait(min(delay, left)):
+                raise ConnectionError(f"SQLite database {self.path} was closed while waiting for its write lock")
         raise AssertionError("unreachable: the delays never end")
 
 
