@@ -7,6 +7,7 @@ import collections
 
 import cairn
 from cairn import BackoffPolicy, RetryPolicy, action, workflow
+from cairn.types import Json
 
 ATTEMPTS: collections.Counter[str] = collections.Counter()
 FAST = BackoffPolicy(base_delay=0.01, jitter=False)
@@ -48,3 +49,24 @@ async def by_default(key: str) -> str:
         return await shaky_by_default(key)
     except ValueError as exc:
         return f"failed: {exc}"
+
+
+class UnreadablePolicy(RetryPolicy):
+    """A policy the worker cannot apply (its stored form fails): the step must fail, visibly."""
+
+    def to_json(self) -> Json:
+        raise RuntimeError("this policy cannot be written down")
+
+
+@action(retry=UnreadablePolicy(attempts=2), backoff=FAST)
+def under_an_unreadable_policy(key: str) -> str:
+    ATTEMPTS[key] += 1
+    return key
+
+
+@workflow
+async def unreadable(key: str) -> str:
+    try:
+        return await under_an_unreadable_policy(key)
+    except Exception as exc:  # what the workflow sees of the worker's failure to apply the policy
+        return f"failed: {type(exc).__name__}: {exc}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -33,8 +34,12 @@ class RetryPolicy:
         return cls(attempts=5, retry_on=DEFAULT_RETRY_ON)
 
     def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+            raise TypeError(f"RetryPolicy.attempts is a whole number of attempts, like 3; got {self.attempts!r}")
         if self.attempts < 1:
             raise ValueError(f"RetryPolicy.attempts must be at least 1, got {self.attempts}")
+        for name in ("retry_on", "non_retryable"):
+            object.__setattr__(self, name, _exception_classes(getattr(self, name), name))
 
     def should_retry(self, exc: BaseException, attempt: int, chosen: bool = True) -> bool:
         """Whether a failed `attempt` (1-based) is followed by another (see `should_retry`)."""
@@ -75,6 +80,13 @@ class BackoffPolicy:
                 raise TypeError(f"BackoffPolicy.{name} is seconds or a timedelta, got {value!r}")
             if isinstance(value, timedelta):
                 object.__setattr__(self, name, value.total_seconds())
+        if isinstance(self.multiplier, bool) or not isinstance(self.multiplier, int | float):
+            raise TypeError(f"BackoffPolicy.multiplier is a number, like 2; got {self.multiplier!r}")
+        if not all(math.isfinite(_seconds(v)) for v in (self.base_delay, self.max_delay or 0.0, self.multiplier)):
+            raise ValueError(
+                "BackoffPolicy needs finite base_delay, max_delay and multiplier, got "
+                f"{self.base_delay}, {self.max_delay}, {self.multiplier}"
+            )
         if _seconds(self.base_delay) < 0 or _seconds(self.max_delay or 0.0) < 0 or self.multiplier < 1:
             raise ValueError(
                 "BackoffPolicy needs base_delay >= 0, max_delay >= 0 and multiplier >= 1, got "
@@ -105,6 +117,40 @@ class BackoffPolicy:
     @classmethod
     def from_json(cls, data: Json) -> BackoffPolicy:
         return cls(**data)
+
+
+def _exception_classes(value: object, name: str) -> tuple[type[BaseException], ...]:
+    """A policy's exception classes as a tuple (one class, or a list of them, is taken too); a
+    name or an instance is refused when declared, not found out by the first failing attempt."""
+    given = (value,) if isinstance(value, type) else value
+    if isinstance(given, list | tuple | set | frozenset) and all(
+        isinstance(t, type) and issubclass(t, BaseException) for t in given
+    ):
+        return tuple(given)
+    named = isinstance(value, str) or (
+        isinstance(value, list | tuple | set | frozenset) and any(isinstance(t, str) for t in value)
+    )
+    raise TypeError(
+        f"RetryPolicy.{name} holds exception classes, like (ValueError, KeyError); got {value!r}"
+        + (" (give the class, not its name)" if named else "")
+    )
+
+
+def retry_policy(value: object, what: str) -> RetryPolicy | None:
+    """`retry=` as given to an action or a call: a RetryPolicy, or None for the default."""
+    if value is None or isinstance(value, RetryPolicy):
+        return value
+    hint = f" (retry={value!r} means cairn.RetryPolicy(attempts={value!r}))" if isinstance(value, int) else ""
+    raise TypeError(f"retry of {what} must be a cairn.RetryPolicy, got {value!r}{hint}")
+
+
+def backoff_policy(value: object, what: str) -> BackoffPolicy | None:
+    """`backoff=` as given to an action or a call: a BackoffPolicy, or None for the default."""
+    if value is None or isinstance(value, BackoffPolicy):
+        return value
+    raise TypeError(
+        f"backoff of {what} must be a cairn.BackoffPolicy, like cairn.BackoffPolicy(base_delay=2); got {value!r}"
+    )
 
 
 def _seconds(value: float | timedelta) -> float:

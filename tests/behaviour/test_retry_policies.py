@@ -31,3 +31,14 @@ async def test_without_a_policy_an_ordinary_exception_reaches_the_workflow_at_on
     result = await (await client.start(rf.by_default, "k3")).result(timeout=30)
     assert result == "failed: attempt 1 of k3 is refused"
     assert rf.ATTEMPTS["k3"] == 1
+
+
+async def test_a_policy_the_worker_cannot_apply_fails_the_step_instead_of_wedging_the_run(client: cairn.Client) -> None:
+    """The attempt was dropped with a log line: its lease ran out, it was taken again, for ever,
+    the step shown running and the run never finishing."""
+    handle = await client.start(rf.unreadable, "k4")
+    result = await handle.result(timeout=30)
+    assert result.startswith("failed: ") and "this policy cannot be written down" in result, result
+    assert rf.ATTEMPTS["k4"] == 0  # the action itself never ran
+    (step,) = await handle.steps()
+    assert step.status == cairn.StepStatus.FAILED and step.attempt == 1

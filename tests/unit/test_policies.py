@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -57,3 +58,30 @@ def test_retry_on_and_non_retryable_narrow_a_policy_along_the_exception_classes(
     everything_but = cairn.RetryPolicy(non_retryable=(ValueError,))
     assert everything_but.should_retry(RuntimeError("boom"), 1)
     assert not everything_but.should_retry(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"), 1)
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda: cairn.RetryPolicy(attempts="3"), "attempts is a whole number"),  # type: ignore[arg-type]
+        (lambda: cairn.RetryPolicy(attempts=True), "attempts is a whole number"),
+        (lambda: cairn.RetryPolicy(retry_on=("ValueError",)), r"exception classes.*give the class, not its name"),  # type: ignore[arg-type]
+        (lambda: cairn.RetryPolicy(non_retryable=ValueError("x")), "non_retryable holds exception classes"),  # type: ignore[arg-type]
+        (lambda: cairn.RetryPolicy(retry_on=(int,)), "retry_on holds exception classes"),  # type: ignore[arg-type]
+        (lambda: cairn.BackoffPolicy(base_delay=float("nan")), "finite"),
+        (lambda: cairn.BackoffPolicy(multiplier=float("inf")), "finite"),
+        (lambda: cairn.BackoffPolicy(multiplier="2"), "multiplier is a number"),  # type: ignore[arg-type]
+        (lambda: cairn.action(retry=3)(lambda: None), r"must be a cairn.RetryPolicy.*RetryPolicy\(attempts=3\)"),  # type: ignore[call-overload]
+        (lambda: cairn.action(backoff=2.0)(lambda: None), "backoff of action .* must be a cairn.BackoffPolicy"),  # type: ignore[call-overload]
+    ],
+)
+def test_a_policy_of_the_wrong_shape_is_refused_when_declared(make: Any, says: str) -> None:
+    """Accepted, such a policy failed only inside the worker, at the first attempt, which was then
+    dropped and taken again for ever: the run wedged with its step shown running."""
+    with pytest.raises((TypeError, ValueError), match=says):
+        make()
+
+
+def test_exception_classes_may_be_given_as_one_class_or_a_list() -> None:
+    assert cairn.RetryPolicy(retry_on=ValueError).retry_on == (ValueError,)  # type: ignore[arg-type]
+    assert cairn.RetryPolicy(non_retryable=[KeyError, OSError]).non_retryable == (KeyError, OSError)  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ from cairn.engine.loop import workflow_hash
 from cairn.engine.runtime import current_runtime, thread_bridge
 from cairn.errors import NotInWorkflow, ThreadTimeoutWarning, UnawaitedCallWarning
 from cairn.names import check_name, importable_module
-from cairn.policies import BackoffPolicy, RetryPolicy, seconds
+from cairn.policies import BackoffPolicy, RetryPolicy, backoff_policy, retry_policy, seconds
 from cairn.queues import Queue, queue_name
 from cairn.registry import ActionDef, registry
 from cairn.serialization import Signature
@@ -103,8 +103,8 @@ class ActionCall(DurableCall):
         backoff: BackoffPolicy | None = None,
         timeout: float | timedelta | None = None,
     ) -> ActionCall:
-        self.retry = retry or self.retry
-        self.backoff = backoff or self.backoff
+        self.retry = retry_policy(retry, f"a call of {self.defn.id}") or self.retry
+        self.backoff = backoff_policy(backoff, f"a call of {self.defn.id}") or self.backoff
         self.timeout = seconds(timeout, f"timeout of {self.defn.id}") if timeout is not None else self.timeout
         return self
 
@@ -275,9 +275,9 @@ def action(
             name=name or f.__name__,
             description=description if description is not None else (f.__doc__ or "").strip(),
             timeout=seconds(timeout, f"timeout of action {action_id}"),
-            retry=retry or RetryPolicy.default(),
+            retry=retry_policy(retry, f"action {action_id}") or RetryPolicy.default(),
             retry_chosen=retry is not None,
-            backoff=backoff or BackoffPolicy(),
+            backoff=backoff_policy(backoff, f"action {action_id}") or BackoffPolicy(),
             queue=queue_id,
             isolate=isolate,
             signature=Signature.of(f, action_id),

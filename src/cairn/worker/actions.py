@@ -208,7 +208,10 @@ class ActionExecutor:
                     retry_delay = backoff.delay_for(claim.attempt - claim.lost)
                     failure = f"{type(exc).__name__}: {error_message(exc)[:1000]}"
                     ctx.logs.append(f"WARNING attempt {claim.attempt} failed: {failure}; retry in {retry_delay:.2f}s")
-        except (UnknownActionError, ActionAttemptsExhausted) as exc:
+        except Exception as exc:
+            # The worker's own reading of the step (no such action, no attempts left, a policy it
+            # cannot apply) failed: the step fails with it. Let out, it dropped the attempt, whose
+            # lease ran out and which was taken again, for ever, with the step shown running.
             error = error_text(exc)
         # Memory writes are committed with the action's result: a failed attempt's are dropped, as
         # those of an attempt retried later always were.
