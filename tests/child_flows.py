@@ -199,3 +199,15 @@ async def returns_a_handle(key: str):  # type: ignore[no-untyped-def]  # untyped
     result: returning it by mistake is refused by name, never stored as {"id": ..., "workflow": ...}."""
     handle = cairn.start_child(kid_quick, 1, id=f"{key}-kid")
     return await handle
+
+
+@workflow
+async def awaits_a_child_named(child_id: str, then: str = "") -> str:
+    """Awaits a child of this same workflow under `child_id`; that child, given `then`, awaits one
+    under `then` (an ancestor's id, to make a cycle)."""
+    if not child_id:
+        return "leaf"
+    try:
+        return str(await cairn.child(awaits_a_child_named, then, id=child_id))
+    except cairn.RunIdTaken as exc:
+        return f"taken: {exc}"

@@ -145,6 +145,28 @@ async def test_a_second_parent_awaiting_a_child_going_for_another_is_told_not_le
     assert await first.result(timeout=15) == "14"
 
 
+CYCLE = "a run cannot wait for its own end; give the child an id of its own"
+
+
+@pytest.mark.parametrize("named", ["itself", "its parent"])
+async def test_a_run_awaiting_a_child_under_its_own_id_or_an_ancestors_is_told_not_wedged(
+    client: cairn.Client, named: str
+) -> None:
+    """The run adopted itself (or its parent became its own child's child) and waited for its own
+    end: running for ever, with nothing to say why."""
+    if named == "itself":
+        handle = await client.start(cf.awaits_a_child_named, "me", id="me")
+        told = await handle.result(timeout=15)
+        assert told == "taken: child run 'me' is this run itself: " + CYCLE
+        assert (await handle.describe()).parent_id is None
+    else:
+        handle = await client.start(cf.awaits_a_child_named, "kid", "top", id="top")
+        told = await handle.result(timeout=15)
+        assert told == "taken: child run 'top' is an ancestor of run 'kid': " + CYCLE
+        assert (await handle.describe()).parent_id is None
+        assert (await client.get("kid").describe()).parent_id == "top"
+
+
 async def test_a_child_started_without_waiting_is_not_taken_over_by_another_parent(client: cairn.Client) -> None:
     owner = await client.start(cf.starts_kid_then_joins, "own", id="own")
     kid = client.get("own-kid")

@@ -474,6 +474,15 @@ def start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
         return
     if detached:
         return
+    if child_id == run.id or child_id in _ancestors(tx, run):
+        # Adopted, it would wait for its own end (a run's parent became its own descendant): both
+        # stayed running for ever, with nothing to say why.
+        whose = "this run itself" if child_id == run.id else f"an ancestor of run {run.id!r}"
+        cycle = RunIdTaken(
+            f"child run {child_id!r} is {whose}: a run cannot wait for its own end; give the child an id of its own"
+        )
+        _fail_step(tx, run.id, step.seq, cycle, now)
+        return
     # The id names an existing run: wait for it if it is still going, else take its outcome now.
     if tx.execute("adopt_child", {"id": child_id, "parent_id": run.id, "parent_seq": step.seq, "now": now}) == 1:
         tx.notify(WORK)  # a run taken from the worker that held it (see adopt_child)
@@ -495,6 +504,17 @@ def start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
 
 
 _STEP_EFFECTS.update({StepKind.SEND_SIGNAL: _send_signal, StepKind.CHILD: start_child})
+
+
+def _ancestors(tx: Tx, run: RunRow) -> set[str]:
+    """The ids of `run`'s parent, its parent's parent, and so on (rarely more than a few reads)."""
+    seen: set[str] = set()
+    parent = run.parent_id
+    while parent is not None and parent not in seen:
+        seen.add(parent)
+        row = tx.one("get_run", {"id": parent})
+        parent = run_row(row).parent_id if row is not None else None
+    return seen
 
 
 def _fail_step(tx: Tx, run_id: str, seq: int, exc: CairnError, now: float) -> None:
