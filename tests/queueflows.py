@@ -104,6 +104,13 @@ async def gated(label: str) -> str:
     return str(await cairn.wait_for_signal("go")) + label
 
 
+@workflow(queue=DEDUP)
+async def fails_when_told(label: str) -> str:
+    if await cairn.wait_for_signal("go") == "fail":
+        raise RuntimeError(f"{label} failed as told")
+    return label
+
+
 @workflow
 async def fan_two(n: int, seconds: float) -> list[str]:
     return list(await asyncio.gather(*(hold_two(f"a{i}", seconds) for i in range(n))))

@@ -107,6 +107,29 @@ async def test_dedup_key_returns_the_unfinished_run(client: cairn.Client, db_url
     assert len(await client.list_runs(status=RunStatus.COMPLETED)) == 3
 
 
+async def test_a_failed_run_whose_dedup_key_another_run_holds_now_is_refused_a_retry(
+    client: cairn.Client, db_url: str
+) -> None:
+    """The key is free once its run has failed, and another run took it; a retry of the failed one
+    would make two unfinished runs hold it. It was a raw database error (HTTP 500); now it is
+    refused, saying which run holds the key, and changes nothing."""
+    async with workers(client, db_url, n=1):
+        first = await client.start(qf.fails_when_told, "1", dedup_key="order-9")
+        await first.signal("go", "fail")
+        with pytest.raises(RuntimeError, match="1 failed as told"):
+            await first.result(timeout=30)
+        second = await client.start(qf.fails_when_told, "2", dedup_key="order-9")
+        assert second.created
+        with pytest.raises(cairn.IllegalTransition, match=f"run '{second.id}' holds its dedup_key 'order-9'"):
+            await first.retry()
+        assert await first.status() == RunStatus.FAILED
+        await second.signal("go", "ok")
+        assert await second.result(timeout=30) == "2"
+        assert await first.retry() != RunStatus.FAILED  # the key is free again: retried
+        with pytest.raises(RuntimeError, match="1 failed as told"):  # its journal holds the same signal
+            await first.result(timeout=30)
+
+
 async def test_rate_limit_spaces_starts_evenly(client: cairn.Client, db_url: str) -> None:
     async with workers(client, db_url, n=2):
         assert len(await client.run(qf.fan_rated, 6, timeout=30)) == 6

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from cairn.errors import RunIdTaken, RunNotFound, WorkflowCancelled, WorkflowTimeout
+from cairn.errors import IllegalTransition, RunIdTaken, RunNotFound, WorkflowCancelled, WorkflowTimeout
 from cairn.records import NewRun, NewStep, RunRow
 from cairn.serialization import dumps, error_to_json
 from cairn.store.base import WORK, Tx, run_row
@@ -144,6 +144,13 @@ def retry(tx: Tx, run_id: str) -> RunStatus:
     run = _lock(tx, run_id)
     if not decide("retry", run_id, run.status):
         return run.status
+    holder = tx.one("dedup_holder", {"id": run_id})
+    if holder is not None:  # the database's unique index refused it, a raw error (HTTP 500)
+        other, key, queue = holder
+        raise IllegalTransition(
+            f"cannot retry run {run_id!r}: run {other!r} holds its dedup_key {key!r} in queue {queue!r} and has "
+            "not finished; retry this run once that one has finished, or cancel that one first"
+        )
     if run.status == RunStatus.PAUSED and run.pause_reason == "user":
         return resume(tx, run_id)
     now = tx.now()

@@ -887,3 +887,10 @@ RETURNING id
 -- name: run_by_dedup_key
 SELECT {run_columns} FROM cairn_runs
 WHERE queue = :queue AND dedup_key = :dedup_key AND status IN ('pending', 'running', 'waiting', 'paused')
+
+-- name: dedup_holder
+-- The unfinished run, other than this one, holding this run's dedup_key in its queue: retried,
+-- this run would hold it too.
+SELECT other.id, other.dedup_key, other.queue FROM cairn_runs AS this
+JOIN cairn_runs AS other ON other.queue = this.queue AND other.dedup_key = this.dedup_key
+WHERE this.id = :id AND other.id <> this.id AND other.status IN ('pending', 'running', 'waiting', 'paused')
