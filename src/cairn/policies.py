@@ -179,9 +179,13 @@ def seconds(value: float | timedelta | None, what: str) -> float | None:
     """Normalise a duration given as seconds or timedelta; reject negatives by name."""
     if value is None:
         return None
+    if isinstance(value, bool) or not isinstance(value, int | float | timedelta):
+        raise TypeError(f"{what} must be a number of seconds or a timedelta, got {value!r}")
     secs = value.total_seconds() if isinstance(value, timedelta) else float(value)
     if secs != secs:  # NaN compares false with every bound: it would pass as no wait at all
         raise ValueError(f"{what} must be a number of seconds or a timedelta, got nan")
+    if secs == math.inf:  # a due time the database cannot store (PostgreSQL refused it, SQLite did not)
+        raise ValueError(f"{what} must be finite, got {value!r}; leave it out to set no limit")
     if secs < 0:
         raise ValueError(f"{what} must not be negative, got {value!r}")
     return secs

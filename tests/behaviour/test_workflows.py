@@ -178,3 +178,12 @@ async def test_a_wait_of_nan_seconds_is_refused_where_it_is_written(client: cair
     )
     assert told[1] == told[2] and told[1].startswith("a workflow's timer cannot wait nan seconds"), told
     assert [s.kind.value for s in await handle.steps()] == []  # no timer due at NaN
+
+
+async def test_a_wait_of_infinite_seconds_is_refused_where_it_is_written_on_both_backends(client: cairn.Client) -> None:
+    handle = await client.start(flows.nan_waits, "inf")
+    told = await handle.result(timeout=20)
+    assert told[0] == "sleep duration must be finite, got inf; leave it out to set no limit", told
+    assert told[3] == "signal timeout must be finite, got inf; leave it out to set no limit", told
+    assert told[1] == told[2] and told[1].startswith("a workflow's timer cannot wait for ever"), told
+    assert [s.kind.value for s in await handle.steps()] == []  # no timer due at infinity

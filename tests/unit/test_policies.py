@@ -72,7 +72,9 @@ def test_retry_on_and_non_retryable_narrow_a_policy_along_the_exception_classes(
         (lambda: cairn.BackoffPolicy(multiplier=float("inf")), "finite"),
         (lambda: cairn.BackoffPolicy(multiplier="2"), "multiplier is a number"),  # type: ignore[arg-type]
         (lambda: cairn.action(retry=3)(lambda: None), r"must be a cairn.RetryPolicy.*RetryPolicy\(attempts=3\)"),  # type: ignore[call-overload]
-        (lambda: cairn.action(backoff=2.0)(lambda: None), "backoff of action .* must be a cairn.BackoffPolicy"),  # type: ignore[call-overload]
+        (lambda: cairn.action(backoff=2.0)(lambda: None), "backoff of action .* must be a cairn.BackoffPolicy"),
+        (lambda: cairn.action(timeout="5")(lambda: None), "timeout of action .* must be a number of seconds"),
+        (lambda: cairn.action(timeout=float("inf"))(lambda: None), "timeout of action .* must be finite"),  # type: ignore[call-overload]
     ],
 )
 def test_a_policy_of_the_wrong_shape_is_refused_when_declared(make: Any, says: str) -> None:

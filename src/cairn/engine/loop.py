@@ -17,6 +17,7 @@ import asyncio
 import collections
 import contextvars
 import hashlib
+import math
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -30,6 +31,11 @@ if TYPE_CHECKING:
 _IO_HINT = "workflow code must be deterministic: do I/O in an action and await it from the workflow"
 
 
+_ENDLESS_TIMER = (
+    "a workflow's timer cannot wait for ever (asyncio.sleep(math.inf), or an infinite timeout of "
+    "asyncio.wait_for or asyncio.timeout): a durable timer is stored with the time it is due; leave "
+    "the timeout out (None), or wait for a signal, to wait without end"
+)
 _NAN_TIMER = (
     "a workflow's timer cannot wait nan seconds (asyncio.sleep, or the timeout of asyncio.wait_for or "
     "asyncio.timeout): give a number of seconds"
@@ -176,8 +182,8 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
     def call_later(  # type: ignore[override]
         self, delay: float, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
     ) -> asyncio.TimerHandle:
-        if delay != delay:
-            raise ValueError(_NAN_TIMER)
+        if delay != delay or delay == math.inf:
+            raise ValueError(_NAN_TIMER if delay != delay else _ENDLESS_TIMER)
         return self.call_at(self._time + max(0.0, delay), callback, *args, context=context)
 
     def call_at(  # type: ignore[override]
@@ -185,6 +191,8 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
     ) -> asyncio.TimerHandle:
         if when != when:  # a durable timer due at NaN: stored as no time at all, it fired at once
             raise ValueError(_NAN_TIMER)
+        if when == math.inf:  # a due time the database cannot store: PostgreSQL refused the commit
+            raise ValueError(_ENDLESS_TIMER)
         return self.runtime.start_timer(when, lambda seq: DurableTimerHandle(when, callback, args, self, context, seq))
 
     def time(self) -> float:
