@@ -650,3 +650,21 @@ async def test_a_name_several_workflows_bear_is_refused_not_the_first_of_them(cl
 
     assert registry.workflow("quick") is None
     assert registry.workflow("tests.wedge_flows.quick") is wedge_flows.quick.__cairn_workflow__
+
+
+async def test_a_result_with_no_time_to_wait_answers_for_a_finished_run(client: cairn.Client) -> None:
+    """`result(timeout=0)` of a finished run raised TimeoutError saying the run was completed: the
+    wait ran out before its first read, as it can when the run ends just as a timeout runs out."""
+    handle = await client.start(flows.function_style, 4)
+    assert await handle.result(timeout=10) == 9
+    assert await handle.result(timeout=0) == 9
+    assert await client.get(handle.id).result(timeout=0) == 9  # a handle that never waited before
+
+    def blocking() -> Any:
+        with cairn.connect_sync(client.url) as sync:
+            return sync.get(handle.id).result(timeout=0)
+
+    assert await asyncio.to_thread(blocking) == 9
+    for bad in (-1, float("nan")):
+        with pytest.raises(ValueError, match="timeout must be a number of seconds, 0 or more"):
+            await handle.result(timeout=bad)

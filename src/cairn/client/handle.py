@@ -119,13 +119,17 @@ class RunHandle:
 
     async def _wait_terminal(self, timeout: float | None, pending: bool = False) -> RunRow:
         """The run's row once it has ended, from the client's shared waiter (see `client.waiter`)."""
+        if timeout is not None and not timeout >= 0:  # NaN too
+            raise ValueError(f"timeout must be a number of seconds, 0 or more, got {timeout!r}")
         try:
             return await self.client.waiters.here().wait(self._stored_id(), timeout, created=pending)
         except TimeoutError:
             if timeout is None:  # not the caller's timeout: a test environment's word that it cannot end
                 raise
-            status = (await self.describe()).status
-            raise TimeoutError(f"run {self.id} did not finish within {timeout}s (status: {status})") from None
+            row = await self.describe()
+            if row.status.is_terminal:  # ended before the wait could look (timeout=0), or just as it ran out
+                return row
+            raise TimeoutError(f"run {self.id} did not finish within {timeout}s (status: {row.status})") from None
 
     async def steps(self, after: int = 0, limit: int | None = None, *, last: int | None = None) -> list[StepInfo]:
         """The run's steps in the order it scheduled them. A long run's a page at a time: those
