@@ -12,6 +12,7 @@ import pytest
 
 import cairn
 from cairn import RunStatus
+from tests import flows
 from tests import queueflows as qf
 from tests.helpers import cli_in_thread
 
@@ -87,6 +88,12 @@ async def test_priority_lower_first_then_first_in_first_out(client: cairn.Client
 async def test_priority_on_a_queue_without_it_is_refused(client: cairn.Client) -> None:
     with pytest.raises(ValueError, match="does not take priorities"):
         await client.start(qf.serial, "x", priority=1)
+    # Nor does the default queue, or a queue nobody declared (they were let through, and the
+    # priority was stored and ignored).
+    with pytest.raises(ValueError, match=r"queue 'default' does not take priorities"):
+        await client.start(flows.function_style, 1, priority=3)
+    with pytest.raises(ValueError, match=r"queue 'nowhere' does not take priorities"):
+        await client.start(flows.function_style, 1, queue="nowhere", priority=3)
     assert await client.list_runs() == []  # nothing was written
 
 

@@ -170,7 +170,7 @@ class Client:
         if spec is None:
             row = await self.store.get_queue(queue)
             spec = None if row is None else row.spec
-        if spec is not None and not spec.priority:
+        if spec is None or not spec.priority:  # a queue nobody declared has no priorities either
             raise ValueError(
                 f"queue {queue!r} does not take priorities: declare it with cairn.Queue({queue!r}, priority=True)"
             )
