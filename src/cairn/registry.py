@@ -81,6 +81,11 @@ class WorkflowDef:
         """A start's arguments, validated against the signature and encoded, before anything is written."""
         return self.signature.validate_input(args, kwargs)
 
+    @property
+    def derives_id(self) -> bool:
+        """Whether `derive_id` has an `id` method to call (see `WorkflowInfo.derives_id`)."""
+        return self.is_class and callable(getattr(self.target, "id", None))
+
     def derive_id(self, encoded: str) -> str | None:
         """The run id a class derives from its `encoded` input with `id(self, *args, **kwargs)`
         (Zenaton), if any; given the arguments decoded as the run will get them (a start by name, the

@@ -18,7 +18,7 @@ import cairn
 from cairn import RunStatus
 from cairn.serialization import max_payload_bytes
 from cairn.store.protocol import WorkflowInfo
-from tests import flows
+from tests import flows, seedflows
 from tests.conftest import _admin, _with_db, eventually
 from tests.helpers import status_is
 
@@ -668,3 +668,23 @@ async def test_a_result_with_no_time_to_wait_answers_for_a_finished_run(client: 
     for bad in (-1, float("nan")):
         with pytest.raises(ValueError, match="timeout must be a number of seconds, 0 or more"):
             await handle.result(timeout=bad)
+
+
+async def test_a_workflow_deriving_its_run_id_started_by_name_without_its_code_must_be_given_the_id(
+    client: cairn.Client,
+) -> None:
+    """Its id() runs only where its code is imported. Started by name elsewhere (`cairn start`, the
+    HTTP API of `cairn dashboard`), it got a new id each time: the same input started twice made
+    two runs, where the code's own start made one."""
+    defn = seedflows.WelcomeFlow.__cairn_workflow__  # type: ignore[attr-defined]
+    # The worker of this test registered what it imports, saying whether each derives its ids.
+    (registered,) = [w for w in await client.store.list_workflows() if w.name == defn.id]
+    assert registered.derives_id
+    info = WorkflowInfo("remote.Welcome", "", registered.input_schema, "default", derives_id=True)
+    await client.store.register_workflows([info])
+    user = {"email": "ada@example.com", "slack_id": "U1"}
+    with pytest.raises(ValueError, match=r"remote.Welcome derives a run's id from its input .* give the run id"):
+        await client.start("remote.Welcome", user)
+    assert await client.list_runs() == []  # nothing was written
+    assert (await client.start("remote.Welcome", user, id="welcome-ada")).id == "welcome-ada"
+    assert (await client.start(seedflows.WelcomeFlow, user)).id == "ada@example.com"  # with the code: derived

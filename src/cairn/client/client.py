@@ -119,6 +119,12 @@ class Client:
         else:
             info = await self._remote_definition(str(workflow))
             encoded = _encode_by_schema(info, args, kwargs)
+            if id is None and info.derives_id:  # a new id each time would break idempotent starts
+                raise ValueError(
+                    f"workflow {info.name} derives a run's id from its input (its id() method), which only code "
+                    'that imports it can run: give the run id (--id with `cairn start`, "id" in the HTTP body), '
+                    "or start it where the workflow is imported (`cairn start --import MODULE`, Python code)"
+                )
             derived = id
             name, default_queue, version = info.name, info.queue, None
         # An empty id is a mistake (`id=order_id` of a blank field), not a request for a new one: it

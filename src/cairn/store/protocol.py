@@ -207,6 +207,9 @@ class WorkflowInfo:
     description: str
     input_schema: str
     queue: str
+    derives_id: bool = False
+    """Whether its class derives a run's id from the input (`id(self, ...)`): only where its code is
+    imported can that be done, so a start by name elsewhere must give the id."""
 
 
 @dataclass(frozen=True, slots=True)

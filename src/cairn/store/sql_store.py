@@ -721,6 +721,7 @@ class SqlStore:
                         "description": i.description,
                         "input_schema": i.input_schema,
                         "queue": i.queue,
+                        "derives_id": int(i.derives_id),
                         "now": now,
                     }
                     for i in infos
@@ -731,7 +732,7 @@ class SqlStore:
 
     async def list_workflows(self) -> list[WorkflowInfo]:
         rows = await self.db.read("list_workflows", {})
-        return [WorkflowInfo(*r) for r in rows]
+        return [WorkflowInfo(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
 
     async def register_actions(self, infos: Sequence[ActionInfo]) -> None:
         def tx_fn(tx: Tx) -> None:

@@ -177,7 +177,10 @@ class Worker:
         self._serves = (tuple(w.id for w in self.registry.workflows()), tuple(a.id for a in self.registry.actions()))
         dispatch.register(self.store, self)
         await self.store.register_workflows(
-            [WorkflowInfo(w.id, w.description, w.input_schema_text, w.queue) for w in self.registry.workflows()]
+            [
+                WorkflowInfo(w.id, w.description, w.input_schema_text, w.queue, w.derives_id)
+                for w in self.registry.workflows()
+            ]
         )
         await self.store.register_actions(
             [ActionInfo(a.id, a.name, a.description, a.queue) for a in self.registry.actions()]

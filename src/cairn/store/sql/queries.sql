@@ -251,13 +251,14 @@ SELECT id, host, pid, queues, started_at, heartbeat_at, in_flight, serves FROM c
 WHERE heartbeat_at >= :since ORDER BY started_at
 
 -- name: upsert_workflow
-INSERT INTO cairn_workflows (name, description, input_schema, queue, updated_at)
-VALUES (:name, :description, :input_schema, :queue, :now)
+INSERT INTO cairn_workflows (name, description, input_schema, queue, derives_id, updated_at)
+VALUES (:name, :description, :input_schema, :queue, :derives_id, :now)
 ON CONFLICT (name) DO UPDATE SET description = excluded.description,
-    input_schema = excluded.input_schema, queue = excluded.queue, updated_at = excluded.updated_at
+    input_schema = excluded.input_schema, queue = excluded.queue, derives_id = excluded.derives_id,
+    updated_at = excluded.updated_at
 
 -- name: list_workflows
-SELECT name, description, input_schema, queue FROM cairn_workflows ORDER BY name
+SELECT name, description, input_schema, queue, derives_id FROM cairn_workflows ORDER BY name
 
 -- name: upsert_action
 INSERT INTO cairn_actions (id, name, description, queue, updated_at)
