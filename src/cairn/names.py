@@ -31,13 +31,15 @@ def importable_module(module: str) -> str:
     """The name `module` is importable by: itself, except for `__main__`, which becomes the name
     the script would be imported by (`python shop.py` → `shop`, `python -m pkg.app` → `pkg.app`),
     so that what a script defines belongs to the module `cairn worker shop` imports. `__main__`
-    is kept where the script is not importable (run from a directory that is not on sys.path)."""
-    if module != "__main__":
+    is kept where the script is not importable (run from a directory that is not on sys.path).
+    `__mp_main__` is the script too, as multiprocessing imports it in a child process (an
+    isolate=True action's), so that its actions there have the ids they have in the script."""
+    if module not in ("__main__", "__mp_main__"):
         return module
     import os
     import sys
 
-    main = sys.modules.get("__main__")
+    main = sys.modules.get(module)  # `__mp_main__` is there while the script runs in a child
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name:
         name = str(spec.name)

@@ -9,11 +9,6 @@ import pytest
 
 import cairn
 from cairn import StepStatus
-from cairn.action_context import ActionContext
-from cairn.policies import BackoffPolicy, RetryPolicy
-from cairn.registry import ActionDef
-from cairn.serialization import Signature
-from cairn.worker.isolate import run_isolated
 from tests import isolate_flows
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -93,28 +88,6 @@ async def test_exception_inside_the_child_keeps_its_type(client: cairn.Client) -
     (step,) = await handle.steps()
     assert step.attempt == 1  # not transient: no retry, exactly as in process
     assert step.error["type"] == "IsolatedBoom" and step.error["module"] == "tests.isolate_flows"
-
-
-async def test_action_in_main_is_refused_before_spawning() -> None:
-    def local() -> int:
-        return 1
-
-    local.__module__ = "__main__"
-    defn = ActionDef(
-        id="main.local",
-        fn=local,
-        name="local",
-        description="",
-        timeout=None,
-        retry=RetryPolicy(),
-        retry_chosen=False,
-        backoff=BackoffPolicy(),
-        queue="default",
-        isolate=True,
-        signature=Signature.of(local, "main.local"),
-    )
-    with pytest.raises(RuntimeError, match="must live in an importable module"):
-        await run_isolated(defn, "{}", ActionContext(None, "main.local", 1, None), None)
 
 
 async def test_the_childs_stderr_is_kept_with_the_step_and_named_in_a_crash(

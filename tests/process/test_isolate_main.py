@@ -7,6 +7,7 @@ child refuses at once: no second run, and the worker's stderr says what to write
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -52,3 +53,47 @@ def test_a_script_without_a_main_guard_starts_no_worker_in_an_isolated_actions_p
     with cairn.connect_sync(url) as client:
         runs = client.list_runs()
     assert [r.workflow for r in runs] == ["tests.isolate_flows.always_crash_flow"]  # one run: the script's own
+
+
+GUARDED = """
+import asyncio, json, os, sys
+import cairn
+
+@cairn.action(isolate=True)
+def in_its_own_process(x: int) -> list[int]:
+    return [x + 1, os.getpid()]
+
+@cairn.workflow
+async def uses_it(x: int) -> list[int]:
+    return await in_its_own_process(x)
+
+async def main() -> None:
+    client = cairn.connect(sys.argv[1])
+    async with cairn.Worker(client):
+        value, child = await client.run(uses_it, 1, timeout=60)
+        print("RESULT", json.dumps({"value": value, "child": child, "script": os.getpid()}), flush=True)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_a_script_may_define_isolate_true_actions_it_runs_itself(tmp_path: Path) -> None:
+    """As the README says: under `if __name__ == "__main__":`, a script's own isolate=True action
+    runs in its own process. It was refused at run time ("defined in __main__, which the child
+    process cannot import"): the child imports the script as `__mp_main__`, where the action's id
+    was `__mp_main__.in_its_own_process`, not the script's `guarded.in_its_own_process`."""
+    script = tmp_path / "guarded.py"
+    script.write_text(GUARDED)
+    done = subprocess.run(
+        [sys.executable, str(script), f"sqlite:///{tmp_path / 'c.db'}"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    said = json.loads(line.removeprefix("RESULT "))
+    assert said["value"] == 2 and said["child"] != said["script"], said
