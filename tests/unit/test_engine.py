@@ -170,6 +170,11 @@ def test_not_in_workflow_errors() -> None:
         ("open('/tmp/cairn-sandbox-test.txt', 'w')", "opening files"),
         ("time.time()", "use cairn.now()"),
         ("time.sleep(0.01)", "cairn.sleep"),
+        ("time.localtime()", "time.localtime() without a time reads the real clock"),
+        ("time.gmtime(None)", "time.gmtime() without a time reads the real clock"),
+        ("time.ctime()", "time.ctime() without a time"),
+        ("time.asctime()", "time.asctime() without a time"),
+        ("time.strftime('%Y')", "time.strftime() without a time"),
         ("threading.Thread(target=print).start()", "threads are not deterministic"),
         ("socket.socket()", "sockets are I/O"),
         ("subprocess.run(['true'])", "subprocesses"),
@@ -196,6 +201,20 @@ def test_runtime_guard_refuses_real_world_access(body: str, message: str) -> Non
     err = json.loads(res.error or "{}")
     assert res.status == RunStatus.FAILED and err["type"] == "WorkflowSandboxError", err
     assert message in err["message"] and err["message"].startswith("inside a workflow")
+
+
+def test_time_functions_given_the_time_are_deterministic_and_allowed() -> None:
+    @cairn.workflow(id="tests.unit.given_times")
+    async def given_times() -> list[str]:
+        import time
+
+        at = cairn.now().timestamp()
+        return [time.strftime("%Y-%m-%d", time.gmtime(at)), time.asctime(time.gmtime(0)), str(time.localtime(at)[0])]
+
+    defn = _defn(given_times)
+    res = WorkflowInstance(defn, _run(defn, {}), [], seed=1).activate([], now=86400.0)
+    day, epoch, year = json.loads(res.result or "null")
+    assert day.startswith("1970-01-") and epoch == "Thu Jan  1 00:00:00 1970" and year == "1970", res.error
 
 
 def test_runtime_guard_is_off_outside_workflows_and_logging_works_inside() -> None:

@@ -13,8 +13,9 @@ choice` bound before Cairn was imported is refused as well. Generators a workflo
 (`random.Random(42)`) are its own business and untouched. Outside workflow code the cost is one
 thread-local lookup. Installed once, on first use.
 
-Limits, by design: `datetime.now()` is a C method that cannot be wrapped (the registration-time
-check in `lint.py` catches it); code that bound `from time import time` (or `from random import
+`time.localtime/gmtime/ctime/asctime/strftime` are refused only when they would read the clock
+(no time given). Limits, by design: `datetime.now()` is a C method that cannot be wrapped (the
+registration-time check in `lint.py` catches it); code that bound `from time import time` (or `from random import
 random`, a C method) before Cairn was imported keeps the unwrapped function. Reading Python source
 and bytecode stays allowed so that imports and tracebacks work inside workflows. Rejected:
 Temporal's re-importing sandbox (heavy, and it changes module identity) and `sys.settrace` (far too
@@ -129,6 +130,8 @@ def install() -> None:
         sys.addaudithook(_audit)
         for name in _TIME_HINTS:
             setattr(time, name, _wrap(getattr(time, name), _TIME_HINTS[name]))
+        for name, given in _NOW_UNLESS_GIVEN.items():
+            setattr(time, name, _wrap_now_unless_given(getattr(time, name), name, given))
         thread_hint = "threads are not deterministic: use asyncio tasks, or do the work in an @action"
         setattr(threading.Thread, "start", _wrap(threading.Thread.start, thread_hint))  # noqa: B010
         _guard_random()
@@ -171,6 +174,26 @@ def _wrap(fn: Callable[..., Any], hint: str) -> Callable[..., Any]:
     @functools.wraps(fn)
     def guard(*args: Any, **kwargs: Any) -> Any:
         if getattr(_state, "active", False) and not _from_logging():
+            raise _refuse(hint)
+        return fn(*args, **kwargs)
+
+    guard.__cairn_guarded__ = True  # type: ignore[attr-defined]
+    return guard
+
+
+_NOW_UNLESS_GIVEN = {"localtime": 0, "gmtime": 0, "ctime": 0, "asctime": 0, "strftime": 1}
+"""Functions of `time` that read the real clock when the time is not given (at this position):
+`time.gmtime(secs)` or `time.strftime(fmt, t)` of a time the workflow has is deterministic."""
+
+
+def _wrap_now_unless_given(fn: Callable[..., Any], name: str, given: int) -> Callable[..., Any]:
+    if getattr(fn, "__cairn_guarded__", False):
+        return fn
+    hint = f"time.{name}() without a time reads the real clock: use cairn.now() (a datetime), or give the time"
+
+    @functools.wraps(fn)
+    def guard(*args: Any, **kwargs: Any) -> Any:
+        if (len(args) <= given or args[given] is None) and getattr(_state, "active", False) and not _from_logging():
             raise _refuse(hint)
         return fn(*args, **kwargs)
 
