@@ -191,6 +191,10 @@ async def test_a_form_encoded_body_is_a_400_that_says_to_send_json(
         assert r.status_code == 400 and r.json()["error"] == "bad_request", (path, r.text)
         assert "Content-Type: application/json" in r.json()["message"]
         assert "application/x-www-form-urlencoded" in r.json()["message"]
+    # With no Content-Type at all, even valid JSON was "not a valid JSON value" (422).
+    for path in ("/api/runs/form-1/signals/approve", "/api/runs/no-such-run/signals/approve"):
+        r = await http.post(path, content=b"1")
+        assert r.status_code == 400 and "Content-Type: application/json`, and none was given" in r.text, r.text
     assert await _signals(http, "form-1") == []
     assert sum((await client.count_runs()).values()) == before
     typed = await http.post("/api/runs/form-1/signals/approve", content=b'{"by": "ada"}', headers=JSON_HEADERS)

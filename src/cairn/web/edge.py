@@ -200,13 +200,15 @@ class Edge:
                 break
         body = b"".join(chunks)
         kind = headers.get("content-type", "")
-        if body and kind and rel.startswith("/api/") and not is_json_type(kind):
+        if body and rel.startswith("/api/") and not (kind and is_json_type(kind)):
             # FastAPI hands such a body to the route as bytes: a form-encoded `curl -d` became
-            # "not a valid JSON value" (422) or, where any value is accepted, the wrong payload.
+            # "not a valid JSON value" (422) or, where any value is accepted, the wrong payload;
+            # one sent with no Content-Type at all was "not a valid JSON value" too, even valid JSON.
+            sent = f"not {kind.split(';')[0]!r}" if kind else "and none was given"
             return error(
                 400,
                 "bad_request",
-                f"the body must be JSON sent with `Content-Type: application/json`, not {kind.split(';')[0]!r} "
+                f"the body must be JSON sent with `Content-Type: application/json`, {sent} "
                 "(curl -d sends a form: add -H 'content-type: application/json')",
             ), receive
         if body and "json" in kind:
