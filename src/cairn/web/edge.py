@@ -204,11 +204,11 @@ class Edge:
             # FastAPI hands such a body to the route as bytes: a form-encoded `curl -d` became
             # "not a valid JSON value" (422) or, where any value is accepted, the wrong payload;
             # one sent with no Content-Type at all was "not a valid JSON value" too, even valid JSON.
-            sent = f"not {kind.split(';')[0]!r}" if kind else "and none was given"
+            given = f"not {kind.split(';')[0]!r}" if kind else "and none was given"
             return error(
                 400,
                 "bad_request",
-                f"the body must be JSON sent with `Content-Type: application/json`, {sent} "
+                f"the body must be JSON sent with `Content-Type: application/json`, {given} "
                 "(curl -d sends a form: add -H 'content-type: application/json')",
             ), receive
         if body and "json" in kind:
