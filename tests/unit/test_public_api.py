@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import cairn
 
 PUBLIC = [
@@ -88,3 +90,13 @@ def test_every_public_name_is_there() -> None:
 def test_the_registry_offers_what_spec_names() -> None:
     for name in ("register", "get", "names", "entries", "reset"):
         assert callable(getattr(cairn.registry, name))
+
+
+def test_an_empty_id_given_to_a_decorator_is_refused_not_replaced_by_the_default() -> None:
+    """`@action(id=ACTION_ID)` with a blank setting silently took the function's default id."""
+    with pytest.raises(ValueError, match="action id must be a non-empty string"):
+        cairn.action(id="")(lambda: 1)
+    with pytest.raises(ValueError, match="workflow id must be a non-empty string"):
+
+        @cairn.workflow(id="")
+        async def blank() -> None: ...

@@ -258,7 +258,7 @@ def action(
             raise TypeError(f"{f.defn.id} is already an action; apply @action once")
         if not callable(f):
             raise TypeError(f"@action needs a function, got {f!r}")
-        action_id = check_name(id or f"{importable_module(f.__module__)}.{f.__qualname__}", "action id")
+        action_id = check_name(f"{importable_module(f.__module__)}.{f.__qualname__}" if id is None else id, "action id")
         queue_id = queue_name(queue, f"queue of action {action_id}")
         if isinstance(queue, Queue) and queue.spec.per_key is not None:
             # SPEC's own example puts such a queue on an action: declared, its other limits hold.

@@ -235,7 +235,7 @@ def workflow(
         else:
             raise TypeError(f"@workflow needs a class or a function, got {t!r}")
         init_input = is_class and _takes_input_in_init(t, entry)
-        wf_id = check_name(id or f"{importable_module(t.__module__)}.{t.__qualname__}", "workflow id")
+        wf_id = check_name(f"{importable_module(t.__module__)}.{t.__qualname__}" if id is None else id, "workflow id")
         queue_id = queue_name(queue, f"queue of workflow {wf_id}")
         defn = WorkflowDef(
             id=wf_id,
