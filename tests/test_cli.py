@@ -293,6 +293,9 @@ def test_prune_removes_old_finished_runs(runner: CliRunner, url: str) -> None:
     assert gone.exit_code == 0 and gone.stdout.strip() == "removed 2 finished runs older than 0"
     bad = runner.invoke(cli, ["prune", "--older-than", "soon", "--db", url])
     assert bad.exit_code == 2 and "not a duration" in bad.output
+    for never in ("inf", "nan", "-1h", "1e20w"):  # inf pruned nothing and said nothing; 1e20w was a traceback
+        bad = runner.invoke(cli, ["prune", "--older-than", never, "--db", url])
+        assert bad.exit_code == 2 and "--older-than" in bad.output and "Traceback" not in bad.output, bad.output
 
 
 @pytest.mark.parametrize(

@@ -204,9 +204,12 @@ def parse_duration(text: str, what: str = "duration") -> timedelta:
         amount = float(number)
     except ValueError:
         raise ValueError(f"{what} {text!r} is not a duration; write e.g. 30d, 12h, 90m, 45s or 3600") from None
-    if amount < 0 or amount != amount:
-        raise ValueError(f"{what} must be positive, got {text!r}")
-    return timedelta(seconds=amount * _UNITS[unit])
+    if not 0 <= amount < math.inf:  # NaN too; 0 is allowed: `prune --older-than 0s` means every finished run
+        raise ValueError(f"{what} must be 0 or more and finite, got {text!r}")
+    try:
+        return timedelta(seconds=amount * _UNITS[unit])
+    except OverflowError:
+        raise ValueError(f"{what} {text!r} is longer than any date can be apart") from None
 
 
 def _qualname(t: type[BaseException]) -> str:
