@@ -119,6 +119,9 @@ def test_cairn_replay_exits_1_naming_the_run_and_step_when_a_call_is_inserted(db
 
     limited = _python(new, "-m", "cairn", "replay", "shop", "--db", db_url, "--workflow", "Checkout", "--limit", "1")
     assert limited.returncode in (0, 1)  # the most recent run: o-3 (in flight, replays) or another
+    # A workflow the code does not define is a usage error (2), not a divergence (1) a deploy acts on.
+    unknown = _python(new, "-m", "cairn", "replay", "shop", "--db", db_url, "--workflow", "Nope")
+    assert unknown.returncode == 2 and "workflow 'Nope' is not defined in shop" in unknown.stderr, unknown.stderr
 
     assert _snapshot(db_url) == before, "cairn replay wrote to the database"
 

@@ -46,14 +46,15 @@ def replay(
 
     import_modules(modules)
     if not registry.workflows():
-        raise click.ClickException(f"no workflows are registered after importing {', '.join(modules)}")
+        # Usage errors (exit 2): exit 1 says that a run diverged, which a deploy's check acts on.
+        raise click.UsageError(f"no workflows are registered after importing {', '.join(modules)}")
     workflow_id = None
     if workflow is not None:
         defn = registry.workflow(workflow)
         if defn is None:
             known = ", ".join(w.id for w in registry.workflows())
             where = ", ".join(modules)
-            raise click.ClickException(f"workflow {workflow!r} is not defined in {where} (defined: {known})")
+            raise click.UsageError(f"workflow {workflow!r} is not defined in {where} (defined: {known})")
         workflow_id = defn.id
     # Run with the code about to be deployed: migrating the database in use to it, before the
     # deploy, would change what the running workers read.
