@@ -584,3 +584,9 @@ async def nan_waits(seconds: str = "nan") -> list[str]:
 @workflow
 async def takes_anything(value: object) -> None:
     """Takes any JSON, however deep (up to the nesting limit)."""
+
+
+@workflow
+async def keyword_only(a: int, *, b: str = "x", c: int = 0) -> str:
+    """Parameters after `*` are given by name only, by name as everywhere else."""
+    return f"{a}{b}{c}"

@@ -688,3 +688,14 @@ async def test_a_workflow_deriving_its_run_id_started_by_name_without_its_code_m
     assert await client.list_runs() == []  # nothing was written
     assert (await client.start("remote.Welcome", user, id="welcome-ada")).id == "welcome-ada"
     assert (await client.start(seedflows.WelcomeFlow, user)).id == "ada@example.com"  # with the code: derived
+
+
+async def test_start_by_name_says_which_parameters_are_by_name_only(client: cairn.Client) -> None:
+    """The message listed the keyword-only parameters among the positional ones: `takes 1
+    positional arguments (a, b, c)`."""
+    await _register_remotely(client, "remote.keyword_only", flows.keyword_only)
+    with pytest.raises(TypeError, match=r"takes 1 positional arguments \(a\), got 2: \[1, 'y'\]; b, c only by name"):
+        await client.start("remote.keyword_only", 1, "y")
+    assert await client.list_runs() == []
+    handle = await client.start("remote.keyword_only", 1, b="y")
+    assert json.loads((await handle.describe()).input) == {"a": 1, "b": "y"}

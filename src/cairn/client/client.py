@@ -455,8 +455,11 @@ def _encode_by_schema(info: WorkflowInfo, args: tuple[Any, ...], kwargs: dict[st
     var_kwargs = next((p["name"] for p in params if p["kind"] == "var_keyword"), None)
     takes = ", ".join(p["name"] for p in params) or "no arguments"
     if len(args) > len(positional) and var_args is None:
+        by_name = [p["name"] for p in params if p["kind"] == "keyword_only"]
         raise TypeError(
-            f"{info.name} takes {len(positional)} positional arguments ({takes}), got {len(args)}: {list(args)!r}"
+            f"{info.name} takes {len(positional)} positional arguments ({', '.join(positional) or 'none'}), "
+            f"got {len(args)}: {list(args)!r}"
+            + (f"; {', '.join(by_name)} only by name (a JSON object)" if by_name else "")
         )
     bound: dict[str, Any] = dict(zip(positional, args, strict=False))
     if var_args is not None:
