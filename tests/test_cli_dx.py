@@ -8,10 +8,13 @@ import asyncio
 import importlib.util
 import json
 import os
+import queue
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -179,3 +182,45 @@ async def test_cairn_dev_reloads_the_worker_when_a_module_changes(tmp_path: Path
         await client.close()
     assert "app.py changed; restarting the worker" in err
     assert proc.returncode == 0, err
+
+
+@pytest.mark.process
+@pytest.mark.timeout(90)
+async def test_cairn_dev_says_when_its_worker_exits_and_starts_it_again_at_the_next_change(tmp_path: Path) -> None:
+    """A worker that could not start (its port taken) left `cairn dev` watching in silence."""
+    (tmp_path / "app.py").write_text(APP)
+    url = f"sqlite:///{tmp_path}/dev.db"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("CAIRN_DATABASE_URL", None)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cairn", "dev", "app", "--db", url, "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stderr is not None
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr or ()], daemon=True)
+    reader.start()
+    client = cairn.Client(url)
+    try:
+        said: list[str] = []
+        while not any("the worker exited (code 1)" in line for line in said):
+            said.append(lines.get(timeout=30))
+        assert any("is in use" in line or "address already in use" in line.lower() for line in said), said
+        assert "it restarts when a .py file changes (Ctrl-C to quit)" in said[-1]
+        taken.close()
+        (tmp_path / "app.py").write_text(APP + "\n\n@cairn.workflow\nasync def second() -> int:\n    return 2\n")
+        await eventually(lambda: registered(client, "app.second"), timeout=30, what="the worker started again")
+    finally:
+        taken.close()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        await client.close()
+    assert proc.returncode == 0

@@ -472,8 +472,14 @@ def reload_on_change(args: list[str], grace: float) -> None:
     def changed(names: list[str]) -> None:
         click.echo(f"cairn dev: {', '.join(names[:5])} changed; restarting the worker", err=True)
 
+    def ended(code: int) -> None:  # it printed why (a taken port, a traceback); this says what now
+        click.echo(
+            f"cairn dev: the worker exited (code {code}); it restarts when a .py file changes (Ctrl-C to quit)",
+            err=True,
+        )
+
     click.echo(f"cairn dev: watching {os.getcwd()} for changes to .py files", err=True)
-    reload.reload_on_change([sys.executable, "-m", "cairn", *args, "--no-reload"], grace, changed)
+    reload.reload_on_change([sys.executable, "-m", "cairn", *args, "--no-reload"], grace, changed, ended)
 
 
 def serve(modules: Sequence[str], options: WorkerOptions, log_level: str, dashboard: int | None = None) -> None:

@@ -20,20 +20,41 @@ STOP_MARGIN = 5.0
 """Seconds a stopping child has beyond its grace (its store to close, its dashboard to stop)."""
 
 
-def reload_on_change(command: list[str], grace: float, announce: Callable[[list[str]], None]) -> None:
+LOOK_EVERY_MS = 500
+"""How often, with no change, the reloader looks whether its child has ended on its own."""
+
+
+def reload_on_change(
+    command: list[str], grace: float, announce: Callable[[list[str]], None], ended: Callable[[int], None]
+) -> None:
     """Run `command`, restart it whenever a Python file under the current directory changes (each
     stop graceful, as one Ctrl-C to a worker), until Ctrl-C or SIGTERM: a second one while the
-    child stops is passed on, so that it stops at once."""
+    child stops is passed on, so that it stops at once. A child that ends on its own (its port
+    taken, an error in the code) is reported to `ended` with its exit code, once; the next change
+    starts it again."""
     import watchfiles
 
     signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop is a Ctrl-C here
     within = grace + STOP_MARGIN
     child = _start(command)
+    told = False
     try:
-        for changes in watchfiles.watch(os.getcwd(), watch_filter=watchfiles.PythonFilter(), raise_interrupt=False):
+        for changes in watchfiles.watch(
+            os.getcwd(),
+            watch_filter=watchfiles.PythonFilter(),
+            raise_interrupt=False,
+            rust_timeout=LOOK_EVERY_MS,
+            yield_on_timeout=True,
+        ):
+            if not changes:
+                code = child.poll()
+                if code is not None and not told:
+                    told = True
+                    ended(code)
+                continue
             announce(sorted({os.path.relpath(path) for _, path in changes}))
             _stop(child, within)
-            child = _start(command)
+            child, told = _start(command), False
     finally:
         _stop(child, within)
 
