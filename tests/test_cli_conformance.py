@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -125,6 +126,38 @@ def test_a_module_that_fails_to_import_is_a_one_line_error(project: Path, comman
     assert "Traceback" not in done.stderr
     assert "cannot import module 'broken': RuntimeError: boom at import" in done.stderr
     assert f"raised at {project / 'broken.py'}, line 4" in done.stderr  # where, in the user's code
+
+
+SLOW_TO_IMPORT = """
+    import sys, threading
+
+    print("importing", flush=True)
+    threading.Event().wait()  # a module whose import takes its time (a model to load, a slow mount)
+"""
+
+
+@pytest.mark.parametrize("command", [["worker"], ["replay"]])
+def test_ctrl_c_while_the_users_modules_import_ends_as_an_interrupt(project: Path, command: list[str]) -> None:
+    """It was click's "Aborted!" with exit code 1, which means a failed run or a divergence."""
+    (project / "slow.py").write_text(textwrap.dedent(SLOW_TO_IMPORT))
+    env = {k: v for k, v in os.environ.items() if k != "CAIRN_DATABASE_URL"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cairn", *command, "slow", "--db", f"sqlite:///{project}/c.db"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "importing"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "error: interrupted" in err and "Aborted" not in err, err
 
 
 def test_dev_with_reload_and_no_such_module_exits_instead_of_watching(project: Path) -> None:

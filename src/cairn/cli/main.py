@@ -290,7 +290,18 @@ def module_name(spec: str) -> str:
 # --- the group --------------------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Ctrl-C that no command handles itself (while the user's modules import, say) ends as it does
+    inside one, `error: interrupted` and exit 130, not click's "Aborted!" and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(cairn.__version__, prog_name="cairn")
 def cli() -> None:
     """Cairn: durable workflows on SQLite or PostgreSQL."""
