@@ -64,6 +64,16 @@ class Schedule:
         check_name(self.id, "schedule id")
         if (self.cron is None) == (self.every is None):
             raise ValueError(f"schedule {self.id!r} needs exactly one of cron=... or every=...")
+        if self.cron is not None and not isinstance(self.cron, str):
+            raise TypeError(
+                f"schedule {self.id!r}: cron= is an expression as text, like '0 9 * * *'; got {self.cron!r}"
+            )
+        if not isinstance(self.tz, str):
+            raise TypeError(
+                f"schedule {self.id!r}: tz= is an IANA time zone name, like 'Europe/Paris'; got {self.tz!r}"
+            )
+        for name in ("every", "catchup_window"):
+            _check_duration(self.id, name, getattr(self, name))
         try:
             zone = ZoneInfo(self.tz)
         except (ZoneInfoNotFoundError, ValueError):
@@ -73,14 +83,10 @@ class Schedule:
                 CronSim(self.cron, datetime.now(zone))
             except (CronSimError, ValueError) as exc:
                 raise ValueError(f"schedule {self.id!r}: bad cron expression {self.cron!r}: {exc}") from None
-        if self.every is not None and _seconds(self.every) <= 0:
-            raise ValueError(f"schedule {self.id!r}: every= must be a positive duration, got {self.every!r}")
         if self.overlap not in OVERLAPS:
             raise ValueError(f"schedule {self.id!r}: overlap must be one of {', '.join(OVERLAPS)}")
         if self.catchup not in CATCHUPS:
             raise ValueError(f"schedule {self.id!r}: catchup must be one of {', '.join(CATCHUPS)}")
-        if self.catchup_window is not None and _seconds(self.catchup_window) <= 0:
-            raise ValueError(f"schedule {self.id!r}: catchup_window must be a positive duration")
         defn = getattr(self.workflow, "__cairn_workflow__", None)
         if defn is None:
             from cairn.registry import registry
@@ -203,6 +209,18 @@ class ScheduleSpec:
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
+
+
+def _check_duration(schedule: str, name: str, value: object) -> None:
+    """`every=` and `catchup_window=`: None, or seconds or a timedelta, positive and finite. NaN and
+    infinity passed a `<= 0` check: NaN stopped the worker at its first tick arithmetic, infinity
+    stored a due time JSON cannot carry, and PostgreSQL and SQLite kept a NaN window differently."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float | timedelta):
+        raise TypeError(f"schedule {schedule!r}: {name}= is seconds or a timedelta; got {value!r}")
+    if not 0 < _seconds(value) < math.inf:
+        raise ValueError(f"schedule {schedule!r}: {name}= must be a positive, finite duration; got {value!r}")
 
 
 def _seconds(value: timedelta | float) -> float:

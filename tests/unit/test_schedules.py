@@ -54,7 +54,15 @@ def test_catchup_after_downtime() -> None:
         ({"cron": "* * * * *", "tz": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
         ({"cron": "* * * * *", "every": timedelta(seconds=5)}, "exactly one of cron=... or every=..."),
         ({}, "exactly one of cron=... or every=..."),
-        ({"every": timedelta(0)}, "every= must be a positive duration"),
+        ({"every": timedelta(0)}, "every= must be a positive, finite duration"),
+        # NaN and infinity passed a `<= 0` check: NaN stopped the worker at its first tick, infinity
+        # broke GET /api/schedules, and a NaN window fired on SQLite and never on PostgreSQL.
+        ({"every": float("nan")}, "every= must be a positive, finite duration"),
+        ({"every": float("inf")}, "every= must be a positive, finite duration"),
+        ({"every": 60, "catchup_window": float("nan")}, "catchup_window= must be a positive, finite"),
+        ({"every": "5"}, "every= is seconds or a timedelta; got '5'"),
+        ({"cron": 5}, "cron= is an expression as text"),
+        ({"cron": "* * * * *", "tz": None}, "tz= is an IANA time zone name"),
         ({"cron": "* * * * *", "overlap": "sometimes"}, "overlap must be one of skip, allow"),
         ({"cron": "* * * * *", "catchup": "maybe"}, "catchup must be one of none, latest, all"),
         ({"cron": "* * * * *", "args": (1, 2)}, "too many positional arguments|takes"),
