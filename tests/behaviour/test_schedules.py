@@ -12,6 +12,7 @@ import pytest
 
 import cairn
 from cairn import RunStatus
+from cairn.clock import SkippingClock
 from cairn.records import RunRow
 from cairn.registry import registry
 from tests import flows
@@ -164,3 +165,26 @@ async def test_a_schedule_declared_in_code_is_upserted_and_reported_once_removed
     listed = await cli_in_thread(["schedules", "--db", client.url])
     assert "declared by no live worker" in listed.stdout
     assert (await client.list_schedules())[0].last_run_id is None and RunStatus.PENDING  # it fired nothing
+
+
+async def test_resuming_a_schedule_that_is_not_paused_keeps_the_ticks_it_has_to_catch_up(client: cairn.Client) -> None:
+    """The resume moved its next tick past now whatever its state: ticks missed while no worker
+    was up, which `catchup="all"` runs, were lost, and the CLI said "resumed"."""
+    clock = SkippingClock()
+    client.store.clock = clock
+    await client.create_schedule(
+        cairn.Schedule("behind", flows.tick, every=60, catchup="all", overlap="allow", args=("b",), register=False)
+    )
+    clock.advance(300)  # five ticks fall due with no worker up
+    (before,) = await client.list_schedules()
+    await client.resume_schedule("behind")
+    said = await cli_in_thread(["schedule", "resume", "behind", "--db", client.url])
+    assert said.exit_code == 0 and said.stdout.strip() == "schedule behind: not paused; nothing changed"
+    (after,) = await client.list_schedules()
+    assert after.next_fire_at == before.next_fire_at and not after.paused
+    await client.pause_schedule("behind")
+    again = await cli_in_thread(["schedule", "pause", "behind", "--db", client.url])
+    assert again.stdout.strip() == "schedule behind: already paused; nothing changed"
+    await client.resume_schedule("behind")  # a real resume: from the next tick after now
+    (resumed,) = await client.list_schedules()
+    assert (resumed.next_fire_at or 0) > clock.now() > (before.next_fire_at or 0)

@@ -1166,6 +1166,13 @@ def schedule_command(verb: str, doc: str) -> None:
     @db_option
     def command(schedule_id: str, db: str | None) -> None:
         async def body(client: cairn.Client) -> None:
+            if verb in ("pause", "resume"):  # as for a run: a pause of a paused one changes nothing, and says so
+                row = next((r for r in await client.list_schedules() if r.id == schedule_id), None)
+                if row is not None and row.paused == (verb == "pause"):
+                    click.echo(
+                        f"schedule {schedule_id}: {'already paused' if row.paused else 'not paused'}; nothing changed"
+                    )
+                    return
             done = await getattr(client, f"{verb}_schedule")(schedule_id)
             extra = f": run {done.id}" if verb == "trigger" else ""
             click.echo(f"schedule {schedule_id}: {verb}{'d' if verb.endswith('e') else 'ed'}{extra}")

@@ -737,9 +737,11 @@ SET next_fire_at = :next_fire_at, last_fire_at = COALESCE(:last_fire_at, last_fi
 WHERE id = :id
 
 -- name: pause_schedule
+-- Only a change: resuming a schedule that was not paused moved its next tick past now, and the
+-- ticks it had to catch up were lost.
 UPDATE cairn_schedules SET paused = :paused, updated_at = :now,
     next_fire_at = CASE WHEN :paused = 0 THEN :next_fire_at ELSE next_fire_at END
-WHERE id = :id
+WHERE id = :id AND paused <> :paused
 
 -- name: delete_schedule
 DELETE FROM cairn_schedules WHERE id = :id
