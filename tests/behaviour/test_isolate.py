@@ -9,7 +9,7 @@ import pytest
 
 import cairn
 from cairn import StepStatus
-from tests import isolate_flows
+from tests import isolate_flows, slow_import_flows
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -101,3 +101,13 @@ async def test_the_childs_stderr_is_kept_with_the_step_and_named_in_a_crash(
     message = await died.result(timeout=30)
     assert "exited with code 5" in message
     assert "its stderr ended with: warning: the C library is unhappy" in message
+
+
+async def test_the_import_of_the_actions_module_in_its_process_is_not_the_actions_time(client: cairn.Client) -> None:
+    """A module that takes 1.5 s to import in a fresh child (a heavy library) failed every attempt
+    of its 1 s action with ActionTimeout: the deadline ran from the request, import included. On a
+    busy machine the import of a light module took long enough to fail such a test in CI."""
+    handle = await client.start(slow_import_flows.uses_quick, 21)
+    assert await handle.result(timeout=60) == 42
+    (step,) = await handle.steps()
+    assert step.attempt == 1

@@ -102,19 +102,17 @@ async def run_isolated(defn: ActionDef, args_json: str, ctx: ActionContext, time
     try:
         child = await _pool.take(loop)
         await child.send(loop, json.dumps(request).encode())
-        # The deadline starts once the child has the request: bringing up a child is not the action's time.
-        deadline = asyncio.timeout(timeout)
-        try:
-            async with deadline:
-                outcome = _parse(await child.receive(loop))
-        except TimeoutError:
-            if deadline.expired():
-                await child.stop(loop)
-                raise ActionTimeout(
-                    f"action {defn.id} ran past its {timeout:g}s timeout (attempt {ctx.attempt}); "
-                    "its process was killed"
-                ) from None
-            raise
+        # The deadline starts once the action does: bringing up a child, and its first import of the
+        # action's module (seconds for a heavy library, more on a busy machine), are not the
+        # action's time; the import has a budget of its own (IMPORT_TIMEOUT, or the action's if longer).
+        importing = None if timeout is None else max(timeout, IMPORT_TIMEOUT)
+        what = f"the import of action {defn.id}'s module ({module}) did not end within {importing or 0:g}s"
+        first = await _within(child, loop, importing, what, ctx.attempt)
+        if first is not None and first.get("started"):
+            what = f"action {defn.id} ran past its {timeout or 0:g}s timeout"
+            outcome = await _within(child, loop, timeout, what, ctx.attempt)
+        else:
+            outcome = first  # it failed before it started (its module would not import)
         if outcome is None:
             await child.wait(loop, None)
             said = _stderr_tail(stderr_path)
@@ -131,6 +129,27 @@ async def run_isolated(defn: ActionDef, args_json: str, ctx: ActionContext, time
                 await child.dispose(loop)
         _show_stderr(stderr_path, defn.id, ctx)
     return _outcome(defn, ctx, outcome)
+
+
+async def _within(
+    child: _Child, loop: asyncio.AbstractEventLoop, timeout: float | None, what: str, attempt: int
+) -> dict[str, Any] | None:
+    """The child's next message within `timeout` seconds (None: it died first); past it, the child
+    is killed and ActionTimeout says `what`."""
+    deadline = asyncio.timeout(timeout)
+    try:
+        async with deadline:
+            return _parse(await child.receive(loop))
+    except TimeoutError:
+        if deadline.expired():
+            await child.stop(loop)
+            raise ActionTimeout(f"{what} (attempt {attempt}); its process was killed") from None
+        raise
+
+
+IMPORT_TIMEOUT = 60.0
+"""Seconds an action with a timeout gives its module to import in a fresh child process before the
+action starts (a module that hangs at import is killed then, with ActionTimeout saying so)."""
 
 
 def refuse_while_a_child_imports_main(what: str) -> None:
@@ -479,11 +498,19 @@ def _serve(requests: Connection, replies: Connection) -> None:
         request = _read_message(requests.fileno())
         if request is None:
             return
-        reply = _attempt(json.loads(request))
-        data = memoryview(_frame(json.dumps(reply).encode()))
-        fd = replies.fileno()
-        while data:  # raw framed bytes: the worker reads them without multiprocessing's framing
-            data = data[os.write(fd, data) :]
+        reply = _attempt(json.loads(request), lambda: _reply(replies, _STARTED))
+        _reply(replies, reply)
+
+
+_STARTED = {"started": True}
+"""Said once the action's module is imported and its arguments decoded: its timeout starts there."""
+
+
+def _reply(replies: Connection, message: dict[str, Any]) -> None:
+    data = memoryview(_frame(json.dumps(message).encode()))
+    fd = replies.fileno()
+    while data:  # raw framed bytes: the worker reads them without multiprocessing's framing
+        data = data[os.write(fd, data) :]
 
 
 def _read_message(fd: int) -> bytes | None:
@@ -497,7 +524,7 @@ def _read_message(fd: int) -> bytes | None:
     return frame[0]
 
 
-def _attempt(request: dict[str, Any]) -> dict[str, Any]:
+def _attempt(request: dict[str, Any], started: Callable[[], None]) -> dict[str, Any]:
     """One attempt in the child: import, rebuild the context, run the action; its outcome as JSON.
     Its stderr goes to the attempt's own file, which the worker shows once it has the outcome."""
     sys.stderr.flush()
@@ -517,6 +544,7 @@ def _attempt(request: dict[str, Any]) -> dict[str, Any]:
         if defn is None:
             raise UnknownActionError(f"action {request['action_id']!r} is not registered by module {request['module']}")
         args, kwargs = defn.signature.decode_args(request["args"])
+        started()
         result = defn.signature.encode_result(_call(defn, args, kwargs))
     except Exception as exc:
         error = error_to_json(exc)
