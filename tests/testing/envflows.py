@@ -102,3 +102,9 @@ async def parent(days: int) -> list[int]:
 @workflow
 async def nightly(region: str) -> str:
     return f"report {region}"
+
+
+@workflow
+async def long_job(minutes: int) -> None:
+    """Outlasts its schedule's interval: the next tick is held (overlap="buffer_one")."""
+    await cairn.sleep(timedelta(minutes=minutes))

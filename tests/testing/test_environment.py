@@ -188,3 +188,20 @@ async def test_env_sleep_fires_the_schedule_ticks_it_passes(db_url: str, nightly
         runs = await env.client.list_runs(workflow=envflows.nightly)  # started by the time sleep returns
         assert len(runs) == 3 and all("T02:00:00" in r.id for r in runs), [r.id for r in runs]
         assert {await env.client.get(r.id).result(timeout=30) for r in runs} == {"report eu"}
+
+
+async def test_env_sleep_starts_a_held_tick_when_the_previous_run_ends_as_a_worker_does(db_url: str) -> None:
+    """overlap="buffer_one" starts the held tick as the previous run ends; under env.sleep it started
+    at the next tick or timer after that (+30 min here, not +25)."""
+    made = cairn.Schedule("env-held", envflows.long_job, every=timedelta(minutes=10), args=(25,), overlap="buffer_one")
+    try:
+        async with environment(db_url, time_skipping=False) as env:
+            await env.sleep(timedelta(minutes=50))
+            first, second, *_ = sorted(
+                await env.client.list_runs(workflow=envflows.long_job), key=lambda r: r.created_at
+            )
+            assert first.completed_at is not None
+            assert second.created_at - first.created_at == pytest.approx(25 * 60, abs=1), (first, second)
+            assert second.created_at >= first.completed_at
+    finally:
+        registry._schedules.pop(made.id, None)

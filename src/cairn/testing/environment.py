@@ -131,6 +131,11 @@ class Environment:
             while stuck < _STUCK_STEPS:
                 tick_in = await self.worker.fire_schedules()  # the ticks due now start their runs
                 due_in = await self._settle()
+                if tick_in is not None and await self._held_ticks():
+                    # A run that ended just now lets a held tick (overlap="buffer_one") start now, as
+                    # a worker does at once; moved on first, it started at the next tick or timer.
+                    tick_in = await self.worker.fire_schedules()
+                    due_in = await self._settle()
                 due = [d for d in (due_in, tick_in) if d is not None]
                 step = min(due) if due else None
                 if step is None or self.clock.now() + step > target:
@@ -144,6 +149,10 @@ class Environment:
         finally:
             self._sleeping = False
             self.worker.wake()  # time skipping, if on, goes on from here
+
+    async def _held_ticks(self) -> bool:
+        """Whether a schedule holds a tick to start once its previous run ends (overlap="buffer_one")."""
+        return any(row.buffered_at is not None for row in await self.client.list_schedules())
 
     async def _settle(self) -> float | None:
         """Wake the worker and wait until it has taken and done all the work due now; the seconds
