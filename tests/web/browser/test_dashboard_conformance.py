@@ -244,3 +244,26 @@ def test_queues_and_schedules_read_as_working_pages(page: Page, db_url: str, bas
     expect(page.locator("table tbody tr").first).to_be_visible()
     headers = page.locator("table thead th").all_inner_texts()
     assert len(headers) == len(set(headers)), headers
+
+
+def test_a_dashboard_with_a_token_lets_a_browser_log_in_through_its_form(
+    browser: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Every response said `Referrer-Policy: no-referrer`, under which a browser's form post sends
+    `Origin: null`: the login was refused as cross-origin (403), whatever the token."""
+    with dashboard(f"sqlite:///{tmp_path_factory.mktemp('login') / 'dash.db'}", token="tok-login-1") as url:
+        p, problems = _watched(browser)
+        try:
+            p.goto(url + "/")
+            p.fill("input[name=token]", "wrong")
+            p.click("button[type=submit]")
+            expect(p.locator("body")).to_contain_text("token")  # refused, still the login form
+            assert p.locator("input[name=token]").count() == 1
+            p.fill("input[name=token]", "tok-login-1")
+            p.click("button[type=submit]")
+            p.wait_for_url(url + "/")
+            expect(p.locator("input[name=token]")).to_have_count(0)
+            expect(p.locator("body")).to_contain_text("Workflow")  # the runs page, with its filters
+        finally:
+            p.context.close()
+        assert [x for x in problems if "401" not in x] == [], problems
