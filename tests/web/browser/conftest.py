@@ -32,7 +32,7 @@ CHROMIUM_ARGS = [
 
 
 @contextlib.contextmanager
-def dashboard(db_url: str, token: str | None = None) -> Iterator[str]:
+def dashboard(db_url: str, token: str | None = None, port: int = 0) -> Iterator[str]:
     """Serve the app and a worker on `db_url` until the block ends; yields the base URL."""
     ready: queue.Queue[str | BaseException] = queue.Queue()
     stop = threading.Event()
@@ -42,7 +42,7 @@ def dashboard(db_url: str, token: str | None = None) -> Iterator[str]:
         try:
             await client.store.open()
             async with cairn.Worker(client, poll_interval=0.1, lease=5.0):
-                srv = serve.server(create_app(client, token=token), "127.0.0.1", 0)
+                srv = serve.server(create_app(client, token=token), "127.0.0.1", port)
                 task, url = await serve.start(srv)
                 ready.put(url)
                 await asyncio.to_thread(stop.wait)

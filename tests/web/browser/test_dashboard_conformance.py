@@ -6,6 +6,7 @@ as a person would; every page must leave the browser console free of errors."""
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Iterator
 from datetime import timedelta
 from urllib.parse import quote
@@ -35,6 +36,14 @@ async def keyed(user: str, api_key: str = "sk-default-secret-1") -> str:
     await shout(user)
     await cairn.wait_for_signal("client_secret")
     return user
+
+
+@workflow
+async def grows(word: str) -> str:
+    """Takes more steps once signalled: the fork form's last step must follow."""
+    await shout(word)
+    await cairn.wait_for_signal("more")
+    return await shout(word + "!")
 
 
 @workflow
@@ -267,3 +276,45 @@ def test_a_dashboard_with_a_token_lets_a_browser_log_in_through_its_form(
         finally:
             p.context.close()
         assert [x for x in problems if "401" not in x] == [], problems
+
+
+def test_the_buttons_of_an_open_page_work_after_the_server_restarts(browser: Browser, db_url: str) -> None:
+    """Served without a token, the dashboard signs CSRF tokens with a key of its own process: after
+    a restart (`cairn dev` restarts on every code change) every button of a page open since failed
+    ("missing or wrong CSRF token"), while the page went on updating as if all were well. The
+    fork form's last step also stayed as it was when the page was served."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    p, problems = _watched(browser)
+    try:
+        with dashboard(db_url, port=port) as url:
+            with httpx.Client(base_url=url, timeout=30) as api:
+                _start(api, "keyed", "restart-user", id="across-restart")
+            p.goto(f"{url}/runs/across-restart")
+            expect(p.locator("#run")).to_have_attribute("data-status", "waiting")
+        with dashboard(db_url, port=port) as url:  # the same address, a new process's key
+            p.click("button[data-action=pause]")
+            expect(p.locator("#run")).to_have_attribute("data-status", "paused")
+            expect(p.locator("#flash")).not_to_have_class("error")
+            p.click("button[data-action=resume]")
+            expect(p.locator("#run")).to_have_attribute("data-status", "waiting")
+            with httpx.Client(base_url=url, timeout=30) as api:
+                assert api.get("/api/runs/across-restart").json()["status"] == "waiting"
+    finally:
+        p.context.close()
+    # The first click is refused (403, which the console notes), the page takes the new token, and
+    # the click goes through.
+    assert [x for x in problems if "403 (Forbidden)" not in x] == [], problems
+
+
+def test_the_fork_forms_last_step_follows_the_run(page: Page, base_url: str, api: httpx.Client) -> None:
+    """It kept the count of steps the page was served with: forking from a step taken since was
+    refused by the browser ("Value must be less than or equal to ...") until a reload."""
+    _start(api, "grows", "fork-max", id="fork-max")
+    page.goto(f"{base_url}/runs/fork-max")
+    expect(page.locator("#run")).to_have_attribute("data-status", "waiting")
+    before = int(page.locator("input[name=from_step]").get_attribute("max") or 0)
+    assert api.post("/api/runs/fork-max/signals/more", json=None).status_code == 200
+    expect(page.locator("#run")).to_have_attribute("data-status", "completed", timeout=20_000)
+    expect(page.locator("input[name=from_step]")).to_have_attribute("max", str(before + 1))

@@ -4,7 +4,7 @@
 (function () {
   const meta = (name) => (document.querySelector(`meta[name="${name}"]`) || {}).content || "";
   const base = meta("cairn-base");
-  const csrf = meta("csrf-token");
+  let csrf = meta("csrf-token");
   const enc = encodeURIComponent;
 
   function flash(text, isError) {
@@ -14,7 +14,19 @@
     box.className = isError ? "error" : "";
   }
 
-  async function api(method, path, body) {
+  // The CSRF token of the page as the server serves it now. A server restarted since this page was
+  // served (`cairn dev` restarts on every code change) signs with a new key: every button failed.
+  async function freshCsrf() {
+    const response = await fetch(window.location.href, { credentials: "same-origin" });
+    if (!response.ok) return false;
+    const page = new DOMParser().parseFromString(await response.text(), "text/html");
+    const fresh = (page.querySelector('meta[name="csrf-token"]') || {}).content || "";
+    if (!fresh || fresh === csrf) return false;
+    csrf = fresh;
+    return true;
+  }
+
+  async function api(method, path, body, retried) {
     const init = { method, credentials: "same-origin", headers: { "X-CSRF-Token": csrf, Accept: "application/json" } };
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
@@ -23,6 +35,9 @@
     const response = await fetch(base + path, init);
     let data = null;
     try { data = await response.json(); } catch (e) { data = null; }
+    if (response.status === 403 && !retried && data && /CSRF/.test(data.message || "") && (await freshCsrf())) {
+      return api(method, path, body, true);
+    }
     if (!response.ok) {
       const message = data && data.message ? data.message : `HTTP ${response.status}`;
       throw new Error(message);
@@ -182,6 +197,12 @@
       const twin = fresh.querySelector(`[data-live-disabled="${el.dataset.liveDisabled}"]`);
       if (twin) el.disabled = twin.disabled;
     }
+    for (const el of runBox.querySelectorAll("[data-live-max]")) {  // the fork's last step grows with the run
+      const twin = fresh.querySelector(`[data-live-max="${el.dataset.liveMax}"]`);
+      if (twin) el.max = twin.max;
+    }
+    const token = (page.querySelector('meta[name="csrf-token"]') || {}).content;
+    if (token) csrf = token;
     runBox.dataset.updated = fresh.dataset.updated;
     runBox.dataset.status = fresh.dataset.status;
   }
