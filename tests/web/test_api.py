@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import sqlite3
+import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 import cairn
+from cairn.web import create_app
 from cairn.web.models import ID_MAX
 from tests.conftest import eventually
 from tests.helpers import sql_row
@@ -29,6 +35,51 @@ async def test_healthz_names_only_the_kind_of_database(http: httpx.AsyncClient, 
     r = await http.get("/healthz")
     assert r.status_code == 200
     assert r.json() == {"status": "ok", "database": client.url.split(":")[0]}
+
+
+@pytest.mark.timeout(60)
+async def test_healthz_answers_503_at_once_when_the_database_does_not_answer() -> None:
+    """It waited for the store's retries (about a minute): a probe timed out instead of hearing
+    "unavailable". A server that accepts connections and never answers, as a hung one does."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    client = cairn.Client(f"postgresql://cairn@127.0.0.1:{silent.getsockname()[1]}/nothing")
+    try:
+        transport = httpx.ASGITransport(app=create_app(client))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8700") as http:
+            began = time.monotonic()
+            r = await http.get("/healthz")
+            took = time.monotonic() - began
+    finally:
+        silent.close()
+        with contextlib.suppress(Exception):
+            await client.close()
+    assert r.status_code == 503 and r.json() == {
+        "error": "unavailable",
+        "message": "database unreachable: no answer within 3s",
+    }, r.text
+    assert took < 10, f"healthz took {took:.1f}s"
+
+
+async def test_a_database_that_stays_locked_is_a_503_that_says_so(tmp_path: Path) -> None:
+    """DatabaseLocked (another process holding SQLite's write lock past the busy timeout) was a 500
+    "internal error (DatabaseLocked)", saying nothing of what to do."""
+    path = tmp_path / "locked.db"
+    client = cairn.Client(f"sqlite:///{path}?busy_timeout=0.3")
+    await client.store.open()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        transport = httpx.ASGITransport(app=create_app(client))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8700") as http:
+            r = await http.post(f"/api/workflows/{GREETING}/runs", json={"args": ["x"]})
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        await client.close()
+    assert r.status_code == 503 and r.json()["error"] == "unavailable", r.text
+    assert "is locked" in r.json()["message"] and "busy_timeout" in r.json()["message"], r.text
 
 
 async def test_workflows_have_description_schema_and_counts(http: httpx.AsyncClient, client: cairn.Client) -> None:

@@ -65,6 +65,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (409, "The run's status forbids it, or the id belongs to another workflow"),
         (413, "Body over the size limit"),
         (422, "Invalid parameters or body"),
+        (503, "The database is unavailable or locked"),
     ]
 }
 
@@ -126,15 +127,26 @@ async def unserved(client: Client, run_ids: list[str] | None = None) -> dict[str
     return await client.unserved(run_ids)
 
 
-@health.get("/healthz", response_model=HealthOut, tags=["health"])
+HEALTH_TIMEOUT = 3.0
+"""Seconds /healthz waits for the database: a probe wants an answer, and the store's own retries
+while the database is down (a minute) made it wait for all of them."""
+
+
+@health.get(
+    "/healthz",
+    response_model=HealthOut,
+    tags=["health"],
+    responses={503: {"model": ErrorOut, "description": "The database did not answer"}},
+)
 async def healthz(request: Request) -> HealthOut | JSONResponse:
     """Liveness and database reachability; the one route that never needs the token."""
     client = client_of(request)
     try:
-        await client.now()
+        async with asyncio.timeout(HEALTH_TIMEOUT):
+            await client.now()
     except Exception as exc:  # any failure to reach the database is "unavailable", never a 500
-        message = f"database unreachable: {type(exc).__name__}"
-        return JSONResponse({"error": "unavailable", "message": message}, status_code=503)
+        said = f"no answer within {HEALTH_TIMEOUT:g}s" if isinstance(exc, TimeoutError) else type(exc).__name__
+        return JSONResponse({"error": "unavailable", "message": f"database unreachable: {said}"}, status_code=503)
     return HealthOut(status="ok", database=client.url.split(":", 1)[0])  # the kind only: this route is public
 
 

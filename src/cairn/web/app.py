@@ -27,6 +27,7 @@ from cairn.errors import (
     RunIdTaken,
     RunNotFound,
     SerializationError,
+    StoreError,
     UnknownWorkflowError,
 )
 from cairn.web import api, pages
@@ -83,6 +84,7 @@ def _handle_errors(app: FastAPI) -> None:
         (IllegalTransition, 409, "conflict"),
         (PayloadTooLarge, 413, "payload_too_large"),
         (SerializationError, 422, "invalid"),
+        (StoreError, 503, "unavailable"),  # the database down or locked: its message says which (no password)
         (TypeError, 422, "invalid"),
         (ValueError, 422, "invalid"),
     ]
