@@ -133,3 +133,18 @@ def test_divergence_is_read_from_the_error_record() -> None:
     assert divergence(record) == (3, "a(x=1)", "b(x=1)")
     assert divergence({**record, "args": ["r", 4, "c()", "d()"]}) == (4, "c()", "d()")
     assert divergence({"type": "RuntimeError", "message": "at step 3: ..."}) is None
+
+
+@pytest.mark.usefixtures("worker")
+async def test_the_oldest_snapshot_shown_compares_with_the_one_before_it(
+    http: httpx.AsyncClient, client: cairn.Client
+) -> None:
+    """With more snapshots than the page shows (100), the oldest shown was compared with nothing:
+    `i`, set since the first activation, was marked "added" there."""
+    handle = await client.start(webflows.Counter, 105)
+    assert await handle.result(timeout=60) == 105
+    page = await http.get(f"/runs/{handle.id}")
+    assert page.status_code == 200
+    rows = re.findall(r'<tr class="([^"]*)"><th scope="rowgroup"[^>]*>(\d+)</th><td>i', page.text)
+    assert len(rows) == 100, rows[:3]
+    assert not any(change == "ch-added" for change, _ in rows), [r for r in rows if r[0] == "ch-added"]

@@ -147,3 +147,14 @@ async def counts_up(steps: int) -> int:
     for _ in range(steps):
         n = await count_one(n)
     return n
+
+
+@workflow
+class Counter(Workflow):
+    """Sets `i` at every activation: more snapshots than the run page shows."""
+
+    async def run(self, n: int) -> int:
+        for i in range(n):
+            self.i = i
+            await say_hello(str(i))
+        return n

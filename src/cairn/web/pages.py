@@ -259,7 +259,9 @@ async def run_page(
         steps = await handle.steps()
         shown = steps[start : start + STEPS_PER_PAGE]
     events = await handle.events(last=LATEST_EVENTS)
-    history = await handle.properties(history=True, last=LATEST_SNAPSHOTS)
+    # One more than shown: the oldest shown is compared with the one before it (else every
+    # property of it read as "added").
+    history = await handle.properties(history=True, last=LATEST_SNAPSHOTS + 1)
     memory = await handle.memory()
     error = loads(row.error)
     diverged = views.divergence(error)
@@ -304,7 +306,7 @@ async def run_page(
         steps_budget=views.STEPS_SHOWN_BUDGET,
         actions=actions,
         attempts=attempts,
-        history=views.property_changes(history, CELL_WIDTH),
+        history=views.property_changes(history, CELL_WIDTH)[-LATEST_SNAPSHOTS:],
         history_count=sizes.snapshots,
         properties_href=value_href(base, row.id, "properties"),
         memory=memory_rows,
