@@ -246,6 +246,12 @@ async def test_an_unknown_route_or_method_says_what_to_do(http: httpx.AsyncClien
         "error": "method_not_allowed",
         "message": "DELETE is not allowed on /api/runs/route-1; use GET",
     }
+    # A control route's method is POST. Its path also matches a run's GET route (an id may hold a
+    # `/`), which was named instead: "use GET", `Allow: GET`.
+    for method in ("PUT", "DELETE"):
+        wrong = await http.request(method, "/api/runs/route-1/cancel")
+        assert wrong.status_code == 405 and wrong.headers["allow"] == "POST", wrong.headers
+        assert wrong.json()["message"] == f"{method} is not allowed on /api/runs/route-1/cancel; use POST"
     assert await _status(client, "route-1", "pending")
 
 

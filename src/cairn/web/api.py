@@ -382,17 +382,6 @@ async def result(run_id: RunId, request: Request, wait: Wait = None) -> ResultOu
     return ResultOut(id=row.id, status=row.status, **_outcome(row))
 
 
-@router.get("/runs/{run_id:cairn_text}", response_model=RunOut, tags=["runs"])
-async def run(run_id: RunId, request: Request) -> RunOut:
-    """One run: status, input, output, error, properties, timings, parent and children.
-
-    Declared after the routes under it, as a run id may hold a slash."""
-    client = client_of(request)
-    handle = client.get(run_id)
-    row = await handle.describe()
-    return RunOut.detail(row, await client.now(), await handle.children())
-
-
 # --- control -------------------------------------------------------------------------------------
 
 
@@ -458,6 +447,18 @@ async def fork(run_id: RunId, body: ForkIn, request: Request) -> ControlOut:
     client = client_of(request)
     forked = await client.get(run_id).fork(body.from_step, id=body.id)
     return ControlOut(id=forked.id, status=await forked.status())
+
+
+@router.get("/runs/{run_id:cairn_text}", response_model=RunOut, tags=["runs"])
+async def run(run_id: RunId, request: Request) -> RunOut:
+    """One run: status, input, output, error, properties, timings, parent and children.
+
+    Declared after the routes under it, as a run id may hold a slash: those of the controls too, so
+    that a wrong method on one is told its methods (POST), not this route's (GET)."""
+    client = client_of(request)
+    handle = client.get(run_id)
+    row = await handle.describe()
+    return RunOut.detail(row, await client.now(), await handle.children())
 
 
 # --- workers, queues, schedules -----------------------------------------------------------------
