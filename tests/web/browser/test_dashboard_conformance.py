@@ -318,3 +318,20 @@ def test_the_fork_forms_last_step_follows_the_run(page: Page, base_url: str, api
     assert api.post("/api/runs/fork-max/signals/more", json=None).status_code == 200
     expect(page.locator("#run")).to_have_attribute("data-status", "completed", timeout=20_000)
     expect(page.locator("input[name=from_step]")).to_have_attribute("max", str(before + 1))
+
+
+def test_a_start_whose_id_names_an_existing_run_says_nothing_was_started(
+    page: Page, base_url: str, api: httpx.Client
+) -> None:
+    """SPEC 3: a start that finds its id returns that run and starts nothing, and says so; the form
+    went to the existing run as if it had started it."""
+    _start(api, "Tally", "first", id="taken-id")
+    page.goto(base_url + "/workflows")
+    form = page.locator(f'form.start[data-workflow="{MODULE}.Tally"]')
+    form.locator('[data-param="word"]').fill("second")
+    form.locator("[data-run-id]").fill("taken-id")
+    form.locator('button[type="submit"]').click()
+    page.wait_for_url(re.compile(r".*/runs/taken-id$"))
+    expect(page.locator("#flash")).to_have_text("Run taken-id existed already: nothing was started; this is that run.")
+    page.reload()
+    expect(page.locator("#flash")).to_have_text("")  # said once

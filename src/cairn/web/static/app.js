@@ -14,6 +14,14 @@
     box.className = isError ? "error" : "";
   }
 
+  // A note for the next page of this tab (a start that found its id taken, then went to that run).
+  const NOTE = "cairn-note";
+  const note = sessionStorage.getItem(NOTE);
+  if (note) {
+    sessionStorage.removeItem(NOTE);
+    flash(note);
+  }
+
   // The CSRF token of the page as the server serves it now. A server restarted since this page was
   // served (`cairn dev` restarts on every code change) signs with a new key: every button failed.
   async function freshCsrf() {
@@ -116,6 +124,9 @@
     const id = form.querySelector("[data-run-id]").value.trim();
     if (id) body.id = id;
     const out = await api("POST", `/api/workflows/${enc(form.dataset.workflow)}/runs`, body);
+    if (!out.created) {  // said on the run's page, where the browser goes next
+      sessionStorage.setItem(NOTE, `Run ${out.id} existed already: nothing was started; this is that run.`);
+    }
     window.location.assign(`${base}/runs/${enc(out.id)}`);
   }
 
