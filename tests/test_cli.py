@@ -293,6 +293,8 @@ def test_prune_removes_old_finished_runs(runner: CliRunner, url: str) -> None:
     assert gone.exit_code == 0 and gone.stdout.strip() == "removed 2 finished runs older than 0"
     bad = runner.invoke(cli, ["prune", "--older-than", "soon", "--db", url])
     assert bad.exit_code == 2 and "not a duration" in bad.output
+    compound = runner.invoke(cli, ["prune", "--older-than", "1h30m", "--db", url])  # as `cairn runs --since` takes
+    assert compound.exit_code == 0 and compound.stdout.strip() == "removed 0 finished runs older than 1h30m"
     for never in ("inf", "nan", "-1h", "1e20w"):  # inf pruned nothing and said nothing; 1e20w was a traceback
         bad = runner.invoke(cli, ["prune", "--older-than", never, "--db", url])
         assert bad.exit_code == 2 and "--older-than" in bad.output and "Traceback" not in bad.output, bad.output

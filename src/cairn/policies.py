@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -192,22 +193,29 @@ def seconds(value: float | timedelta | None, what: str) -> float | None:
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_COMPOUND = re.compile(r"(?:\d+(?:\.\d+)?[smhdw]){2,}")
+_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 
 
 def parse_duration(text: str, what: str = "duration") -> timedelta:
     """`"30d"`, `"12h"`, `"90m"`, `"45s"`, `"2w"` or a number of seconds; ValueError saying what is
     accepted otherwise."""
     value = text.strip().lower()
-    unit = value[-1:] if value[-1:] in _UNITS else "s"
-    number = value[:-1] if value[-1:] in _UNITS else value
-    try:
-        amount = float(number)
-    except ValueError:
-        raise ValueError(f"{what} {text!r} is not a duration; write e.g. 30d, 12h, 90m, 45s or 3600") from None
+    if _COMPOUND.fullmatch(value):  # 1h30m, as `cairn runs --since` takes
+        amount = sum(float(n) * _UNITS[u] for n, u in _PART.findall(value))
+    else:
+        unit = value[-1:] if value[-1:] in _UNITS else "s"
+        number = value[:-1] if value[-1:] in _UNITS else value
+        try:
+            amount = float(number) * _UNITS[unit]
+        except ValueError:
+            raise ValueError(
+                f"{what} {text!r} is not a duration; write e.g. 30d, 12h, 90m, 1h30m, 45s or 3600"
+            ) from None
     if not 0 <= amount < math.inf:  # NaN too; 0 is allowed: `prune --older-than 0s` means every finished run
         raise ValueError(f"{what} must be 0 or more and finite, got {text!r}")
     try:
-        return timedelta(seconds=amount * _UNITS[unit])
+        return timedelta(seconds=amount)
     except OverflowError:
         raise ValueError(f"{what} {text!r} is longer than any date can be apart") from None
 
