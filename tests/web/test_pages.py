@@ -84,6 +84,11 @@ async def test_runs_page_pages_and_says_what_was_wrong(http: httpx.AsyncClient, 
     assert "unknown time range" in wrong and wrong.count('class="pick"') == 50
     partial = await http.get("/partials/runs?q=r-5")
     assert partial.status_code == 200 and partial.text.count('class="pick"') == 2 and "<html" not in partial.text
+    # The count links keep the other filters (they kept only the workflow, and "all" the status).
+    filtered = (await http.get("/?status=pending&q=r-5&since=1h")).text
+    links = dict(re.findall(r'<a (?:class="s-(\w+)" )?href="/\?([^"]*)"', filtered))
+    assert links[""] == "q=r-5&amp;since=1h", links
+    assert links["failed"] == "status=failed&amp;q=r-5&amp;since=1h", links
 
 
 async def test_workflows_workers_queues_and_schedules_pages(http: httpx.AsyncClient, client: cairn.Client) -> None:

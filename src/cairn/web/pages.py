@@ -170,6 +170,9 @@ async def _runs_context(request: Request) -> dict[str, Any]:
         "workflows": workflows,
         "query": urlencode({**kept, **({"cursor": f["cursor"]} if f["cursor"] else {})}),
         "filters_query": urlencode(kept),
+        # The count links keep every filter but the status (which they set): they kept only the
+        # workflow, and "all" kept the status.
+        "others_query": urlencode({k: v for k, v in kept.items() if k != "status"}),
         "next_query": urlencode({**kept, "cursor": page.next_cursor}) if page.next_cursor else None,
         "first_query": urlencode(kept) if f["cursor"] else None,
         "since_choices": list(SINCE),
