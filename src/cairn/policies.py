@@ -193,17 +193,25 @@ def seconds(value: float | timedelta | None, what: str) -> float | None:
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_COMPOUND = re.compile(r"(?:\d+(?:\.\d+)?[smhdw]){2,}")
+_WITH_UNITS = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
+def unit_seconds(text: str) -> float | None:
+    """The seconds of a duration written with units (`90s`, `15m`, `1h30m`, `2w`; `m` is minutes),
+    or None when `text` is not one: what `parse_duration` and `cairn runs --since` read alike."""
+    value = text.strip().lower()
+    if not _WITH_UNITS.fullmatch(value):
+        return None
+    return sum(float(n) * _UNITS[u] for n, u in _PART.findall(value))
 
 
 def parse_duration(text: str, what: str = "duration") -> timedelta:
     """`"30d"`, `"12h"`, `"90m"`, `"45s"`, `"2w"` or a number of seconds; ValueError saying what is
     accepted otherwise."""
     value = text.strip().lower()
-    if _COMPOUND.fullmatch(value):  # 1h30m, as `cairn runs --since` takes
-        amount = sum(float(n) * _UNITS[u] for n, u in _PART.findall(value))
-    else:
+    amount = unit_seconds(value)
+    if amount is None:  # a number of seconds, or one number and its unit (`1e3s`, `-1h`: said below)
         unit = value[-1:] if value[-1:] in _UNITS else "s"
         number = value[:-1] if value[-1:] in _UNITS else value
         try:

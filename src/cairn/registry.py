@@ -90,11 +90,9 @@ class WorkflowDef:
         """The run id a class derives from its `encoded` input with `id(self, *args, **kwargs)`
         (Zenaton), if any; given the arguments decoded as the run will get them (a start by name, the
         CLI or HTTP give JSON: a dict for a model)."""
-        if not self.is_class:
+        if not self.derives_id:
             return None
-        id_fn = getattr(self.target, "id", None)
-        if id_fn is None or not callable(id_fn):
-            return None
+        id_fn = getattr(self.target, "id")  # noqa: B009 (the target is typed as a callable; its class has `id`)
         args, kwargs = self.signature.decode_args(encoded)
         if self.init_input:  # Zenaton's `def id(self)`, on the object made from the input
             value = id_fn(self.target(*args, **kwargs))

@@ -5,9 +5,10 @@ is resolved against the database's clock (what runs' creation times are stamped 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from datetime import datetime
+
+from cairn.policies import unit_seconds
 
 FORMS = (
     "an ISO 8601 time (2024-05-01, 2024-05-01T12:30, 2024-05-01T12:30:00Z, 2024-05-01T12:30+02:00; "
@@ -16,9 +17,6 @@ FORMS = (
 )
 """What a time option accepts, as its errors and help say."""
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
-_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 LONGEST = 1e10
 """Seconds (about 317 years) a duration or epoch may reach: beyond, it is surely a typo."""
 
@@ -39,9 +37,8 @@ class When:
 def parse_when(text: str) -> When:
     """`text` as a time, else ValueError naming the forms accepted."""
     value = text.strip()
-    lowered = value.lower()
-    if _DURATION.fullmatch(lowered):
-        ago = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(lowered))
+    ago = unit_seconds(value)
+    if ago is not None:
         if ago > LONGEST:
             raise ValueError(f"{text!r} reaches back more than {LONGEST:.0e} seconds; give a shorter duration")
         return When(text, ago=ago)

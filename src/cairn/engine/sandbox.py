@@ -131,7 +131,8 @@ def install() -> None:
         for name in _TIME_HINTS:
             setattr(time, name, _wrap(getattr(time, name), _TIME_HINTS[name]))
         for name, given in _NOW_UNLESS_GIVEN.items():
-            setattr(time, name, _wrap_now_unless_given(getattr(time, name), name, given))
+            hint = f"time.{name}() without a time reads the real clock: use cairn.now() (a datetime), or give the time"
+            setattr(time, name, _wrap(getattr(time, name), hint, unless_given=given))
         thread_hint = "threads are not deterministic: use asyncio tasks, or do the work in an @action"
         setattr(threading.Thread, "start", _wrap(threading.Thread.start, thread_hint))  # noqa: B010
         _guard_random()
@@ -167,13 +168,16 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     raise _refuse(hint)
 
 
-def _wrap(fn: Callable[..., Any], hint: str) -> Callable[..., Any]:
+def _wrap(fn: Callable[..., Any], hint: str, unless_given: int | None = None) -> Callable[..., Any]:
+    """`fn`, refused in workflow code; with `unless_given`, only when the argument at that position
+    (the time, for `time.gmtime` and the like) is not given."""
     if getattr(fn, "__cairn_guarded__", False):
         return fn
 
     @functools.wraps(fn)
     def guard(*args: Any, **kwargs: Any) -> Any:
-        if getattr(_state, "active", False) and not _from_logging():
+        refused = unless_given is None or len(args) <= unless_given or args[unless_given] is None
+        if refused and getattr(_state, "active", False) and not _from_logging():
             raise _refuse(hint)
         return fn(*args, **kwargs)
 
@@ -184,21 +188,6 @@ def _wrap(fn: Callable[..., Any], hint: str) -> Callable[..., Any]:
 _NOW_UNLESS_GIVEN = {"localtime": 0, "gmtime": 0, "ctime": 0, "asctime": 0, "strftime": 1}
 """Functions of `time` that read the real clock when the time is not given (at this position):
 `time.gmtime(secs)` or `time.strftime(fmt, t)` of a time the workflow has is deterministic."""
-
-
-def _wrap_now_unless_given(fn: Callable[..., Any], name: str, given: int) -> Callable[..., Any]:
-    if getattr(fn, "__cairn_guarded__", False):
-        return fn
-    hint = f"time.{name}() without a time reads the real clock: use cairn.now() (a datetime), or give the time"
-
-    @functools.wraps(fn)
-    def guard(*args: Any, **kwargs: Any) -> Any:
-        if (len(args) <= given or args[given] is None) and getattr(_state, "active", False) and not _from_logging():
-            raise _refuse(hint)
-        return fn(*args, **kwargs)
-
-    guard.__cairn_guarded__ = True  # type: ignore[attr-defined]
-    return guard
 
 
 def _from_logging() -> bool:
