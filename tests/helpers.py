@@ -5,7 +5,11 @@ and rows made for driving the store directly."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
+import subprocess
+from pathlib import Path
 
 import psycopg
 from click.testing import CliRunner, Result
@@ -102,12 +106,35 @@ class FixedClock:
         return self.t
 
 
-async def waits_for_a_lock(url: str) -> bool:
+def waiting_on_a_lock(url: str) -> bool:
     """Whether some transaction on the database at `url` waits for a lock now (a forced interleaving's cue)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        query = "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        return conn.execute(query.encode()).fetchone() is not None
 
-    def waiting() -> bool:
-        with psycopg.connect(url, autocommit=True) as conn:
-            query = "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            return conn.execute(query.encode()).fetchone() is not None
 
-    return await asyncio.to_thread(waiting)
+async def waits_for_a_lock(url: str) -> bool:
+    """`waiting_on_a_lock`, from async code."""
+    return await asyncio.to_thread(waiting_on_a_lock, url)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def script_env() -> dict[str, str]:
+    """The environment of a script a test runs in its own process: it imports `tests` too."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def ctrl_c_once_ready(proc: subprocess.Popen[str], ready: str, timeout: float) -> str:
+    """Once `proc` prints the line `ready`, Ctrl-C it and wait up to `timeout` seconds for it to end;
+    its stderr. It is killed if it has not ended (the test then fails on the timeout)."""
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == ready
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return err

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import ctrl_c_once_ready
 
 FLOWS = """
     import cairn
@@ -149,14 +150,7 @@ def test_ctrl_c_while_the_users_modules_import_ends_as_an_interrupt(project: Pat
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "importing"
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    err = ctrl_c_once_ready(proc, "importing", timeout=30)
     assert proc.returncode == 130 and "error: interrupted" in err and "Aborted" not in err, err
 
 

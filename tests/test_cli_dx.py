@@ -156,21 +156,26 @@ async def first() -> int:
 """
 
 
-@pytest.mark.process
-@pytest.mark.timeout(90)
-async def test_cairn_dev_reloads_the_worker_when_a_module_changes(tmp_path: Path) -> None:
-    (tmp_path / "app.py").write_text(APP)
-    url = f"sqlite:///{tmp_path}/dev.db"
+def _cairn_dev(project: Path, url: str, port: int) -> subprocess.Popen[str]:
+    """`cairn dev app` (reloading) on `url` in `project`, where app.py is APP; its stderr piped."""
+    (project / "app.py").write_text(APP)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("CAIRN_DATABASE_URL", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cairn", "dev", "app", "--db", url, "--port", "0"],
-        cwd=tmp_path,
+    return subprocess.Popen(
+        [sys.executable, "-m", "cairn", "dev", "app", "--db", url, "--port", str(port)],
+        cwd=project,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
+
+
+@pytest.mark.process
+@pytest.mark.timeout(90)
+async def test_cairn_dev_reloads_the_worker_when_a_module_changes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/dev.db"
+    proc = _cairn_dev(tmp_path, url, 0)
     client = cairn.Client(url)
     try:
         await eventually(lambda: registered(client, "app.first"), timeout=30, what="the first worker")
@@ -188,22 +193,11 @@ async def test_cairn_dev_reloads_the_worker_when_a_module_changes(tmp_path: Path
 @pytest.mark.timeout(90)
 async def test_cairn_dev_says_when_its_worker_exits_and_starts_it_again_at_the_next_change(tmp_path: Path) -> None:
     """A worker that could not start (its port taken) left `cairn dev` watching in silence."""
-    (tmp_path / "app.py").write_text(APP)
     url = f"sqlite:///{tmp_path}/dev.db"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("CAIRN_DATABASE_URL", None)
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
-    port = taken.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cairn", "dev", "app", "--db", url, "--port", str(port)],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proc = _cairn_dev(tmp_path, url, taken.getsockname()[1])
     lines: queue.Queue[str] = queue.Queue()
     assert proc.stderr is not None
     reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr or ()], daemon=True)

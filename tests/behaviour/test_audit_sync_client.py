@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -22,6 +20,7 @@ import pytest
 
 import cairn
 from cairn import RunStatus
+from tests.helpers import ctrl_c_once_ready, script_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -256,7 +255,6 @@ def test_ctrl_c_interrupts_a_scripts_blocking_wait(db_url: str, lands: str) -> N
     A signal that lands on another thread of the process (or on the waiting one just before its
     wait blocks, which a busy machine makes likely: the CI run that failed) does not wake a lock
     wait: the script hung for ever before the main thread waited in slices."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     code = (
         SCRIPT.replace('print("waiting"', ON_ANOTHER_THREAD + 'print("waiting"')
         if lands != "on the waiting thread"
@@ -267,15 +265,8 @@ def test_ctrl_c_interrupts_a_scripts_blocking_wait(db_url: str, lands: str) -> N
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=script_env(),
         cwd=ROOT,
     )
-    try:
-        assert script.stdout is not None and script.stdout.readline().strip() == "waiting"
-        script.send_signal(signal.SIGINT)
-        _, err = script.communicate(timeout=10)
-    finally:
-        if script.poll() is None:
-            script.kill()
-            script.wait()
+    err = ctrl_c_once_ready(script, "waiting", timeout=10)
     assert script.returncode != 0 and "KeyboardInterrupt" in err, err

@@ -8,7 +8,6 @@ child refuses at once: no second run, and the worker's stderr says what to write
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +15,23 @@ from pathlib import Path
 import pytest
 
 import cairn
+from tests.helpers import script_env
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]
+
+
+def _run_script(script: Path, text: str, url: str) -> subprocess.CompletedProcess[str]:
+    """`text` written to `script` and run as `python script URL` in its folder."""
+    script.write_text(text)
+    return subprocess.run(
+        [sys.executable, str(script), url],
+        cwd=script.parent,
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
 
 UNGUARDED = """
 import asyncio, sys
@@ -35,17 +48,8 @@ asyncio.run(main())  # no `if __name__ == "__main__":`
 
 
 def test_a_script_without_a_main_guard_starts_no_worker_in_an_isolated_actions_process(tmp_path: Path) -> None:
-    script = tmp_path / "unguarded.py"
-    script.write_text(UNGUARDED)
     url = f"sqlite:///{tmp_path / 'c.db'}"
-    done = subprocess.run(
-        [sys.executable, str(script), url],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    done = _run_script(tmp_path / "unguarded.py", UNGUARDED, url)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("RESULT") == 1, done.stdout
     assert "ActionCrashed" in done.stdout and "exited with code 1" in done.stdout, done.stdout
@@ -83,16 +87,7 @@ def test_a_script_may_define_isolate_true_actions_it_runs_itself(tmp_path: Path)
     runs in its own process. It was refused at run time ("defined in __main__, which the child
     process cannot import"): the child imports the script as `__mp_main__`, where the action's id
     was `__mp_main__.in_its_own_process`, not the script's `guarded.in_its_own_process`."""
-    script = tmp_path / "guarded.py"
-    script.write_text(GUARDED)
-    done = subprocess.run(
-        [sys.executable, str(script), f"sqlite:///{tmp_path / 'c.db'}"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    done = _run_script(tmp_path / "guarded.py", GUARDED, f"sqlite:///{tmp_path / 'c.db'}")
     assert done.returncode == 0, done.stderr[-3000:]
     (line,) = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     said = json.loads(line.removeprefix("RESULT "))

@@ -8,7 +8,6 @@ lived on until the lock went."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -16,14 +15,14 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.helpers import ROOT, script_env, waiting_on_a_lock
+
 pytestmark = [pytest.mark.process, pytest.mark.timeout(90)]
 
-ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = """
 import asyncio, sys
@@ -69,24 +68,15 @@ def lock_held(db_url: str) -> Iterator[None]:
             conn.rollback()
 
 
-def _waiting_on_a_lock(db_url: str) -> bool:
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        ).fetchone()
-    return row is not None and row[0] > 0
-
-
 def test_ctrl_c_ends_a_program_whose_database_call_waits_for_another_process_lock(db_url: str) -> None:
     url = f"{db_url}?busy_timeout=60" if db_url.startswith("sqlite") else db_url
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     script = subprocess.Popen(
         [sys.executable, "-c", SCRIPT, url],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=script_env(),
         cwd=ROOT,
     )
     try:
@@ -99,7 +89,7 @@ def test_ctrl_c_ends_a_program_whose_database_call_waits_for_another_process_loc
                 assert script.stdout.readline().strip() == "stuck"
             else:
                 deadline = time.monotonic() + 30
-                while not _waiting_on_a_lock(db_url):  # the cancel's statement, behind the table's lock
+                while not waiting_on_a_lock(db_url):  # the cancel's statement, behind the table's lock
                     assert script.poll() is None and time.monotonic() < deadline, "the cancel never waited"
                     time.sleep(0.01)
             interrupted = time.monotonic()
