@@ -3,10 +3,13 @@ overlap policies, missed ticks after downtime, and the client's and CLI's contro
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -15,6 +18,7 @@ from cairn import RunStatus
 from cairn.clock import SkippingClock
 from cairn.records import RunRow
 from cairn.registry import registry
+from cairn.store import schedule_tx
 from tests import flows
 from tests.conftest import eventually
 from tests.helpers import cli_in_thread, raw_sql
@@ -188,3 +192,61 @@ async def test_resuming_a_schedule_that_is_not_paused_keeps_the_ticks_it_has_to_
     await client.resume_schedule("behind")  # a real resume: from the next tick after now
     (resumed,) = await client.list_schedules()
     assert (resumed.next_fire_at or 0) > clock.now() > (before.next_fire_at or 0)
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # SQLite runs one write at a time
+async def test_a_firing_that_began_before_another_workers_reads_the_clock_once_it_holds_the_schedule(
+    client: cairn.Client, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's firing began, then another worker held the next tick (its schedule's run was
+    going) and the run ended. The first firing went on with the clock it had read as it began:
+    it started the held tick before the tick fell due, and before the end of the run it followed
+    (the schedule fuzz saw both, under load, about once in 14 runs)."""
+    clock = SkippingClock()
+    other = cairn.Client(db_url)
+    began, go = threading.Event(), threading.Event()
+    fire = schedule_tx.fire
+
+    def fire_after_the_other(tx: Any, *args: Any, **kwargs: Any) -> Any:
+        if not began.is_set():  # the first firing waits here, its transaction begun
+            began.set()
+            assert go.wait(10)
+        return fire(tx, *args, **kwargs)
+
+    try:
+        client.store.clock = other.store.clock = clock
+        await client.create_schedule(
+            cairn.Schedule(
+                "held",
+                flows.tick_and_wait,
+                every=60,
+                overlap="buffer_one",
+                catchup="latest",
+                args=("h",),
+                register=False,
+            )
+        )
+        (row,) = await client.list_schedules()
+        names, first = [row.spec.workflow], row.next_fire_at or 0
+        clock.advance_to(first + 1)
+        await other.store.fire_schedules(names, [])
+        (going,) = await client.list_runs()
+        clock.advance_to(first + 50)  # ten seconds before the next tick
+        monkeypatch.setattr(schedule_tx, "fire", fire_after_the_other)
+        firing = asyncio.ensure_future(client.store.fire_schedules(names, []))
+        await asyncio.to_thread(began.wait, 10)
+        clock.advance_to(first + 65)
+        await other.store.fire_schedules(names, [])  # the next tick is held: the run goes on
+        (held,) = await client.list_schedules()
+        assert held.buffered_at == first + 60
+        assert await client.get(going.id).cancel() == RunStatus.CANCELLED
+        ended = {r.id: r for r in await client.list_runs()}[going.id].updated_at
+        go.set()
+        await firing
+        runs = {r.id: r for r in await client.list_runs()}
+        started = runs[held.spec.run_id(first + 60)]
+        assert started.created_at >= first + 60, f"started {first + 60 - started.created_at:.1f}s before its tick"
+        assert started.created_at >= ended, "started before the run it followed had ended"
+    finally:
+        go.set()
+        await other.close()

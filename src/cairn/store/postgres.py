@@ -25,6 +25,7 @@ import pydantic_core
 from psycopg.types.array import ListBinaryDumper
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
+from cairn.clock import Clock
 from cairn.errors import DatabaseUnavailable
 from cairn.store.base import Database, Params, Tx
 from cairn.store.daemon_pool import DaemonThreadPool
@@ -243,6 +244,8 @@ class _PgTx(Tx):
         """The place in `ROW_WRITES` of this piece's last row: one earlier sends what is held first."""
         self.committing = False
         """Whether the statement that commits was handed to the connection (see `commit`)."""
+        self.test_clock: Clock | None = None
+        """A test's clock (`cairn.clock`), which `cairn_now()` reads in this transaction."""
 
     @property
     def cur(self) -> psycopg.Cursor[Any]:
@@ -258,6 +261,16 @@ class _PgTx(Tx):
             self._pipeline = self._leave.__enter__()
             self.cur.execute(b"BEGIN")
         return self._pipeline
+
+    def now(self) -> float:
+        if self.test_clock is None:
+            return super().now()
+        # The real clock moves on while a transaction runs; a test's moves when the test moves it.
+        # Read it again, as `clock_timestamp()` would be, and so do the statements after this one.
+        now = self.test_clock.now()
+        self._begin()
+        self.cur.execute("SELECT set_config('cairn.fake_now', %s, false)", (repr(now),))
+        return now
 
     def end(self) -> None:
         """Leave the pipeline, if begun: what is queued is sent, and its outcome waited for."""
@@ -894,6 +907,7 @@ class PostgresDatabase(Database):
                     self._faked = True  # once set on a pooled connection, the setting must be reset
                     fake = "" if self.clock.real else repr(self.clock.now())
                     conn.execute("SELECT set_config('cairn.fake_now', %s, false)", (fake,))
+                    tx.test_clock = None if self.clock.real else self.clock
                 result = fn(tx)
                 tx.commit(self._origin)
                 tx.end()

@@ -27,10 +27,16 @@ def spec_of(row: Sequence[Any]) -> ScheduleSpec:
     return ScheduleSpec(sid, workflow, queue, cron, every_, tz, input_, overlap, catchup, window_)
 
 
-def fire(tx: Tx, workflows: Sequence[str], declared: Sequence[str], now: float, up_since: float | None = None) -> None:
-    """Fire the due schedules of `workflows`, by a worker up since `up_since` (see `due_ticks`)."""
-    for row in tx.all("due_schedules", {"workflows": list(workflows), "declared": list(declared)}):
+def fire(tx: Tx, workflows: Sequence[str], declared: Sequence[str], up_since: float | None = None) -> float:
+    """Fire the due schedules of `workflows`, by a worker up since `up_since` (see `due_ticks`), and
+    say when that was. The clock is read once their rows are locked: a clock read before could be
+    older than what another worker committed meanwhile, and its runs would start before a tick that
+    worker had held, or before the end of the run it had seen going."""
+    due = tx.all("due_schedules", {"workflows": list(workflows), "declared": list(declared)})
+    now = tx.now()
+    for row in due:
         _fire_one(tx, spec_of(row), float(row[10]), row[11], row[12], now, up_since)
+    return now
 
 
 def _fire_one(

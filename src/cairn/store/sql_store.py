@@ -660,8 +660,7 @@ class SqlStore:
         filters = {"workflows": list(workflows), "declared": list(declared)}
 
         def tx_fn(tx: Tx) -> float | None:
-            now = tx.now()
-            schedule_tx.fire(tx, workflows, declared, now, up_since)
+            now = schedule_tx.fire(tx, workflows, declared, up_since)
             row = tx.one("next_schedule_fire", filters)
             return None if row is None or row[0] is None else max(0.0, float(row[0]) - now)
 
