@@ -4,6 +4,8 @@ byte, which PostgreSQL's text refuses) is a clear error at the door, never a fai
 
 from __future__ import annotations
 
+import sys
+from types import ModuleType
 from typing import Any
 
 MAX_NAME = 255
@@ -37,7 +39,6 @@ def importable_module(module: str) -> str:
     if module not in ("__main__", "__mp_main__"):
         return module
     import os
-    import sys
 
     main = sys.modules.get(module)  # `__mp_main__` is there while the script runs in a child
     spec = getattr(main, "__spec__", None)
@@ -51,3 +52,17 @@ def importable_module(module: str) -> str:
     stem = os.path.splitext(stem)[0]
     on_path = {os.path.abspath(p or os.curdir) for p in sys.path}
     return stem if stem.isidentifier() and folder in on_path else module
+
+
+def loaded_module(name: str) -> ModuleType | None:
+    """The module loaded here that `importable_module` calls `name`: that module, or the script
+    (`__main__`) when `name` is what the script is imported by elsewhere (a worker running
+    `cairn worker shop` records `shop.CardDeclined`, which the script `python shop.py` has as
+    `__main__.CardDeclined`). Never imports anything."""
+    module = sys.modules.get(name)
+    if module is not None:
+        return module
+    for alias in ("__main__", "__mp_main__"):
+        if alias in sys.modules and importable_module(alias) == name:
+            return sys.modules[alias]
+    return None

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from cairn.errors import ActionTimeout, TransientError
+from cairn.names import importable_module
 from cairn.types import Json
 
 DEFAULT_RETRY_ON: tuple[type[BaseException], ...] = (TransientError, ConnectionError, TimeoutError)
@@ -171,9 +172,8 @@ def should_retry(policy: Json, exc: BaseException, attempt: int, chosen: bool) -
     names = {_qualname(t) for t in type(exc).__mro__ if issubclass(t, BaseException)}
     if names & set(policy["non_retryable"]):
         return False
-    if isinstance(exc, ActionTimeout):
-        return chosen
-    return bool(names & set(policy["retry_on"]))
+    retried = bool(names & set(policy["retry_on"]))
+    return chosen and retried if isinstance(exc, ActionTimeout) else retried
 
 
 def seconds(value: float | timedelta | None, what: str) -> float | None:
@@ -229,4 +229,5 @@ def parse_duration(text: str, what: str = "duration") -> timedelta:
 
 
 def _qualname(t: type[BaseException]) -> str:
-    return f"{t.__module__}.{t.__qualname__}"
+    """The name a class is matched by on any worker: a script's classes by the module it is imported as."""
+    return f"{importable_module(t.__module__)}.{t.__qualname__}"

@@ -16,7 +16,6 @@ import inspect
 import json
 import math
 import os
-import sys
 import traceback
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,6 +26,7 @@ import pydantic
 import pydantic_core
 
 from cairn.errors import ActionError, PayloadTooLarge, SerializationError
+from cairn.names import importable_module, loaded_module
 from cairn.types import Json
 
 DEFAULT_MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
@@ -332,7 +332,7 @@ def error_to_json(exc: BaseException) -> Json:
     the user's with fields of its own comes back whole)."""
     data: dict[str, Json] = {
         "type": type(exc).__qualname__,
-        "module": type(exc).__module__,
+        "module": importable_module(type(exc).__module__),
         "message": error_message(exc),
         "traceback": _format_traceback(exc),
     }
@@ -441,7 +441,7 @@ def error_from_json(data: Json) -> BaseException:
     if not isinstance(data, dict) or not isinstance(data.get("type"), str) or not isinstance(data.get("message"), str):
         raise ValueError("is not an error record (a JSON object with a 'type' and a 'message' string)")
     module_name = str(data.get("module", ""))
-    module = sys.modules.get(module_name)
+    module = loaded_module(module_name)
     cls: Any = module
     for part in data["type"].split("."):
         cls = getattr(cls, part, None)
@@ -455,13 +455,16 @@ def error_from_json(data: Json) -> BaseException:
     args = data.get("args")
     if isinstance(cls, type) and issubclass(cls, Exception):
         attrs = data.get("attrs")
+        given = tuple(args) if isinstance(args, list) else (message,)
         try:
-            exc = cls(*args) if isinstance(args, list) else cls(message)
-        except Exception:  # a constructor that wants more (keyword-only arguments): its arguments and attributes
+            exc = cls(*given)
+            if exc.args != given:  # its constructor takes something else (a code it makes the message of)
+                raise TypeError(f"{cls.__qualname__}{given!r} made {exc.args!r}")
+        except Exception:  # not made by calling it: the arguments it had, as it had them
             exc = cls.__new__(cls)
-            exc.args = tuple(args) if isinstance(args, list) else (message,)
-            if isinstance(attrs, dict):
-                vars(exc).update({str(k): v for k, v in attrs.items()})
+            exc.args = given
+        if isinstance(attrs, dict):  # and its attributes, as pickle would set them after the call
+            vars(exc).update({str(k): v for k, v in attrs.items()})
         try:
             str(exc)
         except Exception:  # its __str__ needs what the record could not carry: it says the recorded message

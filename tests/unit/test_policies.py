@@ -87,3 +87,14 @@ def test_a_policy_of_the_wrong_shape_is_refused_when_declared(make: Any, says: s
 def test_exception_classes_may_be_given_as_one_class_or_a_list() -> None:
     assert cairn.RetryPolicy(retry_on=ValueError).retry_on == (ValueError,)  # type: ignore[arg-type]
     assert cairn.RetryPolicy(non_retryable=[KeyError, OSError]).non_retryable == (KeyError, OSError)  # type: ignore[arg-type]
+
+
+def test_an_action_timeout_is_retried_only_where_the_chosen_policy_retries_it() -> None:
+    """`retry_on=(KeyError,)` retried an action's timeout to the last attempt: a chosen policy's
+    ActionTimeout was retried whatever its classes said."""
+    late = cairn.ActionTimeout("the attempt ran past its timeout of 0.2s")
+    assert cairn.RetryPolicy(attempts=3).should_retry(late, 1)  # any Exception
+    assert cairn.RetryPolicy(attempts=3, retry_on=(TimeoutError,)).should_retry(late, 1)
+    assert not cairn.RetryPolicy(attempts=3, retry_on=(KeyError,)).should_retry(late, 1)
+    assert not cairn.RetryPolicy(attempts=3, non_retryable=(cairn.ActionTimeout,)).should_retry(late, 1)
+    assert not cairn.RetryPolicy.default().should_retry(late, 1, chosen=False)  # given none: at once
