@@ -45,6 +45,10 @@ class ActionDef:
     def origin(self) -> str:
         return f"{importable_module(self.fn.__module__)}.{self.fn.__qualname__}"
 
+    @property
+    def written_at(self) -> str:
+        return _written_at(self.fn)
+
 
 @dataclass(eq=False)
 class WorkflowDef:
@@ -77,6 +81,10 @@ class WorkflowDef:
     def origin(self) -> str:
         return f"{importable_module(self.target.__module__)}.{self.target.__qualname__}"
 
+    @property
+    def written_at(self) -> str:
+        return _written_at(self.entry)
+
     def encode_input(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
         """A start's arguments, validated against the signature and encoded, before anything is written."""
         return self.signature.validate_input(args, kwargs)
@@ -86,14 +94,15 @@ class WorkflowDef:
         """Whether `derive_id` has an `id` method to call (see `WorkflowInfo.derives_id`)."""
         return self.is_class and callable(getattr(self.target, "id", None))
 
-    def derive_id(self, encoded: str) -> str | None:
+    def derive_id(self, encoded: str, positional: int = 0) -> str | None:
         """The run id a class derives from its `encoded` input with `id(self, *args, **kwargs)`
         (Zenaton), if any; given the arguments decoded as the run will get them (a start by name, the
-        CLI or HTTP give JSON: a dict for a model)."""
+        CLI or HTTP give JSON: a dict for a model), the first `positional` of them by position, as the
+        caller gave them (`def id(self, *args)` got the start's arguments by name)."""
         if not self.derives_id:
             return None
         id_fn = getattr(self.target, "id")  # noqa: B009 (the target is typed as a callable; its class has `id`)
-        args, kwargs = self.signature.decode_args(encoded)
+        args, kwargs = self.signature.decode_args(encoded, positional=positional)
         if self.init_input:  # Zenaton's `def id(self)`, on the object made from the input
             value = id_fn(self.target(*args, **kwargs))
         else:
@@ -189,10 +198,14 @@ class Registry:
     def _register(self, defn: Definition) -> Definition:
         with self._lock:
             existing = self._defs.get(defn.id)
-            if existing is not None and existing.origin != defn.origin:
+            if existing is not None and (existing.origin, existing.written_at) != (defn.origin, defn.written_at):
+                # Only the same definition made again (its module imported again, the function that
+                # declares it called again) replaces it: two lambdas, or two functions of one name in
+                # one scope, share a qualified name but not a place in the source.
                 raise ValueError(
                     f"{type(defn).__name__[:-3].lower()} id {defn.id!r} is already registered by "
-                    f"{existing.origin}; give {defn.origin} another id (id=...)"
+                    f"{existing.origin} ({existing.written_at}); give {defn.origin} ({defn.written_at}) "
+                    "another id (id=...)"
                 )
             self._defs[defn.id] = defn
             return defn
@@ -316,3 +329,9 @@ get = registry.get
 names = registry.names
 entries = registry.entries
 reset = registry.reset
+
+
+def _written_at(fn: Callable[..., Any]) -> str:
+    """Where a definition's function is written (file:line), or "" for a callable without code."""
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+    return "" if code is None else f"{code.co_filename}:{code.co_firstlineno}"

@@ -228,14 +228,17 @@ class Signature:
             arguments[name] = value
         return arguments if required.issubset(arguments) else None
 
-    def decode_args(self, text: str, finite: bool = False) -> tuple[list[Any], dict[str, Any]]:
+    def decode_args(self, text: str, finite: bool = False, positional: int = 0) -> tuple[list[Any], dict[str, Any]]:
         """Validate stored arguments against the type hints; rebuild positional/keyword form.
-        `finite`: refuse a value that validated into a NaN or an infinity (see `validate_input`)."""
+        `finite`: refuse a value that validated into a NaN or an infinity (see `validate_input`).
+        Parameters that may be given either way go by name, except the first `positional` (as a
+        caller gave them) and all those before values of `*args`, which only they can precede."""
         data = json.loads(text)
         if not isinstance(data, dict):
             raise SerializationError(f"arguments of {self.qualname} must be a JSON object, got {text[:80]}")
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
+        either: list[str] = []  # given positional-or-keyword parameters, in order, still by name
         for name, param in self.public.parameters.items():
             if name not in data:
                 continue
@@ -243,12 +246,18 @@ class Signature:
             if finite:
                 _check_finite(value, f"argument {name!r} of {self.qualname}")
             if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                if value:  # `run(self, a, *rest)` got (1, 2, 3): a=1 by name beside *rest said "multiple values"
+                    args.extend(kwargs.pop(n) for n in either)
+                    either.clear()
                 args.extend(value)
             elif param.kind is inspect.Parameter.VAR_KEYWORD:
                 kwargs.update(value)
-            elif param.kind is inspect.Parameter.POSITIONAL_ONLY:
+            elif param.kind is inspect.Parameter.KEYWORD_ONLY:
+                kwargs[name] = value
+            elif param.kind is inspect.Parameter.POSITIONAL_ONLY or (len(args) < positional and not either):
                 args.append(value)
-            else:
+            else:  # positional or keyword: by name
+                either.append(name)
                 kwargs[name] = value
         unknown = set(data) - set(self.public.parameters)
         if unknown:

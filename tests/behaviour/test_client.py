@@ -49,6 +49,36 @@ class Keyed(cairn.Workflow):
         return key
 
 
+@cairn.workflow(id="tests.client.welcome")
+class Welcome(cairn.Workflow):
+    """`def id(self, *args)` as the README writes it, and a `run` that takes `*extras`."""
+
+    async def run(self, email: str, plan: str = "free", *extras: str) -> str:
+        return "/".join([email, plan, *extras])
+
+    def id(self, *args: str, **kwargs: str) -> str:
+        return "welcome-" + "/".join([*args, *(f"{k}={v}" for k, v in sorted(kwargs.items()))])
+
+
+@cairn.workflow(id="tests.client.welcomes")
+async def welcomes(email: str) -> list[str]:
+    return [await cairn.child(Welcome, email, "pro"), await cairn.start_child(Welcome, email, plan="team").result()]
+
+
+async def test_id_and_run_get_the_arguments_as_the_start_gave_them(client: cairn.Client, worker: cairn.Worker) -> None:
+    """`id(self, *args)` raised TypeError (it got every argument by name), and `run(self, email,
+    plan, *extras)` given extras failed with "multiple values for argument 'email'"."""
+    assert (await client.start(Welcome, "ada@x", "pro")).id == "welcome-ada@x/pro"
+    assert (await client.start(Welcome, "bob@x", plan="pro")).id == "welcome-bob@x/plan=pro"
+    assert (await client.start("tests.client.welcome", "eve@x")).id == "welcome-eve@x"
+    extras = await client.start(Welcome, "cy@x", "pro", "beta", "vip")
+    assert extras.id == "welcome-cy@x/pro/beta/vip"
+    assert await extras.result(timeout=10) == "cy@x/pro/beta/vip"
+    assert await client.run(welcomes, "dan@x", timeout=10) == ["dan@x/pro", "dan@x/team"]
+    ids = {r.id for r in await client.list_runs(workflow=Welcome)}
+    assert {"welcome-dan@x/pro", "welcome-dan@x/plan=team"} <= ids
+
+
 async def test_an_empty_run_id_is_an_error_not_a_new_run(client: cairn.Client) -> None:
     """An empty id (a blank field passed as `id=`, or derived by `id()`) would make an idempotent
     start start a new run on every call: it is refused before anything is written."""

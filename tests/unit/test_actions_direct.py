@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
+from typing import Any
 
 import pytest
 
@@ -45,6 +46,31 @@ def test_registry_lists_and_rejects_duplicate_ids() -> None:
         @action(id="tests.flows.add_one")
         async def impostor(x: int) -> int:
             return x
+
+
+def test_two_functions_of_one_name_under_one_id_are_refused_and_the_same_one_again_is_not() -> None:
+    """The registry told definitions apart by module and qualified name only: a second lambda
+    registered as `billing.charge`, or a second `notify` in one scope under one id, replaced the
+    first without a word (the first one's runs then ran the second)."""
+    registry.register("tests.unit.billing", "charge", lambda: "first")
+    with pytest.raises(ValueError, match=r"action id 'tests.unit.billing.charge' is already registered"):
+        registry.register("tests.unit.billing", "charge", lambda: "second")
+    assert registry.get("tests.unit.billing.charge").fn() == "first"  # type: ignore[union-attr]
+
+    def declare() -> Any:
+        @action(id="tests.unit.notify")
+        async def notify() -> str:
+            return "email"
+
+        return notify
+
+    declare()
+    declare()  # the same definition made again (as a module imported again would): it replaces it
+    with pytest.raises(ValueError, match=r"already registered by .*notify \(.*test_actions_direct.py:\d+\)"):
+
+        @action(id="tests.unit.notify")
+        async def notify() -> str:
+            return "sms"
 
 
 def test_action_options_are_kept() -> None:

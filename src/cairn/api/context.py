@@ -173,7 +173,7 @@ def start_child(wf: Any, *args: Any, id: str | None = None, **kwargs: Any) -> Ch
         check_name(id, "child run id")
     defn = resolve_workflow(wf)
     encoded = defn.signature.encode_args(args, kwargs)
-    child_id = id or defn.derive_id(encoded) or f"{rt.run_id}:{rt.next_seq}"
+    child_id = id or defn.derive_id(encoded, len(args)) or f"{rt.run_id}:{rt.next_seq}"
     rt.immediate(
         StepKind.CHILD, defn.id, encoded, lambda: dumps(child_id), options={"run_id": child_id, "detached": True}
     )

@@ -86,7 +86,7 @@ class ChildCall(DurableCall):
         self._rt = None
         rt = _runtime("awaiting a child workflow")
         args = self.defn.signature.encode_args(self.args, self.kwargs)
-        child_id = self.run_id or self.defn.derive_id(args) or f"{rt.run_id}:{rt.next_seq}"
+        child_id = self.run_id or self.defn.derive_id(args, len(self.args)) or f"{rt.run_id}:{rt.next_seq}"
         fut = rt.wait_for_child(child_id, self.defn.id, args, {}, self.defn.signature.decode_result, self.defn.queue)
         return (yield from fut)
 

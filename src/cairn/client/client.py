@@ -114,7 +114,7 @@ class Client:
             if isinstance(workflow, str):  # by name: checked against its schema, as where the code is not imported
                 _encode_by_schema(WorkflowInfo(defn.id, "", defn.input_schema_text, defn.queue), args, kwargs)
             encoded = defn.encode_input(args, kwargs)  # validated before anything is written
-            derived = id if id is not None else defn.derive_id(encoded)
+            derived = id if id is not None else defn.derive_id(encoded, len(args))
             name, default_queue, version = defn.id, defn.queue, defn.version
         else:
             info = await self._remote_definition(str(workflow))
