@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import socket
@@ -259,6 +260,32 @@ async def test_runs_refuses_bad_parameters(http: httpx.AsyncClient, params: dict
     r = await http.get("/api/runs", params=params)  # type: ignore[arg-type]
     assert r.status_code == 422, r.text
     assert r.json()["error"] == "invalid"
+
+
+def _crafted_cursor(created_at: object) -> str:
+    raw = json.dumps([1, "-created_at", created_at, "x"]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "created_at", [10**400, -(10**400), 1e308, "1", None, True], ids=["huge", "-huge", "1e308", "text", "null", "bool"]
+)
+async def test_a_crafted_cursor_is_refused_by_the_api_and_ignored_by_the_pages(
+    http: httpx.AsyncClient, client: cairn.Client, created_at: object
+) -> None:
+    """A cursor of the right shape holding an integer too big for a float answered 500 (an
+    OverflowError) on the API and on both pages that list runs."""
+    await _make_runs(client, 2)
+    cursor = _crafted_cursor(created_at)
+    r = await http.get("/api/runs", params={"cursor": cursor})
+    if created_at == 1e308:  # newest first from a time after every run's: all of them
+        assert r.status_code == 200 and len(r.json()["runs"]) == 3, r.text
+    else:
+        assert r.status_code == 422 and r.json()["error"] == "invalid", r.text
+        assert "invalid cursor" in r.json()["message"]
+    for page in ("/", "/partials/runs"):
+        shown = await http.get(page, params={"cursor": cursor})
+        assert shown.status_code == 200, (page, shown.text[:300])
 
 
 async def test_a_cursor_of_another_sort_is_refused(http: httpx.AsyncClient, client: cairn.Client) -> None:

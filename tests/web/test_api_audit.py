@@ -445,3 +445,28 @@ async def test_a_wait_elsewhere_ends_when_the_run_is_stuck(client: cairn.Client)
 
 async def _first_read_done(waiter: ResultWaiter, run_id: str) -> bool:
     return run_id in waiter._waiting and run_id not in waiter._check  # taken by a read (done, or under way)
+
+
+async def test_a_refused_start_does_not_say_the_values_of_secret_looking_fields(http: httpx.AsyncClient) -> None:
+    """A wrong argument was quoted whole in the error (API, start form, `cairn start`): a
+    `{"password": ...}` given where a string was due said the password."""
+    for body in (
+        {"args": [{"password": "hunter2"}]},
+        {"args": ["a", 1, {"api_token": "hunter2"}]},
+        {"kwargs": {"name": {"nested": {"client_secret": "hunter2"}}}},
+        {"kwargs": {"name": "ada", "times": {"password": "hunter2"}}},
+    ):
+        r = await http.post(f"/api/workflows/{GREETING}/runs", json=body)
+        assert r.status_code == 422, r.text
+        assert "hunter2" not in r.text and "***" in r.text, r.text
+
+
+async def test_an_app_made_without_a_token_takes_the_one_in_the_environment(
+    client: cairn.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`create_app(client)` mounted in a user's app ignored CAIRN_API_TOKEN."""
+    monkeypatch.setenv("CAIRN_API_TOKEN", "env-token")
+    transport = httpx.ASGITransport(app=create_app(client))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as h:
+        assert (await h.get("/api/runs")).status_code == 401
+        assert (await h.get("/api/runs", headers={"Authorization": "Bearer env-token"})).status_code == 200

@@ -23,6 +23,7 @@ from cairn.names import check_name, storable
 from cairn.policies import parse_duration
 from cairn.queues import Queue, QueueSpec, declared, queue_name
 from cairn.records import NewRun, RunRow, StepRow
+from cairn.redaction import redact
 from cairn.registry import WorkflowDef, registry
 from cairn.serialization import same_json, text_of, to_jsonable
 from cairn.store.open import open_store, redact_url, resolve_url
@@ -458,7 +459,7 @@ def _encode_by_schema(info: WorkflowInfo, args: tuple[Any, ...], kwargs: dict[st
         by_name = [p["name"] for p in params if p["kind"] == "keyword_only"]
         raise TypeError(
             f"{info.name} takes {len(positional)} positional arguments ({', '.join(positional) or 'none'}), "
-            f"got {len(args)}: {list(args)!r}"
+            f"got {len(args)}: {redact(list(args))!r}"
             + (f"; {', '.join(by_name)} only by name (a JSON object)" if by_name else "")
         )
     bound: dict[str, Any] = dict(zip(positional, args, strict=False))
@@ -510,10 +511,16 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[float, str]:
         raise bad
     if data[1] != sort:
         raise ValueError(f"this cursor belongs to sort {data[1]!r}, not {sort!r}; start again without a cursor")
-    if not isinstance(data[2], int | float) or isinstance(data[2], bool) or not math.isfinite(data[2]):
+    if not isinstance(data[2], int | float) or isinstance(data[2], bool):
+        raise bad
+    try:
+        created = float(data[2])  # an integer of 400 digits overflows (it said 500)
+    except OverflowError:
+        raise bad from None
+    if not math.isfinite(created):
         raise bad
     _check_run_id(data[3])
-    return float(data[2]), data[3]
+    return created, data[3]
 
 
 def _check_run_id(run_id: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import AnyUrl, TypeAdapter, ValidationError
 
 from cairn.errors import SerializationError
+from cairn.redaction import is_secret_key, redact
 
 _FORMATS: dict[str, Any] = {
     "date-time": datetime.datetime,
@@ -85,4 +86,18 @@ def check_against(validator: Any, data: dict[str, Any], workflow: str) -> None:
         return
     where = next(iter(error.absolute_path), None)
     what = f"argument {where!r}" if where is not None else "the arguments"
-    raise SerializationError(f"{what} of {workflow} does not match its schema: {error.message}")
+    raise SerializationError(f"{what} of {workflow} does not match its schema: {_shown(error)}")
+
+
+def _shown(error: Any) -> str:
+    """The schema's complaint, which quotes the value, with secret-looking fields' values masked
+    (a `{"password": ...}` given for a string said the password in the error, the page and the CLI)."""
+    if any(isinstance(part, str) and is_secret_key(part) for part in error.absolute_path):
+        return f"the value given fails its {error.validator!r} check"  # the value is the secret itself
+    masked = redact(error.instance)
+    if masked == error.instance:
+        return str(error.message)
+    said = str(error.message).replace(repr(error.instance), repr(masked))
+    return (
+        said if repr(error.instance) in str(error.message) else f"the value given fails its {error.validator!r} check"
+    )
