@@ -447,6 +447,12 @@ def worker(
     show_default=True,
     help="Restart the worker when a .py file under the current directory changes (watchfiles).",
 )
+@click.option(
+    "--token",
+    envvar="CAIRN_API_TOKEN",
+    default=None,
+    help="API token (env CAIRN_API_TOKEN): required on every route of the dashboard but /healthz.",
+)
 def dev(
     modules: tuple[str, ...],
     db: str | None,
@@ -459,15 +465,18 @@ def dev(
     log_level: str,
     port: int,
     reload: bool,
+    token: str | None,
 ) -> None:
     """Run a worker and the dashboard in one process (SQLite ./cairn.db unless --db or CAIRN_DATABASE_URL),
     restarted when your code changes."""
+    if token is not None and not token.strip():
+        fail("the API token must not be empty; omit it (and unset CAIRN_API_TOKEN) to serve without one")
     if reload:
         check_findable(modules)
         reload_on_change(sys.argv[1:] if sys.argv[1:2] == ["dev"] else ["dev", *_dev_args(modules, db, port)], grace)
         return
     options = WorkerOptions(db, concurrency, parse_queues(queues), lease, poll, grace, deadlock_timeout)
-    serve(modules, options, log_level, dashboard=port)
+    serve(modules, options, log_level, dashboard=port, token=token)
 
 
 def _dev_args(modules: Sequence[str], db: str | None, port: int) -> list[str]:
@@ -493,7 +502,13 @@ def reload_on_change(args: list[str], grace: float) -> None:
     reload.reload_on_change([sys.executable, "-m", "cairn", *args, "--no-reload"], grace, changed, ended)
 
 
-def serve(modules: Sequence[str], options: WorkerOptions, log_level: str, dashboard: int | None = None) -> None:
+def serve(
+    modules: Sequence[str],
+    options: WorkerOptions,
+    log_level: str,
+    dashboard: int | None = None,
+    token: str | None = None,
+) -> None:
     logging.basicConfig(
         level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -505,7 +520,7 @@ def serve(modules: Sequence[str], options: WorkerOptions, log_level: str, dashbo
         )
     from cairn.worker.actions import calls_on_threads
 
-    code = run(run_worker(options, dashboard))
+    code = run(run_worker(options, dashboard, token))
     abandoned = calls_on_threads()
     if abandoned:
         # Plain `def` code still running on a thread (an attempt abandoned at its timeout, or by a
@@ -519,26 +534,30 @@ def serve(modules: Sequence[str], options: WorkerOptions, log_level: str, dashbo
         sys.exit(code)
 
 
-async def run_worker(options: WorkerOptions, dashboard: int | None = None) -> int:
-    """Run a worker until stopped; with `dashboard` (a port), the web app beside it on 127.0.0.1."""
+async def run_worker(options: WorkerOptions, dashboard: int | None = None, token: str | None = None) -> int:
+    """Run a worker until stopped; with `dashboard` (a port), the web app beside it on 127.0.0.1
+    (with `token`, needed on every route but /healthz)."""
     # The client the user's modules got from `cairn.connect(url, retention=...)` for this database,
     # if they made one: its settings (retention) are the worker's, as for a worker they embed.
     client = cairn.connect(options.db)
     try:
         if dashboard is not None:
-            return await _with_dashboard(client, dashboard, lambda: run_worker_on(client, options))
+            return await _with_dashboard(client, dashboard, token, lambda: run_worker_on(client, options))
         return await run_worker_on(client, options)
     finally:
         await client.close()
 
 
-async def _with_dashboard(client: cairn.Client, port: int, body: Callable[[], Awaitable[int]]) -> int:
+async def _with_dashboard(
+    client: cairn.Client, port: int, token: str | None, body: Callable[[], Awaitable[int]]
+) -> int:
     from cairn.web import create_app, serve
 
     await client.store.open()
-    srv = serve.server(create_app(client), "127.0.0.1", port)
+    srv = serve.server(create_app(client, token=token), "127.0.0.1", port)
     task, url = await serve.start(srv)
-    click.echo(f"cairn dev: dashboard and HTTP API at {url} (API docs at {url}api/docs)")
+    note = "" if token is None else " (token required)"
+    click.echo(f"cairn dev: dashboard and HTTP API at {url}{note} (API docs at {url}api/docs)")
     try:
         return await body()
     finally:

@@ -9,6 +9,7 @@ the client's exceptions are mapped here once, so no route catches them itself.
 from __future__ import annotations
 
 import asyncio
+import os
 from importlib import resources
 from typing import Any
 
@@ -51,8 +52,10 @@ _CODES = {
 def create_app(client: Client, token: str | None = None, *, max_body: int = MAX_BODY) -> FastAPI:
     """The ASGI app serving the HTTP API under `/api`, the dashboard pages and `/healthz`.
 
-    With `token`, every route but `/healthz` (and the login page and static assets) needs it;
-    without one, only requests addressed to localhost are answered."""
+    With `token` (else CAIRN_API_TOKEN), every route but `/healthz` (and the login page and static
+    assets) needs it; without one, only requests addressed to localhost are answered."""
+    if token is None:  # a token set in the environment protects every app, mounted ones included
+        token = os.environ.get("CAIRN_API_TOKEN")
     app = FastAPI(
         title="Cairn",
         version=cairn.__version__,
