@@ -59,20 +59,43 @@ def test_dev_serves_the_dashboard_beside_its_worker(tmp_path: Path) -> None:
                 proc.kill()
 
 
-def test_dashboard_with_a_token(tmp_path: Path) -> None:
-    with _spawn(["dashboard", "--token", "s3cret-token"], tmp_path) as proc:
+@pytest.mark.parametrize(
+    ("args", "env", "said", "stop"),
+    [
+        (["dashboard", "--token", "s3cret-token"], {}, "cairn dashboard on sqlite:", signal.SIGTERM),
+        (
+            ["dev", "examples.approval", "--no-reload"],
+            {"CAIRN_API_TOKEN": "s3cret-token"},
+            "cairn dev: dashboard and HTTP API at http://127.0.0.1:",
+            signal.SIGINT,
+        ),
+    ],
+    ids=["dashboard --token", "dev with CAIRN_API_TOKEN"],
+)
+def test_a_token_guards_every_route_but_healthz(
+    tmp_path: Path, args: list[str], env: dict[str, str], said: str, stop: signal.Signals
+) -> None:
+    """`cairn dev` served every route to anyone on the machine though CAIRN_API_TOKEN was set (the
+    SPEC: a token on every route but /healthz whenever one is set), unlike `cairn dashboard`."""
+    with _spawn(args, tmp_path, **env) as proc:
         try:
-            url = _url(proc, "cairn dashboard on sqlite:")
-            with httpx.Client(base_url=url, timeout=10) as http:
+            with httpx.Client(base_url=_url(proc, said), timeout=10) as http:
                 assert http.get("/api/runs").status_code == 401
+                start = http.post("/api/workflows/examples.approval.OrderApproval/runs", json={"args": ["o"]})
+                assert start.status_code == 401
                 ok = http.get("/api/runs", headers={"Authorization": "Bearer s3cret-token"})
                 assert ok.status_code == 200 and ok.json()["runs"] == []
                 assert http.get("/healthz").status_code == 200
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(stop)
             assert proc.wait(timeout=30) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_cairn_dev_refuses_an_empty_token() -> None:
+    empty = CliRunner().invoke(cli, ["dev", "examples.approval", "--no-reload", "--token", " "])
+    assert empty.exit_code != 0 and "the API token must not be empty" in empty.output
 
 
 @pytest.mark.parametrize("command", ["dashboard", "dev"])
