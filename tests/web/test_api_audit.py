@@ -470,3 +470,14 @@ async def test_an_app_made_without_a_token_takes_the_one_in_the_environment(
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as h:
         assert (await h.get("/api/runs")).status_code == 401
         assert (await h.get("/api/runs", headers={"Authorization": "Bearer env-token"})).status_code == 200
+
+
+async def test_head_answers_as_get_without_the_body(http: httpx.AsyncClient, client: cairn.Client) -> None:
+    """HEAD answered a JSON 405 on every route, /healthz included: health probes that send HEAD
+    (load balancers, `curl -I`) saw the app as down."""
+    await client.start(webflows.Greeting, "x", id="head-1")
+    for path in ("/healthz", "/api/runs", "/api/runs/head-1", "/", "/runs/head-1", "/api/runs/nope"):
+        head, get = await http.head(path), await http.get(path)
+        assert head.status_code == get.status_code, path
+        assert head.content == b"" and head.headers["content-length"] == get.headers["content-length"], path
+        assert head.headers["content-type"] == get.headers["content-type"], path

@@ -96,6 +96,19 @@ def routed_path(scope: Scope) -> str:
     return path[: len(path) - len(decoded)] + kept.decode("utf-8", "replace")
 
 
+def _without_body(send: Send) -> Send:
+    """`send` for a HEAD request: the GET's status and headers (its Content-Length too), no body."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                return
+            message = {"type": "http.response.body", "body": b"", "more_body": False}
+        await send(message)
+
+    return sending
+
+
 class Edge:
     def __init__(self, app: ASGIApp, guard: Guard, max_body: int = MAX_BODY, max_depth: int = MAX_DEPTH) -> None:
         self.app = app
@@ -107,6 +120,8 @@ class Edge:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["method"] == "HEAD":  # a GET without its body (health probes, link checkers, curl -I)
+            scope, send = {**scope, "method": "GET"}, _without_body(send)
         path = scope["path"] = routed_path(scope)
         root = scope.get("root_path", "")
         rel = path[len(root) :] if root and path.startswith(root) else path
