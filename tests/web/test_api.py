@@ -19,6 +19,7 @@ from cairn.web.models import ID_MAX
 from tests.conftest import eventually
 from tests.helpers import sql_row
 from tests.web import webflows
+from tests.web.conftest import TOKEN
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -459,6 +460,27 @@ async def test_openapi_document_lists_every_route(http: httpx.AsyncClient) -> No
     docs = await http.get("/api/docs")
     assert docs.status_code == 200 and "swagger-ui-bundle.js" in docs.text
     assert json.dumps(doc)  # serialisable as served
+
+
+async def test_the_openapi_document_says_which_operations_take_the_token(
+    http: httpx.AsyncClient, authed: httpx.AsyncClient
+) -> None:
+    """With a token, every operation but /healthz declares the bearer scheme (generated clients send
+    it; /api/docs offers to authorize); without one, none does."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    doc = (await authed.get("/api/openapi.json", headers=headers)).json()
+    assert doc["components"]["securitySchemes"]["token"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The API token (CAIRN_API_TOKEN).",
+    }
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            want = None if path == "/healthz" else [{"token": []}]
+            assert operation.get("security") == want, (method, path)
+    plain = (await http.get("/api/openapi.json")).json()
+    assert "securitySchemes" not in plain.get("components", {})
+    assert not any("security" in op for ops in plain["paths"].values() for op in ops.values())
 
 
 async def test_nul_bytes_are_refused_where_text_cannot_hold_them(http: httpx.AsyncClient) -> None:

@@ -75,7 +75,30 @@ def create_app(client: Client, token: str | None = None, *, max_body: int = MAX_
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     _handle_errors(app)
     app.add_middleware(Edge, guard=app.state.guard, max_body=max_body)
+    if app.state.guard.enabled:
+        _describe_the_token(app)
     return app
+
+
+def _describe_the_token(app: FastAPI) -> None:
+    """The OpenAPI document says that every operation but /healthz takes the bearer token, so that
+    generated clients send it and /api/docs offers to authorize with it."""
+    made = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = made()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "token": {"type": "http", "scheme": "bearer", "description": "The API token (CAIRN_API_TOKEN)."}
+            }
+            for path, operations in schema.get("paths", {}).items():
+                if path != "/healthz":
+                    for operation in operations.values():
+                        operation["security"] = [{"token": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _handle_errors(app: FastAPI) -> None:
