@@ -124,3 +124,22 @@ async def fan_per_worker(n: int, seconds: float) -> list[str]:
 @workflow
 async def fan_rated(n: int) -> list[str]:
     return list(await asyncio.gather(*(rated(f"r{i}") for i in range(n))))
+
+
+@workflow
+async def echo(label: str) -> str:
+    return label
+
+
+@workflow
+async def starts_serial_children(n: int) -> list[str]:
+    """Children of a workflow declared on q-one, started without waiting: they run in q-one."""
+    handles = [cairn.start_child(serial, f"c{i}") for i in range(n)]
+    return [str(await h.result()) for h in handles]
+
+
+@workflow(queue=ONE)
+async def starts_a_plain_child(label: str) -> str:
+    """On q-one (one at a time), a child of a workflow declared on no queue: it runs in the default
+    queue, not in its parent's, whose one place its parent holds while it waits for it."""
+    return str(await cairn.start_child(echo, label).result())

@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
 
 import pytest
 
@@ -14,6 +15,7 @@ import cairn
 from cairn import RunStatus
 from tests import flows
 from tests import queueflows as qf
+from tests.conftest import eventually
 from tests.helpers import cli_in_thread
 
 pytestmark = pytest.mark.timeout(90)
@@ -172,6 +174,51 @@ async def test_queues_are_listed_with_their_limits_and_counts(client: cairn.Clie
     assert one["concurrency"] == 1 and one["runs_waiting"] == 1 and one["runs_in_flight"] == 0
     table = await cli_in_thread(["queues", "--db", client.url])
     assert "concurrency=1" in table.output and "rate_limit=2/0.5s" in table.output
+
+
+async def test_a_child_started_without_waiting_runs_in_its_own_workflows_queue(
+    client: cairn.Client, db_url: str
+) -> None:
+    """`cairn.start_child` put the child in its parent's queue, not its own workflow's (as
+    `cairn.child` does): children of a q-one workflow ran all at once in the default queue, and a
+    q-one parent's child of a workflow on no queue waited for the place its parent held, for ever."""
+    async with workers(client, db_url):
+        assert await client.run(qf.starts_serial_children, 3, timeout=30) == ["c0", "c1", "c2"]
+        assert await client.run(qf.starts_a_plain_child, "plain", timeout=30) == "plain"
+    assert qf.MARKS.peak["one"] == 1
+    queues = {r.workflow: r.queue for r in await client.list_runs(limit=100)}
+    assert queues["tests.queueflows.serial"] == "q-one" and queues["tests.queueflows.echo"] == "default"
+
+
+async def test_a_run_paused_before_it_began_is_not_counted_in_flight(client: cairn.Client, db_url: str) -> None:
+    """`cairn queues` and GET /api/queues counted runs paused before their first activation as in
+    flight (3 of a queue of concurrency 2), though they hold no place in it."""
+    async with workers(client, db_url, n=1):
+        pass
+    for label in ("p0", "p1", "p2"):
+        assert await (await client.start(qf.serial, label)).pause() == RunStatus.PAUSED
+    one = next(q for q in await client.list_queues() if q.spec.name == "q-one")
+    assert (one.runs_waiting, one.runs_in_flight) == (0, 0)
+
+
+async def test_a_rate_limit_changed_by_a_deploy_spaces_the_next_start_by_the_new_rate(client: cairn.Client) -> None:
+    """A deploy from one start an hour to ten a second kept the next start an hour after the last."""
+    hourly = cairn.Queue("q-rate-change", rate_limit=cairn.RateLimit(1, per=timedelta(hours=1)), register=False)
+    fast = cairn.Queue("q-rate-change", rate_limit=cairn.RateLimit(10, per=timedelta(seconds=1)), register=False)
+    await client.store.upsert_queues([hourly.spec], "first deploy")
+    for i in range(3):
+        await client.start(qf.echo, f"r{i}", queue="q-rate-change")
+
+    async def claimed() -> int:
+        work = await client.store.claim_work("w1", ["tests.queueflows.echo"], [], None, 4, 0, 60.0)
+        return len(work.runs)
+
+    assert await claimed() == 1
+    assert await claimed() == 0  # the next in an hour
+    await client.store.upsert_queues([fast.spec], "second deploy")
+    (row,) = [q for q in await client.list_queues() if q.spec.name == "q-rate-change"]
+    assert row.rate_next_at is not None and row.rate_next_at < await client.store.now() + 0.2
+    assert await eventually(claimed, timeout=5, what="a start at the new rate") == 1
 
 
 async def test_cli_start_takes_key_priority_and_dedup_key(client: cairn.Client) -> None:

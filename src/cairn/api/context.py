@@ -174,9 +174,8 @@ def start_child(wf: Any, *args: Any, id: str | None = None, **kwargs: Any) -> Ch
     defn = resolve_workflow(wf)
     encoded = defn.signature.encode_args(args, kwargs)
     child_id = id or defn.derive_id(encoded, len(args)) or f"{rt.run_id}:{rt.next_seq}"
-    rt.immediate(
-        StepKind.CHILD, defn.id, encoded, lambda: dumps(child_id), options={"run_id": child_id, "detached": True}
-    )
+    options = {"run_id": child_id, "detached": True}
+    rt.immediate(StepKind.CHILD, defn.id, encoded, lambda: dumps(child_id), options=options, queue=defn.queue)
     return ChildHandle(child_id, defn.id)
 
 

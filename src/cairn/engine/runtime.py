@@ -149,15 +149,32 @@ class Runtime:
         return waiting
 
     def immediate(
-        self, kind: StepKind, name: str, args: str | None, compute: Callable[[], str | None], options: Json = None
+        self,
+        kind: StepKind,
+        name: str,
+        args: str | None,
+        compute: Callable[[], str | None],
+        options: Json = None,
+        queue: str | None = None,
     ) -> str | None:
-        """A step resolved at once and recorded (now/random/uuid, memory writes, sends)."""
+        """A step resolved at once and recorded (now/random/uuid, memory writes, sends, a child
+        started detached on `queue`)."""
         seq, rec = self._take_seq(kind, name, args)
         if rec is not None:
             return rec.result
         value = compute()
         self.commands.new_steps.append(
-            NewStep(seq, kind, name, args, status=StepStatus.COMPLETED, result=value, options=options, delivered=True)
+            NewStep(
+                seq,
+                kind,
+                name,
+                args,
+                status=StepStatus.COMPLETED,
+                result=value,
+                queue=queue,
+                options=options,
+                delivered=True,
+            )
         )
         return value
 

@@ -768,6 +768,8 @@ SELECT name, concurrency, per_worker, per_key, rate_n, rate_period, priority, ra
 FROM cairn_queues ORDER BY name
 
 -- name: upsert_queue
+-- A rate that changes moves the next start to the last start plus the new spacing: kept, a deploy from
+-- one start an hour to ten a second still waited out the hour.
 INSERT INTO cairn_queues (name, concurrency, per_worker, per_key, rate_n, rate_period, priority, limited,
                           declared_by, updated_at)
 VALUES (:name, :concurrency, :per_worker, :per_key, :rate_n, :rate_period, :priority, :limited, :declared_by,
@@ -775,7 +777,14 @@ VALUES (:name, :concurrency, :per_worker, :per_key, :rate_n, :rate_period, :prio
 ON CONFLICT (name) DO UPDATE SET
     concurrency = excluded.concurrency, per_worker = excluded.per_worker, per_key = excluded.per_key,
     rate_n = excluded.rate_n, rate_period = excluded.rate_period, priority = excluded.priority,
-    limited = excluded.limited, declared_by = excluded.declared_by, updated_at = excluded.updated_at
+    limited = excluded.limited, declared_by = excluded.declared_by, updated_at = excluded.updated_at,
+    rate_next_at = CASE
+        WHEN cairn_queues.rate_n = excluded.rate_n AND cairn_queues.rate_period = excluded.rate_period
+            THEN cairn_queues.rate_next_at
+        WHEN cairn_queues.rate_n IS NULL OR excluded.rate_n IS NULL THEN NULL
+        ELSE cairn_queues.rate_next_at - cairn_queues.rate_period / cairn_queues.rate_n
+             + excluded.rate_period / excluded.rate_n
+    END
 
 -- name: limited_queues_to_claim
 -- The limited queues this worker serves (its claim of each goes through the queue's row).
@@ -859,10 +868,12 @@ WHERE queue = :queue AND kind = 'action' AND status IN ('scheduled', 'running') 
 UPDATE cairn_queues SET rate_next_at = :rate_next_at, rate_starts = rate_starts + :started WHERE name = :queue
 
 -- name: queue_run_counts
--- Per queue of a limit: runs waiting to start (pending, unclaimed or their claim lapsed) and in flight.
+-- Per queue of a limit: runs waiting to start (pending, unclaimed or their claim lapsed) and in flight
+-- (as queue_runs_in_flight counts them: a run paused before its first activation holds no place).
 SELECT queue,
        sum(CASE WHEN status = 'pending' AND (lease_until IS NULL OR lease_until < cairn_now()) THEN 1 ELSE 0 END),
-       sum(CASE WHEN status = 'pending' AND (lease_until IS NULL OR lease_until < cairn_now()) THEN 0 ELSE 1 END)
+       sum(CASE WHEN status = 'pending' AND (lease_until IS NULL OR lease_until < cairn_now()) THEN 0
+                WHEN status = 'paused' AND activations = 0 THEN 0 ELSE 1 END)
 FROM cairn_runs
 WHERE queue IN (SELECT name FROM cairn_queues) AND queue <> 'default'
   AND status IN ('pending', 'running', 'waiting', 'paused')
