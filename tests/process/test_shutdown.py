@@ -210,6 +210,24 @@ async def test_sigterm_kills_an_isolated_action_longer_than_the_grace_before_han
     assert marks.of("i1", "alone") and not marks.of("i1", "overlap"), marks.read()
 
 
+async def test_an_isolated_action_ends_with_its_worker_killed_by_sigkill(
+    client: cairn.Client, spawn: Callable[..., Proc], marks: Marks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child running an isolated attempt outlived its SIGKILLed worker and ran the attempt to its
+    end, beside the attempt the next worker took once the lease lapsed (two at once in a queue of
+    concurrency 1). It ends with its worker now."""
+    monkeypatch.setenv("CAIRN_ACTION_SECONDS", "60")
+    first, handle = await _started(client, spawn, marks, "isolated_then_quick", "k1", "--lease", "2")
+    await _standing_by(client, spawn)
+    first.popen.kill()
+
+    assert first.exited_within(10) == -signal.SIGKILL
+    assert await handle.result(timeout=30) == ["k1", "k1-next"]
+    assert [m.attempt for m in marks.of("k1")] == [1, 2]
+    # The second attempt looked, as it started, for the first one's process: already gone.
+    assert marks.of("k1", "alone") and not marks.of("k1", "overlap"), marks.read()
+
+
 @pytest.mark.parametrize("second", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_second_sigterm_stops_at_once_without_a_traceback(
     client: cairn.Client,

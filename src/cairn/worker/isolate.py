@@ -17,8 +17,9 @@ attempt at a time, then waits for the next on its pipe, so an attempt costs two 
 rather than a process start (about 60-130 ms a call here before, see docs/benchmarks.md). A child
 that timed out is killed, one that crashed is gone, and either is replaced by a fresh one for the
 next attempt; module state an action leaves behind persists in its child between attempts, as it
-would in any process pool. Idle children exit when their pipe closes: `retire_idle()` when a
-worker stops, or the worker process's own exit.
+would in any process pool. Children exit when their pipe closes: an idle one at `retire_idle()`
+when a worker stops, and any one, busy too, at the worker process's own end, SIGKILL included
+(`_end_with_the_worker`).
 
 Children come from a "forkserver": the worker has threads (the psycopg pool, asyncio executors),
 so forking it directly is unsafe, while spawning a fresh interpreter is slow. The forkserver
@@ -494,12 +495,31 @@ def _serve(requests: Connection, replies: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     quiet = os.open(os.devnull, os.O_WRONLY)
     os.dup2(quiet, 2)
+    threading.Thread(
+        target=_end_with_the_worker, args=(requests.fileno(),), name="cairn-isolate-watch", daemon=True
+    ).start()
     while True:
         request = _read_message(requests.fileno())
         if request is None:
             return
         reply = _attempt(json.loads(request), lambda: _reply(replies, _STARTED))
         _reply(replies, reply)
+
+
+def _end_with_the_worker(fd: int) -> None:
+    """End this child when the worker's end of its request pipe closes, however the worker ended
+    (SIGKILL too). Between attempts the child reads that EOF itself; during one it would run the
+    attempt to its end, beside the attempt another worker takes over once the lease lapses (two at
+    once in a queue of concurrency 1). POLLHUP says the pipe has no writer left; data is not waited
+    for (the worker sends none during an attempt), so the child's own reads are left alone."""
+    poller = select.poll()
+    poller.register(fd, 0)  # POLLHUP, POLLERR and POLLNVAL are reported whatever is asked
+    while True:
+        for _, event in poller.poll():
+            if event & select.POLLNVAL:
+                return  # the pipe was closed here: the child is ending anyway
+            if event & (select.POLLHUP | select.POLLERR):
+                os._exit(1)
 
 
 _STARTED = {"started": True}
