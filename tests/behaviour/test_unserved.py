@@ -7,7 +7,9 @@ import pytest
 
 import cairn
 from cairn import RunStatus
+from cairn.clock import SkippingClock
 from cairn.registry import Registry
+from cairn.store.protocol import WorkerInfo
 from tests import flows
 from tests.conftest import eventually
 from tests.helpers import cli_in_thread
@@ -61,3 +63,18 @@ async def test_a_run_of_a_workflow_no_live_worker_serves_is_reported_and_cancell
         assert "no live worker can do" in listed.stdout and handle.id in listed.stdout
         assert await handle.cancel() == RunStatus.CANCELLED
     assert await handle.diagnose() is None
+
+
+async def test_a_worker_silent_past_its_lease_serves_nothing(client: cairn.Client) -> None:
+    """A worker SIGKILLed stops its heartbeat; past its lease its work is taken over, yet it counted
+    as live for a minute whatever its lease: a run only it served showed no reason for 60 s."""
+    clock = SkippingClock()
+    client.store.clock = clock
+    serves = WorkerInfo("gone", "host", 1, "*", clock.now(), clock.now(), 0, workflows=("tests.flows.Sequence3",))
+    await client.store.heartbeat(serves, 1.0)
+    handle = await client.start(flows.Sequence3, 1)
+    assert await handle.diagnose() is None  # its worker beats
+    clock.advance(1.5)  # then it stops: past its lease of a second
+    reason = await handle.diagnose()
+    assert reason is not None and "no live worker runs workflow 'tests.flows.Sequence3'" in reason, reason
+    assert "live workers: none" in reason

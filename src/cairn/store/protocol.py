@@ -122,6 +122,8 @@ class WorkerInfo:
     actions: tuple[str, ...] = ()
     schedules: tuple[str, ...] = ()
     """Schedules declared in this worker's code: it fires them (and only a live declarer does)."""
+    lease: float | None = None
+    """Its lease (seconds): past it without a heartbeat, the worker is dead (its work taken over)."""
 
     def serves(self, kind: str, name: str, queue: str) -> bool:
         """Whether this worker runs `name` (a "workflow" or an "action") on `queue`."""

@@ -525,7 +525,12 @@ class SqlStore:
         attempt_runs = sorted({r for r, _ in attempts})
 
         serves = json.dumps(
-            {"workflows": list(info.workflows), "actions": list(info.actions), "schedules": list(info.schedules)}
+            {
+                "workflows": list(info.workflows),
+                "actions": list(info.actions),
+                "schedules": list(info.schedules),
+                "lease": lease,
+            }
         )
 
         def tx_fn(tx: Tx) -> set[tuple[str, int]]:
@@ -581,17 +586,26 @@ class SqlStore:
 
     async def list_workers(self, stale_after: float = 60.0) -> list[WorkerInfo]:
         """Workers that heartbeat within `stale_after` seconds: the live ones."""
+        return (await self._workers(stale_after))[1]
 
-        def tx_fn(tx: Tx) -> list[tuple[Any, ...]]:
-            return tx.all("list_workers", {"since": tx.now() - stale_after})
+    async def _workers(self, stale_after: float) -> tuple[float, list[WorkerInfo]]:
+        """The database's clock, and the workers that heartbeat within `stale_after` seconds of it."""
 
-        rows = await self.db.transaction(tx_fn, write=False)
+        def tx_fn(tx: Tx) -> tuple[float, list[tuple[Any, ...]]]:
+            now = tx.now()
+            return now, tx.all("list_workers", {"since": now - stale_after})
+
+        now, rows = await self.db.transaction(tx_fn, write=False)
         workers = []
         for r in rows:
             serves = json.loads(r[7]) if r[7] else {}
-            declared = tuple(tuple(serves.get(k, ())) for k in ("workflows", "actions", "schedules"))
-            workers.append(WorkerInfo(r[0], r[1], int(r[2]), r[3], float(r[4]), float(r[5]), int(r[6]), *declared))
-        return workers
+            workflows, actions, schedules = (tuple(serves.get(k, ())) for k in ("workflows", "actions", "schedules"))
+            lease = None if serves.get("lease") is None else float(serves["lease"])
+            times = float(r[4]), float(r[5])
+            workers.append(
+                WorkerInfo(r[0], r[1], int(r[2]), r[3], *times, int(r[6]), workflows, actions, schedules, lease)
+            )
+        return now, workers
 
     async def unserved(self, run_ids: Sequence[str] | None = None, limit: int = 1000) -> dict[str, str]:
         """Why each of these runs (or, with None, each run with work due now) cannot progress: no
@@ -605,7 +619,10 @@ class SqlStore:
         needs = sorted((Need(r[0], r[1], r[2], r[3], r[4]) for r in rows), key=lambda n: n.kind != "workflow")
         if not needs:
             return {}
-        workers = await self.list_workers()
+        # Live: a heartbeat within its lease. One killed stops beating, and past its lease its work
+        # is taken over; counted live for a minute more, it hid that nothing serves the run.
+        now, workers = await self._workers(60.0)
+        workers = [w for w in workers if w.lease is None or w.heartbeat_at + w.lease >= now]
         out: dict[str, str] = {}
         for need in needs:
             if need.run_id not in out and not any(w.serves(need.kind, need.name, need.queue) for w in workers):
