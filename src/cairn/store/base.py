@@ -28,6 +28,8 @@ T = TypeVar("T")
 Params = Mapping[str, Any]
 WORK = "work"
 SCHEDULES = "schedules"
+CANCELLED = "cancelled"
+"""A run was cancelled: workers running attempts of it stop them now, not at their next heartbeat."""
 """Notified when a schedule is declared, paused or resumed: workers look at their next tick again."""
 
 

@@ -15,7 +15,7 @@ import uuid
 from cairn.errors import IllegalTransition, RunIdTaken, RunNotFound, WorkflowCancelled, WorkflowTimeout
 from cairn.records import NewRun, NewStep, RunRow
 from cairn.serialization import dumps, error_to_json
-from cairn.store.base import WORK, Tx, run_row
+from cairn.store.base import CANCELLED, WORK, Tx, run_row
 from cairn.store.journal_tx import TERMINAL, event, insert_params, resolve_parent, start_child
 from cairn.transitions import decide
 from cairn.types import RunStatus, StepKind
@@ -131,6 +131,7 @@ def _cancel(tx: Tx, run: RunRow, reason: WorkflowCancelled, now: float) -> RunSt
     error = dumps(error_to_json(reason))
     _set(tx, run, RunStatus.CANCELLED, now, error=error)
     tx.write("cancel_open_steps", {"run_id": run.id, "now": now, "activation": run.activations})
+    tx.notify(CANCELLED)  # an attempt of it running on a worker stops now
     detail = {"reason": "timeout", "error": str(reason)} if isinstance(reason, WorkflowTimeout) else {}
     event(tx, run.id, "cancelled", now, **detail)
     for (child_id,) in tx.all("open_children", {"id": run.id}):

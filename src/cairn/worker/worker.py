@@ -29,7 +29,7 @@ from cairn.queues import declared
 from cairn.records import NewRun, RunRow
 from cairn.registry import Registry, registry
 from cairn.schedules import Schedule
-from cairn.store.base import SCHEDULES, WORK, call_soon_here
+from cairn.store.base import CANCELLED, SCHEDULES, WORK, call_soon_here
 from cairn.store.open import open_store
 from cairn.store.protocol import ActionClaim, ActionInfo, RunClaim, Store, WorkerInfo, WorkflowInfo
 from cairn.types import RunStatus
@@ -139,12 +139,15 @@ class Worker:
         """A second request to stop: stop at once, abandoning what cannot be stopped."""
         self._closed = asyncio.Event()
         """Set when the worker has let go of everything: the heartbeat ends only then."""
+        self._beat_now = asyncio.Event()
+        """Set when the next heartbeat is not to wait (closing; a run cancelled while attempts run)."""
         self._stop_begun = False
         self.abandoned = 0
         """Attempts whose thread was still running when a forced stop gave up on them."""
         self._main: asyncio.Task[None] | None = None
         self._side: list[asyncio.Task[None]] = []
         self._unsubscribe: Any = None
+        self._unsubscribe_cancels: Any = None
         self._started_at = time.time()
         self._serves: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
         """The workflows and actions this worker runs (read from the registry when it starts)."""
@@ -174,6 +177,12 @@ class Worker:
             call_soon_here(loop, self._wakeup.set)
 
         self._unsubscribe = self.store.subscribe_key(WORK, wake)
+
+        def cancelled(_detail: object) -> None:  # its heartbeat says which attempts to stop
+            if self._attempt_tasks:
+                call_soon_here(loop, self._beat_now.set)
+
+        self._unsubscribe_cancels = self.store.subscribe_key(CANCELLED, cancelled)
         self._serves = (tuple(w.id for w in self.registry.workflows()), tuple(a.id for a in self.registry.actions()))
         dispatch.register(self.store, self)
         await self.store.register_workflows(
@@ -306,13 +315,15 @@ class Worker:
         row (a goodbye that hands over whatever it still held, unless it abandoned running threads,
         whose leases must run out instead)."""
         self._closed.set()
+        self._beat_now.set()
         for t in self._side:
             t.cancel()
         if self._side:
             await asyncio.wait(self._side, timeout=STOP_WAIT)
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        for unsubscribe in (self._unsubscribe, self._unsubscribe_cancels):
+            if unsubscribe is not None:
+                unsubscribe()
+        self._unsubscribe = self._unsubscribe_cancels = None
         self._runner.forget()
         self._executor.shutdown()
         if self.watchdog is not None:
@@ -599,7 +610,10 @@ class Worker:
         """Extend the leases of what this worker holds, until it has let go of everything: a stopping
         worker still runs work (for its grace, and threads after it) whose leases must not lapse."""
         while not self._closed.is_set():
-            await self._wait_closed(self.lease / 3)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.lease / 3):
+                    await self._beat_now.wait()
+            self._beat_now.clear()
             if self._closed.is_set():
                 return
             try:
@@ -651,11 +665,6 @@ class Worker:
                         await news.wait()
         finally:
             unsubscribe()
-
-    async def _wait_closed(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._closed.wait()
 
     def _info(self) -> WorkerInfo:
         return WorkerInfo(
