@@ -143,3 +143,9 @@ async def starts_a_plain_child(label: str) -> str:
     """On q-one (one at a time), a child of a workflow declared on no queue: it runs in the default
     queue, not in its parent's, whose one place its parent holds while it waits for it."""
     return str(await cairn.start_child(echo, label).result())
+
+
+@workflow(queue="q-late")
+async def limited_later(label: str) -> str:
+    """On a queue named by a string, which a later deploy declares with a limit."""
+    return str(await cairn.wait_for_signal("go")) + label

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 
@@ -16,7 +16,7 @@ from cairn import RunStatus
 from tests import flows
 from tests import queueflows as qf
 from tests.conftest import eventually
-from tests.helpers import cli_in_thread
+from tests.helpers import cli_in_thread, holds
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -219,6 +219,42 @@ async def test_a_rate_limit_changed_by_a_deploy_spaces_the_next_start_by_the_new
     (row,) = [q for q in await client.list_queues() if q.spec.name == "q-rate-change"]
     assert row.rate_next_at is not None and row.rate_next_at < await client.store.now() + 0.2
     assert await eventually(claimed, timeout=5, what="a start at the new rate") == 1
+
+
+@pytest.mark.parametrize(
+    ("db_url", "declarer"),
+    [("sqlite", "this client"), ("postgres", "this client"), ("postgres", "another client")],
+    indirect=["db_url"],  # SQLite tells other processes only of work: they read limits at their heartbeat
+)
+async def test_a_limit_declared_while_a_worker_runs_holds_at_once(
+    client: cairn.Client, db_url: str, declarer: str
+) -> None:
+    """A worker reads which queues have limits at its heartbeat: until then, a queue another deploy
+    had just declared with a limit still had its runs started at birth, beside the limit (all
+    three at once in a queue of concurrency 1). A declaration now tells workers at once (on SQLite,
+    those of the process that declares; on PostgreSQL, every one)."""
+    other = client if declarer == "this client" else cairn.Client(db_url)
+    try:
+        async with cairn.Worker(client, poll_interval=0.05, lease=30.0) as worker:  # its heartbeat: every 10 s
+            await other.store.upsert_queues([cairn.Queue("q-late", concurrency=1, register=False).spec], "v2")
+            if other is not client:  # heard through the database: soon, well before the heartbeat
+                await eventually(lambda: holds("q-late" in worker._runner.limited), timeout=5, what="the limit heard")
+            handles = [await client.start(qf.limited_later, f"l{i}") for i in range(3)]
+
+            async def statuses() -> list[RunStatus]:
+                return sorted([await h.status() for h in handles], key=str)
+
+            await eventually(lambda: _has(statuses, RunStatus.WAITING), what="the first run under way")
+            assert await statuses() == [RunStatus.PENDING, RunStatus.PENDING, RunStatus.WAITING]
+            for h in handles:
+                await h.cancel()
+    finally:
+        if other is not client:
+            await other.close()
+
+
+async def _has(statuses: Callable[[], Awaitable[list[RunStatus]]], status: RunStatus) -> bool:
+    return status in await statuses()
 
 
 async def test_cli_start_takes_key_priority_and_dedup_key(client: cairn.Client) -> None:

@@ -28,6 +28,8 @@ T = TypeVar("T")
 Params = Mapping[str, Any]
 WORK = "work"
 SCHEDULES = "schedules"
+QUEUES = "queues"
+"""A queue's stored limits changed (a deploy declared them): workers read again which queues have limits."""
 CANCELLED = "cancelled"
 """A run was cancelled: workers running attempts of it stop them now, not at their next heartbeat."""
 """Notified when a schedule is declared, paused or resumed: workers look at their next tick again."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from cairn.queues import QueueSpec
 from cairn.records import NewRun, RunRow
-from cairn.store.base import WORK, Tx, run_row
+from cairn.store.base import QUEUES, WORK, Tx, run_row
 from cairn.store.journal_tx import insert_params
 
 BLOCKED_RETRY = 0.1
@@ -219,10 +219,13 @@ def _blocked(q: _Limits, out: QueueClaim) -> None:
 def upsert(tx: Tx, specs: Sequence[QueueSpec], declared_by: str) -> list[str]:
     """Store declared limits; the names whose stored limits (declared elsewhere) were other ones."""
     changed = []
+    news: dict[str, bool] = {}
     for spec in specs:
         row = tx.one("get_queue", {"name": spec.name})
         if row is not None and spec_of(row) != spec and row[9] != declared_by:
             changed.append(spec.name)
+        if row is None or spec_of(row) != spec:
+            news[spec.name] = spec.limited
         params = {
             "name": spec.name,
             "concurrency": spec.concurrency,
@@ -237,6 +240,8 @@ def upsert(tx: Tx, specs: Sequence[QueueSpec], declared_by: str) -> list[str]:
         tx.execute("upsert_queue", params)
     if specs:
         tx.notify(WORK)
+    if news:  # workers that took the queue for one without limits must stop starting its work at birth
+        tx.notify(QUEUES, news)  # which now have limits: a worker in this process knows before the next start
     return changed
 
 

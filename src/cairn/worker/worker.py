@@ -29,7 +29,7 @@ from cairn.queues import declared
 from cairn.records import NewRun, RunRow
 from cairn.registry import Registry, registry
 from cairn.schedules import Schedule
-from cairn.store.base import CANCELLED, SCHEDULES, WORK, call_soon_here
+from cairn.store.base import CANCELLED, QUEUES, SCHEDULES, WORK, call_soon_here
 from cairn.store.open import open_store
 from cairn.store.protocol import ActionClaim, ActionInfo, RunClaim, Store, WorkerInfo, WorkflowInfo
 from cairn.types import RunStatus
@@ -140,14 +140,15 @@ class Worker:
         self._closed = asyncio.Event()
         """Set when the worker has let go of everything: the heartbeat ends only then."""
         self._beat_now = asyncio.Event()
-        """Set when the next heartbeat is not to wait (closing; a run cancelled while attempts run)."""
+        """Set when the next heartbeat is not to wait (closing; a run cancelled while attempts run;
+        a queue's limits declared)."""
         self._stop_begun = False
         self.abandoned = 0
         """Attempts whose thread was still running when a forced stop gave up on them."""
         self._main: asyncio.Task[None] | None = None
         self._side: list[asyncio.Task[None]] = []
         self._unsubscribe: Any = None
-        self._unsubscribe_cancels: Any = None
+        self._unsubscribe_news: list[Callable[[], None]] = []
         self._started_at = time.time()
         self._serves: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
         """The workflows and actions this worker runs (read from the registry when it starts)."""
@@ -182,7 +183,15 @@ class Worker:
             if self._attempt_tasks:
                 call_soon_here(loop, self._beat_now.set)
 
-        self._unsubscribe_cancels = self.store.subscribe_key(CANCELLED, cancelled)
+        def limits(detail: object) -> None:  # its heartbeat reads which queues have limits
+            if isinstance(detail, dict):  # declared in this process: which, known before the next start
+                self._limits_declared(detail)  # (one frozenset for another: safe from the committing thread)
+            call_soon_here(loop, self._beat_now.set)
+
+        self._unsubscribe_news = [
+            self.store.subscribe_key(CANCELLED, cancelled),
+            self.store.subscribe_key(QUEUES, limits),
+        ]
         self._serves = (tuple(w.id for w in self.registry.workflows()), tuple(a.id for a in self.registry.actions()))
         dispatch.register(self.store, self)
         await self.store.register_workflows(
@@ -320,10 +329,10 @@ class Worker:
             t.cancel()
         if self._side:
             await asyncio.wait(self._side, timeout=STOP_WAIT)
-        for unsubscribe in (self._unsubscribe, self._unsubscribe_cancels):
+        for unsubscribe in [self._unsubscribe, *self._unsubscribe_news]:
             if unsubscribe is not None:
                 unsubscribe()
-        self._unsubscribe = self._unsubscribe_cancels = None
+        self._unsubscribe, self._unsubscribe_news = None, []
         self._runner.forget()
         self._executor.shutdown()
         if self.watchdog is not None:
@@ -696,6 +705,11 @@ class Worker:
                 specs[name].describe(),
             )
         await self._refresh_queues()
+
+    def _limits_declared(self, limited: dict[str, bool]) -> None:
+        """Queues declared in this process just now, and whether each has limits."""
+        now_limited = {name for name, has in limited.items() if has}
+        self._runner.limited = frozenset((self._runner.limited - set(limited)) | now_limited)
 
     async def _refresh_queues(self) -> None:
         """Which queues have limits (declared anywhere): their work is never born running or
