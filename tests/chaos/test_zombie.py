@@ -1,7 +1,8 @@
 """Scenario 3: a zombie worker. SIGSTOP a worker while it runs actions, past its lease; another worker
 takes the work over and finishes it; then SIGCONT the first. SPEC 6: ownership is fenced, so the
 zombie's late writes are rejected (each step recorded once, by the attempt that won) and every run
-completes once."""
+completes once. The zombie's first heartbeat finds the attempts it lost and stops those still running;
+those that ended first try to record their outcome and are refused."""
 
 from __future__ import annotations
 
@@ -42,14 +43,16 @@ async def test_zombie_worker_late_writes_are_rejected(db_url: str, tmp_path: Pat
         for handle in handles:  # the other worker takes over once the zombie's leases expire
             await handle.result(timeout=60)
         os.kill(zombie.pid, signal.SIGCONT)
-        # The zombie's actions end now; it tries to record them, and each attempt is refused.
+        # The zombie's actions end now (it tries to record them, and each attempt is refused), or its
+        # heartbeat finds them lost first and stops them.
         await eventually(
-            lambda: _refused(workers, zombie, len(in_flight)), timeout=30, what="the zombie's writes refused"
+            lambda: _let_go(workers, zombie, len(in_flight)), timeout=30, what="the zombie's attempts let go"
         )
         late = [e for e in read_effects(workers.effects) if e.pid == zombie.pid and e.kind == "E"]
         figures.notes["sigstop"] = 1
         figures.notes["late_writes"] = len(late)
         figures.notes["rejected"] = _superseded(workers, zombie)
+        figures.notes["stopped"] = _stopped(workers, zombie)
         problems = await check(
             client,
             {h.id: flows.expected_five_steps(n) for n, h in enumerate(handles)},
@@ -101,5 +104,10 @@ def _superseded(workers: Workers, proc: subprocess.Popen[bytes]) -> int:
     return workers.log_of(proc).count("was superseded; its outcome is dropped")
 
 
-async def _refused(workers: Workers, proc: subprocess.Popen[bytes], n: int) -> bool:
-    return _superseded(workers, proc) >= n
+def _stopped(workers: Workers, proc: subprocess.Popen[bytes]) -> int:
+    """How many of its attempts the worker stopped, its heartbeat having found them taken over."""
+    return workers.log_of(proc).count("no longer this worker's")
+
+
+async def _let_go(workers: Workers, proc: subprocess.Popen[bytes], n: int) -> bool:
+    return _superseded(workers, proc) + _stopped(workers, proc) >= n

@@ -519,7 +519,8 @@ class SqlStore:
     ) -> set[tuple[str, int]]:
         """Record liveness and extend the leases of the `runs` this worker holds and the `attempts`
         (run id, step) it is running; a lease it no longer tracks runs out and is taken over. Of
-        the attempts, those whose step was cancelled since (by a cancel or a timeout of its run)."""
+        the attempts, those it no longer holds: their step cancelled since (by a cancel or a timeout
+        of its run), or taken over by another worker once their lease lapsed."""
         held = sorted(runs)
         running = sorted(f"{run_id} {seq}" for run_id, seq in attempts)
         attempt_runs = sorted({r for r, _ in attempts})
@@ -558,8 +559,8 @@ class SqlStore:
             tx.execute("prune_workers", {"before": now - max(300.0, 30 * lease)})
             if not running:
                 return set()
-            cancelled = tx.all("cancelled_attempts", {"attempts": running, "attempt_runs": attempt_runs})
-            return {(str(run_id), int(seq)) for run_id, seq in cancelled}
+            lost = tx.all("lost_attempts", {"worker": info.id, "attempts": running, "attempt_runs": attempt_runs})
+            return {(str(run_id), int(seq)) for run_id, seq in lost}
 
         return await self.db.transaction(tx_fn)
 

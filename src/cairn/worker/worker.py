@@ -636,14 +636,15 @@ class Worker:
             except Exception as exc:
                 log.warning("heartbeat failed (%s); will retry", exc)
 
-    def _stop_attempts(self, cancelled: set[tuple[str, int]]) -> None:
-        """Stop attempts whose step was cancelled (their run cancelled or timed out): an async action
-        gets CancelledError, an isolated one's process ends, a plain `def` one's thread is left to
-        return (its result is dropped, as any late result of a cancelled step). One whose outcome is
-        being recorded is let be: it has run."""
+    def _stop_attempts(self, lost: set[tuple[str, int]]) -> None:
+        """Stop attempts this worker no longer holds (their run cancelled or timed out, or their step
+        taken over by another worker once their lease lapsed): an async action gets CancelledError,
+        an isolated one's process ends, a plain `def` one's thread is left to return (its result is
+        dropped, as any late result of a step not held). One whose outcome is being recorded is let
+        be: it has run."""
         for task, key in list(self._attempt_tasks.items()):
-            if key in cancelled and not self._executor.recording(key):
-                log.info("run %s: stopping the attempt of step %d, cancelled with its run", *key)
+            if key in lost and not self._executor.recording(key):
+                log.info("run %s: stopping the attempt of step %d, no longer this worker's", *key)
                 task.cancel()
 
     async def fire_schedules(self) -> float | None:

@@ -626,11 +626,14 @@ WHERE (run_id, seq) IN (SELECT run_id, seq FROM cairn_steps
                           AND run_id || ' ' || seq = ANY(:attempts)
                         FOR UPDATE SKIP LOCKED)
 
--- name: cancelled_attempts
--- Of the attempts a worker runs (as in extend_step_leases), those whose step was cancelled with
--- its run: the worker stops them rather than let them run on for nothing.
+-- name: lost_attempts
+-- Of the attempts a worker runs (as in extend_step_leases), those it no longer holds: their step was
+-- cancelled with its run, or its lease lapsed (the worker stopped past it: SIGSTOP, a long pause)
+-- and another worker took the step over, or settled it. The worker stops them rather than let them
+-- run on for nothing, beside the attempt that took over.
 SELECT run_id, seq FROM cairn_steps
-WHERE run_id = ANY(:attempt_runs) AND status = 'cancelled' AND kind = 'action'
+WHERE run_id = ANY(:attempt_runs) AND kind = 'action'
+  AND NOT (status = 'running' AND lease_owner = :worker)
   AND run_id || ' ' || seq = ANY(:attempts)
 
 -- name: extend_run_leases
