@@ -264,6 +264,24 @@ class Signature:
             raise TypeError(f"{self.qualname} got unexpected arguments {sorted(unknown)}")
         return args, kwargs
 
+    def with_defaults(self, text: str) -> str:
+        """Stored arguments with the defaults of the parameters they leave out written in: a start
+        that writes a default out and one that leaves it to the signature give the same input."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return text
+        if not isinstance(data, dict):
+            return text
+        for name, param in self.public.parameters.items():
+            if name in data or param.default is inspect.Parameter.empty:
+                continue
+            try:
+                data[name] = pydantic_core.to_jsonable_python(param.default)
+            except Exception:  # a default JSON cannot hold: left out on both sides alike
+                continue
+        return json.dumps(data)
+
     def validate_input(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
         """Validate JSON-shaped input (from a CLI or HTTP caller) against the hints, then encode."""
         encoded = self.encode_args(args, kwargs)

@@ -603,6 +603,16 @@ async def test_a_start_that_finds_its_id_says_whether_the_input_differs(client: 
     assert await other.result(timeout=10) == 4  # the run is the first one, with its input
 
 
+async def test_a_default_written_out_is_the_same_input(client: cairn.Client) -> None:
+    """A start that found its id said the input differed when it wrote a default out (`"free"`, the
+    signature's own) that the first start had left to the signature."""
+    await client.start(Welcome, "zed@x", id="defaults")
+    same = await client.start(Welcome, "zed@x", "free", id="defaults")
+    by_name = await client.start("tests.client.welcome", "zed@x", plan="free", id="defaults")
+    other = await client.start(Welcome, "zed@x", "pro", id="defaults")
+    assert (same.input_differs, by_name.input_differs, other.input_differs) == (False, False, True)
+
+
 async def test_a_signal_to_a_finished_run_is_refused_and_records_nothing(client: cairn.Client) -> None:
     completed = await client.start(flows.Approval, "done")
     await completed.signal("approval", {"ok": True, "by": "ann"})

@@ -158,7 +158,10 @@ class Client:
         if existing is not None:
             if existing.workflow != name:
                 raise RunIdConflict(run_id, existing.workflow, name)
-            handle.input_differs = not same_json(existing.input, encoded)
+            handle.input_differs = not same_json(existing.input, encoded) and not (
+                defn is not None
+                and same_json(defn.signature.with_defaults(existing.input), defn.signature.with_defaults(encoded))
+            )
         return handle, existing is None
 
     async def _check_queued(self, queue: str, queued: QueuePlace, given: QueueSpec | None = None) -> None:
