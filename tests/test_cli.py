@@ -329,6 +329,18 @@ def test_a_command_that_reads_never_creates_a_missing_sqlite_database(
     assert not (tmp_path / "some").exists()
 
 
+@pytest.mark.parametrize(
+    "command", [["runs"], ["show", "x"], ["pause", "x"], ["start", "cli_test.add_two", "--input", "[1]"]]
+)
+def test_an_unreachable_database_exits_1_and_hides_its_password(runner: CliRunner, command: list[str]) -> None:
+    """The reference says exit 1 for an unreachable database (not the user's input, exit 2): it was 2,
+    the error being one of Cairn's own."""
+    result = runner.invoke(cli, [*command, "--db", "postgresql://postgres:s3cretpw@127.0.0.1:1/nope"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: cannot connect to PostgreSQL at postgresql://postgres:***@127.0.0.1:1/nope")
+    assert "s3cretpw" not in result.output
+
+
 def test_start_still_creates_the_database(runner: CliRunner, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/new/dir/x.db"
     result = runner.invoke(cli, ["start", "cli_test.add_two", "--input", "[1]", "--id", "n1", "--db", url])
