@@ -316,9 +316,8 @@ class _Child:
         """The child's next framed reply, or None when it dies (or closes its pipe) before sending it all."""
         fd = self.replies.fileno()
         while True:
-            frame = _unframe(self._buffer)
-            if frame is not None:
-                payload, self._buffer = frame
+            payload = self._take()
+            if payload is not None:
                 return payload
             await _readable(loop, [fd, self.sentinel])
             while True:
@@ -326,12 +325,22 @@ class _Child:
                     chunk = os.read(fd, 1 << 16)
                 except BlockingIOError:
                     break
-                if not chunk:
-                    return _whole(self._buffer)
+                if not chunk:  # a message read with the EOF is taken, not read again by the next call
+                    return self._take()
                 self._buffer += chunk
             if _unframe(self._buffer) is None and select.select([self.sentinel], [], [], 0)[0]:
                 # Exited, yet the pipe is not at EOF: a process it started holds the write end.
-                return _whole(self._buffer)
+                return None
+
+    def _take(self) -> bytes | None:
+        """The first whole message received, taken out of the buffer (None while there is none).
+        Read but left there, the "started" message of an attempt whose child then exited at once
+        was read again as the attempt's outcome (a KeyError instead of ActionCrashed)."""
+        frame = _unframe(self._buffer)
+        if frame is None:
+            return None
+        payload, self._buffer = frame
+        return payload
 
     async def wait(self, loop: asyncio.AbstractEventLoop, within: float | None) -> bool:
         """Wait at most `within` seconds for the child to exit; True once its exit status is known.
@@ -403,11 +412,6 @@ def _unframe(buffer: bytes) -> tuple[bytes, bytes] | None:
     if len(buffer) < end:
         return None
     return buffer[HEADER.size : end], buffer[end:]
-
-
-def _whole(buffer: bytes) -> bytes | None:
-    frame = _unframe(buffer)
-    return frame[0] if frame is not None else None
 
 
 def _parse(payload: bytes | None) -> dict[str, Any] | None:
