@@ -629,11 +629,13 @@ WHERE (run_id, seq) IN (SELECT run_id, seq FROM cairn_steps
 -- name: lost_attempts
 -- Of the attempts a worker runs (as in extend_step_leases), those it no longer holds: their step was
 -- cancelled with its run, or its lease lapsed (the worker stopped past it: SIGSTOP, a long pause)
--- and another worker took the step over, or settled it. The worker stops them rather than let them
--- run on for nothing, beside the attempt that took over.
+-- and another worker runs the step now. The worker stops them rather than let them run on for
+-- nothing, beside the attempt that took over. (Not "any state but running under this worker": an
+-- attempt retried here starts before the commit that marks it running lands, its step still
+-- scheduled, and stopping it there left the step running for ever.)
 SELECT run_id, seq FROM cairn_steps
 WHERE run_id = ANY(:attempt_runs) AND kind = 'action'
-  AND NOT (status = 'running' AND lease_owner = :worker)
+  AND (status = 'cancelled' OR (status = 'running' AND lease_owner <> :worker))
   AND run_id || ' ' || seq = ANY(:attempts)
 
 -- name: extend_run_leases
