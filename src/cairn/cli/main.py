@@ -30,7 +30,7 @@ from cairn.cli.json_input import parse_json, read_json_text
 from cairn.cli.lazy import Lazy
 from cairn.cli.times import FORMS as TIME_FORMS
 from cairn.cli.times import When, iso, parse_when
-from cairn.errors import CairnError, StoreError
+from cairn.errors import CairnError, DatabaseLocked, DatabaseUnavailable
 from cairn.transitions import RULES
 from cairn.types import RunStatus
 from cairn.worker.defaults import DEFAULT_CONCURRENCY, DEFAULT_DEADLOCK_TIMEOUT, DEFAULT_GRACE
@@ -87,7 +87,7 @@ def run(main: Coroutine[Any, Any, T], expected: tuple[type[BaseException], ...] 
         return asyncio.run(main)
     except Failure as exc:
         fail(str(exc), exc.code)
-    except StoreError as exc:  # the database unreachable or locked: not the user's input (exit 1)
+    except (DatabaseUnavailable, DatabaseLocked) as exc:  # unreachable or locked: not the user's input (exit 1)
         fail(str(exc) or type(exc).__name__, 1)
     except expected as exc:
         fail(str(exc) or type(exc).__name__, 2)
