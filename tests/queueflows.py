@@ -149,3 +149,14 @@ async def starts_a_plain_child(label: str) -> str:
 async def limited_later(label: str) -> str:
     """On a queue named by a string, which a later deploy declares with a limit."""
     return str(await cairn.wait_for_signal("go")) + label
+
+
+HELD = cairn.Queue("q-held", rate_limit=cairn.RateLimit(1, per=timedelta(hours=2)))
+
+
+@workflow(queue=HELD)
+async def held_then_sleeps(i: int) -> float:
+    """Started at most every two hours, then sleeps an hour: how long after its start it woke."""
+    began = cairn.now()
+    await cairn.sleep(timedelta(hours=1))
+    return (cairn.now() - began).total_seconds()

@@ -13,6 +13,7 @@ import pytest
 
 import cairn
 from cairn import RunStatus
+from cairn.testing import environment
 from tests import flows
 from tests import queueflows as qf
 from tests.conftest import eventually
@@ -255,6 +256,22 @@ async def test_a_limit_declared_while_a_worker_runs_holds_at_once(
 
 async def _has(statuses: Callable[[], Awaitable[list[RunStatus]]], status: RunStatus) -> bool:
     return status in await statuses()
+
+
+async def test_a_run_held_in_its_queue_sleeps_from_its_start_not_its_creation(db_url: str) -> None:
+    """A run's first activation took its creation as its logical time: a run held two hours by its
+    queue's rate started `sleep(3600)` an hour overdue and woke at once (`cairn.now()` said the time
+    it was created)."""
+    async with environment(db_url) as env:
+        handles = [await env.client.start(qf.held_then_sleeps, i) for i in range(3)]
+        for h in handles:
+            assert 3600 <= await h.result() < 3660
+            run = await h.describe()
+            assert run.started_at is not None and run.completed_at is not None
+            assert run.completed_at - run.started_at >= 3600
+        assert env.skipped >= timedelta(hours=5) - timedelta(
+            seconds=5
+        )  # two holds of two hours, the last hour (less real time)
 
 
 async def test_cli_start_takes_key_priority_and_dedup_key(client: cairn.Client) -> None:

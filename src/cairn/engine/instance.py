@@ -50,7 +50,10 @@ class WorkflowInstance:
         self.runtime = Runtime(run.id, {s.seq: s for s in journal}, seed)
         self.runtime.recorded_activations = run.activations
         self.loop = self.runtime.loop
-        self._started_at = run.created_at
+        self._started_at = run.started_at
+        """When its first activation ran (None before it has run): its logical time. Not its
+        creation: a run that waited in a queue for two hours would start its `sleep(3600)` an hour
+        overdue, and finish it at once."""
         self._input = run.input
         self.obj: Any = None
         self.main: asyncio.Task[Any] | None = None
@@ -130,10 +133,11 @@ class WorkflowInstance:
         for row in journal:
             if row.delivered_in is not None and row.status.is_resolved:
                 batches.setdefault(row.delivered_in, []).append(row)
+        started = run.started_at if run.started_at is not None else run.created_at
         for k in range(1, run.activations + 1):
             rows = batches.get(k, [])
-            when = rows[0].delivered_at if rows and rows[0].delivered_at is not None else self._started_at
-            yield rows_to_resolutions(rows), when if k > 1 else self._started_at
+            when = rows[0].delivered_at if rows and rows[0].delivered_at is not None else started
+            yield rows_to_resolutions(rows), when if k > 1 else started
 
     # --- a live activation -----------------------------------------------------------------
 
@@ -172,8 +176,11 @@ class WorkflowInstance:
         return sorted((r if isinstance(r, Resolution) else Resolution.of(r) for r in batch), key=lambda r: r.seq)
 
     def _when(self, now: float) -> float:
-        """The logical time of the next activation: the run's start for its first."""
-        return now if self.runtime.activation != 0 else self._started_at
+        """The logical time of the next activation: the run's start for its first (`now`, the first
+        time it runs; its recorded start when that activation runs again)."""
+        if self.runtime.activation != 0 or self._started_at is None:
+            return now
+        return self._started_at
 
     def _watched(self, fn: Callable[[], T]) -> T:
         """Run `fn`, workflow code running on this thread, under the watch (an async workflow's)."""
