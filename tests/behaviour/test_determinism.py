@@ -3,6 +3,7 @@ code that diverges from the journal pauses the run with a NonDeterminismError na
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from datetime import datetime
@@ -64,6 +65,39 @@ async def test_divergent_code_pauses_run_naming_the_step(client: cairn.Client) -
         assert len(steps) == 2  # nothing was written for the divergent call
     finally:
         make_divergent(1)
+
+
+def make_gatherer(branches: int) -> object:
+    @workflow(id="tests.gatherer")
+    async def gatherer(x: int) -> list[object]:
+        calls = [cairn.wait_for_signal("go"), flows.add_one(x), flows.double(x)][: branches + 1]
+        return list(await asyncio.gather(*calls))
+
+    return gatherer
+
+
+async def test_code_that_schedules_a_step_no_recorded_activation_did_pauses_the_run(client: cairn.Client) -> None:
+    """A deploy that adds a branch to a gather already under way: its replay schedules a step that
+    none of the recorded activations did. The step was dropped and the run waited for ever on it,
+    `running`, with no error, and `retry` had nothing to do; it pauses on the divergence now."""
+    wf = make_gatherer(1)
+    try:
+        async with cairn.Worker(client, poll_interval=0.1):
+            handle = await client.start(wf, 3)
+            await eventually(lambda: _steps_done(handle, 1), what="add_one done, waiting for the signal")
+        make_gatherer(2)  # the deploy: a third branch
+        async with cairn.Worker(client, poll_interval=0.1):
+            await handle.signal("go", "now")
+            await eventually(lambda: status_is(handle, RunStatus.PAUSED), what="paused on the divergence")
+            error = json.loads((await handle.describe()).error or "{}")
+            assert error["type"] == "NonDeterminismError", error
+            assert "step 3" in error["message"] and "recorded nothing" in error["message"]
+            assert "tests.flows.double" in error["message"]
+            make_gatherer(1)  # the fix: the code the run started on
+            assert await handle.retry() == RunStatus.RUNNING
+            assert await handle.result(timeout=10) == ["now", 4]
+    finally:
+        make_gatherer(1)
 
 
 async def _steps_done(handle: cairn.RunHandle, n: int) -> bool:

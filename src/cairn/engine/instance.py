@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 from cairn.engine import sandbox
-from cairn.engine.runtime import Evicted, Resolution, Runtime, set_thread_runtime
+from cairn.engine.runtime import Evicted, Resolution, Runtime, describe, set_thread_runtime
 from cairn.errors import CairnError, NonDeterminismError, SerializationError, WorkflowCancelled, WorkflowDeadlock
 from cairn.records import ActivationResult, NewStep, RunRow, StepRow
 from cairn.registry import WorkflowDef, instantiate
@@ -101,7 +101,7 @@ class WorkflowInstance:
         except WorkflowDeadlock as exc:
             self.deadlock = exc
             return
-        self.unrecorded = self.runtime.take_commands().new_steps
+        self._took_unrecorded(run)
 
     @classmethod
     async def restore_async(
@@ -122,8 +122,20 @@ class WorkflowInstance:
         except BaseException:
             inst.close()
             raise
-        inst.unrecorded = inst.runtime.take_commands().new_steps
+        inst._took_unrecorded(run)
         return inst
+
+    def _took_unrecorded(self, run: RunRow) -> None:
+        """After the replay of the recorded activations: the steps the code scheduled that none of
+        them recorded (code that gathers one more branch, or starts a task before a wait it had).
+        A divergence: the run pauses on it, as on any other. Dropped, it left the run waiting for
+        ever on what nothing would resolve, `running`, with no error, and `retry` nothing to do."""
+        self.unrecorded = self.runtime.take_commands().new_steps
+        if self.unrecorded and self.runtime.fatal is None:
+            new = self.unrecorded[0]
+            recorded = "nothing (the run's recorded activations did not schedule it)"
+            attempted = describe(new.kind, new.name, new.args)
+            self.runtime.fatal = NonDeterminismError(run.id, new.seq, recorded, attempted)
 
     def _recorded(self, run: RunRow, journal: Sequence[StepRow]) -> Iterator[tuple[list[Resolution], float]]:
         """The batches activations 1..K delivered, with their times, in order."""
