@@ -34,14 +34,17 @@ async def test_a_childs_failure_is_raised_where_the_parent_waits(client: cairn.C
     assert await handle.result(timeout=15) == "caught: no 3"
 
 
-async def test_a_child_pruned_before_the_parent_waits_is_not_found_not_started_again(client: cairn.Client) -> None:
+async def test_a_finished_child_of_a_live_parent_is_kept_by_prune_for_the_parent_to_join(client: cairn.Client) -> None:
+    """Retention and `cairn prune` deleted a finished child its parent, still going, had started
+    detached: the parent's join then failed with RunNotFound. A child is kept while its parent goes
+    on, and goes once both have finished."""
     handle = await client.start(cf.joins_a_pruned_child, "j3")
     kid = client.get("j3-kid")
     await eventually(lambda: status_is(kid, RunStatus.COMPLETED), what="the child ended")
-    assert await client.prune(0, RunStatus.COMPLETED) == 1
+    assert await client.prune(0, RunStatus.COMPLETED) == 0
     await handle.signal("join", None)
-    gone = "gone: child run 'j3-kid' no longer exists (a finished run pruned by retention?)"
-    assert await handle.result(timeout=15) == gone
+    assert await handle.result(timeout=15) == "found"
+    assert await client.prune(0, RunStatus.COMPLETED) == 2  # the parent and its child
     with pytest.raises(cairn.RunNotFound):
         await kid.status()
 

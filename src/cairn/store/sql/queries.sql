@@ -412,15 +412,18 @@ SELECT * FROM (SELECT run_id, 'action', name, COALESCE(queue, 'default'), seq FR
 
 -- name: prune_runs
 -- Retention: the oldest finished runs (of :status, when given) that finished before :before, at most
--- :limit of them (a small batch: short locks), but none that is the parent of a run still going.
--- Their steps, events, memory, properties and signals go with them (foreign keys; on PostgreSQL a
--- statement trigger for steps and events).
+-- :limit of them (a small batch: short locks), but none that is the parent of a run still going,
+-- nor the child of one (a parent that started it detached reads its outcome later: pruned, the
+-- parent failed with RunNotFound). Their steps, events, memory, properties and signals go with them
+-- (foreign keys; on PostgreSQL a statement trigger for steps and events).
 DELETE FROM cairn_runs WHERE id IN (
     SELECT id FROM cairn_runs r
     WHERE completed_at < :before AND status IN ('completed', 'failed', 'cancelled')
       AND (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
       AND NOT EXISTS (SELECT 1 FROM cairn_runs c WHERE c.parent_id = r.id
                       AND c.status NOT IN ('completed', 'failed', 'cancelled'))
+      AND NOT EXISTS (SELECT 1 FROM cairn_runs p WHERE p.id = r.parent_id
+                      AND p.status NOT IN ('completed', 'failed', 'cancelled'))
     ORDER BY completed_at
     LIMIT :limit)
 
