@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import re
 from dataclasses import dataclass, field
@@ -231,3 +232,22 @@ def parse_duration(text: str, what: str = "duration") -> timedelta:
 def _qualname(t: type[BaseException]) -> str:
     """The name a class is matched by on any worker: a script's classes by the module it is imported as."""
     return f"{importable_module(t.__module__)}.{t.__qualname__}"
+
+
+def retention(value: timedelta | float | None) -> timedelta | None:
+    """How long finished runs are kept: `value` (a timedelta or seconds), else CAIRN_RETENTION (a
+    duration such as "30d"), else None (keep them all). Zero or less is refused wherever it comes
+    from: `CAIRN_RETENTION=0` was taken, and deleted every run as soon as it finished."""
+    if value is None:
+        env = os.environ.get("CAIRN_RETENTION")
+        if not env:
+            return None
+        kept, what = parse_duration(env, "CAIRN_RETENTION"), f"CAIRN_RETENTION={env!r}"
+    else:
+        kept, what = value if isinstance(value, timedelta) else timedelta(seconds=float(value)), "retention"
+    if kept.total_seconds() <= 0:
+        raise ValueError(
+            f"{what} must be a positive duration, got {kept.total_seconds():g}s: give how long to keep "
+            "finished runs (timedelta(days=30), or seconds; 30d in the environment), or none to keep them all"
+        )
+    return kept

@@ -338,6 +338,10 @@ def test_connect_sync_takes_a_retention_as_connect_does(db_url: str, monkeypatch
         assert str(blocking.value) == str(async_.value)
         assert f"retention must be a positive duration, {said}:" in str(async_.value)  # not timedelta(days=-1, ...)
     assert _sync_threads() == threads  # a refused client leaves no loop thread behind
+    for zero in ("0", "0s", "0d"):  # taken, it deleted every run as soon as it finished
+        monkeypatch.setenv("CAIRN_RETENTION", zero)
+        with pytest.raises(ValueError, match=f"CAIRN_RETENTION='{zero}' must be a positive duration, got 0s"):
+            cairn.Client(db_url)
 
 
 ASYNC_ONLY: dict[type, set[str]] = {

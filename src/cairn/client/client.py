@@ -7,7 +7,6 @@ import binascii
 import dataclasses
 import json
 import math
-import os
 import threading
 import uuid
 from collections.abc import Awaitable
@@ -20,7 +19,7 @@ from cairn.client.input_schema import check_against, schema_of
 from cairn.client.waiter import Waiters
 from cairn.errors import RunIdConflict, RunNotFound, ScheduleNotFound, SerializationError, UnknownWorkflowError
 from cairn.names import check_name, storable
-from cairn.policies import parse_duration
+from cairn.policies import retention as retention_of
 from cairn.queues import Queue, QueueSpec, declared, queue_name
 from cairn.records import NewRun, RunRow, StepRow
 from cairn.redaction import redact
@@ -68,7 +67,7 @@ class Client:
         self.url = self.store.url
         self.waiters = Waiters(self.store)
         """Result waits: one shared waiter per event loop, reading the database in batches."""
-        self.retention = _retention(retention)
+        self.retention = retention_of(retention)
         """How long finished runs are kept (workers delete older ones); None: keep everything."""
         self._queues_stored: dict[str, QueueSpec] = {}
         """Queues given to `start` as a `cairn.Queue`, with the limits this client made sure are stored."""
@@ -543,25 +542,12 @@ def connect(url: str | None = None, retention: timedelta | float | None = None) 
         if client is None:
             client = _default_clients[resolved] = Client(resolved, retention=retention)
         elif retention is not None:
-            client.retention = _retention(retention)
+            client.retention = retention_of(retention)
         return client
 
 
 PRUNE_BATCH = 500
 """Runs deleted per transaction by retention: small batches, short locks."""
-
-
-def _retention(value: timedelta | float | None) -> timedelta | None:
-    if value is None:
-        env = os.environ.get("CAIRN_RETENTION")
-        return None if not env else parse_duration(env, "CAIRN_RETENTION")
-    kept = value if isinstance(value, timedelta) else timedelta(seconds=float(value))
-    if kept.total_seconds() <= 0:
-        raise ValueError(
-            f"retention must be a positive duration, got {kept.total_seconds():g}s: give how long to keep "
-            "finished runs (timedelta(days=30), or seconds), or None to keep them all"
-        )
-    return kept
 
 
 from cairn.client.handle import RunHandle  # noqa: E402  (handle imports Client lazily)

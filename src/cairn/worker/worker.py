@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from cairn.names import check_name
-from cairn.policies import parse_duration
+from cairn.policies import retention as retention_of
 from cairn.policies import seconds as as_seconds
 from cairn.queues import declared
 from cairn.records import NewRun, RunRow
@@ -774,13 +774,10 @@ class Slots:
 
 def _retention(given: timedelta | float | None, client: Any) -> timedelta | None:
     """The worker's own retention, else its client's, else CAIRN_RETENTION, else None (keep all)."""
-    if given is not None:
-        return given if isinstance(given, timedelta) else timedelta(seconds=given)
-    if client is not None:
+    if given is None and client is not None:
         kept: timedelta | None = client.retention
         return kept
-    env = os.environ.get("CAIRN_RETENTION")
-    return parse_duration(env, "CAIRN_RETENTION") if env else None
+    return retention_of(given)
 
 
 def _grace(value: timedelta | float) -> float:
