@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -339,6 +340,21 @@ def test_an_unreachable_database_exits_1_and_hides_its_password(runner: CliRunne
     assert result.exit_code == 1, result.output
     assert result.stderr.startswith("error: cannot connect to PostgreSQL at postgresql://postgres:***@127.0.0.1:1/nope")
     assert "s3cretpw" not in result.output
+
+
+def test_a_long_wrong_input_is_refused_at_once_and_said_short(runner: CliRunner, url: str, tmp_path: Path) -> None:
+    """A 3 MB string given for a number: the error quoted all of it, and printing it took quadratic
+    time (the password filter tried every letter as the start of a `key=`): it never finished."""
+    (tmp_path / "big.json").write_text('["' + "x" * 3_000_000 + '"]')
+    began = time.monotonic()
+    result = runner.invoke(cli, ["start", "cli_test.add_two", "--input", f"@{tmp_path / 'big.json'}", "--db", url])
+    assert time.monotonic() - began < 10
+    assert result.exit_code == 2, result.output[:500]
+    assert result.stderr.startswith("error: argument 'x' of cli_test.add_two does not match its schema: 'xxx")
+    assert "... (3000002 characters) is not of type 'integer'" in result.stderr and len(result.stderr) < 500
+    assert runner.invoke(cli, ["start", "cli_test.add_two", "--input", "[1]", "--db", url]).exit_code == 0
+    named = runner.invoke(cli, ["show", "z" * 20_000, "--db", url])  # an unknown id, quoted
+    assert named.exit_code == 2 and time.monotonic() - began < 20, named.output[:300]
 
 
 def test_start_still_creates_the_database(runner: CliRunner, tmp_path: Path) -> None:

@@ -94,10 +94,12 @@ def _shown(error: Any) -> str:
     (a `{"password": ...}` given for a string said the password in the error, the page and the CLI)."""
     if any(isinstance(part, str) and is_secret_key(part) for part in error.absolute_path):
         return f"the value given fails its {error.validator!r} check"  # the value is the secret itself
-    masked = redact(error.instance)
-    if masked == error.instance:
-        return str(error.message)
-    said = str(error.message).replace(repr(error.instance), repr(masked))
-    return (
-        said if repr(error.instance) in str(error.message) else f"the value given fails its {error.validator!r} check"
-    )
+    given, message = repr(error.instance), str(error.message)
+    shown = repr(redact(error.instance))
+    if len(shown) > 200:  # a 3 MB string given for a number: said in full, the error was 3 MB too
+        shown = f"{shown[:200]}... ({len(given)} characters)"
+    if shown == given:
+        return message
+    if given not in message:
+        return f"the value given fails its {error.validator!r} check"
+    return message.replace(given, shown)
