@@ -3,7 +3,9 @@ retries with long backoff, a failure, a child that sleeps."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import threading
 from datetime import timedelta
 
 import cairn
@@ -108,3 +110,37 @@ async def nightly(region: str) -> str:
 async def long_job(minutes: int) -> None:
     """Outlasts its schedule's interval: the next tick is held (overlap="buffer_one")."""
     await cairn.sleep(timedelta(minutes=minutes))
+
+
+HELD = threading.Event()
+"""Released by the test that holds `held_for_ever` (else it waits for ever, as a stuck fake would)."""
+
+
+@action
+async def slow_async() -> str:
+    await asyncio.sleep(60)
+    return "late"
+
+
+@action
+def held_for_ever() -> str:
+    HELD.wait(120)
+    return "late"
+
+
+@workflow
+async def calls_slow_async() -> str:
+    return await slow_async()
+
+
+@workflow
+async def calls_held_for_ever() -> str:
+    return await held_for_ever()
+
+
+HOURLY_QUEUE = cairn.Queue("env-hourly", rate_limit=cairn.RateLimit(1, per=timedelta(hours=1)))
+
+
+@workflow(queue=HOURLY_QUEUE)
+async def hourly(i: int) -> int:
+    return i

@@ -12,6 +12,7 @@ import pytest
 import cairn
 from cairn.registry import registry
 from cairn.testing import Environment, environment
+from tests.conftest import eventually
 from tests.testing import envflows
 from tests.testing.envflows import Approval, OpenApproval, Renewal
 
@@ -205,3 +206,39 @@ async def test_env_sleep_starts_a_held_tick_when_the_previous_run_ends_as_a_work
             assert second.created_at >= first.completed_at
     finally:
         registry._schedules.pop(made.id, None)
+
+
+@pytest.mark.parametrize("flow", ["calls_slow_async", "calls_held_for_ever"])
+async def test_leaving_the_environment_does_not_wait_for_actions_under_way(db_url: str, flow: str) -> None:
+    """A test that failed while an action ran left its environment 30 s later (the worker's grace
+    for an async action), or never (a plain `def` one blocked on its thread): the environment's
+    database goes next, and nothing could take the work over."""
+    began = 0.0
+    envflows.HELD.clear()
+    try:
+        with pytest.raises(AssertionError, match="the test failed"):
+            async with environment(db_url) as env:
+                handle = await env.client.start(getattr(envflows, flow))
+
+                async def running() -> bool:
+                    return any(s.status == cairn.StepStatus.RUNNING for s in await handle.steps())
+
+                await eventually(running, what="the action under way")
+                began = time.monotonic()
+                raise AssertionError("the test failed")
+        assert time.monotonic() - began < 5
+    finally:
+        envflows.HELD.set()  # the abandoned thread ends
+
+
+async def test_skipped_hours_do_not_make_the_environments_worker_look_dead(db_url: str) -> None:
+    """After a skip of an hour, the worker's last heartbeat was an hour old by the environment's
+    clock: its own sweep reported the runs as served by no live worker ('blocked' events, warnings
+    that they cannot progress) while it ran them."""
+    async with environment(db_url, lease=0.3) as env:  # its sweep: every 0.1 s
+        handles = [await env.client.start(envflows.hourly, i) for i in range(4)]
+        assert [await h.result() for h in handles] == [0, 1, 2, 3]
+        assert env.skipped >= timedelta(hours=3) - timedelta(seconds=5)
+        for h in handles:
+            assert not [e for e in await h.events() if e.kind == "blocked"]
+            assert await h.diagnose() is None

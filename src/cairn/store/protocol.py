@@ -393,9 +393,12 @@ class Store(Protocol):
     ) -> bool:
         """Record an attempt's outcome fenced by its attempt number; False when it lost the step."""
 
-    async def unserved(self, run_ids: Sequence[str] | None = None, limit: int = 1000) -> dict[str, str]:
+    async def unserved(
+        self, run_ids: Sequence[str] | None = None, limit: int = 1000, alive: str | None = None
+    ) -> dict[str, str]:
         """Why each of these runs (None: each with work due now) cannot progress, for those that
-        cannot: no live worker serves its workflow or an action it waits on."""
+        cannot: no live worker serves its workflow or an action it waits on. `alive`: a worker
+        known to be live whatever its last heartbeat says (the worker asking)."""
 
     # --- schedules ------------------------------------------------------------------------------
     async def upsert_schedules(self, specs: Sequence[ScheduleSpec], source: str) -> None:

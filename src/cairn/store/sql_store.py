@@ -608,7 +608,9 @@ class SqlStore:
             )
         return now, workers
 
-    async def unserved(self, run_ids: Sequence[str] | None = None, limit: int = 1000) -> dict[str, str]:
+    async def unserved(
+        self, run_ids: Sequence[str] | None = None, limit: int = 1000, alive: str | None = None
+    ) -> dict[str, str]:
         """Why each of these runs (or, with None, each run with work due now) cannot progress: no
         live worker serves its workflow, or an action one of its steps waits to start. Runs that
         can progress are absent. Work is not lost meanwhile: it starts when such a worker appears."""
@@ -622,8 +624,8 @@ class SqlStore:
             return {}
         # Live: a heartbeat within its lease. One killed stops beating, and past its lease its work
         # is taken over; counted live for a minute more, it hid that nothing serves the run.
-        now, workers = await self._workers(60.0)
-        workers = [w for w in workers if w.lease is None or w.heartbeat_at + w.lease >= now]
+        now, workers = await self._workers(1e9)  # every row, that of `alive` too however old its heartbeat
+        workers = [w for w in workers if w.id == alive or w.heartbeat_at + (w.lease or 60.0) >= now]
         out: dict[str, str] = {}
         for need in needs:
             if need.run_id not in out and not any(w.serves(need.kind, need.name, need.queue) for w in workers):

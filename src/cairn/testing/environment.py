@@ -174,6 +174,7 @@ class Environment:
     def _advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
         self.skipped += timedelta(seconds=seconds)
+        self.worker.beat()  # alive at the new time too
 
     def _on_idle(self, due_in: float | None) -> float | None:
         """The worker has nothing in hand and its next work falls due in `due_in` seconds (None:
@@ -490,8 +491,14 @@ async def environment(
         client.environment = env
         client.waiters = _Waiters(client.store, env)
         worker.on_idle = env._on_idle
-        async with worker:
+        await worker.start()
+        try:
             yield env
+        finally:
+            # The test is over and its database goes next: what still runs is stopped, not waited
+            # for (an async action, 30 s of the worker's grace; a blocked `def` one, for ever).
+            worker.request_stop(now=True)
+            await worker.stop(grace=0)
     finally:
         if env is not None:
             env._restore_actions()  # after the worker stopped: no step sees the action change under it
