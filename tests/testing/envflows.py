@@ -144,3 +144,8 @@ HOURLY_QUEUE = cairn.Queue("env-hourly", rate_limit=cairn.RateLimit(1, per=timed
 @workflow(queue=HOURLY_QUEUE)
 async def hourly(i: int) -> int:
     return i
+
+
+@workflow(on_failure="pause")
+async def pauses_on_decline(user: str) -> None:
+    await decline(user)

@@ -11,7 +11,7 @@ import pytest
 
 import cairn
 from cairn.registry import registry
-from cairn.testing import Environment, environment
+from cairn.testing import Environment, EnvironmentStalled, environment
 from tests.conftest import eventually
 from tests.testing import envflows
 from tests.testing.envflows import Approval, OpenApproval, Renewal
@@ -242,3 +242,12 @@ async def test_skipped_hours_do_not_make_the_environments_worker_look_dead(db_ur
         for h in handles:
             assert not [e for e in await h.events() if e.kind == "blocked"]
             assert await h.diagnose() is None
+
+
+async def test_a_run_paused_on_an_error_says_the_error_when_awaited(db_url: str) -> None:
+    """Awaiting a run paused on an error (on_failure="pause", a divergence) raised EnvironmentStalled
+    saying only that nothing could move it: the error the test needed was not in it."""
+    async with environment(db_url, stall_timeout=0.5) as env:
+        said = r"it is paused on CardDeclined: step 1 \(tests.testing.envflows.decline\) failed: card of ann declined"
+        with pytest.raises(EnvironmentStalled, match=said):
+            await env.client.run(envflows.pauses_on_decline, "ann")

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
+import json
 import logging
 import shutil
 import tempfile
@@ -41,8 +42,9 @@ from cairn.errors import CairnError
 from cairn.queues import Queue
 from cairn.records import RunRow
 from cairn.registry import ActionDef, Registry, WorkflowDef, registry
-from cairn.serialization import Signature
+from cairn.serialization import Signature, error_summary
 from cairn.store.protocol import Store
+from cairn.types import RunStatus
 from cairn.worker.worker import Worker
 
 P = ParamSpec("P")
@@ -224,10 +226,14 @@ class Environment:
         steps = await self.client.store.list_steps(row.id)
         waits = [f"{s.kind.value} {s.name!r}" for s in steps if not s.status.is_resolved]
         on = f"; it waits for: {', '.join(waits)}" if waits else ""
+        # A run paused on an error (its code diverged, an action failed under on_failure="pause"):
+        # the error is what the test needs to see, not only that the run does not move.
+        said = error_summary(_json_or_none(row.error)) if row.status == RunStatus.PAUSED and row.error else None
+        why = f"; it is paused on {said}" if said else ""
         return (
             f"run {row.id} ({row.workflow}) is {row.status.value} and nothing in the test environment can move it "
-            f"(no work in hand, no timer, retry or schedule tick due) for {timeout:g}s{on}. Send what it waits for "
-            "(handle.signal(...)), resume it, or await its result with a timeout"
+            f"(no work in hand, no timer, retry or schedule tick due) for {timeout:g}s{on}{why}. Send what it waits "
+            "for (handle.signal(...)), resume or retry it, or await its result with a timeout"
         )
 
     def replace_action(self, action: ActionFunction[P, R], fake: Callable[P, R]) -> Replacement:
@@ -505,3 +511,10 @@ async def environment(
         await client.close()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
