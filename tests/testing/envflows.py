@@ -149,3 +149,12 @@ async def hourly(i: int) -> int:
 @workflow(on_failure="pause")
 async def pauses_on_decline(user: str) -> None:
     await decline(user)
+
+
+ONE_AT_A_TIME = cairn.Queue("env-one-at-a-time", concurrency=1)
+
+
+@workflow(queue=ONE_AT_A_TIME)
+async def naps_in_turn(i: int) -> int:
+    await cairn.sleep(timedelta(days=1))
+    return i

@@ -251,3 +251,15 @@ async def test_a_run_paused_on_an_error_says_the_error_when_awaited(db_url: str)
         said = r"it is paused on CardDeclined: step 1 \(tests.testing.envflows.decline\) failed: card of ann declined"
         with pytest.raises(EnvironmentStalled, match=said):
             await env.client.run(envflows.pauses_on_decline, "ann")
+
+
+async def test_runs_waiting_for_a_place_in_their_queue_are_skipped_to_in_turn(db_url: str) -> None:
+    """Three runs of a queue of concurrency 1, each sleeping a day: the environment took the queue's
+    "look again in 0.1 s" for a timer and skipped 0.1 s at a time (17 minutes of the three days in
+    15 s), and the test hung. It skips to the sleeping run's timer, and the next one starts then."""
+    async with environment(db_url) as env:
+        handles = [await env.client.start(envflows.naps_in_turn, i) for i in range(3)]
+        began = time.monotonic()
+        assert [await h.result(timeout=30) for h in handles] == [0, 1, 2]
+        assert time.monotonic() - began < 10
+        assert env.skipped >= timedelta(days=3) - timedelta(seconds=5)

@@ -106,6 +106,10 @@ class WorkClaim:
     limited_waiting: bool = False
     """Whether work of a limited queue may be held back by its limits: a slot freed here may let
     some start. (Work left for want of room in this worker: the claim filled all the room it had.)"""
+    retry_in: float | None = None
+    """Seconds until a limited queue held back (by its limits, or another worker's claim of it) is
+    to be looked at again: a poll, not a time at which work falls due (a test environment does
+    not skip its clock to it)."""
 
 
 @dataclass(frozen=True, slots=True)

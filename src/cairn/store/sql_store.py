@@ -394,15 +394,16 @@ class SqlStore:
                 run_rows, action_rows = [*run_rows, *q.runs], [*action_rows, *q.actions]
                 if q.next_due_in is not None:
                     due.append(q.next_due_in)
-                limited_waiting = q.waiting
+                limited_waiting, retry_in = q.waiting, q.retry_in
             else:
-                limited_waiting = False
+                limited_waiting, retry_in = False, None
             return WorkClaim(
                 _load_runs(tx, now, run_rows, cached),
                 _lease_actions(tx, now, worker, action_rows),
                 min(due) if due else None,
                 busy_due,
                 limited_waiting,
+                retry_in,
             )
 
         return await self.db.transaction(tx_fn)

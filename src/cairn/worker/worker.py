@@ -130,6 +130,8 @@ class Worker:
         self._starved = False
         self._limited_waiting = False
         """Whether the last claim left work of a limited queue waiting (see `WorkClaim`)."""
+        self._retry_in: float | None = None
+        """When the last claim asked to look again at limited queues it found held back (a poll)."""
         self._admitting = 0
         """New runs taken and not yet activated: their first actions will take action slots."""
         self._runs_actions = False
@@ -404,9 +406,9 @@ class Worker:
             # Otherwise all that was claimable has been taken, and new work brings a wake-up (set
             # since the clear above); timers and retries fall due at `due_in`.
             if self.on_idle is not None and not self._tasks and not self._wakeup.is_set():
-                due_in = self.on_idle(due_in)
-            poll = self._safety_poll()
-            await self._wait(poll if due_in is None else min(poll, due_in + 0.001))
+                due_in = self.on_idle(due_in)  # what falls due, not a poll of held-back queues
+            waits = [self._safety_poll(), *(() if due_in is None else (due_in + 0.001,))]
+            await self._wait(min(waits if self._retry_in is None else [*waits, self._retry_in]))
 
     def _safety_poll(self) -> float:
         """The safety poll: `poll_interval` while work is in hand; idle, at most a quarter lease and
@@ -459,6 +461,7 @@ class Worker:
         actions_full = bool(actions) and len(work.actions) == free_actions
         self._starved = runs_full or actions_full
         self._limited_waiting = work.limited_waiting
+        self._retry_in = work.retry_in
         return work.next_due_in
 
     def _new_run_room(self, free_runs: int) -> int:
