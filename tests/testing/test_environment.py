@@ -263,3 +263,18 @@ async def test_runs_waiting_for_a_place_in_their_queue_are_skipped_to_in_turn(db
         assert [await h.result(timeout=30) for h in handles] == [0, 1, 2]
         assert time.monotonic() - began < 10
         assert env.skipped >= timedelta(days=3) - timedelta(seconds=5)
+
+
+async def test_a_workflow_registered_after_the_environment_started_is_served(db_url: str) -> None:
+    """The worker read the registry once: a workflow a test module imported (or defined) once its
+    environment was up ran its first activation, then waited for ever on its timer."""
+    async with environment(db_url, stall_timeout=2) as env:
+        await env.sleep(timedelta(seconds=1))  # the worker has claimed (and read the registry) already
+        late_id = f"tests.testing.late_{uuid.uuid4().hex[:8]}"
+
+        @cairn.workflow(id=late_id)
+        async def late(x: int) -> int:
+            await cairn.sleep(timedelta(hours=1))
+            return x + 1
+
+        assert await env.client.run(late, 1) == 2

@@ -383,11 +383,15 @@ class Worker:
     # --- the loop -------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        workflows = [w.id for w in self.registry.workflows()]
-        actions = [a.id for a in self.registry.actions()]
+        known, workflows, actions = -1, list[str](), list[str]()
         delay = 0.05
         while not self._stopping.is_set():
             self._wakeup.clear()
+            if len(self.registry) != known:  # read again when one is registered late (a module a test imports)
+                known = len(self.registry)
+                workflows = [w.id for w in self.registry.workflows()]
+                actions = [a.id for a in self.registry.actions()]
+                self._serves = (tuple(workflows), tuple(actions))
             try:
                 due_in = await self._claim(workflows, actions)
                 delay = 0.05
