@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import dataclasses
 import json
 import math
@@ -533,9 +534,25 @@ _default_clients: dict[str, Client] = {}
 _default_lock = threading.Lock()
 
 
+_environment_client: contextvars.ContextVar[Client | None] = contextvars.ContextVar("cairn_env_client", default=None)
+"""The client of the test environment this code runs in (`cairn.testing.environment`), if any."""
+
+
+def default_in_this_context(client: Client | None) -> contextvars.Token[Client | None]:
+    """Make `client` what `connect()` with no URL gives in this context and the tasks it starts (a
+    test environment's, whose database is not ./cairn.db: `cairn.send_signal` from the test or from
+    an action, `Workflow.where_id`). Undo with `_environment_client.reset(token)`."""
+    return _environment_client.set(client)
+
+
 def connect(url: str | None = None, retention: timedelta | float | None = None) -> Client:
     """The client for `url` (else CAIRN_DATABASE_URL, else sqlite:///./cairn.db), shared per URL.
-    `retention` (else CAIRN_RETENTION, e.g. "30d"): how long workers keep finished runs."""
+    `retention` (else CAIRN_RETENTION, e.g. "30d"): how long workers keep finished runs. In a test
+    environment, with no URL: the environment's client."""
+    if url is None and retention is None:
+        given = _environment_client.get()
+        if given is not None:
+            return given
     resolved = resolve_url(url)
     with _default_lock:
         client = _default_clients.get(resolved)

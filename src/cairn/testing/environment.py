@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from cairn.api.action import ActionFunction
-from cairn.client.client import Client, QueuePlace
+from cairn.client.client import Client, QueuePlace, default_in_this_context
 from cairn.client.handle import RunHandle
 from cairn.client.waiter import ResultWaiter, Waiters
 from cairn.clock import SkippingClock
@@ -497,14 +497,20 @@ async def environment(
         client.environment = env
         client.waiters = _Waiters(client.store, env)
         worker.on_idle = env._on_idle
-        await worker.start()
+        before = default_in_this_context(client)  # cairn.connect() in the test and its actions
         try:
-            yield env
+            await worker.start()
+            try:
+                yield env
+            finally:
+                # The test is over and its database goes next: what still runs is stopped, not waited
+                # for (an async action, 30 s of the worker's grace; a blocked `def` one, for ever).
+                worker.request_stop(now=True)
+                await worker.stop(grace=0)
         finally:
-            # The test is over and its database goes next: what still runs is stopped, not waited
-            # for (an async action, 30 s of the worker's grace; a blocked `def` one, for ever).
-            worker.request_stop(now=True)
-            await worker.stop(grace=0)
+            # Set back, not reset: a pytest fixture may leave from another task's context.
+            if before.var.get() is client:
+                before.var.set(before.old_value if before.old_value is not before.MISSING else None)
     finally:
         if env is not None:
             env._restore_actions()  # after the worker stopped: no step sees the action change under it
