@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from unittest.mock import AsyncMock, MagicMock, call
 
 import pytest
 
@@ -278,3 +279,14 @@ async def test_a_workflow_registered_after_the_environment_started_is_served(db_
             return x + 1
 
         assert await env.client.run(late, 1) == 2
+
+
+@pytest.mark.parametrize("mock", [AsyncMock, MagicMock])
+async def test_a_mock_stands_in_for_an_action_and_records_its_calls(db_url: str, mock: type[MagicMock]) -> None:
+    """A Mock (its signature `(*args, **kwargs)`) was refused as not taking the action's parameters,
+    though it takes every call the action does; it gets the call as the workflow wrote it."""
+    fake = mock(return_value="ok")
+    async with environment(db_url) as env:
+        env.replace_action(envflows.charge, fake)
+        assert await env.client.run(envflows.Renewal, "ann") == "ok|ok"
+    assert fake.call_args_list == [call("ann", 100), call("ann", 100)]
