@@ -7,6 +7,7 @@ importing `api`, which keeps the dependency arrows pointing down.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import hashlib
 import inspect
@@ -300,6 +301,24 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._defs)
+
+
+_in_effect: contextvars.ContextVar[Registry | None] = contextvars.ContextVar("cairn_registry", default=None)
+"""The registry whose substitutes apply to actions called directly in this context (a test environment's)."""
+
+
+def substitutes_in_this_context(actions: Registry | None) -> contextvars.Token[Registry | None]:
+    """Make the substitutes of `actions` (a test environment's `replace_action`) apply to actions
+    called directly in this context and the tasks it starts: one action calling another runs the
+    fake in its place, as a workflow's call does."""
+    return _in_effect.set(actions)
+
+
+def in_effect(defn: ActionDef) -> ActionDef:
+    """`defn`, or the substitute put in its place in this context (see `substitutes_in_this_context`)."""
+    actions = _in_effect.get()
+    found = None if actions is None else actions.action(defn.id)
+    return defn if found is None else found
 
 
 def plain_action(fn: Callable[..., Any], id: str, name: str) -> ActionDef:

@@ -158,3 +158,19 @@ ONE_AT_A_TIME = cairn.Queue("env-one-at-a-time", concurrency=1)
 async def naps_in_turn(i: int) -> int:
     await cairn.sleep(timedelta(days=1))
     return i
+
+
+@action
+async def send_mail(to: str) -> str:
+    raise RuntimeError("tests must not reach the mail provider")
+
+
+@action
+async def welcome(user: str) -> str:
+    """An action that calls another: a plain call, no step of its own."""
+    return await send_mail(f"{user}@example.com")
+
+
+@workflow
+async def signup(user: str) -> str:
+    return await welcome(user)

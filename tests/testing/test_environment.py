@@ -290,3 +290,14 @@ async def test_a_mock_stands_in_for_an_action_and_records_its_calls(db_url: str,
         env.replace_action(envflows.charge, fake)
         assert await env.client.run(envflows.Renewal, "ann") == "ok|ok"
     assert fake.call_args_list == [call("ann", 100), call("ann", 100)]
+
+
+@pytest.mark.parametrize(
+    "fake", [lambda to: f"fake mail to {to}", AsyncMock(side_effect=lambda to: f"fake mail to {to}")]
+)
+async def test_an_action_calling_a_replaced_one_runs_the_fake(db_url: str, fake: Callable[[str], str]) -> None:
+    """An action called from another runs as a plain call: it ran the real one (the mail provider),
+    the replacement applying only to a workflow's calls."""
+    async with environment(db_url) as env:
+        env.replace_action(envflows.send_mail, fake)
+        assert await env.client.run(envflows.signup, "ada") == "fake mail to ada@example.com"

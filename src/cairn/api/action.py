@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import threading
 import warnings
@@ -23,7 +24,7 @@ from cairn.errors import NotInWorkflow, ThreadTimeoutWarning, UnawaitedCallWarni
 from cairn.names import check_name, importable_module
 from cairn.policies import BackoffPolicy, RetryPolicy, backoff_policy, retry_policy, seconds
 from cairn.queues import Queue, queue_name
-from cairn.registry import ActionDef, registry
+from cairn.registry import ActionDef, in_effect, registry
 from cairn.serialization import Signature
 from cairn.types import StepKind
 
@@ -168,13 +169,29 @@ class ActionFunction(Generic[P, R]):
             call = ActionCall(self.defn, args, kwargs)
             bridge = thread_bridge()
             return bridge.call(call) if bridge is not None else call  # type: ignore[return-value]
-        return call_directly(self.defn, args, kwargs)  # type: ignore[no-any-return]
+        acting = in_effect(self.defn)  # a test environment's fake, called from another action
+        result = call_directly(acting, args, kwargs)
+        if acting.is_async == self.defn.is_async:
+            return result  # type: ignore[no-any-return]
+        return _as_called(result, self.defn.is_async)  # type: ignore[no-any-return]
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         return self if obj is None else functools.partial(self, obj)
 
     def __repr__(self) -> str:
         return f"<action {self.defn.id}>"
+
+
+def _as_called(result: Any, awaited: bool) -> Any:
+    """A fake's result in the shape its action's callers expect: an awaitable of it for an async
+    action a plain `def` fake replaces, its value for a plain action an async fake replaces."""
+    if awaited:
+
+        async def value() -> Any:
+            return result
+
+        return value()
+    return asyncio.run(result) if inspect.iscoroutine(result) else result
 
 
 def call_directly(defn: ActionDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -41,7 +41,7 @@ from cairn.clock import SkippingClock
 from cairn.errors import CairnError
 from cairn.queues import Queue
 from cairn.records import RunRow
-from cairn.registry import ActionDef, Registry, WorkflowDef, registry
+from cairn.registry import ActionDef, Registry, WorkflowDef, registry, substitutes_in_this_context
 from cairn.serialization import Signature, error_summary
 from cairn.store.protocol import Store
 from cairn.types import RunStatus
@@ -512,6 +512,7 @@ async def environment(
         client.waiters = _Waiters(client.store, env)
         worker.on_idle = env._on_idle
         before = default_in_this_context(client)  # cairn.connect() in the test and its actions
+        faking = substitutes_in_this_context(actions)  # an action calling a replaced one runs the fake
         try:
             await worker.start()
             try:
@@ -525,6 +526,8 @@ async def environment(
             # Set back, not reset: a pytest fixture may leave from another task's context.
             if before.var.get() is client:
                 before.var.set(before.old_value if before.old_value is not before.MISSING else None)
+            if faking.var.get() is actions:
+                faking.var.set(faking.old_value if faking.old_value is not faking.MISSING else None)
     finally:
         if env is not None:
             env._restore_actions()  # after the worker stopped: no step sees the action change under it
