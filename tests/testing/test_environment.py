@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -301,3 +302,14 @@ async def test_an_action_calling_a_replaced_one_runs_the_fake(db_url: str, fake:
     async with environment(db_url) as env:
         env.replace_action(envflows.send_mail, fake)
         assert await env.client.run(envflows.signup, "ada") == "fake mail to ada@example.com"
+
+
+async def test_two_sleeps_at_once_each_end_at_their_own_time(db_url: str) -> None:
+    """`asyncio.gather(env.sleep(2h), env.sleep(3h))` (two simulated clients): the second waited
+    30 s for a report the first had taken, then failed saying the worker still had work in hand."""
+    async with environment(db_url, time_skipping=False) as env:
+        handles = [await env.client.start(envflows.napper, days) for days in (1, 2, 3)]
+        began = env.now()
+        await asyncio.gather(env.sleep(timedelta(days=2)), env.sleep(timedelta(days=3)))
+        assert timedelta(days=3) <= env.now() - began < timedelta(days=3, minutes=1)
+        assert [await h.result(timeout=5) for h in handles] == [1, 2, 3]

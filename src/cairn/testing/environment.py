@@ -101,6 +101,8 @@ class Environment:
         self._closed = False
         self._sleeping = False
         """`sleep` is moving the clock: the worker does not skip on its own meanwhile."""
+        self._one_sleep = asyncio.Lock()
+        """`env.sleep` calls take turns: each moves the clock and settles the worker on its own."""
         self._settled: asyncio.Future[float | None] | None = None
         """Resolved by the worker's next report of having nothing in hand (see `_settle`)."""
         self._loop = asyncio.get_running_loop()
@@ -127,6 +129,10 @@ class Environment:
         if seconds < 0:
             raise ValueError(f"env.sleep takes a duration of 0 or more, got {duration!r}")
         target = self.clock.now() + seconds
+        async with self._one_sleep:  # two at once (a gather): each to its own end, the later after
+            await self._sleep_to(target)
+
+    async def _sleep_to(self, target: float) -> None:
         self._sleeping = True
         stuck = 0  # steps in a row that would not move the clock: work due that this worker cannot take
         try:
@@ -144,7 +150,7 @@ class Environment:
                     break
                 stuck = stuck + 1 if step <= 0 else 0
                 self._advance(max(step, 0.0))
-            skipped = self.clock.advance_to(target)
+            skipped = self.clock.advance_to(target)  # nothing when another sleep went past it already
             self.skipped += timedelta(seconds=skipped)
             await self.worker.fire_schedules()
             await self._settle()
