@@ -755,7 +755,7 @@ async def test_a_limited_queue_claim_holds_its_limits_across_workers(store: Stor
         await store.insert_run(NewRun(f"r{i}", WF, '{"x":1}', "one"))
     first = await store.claim_work("w1", [WF], [], None, 10, 0, 30.0)
     assert [c.run.id for c in first.runs] == ["r0"]  # oldest first, and only one
-    assert first.next_due_in is not None and first.next_due_in <= 0.5  # held back: look again soon
+    assert first.retry_in is not None and first.retry_in <= 0.5  # held back: look again soon (a poll, not a due time)
     other = await store.claim_work("w2", [WF], [], None, 10, 0, 30.0)
     assert other.runs == []  # the slot is taken, whoever asks
     row = await store.get_queue("one")
