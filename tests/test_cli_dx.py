@@ -103,6 +103,16 @@ def test_bench_compare_dbos_without_dbos_says_to_install_the_bench_extra() -> No
     assert "pip install 'cairn[bench]'" in err
 
 
+def test_bench_with_an_unreachable_server_says_so_in_one_line() -> None:
+    """It printed a psycopg traceback from deep in a scenario, and exited 0."""
+    code, _, err = _cli(
+        ["bench", "--backend", "postgres", "--scenario", "sequential", "--pg", "postgresql://u:s3cret@127.0.0.1:1/x"]
+    )
+    assert code == 1
+    assert err.startswith("error: cannot connect to PostgreSQL at postgresql://u:***@127.0.0.1:1/x to create the bench")
+    assert "Traceback" not in err and "s3cret" not in err
+
+
 SCRIPT = """
     import asyncio
     import sys

@@ -1432,8 +1432,11 @@ def bench(
     if "dbos" in compare.split(",") and importlib.util.find_spec("dbos") is None:
         fail("--compare dbos needs DBOS, which is not installed: pip install 'cairn[bench]' (DBOS 3.4 and matplotlib)")
 
+    chosen_backends = _csv(backends, ("sqlite", "postgres"), "--backend")
+    if "postgres" in chosen_backends:
+        _reachable_for_bench(server)
     bench_run = Bench(
-        backends=_csv(backends, ("sqlite", "postgres"), "--backend"),
+        backends=chosen_backends,
         server=server,
         scenarios_=_csv(chosen, SCENARIOS, "--scenario"),
         workers=[int(w) for w in _csv(workers, tuple(str(i) for i in range(1, 33)), "--workers")],
@@ -1456,6 +1459,23 @@ def bench(
         echo_json(results)
     else:
         render.console().print(summary_table(results))
+
+
+def _reachable_for_bench(server: str) -> None:
+    """Exit 1 with one line when the server the bench creates its databases on cannot be reached
+    (it printed a traceback from deep in a scenario, and exited 0)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(server, connect_timeout=10):
+            pass
+    except psycopg.Error as exc:
+        said = redact_url(" ".join(str(exc).split()))
+        fail(
+            f"cannot connect to PostgreSQL at {redact_url(server)} to create the bench's databases ({said}); "
+            "give a server with --pg, or measure SQLite alone with --backend sqlite",
+            1,
+        )
 
 
 import cairn.cli.replay  # noqa: E402  (`cairn replay` joins the group defined above)
