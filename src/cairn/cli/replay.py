@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 import cairn
-from cairn.cli.main import cli, db_option, echo_json, import_modules, json_flag, run, with_client
+from cairn.cli.main import cli, db_option, echo_json, fail, import_modules, json_flag, run, with_client
 from cairn.records import RunRow, StepRow
 from cairn.store.protocol import RunFilters
 from cairn.types import RunStatus
@@ -44,7 +44,10 @@ def replay(
     print each run that diverges (step, recorded call, new call) and exit 1 if any does."""
     from cairn.registry import registry
 
-    import_modules(modules)
+    try:
+        import_modules(modules)
+    except click.ClickException as exc:  # a usage error (exit 2): exit 1 says that a run diverged
+        fail(exc.message, 2)
     if not registry.workflows():
         # Usage errors (exit 2): exit 1 says that a run diverged, which a deploy's check acts on.
         raise click.UsageError(f"no workflows are registered after importing {', '.join(modules)}")
