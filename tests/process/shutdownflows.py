@@ -43,13 +43,19 @@ async def slow_async(tag: str) -> str:
 
 
 def _alive(pid: int) -> bool:
+    """Whether the process still runs. A zombie runs nothing: a child that ended after its parent
+    (the forkserver) did is reparented to PID 1, which in a container may never reap it."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 @action(isolate=True)
