@@ -391,6 +391,15 @@ def error_summary(error: Json) -> str | None:
     return f"{kind}: {message}" if message else kind
 
 
+def error_text_summary(error: str | None) -> str:
+    """`Type: message` of a recorded error's JSON text (the text itself when it is not one): what a
+    worker's log and a test environment's stall say of a run's error."""
+    try:
+        return error_summary(loads(error)) or str(error)
+    except ValueError:
+        return str(error)
+
+
 def _scalar(value: Any) -> bool:
     """A value kept of an exception's attributes: JSON scalars (`code` of `CardError(msg, code=...)`,
     which its positional arguments do not carry), short enough not to weigh on the error record."""

@@ -541,7 +541,7 @@ _environment_client: contextvars.ContextVar[Client | None] = contextvars.Context
 def default_in_this_context(client: Client | None) -> contextvars.Token[Client | None]:
     """Make `client` what `connect()` with no URL gives in this context and the tasks it starts (a
     test environment's, whose database is not ./cairn.db: `cairn.send_signal` from the test or from
-    an action, `Workflow.where_id`). Undo with `_environment_client.reset(token)`."""
+    an action, `Workflow.where_id`). The token says what it held before."""
     return _environment_client.set(client)
 
 

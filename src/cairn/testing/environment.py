@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import inspect
-import json
 import logging
 import shutil
 import tempfile
@@ -42,7 +42,7 @@ from cairn.errors import CairnError
 from cairn.queues import Queue
 from cairn.records import RunRow
 from cairn.registry import ActionDef, Registry, WorkflowDef, registry, substitutes_in_this_context
-from cairn.serialization import Signature, error_summary
+from cairn.serialization import Signature, error_text_summary
 from cairn.store.protocol import Store
 from cairn.types import RunStatus
 from cairn.worker.worker import Worker
@@ -234,7 +234,7 @@ class Environment:
         on = f"; it waits for: {', '.join(waits)}" if waits else ""
         # A run paused on an error (its code diverged, an action failed under on_failure="pause"):
         # the error is what the test needs to see, not only that the run does not move.
-        said = error_summary(_json_or_none(row.error)) if row.status == RunStatus.PAUSED and row.error else None
+        said = error_text_summary(row.error) if row.status == RunStatus.PAUSED and row.error else None
         why = f"; it is paused on {said}" if said else ""
         return (
             f"run {row.id} ({row.workflow}) is {row.status.value} and nothing in the test environment can move it "
@@ -530,10 +530,8 @@ async def environment(
                 await worker.stop(grace=0)
         finally:
             # Set back, not reset: a pytest fixture may leave from another task's context.
-            if before.var.get() is client:
-                before.var.set(before.old_value if before.old_value is not before.MISSING else None)
-            if faking.var.get() is actions:
-                faking.var.set(faking.old_value if faking.old_value is not faking.MISSING else None)
+            _set_back(before, client)
+            _set_back(faking, actions)
     finally:
         if env is not None:
             env._restore_actions()  # after the worker stopped: no step sees the action change under it
@@ -542,8 +540,9 @@ async def environment(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _json_or_none(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
+def _set_back(token: contextvars.Token[Any], value: Any) -> None:
+    """The variable `token` set back to what it held before, unless it no longer holds `value`. Set,
+    not reset: a pytest fixture may leave the environment from another task's context than it
+    entered it in, where `reset(token)` raises."""
+    if token.var.get() is value:
+        token.var.set(None if token.old_value is token.MISSING else token.old_value)

@@ -38,7 +38,7 @@ from cairn.engine.runtime import Resolution
 from cairn.errors import CairnError, LeaseLost
 from cairn.records import ActivationResult, NewStep, RunRow
 from cairn.registry import Registry
-from cairn.serialization import error_summary, error_text, loads
+from cairn.serialization import error_text, error_text_summary
 from cairn.store.protocol import ActionClaim, Commit, Completion, RunClaim, Store
 from cairn.types import RunStatus, StepKind, StepStatus
 from cairn.worker.actions import Outcome, record_plainly
@@ -60,22 +60,14 @@ def _log_outcome(run: RunRow, result: ActivationResult) -> None:
     """Say what a committed activation decided about the run: a failure or a pause on error as a
     warning, other news at DEBUG (a line per run would flood a busy worker's log)."""
     if result.status == RunStatus.FAILED:
-        log.warning("run %s (%s) failed: %s", run.id, run.workflow, _error_summary(result.error))
+        log.warning("run %s (%s) failed: %s", run.id, run.workflow, error_text_summary(result.error))
     elif result.status == RunStatus.PAUSED and result.error is not None:
-        log.warning("run %s (%s) paused on error: %s", run.id, run.workflow, _error_summary(result.error))
+        log.warning("run %s (%s) paused on error: %s", run.id, run.workflow, error_text_summary(result.error))
     elif log.isEnabledFor(logging.DEBUG):
         if run.activations == 0:
             log.debug("run %s (%s) started", run.id, run.workflow)
         if result.status.is_terminal or result.status == RunStatus.PAUSED:
             log.debug("run %s (%s) %s", run.id, run.workflow, result.status.value)
-
-
-def _error_summary(error: str | None) -> str:
-    """`Type: message` of a recorded error (its text when it is not one)."""
-    try:
-        return error_summary(loads(error)) or str(error)
-    except ValueError:
-        return str(error)
 
 
 RESTING_BYTES = 16_000_000
@@ -531,7 +523,7 @@ class Runner:
             trace,
             run.created_at,
             self.now(),
-            error=_error_summary(result.error) if result.status == RunStatus.FAILED else None,
+            error=error_text_summary(result.error) if result.status == RunStatus.FAILED else None,
             run_id=run.id,
             workflow=run.workflow,
             status=result.status.value,
