@@ -11,6 +11,7 @@ changes with each process's hash seed).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import json
@@ -19,7 +20,6 @@ import os
 import traceback
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pydantic
@@ -79,7 +79,73 @@ def to_jsonable(value: Any, what: str) -> Json:
         )
         raise SerializationError(f"{what} is not JSON-serializable ({type(value).__name__}): {exc}. {hint}.") from None
     _check_plain(data, what)
+    if type(value) not in _SCALARS:  # on every payload: the scalars and their lists cost a type check
+        _settle(value, data, what)
     return data
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_CONTAINERS = (list, dict, tuple, set, frozenset)
+
+
+def _settle(value: Any, data: Json, what: str) -> None:
+    """Walk a value beside the JSON pydantic made of it: sort what came of a set, refuse a masked secret.
+
+    A set's JSON is its elements in iteration order, which for strings changes with each process's
+    hash seed: a set of strings passed to an action was recorded in one order and replayed by
+    another process in another, a divergence. Sorted, it is one text everywhere. A `SecretStr`
+    comes out as its mask, "**********", and would come back as a secret of ten stars: refused.
+    Only shapes pydantic kept are followed (a custom serializer's output is its own)."""
+    if type(value) in _SCALARS:
+        return
+    kind = type(value)
+    if kind in _CONTAINERS or isinstance(value, _CONTAINERS):
+        is_dict = isinstance(value, dict)
+        if type(data) is not (dict if is_dict else list) or len(data) != len(value):
+            return
+        _settle_all(value.values() if is_dict else value, data.values() if is_dict else data, what)  # type: ignore[union-attr]
+        if isinstance(value, set | frozenset):
+            data.sort(key=_set_order)  # type: ignore[union-attr]
+    elif isinstance(value, pydantic.SecretStr | pydantic.SecretBytes):
+        if data == "**********" and value.get_secret_value() not in ("", b""):  # pydantic's mask
+            raise SerializationError(
+                f"{what} holds a {type(value).__name__}, which pydantic writes out as its mask {data!r}: it would "
+                "come back as that mask, not the secret. Pass a reference (the secret's name in your vault or "
+                "environment) and read the secret in the action, or pass secret.get_secret_value() if it may "
+                "be stored in the journal in clear."
+            )
+    elif type(data) is dict:
+        for name in _field_names(value):
+            if name in data:
+                _settle(getattr(value, name, None), data[name], what)
+
+
+def _field_names(value: Any) -> Iterable[str]:
+    """The fields pydantic wrote out of a model or a dataclass by their names."""
+    if isinstance(value, pydantic.BaseModel):
+        return type(value).model_fields
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [field.name for field in dataclasses.fields(value)]
+    return ()
+
+
+def _settle_all(values: Iterable[Any], data: Iterable[Json], what: str) -> None:
+    if _SCALARS.issuperset(map(type, values)):  # the usual case, told apart in C: nothing to walk
+        return
+    for v, d in zip(values, data, strict=False):
+        if type(v) not in _SCALARS:
+            _settle(v, d, what)
+
+
+def _set_order(element: Json) -> tuple[int, Any]:
+    """Numbers by value, then strings, then anything else by its canonical JSON: one order in every
+    process (small ints keep the order a set of them iterates in)."""
+    kind = type(element)
+    if kind is int or kind is float:
+        return (0, element)
+    if kind is str:
+        return (1, element)
+    return (2, _CANONICAL.encode(element))
 
 
 def dumps(value: Any, what: str = "value") -> str:
@@ -159,7 +225,7 @@ def _not_finite(value: Json, what: str) -> SerializationError:
     return SerializationError(f"{what} contains {value!r}, which JSON cannot carry exactly; use None or a string.")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Signature:
     """A function's call shape for serialization: what is validated and what Depends supplies."""
 
@@ -536,7 +602,7 @@ def _printable(cls: type[Exception]) -> type[Exception]:
 # exception of its original type.
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ActionResultPayload:
     """What a payload carried: the result of a successful action, or the error it failed with."""
 
