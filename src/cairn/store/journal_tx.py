@@ -333,11 +333,24 @@ def resolve_parent(tx: Tx, child: RunRow, status: RunStatus, result: str | None,
     _lock_run(tx, child.parent_id)
     step_status = StepStatus.COMPLETED if status == RunStatus.COMPLETED else StepStatus.FAILED
     assert child.parent_seq is not None
+    if not _waits_for(tx, child):
+        return
     changed = _resolve_step(tx, child.parent_id, child.parent_seq, step_status, result, error, now)
     if changed:
         event(tx, child.parent_id, f"step.{step_status.value}", now, child.parent_seq, child=child.id)
         tx.write("wake_run", {"id": child.parent_id, "now": now})
         tx.notify(WORK)
+
+
+def _waits_for(tx: Tx, child: RunRow) -> bool:
+    """Whether the parent's step at the child's `parent_seq` is the wait for this child. A retry
+    that rewinds the activation that started a child deletes its step, and the code the run goes on
+    with may put an action, or another child, at that number: the child, left running, ended into
+    that step (an action's result replaced by the child's, with nothing reported)."""
+    row = tx.one("child_step_options", {"run_id": child.parent_id, "seq": child.parent_seq})
+    if row is None or row[0] is None:
+        return False
+    return bool(json.loads(row[0]).get("run_id") == child.id)
 
 
 def _insert_step(

@@ -134,8 +134,10 @@ FROM {rows} x
 
 -- name: cancel_step
 -- A step the workflow stopped waiting for; its kind and options say whether a child is to be stopped.
+-- An attempt running then did not fail: it counts as lost (see cancel_open_steps).
 UPDATE cairn_steps
-SET status = 'cancelled', completed_at = :now, delivered_in = 0, lease_owner = NULL, cancelled_in = :activation
+SET status = 'cancelled', completed_at = :now, delivered_in = 0, lease_owner = NULL, cancelled_in = :activation,
+    lost = lost + CASE WHEN status = 'running' THEN 1 ELSE 0 END
 WHERE run_id = :run_id AND seq = :seq AND status IN ('scheduled', 'running')
 RETURNING kind, options
 
@@ -171,6 +173,10 @@ SET status = x.status, result = x.result, error = x.error, activations = x.activ
 FROM {rows} x
 WHERE r.id = x.id AND r.lease_token = x.token
 RETURNING CASE WHEN ready_at <= updated_at THEN 1 ELSE 0 END AS due
+
+-- name: child_step_options
+-- The options of a parent's step that waits for a child: they name the child's run.
+SELECT options FROM cairn_steps WHERE run_id = :run_id AND seq = :seq AND kind = 'child'
 
 -- name: resolve_parent_step
 UPDATE cairn_steps SET status = :status, result = :result, error = :error, completed_at = :now
@@ -297,8 +303,12 @@ SET status = :status, pause_reason = :pause_reason, error = :error, completed_at
 WHERE id = :id
 
 -- name: cancel_open_steps
+-- An attempt running then did not fail: it counts as lost, as one whose worker died does, so that a
+-- retry that opens the step again gives it the attempts its policy allows (its number still goes
+-- up: the number fences out the cancelled attempt, should it end after the next one began).
 UPDATE cairn_steps
-SET status = 'cancelled', completed_at = :now, delivered_in = 0, lease_owner = NULL, cancelled_in = :activation
+SET status = 'cancelled', completed_at = :now, delivered_in = 0, lease_owner = NULL, cancelled_in = :activation,
+    lost = lost + CASE WHEN status = 'running' THEN 1 ELSE 0 END
 WHERE run_id = :run_id AND status IN ('scheduled', 'running')
 
 -- name: open_children
