@@ -126,6 +126,21 @@ async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
     _configure(conn)
 
 
+IDLE_IN_TRANSACTION = 5.0
+"""Seconds a connection thread's transaction may sit idle between its statements before the
+server ends it. Such a transaction holds row locks across round trips (a claim, a control
+operation): a worker stopped in one (SIGSTOP, a VM paused, a debugger) held them for as long as it
+stayed stopped, and every other worker waited on them, new ones could not even start, and the
+stopped worker's runs were never taken over when their leases ran out. Between two statements of
+Cairn's own transactions there is only Python code, milliseconds; ended, a transaction is rolled
+back and the worker's next one connects again."""
+
+
+def _configure_threaded(conn: psycopg.Connection[Any]) -> None:
+    _configure(conn)
+    conn.execute(f"SET idle_in_transaction_session_timeout = {int(IDLE_IN_TRANSACTION * 1000)}")
+
+
 def _quiet(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
     """Whether an idle pooled connection has heard nothing since its last use. A server that
     restarted or ended the session has closed the socket (after a FATAL message), which makes it
@@ -554,7 +569,7 @@ class PostgresDatabase(Database):
             timeout=5.0,
             connection_class=_PatientConnection,
             kwargs={"autocommit": True},  # a transaction begins only when it must: see _PgTx
-            configure=_configure,
+            configure=_configure_threaded,
         )
         try:
             await loop.run_in_executor(
