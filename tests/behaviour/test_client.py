@@ -148,6 +148,45 @@ async def test_oversized_payload_is_rejected(client: cairn.Client, monkeypatch: 
     assert await client.list_runs() == []
 
 
+@cairn.workflow
+class Collects(cairn.Workflow):
+    async def run(self, sizes: list[int]) -> int:
+        self.label = "small"
+        for i, size in enumerate(sizes):
+            setattr(self, f"blob_{i}", "x" * size)
+        await cairn.sleep(0)
+        return len(sizes)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "missing"),
+    [([3000], ["blob_0"]), ([700, 400, 600], ["blob_0"])],
+    ids=["one over the limit", "together over the limit"],
+)
+async def test_properties_are_held_to_the_payload_limit(
+    client: cairn.Client, monkeypatch: pytest.MonkeyPatch, sizes: list[int], missing: list[str]
+) -> None:
+    """Recorded after every step, they were the one payload nobody measured: a 3 MB attribute was
+    written a hundred times. Over the limit, a property is a note saying why, and the run goes on."""
+    monkeypatch.setenv("CAIRN_MAX_PAYLOAD_BYTES", "1500")
+    max_payload_bytes.cache_clear()
+    try:
+        handle = await client.start(Collects, sizes)
+        assert await handle.result(timeout=10) == len(sizes)
+    finally:
+        monkeypatch.undo()
+        max_payload_bytes.cache_clear()
+    props = await handle.properties()
+    assert props["label"] == "small"
+    for key, size in zip([f"blob_{i}" for i in range(len(sizes))], sizes, strict=True):
+        if key in missing:
+            assert props[key].startswith(f"<not recorded: property {key!r} is {size + 2} bytes of JSON")
+            assert "1500-byte payload limit (CAIRN_MAX_PAYLOAD_BYTES)" in props[key]
+        else:
+            assert props[key] == "x" * size
+    assert len(json.dumps(props)) <= 1500
+
+
 async def test_nul_bytes_and_unicode_round_trip(client: cairn.Client) -> None:
     handle = await client.start(flows.Approval, "nul\x00byte ✓")
     await handle.signal("approval", {"ok": True, "by": "zoë\x00"})

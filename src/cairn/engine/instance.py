@@ -20,10 +20,17 @@ from typing import Any, Protocol, TypeVar
 
 from cairn.engine import sandbox
 from cairn.engine.runtime import Evicted, Resolution, Runtime, describe, set_thread_runtime
-from cairn.errors import CairnError, NonDeterminismError, SerializationError, WorkflowCancelled, WorkflowDeadlock
+from cairn.errors import (
+    CairnError,
+    NonDeterminismError,
+    PayloadTooLarge,
+    SerializationError,
+    WorkflowCancelled,
+    WorkflowDeadlock,
+)
 from cairn.records import ActivationResult, NewStep, RunRow, StepRow
 from cairn.registry import WorkflowDef, instantiate
-from cairn.serialization import dumps, error_text, error_to_json, to_jsonable
+from cairn.serialization import dumps, error_text, error_to_json, max_payload_bytes, text_of, to_jsonable
 from cairn.types import RunStatus, StepKind, StepStatus
 
 _SYNC_STEP_TIMEOUT = 300.0
@@ -402,6 +409,8 @@ class WorkflowInstance:
             except SerializationError:
                 props[key] = repr(value)
         text = json.dumps(props, default=str)  # in the order the workflow set them
+        if len(text) > max_payload_bytes():
+            text = json.dumps(_within_limit(props), default=str)
         changed = text != self._last_properties
         self._last_properties = text
         return text if changed else None
@@ -568,3 +577,27 @@ class _SyncBridge:
                 raise
             except BaseException as exc:
                 self._to_thread.put(("error", exc))
+
+
+def _within_limit(props: dict[str, Any]) -> dict[str, Any]:
+    """Properties held to the payload limit, as every payload is: they are recorded after every
+    step (3 MB a hundred times), and were the one payload nobody measured. A property over it, and
+    then the largest ones while the whole still is, are recorded as a note saying so: the run goes
+    on, and whoever reads its properties sees why that one is missing."""
+    out: dict[str, Any] = {}
+    sizes: dict[str, int] = {}
+    for key, value in props.items():
+        try:
+            sizes[key] = len(text_of(value, f"property {key!r}"))
+            out[key] = value
+        except PayloadTooLarge as exc:
+            out[key] = f"<not recorded: {exc}>"
+    limit = max_payload_bytes()
+    for key in sorted(sizes, key=sizes.__getitem__, reverse=True):
+        if len(json.dumps(out, default=str)) <= limit:
+            break
+        out[key] = (
+            f"<not recorded: property {key!r} is {sizes[key]} bytes of JSON; with the others, the properties "
+            f"are over the {limit}-byte payload limit (CAIRN_MAX_PAYLOAD_BYTES)>"
+        )
+    return out
