@@ -560,7 +560,10 @@ def error_from_json(data: Json) -> BaseException:
         given = tuple(args) if isinstance(args, list) else (message,)
         try:
             exc = cls(*given)
-            if exc.args != given:  # its constructor takes something else (a code it makes the message of)
+            # Its constructor takes something else (a code it makes the message of) when the one made
+            # would not be made again from the same arguments (as `__reduce__` gives them: its args,
+            # or what a type with a `__reduce__` of its own says re-creates it, as RunIdConflict's).
+            if _constructor_args(exc) != list(given):
                 raise TypeError(f"{cls.__qualname__}{given!r} made {exc.args!r}")
         except Exception:  # not made by calling it: the arguments it had, as it had them
             exc = cls.__new__(cls)

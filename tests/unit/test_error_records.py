@@ -69,3 +69,24 @@ def test_exceptions_made_by_their_arguments_come_back_equal(exc: BaseException) 
     assert {k: v for k, v in vars(back).items() if not k.startswith("_")} == {
         k: v for k, v in vars(exc).items() if not k.startswith("_")
     }
+
+
+class Refused(Exception):
+    """A `__reduce__` of its own, as pickle-friendly exceptions with a made message have (Cairn's
+    RunIdConflict is one): it came back saying its constructor's arguments as a bare tuple."""
+
+    def __init__(self, who: str, why: str) -> None:
+        super().__init__(f"{who} was refused: {why}")
+        self.who, self.why = who, why
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.who, self.why))
+
+
+@pytest.mark.parametrize(
+    "exc", [Refused("ada", "no card"), cairn.RunIdConflict("order-1", "shop.refund", "shop.checkout")], ids=repr
+)
+def test_an_exception_with_a_reduce_of_its_own_comes_back_with_its_message(exc: BaseException) -> None:
+    back = again(exc)
+    assert type(back) is type(exc) and str(back) == str(exc) and back.args == exc.args
+    assert str(again(back)) == str(exc)
