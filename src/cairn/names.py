@@ -21,12 +21,27 @@ def check_name(value: Any, what: str, limit: int = MAX_NAME) -> str:
         raise ValueError(f"{what} {value!r} contains a NUL byte, which cannot be stored; remove it")
     if len(value) > limit:
         raise ValueError(f"{what} is {len(value)} characters long; at most {limit} are allowed: {value[:40]!r}...")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate: what os.fsdecode makes of a name that is not UTF-8
+            raise ValueError(
+                f"{what} {value!r} contains a lone surrogate, which UTF-8 cannot carry and so cannot be stored; "
+                "decode the bytes it came from as UTF-8 (errors='replace'), or use another name"
+            ) from None
     return value
 
 
 def storable(value: str) -> bool:
     """Whether a name could have been stored at all: a lookup of one that could not finds nothing."""
-    return "\x00" not in value
+    if "\x00" in value:
+        return False
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+    return True
 
 
 def importable_module(module: str) -> str:

@@ -102,3 +102,30 @@ async def test_lookups_and_starts_with_nul_bytes_answer_clearly(client: cairn.Cl
     assert [r.id for r in await client.list_runs()] == [handle.id]
     assert json.loads((await handle.describe()).input) == {"order": "o-1"}
     assert await handle.status() in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING)
+
+
+@cairn.workflow
+async def surrogate_memory_key() -> str:
+    try:
+        cairn.memory.add(key="report-\udcff.txt", value=1)  # a file name that is not UTF-8, fsdecoded
+    except ValueError as exc:
+        return f"refused: {exc}"
+    return "stored"
+
+
+async def test_names_with_a_lone_surrogate_are_refused_at_the_call(client: cairn.Client) -> None:
+    """UTF-8 cannot carry a lone surrogate: a memory key holding one failed the run's commit, out
+    of the workflow's reach; run ids, signal and queue names raised a bare UnicodeEncodeError."""
+    async with cairn.Worker(client, poll_interval=0.1):
+        said = await client.run(surrogate_memory_key, timeout=20)
+    assert said.startswith("refused: memory key 'report-\\udcff.txt' contains a lone surrogate")
+    handle = await client.start(flows.Approval, "o-1")
+    with pytest.raises(ValueError, match=r"signal name .* contains a lone surrogate"):
+        await handle.signal("go-\udcff")
+    with pytest.raises(ValueError, match=r"run id .* contains a lone surrogate"):
+        await client.start(flows.Sequence3, 1, id="r-\udcff")
+    with pytest.raises(ValueError, match=r"queue name .* contains a lone surrogate"):
+        await client.start(flows.Sequence3, 1, queue="q-\udcff")
+    with pytest.raises(cairn.RunNotFound):
+        await client.get("r-\udcff").status()
+    assert len(await client.list_runs()) == 2  # the workflow's run and the one started: nothing else
