@@ -47,3 +47,22 @@ async def test_result_of_an_unfinished_or_failed_run_exits_1(client: cairn.Clien
     missing = await cli_in_thread(["result", "nope", "--db", client.url])
     assert missing.exit_code == 2
     assert "no run with id 'nope'" in missing.output
+
+
+@cairn.workflow
+async def echo_value(value: str) -> str:
+    return await flows.slow_echo(value, 0)
+
+
+async def test_a_result_holding_a_lone_surrogate_is_printed_escaped(client: cairn.Client, worker: cairn.Worker) -> None:
+    """What `os.fsdecode` makes of a file name that is not UTF-8: the engine and the HTTP API carry
+    it, and printing it failed `cairn result` and `cairn show` (exit 2, after the run was made)."""
+    name = "report-\udcff.csv"
+    handle = await client.start(echo_value, name, id="r-surrogate")
+    assert await handle.result(timeout=30) == name
+    for args in (["result", "r-surrogate"], ["result", "r-surrogate", "--json"], ["show", "r-surrogate", "--json"]):
+        done = await cli_in_thread([*args, "--db", client.url])
+        assert done.exit_code == 0, done.output
+        assert "report-\\udcff.csv" in done.output
+    shown = await cli_in_thread(["show", "r-surrogate", "--db", client.url])
+    assert shown.exit_code == 0, shown.output

@@ -222,7 +222,7 @@ def wait_option(help: str) -> Callable[[F], F]:
 
 
 def echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+    click.echo(render.printable_json(value, indent=2))
 
 
 def import_modules(modules: Sequence[str]) -> None:
@@ -744,7 +744,7 @@ async def report_outcome(handle: cairn.RunHandle, wait: float | None, as_json: b
         echo_json({"id": row.id, "status": row.status.value, "result": loads(row.result), "error": loads(row.error)})
         return 0 if row.status == RunStatus.COMPLETED else 1
     if row.status == RunStatus.COMPLETED:
-        click.echo(json.dumps(loads(row.result), ensure_ascii=False))
+        click.echo(render.printable_json(loads(row.result)))
         return 0
     if not row.status.is_terminal:
         # A run stuck on an error ended the wait early: not "within" its seconds, but stuck.

@@ -106,11 +106,24 @@ def truncate(text: str, width: int) -> str:
 
 
 def compact_json(value: Any) -> str:
-    return json.dumps(redact(value), separators=(",", ":"), ensure_ascii=False, default=str)
+    return printable_json(redact(value), separators=(",", ":"))
 
 
 def pretty_json(value: Any) -> str:
-    return json.dumps(redact(value), indent=2, ensure_ascii=False, default=str)
+    return printable_json(redact(value), indent=2)
+
+
+def printable_json(value: Any, **options: Any) -> str:
+    """JSON as a person reads it (non-ASCII as itself, not escaped), which a terminal can print: a
+    lone surrogate (a payload may hold one: the engine and the HTTP API carry it) is written as its
+    JSON escape, where printing it failed the command after the run had been made."""
+    text = json.dumps(value, ensure_ascii=False, default=str, **options)
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return text.encode("utf-8", "backslashreplace").decode()
+    return text
 
 
 def format_args(args: Any) -> str:
