@@ -136,7 +136,8 @@ class WorkflowDef:
             fields[name] = (hint, default)
             order.append({"name": name, "kind": p.kind.name.lower()})
         try:
-            schema: dict[str, Any] = create_model(f"{self.name}Input", **fields).model_json_schema()
+            model = create_model(f"{self.name}Input", **fields)
+            schema: dict[str, Any] = model.model_json_schema(schema_generator=_input_schema_generator())
         except Exception:  # a type pydantic cannot describe: still usable, just unschemed
             schema = {"type": "object"}
         schema["x-cairn-parameters"] = order
@@ -144,6 +145,33 @@ class WorkflowDef:
 
 
 Definition = ActionDef | WorkflowDef
+
+KEY_FORMATS = {"int": "whole number", "float": "number", "bool": "boolean", "decimal": "decimal"}
+"""Formats for what pydantic's JSON schema leaves unchecked, and a start by name then let through
+to fail at the worker (`cairn.client.input_schema` checks each with pydantic's own parser): the
+keys of a `dict[int, ...]` (any text was taken), and a `Decimal` given as a string ("abc")."""
+
+
+@functools.cache
+def _input_schema_generator() -> type[Any]:
+    from pydantic.json_schema import GenerateJsonSchema
+
+    class InputSchema(GenerateJsonSchema):
+        def decimal_schema(self, schema: Any) -> Any:
+            out = super().decimal_schema(schema)
+            for branch in out.get("anyOf", ()):
+                if branch.get("type") == "string" and "pattern" not in branch:
+                    branch["format"] = KEY_FORMATS["decimal"]
+            return out
+
+        def dict_schema(self, schema: Any) -> Any:
+            out = super().dict_schema(schema)
+            key_format = KEY_FORMATS.get(str((schema.get("keys_schema") or {}).get("type")))
+            if key_format is not None and "propertyNames" not in out:
+                out["propertyNames"] = {"format": key_format}
+            return out
+
+    return InputSchema
 
 
 def instantiate(cls: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import decimal
 import inspect
 import json
 import threading
@@ -546,6 +547,37 @@ async def test_a_start_by_name_refuses_what_the_worker_would_refuse(
     assert await client.run("tests.flows.book_slot", "2026-12-06 10:00", REF.upper(), 3.0, timeout=30) == (
         f"{REF} at 2026-12-06T10:00:00 x3"
     )
+
+
+@cairn.workflow
+async def priced(price: decimal.Decimal, seats_by_row: dict[int, str]) -> str:
+    return f"{price} for {sorted(seats_by_row)}"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("abc", {}), "argument 'price' of {name} does not match its schema: 'abc' is not a 'decimal'"),
+        (
+            ("9.50", {"x": "a"}),
+            "argument 'seats_by_row' of {name} does not match its schema: 'x' is not a 'whole number'",
+        ),
+    ],
+)
+async def test_a_start_by_name_refuses_a_decimal_or_an_int_key_the_worker_would_refuse(
+    client: cairn.Client, worker: cairn.Worker, args: tuple[Any, ...], message: str
+) -> None:
+    """pydantic's schema says a Decimal is any string and a dict[int, ...] takes any key: by name,
+    where the code is not imported, "abc" and {"x": ...} were taken, and the run failed at once."""
+    await _register_remotely(client, "remote.priced", priced)
+    for name in ("remote.priced", f"{__name__}.priced"):
+        with pytest.raises(cairn.SerializationError) as refused:
+            await client.start(name, *args)
+        assert str(refused.value).startswith(message.format(name=name))
+    assert await client.list_runs() == []
+    handle = await client.start("remote.priced", "9.50", {"2": "b", "1": "a"})
+    assert json.loads((await handle.describe()).input) == {"price": "9.50", "seats_by_row": {"2": "b", "1": "a"}}
+    assert await client.run(f"{__name__}.priced", 9.5, {"3": "c"}, timeout=30) == "9.5 for [3]"
 
 
 async def test_an_argument_as_deep_as_the_limit_is_taken_by_name_as_by_function(client: cairn.Client) -> None:

@@ -10,6 +10,7 @@ integer given as a float only within the range pydantic takes.
 from __future__ import annotations
 
 import datetime
+import decimal
 import functools
 import ipaddress
 import json
@@ -20,6 +21,7 @@ from pydantic import AnyUrl, TypeAdapter, ValidationError
 
 from cairn.errors import SerializationError
 from cairn.redaction import is_secret_key, redact
+from cairn.registry import KEY_FORMATS
 
 _FORMATS: dict[str, Any] = {
     "date-time": datetime.datetime,
@@ -30,8 +32,13 @@ _FORMATS: dict[str, Any] = {
     "ipv4": ipaddress.IPv4Address,
     "ipv6": ipaddress.IPv6Address,
     "uri": AnyUrl,
+    KEY_FORMATS["decimal"]: decimal.Decimal,
+    KEY_FORMATS["int"]: int,
+    KEY_FORMATS["float"]: float,
+    KEY_FORMATS["bool"]: bool,
 }
-"""The formats pydantic writes for these types, each checked by the parser the worker will use."""
+"""The formats pydantic writes for these types (and those Cairn adds where it writes none:
+`registry.KEY_FORMATS`), each checked by the parser the worker will use."""
 
 _INT_RANGE = 2.0**63
 """pydantic takes a float for an `int` when it is whole and below this in magnitude."""
