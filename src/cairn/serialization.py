@@ -36,7 +36,19 @@ DEFAULT_MAX_PAYLOAD_BYTES = 2 * 1024 * 1024
 def max_payload_bytes() -> int:
     """The limit, from the environment when first needed: read once per process (every payload
     is checked against it, and reading the environment costs more than the check)."""
-    return int(os.environ.get("CAIRN_MAX_PAYLOAD_BYTES", DEFAULT_MAX_PAYLOAD_BYTES))
+    text = os.environ.get("CAIRN_MAX_PAYLOAD_BYTES")
+    if text is None:
+        return DEFAULT_MAX_PAYLOAD_BYTES
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if limit < 1:  # 0 or less refused every payload; "abc" failed every activation, naming nothing
+        raise ValueError(
+            f"CAIRN_MAX_PAYLOAD_BYTES must be a whole number of bytes above 0, got {text!r}; "
+            f"leave it unset for the default, {DEFAULT_MAX_PAYLOAD_BYTES}"
+        )
+    return limit
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)

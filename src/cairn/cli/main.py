@@ -11,6 +11,7 @@ import asyncio
 import importlib
 import json
 import logging
+import math
 import os
 import shlex
 import signal
@@ -218,7 +219,7 @@ def json_flag(fn: F) -> F:
 
 
 def wait_option(help: str) -> Callable[[F], F]:
-    return click.option("--wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS", help=help)
+    return click.option("--wait", type=Seconds(min=0, forever=True), default=None, metavar="SECONDS", help=help)
 
 
 def echo_json(value: Any) -> None:
@@ -336,9 +337,26 @@ def _deadlock_timeout(ctx: click.Context, param: click.Parameter, value: str) ->
         secs = float(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not seconds; give e.g. 2 or 0.5, or off") from None
+    if secs == math.inf:
+        return None
     if not secs > 0:
         raise click.BadParameter(f"give more than 0 seconds, or off; got {value}")
     return secs
+
+
+class Seconds(click.FloatRange):
+    """Seconds in a range, and a number: NaN passes every bound (`--lease nan` was taken, and failed
+    every run the worker touched on PostgreSQL), and infinity is no lease, no poll, no wait."""
+
+    def __init__(self, min: float = 0, min_open: bool = False, forever: bool = False) -> None:
+        super().__init__(min=min, min_open=min_open)
+        self.forever = forever
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        secs = super().convert(value, param, ctx)
+        if math.isnan(secs) or (math.isinf(secs) and not self.forever):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return secs
 
 
 def worker_options(concurrency: int) -> Callable[[F], F]:
@@ -359,7 +377,7 @@ def worker_options(concurrency: int) -> Callable[[F], F]:
                 ),
                 click.option(
                     "--lease",
-                    type=click.FloatRange(min=0, min_open=True),
+                    type=Seconds(min=0, min_open=True),
                     default=10.0,
                     show_default=True,
                     metavar="SECONDS",
@@ -367,7 +385,7 @@ def worker_options(concurrency: int) -> Callable[[F], F]:
                 ),
                 click.option(
                     "--grace",
-                    type=click.FloatRange(min=0),
+                    type=Seconds(min=0, forever=True),
                     default=DEFAULT_GRACE,
                     show_default=True,
                     metavar="SECONDS",
@@ -386,7 +404,7 @@ def worker_options(concurrency: int) -> Callable[[F], F]:
                 ),
                 click.option(
                     "--poll",
-                    type=click.FloatRange(min=0, min_open=True),
+                    type=Seconds(min=0, min_open=True),
                     default=None,
                     metavar="SECONDS",
                     help="Safety poll interval (default: 1 on PostgreSQL, which wakes workers with NOTIFY; "

@@ -25,7 +25,7 @@ from cairn.queues import Queue, QueueSpec, declared, queue_name
 from cairn.records import NewRun, RunRow, StepRow
 from cairn.redaction import redact
 from cairn.registry import WorkflowDef, registry
-from cairn.serialization import same_json, text_of, to_jsonable
+from cairn.serialization import max_payload_bytes, same_json, text_of, to_jsonable
 from cairn.store.open import open_store, redact_url, resolve_url
 from cairn.store.protocol import ActionInfo, QueueRow, RunFilters, ScheduleRow, Store, WorkerInfo, WorkflowInfo
 from cairn.types import RunStatus
@@ -69,6 +69,7 @@ class Client:
         self.waiters = Waiters(self.store)
         """Result waits: one shared waiter per event loop, reading the database in batches."""
         self.retention = retention_of(retention)
+        max_payload_bytes()  # a bad CAIRN_MAX_PAYLOAD_BYTES is an error here, not at the first payload
         """How long finished runs are kept (workers delete older ones); None: keep everything."""
         self._queues_stored: dict[str, QueueSpec] = {}
         """Queues given to `start` as a `cairn.Queue`, with the limits this client made sure are stored."""

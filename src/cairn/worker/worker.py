@@ -29,6 +29,7 @@ from cairn.queues import declared
 from cairn.records import NewRun, RunRow
 from cairn.registry import Registry, registry
 from cairn.schedules import Schedule
+from cairn.serialization import max_payload_bytes
 from cairn.store.base import CANCELLED, QUEUES, SCHEDULES, WORK, call_soon_here
 from cairn.store.open import open_store
 from cairn.store.protocol import ActionClaim, ActionInfo, RunClaim, Store, WorkerInfo, WorkflowInfo
@@ -81,8 +82,11 @@ class Worker:
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-        if lease <= 0 or (poll_interval is not None and poll_interval <= 0):
-            raise ValueError("lease and poll_interval must be positive seconds")
+        for name, value in (("lease", lease), ("poll_interval", poll_interval)):
+            if value is not None and not (isinstance(value, int | float) and 0 < value < math.inf):
+                raise ValueError(f"{name} must be a positive, finite number of seconds, got {value!r}")
+        if isinstance(queues, str):  # a str is a Sequence[str]: "billing" served b, i, l, l, i, n, g
+            raise TypeError(f"queues must be a list of queue names, got the string {queues!r}; write [{queues!r}]")
         self.grace = _grace(grace)
         """Seconds a stopping worker lets running work finish before it stops what it can (see `stop`)."""
         self.deadlock_timeout = _deadlock_timeout(deadlock_timeout)
@@ -91,6 +95,7 @@ class Worker:
         """The thread that interrupts it (started with the worker), or None."""
         self.store: Store = client.store if client is not None else open_store(url)
         self.retention = _retention(retention, client)
+        max_payload_bytes()  # a bad CAIRN_MAX_PAYLOAD_BYTES stops the worker at once, naming it
         """Finished runs older than this are deleted by the longest-running worker; None: kept."""
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.concurrency = concurrency
@@ -812,7 +817,9 @@ def _deadlock_timeout(value: object) -> float | None:
             f"deadlock_timeout must be seconds (a number or a timedelta) or None, got {value!r}; it is how long "
             "an async workflow's code may run without awaiting before the worker interrupts it"
         )
+    if isinstance(value, float) and math.isinf(value) and value > 0:  # no limit: as None says it
+        return None
     secs = as_seconds(value, "deadlock_timeout")
     if secs is None or secs <= 0:  # NaN: refused by as_seconds
         raise ValueError(f"deadlock_timeout must be more than 0 seconds, got {value!r}; None turns the watchdog off")
-    return None if math.isinf(secs) else secs
+    return secs
