@@ -217,6 +217,12 @@ async def test_secrets_and_passwords_never_shown(http: httpx.AsyncClient, client
         "postgresql://u@db/x?sslpassword=***&application_name=a"
     )
     assert str(cairn.Client("postgresql://u:hunter2@db:5432/x")) == "postgresql://u:***@db:5432/x"
+    # libpq takes a quote or a space in a password as it is: such a password was printed in clear
+    for password in ("s3cr'tPW", 's3cr"tPW', "my hunter2", "p@ss'wo rd"):
+        assert redact_url(f"postgresql://u:{password}@db:5432/x") == "postgresql://u:***@db:5432/x"
+        assert str(cairn.Client(f"postgresql://u:{password}@db/x")) == "postgresql://u:***@db/x"
+    quoted = 'cannot connect to "postgresql://u:hunter2@db/x": refused; mail admin@example.com'
+    assert redact_url(quoted) == 'cannot connect to "postgresql://u:***@db/x": refused; mail admin@example.com'
     page = await http.get("/")
     assert "hunter2" not in page.text
 

@@ -22,13 +22,19 @@ _PARAMETER = re.compile(r"(?<![a-z_])((?:[a-z_]|%[0-9a-f]{2})+)(\s*=\s*)('[^']*'
 # word with no `=`, the search took quadratic time (20,000 letters quoted in an error: 11 s).
 # A URL's password: from the colon after the user to the last @ of the URL, which need not parse
 # (a malformed URL, or one quoted inside libpq's error text, is shown as it was written).
-_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s\"']*):[^\s\"']*@", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s\"']*):[^\s]*@", re.IGNORECASE)
+# A URL alone (a worker's --db, a client's URL): its password runs to the last @, whatever it holds.
+# libpq takes a quote or a space in a password as it is, where text that quotes a URL ends it.
+_ONE_URL = re.compile(r"([a-z][a-z0-9+.-]*://[^:/@\s\"']*):(.*)@(?=[^@]*$)", re.IGNORECASE | re.DOTALL)
 
 
 def redact_url(url: str) -> str:
     """A database URL, or text that quotes one (libpq's errors do), fit to print, log or show: its
     password (in the URL's user part, as a `password=` parameter or in a libpq keyword string)
     replaced by ***."""
+    whole = _ONE_URL.match(url)
+    if whole is not None and "\n" not in url:
+        url = f"{whole[1]}:***@{url[whole.end() :]}"
     return _PARAMETER.sub(_hidden, _URL_PASSWORD.sub(r"\1:***@", url))
 
 
