@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
+
+log = logging.getLogger("cairn.telemetry")
 
 _otel: Any = None
 """`opentelemetry.trace` once imported; False when it is not installed."""
@@ -48,9 +51,23 @@ def enabled() -> bool:
     trace = _trace_api()
     if not trace:
         return False
+    global _PROVIDER_FROM_ENV
     if getattr(trace, "_TRACER_PROVIDER", trace) is None and not _PROVIDER_FROM_ENV:
         return False
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    try:
+        provider = trace.get_tracer_provider()
+    except Exception as exc:  # the provider the variable names cannot be loaded (not installed, misspelt)
+        # OpenTelemetry raises StopIteration for a name with no entry point, which a coroutine turns
+        # into RuntimeError: every run stayed pending, its activation failing once a second. Tracing
+        # never stops work: it is off, said once.
+        _PROVIDER_FROM_ENV = False
+        log.warning(
+            "tracing is off: OTEL_PYTHON_TRACER_PROVIDER=%r names no tracer provider that can be loaded (%r)",
+            os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"),
+            exc,
+        )
+        return False
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
 def current_context() -> str | None:

@@ -104,6 +104,8 @@ async def test_spans_of_a_run_whose_actions_ran_in_another_worker_share_the_star
     assert names.count("cairn.action") == 2
     assert names.count("cairn.timer") == 1
     assert names.count("cairn.activation") >= 2
+    activations = [s["attributes"].get("cairn.activation") for s in far["spans"] if s["name"] == "cairn.activation"]
+    assert None not in activations, "an activation folding results into a run held in memory said no number"
     assert {s["trace_id"] for s in far["spans"]} == {trace_id}, "the worker's spans left the starter's trace"
     actions = [s for s in far["spans"] if s["name"] == "cairn.action"]
     assert sorted(a["attributes"]["cairn.step"] for a in actions) == [1, 3]
@@ -163,3 +165,31 @@ async def test_without_a_tracer_provider_nothing_is_traced_or_stored(
     handle = await client.start(flows.Sequence3, 1)
     await handle.result(timeout=30)
     assert await client.store.run_trace(handle.id) == ("tests.flows.Sequence3", None)
+
+
+MISNAMED = """
+import asyncio, sys
+import cairn
+from cairn.bench import flows
+
+async def main() -> None:
+    client = cairn.connect(sys.argv[1])
+    async with cairn.Worker(client, poll_interval=0.05):
+        print(await client.run(flows.three_steps, 1, timeout=30))
+    await client.close()
+
+asyncio.run(main())
+"""
+
+
+def test_a_tracer_provider_that_cannot_be_loaded_turns_tracing_off_and_work_goes_on(db_url: str) -> None:
+    """OTEL_PYTHON_TRACER_PROVIDER naming no installed provider: OpenTelemetry raised StopIteration
+    at each span, every run stayed pending with its activation failing once a second, and a start
+    died with "generator raised StopIteration". Tracing never stops work: it is off, said once."""
+    env = {**os.environ, "OTEL_PYTHON_TRACER_PROVIDER": "no_such_provider"}
+    done = subprocess.run(
+        [sys.executable, "-c", MISNAMED, db_url], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "4"
+    assert done.stderr.count("tracing is off: OTEL_PYTHON_TRACER_PROVIDER='no_such_provider'") == 1
