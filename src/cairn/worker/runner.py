@@ -104,6 +104,10 @@ class InstanceCache:
         entry.inst.close()
         return None
 
+    def peek_held(self, run_id: str) -> Entry | None:
+        """The entry of a run we hold, left in place (what a span says of it)."""
+        return self._items.get(run_id)
+
     def take_held(self, run_id: str) -> Entry | None:
         """The entry of a run we still hold (sticky lease), for a commit fenced by its own token."""
         return self._pop(run_id)
@@ -397,7 +401,9 @@ class Runner:
         if not telemetry.enabled():
             return await self._fold(run_id, items)
         workflow, trace = await self.traces.of(run_id)
-        with telemetry.span("cairn.activation", trace, run_id=run_id, workflow=workflow):
+        held = self.cache.peek_held(run_id)
+        activation = held.run.activations + 1 if held is not None else None
+        with telemetry.span("cairn.activation", trace, run_id=run_id, workflow=workflow, activation=activation):
             return await self._fold(run_id, items)
 
     async def _fold(self, run_id: str, items: Sequence[tuple[ActionClaim, Outcome]]) -> bool:
@@ -409,6 +415,11 @@ class Runner:
         if await self._timed_out(entry.run, self.now()):
             entry.inst.close()  # its results are recorded apart, against steps the timeout cancels
             return False
+        # In step order, both: the workflow is handed the results so, and the commit writes their
+        # memory so. In the order they arrived, the commit's last write of a key written by several
+        # actions of one gather was another than the one the workflow read (handle.memory() said 3
+        # where memory.get said 7).
+        ordered = sorted(items, key=lambda item: item[0].seq)
         resolutions = [
             Resolution(
                 c.seq,
@@ -417,9 +428,9 @@ class Runner:
                 o.error,
                 json.dumps(o.memory_writes) if o.memory_writes else None,
             )
-            for c, o in sorted(items, key=lambda item: item[0].seq)
+            for c, o in ordered
         ]
-        completions = [Completion(c, o.result, o.error, o.memory_writes, o.logs) for c, o in items]
+        completions = [Completion(c, o.result, o.error, o.memory_writes, o.logs) for c, o in ordered]
         try:
             result = await entry.inst.activate_async(resolutions, self.now())
         except Exception:
