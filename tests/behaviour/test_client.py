@@ -188,6 +188,28 @@ async def test_properties_are_held_to_the_payload_limit(
     assert len(json.dumps(props)) <= 1500
 
 
+class Detached:
+    """As an ORM object whose session closed: no JSON, and a repr that raises."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("instance is not bound to a session")
+
+
+@cairn.workflow
+class KeepsADetachedObject(cairn.Workflow):
+    async def run(self) -> str:
+        self.order = Detached()
+        await cairn.sleep(0)
+        return "done"
+
+
+async def test_a_property_whose_repr_raises_does_not_fail_the_run(client: cairn.Client) -> None:
+    """Recording properties only watches a run: the repr's error failed it, though its code raised nothing."""
+    handle = await client.start(KeepsADetachedObject)
+    assert await handle.result(timeout=10) == "done"
+    assert (await handle.properties())["order"] == "<Detached object: its repr() raised RuntimeError>"
+
+
 async def test_nul_bytes_and_unicode_round_trip(client: cairn.Client) -> None:
     handle = await client.start(flows.Approval, "nul\x00byte ✓")
     await handle.signal("approval", {"ok": True, "by": "zoë\x00"})

@@ -407,7 +407,7 @@ class WorkflowInstance:
             try:
                 props[key] = to_jsonable(value, f"property {key!r}")
             except SerializationError:
-                props[key] = repr(value)
+                props[key] = _shown(value)
         text = json.dumps(props, default=str)  # in the order the workflow set them
         if len(text) > max_payload_bytes():
             text = json.dumps(_within_limit(props), default=str)
@@ -601,3 +601,12 @@ def _within_limit(props: dict[str, Any]) -> dict[str, Any]:
             f"are over the {limit}-byte payload limit (CAIRN_MAX_PAYLOAD_BYTES)>"
         )
     return out
+
+
+def _shown(value: Any) -> str:
+    """A property JSON cannot hold, as its repr; one whose repr raises (a detached ORM object) as
+    its type. Recording properties only watches the run: it failed the run with the repr's error."""
+    try:
+        return repr(value)
+    except Exception as exc:
+        return f"<{type(value).__qualname__} object: its repr() raised {type(exc).__name__}>"
