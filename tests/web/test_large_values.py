@@ -128,3 +128,16 @@ def test_previews_are_the_json_a_page_showed_before_only_cut() -> None:
         assert indented.startswith(cut.text) and cut.truncated == (len(indented) > 30)
         for width in (5, 40):
             assert views.compact(v, width) == (flat if len(flat) <= width else flat[: width - 1] + "…")
+
+
+def test_a_property_changing_between_values_python_calls_equal_is_shown_changed() -> None:
+    """1 == True == 1.0 in Python: a property going from 1 to true, or 2 to 2.0, was shown unchanged."""
+    from cairn.web.views import property_changes
+
+    history = [
+        {"activation": 1, "properties": {"flag": 1, "count": 2, "name": "x", "tags": {"a": 1, "b": 2}}},
+        {"activation": 2, "properties": {"flag": True, "count": 2.0, "name": "x", "tags": {"b": 2, "a": 1}}},
+    ]
+    (_, first), (_, second) = property_changes(history)
+    assert {r.key: r.change for r in first} == dict.fromkeys(("count", "flag", "name", "tags"), "added")
+    assert {r.key: r.change for r in second} == {"count": "changed", "flag": "changed", "name": "", "tags": ""}

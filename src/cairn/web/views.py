@@ -405,7 +405,9 @@ def property_changes(history: list[dict[str, Any]], width: int = 200) -> list[tu
                 rows.append(PropertyRow(key, "", "removed"))
                 continue
             value, cut = (MASK, False) if is_secret_key(key) else cell(props[key], width)
-            change = "added" if key not in before else ("changed" if before[key] != props[key] else "")
+            # As JSON, not Python values: 1 == True == 1.0 in Python, and a change from 1 to true was not shown.
+            same = key in before and json.dumps(before[key], sort_keys=True) == json.dumps(props[key], sort_keys=True)
+            change = "added" if key not in before else ("" if same else "changed")
             rows.append(PropertyRow(key, value, change, cut))
         out.append((int(entry["activation"]), rows))
         before = props
