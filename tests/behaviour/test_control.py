@@ -45,6 +45,29 @@ async def test_pause_holds_a_run_and_resume_continues_it(client: cairn.Client) -
     assert kinds.index("paused") < kinds.index("signal.received") < kinds.index("resumed") < kinds.index("completed")
 
 
+async def test_a_paused_runs_row_says_it_changed_when_a_step_of_it_ends(client: cairn.Client) -> None:
+    """What the dashboard's run page follows (updated_at): an action under way when its run was
+    paused ended, and the page showed it running until reloaded. The run stays paused."""
+    handle = await client.start(flows.gated, "paused-mid-step")
+    await eventually(lambda: _step_running(handle), what="the gated action running")
+    assert await handle.pause() == RunStatus.PAUSED
+    before = (await handle.describe()).updated_at
+    flows.GATES["paused-mid-step"].set()
+    await eventually(lambda: _step_completed(handle), what="the action's result recorded")
+    row = await handle.describe()
+    assert row.status == RunStatus.PAUSED and row.updated_at > before
+    assert await handle.resume() == RunStatus.RUNNING
+    assert await handle.result(timeout=10) == "paused-mid-step"
+
+
+async def _step_running(handle: cairn.RunHandle) -> bool:
+    return any(s.status == StepStatus.RUNNING for s in await handle.steps())
+
+
+async def _step_completed(handle: cairn.RunHandle) -> bool:
+    return any(s.status == StepStatus.COMPLETED for s in await handle.steps())
+
+
 async def test_illegal_transitions_are_clear_and_change_nothing(client: cairn.Client) -> None:
     handle = await client.start(flows.Sequence3, 1)
     await handle.result(timeout=10)

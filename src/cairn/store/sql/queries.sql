@@ -91,8 +91,10 @@ SELECT :run_id, :name, :payload, :now
 UPDATE cairn_runs SET code_version = :version WHERE id = :id AND code_version IS NULL
 
 -- name: wake_run
-UPDATE cairn_runs SET ready_at = :now, updated_at = :now
-WHERE id = :id AND status IN ('pending', 'running', 'waiting')
+-- A paused run is not made ready, but its row says it changed: a step of it ended (the dashboard's
+-- run page follows a run by its updated_at, and showed the step running until reloaded).
+UPDATE cairn_runs SET ready_at = CASE WHEN status = 'paused' THEN ready_at ELSE :now END, updated_at = :now
+WHERE id = :id AND status IN ('pending', 'running', 'waiting', 'paused')
 
 -- name: fence_run
 -- An activation commit's first write: the run's lease token is still the one it was claimed with,
