@@ -8,6 +8,7 @@ import contextvars
 import dataclasses
 import json
 import math
+import os
 import threading
 import uuid
 from collections.abc import Awaitable
@@ -222,6 +223,7 @@ class Client:
         **kwargs: Any,
     ) -> Any:
         """Start (or find) the run and wait for its result."""
+        check_timeout(timeout)  # before the start: a bad timeout started the run, then said so
         queued = QueuePlace(key, priority, dedup_key)
         handle, created = await self._start(workflow, args, kwargs, id, queue, queued)
         # A run this call created is pending: no need to read it before its first notification.
@@ -564,10 +566,20 @@ def connect(url: str | None = None, retention: timedelta | float | None = None) 
         return client
 
 
+def _forget_clients_in_a_forked_child() -> None:
+    """A child of a fork gets clients of its own from `connect` (the parent's are the parent's)."""
+    global _default_lock
+    _default_clients.clear()
+    _default_lock = threading.Lock()  # another thread of the parent may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_forget_clients_in_a_forked_child)
+
+
 PRUNE_BATCH = 500
 """Runs deleted per transaction by retention: small batches, short locks."""
 
 
-from cairn.client.handle import RunHandle  # noqa: E402  (handle imports Client lazily)
+from cairn.client.handle import RunHandle, check_timeout  # noqa: E402  (handle imports Client lazily)
 
 __all__ = ["Client", "RunHandle", "RunNotFound", "RunsPage", "SerializationError", "connect"]

@@ -9,6 +9,7 @@ from collections.abc import Coroutine
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from cairn import forks
 from cairn.client.client import Client, RunsPage
 from cairn.client.handle import RunEvent, RunHandle, RunSizes, StepInfo
 from cairn.queues import Queue
@@ -36,6 +37,7 @@ class LoopThread:
         """Held to submit a call and for a whole close: no call lands on a loop that is closing."""
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._started_in = forks.generation()
         self._calls: dict[concurrent.futures.Future[Any], Coroutine[Any, Any, Any]] = {}
         """The calls submitted and not yet done, each with its coroutine (to find its task by)."""
         with self._lock:
@@ -46,8 +48,12 @@ class LoopThread:
             loop = asyncio.new_event_loop()
             thread = threading.Thread(target=loop.run_forever, name="cairn-sync-client", daemon=True)
             thread.start()
-            self.loop, self._thread = loop, thread
+            self.loop, self._thread, self._started_in = loop, thread, forks.generation()
         return self.loop
+
+    def _forked(self) -> bool:
+        """Whether this is a child of a fork made while the loop thread ran: the thread is not here."""
+        return self.loop is not None and self._started_in != forks.generation()
 
     @property
     def running(self) -> bool:
@@ -59,6 +65,8 @@ class LoopThread:
         for, when it waits for a run to end (which a worker on the caller's own loop could never
         bring while this call blocks that loop: that is refused rather than a wait for ever)."""
         try:
+            if self._forked():  # before the lock, which another thread of the parent may have held
+                raise forks.refuse("this blocking client")
             if threading.current_thread() is self._thread:
                 raise RuntimeError(
                     "a blocking client was called from its own event loop thread (from code it runs): "
@@ -86,6 +94,11 @@ class LoopThread:
         """Cancel the calls in flight (their callers get CancelledError), run `last` (the client's
         own close) once none is left, and stop the loop as `asyncio.run` ends one: its tasks still
         pending are cancelled and finish first, instead of being destroyed pending. Idempotent."""
+        if self._forked():  # the parent's loop and connections: left to the parent, untouched
+            self.loop = self._thread = None
+            if last is not None:
+                last.close()
+            return
         with self._lock:
             loop, thread = self.loop, self._thread
             self.loop = self._thread = None
@@ -179,6 +192,12 @@ class SyncRunHandle:
     def __repr__(self) -> str:
         return f"<SyncRunHandle {self.id}>"
 
+    def __eq__(self, other: object) -> bool:  # as RunHandle's: the same run of the same database
+        return isinstance(other, SyncRunHandle) and other.inner == self.inner
+
+    def __hash__(self) -> int:
+        return hash(self.inner)
+
     @property
     def created(self) -> bool | None:
         """As `RunHandle.created`: False when `start` found the run its id names (nothing started)."""
@@ -259,6 +278,8 @@ class SyncClient:
         if client is not None and retention is not None:
             raise ValueError("pass retention to the Client given as client=, not to SyncClient")
         self.inner = client or Client(url, retention=retention)  # a bad retention fails before the thread starts
+        self._owns_inner = client is None
+        """Whether closing this closes the async client too: not one given to it, which others use."""
         self._bridge = LoopThread()
         self.url = self.inner.url
         self.store = self.inner.store
@@ -281,7 +302,7 @@ class SyncClient:
         """Close the connections and stop the loop thread; a second close does nothing. As with
         the async client, using it again afterwards opens it again (close it again then)."""
         if self._bridge.running:
-            self._bridge.close(self.inner.close())
+            self._bridge.close(self.inner.close() if self._owns_inner else None)
 
     def start(
         self,

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from cairn import forks
 from cairn.clock import SYSTEM, Clock
 from cairn.errors import SchemaBehind, StoreError
 from cairn.records import RunRow, StepRow
@@ -155,6 +156,8 @@ class Database(abc.ABC):
         self._lock = threading.Lock()
         self._opening: concurrent.futures.Future[bool] | None = None
         """The one open under way or done; every caller waits for it (from whichever loop)."""
+        self._opened_in = forks.generation()
+        """The process (as `cairn.forks` counts them) that opened it: only that one may use it."""
         self.lock_conflicts = 0
         """Transactions the database refused as a lock conflict's loser (`conflicted`: a deadlock,
         which PostgreSQL breaks only after its deadlock_timeout), counted as they fail, whoever
@@ -165,6 +168,8 @@ class Database(abc.ABC):
         often a burst of concurrent calls, and none may see the database before it is migrated."""
         while True:
             opening = self._opening
+            if opening is not None and self._opened_in != forks.generation():
+                raise forks.refuse("this client")
             if opening is not None and opening.done() and opening.exception() is None and opening.result():
                 return
             with self._lock:
@@ -172,6 +177,7 @@ class Database(abc.ABC):
                 mine = opening is None
                 if opening is None:
                     opening = self._opening = concurrent.futures.Future()
+                    self._opened_in = forks.generation()
             if not mine:
                 # Shielded: a waiter cancelled (a sync client closing) cancelled the shared future
                 # through its wrapper, and the opener then failed to set it (InvalidStateError).
