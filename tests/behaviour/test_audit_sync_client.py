@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,6 +129,63 @@ def test_close_twice_and_reuse_after_close_as_the_async_client_allows(served: st
         assert handle.result(timeout=10) == 6
     assert _loop_threads() == before
     sync.close()
+
+
+def test_a_bad_run_timeout_is_refused_before_the_run_is_started(db_url: str) -> None:
+    """`run(..., timeout=-1)` said the timeout was wrong after it had started the run."""
+    with cairn.connect_sync(db_url) as sync:
+        for timeout in (-1, float("nan")):
+            with pytest.raises(ValueError, match=r"timeout must be a number of seconds, 0 or more"):
+                sync.run(doubling, 1, timeout=timeout)
+        assert sync.list_runs() == []
+
+
+def test_handles_of_one_run_are_equal_as_async_handles_are(db_url: str) -> None:
+    with cairn.connect_sync(db_url) as sync:
+        first, again = sync.start(doubling, 1, id="d-1"), sync.get("d-1")
+        assert first == again and len({first, again}) == 1 and first != sync.get("d-2")
+
+
+def test_closing_a_blocking_client_leaves_the_async_client_it_was_given_open(served: str) -> None:
+    """`SyncClient(client=shared).close()` closed the shared client under everyone else using it
+    on its own loop (on PostgreSQL, failing with an error from a pool bound to that loop)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def on_its_loop(coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(30)
+
+    shared = cairn.Client(served)
+    try:
+        assert on_its_loop(shared.run(doubling, 1, timeout=10)) == 2  # opened on its own loop
+        blocking = cairn.SyncClient(client=shared)
+        assert blocking.run(doubling, 2, timeout=10) == 4
+        blocking.close()
+        assert shared.store.db._opening is not None, "the shared client was closed"
+        assert on_its_loop(shared.run(doubling, 3, timeout=10)) == 6
+    finally:
+        on_its_loop(shared.close())
+        on_its_loop(_cancel_the_rest())  # the client's result waiter, as asyncio.run would
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+async def _cancel_the_rest() -> None:
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+
+
+def test_a_client_used_in_one_asyncio_run_closes_in_another(db_url: str) -> None:
+    """A script's `asyncio.run(main())` then `asyncio.run(client.close())`: on PostgreSQL the close
+    failed with "Event loop is closed" (its pools were bound to the first loop)."""
+    client = cairn.Client(db_url)
+    assert asyncio.run(client.list_runs()) == []
+    assert asyncio.run(client.list_runs()) == []
+    asyncio.run(client.close())
 
 
 def test_a_result_timeout_fails_promptly_and_the_client_keeps_working(db_url: str) -> None:

@@ -119,8 +119,7 @@ class RunHandle:
 
     async def _wait_terminal(self, timeout: float | None, pending: bool = False) -> RunRow:
         """The run's row once it has ended, from the client's shared waiter (see `client.waiter`)."""
-        if timeout is not None and not timeout >= 0:  # NaN too
-            raise ValueError(f"timeout must be a number of seconds, 0 or more, got {timeout!r}")
+        check_timeout(timeout)
         try:
             return await self.client.waiters.here().wait(self._stored_id(), timeout, created=pending)
         except TimeoutError:
@@ -284,3 +283,9 @@ class RunEvent:
     kind: str
     step: int | None
     detail: dict[str, Any]
+
+
+def check_timeout(timeout: float | None) -> None:
+    """A wait's timeout: None (no limit) or seconds, 0 or more; NaN too is refused."""
+    if timeout is not None and not timeout >= 0:
+        raise ValueError(f"timeout must be a number of seconds, 0 or more, got {timeout!r}")

@@ -800,12 +800,12 @@ class PostgresDatabase(Database):
             nudges, self._nudges = self._nudges, None
             for end in nudges:
                 end.close()
-        if self._apool is not None:
-            apool, self._apool, self._aloop = self._apool, None, None
-            await apool.close()
-        if self._rpool is not None:
-            rpool, self._rpool = self._rpool, None
-            await rpool.close()
+        aloop, self._aloop = self._aloop, None
+        for name in ("_apool", "_rpool"):
+            apool = getattr(self, name)
+            if apool is not None:
+                setattr(self, name, None)
+                await _close_on_its_loop(apool, aloop)
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await asyncio.get_running_loop().run_in_executor(self._executor, pool.close)
@@ -968,6 +968,22 @@ class PostgresDatabase(Database):
         finally:
             conn_cm.__exit__(None, None, None)
         return result, tx.notes
+
+
+async def _close_on_its_loop(pool: AsyncConnectionPool[Any], loop: asyncio.AbstractEventLoop | None) -> None:
+    """Close an async pool from whichever loop closes the client. A pool is bound to the loop that
+    opened it: a client opened in one `asyncio.run` and closed in another failed ("Event loop is
+    closed"), as did one a blocking client's loop thread had opened. There, the pool's loop closes
+    it if it still runs; if it ended, its connections are closed as they are, without it."""
+    here = asyncio.get_running_loop()
+    if loop is None or loop is here:
+        await pool.close()
+    elif loop.is_running() and not loop.is_closed():
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(pool.close(), loop))
+    else:
+        for conn in list(getattr(pool, "_pool", ())):
+            with contextlib.suppress(Exception):
+                conn.pgconn.finish()
 
 
 class _MustBegin(BaseException):  # not an error: store code's `except Exception` must let it by
