@@ -4,6 +4,8 @@ its last one ran in. Each on both backends, with a real embedded worker."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 import cairn
@@ -57,3 +59,45 @@ async def test_a_worker_runs_a_run_to_its_end_before_taking_a_new_one_when_its_s
 
 async def _action_running(client: cairn.Client, handle: cairn.RunHandle) -> bool:
     return any(s.status == "running" for s in await client.store.list_steps(handle.id))
+
+
+STUCK = threading.Event()
+
+
+@cairn.action(timeout=0.2, retry=cairn.RetryPolicy(attempts=1))
+def hangs_past_its_timeout(i: int) -> int:  # a plain def: its thread cannot be stopped
+    STUCK.wait(30)
+    return i
+
+
+@cairn.action
+def quick(i: int) -> int:
+    return i + 1
+
+
+@cairn.workflow
+async def gives_up_on_a_hung_call(i: int) -> str:
+    try:
+        await hangs_past_its_timeout(i)
+    except cairn.ActionTimeout:
+        return "timed out"
+    return "returned"
+
+
+@cairn.workflow
+async def two_quick_steps(i: int) -> int:
+    return await quick(await quick(i))
+
+
+async def test_calls_abandoned_at_their_timeout_leave_the_other_plain_def_actions_threads(client: cairn.Client) -> None:
+    """An attempt timed out, its call runs on on its thread: as many of them as the worker's
+    concurrency took every thread, and every other plain def action waited, shown running, until
+    one of those returned (or for ever). Each abandoned call now has a thread of its own."""
+    STUCK.clear()
+    try:
+        async with cairn.Worker(client, concurrency=2, poll_interval=0.05):
+            hung = [await client.start(gives_up_on_a_hung_call, i) for i in range(2)]
+            assert [await h.result(timeout=20) for h in hung] == ["timed out", "timed out"]
+            assert await client.run(two_quick_steps, 1, timeout=10) == 3  # while both calls still run
+    finally:
+        STUCK.set()

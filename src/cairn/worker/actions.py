@@ -132,6 +132,7 @@ class ActionExecutor:
         call = self._pool.submit(contextvars.copy_context().run, fn)
         with self._calls_lock:
             self._calls.setdefault(key, set()).add(call)
+        abandoned = False
 
         def returned(done: concurrent.futures.Future[Any]) -> None:
             with self._calls_lock:
@@ -140,9 +141,29 @@ class ActionExecutor:
                     calls.discard(done)
                     if not calls:
                         del self._calls[key]
+                if abandoned:
+                    self._resize(-1)
+
+        def given_up(awaited: asyncio.Future[Any]) -> None:
+            nonlocal abandoned
+            with self._calls_lock:
+                if awaited.cancelled() and call.running():  # a timeout or a stop left it on its thread
+                    abandoned = True
+                    self._resize(+1)
 
         call.add_done_callback(returned)
-        return asyncio.wrap_future(call)
+        awaited = asyncio.wrap_future(call)
+        awaited.add_done_callback(given_up)
+        return awaited
+
+    def _resize(self, by: int) -> None:
+        """One more thread for each call left running on its thread, one fewer when it returns:
+        calls abandoned at their timeout (a thread cannot be stopped) kept their threads, and once
+        as many as the worker's concurrency were, every other plain `def` action waited, shown
+        running, until one returned, or for ever. (The pool's size is its `_max_workers`, which
+        `ThreadPoolExecutor` reads each time it decides whether to start a thread.) Called with
+        `_calls_lock` held."""
+        self._pool._max_workers += by
 
     async def execute(
         self,
