@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -190,12 +192,22 @@ def test_not_in_workflow_errors() -> None:
         ("random.seed(4)", "use cairn.random()"),
         # bound to the shared generator before the guard existed, as `from random import choice` is
         ("random.Random.choice.__get__(random._inst)([1, 2])", "the random module's functions"),
+        # reached through a value, past the static check: they were allowed at run time
+        ("os.remove('/tmp/cairn-sandbox-victim.txt')", "changing files (/tmp/cairn-sandbox-victim.txt)"),
+        ("os.rename('/tmp/cairn-a', '/tmp/cairn-b')", "changing files (/tmp/cairn-a)"),
+        ("os.mkdir('/tmp/cairn-sandbox-dir')", "changing files"),
+        ("os.listdir('/tmp')", "listing files (/tmp)"),
+        ("os.open('/tmp/cairn-sandbox-test.py', os.O_WRONLY | os.O_CREAT)", "opening files"),
+        ("time.monotonic_ns()", "time.monotonic_ns() reads the real clock"),
+        ("time.perf_counter_ns()", "time.perf_counter_ns() reads the real clock"),
+        ("time.clock_gettime(time.CLOCK_REALTIME)", "time.clock_gettime() reads a real clock"),
+        ("__import__('_thread').start_new_thread(print, ())", "threads are not deterministic"),
     ],
 )
 def test_runtime_guard_refuses_real_world_access(body: str, message: str) -> None:
     namespace: dict[str, object] = {}
     exec(  # a workflow the static check cannot see into: the run-time guard must catch it
-        "import time, threading, socket, subprocess, random\n"
+        "import os, time, threading, socket, subprocess, random\n"
         f"async def sneaky() -> None:\n    helper()\ndef helper() -> None:\n    {body}\n",
         namespace,
     )
@@ -205,6 +217,86 @@ def test_runtime_guard_refuses_real_world_access(body: str, message: str) -> Non
     err = json.loads(res.error or "{}")
     assert res.status == RunStatus.FAILED and err["type"] == "WorkflowSandboxError", err
     assert message in err["message"] and err["message"].startswith("inside a workflow")
+
+
+def test_a_module_imported_in_workflow_code_may_write_its_bytecode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Importing one of the app's modules inside a workflow writes its `__pycache__` (through a
+    temporary `*.pyc.<n>` file): refused, and not as an OSError, which the import would have
+    skipped, the import failed and the run with it, on every fresh deploy."""
+    (tmp_path / "lazily_imported_helper.py").write_text("def nine() -> int:\n    return 9\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+
+    @cairn.workflow(id="tests.unit.lazy_import")
+    async def lazy() -> int:
+        import lazily_imported_helper  # type: ignore[import-not-found]
+
+        return int(lazily_imported_helper.nine())
+
+    defn = _defn(lazy)
+    try:
+        res = WorkflowInstance(defn, _run(defn, {}), [], seed=1).activate([], now=1.0)
+    finally:
+        sys.modules.pop("lazily_imported_helper", None)
+    assert res.status == RunStatus.COMPLETED, res.error
+    assert json.loads(res.result or "null") == 9
+    assert list((tmp_path / "__pycache__").glob("lazily_imported_helper.*.pyc"))
+
+
+def test_reading_a_time_zone_not_loaded_yet_is_allowed_in_workflow_code() -> None:
+    """`zoneinfo.ZoneInfo(name)` reads the system's tz database: it failed the run unless this
+    process had loaded that zone already (one worker ran the code, another failed it)."""
+    import zoneinfo
+
+    zone = next(
+        z for z in ("Pacific/Chatham", "Asia/Kathmandu", "Australia/Eucla") if z in zoneinfo.available_timezones()
+    )
+    zoneinfo.ZoneInfo.clear_cache(only_keys=[zone])
+
+    @cairn.workflow(id="tests.unit.zoned")
+    async def zoned() -> str:
+        return cairn.now().astimezone(zoneinfo.ZoneInfo(zone)).isoformat()
+
+    defn = _defn(zoned)
+    res = WorkflowInstance(defn, _run(defn, {}), [], seed=1).activate([], now=0.0)
+    assert res.status == RunStatus.COMPLETED, res.error
+    assert json.loads(res.result or "null").startswith("19")
+
+
+def test_a_rotating_log_file_of_the_apps_takes_a_workflows_records(tmp_path: Path) -> None:
+    """RotatingFileHandler reopens its file on rollover (refused: every line after the first
+    rollover lost), TimedRotatingFileHandler reads time.time() from logging.handlers (all lost)."""
+    import logging
+    import logging.handlers
+
+    logger = logging.getLogger("tests.unit.rotating")
+    handlers = [
+        logging.handlers.RotatingFileHandler(tmp_path / "size.log", maxBytes=60, backupCount=20, delay=True),
+        logging.handlers.TimedRotatingFileHandler(tmp_path / "timed.log", when="S", backupCount=3),
+    ]
+    for handler in handlers:
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+    @cairn.workflow(id="tests.unit.rotating")
+    async def rotating() -> int:
+        for i in range(10):
+            logger.info("line %d of a workflow's log", i)
+        return 10
+
+    try:
+        defn = _defn(rotating)
+        res = WorkflowInstance(defn, _run(defn, {}), [], seed=1).activate([], now=1.0)
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+            handler.close()
+    assert res.status == RunStatus.COMPLETED, res.error
+    sized = "".join(p.read_text() for p in tmp_path.glob("size.log*"))
+    assert sized.count("of a workflow's log") == 10
+    assert (tmp_path / "timed.log").read_text().count("of a workflow's log") == 10
 
 
 def test_time_functions_given_the_time_are_deterministic_and_allowed() -> None:

@@ -24,12 +24,15 @@ slow).
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import functools
+import os
 import random
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -52,12 +55,29 @@ _AUDITED: dict[str, str] = {
     "os.posix_spawn": "subprocesses are not deterministic: run them from an @action",
     "os.exec": "subprocesses are not deterministic: run them from an @action",
     "os.fork": "processes are not deterministic: run them from an @action",
+    "os.remove": "changing files ({0}) is I/O: do it in an @action",
+    "os.rename": "changing files ({0}) is I/O: do it in an @action",
+    "os.mkdir": "changing files ({0}) is I/O: do it in an @action",
+    "os.rmdir": "changing files ({0}) is I/O: do it in an @action",
+    "os.listdir": "listing files ({0}) is I/O, and another machine's files differ: do it in an @action",
+    "os.scandir": "listing files ({0}) is I/O, and another machine's files differ: do it in an @action",
 }
+_ALLOWED_CALLERS = ("logging", "importlib", "zoneinfo", "linecache", "traceback")
+"""Modules whose own file work stays allowed in workflow code: logging's handlers (a record of a
+workflow's is harmless), imports (their bytecode cache: `__pycache__` written, directories listed),
+time zones (the system's read-only tz database) and tracebacks (source lines)."""
 _TIME_HINTS = {
     "time": "time.time() reads the real clock: use cairn.now()",
     "time_ns": "time.time_ns() reads the real clock: use cairn.now()",
     "monotonic": "time.monotonic() reads the real clock: use cairn.now()",
     "perf_counter": "time.perf_counter() reads the real clock: use cairn.now()",
+    "monotonic_ns": "time.monotonic_ns() reads the real clock: use cairn.now()",
+    "perf_counter_ns": "time.perf_counter_ns() reads the real clock: use cairn.now()",
+    "process_time": "time.process_time() reads the process's clock: use cairn.now()",
+    "process_time_ns": "time.process_time_ns() reads the process's clock: use cairn.now()",
+    "thread_time": "time.thread_time() reads the thread's clock: use cairn.now()",
+    "clock_gettime": "time.clock_gettime() reads a real clock: use cairn.now()",
+    "clock_gettime_ns": "time.clock_gettime_ns() reads a real clock: use cairn.now()",
     "sleep": "time.sleep() blocks the worker and is not durable: use `await asyncio.sleep(s)` or cairn.sleep(s)",
 }
 
@@ -135,6 +155,8 @@ def install() -> None:
             setattr(time, name, _wrap(getattr(time, name), hint, unless_given=given))
         thread_hint = "threads are not deterministic: use asyncio tasks, or do the work in an @action"
         setattr(threading.Thread, "start", _wrap(threading.Thread.start, thread_hint))  # noqa: B010
+        # Python 3.11 audits no thread start; threading keeps its own reference to this function
+        _thread.start_new_thread = _wrap(_thread.start_new_thread, thread_hint)
         _guard_random()
         _installed = True
 
@@ -159,13 +181,18 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     hint = _AUDITED.get(event)
     if hint is None:
         return
+    path = str(args[0]) if args else ""
     if event == "open":
-        path = str(args[0]) if args else ""
         mode = str(args[1]) if len(args) > 1 and args[1] is not None else "r"
-        if path.endswith(_SOURCE_SUFFIXES) and not any(c in mode for c in "wax+"):
+        flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
+        writes = any(c in mode for c in "wax+") or bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+        if path.endswith(_SOURCE_SUFFIXES) and not writes:
             return  # imports and tracebacks read source and bytecode
-        raise _refuse(hint.format(path))
-    raise _refuse(hint)
+        if not writes and path.startswith(_tz_paths()):
+            return  # zoneinfo.ZoneInfo(name) reads the system's tz database, from C (no frame of its own)
+    if _from_allowed_caller():
+        return
+    raise _refuse(hint.format(path))
 
 
 def _wrap(fn: Callable[..., Any], hint: str, unless_given: int | None = None) -> Callable[..., Any]:
@@ -191,6 +218,28 @@ _NOW_UNLESS_GIVEN = {"localtime": 0, "gmtime": 0, "ctime": 0, "asctime": 0, "str
 
 
 def _from_logging() -> bool:
-    """logging stamps records with time.time(); a log line from a workflow is harmless."""
-    frame = sys._getframe(2)
-    return frame.f_globals.get("__name__") == "logging"
+    """logging stamps records with time.time() (and its rotating handlers read it to roll over);
+    a log line from a workflow is harmless."""
+    name = str(sys._getframe(2).f_globals.get("__name__", ""))
+    return name == "logging" or name.startswith("logging.")
+
+
+@functools.cache
+def _tz_paths() -> tuple[str, ...]:
+    import zoneinfo
+
+    return tuple(os.path.join(p, "") for p in zoneinfo.TZPATH)
+
+
+def _from_allowed_caller() -> bool:
+    """Whether the Python code doing the file work audited (a few frames up from the audit hook,
+    through the standard library's wrappers) belongs to one of `_ALLOWED_CALLERS`."""
+    frame: types.FrameType | None = sys._getframe(2)
+    for _ in range(6):
+        if frame is None:
+            return False
+        name = str(frame.f_globals.get("__name__", ""))
+        if name.partition(".")[0] in _ALLOWED_CALLERS or name.startswith("_frozen_importlib"):
+            return True
+        frame = frame.f_back
+    return False
