@@ -131,6 +131,23 @@ def test_close_twice_and_reuse_after_close_as_the_async_client_allows(served: st
     sync.close()
 
 
+def test_connect_sync_in_a_loop_shares_one_client_per_url(db_url: str) -> None:
+    """`where_id(email, client=cairn.connect_sync()).pause()` in a loop, as the Zenaton guide shows:
+    each call made a client whose thread and connections lived as long as the process (on
+    PostgreSQL the server ran out of connections after about 20)."""
+    before = _loop_threads()
+    clients = {id(cairn.connect_sync(db_url)) for _ in range(20)}
+    for _ in range(20):
+        assert cairn.connect_sync(db_url).list_runs() == []
+    assert len(clients) == 1 and _loop_threads() == before + 1
+    cairn.connect_sync(db_url).close()
+    assert _loop_threads() == before
+    own, other = cairn.SyncClient(db_url), cairn.SyncClient(db_url)  # one's own, when wanted
+    assert own is not other
+    own.close()
+    other.close()
+
+
 def test_a_bad_run_timeout_is_refused_before_the_run_is_started(db_url: str) -> None:
     """`run(..., timeout=-1)` said the timeout was wrong after it had started the run."""
     with cairn.connect_sync(db_url) as sync:

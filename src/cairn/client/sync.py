@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import threading
 from collections.abc import Coroutine
 from datetime import timedelta
@@ -12,8 +13,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from cairn import forks
 from cairn.client.client import Client, RunsPage
 from cairn.client.handle import RunEvent, RunHandle, RunSizes, StepInfo
+from cairn.policies import retention as retention_of
 from cairn.queues import Queue
 from cairn.records import RunRow, StepRow
+from cairn.store.open import resolve_url
 from cairn.store.protocol import ActionInfo, QueueRow, ScheduleRow, WorkerInfo, WorkflowInfo
 from cairn.types import RunStatus
 
@@ -445,9 +448,11 @@ class SyncClient:
 
 
 def connect_sync(url: str | None = None, retention: timedelta | float | None = None) -> SyncClient:
-    """A blocking client for scripts (its own store and loop thread; close it when done, or use it
-    as `with cairn.connect_sync(url) as client:`). `retention` as in `cairn.connect`: how long
-    workers keep finished runs.
+    """The blocking client for scripts, shared per URL as `cairn.connect`'s is (a store and a loop
+    thread of its own; close it when done, or use it as `with cairn.connect_sync(url) as client:`).
+    `retention` as in `cairn.connect`: how long workers keep finished runs. Made anew at each call
+    and never closed (`where_id(email, client=cairn.connect_sync())` in a loop), each kept a thread
+    and its connections for the life of the process; `cairn.SyncClient(url)` makes one of your own.
 
     Any number of threads may share it. `handle.result(timeout=...)` raises `TimeoutError` when the
     run has not finished in time; Ctrl-C interrupts a wait. Closing twice is harmless, and a closed
@@ -455,4 +460,24 @@ def connect_sync(url: str | None = None, retention: timedelta | float | None = N
     async code) it works but blocks that loop while it waits; waiting for a run (`result`, `run`)
     on the loop a Cairn worker runs on, which could then never run it, is a `RuntimeError`: await
     the async client there instead."""
-    return SyncClient(url, retention=retention)
+    key = (resolve_url(url), retention_of(retention))  # a bad retention fails here, before any thread
+    with _shared_lock:
+        client = _shared.get(key)
+        if client is None:
+            client = _shared[key] = SyncClient(key[0], retention=retention)
+        return client
+
+
+_shared: dict[tuple[str, timedelta | None], SyncClient] = {}
+"""The blocking clients `connect_sync` made, by URL and retention (as the environment says it when
+none is given)."""
+_shared_lock = threading.Lock()
+
+
+def _forget_in_a_forked_child() -> None:
+    global _shared_lock
+    _shared.clear()  # the parent's: a child of a fork gets its own (see cairn.forks)
+    _shared_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_in_a_forked_child)
