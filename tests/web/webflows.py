@@ -158,3 +158,9 @@ class Counter(Workflow):
             self.i = i
             await say_hello(str(i))
         return n
+
+
+@workflow
+async def exact(limit: int = 9007199254740993, note: str = "line1\nline2", ids: list[int] = [2**63 - 1]) -> str:  # noqa: B006
+    """Defaults JavaScript's numbers cannot hold, and a line break an <input> drops."""
+    return f"{limit} {note!r} {ids}"

@@ -43,3 +43,41 @@ def test_a_run_whose_id_holds_a_line_break_opens_and_pauses(page: Page, api: htt
     page.click('button[data-action="pause"]')
     expect(page.locator("#flash")).to_contain_text("pause done, now paused")
     assert api.get("/api/runs/" + quote("audit\tline\n", safe="")).json()["status"] == "paused"
+
+
+def _runs_of(api: httpx.Client, workflow: str) -> list[dict[str, object]]:
+    return [r for r in api.get("/api/runs", params={"workflow": workflow, "limit": 100}).json()["runs"]]
+
+
+def test_a_double_click_on_start_starts_one_run(page: Page, api: httpx.Client, base_url: str) -> None:
+    """A double click on Start run started two runs (and on Fork run, two forks; on Send, two signals)."""
+    before = len(_runs_of(api, "tests.web.webflows.quick"))
+    page.goto(base_url + "/workflows")
+    form = page.locator('form.start[data-workflow="tests.web.webflows.quick"]')
+    form.locator('[data-param="name"]').fill("twice")
+    form.locator('button[type="submit"]').dblclick()
+    page.wait_for_url("**/runs/*")
+    expect(page.locator("#run-status")).to_be_visible()
+    assert len(_runs_of(api, "tests.web.webflows.quick")) == before + 1
+
+
+def test_the_start_forms_values_reach_the_run_as_written(page: Page, api: httpx.Client, base_url: str) -> None:
+    """Through JavaScript's numbers 9007199254740993 became 9007199254740992 (typed or a default,
+    and inside a JSON default too), and a default with a line break lost it in an <input>."""
+    page.goto(base_url + "/workflows")
+    form = page.locator('form.start[data-workflow="tests.web.webflows.exact"]')
+    form.locator("[data-run-id]").fill("exact-defaults")
+    form.locator('button[type="submit"]').click()
+    page.wait_for_url("**/runs/exact-defaults")
+    assert api.get("/api/runs/exact-defaults").json()["input"] == {
+        "limit": 9007199254740993,
+        "note": "line1\nline2",
+        "ids": [2**63 - 1],
+    }
+    page.goto(base_url + "/workflows")
+    form = page.locator('form.start[data-workflow="tests.web.webflows.exact"]')
+    form.locator('[data-param="limit"]').fill("12345678901234567891")
+    form.locator("[data-run-id]").fill("exact-typed")
+    form.locator('button[type="submit"]').click()
+    page.wait_for_url("**/runs/exact-typed")
+    assert api.get("/api/runs/exact-typed").json()["input"]["limit"] == 12345678901234567891

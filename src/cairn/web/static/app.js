@@ -38,7 +38,7 @@
     const init = { method, credentials: "same-origin", headers: { "X-CSRF-Token": csrf, Accept: "application/json" } };
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
+      init.body = body instanceof RawJson ? body.text : JSON.stringify(body);
     }
     const response = await fetch(base + path, init);
     let data = null;
@@ -82,12 +82,33 @@
     try { return JSON.parse(text); } catch (e) { throw new Error(`${what} is not valid JSON: ${e.message}`); }
   }
 
+  // A request body sent as the JSON text it is. Numbers typed into the start form go as written:
+  // through JavaScript's numbers, 9007199254740993 was started as 9007199254740992.
+  function RawJson(text) { this.text = text; }
+
+  const INTEGER = /^[+-]?\d+$/;
+  const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
+  function numberText(text, kind, name) {
+    const trimmed = text.trim();
+    if (!(kind === "integer" ? INTEGER : NUMBER).test(trimmed)) {
+      throw new Error(`${name} must be ${kind === "integer" ? "a whole number" : "a number"}, got ${JSON.stringify(text)}`);
+    }
+    return trimmed.replace(/^\+/, "");
+  }
+
   document.addEventListener("submit", async (event) => {
     const form = event.target;
     if (!(form instanceof HTMLFormElement) || !form.matches("#signal-form, #fork-form, form.start")) return;
     event.preventDefault();
+    // One request at a time per form: a double click started two runs, made two forks, sent two signals.
+    if (form.dataset.busy) return;
+    form.dataset.busy = "1";
+    const buttons = Array.from(form.querySelectorAll('button[type="submit"], button:not([type])'));
+    for (const b of buttons) b.disabled = true;
     // Not `form.id`: a control named "id" (the fork form's new-id input) shadows that property.
     const which = form.getAttribute("id");
+    let leaving = false;
     try {
       if (which === "signal-form") {
         const name = form.elements.name.value.trim();
@@ -99,31 +120,43 @@
         const body = { from_step: Number(form.elements.from_step.value) };
         if (form.elements.id.value.trim()) body.id = form.elements.id.value.trim();
         const out = await api("POST", `/api/runs/${enc(form.dataset.run)}/fork`, body);
+        leaving = true;
         window.location.assign(`${base}/runs/${enc(out.id)}`);
       } else {
         await startRun(form);
+        leaving = true;
       }
     } catch (e) {
       flash(e.message, true);
+    } finally {
+      if (!leaving) {  // the page it goes to next is a new one: this form stays spent till then
+        delete form.dataset.busy;
+        for (const b of buttons) b.disabled = false;
+      }
     }
   });
 
   async function startRun(form) {
-    const kwargs = {};
+    const kwargs = [];  // "name": value, each as JSON text
     for (const input of form.querySelectorAll("[data-param]")) {
       const kind = input.dataset.kind;
       const name = input.dataset.param;
-      if (kind === "boolean") { kwargs[name] = input.checked; continue; }
-      const text = input.value;
-      if (text === "" && !input.required) continue;
-      if (kind === "integer" || kind === "number") kwargs[name] = Number(text);
-      else if (kind === "json") kwargs[name] = parseJson(text, name);
-      else kwargs[name] = text;
+      let value;
+      if (kind === "boolean") {
+        value = input.checked ? "true" : "false";
+      } else {
+        const text = input.value;
+        if (text === "" && !input.required) continue;
+        if (kind === "integer" || kind === "number") value = numberText(text, kind, name);
+        else if (kind === "json") { parseJson(text, name); value = text.trim(); }  // checked, sent as written
+        else value = JSON.stringify(text);
+      }
+      kwargs.push(`${JSON.stringify(name)}:${value}`);
     }
-    const body = { kwargs };
+    let body = `{"kwargs":{${kwargs.join(",")}}`;
     const id = form.querySelector("[data-run-id]").value.trim();
-    if (id) body.id = id;
-    const out = await api("POST", `/api/workflows/${enc(form.dataset.workflow)}/runs`, body);
+    if (id) body += `,"id":${JSON.stringify(id)}`;
+    const out = await api("POST", `/api/workflows/${enc(form.dataset.workflow)}/runs`, new RawJson(`${body}}`));
     if (!out.created) {  // said on the run's page, where the browser goes next
       sessionStorage.setItem(NOTE, `Run ${out.id} existed already: nothing was started; this is that run.`);
     }
@@ -152,7 +185,15 @@
     if (event.target.matches("input.pick, #select-all")) showBulk();
   });
 
+  let bulkBusy = false;  // a double click retried a failed run twice
+
   async function bulkAction(op) {
+    if (bulkBusy) return;
+    bulkBusy = true;
+    try { await bulkActionOnce(op); } finally { bulkBusy = false; }
+  }
+
+  async function bulkActionOnce(op) {
     const ids = picked();
     const failed = [];
     for (const id of ids) {
