@@ -14,11 +14,12 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from cairn.clock import Clock
-from cairn.errors import LeaseLost, RunNotFound
+from cairn.errors import JournalCorrupted, LeaseLost, RunNotFound
 from cairn.names import storable
 from cairn.queues import QueueSpec
 from cairn.records import NewRun, RunRow, StepRow
 from cairn.schedules import ScheduleSpec
+from cairn.serialization import dumps, error_to_json
 from cairn.store import control, journal_tx, queue_tx, schedule_tx
 from cairn.store.base import SCHEDULES, WORK, Database, Tx, run_row, step_row
 from cairn.store.batch import TxBatcher
@@ -38,6 +39,7 @@ from cairn.store.protocol import (
     WorkerInfo,
     WorkflowInfo,
 )
+from cairn.store.sql import STEP_COLUMNS
 from cairn.types import RunStatus
 
 log = logging.getLogger("cairn.store")
@@ -803,12 +805,17 @@ def _load_runs(tx: Tx, now: float, rows: Sequence[tuple[Any, ...]], cached: dict
     )
     for run_id, seq in fired:
         journal_tx.event(tx, run_id, "step.completed", now, seq, kind="timer")
+    corrupt: set[str] = set()
     journals: dict[str, list[StepRow]] = {}
     for s in steps:
-        journals.setdefault(s[0], []).append(step_row(s))
+        row = _decoded_step(tx, s, now, corrupt)
+        if row is not None:
+            journals.setdefault(s[0], []).append(row)
     batches: dict[str, list[StepRow]] = {}
     for s in undelivered:
-        batches.setdefault(s[0], []).append(step_row(s))
+        row = _decoded_step(tx, s, now, corrupt)
+        if row is not None:
+            batches.setdefault(s[0], []).append(row)
     for wait in journal_tx.consume_signals(tx, matches, now):  # delivered with the rest
         batches.setdefault(wait.run_id, []).append(wait)
     return [
@@ -821,7 +828,52 @@ def _load_runs(tx: Tx, now: float, rows: Sequence[tuple[Any, ...]], cached: dict
             now,
         )
         for run in runs
+        if run.id not in corrupt
     ]
+
+
+def _decoded_step(tx: Tx, row: Sequence[Any], now: float, corrupt: set[str]) -> StepRow | None:
+    """A journal row as a StepRow; None when it does not decode (a kind or status no Cairn wrote),
+    its run then paused as its journal being corrupt. Raised here, it failed the whole claim, for
+    every run of it, at every claim after: one such row stopped every run the worker could take."""
+    run_id = str(row[0])
+    if run_id in corrupt:
+        return None
+    try:
+        return step_row(row)
+    except (ValueError, TypeError) as exc:
+        fields = dict(zip(STEP_COLUMNS, row, strict=False))
+        stored = f"kind {fields.get('kind')!r}, status {fields.get('status')!r}"
+        _pause_corrupt(tx, run_id, _int_or_none(fields.get("seq")), stored, str(exc), now)
+        corrupt.add(run_id)
+        return None
+
+
+def _pause_corrupt(tx: Tx, run_id: str, step: int | None, stored: str, why: str, now: float) -> None:
+    """Pause a run whose journal holds a row that does not decode, saying which and why, as the
+    engine pauses one whose recorded value does not (JournalCorrupted): fix the row, then retry."""
+    error = dumps(error_to_json(JournalCorrupted(run_id, step, stored, why)))
+    tx.write(
+        "set_control",
+        {
+            "id": run_id,
+            "status": RunStatus.PAUSED,
+            "pause_reason": "corrupt_journal",
+            "error": error,
+            "now": now,
+            "completed_at": None,
+            "ready_at": None,
+        },
+    )
+    journal_tx.event(tx, run_id, "paused", now, step, reason="corrupt_journal", error=why)
+    log.warning("run %s paused: its journal holds a row that does not decode (step %s: %s)", run_id, step, why)
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _unserved_reason(need: Need, workers: Sequence[WorkerInfo]) -> str:
@@ -839,10 +891,14 @@ def _lease_actions(
     tx: Tx, now: float, worker: str, rows: Sequence[tuple[Any, ...]]
 ) -> list[tuple[ActionClaim, dict[str, str]]]:
     """The claimed attempts, each with a snapshot of its run's memory."""
-    claims = [
-        ActionClaim(r[0], int(r[1]), r[2], r[3] or "{}", int(r[4]), json.loads(r[5]) if r[5] else None, r[6], int(r[7]))
-        for r in rows
-    ]
+    claims = []
+    for r in rows:
+        try:
+            options = json.loads(r[5]) if r[5] else None
+        except ValueError as exc:  # changed outside Cairn: the run pauses, the claim goes on for the rest
+            _pause_corrupt(tx, str(r[0]), int(r[1]), f"options {r[5]!r}", f"not JSON ({exc})", now)
+            continue
+        claims.append(ActionClaim(r[0], int(r[1]), r[2], r[3] or "{}", int(r[4]), options, r[6], int(r[7])))
     for c in claims:
         journal_tx.event(tx, c.run_id, "step.started", now, c.seq, attempt=c.attempt, worker=worker)
     memory: dict[str, dict[str, str]] = {}
