@@ -92,3 +92,13 @@ def line_of(marker: str) -> int:
         if line.rstrip().endswith(f"# the busy loop: {marker}"):
             return number
     raise LookupError(marker)
+
+
+@cairn.workflow(id="tests.deadlock.backtracks")
+async def backtracks(n: int) -> bool:
+    """A regular expression that backtracks: one call into C, holding the GIL, which the watchdog's
+    thread cannot interrupt (nor even run beside)."""
+    import re
+
+    y = await add_one(n)
+    return re.match(r"(a+)+$", "a" * y + "b") is not None

@@ -77,6 +77,20 @@ async def test_a_busy_loop_is_paused_naming_its_line_while_another_run_completes
     assert isinstance(cairn.WorkflowDeadlock("r", 2.0, "here"), cairn.CairnError)
 
 
+async def test_a_call_into_c_holding_the_gil_past_the_timeout_pauses_the_run_once_it_returns(
+    client: cairn.Client,
+) -> None:
+    """A regular expression that backtracks held the loop for its whole length; the watchdog's
+    thread could not run meanwhile, and once it returned the run went on unpaused, nothing said,
+    though the docs promise the run is paused. Its CPU time past the timeout now pauses it."""
+    async with cairn.Worker(client, poll_interval=0.1, deadlock_timeout=0.2):
+        bad = await client.start(wf.backtracks, 23)  # about 0.6 s of backtracking (0.3 s at 22 letters)
+        await _paused_on_deadlock(bad)
+        assert await client.run(wf.quick, 1, timeout=20) == 3
+        fine = await client.start(wf.backtracks, 12)  # a few milliseconds: not paused
+        assert await fine.result(timeout=20) is False
+
+
 @pytest.mark.parametrize("control", ["retry", "resume"])
 async def test_after_the_fix_the_run_continues_and_no_step_runs_again(client: cairn.Client, control: str) -> None:
     async with cairn.Worker(client, poll_interval=0.1, deadlock_timeout=timedelta(milliseconds=300)):

@@ -138,6 +138,11 @@ _monotonic: Callable[[], float] = getattr(time.monotonic, "__wrapped__", time.mo
 """The real clock: the sandbox wraps `time.monotonic` once installed (a thread-local check a call)."""
 
 
+_thread_cpu: Callable[[], float] = getattr(time.thread_time, "__wrapped__", time.thread_time)
+"""This thread's CPU time: the function itself, not the sandbox's guard of it (workflow code may not
+read it; the watchdog reads it around that code, on the same thread)."""
+
+
 class _Slot:
     """One timed stretch of workflow code."""
 
@@ -192,6 +197,7 @@ class Watchdog:
         slot = _Slot(run_id, self.clock() + self.timeout)
         probe = self.probe
         failure: BaseException | None = None
+        began = _thread_cpu()
         try:
             try:
                 self._armed[tid] = slot
@@ -208,6 +214,12 @@ class Watchdog:
                 except BaseException as exc:  # kept while the permit is taken back
                     failure = exc
                 self._disarm(tid, slot)
+                if slot.won and _thread_cpu() - began > self.timeout:
+                    # One call into C that held the GIL (a regex that backtracks) for longer than the
+                    # timeout: the watchdog's thread could not run to interrupt it, and the code ran
+                    # on unpaused. Counted in the thread's CPU time, so that time the process spent
+                    # stopped (SIGSTOP, a paused VM) is not taken for it.
+                    slot.won = False
                 if probe is not None:
                     probe("disarmed", run_id)
             except DeadlockInterrupt:
