@@ -11,7 +11,11 @@ import re
 from functools import lru_cache
 from typing import Any
 
-_SECRET_KEY = re.compile(r"password|passwd|token|secret|api[_-]?key|private[_-]?key|credential", re.I)
+_SECRET_KEY = re.compile(
+    r"password|passwd|token|secret|api[_-]?key|private[_-]?key|credential|authorization"
+    r"|(?:^|[_.\-])auth(?:$|[_.\-])",  # `auth`, `basic_auth`, `auth_header`; not `author`
+    re.I,
+)
 """Keys whose values are shown as `***` (case-insensitive, anywhere in the key, nested too)."""
 MASK = "***"
 

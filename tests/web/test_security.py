@@ -203,6 +203,12 @@ async def test_secrets_and_passwords_never_shown(http: httpx.AsyncClient, client
         "n": {"API_KEY": "***", "l": [{"client_secret": "***"}]},
         "author": 4,
     }
+    assert redact({"Authorization": "Bearer x", "auth": 1, "basic_auth": 2, "authority": 3}) == {
+        "Authorization": "***",
+        "auth": "***",
+        "basic_auth": "***",
+        "authority": 3,
+    }
     assert (
         redact_url("postgresql://u:hunter2@db:5432/x?password=hunter2") == "postgresql://u:***@db:5432/x?password=***"
     )
