@@ -17,6 +17,7 @@ import shlex
 import signal
 import sqlite3
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -603,6 +604,18 @@ async def run_worker_on(client: cairn.Client, options: WorkerOptions) -> int:
     return await supervise(w, announcement)
 
 
+AT_ONCE = 3.0
+"""Seconds a stop at once (a second signal) may take before the process exits regardless."""
+
+
+def _exit_now() -> None:
+    click.echo("cairn worker: stopped at once (it did not stop by itself within 3s)", err=True)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
 async def supervise(w: cairn.Worker, announcement: str) -> int:
     """Run the worker with SIGTERM/SIGINT asking for a graceful stop (a second one cancels at once)."""
     loop = asyncio.get_running_loop()
@@ -616,6 +629,11 @@ async def supervise(w: cairn.Worker, announcement: str) -> int:
                 at_once = True
                 click.echo("cairn worker: stopping now (work still running is abandoned)", err=True)
                 w.request_stop(now=True)
+                # At once, whatever the stop waits for: with the database gone, its last writes
+                # retried for a minute, and Ctrl-C twice did not end `cairn dev`.
+                last_word = threading.Timer(AT_ONCE, _exit_now)
+                last_word.daemon = True
+                last_word.start()
             return
         requested = True
         click.echo(
