@@ -240,6 +240,15 @@ async def test_runs_filters_and_counts(http: httpx.AsyncClient, client: cairn.Cl
     greetings = (await http.get("/api/runs", params={"workflow": "Greeting", "counts": "true"})).json()
     assert [r["id"] for r in greetings["runs"]] == ["other-1"]
     assert greetings["counts"]["pending"] == 1 and sum(greetings["counts"].values()) == 1
+    # The counts are of every filter of the listing but the status (they counted all runs, or only
+    # those of the workflow, whatever the id prefix and the window said): the page's counts too.
+    prefixed = (await http.get("/api/runs", params={"id_prefix": "page-", "counts": "true"})).json()
+    assert prefixed["counts"]["pending"] == 2 and prefixed["counts"]["cancelled"] == 1
+    assert sum(prefixed["counts"].values()) == 3
+    windowed = (await http.get("/api/runs", params={"since": created[1], "until": created[3], "counts": "true"})).json()
+    assert sum(windowed["counts"].values()) == 2
+    page = await http.get("/", params={"q": "oth"})
+    assert "all <b>1</b>" in page.text and 'data-count="pending">1<' in page.text
 
 
 @pytest.mark.parametrize(

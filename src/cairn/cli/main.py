@@ -930,7 +930,7 @@ def runs(
         rows, next_cursor = await runs_upto(client, query, limit, cursor)
         blocked = await client.unserved([r.id for r in rows if not r.status.is_terminal])
         # Counted of the workflow the listing resolved (`Checkout` for `billing.Checkout`, as it lists).
-        tally = await client.count_runs(workflow) if counts else None
+        tally = await client.count_runs(workflow, id_prefix=id_prefix, since=start, until=end) if counts else None
         listed = [{**render.run_json(r), "blocked": blocked.get(r.id)} for r in rows]
         if as_page:
             echo_json({"runs": listed, "next_cursor": next_cursor, "counts": tally})

@@ -376,12 +376,20 @@ class Client:
         """Run id → the run's latest step (what it is doing, or did last)."""
         return await self.store.last_steps(run_ids)
 
-    async def count_runs(self, workflow: str | None = None) -> dict[str, int]:
+    async def count_runs(
+        self,
+        workflow: str | None = None,
+        *,
+        id_prefix: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> dict[str, int]:
         """How many runs there are in each status (every status present, zeros included), of
-        `workflow` named as `runs_page` and `list_runs` take it (a short name too)."""
+        `workflow` named as `runs_page` and `list_runs` take it (a short name too), and of the
+        other filters `runs_page` takes but the status: what its pages show, counted."""
         counts = dict.fromkeys((s.value for s in RunStatus), 0)
         workflow_id = await self._workflow_id(workflow) if workflow else None
-        for _, status, n in await self.store.run_counts("status", workflow_id):
+        for _, status, n in await self.store.run_counts("status", workflow_id, id_prefix, since, until):
             counts[status] = n
         return counts
 

@@ -430,9 +430,16 @@ class SyncClient:
         """As `Client.current_steps`: run id → the run's latest step."""
         return self._bridge.run(self.inner.current_steps(run_ids))
 
-    def count_runs(self, workflow: str | None = None) -> dict[str, int]:
+    def count_runs(
+        self,
+        workflow: str | None = None,
+        *,
+        id_prefix: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> dict[str, int]:
         """As `Client.count_runs`: how many runs there are in each status."""
-        return self._bridge.run(self.inner.count_runs(workflow))
+        return self._bridge.run(self.inner.count_runs(workflow, id_prefix=id_prefix, since=since, until=until))
 
     def run_counts(self, by: str) -> dict[str, dict[str, int]]:
         """As `Client.run_counts`: run counts per status for each workflow or each queue."""

@@ -292,8 +292,16 @@ class Store(Protocol):
         """Up to `limit` runs matching `filters` in created_at order (then id), strictly after the
         keyset `after` (the (created_at, id) of the previous page's last run): never OFFSET."""
 
-    async def run_counts(self, by: str, workflow: str | None = None) -> list[tuple[str, str, int]]:
-        """(group, status, count) by "status" (group ""; of `workflow` only, when given),
+    async def run_counts(
+        self,
+        by: str,
+        workflow: str | None = None,
+        id_prefix: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[tuple[str, str, int]]:
+        """(group, status, count) by "status" (group ""; of `workflow` only, and of the id prefix
+        and creation window, when given),
         "workflow" or "queue"; ValueError for any other grouping."""
 
     async def last_steps(self, run_ids: Sequence[str]) -> dict[str, StepRow]:

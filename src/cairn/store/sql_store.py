@@ -187,13 +187,22 @@ class SqlStore:
         rows = await self.db.read(name, params)
         return [run_row(r) for r in rows]
 
-    async def run_counts(self, by: str, workflow: str | None = None) -> list[tuple[str, str, int]]:
+    async def run_counts(
+        self,
+        by: str,
+        workflow: str | None = None,
+        id_prefix: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[tuple[str, str, int]]:
         """(group, status, count) of all runs, grouped by `by`: "status" (group ""; only runs of
-        `workflow` when given), "workflow" or "queue"."""
+        `workflow`, whose id starts with `id_prefix`, created from `since` to `until`, when given),
+        "workflow" or "queue"."""
         name = _COUNTS.get(by)
         if name is None:
             raise ValueError(f"runs are counted by {', '.join(_COUNTS)}, not {by!r}")
-        rows = await self.db.read(name, {"workflow": workflow})
+        params = {"workflow": workflow, "id_prefix": id_prefix, "since": since, "until": until}
+        rows = await self.db.read(name, params)
         return [(str(k), str(s), int(n)) for k, s, n in rows]
 
     async def last_steps(self, run_ids: Sequence[str]) -> dict[str, StepRow]:

@@ -286,7 +286,9 @@ async def runs(
     return RunsOut(
         runs=[RunSummary.of(r, now) for r in page.runs],
         next_cursor=page.next_cursor,
-        counts=await client.count_runs(workflow) if counts else None,
+        counts=await client.count_runs(workflow, id_prefix=id_prefix or None, since=since, until=until)
+        if counts
+        else None,
     )
 
 

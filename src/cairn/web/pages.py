@@ -166,7 +166,7 @@ async def _runs_context(request: Request) -> dict[str, Any]:
         "problems": problems,
         "runs": [RunSummary.of(r, now) for r in page.runs],
         "current": current,
-        "counts": await client.count_runs(f["workflow"] or None),
+        "counts": await client.count_runs(query["workflow"], id_prefix=query["id_prefix"], since=query["since"]),
         "workflows": workflows,
         "query": urlencode({**kept, **({"cursor": f["cursor"]} if f["cursor"] else {})}),
         "filters_query": urlencode(kept),

@@ -482,8 +482,12 @@ ORDER BY created_at, id
 LIMIT :limit
 
 -- name: run_counts_by_status
+-- Of the runs a page of runs_page_newest shows (every filter but the status, which it counts by).
 SELECT '' AS key, status, count(*) FROM cairn_runs
 WHERE (CAST(:workflow AS text) IS NULL OR workflow = CAST(:workflow AS text))
+  AND (CAST(:id_prefix AS text) IS NULL OR substr(id, 1, length(CAST(:id_prefix AS text))) = CAST(:id_prefix AS text))
+  AND (CAST(:since AS double precision) IS NULL OR created_at >= CAST(:since AS double precision))
+  AND (CAST(:until AS double precision) IS NULL OR created_at < CAST(:until AS double precision))
 GROUP BY status
 
 -- name: run_counts_by_workflow
