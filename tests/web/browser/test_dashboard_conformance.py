@@ -278,6 +278,36 @@ def test_a_dashboard_with_a_token_lets_a_browser_log_in_through_its_form(
         assert [x for x in problems if "401" not in x] == [], problems
 
 
+def test_a_page_whose_session_ended_says_to_log_in_again(
+    browser: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A click on Pause said "send the API token as `Authorization: Bearer <token>`", advice for an
+    API client, not for a person whose session ended, and the live updates stopped without a word."""
+    with dashboard(f"sqlite:///{tmp_path_factory.mktemp('ended') / 'dash.db'}", token="tok-ended-1") as url:
+        p, _ = _watched(browser)
+        try:
+            p.goto(url + "/")
+            p.fill("input[name=token]", "tok-ended-1")
+            p.click("button[type=submit]")
+            p.wait_for_url(url + "/")
+            started = httpx.post(
+                url + "/api/workflows/tests.flows.Approval/runs",
+                json={"args": ["o-1"]},
+                headers={"Authorization": "Bearer tok-ended-1"},
+            )
+            assert started.status_code == 201, started.text
+            run_id = started.json()["id"]
+            p.goto(f"{url}/runs/{run_id}")
+            expect(p.locator("#run-status")).to_be_visible()
+            p.context.clear_cookies()  # the session ends: logged out in another tab, or a new token
+            p.click('button[data-action="pause"]')
+            expect(p.locator("#flash")).to_contain_text("your session has ended: log in again at")
+            expect(p.locator("#flash")).to_contain_text("/login")
+            expect(p.locator("#flash")).not_to_contain_text("Bearer")
+        finally:
+            p.context.close()
+
+
 def test_the_buttons_of_an_open_page_work_after_the_server_restarts(browser: Browser, db_url: str) -> None:
     """Served without a token, the dashboard signs CSRF tokens with a key of its own process: after
     a restart (`cairn dev` restarts on every code change) every button of a page open since failed

@@ -34,6 +34,10 @@
     return true;
   }
 
+  class SessionEnded extends Error {
+    constructor() { super(`your session has ended: log in again at ${window.location.origin}${base}/login`); }
+  }
+
   async function api(method, path, body, retried) {
     const init = { method, credentials: "same-origin", headers: { "X-CSRF-Token": csrf, Accept: "application/json" } };
     if (body !== undefined) {
@@ -45,6 +49,9 @@
     try { data = await response.json(); } catch (e) { data = null; }
     if (response.status === 403 && !retried && data && /CSRF/.test(data.message || "") && (await freshCsrf())) {
       return api(method, path, body, true);
+    }
+    if (response.status === 401) {  // the session ended (logged out elsewhere, a new token): not a header to send
+      throw new SessionEnded();
     }
     if (!response.ok) {
       const message = data && data.message ? data.message : `HTTP ${response.status}`;
@@ -210,6 +217,15 @@
     if (!live) return;
     const response = await fetch(live.dataset.src, { credentials: "same-origin" });
     if (response.ok) live.innerHTML = await response.text();
+    else if (response.status === 401) sessionEnded();
+  }
+
+  let toldEnded = false;
+
+  function sessionEnded() {  // said once (the live updates used to stop without a word)
+    if (toldEnded) return;
+    toldEnded = true;
+    flash(`Live updates stopped: your session has ended. Log in again at ${window.location.origin}${base}/login`, true);
   }
 
   if (live) {
@@ -262,7 +278,7 @@
   if (runBox) {
     setInterval(() => {
       if (document.hidden) return;
-      refreshRun(false).catch(() => {});
+      refreshRun(false).catch((e) => { if (e instanceof SessionEnded) sessionEnded(); });
     }, 2000);
   }
 })();
