@@ -127,4 +127,29 @@ def record_span(
     opened.end(end_time=int(max(start, end) * 1e9))
 
 
-__all__ = ["current_context", "enabled", "record_span", "span"]
+def record_run(
+    trace_context: str | None,
+    run: Any,
+    status: str,
+    end: float,
+    *,
+    error: str | None = None,
+    activations: int | None = None,
+) -> None:
+    """A run's `cairn.run` span, from its creation to `end`, by the process that ended it: a worker
+    at the commit that ends it, a worker timing it out, a client cancelling it (the last two ended
+    with no span at all). `run` is its RunRow as it was before its end."""
+    record_span(
+        "cairn.run",
+        trace_context,
+        run.created_at,
+        end,
+        error=error,
+        run_id=run.id,
+        workflow=run.workflow,
+        status=status,
+        activations=run.activations if activations is None else activations,
+    )
+
+
+__all__ = ["current_context", "enabled", "record_run", "record_span", "span"]

@@ -46,6 +46,11 @@ async def checkout(order: str) -> str:
     return f"{first}|{second}"
 
 
+@cairn.workflow(timeout=timedelta(seconds=5))
+async def waits_for_ever(order: str) -> str:
+    return str(await cairn.wait_for_signal("never"))
+
+
 def setup() -> InMemorySpanExporter:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -64,6 +69,7 @@ def dump(exporter: InMemorySpanExporter, path: str) -> None:
             "span_id": format(s.context.span_id, "016x"),
             "parent": format(s.parent.span_id, "016x") if s.parent else None,
             "attributes": dict(s.attributes or {}),
+            "status": s.status.status_code.name,
         }
         for s in exporter.get_finished_spans()
     ]

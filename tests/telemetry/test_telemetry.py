@@ -155,6 +155,42 @@ otelapp.dump(exporter, sys.argv[1])
     assert {"test", "cairn.start", "cairn.activation", "cairn.action", "cairn.timer"} <= {s["name"] for s in spans}
 
 
+async def test_a_run_timed_out_or_cancelled_has_its_run_span(tmp_path: Path) -> None:
+    """Only runs that completed or failed had a `cairn.run` span: one timed out by its worker, or
+    cancelled by a client, ended with none. A timeout is an error; a cancel asked for is not."""
+    script = """
+import asyncio, sys
+import cairn
+from cairn.testing import environment
+from tests.telemetry import otelapp
+
+exporter = otelapp.setup()
+
+async def main() -> None:
+    async with environment() as env:
+        timed = await env.client.start(otelapp.waits_for_ever, "t", id="timed-out")
+        cancelled = await env.client.start(otelapp.waits_for_ever, "c", id="cancelled")
+        await cancelled.cancel()
+        for handle in (timed, cancelled):
+            try:
+                await handle.result(timeout=60)
+            except cairn.WorkflowCancelled:
+                pass
+
+asyncio.run(main())
+otelapp.dump(exporter, sys.argv[1])
+"""
+    out = tmp_path / "spans.json"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(out)], env=_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    runs = {s["attributes"]["cairn.run_id"]: s for s in _spans(out)["spans"] if s["name"] == "cairn.run"}
+    assert set(runs) == {"timed-out", "cancelled"}
+    assert runs["timed-out"]["attributes"]["cairn.status"] == "cancelled" and runs["timed-out"]["status"] == "ERROR"
+    assert runs["cancelled"]["attributes"]["cairn.status"] == "cancelled" and runs["cancelled"]["status"] == "UNSET"
+
+
 async def test_without_a_tracer_provider_nothing_is_traced_or_stored(
     client: cairn.Client, worker: cairn.Worker
 ) -> None:

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cairn import telemetry
 from cairn.errors import JournalCorrupted, RunNotFound, WorkflowCancelled
 from cairn.names import check_name, storable
 from cairn.records import RunRow
@@ -207,7 +208,12 @@ class RunHandle:
 
     async def cancel(self) -> RunStatus:
         """Stop the run and its children; pending actions are cancelled; result() raises WorkflowCancelled."""
-        return await self.client.store.cancel(self._stored_id())
+        before = await self.describe() if telemetry.enabled() else None  # its span ends here
+        status = await self.client.store.cancel(self._stored_id())
+        if before is not None and not before.status.is_terminal and status == RunStatus.CANCELLED:
+            found = await self.client.store.run_trace(before.id)
+            telemetry.record_run(None if found is None else found[1], before, "cancelled", await self.client.now())
+        return status
 
     kill = cancel
 

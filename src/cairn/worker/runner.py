@@ -529,15 +529,12 @@ class Runner:
         """The run's span, from its creation to the end this worker just recorded (a span is never
         kept open across activations: a run may sleep for a week, on any worker)."""
         trace = (await self.traces.of(run.id))[1]
-        telemetry.record_span(
-            "cairn.run",
+        telemetry.record_run(
             trace,
-            run.created_at,
+            run,
+            result.status.value,
             self.now(),
             error=error_text_summary(result.error) if result.status == RunStatus.FAILED else None,
-            run_id=run.id,
-            workflow=run.workflow,
-            status=result.status.value,
             activations=run.activations + (1 if result.counts_as_activation else 0),
         )
 
@@ -559,6 +556,9 @@ class Runner:
             return True
         if status == RunStatus.CANCELLED:
             log.info("run %s timed out after %gs", run.id, timeout)
+            if telemetry.enabled():
+                why = f"WorkflowTimeout: run {run.id} timed out after {timeout:g}s"
+                telemetry.record_run((await self.traces.of(run.id))[1], run, "cancelled", now, error=why)
         return True
 
     async def _fail_refused(self, run: RunRow, token: int, exc: Exception) -> bool:
