@@ -64,6 +64,17 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 
 
+def _traced_script(script: str, tmp_path: Path) -> Path:
+    """Run `script` in a process of its own (its tracer provider, its in-memory exporter); the
+    file its spans were written to (the script's first argument)."""
+    out = tmp_path / "spans.json"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(out)], env=_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return out
+
+
 def _spans(path: Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
 
@@ -145,11 +156,7 @@ async def main() -> None:
 asyncio.run(main())
 otelapp.dump(exporter, sys.argv[1])
 """
-    out = tmp_path / "spans.json"
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(out)], env=_env(), capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
+    out = _traced_script(script, tmp_path)
     spans = _spans(out)["spans"]
     assert len({s["trace_id"] for s in spans}) == 1
     assert {"test", "cairn.start", "cairn.activation", "cairn.action", "cairn.timer"} <= {s["name"] for s in spans}
@@ -180,11 +187,7 @@ async def main() -> None:
 asyncio.run(main())
 otelapp.dump(exporter, sys.argv[1])
 """
-    out = tmp_path / "spans.json"
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(out)], env=_env(), capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
+    out = _traced_script(script, tmp_path)
     runs = {s["attributes"]["cairn.run_id"]: s for s in _spans(out)["spans"] if s["name"] == "cairn.run"}
     assert set(runs) == {"timed-out", "cancelled"}
     assert runs["timed-out"]["attributes"]["cairn.status"] == "cancelled" and runs["timed-out"]["status"] == "ERROR"
