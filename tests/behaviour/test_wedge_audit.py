@@ -17,6 +17,7 @@ import pytest
 
 import cairn
 from cairn import RunStatus, StepStatus
+from cairn.engine.instance import WorkflowInstance
 from cairn.records import NewRun
 from tests import wedge_flows as wf
 from tests.conftest import eventually
@@ -96,11 +97,19 @@ async def test_an_error_too_big_to_store_is_recorded_cut_short(client: cairn.Cli
 
 
 async def test_retry_after_an_activation_that_failed_reruns_no_recorded_step(
-    client: cairn.Client, worker: cairn.Worker
+    client: cairn.Client, worker: cairn.Worker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An activation that fails in the engine (here: a property that is not JSON and whose repr
-    raises) did not count as an activation, so `retry` rewound one activation too many: a step
-    already recorded was deleted and its action ran again."""
+    """An activation that fails in the engine (here: its recording of the properties, broken on
+    purpose; a property whose repr raised did it once) did not count as an activation, so `retry`
+    rewound one activation too many: a step already recorded was deleted and its action ran again."""
+    recorded = WorkflowInstance._properties
+
+    def broken(self: WorkflowInstance) -> str | None:
+        if wf.BROKEN["on"] and isinstance(getattr(self.obj, "odd", None), wf.Unshowable):
+            raise RuntimeError("repr is broken")
+        return recorded(self)
+
+    monkeypatch.setattr(WorkflowInstance, "_properties", broken)
     handle = await client.start(wf.Fragile, 1)
     await eventually(lambda: status_is(handle, RunStatus.FAILED), timeout=15, what="the run failed")
     assert "repr is broken" in ((await handle.describe()).error or "")
