@@ -294,7 +294,8 @@ async def test_a_run_that_ends_in_this_process_hands_its_result_to_the_waiter(cl
     assert await client.run(flows.Sequence3, 1, id="done", timeout=10) == 4
     with pytest.raises(ValueError, match="bad input"):
         await client.run(flows.fails, "bad input", id="failed", timeout=10)
-    assert reads == []
+    # The worker's heartbeat reads the queues' limits on this store too, when it comes in between.
+    assert [r for r in reads if not r.startswith("SqlStore.list_queues")] == []
 
     client.store.db.transaction = real  # type: ignore[method-assign]
     for handle, status in ((client.get("done"), RunStatus.COMPLETED), (client.get("failed"), RunStatus.FAILED)):
