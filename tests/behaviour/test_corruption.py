@@ -11,6 +11,7 @@ import pytest
 
 import cairn
 from cairn import RunStatus
+from cairn.client import waiter
 from tests import flows
 from tests.conftest import eventually
 from tests.helpers import raw_sql, status_is
@@ -101,3 +102,25 @@ async def test_an_action_whose_options_are_not_json_pauses_its_run_and_no_other(
 
 async def _has_steps(handle: cairn.RunHandle, n: int) -> bool:
     return len(await handle.steps()) >= n
+
+
+async def test_a_wait_hears_the_corrupt_pause_at_once(
+    client: cairn.Client, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pause is announced on the run's channel as every other pause is, so a CLI's or an HTTP
+    caller's wait answers with it then, not at its next safety read (pushed out of the test here)."""
+    monkeypatch.setattr(waiter, "POLL_NOTIFIED", 600.0)
+    monkeypatch.setattr(waiter, "POLL_UNNOTIFIED", 600.0)
+    async with cairn.Worker(client, poll_interval=0.05):
+        handle = await client.start(flows.add_then_wait, 1)
+        await eventually(lambda: status_is(handle, RunStatus.WAITING), what="the run waiting")
+        raw_sql(db_url, "UPDATE cairn_steps SET kind = 'bogus' WHERE run_id = ? AND seq = 1", handle.id)
+        settled = asyncio.ensure_future(handle._settled(30))
+        await eventually(lambda: _waited_on(client, handle.id), what="the wait listening")
+        await handle.signal("go")
+        row = await asyncio.wait_for(settled, 20)
+    assert row.status == RunStatus.PAUSED and row.pause_reason == "corrupt_journal"
+
+
+async def _waited_on(client: cairn.Client, run_id: str) -> bool:
+    return run_id in client.waiters.here()._waiting

@@ -12,7 +12,14 @@ from __future__ import annotations
 import json
 import uuid
 
-from cairn.errors import IllegalTransition, RunIdTaken, RunNotFound, WorkflowCancelled, WorkflowTimeout
+from cairn.errors import (
+    IllegalTransition,
+    JournalCorrupted,
+    RunIdTaken,
+    RunNotFound,
+    WorkflowCancelled,
+    WorkflowTimeout,
+)
 from cairn.records import NewRun, NewStep, RunRow
 from cairn.serialization import dumps, error_to_json
 from cairn.store.base import CANCELLED, WORK, Tx, run_row
@@ -48,7 +55,7 @@ def _lock(tx: Tx, run_id: str) -> RunRow:
 
 def _set(
     tx: Tx,
-    run: RunRow,
+    run_id: str,
     status: RunStatus,
     now: float,
     *,
@@ -59,7 +66,7 @@ def _set(
     tx.write(
         "set_control",
         {
-            "id": run.id,
+            "id": run_id,
             "status": status,
             "pause_reason": reason,
             "error": error,
@@ -68,8 +75,17 @@ def _set(
             "ready_at": now if ready else None,
         },
     )
-    tx.notify(f"run:{run.id}")
+    tx.notify(f"run:{run_id}")
     tx.notify(WORK)
+
+
+def pause_corrupt(tx: Tx, run_id: str, step: int | None, stored: str, why: str, now: float) -> None:
+    """Pause a run whose journal holds a row that does not decode, saying which and why, as the
+    engine pauses one whose recorded value does not (JournalCorrupted): fix the row, then retry.
+    Called on a claim, which holds the run's row already."""
+    error = dumps(error_to_json(JournalCorrupted(run_id, step, stored, why)))
+    _set(tx, run_id, RunStatus.PAUSED, now, reason="corrupt_journal", error=error)
+    event(tx, run_id, "paused", now, step, reason="corrupt_journal", error=why)
 
 
 def pause(tx: Tx, run_id: str) -> RunStatus:
@@ -77,7 +93,7 @@ def pause(tx: Tx, run_id: str) -> RunStatus:
     if not decide("pause", run_id, run.status):
         return run.status
     now = tx.now()
-    _set(tx, run, RunStatus.PAUSED, now, reason="user")
+    _set(tx, run.id, RunStatus.PAUSED, now, reason="user")
     event(tx, run_id, "paused", now, reason="user")
     return RunStatus.PAUSED
 
@@ -92,7 +108,7 @@ def resume(tx: Tx, run_id: str) -> RunStatus:
     # A run paused before its first activation never started: it goes back to pending, to be taken
     # as a new run (in its turn, in a queue with limits), not shown running when nothing runs.
     status = RunStatus.PENDING if run.activations == 0 else RunStatus.RUNNING
-    _set(tx, run, status, now, ready=True)
+    _set(tx, run.id, status, now, ready=True)
     event(tx, run_id, "resumed", now)
     return status
 
@@ -129,7 +145,7 @@ def _cancel(tx: Tx, run: RunRow, reason: WorkflowCancelled, now: float) -> RunSt
     """Stop the run and its open children; what it was waiting for is cancelled, and a parent
     waiting for it gets `reason`."""
     error = dumps(error_to_json(reason))
-    _set(tx, run, RunStatus.CANCELLED, now, error=error)
+    _set(tx, run.id, RunStatus.CANCELLED, now, error=error)
     tx.write("cancel_open_steps", {"run_id": run.id, "now": now, "activation": run.activations})
     tx.notify(CANCELLED)  # an attempt of it running on a worker stops now
     detail = {"reason": "timeout", "error": str(reason)} if isinstance(reason, WorkflowTimeout) else {}
@@ -175,7 +191,7 @@ def retry(tx: Tx, run_id: str) -> RunStatus:
         else:
             resolve_parent(tx, ended, ended.status, ended.result, ended.error, now)
     status = _going_on(tx, run)
-    _set(tx, run, status, now, ready=True)
+    _set(tx, run.id, status, now, ready=True)
     event(tx, run_id, "retried", now, steps=[int(r[0]) for r in failed])
     return status
 

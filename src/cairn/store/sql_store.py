@@ -14,12 +14,11 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from cairn.clock import Clock
-from cairn.errors import JournalCorrupted, LeaseLost, RunNotFound
+from cairn.errors import LeaseLost, RunNotFound
 from cairn.names import storable
 from cairn.queues import QueueSpec
 from cairn.records import NewRun, RunRow, StepRow
 from cairn.schedules import ScheduleSpec
-from cairn.serialization import dumps, error_to_json
 from cairn.store import control, journal_tx, queue_tx, schedule_tx
 from cairn.store.base import SCHEDULES, WORK, Database, Tx, run_row, step_row
 from cairn.store.batch import TxBatcher
@@ -853,29 +852,10 @@ def _decoded_step(tx: Tx, row: Sequence[Any], now: float, corrupt: set[str]) -> 
     except (ValueError, TypeError) as exc:
         fields = dict(zip(STEP_COLUMNS, row, strict=False))
         stored = f"kind {fields.get('kind')!r}, status {fields.get('status')!r}"
-        _pause_corrupt(tx, run_id, _int_or_none(fields.get("seq")), stored, str(exc), now)
+        control.pause_corrupt(tx, run_id, _int_or_none(fields.get("seq")), stored, str(exc), now)
+        log.warning("run %s paused: its journal holds a row that does not decode (%s: %s)", run_id, stored, exc)
         corrupt.add(run_id)
         return None
-
-
-def _pause_corrupt(tx: Tx, run_id: str, step: int | None, stored: str, why: str, now: float) -> None:
-    """Pause a run whose journal holds a row that does not decode, saying which and why, as the
-    engine pauses one whose recorded value does not (JournalCorrupted): fix the row, then retry."""
-    error = dumps(error_to_json(JournalCorrupted(run_id, step, stored, why)))
-    tx.write(
-        "set_control",
-        {
-            "id": run_id,
-            "status": RunStatus.PAUSED,
-            "pause_reason": "corrupt_journal",
-            "error": error,
-            "now": now,
-            "completed_at": None,
-            "ready_at": None,
-        },
-    )
-    journal_tx.event(tx, run_id, "paused", now, step, reason="corrupt_journal", error=why)
-    log.warning("run %s paused: its journal holds a row that does not decode (step %s: %s)", run_id, step, why)
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -905,7 +885,8 @@ def _lease_actions(
         try:
             options = json.loads(r[5]) if r[5] else None
         except ValueError as exc:  # changed outside Cairn: the run pauses, the claim goes on for the rest
-            _pause_corrupt(tx, str(r[0]), int(r[1]), f"options {r[5]!r}", f"not JSON ({exc})", now)
+            control.pause_corrupt(tx, str(r[0]), int(r[1]), f"options {r[5]!r}", f"not JSON ({exc})", now)
+            log.warning("run %s paused: its step %s holds options that are not JSON (%s)", r[0], r[1], exc)
             continue
         claims.append(ActionClaim(r[0], int(r[1]), r[2], r[3] or "{}", int(r[4]), options, r[6], int(r[7])))
     for c in claims:
