@@ -19,7 +19,15 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 from cairn.engine import sandbox
-from cairn.engine.runtime import Evicted, Resolution, Runtime, describe, set_thread_runtime
+from cairn.engine.runtime import (
+    Evicted,
+    Resolution,
+    Runtime,
+    at_their_times,
+    describe,
+    in_delivery_order,
+    set_thread_runtime,
+)
 from cairn.errors import (
     CairnError,
     NonDeterminismError,
@@ -192,7 +200,7 @@ class WorkflowInstance:
 
     @staticmethod
     def _resolutions(batch: Sequence[StepRow] | Sequence[Resolution]) -> list[Resolution]:
-        return sorted((r if isinstance(r, Resolution) else Resolution.of(r) for r in batch), key=lambda r: r.seq)
+        return in_delivery_order(r if isinstance(r, Resolution) else Resolution.of(r) for r in batch)
 
     def _when(self, now: float) -> float:
         """The logical time of the next activation: the run's start for its first (`now`, the first
@@ -281,30 +289,44 @@ class WorkflowInstance:
                 )
         return None
 
-    def _step(self, resolutions: Iterable[Resolution], now: float) -> None:
-        self._begin_step(resolutions, now)
-        while self._thread_turn():
-            self._receive_blocking()
-            self.loop.run_until_quiescent()
+    def _step(self, resolutions: Sequence[Resolution], now: float) -> None:
+        self._begin_step(now)
+        for group in at_their_times(resolutions):
+            if not self._deliver(group):
+                break
+            while self._thread_turn():
+                self._receive_blocking()
+                self.loop.run_until_quiescent()
         self._end_step()
 
-    async def _step_async(self, resolutions: Iterable[Resolution], now: float) -> None:
-        self._begin_step(resolutions, now)
-        while self._thread_turn():
-            await self._receive()
-            self.loop.run_until_quiescent()
+    async def _step_async(self, resolutions: Sequence[Resolution], now: float) -> None:
+        self._begin_step(now)
+        for group in at_their_times(resolutions):
+            if not self._deliver(group):
+                break
+            while self._thread_turn():
+                await self._receive()
+                self.loop.run_until_quiescent()
         self._end_step()
 
-    def _begin_step(self, resolutions: Iterable[Resolution], now: float) -> None:
-        rt = self.runtime
-        rt.activation += 1
+    def _begin_step(self, now: float) -> None:
+        self.runtime.activation += 1
         self.loop.set_time(now)
         if self.main is None:
             self.main = self.loop.create_task(self._coro if self._coro is not None else self._main())
-        for res in resolutions:
+
+    def _deliver(self, group: Sequence[Resolution]) -> bool:
+        """Hand the workflow what happened at one time and let it run until it waits again (its
+        thread's turns too); False once a record does not decode: nothing more of it runs."""
+        rt = self.runtime
+        if rt.fatal is not None:
+            return False
+        for res in group:
             rt.deliver(res)
-        if rt.fatal is None:  # a record that does not decode: nothing more of the workflow runs
-            self.loop.run_until_quiescent()
+        if rt.fatal is not None:
+            return False
+        self.loop.run_until_quiescent()
+        return True
 
     def _thread_turn(self) -> bool:
         """Whether the loop is quiet only because a plain `def` workflow's thread is running: the
@@ -354,11 +376,15 @@ class WorkflowInstance:
             counts_as_activation=False,
         )
 
+    def next_timer(self) -> float | None:
+        """When the earliest timer the run waits on is due, if it waits on one."""
+        due = [p.timer.when() for p in self.runtime.pending.values() if p.timer is not None]
+        return min(due) if due else None
+
     def _outcome(self, result: ActivationResult) -> None:
         rt = self.runtime
         result.properties = self._properties()
-        pending_timers = [p.timer.when() for p in rt.pending.values() if p.timer is not None]
-        result.wake_at = min(pending_timers) if pending_timers else None
+        result.wake_at = self.next_timer()
         main = self.main
         assert main is not None
         if not main.done() and not rt.pending:
@@ -447,7 +473,7 @@ class WorkflowInstance:
 
 
 def rows_to_resolutions(rows: Iterable[StepRow]) -> list[Resolution]:
-    return [Resolution.of(r) for r in sorted(rows, key=lambda r: r.seq)]
+    return in_delivery_order(Resolution.of(r) for r in rows)
 
 
 class _SyncBridge:

@@ -2,17 +2,19 @@
 
 It numbers steps in the order the workflow *schedules* them (never completion order), matches
 each against the journal while replaying, and turns new ones into `NewStep` commands. Results are
-delivered in the batches recorded in the journal (`delivered_in`), in step order, so races such as
-`wait_for` versus a timer replay exactly as they first ran.
+delivered in the batches recorded in the journal (`delivered_in`), in the order `in_delivery_order`
+gives from the journal alone, so races such as `wait_for` versus a timer replay exactly as they
+first ran.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -38,10 +40,55 @@ class Resolution:
     result: str | None = None
     error: str | None = None
     memory_writes: str | None = None
+    at: float | None = None
+    """When it happened: a timer's due time, another step's end (a signal wait's: when its signal
+    was there for it); None for outcomes handed over as they arrive."""
+    timer: bool = False
 
     @classmethod
     def of(cls, row: StepRow) -> Resolution:
-        return cls(row.seq, row.status, row.result, row.error, row.memory_writes)
+        timer = row.kind == StepKind.TIMER
+        at = row.due_at if timer else row.completed_at
+        return cls(row.seq, row.status, row.result, row.error, row.memory_writes, at, timer)
+
+
+def in_delivery_order(batch: Iterable[Resolution]) -> list[Resolution]:
+    """A batch in the order the workflow is handed it, live and on every replay alike (from what the
+    journal holds): results in step order, and each timer before the first of them that ended after
+    it was due. A timer fired late (its worker busy, draining or down) thus still wins against a
+    result that came after it, as it would have on time: `wait_for(child, 3600)` times out when the
+    child ended a day later, even if both are delivered in one activation."""
+    ordered = sorted(batch, key=lambda r: r.seq)
+    timers = sorted((r for r in ordered if r.timer), key=lambda r: (r.at if r.at is not None else math.inf, r.seq))
+    if not timers:
+        return ordered
+    out: list[Resolution] = []
+    for r in ordered:
+        if r.timer:
+            continue
+        while timers and timers[0].at is not None and r.at is not None and timers[0].at < r.at:
+            out.append(timers.pop(0))
+        out.append(r)
+    return out + timers
+
+
+def at_their_times(batch: Sequence[Resolution]) -> list[list[Resolution]]:
+    """A batch in delivery order cut into what happened at one time: each timer alone, the results
+    between them together. The workflow runs until it waits again after each, as it would have had
+    each come on time: handed a `wait_for`'s timeout and then its late result, it has timed out
+    (with both at once, `wait_for` returns a result that is there when it wakes)."""
+    groups: list[list[Resolution]] = [[]]
+    for r in batch:
+        if r.timer:
+            if groups[-1]:
+                groups.append([])
+            groups[-1].append(r)
+            groups.append([])
+        else:
+            groups[-1].append(r)
+    if len(groups) > 1 and not groups[-1]:
+        groups.pop()
+    return groups
 
 
 @dataclass(slots=True)
@@ -196,7 +243,9 @@ class Runtime:
 
     def _cancel(self, seq: int) -> None:
         rec = self.journal.get(seq)
-        if rec is None or not rec.status.is_resolved:
+        # Resolved but not delivered before this activation: a signal wait whose signal a commit
+        # matched to it, stopped by a timer that came first. Named, so that the signal is given back.
+        if rec is None or not rec.status.is_resolved or rec.delivered_in is None:
             self.commands.cancelled.append(seq)
 
     # --- delivery --------------------------------------------------------------------------

@@ -171,9 +171,12 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
     tx.write_row("fence_run", {"id": run.id, "token": commit.token, "now": now}, expect=lost)
     activation = run.activations + (1 if res.counts_as_activation else 0)
     _carry_and_deliver(tx, commit, activation, now)
+    # Created when the workflow scheduled them (the activation's time), not when the commit got
+    # through: a signal wait's start is what `consume_signals` weighs its signal's arrival against.
+    scheduled_at = res.delivered_at if 0 < res.delivered_at < now else now
     for step in res.new_steps:
         born = commit.owner if step.seq in commit.births else None
-        _insert_step(tx, run, step, activation, now, born, commit.lease)
+        _insert_step(tx, run, step, activation, now, born, commit.lease, scheduled_at)
     # Memory: the carried results' writes, then the workflow's own (it ran after them), in one kind
     # of row after the steps (the order `write_row` takes rows in), the last write of a key winning.
     for c in commit.completions:
@@ -183,8 +186,9 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
             _write_memory(tx, run.id, step.seq, [(step.name, step.args or "null")], now)
     # A failed run may be retried: the children it awaited go on and hand their results to the retry.
     abandons = res.status not in (RunStatus.FAILED, RunStatus.PAUSED)
+    delivered = set(res.delivered)
     for seq in res.cancelled:
-        _cancel_step(tx, run, seq, activation, now, abandons)
+        _cancel_step(tx, run, seq, activation, now, abandons, seq in delivered)
     if res.signal_waits and res.status in ACTIVE:
         # After this commit's new waits and cancellations, before it says when the run is next
         # ready: a signal that arrived since the claim resolves its wait, which leaves the run due.
@@ -200,13 +204,19 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
         tx.write("set_code_version", {"id": run.id, "version": res.code_version})
 
 
-def _cancel_step(tx: Tx, run: RunRow, seq: int, activation: int, now: float, abandons: bool) -> None:
+def _cancel_step(tx: Tx, run: RunRow, seq: int, activation: int, now: float, abandons: bool, delivered: bool) -> None:
     """A step the workflow stopped waiting for (a timeout, a cancelled task, or the run ended).
     When it `abandons` the step (it goes on without it, or has ended for good), a child it waited
     for (`cairn.child`, not one started with `start_child`) is cancelled with it, as Temporal
-    cancels a child whose awaiting scope is cancelled: else it would run on for no one."""
-    row = tx.one("cancel_step", {"run_id": run.id, "seq": seq, "now": now, "activation": activation})
+    cancels a child whose awaiting scope is cancelled: else it would run on for no one.
+    A signal wait stopped before it was handed the signal the claim matched it with (`delivered`:
+    in this same activation, a timer before it) gives the signal back, for the run's next wait."""
+    params = {"run_id": run.id, "seq": seq, "now": now, "activation": activation}
+    row = tx.one("cancel_step", params)
     if row is None:
+        if delivered and tx.one("return_signal_of_step", params) is not None:
+            tx.write("unconsume_signal", params)
+            event(tx, run.id, "step.cancelled", now, seq, signal="given back")
         return
     event(tx, run.id, "step.cancelled", now, seq)
     kind, options = row
@@ -354,10 +364,10 @@ def _waits_for(tx: Tx, child: RunRow) -> bool:
 
 
 def _insert_step(
-    tx: Tx, run: RunRow, step: NewStep, activation: int, now: float, born: str | None, lease: float
+    tx: Tx, run: RunRow, step: NewStep, activation: int, now: float, born: str | None, lease: float, scheduled_at: float
 ) -> None:
-    """Insert a step the workflow scheduled; `born` names the worker that runs it at once, leased
-    for `lease` seconds from the database's clock (see `_finish`)."""
+    """Insert a step the workflow scheduled at `scheduled_at`; `born` names the worker that runs it
+    at once, leased for `lease` seconds from the database's clock (see `_finish`)."""
     options = step.options
     due_at = step.due_at if step.kind == StepKind.TIMER else (None if born else now)
     tx.write_row(
@@ -374,7 +384,7 @@ def _insert_step(
             "due_at": due_at if step.kind in (StepKind.ACTION, StepKind.TIMER) else None,
             "queue": step.queue,
             "options": json.dumps(options, sort_keys=True, separators=(",", ":")) if options is not None else None,
-            "now": now,
+            "now": scheduled_at,
             "completed_at": now if step.status != StepStatus.SCHEDULED else None,
             "activation": activation,
             "attempt": 1 if born else 0,
@@ -425,17 +435,20 @@ def consume_signals(tx: Tx, matches: Sequence[Sequence[Any]], now: float) -> lis
     that arrived in between is never overwritten by the commit's idea of when the run is next
     ready, nor taken by a wait that timed out in that commit)."""
     resolved = []
-    for run_id, seq, name, signal_id, payload in matches:
-        params = {"run_id": run_id, "seq": seq, "signal_id": signal_id, "payload": payload, "now": now}
+    for run_id, seq, name, signal_id, payload, waited_from, sent_at in matches:
+        # The wait ended when the signal was there for it, not when a claim got round to it: that
+        # is the time that orders it against a timer delivered with it (`in_delivery_order`).
+        received_at = min(now, max(float(waited_from), float(sent_at)))
+        params = {"run_id": run_id, "seq": seq, "signal_id": signal_id, "payload": payload, "received_at": received_at}
         tx.write("consume_signal_into_step", params)
         tx.write("mark_signal_consumed", params)
         event(tx, run_id, "step.completed", now, seq, signal=name)
-        resolved.append(signal_step(run_id, int(seq), str(name), payload, now))
+        resolved.append(signal_step(run_id, int(seq), str(name), payload, received_at))
     return resolved
 
 
 def signal_step(run_id: str, seq: int, name: str, payload: str | None, now: float) -> StepRow:
-    """A wait as `consume_signal_into_step` leaves it: completed with the signal's payload."""
+    """A wait as `consume_signal_into_step` leaves it: completed at `now` with the signal's payload."""
     return StepRow(
         run_id,
         seq,

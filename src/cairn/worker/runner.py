@@ -415,6 +415,14 @@ class Runner:
         if await self._timed_out(entry.run, self.now()):
             entry.inst.close()  # its results are recorded apart, against steps the timeout cancels
             return False
+        due = entry.inst.next_timer()
+        if due is not None and due <= self.now():
+            # A timer of the run came due before these results came: only a claim fires it
+            # (`fire_due_timers_of_runs`), to be delivered with them in the order they happened
+            # (`in_delivery_order`). Folded here, a result that came after a `wait_for`'s timeout
+            # was handed over first, and won.
+            self.cache.put(entry)
+            return False
         # In step order, both: the workflow is handed the results so, and the commit writes their
         # memory so. In the order they arrived, the commit's last write of a key written by several
         # actions of one gather was another than the one the workflow read (handle.memory() said 3

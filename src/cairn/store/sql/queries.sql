@@ -110,11 +110,21 @@ ORDER BY r.id COLLATE "C"
 FOR NO KEY UPDATE OF r
 
 -- name: consume_signal_into_step
-UPDATE cairn_steps SET status = 'completed', completed_at = :now, result = :payload
+UPDATE cairn_steps SET status = 'completed', completed_at = :received_at, result = :payload
 WHERE run_id = :run_id AND seq = :seq AND status = 'scheduled'
 
 -- name: mark_signal_consumed
 UPDATE cairn_signals SET consumed_by = :seq WHERE id = :signal_id
+
+-- name: return_signal_of_step
+-- A signal wait the workflow stopped before it took the signal matched to it (see
+-- journal_tx._cancel_step): cancelled, its completed_at kept (the journal's delivery order uses it).
+UPDATE cairn_steps SET status = 'cancelled', result = NULL, cancelled_in = :activation
+WHERE run_id = :run_id AND seq = :seq AND kind = 'signal' AND status = 'completed'
+RETURNING seq
+
+-- name: unconsume_signal
+UPDATE cairn_signals SET consumed_by = NULL WHERE run_id = :run_id AND consumed_by = :seq
 
 -- name: deliver_step
 -- rows: run_id text, seq integer, activation integer, delivered_at double precision
@@ -681,10 +691,10 @@ ORDER BY run_id, seq
 -- Each open signal wait of these runs paired with a buffered signal of its name: the n-th open
 -- wait (in step order) takes the n-th buffered signal (in arrival order), so a burst is received
 -- in order, one signal per wait. See journal_tx.consume_signals, the one place they are matched.
-SELECT w.run_id, w.seq, w.name, s.id, s.payload
-FROM (SELECT run_id, seq, name, row_number() OVER (PARTITION BY run_id, name ORDER BY seq) AS n
+SELECT w.run_id, w.seq, w.name, s.id, s.payload, w.created_at, s.created_at
+FROM (SELECT run_id, seq, name, created_at, row_number() OVER (PARTITION BY run_id, name ORDER BY seq) AS n
       FROM cairn_steps WHERE run_id = ANY(:run_ids) AND kind = 'signal' AND status = 'scheduled') w
-JOIN (SELECT run_id, id, name, payload, row_number() OVER (PARTITION BY run_id, name ORDER BY id) AS n
+JOIN (SELECT run_id, id, name, payload, created_at, row_number() OVER (PARTITION BY run_id, name ORDER BY id) AS n
       FROM cairn_signals WHERE run_id = ANY(:run_ids) AND consumed_by IS NULL) s
   ON s.run_id = w.run_id AND s.name = w.name AND s.n = w.n
 ORDER BY w.run_id, w.seq

@@ -1,0 +1,116 @@
+"""A timer that fires late (its worker busy, draining or down) still happened at its due time: a
+result that came after that time loses to it, as it would have on time. Delivered in one activation
+with such a result, it was handed over in step order, after the result, and `asyncio.wait_for`
+returned a value that came too late."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import cairn
+from cairn import RunStatus
+from tests import flows
+from tests.conftest import eventually
+from tests.helpers import raw_sql, status_is
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@cairn.workflow
+async def signal_within_the_hour() -> str:
+    try:
+        return str(await asyncio.wait_for(cairn.wait_for_signal("go"), 3600))
+    except TimeoutError:
+        return "timed out"
+
+
+@cairn.workflow
+async def signal_within_the_hour_or_later() -> str:
+    try:
+        return str(await asyncio.wait_for(cairn.wait_for_signal("go"), 3600))
+    except TimeoutError:
+        return f"timed out, then {await cairn.wait_for_signal('go')}"
+
+
+@cairn.workflow
+async def gated_within(name: str, timeout: float) -> str:
+    try:
+        return await asyncio.wait_for(flows.wait_at_gate(name), timeout)
+    except TimeoutError:
+        return "timed out"
+
+
+async def _waiting_with_the_worker_gone(
+    client: cairn.Client, workflow: object = signal_within_the_hour
+) -> cairn.RunHandle:
+    async with cairn.Worker(client, poll_interval=0.05):
+        handle = await client.start(workflow)
+        await eventually(lambda: status_is(handle, RunStatus.WAITING), what="the run waiting")
+    return handle
+
+
+async def test_a_signal_sent_after_the_timeout_loses_to_it(client: cairn.Client, db_url: str) -> None:
+    handle = await _waiting_with_the_worker_gone(client)
+    # The hour passes with no worker up; then the signal comes, and a worker after it.
+    raw_sql(db_url, "UPDATE cairn_steps SET due_at = due_at - 7200 WHERE run_id = ? AND kind = 'timer'", handle.id)
+    await handle.signal("go", "late")
+    async with cairn.Worker(client, poll_interval=0.05):
+        assert await handle.result(timeout=20) == "timed out"
+
+
+async def test_a_signal_that_came_after_the_timeout_is_kept_for_the_next_wait(
+    client: cairn.Client, db_url: str
+) -> None:
+    """The claim matched it to the wait that the timeout then stopped: it is given back, not lost."""
+    handle = await _waiting_with_the_worker_gone(client, signal_within_the_hour_or_later)
+    raw_sql(db_url, "UPDATE cairn_steps SET due_at = due_at - 7200 WHERE run_id = ? AND kind = 'timer'", handle.id)
+    await handle.signal("go", "late")
+    async with cairn.Worker(client, poll_interval=0.05):
+        assert await handle.result(timeout=20) == "timed out, then late"
+    waits = [s for s in await handle.steps() if s.kind == "signal"]
+    assert [s.status for s in waits] == ["cancelled", "completed"], waits
+
+
+async def test_a_signal_sent_before_the_timeout_wins_though_the_timer_is_due_too(
+    client: cairn.Client, db_url: str
+) -> None:
+    handle = await _waiting_with_the_worker_gone(client)
+    await handle.signal("go", "in time")
+    # The timer comes due just after the signal came, both before any worker takes the run.
+    raw_sql(
+        db_url,
+        "UPDATE cairn_steps SET due_at = (SELECT created_at FROM cairn_signals WHERE run_id = ?) + 0.001 "
+        "WHERE run_id = ? AND kind = 'timer'",
+        handle.id,
+        handle.id,
+    )
+    async with cairn.Worker(client, poll_interval=0.05):
+        assert await handle.result(timeout=20) == "in time"
+
+
+async def test_an_action_that_ends_after_the_timeout_while_its_worker_drains_loses_to_it(client: cairn.Client) -> None:
+    """A draining worker takes no run, so the timer does not fire while the action runs on; the
+    action's result, folded into the run it holds, was delivered alone and won."""
+    gate = "late-timers-drain"
+    worker = cairn.Worker(client, poll_interval=0.05)
+    await worker.start()
+    handle = await client.start(gated_within, gate, 0.3)
+    await eventually(lambda: _action_running(handle), what="the action running")
+    stopping = asyncio.ensure_future(worker.stop(grace=30))
+    began = time.monotonic()
+    await eventually(lambda: _past(began, 0.5), what="the timeout passed")
+    flows.GATES[gate].set()
+    await stopping
+    async with cairn.Worker(client, poll_interval=0.05):
+        assert await handle.result(timeout=20) == "timed out"
+
+
+async def _action_running(handle: cairn.RunHandle) -> bool:
+    return any(s.kind == "action" and s.status == "running" for s in await handle.steps())
+
+
+async def _past(began: float, seconds: float) -> bool:
+    return time.monotonic() - began > seconds
