@@ -453,19 +453,24 @@ class WorkflowInstance:
         return COPY_BYTES + self.runtime.journal_bytes
 
     def close(self) -> None:
-        """Drop the run from memory, unwinding its coroutines or sync thread without side effects."""
+        """Drop the run from memory, unwinding its coroutines or sync thread without side effects.
+        The unwinding is workflow code (a `finally`, an `async with`'s exit) and runs as such, on
+        the run's own loop under the sandbox: a durable call there finds the run closed and is
+        stopped (`Evicted`). On the worker's loop it found no run, and an action called there ran
+        for real, unrecorded, each time a resting run was dropped."""
         self.runtime.closed = True
         if self._bridge is not None:
             self._bridge.abort()
-        for task in self.loop.pending_tasks():
-            with contextlib.suppress(BaseException):
-                task.get_coro().close()
-            # Destroyed pending, it would call the loop's handler from its finalizer: Python code run
-            # at whatever moment the garbage collector picks (even inside another run's activation).
-            task._log_destroy_pending = False  # type: ignore[attr-defined]
-        if self._coro is not None:
-            with contextlib.suppress(BaseException):
-                self._coro.close()  # never started when a watched stretch was cut short before it
+        with self.loop.as_running():
+            for task in self.loop.pending_tasks():
+                with contextlib.suppress(BaseException):
+                    task.get_coro().close()
+                # Destroyed pending, it would call the loop's handler from its finalizer: Python code
+                # run at whatever moment the garbage collector picks (even in another run's activation).
+                task._log_destroy_pending = False  # type: ignore[attr-defined]
+            if self._coro is not None:
+                with contextlib.suppress(BaseException):
+                    self._coro.close()  # never started when a watched stretch was cut short before it
         main = self.main
         if main is not None and main.done() and not main.cancelled():
             main.exception()  # retrieved: no "exception was never retrieved" from its finalizer either

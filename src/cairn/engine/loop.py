@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import hashlib
+import logging
 import math
+import sys
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from cairn.engine import sandbox
@@ -27,6 +30,8 @@ from cairn.errors import WorkflowSandboxError
 
 if TYPE_CHECKING:
     from cairn.engine.runtime import Runtime
+
+log = logging.getLogger("cairn.workflow")
 
 _IO_HINT = "workflow code must be deterministic: do I/O in an action and await it from the workflow"
 
@@ -145,24 +150,47 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
 
     def run_until_quiescent(self) -> None:
         """Run callbacks until nothing is ready; the real running loop is restored afterwards."""
+        with self.as_running():
+            self._run_ready()
+
+    @contextlib.contextmanager
+    def as_running(self) -> Iterator[None]:
+        """Workflow code's surroundings: this loop the running one (so a durable call finds the run),
+        its async generators finalized here (`_finalize_asyncgen`), and the sandbox on. The real
+        running loop and its hooks are put back afterwards."""
         outer = asyncio.events._get_running_loop()
+        hooks = sys.get_asyncgen_hooks()
         asyncio.events._set_running_loop(self)
-        self._running = True
+        sys.set_asyncgen_hooks(firstiter=None, finalizer=self._finalize_asyncgen)
         try:
             with sandbox.guarded():
-                while self._ready:
-                    handle = self._ready.popleft()
-                    if not handle._cancelled:
-                        try:
-                            handle._run()
-                        except (SystemExit, KeyboardInterrupt) as exc:
-                            # Raised by workflow code (`sys.exit()`): asyncio lets these two out of a
-                            # task's step after making them the task's outcome. Let out here, they
-                            # would end the worker process, and every worker that took the run next.
-                            self.call_exception_handler({"exception": exc})
+                yield
+        finally:
+            sys.set_asyncgen_hooks(*hooks)
+            asyncio.events._set_running_loop(outer)
+
+    def _finalize_asyncgen(self, agen: AsyncGenerator[Any, Any]) -> None:
+        """An async generator of the workflow's, left before its end (a `break` out of `async for`),
+        is closed as a task of the workflow, so that its `finally` is workflow code: journaled,
+        sandboxed, alike on every replay. Bound at its first iteration, this hook was the worker's
+        real loop's, which closed it there: an action in its `finally` ran for real, unrecorded,
+        again at each replay. A run dropped from memory runs nothing of it (`runtime.closed`)."""
+        if not self._closed and not self.runtime.closed:
+            self.call_soon(self.create_task, agen.aclose())
+
+    def _run_ready(self) -> None:
+        self._running = True
+        try:
+            while self._ready:
+                handle = self._ready.popleft()
+                if not handle._cancelled:
+                    # Raised by workflow code (`sys.exit()`), these two are let out of a task's step
+                    # after being made its outcome (the run fails on it). Let out here, they would
+                    # end the worker process, and every worker that took the run next.
+                    with contextlib.suppress(SystemExit, KeyboardInterrupt):
+                        handle._run()
         finally:
             self._running = False
-            asyncio.events._set_running_loop(outer)
 
     def fire(self, handle: asyncio.TimerHandle) -> None:
         if not handle.cancelled():
@@ -228,9 +256,17 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         self._ready.clear()
 
     def call_exception_handler(self, context: dict[str, Any]) -> None:
+        """What asyncio's default handler logs (an exception in a callback, a task's exception never
+        retrieved), logged for the run, once: not again on each replay of it."""
+        if self._closed or self.runtime.closed or self.runtime.replaying:
+            return
         exc = context.get("exception")
-        if isinstance(exc, BaseException) and self._exception is None:
-            self._exception = exc
+        log.warning(
+            "run %s: %s",
+            self.runtime.run_id,
+            context.get("message") or "exception in workflow code",
+            exc_info=(type(exc), exc, exc.__traceback__) if isinstance(exc, BaseException) else None,
+        )
 
     def default_exception_handler(self, context: dict[str, Any]) -> None:
         self.call_exception_handler(context)
