@@ -98,6 +98,17 @@ def test_cairn_dev_refuses_an_empty_token() -> None:
     assert empty.exit_code != 0 and "the API token must not be empty" in empty.output
 
 
+@pytest.mark.parametrize("command", [["dashboard"], ["dev", "examples.approval", "--no-reload"]])
+def test_a_token_with_whitespace_around_it_is_refused_before_serving(tmp_path: Path, command: list[str]) -> None:
+    """It was served, and no API client could ever send it (HTTP drops the spaces around a header's value)."""
+    args = [*command, "--db", f"sqlite:///{tmp_path}/w.db", "--port", "0", "--token", "s3cret-token\n"]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2, refused.output
+    assert "error: the API token begins or ends with whitespace" in refused.output
+    assert "s3cret" not in refused.output  # the token is not printed
+    assert not (tmp_path / "w.db").exists()
+
+
 @pytest.mark.parametrize("command", ["dashboard", "dev"])
 def test_a_port_already_taken_is_one_clear_error(tmp_path: Path, command: str) -> None:
     """uvicorn exits the process when it cannot bind: the user saw two tracebacks under "Task

@@ -3,9 +3,12 @@ CSRF, host and origin checks, escaping, CSP, secrets masked, and limits."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from html.parser import HTMLParser
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -15,7 +18,7 @@ from starlette.routing import Mount, Route
 import cairn
 from cairn.redaction import redact
 from cairn.store.open import redact_url
-from cairn.web import create_app
+from cairn.web import create_app, serve
 from cairn.web.edge import PUBLIC
 from tests.web import webflows
 from tests.web.conftest import TOKEN
@@ -106,6 +109,67 @@ async def test_browser_login_session_and_csrf(authed: httpx.AsyncClient, client:
     authed.cookies.clear()
     authed.cookies.set("cairn_session", good[:-1] + ("0" if good[-1] != "0" else "1"))
     assert (await authed.get("/api/runs")).status_code == 401
+
+
+def _sha256_keyed(token: str, message: str) -> str:
+    """An HMAC as the app keyed it before: by one SHA-256 of the token, a check of guesses at hash speed."""
+    key = hashlib.sha256(b"cairn-web-v1:" + token.encode()).digest()
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+
+
+async def test_a_visitor_without_the_token_is_shown_nothing_derived_from_it(authed: httpx.AsyncClient) -> None:
+    """The public login page's CSRF meta tag was HMAC(SHA-256(token), "csrf.anonymous"): anyone
+    could test token guesses against it offline, with no request to the server and no limit."""
+    verifier = _sha256_keyed(TOKEN, "csrf.anonymous")
+    for method, path, headers in [
+        ("GET", "/login", HTML),
+        ("GET", "/login?next=/workflows", HTML),
+        ("GET", "/", HTML),
+        ("GET", "/api/runs", {}),
+        ("GET", "/healthz", {}),
+        ("GET", "/static/app.css", {}),
+        ("GET", "/api/runs", {"Authorization": "Bearer nope"}),
+    ]:
+        r = await authed.request(method, path, headers=headers)
+        assert verifier not in r.text and verifier not in str(r.headers), path
+        assert re.search(r'name="csrf-token" content="[^"]', r.text) is None, path  # no CSRF token at all
+    wrong = await authed.post("/login", data={"token": "nope", "next": "/"})
+    assert wrong.status_code == 401 and verifier not in wrong.text
+    assert re.search(r'name="csrf-token" content="[^"]', wrong.text) is None
+    # The login form is still kept from other sites, by where the request comes from.
+    for foreign in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"}):
+        forged = await authed.post("/login", data={"token": TOKEN, "next": "/"}, headers=foreign)
+        assert forged.status_code == 403 and "cairn_session" not in forged.headers.get("set-cookie", ""), foreign
+    ok = await authed.post("/login", data={"token": TOKEN, "next": "/"}, headers={"Origin": "http://dash.example:8700"})
+    assert ok.status_code == 303 and (await authed.get("/api/runs")).status_code == 200
+    nonce, expires, signature = authed.cookies["cairn_session"].split(".")
+    assert signature != _sha256_keyed(TOKEN, f"session.{nonce}.{expires}")  # a cookie is no fast check either
+    page = await authed.get("/")
+    csrf = re.search(r'name="csrf-token" content="([^"]+)"', page.text)
+    assert csrf is not None and csrf.group(1) != _sha256_keyed(TOKEN, f"csrf.{nonce}")
+
+
+async def test_without_a_token_a_rebound_host_name_is_refused_over_a_socket(client: cairn.Client) -> None:
+    """A page at http://intranet:PORT, the name rebound to 127.0.0.1, read and steered every run:
+    a single-label Host was answered unless the request carried Sec-Fetch-* headers, which Chromium
+    does not send to a plain-http origin other than localhost."""
+    await client.start(webflows.Greeting, "x", id="rebound-1")
+    srv = serve.server(create_app(client), "127.0.0.1", 0)
+    task, url = await serve.start(srv)
+    port = urlsplit(url).port
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as h:
+            for host in (f"intranet:{port}", "intranet", "testserver", f"evil.example:{port}"):
+                for method, path in [("GET", "/api/runs"), ("GET", "/"), ("POST", "/api/runs/rebound-1/cancel")]:
+                    r = await h.request(method, path, headers={"Host": host})
+                    assert r.status_code == 403 and r.json()["error"] == "forbidden", (host, path, r.text)
+                    message = r.json()["message"]
+                    assert "only requests sent to localhost" in message and repr(host) in message
+            for host in (f"localhost:{port}", f"127.0.0.1:{port}"):
+                assert (await h.get("/api/runs", headers={"Host": host})).status_code == 200, host
+    finally:
+        await serve.stop(srv, task)
+    assert await client.get("rebound-1").status() == cairn.RunStatus.PENDING
 
 
 async def test_without_a_token_only_localhost_is_served(client: cairn.Client) -> None:
@@ -236,3 +300,27 @@ async def test_secrets_and_passwords_never_shown(http: httpx.AsyncClient, client
 def test_an_empty_token_is_refused(client: cairn.Client) -> None:
     with pytest.raises(ValueError, match="empty"):
         create_app(client, token=" ")
+
+
+@pytest.mark.parametrize("token", ["pässwörd-ü", "voilà", "トークン-0123"])
+async def test_a_token_in_any_script_works_as_a_bearer_header_and_in_the_login_form(
+    client: cairn.Client, token: str
+) -> None:
+    """A non-ASCII token logged in through the form but never matched a Bearer header: the header's
+    bytes, read as Latin-1, were encoded as UTF-8 again before the comparison."""
+    transport = httpx.ASGITransport(app=create_app(client, token=token))
+    async with httpx.AsyncClient(transport=transport, base_url="http://dash.example") as h:
+        for sent in (b"Bearer " + token.encode(), b"bearer  " + token.encode() + b" "):
+            assert (await h.get("/api/runs", headers={"Authorization": sent})).status_code == 200, sent
+        for wrong in (b"Bearer " + token.encode()[:-1], b"Bearer " + token.encode("utf-16-le")):
+            assert (await h.get("/api/runs", headers={"Authorization": wrong})).status_code == 401, wrong
+        assert (await h.post("/login", data={"token": f" {token}\n", "next": "/"})).status_code == 303  # pasted
+        assert (await h.get("/api/runs")).status_code == 200
+
+
+@pytest.mark.parametrize("token", [" tok-0123", "tok-0123\n", "\ttok-0123", "tok-0123\u00a0"])
+def test_a_token_with_whitespace_around_it_is_refused(client: cairn.Client, token: str) -> None:
+    """No client could send it: HTTP drops the spaces around a header's value, so `Bearer <token>`
+    never matched and the app could only be used through the login form."""
+    with pytest.raises(ValueError, match="begins or ends with whitespace"):
+        create_app(client, token=token)

@@ -164,3 +164,9 @@ class Counter(Workflow):
 async def exact(limit: int = 9007199254740993, note: str = "line1\nline2", ids: list[int] = [2**63 - 1]) -> str:  # noqa: B006
     """Defaults JavaScript's numbers cannot hold, and a line break an <input> drops."""
     return f"{limit} {note!r} {ids}"
+
+
+@workflow
+async def nums(n: int, x: float) -> list[float]:
+    """Numbers a number input takes but JSON does not (`007`, `.5`), typed into the start form."""
+    return [n, x]

@@ -490,8 +490,12 @@ def dev(
 ) -> None:
     """Run a worker and the dashboard in one process (SQLite ./cairn.db unless --db or CAIRN_DATABASE_URL),
     restarted when your code changes."""
-    if token is not None and not token.strip():
-        fail("the API token must not be empty; omit it (and unset CAIRN_API_TOKEN) to serve without one")
+    from cairn.web.security import check_token
+
+    try:
+        check_token(token)  # here, not once the worker's process has been restarted for reload
+    except ValueError as exc:
+        fail(str(exc))
     if reload:
         check_findable(modules)
         reload_on_change(sys.argv[1:] if sys.argv[1:2] == ["dev"] else ["dev", *_dev_args(modules, db, port)], grace)
@@ -1281,8 +1285,10 @@ def workers(db: str | None, as_json: bool) -> None:
 def dashboard(db: str | None, host: str, port: int, token: str | None) -> None:
     """Serve the web dashboard and the HTTP API (uvicorn) until Ctrl-C."""
     from cairn.web import serve
+    from cairn.web.security import check_token
 
     try:
+        check_token(token)  # before the database is opened (created) for nothing
         serve.check_bind(host, token)
     except ValueError as exc:
         fail(str(exc))

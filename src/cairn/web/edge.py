@@ -148,7 +148,7 @@ class Edge:
         """(a refusal, or None; the session nonce of a browser logged in with a cookie)."""
         host = headers.get("host", "")
         method = scope["method"]
-        if not self.guard.enabled and not served_without_token(host, headers):
+        if not self.guard.enabled and not served_without_token(host, headers, scope.get("server")):
             return error(
                 403,
                 "forbidden",

@@ -3,16 +3,19 @@
 Two modes. With a token, every route but `/healthz`, `/login` and the static assets needs it: an
 API client sends `Authorization: Bearer <token>`; a browser logs in once and gets a signed,
 expiring session cookie (HttpOnly, SameSite=Strict), and each of its state-changing requests
-carries a CSRF token derived from that session. Without a token (the default, for a dashboard on
-127.0.0.1) requests must name a loopback host, so a DNS-rebinding page cannot reach the app (a
-single-label name such as an in-process test client's `testserver` is also answered, but not from
-a browser: see `served_without_token`), and a browser's state-changing requests still carry the
+carries a CSRF token derived from that session. A visitor with no session is given nothing derived
+from the token (see `Guard.csrf_for`); the login form is kept from other sites by the Origin and
+`Sec-Fetch-Site` checks instead. Without a token (the default, for a dashboard on 127.0.0.1)
+requests over a socket must name a loopback host, so a DNS-rebinding page cannot reach the app (a
+single-label name such as an in-process test client's `testserver` is also answered, but only
+in-process: see `served_without_token`), and a browser's state-changing requests still carry the
 CSRF token, which only the app's own pages know.
 Tokens and signatures are compared with `hmac.compare_digest`.
 
 Sessions are stateless (nonce, expiry and an HMAC keyed by the token), so several app processes
 behind one token accept each other's cookies and a new token logs everyone out. Rejected: a
-server-side session table (state to keep, in a database the web layer must not write to).
+server-side session table (state to keep, in a database the web layer must not write to). The key
+is the token stretched by scrypt (once, at start-up), so a cookie is no fast check of token guesses.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import hmac
 import ipaddress
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
 SESSION_COOKIE = "cairn_session"
@@ -31,16 +34,38 @@ SESSION_TTL = 12 * 3600
 """Seconds a browser login lasts."""
 
 
+SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+"""scrypt's cost for the session key: about 50 ms and 16 MiB, paid once per app."""
+
+
+def check_token(token: str | None) -> None:
+    """ValueError, saying why, for a token no client could send."""
+    if token is None:
+        return
+    if not token.strip():
+        raise ValueError(
+            "the API token must not be empty; omit it (and unset CAIRN_API_TOKEN) to serve without one on 127.0.0.1"
+        )
+    if token != token.strip():
+        # HTTP drops the spaces around a header's value: `Bearer <token>` could never match.
+        raise ValueError("the API token begins or ends with whitespace, which no client can send: remove it")
+
+
+def session_key(token: str) -> bytes:
+    """The key that signs sessions and CSRF tokens. A fixed salt, so that every app process
+    behind one token derives the same key; scrypt, so that a cookie (an HMAC under this key) is
+    no fast offline check of guessed tokens, as a SHA-256 of the token was."""
+    return hashlib.scrypt(token.encode(), salt=b"cairn-web-v2", dklen=32, **SCRYPT)
+
+
 class Guard:
     """The app's token (or none) and everything derived from it."""
 
     def __init__(self, token: str | None) -> None:
-        if token is not None and not token.strip():
-            raise ValueError("the API token must not be empty; omit it to serve without one on 127.0.0.1")
+        check_token(token)
         self.token = token
         # Without a token, a random key per app: CSRF tokens are only known to pages it served.
-        seed = token.encode() if token is not None else secrets.token_bytes(32)
-        self._key = hashlib.sha256(b"cairn-web-v1:" + seed).digest()
+        self._key = session_key(token) if token is not None else secrets.token_bytes(32)
 
     @property
     def enabled(self) -> bool:
@@ -50,13 +75,23 @@ class Guard:
         return hmac.new(self._key, message.encode(), hashlib.sha256).hexdigest()
 
     def bearer_ok(self, header: str | None) -> bool:
+        """Whether an Authorization header (its bytes as Latin-1, as the edge reads headers) holds
+        the token. Compared as bytes, the header's as sent with the token's UTF-8: a token with
+        `ä` never matched, its header's bytes being re-encoded as UTF-8 a second time."""
         if self.token is None or not header:
             return False
         scheme, _, value = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token.encode())
+        try:
+            sent = value.encode("latin-1")
+        except UnicodeEncodeError:  # not a header's bytes
+            return False
+        # ASCII whitespace only: str.strip() also ate a UTF-8 byte read as Latin-1 (`à` ends in 0xA0).
+        return scheme.lower() == "bearer" and hmac.compare_digest(sent.strip(), self.token.encode())
 
     def token_ok(self, given: str) -> bool:
-        return self.token is not None and hmac.compare_digest(given.encode(), self.token.encode())
+        """Whether the login form's token (decoded text) is the token; spaces around it are a
+        paste's, never the token's (`check_token`)."""
+        return self.token is not None and hmac.compare_digest(given.strip().encode(), self.token.encode())
 
     def new_session(self) -> str:
         nonce, expires = secrets.token_urlsafe(16), int(time.time()) + SESSION_TTL
@@ -74,11 +109,16 @@ class Guard:
         return nonce
 
     def csrf_for(self, nonce: str | None) -> str:
-        """The CSRF token of a session (or of the tokenless app when `nonce` is None)."""
+        """The CSRF token of a session, or of the tokenless app when `nonce` is None; with a token
+        and no session, none (""). That one was a fixed HMAC keyed by the token, on the public
+        login page: anyone could test token guesses against it offline."""
+        if nonce is None and self.token is not None:
+            return ""
         return self._sign(f"csrf.{nonce or 'anonymous'}")
 
     def csrf_ok(self, nonce: str | None, given: str | None) -> bool:
-        return bool(given) and hmac.compare_digest((given or "").encode(), self.csrf_for(nonce).encode())
+        expected = self.csrf_for(nonce)
+        return bool(given) and bool(expected) and hmac.compare_digest((given or "").encode(), expected.encode())
 
 
 def is_loopback_host(host: str) -> bool:
@@ -110,17 +150,34 @@ def is_local_peer(peer: str | None) -> bool:
     return address.is_loopback
 
 
-def served_without_token(host: str, headers: Mapping[str, str]) -> bool:
-    """Whether an app with no token answers a request sent to `host` (its Host header).
+def in_process(server: Sequence[object] | None) -> bool:
+    """Whether a request came from an in-process client (httpx's `ASGITransport`, Starlette's
+    `TestClient`), not over a socket, judged by the ASGI scope's `server`: such a client fills it
+    from the URL (`("testserver", 80)`), a server with the address it listens on (an IP address;
+    None on a Unix socket). Not by `client`: httpx's transport says it is 127.0.0.1."""
+    if not server or not isinstance(server[0], str):
+        return False
+    try:
+        ipaddress.ip_address(server[0].split("%", 1)[0])
+    except ValueError:
+        return True  # a name where a socket has an address
+    return False
+
+
+def served_without_token(host: str, headers: Mapping[str, str], server: Sequence[object] | None) -> bool:
+    """Whether an app with no token answers a request sent to `host` (its Host header), which
+    came to the server listening at `server` (the ASGI scope's).
 
     The check stops DNS rebinding: a page whose name the attacker's DNS points at 127.0.0.1, read
-    by the victim's browser. Such a name has a dot (it is in public DNS) and the request comes from
-    a browser, which marks every request with `Sec-Fetch-*` headers a page cannot forge. Any other
-    client can send whatever Host it likes, so refusing it protects nothing: a single-label name
-    (`test`, `testserver`, as in-process test clients send) is answered unless a browser sent it."""
+    by the victim's browser, which then sends that name as the Host. Over a socket only loopback
+    names are answered: a single-label name was answered too unless the request carried
+    `Sec-Fetch-*` headers, and Chromium sends none to a plain-http origin that is not localhost, so
+    `http://intranet:8700` rebound to 127.0.0.1 read and steered every run. An in-process test
+    client (`test`, `testserver`) is no browser and reaches no socket: its single-label name is
+    answered."""
     if is_loopback_host(host):
         return True
-    if any(key.startswith("sec-fetch-") for key in headers):
+    if not in_process(server) or any(key.startswith("sec-fetch-") for key in headers):
         return False
     name = host.strip()
     if name.count(":") == 1:  # name:port

@@ -81,3 +81,18 @@ def test_the_start_forms_values_reach_the_run_as_written(page: Page, api: httpx.
     form.locator('button[type="submit"]').click()
     page.wait_for_url("**/runs/exact-typed")
     assert api.get("/api/runs/exact-typed").json()["input"]["limit"] == 12345678901234567891
+
+
+def test_numbers_typed_as_a_number_input_takes_them_start_the_run(page: Page, api: httpx.Client, base_url: str) -> None:
+    """`007` and `.5` went into the body as typed, which is not JSON: "the body is not valid JSON"."""
+    assert webflows.nums
+    for n, x, run_id in [("007", ".5", "nums-typed"), ("-0012", "-00.250e1", "nums-signed")]:
+        page.goto(base_url + "/workflows")
+        form = page.locator('form.start[data-workflow="tests.web.webflows.nums"]')
+        form.locator('[data-param="n"]').fill(n)
+        form.locator('[data-param="x"]').fill(x)
+        form.locator("[data-run-id]").fill(run_id)
+        form.locator('button[type="submit"]').click()
+        page.wait_for_url(f"**/runs/{run_id}")
+    assert api.get("/api/runs/nums-typed").json()["input"] == {"n": 7, "x": 0.5}
+    assert api.get("/api/runs/nums-signed").json()["input"] == {"n": -12, "x": -2.5}

@@ -95,13 +95,18 @@
 
   const INTEGER = /^[+-]?\d+$/;
   const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+  const PARTS = /^([+-]?)(\d*)(?:\.(\d*))?([eE][+-]?\d+)?$/;
 
+  // A number as typed, written as JSON writes it, still as text. `007`, `.5` and `1.` are numbers
+  // to the form but not JSON: pasted into the body as typed, the start failed ("not valid JSON").
   function numberText(text, kind, name) {
     const trimmed = text.trim();
     if (!(kind === "integer" ? INTEGER : NUMBER).test(trimmed)) {
       throw new Error(`${name} must be ${kind === "integer" ? "a whole number" : "a number"}, got ${JSON.stringify(text)}`);
     }
-    return trimmed.replace(/^\+/, "");
+    const [, sign, whole, fraction, exponent] = PARTS.exec(trimmed);
+    const digits = whole.replace(/^0+(?=\d)/, "") || "0";  // JSON allows no leading zero, and no bare `.`
+    return `${sign === "-" ? "-" : ""}${digits}${fraction ? `.${fraction}` : ""}${exponent || ""}`;
   }
 
   document.addEventListener("submit", async (event) => {
