@@ -547,6 +547,20 @@ async def deadline_flow() -> str:
         return type(exc).__name__
 
 
+@action
+async def raises_generator_exit() -> str:
+    called("raises_generator_exit")
+    raise GeneratorExit("raised by the action")
+
+
+@workflow
+async def generator_exit_flow() -> str:
+    try:
+        return await raises_generator_exit()
+    except cairn.ActionError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
 # --- schedules (issue 19): never declared at import, or every test's worker would fire them --------
 
 

@@ -13,6 +13,7 @@ import ctypes
 import os
 import resource
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -161,3 +162,62 @@ async def complaining_flow(then_die: bool) -> str:
         return await complains(then_die)
     except cairn.ActionCrashed as exc:
         return str(exc)
+
+
+def _wait_for_a_subprocess(pid_dir: str) -> str:
+    """Wait for a process started here (an ffmpeg, a shell pipeline), its pid in `pid_dir`."""
+    started = subprocess.Popen(["sleep", "60"])
+    Path(pid_dir, "subprocess.pid").write_text(str(started.pid))
+    started.wait()
+    return "never"
+
+
+@action(isolate=True, timeout=0.5, retry=RetryPolicy(attempts=1))
+def waits_for_a_subprocess(pid_dir: str) -> str:
+    return _wait_for_a_subprocess(pid_dir)
+
+
+@action(isolate=True)
+def waits_for_a_subprocess_untimed(pid_dir: str) -> str:
+    return _wait_for_a_subprocess(pid_dir)
+
+
+@workflow
+async def subprocess_flow(pid_dir: str) -> str:
+    return await waits_for_a_subprocess_untimed(pid_dir)
+
+
+@workflow
+async def subprocess_timeout_flow(pid_dir: str) -> str:
+    try:
+        return await waits_for_a_subprocess(pid_dir)
+    except cairn.ActionTimeout as exc:
+        return type(exc).__name__
+
+
+@action(isolate=True)
+def leaves_a_subprocess() -> int:
+    """Starts a process and returns without waiting for it: it runs on in the action's child."""
+    return subprocess.Popen(["sleep", "60"]).pid
+
+
+@workflow
+async def leaves_a_subprocess_flow() -> int:
+    return await leaves_a_subprocess()
+
+
+@action(isolate=True, retry=RetryPolicy(attempts=2), backoff=FAST)
+def ends_itself(how: str) -> str:
+    if how == "exit":
+        sys.exit(3)
+    if how == "interrupt":
+        raise KeyboardInterrupt
+    raise GeneratorExit("raised by the action")
+
+
+@workflow
+async def ends_itself_flow(how: str) -> str:
+    try:
+        return await ends_itself(how)
+    except cairn.ActionError as exc:
+        return f"{type(exc).__name__}: {exc}"

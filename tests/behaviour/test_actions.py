@@ -89,3 +89,14 @@ async def test_the_engines_own_timeout_surfaces_after_one_attempt_by_default(cli
     assert await handle.result(timeout=10) == "ActionTimeout"
     (step,) = await handle.steps()
     assert step.attempt == 1 and flows.CALLS["over_its_deadline"] == 1
+
+
+async def test_an_action_raising_generator_exit_fails_its_step_once(client: cairn.Client) -> None:
+    """A GeneratorExit of the action's own was taken for the worker stopping the attempt: the
+    attempt was dropped until its lease ran out, then run again, 21 times, and the run was told
+    they were lost with their worker."""
+    handle = await client.start(flows.generator_exit_flow)
+    assert await handle.result(timeout=10) == "ActionError: GeneratorExit: raised by the action"
+    (step,) = await handle.steps()
+    assert step.attempt == 1 and step.status == StepStatus.FAILED and step.error["type"] == "GeneratorExit"
+    assert flows.CALLS["raises_generator_exit"] == 1

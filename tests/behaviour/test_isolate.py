@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 import cairn
 from cairn import StepStatus
 from tests import isolate_flows, slow_import_flows
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -111,3 +114,79 @@ async def test_the_import_of_the_actions_module_in_its_process_is_not_the_action
     assert await handle.result(timeout=60) == 42
     (step,) = await handle.steps()
     assert step.attempt == 1
+
+
+async def _ended(pid: int) -> bool:
+    """Whether process `pid` has ended: gone, or a zombie (an init that reaps no orphans, as in some
+    containers, leaves one, which `os.kill(pid, 0)` still finds)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _kill(pid: int) -> None:
+    """Leave nothing running when a test fails."""
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _started_pid(pid_dir: Path) -> int | None:
+    text = (pid_dir / "subprocess.pid").read_text() if (pid_dir / "subprocess.pid").exists() else ""
+    return int(text) if text else None
+
+
+async def test_a_timeout_ends_the_processes_the_action_started(client: cairn.Client, tmp_path: Path) -> None:
+    """A timeout killed the action's process alone: a `sleep` it waited for (an ffmpeg, a shell
+    pipeline) ran on, reparented to init, and each retry started one more."""
+    handle = await client.start(isolate_flows.subprocess_timeout_flow, str(tmp_path))
+    assert await handle.result(timeout=30) == "ActionTimeout"
+    started = _started_pid(tmp_path)
+    assert started is not None
+    try:
+        await eventually(lambda: _ended(started), timeout=5, what="the action's subprocess ended")
+    finally:
+        _kill(started)
+
+
+async def test_a_cancel_ends_the_processes_the_action_started(client: cairn.Client, tmp_path: Path) -> None:
+    handle = await client.start(isolate_flows.subprocess_flow, str(tmp_path))
+
+    async def started() -> int | None:
+        return _started_pid(tmp_path)
+
+    pid = await eventually(started, timeout=30, what="the action started its subprocess")
+    try:
+        await handle.cancel()
+        await eventually(lambda: _ended(pid), timeout=10, what="the action's subprocess ended")
+    finally:
+        _kill(pid)
+
+
+async def test_a_stopping_worker_ends_what_its_actions_left_running(client: cairn.Client, worker: cairn.Worker) -> None:
+    """A process an action started and left running ends with the action's process at the worker's
+    stop (it outlived it, reparented to init)."""
+    pid = await client.run(isolate_flows.leaves_a_subprocess_flow, timeout=30)
+    try:
+        assert not await _ended(pid)  # it runs on beside the warm child meanwhile
+        await worker.stop()
+        await eventually(lambda: _ended(pid), timeout=5, what="the action's subprocess ended")
+    finally:
+        _kill(pid)
+
+
+async def test_sys_exit_or_keyboard_interrupt_in_the_child_fails_the_attempt_as_in_process(
+    client: cairn.Client,
+) -> None:
+    """`sys.exit()` (or KeyboardInterrupt) in an isolated action ended its process: an ActionCrashed,
+    retried, where the same action in process failed once, its error recorded under its own type."""
+    said = {
+        "exit": "SystemExit: 3",
+        "interrupt": "KeyboardInterrupt: ",
+        "generator_exit": "GeneratorExit: raised by the action",
+    }
+    handles = {how: await client.start(isolate_flows.ends_itself_flow, how) for how in said}
+    for how, handle in handles.items():
+        assert await handle.result(timeout=30) == f"ActionError: {said[how]}"
+        (step,) = await handle.steps()
+        assert step.attempt == 1 and step.error["type"] == said[how].split(":")[0]

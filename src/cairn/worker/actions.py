@@ -71,18 +71,21 @@ Key = tuple[str, int]
 """An attempt's (run id, step)."""
 
 
-def _stopped(exc: BaseException) -> bool:
-    """Whether `exc` is this worker stopping the attempt (its task cancelled: a stopping worker, a
-    cancelled run) rather than the action's own way of failing. Anything else the action raises,
-    even a BaseException (`sys.exit()` in a library, KeyboardInterrupt, a CancelledError of its
-    own), is the outcome of its attempt: let through, it would end the worker process or leave the
-    step running until its lease ran out, to be claimed and lost again and again."""
-    if isinstance(exc, GeneratorExit):
-        return True
-    if not isinstance(exc, asyncio.CancelledError):
+def _stopped(exc: BaseException, attempting: asyncio.Task[Any] | None) -> bool:
+    """Whether `exc` is this worker stopping the attempt run by the task `attempting` (cancelled: a
+    stopping worker, a cancelled run; or its coroutine closed, which throws GeneratorExit in from
+    outside the task) rather than the action's own way of failing. Anything else the action raises,
+    even a BaseException (`sys.exit()` in a library, KeyboardInterrupt, a CancelledError or a
+    GeneratorExit of its own), is the outcome of its attempt: let through, it would end the worker
+    process or leave the step running until its lease ran out, to be claimed and lost again and
+    again (a GeneratorExit raised by an action was, 21 times, then reported lost with its worker)."""
+    if not isinstance(exc, asyncio.CancelledError | GeneratorExit):
         return False
-    task = asyncio.current_task()
-    return task is None or task.cancelling() > 0
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no loop runs: the coroutine is being closed (a loop or interpreter ending)
+        return True
+    return task is None or task is not attempting or task.cancelling() > 0
 
 
 _EXECUTORS: weakref.WeakSet[ActionExecutor] = weakref.WeakSet()
@@ -206,6 +209,7 @@ class ActionExecutor:
         result: str | None = None
         error: str | None = None
         retry_delay: float | None = None
+        attempting = asyncio.current_task()
         try:
             if defn is None:
                 raise UnknownActionError(f"action {claim.name!r} is not registered on this worker")
@@ -221,7 +225,7 @@ class ActionExecutor:
             try:
                 result = await self._traced_attempt(defn, claim, ctx, timeout)
             except BaseException as exc:
-                if _stopped(exc):
+                if _stopped(exc, attempting):
                     raise
                 error = error_text(exc)
                 chosen = bool(options.get("retry_chosen", defn.retry_chosen))

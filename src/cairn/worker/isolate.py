@@ -8,7 +8,8 @@ loop, and turns each way the attempt can end into an ordinary attempt outcome:
 - it sends back a result: the JSON text produced in the child is the step's result, as is;
 - it sends back an error: the exception is re-created in the worker from its JSON (type, message,
   traceback), so the retry policy sees the original type;
-- the timeout passes: SIGTERM, a short grace, SIGKILL, reap, then `ActionTimeout`;
+- the timeout passes: SIGTERM, a short grace, SIGKILL (to its process group), reap, then
+  `ActionTimeout`;
 - the child dies without a word (signal, `os._exit`): `ActionCrashed`, a transient error, so it is
   retried per policy like any other flaky failure.
 
@@ -20,6 +21,10 @@ next attempt; module state an action leaves behind persists in its child between
 would in any process pool. Children exit when their pipe closes: an idle one at `retire_idle()`
 when a worker stops, and any one, busy too, at the worker process's own end, SIGKILL included
 (`_end_with_the_worker`).
+
+Each child leads a process group (a session) of its own, and every signal that ends it goes to that
+group: the processes an action started (a `subprocess.Popen` of an ffmpeg, a shell pipeline) end
+with its child, at a timeout, a cancel, a crash, a stop, and when the child itself exits.
 
 Children come from a "forkserver": the worker has threads (the psycopg pool, asyncio executors),
 so forking it directly is unsafe, while spawning a fresh interpreter is slow. The forkserver
@@ -55,11 +60,12 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, NoReturn
 
 from cairn.action_context import ActionContext, action_context
 from cairn.dependencies import invoke_with_dependencies
-from cairn.errors import ActionCrashed, ActionTimeout, PayloadTooLarge, UnknownActionError
+from cairn.errors import ActionCrashed, ActionError, ActionTimeout, PayloadTooLarge, UnknownActionError
+from cairn.names import loaded_module
 from cairn.registry import ActionDef, registry
 from cairn.serialization import error_from_json, error_to_json, max_payload_bytes
 
@@ -364,16 +370,35 @@ class _Child:
             return code
 
     async def stop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """SIGTERM, then SIGKILL after TERM_GRACE; return once the child is reaped."""
+        """SIGTERM, then SIGKILL after TERM_GRACE, to its whole process group; return once the child
+        is reaped (`dispose` ends what of its group outlived it)."""
         if self.exitcode is not None:
             return
-        self.proc.terminate()
+        self._signal(signal.SIGTERM)
         if not await self.wait(loop, TERM_GRACE):
-            self.proc.kill()
+            self._signal(signal.SIGKILL)
             await self.wait(loop, None)
 
+    def _signal(self, sig: signal.Signals) -> None:
+        """Send `sig` to the child's process group: the child and every process its actions started
+        (a `subprocess.Popen` of theirs). Signalled alone, the child died and a `sleep 300` or an
+        ffmpeg it waited for ran on, reparented to init, one more at each retry. The group is the
+        child's pid (`_serve` makes it a session leader); before it is, the child alone is signalled."""
+        pid = self.proc.pid
+        if pid is None:
+            return
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:  # no such group (left already, or not made yet): the child alone
+            if self.exitcode is None:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, sig)
+        except PermissionError:  # the child and its group are gone, and the id is someone else's now
+            pass
+
     def retire(self) -> None:
-        """Close its request pipe: an idle child reads EOF and exits (the forkserver reaps it)."""
+        """Close its request pipe: an idle child reads EOF and exits with its process group (the
+        forkserver reaps it)."""
         self.requests.close()
         self.replies.close()
 
@@ -386,8 +411,8 @@ class _Child:
         if not self.started:
             self.proc.close()
             return
+        self._signal(signal.SIGKILL)  # even once it has exited: what its actions started ends too
         if self.exitcode is None:
-            self.proc.kill()
             try:
                 await self.wait(loop, None)
             except BaseException:  # cancelled again: it is dead anyway, and the forkserver reaps it
@@ -431,7 +456,7 @@ def _outcome(defn: ActionDef, ctx: ActionContext, data: dict[str, Any]) -> str:
         ctx.memory_snapshot[key] = text
     ctx.logs.extend(data["logs"])
     if data["error"] is not None:
-        raise error_from_json(data["error"])
+        raise _raised_by_the_action(data["error"])
     result: str = data["result"]
     limit = max_payload_bytes()  # the worker's limit rules, whatever environment the child saw
     if len(result) > limit:
@@ -440,6 +465,30 @@ def _outcome(defn: ActionDef, ctx: ActionContext, data: dict[str, Any]) -> str:
             "(CAIRN_MAX_PAYLOAD_BYTES); store large data elsewhere and pass a reference."
         )
     return result
+
+
+def _raised_by_the_action(record: dict[str, Any]) -> BaseException:
+    """The exception the action raised in its child, re-created here, so that its attempt fails as
+    it would have in process. `error_from_json` makes an ActionError of a BaseException that is no
+    Exception (as a workflow must get it); the attempt needs that type itself: `sys.exit()` or
+    KeyboardInterrupt in an isolated action ended its child, whose death was an ActionCrashed and
+    retried, where the same action in process failed once, its error recorded under its own type."""
+    exc = error_from_json(record)
+    if type(exc) is not ActionError:
+        return exc
+    cls: Any = loaded_module(str(record.get("module", "")))
+    for part in str(record["type"]).split("."):
+        cls = getattr(cls, part, None)
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)) or issubclass(cls, Exception):
+        return exc  # an Exception not loaded here (or an ActionError itself): error_from_json's
+    args = record.get("args")
+    try:
+        own: BaseException = cls(*(args if isinstance(args, list) else [record["message"]]))
+    except Exception:
+        return exc
+    for note in getattr(exc, "__notes__", ()):  # its traceback in the child
+        own.add_note(note)
+    return own
 
 
 def _describe_exit(code: int | None) -> str:
@@ -494,18 +543,26 @@ async def _writable_or_dead(loop: asyncio.AbstractEventLoop, fd: int, sentinel: 
 def _serve(requests: Connection, replies: Connection) -> None:
     """A warm child's whole life: serve attempts one at a time until its request pipe closes.
 
-    SIGINT is ignored: Ctrl-C reaches the worker's whole process group, and the worker decides
-    what happens to the attempt (finish it within its grace, or kill this child)."""
+    It leads a session (and process group) of its own, so that the worker can end it together with
+    every process its actions started (`_Child._signal`), and it ends that group when it ends. Away
+    from the terminal's process group, Ctrl-C reaches the worker alone, which decides what happens
+    to the attempt (finish it within its grace, or kill this group); SIGINT is ignored here all the
+    same, for the moment before `setsid` and for a SIGINT sent to the worker's group by hand."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.setsid()
     quiet = os.open(os.devnull, os.O_WRONLY)
     os.dup2(quiet, 2)
     threading.Thread(
         target=_end_with_the_worker, args=(requests.fileno(),), name="cairn-isolate-watch", daemon=True
     ).start()
     while True:
+        # Idle, a SIGTERM (multiprocessing's to its daemon children as the worker process exits,
+        # maybe before this child has read the EOF of its retirement) ends the group too.
+        signal.signal(signal.SIGTERM, _retire)
         request = _read_message(requests.fileno())
         if request is None:
-            return
+            _retire()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # an attempt runs with the default
         reply = _attempt(json.loads(request), lambda: _reply(replies, _STARTED))
         _reply(replies, reply)
 
@@ -523,7 +580,23 @@ def _end_with_the_worker(fd: int) -> None:
             if event & select.POLLNVAL:
                 return  # the pipe was closed here: the child is ending anyway
             if event & (select.POLLHUP | select.POLLERR):
-                os._exit(1)
+                _end_group()
+
+
+def _retire(*_: object) -> NoReturn:
+    """End an idle child: what it printed is flushed (as at a normal exit), then its group ends
+    (what an action started and left running ends with the process it was started from)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    _end_group()
+
+
+def _end_group() -> NoReturn:
+    """End this child and every process of its group (what its actions started), at once."""
+    if os.getpgrp() == os.getpid():  # never the worker's group, were this child still in it
+        os.killpg(os.getpid(), signal.SIGKILL)
+    os._exit(1)
 
 
 _STARTED = {"started": True}
@@ -570,7 +643,7 @@ def _attempt(request: dict[str, Any], started: Callable[[], None]) -> dict[str, 
         args, kwargs = defn.signature.decode_args(request["args"])
         started()
         result = defn.signature.encode_result(_call(defn, args, kwargs))
-    except Exception as exc:
+    except BaseException as exc:  # `sys.exit()` too: the action's failure, not a crash of its process
         error = error_to_json(exc)
     finally:
         action_context.reset(token)
