@@ -150,3 +150,25 @@ def test_a_workflow_reaching_the_clock_through_a_helper_is_refused_at_registrati
 
 def _stamp() -> str:
     return datetime.now().isoformat()
+
+
+@cairn.action
+async def remember_time(t: float) -> float:
+    return t
+
+
+@workflow
+async def keeps_a_deadline_from_its_start() -> float:
+    deadline = await remember_time(asyncio.get_running_loop().time() + 3600)
+    await cairn.sleep(0.01)  # a run this short is let go while it sleeps, and replayed after
+    return deadline
+
+
+async def test_the_clock_of_a_runs_first_activation_is_the_same_on_replay(client: cairn.Client) -> None:
+    """The first activation ran at its claim's time; its replays at the run's recorded start,
+    which was the commit's time, a few milliseconds later: the same code diverged."""
+    async with cairn.Worker(client, poll_interval=0.05):
+        handle = await client.start(keeps_a_deadline_from_its_start)
+        deadline = await handle.result(timeout=20)
+    row = await handle.describe()
+    assert row.started_at is not None and deadline == row.started_at + 3600

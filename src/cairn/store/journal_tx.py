@@ -173,7 +173,7 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
     _carry_and_deliver(tx, commit, activation, now)
     # Created when the workflow scheduled them (the activation's time), not when the commit got
     # through: a signal wait's start is what `consume_signals` weighs its signal's arrival against.
-    scheduled_at = res.delivered_at if 0 < res.delivered_at < now else now
+    scheduled_at = _ran_at(commit, now)
     for step in res.new_steps:
         born = commit.owner if step.seq in commit.births else None
         _insert_step(tx, run, step, activation, now, born, commit.lease, scheduled_at)
@@ -248,6 +248,12 @@ def _carry_and_deliver(tx: Tx, commit: Commit, activation: int, now: float) -> N
             tx.write_row("deliver_step", row)
 
 
+def _ran_at(commit: Commit, now: float) -> float:
+    """The time the activation ran at (its workflow's clock), not when its commit got through."""
+    ran = commit.result.delivered_at
+    return ran if 0 < ran < now else now
+
+
 def _finish(tx: Tx, commit: Commit, activation: int, now: float) -> None:
     run, res = commit.run, commit.result
     terminal = res.status in TERMINAL
@@ -264,6 +270,9 @@ def _finish(tx: Tx, commit: Commit, activation: int, now: float) -> None:
             "activations": activation,
             "properties": res.properties,
             "now": now,
+            # The first activation's clock, which its replays run at (`WorkflowInstance._when`):
+            # the commit's time was later, and `loop.time()` there was another on every replay.
+            "started_at": _ran_at(commit, now),
             "completed_at": now if terminal else None,
             "parked": 1 if res.status in PARKED else 0,
             "wake_at": res.wake_at,
@@ -330,7 +339,7 @@ def _finished_row(commit: Commit, activation: int, now: float) -> RunRow:
         pause_reason=None,
         properties=res.properties if res.properties is not None else run.properties,
         updated_at=now,
-        started_at=run.started_at if run.started_at is not None else now,
+        started_at=run.started_at if run.started_at is not None else _ran_at(commit, now),
         completed_at=now,
         lease_owner=None,
         lease_token=commit.token + 1,

@@ -171,11 +171,11 @@ ON CONFLICT (run_id, activation) DO UPDATE SET properties = excluded.properties
 -- is next ready now when a result arrived meanwhile (recorded apart, or a signal matched to its
 -- wait by this commit), else at its next timer; `due` says it is ready now, for the wake-up.
 -- A sticky lease runs :lease seconds from the database's clock as the row is written (see insert_run).
--- rows: id text, token bigint, status text, result text, error text, activations integer, properties text, now double precision, completed_at double precision, parked integer, wake_at double precision, pause_reason text, lease_owner text, lease double precision
+-- rows: id text, token bigint, status text, result text, error text, activations integer, properties text, now double precision, started_at double precision, completed_at double precision, parked integer, wake_at double precision, pause_reason text, lease_owner text, lease double precision
 UPDATE cairn_runs AS r
 SET status = x.status, result = x.result, error = x.error, activations = x.activations,
     pause_reason = x.pause_reason, properties = COALESCE(x.properties, r.properties), updated_at = x.now,
-    started_at = COALESCE(r.started_at, x.now), completed_at = x.completed_at,
+    started_at = COALESCE(r.started_at, x.started_at), completed_at = x.completed_at,
     lease_owner = x.lease_owner, lease_until = cairn_now() + x.lease, lease_token = r.lease_token + 1,
     ready_at = CASE
         WHEN x.parked = 1 THEN NULL
