@@ -172,3 +172,30 @@ async def test_the_clock_of_a_runs_first_activation_is_the_same_on_replay(client
         deadline = await handle.result(timeout=20)
     row = await handle.describe()
     assert row.started_at is not None and deadline == row.started_at + 3600
+
+
+@cairn.action
+async def note(what: str) -> str:
+    return what
+
+
+@workflow
+async def acts_on_what_finished(n: int) -> list[str]:
+    gathered = asyncio.gather(remember_time(1.0), remember_time(2.0))
+    tasks = [asyncio.ensure_future(remember_time(float(i))) for i in range(3, 5)]
+    names = {id(gathered): "gathered", id(tasks[0]): "first", id(tasks[1]): "second"}
+    done, _ = await asyncio.wait([gathered, *tasks])
+    order = [names[id(f)] for f in done]
+    for name in order:  # a step for each, in the order `done` iterates
+        await note(f"{n}: {name} finished")
+    await cairn.sleep(0.01)  # let go and replayed
+    return order
+
+
+async def test_what_asyncio_wait_returns_iterates_alike_on_replay(client: cairn.Client) -> None:
+    """`asyncio.gather`'s future was hashed by its address, so its place in the `done` set, and
+    the steps scheduled in that order, changed from one replay to the next (16 of 30 runs paused)."""
+    async with cairn.Worker(client, poll_interval=0.05):
+        handles = [await client.start(acts_on_what_finished, i) for i in range(20)]
+        orders = [await h.result(timeout=30) for h in handles]
+    assert all(sorted(o) == ["first", "gathered", "second"] for o in orders), orders

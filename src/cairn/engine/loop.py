@@ -96,6 +96,12 @@ class WorkflowTask(_NumberedHash, asyncio.Task[Any]):
     __slots__ = ("_cairn_hash",)
 
 
+class WorkflowGatheringFuture(_NumberedHash, asyncio.tasks._GatheringFuture):  # type: ignore[name-defined, misc]
+    """What `asyncio.gather` returns, numbered too: it builds its future itself, not through the
+    loop's `create_future`, and hashed by address it came out of `asyncio.wait`'s `done` set in
+    another place on each replay (put in as asyncio's own, see `DeterministicLoop.__init__`)."""
+
+
 def workflow_hash(obj: object, loop: object = None) -> int:
     """The hash of `obj` (a task, a future, an action or child call) on workflow `loop` (the running
     one by default): the loop's next (see `next_hash`); its address anywhere else."""
@@ -105,6 +111,7 @@ def workflow_hash(obj: object, loop: object = None) -> int:
 
 
 _as_completed = asyncio.tasks.as_completed
+_GatheringFuture = asyncio.tasks._GatheringFuture  # type: ignore[attr-defined]
 
 
 def _as_completed_in_order(fs: Any, *, timeout: float | None = None) -> Any:
@@ -123,6 +130,8 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
     def __init__(self, runtime: Runtime) -> None:
         if asyncio.as_completed is _as_completed:
             asyncio.as_completed = asyncio.tasks.as_completed = _as_completed_in_order
+        if asyncio.tasks._GatheringFuture is _GatheringFuture:  # type: ignore[attr-defined]
+            asyncio.tasks._GatheringFuture = WorkflowGatheringFuture  # type: ignore[attr-defined]
         self.runtime = runtime
         self._ready: collections.deque[asyncio.Handle] = collections.deque()
         self._time = 0.0
