@@ -4,6 +4,8 @@ queue's limit meanwhile while the place was counted free, and past a `kill` the 
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import cairn
@@ -44,3 +46,20 @@ async def test_a_cancel_from_another_process_stops_the_attempt_before_the_next_h
             await eventually(lambda: holds(key in tf.CANCELLED), timeout=5, what="the action cancelled at once")
     finally:
         await other.close()
+
+
+@cairn.workflow
+async def gives_up_on_a_nap(key: str) -> str:
+    try:
+        return str(await asyncio.wait_for(tf.napping(key, 30), 0.2))
+    except TimeoutError:
+        return "gave up"
+
+
+async def test_an_attempt_the_workflow_stops_waiting_for_stops_before_the_next_heartbeat(client: cairn.Client) -> None:
+    """A `wait_for` that times out cancels its action's step as a control cancel does; the attempt
+    ran on until the heartbeat, its place in a queue's limit counted free while it held it."""
+    async with cairn.Worker(client, poll_interval=0.05, lease=30.0):  # its heartbeat: every 10 s
+        key = f"given-up-{id(client)}"
+        assert await client.run(gives_up_on_a_nap, key, timeout=20) == "gave up"
+        await eventually(lambda: holds(key in tf.CANCELLED), timeout=5, what="the action cancelled at once")

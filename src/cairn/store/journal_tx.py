@@ -14,7 +14,7 @@ from typing import Any
 from cairn.errors import CairnError, IllegalTransition, LeaseLost, RunIdConflict, RunIdTaken, RunNotFound
 from cairn.records import NewRun, NewStep, RunRow, StepRow
 from cairn.serialization import error_to_json
-from cairn.store.base import WORK, Tx, run_row
+from cairn.store.base import CANCELLED, WORK, Tx, run_row
 from cairn.store.protocol import ActionClaim, Commit, Completion
 from cairn.transitions import decide
 from cairn.types import RunStatus, StepKind, StepStatus
@@ -220,6 +220,10 @@ def _cancel_step(tx: Tx, run: RunRow, seq: int, activation: int, now: float, aba
         return
     event(tx, run.id, "step.cancelled", now, seq)
     kind, options = row
+    if kind == StepKind.ACTION:
+        # An attempt of it running on a worker stops now, as on a control cancel: it ran on until
+        # its worker's next heartbeat, its queue's place counted free meanwhile.
+        tx.notify(CANCELLED)
     if not abandons or kind != StepKind.CHILD or (options is not None and json.loads(options).get("join")):
         return
     child = tx.one("awaited_child", {"parent_id": run.id, "seq": seq})
