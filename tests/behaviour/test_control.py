@@ -174,6 +174,25 @@ async def test_fork_reuses_the_journal_up_to_a_step(client: cairn.Client) -> Non
         await original.fork(from_step=9)
 
 
+@cairn.workflow
+async def adds_then_naps(x: int) -> int:
+    y = await flows.add_one(x)
+    await cairn.sleep(0.3)
+    return y
+
+
+async def test_a_cancelled_run_forked_from_the_step_it_was_cancelled_in_runs_that_step_again(
+    client: cairn.Client,
+) -> None:
+    """The steps a cancel stopped were copied cancelled and stayed so: the fork waited for ever."""
+    original = await client.start(adds_then_naps, 40)
+    await eventually(lambda: status_is(original, RunStatus.WAITING), what="the run asleep")
+    assert await original.cancel() == RunStatus.CANCELLED
+    forked = await original.fork(from_step=2)
+    assert await forked.result(timeout=10) == 41
+    assert [s.status for s in await forked.steps()] == [StepStatus.COMPLETED, StepStatus.COMPLETED]
+
+
 async def test_where_id_controls_by_id(client: cairn.Client) -> None:
     await client.start(flows.Approval, "W1", id="welcome@example.com")
     handle = flows.Approval.where_id("welcome@example.com", client)

@@ -146,7 +146,10 @@ def _cancel(tx: Tx, run: RunRow, reason: WorkflowCancelled, now: float) -> RunSt
     waiting for it gets `reason`."""
     error = dumps(error_to_json(reason))
     _set(tx, run.id, RunStatus.CANCELLED, now, error=error)
-    tx.write("cancel_open_steps", {"run_id": run.id, "now": now, "activation": run.activations})
+    # Cancelled after the last activation, by no activation of it: a fork from these steps (any
+    # rewind to K) opens them again. Stamped K, they stayed cancelled in a fork from the last step,
+    # which waited for ever on what it was cancelled in.
+    tx.write("cancel_open_steps", {"run_id": run.id, "now": now, "activation": run.activations + 1})
     tx.notify(CANCELLED)  # an attempt of it running on a worker stops now
     detail = {"reason": "timeout", "error": str(reason)} if isinstance(reason, WorkflowTimeout) else {}
     event(tx, run.id, "cancelled", now, **detail)
