@@ -187,12 +187,16 @@ class WorkflowTimeout(WorkflowCancelled, TimeoutError):
     as WorkflowCancelled (DBOS's reading of a workflow timeout) or as TimeoutError."""
 
 
-class WorkflowFailed(CairnError):
-    """The run failed and its original exception type could not be re-created here."""
-
-
 class ActionError(CairnError):
-    """An action failed with an exception whose type is not importable where it is re-raised.
+    """An action (or a child run) failed with an exception that cannot be re-created where it is
+    raised again: its type is not loaded in this process (Cairn never imports a module because a
+    record names it), or cannot be made from what was recorded (pydantic's ValidationError).
+
+    What is raised then is a subclass of ActionError named as the original type, whose str() is the
+    original message, with its attributes, and derived from the builtin exception the type derives
+    from (so `except ValueError` still catches a ValidationError): a workflow sees the same error
+    whether or not its worker has the type's module loaded. A BaseException that is not an
+    Exception (SystemExit, KeyboardInterrupt) is an ActionError saying `Type: message`.
 
     `type_name` and `remote_traceback` keep what the worker recorded.
     """
@@ -201,6 +205,13 @@ class ActionError(CairnError):
         super().__init__(message)
         self.type_name = type_name
         self.remote_traceback = remote_traceback
+
+
+class WorkflowFailed(ActionError):
+    """The run failed and its original exception type could not be re-created here: what
+    `handle.result()` (and `client.run()`) raise then, as ActionError is in workflow code (and an
+    ActionError, so that `except ActionError` catches it too). `type_name`, the message and
+    `remote_traceback` are the run's error as recorded."""
 
 
 class IllegalTransition(CairnError):

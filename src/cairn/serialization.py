@@ -11,6 +11,7 @@ changes with each process's hash seed).
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import functools
 import inspect
@@ -434,19 +435,40 @@ def _short(exc: pydantic.ValidationError) -> str:
 def error_to_json(exc: BaseException) -> Json:
     """What is kept of an exception: its type, message and traceback text, and the arguments it
     was made with when they are not just the message (so that `RunIdConflict` or an exception of
-    the user's with fields of its own comes back whole)."""
+    the user's with fields of its own comes back whole). Besides: which of its arguments and
+    attributes were bytes (kept as their UTF-8 text, made bytes again), the builtin exception its
+    type derives from when that is not `Exception` (`base`: what stands in for a type that is not
+    loaded where it is re-created derives from it too), and an exception group's own message and
+    members (`group`)."""
+    kind = type(exc)
     data: dict[str, Json] = {
-        "type": type(exc).__qualname__,
-        "module": importable_module(type(exc).__module__),
+        "type": kind.__qualname__,
+        "module": importable_module(kind.__module__),
         "message": error_message(exc),
         "traceback": _format_traceback(exc),
     }
-    args = _constructor_args(exc)
-    if args is not None and args != [data["message"]]:
-        data["args"] = args
-    attrs = {k: v for k, v in vars(exc).items() if not k.startswith("_") and _scalar(v)}
+    base = _builtin_base(kind)
+    if base is not None:
+        data["base"] = base
+    constructed = _constructor_args(exc)
+    if constructed is not None and constructed != ([data["message"]], []):
+        data["args"], bytes_args = constructed
+        if bytes_args:
+            data["bytes_args"] = list(bytes_args)
+    attrs: dict[str, Json] = {}
+    bytes_attrs: list[Json] = []
+    for name, value in vars(exc).items():
+        kept = None if name.startswith("_") else _attribute(value)
+        if kept is not None:
+            attrs[name] = kept[0]
+            if kept[1]:
+                bytes_attrs.append(name)
     if attrs:
         data["attrs"] = attrs
+    if bytes_attrs:
+        data["bytes_attrs"] = bytes_attrs
+    if isinstance(exc, BaseExceptionGroup):
+        data["group"] = {"message": exc.message, "exceptions": [error_to_json(e) for e in exc.exceptions]}
     return data
 
 
@@ -478,26 +500,66 @@ def error_text_summary(error: str | None) -> str:
         return str(error)
 
 
-def _scalar(value: Any) -> bool:
-    """A value kept of an exception's attributes: JSON scalars (`code` of `CardError(msg, code=...)`,
-    which its positional arguments do not carry), short enough not to weigh on the error record."""
+MAX_ATTRIBUTE_CHARS = 10_000
+"""How much of a text attribute of an exception is kept (a CalledProcessError's `stderr`): the rest
+is cut, with a marker saying so, so that the error record stays light."""
+
+
+def _attribute(value: Any) -> tuple[Json, bool] | None:
+    """An attribute of an exception as it is kept, and whether it was bytes; None when it is not
+    kept. JSON scalars (`code` of `CardError(msg, code=...)`, which its positional arguments do not
+    carry), texts cut to MAX_ATTRIBUTE_CHARS (dropped, a CalledProcessError's long `stderr` came back
+    None), and bytes as their UTF-8 text (dropped, its `stderr=b"..."` came back None): made bytes
+    again when re-created, the same bytes when they were UTF-8 (what a tool's output nearly always
+    is), with U+FFFD for each byte that was not."""
     if value is None or isinstance(value, bool | int):
-        return True
+        return value, False
     if isinstance(value, float):
-        return math.isfinite(value)
-    return isinstance(value, str) and len(value) <= 1000
+        return (value, False) if math.isfinite(value) else None
+    if isinstance(value, bytes | bytearray):
+        return _cut(_bytes_text(value)), True
+    if isinstance(value, str):
+        return _cut(value), False
+    return None
 
 
-def _constructor_args(exc: BaseException) -> list[Json] | None:
-    """The JSON-plain arguments that re-create `exc` (as pickle would call its type), or None."""
+def _bytes_text(value: bytes | bytearray) -> str:
+    return bytes(value).decode("utf-8", "replace")
+
+
+def _cut(text: str) -> str:
+    if len(text) <= MAX_ATTRIBUTE_CHARS:
+        return text
+    return f"{text[:MAX_ATTRIBUTE_CHARS]}... [{len(text) - MAX_ATTRIBUTE_CHARS} more characters cut by Cairn]"
+
+
+def _builtin_base(kind: type[BaseException]) -> str | None:
+    """The nearest builtin exception a type that is not builtin derives from, when it is not
+    `Exception`: `ValueError` for pydantic's ValidationError, `BaseException` for one that is not
+    an Exception (which a workflow never gets as itself)."""
+    if kind.__module__ == "builtins":
+        return None
+    for parent in kind.__mro__[1:]:
+        if parent.__module__ == "builtins":
+            return None if parent is Exception else parent.__name__
+    return None
+
+
+def _constructor_args(exc: BaseException) -> tuple[list[Json], list[int]] | None:
+    """The JSON-plain arguments that re-create `exc` (as pickle would call its type), with the
+    positions of those that were bytes (kept as their UTF-8 text, as attributes are), or None."""
     try:
         reduced = exc.__reduce__()
         if not (isinstance(reduced, tuple) and len(reduced) >= 2 and reduced[0] is type(exc)):
             return None
-        args = pydantic_core.to_jsonable_python(list(reduced[1]))
+        given = list(reduced[1])
+        bytes_at = [i for i, arg in enumerate(given) if isinstance(arg, bytes | bytearray)]
+        for i in bytes_at:
+            given[i] = _bytes_text(given[i])
+        args = pydantic_core.to_jsonable_python(given)
     except Exception:
         return None
-    return args if isinstance(args, list) else None
+    return (args, bytes_at) if isinstance(args, list) else None
 
 
 def _format_traceback(exc: BaseException) -> str:
@@ -524,6 +586,8 @@ def error_text(exc: BaseException) -> str:
         pass
     keep = max(200, max_payload_bytes() // 32)  # escaped, a character takes at most 12 bytes
     short = {"type": data["type"], "module": data["module"]}
+    if "base" in data:  # a BaseException's stays one where its type is not loaded
+        short["base"] = data["base"]
     for key in ("message", "traceback"):
         text = str(data.get(key, ""))
         if len(text) > keep:
@@ -536,64 +600,196 @@ _NEVER_RECORDED = ("NonDeterminismError", "JournalCorrupted", "LeaseLost", "Comp
 """Cairn's own errors that no action or child run ends with: a step record naming one is forged."""
 
 
-def decode_error(text: str | None) -> BaseException:
+def decode_error(text: str | None, fallback: type[ActionError] = ActionError) -> BaseException:
     """The exception a step or run recorded (see `error_from_json`); ValueError saying why, when the
     record is not one Cairn could have written."""
     try:
         data = json.loads(text or "{}")
     except json.JSONDecodeError as exc:
         raise ValueError(f"is not JSON ({exc.msg} at char {exc.pos})") from None
-    return error_from_json(data)
+    return error_from_json(data, fallback)
 
 
-def error_from_json(data: Json) -> BaseException:
-    """Re-create the original exception type where this process has it imported, else ActionError.
+def error_from_json(data: Json, fallback: type[ActionError] = ActionError) -> BaseException:
+    """Re-create a recorded exception (`error_to_json`'s record) where this process has its type
+    loaded; a record of another shape, or naming something that is not an exception type, is a
+    ValueError saying why. Nothing else is ever raised: an exception that cannot be re-created
+    comes back as a `fallback` (ActionError in workflow code, WorkflowFailed from `result()`),
+    which workflow code can catch. An exception group comes back as a group of its members,
+    each re-created so.
 
-    Only modules already in sys.modules are consulted: stored data never triggers an import. A record
-    of another shape, or naming something that is not an exception type, is a ValueError saying why.
-    """
+    A type that is not loaded here, or that cannot be made again from its record (pydantic's
+    ValidationError needs its line errors), comes back as a stand-in: a subclass of `fallback`
+    named as the type (same module and qualified name, so it is recorded again as that type), its
+    str() the recorded message, its attributes set, and derived from the builtin exception the type
+    derives from (`except ValueError` catches a ValidationError either way). A type that is loaded
+    and made again whose str() is not the message recorded (UnicodeDecodeError, which says its
+    bytes) says the recorded message. So what workflow code sees of an error is the same whether
+    or not the process that replays it has the type's module loaded (a library an action imported
+    lazily is not, in a worker restarted since). A workflow diverged from its own journal when the
+    replaying process made `ActionError("LibError: boom")` of what the first run saw as
+    `LibError("boom")`. Only `except LibError` (or a non-builtin base of it) tells them apart, and
+    code that names the type has loaded it.
+
+    Only modules already in sys.modules are consulted: stored data never triggers an import. An
+    import would run the module's top-level code inside a workflow activation (on the worker's
+    event loop, against the deadlock watchdog's clock, where a heavy SDK's import paused the run)
+    or in any client reading a result; an exception defined in a script is recorded under the
+    script's name, which imported elsewhere runs the script; and a row changed in the database
+    could import any module installed.
+
+    A BaseException that is not an Exception (SystemExit, KeyboardInterrupt) is never raised as
+    itself in workflow code, where it would end the worker: it is a `fallback` saying
+    `Type: message`, loaded or not (a record says its `base`)."""
     if not isinstance(data, dict) or not isinstance(data.get("type"), str) or not isinstance(data.get("message"), str):
         raise ValueError("is not an error record (a JSON object with a 'type' and a 'message' string)")
     module_name = str(data.get("module", ""))
-    module = loaded_module(module_name)
-    cls: Any = module
-    for part in data["type"].split("."):
-        cls = getattr(cls, part, None)
-    if module_name.startswith("cairn") and data["type"] in _NEVER_RECORDED:
-        raise ValueError(f"names Cairn's own {data['type']}, which no action or child run ends with")
+    type_name: str = data["type"]
+    cls = _loaded_type(module_name, type_name)
+    if module_name.startswith("cairn") and type_name in _NEVER_RECORDED:
+        raise ValueError(f"names Cairn's own {type_name}, which no action or child run ends with")
     if cls is not None and not (isinstance(cls, type) and issubclass(cls, BaseException)):
-        raise ValueError(f"names {module_name}.{data['type']}, which is not an exception type")
-    message = data["message"]
+        raise ValueError(f"names {module_name}.{type_name}, which is not an exception type")
+    message: str = data["message"]
     tb = str(data.get("traceback", ""))
-    exc: BaseException
-    args = data.get("args")
-    if isinstance(cls, type) and issubclass(cls, Exception):
-        attrs = data.get("attrs")
-        given = tuple(args) if isinstance(args, list) else (message,)
-        try:
-            exc = cls(*given)
-            # Its constructor takes something else (a code it makes the message of) when the one made
-            # would not be made again from the same arguments (as `__reduce__` gives them: its args,
-            # or what a type with a `__reduce__` of its own says re-creates it, as RunIdConflict's).
-            if _constructor_args(exc) != list(given):
-                raise TypeError(f"{cls.__qualname__}{given!r} made {exc.args!r}")
-        except Exception:  # not made by calling it: the arguments it had, as it had them
-            exc = cls.__new__(cls)
-            exc.args = given
-        if isinstance(attrs, dict):  # and its attributes, as pickle would set them after the call
-            vars(exc).update({str(k): v for k, v in attrs.items()})
-        try:
-            str(exc)
-        except Exception:  # its __str__ needs what the record could not carry: it says the recorded message
-            exc = _printable(cls).__new__(_printable(cls))
-            exc.args = (message,)
-            if isinstance(attrs, dict):
-                vars(exc).update({str(k): v for k, v in attrs.items()})
-    else:
-        exc = ActionError(f"{data.get('type')}: {message}", str(data.get("type", "")), tb)
+    base = _recorded_base(data.get("base"))
+    exc: BaseException | None = None
+    if cls is not None and issubclass(cls, BaseExceptionGroup):
+        exc = _regrouped(cls, data, fallback)
+    if exc is None and cls is not None and issubclass(cls, Exception):
+        exc = _remade(cls, data, message)
+    if exc is None:
+        if (cls is not None and not issubclass(cls, Exception)) or (
+            base is not None and not issubclass(base, Exception)
+        ):
+            exc = fallback(f"{type_name}: {message}", type_name, tb)
+        else:
+            exc = _stand_in(module_name, type_name, base, fallback)(message, type_name, tb)
+            _restore(exc, data)
     if tb:
         exc.add_note(f"Original traceback (recorded by Cairn):\n{tb.rstrip()}")
     return exc
+
+
+def _loaded_type(module_name: str, type_name: str) -> Any:
+    """What the record's type names in a module loaded here, or None."""
+    found: Any = loaded_module(module_name)
+    for part in type_name.split("."):
+        try:
+            found = getattr(found, part, None)
+        except Exception:  # a module's __getattr__ that fails otherwise than with AttributeError
+            return None
+        if found is None:
+            return None
+    return found
+
+
+def _recorded_base(name: Json) -> type[BaseException] | None:
+    """The builtin exception a record says its type derives from, or None."""
+    found = getattr(builtins, name, None) if isinstance(name, str) else None
+    return found if isinstance(found, type) and issubclass(found, BaseException) else None
+
+
+def _remade(cls: type[Exception], data: dict[str, Json], message: str) -> BaseException | None:
+    """`cls` made again from its record, saying the recorded message; None when it cannot be made."""
+    args = data.get("args")
+    recorded = (args, _positions(data.get("bytes_args"), len(args))) if isinstance(args, list) else ([message], [])
+    given = tuple(_as_bytes(arg) if i in recorded[1] else arg for i, arg in enumerate(recorded[0]))
+    exc = _made(cls, given, recorded)
+    if exc is None:
+        return None
+    _restore(exc, data)
+    if _said(exc) == message:
+        return exc
+    # Its str() says something else (a UnicodeDecodeError's bytes came back as text, or its __str__
+    # needs what the record could not carry): an instance of a subclass that says the recorded message.
+    exc = _made(_printable(cls), given, recorded)
+    if exc is None:
+        return None
+    _restore(exc, data)
+    vars(exc)["_cairn_message"] = message
+    return exc
+
+
+def _made(cls: type[Exception], given: tuple[Any, ...], recorded: tuple[list[Json], list[int]]) -> BaseException | None:
+    """`cls` called with the arguments it was made with, or else made without calling it, with
+    those arguments as its args (as pickle would); None when neither can be done (a type whose
+    `__new__` needs arguments of its own, as pydantic's ValidationError's does)."""
+    try:
+        exc = cls(*given)
+        # Its constructor takes something else (a code it makes the message of) when the one made
+        # would not be made again from the same arguments (as `__reduce__` gives them: its args,
+        # or what a type with a `__reduce__` of its own says re-creates it, as RunIdConflict's).
+        if _constructor_args(exc) == recorded:
+            return exc
+    except Exception:
+        pass
+    try:
+        exc = cls.__new__(cls)
+        exc.args = given
+    except Exception:
+        return None
+    return exc
+
+
+def _regrouped(
+    cls: type[BaseExceptionGroup[Any]], data: dict[str, Json], fallback: type[ActionError]
+) -> BaseException | None:
+    """An exception group made again of its members, each re-created (one that is not an Exception
+    is a `fallback`, so the group is an ExceptionGroup, which `except Exception` and `except*`
+    catch); None for a record without members (a group recorded cut short)."""
+    group = data.get("group")
+    if not isinstance(group, dict) or not isinstance(group.get("message"), str):
+        return None
+    recorded = group.get("exceptions")
+    if not isinstance(recorded, list) or not recorded:
+        return None
+    members = [error_from_json(member, fallback) for member in recorded]
+    made: BaseException | None = None
+    if issubclass(cls, Exception):
+        try:
+            made = cls(group["message"], members)
+        except Exception:
+            made = None
+    if made is None:
+        try:
+            made = BaseExceptionGroup(group["message"], members)
+        except Exception:
+            return None
+    _restore(made, data)
+    return made
+
+
+def _positions(value: Json, count: int) -> list[int]:
+    return [i for i in value if isinstance(i, int) and 0 <= i < count] if isinstance(value, list) else []
+
+
+def _as_bytes(value: Json) -> Any:
+    return value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
+
+
+def _restore(exc: BaseException, data: dict[str, Json]) -> None:
+    """Set the attributes recorded of an exception on its re-creation, as pickle would after the call."""
+    attrs = data.get("attrs")
+    if not isinstance(attrs, dict):
+        return
+    bytes_attrs = data.get("bytes_attrs")
+    as_bytes = {name for name in bytes_attrs if isinstance(name, str)} if isinstance(bytes_attrs, list) else set()
+    vars(exc).update(
+        {str(k): _as_bytes(v) if k in as_bytes else v for k, v in attrs.items() if not str(k).startswith("_")}
+    )
+
+
+def _said(exc: BaseException) -> str | None:
+    try:
+        return str(exc)
+    except Exception:
+        return None
+
+
+def _recorded_str(self: BaseException) -> str:
+    message = vars(self).get("_cairn_message")
+    return message if isinstance(message, str) else BaseException.__str__(self)
 
 
 _PRINTABLE: dict[type[Exception], type[Exception]] = {}
@@ -603,9 +799,44 @@ def _printable(cls: type[Exception]) -> type[Exception]:
     """`cls` whose str() is the message recorded for it (an instance of `cls`, of the same name)."""
     made = _PRINTABLE.get(cls)
     if made is None:
-        namespace = {"__str__": BaseException.__str__, "__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        namespace = {"__str__": _recorded_str, "__module__": cls.__module__, "__qualname__": cls.__qualname__}
         made = _PRINTABLE[cls] = type(cls.__name__, (cls,), namespace)
     return made
+
+
+_STAND_INS: dict[tuple[str, str, type[BaseException] | None, type[ActionError]], type[ActionError]] = {}
+
+
+def _stand_in(
+    module: str, qualname: str, base: type[BaseException] | None, fallback: type[ActionError]
+) -> type[ActionError]:
+    """The `fallback` subclass that stands in for a type that cannot be re-created here: named as
+    it, saying its message, and derived from its builtin `base` too where that takes a message."""
+    key = (module, qualname, base, fallback)
+    made = _STAND_INS.get(key)
+    if made is None:
+        if len(_STAND_INS) >= 1024:  # bounded: the names come from stored records
+            _STAND_INS.clear()
+        made = _STAND_INS[key] = _new_stand_in(module, qualname, base, fallback)
+    return made
+
+
+def _new_stand_in(
+    module: str, qualname: str, base: type[BaseException] | None, fallback: type[ActionError]
+) -> type[ActionError]:
+    namespace = {"__str__": BaseException.__str__, "__module__": module, "__qualname__": qualname}
+    name = qualname.rpartition(".")[2] or qualname
+    if base is not None and issubclass(base, Exception) and base is not Exception:
+        try:
+            kind = type(name, (fallback, base), namespace)
+            if str(kind("probe")) == "probe":
+                return kind
+        except Exception:  # a layout that does not mix, or a constructor that wants more than a message
+            pass
+    try:
+        return type(name, (fallback,), namespace)
+    except Exception:  # a name no class can have (a NUL in it): the record was not written by Cairn
+        return fallback
 
 
 # --- result payloads (Waymark's helpers: the same names and shapes, JSON instead of protobuf) ---

@@ -3,10 +3,14 @@ arguments, attributes), as the SPEC promises, for the shapes of exception classe
 
 from __future__ import annotations
 
+import subprocess
+
+import pydantic
 import pytest
 
 import cairn
-from cairn.serialization import error_from_json, error_to_json
+from cairn.serialization import MAX_ATTRIBUTE_CHARS, error_from_json, error_to_json
+from cairn.types import Json
 
 
 class PaymentFailed(Exception):
@@ -90,3 +94,93 @@ def test_an_exception_with_a_reduce_of_its_own_comes_back_with_its_message(exc: 
     back = again(exc)
     assert type(back) is type(exc) and str(back) == str(exc) and back.args == exc.args
     assert str(again(back)) == str(exc)
+
+
+class NeedsArguments(Exception):
+    """A `__new__` of its own that takes arguments the record does not hold (as pydantic's
+    ValidationError's does): re-creating it raised TypeError, which failed the run instead."""
+
+    def __new__(cls, title: str, errors: list[str]) -> NeedsArguments:
+        made = super().__new__(cls, f"{title}: {len(errors)} errors")
+        made.errors = errors  # type: ignore[attr-defined]
+        return made
+
+    def __init__(self, title: str, errors: list[str]) -> None:
+        super().__init__(f"{title}: {len(errors)} errors")
+
+
+def test_an_exception_that_cannot_be_made_again_comes_back_as_a_catchable_action_error() -> None:
+    back = again(NeedsArguments("order", ["a", "b"]))
+    assert isinstance(back, cairn.ActionError) and isinstance(back, Exception)
+    assert str(back) == "order: 2 errors" and back.type_name == "NeedsArguments"
+    assert type(back).__name__ == "NeedsArguments"
+
+
+def test_a_validation_error_comes_back_as_a_value_error() -> None:
+    class Order(pydantic.BaseModel):
+        quantity: int
+
+    with pytest.raises(pydantic.ValidationError) as raised:
+        Order(quantity="many")  # type: ignore[arg-type]
+    back = again(raised.value)
+    assert isinstance(back, ValueError) and isinstance(back, cairn.ActionError)
+    assert str(back) == str(raised.value)
+
+
+def test_an_exception_group_comes_back_as_a_group_of_its_members() -> None:
+    back = again(BaseExceptionGroup("several", [ValueError("a"), KeyError("b"), SystemExit(3)]))
+    assert isinstance(back, ExceptionGroup) and str(back) == "several (3 sub-exceptions)"
+    first, second, third = back.exceptions
+    assert (type(first), first.args) == (ValueError, ("a",)) and (type(second), second.args) == (KeyError, ("b",))
+    assert isinstance(third, cairn.ActionError) and str(third) == "SystemExit: 3"  # never a SystemExit
+
+
+def _not_loaded(record: Json) -> Json:
+    """The record as a process that has not loaded the type's module reads it."""
+    assert isinstance(record, dict)
+    return {**record, "module": "not_loaded_here_" + str(record["module"])}
+
+
+@pytest.mark.parametrize("exc", [CardError("card declined", code="card_declined"), PaymentFailed(402)], ids=repr)
+def test_a_type_not_loaded_says_what_the_loaded_type_says(exc: Exception) -> None:
+    """A replay in a process without the type's module loaded got `ActionError("CardError: card
+    declined")`: workflow code that said the error diverged from its own journal."""
+    record = error_to_json(exc)
+    loaded, unloaded = error_from_json(record), error_from_json(_not_loaded(record))
+    assert str(unloaded) == str(loaded) == str(exc)
+    assert type(unloaded).__name__ == type(loaded).__name__ and type(unloaded).__qualname__ == type(loaded).__qualname__
+    assert unloaded.code == loaded.code  # type: ignore[attr-defined]
+    assert isinstance(unloaded, cairn.ActionError) and unloaded.type_name == type(exc).__qualname__
+    again_recorded = error_to_json(unloaded)
+    assert (again_recorded["type"], again_recorded["message"]) == (record["type"], record["message"])
+
+
+class OwnBaseError(BaseException):
+    pass
+
+
+def test_a_base_exception_comes_back_the_same_loaded_or_not() -> None:
+    record = error_to_json(OwnBaseError("not an Exception"))
+    for back in (error_from_json(record), error_from_json(_not_loaded(record))):
+        assert type(back) is cairn.ActionError and str(back) == "OwnBaseError: not an Exception"
+
+
+def test_bytes_and_long_texts_of_an_exception_are_kept() -> None:
+    """A CalledProcessError's `stderr` (bytes, or text over 1,000 characters) came back None."""
+    command = ["tool", "--check"]
+    back = again(subprocess.CalledProcessError(2, command, output=b"", stderr=b"fatal: bad config\n"))
+    assert isinstance(back, subprocess.CalledProcessError)
+    assert (back.returncode, back.cmd, back.output, back.stderr) == (2, command, b"", b"fatal: bad config\n")
+    long = "error line\n" * 2000
+    back = again(subprocess.CalledProcessError(2, command, stderr=long))
+    assert isinstance(back, subprocess.CalledProcessError)
+    assert back.stderr.startswith(long[:MAX_ATTRIBUTE_CHARS]) and "more characters cut" in back.stderr
+
+
+def test_an_exception_whose_arguments_it_does_not_say_comes_back_saying_its_message() -> None:
+    """A UnicodeDecodeError's bytes did not survive the record: it came back saying ''."""
+    with pytest.raises(UnicodeDecodeError) as raised:
+        b"\xff\xfe".decode("utf-8")
+    back = again(raised.value)
+    assert isinstance(back, UnicodeDecodeError) and str(back) == str(raised.value)
+    assert (back.encoding, back.start, back.end, back.reason) == ("utf-8", 0, 1, "invalid start byte")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cairn import telemetry
-from cairn.errors import JournalCorrupted, RunNotFound, WorkflowCancelled
+from cairn.errors import JournalCorrupted, RunNotFound, WorkflowCancelled, WorkflowFailed
 from cairn.names import check_name, storable
 from cairn.records import RunRow
 from cairn.registry import registry
@@ -100,7 +100,7 @@ class RunHandle:
             defn = registry.workflow(row.workflow)
             return defn.signature.decode_result(value) if defn is not None else value
         try:
-            error = decode_error(row.error)
+            error = decode_error(row.error, WorkflowFailed)
         except ValueError as exc:
             if row.status == RunStatus.CANCELLED:
                 raise WorkflowCancelled(f"run {self.id} was cancelled") from None
