@@ -626,6 +626,10 @@ async def test_a_database_that_refuses_us_fails_the_open_at_once_in_one_line(pg_
         # Malformed: libpq's error quotes the URL as written, and it does not parse as a URL.
         f"postgresql://postgres:s3cret@[::1:{port}/postgres": "IPv6 host address",
         f"postgresql://postgres:s3cret/x@y@{host}:{port}/postgres": "failed to resolve host",
+        # libpq quotes a password it cannot decode alone, outside any URL.
+        f"postgresql://postgres:Kx9%Rt-s3cret@{host}:{port}/postgres": "percent-encoded",
+        f"postgresql://postgres:two%20s3cret words@{host}:{port}/postgres": "",
+        f"postgresql://postgres@{host}:{port}/postgres?password=Kx9%Rt-s3cret": "percent-encoded",
     }
     for url, cause in cases.items():
         client = cairn.Client(url)

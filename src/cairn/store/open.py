@@ -38,6 +38,24 @@ def redact_url(url: str) -> str:
     return _PARAMETER.sub(_hidden, _URL_PASSWORD.sub(r"\1:***@", url))
 
 
+def secrets_of(url: str) -> list[str]:
+    """The passwords a database URL holds (as written and percent-decoded), longest first: what to
+    hide wherever the driver quotes them alone, not as part of the URL. libpq's message on a bad
+    password says `invalid percent-encoded token: "Kx9%Rt"`, which no pattern for URLs finds."""
+    found: set[str] = set()
+    whole = _ONE_URL.match(url)
+    if whole is not None:
+        found.add(whole[2])
+    for key, _, value in _PARAMETER.findall(url):
+        if unquote(key).lower().endswith("password"):
+            found.add(value[1:-1] if value.startswith("'") and value.endswith("'") else value)
+    for secret in list(found):
+        found.add(unquote(secret))
+    # A password of one or two characters would hide every such letter of the message: it is
+    # short enough to be shown no sooner than guessed.
+    return sorted((s for s in found if len(s) >= 3), key=len, reverse=True)
+
+
 def _hidden(parameter: re.Match[str]) -> str:
     key, equals, _ = parameter.groups()
     secret = unquote(key).lower().endswith("password")  # `password`, `sslpassword`

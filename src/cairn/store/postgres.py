@@ -29,7 +29,7 @@ from cairn.clock import Clock
 from cairn.errors import DatabaseUnavailable
 from cairn.store.base import Database, Params, Tx
 from cairn.store.daemon_pool import DaemonThreadPool
-from cairn.store.open import redact_url
+from cairn.store.open import redact_url, secrets_of
 from cairn.store.protocol import Listener
 from cairn.store.sql import (
     NOTIFIES,
@@ -78,9 +78,13 @@ started before a burst of 20,000 starts) read and sorted every due run at every 
 from 0.1 ms. Planning each time costs well under that."""
 
 
-def _said(exc: BaseException) -> str:
-    """What the driver said, in one line and fit to show: libpq's messages can quote the URL."""
-    return redact_url(" ".join(str(exc).split()))
+def _said(exc: BaseException, secrets: Sequence[str] = ()) -> str:
+    """What the driver said, in one line and fit to show: libpq's messages can quote the URL, or
+    the password alone (`secrets`, see `secrets_of`)."""
+    text = str(exc)
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return redact_url(" ".join(text.split()))
 
 
 def _json_text(value: Any) -> str:
@@ -488,6 +492,7 @@ class PostgresDatabase(Database):
         """How long a transaction keeps retrying while the database is unreachable (a restart)."""
         self.url = url
         self.shown_url = redact_url(url)
+        self._secrets = secrets_of(url)
         """The URL for logs and errors: without its password."""
         self._pool_size = pool_size
         self._pool: ConnectionPool[Any] | None = None
@@ -535,7 +540,7 @@ class PostgresDatabase(Database):
             try:
                 return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
             except psycopg.Error as exc:
-                cause = _said(exc)
+                cause = _said(exc, self._secrets)
                 if _TRANSIENT_AT_OPEN.search(cause) is None or time.monotonic() + delay > deadline:
                     raise DatabaseUnavailable(
                         f"cannot connect to PostgreSQL at {self.shown_url} ({cause}). Check the URL (host, port, "
@@ -577,14 +582,18 @@ class PostgresDatabase(Database):
             )
         except Exception as exc:
             await self.close()
-            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.shown_url}: {_said(exc)}") from None
+            raise DatabaseUnavailable(
+                f"cannot connect to PostgreSQL at {self.shown_url}: {_said(exc, self._secrets)}"
+            ) from None
         # As many as group commits in flight: 4 of workers' commits, 2 of starts.
         self._apool = self._async_pool("cairn-async", min_size=1, max_size=6)
         try:
             await self._apool.open(wait=True, timeout=10.0)
         except Exception as exc:
             await self.close()
-            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.shown_url}: {_said(exc)}") from None
+            raise DatabaseUnavailable(
+                f"cannot connect to PostgreSQL at {self.shown_url}: {_said(exc, self._secrets)}"
+            ) from None
         # Connected at the first read: a worker that only commits never opens one.
         self._rpool = self._async_pool("cairn-read", min_size=0, max_size=READ_CONNECTIONS)
         await self._rpool.open(wait=False)
@@ -763,7 +772,10 @@ class PostgresDatabase(Database):
                 if self._stop.is_set():
                     return
                 log.warning(
-                    "LISTEN connection to %s lost (%s); reconnecting in %.1fs", self.shown_url, _said(exc), delay
+                    "LISTEN connection to %s lost (%s); reconnecting in %.1fs",
+                    self.shown_url,
+                    _said(exc, self._secrets),
+                    delay,
                 )
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
@@ -838,7 +850,7 @@ class PostgresDatabase(Database):
                 break
             except _BeforeCommit as failed:
                 # Rolled back before COMMIT was sent: running it again cannot apply it twice.
-                cause = _said(failed.error)
+                cause = _said(failed.error, self._secrets)
                 if time.monotonic() + delay > deadline:
                     raise DatabaseUnavailable(
                         f"PostgreSQL at {self.shown_url} was unavailable for {self.retry_for:.0f}s ({cause}); "
@@ -866,7 +878,9 @@ class PostgresDatabase(Database):
                     )
                     return await cur.fetchall() if cur.description else []
             except (psycopg.OperationalError, PoolTimeout) as exc:  # a read is safe to send again
-                log.debug("a read on the event loop failed (%s); reading on a connection thread", _said(exc))
+                log.debug(
+                    "a read on the event loop failed (%s); reading on a connection thread", _said(exc, self._secrets)
+                )
         return await super().read(name, params)
 
     async def _in_loop(self, fn: Callable[[Tx], T]) -> tuple[T] | None:
