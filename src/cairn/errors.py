@@ -76,6 +76,14 @@ class NonDeterminismError(CairnError):
         return (type(self), (self.run_id, self.step, self.recorded, self.attempted))
 
 
+class ArgumentsMismatch(CairnError, TypeError):
+    """Stored arguments (a run's input, an action step's) that this worker's code of the workflow or
+    action does not take: a parameter it does not have, or one it requires that they leave out.
+    Another version of the code wrote them: in a rolling deploy, an old worker took the work of new
+    code. The run pauses saying so, rather than failing; deploy the code they were written for (or
+    a version taking both), then `retry`."""
+
+
 class WorkflowDeadlock(CairnError):
     """Workflow code ran longer than the worker's `deadlock_timeout` without awaiting (a busy loop,
     a long computation), blocking every other run of its worker (Temporal's "potential deadlock").

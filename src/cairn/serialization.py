@@ -26,7 +26,7 @@ from typing import Any
 import pydantic
 import pydantic_core
 
-from cairn.errors import ActionError, PayloadTooLarge, SerializationError
+from cairn.errors import ActionError, ArgumentsMismatch, PayloadTooLarge, SerializationError
 from cairn.names import importable_module, loaded_module
 from cairn.types import Json
 
@@ -238,6 +238,12 @@ def _not_finite(value: Json, what: str) -> SerializationError:
     return SerializationError(f"{what} contains {value!r}, which JSON cannot carry exactly; use None or a string.")
 
 
+_OTHER_CODE = (
+    " (stored by another version of its code: deploy the code they were written for, or one that takes"
+    " both, then retry the run)"
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Signature:
     """A function's call shape for serialization: what is validated and what Depends supplies."""
@@ -340,7 +346,12 @@ class Signature:
                 kwargs[name] = value
         unknown = set(data) - set(self.public.parameters)
         if unknown:
-            raise TypeError(f"{self.qualname} got unexpected arguments {sorted(unknown)}")
+            raise ArgumentsMismatch(f"{self.qualname} got unexpected arguments {sorted(unknown)}{_OTHER_CODE}")
+        if self._bind_plain(args, kwargs) is None:  # not a plain signature, or leaves a required one out
+            try:
+                self.public.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise ArgumentsMismatch(f"{self.qualname}: {exc}{_OTHER_CODE}") from None
         return args, kwargs
 
     def with_defaults(self, text: str) -> str:

@@ -12,6 +12,7 @@ PUBLIC = [
     "ActionCrashed",
     "ActionError",
     "ActionTimeout",
+    "ArgumentsMismatch",
     "BackoffPolicy",
     "CairnError",
     "ChildHandle",

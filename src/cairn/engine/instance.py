@@ -29,6 +29,7 @@ from cairn.engine.runtime import (
     set_thread_runtime,
 )
 from cairn.errors import (
+    ArgumentsMismatch,
     CairnError,
     NonDeterminismError,
     PayloadTooLarge,
@@ -275,13 +276,15 @@ class WorkflowInstance:
 
     def _pause_on_failure(self, resolutions: Sequence[Resolution]) -> ActivationResult | None:
         """With on_failure="pause", an action that failed for good pauses the run before the workflow
-        sees the failure, so that `retry` (after a fix) runs that step again and the run continues."""
-        if self.defn.on_failure != "pause":
-            return None
+        sees the failure, so that `retry` (after a fix) runs that step again and the run continues.
+        So does, whatever `on_failure` says, an action whose worker's code did not take the step's
+        arguments (`ArgumentsMismatch`: an old worker in a rolling deploy): no failure of the action."""
         for res in resolutions:
             pending = self.runtime.pending.get(res.seq)
             if res.status == StepStatus.FAILED and pending is not None and pending.kind == StepKind.ACTION:
                 error = json.loads(res.error or "{}")
+                if self.defn.on_failure != "pause" and not _mismatched(error):
+                    continue
                 error["step"] = res.seq
                 error["message"] = f"step {res.seq} ({pending.name}) failed: {error.get('message', '')}"
                 return ActivationResult(
@@ -347,7 +350,13 @@ class WorkflowInstance:
             self.finished = True
 
     async def _main(self) -> Any:
-        args, kwargs = self.defn.signature.decode_args(self._input)
+        try:
+            args, kwargs = self.defn.signature.decode_args(self._input)
+        except ArgumentsMismatch as exc:
+            # Another version's input: the run pauses as diverged (nothing of this activation is
+            # kept), for the code it was started with to take up after `retry`, instead of failing.
+            self.runtime.fatal = exc
+            return None
         entry = self.defn.entry
         if self.defn.init_input:  # Zenaton's style: the input goes to __init__, `handle(self)` takes none
             self.obj = self.defn.target(*args, **kwargs)
@@ -371,7 +380,9 @@ class WorkflowInstance:
         assert fatal is not None
         return ActivationResult(
             status=RunStatus.PAUSED,
-            pause_reason="nondeterminism" if isinstance(fatal, NonDeterminismError) else "corrupt_journal",
+            pause_reason="nondeterminism"
+            if isinstance(fatal, NonDeterminismError | ArgumentsMismatch)
+            else "corrupt_journal",
             error=dumps(error_to_json(fatal)),
             counts_as_activation=False,
         )
@@ -475,6 +486,13 @@ class WorkflowInstance:
         if main is not None and main.done() and not main.cancelled():
             main.exception()  # retrieved: no "exception was never retrieved" from its finalizer either
         self.loop.close()
+
+
+def _mismatched(error: Any) -> bool:
+    """Whether a step's error record is an ArgumentsMismatch (see `_pause_on_failure`)."""
+    return (
+        isinstance(error, dict) and error.get("type") == "ArgumentsMismatch" and error.get("module") == "cairn.errors"
+    )
 
 
 def rows_to_resolutions(rows: Iterable[StepRow]) -> list[Resolution]:
