@@ -62,8 +62,13 @@ runs' channel stayed listened on, and each run's end came back to the listener (
 _UNAVAILABLE = ("08", "53", "57", "58", "XX")
 """SQLSTATE classes of a connection lost, resources exhausted, the server shutting down or failing:
 what they interrupted may have been applied, and running it again apart would not help."""
-_TRANSIENT_AT_OPEN = re.compile(r"the database system is (starting up|in recovery mode|shutting down)|too many clients")
-"""Why a server may refuse a connection for a moment only (a restart under way, all slots taken)."""
+_TRANSIENT_AT_OPEN = re.compile(
+    r"the database system is (starting up|in recovery mode|shutting down)|too many clients"
+    r"|too many connections for (database|role)|remaining connection slots are reserved"
+)
+"""Why a server may refuse a connection for a moment only (a restart under way, all slots taken:
+the server's, a database's or a role's CONNECTION LIMIT; an ordinary role is told of the server's
+slots kept for superusers before it would hear "too many clients")."""
 EXPECTATION_FAILED = "CA001"
 """The SQLSTATE `cairn_expect()` raises (migration 0004)."""
 _CONFLICTS = frozenset({"40P01", "40001"})
@@ -529,6 +534,16 @@ class PostgresDatabase(Database):
         self._origin = uuid.uuid4().hex[:12]
         """Tags our notifications: we dispatch them in-process at commit, so their echo is skipped."""
 
+    def _why_not(self, failed: BaseException) -> str:
+        """Why a pool could not connect, in the server's words: the pool says only "pool
+        initialization incomplete after 60 sec" (its connections' errors go to its log)."""
+        try:
+            with psycopg.connect(self.url, autocommit=True, connect_timeout=10):
+                pass
+        except psycopg.Error as exc:
+            return f"{_said(exc, self._secrets)} ({_said(failed, self._secrets)})"
+        return _said(failed, self._secrets)
+
     def _first_connection(self, abandoned: threading.Event) -> psycopg.Connection[Any]:
         """One connection made directly, before any pool: a database that refuses us for good (a
         wrong name, password or address, a server not listening) fails the open at once in one
@@ -576,24 +591,20 @@ class PostgresDatabase(Database):
             kwargs={"autocommit": True},  # a transaction begins only when it must: see _PgTx
             configure=_configure_threaded,
         )
+        # The first connection is through: a pool that cannot connect now is short of slots (other
+        # processes hold them: old workers in a rolling deploy), waited for as the first one was.
+        waited = max(10.0, self.retry_for)
         try:
             await loop.run_in_executor(
-                self._executor, lambda: self._pool.open(wait=True, timeout=10.0) if self._pool else None
+                self._executor, lambda: self._pool.open(wait=True, timeout=waited) if self._pool else None
             )
+            # As many as group commits in flight: 4 of workers' commits, 2 of starts.
+            self._apool = self._async_pool("cairn-async", min_size=1, max_size=6)
+            await self._apool.open(wait=True, timeout=waited)
         except Exception as exc:
+            cause = await loop.run_in_executor(self._executor, self._why_not, exc)
             await self.close()
-            raise DatabaseUnavailable(
-                f"cannot connect to PostgreSQL at {self.shown_url}: {_said(exc, self._secrets)}"
-            ) from None
-        # As many as group commits in flight: 4 of workers' commits, 2 of starts.
-        self._apool = self._async_pool("cairn-async", min_size=1, max_size=6)
-        try:
-            await self._apool.open(wait=True, timeout=10.0)
-        except Exception as exc:
-            await self.close()
-            raise DatabaseUnavailable(
-                f"cannot connect to PostgreSQL at {self.shown_url}: {_said(exc, self._secrets)}"
-            ) from None
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {self.shown_url}: {cause}") from None
         # Connected at the first read: a worker that only commits never opens one.
         self._rpool = self._async_pool("cairn-read", min_size=0, max_size=READ_CONNECTIONS)
         await self._rpool.open(wait=False)
