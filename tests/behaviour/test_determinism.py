@@ -67,6 +67,39 @@ async def test_divergent_code_pauses_run_naming_the_step(client: cairn.Client) -
         make_divergent(1)
 
 
+def make_raising(variant: int) -> object:
+    @workflow(id="tests.raising_after_a_deploy")
+    async def raising(x: int) -> int:
+        a = await flows.add_one(x)
+        if variant == 2:
+            a = undefined_helper(a)  # type: ignore[name-defined]  # noqa: F821  (the deploy's typo)
+        await cairn.wait_for_signal("go")
+        return a
+
+    return raising
+
+
+async def test_new_code_that_raises_before_a_recorded_step_pauses_the_run_saying_what_it_raised(
+    client: cairn.Client,
+) -> None:
+    """The run paused as calling "nothing" where it had waited: the NameError and its traceback
+    were shown nowhere."""
+    wf = make_raising(1)
+    try:
+        async with cairn.Worker(client, poll_interval=0.1):
+            handle = await client.start(wf, 3)
+            await eventually(lambda: status_is(handle, RunStatus.WAITING), what="waiting")
+            make_raising(2)
+            await handle.signal("go", None)
+            await eventually(lambda: status_is(handle, RunStatus.PAUSED), what="paused")
+        error = json.loads((await handle.describe()).error or "{}")
+        assert error["type"] == "NonDeterminismError"
+        assert "it raised NameError: name 'undefined_helper' is not defined" in error["message"]
+        assert "a = undefined_helper(a)" in error["traceback"]
+    finally:
+        make_raising(1)
+
+
 def make_gatherer(branches: int) -> object:
     @workflow(id="tests.gatherer")
     async def gatherer(x: int) -> list[object]:

@@ -372,11 +372,37 @@ class WorkflowInstance:
         self._bridge = _SyncBridge(self.runtime, lambda: bound(*args, **kwargs))
         return await self._bridge.run()
 
+    def fatal(self) -> BaseException | None:
+        """Why the run cannot go on (`runtime.fatal`), told with what the workflow raised when that
+        is why it no longer reaches a recorded step: new code's NameError was lost, the run paused
+        as calling "nothing", and neither the error nor its traceback showed anywhere."""
+        fatal = self.runtime.fatal
+        raised = self.raised()
+        if isinstance(fatal, NonDeterminismError) and raised is not None and fatal.attempted.startswith("nothing"):
+            told = NonDeterminismError(fatal.run_id, fatal.step, fatal.recorded, self.reached_nothing())
+            told.__cause__ = raised
+            return told
+        return fatal
+
+    def raised(self) -> BaseException | None:
+        """What the workflow raised, if it ended so."""
+        main = self.main
+        if main is None or not main.done() or main.cancelled():
+            return None
+        return main.exception()
+
+    def reached_nothing(self) -> str:
+        """What the code did in place of a recorded step it no longer reaches."""
+        raised = self.raised()
+        if raised is None:
+            return "nothing (the workflow no longer reaches it)"
+        return f"nothing: it raised {type(raised).__name__}: {raised} before it got there"
+
     def _diverged(self) -> ActivationResult:
         """The run pauses on its divergence, and nothing else of this activation is kept: what it
         delivered stays undelivered, so that after a fix and `retry` the next activation hands the
         same results to the new code (and the steps it would have scheduled are not recorded)."""
-        fatal = self.runtime.fatal
+        fatal = self.fatal()
         assert fatal is not None
         return ActivationResult(
             status=RunStatus.PAUSED,

@@ -59,7 +59,7 @@ def check_run(defn: WorkflowDef, run: RunRow, steps: Sequence[StepRow]) -> Diver
     """Replay `run`'s recorded activations on `defn`'s current code; the first difference, if any."""
     inst = WorkflowInstance.restore(defn, run, steps, seed=0)
     try:
-        fatal = inst.runtime.fatal
+        fatal = inst.fatal()
         if isinstance(fatal, NonDeterminismError):
             return Divergence(run.id, run.workflow, fatal.step, fatal.recorded, fatal.attempted, fatal)
         if isinstance(fatal, JournalCorrupted):
@@ -90,8 +90,9 @@ def _unreached(run: RunRow, steps: Sequence[StepRow], inst: WorkflowInstance) ->
     for row in sorted(steps, key=lambda s: s.seq):
         if row.seq >= inst.runtime.next_seq:
             recorded = describe(row.kind, row.name, row.args)
-            attempted = "nothing (the workflow no longer reaches it)"
+            attempted = inst.reached_nothing()
             err = NonDeterminismError(run.id, row.seq, recorded, attempted)
+            err.__cause__ = inst.raised()
             return Divergence(run.id, run.workflow, row.seq, recorded, attempted, err)
     return None
 
