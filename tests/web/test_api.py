@@ -345,7 +345,7 @@ async def test_reads_of_an_unknown_run_are_404(http: httpx.AsyncClient, client: 
     assert database not in r.text and client.url not in r.text  # the server's database is its own
 
 
-@pytest.mark.parametrize("op", ["pause", "resume", "cancel", "retry", "signals/hello", "fork"])
+@pytest.mark.parametrize("op", ["pause", "resume", "cancel", "kill", "retry", "signals/hello", "fork"])
 async def test_control_of_an_unknown_run_is_404(http: httpx.AsyncClient, op: str) -> None:
     r = await http.post(f"/api/runs/missing/{op}", json={"from_step": 0} if op == "fork" else None)
     assert r.status_code == 404 and r.json()["error"] == "not_found"
@@ -356,6 +356,7 @@ async def test_control_follows_the_state_machine(http: httpx.AsyncClient, client
     assert (await http.post("/api/runs/c-1/pause")).json() == {"id": "c-1", "status": "paused"}
     assert (await http.post("/api/runs/c-1/pause")).json()["status"] == "paused"  # idempotent
     assert (await http.post("/api/runs/c-1/resume")).json()["status"] in ("pending", "running")
+    assert (await http.post("/api/runs/c-1/kill")).json()["status"] == "cancelled"  # cancel's other name
     assert (await http.post("/api/runs/c-1/cancel")).json()["status"] == "cancelled"
     for op in ("resume", "pause", "retry"):
         r = await http.post(f"/api/runs/c-1/{op}")

@@ -412,6 +412,7 @@ for _op, _doc in [
         "Stop the run and its children; pending steps are cancelled. A cancelled run is left as it is "
         "(200, its status unchanged); 409 once it has finished otherwise.",
     ),
+    ("kill", "The same as cancel (`cancel`'s other name, as in the client and the CLI)."),
     (
         "retry",
         "Continue a failed run, or one paused on an error, from the failed step (a run paused by a user is "
