@@ -241,6 +241,11 @@ class SchemaBehind(StoreError):
     write nothing, so it did not migrate it (`cairn replay`)."""
 
 
+class DatabaseReplaced(StoreError):
+    """The SQLite file this process opened was deleted or replaced under it: nothing it writes
+    reaches the file there now. Restart the process. (A worker stops on it.)"""
+
+
 class DatabaseUnavailable(StoreError, ConnectionError):
     """The database cannot be reached or refuses us (a wrong address, name or password, a server
     down for longer than Cairn keeps retrying). The message names the URL, without its password,

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from cairn.errors import DatabaseLocked
+from cairn.errors import DatabaseLocked, DatabaseReplaced, StoreError
 from cairn.store.base import WORK, Database, Params, Tx, call_soon_here
 from cairn.store.daemon_pool import DaemonThreadPool
 from cairn.store.protocol import Listener
@@ -145,6 +145,11 @@ class SqliteDatabase(Database):
         self.watch_linger = WATCH_LINGER
         self._unwatched_since: float | None = None
         self._stop_watching = threading.Event()
+        self._file: tuple[int, int] | None = None
+        """The database file's (device, inode) as opened: one deleted or replaced under us is
+        noticed (`_same_file`) rather than written to, unseen by every other process, for ever."""
+        self._file_checked = 0.0
+        self._replaced = False
         self._closing = threading.Event()
         """Set by `close`: a transaction waiting for another process's write lock gives up at once,
         so that the close (and the exit after Ctrl-C) does not wait behind it for the busy timeout."""
@@ -166,13 +171,18 @@ class SqliteDatabase(Database):
             reader.shutdown(wait=False)
             raise
         self._executor, self._reader = executor, reader
+        self._file = _identity(self.path)
+        self._file_checked = time.monotonic()
 
     def _connect(self, write: bool) -> sqlite3.Connection:
         """A connection of this process: the writer's (which migrates) or the reader's."""
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout)
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout)
+        except sqlite3.OperationalError as exc:
+            raise self._unwritable(exc) from None
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")  # value checked against an allow-list
@@ -187,12 +197,39 @@ class SqliteDatabase(Database):
         except sqlite3.OperationalError as exc:
             conn.close()
             if not _is_locked(exc):
-                raise
+                raise self._unwritable(exc) from None
             raise self._locked(started) from None
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _unwritable(self, exc: sqlite3.OperationalError) -> Exception:
+        """SQLite's "attempt to write a readonly database" or "unable to open database file", which
+        name neither the file nor what to do, as a StoreError that does; anything else as it is."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is None or code & 0xFF not in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+            return exc
+        where = Path(self.path).resolve().parent
+        return StoreError(
+            f"cannot write the SQLite database at {self.path} ({exc}): the file and its directory ({where}) must "
+            "be writable by this user, who also creates the -wal and -shm files beside it"
+        )
+
+    def _same_file(self) -> None:
+        """StoreError once the file this process opened is deleted or replaced (`rm cairn.db` while
+        a worker runs): its connections would go on with the deleted one, where nothing another
+        process writes arrives, and everything this one writes is lost. Looked at once a second."""
+        now = time.monotonic()
+        if self._file is None or (now - self._file_checked < 1.0 and not self._replaced):
+            return
+        self._file_checked = now
+        if self._replaced or _identity(self.path) != self._file:
+            self._replaced = True  # for good: a file put back there later is not the one opened
+            raise DatabaseReplaced(
+                f"the SQLite database at {self.path} was deleted or replaced while this process had it open; "
+                "restart the process to open the file there now"
+            )
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         latest = max(version for version, _, _ in migrations("sqlite"))
@@ -444,6 +481,7 @@ class SqliteDatabase(Database):
     def _transact(self, fn: Callable[[Tx], T], write: bool, wait: bool) -> tuple[T, dict[str, Any]]:
         conn = self._conn if write or self._rconn is None else self._rconn
         assert conn is not None
+        self._same_file()
         started = time.monotonic()
         if write:
             self._begin_immediate(conn, wait, started)
@@ -458,8 +496,10 @@ class SqliteDatabase(Database):
         except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError) and _is_locked(exc):
-                raise self._locked(started) from None
+            if isinstance(exc, sqlite3.OperationalError):
+                if _is_locked(exc):
+                    raise self._locked(started) from None
+                raise self._unwritable(exc) from None
             raise
         return result, tx.notes
 
@@ -500,6 +540,17 @@ _BUSY_DELAYS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.025, 0.025, 0.0
 LOOP_SHARE = 0.005
 """Measured with the naive loop of `cairn bench`: 2 ms to 100 ms all gave 620-750 workflows/s on
 SQLite, against about 300 when every write on the loop yielded and 450-600 when none did."""
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """A file's (device, inode); None for none there (or an in-memory database)."""
+    if path == ":memory:":
+        return None
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

@@ -22,6 +22,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
+from cairn.errors import DatabaseReplaced
 from cairn.names import check_name
 from cairn.policies import retention as retention_of
 from cairn.policies import seconds as as_seconds
@@ -400,6 +401,8 @@ class Worker:
             try:
                 due_in = await self._claim(workflows, actions)
                 delay = 0.05
+            except DatabaseReplaced:
+                raise  # no back-off brings the file back: the worker stops, saying so
             except Exception as exc:  # database down or busy: back off, never die of it
                 log.warning("claiming work failed (%s); retrying in %.2fs", exc, delay)
                 await self._wait(delay)
@@ -645,6 +648,8 @@ class Worker:
                 if not self._stopping.is_set():
                     await self._refresh_queues()
                     await self._housekeeping()
+            except DatabaseReplaced:
+                raise  # the worker stops, saying so (see `_supervise`)
             except Exception as exc:
                 log.warning("heartbeat failed (%s); will retry", exc)
 
@@ -679,6 +684,8 @@ class Worker:
                 news.clear()
                 try:
                     due_in = await self.fire_schedules()
+                except DatabaseReplaced:
+                    raise
                 except Exception as exc:
                     log.warning("firing schedules failed (%s); will retry", exc)
                     due_in = 1.0

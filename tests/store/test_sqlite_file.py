@@ -1,0 +1,90 @@
+"""The SQLite file as users handle it: deleted under a running worker (`rm cairn.db` to start
+afresh), or not writable. A worker went on with the deleted file for ever, unseen, and a read-only
+file gave "attempt to write a readonly database", naming neither the file nor what to do."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import cairn
+from cairn.errors import DatabaseReplaced
+from tests import flows
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_a_worker_whose_database_file_is_deleted_stops_saying_so(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    client = cairn.Client(f"sqlite:///{path}")
+    worker = cairn.Worker(client, poll_interval=0.05)
+    await worker.start()
+    try:
+        assert await client.run(flows.Sequence3, 1, timeout=10) == 4
+        for leftover in tmp_path.glob("app.db*"):
+            leftover.unlink()
+        with pytest.raises(DatabaseReplaced, match="deleted or replaced while this process had it open"):
+            await asyncio.wait_for(worker.serve_until_stopped(), 20)
+        with pytest.raises(DatabaseReplaced):
+            await client.list_runs()
+    finally:
+        await worker.stop()
+        await client.close()
+
+
+SCRIPT = """
+import asyncio, sys
+import cairn
+from tests import flows
+
+async def main() -> None:
+    client = cairn.Client(sys.argv[1])
+    try:
+        await client.start(flows.Sequence3, 1)
+    except cairn.StoreError as exc:
+        print(f"StoreError: {exc}")
+    finally:
+        await client.close()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux) to drop root's file override")
+@pytest.mark.parametrize("unwritable", ["file", "directory"])
+def test_a_database_that_cannot_be_written_is_named_with_what_to_do(tmp_path: Path, unwritable: str) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    path = folder / "app.db"
+    if unwritable == "file":
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import cairn, asyncio; asyncio.run(cairn.Client('sqlite:///{path}').store.open())",
+            ],
+            check=True,
+        )
+        path.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        # As an ordinary user: root's override of file modes dropped.
+        drop = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+        done = subprocess.run(
+            [*drop, sys.executable, "-c", SCRIPT, f"sqlite:///{path}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+    finally:
+        folder.chmod(0o755)
+    said = done.stdout + done.stderr
+    assert "StoreError: cannot write the SQLite database at" in said and str(path) in said, said
+    assert "must be writable by this user" in said, said
