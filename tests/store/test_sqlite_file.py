@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,3 +89,18 @@ def test_a_database_that_cannot_be_written_is_named_with_what_to_do(tmp_path: Pa
     said = done.stdout + done.stderr
     assert "StoreError: cannot write the SQLite database at" in said and str(path) in said, said
     assert "must be writable by this user" in said, said
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("sqlite:///./run#1.db", "a '#' in it ends the file's name there"),
+        ("sqlite:///./what?.db", "unknown option .db after '?'"),
+        ("sqlite:///./app.db?synchronus=full", "unknown option synchronus after '?'"),
+    ],
+)
+def test_a_sqlite_url_that_would_open_another_file_is_refused(url: str, said: str) -> None:
+    """`run#1.db` opened `run`, `what?.db` opened `what`, and a misspelt option was ignored."""
+    with pytest.raises(ValueError, match=re.escape(said)):
+        cairn.Client(url).store  # noqa: B018  (the store is made, and checks the URL, here)
+    assert cairn.Client("sqlite:///./app.db?synchronous=full&busy_timeout=3").store is not None

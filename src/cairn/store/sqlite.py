@@ -101,7 +101,28 @@ def sqlite_path(url: str) -> str:
         raise ValueError(f"sqlite URLs name a file, like sqlite:///./cairn.db; got {url!r}")
     if not path:
         raise ValueError(f"sqlite URL {url!r} names no file; use sqlite:///./cairn.db")
+    if "#" in url:  # the rest is a URL's fragment: `run#1.db` opened `run`
+        raise ValueError(f"sqlite URL {url!r}: a '#' in it ends the file's name there; name a file without '#'")
     return path
+
+
+SQLITE_OPTIONS = ("synchronous", "busy_timeout")
+"""What a SQLite URL's query may say (`?synchronous=full&busy_timeout=10`)."""
+
+
+def _options(url: str) -> dict[str, list[str]]:
+    """A SQLite URL's options; ValueError for anything else after its `?` (a `?` in a file's name
+    made the rest of it a query, ignored: `what?.db` opened `what`)."""
+    query = urlsplit(url).query
+    options = parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(options) - set(SQLITE_OPTIONS))
+    if unknown or (query and not options):
+        said = ", ".join(unknown) if unknown else repr(query)
+        raise ValueError(
+            f"sqlite URL {url!r}: unknown option {said} after '?' (it takes {', '.join(SQLITE_OPTIONS)}); "
+            "a file's name cannot hold a '?'"
+        )
+    return options
 
 
 class SqliteDatabase(Database):
@@ -114,7 +135,7 @@ class SqliteDatabase(Database):
         super().__init__()
         self.url = url
         self.path = sqlite_path(url)
-        options = parse_qs(urlsplit(url).query)
+        options = _options(url)
         self._synchronous = options.get("synchronous", ["NORMAL"])[0].upper()
         if self._synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"synchronous must be off, normal, full or extra, got {self._synchronous!r}")
