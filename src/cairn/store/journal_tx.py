@@ -638,6 +638,7 @@ def _outcome_params(
         "run_id": claim.run_id,
         "seq": claim.seq,
         "attempt": claim.attempt,
+        "started_at": claim.started_at,
         "status": StepStatus.FAILED if error is not None else StepStatus.COMPLETED,
         "result": result,
         "error": error,

@@ -46,6 +46,10 @@ class ActionClaim:
     queue: str | None
     lost: int = 0
     """Earlier attempts lost with their worker (not failures of the action)."""
+    started_at: float | None = None
+    """When this attempt was leased. Its outcome is written only to a step created before then:
+    a run deleted (`cairn prune`) and started again under its id has steps of the same numbers and
+    attempts, and an attempt of the old run that ended late wrote into the new one."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -888,7 +888,8 @@ def _lease_actions(
             control.pause_corrupt(tx, str(r[0]), int(r[1]), f"options {r[5]!r}", f"not JSON ({exc})", now)
             log.warning("run %s paused: its step %s holds options that are not JSON (%s)", r[0], r[1], exc)
             continue
-        claims.append(ActionClaim(r[0], int(r[1]), r[2], r[3] or "{}", int(r[4]), options, r[6], int(r[7])))
+        started = float(r[8]) if r[8] is not None else None
+        claims.append(ActionClaim(r[0], int(r[1]), r[2], r[3] or "{}", int(r[4]), options, r[6], int(r[7]), started))
     for c in claims:
         journal_tx.event(tx, c.run_id, "step.started", now, c.seq, attempt=c.attempt, worker=worker)
     memory: dict[str, dict[str, str]] = {}

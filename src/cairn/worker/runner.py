@@ -480,7 +480,8 @@ class Runner:
         births = self._births(result.new_steps) if inst is not None and not draining else []
         born = frozenset(s.seq for s in births)
         owner = None if draining else self._worker_id
-        commit = Commit(run, token, result, completions, born, owner, self._lease, self.now())
+        now = self.now()
+        commit = Commit(run, token, result, completions, born, owner, self._lease, now)
         sent = self.commit_sent()
         try:
             await self._store.commit_activation(commit)
@@ -512,10 +513,9 @@ class Runner:
             after = replace(run, activations=activations, status=result.status)
             keeper.put(Entry(inst, token + 1, after))  # the commit advanced the token
         memory = dict(inst.runtime.memory)
-        for step in births:
-            self.start_action(
-                ActionClaim(run.id, step.seq, step.name, step.args or "{}", 1, step.options, step.queue), memory
-            )
+        for step in births:  # leased by the commit, at its time
+            claim = ActionClaim(run.id, step.seq, step.name, step.args or "{}", 1, step.options, step.queue, 0, now)
+            self.start_action(claim, memory)
         return True
 
     def _keeper(self, inst: WorkflowInstance, status: RunStatus, draining: bool) -> InstanceCache | None:

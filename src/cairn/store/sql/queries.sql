@@ -210,14 +210,18 @@ WHERE id = :id AND (parent_id IS NULL OR parent_id = :parent_id)
 UPDATE cairn_runs SET lease_owner = NULL, lease_until = NULL WHERE id = :id AND lease_token = :token
 
 -- name: complete_step
--- An attempt's outcome, fenced by its number: only the attempt the step is running under writes.
--- rows: run_id text, seq integer, attempt integer, status text, result text, error text, memory_writes text, logs text, completed_at double precision, due_at double precision, delivered_in integer, delivered_at double precision
+-- An attempt's outcome, fenced by its number: only the attempt the step is running under writes,
+-- and only to a step created before the attempt was leased (`ActionClaim.started_at`: not one of
+-- a run started again under the id of one deleted since). A second of slack: a step's creation is
+-- stamped with its worker's idea of the database's clock, which may run a little ahead of it.
+-- rows: run_id text, seq integer, attempt integer, started_at double precision, status text, result text, error text, memory_writes text, logs text, completed_at double precision, due_at double precision, delivered_in integer, delivered_at double precision
 UPDATE cairn_steps AS s
 SET status = x.status, result = x.result, error = x.error, memory_writes = x.memory_writes,
     logs = COALESCE(x.logs, s.logs), completed_at = x.completed_at, due_at = x.due_at, lease_owner = NULL,
     delivered_in = COALESCE(x.delivered_in, s.delivered_in), delivered_at = COALESCE(x.delivered_at, s.delivered_at)
 FROM {rows} x
 WHERE s.run_id = x.run_id AND s.seq = x.seq AND s.attempt = x.attempt AND s.status = 'running'
+  AND (x.started_at IS NULL OR s.created_at <= x.started_at + 1)
 RETURNING 1
 
 -- name: step_state
@@ -573,7 +577,7 @@ FROM (SELECT run_id AS claimed_run, seq AS claimed_seq FROM cairn_steps
       LIMIT :limit
       FOR UPDATE SKIP LOCKED) c
 WHERE s.run_id = c.claimed_run AND s.seq = c.claimed_seq
-RETURNING run_id, seq, name, args, attempt, options, queue, lost
+RETURNING run_id, seq, name, args, attempt, options, queue, lost, started_at
 
 -- name: memory_of_runs
 SELECT run_id, key, value FROM cairn_memory WHERE run_id = ANY(:run_ids)
