@@ -228,7 +228,7 @@ async def test_row_writes_out_of_their_usual_order_keep_the_order_given(client: 
     handle = await client.start(flows.function_style, 1)
     (claim,) = (await _claim(client)).runs
     ended = {
-        **dict.fromkeys(["result", "error", "properties", "completed_at", "wake_at", "pause_reason"]),
+        **dict.fromkeys(["result", "error", "properties", "started_at", "completed_at", "wake_at", "pause_reason"]),
         **dict.fromkeys(["lease_owner", "lease"]),
         "id": handle.id,
         "token": claim.token,

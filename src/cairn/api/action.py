@@ -79,7 +79,8 @@ class DurableCall(Coroutine[Any, Any, Any]):
         raise NotImplementedError
 
     def __del__(self) -> None:
-        if self._rt is not None and self._rt is current_runtime():
+        # Not while its run is dropped from memory: its calls go with it, scheduled or not (`close`).
+        if self._rt is not None and not self._rt.closed and self._rt is current_runtime():
             warnings.warn(self._unawaited(), UnawaitedCallWarning, stacklevel=2)
 
 
