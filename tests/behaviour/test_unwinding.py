@@ -17,8 +17,9 @@ import pytest
 
 import cairn
 from cairn import RunStatus
+from cairn.store.protocol import ActionClaim
 from tests.conftest import eventually
-from tests.helpers import status_is
+from tests.helpers import holds, status_is
 
 pytestmark = [pytest.mark.timeout(60)]
 
@@ -151,3 +152,62 @@ async def test_an_error_in_a_loop_callback_is_logged_for_the_run(
     said = [r for r in caplog.records if r.name == "cairn.workflow" and handle.id in r.getMessage()]
     assert len(said) == 1, [r.getMessage() for r in said]
     assert said[0].exc_info is not None and "a callback of the workflow's failed" in str(said[0].exc_info[1])
+
+
+async def forgotten(tag: str) -> None:
+    try:
+        await fetch(1)
+    finally:
+        await release(tag)
+
+
+@cairn.workflow
+async def fires_and_forgets(tag: str) -> str:
+    asyncio.create_task(forgotten(tag))  # noqa: RUF006  (the run ends without waiting for it)
+    await asyncio.sleep(0)
+    return "done"
+
+
+@cairn.workflow
+async def counts_to(n: int) -> int:
+    for i in range(n):
+        await fetch(i)
+    return n
+
+
+async def test_a_task_a_run_left_behind_never_runs_its_cleanup_in_another_run(client: cairn.Client) -> None:
+    """Such a task was kept only by a cycle once its step was cancelled with the run: the garbage
+    collector destroyed it whenever it ran, and its `finally` ran then, in whichever run's
+    activation was on, its action recorded in that run's journal (or run for real, unrecorded)."""
+    tag = f"forgotten-{uuid.uuid4()}"
+    async with cairn.Worker(client, poll_interval=0.05):
+        others = [await client.start(counts_to, 15) for _ in range(5)]
+        left = [await client.start(fires_and_forgets, f"{tag}-{i}") for i in range(10)]
+        assert [await h.result(timeout=30) for h in others] == [15] * 5
+        assert [await h.result(timeout=30) for h in left] == ["done"] * 10
+    for handle in others:
+        assert set(await _actions(handle)) == {fetch.id}
+    assert sum(n for name, n in RAN.items() if name.startswith(tag)) == 0
+
+
+@cairn.workflow
+async def fans_out_and_returns(n: int) -> str:
+    for i in range(n):
+        asyncio.create_task(fetch(i))  # noqa: RUF006  (never awaited: cancelled as the run ends)
+    await asyncio.sleep(0)
+    return "done"
+
+
+async def test_attempts_the_workflow_stopped_before_they_began_are_not_counted_in_flight(client: cairn.Client) -> None:
+    """Told at once of the cancel, the worker cancelled the attempt before its first step: its
+    coroutine never ran ("never awaited") and its key stayed in flight for the worker's life."""
+    async with cairn.Worker(client, poll_interval=0.05) as worker:
+        handles = [await client.start(fans_out_and_returns, 5) for _ in range(20)]
+        assert [await h.result(timeout=30) for h in handles] == ["done"] * 20
+        # The race forced: an attempt handed out, and heard of as cancelled before its task ran.
+        assert worker._action_slots.take()
+        claim = ActionClaim(handles[0].id, 1, fetch.id, '{"i": 0}', 1, None, None)
+        worker._start_action(claim, {})
+        worker._stop_attempts({(claim.run_id, claim.seq)})
+        await eventually(lambda: holds(not worker._attempt_tasks), what="every attempt's task done")
+        assert worker._attempts.keys() == set()

@@ -21,7 +21,6 @@ import hashlib
 import logging
 import math
 import sys
-import weakref
 from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -138,7 +137,11 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
         self._closed = False
         self._running = False
         self._exception: BaseException | None = None
-        self._tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        """Its unfinished tasks, held: a task only a cycle kept (its step cancelled as the run ended)
+        was destroyed by the garbage collector, whenever it ran, and its `finally` ran then, in
+        whichever run's activation was on: its action was recorded in that other run's journal.
+        Held, a task is unwound by `WorkflowInstance.close` only, as workflow code of its own run."""
         self._hash_base = int.from_bytes(hashlib.blake2b(runtime.run_id.encode(), digest_size=7).digest(), "big")
         self._hashes = 0
 
@@ -241,6 +244,7 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
     def create_task(self, coro: Any, *, name: str | None = None, context: Any = None) -> asyncio.Task[Any]:
         task = WorkflowTask(coro, loop=self, name=name, context=context)
         self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         return task
 
     def pending_tasks(self) -> list[asyncio.Task[Any]]:
@@ -263,6 +267,7 @@ class DeterministicLoop(asyncio.AbstractEventLoop):
     def close(self) -> None:
         self._closed = True
         self._ready.clear()
+        self._tasks.clear()
 
     def call_exception_handler(self, context: dict[str, Any]) -> None:
         """What asyncio's default handler logs (an exception in a callback, a task's exception never

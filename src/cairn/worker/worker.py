@@ -662,7 +662,10 @@ class Worker:
         for task, key in list(self._attempt_tasks.items()):
             if key in lost and not self._executor.recording(key):
                 log.info("run %s: stopping the attempt of step %d, no longer this worker's", *key)
-                task.cancel()
+                # After its first step, queued before this: cancelled before it, its coroutine never
+                # ran (the attempt never awaited, its key counted in flight for ever). A step the
+                # workflow stops waiting for is heard of at once, often before its attempt began.
+                asyncio.get_running_loop().call_soon(task.cancel)
 
     async def fire_schedules(self) -> float | None:
         """Start the runs of the schedule ticks due now; seconds until the next tick. A test
