@@ -80,7 +80,8 @@ class DurableCall(Coroutine[Any, Any, Any]):
 
     def __del__(self) -> None:
         # Not while its run is dropped from memory: its calls go with it, scheduled or not (`close`).
-        if self._rt is not None and not self._rt.closed and self._rt is current_runtime():
+        rt = self._rt
+        if rt is not None and rt is current_runtime() and not getattr(rt, "closed", False):
             warnings.warn(self._unawaited(), UnawaitedCallWarning, stacklevel=2)
 
 
