@@ -104,3 +104,33 @@ def test_a_sqlite_url_that_would_open_another_file_is_refused(url: str, said: st
     with pytest.raises(ValueError, match=re.escape(said)):
         cairn.Client(url).store  # noqa: B018  (the store is made, and checks the URL, here)
     assert cairn.Client("sqlite:///./app.db?synchronous=full&busy_timeout=3").store is not None
+
+
+@cairn.action
+def moves_elsewhere(folder: str) -> str:
+    os.chdir(folder)  # as a library might
+    return folder
+
+
+@cairn.workflow
+async def changes_directory(folder: str) -> str:
+    await moves_elsewhere(folder)
+    await cairn.sleep(1.1)  # past the file check's second
+    return "after"
+
+
+async def test_a_relative_database_path_holds_when_the_process_changes_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`./cairn.db` named another file once an action changed directory: the worker said the
+    database was deleted and stopped, and result() waited for ever."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    client = cairn.Client("sqlite:///./cairn.db")
+    try:
+        async with cairn.Worker(client, poll_interval=0.05):
+            assert await client.run(changes_directory, str(tmp_path / "elsewhere"), timeout=20) == "after"
+            assert len(await client.list_runs()) == 1
+    finally:
+        await client.close()
+    assert (tmp_path / "cairn.db").exists() and not (tmp_path / "elsewhere" / "cairn.db").exists()

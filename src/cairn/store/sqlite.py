@@ -134,7 +134,11 @@ class SqliteDatabase(Database):
     def __init__(self, url: str) -> None:
         super().__init__()
         self.url = url
-        self.path = sqlite_path(url)
+        path = sqlite_path(url)
+        # Absolute from the start: a relative one (the default ./cairn.db) named another file, or
+        # none, once the process changed directory (an action's os.chdir): a connection opened
+        # later went there, and the file's identity check (`_same_file`) said it was deleted.
+        self.path = path if path == ":memory:" else os.path.abspath(path)
         options = _options(url)
         self._synchronous = options.get("synchronous", ["NORMAL"])[0].upper()
         if self._synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
