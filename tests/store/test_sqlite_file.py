@@ -34,6 +34,8 @@ async def test_a_worker_whose_database_file_is_deleted_stops_saying_so(tmp_path:
             await asyncio.wait_for(worker.serve_until_stopped(), 20)
         with pytest.raises(DatabaseReplaced):
             await client.list_runs()
+        with pytest.raises(DatabaseReplaced):  # a wait is told so, not kept waiting for ever
+            await asyncio.wait_for(client.get("any").result(), 5)
     finally:
         await worker.stop()
         await client.close()

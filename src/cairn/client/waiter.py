@@ -18,7 +18,7 @@ import logging
 import weakref
 from collections.abc import Callable
 
-from cairn.errors import RunNotFound
+from cairn.errors import DatabaseReplaced, RunNotFound
 from cairn.records import RunRow
 from cairn.store.base import WORK, call_soon_here
 from cairn.store.open import redact_url
@@ -130,6 +130,9 @@ class ResultWaiter:
                     self._elsewhere = False
                 try:
                     await self._read(check, safety)
+                except DatabaseReplaced as exc:  # no wait will ever be answered: each is told so
+                    for run_id in list(self._waiting):
+                        self._fail(run_id, exc)
                 except Exception as exc:  # the database is away: keep waiting, and read these again
                     log.warning("reading runs for result waits failed (%s: %s); will retry", type(exc).__name__, exc)
                     self._check |= check
