@@ -114,3 +114,65 @@ async def _action_running(handle: cairn.RunHandle) -> bool:
 
 async def _past(began: float, seconds: float) -> bool:
     return time.monotonic() - began > seconds
+
+
+@cairn.action(queue="late-timer-acts")
+def gate_on_the_side(name: str) -> str:
+    flows.GATES[name].wait(30)
+    return name
+
+
+@cairn.workflow
+async def fast_within_slow_after(key: str) -> list[str]:
+    slow = asyncio.ensure_future(gate_on_the_side(f"{key}:slow"))
+    try:
+        fast = await asyncio.wait_for(gate_on_the_side(f"{key}:fast"), 3600)
+    except TimeoutError:
+        fast = "timed out"
+    return [fast.rsplit(":", 1)[-1], (await slow).rsplit(":", 1)[-1]]
+
+
+async def _steps_by_role(handle: cairn.RunHandle) -> dict[str, cairn.StepInfo]:
+    steps = await handle.steps()
+    roles: dict[str, cairn.StepInfo] = {}
+    for s in steps:
+        role = "timer" if s.kind == "timer" else str((s.args or {}).get("name", "")).rsplit(":", 1)[-1]
+        roles[role] = s
+    return roles
+
+
+async def _ended(handle: cairn.RunHandle, role: str) -> bool:
+    step = (await _steps_by_role(handle)).get(role)
+    return step is not None and step.status == "completed"
+
+
+async def test_a_result_that_came_before_the_timeout_wins_though_a_lower_step_came_after_it(
+    client: cairn.Client, db_url: str
+) -> None:
+    """Cut at the first result of the batch that ended after the timer (the slow one, a lower
+    step), the batch handed the timeout over before the fast one, which had ended in time."""
+    key = f"cut-{id(client)}"
+    actions = cairn.Worker(client, poll_interval=0.05, queues=["late-timer-acts"])
+    await actions.start()
+    try:
+        async with cairn.Worker(client, poll_interval=0.05, queues=["default"]):
+            handle = await client.start(fast_within_slow_after, key)
+            await eventually(lambda: _action_running_count(handle, 2), what="both actions running")
+        flows.GATES[f"{key}:fast"].set()  # with no worker of the workflow up
+        await eventually(lambda: _ended(handle, "fast"), what="the fast one ended")
+        flows.GATES[f"{key}:slow"].set()
+        await eventually(lambda: _ended(handle, "slow"), what="the slow one ended")
+        roles = await _steps_by_role(handle)
+        fast, slow, timer = (roles[r] for r in ("fast", "slow", "timer"))
+        assert fast.seq > slow.seq and fast.completed_at is not None and slow.completed_at is not None
+        # The timeout falls between the two ends, both before the workflow's worker is back.
+        due = (fast.completed_at + slow.completed_at) / 2
+        raw_sql(db_url, "UPDATE cairn_steps SET due_at = ? WHERE run_id = ? AND seq = ?", due, handle.id, timer.seq)
+        async with cairn.Worker(client, poll_interval=0.05, queues=["default"]):
+            assert await handle.result(timeout=20) == ["fast", "slow"]
+    finally:
+        await actions.stop()
+
+
+async def _action_running_count(handle: cairn.RunHandle, n: int) -> bool:
+    return sum(s.kind == "action" and s.status == "running" for s in await handle.steps()) == n

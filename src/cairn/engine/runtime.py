@@ -54,22 +54,27 @@ class Resolution:
 
 def in_delivery_order(batch: Iterable[Resolution]) -> list[Resolution]:
     """A batch in the order the workflow is handed it, live and on every replay alike (from what the
-    journal holds): results in step order, and each timer before the first of them that ended after
-    it was due. A timer fired late (its worker busy, draining or down) thus still wins against a
-    result that came after it, as it would have on time: `wait_for(child, 3600)` times out when the
-    child ended a day later, even if both are delivered in one activation."""
+    journal holds): the results that ended by the first timer's due time (in step order), then that
+    timer, then those that ended by the next one's, and so on; the rest after the last timer. A
+    timer fired late (its worker busy, draining or down) thus still beats a result that came after
+    it, as it would have on time, and loses to one that came before it: `wait_for(child, 3600)`
+    times out when the child ended a day later, even if both are delivered in one activation.
+    (A result of a higher step that ended before the timer went after it: cut by the timer at the
+    first result of the batch that ended after it, the batch handed a `wait_for` its timeout first.)"""
     ordered = sorted(batch, key=lambda r: r.seq)
     timers = sorted((r for r in ordered if r.timer), key=lambda r: (r.at if r.at is not None else math.inf, r.seq))
     if not timers:
         return ordered
+    results = [r for r in ordered if not r.timer]
     out: list[Resolution] = []
-    for r in ordered:
-        if r.timer:
-            continue
-        while timers and timers[0].at is not None and r.at is not None and timers[0].at < r.at:
-            out.append(timers.pop(0))
-        out.append(r)
-    return out + timers
+    for timer in timers:
+        due = timer.at if timer.at is not None else math.inf
+        ended = [r for r in results if r.at is not None and r.at <= due]
+        if ended:
+            out.extend(ended)
+            results = [r for r in results if not (r.at is not None and r.at <= due)]
+        out.append(timer)
+    return out + results
 
 
 def at_their_times(batch: Sequence[Resolution]) -> list[list[Resolution]]:
