@@ -538,10 +538,13 @@ def _bytes_text(value: bytes | bytearray) -> str:
     return bytes(value).decode("utf-8", "replace")
 
 
+_CUT_MARK = " more characters cut by Cairn]"
+
+
 def _cut(text: str) -> str:
     if len(text) <= MAX_ATTRIBUTE_CHARS:
         return text
-    return f"{text[:MAX_ATTRIBUTE_CHARS]}... [{len(text) - MAX_ATTRIBUTE_CHARS} more characters cut by Cairn]"
+    return f"{text[:MAX_ATTRIBUTE_CHARS]}... [{len(text) - MAX_ATTRIBUTE_CHARS}{_CUT_MARK}"
 
 
 def _builtin_base(kind: type[BaseException]) -> str | None:
@@ -786,9 +789,14 @@ def _restore(exc: BaseException, data: dict[str, Json]) -> None:
         return
     bytes_attrs = data.get("bytes_attrs")
     as_bytes = {name for name in bytes_attrs if isinstance(name, str)} if isinstance(bytes_attrs, list) else set()
-    vars(exc).update(
-        {str(k): _as_bytes(v) if k in as_bytes else v for k, v in attrs.items() if not str(k).startswith("_")}
-    )
+    kept = vars(exc)
+    for key, value in attrs.items():
+        name = str(key)
+        if name.startswith("_"):
+            continue
+        if isinstance(value, str) and value.endswith(_CUT_MARK) and kept.get(name) is not None:
+            continue  # cut in the record, made whole again from the arguments (a long stderr)
+        kept[name] = _as_bytes(value) if name in as_bytes else value
 
 
 def _said(exc: BaseException) -> str | None:
@@ -835,7 +843,12 @@ def _stand_in(
 def _new_stand_in(
     module: str, qualname: str, base: type[BaseException] | None, fallback: type[ActionError]
 ) -> type[ActionError]:
-    namespace = {"__str__": BaseException.__str__, "__module__": module, "__qualname__": qualname}
+    def reduce(self: ActionError) -> tuple[Any, ...]:
+        # Pickled (to another process: a pool's worker, Celery) as what it stands in as: `fallback`
+        # with the type's name, its message and traceback. A class made here cannot be imported there.
+        return (fallback, (str(self), self.type_name, self.remote_traceback))
+
+    namespace = {"__str__": BaseException.__str__, "__reduce__": reduce, "__module__": module, "__qualname__": qualname}
     name = qualname.rpartition(".")[2] or qualname
     if base is not None and issubclass(base, Exception) and base is not Exception:
         try:

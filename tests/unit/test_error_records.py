@@ -3,6 +3,7 @@ arguments, attributes), as the SPEC promises, for the shapes of exception classe
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 
 import pydantic
@@ -184,3 +185,19 @@ def test_an_exception_whose_arguments_it_does_not_say_comes_back_saying_its_mess
     back = again(raised.value)
     assert isinstance(back, UnicodeDecodeError) and str(back) == str(raised.value)
     assert (back.encoding, back.start, back.end, back.reason) == ("utf-8", 0, 1, "invalid start byte")
+
+
+def test_a_long_text_an_exception_was_made_with_comes_back_whole() -> None:
+    """The cut copy kept among its attributes was written over the whole one its arguments gave."""
+    stderr = "E" * (2 * MAX_ATTRIBUTE_CHARS)
+    back = error_from_json(error_to_json(subprocess.CalledProcessError(2, ["tool"], "out", stderr)))
+    assert isinstance(back, subprocess.CalledProcessError) and back.stderr == stderr
+
+
+def test_what_stands_in_for_a_type_not_loaded_can_be_pickled_to_another_process() -> None:
+    """A class made here cannot be imported by the process that unpickles it (a pool's worker)."""
+    record: Json = {"type": "LibError", "module": "somelib.errors", "message": "boom", "traceback": "tb"}
+    raised = error_from_json(record, cairn.WorkflowFailed)
+    back = pickle.loads(pickle.dumps(raised))
+    assert isinstance(back, cairn.WorkflowFailed) and str(back) == "boom"
+    assert (back.type_name, back.remote_traceback) == ("LibError", "tb")
