@@ -443,6 +443,12 @@ def _short(exc: pydantic.ValidationError) -> str:
 # --- errors ---------------------------------------------------------------------------------
 
 
+RECORD_VERSION = 2
+"""Of an error record: 2 since stand-ins (`error_from_json`); records without it were written
+before, and are made again as they were then, so that a run in flight across the upgrade replays
+the errors it saw (a type not loaded as `ActionError("Type: message")`, a str() as it came out)."""
+
+
 def error_to_json(exc: BaseException) -> Json:
     """What is kept of an exception: its type, message and traceback text, and the arguments it
     was made with when they are not just the message (so that `RunIdConflict` or an exception of
@@ -457,6 +463,7 @@ def error_to_json(exc: BaseException) -> Json:
         "module": importable_module(kind.__module__),
         "message": error_message(exc),
         "traceback": _format_traceback(exc),
+        "v": RECORD_VERSION,
     }
     base = _builtin_base(kind)
     if base is not None:
@@ -599,7 +606,7 @@ def error_text(exc: BaseException) -> str:
     except SerializationError:
         pass
     keep = max(200, max_payload_bytes() // 32)  # escaped, a character takes at most 12 bytes
-    short = {"type": data["type"], "module": data["module"]}
+    short = {"type": data["type"], "module": data["module"], "v": RECORD_VERSION}
     if "base" in data:  # a BaseException's stays one where its type is not loaded
         short["base"] = data["base"]
     for key in ("message", "traceback"):
@@ -668,10 +675,13 @@ def error_from_json(data: Json, fallback: type[ActionError] = ActionError) -> Ba
     tb = str(data.get("traceback", ""))
     base = _recorded_base(data.get("base"))
     exc: BaseException | None = None
-    if cls is not None and issubclass(cls, BaseExceptionGroup):
+    earlier = "v" not in data  # written before stand-ins: made again as it was then (RECORD_VERSION)
+    if earlier and cls is None:
+        exc = fallback(f"{type_name}: {message}", type_name, tb)
+    if exc is None and cls is not None and issubclass(cls, BaseExceptionGroup):
         exc = _regrouped(cls, data, fallback)
     if exc is None and cls is not None and issubclass(cls, Exception):
-        exc = _remade(cls, data, message)
+        exc = _remade(cls, data, message, as_said=not earlier)
     if exc is None:
         if (cls is not None and not issubclass(cls, Exception)) or (
             base is not None and not issubclass(base, Exception)
@@ -704,8 +714,9 @@ def _recorded_base(name: Json) -> type[BaseException] | None:
     return found if isinstance(found, type) and issubclass(found, BaseException) else None
 
 
-def _remade(cls: type[Exception], data: dict[str, Json], message: str) -> BaseException | None:
-    """`cls` made again from its record, saying the recorded message; None when it cannot be made."""
+def _remade(cls: type[Exception], data: dict[str, Json], message: str, as_said: bool = True) -> BaseException | None:
+    """`cls` made again from its record, saying the recorded message (`as_said`; else only when its
+    own str() raises, as records written before RECORD_VERSION 2 were); None when it cannot be made."""
     args = data.get("args")
     recorded = (args, _positions(data.get("bytes_args"), len(args))) if isinstance(args, list) else ([message], [])
     given = tuple(_as_bytes(arg) if i in recorded[1] else arg for i, arg in enumerate(recorded[0]))
@@ -713,7 +724,8 @@ def _remade(cls: type[Exception], data: dict[str, Json], message: str) -> BaseEx
     if exc is None:
         return None
     _restore(exc, data)
-    if _said(exc) == message:
+    said = _said(exc)
+    if said == message or (said is not None and not as_said):
         return exc
     # Its str() says something else (a UnicodeDecodeError's bytes came back as text, or its __str__
     # needs what the record could not carry): an instance of a subclass that says the recorded message.

@@ -196,8 +196,19 @@ def test_a_long_text_an_exception_was_made_with_comes_back_whole() -> None:
 
 def test_what_stands_in_for_a_type_not_loaded_can_be_pickled_to_another_process() -> None:
     """A class made here cannot be imported by the process that unpickles it (a pool's worker)."""
-    record: Json = {"type": "LibError", "module": "somelib.errors", "message": "boom", "traceback": "tb"}
+    record: Json = {"type": "LibError", "module": "somelib.errors", "message": "boom", "traceback": "tb", "v": 2}
     raised = error_from_json(record, cairn.WorkflowFailed)
     back = pickle.loads(pickle.dumps(raised))
     assert isinstance(back, cairn.WorkflowFailed) and str(back) == "boom"
     assert (back.type_name, back.remote_traceback) == ("LibError", "tb")
+
+
+def test_a_record_written_before_stand_ins_comes_back_as_it_did_then() -> None:
+    """A run in flight across the upgrade replays the errors it saw: a type not loaded as
+    `ActionError("Type: message")`, a str() as it came out (a UnicodeDecodeError's said nothing)."""
+    record: Json = {"type": "LibError", "module": "somelib.errors", "message": "boom", "traceback": "tb"}
+    back = error_from_json(record)
+    assert type(back) is cairn.ActionError and str(back) == "LibError: boom"
+    decode: Json = {"type": "UnicodeDecodeError", "module": "builtins", "message": "'utf-8' codec ...", "traceback": ""}
+    assert str(error_from_json(decode)) == ""
+    assert str(error_from_json({**decode, "v": 2})) == "'utf-8' codec ..."
