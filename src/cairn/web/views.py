@@ -428,11 +428,16 @@ class Field:
     choices: list[str] = field(default_factory=list)
     secret: bool = False
     """Named like a secret: typed into a password input, its default never written into the page."""
+    passed: str = "keyword"
+    """How the start sends it: "keyword", "positional" (positional-only, or before a *args), "var_positional"
+    (a JSON list spread as more positional arguments) or "var_keyword" (a JSON object spread as more by name).
+    All went by name, which Python refuses for all but the first: such workflows could not start from the form."""
 
 
 def form_fields(schema: dict[str, Any]) -> list[Field]:
     """Inputs for a workflow's parameters from its JSON schema, in signature order."""
     required = set(schema.get("required", []))
+    passed = _passed(schema)
     fields = []
     for name, prop in (schema.get("properties") or {}).items():
         if not isinstance(prop, dict):
@@ -448,8 +453,27 @@ def form_fields(schema: dict[str, Any]) -> list[Field]:
         secret = is_secret_key(name)
         if secret:  # left empty, the run gets the workflow's own default
             text, choices = "", []
-        fields.append(Field(name, kind, name in required, text, str(prop.get("title") or name), choices, secret))
+        title = str(prop.get("title") or name)
+        fields.append(Field(name, kind, name in required, text, title, choices, secret, passed.get(name, "keyword")))
     return fields
+
+
+def _passed(schema: dict[str, Any]) -> dict[str, str]:
+    """How each parameter is given in a start's args and kwargs, from the kinds its worker registered
+    ("x-cairn-parameters"). Before a *args every parameter goes by position: by name, Python would bind
+    the *args' values to it first."""
+    params = schema.get("x-cairn-parameters")
+    if not isinstance(params, list):
+        return {}
+    kinds = [(str(p.get("name")), str(p.get("kind"))) for p in params if isinstance(p, dict)]
+    has_var_args = any(kind == "var_positional" for _, kind in kinds)
+    passed = {}
+    for name, kind in kinds:
+        if kind in ("var_positional", "var_keyword"):
+            passed[name] = kind
+        elif kind == "positional_only" or (kind == "positional_or_keyword" and has_var_args):
+            passed[name] = "positional"
+    return passed
 
 
 # --- nondeterminism --------------------------------------------------------------------------------

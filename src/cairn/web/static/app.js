@@ -139,7 +139,8 @@
         leaving = true;
       }
     } catch (e) {
-      flash(e.message, true);
+      if (form.matches("form.start")) showStartError(form, e);
+      else flash(e.message, true);
     } finally {
       if (!leaving) {  // the page it goes to next is a new one: this form stays spent till then
         delete form.dataset.busy;
@@ -148,24 +149,110 @@
     }
   });
 
+  // A field's error, which names it: the start form puts it beside that field.
+  function fieldError(message, name) {
+    const error = new Error(message);
+    error.field = name;
+    return error;
+  }
+
+  // The parameter a server's refusal names: `argument 'times' of ...`, `missing required arguments: a, b`.
+  function namedField(message) {
+    const quoted = /argument (['"])(.*?)\1/.exec(message);
+    if (quoted) return quoted[2];
+    const missing = /missing required arguments: ([^,;\s]+)/.exec(message);
+    return missing ? missing[1] : null;
+  }
+
+  // A start's error beside its form, the field it names marked and focused. It went to the flash at
+  // the top of the page, out of sight of a form further down, and named no field.
+  function showStartError(form, e) {
+    const box = form.querySelector("[data-form-error]");
+    if (!box) { flash(e.message, true); return; }
+    const name = e.field || namedField(e.message);
+    const field = name ? Array.from(form.querySelectorAll("[data-param]")).find((f) => f.dataset.param === name) : null;
+    const label = field && field.closest("label");
+    const title = label ? label.querySelector("span").firstChild.textContent.trim() : name;
+    box.textContent = field ? `${title}: ${e.message}` : e.message;
+    box.hidden = false;
+    if (field) {
+      field.setAttribute("aria-invalid", "true");
+      field.setAttribute("aria-describedby", box.id);
+      field.focus();
+    } else {
+      box.focus();
+    }
+    box.scrollIntoView({ block: "nearest" });
+  }
+
+  function clearStartError(form) {
+    const box = form.querySelector("[data-form-error]");
+    if (box) { box.hidden = true; box.textContent = ""; }
+    for (const field of form.querySelectorAll("[aria-invalid]")) {
+      field.removeAttribute("aria-invalid");
+      field.removeAttribute("aria-describedby");
+    }
+  }
+
+  // A JSON list or object as typed, less its brackets, to splice into the body (numbers as written).
+  function inner(text, name, wanted) {
+    const parsed = parseJson(text, name);
+    const isList = Array.isArray(parsed);
+    if (wanted === "list" ? !isList : (isList || parsed === null || typeof parsed !== "object")) {
+      throw fieldError(`${name} must be a JSON ${wanted}, got ${text.trim().slice(0, 40)}`, name);
+    }
+    return { text: text.trim().slice(1, -1).trim(), keys: isList ? [] : Object.keys(parsed) };
+  }
+
   async function startRun(form) {
+    clearStartError(form);
+    const args = [];  // each as JSON text, or null for a positional left empty
     const kwargs = [];  // "name": value, each as JSON text
+    const spread = [];  // the text of a **kwargs object, less its braces
+    const named = new Set();
+    let varArgs = "";
     for (const input of form.querySelectorAll("[data-param]")) {
       const kind = input.dataset.kind;
       const name = input.dataset.param;
-      let value;
+      const passed = input.dataset.pass || "keyword";
+      let value = null;
       if (kind === "boolean") {
         value = input.checked ? "true" : "false";
       } else {
         const text = input.value;
-        if (text === "" && !input.required) continue;
-        if (kind === "integer" || kind === "number") value = numberText(text, kind, name);
-        else if (kind === "json") { parseJson(text, name); value = text.trim(); }  // checked, sent as written
-        else value = JSON.stringify(text);
+        if (text === "" && !input.required) {
+          if (passed === "positional") args.push({ name, value: null });
+          continue;
+        }
+        if (passed === "var_positional") { varArgs = inner(text, name, "list").text; continue; }
+        if (passed === "var_keyword") {
+          const got = inner(text, name, "object");
+          if (got.text) spread.push(got);
+          continue;
+        }
+        try {
+          if (kind === "integer" || kind === "number") value = numberText(text, kind, name);
+          else if (kind === "json") { parseJson(text, name); value = text.trim(); }  // checked, sent as written
+          else value = JSON.stringify(text);
+        } catch (e) {
+          throw fieldError(e.message, name);
+        }
       }
-      kwargs.push(`${JSON.stringify(name)}:${value}`);
+      if (passed === "positional") args.push({ name, value });
+      else { kwargs.push(`${JSON.stringify(name)}:${value}`); named.add(name); }
     }
-    let body = `{"kwargs":{${kwargs.join(",")}}`;
+    // A positional left empty can only be left out at the end: those after it would shift into its place.
+    const given = varArgs ? args.length : args.map((a) => a.value !== null).lastIndexOf(true) + 1;
+    const gap = args.slice(0, given).find((a) => a.value === null);
+    if (gap) throw fieldError(`${gap.name} is needed: the arguments after it are given by position`, gap.name);
+    const positional = args.slice(0, given).map((a) => a.value);
+    if (varArgs) positional.push(varArgs);
+    for (const got of spread) {
+      const twice = got.keys.find((key) => named.has(key));
+      if (twice) throw fieldError(`${twice} is given twice: in its own field and in the object of more arguments`, twice);
+      kwargs.push(got.text);
+    }
+    let body = `{"args":[${positional.join(",")}],"kwargs":{${kwargs.join(",")}}`;
     const id = form.querySelector("[data-run-id]").value.trim();
     if (id) body += `,"id":${JSON.stringify(id)}`;
     const out = await api("POST", `/api/workflows/${enc(form.dataset.workflow)}/runs`, new RawJson(`${body}}`));
@@ -175,8 +262,69 @@
     window.location.assign(`${base}/runs/${enc(out.id)}`);
   }
 
+  // --- live updates: replace a part of the page, keeping the reader's place in it ------------------
+  // A live update replaced the part holding the keyboard focus (a run's link or checkbox, a run
+  // control, a step's summary): focus fell back to the page's start every few seconds, and what was
+  // typed into a field of the part, unsent, was lost. Each control is found again in the new part
+  // by what names it (its id or attributes, else its place under the nearest named element).
+  const NAMING = ["id", "name", "value", "href", "data-action", "data-run", "data-param", "data-step", "data-count", "data-live"];
+
+  function naming(el) {
+    const attrs = NAMING.filter((a) => el.hasAttribute(a) && !(a === "value" && !(el instanceof HTMLInputElement)));
+    if (attrs.length === 0) return null;
+    return el.tagName.toLowerCase() + attrs.map((a) => `[${a}="${CSS.escape(el.getAttribute(a))}"]`).join("");
+  }
+
+  function placeOf(el, part) {  // {anchor selector or null (the part), child index path from it}
+    const path = [];
+    let at = el;
+    while (at !== part) {
+      const selector = naming(at);
+      if (selector) return { selector, path };
+      path.unshift(Array.prototype.indexOf.call(at.parentElement.children, at));
+      at = at.parentElement;
+    }
+    return { selector: null, path };
+  }
+
+  function find(part, place) {
+    let at = place.selector ? (part.matches(place.selector) ? part : part.querySelector(place.selector)) : part;
+    for (const i of place.path) at = at && at.children[i];
+    return at || null;
+  }
+
+  function edited(field) {
+    if (field instanceof HTMLInputElement && (field.type === "checkbox" || field.type === "radio")) {
+      return field.checked !== field.defaultChecked;
+    }
+    if (field instanceof HTMLSelectElement) return Array.from(field.options).some((o) => o.selected !== o.defaultSelected);
+    return field.value !== field.defaultValue;
+  }
+
+  function replaceKeepingPlace(part, next) {
+    const focused = part.contains(document.activeElement) && document.activeElement !== part ? document.activeElement : null;
+    const focusPlace = focused && placeOf(focused, part);
+    const typed = Array.from(part.querySelectorAll("input, textarea, select")).filter(edited)
+      .map((field) => ({ place: placeOf(field, part), field }));
+    part.replaceWith(next);
+    for (const { place, field } of typed) {
+      const twin = find(next, place);
+      if (!twin || twin.tagName !== field.tagName) continue;
+      if ("checked" in field && (field.type === "checkbox" || field.type === "radio")) twin.checked = field.checked;
+      else twin.value = field.value;
+    }
+    const again = focusPlace && find(next, focusPlace);
+    if (again && again.tagName === focused.tagName) {
+      again.focus({ preventScroll: true });
+      if (typeof focused.selectionStart === "number" && typeof again.setSelectionRange === "function") {
+        try { again.setSelectionRange(focused.selectionStart, focused.selectionEnd, focused.selectionDirection); } catch (e) { /* not a text field */ }
+      }
+    }
+    return next;
+  }
+
   // --- runs page: selection, bulk actions, live updates -----------------------------------------
-  const live = document.getElementById("runs-live");
+  let live = document.getElementById("runs-live");
 
   function picked() {
     return Array.from(document.querySelectorAll("input.pick:checked")).map((box) => box.value);
@@ -221,8 +369,12 @@
   async function refreshRuns() {
     if (!live) return;
     const response = await fetch(live.dataset.src, { credentials: "same-origin" });
-    if (response.ok) live.innerHTML = await response.text();
-    else if (response.status === 401) sessionEnded();
+    if (response.status === 401) sessionEnded();
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    const next = live.cloneNode(false);
+    next.append(...Array.from(fresh.body.childNodes));
+    live = replaceKeepingPlace(live, next);
   }
 
   let toldEnded = false;
@@ -259,7 +411,7 @@
     const open = new Set(Array.from(runBox.querySelectorAll("details[open]")).map((d) => d.id).filter(Boolean));
     for (const part of runBox.querySelectorAll("[data-live]")) {
       const next = fresh.querySelector(`[data-live="${part.dataset.live}"]`);
-      if (next) part.replaceWith(document.importNode(next, true));
+      if (next) replaceKeepingPlace(part, document.importNode(next, true));
     }
     for (const id of open) {
       const details = document.getElementById(id);
