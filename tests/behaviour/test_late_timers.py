@@ -74,6 +74,29 @@ async def test_a_signal_that_came_after_the_timeout_is_kept_for_the_next_wait(
     assert [s.status for s in waits] == ["cancelled", "completed"], waits
 
 
+@cairn.workflow
+async def two_waits_then_one() -> list[object]:
+    first = asyncio.ensure_future(cairn.wait_for_signal("x", timeout=3600))
+    second = asyncio.ensure_future(cairn.wait_for_signal("x"))
+    both = await asyncio.gather(first, second, return_exceptions=True)
+    third = await cairn.wait_for_signal("x")
+    return [type(r).__name__ if isinstance(r, BaseException) else r for r in both] + [third]
+
+
+async def test_signals_that_came_after_a_timeout_keep_their_order_for_the_waits_left(
+    client: cairn.Client, db_url: str
+) -> None:
+    """Matched at the claim, 1 to the wait the timeout then stopped and 2 to the next wait, the
+    run got 2 before 1 (1, given back, went to the third wait). Matched once the timer has fired,
+    they go to the waits still open, in order."""
+    handle = await _waiting_with_the_worker_gone(client, two_waits_then_one)
+    raw_sql(db_url, "UPDATE cairn_steps SET due_at = due_at - 7200 WHERE run_id = ? AND kind = 'timer'", handle.id)
+    await handle.signal("x", 1)
+    await handle.signal("x", 2)
+    async with cairn.Worker(client, poll_interval=0.05):
+        assert await handle.result(timeout=20) == ["TimeoutError", 1, 2]
+
+
 async def test_a_signal_sent_before_the_timeout_wins_though_the_timer_is_due_too(
     client: cairn.Client, db_url: str
 ) -> None:

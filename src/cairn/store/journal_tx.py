@@ -7,7 +7,7 @@ event list is exactly as durable as the state change it describes.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -448,16 +448,42 @@ def consume_signals(tx: Tx, matches: Sequence[Sequence[Any]], now: float) -> lis
     that arrived in between is never overwritten by the commit's idea of when the run is next
     ready, nor taken by a wait that timed out in that commit)."""
     resolved = []
-    for run_id, seq, name, signal_id, payload, waited_from, sent_at in matches:
-        # The wait ended when the signal was there for it, not when a claim got round to it: that
-        # is the time that orders it against a timer delivered with it (`in_delivery_order`).
-        received_at = min(now, max(float(waited_from), float(sent_at)))
+    for match in matches:
+        run_id, seq, name, signal_id, payload = match[:5]
+        received_at = received(match, now)
         params = {"run_id": run_id, "seq": seq, "signal_id": signal_id, "payload": payload, "received_at": received_at}
         tx.write("consume_signal_into_step", params)
         tx.write("mark_signal_consumed", params)
         event(tx, run_id, "step.completed", now, seq, signal=name)
         resolved.append(signal_step(run_id, int(seq), str(name), payload, received_at))
     return resolved
+
+
+def received(match: Sequence[Any], now: float) -> float:
+    """When a `signal_matches` pair's wait got its signal: when the signal was there for it (sent,
+    or the wait begun), not when a claim got round to it. The time that orders it against a timer
+    delivered with it (`in_delivery_order`)."""
+    waited_from, sent_at = match[5], match[6]
+    return min(now, max(float(waited_from), float(sent_at)))
+
+
+def after_the_timers(matches: Sequence[Sequence[Any]], fired: Mapping[str, float], now: float) -> list[Sequence[Any]]:
+    """The `signal_matches` pairs a claim may resolve, given the earliest due time of the timers it
+    fired for each run: none whose signal came after it, nor any later pair of that run and name
+    (the n-th wait takes the n-th signal). Such a signal waits for the activation the timer starts,
+    and the commit after it matches it (`match_signals`) to the waits still open then. Matched here,
+    to a wait that timer then stopped, it was given back after a later wait of its name had taken
+    the next signal: the run got them in the wrong order."""
+    kept: list[Sequence[Any]] = []
+    deferred: set[tuple[str, str]] = set()
+    for match in matches:
+        run_id, name = str(match[0]), str(match[2])
+        due = fired.get(run_id)
+        if (run_id, name) in deferred or (due is not None and received(match, now) > due):
+            deferred.add((run_id, name))
+            continue
+        kept.append(match)
+    return kept
 
 
 def signal_step(run_id: str, seq: int, name: str, payload: str | None, now: float) -> StepRow:

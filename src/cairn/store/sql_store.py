@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
@@ -811,8 +812,10 @@ def _load_runs(tx: Tx, now: float, rows: Sequence[tuple[Any, ...]], cached: dict
             ("signal_matches", {"run_ids": ids}),
         ]
     )
-    for run_id, seq in fired:
+    first_due: dict[str, float] = {}
+    for run_id, seq, due in fired:
         journal_tx.event(tx, run_id, "step.completed", now, seq, kind="timer")
+        first_due[run_id] = min(first_due.get(run_id, math.inf), float(due))
     corrupt: set[str] = set()
     journals: dict[str, list[StepRow]] = {}
     for s in steps:
@@ -824,7 +827,8 @@ def _load_runs(tx: Tx, now: float, rows: Sequence[tuple[Any, ...]], cached: dict
         row = _decoded_step(tx, s, now, corrupt)
         if row is not None:
             batches.setdefault(s[0], []).append(row)
-    for wait in journal_tx.consume_signals(tx, matches, now):  # delivered with the rest
+    resolvable = journal_tx.after_the_timers(matches, first_due, now)
+    for wait in journal_tx.consume_signals(tx, resolvable, now):  # delivered with the rest
         batches.setdefault(wait.run_id, []).append(wait)
     return [
         RunClaim(
