@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 import cairn
@@ -77,6 +79,21 @@ async def test_durable_sleep_records_timers_and_logical_time(client: cairn.Clien
     assert await handle.result(timeout=10) == "slept True"
     timers = [s for s in await handle.steps() if s.kind == StepKind.TIMER]
     assert len(timers) == 2 and all(t.status == StepStatus.COMPLETED for t in timers)
+
+
+@cairn.workflow
+async def sleeps_until(deadline_in: float) -> str:
+    await cairn.sleep(deadline_in)  # a deadline already passed: negative
+    await cairn.sleep(timedelta(seconds=deadline_in))
+    return "went on"
+
+
+async def test_a_sleep_until_a_deadline_already_passed_returns_at_once(client: cairn.Client) -> None:
+    """`sleep(deadline - cairn.now())` past the deadline failed the run ("must not be negative");
+    `asyncio.sleep` returns at once, and so does it now."""
+    handle = await client.start(sleeps_until, -5.0)
+    assert await handle.result(timeout=10) == "went on"
+    assert [s for s in await handle.steps() if s.kind == StepKind.TIMER] == []
 
 
 async def test_try_except_around_failing_action(client: cairn.Client) -> None:

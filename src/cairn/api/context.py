@@ -63,8 +63,16 @@ def uuid4() -> _uuid.UUID:
 
 
 def sleep(duration: float | timedelta) -> Any:
-    """Durable sleep: survives worker restarts and holds no worker memory while it waits."""
+    """Durable sleep: survives worker restarts and holds no worker memory while it waits. A duration
+    of 0 or less returns at once, as `asyncio.sleep`'s does: `sleep(deadline - cairn.now())` once
+    the deadline has passed is no error (it failed the run)."""
+    if isinstance(duration, timedelta | int | float) and not isinstance(duration, bool) and _before_now(duration):
+        duration = 0.0
     return _durable(asyncio.sleep(seconds(duration, "sleep duration") or 0.0))
+
+
+def _before_now(duration: float | timedelta) -> bool:
+    return duration < timedelta(0) if isinstance(duration, timedelta) else duration < 0
 
 
 def wait_for_signal(name: str, timeout: float | timedelta | None = None) -> Any:
