@@ -76,7 +76,9 @@ def _before_now(duration: float | timedelta) -> bool:
 
 
 def wait_for_signal(name: str, timeout: float | timedelta | None = None) -> Any:
-    """Wait durably for a signal sent to this run; returns its payload. TimeoutError on timeout."""
+    """Wait durably for a signal sent to this run; returns its payload. TimeoutError on timeout.
+    A signal is handed over at the run's next activation, so `timeout=0` always times out, even with
+    one waiting (asyncio's `wait_for(..., 0)`); it is kept for the next wait, never lost."""
     rt = require_runtime("cairn.wait_for_signal")
     check_name(name, "signal name")
     limit = seconds(timeout, "signal timeout")
