@@ -99,6 +99,12 @@ async def ranked(label: str) -> str:
     return await hold(label, ["ranked"], 0.0)
 
 
+@workflow(queue=RANKED)
+async def ranked_nap(label: str) -> str:
+    await cairn.sleep(0.05)  # waits, its priority kept: claimed again when the timer is due
+    return label
+
+
 @workflow(queue=DEDUP)
 async def gated(label: str) -> str:
     return str(await cairn.wait_for_signal("go")) + label

@@ -88,6 +88,17 @@ async def test_priority_lower_first_then_first_in_first_out(client: cairn.Client
     assert qf.MARKS.order == ["none", "p1-first", "p1-second", "p3", "p5"]
 
 
+async def test_runs_of_any_priority_that_wait_are_taken_again_when_due(client: cairn.Client, db_url: str) -> None:
+    """Waiting runs are claimed in walks by priority (the default one by due time alone): one of
+    each kind of priority wakes from its sleep and ends."""
+    async with workers(client, db_url, n=1):
+        handles = [
+            await client.start(qf.ranked_nap, label, priority=priority)
+            for label, priority in (("none", None), ("zero", 0), ("p3", 3))
+        ]
+        assert [await h.result(timeout=30) for h in handles] == ["none", "zero", "p3"]
+
+
 async def test_priority_on_a_queue_without_it_is_refused(client: cairn.Client) -> None:
     with pytest.raises(ValueError, match="does not take priorities"):
         await client.start(qf.serial, "x", priority=1)

@@ -229,3 +229,23 @@ async def test_the_heartbeats_look_for_due_work_costs_the_same_with_many_runs_as
         plan = "\n".join(str(row[0]) for row in explained)
     # Bounded by the clock in the index, not tested run by run against it (a Filter).
     assert "Index Cond: (ready_at <= " in plan, plan
+
+
+def test_a_claims_walk_of_waiting_runs_ends_at_the_clock_on_sqlite(tmp_path: Path) -> None:
+    """Ordered by priority first, the walk of waiting runs read every sleeping run when fewer than
+    its limit were due (2.05 ms a claim with 20,000 asleep; 0.36 ms walked by due time)."""
+
+    async def migrate() -> None:
+        client = cairn.Client(f"sqlite:///{tmp_path}/claim.db")
+        await client.store.open()
+        await client.close()
+
+    asyncio.run(migrate())
+    conn = sqlite3.connect(tmp_path / "claim.db")
+    conn.create_function("cairn_now", 0, time.time)
+    conn.create_function("cairn_tx_now", 0, time.time)
+    sql = queries("sqlite")["claim_runs"]
+    plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", dict.fromkeys(re.findall(r":(\w+)", sql), 1))]
+    conn.close()
+    walks = [step for step in plan if "cairn_runs_claim" in step]
+    assert "SEARCH cairn_runs USING INDEX cairn_runs_claim (status=? AND priority=? AND ready_at<?)" in walks, plan

@@ -525,7 +525,11 @@ FROM cairn_runs WHERE parent_id = :id ORDER BY created_at, id LIMIT :limit
 -- limit, so a claim costs the same however many runs are due or were ever run (a sort of every due
 -- run cost 2.6 ms at 100 pending and 90 ms at 20,000); then the oldest of all. The workflow test
 -- is written so that no index serves it (the workflow index would read every run of the workflow
--- ever). Rows a walk locked but the limit leaves are free again when the claim ends.
+-- ever). Rows a walk locked but the limit leaves are free again when the claim ends. Waiting runs
+-- (the sleepers: most of them not due) are walked at the default priority by ready_at alone, a
+-- range of the index that ends at the clock; ordered by priority first, the walk read every
+-- sleeping run when fewer than the limit were due (2 ms on SQLite with 20,000 asleep). Those of
+-- a higher and of a lower priority, few, are walks of their own (each a range of the index too).
 -- A new run leased to this worker less than :settle seconds ago is not retaken: :busy is listed as
 -- the claim begins, and a run started in the worker's process while the claim is under way is
 -- born leased to it, its first activation already on its way (see SqlStore.claim_work).
@@ -539,7 +543,23 @@ WITH running AS (
     FOR UPDATE SKIP LOCKED),
 waiting AS (
     SELECT id, priority, ready_at FROM cairn_runs
-    WHERE status = 'waiting' AND ready_at <= cairn_tx_now()
+    WHERE status = 'waiting' AND priority = 0 AND ready_at <= cairn_tx_now()
+      AND (lease_until IS NULL OR lease_until < cairn_tx_now() OR (lease_owner = :worker AND NOT id = ANY(:busy)))
+      AND (workflow || '') = ANY(:workflows) AND (:any_queue = 1 OR queue = ANY(:queues))
+    ORDER BY ready_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED),
+waiting_first AS (
+    SELECT id, priority, ready_at FROM cairn_runs
+    WHERE status = 'waiting' AND priority > 0 AND ready_at <= cairn_tx_now()
+      AND (lease_until IS NULL OR lease_until < cairn_tx_now() OR (lease_owner = :worker AND NOT id = ANY(:busy)))
+      AND (workflow || '') = ANY(:workflows) AND (:any_queue = 1 OR queue = ANY(:queues))
+    ORDER BY priority DESC, ready_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED),
+waiting_last AS (
+    SELECT id, priority, ready_at FROM cairn_runs
+    WHERE status = 'waiting' AND priority < 0 AND ready_at <= cairn_tx_now()
       AND (lease_until IS NULL OR lease_until < cairn_tx_now() OR (lease_owner = :worker AND NOT id = ANY(:busy)))
       AND (workflow || '') = ANY(:workflows) AND (:any_queue = 1 OR queue = ANY(:queues))
     ORDER BY priority DESC, ready_at
@@ -560,6 +580,10 @@ SET lease_owner = :worker, lease_until = cairn_tx_now() + :lease, lease_token = 
 WHERE id IN (SELECT id FROM (SELECT id, priority, ready_at FROM running
                              UNION ALL
                              SELECT id, priority, ready_at FROM waiting
+                             UNION ALL
+                             SELECT id, priority, ready_at FROM waiting_first
+                             UNION ALL
+                             SELECT id, priority, ready_at FROM waiting_last
                              UNION ALL
                              SELECT id, priority, ready_at FROM new_runs) picked
              ORDER BY priority DESC, ready_at
