@@ -19,7 +19,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from cairn.dependencies import invoke_with_dependencies
 from cairn.engine.loop import workflow_hash
-from cairn.engine.runtime import current_runtime, thread_bridge
+from cairn.engine.runtime import Runtime, current_runtime, thread_bridge
 from cairn.errors import NotInWorkflow, ThreadTimeoutWarning, UnawaitedCallWarning
 from cairn.names import check_name, importable_module
 from cairn.policies import BackoffPolicy, RetryPolicy, backoff_policy, retry_policy, seconds
@@ -49,7 +49,7 @@ class DurableCall(Coroutine[Any, Any, Any]):
     def __init__(self) -> None:
         self._gen: Generator[Any, Any, Any] | None = None
         self._hash: int | None = None
-        self._rt: object | None = current_runtime()
+        self._rt: Runtime | None = current_runtime()
         """The activation's runtime while not awaited (None once awaited, or outside a workflow)."""
 
     def __hash__(self) -> int:
@@ -80,8 +80,7 @@ class DurableCall(Coroutine[Any, Any, Any]):
 
     def __del__(self) -> None:
         # Not while its run is dropped from memory: its calls go with it, scheduled or not (`close`).
-        rt = self._rt
-        if rt is not None and rt is current_runtime() and not getattr(rt, "closed", False):
+        if self._rt is not None and not self._rt.closed and self._rt is current_runtime():
             warnings.warn(self._unawaited(), UnawaitedCallWarning, stacklevel=2)
 
 

@@ -173,10 +173,10 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
     _carry_and_deliver(tx, commit, activation, now)
     # Created when the workflow scheduled them (the activation's time), not when the commit got
     # through: a signal wait's start is what `consume_signals` weighs its signal's arrival against.
-    scheduled_at = _ran_at(commit, now)
+    ran_at = _ran_at(commit, now)
     for step in res.new_steps:
         born = commit.owner if step.seq in commit.births else None
-        _insert_step(tx, run, step, activation, now, born, commit.lease, scheduled_at)
+        _insert_step(tx, run, step, activation, now, born, commit.lease, ran_at)
     # Memory: the carried results' writes, then the workflow's own (it ran after them), in one kind
     # of row after the steps (the order `write_row` takes rows in), the last write of a key winning.
     for c in commit.completions:
@@ -199,7 +199,7 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
             "insert_properties",
             {"run_id": run.id, "activation": activation, "after_step": last_seq, "properties": res.properties},
         )
-    _finish(tx, commit, activation, now)
+    _finish(tx, commit, activation, now, ran_at)
     if res.code_version is not None and run.code_version is None:
         tx.write("set_code_version", {"id": run.id, "version": res.code_version})
 
@@ -258,7 +258,7 @@ def _ran_at(commit: Commit, now: float) -> float:
     return ran if 0 < ran < now else now
 
 
-def _finish(tx: Tx, commit: Commit, activation: int, now: float) -> None:
+def _finish(tx: Tx, commit: Commit, activation: int, now: float, ran_at: float) -> None:
     run, res = commit.run, commit.result
     terminal = res.status in TERMINAL
     sticky = commit.owner is not None and res.status == RunStatus.RUNNING
@@ -276,7 +276,7 @@ def _finish(tx: Tx, commit: Commit, activation: int, now: float) -> None:
             "now": now,
             # The first activation's clock, which its replays run at (`WorkflowInstance._when`):
             # the commit's time was later, and `loop.time()` there was another on every replay.
-            "started_at": _ran_at(commit, now),
+            "started_at": ran_at,
             "completed_at": now if terminal else None,
             "parked": 1 if res.status in PARKED else 0,
             "wake_at": res.wake_at,
@@ -295,7 +295,7 @@ def _finish(tx: Tx, commit: Commit, activation: int, now: float) -> None:
             detail["error"] = json.loads(res.error).get("message", "")
         event(tx, run.id, res.status.value, now, **detail)
         # A result waiter in this process gets the finished row with the news: no read back.
-        tx.notify(f"run:{run.id}", _finished_row(commit, activation, now) if terminal else None)
+        tx.notify(f"run:{run.id}", _finished_row(commit, activation, now, ran_at) if terminal else None)
     if commit.closes_steps:
         tx.execute("cancel_open_steps", {"run_id": run.id, "now": now, "activation": activation})
     if terminal and run.parent_id is not None and run.parent_seq is not None:
@@ -331,7 +331,7 @@ def attempt_recorded(claim: ActionClaim, state: Sequence[Any] | None) -> bool | 
     return None if state[0] == StepStatus.RUNNING else True
 
 
-def _finished_row(commit: Commit, activation: int, now: float) -> RunRow:
+def _finished_row(commit: Commit, activation: int, now: float, ran_at: float) -> RunRow:
     """The run as `finish_activation` leaves it when it ends."""
     run, res = commit.run, commit.result
     return replace(
@@ -343,7 +343,7 @@ def _finished_row(commit: Commit, activation: int, now: float) -> RunRow:
         pause_reason=None,
         properties=res.properties if res.properties is not None else run.properties,
         updated_at=now,
-        started_at=run.started_at if run.started_at is not None else _ran_at(commit, now),
+        started_at=run.started_at if run.started_at is not None else ran_at,
         completed_at=now,
         lease_owner=None,
         lease_token=commit.token + 1,
