@@ -170,10 +170,9 @@ _TABLE = re.compile(
 """A table named in a statement, with the alias a query plan calls it by."""
 
 
-def test_no_statement_reads_every_run_or_step_on_sqlite(tmp_path: Path) -> None:
-    """Runs and steps only grow with the history; a statement that reads all of them (a worker's
-    heartbeat, its housekeeping, a claim, a commit) costs more each day. SQLite says how it will
-    read each table before anything is run: a plain SCAN of either is a read of every row."""
+def _sqlite_plans(tmp_path: Path) -> dict[str, list[str]]:
+    """How SQLite will read each of Cairn's statements, step by step, on a migrated database:
+    what it says before anything is run (EXPLAIN QUERY PLAN)."""
 
     async def migrate() -> None:
         client = cairn.Client(f"sqlite:///{tmp_path}/plans.db")
@@ -184,15 +183,28 @@ def test_no_statement_reads_every_run_or_step_on_sqlite(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "plans.db")
     conn.create_function("cairn_now", 0, time.time)
     conn.create_function("cairn_tx_now", 0, time.time)
+    try:
+        return {
+            name: [
+                row[3]
+                for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", dict.fromkeys(re.findall(r":(\w+)", sql), 1))
+            ]
+            for name, sql in queries("sqlite").items()
+        }
+    finally:
+        conn.close()
+
+
+def test_no_statement_reads_every_run_or_step_on_sqlite(tmp_path: Path) -> None:
+    """Runs and steps only grow with the history; a statement that reads all of them (a worker's
+    heartbeat, its housekeeping, a claim, a commit) costs more each day. SQLite says how it will
+    read each table before anything is run: a plain SCAN of either is a read of every row."""
     readers = {}
-    for name, sql in queries("sqlite").items():
-        names = {alias or table: table for table, alias in _TABLE.findall(sql)}
-        params = dict.fromkeys(re.findall(r":(\w+)", sql), 1)
-        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+    for name, plan in _sqlite_plans(tmp_path).items():
+        names = {alias or table: table for table, alias in _TABLE.findall(queries("sqlite")[name])}
         scanned = [step for step in plan if (m := re.fullmatch(r"SCAN (\w+)", step)) and m[1] in names]
         if scanned:
             readers[name] = scanned
-    conn.close()
     assert readers.keys() <= HISTORY_READERS.keys(), f"these read every run or step: {readers}"
 
 
@@ -200,19 +212,7 @@ def test_the_heartbeats_look_for_due_work_walks_by_due_time_on_sqlite(tmp_path: 
     """The oldest worker's heartbeat looks for due work no worker serves (`due_needs`). By status,
     it read every active run and sorted them: 21 ms with 20,000 asleep, a process's idle CPU 1.4%.
     By ready_at, it stops at its limit."""
-
-    async def migrate() -> None:
-        client = cairn.Client(f"sqlite:///{tmp_path}/due.db")
-        await client.store.open()
-        await client.close()
-
-    asyncio.run(migrate())
-    conn = sqlite3.connect(tmp_path / "due.db")
-    conn.create_function("cairn_now", 0, time.time)
-    conn.create_function("cairn_tx_now", 0, time.time)
-    sql = queries("sqlite")["due_needs"]
-    plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", dict.fromkeys(re.findall(r":(\w+)", sql), 1))]
-    conn.close()
+    plan = _sqlite_plans(tmp_path)["due_needs"]
     assert "SEARCH cairn_runs USING INDEX cairn_runs_ready (ready_at<?)" in plan, plan
     assert not any("TEMP B-TREE" in step for step in plan), plan
 
@@ -234,18 +234,5 @@ async def test_the_heartbeats_look_for_due_work_costs_the_same_with_many_runs_as
 def test_a_claims_walk_of_waiting_runs_ends_at_the_clock_on_sqlite(tmp_path: Path) -> None:
     """Ordered by priority first, the walk of waiting runs read every sleeping run when fewer than
     its limit were due (2.05 ms a claim with 20,000 asleep; 0.36 ms walked by due time)."""
-
-    async def migrate() -> None:
-        client = cairn.Client(f"sqlite:///{tmp_path}/claim.db")
-        await client.store.open()
-        await client.close()
-
-    asyncio.run(migrate())
-    conn = sqlite3.connect(tmp_path / "claim.db")
-    conn.create_function("cairn_now", 0, time.time)
-    conn.create_function("cairn_tx_now", 0, time.time)
-    sql = queries("sqlite")["claim_runs"]
-    plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", dict.fromkeys(re.findall(r":(\w+)", sql), 1))]
-    conn.close()
-    walks = [step for step in plan if "cairn_runs_claim" in step]
-    assert "SEARCH cairn_runs USING INDEX cairn_runs_claim (status=? AND priority=? AND ready_at<?)" in walks, plan
+    walks = [step for step in _sqlite_plans(tmp_path)["claim_runs"] if "cairn_runs_claim" in step]
+    assert "SEARCH cairn_runs USING INDEX cairn_runs_claim (status=? AND priority=? AND ready_at<?)" in walks, walks
