@@ -451,10 +451,17 @@ class _PgTx(Tx):
         events, self.events = self.events, []
         notes = sorted(self.notes)
         new = self._held.get("insert_run")
-        if alone and new is not None and len(new.rows) == 1 and len(self._held) == 1 and not events:
+        if alone and new is not None and len(new.rows) == 1 and len(self._held) == 1 and not events and len(notes) < 2:
             self._held, self._rank = {}, -1
             expect = self._expectation(new.errors) if new.errors else None
-            return ONE_RUN, {**new.rows[0], "insert_run_expect": expect, **self._notifications(notes, origin)}
+            note = {"notify_channel": channel(notes[0]), "notification": f"{origin} {notes[0]}"} if notes else {}
+            return ONE_RUN, {
+                **new.rows[0],
+                "insert_run_expect": expect,
+                "notify_channel": None,
+                "notification": None,
+                **note,
+            }
         params = self._apply(events, notes, origin)
         return None if params is None else ("apply", params)
 
