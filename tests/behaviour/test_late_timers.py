@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
 import cairn
 from cairn import RunStatus
+from cairn.engine.instance import WorkflowInstance
+from cairn.records import ActivationResult
+from cairn.types import StepKind
 from tests import flows
 from tests.conftest import eventually
 from tests.helpers import raw_sql, status_is
@@ -95,6 +99,73 @@ async def test_signals_that_came_after_a_timeout_keep_their_order_for_the_waits_
     await handle.signal("x", 2)
     async with cairn.Worker(client, poll_interval=0.05):
         assert await handle.result(timeout=20) == ["TimeoutError", 1, 2]
+
+
+async def test_signals_that_came_after_a_timer_an_earlier_claim_fired_keep_their_order(
+    client: cairn.Client, db_url: str
+) -> None:
+    """The claim that fired the timer was given back before its activation committed (its worker
+    stopped, say); the signals came after. The next claim fires nothing, yet the timer is still to
+    reach the workflow: matched then, 1 went to the wait the timeout stopped and the run got 2 first."""
+    handle = await _waiting_with_the_worker_gone(client, two_waits_then_one)
+    raw_sql(db_url, "UPDATE cairn_steps SET due_at = due_at - 7200 WHERE run_id = ? AND kind = 'timer'", handle.id)
+    raw_sql(db_url, "UPDATE cairn_runs SET ready_at = ready_at - 7200 WHERE id = ?", handle.id)
+    run = await client.store.get_run(handle.id)
+    assert run is not None
+    work = await client.store.claim_work("gone", [run.workflow], [], None, 10, 10, 30.0)
+    assert [c.run.id for c in work.runs] == [handle.id] and any(s.kind == StepKind.TIMER for s in work.runs[0].batch)
+    await client.store.release_run(work.runs[0])  # the timer fired, not handed to the workflow
+    await handle.signal("x", 1)
+    await handle.signal("x", 2)
+    async with cairn.Worker(client, poll_interval=0.05):
+        assert await handle.result(timeout=20) == ["TimeoutError", 1, 2]
+
+
+@cairn.workflow
+async def two_short_waits_then_one() -> list[object]:
+    first = asyncio.ensure_future(cairn.wait_for_signal("x", timeout=0.2))
+    second = asyncio.ensure_future(cairn.wait_for_signal("x"))
+    both = await asyncio.gather(first, second, return_exceptions=True)
+    third = await cairn.wait_for_signal("x")
+    return [type(r).__name__ if isinstance(r, BaseException) else r for r in both] + [third]
+
+
+async def test_signals_that_came_after_a_timeout_while_the_activation_ran_keep_their_order(
+    client: cairn.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forced: the activation that begins both waits runs on past the timeout's due time (held by
+    the test), and both signals come meanwhile. Its commit, which leaves the waits open, matched 1
+    to the wait the timeout then stopped and 2 to the next: 1, given back, went to the third wait,
+    and the run got 2 before 1. The commit leaves them for the claim that fires the timer, and
+    they go to the waits still open after it, in order."""
+    ran, go = asyncio.Event(), asyncio.Event()
+    due: list[float] = []
+    real = WorkflowInstance.activate_async
+
+    async def held(self: WorkflowInstance, batch: Any, now: float) -> ActivationResult:
+        result = await real(self, batch, now)
+        if self.run_id == "short-waits" and not ran.is_set():
+            due.extend(s.due_at for s in result.new_steps if s.kind == StepKind.TIMER and s.due_at is not None)
+            ran.set()
+            await asyncio.wait_for(go.wait(), 10)  # the activation runs on, past the timeout
+        return result
+
+    monkeypatch.setattr(WorkflowInstance, "activate_async", held)
+    async with cairn.Worker(client, poll_interval=0.05):
+        handle = await client.start(two_short_waits_then_one, id="short-waits")
+        await asyncio.wait_for(ran.wait(), 10)
+        assert len(due) == 1
+        await eventually(lambda: _clock_past(client, due[0]), what="the timeout due")
+        await handle.signal("x", 1)
+        await handle.signal("x", 2)
+        go.set()
+        assert await handle.result(timeout=20) == ["TimeoutError", 1, 2]
+    waits = [s for s in await handle.steps() if s.kind == "signal"]
+    assert [s.status for s in waits] == ["cancelled", "completed", "completed"], waits
+
+
+async def _clock_past(client: cairn.Client, when: float) -> bool:
+    return await client.store.now() > when
 
 
 async def test_a_signal_sent_before_the_timeout_wins_though_the_timer_is_due_too(

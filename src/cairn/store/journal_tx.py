@@ -7,7 +7,7 @@ event list is exactly as durable as the state change it describes.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -437,8 +437,10 @@ _STEP_EFFECTS: dict[StepKind, Callable[[Tx, RunRow, NewStep, float], None]] = {}
 
 
 def match_signals(tx: Tx, run_ids: Sequence[str], now: float) -> None:
-    """Pair the runs' open signal waits with their buffered signals (see `consume_signals`)."""
-    consume_signals(tx, tx.all("signal_matches", {"run_ids": list(run_ids)}), now)
+    """Pair the runs' open signal waits with their buffered signals (see `consume_signals`), but
+    for those a timer due and not yet fired holds back (`after_the_timers`)."""
+    matches = tx.all("signal_matches", {"run_ids": list(run_ids), "now": now})
+    consume_signals(tx, after_the_timers(matches, now), now)
 
 
 def consume_signals(tx: Tx, matches: Sequence[Sequence[Any]], now: float) -> list[StepRow]:
@@ -446,7 +448,8 @@ def consume_signals(tx: Tx, matches: Sequence[Sequence[Any]], now: float) -> lis
     to be delivered like any result. The one place where signals meet their waits, under the run's
     lease: when a claim takes the run, and when a commit of the run leaves waits open (so a signal
     that arrived in between is never overwritten by the commit's idea of when the run is next
-    ready, nor taken by a wait that timed out in that commit)."""
+    ready, nor taken by a wait that timed out in that commit). Both first leave out the pairs a
+    timer that came due before their signal holds back (`after_the_timers`)."""
     resolved = []
     for match in matches:
         run_id, seq, name, signal_id, payload = match[:5]
@@ -467,19 +470,21 @@ def received(match: Sequence[Any], now: float) -> float:
     return min(now, max(float(waited_from), float(sent_at)))
 
 
-def after_the_timers(matches: Sequence[Sequence[Any]], fired: Mapping[str, float], now: float) -> list[Sequence[Any]]:
-    """The `signal_matches` pairs a claim may resolve, given the earliest due time of the timers it
-    fired for each run: none whose signal came after it, nor any later pair of that run and name
-    (the n-th wait takes the n-th signal). Such a signal waits for the activation the timer starts,
-    and the commit after it matches it (`match_signals`) to the waits still open then. Matched here,
-    to a wait that timer then stopped, it was given back after a later wait of its name had taken
-    the next signal: the run got them in the wrong order."""
+def after_the_timers(matches: Sequence[Sequence[Any]], now: float) -> list[Sequence[Any]]:
+    """The `signal_matches` pairs that may be resolved now, given the earliest due time of the
+    timers of each run that came due and have not reached its workflow yet (fired by this claim,
+    or due and not fired when a commit matches): none whose signal came after it, nor any later
+    pair of that run and name (the n-th wait takes the n-th signal). Such a signal waits for the
+    activation the timer starts, and the commit after it matches it (`match_signals`) to the waits
+    still open then. Matched before, to a wait that timer then stopped, it was given back after a
+    later wait of its name had taken the next signal: the run got them in the wrong order. (A
+    commit meets such a timer when its activation ran past the timer's due time, or its worker was
+    behind: only a claim fires a timer, see `fire_due_timers_of_runs`.)"""
     kept: list[Sequence[Any]] = []
     deferred: set[tuple[str, str]] = set()
     for match in matches:
-        run_id, name = str(match[0]), str(match[2])
-        due = fired.get(run_id)
-        if (run_id, name) in deferred or (due is not None and received(match, now) > due):
+        run_id, name, due = str(match[0]), str(match[2]), match[7]
+        if (run_id, name) in deferred or (due is not None and received(match, now) > float(due)):
             deferred.add((run_id, name))
             continue
         kept.append(match)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
@@ -809,13 +808,11 @@ def _load_runs(tx: Tx, now: float, rows: Sequence[tuple[Any, ...]], cached: dict
             ("fire_due_timers_of_runs", {"run_ids": ids, "now": now}),
             ("steps_of_runs", {"run_ids": reload}),
             ("undelivered_steps_of_runs", {"run_ids": ids}),
-            ("signal_matches", {"run_ids": ids}),
+            ("signal_matches", {"run_ids": ids, "now": now}),
         ]
     )
-    first_due: dict[str, float] = {}
-    for run_id, seq, due in fired:
+    for run_id, seq in fired:
         journal_tx.event(tx, run_id, "step.completed", now, seq, kind="timer")
-        first_due[run_id] = min(first_due.get(run_id, math.inf), float(due))
     corrupt: set[str] = set()
     journals: dict[str, list[StepRow]] = {}
     for s in steps:
@@ -827,7 +824,7 @@ def _load_runs(tx: Tx, now: float, rows: Sequence[tuple[Any, ...]], cached: dict
         row = _decoded_step(tx, s, now, corrupt)
         if row is not None:
             batches.setdefault(s[0], []).append(row)
-    resolvable = journal_tx.after_the_timers(matches, first_due, now)
+    resolvable = journal_tx.after_the_timers(matches, now)  # none past a fired timer not yet handed over
     for wait in journal_tx.consume_signals(tx, resolvable, now):  # delivered with the rest
         batches.setdefault(wait.run_id, []).append(wait)
     return [

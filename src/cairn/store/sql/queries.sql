@@ -706,7 +706,7 @@ WHERE id IN (SELECT id FROM cairn_runs WHERE lease_owner = :worker AND id = ANY(
 -- name: fire_due_timers_of_runs
 UPDATE cairn_steps SET status = 'completed', completed_at = :now
 WHERE run_id = ANY(:run_ids) AND kind = 'timer' AND status = 'scheduled' AND due_at <= :now
-RETURNING run_id, seq, due_at
+RETURNING run_id, seq
 
 -- name: steps_of_runs
 SELECT {step_columns}
@@ -723,7 +723,13 @@ ORDER BY run_id, seq
 -- Each open signal wait of these runs paired with a buffered signal of its name: the n-th open
 -- wait (in step order) takes the n-th buffered signal (in arrival order), so a burst is received
 -- in order, one signal per wait. See journal_tx.consume_signals, the one place they are matched.
-SELECT w.run_id, w.seq, w.name, s.id, s.payload, w.created_at, s.created_at
+-- With each pair, the earliest due time of a timer of its run that has come due by :now and not
+-- yet reached the workflow (fired or not): a signal after it waits for it (journal_tx.after_the_timers).
+-- Read for pairs only, by the run's key, as fire_due_timers_of_runs reads its timers.
+SELECT w.run_id, w.seq, w.name, s.id, s.payload, w.created_at, s.created_at,
+       (SELECT MIN(t.due_at) FROM cairn_steps t
+        WHERE t.run_id = w.run_id AND t.kind = 'timer' AND t.due_at <= :now
+          AND (t.status = 'scheduled' OR (t.status = 'completed' AND t.delivered_in IS NULL))) AS timer_due
 FROM (SELECT run_id, seq, name, created_at, row_number() OVER (PARTITION BY run_id, name ORDER BY seq) AS n
       FROM cairn_steps WHERE run_id = ANY(:run_ids) AND kind = 'signal' AND status = 'scheduled') w
 JOIN (SELECT run_id, id, name, payload, created_at, row_number() OVER (PARTITION BY run_id, name ORDER BY id) AS n
