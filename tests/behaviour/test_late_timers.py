@@ -79,8 +79,8 @@ async def test_a_signal_that_came_after_the_timeout_is_kept_for_the_next_wait(
 
 
 @cairn.workflow
-async def two_waits_then_one() -> list[object]:
-    first = asyncio.ensure_future(cairn.wait_for_signal("x", timeout=3600))
+async def two_waits_then_one(timeout: float = 3600) -> list[object]:
+    first = asyncio.ensure_future(cairn.wait_for_signal("x", timeout=timeout))
     second = asyncio.ensure_future(cairn.wait_for_signal("x"))
     both = await asyncio.gather(first, second, return_exceptions=True)
     third = await cairn.wait_for_signal("x")
@@ -121,15 +121,6 @@ async def test_signals_that_came_after_a_timer_an_earlier_claim_fired_keep_their
         assert await handle.result(timeout=20) == ["TimeoutError", 1, 2]
 
 
-@cairn.workflow
-async def two_short_waits_then_one() -> list[object]:
-    first = asyncio.ensure_future(cairn.wait_for_signal("x", timeout=0.2))
-    second = asyncio.ensure_future(cairn.wait_for_signal("x"))
-    both = await asyncio.gather(first, second, return_exceptions=True)
-    third = await cairn.wait_for_signal("x")
-    return [type(r).__name__ if isinstance(r, BaseException) else r for r in both] + [third]
-
-
 async def test_signals_that_came_after_a_timeout_while_the_activation_ran_keep_their_order(
     client: cairn.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -152,7 +143,7 @@ async def test_signals_that_came_after_a_timeout_while_the_activation_ran_keep_t
 
     monkeypatch.setattr(WorkflowInstance, "activate_async", held)
     async with cairn.Worker(client, poll_interval=0.05):
-        handle = await client.start(two_short_waits_then_one, id="short-waits")
+        handle = await client.start(two_waits_then_one, 0.2, id="short-waits")
         await asyncio.wait_for(ran.wait(), 10)
         assert len(due) == 1
         await eventually(lambda: _clock_past(client, due[0]), what="the timeout due")
