@@ -20,6 +20,7 @@ PER_WORKER = cairn.Queue("q-per-worker", per_worker=1)
 RANKED = cairn.Queue("q-ranked", concurrency=1, priority=True)
 RATED = cairn.Queue("q-rated", rate_limit=cairn.RateLimit(2, per=timedelta(milliseconds=500)))
 DEDUP = cairn.Queue("q-dedup")
+BULK = cairn.Queue("q-bulk", concurrency=2)
 
 
 @dataclass
@@ -166,3 +167,23 @@ async def held_then_sleeps(i: int) -> float:
     began = cairn.now()
     await cairn.sleep(timedelta(hours=1))
     return (cairn.now() - began).total_seconds()
+
+
+BULK_RELEASED = asyncio.Event()
+"""Set by a test to let the calls of `bulk_fan` end; a test makes a new one on its own loop, where
+the worker runs the calls."""
+
+
+@action(queue=BULK)
+async def bulk_call(i: int) -> int:
+    MARKS.enter("bulk")
+    try:
+        await BULK_RELEASED.wait()
+    finally:
+        MARKS.leave("bulk")
+    return i
+
+
+@workflow
+async def bulk_fan(n: int) -> int:
+    return sum(await asyncio.gather(*(bulk_call(i) for i in range(n))))

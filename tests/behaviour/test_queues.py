@@ -57,6 +57,25 @@ async def test_an_action_queue_limits_attempts_in_flight(client: cairn.Client, d
     assert qf.MARKS.peak["two"] == 2  # never more, and the limit is used
 
 
+async def test_a_fan_out_on_a_limited_queue_leaves_the_other_slots_to_other_runs(
+    client: cairn.Client, db_url: str
+) -> None:
+    """docs/howto/queues.md: a worker's action slots go first come, first served; a run that
+    gathers many calls of a queue with `concurrency=2` holds two, and a run started behind it
+    finishes while all of the fan-out's calls are still to end."""
+    qf.BULK_RELEASED = asyncio.Event()
+    async with workers(client, db_url, n=1, concurrency=4):
+        fan = await client.start(qf.bulk_fan, 20)
+        try:
+            await eventually(lambda: holds(qf.MARKS.now["bulk"] == 2), what="the fan-out at its queue's limit")
+            assert await client.run(flows.function_style, 1, timeout=30) == 3
+            assert qf.MARKS.now["bulk"] == 2 and await fan.status() in (RunStatus.RUNNING, RunStatus.WAITING)
+        finally:
+            qf.BULK_RELEASED.set()
+        assert await fan.result(timeout=30) == sum(range(20))
+    assert qf.MARKS.peak["bulk"] == 2
+
+
 async def test_per_key_one_per_key_while_keys_run_in_parallel(client: cairn.Client, db_url: str) -> None:
     handles = [await client.start(qf.keyed, f"{k}{i}", k, key=k) for i in range(3) for k in ("a", "b")]
     async with workers(client, db_url):
