@@ -837,3 +837,31 @@ async def test_start_by_name_says_which_parameters_are_by_name_only(client: cair
     assert await client.list_runs() == []
     handle = await client.start("remote.keyword_only", 1, b="y")
     assert json.loads((await handle.describe()).input) == {"a": 1, "b": "y"}
+
+
+def test_sync_code_awaiting_results_with_asyncio_run_keeps_no_loop(db_url: str) -> None:
+    """Sync code that reaches the async client through `asyncio.run(handle.result())` on each
+    call (a Flask view, a Celery task): each call's loop was kept for ever by the client's result
+    waiter of that loop (about 7 KB a call)."""
+    import gc
+    import weakref
+
+    client = cairn.Client(db_url)
+
+    async def finished_run() -> str:
+        async with cairn.Worker(client):
+            return (await client.run(flows.function_style, 1, id="done", timeout=30), "done")[1]
+
+    run_id = asyncio.run(finished_run())
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def result() -> object:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        return await client.get(run_id).result(timeout=10)
+
+    try:
+        assert [asyncio.run(result()) for _ in range(20)] == [3] * 20
+        gc.collect()
+        assert sum(ref() is not None for ref in loops) <= 1, "closed loops kept by the client"
+    finally:
+        asyncio.run(client.close())

@@ -18,6 +18,7 @@ from cairn import RunStatus
 from cairn.errors import IllegalTransition, LeaseLost
 from cairn.records import ActivationResult, NewRun, NewStep
 from cairn.schedules import ScheduleSpec
+from cairn.store.base import call_soon_here
 from cairn.store.protocol import Commit, Completion, RunFilters, Store, WorkerInfo, WorkflowInfo
 from cairn.types import StepKind, StepStatus
 from tests.conftest import eventually
@@ -271,6 +272,22 @@ async def test_commits_notify_subscribers_in_this_process(store: Store) -> None:
     assert seen == [None]
     assert isinstance(store.notifies_across_processes, bool)
     assert store.refused(LeaseLost("fence")) and not store.refused(ConnectionError("gone"))
+
+
+@covers("subscribe_key")
+async def test_a_listener_that_fails_fails_neither_the_commit_nor_the_other_listeners(store: Store) -> None:
+    """A result waiter of a loop another thread's `asyncio.run` has just closed (it unsubscribes as
+    that loop ends, after a commit read its listeners): telling it raised, which failed the commit
+    that had landed (its caller retried a start that was there) and skipped the listeners after it."""
+    gone = asyncio.new_event_loop()
+    gone.close()
+    seen: list[object] = []
+    store.subscribe_key("work", lambda _detail: call_soon_here(gone, lambda: None))
+    store.subscribe_key("work", lambda _detail: 1 / 0)
+    store.subscribe_key("work", seen.append)
+    await store.insert_run(new("r1"))
+    assert seen == [None]
+    assert await store.get_run("r1") is not None
 
 
 @covers()

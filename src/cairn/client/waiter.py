@@ -181,6 +181,11 @@ class Waiters:
         loop = asyncio.get_running_loop()
         found = self._by_loop.get(loop)
         if found is None:
+            # A waiter holds its loop (its futures, task and event do), so the weak key never dies
+            # by itself: sync code calling `asyncio.run(handle.result())` in a loop kept every loop
+            # it made, about 7 KB each. A closed loop's waiter has nothing left to answer.
+            for closed in [other for other in self._by_loop if other.is_closed()]:
+                del self._by_loop[closed]
             found = self._by_loop[loop] = self._waiter(loop)
         return found
 

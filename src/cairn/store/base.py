@@ -13,6 +13,7 @@ import abc
 import asyncio
 import concurrent.futures
 import json
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -24,6 +25,8 @@ from cairn.records import RunRow, StepRow
 from cairn.store.protocol import Listener
 from cairn.store.sql import RUN_COLUMNS, STEP_COLUMNS
 from cairn.types import RunStatus, StepKind, StepStatus
+
+log = logging.getLogger("cairn.store")
 
 T = TypeVar("T")
 Params = Mapping[str, Any]
@@ -39,10 +42,16 @@ CANCELLED = "cancelled"
 def call_soon_here(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
     """Schedule `fn` on `loop`: directly when already on its thread (no self-pipe write), else
     thread-safely. Notifications are dispatched from the loop thread after most commits."""
-    if loop._thread_id == threading.get_ident():  # type: ignore[attr-defined]
-        loop.call_soon(fn)
-    else:
-        loop.call_soon_threadsafe(fn)
+    try:
+        if loop._thread_id == threading.get_ident():  # type: ignore[attr-defined]
+            loop.call_soon(fn)
+        else:
+            loop.call_soon_threadsafe(fn)
+    except RuntimeError:
+        if not loop.is_closed():
+            raise
+        # Closed since its listener was read (another thread's `asyncio.run` ended): nobody is
+        # left there to tell. Raised, it failed the commit that notified, after it had landed.
 
 
 class Tx(abc.ABC):
@@ -296,10 +305,13 @@ class Database(abc.ABC):
         """Call the listeners of `notes`: payloads, or payload -> detail from a commit here."""
         details = notes if isinstance(notes, Mapping) else dict.fromkeys(notes)
         with self._lock:
-            keyed = [(d, list(self._keyed.get(p, ()))) for p, d in details.items() if p in self._keyed]
-        for detail, callbacks in keyed:
+            keyed = [(p, d, list(self._keyed.get(p, ()))) for p, d in details.items() if p in self._keyed]
+        for key, detail, callbacks in keyed:
             for cb in callbacks:
-                cb(detail)
+                try:
+                    cb(detail)
+                except Exception:  # one listener's failure is not the commit's, nor the other listeners'
+                    log.exception("a listener of %r failed", key)
 
 
 def run_row(r: Sequence[Any]) -> RunRow:
