@@ -407,6 +407,8 @@ class SqlStore:
                 limited_waiting, retry_in = q.waiting, q.retry_in
             else:
                 limited_waiting, retry_in = False, None
+            if run_rows or action_rows:
+                tx.write("claim_plan_end", {})  # no round trip of its own: sent with the next statements
             return WorkClaim(
                 _load_runs(tx, now, run_rows, cached),
                 _lease_actions(tx, now, worker, action_rows),

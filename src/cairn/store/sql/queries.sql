@@ -10,6 +10,9 @@ SELECT cairn_now()
 -- How a claim transaction wants its walks planned (see postgres.sql); nothing to say on SQLite.
 SELECT 1
 
+-- name: claim_plan_end
+SELECT 1
+
 -- name: tx_now
 -- The clock as this transaction began (one value for all its statements; see cairn_tx_now).
 SELECT cairn_tx_now()
