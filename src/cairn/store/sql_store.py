@@ -182,7 +182,8 @@ class SqlStore:
             "after_id": after[1] if after else None,
             "limit": limit,
         }
-        name = f"runs_page_{'newest' if newest_first else 'oldest'}{'_of_status' if filters.status else ''}"
+        given = "_of_status" if filters.status else "_of_workflow" if filters.workflow else ""
+        name = f"runs_page_{'newest' if newest_first else 'oldest'}{given}"
         rows = await self.db.read(name, params)
         return [run_row(r) for r in rows]
 
@@ -201,6 +202,8 @@ class SqlStore:
         if name is None:
             raise ValueError(f"runs are counted by {', '.join(_COUNTS)}, not {by!r}")
         params = {"workflow": workflow, "id_prefix": id_prefix, "since": since, "until": until}
+        if by == "status" and workflow is not None:
+            name += "_of_workflow"  # by the workflow's index, not a count of every run
         rows = await self.db.read(name, params)
         return [(str(k), str(s), int(n)) for k, s, n in rows]
 
