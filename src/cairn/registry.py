@@ -227,7 +227,11 @@ class Registry:
     def _register(self, defn: Definition) -> Definition:
         with self._lock:
             existing = self._defs.get(defn.id)
-            if existing is not None and (existing.origin, existing.written_at) != (defn.origin, defn.written_at):
+            if (
+                existing is not None
+                and (existing.origin, existing.written_at) != (defn.origin, defn.written_at)
+                and not _cell_run_again(existing, defn)
+            ):
                 # Only the same definition made again (its module imported again, the function that
                 # declares it called again) replaces it: two lambdas, or two functions of one name in
                 # one scope, share a qualified name but not a place in the source.
@@ -376,6 +380,17 @@ get = registry.get
 names = registry.names
 entries = registry.entries
 reset = registry.reset
+
+
+def _cell_run_again(old: Definition, new: Definition) -> bool:
+    """Whether `new` is `old` as an interactive session (Jupyter, IPython) defines it again: the
+    same name in `__main__`, written in another cell (each cell is compiled as a file of its own).
+    Refused, a cell edited and run again raised, and the next cell ran the old code. A script's
+    `__main__` is one file: two definitions of one name in it are still refused."""
+    module = new.fn.__module__ if isinstance(new, ActionDef) else new.target.__module__
+    if old.origin != new.origin or module != "__main__":
+        return False
+    return old.written_at.rpartition(":")[0] != new.written_at.rpartition(":")[0]
 
 
 def _written_at(fn: Callable[..., Any]) -> str:

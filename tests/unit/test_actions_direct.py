@@ -126,3 +126,20 @@ def test_no_warning_where_the_timeout_can_stop_the_attempt() -> None:
         @action(id="tests.unit.no_timeout")
         def untimed() -> None:
             return None
+
+
+def test_a_notebook_cell_edited_and_run_again_replaces_its_definitions() -> None:
+    """Jupyter compiles each cell as a file of its own: an edited cell run again defined its action
+    again from another file, which raised "already registered", and the next cell ran the old code.
+    A script's `__main__` is one file: two definitions of one name there are still refused."""
+
+    def cell(source: str, filename: str) -> Any:
+        namespace: dict[str, Any] = {"__name__": "__main__", "action": action}
+        exec(compile(source, filename, "exec"), namespace)
+        return namespace["shout"]
+
+    first = cell("@action\nasync def shout(s: str) -> str:\n    return s.upper()\n", "/tmp/ipykernel_1/11.py")
+    edited = cell("@action\nasync def shout(s: str) -> str:\n    return s.upper() + '!'\n", "/tmp/ipykernel_1/22.py")
+    assert registry.get(first.defn.id) is edited.defn
+    with pytest.raises(ValueError, match=r"already registered"):
+        cell("@action\nasync def shout(s: str) -> str:\n    return s\n\n\n" * 2, "/tmp/ipykernel_1/22.py")
