@@ -307,8 +307,9 @@ class Worker:
             log.warning(
                 "stopping: waiting for step %d of run %s, a plain def action still running on its thread "
                 "(a thread cannot be stopped; its lease is kept and its result recorded when it returns, "
-                "so that it never runs twice at once). Signal again to stop now: it then runs again "
-                "elsewhere once its lease expires (isolate=True actions can be stopped)",
+                "so that it never runs twice at once). To stop now (Ctrl-C again under `cairn worker`; "
+                "`worker.request_stop(now=True)` where an app embeds the worker, as its server owns the "
+                "signals), it runs again elsewhere once its lease expires (isolate=True actions can be stopped)",
                 seq,
                 run_id,
             )
