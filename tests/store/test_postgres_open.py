@@ -73,3 +73,66 @@ async def test_a_cancelled_open_stops_waiting_for_a_server_still_starting_up(cap
         with contextlib.suppress(asyncio.CancelledError):
             await opening
         await eventually(lambda: holds(not any(t.is_alive() for t in mine)), timeout=5, what="its thread to end")
+
+
+def _waiting_for_lock_on(url: str, table: str) -> bool:
+    """Whether a connection of the database waits for a lock on `table`."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            "WHERE NOT l.granted AND c.relname = %s AND l.database = (SELECT oid FROM pg_database "
+            "WHERE datname = current_database())",
+            (table,),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+async def test_a_migration_that_meets_an_old_workers_locks_is_applied_after_them(pg_server: str) -> None:
+    """A rolling deploy: a new worker migrates the schema while old ones still commit (run row,
+    then steps). Migration 0009 locks the steps table, 0010 then waits for the runs table, which
+    an old worker's commit holds while it waits for the steps: deadlocked, PostgreSQL ended the
+    migration, and the new worker exited with a traceback, again at each restart until it won."""
+    import uuid
+
+    import psycopg
+
+    import cairn
+    from cairn.store.sql import migrations
+    from tests.conftest import _admin, _with_db
+
+    name = f"cairn_mig_{uuid.uuid4().hex[:10]}"
+    _admin(pg_server, f'CREATE DATABASE "{name}"')
+    url = _with_db(pg_server, name)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:  # the schema as an old version left it
+            conn.execute(
+                "CREATE TABLE cairn_schema_version "
+                "(version integer PRIMARY KEY, name text NOT NULL, applied_at double precision NOT NULL)"
+            )
+            for version, script_name, script in migrations("postgres"):
+                if version <= 8:
+                    conn.execute(script.encode())
+                    conn.execute("INSERT INTO cairn_schema_version VALUES (%s, %s, 0)", (version, script_name))
+            conn.execute(
+                "INSERT INTO cairn_runs (id, workflow, status, input, queue, created_at, updated_at) "
+                "VALUES ('r1', 'w', 'pending', '{}', 'default', 0, 0)"
+            )
+        with psycopg.connect(url) as old_worker:
+            old_worker.execute("UPDATE cairn_runs SET updated_at = 1 WHERE id = 'r1'")  # its run's row
+            client = cairn.Client(url)
+            opening = asyncio.create_task(client.store.open())  # the new worker starts: it migrates
+            try:
+                await eventually(lambda: holds(_waiting_for_lock_on(url, "cairn_runs")), what="the migration waiting")
+                with contextlib.suppress(psycopg.errors.DeadlockDetected):  # either may be the one ended
+                    await asyncio.to_thread(old_worker.execute, "LOCK TABLE cairn_steps IN ROW EXCLUSIVE MODE")
+                await asyncio.to_thread(old_worker.rollback)
+                await asyncio.wait_for(opening, 30)
+            finally:
+                await client.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            latest = conn.execute("SELECT max(version) FROM cairn_schema_version").fetchone()
+        assert latest == (max(v for v, _, _ in migrations("postgres")),)
+    finally:
+        _admin(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -71,6 +71,9 @@ the server's, a database's or a role's CONNECTION LIMIT; an ordinary role is tol
 slots kept for superusers before it would hear "too many clients")."""
 EXPECTATION_FAILED = "CA001"
 """The SQLSTATE `cairn_expect()` raises (migration 0004)."""
+MIGRATION_LOCK_WAIT = 2.0
+"""Seconds a migration's statement waits for a table's lock before the migration starts again (see
+`_migrate`): meanwhile every statement on that table waits behind it."""
 _CONFLICTS = frozenset({"40P01", "40001"})
 """deadlock_detected, serialization_failure: a transaction refused as a lock conflict's loser."""
 READ_CONNECTIONS = 4
@@ -662,8 +665,33 @@ class PostgresDatabase(Database):
             if current < latest:
                 raise self.behind(self.shown_url, current, latest)
             return
+        delay = 0.1
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            try:
+                return self._apply_migrations(conn)
+            except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
+                # Old workers still at work (a rolling deploy) lock the tables a migration alters, in
+                # an order of their own: the migration lost a deadlock to one of them, or waited for
+                # their locks too long (while it waits, every statement on those tables queues behind
+                # it). Nothing of it was applied; try again after their transactions are through.
+                if time.monotonic() + delay > deadline:
+                    raise DatabaseUnavailable(
+                        f"PostgreSQL at {self.shown_url}: the schema could not be migrated for "
+                        f"{self.retry_for:.0f}s, its tables were kept locked by other connections "
+                        f"({_said(exc, self._secrets)}); nothing of the migration was applied"
+                    ) from None
+                log.warning(
+                    "migrating the schema met other workers' locks (%s); retrying in %.1fs", exc.sqlstate, delay
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _apply_migrations(self, conn: psycopg.Connection[Any]) -> None:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            # After the advisory lock: another process's migration, however long, is waited for.
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{MIGRATION_LOCK_WAIT * 1000:.0f}ms",))
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS cairn_schema_version "
                 "(version integer PRIMARY KEY, name text NOT NULL, applied_at double precision NOT NULL)"
