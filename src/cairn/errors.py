@@ -253,18 +253,28 @@ class DatabaseUnavailable(StoreError, ConnectionError):
 
 
 class DatabaseLocked(StoreError, TimeoutError):
-    """Another process has held a SQLite database's write lock for longer than this one waits for it
-    (the busy timeout): a process stopped in the middle of a transaction, or another program's long
-    one. The message names the file, the process when it can be told, and how long we waited."""
+    """Another connection has held a SQLite database's write lock for longer than this one waits for
+    it (the busy timeout): a process stopped in the middle of a transaction, or another program's
+    long one. The message names the file, the process when it can be told, and how long we waited.
+    `holder`: that process's pid; `ours`: the holder is another connection of this process."""
 
-    def __init__(self, path: str, waited: float, holder: int | None) -> None:
+    def __init__(self, path: str, waited: float, holder: int | None, ours: bool = False) -> None:
         self.path = path
         self.waited = waited
         self.holder = holder
-        who = f"another process (pid {holder})" if holder is not None else "another process"
+        self.ours = ours
+        if holder is not None:
+            who = f"another process (pid {holder}) holds its write lock"
+        elif ours:
+            who = "another connection of this process holds its write lock"
+        else:
+            # Seen by no process's file lock: one on another machine or in another container
+            # sharing the file; or SQLite's record of a lock held in the parent of a fork, which
+            # a connection the parent made to the file carries into the child.
+            who = "its write lock is held by a connection whose process could not be told"
         resume = f" (`kill -CONT {holder}` if it was stopped, or stop it)" if holder is not None else ""
         super().__init__(
-            f"the SQLite database {path} is locked: {who} holds its write lock and did not release it "
+            f"the SQLite database {path} is locked: {who} and did not release it "
             f"within {waited:.1f}s. A process stopped in the middle of a transaction (Ctrl-Z, SIGSTOP, a "
             f"debugger) or another program's long transaction keeps every writer waiting; let it finish"
             f"{resume}, then try again. To wait longer, set CAIRN_SQLITE_BUSY_TIMEOUT (seconds) or add "
@@ -272,7 +282,7 @@ class DatabaseLocked(StoreError, TimeoutError):
         )
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.path, self.waited, self.holder))
+        return (type(self), (self.path, self.waited, self.holder, self.ours))
 
 
 class NotInWorkflow(CairnError, RuntimeError):

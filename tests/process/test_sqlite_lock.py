@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -113,3 +115,33 @@ def test_a_busy_timeout_that_is_not_a_number_is_refused_with_how_to_give_one(
         cairn.Client(f"sqlite:///{tmp_path}/a.db")
     monkeypatch.setenv("CAIRN_SQLITE_BUSY_TIMEOUT", "2.5")
     assert cairn.Client(f"sqlite:///{tmp_path}/a.db").store.db.busy_timeout == 2.5  # type: ignore[attr-defined]
+
+
+async def test_a_lock_held_by_another_connection_of_this_process_is_said_to_be_so(tmp_path: Path) -> None:
+    """Two clients of one file in one process: the lock one holds was blamed on "another process"."""
+    url = f"sqlite:///{tmp_path}/cairn.db?busy_timeout=0.3"
+    holding, other = cairn.Client(url), cairn.Client(url)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(tx: object) -> None:
+        entered.set()
+        release.wait()
+
+    await holding.store.open()
+    held = threading.Thread(target=asyncio.run, args=(holding.store.db.transaction(hold),))  # type: ignore[attr-defined]
+    held.start()
+    try:
+        assert await asyncio.to_thread(entered.wait, 10)
+        with pytest.raises(cairn.DatabaseLocked) as caught:
+            await other.start(flows.function_style, 1, id="blocked")
+    finally:
+        release.set()
+        await asyncio.to_thread(held.join)
+    error = caught.value
+    assert (error.holder, error.ours) == (None, True)
+    assert "another connection of this process holds its write lock" in str(error)
+    assert "another process" not in str(error)
+    assert pickle.loads(pickle.dumps(error)).ours  # as a worker's error crosses to another process
+    await other.start(flows.function_style, 1, id="then")
+    await holding.close()
+    await other.close()

@@ -217,6 +217,12 @@ async def test_a_look_of_the_watcher_does_not_send_a_write_to_the_thread(on_file
         def release(self) -> None:
             lock.release()
 
+        def __enter__(self) -> None:  # as the close takes it
+            self.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            self.release()
+
     def look() -> None:
         with lock:
             waiting.wait(10)  # until the write waits (it went to the thread: 10 s, then failed)

@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import os
 import threading
+import weakref
 from collections.abc import Coroutine
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -39,12 +40,14 @@ class LoopThread:
         self._lock = threading.Lock()
         """Held to submit a call and for a whole close: no call lands on a loop that is closing."""
         self.loop: asyncio.AbstractEventLoop | None = None
+        """Started by the first call, not before: a client made at import and forked before any
+        use (gunicorn --preload, a multiprocessing pool) has no loop of its parent's to refuse
+        for, and its child starts its own."""
         self._thread: threading.Thread | None = None
         self._started_in = forks.generation()
         self._calls: dict[concurrent.futures.Future[Any], Coroutine[Any, Any, Any]] = {}
         """The calls submitted and not yet done, each with its coroutine (to find its task by)."""
-        with self._lock:
-            self._loop()
+        _bridges.add(self)
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         if self.loop is None:
@@ -55,12 +58,13 @@ class LoopThread:
         return self.loop
 
     def _forked(self) -> bool:
-        """Whether this is a child of a fork made while the loop thread ran: the thread is not here."""
+        """Whether this is a child of a fork made while the loop thread ran: the thread is not here
+        (and the client was used there: its connections are the parent's)."""
         return self.loop is not None and self._started_in != forks.generation()
 
     @property
     def running(self) -> bool:
-        """Whether the loop thread is up (False once closed, until the next `run`)."""
+        """Whether the loop thread is up (False until the first `run`, and once closed until the next)."""
         return self.loop is not None
 
     def run(self, coro: Coroutine[Any, Any, T], waits_for: str | None = None) -> T:
@@ -481,10 +485,15 @@ none is given)."""
 _shared_lock = threading.Lock()
 
 
+_bridges: weakref.WeakSet[LoopThread] = weakref.WeakSet()
+
+
 def _forget_in_a_forked_child() -> None:
     global _shared_lock
     _shared.clear()  # the parent's: a child of a fork gets its own (see cairn.forks)
     _shared_lock = threading.Lock()
+    for bridge in _bridges:  # another thread of the parent may have held one at the fork
+        bridge._lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_in_a_forked_child)

@@ -176,9 +176,9 @@ class Database(abc.ABC):
         """Connect and migrate, once, however many callers ask at once: a client's first use is
         often a burst of concurrent calls, and none may see the database before it is migrated."""
         while True:
-            opening = self._opening
-            if opening is not None and self._opened_in != forks.generation():
+            if self.inherited():
                 raise forks.refuse("this client")
+            opening = self._opening
             if opening is not None and opening.done() and opening.exception() is None and opening.result():
                 return
             with self._lock:
@@ -205,6 +205,11 @@ class Database(abc.ABC):
                 raise
             opening.set_result(True)
             return
+
+    def inherited(self) -> bool:
+        """Whether it was opened (or opening) in the process this one was forked from: its
+        connections and threads are that process's, which alone may use or close them."""
+        return self._opening is not None and self._opened_in != forks.generation()
 
     def behind(self, where: str, current: int, latest: int) -> SchemaBehind:
         """The refusal to read a database older than this code, when not migrating it."""
@@ -254,7 +259,8 @@ class Database(abc.ABC):
         return False
 
     @abc.abstractmethod
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Close the connections; in a forked child, one `inherited` returns at once, untouched."""
 
     @abc.abstractmethod
     async def transaction(self, fn: Callable[[Tx], T], write: bool = True, rerunnable: bool = False) -> T:

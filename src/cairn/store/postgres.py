@@ -852,6 +852,11 @@ class PostgresDatabase(Database):
         )
 
     async def close(self) -> None:
+        if self.inherited():
+            # The parent's sessions (their sockets shared with it), loop and threads: left to the
+            # parent. Closed here, its loop is not here to run the close (it waited for ever), and
+            # a session ended from here would be ended under the parent.
+            return
         self._stop.set()
         self._nudge()
         if self._listener is not None:

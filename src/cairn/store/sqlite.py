@@ -16,11 +16,19 @@ data_version` on the writer's connection (it changes when another connection com
 process commits only through that one; reading it costs microseconds) every few milliseconds and
 wakes the loop when another process committed, so a run started from another process is picked up
 without waiting for the safety poll.
+
+A fork (gunicorn --preload, a multiprocessing pool) waits for the transaction in flight on every
+open database, reads included (`_hold_for_fork`): SQLite keeps its file locks' state in the
+process, and a child made in the middle of a transaction kept it, so that its own connections
+saw the parent's write lock held for ever. The child then closes the connections it inherited
+(nothing of the parent's is touched: the locks and files are the parent's) so that its own take
+their locks as any other process's do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures.thread  # noqa: F401  (see `_before_fork`)
 import contextlib
 import functools
 import itertools
@@ -29,6 +37,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -163,7 +172,12 @@ class SqliteDatabase(Database):
         self._writing = threading.Lock()
         """Held by the transaction using the writer's connection: one on the event loop, or one on
         the writer's thread (a blocking client's loop in another thread shares the connection), or
-        by the watcher for one look."""
+        by the watcher for one look; while it connects and closes; and across a fork."""
+        self._reading = threading.Lock()
+        """Held by a read on the reader's connection, while it connects and closes, and across a
+        fork (a read is a transaction too, holding SQLite's locks and mutexes)."""
+        self._handles: list[sqlite3.Connection] = []
+        """The connections open, the writer's and the reader's: those a forked child closes."""
         self._held: tuple[asyncio.AbstractEventLoop, float] | None = None
         """The event loop that writes have held without a turn for anything else, and since when."""
         self._watcher: threading.Thread | None = None
@@ -175,12 +189,16 @@ class SqliteDatabase(Database):
         noticed (`_same_file`) rather than written to, unseen by every other process, for ever."""
         self._file_checked = 0.0
         self._replaced = False
-        self._closing = threading.Event()
-        """Set by `close`: a transaction waiting for another process's write lock gives up at once,
-        so that the close (and the exit after Ctrl-C) does not wait behind it for the busy timeout."""
+        self._closing = False
+        self._interrupt = threading.Event()
+        """Set by `close` (with `_closing`) and before a fork: a transaction waiting for another
+        process's write lock gives up at once, so that the close (and the exit after Ctrl-C) does
+        not wait behind it for the busy timeout, or lets the fork by and waits again after it."""
+        _databases.add(self)
 
     async def _open(self) -> None:
-        self._closing.clear()
+        self._closing = False
+        self._interrupt.clear()
         loop = asyncio.get_running_loop()
         executor = DaemonThreadPool(1, thread_name_prefix="cairn-sqlite")
         reader = DaemonThreadPool(1, thread_name_prefix="cairn-sqlite-read")
@@ -190,7 +208,7 @@ class SqliteDatabase(Database):
                 self._rconn = await loop.run_in_executor(reader, self._connect, False)
         except BaseException:
             if self._conn is not None:
-                await loop.run_in_executor(executor, self._conn.close)
+                await loop.run_in_executor(executor, self._close_handle, self._conn, True)
                 self._conn = None
             executor.shutdown(wait=False)
             reader.shutdown(wait=False)
@@ -201,6 +219,10 @@ class SqliteDatabase(Database):
 
     def _connect(self, write: bool) -> sqlite3.Connection:
         """A connection of this process: the writer's (which migrates) or the reader's."""
+        with self._writing if write else self._reading:  # no fork in the middle (a migration writes)
+            return self._connect_held(write)
+
+    def _connect_held(self, write: bool) -> sqlite3.Connection:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
@@ -208,6 +230,7 @@ class SqliteDatabase(Database):
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout)
         except sqlite3.OperationalError as exc:
             raise self._unwritable(exc) from None
+        self._handles.append(conn)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")  # value checked against an allow-list
@@ -220,14 +243,50 @@ class SqliteDatabase(Database):
                 self._migrate(conn)
                 conn.execute("PRAGMA busy_timeout = 0")  # waits for the lock are `_begin_immediate`'s
         except sqlite3.OperationalError as exc:
-            conn.close()
+            self._forget(conn)
             if not _is_locked(exc):
                 raise self._unwritable(exc) from None
             raise self._locked(started) from None
         except BaseException:
-            conn.close()
+            self._forget(conn)
             raise
         return conn
+
+    def _forget(self, conn: sqlite3.Connection) -> None:
+        with contextlib.suppress(ValueError):
+            self._handles.remove(conn)
+        conn.close()
+
+    def _close_handle(self, conn: sqlite3.Connection, write: bool) -> None:
+        """Close a connection, on its thread (the last one to close checkpoints: it writes)."""
+        with self._writing if write else self._reading:
+            self._forget(conn)
+
+    def _hold_for_fork(self) -> None:
+        """Before a fork: wait for the transactions in flight, and hold off the next ones until
+        after it (`_after_fork`). A transaction waiting for another process's write lock lets
+        the fork by (`_GiveWay`), and waits again after it."""
+        self._interrupt.set()
+        self._writing.acquire()
+        self._reading.acquire()
+
+    def _after_fork(self, child: bool) -> None:
+        if not self._closing:
+            self._interrupt.clear()
+        if child:
+            # The parent's connections, which no transaction uses (held off above): closed here
+            # (SQLite closes them without writing: the parent has the file open) so that SQLite
+            # forgets the file's lock state it keeps per process, which was the parent's: kept,
+            # this process's own connections took none of the file's locks, and the parent,
+            # closing last, deleted the write-ahead log they went on writing to.
+            for conn in self._handles:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._handles = []
+            self._conn = self._rconn = None
+            self._watcher = None
+        self._reading.release()
+        self._writing.release()
 
     def _unwritable(self, exc: sqlite3.OperationalError) -> Exception:
         """SQLite's "attempt to write a readonly database" or "unable to open database file", which
@@ -385,26 +444,31 @@ class SqliteDatabase(Database):
         return False  # a transaction that failed was rolled back, COMMIT included
 
     def _locked(self, started: float) -> DatabaseLocked:
-        """The lock another process held past our busy timeout, as the error users get."""
-        return DatabaseLocked(self.path, time.monotonic() - started, write_lock_holder(self.path))
+        """The lock another connection held past our busy timeout, as the error users get."""
+        holder = write_lock_holder(self.path)
+        ours = holder == os.getpid()
+        return DatabaseLocked(self.path, time.monotonic() - started, None if ours else holder, ours)
 
     async def close(self) -> None:
+        if self.inherited():
+            return  # the parent's connections and threads: left to the parent (see `_after_fork`)
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
             self._stop_watching.set()
             await asyncio.get_running_loop().run_in_executor(None, watcher.join, 1.0)
         if self._executor is None:
             return
-        self._closing.set()
+        self._closing = True
+        self._interrupt.set()
         loop = asyncio.get_running_loop()
         executor, self._executor = self._executor, None
         reader, self._reader = self._reader, None
         conn, self._conn = self._conn, None
         rconn, self._rconn = self._rconn, None
         if conn is not None:
-            await loop.run_in_executor(executor, conn.close)
+            await loop.run_in_executor(executor, self._close_handle, conn, True)
         if reader is not None and rconn is not None:
-            await loop.run_in_executor(reader, rconn.close)
+            await loop.run_in_executor(reader, self._close_handle, rconn, False)
         executor.shutdown(wait=True)
         if reader is not None:
             reader.shutdown(wait=True)
@@ -494,20 +558,25 @@ class SqliteDatabase(Database):
         await, no user callback runs inside it), so a writer holds the lock only while its
         statements run; a lock held by another process past the busy timeout is DatabaseLocked,
         and without `wait`, held for more than BRIEF_HOLD, _LockTaken (nothing was done)."""
-        if not write and self._rconn is not None:
-            return self._transact(fn, write, wait)  # on the reader's connection
-        if not self._writing.acquire(timeout=-1 if wait else BRIEF_HOLD):
-            raise _LockTaken()  # the writer's connection is busy on another thread
-        try:
-            return self._transact(fn, write, wait)
-        finally:
-            self._writing.release()
-
-    def _transact(self, fn: Callable[[Tx], T], write: bool, wait: bool) -> tuple[T, dict[str, Any]]:
-        conn = self._conn if write or self._rconn is None else self._rconn
-        assert conn is not None
-        self._same_file()
         started = time.monotonic()
+        if not write and self._rconn is not None:
+            with self._reading:
+                return self._transact(fn, write, wait, started)  # on the reader's connection
+        while True:
+            if not self._writing.acquire(timeout=-1 if wait else BRIEF_HOLD):
+                raise _LockTaken()  # the writer's connection is busy on another thread
+            try:
+                return self._transact(fn, write, wait, started)
+            except _GiveWay:
+                pass  # a fork is waiting for the lock: it goes first, this waits again after it
+            finally:
+                self._writing.release()
+
+    def _transact(self, fn: Callable[[Tx], T], write: bool, wait: bool, started: float) -> tuple[T, dict[str, Any]]:
+        conn = self._conn if write or self._rconn is None else self._rconn
+        if conn is None:  # closed meanwhile (the lock was let go for a fork)
+            raise ConnectionError(f"SQLite database {self.path} is closed")
+        self._same_file()
         if write:
             self._begin_immediate(conn, wait, started)
         else:
@@ -544,8 +613,10 @@ class SqliteDatabase(Database):
             left = self.busy_timeout - (time.monotonic() - started)
             if left <= 0:
                 raise self._locked(started)
-            if self._closing.wait(min(delay, left)):
-                raise ConnectionError(f"SQLite database {self.path} was closed while waiting for its write lock")
+            if self._interrupt.wait(min(delay, left)):
+                if self._closing:
+                    raise ConnectionError(f"SQLite database {self.path} was closed while waiting for its write lock")
+                raise _GiveWay()
         raise AssertionError("unreachable: the delays never end")
 
 
@@ -587,6 +658,44 @@ class _LockTaken(Exception):
     """Another connection held the write lock when a transaction that would not wait began."""
 
 
+class _GiveWay(Exception):
+    """A fork waits for the writer's connection, which a transaction held waiting for the lock of
+    another process (up to the busy timeout): it lets the fork by, then waits again."""
+
+
+_databases: weakref.WeakSet[SqliteDatabase] = weakref.WeakSet()
+"""Every SQLite database of this process: each one's transactions hold off a fork (`_before_fork`)."""
+_held: list[SqliteDatabase] = []
+_fork_lock = threading.Lock()
+"""Held from before a fork to after it: two threads forking at once each hold every database."""
+
+
+def _before_fork() -> None:
+    """Hold every database until the fork is made. While it waits for a transaction, the other
+    threads run on, and CPython runs the after-fork hooks registered by then, not those it ran
+    before: a module imported meanwhile that registers a pair (concurrent.futures.thread's, first
+    imported by asyncio's first `run_in_executor`) released a lock in the parent it never took
+    ("release unlocked lock"). That one is imported with this module, before this hook."""
+    _fork_lock.acquire()
+    _held[:] = list(_databases)
+    for db in _held:
+        db._hold_for_fork()
+
+
+def _after_fork(child: bool) -> None:
+    for db in _held:
+        db._after_fork(child)
+    _held.clear()
+    _fork_lock.release()
+
+
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=lambda: _after_fork(child=False),
+    after_in_child=lambda: _after_fork(child=True),
+)
+
+
 def _busy_timeout(given: str | None) -> float:
     """The busy timeout from the URL (`?busy_timeout=5`), else CAIRN_SQLITE_BUSY_TIMEOUT, else 30 s."""
     raw = given if given is not None else os.environ.get(BUSY_TIMEOUT_ENV)
@@ -621,8 +730,8 @@ _RESERVED_BYTE = 0x40000001
 
 def write_lock_holder(path: str) -> int | None:
     """The pid of the process holding the database's write lock, from Linux's /proc/locks (SQLite
-    takes POSIX locks, which name their owner); None when it cannot be told (another system, a
-    lock held by this process, or none held any more)."""
+    takes POSIX locks, which name their owner), this one's included; None when it cannot be told
+    (another system, or none held any more)."""
     wanted: dict[str, int] = {}
     for file, byte in ((f"{path}-shm", _WAL_WRITE_LOCK), (path, _RESERVED_BYTE)):
         try:
@@ -641,7 +750,7 @@ def write_lock_holder(path: str) -> int | None:
             continue  # a waiter, or a shared lock
         pid, file, start, end = fields[4], fields[5], fields[6], fields[7]
         byte = wanted.get(file, -1)
-        if byte < 0 or not pid.isdigit() or int(pid) == os.getpid():
+        if byte < 0 or not pid.isdigit():
             continue
         if int(start) <= byte and (end == "EOF" or byte <= int(end)):
             return int(pid)

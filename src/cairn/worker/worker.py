@@ -22,6 +22,7 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
+from cairn import forks
 from cairn.errors import DatabaseReplaced
 from cairn.names import check_name
 from cairn.policies import retention as retention_of
@@ -151,6 +152,8 @@ class Worker:
         """Set when the next heartbeat is not to wait (closing; a run cancelled while attempts run;
         a queue's limits declared)."""
         self._stop_begun = False
+        self._started_in: int | None = None
+        """The process (as `cairn.forks` counts them) that started it: a forked child's stop leaves it be."""
         self.abandoned = 0
         """Attempts whose thread was still running when a forced stop gave up on them."""
         self._main: asyncio.Task[None] | None = None
@@ -178,6 +181,7 @@ class Worker:
 
     async def start(self) -> None:
         refuse_while_a_child_imports_main("cairn.Worker.start()")
+        self._started_in = forks.generation()
         await self.store.open()
         self._up_since = await self.store.now()
         loop = asyncio.get_running_loop()
@@ -243,6 +247,11 @@ class Worker:
         runs the same attempt meanwhile. A second request (`request_stop(now=True)`) ends the
         wait at once, leaving such attempts to be taken over when their lease runs out."""
         seconds = self.grace if grace is None else _grace(grace)
+        if self._started_in is not None and self._started_in != forks.generation():
+            # Started in the process this one was forked from: its tasks, threads and database
+            # connections are that process's, left to it. Here, stop waited out its grace for
+            # work that runs there, and failed to hand over runs that are not this process's.
+            return
         if self._stop_begun:
             await self._closed.wait()
             return
