@@ -387,10 +387,13 @@ def _cell_run_again(old: Definition, new: Definition) -> bool:
     same name in `__main__`, written in another cell (each cell is compiled as a file of its own).
     Refused, a cell edited and run again raised, and the next cell ran the old code. A script's
     `__main__` is one file: two definitions of one name in it are still refused."""
-    module = new.fn.__module__ if isinstance(new, ActionDef) else new.target.__module__
-    if old.origin != new.origin or module != "__main__":
-        return False
+    if old.origin != new.origin or {_module_of(old), _module_of(new)} != {"__main__"}:
+        return False  # `python -m shop` defining `shop.checkout` again in shop/__main__.py: refused
     return old.written_at.rpartition(":")[0] != new.written_at.rpartition(":")[0]
+
+
+def _module_of(defn: Definition) -> str:
+    return defn.fn.__module__ if isinstance(defn, ActionDef) else defn.target.__module__
 
 
 def _written_at(fn: Callable[..., Any]) -> str:

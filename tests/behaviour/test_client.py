@@ -6,6 +6,7 @@ import asyncio
 import decimal
 import inspect
 import json
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -863,5 +864,28 @@ def test_sync_code_awaiting_results_with_asyncio_run_keeps_no_loop(db_url: str) 
         assert [asyncio.run(result()) for _ in range(20)] == [3] * 20
         gc.collect()
         assert sum(ref() is not None for ref in loops) <= 1, "closed loops kept by the client"
+        # Threads sharing the client (a threaded web server), each its own loop at each call: the
+        # waiters of closed loops were let go while other threads added theirs ("dictionary
+        # changed size during iteration", KeyError). Thread switches made frequent to meet it.
+        failed: list[BaseException] = []
+
+        def calls() -> None:
+            for _ in range(300):
+                try:
+                    assert asyncio.run(client.get(run_id).result(timeout=10)) == 3
+                except BaseException as exc:
+                    failed.append(exc)
+
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            threads = [threading.Thread(target=calls) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            sys.setswitchinterval(switch)
+        assert failed == []
     finally:
         asyncio.run(client.close())

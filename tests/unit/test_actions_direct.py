@@ -10,6 +10,7 @@ import pytest
 
 import cairn
 from cairn import action, registry
+from cairn.names import importable_module
 from tests import flows
 
 
@@ -143,3 +144,10 @@ def test_a_notebook_cell_edited_and_run_again_replaces_its_definitions() -> None
     assert registry.get(first.defn.id) is edited.defn
     with pytest.raises(ValueError, match=r"already registered"):
         cell("@action\nasync def shout(s: str) -> str:\n    return s\n\n\n" * 2, "/tmp/ipykernel_1/22.py")
+    # `python -m shop`: shop/__main__.py's `checkout` has the id of shop/__init__.py's (the script
+    # is imported as `shop`): two definitions, one of them a module's, and refused as before.
+    script = importable_module("__main__")
+    yell = "@action\nasync def yell(s: str) -> str:\n    return s\n"
+    exec(compile(yell, "/app/shop/__init__.py", "exec"), {"__name__": script, "action": action})
+    with pytest.raises(ValueError, match=r"already registered"):
+        exec(compile(yell, "/app/shop/__main__.py", "exec"), {"__name__": "__main__", "action": action})

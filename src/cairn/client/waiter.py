@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import weakref
 from collections.abc import Callable
 
@@ -176,6 +177,7 @@ class Waiters:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ResultWaiter] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
 
     def here(self) -> ResultWaiter:
         loop = asyncio.get_running_loop()
@@ -183,10 +185,14 @@ class Waiters:
         if found is None:
             # A waiter holds its loop (its futures, task and event do), so the weak key never dies
             # by itself: sync code calling `asyncio.run(handle.result())` in a loop kept every loop
-            # it made, about 7 KB each. A closed loop's waiter has nothing left to answer.
-            for closed in [other for other in self._by_loop if other.is_closed()]:
-                del self._by_loop[closed]
-            found = self._by_loop[loop] = self._waiter(loop)
+            # it made, about 7 KB each. A closed loop's waiter has nothing left to answer. Under a
+            # lock: threads sharing a client (a threaded web server) each add their own loop's.
+            with self._lock:
+                for closed in [other for other in list(self._by_loop) if other.is_closed()]:
+                    self._by_loop.pop(closed, None)
+                found = self._by_loop.get(loop)
+                if found is None:
+                    found = self._by_loop[loop] = self._waiter(loop)
         return found
 
     def _waiter(self, loop: asyncio.AbstractEventLoop) -> ResultWaiter:
