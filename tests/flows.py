@@ -403,6 +403,15 @@ async def wait_first() -> list[str]:
 
 
 @workflow
+async def count_up(n: int) -> int:
+    """`n` actions one after the other: a journal of `n` activations and more."""
+    x = 0
+    for _ in range(n):
+        x = await add_one(x)
+    return x
+
+
+@workflow
 async def busy_waiter(n: int) -> dict[str, Any]:
     """A signal wait stays open while the run loops over actions (each a commit of its own)."""
     wait = asyncio.create_task(cairn.wait_for_signal("go"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import cairn
+from cairn.engine import instance as instance_module
 from cairn.engine.instance import WorkflowInstance
 from cairn.records import ActivationResult, NewStep, RunRow, StepRow
 from cairn.registry import WorkflowDef
@@ -123,6 +125,33 @@ def test_replay_reaches_same_state_without_emitting_recorded_steps() -> None:
         part = [r if (r.delivered_in or 0) < k else dataclasses.replace(r, **unresolved) for r in journal]
         inst = WorkflowInstance.restore(defn, _run(defn, {"x": 10}, activations=k - 1), part, seed=99)
         assert inst.runtime.fatal is None
+
+
+async def test_a_long_replay_on_an_event_loop_gives_the_loop_turns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker replays a journal on its event loop: a journal of 50,000 steps held it for 2.6 s,
+    the heartbeat that keeps its leases included (past the lease, two workers took the run from
+    each other for ever). The loop gets a turn every REPLAY_TURN seconds of replay (0 here)."""
+    defn = _defn(flows.count_up)
+    journal, res = _drive_to_end(defn, {"n": 30})
+    assert res.result == "30"
+    monkeypatch.setattr(instance_module, "REPLAY_TURN", 0.0)
+    turns = 0
+
+    async def other_work() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    before = turns
+    recorded = max(r.delivered_in or 0 for r in journal)
+    inst = await WorkflowInstance.restore_async(defn, _run(defn, {"n": 30}, activations=recorded), journal, seed=3)
+    during = turns - before
+    task.cancel()
+    assert inst.runtime.fatal is None and inst.finished
+    assert during >= recorded - 1, f"the loop had {during} turns during a replay of {recorded} activations"
 
 
 def test_divergent_replay_pauses_with_named_step() -> None:

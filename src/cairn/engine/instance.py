@@ -43,6 +43,9 @@ from cairn.serialization import dumps, error_text, error_to_json, max_payload_by
 from cairn.types import RunStatus, StepKind, StepStatus
 
 _SYNC_STEP_TIMEOUT = 300.0
+REPLAY_TURN = 0.01
+"""Seconds of a replay on an event loop between two turns of that loop for its other work (see
+`restore_async`)."""
 
 COPY_BYTES = 10_000
 """About what a run's copy holds besides its journal (see `WorkflowInstance.size_estimate`)."""
@@ -107,13 +110,19 @@ class WorkflowInstance:
         return inst
 
     def _replay(self, run: RunRow, journal: Sequence[StepRow]) -> None:
-        # Each recorded activation of an async workflow is a stretch of its own for the watch, as
-        # each was when it first ran: a replay of many is not one long stretch.
+        for _ in self._replaying(run, journal):
+            pass
+
+    def _replaying(self, run: RunRow, journal: Sequence[StepRow]) -> Iterator[None]:
+        """Replay the recorded activations, one at each step of the iteration (a caller on an event
+        loop gives it turns in between). Each recorded activation of an async workflow is a stretch
+        of its own for the watch, as each was when it first ran: a replay of many is not one."""
         try:
             for resolutions, when in self._recorded(run, journal):
                 self._watched(functools.partial(self._step, resolutions, when))
                 if self.runtime.fatal is not None or self.finished:
                     break
+                yield
         except WorkflowDeadlock as exc:
             self.deadlock = exc
             return
@@ -124,12 +133,20 @@ class WorkflowInstance:
         cls, defn: WorkflowDef, run: RunRow, journal: Sequence[StepRow], seed: int, watch: Watch | None = None
     ) -> WorkflowInstance:
         """`restore` for a caller on an event loop: a plain `def` workflow's thread is awaited, so
-        the loop goes on with its other work while the workflow code computes. (An async
-        workflow's replay never awaits: its code runs here, under the watch.)"""
+        the loop goes on with its other work while the workflow code computes. An async
+        workflow's code runs here, under the watch, and the loop gets a turn every REPLAY_TURN
+        seconds: a journal of 50,000 steps took 2.6 s to replay, during which the worker's
+        heartbeat (its leases), its claims and its other runs all waited; past the lease, two
+        workers took such a run from each other for ever, each losing its commit to the other."""
         inst = cls(defn, run, journal, seed, watch)
         try:
             if not inst.threaded:
-                inst._replay(run, journal)
+                loop = asyncio.get_running_loop()
+                turn = loop.time() + REPLAY_TURN
+                for _ in inst._replaying(run, journal):
+                    if loop.time() >= turn:
+                        await asyncio.sleep(0)
+                        turn = loop.time() + REPLAY_TURN
                 return inst
             for resolutions, when in inst._recorded(run, journal):
                 await inst._step_async(resolutions, when)
