@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 import cairn
+from cairn.engine.instance import WorkflowInstance
 from cairn.store.protocol import Commit
+from cairn.worker.runner import RESTING_MIN_STEPS
 from tests import flows
 from tests.conftest import eventually
 
@@ -78,6 +80,34 @@ async def test_a_burst_of_signals_is_received_in_order_one_each(client: cairn.Cl
         assert await handle.result(timeout=8) == list(range(count))
     consumed = [s.result for s in await handle.steps() if s.kind == cairn.StepKind.SIGNAL]
     assert consumed == list(range(count))
+
+
+async def test_a_run_that_waits_for_signals_in_a_loop_is_not_replayed_at_each_one(
+    client: cairn.Client, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each signal wakes the run, which its worker keeps in memory between activations (once its
+    journal is worth keeping: RESTING_MIN_STEPS). A claim begun before the commit that left the
+    run waiting read its journal, and the worker then threw its copy away and replayed the whole
+    journal: on PostgreSQL at about half the signals (5,000 signals: 606 s, against 30 s on SQLite)."""
+    replayed: list[int] = []
+    real = WorkflowInstance.restore_async
+
+    async def counted(defn: Any, run: Any, journal: Any, *args: Any, **kwargs: Any) -> WorkflowInstance:
+        if len(journal) > RESTING_MIN_STEPS:
+            replayed.append(len(journal))
+        return await real(defn, run, journal, *args, **kwargs)
+
+    monkeypatch.setattr(WorkflowInstance, "restore_async", counted)
+    sender = cairn.Client(db_url)  # as another process would send them
+    try:
+        async with cairn.Worker(client, poll_interval=0.1):
+            handle = await client.start(flows.burst_receiver, 150)
+            for i in range(150):
+                await sender.get(handle.id).signal("item", i)
+            assert await handle.result(timeout=50) == list(range(150))
+    finally:
+        await sender.close()
+    assert len(replayed) <= 1, f"journals of {replayed} steps replayed for 150 signals"
 
 
 async def test_a_burst_sent_before_the_run_starts_is_buffered_in_order(client: cairn.Client) -> None:
