@@ -169,6 +169,22 @@ def test_show_properties_and_events(runner: CliRunner, url: str) -> None:
     assert "Properties" in result.output
 
 
+def test_show_events_of_a_long_run_draws_its_last_ones(
+    runner: CliRunner, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of 50,000 steps has 150,000 events: `--events` drew them all (90 s, 645 MB)."""
+    import cairn.cli.main as cli_main
+
+    run_id = completed_run(url)
+    every = json.loads(runner.invoke(cli, ["show", run_id, "--db", url, "--json", "--events"]).stdout)["events"]
+    assert len(every) > 3
+    monkeypatch.setattr(cli_main, "SHOWN_EVENTS", 3)
+    result = runner.invoke(cli, ["show", run_id, "--db", url, "--events"])
+    assert result.exit_code == 0, result.output
+    assert "earlier events are not shown (its last 3 are)" in result.output
+    assert every[-1]["kind"] in result.output
+
+
 def test_fork_a_completed_run(runner: CliRunner, url: str) -> None:
     run_id = completed_run(url)
     result = runner.invoke(cli, ["fork", run_id, "--from-step", "1", "--id", "forked-1", "--db", url])
