@@ -1020,8 +1020,9 @@ def _db_hint(ctx: click.Context, db: str | None) -> tuple[list[str], str]:
 
 
 SHOWN_STEPS = 100
-SHOWN_EVENTS = 300
 """Steps `cairn show` lists by default: a run's latest (a loop of 10,000 steps took 6 s to draw)."""
+SHOWN_EVENTS = 300
+"""Events `cairn show --events` lists: a run's latest (see `_print_last_events`)."""
 ALL_STEPS = 0
 
 

@@ -437,10 +437,8 @@ _STEP_EFFECTS: dict[StepKind, Callable[[Tx, RunRow, NewStep, float], None]] = {}
 
 
 def match_signals(tx: Tx, run_ids: Sequence[str], now: float) -> None:
-    """Pair the runs' open signal waits with their buffered signals (see `consume_signals`), but
-    for those a timer due and not yet fired holds back (`after_the_timers`)."""
-    matches = tx.all("signal_matches", {"run_ids": list(run_ids), "now": now})
-    consume_signals(tx, after_the_timers(matches, now), now)
+    """Pair the runs' open signal waits with their buffered signals (see `consume_signals`)."""
+    consume_signals(tx, tx.all("signal_matches", {"run_ids": list(run_ids), "now": now}), now)
 
 
 def consume_signals(tx: Tx, matches: Sequence[Sequence[Any]], now: float) -> list[StepRow]:
@@ -448,10 +446,10 @@ def consume_signals(tx: Tx, matches: Sequence[Sequence[Any]], now: float) -> lis
     to be delivered like any result. The one place where signals meet their waits, under the run's
     lease: when a claim takes the run, and when a commit of the run leaves waits open (so a signal
     that arrived in between is never overwritten by the commit's idea of when the run is next
-    ready, nor taken by a wait that timed out in that commit). Both first leave out the pairs a
-    timer that came due before their signal holds back (`after_the_timers`)."""
+    ready, nor taken by a wait that timed out in that commit). The pairs a timer that came due
+    before their signal holds back are left for later (`after_the_timers`)."""
     resolved = []
-    for match in matches:
+    for match in after_the_timers(matches, now):
         run_id, seq, name, signal_id, payload = match[:5]
         received_at = received(match, now)
         params = {"run_id": run_id, "seq": seq, "signal_id": signal_id, "payload": payload, "received_at": received_at}

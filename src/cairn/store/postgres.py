@@ -460,13 +460,12 @@ class _PgTx(Tx):
         if alone and new is not None and len(new.rows) == 1 and len(self._held) == 1 and not events and len(notes) < 2:
             self._held, self._rank = {}, -1
             expect = self._expectation(new.errors) if new.errors else None
-            note = {"notify_channel": channel(notes[0]), "notification": f"{origin} {notes[0]}"} if notes else {}
+            note = notes[0] if notes else None
             return ONE_RUN, {
                 **new.rows[0],
                 "insert_run_expect": expect,
-                "notify_channel": None,
-                "notification": None,
-                **note,
+                "notify_channel": channel(note) if note is not None else None,
+                "notification": f"{origin} {note}" if note is not None else None,
             }
         params = self._apply(events, notes, origin)
         return None if params is None else ("apply", params)

@@ -829,8 +829,7 @@ def _load_runs(tx: Tx, now: float, rows: Sequence[tuple[Any, ...]], cached: dict
         row = _decoded_step(tx, s, now, corrupt)
         if row is not None:
             batches.setdefault(s[0], []).append(row)
-    resolvable = journal_tx.after_the_timers(matches, now)  # none past a fired timer not yet handed over
-    for wait in journal_tx.consume_signals(tx, resolvable, now):  # delivered with the rest
+    for wait in journal_tx.consume_signals(tx, matches, now):  # delivered with the rest
         batches.setdefault(wait.run_id, []).append(wait)
     return [
         RunClaim(
