@@ -31,7 +31,7 @@ class ActionContext:
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.logger = _StepLogger(logging.getLogger(f"cairn.action.{self.action_id}"), self)
+        self.logger = _StepLogger(logging.getLogger(f"cairn.action.{self.action_id}"), self.logs)
 
     @property
     def idempotency_key(self) -> str:
@@ -54,14 +54,14 @@ class ActionContext:
 class _StepLogger(logging.LoggerAdapter[logging.Logger]):
     """Keeps each line with the step (shown by `cairn show`) as well as logging it normally."""
 
-    def __init__(self, logger: logging.Logger, ctx: ActionContext) -> None:
+    def __init__(self, logger: logging.Logger, logs: list[str]) -> None:
         super().__init__(logger, {})
-        self._ctx = ctx
+        self._logs = logs  # not the context: a cycle with it left each attempt to the garbage collector
 
     def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
         if self.isEnabledFor(level) or level >= logging.DEBUG:
             text = str(msg) % args if args else str(msg)
-            self._ctx.logs.append(f"{logging.getLevelName(level)} {text}")
+            self._logs.append(f"{logging.getLevelName(level)} {text}")
         super().log(level, msg, *args, **kwargs)
 
 

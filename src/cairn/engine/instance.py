@@ -529,6 +529,7 @@ class WorkflowInstance:
         if main is not None and main.done() and not main.cancelled():
             main.exception()  # retrieved: no "exception was never retrieved" from its finalizer either
         self.loop.close()
+        self.runtime.release()
 
 
 def _mismatched(error: Any) -> bool:

@@ -137,6 +137,13 @@ class Runtime:
         self._rng = random.Random(seed)
         self._patches: dict[str, bool] = {}
 
+    def release(self) -> None:
+        """Once its run is closed: its loop's reference back to it is the one cycle a run's objects
+        make, and broken, a finished run is freed as its copy is dropped. Left, it waited for the
+        garbage collector, most often for a full collection (a run that lived through a few
+        collections is in the oldest generation), each one a walk of every object of the process."""
+        del self.loop
+
     @property
     def replaying(self) -> bool:
         return self.activation <= self.recorded_activations
