@@ -182,8 +182,9 @@ class SqlStore:
             "after_id": after[1] if after else None,
             "limit": limit,
         }
-        given = "_of_status" if filters.status else "_of_workflow" if filters.workflow else ""
-        name = f"runs_page_{'newest' if newest_first else 'oldest'}{given}"
+        # The variant whose given filters are plain equalities, for their index (see cairn.store.sql).
+        given = "_and_".join(p for p in ("workflow", "status") if getattr(filters, p))
+        name = f"runs_page_{'newest' if newest_first else 'oldest'}{f'_of_{given}' if given else ''}"
         rows = await self.db.read(name, params)
         return [run_row(r) for r in rows]
 

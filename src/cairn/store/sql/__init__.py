@@ -14,7 +14,8 @@ rewrites, so no statement is written twice:
 - A filter that may be skipped, `(CAST(:p AS type) IS NULL OR column = CAST(:p AS type))`, is one
   no index serves on SQLite (its plan does not depend on the values bound). A statement headed
   `-- indexed when given: p` also comes as `<name>_of_<p>`, where that test is the plain equality,
-  for the caller to run when it has a value.
+  for the caller to run when it has a value; headed `-- indexed when given: p and q`, as
+  `<name>_of_<p>_and_<q>`, where both are (for an index on both).
 - Row writes: a statement headed `-- rows: column type [= default], ...` reads its rows from
   `{rows} x`. Run alone it is one row of parameters; in PostgreSQL's `cairn_apply` (one statement
   per activation commit, see `apply_function`) it is the same text over every row of the
@@ -37,7 +38,7 @@ from cairn.records import RunRow, StepRow
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.M)
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _ROWS = re.compile(r"^--\s*rows:\s*(.*?)\s*$", re.M)
-_GIVEN = re.compile(r"^--\s*indexed when given:\s*(\w+)\s*$", re.M)
+_GIVEN = re.compile(r"^--\s*indexed when given:\s*(\w+(?: and \w+)*)\s*$", re.M)
 _COLUMNS = re.compile(r"\{(run|step)_columns(?::(\w+))?\}")
 _ANY = re.compile(r"=\s*ANY\(:(\w+)\)")
 _LOCK = re.compile(r"\s+FOR (?:NO KEY )?UPDATE(?: OF \w+)?(?: SKIP LOCKED| NOWAIT)?")
@@ -82,7 +83,11 @@ def _parse(text: str) -> dict[str, Statement]:
         lines = [ln for ln in body.strip().splitlines() if not ln.lstrip().startswith("--")]
         out[name] = Statement(name, _COLUMNS.sub(_columns, "\n".join(lines).strip()), rows, last)
         for given in _GIVEN.findall(body):
-            out[f"{name}_of_{given}"] = Statement(f"{name}_of_{given}", _required(out[name].text, given), rows, last)
+            text = out[name].text
+            for param in given.split(" and "):
+                text = _required(text, param)
+            named = f"{name}_of_{given.replace(' ', '_')}"
+            out[named] = Statement(named, text, rows, last)
     return out
 
 
@@ -246,7 +251,8 @@ written and nothing sent), with its notification. One plain statement, where `ca
 parameters, parses each write's JSON rows and runs in plpgsql: a start's statement 0.31 against
 0.38 ms, measured in turns. The notification is one `pg_notify` of the written row, not a count
 over an unnest of arrays joined back to the row: 0.30 against 0.35 ms, and a raw one-row INSERT
-0.23 ms, in turns (`cairn_runs` has six indexes to write a new run into)."""
+0.23 ms, in turns (`cairn_runs` then had six indexes to write a new run into; seven since
+migration 0019)."""
 
 
 def _notifying(stmt: Statement) -> str:

@@ -473,10 +473,13 @@ SELECT count(*) FROM cairn_runs WHERE status = :status
 -- the status test skippable, SQLite walked the runs of all statuses, newest first, testing each
 -- (58 ms for a page of paused runs of one workflow among 100,000 runs). With a workflow and no
 -- status, runs_page_newest_of_workflow walks the (workflow, created_at) index: a workflow of few
--- runs was found by a walk of every run (38-45 ms at 100,000 runs). With both, the status's index
--- is walked, testing the workflow of each run of that status.
+-- runs was found by a walk of every run (38-45 ms at 100,000 runs). With both,
+-- runs_page_newest_of_workflow_and_status walks the (workflow, status, created_at, id) index: the
+-- status's index, tested run by run for the workflow, read every run of a common status to find
+-- the few of a workflow (16 ms at 60,000 waiting runs, 35 ms at 99,000).
 -- indexed when given: status
 -- indexed when given: workflow
+-- indexed when given: workflow and status
 SELECT {run_columns}
 FROM cairn_runs
 WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
@@ -494,6 +497,7 @@ LIMIT :limit
 -- As runs_page_newest, oldest first.
 -- indexed when given: status
 -- indexed when given: workflow
+-- indexed when given: workflow and status
 SELECT {run_columns}
 FROM cairn_runs
 WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
