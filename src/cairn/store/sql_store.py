@@ -183,7 +183,7 @@ class SqlStore:
             "limit": limit,
         }
         # The variant whose given filters are plain equalities, for their index (see cairn.store.sql).
-        given = "_and_".join(p for p in ("workflow", "status") if getattr(filters, p))
+        given = "_and_".join([p for p in ("workflow", "status") if getattr(filters, p)] + ["after_at"] * bool(after))
         name = f"runs_page_{'newest' if newest_first else 'oldest'}{f'_of_{given}' if given else ''}"
         rows = await self.db.read(name, params)
         return [run_row(r) for r in rows]

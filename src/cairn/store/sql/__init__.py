@@ -11,11 +11,12 @@ rewrites, so no statement is written twice:
 - Row locks (`FOR UPDATE`, `FOR NO KEY UPDATE OF t`, `SKIP LOCKED`, `NOWAIT`) are PostgreSQL's; SQLite's
   writers are serialised by BEGIN IMMEDIATE, so they are dropped there, and so is `COLLATE "C"`
   (the bytewise order rows are locked in; SQLite's own order is bytewise).
-- A filter that may be skipped, `(CAST(:p AS type) IS NULL OR column = CAST(:p AS type))`, is one
-  no index serves on SQLite (its plan does not depend on the values bound). A statement headed
-  `-- indexed when given: p` also comes as `<name>_of_<p>`, where that test is the plain equality,
-  for the caller to run when it has a value; headed `-- indexed when given: p and q`, as
-  `<name>_of_<p>_and_<q>`, where both are (for an index on both).
+- A filter that may be skipped, `(CAST(:p AS type) IS NULL OR column = CAST(:p AS type))` (or any
+  test in place of the equality: a keyset page's), is one no index serves on SQLite (its plan does
+  not depend on the values bound). A statement headed `-- indexed when given: p` also comes as
+  `<name>_of_<p>`, where that test is the plain one, for the caller to run when it has a value;
+  headed `-- indexed when given: p and q`, as `<name>_of_<p>_and_<q>`, where both are (for an
+  index on both).
 - Row writes: a statement headed `-- rows: column type [= default], ...` reads its rows from
   `{rows} x`. Run alone it is one row of parameters; in PostgreSQL's `cairn_apply` (one statement
   per activation commit, see `apply_function`) it is the same text over every row of the
@@ -92,9 +93,10 @@ def _parse(text: str) -> dict[str, Statement]:
 
 
 def _required(text: str, param: str) -> str:
-    """`text` with the filter on `param` that may be skipped made a plain equality."""
-    optional = re.compile(rf"\(CAST\(:{param} AS (\w+)\) IS NULL OR (\w+) = CAST\(:{param} AS \1\)\)")
-    required, found = optional.subn(rf"\2 = CAST(:{param} AS \1)", text)
+    """`text` with the test on `param` that may be skipped, `(CAST(:p AS type) IS NULL OR test)`,
+    made the plain test."""
+    optional = re.compile(rf"\(CAST\(:{param} AS [\w ]+\) IS NULL\s+OR\s+")
+    required, found = optional.subn("(", text)
     assert found == 1, f"one test of :{param} that may be skipped, not {found}"
     return required
 

@@ -9,3 +9,10 @@ CREATE INDEX cairn_runs_workflow_status ON cairn_runs (workflow, status, created
 -- ms at 100,000 runs, with the index above too). The pairs' own frequencies, gathered by ANALYZE
 -- (autovacuum's included), let it walk their index (0.5 ms).
 CREATE STATISTICS cairn_runs_workflow_status (mcv) ON workflow, status FROM cairn_runs;
+-- A page after another seeks to its keyset, (created_at, id), in the index of its filter: the
+-- indexes by status and by workflow alone had no id, so SQLite sorted each run of a page with the
+-- runs created at the same time as it (all of them, for runs started together in one batch).
+DROP INDEX cairn_runs_status;
+CREATE INDEX cairn_runs_status ON cairn_runs (status, created_at, id);
+DROP INDEX cairn_runs_workflow;
+CREATE INDEX cairn_runs_workflow ON cairn_runs (workflow, created_at, id);
