@@ -49,7 +49,8 @@ def _lock(tx: Tx, run_id: str) -> RunRow:
         tx.locked = True
     locked = tx.one("lock_run_row_nowait" if tx.wait_once and tx.locked else "lock_run_row", {"id": run_id})
     tx.locked = True
-    assert locked is not None
+    if locked is None:  # a prune began deleting it: part of its history may be gone already
+        raise RunNotFound(f"no run with id {run_id!r} (it is being pruned)")
     return run_row(locked)
 
 

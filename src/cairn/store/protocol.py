@@ -350,7 +350,10 @@ class Store(Protocol):
 
     async def prune(self, before: float, status: str | None = None, limit: int = 500) -> int:
         """Delete up to `limit` finished runs (of `status`, when given) that finished before `before`
-        (epoch seconds), with all they recorded, keeping the parents of runs still going; how many."""
+        (epoch seconds), with all they recorded, keeping the parents of runs still going; how many.
+        In transactions bounded by rows, not runs (one huge run must not hold the write lock), a
+        run's row last; runs an earlier prune began and did not finish (its process died) are
+        finished first, whatever their status, and are neither shown nor changed meanwhile."""
 
     async def send_signal(self, run_id: str, name: str, payload: str) -> bool:
         """Buffer a signal for a run and wake it; False when the run does not exist, and

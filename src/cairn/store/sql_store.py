@@ -7,6 +7,7 @@ and `control` (pause, resume, cancel, retry, fork).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import uuid
@@ -52,6 +53,15 @@ waits for them as for its first."""
 LOCK_BUSY_PAUSE = 0.001
 """Seconds before the first such run again, doubled each time up to 50 ms: a commit holds its
 rows for a few milliseconds."""
+
+PRUNE_ROWS = 5000
+"""Rows of history (steps, events, properties, memory, signals) one transaction of a prune deletes
+at most: 5-20 ms of SQLite's write lock, however large the runs it deletes (three runs of 200,000
+steps and 600,000 events, deleted in one transaction, held it 3 s)."""
+PRUNE_GROUP = 50
+"""Runs whose history one statement of a prune deletes together: few statements for many small
+runs, and when a piece ends in the middle of a group, only that group is marked as begun (an
+update of each run), not every run the piece took (as many as 500)."""
 
 T = TypeVar("T")
 OWN_NEW_RUN_SETTLE = 1.0
@@ -146,7 +156,7 @@ class SqlStore:
         return await self._settled(send, outcome, f"run {run.id}: an insert")
 
     async def get_run(self, run_id: str) -> RunRow | None:
-        row = await self.db.read_one("get_run", {"id": run_id})
+        row = await self.db.read_one("shown_run", {"id": run_id})
         return run_row(row) if row else None
 
     async def runs_by_ids(self, run_ids: Sequence[str], finished_only: bool = False) -> list[RunRow]:
@@ -735,8 +745,16 @@ class SqlStore:
         return await self.db.transaction(tx_fn)
 
     async def prune(self, before: float, status: str | None = None, limit: int = 500) -> int:
-        params = {"before": before, "status": status, "limit": limit}
-        return await self.db.transaction(lambda tx: tx.execute("prune_runs", params))
+        """As many transactions as it takes, each deleting at most PRUNE_ROWS rows and giving the
+        write lock back (see `_prune_piece`): one run of 200,000 steps held SQLite's write lock for
+        seconds in the one DELETE that took it whole, and every other commit waited that long."""
+        removed = 0
+        while removed < limit:
+            count, more = await self.db.transaction(functools.partial(_prune_piece, before, status, limit - removed))
+            removed += count
+            if not more:
+                break
+        return removed
 
     async def add_event(self, run_id: str, kind: str, **detail: Any) -> None:
         """Append to a run's event list a finding that changes nothing else (e.g. work unserved)."""
@@ -907,3 +925,33 @@ def _lease_actions(
 
 def _implements(store: SqlStore) -> Store:
     return store  # mypy checks here that SqlStore is a Store
+
+
+_HISTORY = ("prune_steps", "prune_events", "prune_properties", "prune_memory", "prune_signals")
+"""What a run recorded, deleted before its row."""
+
+
+def _prune_piece(before: float, status: str | None, limit: int, tx: Tx) -> tuple[int, bool]:
+    """One transaction of a prune: up to `limit` runs, those an earlier prune began first, and at
+    most PRUNE_ROWS rows of their history, deleted PRUNE_GROUP runs at a time. Runs whose history
+    is all gone are deleted (their row last); the group whose history ran past PRUNE_ROWS is marked
+    as begun (`pruned_runs`): deleted from then on as far as anyone can tell, and finished by the
+    next piece of any prune, should this process die first. Runs no piece has touched yet stay as
+    they are. How many runs were deleted, and whether anything was left to do (False: nothing)."""
+    ids = [str(r[0]) for r in tx.all("runs_being_pruned", {"limit": limit})]
+    if len(ids) < limit:
+        params = {"before": before, "status": status, "limit": limit - len(ids)}
+        ids += [str(r[0]) for r in tx.all("prunable_runs", params)]
+    if not ids:
+        return 0, False
+    budget = PRUNE_ROWS
+    done: list[str] = []
+    for at in range(0, len(ids), PRUNE_GROUP):
+        group = ids[at : at + PRUNE_GROUP]
+        for name in _HISTORY:
+            budget -= tx.execute(name, {"ids": group, "limit": budget})
+            if budget <= 0:  # maybe more of it: the next piece goes on
+                tx.write("pruned_runs", {"ids": group, "now": tx.now()})
+                return (tx.execute("delete_pruned_runs", {"ids": done}) if done else 0), True
+        done += group
+    return tx.execute("delete_pruned_runs", {"ids": done}), True

@@ -83,3 +83,27 @@ FOR UPDATE SKIP LOCKED
 SELECT s.* FROM unnest(CAST(:run_ids AS text[])) AS r(id)
 CROSS JOIN LATERAL (SELECT {step_columns} FROM cairn_steps WHERE run_id = r.id OFFSET 0) s
 ORDER BY s.run_id, s.seq
+
+-- name: prune_steps
+-- As queries.sql's, each row found by its place in the table (ctid): a Tid Scan. Found by the key
+-- (`(run_id, seq) IN (...)`), the rows to delete were joined to a sequential scan of the whole
+-- table, at each piece of a prune: 32 ms a piece of 5,000 among 200,000 steps (9.6 s to prune
+-- three runs of 200,000 steps and 600,000 events, against 2 s in one statement).
+DELETE FROM cairn_steps
+WHERE ctid = ANY(ARRAY(SELECT ctid FROM cairn_steps WHERE run_id = ANY(:ids) LIMIT :limit))
+
+-- name: prune_events
+DELETE FROM cairn_events
+WHERE ctid = ANY(ARRAY(SELECT ctid FROM cairn_events WHERE run_id = ANY(:ids) LIMIT :limit))
+
+-- name: prune_properties
+DELETE FROM cairn_properties
+WHERE ctid = ANY(ARRAY(SELECT ctid FROM cairn_properties WHERE run_id = ANY(:ids) LIMIT :limit))
+
+-- name: prune_memory
+DELETE FROM cairn_memory
+WHERE ctid = ANY(ARRAY(SELECT ctid FROM cairn_memory WHERE run_id = ANY(:ids) LIMIT :limit))
+
+-- name: prune_signals
+DELETE FROM cairn_signals
+WHERE ctid = ANY(ARRAY(SELECT ctid FROM cairn_signals WHERE run_id = ANY(:ids) LIMIT :limit))

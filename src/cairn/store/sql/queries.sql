@@ -47,6 +47,10 @@ FROM cairn_runs r LEFT JOIN cairn_runs p ON p.id = r.parent_id WHERE r.id = :id
 -- name: get_run
 SELECT {run_columns} FROM cairn_runs WHERE id = :id
 
+-- name: shown_run
+-- A run as it is shown and waited for: none once a prune began deleting it (see pruned_runs).
+SELECT {run_columns} FROM cairn_runs WHERE id = :id AND pruned_at IS NULL
+
 -- name: runs_by_ids
 -- Result waits read the runs they wait for in one statement, only the ended ones on a safety round.
 SELECT {run_columns} FROM cairn_runs
@@ -412,7 +416,7 @@ WHERE run_id = :run_id AND activation <= :k
 -- name: ended_children_of_open_steps
 SELECT r.id FROM cairn_steps s JOIN cairn_runs r ON r.parent_id = s.run_id AND r.parent_seq = s.seq
 WHERE s.run_id = :run_id AND s.kind = 'child' AND s.status IN ('scheduled', 'running')
-  AND r.status IN ('completed', 'failed', 'cancelled')
+  AND r.status IN ('completed', 'failed', 'cancelled') AND r.pruned_at IS NULL
 ORDER BY s.seq
 
 -- name: awaited_child
@@ -443,22 +447,61 @@ SELECT * FROM (SELECT run_id, 'action', name, COALESCE(queue, 'default'), seq FR
                              AND r.status IN ('pending', 'running', 'waiting'))
                ORDER BY due_at LIMIT :limit) steps
 
--- name: prune_runs
+-- name: runs_being_pruned
+-- A prune finishes first what an earlier one began (pruned_at set: see pruned_runs) and did not end,
+-- its process gone between two of its transactions; at most :limit, those another prune holds now
+-- skipped. The cairn_runs_pruning index finds them.
+SELECT id FROM cairn_runs WHERE pruned_at IS NOT NULL ORDER BY pruned_at, id LIMIT :limit FOR UPDATE SKIP LOCKED
+
+-- name: prunable_runs
 -- Retention: the oldest finished runs (of :status, when given) that finished before :before, at most
--- :limit of them (a small batch: short locks), but none that is the parent of a run still going,
--- nor the child of one (a parent that started it detached reads its outcome later: pruned, the
--- parent failed with RunNotFound). Their steps, events, memory, properties and signals go with them
--- (foreign keys; on PostgreSQL a statement trigger for steps and events).
-DELETE FROM cairn_runs WHERE id IN (
-    SELECT id FROM cairn_runs r
-    WHERE completed_at < :before AND status IN ('completed', 'failed', 'cancelled')
-      AND (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
-      AND NOT EXISTS (SELECT 1 FROM cairn_runs c WHERE c.parent_id = r.id
-                      AND c.status NOT IN ('completed', 'failed', 'cancelled'))
-      AND NOT EXISTS (SELECT 1 FROM cairn_runs p WHERE p.id = r.parent_id
-                      AND p.status NOT IN ('completed', 'failed', 'cancelled'))
-    ORDER BY completed_at
-    LIMIT :limit)
+-- :limit of them, but none that is the parent of a run still going, nor the child of one (a parent
+-- that started it detached reads its outcome later: pruned, the parent failed with RunNotFound).
+-- Locked (another prune skips them), and tested again once locked: a run retried meanwhile stays.
+SELECT id FROM cairn_runs r
+WHERE completed_at < :before AND status IN ('completed', 'failed', 'cancelled') AND pruned_at IS NULL
+  AND (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
+  AND NOT EXISTS (SELECT 1 FROM cairn_runs c WHERE c.parent_id = r.id
+                  AND c.status NOT IN ('completed', 'failed', 'cancelled'))
+  AND NOT EXISTS (SELECT 1 FROM cairn_runs p WHERE p.id = r.parent_id
+                  AND p.status NOT IN ('completed', 'failed', 'cancelled'))
+ORDER BY completed_at
+LIMIT :limit
+FOR UPDATE SKIP LOCKED
+
+-- name: prune_steps
+-- A piece of the history of the runs being pruned, :ids: at most :limit rows, found by the table's
+-- key (run_id first), as in prune_events, prune_properties and prune_memory. A run's history is
+-- deleted in such pieces, each transaction of a prune bounded by rows, not by runs.
+DELETE FROM cairn_steps WHERE (run_id, seq) IN (
+    SELECT run_id, seq FROM cairn_steps WHERE run_id = ANY(:ids) LIMIT :limit)
+
+-- name: prune_events
+DELETE FROM cairn_events WHERE (run_id, id) IN (
+    SELECT run_id, id FROM cairn_events WHERE run_id = ANY(:ids) LIMIT :limit)
+
+-- name: prune_properties
+DELETE FROM cairn_properties WHERE (run_id, activation) IN (
+    SELECT run_id, activation FROM cairn_properties WHERE run_id = ANY(:ids) LIMIT :limit)
+
+-- name: prune_memory
+DELETE FROM cairn_memory WHERE (run_id, key) IN (
+    SELECT run_id, key FROM cairn_memory WHERE run_id = ANY(:ids) LIMIT :limit)
+
+-- name: prune_signals
+-- Signals consumed are in no index by run: this reads them all, once per transaction of a prune.
+DELETE FROM cairn_signals WHERE id IN (SELECT id FROM cairn_signals WHERE run_id = ANY(:ids) LIMIT :limit)
+
+-- name: pruned_runs
+-- Runs whose history a prune began deleting and did not finish in this transaction: deleted from
+-- now on, as far as anyone can tell (not shown nor listed, not retried nor forked), and finished by
+-- the next transaction of a prune, whichever process makes it.
+UPDATE cairn_runs SET pruned_at = :now WHERE id = ANY(:ids) AND pruned_at IS NULL
+
+-- name: delete_pruned_runs
+-- The runs themselves, once nothing they recorded is left (their row last: a run is never seen
+-- with part of its history).
+DELETE FROM cairn_runs WHERE id = ANY(:ids)
 
 -- name: count_runs
 SELECT count(*) FROM cairn_runs WHERE status = :status
@@ -495,6 +538,7 @@ WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
   AND (CAST(:until AS double precision) IS NULL OR created_at < CAST(:until AS double precision))
   AND (CAST(:after_at AS double precision) IS NULL
        OR (created_at, id) < (CAST(:after_at AS double precision), :after_id))
+  AND pruned_at IS NULL
 ORDER BY created_at DESC, id DESC
 LIMIT :limit
 
@@ -516,6 +560,7 @@ WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
   AND (CAST(:until AS double precision) IS NULL OR created_at < CAST(:until AS double precision))
   AND (CAST(:after_at AS double precision) IS NULL
        OR (created_at, id) > (CAST(:after_at AS double precision), :after_id))
+  AND pruned_at IS NULL
 ORDER BY created_at, id
 LIMIT :limit
 
@@ -537,7 +582,7 @@ SELECT queue, status, count(*) FROM cairn_runs GROUP BY queue, status
 
 -- name: children_of_run
 SELECT {run_columns}
-FROM cairn_runs WHERE parent_id = :id ORDER BY created_at, id LIMIT :limit
+FROM cairn_runs WHERE parent_id = :id AND pruned_at IS NULL ORDER BY created_at, id LIMIT :limit
 
 -- name: claim_runs
 -- Runs due, oldest first (by priority), up to :limit, of which at most :new_limit new ones (a
@@ -688,12 +733,13 @@ ORDER BY due_at
 LIMIT 1
 
 -- name: lock_run_row
+-- None once a prune began deleting the run (see pruned_runs): it is not to be retried or forked.
 SELECT {run_columns}
-FROM cairn_runs WHERE id = :id FOR UPDATE
+FROM cairn_runs WHERE id = :id AND pruned_at IS NULL FOR UPDATE
 
 -- name: lock_run_row_nowait
 SELECT {run_columns}
-FROM cairn_runs WHERE id = :id FOR UPDATE NOWAIT
+FROM cairn_runs WHERE id = :id AND pruned_at IS NULL FOR UPDATE NOWAIT
 
 -- name: extend_step_leases
 -- Only the attempts the worker says it is running: one it lost track of (a commit whose outcome
