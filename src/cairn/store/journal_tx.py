@@ -300,8 +300,8 @@ def _finish(tx: Tx, commit: Commit, activation: int, now: float, ran_at: float) 
         tx.execute("cancel_open_steps", {"run_id": run.id, "now": now, "activation": activation})
     if terminal and run.parent_id is not None and run.parent_seq is not None:
         resolve_parent(tx, run, res.status, res.result, res.error, now)
-    if res.wake_at is not None:
-        tx.notify(WORK)  # a timer to watch: else nothing here is for a claim loop
+    if res.wake_at is not None or commit.frees_place:
+        tx.notify(WORK)  # a timer to watch, or a place to fill: else nothing here is for a claim loop
 
 
 def landed(commit: Commit, row: RunRow) -> bool:

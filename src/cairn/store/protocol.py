@@ -85,6 +85,11 @@ class Commit:
     closes_steps: bool = False
     """Cancel the run's open steps with this commit: a run failed outside its code (its commit was
     refused) has no activation left to settle them, and a finished run holds no open step."""
+    frees_place: bool = False
+    """The commit gives a place in a queue with limits back (the run ends or lets its lease go, or
+    it records an attempt of such a queue): it wakes claim loops, this worker's and others', which
+    may start what the limits held back (the next try of a claim that found the queue full is
+    otherwise its 0.1 s poll)."""
 
 
 @dataclass(frozen=True, slots=True)

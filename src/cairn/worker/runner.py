@@ -483,7 +483,8 @@ class Runner:
         born = frozenset(s.seq for s in births)
         owner = None if draining else self._worker_id
         now = self.now()
-        commit = Commit(run, token, result, completions, born, owner, self._lease, now)
+        frees = self._frees_place(run, result.status, owner, completions)
+        commit = Commit(run, token, result, completions, born, owner, self._lease, now, frees_place=frees)
         sent = self.commit_sent()
         try:
             await self._store.commit_activation(commit)
@@ -519,6 +520,18 @@ class Runner:
             claim = ActionClaim(run.id, step.seq, step.name, step.args or "{}", 1, step.options, step.queue, 0, now)
             self.start_action(claim, memory)
         return True
+
+    def _frees_place(
+        self, run: RunRow, status: RunStatus, owner: str | None, completions: Sequence[Completion]
+    ) -> bool:
+        """Whether a commit gives a place in a queue with limits back, so that it wakes claim loops
+        (see `Commit.frees_place`): the run of such a queue ends or lets its lease go (its place
+        under `concurrency`, or `per_worker`), or an attempt of one is recorded. Only the commit
+        can say so: a claim woken earlier (as the action's slot came free, before the commit that
+        ends the run landed) counted the queue full, and the next run started 0.1 s later."""
+        if run.queue in self.limited and (status != RunStatus.RUNNING or owner is None):
+            return True
+        return any(c.claim.queue in self.limited for c in completions)
 
     def _keeper(self, inst: WorkflowInstance, status: RunStatus, draining: bool) -> InstanceCache | None:
         """Where a run's copy stays after a commit that left it `status`: the cache of held runs
@@ -580,7 +593,16 @@ class Runner:
         )
         log.error("run %s failed: %s", run.id, reason)
         failed = ActivationResult(status=RunStatus.FAILED, error=error_text(reason))  # counts: see above
-        commit = Commit(run, token, failed, owner=self._worker_id, lease=self._lease, now=self.now(), closes_steps=True)
+        commit = Commit(
+            run,
+            token,
+            failed,
+            owner=self._worker_id,
+            lease=self._lease,
+            now=self.now(),
+            closes_steps=True,
+            frees_place=run.queue in self.limited,
+        )
         try:
             await self._store.commit_activation(commit)
         except Exception:

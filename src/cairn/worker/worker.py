@@ -135,8 +135,6 @@ class Worker:
         self._drained.set()
         self._wakeup = asyncio.Event()
         self._starved = False
-        self._limited_waiting = False
-        """Whether the last claim left work of a limited queue waiting (see `WorkClaim`)."""
         self._retry_in: float | None = None
         """When the last claim asked to look again at limited queues it found held back (a poll)."""
         self._admitting = 0
@@ -482,7 +480,6 @@ class Worker:
         runs_full = bool(workflows) and (len(work.runs) == free_runs or new == new_runs)
         actions_full = bool(actions) and len(work.actions) == free_actions
         self._starved = runs_full or actions_full
-        self._limited_waiting = work.limited_waiting
         self._retry_in = work.retry_in
         return work.next_due_in
 
@@ -631,11 +628,10 @@ class Worker:
                 return
             released = True
             slots.release()
-            # The last claim was cut short by capacity, or left a limited queue's work held back by
-            # its limits, which this slot may let start. (Woken for every slot whenever a limited
-            # queue was declared, a worker claimed once per action for nothing: a third of the
-            # throughput of a loop of starts on PostgreSQL, the queue unused.)
-            if self._starved or self._limited_waiting:
+            # The last claim was cut short by capacity, which this slot may let it take. A place in
+            # a limited queue is given back by a commit, which wakes claim loops as it lands (see
+            # `Commit.frees_place`): woken here, before that commit, a claim found the queue full.
+            if self._starved:
                 self._wakeup.set()
 
         return release
