@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import decimal
 import inspect
+import itertools
 import json
+import statistics
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,6 +21,7 @@ import pytest
 
 import cairn
 from cairn import RunStatus
+from cairn.client import waiter
 from cairn.serialization import max_payload_bytes
 from cairn.store.protocol import WorkflowInfo
 from tests import flows, seedflows
@@ -675,6 +679,55 @@ async def test_gathered_result_waits_read_the_database_in_batches(client: cairn.
     store.get_run = get_run  # type: ignore[method-assign]
     assert await asyncio.gather(*(h.result(timeout=30) for h in handles)) == [i + 3 for i in range(200)]
     assert singles == [] and len(calls) <= 6 and sum(calls) <= 400, calls
+
+
+async def test_a_second_client_sees_runs_the_workers_client_ends_within_milliseconds(
+    client: cairn.Client, db_url: str
+) -> None:
+    """A wait on another client than the worker's (another process, a blocking client, the same
+    file spelled otherwise) hears of the end through SQLite's file watcher, and reads the run then:
+    it read it at the next 0.1 s safety read, so each run took about 100 ms against 2 ms."""
+    other = cairn.Client(db_url)
+    await other.store.open()
+    try:
+        assert await other.run(flows.Sequence3, 0, timeout=10) == 3  # the watcher started, and warm
+        took = []
+        for i in range(10):
+            began = time.perf_counter()
+            assert await other.run(flows.Sequence3, i, timeout=10) == i + 3
+            took.append(time.perf_counter() - began)
+    finally:
+        await other.close()
+    assert statistics.median(took) < 0.04, took
+
+
+async def test_reads_that_news_brings_on_are_spaced_by_the_news_gap(client: cairn.Client, db_url: str) -> None:
+    """On another client than the worker's, every commit of the worker is news (SQLite's watcher
+    looks every 5 ms), and each read is of every run still awaited: two such reads are at least
+    NEWS_GAP plus NEWS_GAP_PER_RUN per run read apart, so 200 gathered waits are not read 200
+    times a second."""
+    other = cairn.Client(db_url)
+    await other.store.open()
+    loop = asyncio.get_running_loop()
+    rounds: list[tuple[float, float, int]] = []
+    original = other.store.runs_by_ids
+
+    async def timed(run_ids: Any, finished_only: bool = False) -> Any:
+        began = loop.time()
+        try:
+            return await original(run_ids, finished_only)
+        finally:
+            if finished_only:
+                rounds.append((began, loop.time(), len(run_ids)))
+
+    other.store.runs_by_ids = timed  # type: ignore[method-assign]
+    try:
+        handles = [await other.start(flows.Sequence3, i) for i in range(200)]
+        assert await asyncio.gather(*(h.result(timeout=30) for h in handles)) == [i + 3 for i in range(200)]
+    finally:
+        await other.close()
+    for (_, ended, _), (began, _, ids) in itertools.pairwise(rounds):
+        assert began - ended >= waiter.NEWS_GAP + waiter.NEWS_GAP_PER_RUN * ids - 0.001, rounds
 
 
 async def test_retention_deletes_old_finished_runs_from_a_worker(db_url: str) -> None:

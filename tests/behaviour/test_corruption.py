@@ -110,7 +110,7 @@ async def test_a_wait_hears_the_corrupt_pause_at_once(
     """The pause is announced on the run's channel as every other pause is, so a CLI's or an HTTP
     caller's wait answers with it then, not at its next safety read (pushed out of the test here)."""
     monkeypatch.setattr(waiter, "POLL_NOTIFIED", 600.0)
-    monkeypatch.setattr(waiter, "POLL_UNNOTIFIED", 600.0)
+    monkeypatch.setattr(waiter, "NEWS_GAP", 600.0)
     async with cairn.Worker(client, poll_interval=0.05):
         handle = await client.start(flows.add_then_wait, 1)
         await eventually(lambda: status_is(handle, RunStatus.WAITING), what="the run waiting")

@@ -31,12 +31,18 @@ log = logging.getLogger("cairn.store")
 T = TypeVar("T")
 Params = Mapping[str, Any]
 WORK = "work"
+ELSEWHERE = "elsewhere"
+"""The detail of a WORK notification that says another process (or another store of this one)
+committed, where its commits send none (SQLite's watcher): unlike a commit's own WORK here, or the
+watcher's first look (which knows nothing of what came before it, and wakes claim loops only), it
+may have ended runs this process waits for. A run another process ended before the first look, which
+follows the first wait's start by about a millisecond, is seen by the 1 s safety read."""
 SCHEDULES = "schedules"
+"""Notified when a schedule is declared, paused or resumed: workers look at their next tick again."""
 QUEUES = "queues"
 """A queue's stored limits changed (a deploy declared them): workers read again which queues have limits."""
 CANCELLED = "cancelled"
 """A run was cancelled: workers running attempts of it stop them now, not at their next heartbeat."""
-"""Notified when a schedule is declared, paused or resumed: workers look at their next tick again."""
 
 
 def call_soon_here(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:

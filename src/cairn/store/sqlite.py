@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from cairn.errors import DatabaseLocked, DatabaseReplaced, StoreError
-from cairn.store.base import WORK, Database, Params, Tx, call_soon_here
+from cairn.store.base import ELSEWHERE, WORK, Database, Params, Tx, call_soon_here
 from cairn.store.daemon_pool import DaemonThreadPool
 from cairn.store.protocol import Listener
 from cairn.store.sql import migrations, queries
@@ -412,8 +412,10 @@ class SqliteDatabase(Database):
             now: int = self._conn.execute("PRAGMA data_version").fetchone()[0]
         finally:
             self._writing.release()
-        if version is None or now != version:
-            self._dispatch([WORK])
+        if version is None:
+            self._dispatch([WORK])  # the watcher's first look: what came before it is not known
+        elif now != version:
+            self._dispatch({WORK: ELSEWHERE})
         return now
 
     def _unwatched(self) -> bool:
