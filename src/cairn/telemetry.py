@@ -39,6 +39,12 @@ def _trace_api() -> Any:
     return _otel
 
 
+# Imported before a fork, by the forking thread: a worker's first span imports it on the worker's
+# thread, and a fork in the middle of that import left the child the module's import lock, held by a
+# thread the child does not have (its first `start()` hung for ever). Importing it here waits for
+# an import under way to end; once imported, this costs nothing.
+os.register_at_fork(before=_trace_api)
+
 _PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 """OpenTelemetry loads a tracer provider named by this variable at its first use."""
 

@@ -258,3 +258,52 @@ def test_a_fork_goes_by_a_write_waiting_for_another_connections_lock(tmp_path: P
     elsewhere (up to the busy timeout): that one lets the fork by, then goes on waiting."""
     path = tmp_path / "cairn.db"
     assert _run(FORK_WHILE_WAITING_FOR_ANOTHER_PROCESS, f"sqlite:///{path}?busy_timeout=10", str(path)) == ["0 ['w']"]
+
+
+IMPORTING = """
+import os, sys, threading
+import cairn
+from cairn import telemetry
+
+started_r, started_w = os.pipe()
+gate_r, gate_w = os.pipe()
+os.environ["GATE"], os.environ["STARTED"] = str(gate_r), str(started_w)
+threading.Thread(target=telemetry._trace_api, daemon=True).start()  # a worker's first span
+os.read(started_r, 1)  # that thread is inside the import now, holding its module's lock
+threading.Thread(target=lambda: (threading.Event().wait(0.2), os.write(gate_w, b"x")), daemon=True).start()
+pid = os.fork()
+if pid == 0:
+    signal_alarm = __import__("signal").alarm(5)  # a child stuck in the import dies, and says so
+    print("child", telemetry._trace_api().NAME, flush=True)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print("parent", os.waitstatus_to_exitcode(status), telemetry._trace_api().NAME, flush=True)
+"""
+
+SLOW_TRACE_API = """
+import os
+os.write(int(os.environ["STARTED"]), b"x")
+os.read(int(os.environ["GATE"]), 1)
+NAME = "the slow import finished"
+"""
+
+
+def test_a_fork_during_the_first_import_of_opentelemetry_leaves_the_child_a_working_import(tmp_path: Path) -> None:
+    """A worker's first span imports OpenTelemetry's API on the worker's thread; a fork in the
+    middle of that import (an app forking right after its embedded worker started) left the child
+    the import's lock, held by a thread it does not have: its first `start()` hung for ever. The
+    fork now waits for the import to end. Here the import is a stand-in that waits on a pipe."""
+    package = tmp_path / "opentelemetry"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "trace.py").write_text(SLOW_TRACE_API)
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORTING],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        env={**__import__("os").environ, "PYTHONPATH": f"{tmp_path}:{ROOT / 'src'}"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines() == ["child the slow import finished", "parent 0 the slow import finished"]
