@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import cairn
-from cairn.errors import RunNotFound
+from cairn.errors import RunIdTaken, RunNotFound
 from cairn.store import sql_store
 from cairn.store.protocol import Store
 from tests.helpers import new_run, raw_sql, sql_row
@@ -143,9 +143,14 @@ async def test_a_prune_that_dies_between_pieces_is_finished_by_the_next(
         assert await after.store.get_run("big") is None
         with pytest.raises(RunNotFound):
             await after.store.retry("big")  # its history is partly gone: it must not run again
+        # Its id is not free yet, nor is it an idempotent start of a run nobody can see: a start
+        # with it failed on an assertion ("refused as existing, yet it is not there").
+        with pytest.raises(RunIdTaken, match="a prune is deleting"):
+            await after.store.insert_run(new_run("big"))
         # Both runs begun are finished, though this prune's cutoff takes nothing by age.
         assert await after.store.prune(0.0, None, 10) == 2
         assert _left(db_url, "big") == 0 and _left(db_url, "small") == 0
         assert {r.id for r in await after.store.list_runs(limit=10)} == {"live"}
+        assert await after.store.insert_run(new_run("big")) is None  # free again: a new run
     finally:
         await after.close()

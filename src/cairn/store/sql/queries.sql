@@ -51,6 +51,10 @@ SELECT {run_columns} FROM cairn_runs WHERE id = :id
 -- A run as it is shown and waited for: none once a prune began deleting it (see pruned_runs).
 SELECT {run_columns} FROM cairn_runs WHERE id = :id AND pruned_at IS NULL
 
+-- name: id_holder
+-- The run a start's id was refused for, and whether a prune began deleting it.
+SELECT {run_columns}, pruned_at IS NOT NULL FROM cairn_runs WHERE id = :id
+
 -- name: runs_by_ids
 -- Result waits read the runs they wait for in one statement, only the ended ones on a safety round.
 SELECT {run_columns} FROM cairn_runs
