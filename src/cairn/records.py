@@ -68,6 +68,14 @@ class NewRun:
         """Started with a key, a priority or a dedup_key: created by the queue's insert, never born claimed."""
         return self.key is not None or self.priority is not None or self.dedup_key is not None
 
+    @classmethod
+    def child(cls, parent: RunRow, step: NewStep) -> NewRun:
+        """The run a child step of `parent` starts (its `options` say its id and whether it is detached)."""
+        options = step.options or {}
+        detached = bool(options.get("detached"))
+        seq = None if detached else step.seq
+        return cls(str(options["run_id"]), step.name, step.args or "{}", step.queue or parent.queue, parent.id, seq)
+
     def born(self, owner: str, now: float) -> RunRow:
         """The run as a worker's first commit of it creates it: leased to that worker, token 1."""
         return RunRow(

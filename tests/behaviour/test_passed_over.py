@@ -156,10 +156,11 @@ async def test_a_commit_sent_before_a_claim_began_does_not_excuse_that_claim(
             if run_id in target:
                 landed.set()
 
-        async def commit_then_wait_for_a_claim(commit: Any) -> None:
-            await real_commit(commit)
+        async def commit_then_wait_for_a_claim(commit: Any) -> frozenset[int]:
+            started = await real_commit(commit)
             if commit.run.id in target and not began.is_set():
                 await asyncio.wait_for(began.wait(), 10)  # landed, but the worker hears of it only now
+            return started
 
         async def claim_that_hears_of_the_landing(*args: Any, **kwargs: Any) -> Any:
             busy = args[8] if len(args) > 8 else kwargs["busy"]

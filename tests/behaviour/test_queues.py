@@ -416,10 +416,10 @@ async def test_the_end_of_a_run_of_a_limited_queue_wakes_workers_of_other_proces
     ended: list[float] = []
     real_commit = client.store.commit_activation
 
-    async def commit_activation(commit: Commit) -> None:
+    async def commit_activation(commit: Commit) -> frozenset[int]:
         if commit.result.status.is_terminal:  # noted as it goes out: its NOTIFY may come back first
             ended.append(time.monotonic())
-        await real_commit(commit)
+        return await real_commit(commit)
 
     monkeypatch.setattr(client.store, "commit_activation", commit_activation)
     try:

@@ -32,12 +32,12 @@ def before_commit(client: cairn.Client, run_id: str, nth: int, act: Callable[[],
     original = store.commit_activation
     seen: list[int] = []
 
-    async def commit_activation(commit: Commit) -> None:
+    async def commit_activation(commit: Commit) -> frozenset[int]:
         if commit.run.id == run_id:
             seen.append(1)
             if len(seen) == nth:
                 await act()
-        await original(commit)
+        return await original(commit)
 
     store.commit_activation = commit_activation  # type: ignore[method-assign]
     return seen

@@ -162,7 +162,9 @@ def _lock_run(tx: Tx, run_id: str) -> None:
         tx.one("lock_run", {"id": run_id})
 
 
-def commit_activation(tx: Tx, commit: Commit) -> None:
+def commit_activation(tx: Tx, commit: Commit) -> frozenset[int]:
+    """Apply `commit`; the child steps among its `births` whose runs it created leased to its
+    owner (a child whose id names a run already is not born: that run goes on as it is)."""
     run, res = commit.run, commit.result
     if res.status in TERMINAL and run.parent_id is not None:
         _lock_run(tx, run.parent_id)  # parent before child: see control._lock
@@ -174,9 +176,11 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
     # Created when the workflow scheduled them (the activation's time), not when the commit got
     # through: a signal wait's start is what `consume_signals` weighs its signal's arrival against.
     ran_at = _ran_at(commit, now)
+    children: set[int] = set()
     for step in res.new_steps:
         born = commit.owner if step.seq in commit.births else None
-        _insert_step(tx, run, step, activation, now, born, commit.lease, ran_at)
+        if _insert_step(tx, run, step, activation, now, born, commit.lease, ran_at):
+            children.add(step.seq)
     # Memory: the carried results' writes, then the workflow's own (it ran after them), in one kind
     # of row after the steps (the order `write_row` takes rows in), the last write of a key winning.
     for c in commit.completions:
@@ -202,6 +206,7 @@ def commit_activation(tx: Tx, commit: Commit) -> None:
     _finish(tx, commit, activation, now, ran_at)
     if res.code_version is not None and run.code_version is None:
         tx.write("set_code_version", {"id": run.id, "version": res.code_version})
+    return frozenset(children)
 
 
 def _cancel_step(tx: Tx, run: RunRow, seq: int, activation: int, now: float, abandons: bool, delivered: bool) -> None:
@@ -378,9 +383,12 @@ def _waits_for(tx: Tx, child: RunRow) -> bool:
 
 def _insert_step(
     tx: Tx, run: RunRow, step: NewStep, activation: int, now: float, born: str | None, lease: float, scheduled_at: float
-) -> None:
+) -> bool:
     """Insert a step the workflow scheduled at `scheduled_at`; `born` names the worker that runs it
-    at once, leased for `lease` seconds from the database's clock (see `_finish`)."""
+    at once (an action), or the run it starts (a child), leased for `lease` seconds from the
+    database's clock (see `_finish`). Whether a child's run was created leased to `born`."""
+    child_of = born if step.kind == StepKind.CHILD else None  # its run is born leased, not the step
+    born = None if step.kind == StepKind.CHILD else born
     options = step.options
     due_at = step.due_at if step.kind == StepKind.TIMER else (None if born else now)
     tx.write_row(
@@ -412,9 +420,12 @@ def _insert_step(
     event(tx, run.id, kind, now, step.seq, kind=step.kind.value, name=step.name)
     if born:
         event(tx, run.id, "step.started", now, step.seq, attempt=1, worker=born)
+    if step.kind == StepKind.CHILD:
+        return start_child(tx, run, step, now, child_of, lease)
     effect = _STEP_EFFECTS.get(step.kind)
     if effect is not None:
         effect(tx, run, step, now)
+    return False
 
 
 def _send_signal(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
@@ -514,24 +525,25 @@ def signal_step(run_id: str, seq: int, name: str, payload: str | None, now: floa
     )
 
 
-def start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
-    """A child step's first commit: start its run (or take the existing one) as `step.options` say."""
-    child_id = str(step.options["run_id"])
+def start_child(tx: Tx, run: RunRow, step: NewStep, now: float, owner: str | None = None, lease: float = 0.0) -> bool:
+    """A child step's first commit: start its run (or take the existing one) as `step.options` say;
+    whether it created the run leased to `owner` (the committing worker, which starts it from
+    memory with no claim, as it does a run started in its process: see `Worker.start_run`)."""
+    child = NewRun.child(run, step)
+    child_id = child.id
     detached = bool(step.options.get("detached"))
     joined = bool(step.options.get("join"))  # a child started detached, waited for now: never inserted
-    child = NewRun(
-        child_id, step.name, step.args or "{}", step.queue or run.queue, run.id, None if detached else step.seq
-    )
-    new = {**insert_params(child), "now": now, "lease_owner": None, "lease": None}
+    new = {**insert_params(child), "now": now, "lease_owner": owner, "lease": lease if owner else None}
     if not joined and tx.one("insert_run", new) is not None:
-        tx.notify(WORK)
-        return
+        if owner is None:
+            tx.notify(WORK)
+        return owner is not None
     row = tx.one("get_run", {"id": child_id})
     if row is None:
         assert joined, f"run {child_id} was refused as existing, yet it is not there"
         gone = RunNotFound(f"child run {child_id!r} no longer exists (a finished run pruned by retention?)")
         _fail_step(tx, run.id, step.seq, gone, now)
-        return
+        return False
     existing = run_row(row)
     if existing.workflow != step.name:  # the id names a run of another workflow: the child fails
         conflict = RunIdConflict(child_id, existing.workflow, step.name)
@@ -539,9 +551,9 @@ def start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
             event(tx, run.id, "step.failed", now, step.seq, error=str(conflict))
         else:
             _fail_step(tx, run.id, step.seq, conflict, now)
-        return
+        return False
     if detached:
-        return
+        return False
     if child_id == run.id or child_id in _ancestors(tx, run):
         # Adopted, it would wait for its own end (a run's parent became its own descendant): both
         # stayed running for ever, with nothing to say why.
@@ -550,18 +562,18 @@ def start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
             f"child run {child_id!r} is {whose}: a run cannot wait for its own end; give the child an id of its own"
         )
         _fail_step(tx, run.id, step.seq, cycle, now)
-        return
+        return False
     # The id names an existing run: wait for it if it is still going, else take its outcome now.
     if tx.execute("adopt_child", {"id": child_id, "parent_id": run.id, "parent_seq": step.seq, "now": now}) == 1:
         tx.notify(WORK)  # a run taken from the worker that held it (see adopt_child)
-        return
+        return False
     row = tx.one("get_run", {"id": child_id})  # it may have ended since it was read above
     assert row is not None
     existing = run_row(row)
     if existing.status.is_terminal:
         status = StepStatus.COMPLETED if existing.status == RunStatus.COMPLETED else StepStatus.FAILED
         _resolve_step(tx, run.id, step.seq, status, existing.result, existing.error, now)
-        return
+        return False
     # Going on for another parent: its end resolves that parent's wait only, so this one is told
     # now rather than left waiting for an end that would never reach it.
     taken = RunIdTaken(
@@ -569,9 +581,10 @@ def start_child(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
         "to one parent; give this child an id of its own, or have the other parent send what is needed"
     )
     _fail_step(tx, run.id, step.seq, taken, now)
+    return False
 
 
-_STEP_EFFECTS.update({StepKind.SEND_SIGNAL: _send_signal, StepKind.CHILD: start_child})
+_STEP_EFFECTS.update({StepKind.SEND_SIGNAL: _send_signal})
 
 
 def _ancestors(tx: Tx, run: RunRow) -> set[str]:

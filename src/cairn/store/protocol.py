@@ -70,7 +70,9 @@ class Commit:
 
     `completions` are action results recorded in the same transaction (the worker ran them and
     holds the run); `births` are new action steps leased at once to `owner`, which runs them
-    without a claim; with `owner` set a still-running run stays leased to it (a sticky lease)."""
+    without a claim, and child steps whose new runs are born leased to `owner`, which starts them
+    from memory (see `Runner._child_births`); with `owner` set a still-running run stays leased to
+    it (a sticky lease)."""
 
     run: RunRow
     token: int
@@ -399,9 +401,10 @@ class Store(Protocol):
         on by this worker) are not claimed again. Of the runs, oldest first, at most `new_run_limit`
         are new ones, never activated (default: up to `run_limit`)."""
 
-    async def commit_activation(self, commit: Commit) -> None:
+    async def commit_activation(self, commit: Commit) -> frozenset[int]:
         """Apply an activation atomically (perhaps in a transaction shared with others: group
-        commit); LeaseLost when its run's token is no longer current (nothing of it is written)."""
+        commit); LeaseLost when its run's token is no longer current (nothing of it is written).
+        Returns the child steps among `commit.births` whose runs it created leased to its owner."""
 
     async def release_run(self, claim: RunClaim) -> None:
         """Give a claimed run back without changes (shutdown, or an error before commit)."""

@@ -441,7 +441,7 @@ class SqlStore:
 
         return await self.db.transaction(tx_fn)
 
-    async def commit_activation(self, commit: Commit) -> None:
+    async def commit_activation(self, commit: Commit) -> frozenset[int]:
         """Apply one activation atomically, in a transaction it may share with others (group
         commit); LeaseLost if the run's token moved (nothing of it is written).
 
@@ -449,17 +449,18 @@ class SqlStore:
         is settled once the database answers again, rather than left to its worker to give up:
         the run still at the commit's token means it never landed, and it is sent again (fenced
         by that token, so it lands at most once); the run as the commit leaves it means it landed.
-        Only when neither can be told does the error reach the caller."""
+        Only when neither can be told does the error reach the caller. Returns the child steps
+        whose runs it created leased to `commit.owner` (none known for a commit settled so: such a
+        child is left to a claim, its lease as for any run born to a worker that went away)."""
 
-        async def send() -> None:
+        async def send() -> frozenset[int]:
             # A row it locks NOWAIT held elsewhere (a child of a child it cancels: see
             # journal_tx.lock_in_order) refused it, nothing applied: sent again a little later.
             busy = 0
             while True:
                 locks = journal_tx.commit_locks(commit, patient=busy >= LOCK_BUSY_ATTEMPTS)
                 try:
-                    await self._batcher.run(lambda tx: journal_tx.commit_activation(tx, commit), locks)
-                    return
+                    return await self._batcher.run(lambda tx: journal_tx.commit_activation(tx, commit), locks)
                 except Exception as exc:
                     if locks.patient or not self.db.lock_unavailable(exc):
                         raise
@@ -467,18 +468,18 @@ class SqlStore:
                 log.debug("run %s: a commit found a row it locks held elsewhere; sending it again", commit.run.id)
                 await asyncio.sleep(min(LOCK_BUSY_PAUSE * 2 ** (busy - 1), 0.05))
 
-        async def outcome(unknown: Exception) -> tuple[bool, None]:
+        async def outcome(unknown: Exception) -> tuple[bool, frozenset[int]]:
             row = await self.get_run(commit.run.id)
             if row is not None and row.lease_token == commit.token:
-                return False, None
+                return False, frozenset()
             if row is not None and journal_tx.landed(commit, row):
                 log.info("run %s: a commit cut off (%s) had landed", commit.run.id, unknown)
-                return True, None
+                return True, frozenset()
             if row is None:
                 raise unknown
             raise LeaseLost(f"the lease on run {commit.run.id} moved while its commit was cut off") from unknown
 
-        await self._settled(send, outcome, f"run {commit.run.id}: a commit")
+        return await self._settled(send, outcome, f"run {commit.run.id}: a commit")
 
     async def release_run(self, claim: RunClaim) -> None:
         def tx_fn(tx: Tx) -> None:

@@ -36,7 +36,7 @@ from cairn.action_context import run_context
 from cairn.engine.instance import Watch, WorkflowInstance
 from cairn.engine.runtime import Resolution
 from cairn.errors import CairnError, LeaseLost
-from cairn.records import ActivationResult, NewStep, RunRow
+from cairn.records import ActivationResult, NewRun, NewStep, RunRow
 from cairn.registry import Registry
 from cairn.serialization import error_text, error_text_summary
 from cairn.store.protocol import ActionClaim, Commit, Completion, RunClaim, Store
@@ -176,6 +176,8 @@ class InFlight(Generic[K]):
 
 Starter = Callable[[ActionClaim, dict[str, str]], None]
 """Starts a born action on this worker (its slot is already reserved)."""
+Release = Callable[[], None]
+"""Gives a reserved slot back."""
 
 
 class Runner:
@@ -214,6 +216,11 @@ class Runner:
         self.reserve_slot: Callable[[], bool] = lambda: False
         self.release_slot: Callable[[], None] = lambda: None
         self.start_action: Starter = lambda claim, memory: None
+        self.reserve_run: Callable[[str, str], Release | None] = lambda workflow, queue: None
+        """A run slot for a child (its workflow, its queue) born leased to this worker: its release,
+        or None when the child is not this worker's to start (see `Worker.start_run`)."""
+        self.start_run: Callable[[RunClaim, Release], None] = lambda claim, release: None
+        """Starts the first activation of a child born here, in the run slot `release` gives back."""
         self.commit_sent: Callable[[], int] = lambda: 0
         self.landed: Callable[[str, int], None] = lambda run_id, sent: None
         """Told the run of each activation commit that landed, as it lands, with what `commit_sent`
@@ -480,28 +487,39 @@ class Runner:
             result.wake_at = deadline if result.wake_at is None else min(result.wake_at, deadline)
         draining = self.draining
         births = self._births(result.new_steps) if inst is not None and not draining else []
-        born = frozenset(s.seq for s in births)
+        children = self._child_births(run, result.new_steps) if inst is not None and not draining else {}
+        born = frozenset(s.seq for s in births) | frozenset(children)
         owner = None if draining else self._worker_id
         now = self.now()
         frees = self._frees_place(run, result.status, owner, completions)
         commit = Commit(run, token, result, completions, born, owner, self._lease, now, frees_place=frees)
         sent = self.commit_sent()
-        try:
-            await self._store.commit_activation(commit)
-        except LeaseLost:
-            log.info("run %s: lease moved before commit; another worker or a control operation continues it", run.id)
-            self._abandon(inst, births)
-            return False
-        except Exception as exc:
-            self._abandon(inst, births)
-            if not self._store.refused(exc):
+        with contextlib.ExitStack() as expected:
+            for child, _ in children.values():  # our claims leave them alone until they are started
+                expected.enter_context(self.expecting(child.id))
+            try:
+                started = await self._store.commit_activation(commit)
+            except LeaseLost:
+                log.info(
+                    "run %s: lease moved before commit; another worker or a control operation continues it", run.id
+                )
+                self._abandon(inst, births, children)
+                return False
+            except Exception as exc:
+                self._abandon(inst, births, children)
+                if not self._store.refused(exc):
+                    raise
+                # The database refused what this run decided (a value it cannot store): the run fails,
+                # visibly and once, instead of being claimed and refused again forever.
+                return await self._fail_refused(run, token, exc)
+            except BaseException:
+                self._abandon(inst, births, children)
                 raise
-            # The database refused what this run decided (a value it cannot store): the run fails,
-            # visibly and once, instead of being claimed and refused again forever.
-            return await self._fail_refused(run, token, exc)
-        except BaseException:
-            self._abandon(inst, births)
-            raise
+            for seq, (child, release) in children.items():
+                if seq in started:  # created leased to us (token 1), as a run started in our process
+                    self.start_run(RunClaim(child.born(self._worker_id, now), 1, [], [], False, now), release)
+                else:  # its id named a run already, or the commit's answer was lost: a claim takes it
+                    release()
         self.landed(run.id, sent)
         _log_outcome(run, result)
         if result.status.is_terminal and telemetry.enabled():
@@ -610,11 +628,31 @@ class Runner:
             return False
         return True
 
-    def _abandon(self, inst: WorkflowInstance | None, births: Sequence[NewStep]) -> None:
+    def _abandon(
+        self, inst: WorkflowInstance | None, births: Sequence[NewStep], children: dict[int, tuple[NewRun, Release]]
+    ) -> None:
         if inst is not None:
             inst.close()
         for _ in births:
             self.release_slot()
+        for _, release in children.values():
+            release()
+
+    def _child_births(self, run: RunRow, steps: Sequence[NewStep]) -> dict[int, tuple[NewRun, Release]]:
+        """New child runs (by their steps) this worker will start itself, each with a reserved run
+        slot: created leased to it by the commit and activated from memory, with no claim (a claim
+        is a transaction, and the wake-up before it another). A child joined (started detached
+        earlier) exists already."""
+        born: dict[int, tuple[NewRun, Release]] = {}
+        for step in steps:
+            if step.kind != StepKind.CHILD or not step.options or step.options.get("join"):
+                continue
+            child = NewRun.child(run, step)
+            release = self.reserve_run(child.workflow, child.queue)
+            if release is None:
+                continue
+            born[step.seq] = (child, release)
+        return born
 
     def _births(self, steps: Sequence[NewStep]) -> list[NewStep]:
         """New action steps this worker will run itself, each with a reserved slot."""

@@ -115,6 +115,8 @@ class Worker:
         self._runner.reserve_slot = self._reserve_action_slot
         self._runner.release_slot = self._action_slots.release
         self._runner.start_action = self._start_action
+        self._runner.reserve_run = self._reserve_child
+        self._runner.start_run = self._start_born
         self._runner.commit_sent = lambda: self._claims
         self._runner.landed = self._landed
         self._runner.watch = self.watchdog.run if self.watchdog is not None else None
@@ -560,6 +562,15 @@ class Worker:
                 self._runner.traces.remember(run.id, run.workflow, run.trace)
             self._spawn(self._runner.claimed(RunClaim(born, 1, [], [], False, now)), release)
         return born, True
+
+    def _reserve_child(self, workflow: str, queue: str) -> Callable[[], None] | None:
+        """A run slot for a child born in a commit of this worker's, as for a run started in its
+        process (`start_run`): its release, or None when the child is left to a claim."""
+        return self._run_releaser(new=True) if self._reserve_run(workflow, queue) else None
+
+    def _start_born(self, claim: RunClaim, release: Callable[[], None]) -> None:
+        """The first activation of a run born leased to this worker, in the slot it reserved."""
+        self._spawn(self._runner.claimed(claim), release)
 
     def _reserve_run(self, workflow: str, queue: str) -> bool:
         """Take a run started in this process at birth when it is ours to run and we have room (a
