@@ -136,3 +136,45 @@ async def test_a_migration_that_meets_an_old_workers_locks_is_applied_after_them
         assert latest == (max(v for v, _, _ in migrations("postgres")),)
     finally:
         _admin(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_a_connection_cut_while_migrating_is_made_again_and_the_migration_applied(
+    pg_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failover or a killed session in the middle of the migration at a worker's start: the
+    worker exited with psycopg's AdminShutdown (a client's first call raised it). The connection
+    is made again and the migration, of which nothing was applied, run again."""
+    import uuid
+
+    import psycopg
+
+    import cairn
+    from cairn.store.sql import migrations
+    from tests.conftest import _admin, _with_db
+
+    name = f"cairn_cut_{uuid.uuid4().hex[:10]}"
+    _admin(pg_server, f'CREATE DATABASE "{name}"')
+    url = _with_db(pg_server, name)
+    real = PostgresDatabase._apply_migrations
+    cut = []
+
+    def cut_twice(self: PostgresDatabase, conn: psycopg.Connection[object]) -> None:
+        if len(cut) < 2:  # its own session ended by the server, mid-migration, as a failover does
+            cut.append(conn.info.backend_pid)
+            conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        real(self, conn)
+
+    monkeypatch.setattr(PostgresDatabase, "_apply_migrations", cut_twice)
+    try:
+        client = cairn.Client(url)
+        try:
+            await asyncio.wait_for(client.store.open(), 30)
+            assert await client.list_runs() == []
+        finally:
+            await client.close()
+        assert len(cut) == 2 and cut[0] != cut[1]
+        with psycopg.connect(url, autocommit=True) as conn:
+            latest = conn.execute("SELECT max(version) FROM cairn_schema_version").fetchone()
+        assert latest == (max(v for v, _, _ in migrations("postgres")),)
+    finally:
+        _admin(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -585,9 +585,7 @@ class PostgresDatabase(Database):
         loop = asyncio.get_running_loop()
         abandoned = threading.Event()
         try:
-            first = await loop.run_in_executor(self._executor, self._first_connection, abandoned)
-            with first:
-                await loop.run_in_executor(self._executor, self._migrate, first)
+            await loop.run_in_executor(self._executor, self._connect_and_migrate, abandoned)
         except BaseException:
             abandoned.set()
             await self.close()
@@ -651,6 +649,35 @@ class PostgresDatabase(Database):
     @property
     def notifies_across_processes(self) -> bool:
         return self._listening.is_set()
+
+    def _connect_and_migrate(self, abandoned: threading.Event) -> None:
+        """The first connection, and the schema brought up to date on it. A connection cut in the
+        middle (a failover, a session killed, a proxy restarted) is made again and the migration
+        tried again, for up to `retry_for` seconds: the migration is one transaction, nothing of it
+        was applied. A worker or client opening then failed with the driver's error."""
+        delay = 0.1
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            first = self._first_connection(abandoned)
+            try:
+                with first:
+                    self._migrate(first)
+                return
+            except psycopg.OperationalError as exc:
+                cut = exc.sqlstate is None or exc.sqlstate[:2] in _UNAVAILABLE
+                if not cut:
+                    raise
+                cause = _said(exc, self._secrets)
+                if time.monotonic() + delay > deadline:
+                    raise DatabaseUnavailable(
+                        f"PostgreSQL at {self.shown_url}: the connection was lost again and again while the "
+                        f"schema was checked or migrated, for {self.retry_for:.0f}s ({cause}); nothing of the "
+                        "migration was applied"
+                    ) from None
+                log.warning("the connection was lost while migrating the schema (%s); retrying in %.1fs", cause, delay)
+                if abandoned.wait(delay):
+                    raise DatabaseUnavailable(f"gave up opening PostgreSQL at {self.shown_url}: cancelled") from None
+                delay = min(delay * 2, 2.0)
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
         if not self.migrates:  # reads only: no table, no function created
