@@ -20,6 +20,7 @@ from cairn.records import ActivationResult, NewRun, NewStep
 from cairn.schedules import ScheduleSpec
 from cairn.store.base import call_soon_here
 from cairn.store.protocol import Commit, Completion, RunFilters, Store, WorkerInfo, WorkflowInfo
+from cairn.store.sql_store import SqlStore
 from cairn.types import StepKind, StepStatus
 from tests.conftest import eventually
 
@@ -587,6 +588,37 @@ async def test_a_start_cut_off_on_its_way_lands_once(store: Store, db_url: str) 
         assert await asyncio.wait_for(starting, 30) is None  # created
     (run,) = await store.list_runs()
     assert (run.id, run.workflow) == ("r1", WF)
+
+
+@covers()
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_a_keyed_start_whose_answer_is_lost_after_it_landed_is_not_made_twice(store: Store) -> None:
+    """A start with a key (a queue's insert) whose connection drops after its COMMIT went through:
+    its caller got the driver's error (the run there all the same), and starting again made a
+    second run. Settled, the start answers as if nothing had happened."""
+    import dataclasses
+
+    import psycopg
+
+    assert isinstance(store, SqlStore)
+    db: Any = store.db
+    real = db.transaction
+    lost: list[str] = []
+
+    async def answer_lost(fn: Any, write: bool = True, rerunnable: bool = False) -> Any:
+        value = await real(fn, write, rerunnable)
+        if write and not lost:
+            lost.append("after the commit")
+            raise psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly")
+        return value
+
+    db.transaction = answer_lost
+    try:
+        assert await store.insert_run(dataclasses.replace(new("k1", workflow=WF), key="customer-7")) is None
+    finally:
+        db.transaction = real
+    assert lost == ["after the commit"]
+    assert [r.id for r in await store.list_runs()] == ["k1"]
 
 
 def test_a_commit_is_known_to_have_landed_only_by_the_run_it_left() -> None:

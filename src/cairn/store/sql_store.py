@@ -127,12 +127,12 @@ class SqlStore:
 
         An insert cut off with its outcome unknown is settled like a commit (see
         `commit_activation`): the run there as it was to be written means it landed; no run means
-        it never did, and it is sent again."""
-
-        if run.queued:
-            return await self.db.transaction(lambda tx: queue_tx.insert(tx, run))
+        it never did, and it is sent again. A queue's insert too: its cut-off raised the driver's
+        error, though the run had often landed, and a caller that started again made a second."""
 
         async def send() -> RunRow | None:
+            if run.queued:
+                return await self.db.transaction(lambda tx: queue_tx.insert(tx, run))
             while True:
                 try:
                     await self._starts.run(lambda tx: journal_tx.create_run(tx, run, owner, lease, now))
