@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -619,6 +619,93 @@ async def test_a_keyed_start_whose_answer_is_lost_after_it_landed_is_not_made_tw
         db.transaction = real
     assert lost == ["after the commit"]
     assert [r.id for r in await store.list_runs()] == ["k1"]
+
+
+@contextlib.contextmanager
+def _commit_cut_off(monkeypatch: pytest.MonkeyPatch, landed: bool) -> Iterator[list[bool]]:
+    """The next transaction's COMMIT cut off as a terminated backend cuts it: its connection fails
+    with the error psycopg raises then, after the COMMIT went through (`landed`) or before it
+    reached the server. Yields the cuts still to come (empty once it happened)."""
+    import psycopg
+
+    from cairn.store.postgres import _PgTx
+
+    armed = [True]
+    real_commit = _PgTx.commit
+
+    def commit(tx: _PgTx, origin: str) -> None:
+        if not armed:
+            return real_commit(tx, origin)
+        armed.pop()
+        if landed:
+            real_commit(tx, origin)
+            tx.end()  # COMMIT sent and its outcome read: applied
+        else:
+            tx.committing = True  # handed over, never sent: rolled back with the connection
+        raise psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly")
+
+    monkeypatch.setattr(_PgTx, "commit", commit)
+    yield armed
+    monkeypatch.setattr(_PgTx, "commit", real_commit)
+
+
+@covers()
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+@pytest.mark.parametrize("landed", [True, False], ids=["landed", "lost"])
+async def test_a_signal_cut_off_at_its_commit_is_stored_once(
+    store: Store, db_url: str, monkeypatch: pytest.MonkeyPatch, landed: bool
+) -> None:
+    """A client's signal whose COMMIT is cut off has an unknown outcome: handed to the caller, a
+    retry delivered it twice when it had landed, no retry lost it when it had not. The send's
+    request id settles it: the call returns, and the signal is stored once either way."""
+    import psycopg
+
+    await store.insert_run(new("r1"))
+    with _commit_cut_off(monkeypatch, landed) as cuts:
+        assert await store.send_signal("r1", "go", '{"n":1}')
+    assert cuts == [], "the signal's commit was not cut off"
+    with psycopg.connect(db_url) as pg:
+        rows = pg.execute("SELECT name, payload, request IS NOT NULL FROM cairn_signals WHERE run_id = 'r1'").fetchall()
+    assert rows == [("go", '{"n":1}', True)]
+    assert [e.kind for e in await store.list_events("r1")] == ["signal.received"]
+
+
+@covers()
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+@pytest.mark.parametrize("landed", [True, False], ids=["landed", "lost"])
+async def test_control_operations_cut_off_at_their_commit_are_settled(
+    store: Store, db_url: str, monkeypatch: pytest.MonkeyPatch, landed: bool
+) -> None:
+    """A pause, resume, cancel or fork whose COMMIT is cut off returns as if it was not: applied once."""
+    await store.insert_run(new("r1"))
+    with _commit_cut_off(monkeypatch, landed):
+        assert await store.pause("r1") == RunStatus.PAUSED
+    with _commit_cut_off(monkeypatch, landed):
+        assert await store.resume("r1") == RunStatus.PENDING
+    with _commit_cut_off(monkeypatch, landed):
+        assert await store.fork("r1", 0, "f1") == "f1"
+    with _commit_cut_off(monkeypatch, landed):
+        assert await store.cancel("r1") == RunStatus.CANCELLED
+    kinds = [e.kind for e in await store.list_events("r1")]
+    assert kinds == ["paused", "resumed", "forked.to", "cancelled"]
+    assert [e.kind for e in await store.list_events("f1")] == ["forked"]
+
+
+async def test_a_signal_sent_again_under_its_request_id_is_stored_once(store: Store) -> None:
+    """A send settled as lost may have landed after all (its COMMIT still on its way): sent again
+    under the same request id, it stores nothing, even once the run has taken it and finished."""
+    from cairn.store.journal_tx import signal
+    from cairn.store.sql_store import SqlStore
+
+    assert isinstance(store, SqlStore)
+    await store.insert_run(new("r1"))
+    for _ in range(2):
+        await store.db.transaction(lambda tx: signal(tx, "r1", "go", "1", tx.now(), "request-1"))
+    assert [e.kind for e in await store.list_events("r1")] == ["signal.received"]
+    await store.cancel("r1")
+    await store.db.transaction(lambda tx: signal(tx, "r1", "go", "1", tx.now(), "request-1"))  # no IllegalTransition
+    with pytest.raises(IllegalTransition):
+        await store.db.transaction(lambda tx: signal(tx, "r1", "go", "1", tx.now(), "request-2"))
 
 
 def test_a_commit_is_known_to_have_landed_only_by_the_run_it_left() -> None:

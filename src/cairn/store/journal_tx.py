@@ -61,11 +61,15 @@ def event(tx: Tx, run_id: str, what: str, now: float, step: int | None = None, /
     tx.add_event({"run_id": run_id, "now": now, "kind": what, "step": step, "detail": detail or None})
 
 
-def signal(tx: Tx, run_id: str, name: str, payload: str | None, now: float) -> None:
-    """Buffer a signal for its run and wake it: from outside (`handle.signal`) or from a workflow
-    (`cairn.send_signal`). RunNotFound when there is no such run, IllegalTransition when it has
-    finished; nothing is sent then."""
-    if tx.execute("insert_signal", {"run_id": run_id, "name": name, "payload": payload, "now": now}) != 1:
+def signal(tx: Tx, run_id: str, name: str, payload: str | None, now: float, request: str | None = None) -> None:
+    """Buffer a signal for its run and wake it: from outside (`handle.signal`, its send's `request`
+    id given) or from a workflow (`cairn.send_signal`). RunNotFound when there is no such run,
+    IllegalTransition when it has finished; nothing is sent then. A `request` stored already (a
+    send cut off at its COMMIT that had landed, sent again) is left as it is: nothing is written."""
+    params = {"run_id": run_id, "name": name, "payload": payload, "now": now, "request": request}
+    if tx.execute("insert_signal", params) != 1:
+        if request is not None and tx.one("signal_request", {"request": request}) is not None:
+            return  # judged before the run's status: it may have taken the signal and finished since
         row = tx.one("get_run", {"id": run_id})
         if row is not None:
             decide("signal", run_id, run_row(row).status)  # it has finished

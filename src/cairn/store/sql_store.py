@@ -277,19 +277,34 @@ class SqlStore:
         return int(steps), int(events), int(snapshots)
 
     async def send_signal(self, run_id: str, name: str, payload: str) -> bool:
-        def send(tx: Tx) -> None:
+        """A send cut off at its COMMIT (outcome unknown) is settled like a commit (see
+        `commit_activation`) by the id this send gives its signal before the first try: stored
+        means it landed; not stored, it is sent again, and stores nothing if the first landed
+        after all. Neither delivered twice nor lost, and no connection error in the caller's hands."""
+        request = uuid.uuid4().hex
+
+        def send_tx(tx: Tx) -> None:
             # The run's row first, waiting holding nothing: the signal's row would take a share of it
             # (its foreign key), which a worker's commit of the run, fencing it and then locking it
             # again, waits for, while the signal's wake-up waits for that commit: a deadlock, and
             # the signal refused (DeadlockDetected in the caller's hands, nothing sent).
             tx.one("lock_run", {"id": run_id})
-            journal_tx.signal(tx, run_id, name, payload, tx.now())
+            journal_tx.signal(tx, run_id, name, payload, tx.now(), request)
 
-        try:
-            await self._control(send)
-        except RunNotFound:
-            return False
-        return True
+        async def send() -> bool:
+            try:
+                await self._control(send_tx)
+            except RunNotFound:
+                return False
+            return True
+
+        async def outcome(unknown: Exception) -> tuple[bool, bool]:
+            if await self.db.read_one("signal_request", {"request": request}) is None:
+                return False, False
+            log.info("run %s: a signal %r cut off (%s) had landed", run_id, name, unknown)
+            return True, True
+
+        return await self._settled(send, outcome, f"run {run_id}: a signal")
 
     async def list_events(
         self,
@@ -322,22 +337,52 @@ class SqlStore:
     # --- control (each idempotent; IllegalTransition when the status forbids it) -----------------
 
     async def pause(self, run_id: str) -> RunStatus:
-        return await self._control(lambda tx: control.pause(tx, run_id))
+        return await self._control_settled(lambda tx: control.pause(tx, run_id), _send_again, f"run {run_id}: a pause")
 
     async def resume(self, run_id: str) -> RunStatus:
-        return await self._control(lambda tx: control.resume(tx, run_id))
+        async def outcome(unknown: Exception) -> tuple[bool, RunStatus]:
+            row = await self.get_run(run_id)
+            if row is None or row.status == RunStatus.PAUSED:
+                return False, RunStatus.PAUSED
+            return True, row.status
+
+        return await self._control_settled(lambda tx: control.resume(tx, run_id), outcome, f"run {run_id}: a resume")
 
     async def cancel(self, run_id: str) -> RunStatus:
-        return await self._control(lambda tx: control.cancel(tx, run_id))
+        what = f"run {run_id}: a cancel"
+        return await self._control_settled(lambda tx: control.cancel(tx, run_id), _send_again, what)
 
     async def time_out(self, run_id: str, timeout: float) -> RunStatus:
-        return await self._control(lambda tx: control.time_out(tx, run_id, timeout))
+        what = f"run {run_id}: a timeout"
+        return await self._control_settled(lambda tx: control.time_out(tx, run_id, timeout), _send_again, what)
 
     async def retry(self, run_id: str) -> RunStatus:
-        return await self._control(lambda tx: control.retry(tx, run_id))
+        async def outcome(unknown: Exception) -> tuple[bool, RunStatus]:
+            row = await self.get_run(run_id)
+            if row is None or row.status in (RunStatus.FAILED, RunStatus.PAUSED):
+                return False, RunStatus.FAILED
+            return True, row.status
+
+        return await self._control_settled(lambda tx: control.retry(tx, run_id), outcome, f"run {run_id}: a retry")
 
     async def fork(self, run_id: str, from_step: int, new_id: str | None = None) -> str:
-        return await self._control(lambda tx: control.fork(tx, run_id, from_step, new_id))
+        """The fork's id is chosen before the first try, so a fork cut off at its COMMIT is known to
+        have landed by that run being there."""
+        fork_id = new_id or f"{run_id}:fork:{uuid.uuid4().hex[:8]}"
+
+        async def outcome(unknown: Exception) -> tuple[bool, str]:
+            return await self.get_run(fork_id) is not None, fork_id
+
+        what = f"run {run_id}: a fork"
+        return await self._control_settled(lambda tx: control.fork(tx, run_id, from_step, fork_id), outcome, what)
+
+    async def _control_settled(
+        self, fn: Callable[[Tx], T], outcome: Callable[[Exception], Awaitable[tuple[bool, T]]], what: str
+    ) -> T:
+        """A control operation (`_control`) cut off at its COMMIT, settled by `outcome` (see
+        `_settled`): a pause, a cancel or a timeout leaves the run where running it again changes
+        nothing, so it is simply sent again; a resume, a retry or a fork is told by the run."""
+        return await self._settled(lambda: self._control(fn), outcome, what)
 
     async def _control(self, fn: Callable[[Tx], T]) -> T:
         """A control operation (or a client's signal), run again when a row it locks NOWAIT is held
@@ -809,6 +854,11 @@ class SqlStore:
     async def list_actions(self) -> list[ActionInfo]:
         rows = await self.db.read("list_actions", {})
         return [ActionInfo(*r) for r in rows]
+
+
+async def _send_again(unknown: Exception) -> tuple[bool, Any]:
+    """The outcome of an idempotent write cut off (see `SqlStore._settled`): sending it again tells."""
+    return False, None
 
 
 _SETTLE_TRIES = 5

@@ -92,10 +92,17 @@ SELECT (SELECT count(*) FROM cairn_steps WHERE run_id = :run_id),
        (SELECT count(*) FROM cairn_properties WHERE run_id = :run_id)
 
 -- name: insert_signal
--- Buffered only for a run that can still receive it: a finished run never waits again.
-INSERT INTO cairn_signals (run_id, name, payload, created_at)
-SELECT :run_id, :name, :payload, :now
+-- Buffered only for a run that can still receive it: a finished run never waits again. A client's
+-- send carries its :request id, and is stored once: sent again after its COMMIT was cut off, it
+-- stores nothing if the first landed (see journal_tx.signal).
+INSERT INTO cairn_signals (run_id, name, payload, created_at, request)
+SELECT :run_id, :name, :payload, :now, :request
  WHERE EXISTS (SELECT 1 FROM cairn_runs WHERE id = :run_id AND status NOT IN ('completed', 'failed', 'cancelled'))
+   AND NOT EXISTS (SELECT 1 FROM cairn_signals WHERE request = :request)
+
+-- name: signal_request
+-- Whether the client's send :request was stored (settles a send whose COMMIT was cut off).
+SELECT 1 FROM cairn_signals WHERE request = :request
 
 -- name: set_code_version
 -- The code a run started on, when whoever started it did not have it (a start by name, a child, a tick).
