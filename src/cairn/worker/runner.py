@@ -218,9 +218,10 @@ class Runner:
         self.start_action: Starter = lambda claim, memory: None
         self.reserve_run: Callable[[str, str], Release | None] = lambda workflow, queue: None
         """A run slot for a child (its workflow, its queue) born leased to this worker: its release,
-        or None when the child is not this worker's to start (see `Worker.start_run`)."""
-        self.start_run: Callable[[RunClaim, Release], None] = lambda claim, release: None
-        """Starts the first activation of a child born here, in the run slot `release` gives back."""
+        or None when the child is not this worker's to start (see `Worker._reserve_born`)."""
+        self.start_run: Callable[[NewRun, float, Release], object] = lambda run, now, release: None
+        """Starts the first activation of a child created leased here at `now`, in the run slot
+        `release` gives back."""
         self.commit_sent: Callable[[], int] = lambda: 0
         self.landed: Callable[[str, int], None] = lambda run_id, sent: None
         """Told the run of each activation commit that landed, as it lands, with what `commit_sent`
@@ -517,7 +518,7 @@ class Runner:
                 raise
             for seq, (child, release) in children.items():
                 if seq in started:  # created leased to us (token 1), as a run started in our process
-                    self.start_run(RunClaim(child.born(self._worker_id, now), 1, [], [], False, now), release)
+                    self.start_run(child, now, release)
                 else:  # its id named a run already, or the commit's answer was lost: a claim takes it
                     release()
         self.landed(run.id, sent)

@@ -115,7 +115,7 @@ class Worker:
         self._runner.reserve_slot = self._reserve_action_slot
         self._runner.release_slot = self._action_slots.release
         self._runner.start_action = self._start_action
-        self._runner.reserve_run = self._reserve_child
+        self._runner.reserve_run = self._reserve_born
         self._runner.start_run = self._start_born
         self._runner.commit_sent = lambda: self._claims
         self._runner.landed = self._landed
@@ -544,9 +544,9 @@ class Worker:
         """Take a run started in this process: create it leased to this worker (one statement,
         which is all `start()` waits for) and activate it here from memory, with no claim. If this
         process dies first, the lease runs out and any worker takes the run over."""
-        if not self._reserve_run(run.workflow, run.queue):
+        release = self._reserve_born(run.workflow, run.queue)
+        if release is None:
             return None
-        release = self._run_releaser(new=True)
         now = self._runner.now()
         with self._runner.expecting(run.id):  # this worker's own claims leave it alone meanwhile
             try:
@@ -557,20 +557,21 @@ class Worker:
             if existing is not None:
                 release()
                 return existing, False
-            born = run.born(self.id, now)
             if run.trace is not None:  # tracing on: the run's spans join the starter's trace
                 self._runner.traces.remember(run.id, run.workflow, run.trace)
-            self._spawn(self._runner.claimed(RunClaim(born, 1, [], [], False, now)), release)
-        return born, True
+            return self._start_born(run, now, release), True
 
-    def _reserve_child(self, workflow: str, queue: str) -> Callable[[], None] | None:
-        """A run slot for a child born in a commit of this worker's, as for a run started in its
-        process (`start_run`): its release, or None when the child is left to a claim."""
+    def _reserve_born(self, workflow: str, queue: str) -> Callable[[], None] | None:
+        """A run slot for a run to be born leased to this worker (started in its process, or a
+        child started by a commit of its own): its release, or None when a claim is to take it."""
         return self._run_releaser(new=True) if self._reserve_run(workflow, queue) else None
 
-    def _start_born(self, claim: RunClaim, release: Callable[[], None]) -> None:
-        """The first activation of a run born leased to this worker, in the slot it reserved."""
-        self._spawn(self._runner.claimed(claim), release)
+    def _start_born(self, run: NewRun, now: float, release: Callable[[], None]) -> RunRow:
+        """The first activation of a run created leased to this worker (token 1) at `now`, from
+        memory with no claim, in the run slot `release` gives back; the run as it was created."""
+        born = run.born(self.id, now)
+        self._spawn(self._runner.claimed(RunClaim(born, 1, [], [], False, now)), release)
+        return born
 
     def _reserve_run(self, workflow: str, queue: str) -> bool:
         """Take a run started in this process at birth when it is ours to run and we have room (a
