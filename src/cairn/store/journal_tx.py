@@ -7,7 +7,7 @@ event list is exactly as durable as the state change it describes.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -426,9 +426,8 @@ def _insert_step(
         event(tx, run.id, "step.started", now, step.seq, attempt=1, worker=born)
     if step.kind == StepKind.CHILD:
         return start_child(tx, run, step, now, child_of, lease)
-    effect = _STEP_EFFECTS.get(step.kind)
-    if effect is not None:
-        effect(tx, run, step, now)
+    if step.kind == StepKind.SEND_SIGNAL:
+        _send_signal(tx, run, step, now)
     return False
 
 
@@ -445,10 +444,6 @@ def _send_signal(tx: Tx, run: RunRow, step: NewStep, now: float) -> None:
     event(tx, run.id, "step.completed", now, step.seq)
     sent = {"run_id": run.id, "seq": step.seq, "now": now, "status": StepStatus.COMPLETED, "result": "null"}
     tx.write("resolve_parent_step", {**sent, "error": None})  # pipelined: no round trip for the common case
-
-
-_STEP_EFFECTS: dict[StepKind, Callable[[Tx, RunRow, NewStep, float], None]] = {}
-"""What inserting a step of a kind does besides recording it (filled in below, once each exists)."""
 
 
 def match_signals(tx: Tx, run_ids: Sequence[str], now: float) -> None:
@@ -535,7 +530,7 @@ def start_child(tx: Tx, run: RunRow, step: NewStep, now: float, owner: str | Non
     memory with no claim, as it does a run started in its process: see `Worker.start_run`)."""
     child = NewRun.child(run, step)
     child_id = child.id
-    detached = bool(step.options.get("detached"))
+    detached = child.parent_seq is None  # a child it does not wait for
     joined = bool(step.options.get("join"))  # a child started detached, waited for now: never inserted
     new = {**insert_params(child), "now": now, "lease_owner": owner, "lease": lease if owner else None}
     if not joined and tx.one("insert_run", new) is not None:
@@ -586,9 +581,6 @@ def start_child(tx: Tx, run: RunRow, step: NewStep, now: float, owner: str | Non
     )
     _fail_step(tx, run.id, step.seq, taken, now)
     return False
-
-
-_STEP_EFFECTS.update({StepKind.SEND_SIGNAL: _send_signal})
 
 
 def _ancestors(tx: Tx, run: RunRow) -> set[str]:
