@@ -200,8 +200,14 @@ def retry(tx: Tx, run_id: str) -> RunStatus:
     return status
 
 
-def fork(tx: Tx, run_id: str, from_step: int, new_id: str | None) -> str:
-    """A new run that reuses the journal of `run_id` up to step `from_step`, then runs on its own."""
+def fork_id(run_id: str, new_id: str | None) -> str:
+    """The id of a fork of `run_id`: `new_id` when given, else one made up from the run's. Chosen
+    before the fork is sent, so that a fork cut off at its COMMIT is known by that run being there."""
+    return new_id or f"{run_id}:fork:{uuid.uuid4().hex[:8]}"
+
+
+def fork(tx: Tx, run_id: str, from_step: int, fork_id: str) -> str:
+    """A new run `fork_id` that reuses the journal of `run_id` up to step `from_step`, then runs on its own."""
     run = _lock(tx, run_id)
     last = tx.one("max_seq", {"run_id": run_id})
     last_seq = int(last[0]) if last and last[0] is not None else 0
@@ -213,7 +219,6 @@ def fork(tx: Tx, run_id: str, from_step: int, new_id: str | None) -> str:
     keep = run.activations if row is None or row[0] is None else max(0, int(row[0]) - 1)
     if from_step == 0:
         keep = 0
-    fork_id = new_id or f"{run_id}:fork:{uuid.uuid4().hex[:8]}"
     now = tx.now()
     forked = NewRun(fork_id, run.workflow, run.input, run.queue, code_version=run.code_version)
     created = tx.one("insert_run", {**insert_params(forked), "now": now, "lease_owner": None, "lease": None})

@@ -366,9 +366,7 @@ class SqlStore:
         return await self._control_settled(lambda tx: control.retry(tx, run_id), outcome, f"run {run_id}: a retry")
 
     async def fork(self, run_id: str, from_step: int, new_id: str | None = None) -> str:
-        """The fork's id is chosen before the first try, so a fork cut off at its COMMIT is known to
-        have landed by that run being there."""
-        fork_id = new_id or f"{run_id}:fork:{uuid.uuid4().hex[:8]}"
+        fork_id = control.fork_id(run_id, new_id)  # before the first try (see `control.fork_id`)
 
         async def outcome(unknown: Exception) -> tuple[bool, str]:
             return await self.get_run(fork_id) is not None, fork_id
@@ -1012,4 +1010,6 @@ def _prune_piece(before: float, status: str | None, limit: int, tx: Tx) -> tuple
                 tx.write("pruned_runs", {"ids": group, "now": tx.now()})
                 return (tx.execute("delete_pruned_runs", {"ids": done}) if done else 0), True
         done += group
-    return tx.execute("delete_pruned_runs", {"ids": done}), True
+    # All it took are gone: fewer than `limit` means no more were there to take (else the prune
+    # has its count), and another transaction would only find nothing.
+    return tx.execute("delete_pruned_runs", {"ids": done}), False
