@@ -592,32 +592,18 @@ async def test_a_start_cut_off_on_its_way_lands_once(store: Store, db_url: str) 
 
 @covers()
 @pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
-async def test_a_keyed_start_whose_answer_is_lost_after_it_landed_is_not_made_twice(store: Store) -> None:
-    """A start with a key (a queue's insert) whose connection drops after its COMMIT went through:
-    its caller got the driver's error (the run there all the same), and starting again made a
-    second run. Settled, the start answers as if nothing had happened."""
+@pytest.mark.parametrize("landed", [True, False], ids=["landed", "lost"])
+async def test_a_keyed_start_cut_off_at_its_commit_is_made_once(
+    store: Store, monkeypatch: pytest.MonkeyPatch, landed: bool
+) -> None:
+    """A start with a key (a queue's insert) whose COMMIT is cut off: its caller got the driver's
+    error, whether the run was there or not, and starting again made a second run. Settled, the
+    start answers as if nothing had happened, and the run is made once either way."""
     import dataclasses
 
-    import psycopg
-
-    assert isinstance(store, SqlStore)
-    db: Any = store.db
-    real = db.transaction
-    lost: list[str] = []
-
-    async def answer_lost(fn: Any, write: bool = True, rerunnable: bool = False) -> Any:
-        value = await real(fn, write, rerunnable)
-        if write and not lost:
-            lost.append("after the commit")
-            raise psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly")
-        return value
-
-    db.transaction = answer_lost
-    try:
-        assert await store.insert_run(dataclasses.replace(new("k1", workflow=WF), key="customer-7")) is None
-    finally:
-        db.transaction = real
-    assert lost == ["after the commit"]
+    with _commit_cut_off(monkeypatch, landed) as cuts:
+        assert await store.insert_run(dataclasses.replace(new("k1"), key="customer-7")) is None
+    assert cuts == [], "the start's commit was not cut off"
     assert [r.id for r in await store.list_runs()] == ["k1"]
 
 
@@ -695,7 +681,6 @@ async def test_a_signal_sent_again_under_its_request_id_is_stored_once(store: St
     """A send settled as lost may have landed after all (its COMMIT still on its way): sent again
     under the same request id, it stores nothing, even once the run has taken it and finished."""
     from cairn.store.journal_tx import signal
-    from cairn.store.sql_store import SqlStore
 
     assert isinstance(store, SqlStore)
     await store.insert_run(new("r1"))

@@ -83,12 +83,17 @@ def _counting(store: Store, between: Callable[[int], Awaitable[None]]) -> None:
     db.transaction = counted
 
 
-async def test_a_huge_run_is_pruned_in_pieces_and_others_commit_between_them(
-    client: cairn.Client, db_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+async def cutoff(client: cairn.Client, db_url: str, monkeypatch: pytest.MonkeyPatch) -> float:
+    """The big run and the others made, pieces of PIECE rows: the cutoff that takes both finished runs."""
     monkeypatch.setattr(sql_store, "PRUNE_ROWS", PIECE)
+    return await _finished_big_run(client.store, db_url)
+
+
+async def test_a_huge_run_is_pruned_in_pieces_and_others_commit_between_them(
+    client: cairn.Client, db_url: str, cutoff: float
+) -> None:
     store = client.store
-    cutoff = await _finished_big_run(store, db_url)
     seen: dict[str, object] = {}
     left = [TOTAL + 1]  # rows stored after each transaction
     other = cairn.Client(db_url)  # another connection (on SQLite: one more writer of the file)
@@ -121,11 +126,9 @@ class Crash(Exception):
 
 
 async def test_a_prune_that_dies_between_pieces_is_finished_by_the_next(
-    client: cairn.Client, db_url: str, monkeypatch: pytest.MonkeyPatch
+    client: cairn.Client, db_url: str, cutoff: float
 ) -> None:
-    monkeypatch.setattr(sql_store, "PRUNE_ROWS", PIECE)
     store = client.store
-    cutoff = await _finished_big_run(store, db_url)
 
     async def die(n: int) -> None:
         if n == 3:
