@@ -691,20 +691,26 @@ async def test_a_second_client_sees_runs_the_workers_client_ends_within_millisec
     client: cairn.Client, db_url: str
 ) -> None:
     """A wait on another client than the worker's (another process, a blocking client, the same
-    file spelled otherwise) hears of the end through SQLite's file watcher, and reads the run then:
-    it read it at the next 0.1 s safety read, so each run took about 100 ms against 2 ms."""
+    file spelled otherwise) hears of the end (SQLite's file watcher, PostgreSQL's NOTIFY), and reads
+    the run then: on SQLite it read it at the next 0.1 s safety read, so each result came about
+    50 ms (0 to 100) after the run's end, against 2 ms. Measured from the end's commit (the run's
+    completed_at), not from the start: the run's own work is no part of the hand-off, and on a busy
+    machine (the whole suite, PostgreSQL's own background work) it took most of 40 ms."""
     other = cairn.Client(db_url)
     await other.store.open()
     try:
         assert await other.run(flows.Sequence3, 0, timeout=10) == 3  # the watcher started, and warm
-        took = []
+        late = []
         for i in range(10):
-            began = time.perf_counter()
-            assert await other.run(flows.Sequence3, i, timeout=10) == i + 3
-            took.append(time.perf_counter() - began)
+            handle = await other.start(flows.Sequence3, i)
+            assert await handle.result(timeout=10) == i + 3
+            returned = time.time()
+            row = await other.store.get_run(handle.id)
+            assert row is not None and row.completed_at is not None
+            late.append(returned - row.completed_at)
     finally:
         await other.close()
-    assert statistics.median(took) < 0.04, took
+    assert statistics.median(late) < 0.02, late
 
 
 async def test_reads_that_news_brings_on_are_spaced_by_the_news_gap(client: cairn.Client, db_url: str) -> None:

@@ -121,6 +121,10 @@ class WorkClaim:
     """Seconds until a limited queue held back (by its limits, or another worker's claim of it) is
     to be looked at again: a poll, not a time at which work falls due (a test environment does
     not skip its clock to it)."""
+    clock: tuple[float, float] | None = None
+    """The database's time as the claim's transaction began, and the store's clock just before it
+    was sent: the database clock's offset from ours, read early by at most the trip there (see
+    `Runner.observe_clock`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -432,6 +432,7 @@ class SqlStore:
         def tx_fn(tx: Tx) -> WorkClaim:
             # The claims judge leases and due times by the transaction's clock (cairn_tx_now), read
             # back in the same round trip rather than fetched first.
+            sent_at = self.clock.now()
             filters = {"worker": worker, "lease": lease, "any_queue": 1 if queues is None else 0, "gated": 1}
             filters["queues"] = list(queues or [])
             mine = {
@@ -480,6 +481,7 @@ class SqlStore:
                 busy_due,
                 limited_waiting,
                 retry_in,
+                (now, sent_at),
             )
 
         return await self.db.transaction(tx_fn)

@@ -463,8 +463,8 @@ class Worker:
             )
         finally:
             landed, self._landed_in_claim = self._landed_in_claim, None
-        if work.runs:
-            self._runner.observe_clock(work.runs[0].now)
+        if work.clock is not None:
+            self._runner.observe_clock(*work.clock)
         for claim in work.runs:
             self._run_slots.take()
             self._spawn(self._runner.claimed(claim), self._run_releaser(claim.run.status == RunStatus.PENDING))
