@@ -70,6 +70,9 @@ def _log_outcome(run: RunRow, result: ActivationResult) -> None:
             log.debug("run %s (%s) %s", run.id, run.workflow, result.status.value)
 
 
+CLOCK_SAMPLES = 32
+"""How many of the last claims the estimate of the database clock is taken from (see
+`Runner.observe_clock`): about half a minute of an idle worker's on PostgreSQL."""
 RESTING_BYTES = 16_000_000
 """About how much memory the copies of waiting runs may hold in all (`size_estimate`)."""
 RESTING_MIN_STEPS = 16
@@ -210,6 +213,8 @@ class Runner:
         self._expected: collections.Counter[str] = collections.Counter()
         self._clock_offset = 0.0
         self._last_now = 0.0
+        self._clock_bounds: collections.deque[tuple[float, float]] = collections.deque(maxlen=CLOCK_SAMPLES)
+        """Of the last claims, the bounds each put on the database clock's offset from ours."""
         self.draining = False
         """Set when the worker stops: commits keep no run leased here (no sticky lease) and start no
         action here, so that what the runs do next goes to other workers at once."""
@@ -258,12 +263,24 @@ class Runner:
         return now
 
     def observe_clock(self, database_now: float, sent_at: float) -> None:
-        """Set the estimate from a claim: the database's time as its transaction began, and our
-        clock as the claim was sent. The database read its clock between the sending and the
-        answer, nearest the sending (the transaction's first statement): taken as the answer
-        arrived, the estimate was behind by the whole claim, 5 to 17 ms on PostgreSQL, and every
-        time a worker wrote (a step's start and end, a run's end, `cairn.now()`) with it."""
-        self._clock_offset = database_now - sent_at
+        """Estimate the database clock from a claim: its time as the claim's transaction began, read
+        between our sending the claim (`sent_at`) and its answer (now), so the offset lies between
+        `database_now - now` and `database_now - sent_at`. Each bound alone errs by the claim's
+        delays, the GIL's and the server's, which grow under load: taken as the answer came, the
+        estimate was behind by the whole claim (5 to 17 ms on PostgreSQL), and every time a worker
+        wrote with it (a step's end before its action's own clock said it ended); taken as the claim
+        was sent, ahead by up to 30 ms under load (a run ended after the database's now). The
+        estimate is the tightest upper bound of the last claims (their least delay before the
+        server read its clock); bounds that no longer meet (a clock was set) start over."""
+        self._clock_bounds.append((database_now - self._store.clock.now(), database_now - sent_at))
+        low = max(bound[0] for bound in self._clock_bounds)
+        high = min(bound[1] for bound in self._clock_bounds)
+        if low > high:
+            latest = self._clock_bounds[-1]
+            self._clock_bounds.clear()
+            self._clock_bounds.append(latest)
+            high = latest[1]
+        self._clock_offset = high
 
     # --- a claimed activation -------------------------------------------------------------------
 
