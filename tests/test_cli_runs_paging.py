@@ -1,11 +1,12 @@
 """`cairn runs` a page at a time and within a time window, on both backends: `--limit`, `--cursor`
 (and the hint naming the next page's command), `--since`/`--until`, `--id-prefix`, `--counts`,
-`--oldest-first`, `--json-page`; the same runs as `GET /api/runs` with the same filters; bad values
-refused by click (exit 2) before anything is opened."""
+`--oldest-first`, `--json-page`; the same runs as `GET /api/runs` with the same filters; a running
+run timed by the database's clock; bad values refused by click (exit 2) before anything is opened."""
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,9 +18,11 @@ import pytest
 from click.testing import CliRunner
 
 import cairn
+from cairn import RunStatus
 from cairn.cli.main import cli
 from cairn.web import create_app
-from tests.helpers import cli_in_thread, raw_sql
+from tests.conftest import eventually
+from tests.helpers import FixedClock, cli_in_thread, raw_sql
 from tests.web import webflows
 
 pytestmark = pytest.mark.timeout(60)
@@ -149,6 +152,28 @@ async def test_filters_and_counts_match_the_http_api(client: cairn.Client, http:
     assert by_name["counts"] == api["counts"] and sum(by_name["counts"].values()) == 1
     table = await _cairn("runs", "--counts", "--db", client.url)
     assert table.stdout.splitlines()[0] == "4 runs: 3 pending, 1 cancelled"
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_running_run_is_timed_by_the_databases_clock(
+    client: cairn.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `cairn show`, the API and the dashboard time it: `runs` timed it by this host's clock, and
+    with the host an hour behind the database said 12ms… where `show` said 1h00m…."""
+    run = await client.start(webflows.sleeps, 7200, id="napping")
+
+    async def asleep() -> bool:
+        return await run.status() == RunStatus.WAITING
+
+    await eventually(asleep, what="asleep")
+    started = (await run.describe()).started_at
+    assert started is not None
+    # The database the command opens is an hour ahead of this host (and of the run's start).
+    monkeypatch.setattr("cairn.store.base.SYSTEM", FixedClock(started + 3600))
+    listed = (await _cairn("runs", "--db", client.url)).stdout
+    shown = (await _cairn("show", "napping", "--db", client.url)).stdout
+    assert re.search(r"^duration +1h00m…", shown, re.MULTILINE), shown
+    assert re.search(r"napping .* 1h00m…", listed), listed
 
 
 @pytest.mark.parametrize(

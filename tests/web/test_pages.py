@@ -3,6 +3,7 @@ is wrong (the browser tests drive the same pages in Chromium)."""
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 
@@ -11,6 +12,7 @@ import pytest
 
 import cairn
 from cairn import RunStatus
+from cairn.web import views
 from tests import control_flows as cf
 from tests.conftest import eventually
 from tests.web import webflows
@@ -68,6 +70,32 @@ async def test_run_page_shows_its_parts(http: httpx.AsyncClient, client: cairn.C
     child = (await client.get("with-child").children())[0]
     assert f'href="/runs/{child.id.replace(":", "%3A")}"' in parent
     assert "/runs/with-child" in (await http.get(f"/runs/{child.id}")).text
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_forks_timeline_draws_its_copied_steps_when_they_ran(
+    http: httpx.AsyncClient, client: cairn.Client
+) -> None:
+    """A fork's copied steps keep the times they ran, before the fork was created: the timeline
+    starts at the first of them. It started at the fork's creation and moved only their starts up
+    to it: every copied step was drawn at 0 with a negative duration ("-5029 ms")."""
+    source = await client.start(webflows.naps_then_greets, 0.3, "ada", id="napped")
+    await source.result(timeout=20)
+    fork = await source.fork(from_step=1, id="napped-fork")  # keeps the nap, greets again
+    await fork.result(timeout=20)
+    nap, greet = await fork.steps()
+    assert nap.completed_at is not None and nap.completed_at < (await fork.describe()).created_at
+    page = html.unescape((await http.get("/runs/napped-fork")).text)
+    bars = {
+        int(seq): (float(x), float(width), title)
+        for seq, x, width, title in re.findall(
+            r'data-step="(\d+)"><rect class="bar [^"]*" x="([\d.]+)" y="\d+" width="([\d.]+)"[^>]*><title>([^<]*)<',
+            page,
+        )
+    }
+    assert bars[1][2] == f"#1 sleep (timer, completed, {views.fmt_duration(nap.completed_at - nap.created_at)})"
+    assert bars[1][0] == 0 and bars[greet.seq][0] >= bars[1][1]  # the nap first, the greeting after it ended
+    assert not any(re.search(r"[ (]-\d", title) for _, _, title in bars.values())
 
 
 async def test_runs_page_pages_and_says_what_was_wrong(http: httpx.AsyncClient, client: cairn.Client) -> None:

@@ -77,6 +77,13 @@ async def sleeps(seconds: float) -> str:
     return "woke"
 
 
+@workflow
+async def naps_then_greets(seconds: float, name: str) -> str:
+    """A timer, then an action (a fork from step 1 keeps the nap and greets again)."""
+    await asyncio.sleep(seconds)
+    return await say_hello(name)
+
+
 @action
 async def mark_rows(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     """Returns the rows it was given, each marked done: a result as large as its input."""

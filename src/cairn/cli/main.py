@@ -18,7 +18,6 @@ import signal
 import sqlite3
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -923,7 +922,10 @@ def runs(
         _check_window(since.resolve(0.0), until.resolve(0.0), since, until)
 
     async def body(client: cairn.Client) -> None:
-        now = await client.now() if any(w is not None and w.at is None for w in (since, until)) else 0.0
+        # The database's clock: what a window given as a duration counts back from, and what the
+        # table times a running run by (as `cairn show` and the dashboard do; this host's may be off).
+        table = not (as_json or as_page)
+        now = await client.now() if table or any(w is not None and w.at is None for w in (since, until)) else 0.0
         start = None if since is None else since.resolve(now)
         end = None if until is None else until.resolve(now)
         if start is not None and end is not None and since is not None and until is not None:
@@ -952,7 +954,7 @@ def runs(
             if not rows:
                 click.echo("no runs", err=True)
             else:
-                out.print(render.runs_table(rows, time.time(), blocked, out.width))
+                out.print(render.runs_table(rows, now, blocked, out.width))
                 if blocked:
                     out.print(render.blocked_note(blocked), end="")
         if next_cursor is not None:

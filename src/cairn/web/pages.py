@@ -300,7 +300,8 @@ async def run_page(
         traceback=views.clip(views.error_traceback(error), views.SHOWN_MAX),
         children=await handle.children(),
         allowed={op: row.status in rule.allowed for op, rule in RULES.items()},
-        timeline=views.timeline(steps, shown[0].created_at if partial and shown else row.created_at, now),
+        # Of all the steps, from the run's creation; of a page's, from its first step.
+        timeline=views.timeline(steps, None if partial else row.created_at, now),
         timeline_of_page=partial,
         steps=step_views(shown, base, row.id),
         step_count=sizes.steps,

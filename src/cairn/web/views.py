@@ -313,23 +313,28 @@ class Timeline:
         return [(TIMELINE_WIDTH * i / 4, fmt_duration(self.total * i / 4)) for i in range(5)]
 
 
-def timeline(steps: list[StepInfo], t0: float, now: float) -> Timeline:
-    """Steps drawn to scale from `t0` (the run's creation): each from when it started (or was
-    scheduled) to when it ended (or now), in the first lane free at its start, so steps that ran
-    at the same time (a gather) sit side by side. Timers and signal waits are spans too."""
+def timeline(steps: list[StepInfo], since: float | None, now: float) -> Timeline:
+    """Steps drawn to scale: each from when it started (or was scheduled) to when it ended (or now),
+    in the first lane free at its start, so steps that ran at the same time (a gather) sit side by
+    side. Timers and signal waits are spans too. The axis starts at `since` (the run's creation) or
+    at the earliest step, whichever is first: a fork's copied steps keep the times they ran, before
+    the fork was created, and are drawn then (clamped to the fork's creation, they piled up at 0
+    with their ends before their starts: negative durations)."""
     spans = []
     for s in steps:
         start = s.started_at if s.kind.value == "action" and s.started_at is not None else s.created_at
-        end = s.completed_at
-        spans.append((max(start, t0), end, s))
-    t_end = max([t0, *(e if e is not None else now for _, e, _ in spans)])
+        # Never before it began: an end or `now` read by another process's clock can be a little early.
+        finish = max(start, s.completed_at if s.completed_at is not None else now)
+        spans.append((start, finish, s))
+    t0 = min([start for start, _, _ in spans] + ([] if since is None else [since]), default=now)
+    t_end = max([t0, *(finish for _, finish, _ in spans)])
     total = max(t_end - t0, 1e-3)
     lane_ends: list[float] = []
     tiny_in: dict[int, Bar | None] = {}
     """Per lane, its last bar while it is of steps too short to draw apart (the next may join it)."""
     out = Timeline(total=total)
-    for start, end, s in sorted(spans, key=lambda x: (x[0], x[2].seq)):
-        finish = end if end is not None else now
+    for start, finish, s in sorted(spans, key=lambda x: (x[0], x[2].seq)):
+        end = finish if s.completed_at is not None else None
         lane = next((i for i, e in enumerate(lane_ends) if e <= start), None)
         if lane is None:
             if len(lane_ends) < MAX_LANES:
@@ -352,7 +357,7 @@ def timeline(steps: list[StepInfo], t0: float, now: float) -> Timeline:
         tiny_in[lane] = bar if natural < MIN_BAR else None
     for bar in out.bars:
         if bar.count > 1:
-            span = fmt_duration((bar.end if bar.end is not None else now) - bar.start)
+            span = fmt_duration(max(bar.start, bar.end if bar.end is not None else now) - bar.start)
             of = f" of {bar.name}" if bar.name else ""
             bar.label = f"#{bar.first_seq}-#{bar.last_seq}: {bar.count} steps{of} ({bar.status}, {span} in all)"
     out.lanes = len(lane_ends)
