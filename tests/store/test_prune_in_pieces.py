@@ -5,8 +5,10 @@ another connection's commit gets in; a prune that dies between pieces is finishe
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ import cairn
 from cairn.errors import RunIdTaken, RunNotFound
 from cairn.store import sql_store
 from cairn.store.protocol import Store
+from tests.flows import Sequence3
 from tests.helpers import new_run, raw_sql, sql_row
 
 pytestmark = pytest.mark.timeout(60)
@@ -157,3 +160,43 @@ async def test_a_prune_that_dies_between_pieces_is_finished_by_the_next(
         assert await after.store.insert_run(new_run("big")) is None  # free again: a new run
     finally:
         await after.close()
+
+
+async def test_a_run_half_pruned_is_gone_from_every_read(client: cairn.Client, db_url: str, cutoff: float) -> None:
+    """A prune that died after its first piece left "big" marked, part of its history gone: to
+    everyone but the next prune it is deleted. Its result was still handed to a wait, it was still
+    counted (while the pages a count describes did not list it), a signal to it was refused as to
+    a finished run, a schedule still showed it as its last run's status, and a start of its id
+    with a queue's key returned it as the run that holds that id."""
+    store = client.store
+    await client.create_schedule("nightly", Sequence3, every=timedelta(days=1), args=(1,))
+    raw_sql(db_url, "UPDATE cairn_schedules SET last_run_id = ? WHERE id = 'nightly'", "big")
+
+    async def die(n: int) -> None:
+        if n == 1:
+            raise Crash
+
+    _counting(store, die)
+    with pytest.raises(Crash):
+        await store.prune(cutoff, None, 10)
+    assert 0 < _left(db_url, "big") < TOTAL  # begun, not finished
+
+    big = client.get("big")
+    with pytest.raises(RunNotFound):
+        await big.status()  # as before: not shown
+    with pytest.raises(RunNotFound):
+        await big.result(timeout=5)
+    with pytest.raises(RunNotFound):
+        await big.signal("go", 1)
+    counts = await client.count_runs()
+    assert counts["cancelled"] == 0 and counts["pending"] == 1, counts  # "live" alone, as the pages show
+    assert [r.id for r in (await client.runs_page()).runs] == ["live"]
+    assert await client.run_counts("workflow") == {"tests.flows.Sequence3": {"pending": 1}}
+    assert await client.run_counts("queue") == {"default": {"pending": 1}}
+    assert await store.count_runs("cancelled") == 0
+    [nightly] = await client.list_schedules()
+    assert nightly.last_status is None  # as once the prune is through
+    with pytest.raises(RunIdTaken, match="a prune is deleting"):
+        await store.insert_run(dataclasses.replace(new_run("big"), key="k"))  # a queue's start, as a plain one
+    assert await store.prune(0.0, None, 10) == 2
+    assert _left(db_url, "big") == 0

@@ -28,6 +28,23 @@ class IdTaken(CairnError):
     """A run was not created: its id names one already (nothing of its transaction was written)."""
 
 
+def held_by_prune(run_id: str) -> RunIdTaken:
+    """A start refused because its id names a run a prune began deleting: that run is gone to every
+    reader, yet its id is not free until the prune is through (a start, a queued start, a child)."""
+    return RunIdTaken(
+        f"run id {run_id!r} is held by a run a prune is deleting: start it again once the prune is through "
+        "(`cairn prune` finishes one a stopped prune began)"
+    )
+
+
+def id_holder(run_id: str, row: Sequence[Any] | None) -> RunRow | None:
+    """The run a start's id was refused for, from its `id_holder` row (none: deleted since, the id
+    free again); held_by_prune raised when a prune began deleting it."""
+    if row is not None and row[-1]:
+        raise held_by_prune(run_id)
+    return None if row is None else run_row(row[:-1])
+
+
 class CompletionLost(LeaseLost):
     """An action result carried by a commit was already superseded; the whole commit rolls back."""
 
@@ -70,7 +87,7 @@ def signal(tx: Tx, run_id: str, name: str, payload: str | None, now: float, requ
     if tx.execute("insert_signal", params) != 1:
         if request is not None and tx.one("signal_request", {"request": request}) is not None:
             return  # judged before the run's status: it may have taken the signal and finished since
-        row = tx.one("get_run", {"id": run_id})
+        row = tx.one("shown_run", {"id": run_id})  # one being pruned is gone, not finished
         if row is not None:
             decide("signal", run_id, run_row(row).status)  # it has finished
         raise RunNotFound(f"no run with id {run_id!r}; the signal {name!r} was not sent")
@@ -537,13 +554,22 @@ def start_child(tx: Tx, run: RunRow, step: NewStep, now: float, owner: str | Non
         if owner is None:
             tx.notify(WORK)
         return owner is not None
-    row = tx.one("get_run", {"id": child_id})
-    if row is None:
+    try:
+        held = id_holder(child_id, tx.one("id_holder", {"id": child_id}))
+    except RunIdTaken as pruning:  # its run is gone to the parent too: no outcome to take from it
+        held = None
+        if not joined:
+            if detached:
+                event(tx, run.id, "step.failed", now, step.seq, error=str(pruning))
+            else:
+                _fail_step(tx, run.id, step.seq, pruning, now)
+            return False
+    if held is None:
         assert joined, f"run {child_id} was refused as existing, yet it is not there"
         gone = RunNotFound(f"child run {child_id!r} no longer exists (a finished run pruned by retention?)")
         _fail_step(tx, run.id, step.seq, gone, now)
         return False
-    existing = run_row(row)
+    existing = held
     if existing.workflow != step.name:  # the id names a run of another workflow: the child fails
         conflict = RunIdConflict(child_id, existing.workflow, step.name)
         if detached:  # nothing waits for it: the parent's journal says why no child started

@@ -24,7 +24,7 @@ from typing import Any
 from cairn.queues import QueueSpec
 from cairn.records import NewRun, RunRow
 from cairn.store.base import QUEUES, WORK, Tx, run_row
-from cairn.store.journal_tx import insert_params
+from cairn.store.journal_tx import id_holder, insert_params
 
 BLOCKED_RETRY = 0.1
 """Seconds until a claim looks again at a queue whose due work its limits held back (or another
@@ -263,7 +263,8 @@ def spec_of(row: Sequence[Any]) -> QueueSpec:
 
 def insert(tx: Tx, run: NewRun) -> RunRow | None:
     """Create a run started with a key, a priority or a dedup_key; None when created, else the run
-    that holds its id or (unfinished) its dedup_key, and nothing is written."""
+    that holds its id or (unfinished) its dedup_key, and nothing is written (RunIdTaken when its id
+    is held by a run being pruned, as a start's is)."""
     if run.dedup_key is not None:
         held = tx.one("run_by_dedup_key", {"queue": run.queue, "dedup_key": run.dedup_key})
         if held is not None:
@@ -281,8 +282,9 @@ def insert(tx: Tx, run: NewRun) -> RunRow | None:
             tx.write("set_run_trace", {"id": run.id, "trace": run.trace})
         tx.notify(WORK)
         return None
-    existing = tx.one("get_run", {"id": run.id})
+    existing = id_holder(run.id, tx.one("id_holder", {"id": run.id}))
     if existing is None and run.dedup_key is not None:  # a start with the same dedup_key won a race
-        existing = tx.one("run_by_dedup_key", {"queue": run.queue, "dedup_key": run.dedup_key})
+        held = tx.one("run_by_dedup_key", {"queue": run.queue, "dedup_key": run.dedup_key})
+        existing = None if held is None else run_row(held)
     assert existing is not None, f"run {run.id} was refused, yet neither its id nor its dedup_key is taken"
-    return run_row(existing)
+    return existing

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from cairn.clock import Clock
-from cairn.errors import LeaseLost, RunIdTaken, RunNotFound
+from cairn.errors import LeaseLost, RunNotFound
 from cairn.names import storable
 from cairn.queues import QueueSpec
 from cairn.records import NewRun, RunRow, StepRow
@@ -136,17 +136,13 @@ class SqlStore:
             while True:
                 try:
                     await self._starts.run(lambda tx: journal_tx.create_run(tx, run, owner, lease, now))
+                    return None
                 except journal_tx.IdTaken:
-                    existing = await self.db.read_one("id_holder", {"id": run.id})
-                    if existing is None:
-                        continue  # deleted since (a prune ended it): the id is free again
-                    if existing[-1]:
-                        raise RunIdTaken(
-                            f"run id {run.id!r} is held by a run a prune is deleting: start it again once the "
-                            "prune is through (`cairn prune` finishes one a stopped prune began)"
-                        ) from None
-                    return run_row(existing[:-1])
-                return None
+                    pass  # its holder is read below, so that no error of the read is told as raised by this one
+                existing = journal_tx.id_holder(run.id, await self.db.read_one("id_holder", {"id": run.id}))
+                if existing is not None:
+                    return existing
+                # deleted since (a prune ended it): the id is free again, and the start is sent again
 
         async def outcome(unknown: Exception) -> tuple[bool, RunRow | None]:
             row = await self.get_run(run.id)

@@ -49,6 +49,11 @@ SELECT {run_columns} FROM cairn_runs WHERE id = :id
 
 -- name: shown_run
 -- A run as it is shown and waited for: none once a prune began deleting it (see pruned_runs).
+-- That is the one rule of every read of runs for users (a run, its result, a page, the counts, a
+-- schedule's last run): a run being pruned is gone. A statement reading runs' rows tests
+-- `pruned_at IS NULL`; one counting them from an index alone subtracts the runs being pruned, found
+-- by the cairn_runs_pruning index (few), instead: tested row by row, a count read every run's row
+-- (2.5-4x: 7 -> 17 ms for a workflow's 60,000 runs on SQLite, 9 -> 25 ms on PostgreSQL).
 SELECT {run_columns} FROM cairn_runs WHERE id = :id AND pruned_at IS NULL
 
 -- name: id_holder
@@ -56,9 +61,11 @@ SELECT {run_columns} FROM cairn_runs WHERE id = :id AND pruned_at IS NULL
 SELECT {run_columns}, pruned_at IS NOT NULL FROM cairn_runs WHERE id = :id
 
 -- name: runs_by_ids
--- Result waits read the runs they wait for in one statement, only the ended ones on a safety round.
+-- Result waits read the runs they wait for in one statement, only the ended ones on a safety round;
+-- as shown_run, none a prune began deleting (its wait fails with RunNotFound, as status() does).
 SELECT {run_columns} FROM cairn_runs
 WHERE id = ANY(:ids) AND (:finished_only = 0 OR status IN ('completed', 'failed', 'cancelled'))
+  AND pruned_at IS NULL
 
 -- name: list_steps
 SELECT {step_columns} FROM cairn_steps WHERE run_id = :run_id ORDER BY seq
@@ -515,7 +522,9 @@ UPDATE cairn_runs SET pruned_at = :now WHERE id = ANY(:ids) AND pruned_at IS NUL
 DELETE FROM cairn_runs WHERE id = ANY(:ids)
 
 -- name: count_runs
-SELECT count(*) FROM cairn_runs WHERE status = :status
+-- From the status's index alone, less the runs being pruned (see shown_run).
+SELECT (SELECT count(*) FROM cairn_runs WHERE status = :status)
+     - (SELECT count(*) FROM cairn_runs WHERE pruned_at IS NOT NULL AND status = :status)
 
 -- Reads for the HTTP API and dashboard (keyset pages, counts, children); migrations 0005 (SQLite) and 0010 (PostgreSQL) index them.
 
@@ -576,20 +585,44 @@ ORDER BY created_at, id
 LIMIT :limit
 
 -- name: run_counts_by_status
--- Of the runs a page of runs_page_newest shows (every filter but the status, which it counts by).
+-- Of the runs a page of runs_page_newest shows (every filter but the status, which it counts by):
+-- those runs counted from an index alone, less those of them being pruned (see shown_run), so
+-- each filter is written twice, once for each count.
 -- indexed when given: workflow
-SELECT '' AS key, status, count(*) FROM cairn_runs
-WHERE (CAST(:workflow AS text) IS NULL OR workflow = CAST(:workflow AS text))
-  AND (CAST(:id_prefix AS text) IS NULL OR substr(id, 1, length(CAST(:id_prefix AS text))) = CAST(:id_prefix AS text))
-  AND (CAST(:since AS double precision) IS NULL OR created_at >= CAST(:since AS double precision))
-  AND (CAST(:until AS double precision) IS NULL OR created_at < CAST(:until AS double precision))
+SELECT '' AS key, status, sum(n) FROM (
+    SELECT status, count(*) AS n FROM cairn_runs
+    WHERE (CAST(:workflow AS text) IS NULL OR workflow = CAST(:workflow AS text))
+      AND (CAST(:id_prefix AS text) IS NULL OR substr(id, 1, length(CAST(:id_prefix AS text))) = CAST(:id_prefix AS text))
+      AND (CAST(:since AS double precision) IS NULL OR created_at >= CAST(:since AS double precision))
+      AND (CAST(:until AS double precision) IS NULL OR created_at < CAST(:until AS double precision))
+    GROUP BY status
+    UNION ALL
+    SELECT status, -count(*) FROM cairn_runs
+    WHERE pruned_at IS NOT NULL
+      AND (CAST(:workflow AS text) IS NULL OR workflow = CAST(:workflow AS text))
+      AND (CAST(:id_prefix AS text) IS NULL OR substr(id, 1, length(CAST(:id_prefix AS text))) = CAST(:id_prefix AS text))
+      AND (CAST(:since AS double precision) IS NULL OR created_at >= CAST(:since AS double precision))
+      AND (CAST(:until AS double precision) IS NULL OR created_at < CAST(:until AS double precision))
+    GROUP BY status) counted
 GROUP BY status
+HAVING sum(n) > 0
 
 -- name: run_counts_by_workflow
-SELECT workflow, status, count(*) FROM cairn_runs GROUP BY workflow, status
+-- As run_counts_by_status: all runs, less those being pruned.
+SELECT workflow, status, sum(n) FROM (
+    SELECT workflow, status, count(*) AS n FROM cairn_runs GROUP BY workflow, status
+    UNION ALL
+    SELECT workflow, status, -count(*) FROM cairn_runs WHERE pruned_at IS NOT NULL GROUP BY workflow, status) counted
+GROUP BY workflow, status
+HAVING sum(n) > 0
 
 -- name: run_counts_by_queue
-SELECT queue, status, count(*) FROM cairn_runs GROUP BY queue, status
+SELECT queue, status, sum(n) FROM (
+    SELECT queue, status, count(*) AS n FROM cairn_runs GROUP BY queue, status
+    UNION ALL
+    SELECT queue, status, -count(*) FROM cairn_runs WHERE pruned_at IS NOT NULL GROUP BY queue, status) counted
+GROUP BY queue, status
+HAVING sum(n) > 0
 
 -- name: children_of_run
 SELECT {run_columns}
@@ -853,7 +886,7 @@ SET workflow = excluded.workflow, queue = excluded.queue, input = excluded.input
 -- name: list_schedules
 SELECT s.id, s.workflow, s.queue, s.cron, s.every, s.tz, s.input, s.overlap, s.catchup, s.catchup_window,
        s.source, s.paused, s.next_fire_at, s.last_fire_at, s.last_run_id, s.buffered_at, r.status
-FROM cairn_schedules s LEFT JOIN cairn_runs r ON r.id = s.last_run_id
+FROM cairn_schedules s LEFT JOIN cairn_runs r ON r.id = s.last_run_id AND r.pruned_at IS NULL
 ORDER BY s.id
 
 -- name: list_schedules_by_id
