@@ -878,17 +878,25 @@ def _load_runs(tx: Tx, now: float, rows: Sequence[tuple[Any, ...]], cached: dict
     runs = [run_row(r) for r in rows]
     if not runs:
         return []
-    ids = [run.id for run in runs]
     held = {run.id for run in runs if cached is not None and cached.get(run.id) == run.lease_token}
+    # A run never activated has no journal (every step is written by an activation, and a fork
+    # keeps none of its source's when it keeps no activation): nothing to read for it. A claim of
+    # new runs only (the runs other processes start) was one round trip longer on PostgreSQL.
+    ids = [run.id for run in runs if run.activations > 0]
     reload = [run_id for run_id in ids if run_id not in held]
-    fired, steps, undelivered, matches = tx.all_of(
-        [
-            ("fire_due_timers_of_runs", {"run_ids": ids, "now": now}),
-            ("steps_of_runs", {"run_ids": reload}),
-            ("undelivered_steps_of_runs", {"run_ids": ids}),
-            ("signal_matches", {"run_ids": ids, "now": now}),
-        ]
-    )
+    fired: list[tuple[Any, ...]] = []
+    steps: list[tuple[Any, ...]] = []
+    undelivered: list[tuple[Any, ...]] = []
+    matches: list[tuple[Any, ...]] = []
+    if ids:
+        fired, steps, undelivered, matches = tx.all_of(
+            [
+                ("fire_due_timers_of_runs", {"run_ids": ids, "now": now}),
+                ("steps_of_runs", {"run_ids": reload}),
+                ("undelivered_steps_of_runs", {"run_ids": ids}),
+                ("signal_matches", {"run_ids": ids, "now": now}),
+            ]
+        )
     for run_id, seq in fired:
         journal_tx.event(tx, run_id, "step.completed", now, seq, kind="timer")
     corrupt: set[str] = set()
