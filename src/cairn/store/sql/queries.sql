@@ -748,29 +748,34 @@ SELECT id FROM cairn_runs
 WHERE id = ANY(:busy) AND lease_owner = :worker AND ready_at <= cairn_tx_now() + 1.0
 
 -- name: next_wake_runs
--- When the next run this worker could claim falls due, after this transaction's claims. Runs
--- leased to others are left to their holder (a lease running out is the safety poll's to see);
--- of this worker's own held runs only future wake-ups count (a due one was just claimed, or is
--- busy). That keeps this a short walk of the ready_at index however many runs are sleeping: the
--- first row in ready_at order that passes, not the MIN of all that do (which reads them all).
--- The workflow test is written so that no index serves it: on a table not yet analyzed (and
--- on SQLite), the planner would otherwise read every run of these workflows through the
--- workflow index.
+-- When the next run this worker could claim falls due, after this transaction's claims: only
+-- future wake-ups count. A run due now that the claims left was left for a reason that brings
+-- its own wake-up: another worker's claim under way holds it (SKIP LOCKED; it takes the run, or its
+-- rollback leaves it to the safety poll), capacity cut the claim short (the worker claims again
+-- as slots free), it is busy here (see Worker._passed_over), or leased to another worker (a lease
+-- running out is the safety poll's to see). Counted as due now, a run another claim held made
+-- the worker claim again within a millisecond until that claim committed: 3.2-4.4 claims a start
+-- with two workers instead of 2. That keeps this a short walk of the ready_at index from the
+-- clock on, however many runs are sleeping: the first row in ready_at order that passes, not the
+-- MIN of all that do (which reads them all). The workflow test is written so that no index
+-- serves it: on a table not yet analyzed (and on SQLite), the planner would otherwise read every
+-- run of these workflows through the workflow index.
 SELECT ready_at FROM cairn_runs
-WHERE ready_at IS NOT NULL AND (workflow || '') = ANY(:workflows) AND (:any_queue = 1 OR queue = ANY(:queues))
-  AND (lease_until IS NULL OR lease_until <= ready_at
-       OR (lease_owner = :worker AND ready_at > cairn_tx_now() AND NOT id = ANY(:busy)))
+WHERE ready_at > cairn_tx_now() AND (workflow || '') = ANY(:workflows) AND (:any_queue = 1 OR queue = ANY(:queues))
+  AND (lease_until IS NULL OR lease_until <= ready_at OR (lease_owner = :worker AND NOT id = ANY(:busy)))
   AND NOT (status = 'pending' AND queue IN (SELECT name FROM cairn_queues WHERE limited = 1))
 ORDER BY ready_at
 LIMIT 1
 
 -- name: next_wake_actions
--- Like claim_actions' filter: a step of a paused run is not due, however old its due_at. The
--- first step in due_at order that passes (MIN would join every step in flight to its run).
+-- Like claim_actions' filter: a step of a paused run is not due, however old its due_at. Only
+-- future due times count, as for next_wake_runs: an attempt due now that claim_actions left is
+-- held by another worker's claim under way, or was left for want of slots, or waits in a queue
+-- with limits (whose claim says when to look again). The first step in due_at order that passes
+-- (MIN would join every step in flight to its run).
 SELECT due_at FROM cairn_steps
 WHERE kind = 'action' AND status IN ('scheduled', 'running') AND name = ANY(:names)
-  AND (:any_queue = 1 OR queue = ANY(:queues))
-  AND NOT (due_at <= cairn_tx_now() AND queue IN (SELECT name FROM cairn_queues WHERE limited = 1))
+  AND (:any_queue = 1 OR queue = ANY(:queues)) AND due_at > cairn_tx_now()
   AND EXISTS (SELECT 1 FROM cairn_runs r WHERE r.id = cairn_steps.run_id
               AND r.status IN ('pending', 'running', 'waiting'))
 ORDER BY due_at
