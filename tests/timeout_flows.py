@@ -74,3 +74,36 @@ async def races_its_timeout(key: str, seconds: float) -> float:
 @workflow
 async def naps_long(key: str) -> float:
     return await napping(key, 30)
+
+
+ONE_AT_A_TIME = cairn.Queue("q-timeout-one", concurrency=1)
+
+
+@workflow(timeout=3600, queue=ONE_AT_A_TIME)
+async def forty_minutes_in_turn(i: int) -> int:
+    """Forty minutes of an hour's timeout, one run at a time: the third starts 80 minutes in."""
+    await cairn.sleep(2400)
+    return i
+
+
+FAILING: set[str] = set()
+"""Keys whose `fails_while_set` attempts fail."""
+
+
+@action(retry=cairn.RetryPolicy(attempts=1))
+async def fails_while_set(key: str) -> str:
+    if key in FAILING:
+        raise RuntimeError(f"{key} fails")
+    return key
+
+
+@workflow(timeout=3600)
+async def fails_then_waits(key: str) -> str:
+    await fails_while_set(key)
+    return str(await cairn.wait_for_signal("go"))
+
+
+@workflow(timeout=3600, on_failure="pause")
+async def pauses_then_waits(key: str) -> str:
+    await fails_while_set(key)
+    return str(await cairn.wait_for_signal("go"))

@@ -32,7 +32,8 @@ async def _timed_out(handle: cairn.RunHandle) -> cairn.WorkflowTimeout:
     assert isinstance(exc.value, cairn.WorkflowCancelled) and isinstance(exc.value, TimeoutError)
     row = await handle.describe()
     assert row.status == RunStatus.CANCELLED
-    assert row.completed_at is not None and row.completed_at >= row.created_at + 0.3  # never early
+    assert row.started_at is not None and row.completed_at is not None
+    assert row.completed_at >= row.started_at + 0.3  # never early: counted from its start
     (event,) = [e for e in await handle.events() if e.kind == "cancelled"]
     assert event.detail["reason"] == "timeout"
     return exc.value
@@ -85,7 +86,8 @@ async def test_a_paused_run_times_out_only_once_resumed(client: cairn.Client) ->
     await eventually(lambda: status_is(handle, RunStatus.WAITING), what="waiting")
     assert await handle.pause() == RunStatus.PAUSED
     row = await handle.describe()
-    await asyncio.sleep(max(0.0, row.created_at + 0.3 - time.time()) + 0.3)  # past the deadline: time itself
+    assert row.started_at is not None
+    await asyncio.sleep(max(0.0, row.started_at + 0.3 - time.time()) + 0.3)  # past the deadline: time itself
     assert await handle.status() == RunStatus.PAUSED  # held by its user, not timed out
     await handle.resume()
     await _timed_out(handle)

@@ -18,6 +18,7 @@ from cairn import RunStatus
 from cairn.errors import IllegalTransition, LeaseLost
 from cairn.records import ActivationResult, NewRun, NewStep
 from cairn.schedules import ScheduleSpec
+from cairn.serialization import error_text
 from cairn.store.base import call_soon_here
 from cairn.store.protocol import Commit, Completion, RunFilters, Store, WorkerInfo, WorkflowInfo
 from cairn.store.sql_store import SqlStore
@@ -210,9 +211,17 @@ async def test_a_claim_names_the_busy_runs_that_are_due(store: Store) -> None:
 
 @covers("time_out")
 async def test_a_run_is_timed_out_only_past_its_timeout_and_while_it_goes_on(store: Store) -> None:
+    """Counted from its start (its first activation), by the database's clock: a run pending (in its
+    queue, say) has not started, and is not timed out however long ago it was created."""
     await store.insert_run(new("r1"))
     events = await store.list_events("r1")
-    assert await store.time_out("r1", 3600.0) == RunStatus.PENDING  # not yet, by the database's clock
+    assert await store.time_out("r1", 0.0) == RunStatus.PENDING  # not started
+    claim = await claim_one(store)
+    await store.commit_activation(Commit(claim.run, claim.token, ActivationResult(status=RunStatus.WAITING)))
+    started = await store.get_run("r1")
+    assert started is not None and started.timeout_from == started.started_at is not None
+    events = await store.list_events("r1")
+    assert await store.time_out("r1", 3600.0) == RunStatus.WAITING  # not yet, by the database's clock
     assert await store.list_events("r1") == events
     assert await store.time_out("r1", 0.0) == RunStatus.CANCELLED
     run = await store.get_run("r1")
@@ -225,6 +234,29 @@ async def test_a_run_is_timed_out_only_past_its_timeout_and_while_it_goes_on(sto
     assert await store.time_out("r2", 0.0) == RunStatus.CANCELLED
     row = await store.get_run("r2")
     assert row is not None and row.error is not None and "WorkflowTimeout" not in row.error
+
+
+@covers("time_out", "retry")
+async def test_a_retry_opens_a_new_timeout_window(store: Store) -> None:
+    """A retried run's timeout counts again from its first activation after the retry (not while it
+    waits to be taken again); its `started_at`, the clock its replays run at, stays."""
+    await store.insert_run(new("r1"))
+    claim = await claim_one(store)
+    failed = ActivationResult(status=RunStatus.FAILED, error=error_text(RuntimeError("boom")))
+    await store.commit_activation(Commit(claim.run, claim.token, failed))
+    first = await store.get_run("r1")
+    assert first is not None and first.timeout_from is not None
+    assert await store.retry("r1") == RunStatus.RUNNING
+    retried = await store.get_run("r1")
+    assert retried is not None and retried.timeout_from is None and retried.started_at == first.started_at
+    assert await store.time_out("r1", 0.0) == RunStatus.RUNNING  # its new window is not open yet
+    claim = await claim_one(store)
+    await store.commit_activation(Commit(claim.run, claim.token, ActivationResult(status=RunStatus.WAITING)))
+    again = await store.get_run("r1")
+    assert again is not None and again.started_at == first.started_at
+    assert again.timeout_from is not None and again.timeout_from >= retried.updated_at
+    assert await store.time_out("r1", 3600.0) == RunStatus.WAITING
+    assert await store.time_out("r1", 0.0) == RunStatus.CANCELLED
 
 
 @covers()

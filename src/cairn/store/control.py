@@ -124,11 +124,13 @@ def cancel(tx: Tx, run_id: str, why: str | None = None) -> RunStatus:
 
 
 def time_out(tx: Tx, run_id: str, timeout: float) -> RunStatus:
-    """Cancel the run with WorkflowTimeout once `timeout` seconds have passed since it was created,
-    by the database's clock (before that, or once it has ended, nothing changes)."""
+    """Cancel the run with WorkflowTimeout once `timeout` seconds have passed since its window
+    opened (`RunRow.deadline`: its start, or its first activation since a retry), by the database's
+    clock (before that, while it has not started, or once it has ended, nothing changes)."""
     run = _lock(tx, run_id)
     now = tx.now()
-    if run.status in TERMINAL or now < run.created_at + timeout or not decide("cancel", run_id, run.status):
+    deadline = run.deadline(timeout)
+    if run.status in TERMINAL or deadline is None or now < deadline or not decide("cancel", run_id, run.status):
         return run.status
     return _cancel(tx, run, WorkflowTimeout(f"run {run_id} did not finish within its timeout of {timeout:g}s"), now)
 
@@ -196,6 +198,7 @@ def retry(tx: Tx, run_id: str) -> RunStatus:
             resolve_parent(tx, ended, ended.status, ended.result, ended.error, now)
     status = _going_on(tx, run)
     _set(tx, run.id, status, now, ready=True)
+    tx.write("close_timeout_window", {"id": run.id})  # its timeout counts again from its next activation
     event(tx, run_id, "retried", now, steps=[int(r[0]) for r in failed])
     return status
 

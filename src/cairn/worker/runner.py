@@ -499,11 +499,13 @@ class Runner:
         result: ActivationResult,
         completions: Sequence[Completion],
     ) -> bool:
-        timeout = self._timeout(run)
-        if timeout is not None and result.status in (RunStatus.RUNNING, RunStatus.WAITING):
+        # The activation's clock opens the run's timeout window when none is open (its first, or
+        # its first since a retry), as finish_activation records it: the run as this commit leaves it.
+        opened = run.timeout_from if run.timeout_from is not None else (result.delivered_at or self.now())
+        deadline = replace(run, timeout_from=opened).deadline(self._timeout(run))
+        if deadline is not None and result.status in (RunStatus.RUNNING, RunStatus.WAITING):
             # The deadline is a wake-up like a timer's: due then, the run is claimed and timed out
             # (by whichever worker holds it, or any), however long what it waits for takes.
-            deadline = run.created_at + timeout
             result.wake_at = deadline if result.wake_at is None else min(result.wake_at, deadline)
         draining = self.draining
         births = self._births(result.new_steps) if inst is not None and not draining else []
@@ -551,7 +553,7 @@ class Runner:
             inst.close()
         else:
             activations = run.activations + (1 if result.counts_as_activation else 0)
-            after = replace(run, activations=activations, status=result.status)
+            after = replace(run, activations=activations, status=result.status, timeout_from=opened)
             keeper.put(Entry(inst, token + 1, after))  # the commit advanced the token
         memory = dict(inst.runtime.memory)
         for step in births:  # leased by the commit, at its time
@@ -608,7 +610,8 @@ class Runner:
         and if so cancel it (`control.time_out` judges by the database's clock). A failure leaves it
         due: it is claimed and timed out again."""
         timeout = self._timeout(run)
-        if timeout is None or run.created_at + timeout > now:
+        deadline = run.deadline(timeout)
+        if timeout is None or deadline is None or deadline > now:
             return False
         try:
             status = await self._store.time_out(run.id, timeout)
