@@ -256,6 +256,8 @@ async def test_a_claim_reads_the_journals_of_the_runs_it_took_by_their_key(
 
     await client.store.open()
     _insert_runs(db_url, "p", 40)
+    with psycopg.connect(db_url, autocommit=True) as conn:  # activated once: a claim reads their journals
+        conn.execute("UPDATE cairn_runs SET activations = 1 WHERE id LIKE 'p%'")
     if planned == "on empty tables":
         await _claim_ms(client, 10)  # prepared (after 5 runs), then the generic plan is kept
     bulk_runs(db_url, "h", 5000, "completed", time.time(), workflow="tests.claim_cost.done", with_steps=True)
