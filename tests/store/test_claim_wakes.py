@@ -6,13 +6,20 @@ instead of 2, and two workers slower than one (xproc hunt)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
 
 import cairn
+from cairn import RunStatus
 from cairn.records import ActivationResult
+from cairn.store.base import WORK, Tx
+from cairn.store.open import open_store
 from cairn.store.protocol import Commit
 from tests import flows
 from tests.helpers import action_step, new_run
@@ -54,3 +61,50 @@ async def test_an_attempt_another_claim_holds_is_not_due_for_this_one(
     work = await store.claim_work("w2", [], [ACTION], None, 0, 16, 30.0)
     assert work.actions == []
     assert work.next_due_in is None, work.next_due_in
+
+
+async def test_a_full_claim_wakes_the_claims_that_passed_over_what_it_left(db_url: str) -> None:
+    """Worker A, one slot free, claims while two runs are due (one waiting on a timer due now, one
+    new): its walks lock both, its limit takes one. Worker B's claim meanwhile passes over both and
+    hears of no future wake-up; once A commits, the run A left is free, and B must hear of it
+    rather than wait for its safety poll (xproc-regr2 hunt: 0.2-1 s later, against 8 ms)."""
+    s_a, s_b = open_store(db_url), open_store(db_url)
+    await s_a.open()
+    await s_b.open()
+    try:
+        await s_a.insert_run(new_run("waiting1"))
+        (claim,) = (await s_a.claim_work("w0", [WORKFLOW], [], None, 1, 1, 30.0)).runs
+        due = ActivationResult(status=RunStatus.WAITING, wake_at=time.time() - 5)
+        await s_a.commit_activation(Commit(claim.run, claim.token, due))
+        await s_a.insert_run(new_run("new1"))
+        loop = asyncio.get_running_loop()
+        in_claim, release = threading.Event(), threading.Event()
+        original = s_a.db.transaction
+
+        def held_open(fn: Callable[[Tx], Any]) -> Callable[[Tx], Any]:
+            def run(tx: Tx) -> Any:
+                out = fn(tx)
+                in_claim.set()
+                release.wait(10)
+                return out
+
+            return run
+
+        s_a.db.transaction = lambda fn, *a, **k: original(held_open(fn), *a, **k)  # type: ignore[method-assign]
+        a_claim = asyncio.create_task(s_a.claim_work("wA", [WORKFLOW], [], None, 1, 1, 30.0))
+        await loop.run_in_executor(None, in_claim.wait, 10)
+        work_b = await s_b.claim_work("wB", [WORKFLOW], [], None, 4, 4, 30.0)
+        assert work_b.runs == [] and work_b.next_due_in is None  # both passed over
+        heard = asyncio.Event()
+        unsubscribe = s_b.subscribe_key(WORK, lambda _detail: loop.call_soon_threadsafe(heard.set))
+        try:
+            release.set()
+            (taken,) = (await a_claim).runs
+            await asyncio.wait_for(heard.wait(), 5)
+        finally:
+            unsubscribe()
+        left = {"waiting1", "new1"} - {taken.run.id}
+        assert [c.run.id for c in (await s_b.claim_work("wB", [WORKFLOW], [], None, 4, 4, 30.0)).runs] == list(left)
+    finally:
+        await s_a.close()
+        await s_b.close()

@@ -37,6 +37,11 @@ committed, where its commits send none (SQLite's watcher): unlike a commit's own
 watcher's first look (which knows nothing of what came before it, and wakes claim loops only), it
 may have ended runs this process waits for. A run another process ended before the first look, which
 follows the first wait's start by about a millisecond, is seen by the 1 s safety read."""
+LEFT_BY = "left by"
+"""The detail of a WORK notification a full claim sends, as `(LEFT_BY, worker)`: its walks locked
+due runs its limit then left, free again once it commits. Another worker's claim meanwhile passed
+over them (SKIP LOCKED) and, counting only future wake-ups, would wait for its safety poll; the
+claiming worker, full, wants no wake-up of its own."""
 SCHEDULES = "schedules"
 """Notified when a schedule is declared, paused or resumed: workers look at their next tick again."""
 QUEUES = "queues"

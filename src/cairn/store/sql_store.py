@@ -21,7 +21,7 @@ from cairn.queues import QueueSpec
 from cairn.records import NewRun, RunRow, StepRow
 from cairn.schedules import ScheduleSpec
 from cairn.store import control, journal_tx, queue_tx, schedule_tx
-from cairn.store.base import SCHEDULES, WORK, Database, Tx, run_row, step_row
+from cairn.store.base import LEFT_BY, SCHEDULES, WORK, Database, Tx, run_row, step_row
 from cairn.store.batch import TxBatcher
 from cairn.store.protocol import (
     ActionClaim,
@@ -455,6 +455,10 @@ class SqlStore:
             now = float(clock[0][0])
             run_rows = claimed.pop(0) if want_runs else []
             action_rows = claimed.pop(0) if want_actions else []
+            if want_runs and len(run_rows) >= run_limit:
+                # Full: each of claim_runs' walks locked up to the limit, and the rows it left are
+                # free at this commit, after other claims passed them over (see LEFT_BY).
+                tx.notify(WORK, (LEFT_BY, worker))
             due = [max(0.0, float(t[0][0]) - now) for t in (wake_runs, wake_actions) if t and t[0][0] is not None]
             if limited:  # limited queues, each through its own row, with the room the claims above left
                 new_taken = sum(1 for r in run_rows if run_row(r).status == RunStatus.PENDING)

@@ -32,7 +32,7 @@ from cairn.records import NewRun, RunRow
 from cairn.registry import Registry, registry
 from cairn.schedules import Schedule
 from cairn.serialization import max_payload_bytes
-from cairn.store.base import CANCELLED, QUEUES, SCHEDULES, WORK, call_soon_here
+from cairn.store.base import CANCELLED, LEFT_BY, QUEUES, SCHEDULES, WORK, call_soon_here
 from cairn.store.open import open_store
 from cairn.store.protocol import ActionClaim, ActionInfo, RunClaim, Store, WorkerInfo, WorkflowInfo
 from cairn.types import RunStatus
@@ -186,8 +186,9 @@ class Worker:
         self._up_since = await self.store.now()
         loop = asyncio.get_running_loop()
 
-        def wake(_detail: object) -> None:
-            call_soon_here(loop, self._wakeup.set)
+        def wake(detail: object) -> None:
+            if detail != (LEFT_BY, self.id):  # what our own full claim left is for the others
+                call_soon_here(loop, self._wakeup.set)
 
         self._unsubscribe = self.store.subscribe_key(WORK, wake)
 
