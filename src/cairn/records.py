@@ -36,18 +36,19 @@ class RunRow:
     "nondeterminism" (its code diverged from the journal), "corrupt_journal" (a recorded value no
     longer decodes) or "deadlock" (its code ran too long without awaiting: WorkflowDeadlock)."""
     timeout_from: float | None = None
-    """When its workflow's `timeout` began counting: the clock of its first activation (its
-    `started_at`), or of its first activation since its last retry (a retry opens a new window
-    without moving `started_at`, the clock its replays run at). None before: a run pending in its
-    queue, or retried and not yet taken again, does not time out."""
+    """When its workflow's `timeout` began counting again after a retry (the retry's time); None
+    when it counts from the run's start (`started_at`, its first activation's clock). A run
+    pending in its queue has not started, and does not time out."""
 
     def deadline(self, timeout: float | None) -> float | None:
-        """When the run times out, for its workflow's `timeout` (None: not while it is so). The
-        activation commit sets `timeout_from` (finish_activation) and a retry clears it; each judge
-        of a timeout (the worker's wake-up and check, `control.time_out`) reads it here."""
-        if timeout is None or self.timeout_from is None:
+        """When the run times out, for its workflow's `timeout` (None: not while it is so). One
+        judge for the worker's wake-up and check and for `control.time_out`. NULL is the common
+        case, so a run activated by a worker of a version before the column (a rolling deploy)
+        counts from its start too."""
+        opened = self.timeout_from if self.timeout_from is not None else self.started_at
+        if timeout is None or opened is None:
             return None
-        return self.timeout_from + timeout
+        return opened + timeout
 
     @property
     def stuck(self) -> bool:

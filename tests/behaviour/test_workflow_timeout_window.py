@@ -1,7 +1,7 @@
 """When a workflow's `timeout` counts from, on both backends, in the test environment's skipped
 time: from the run's start (its first activation), so a run waiting for its queue's slot does not
 time out before it begins; and a retry (of a failed run, or one paused on an error) opens a new
-window, from the run's first activation after it, without moving `started_at` (the clock its
+window, from the retry, without moving `started_at` (the clock its
 replays run at). Counted from the run's creation, the third of three 40-minute runs of an hour's
 timeout in a one-at-a-time queue was cancelled without ever starting, and a retry later than the
 timeout after creation was cancelled at once."""

@@ -219,7 +219,8 @@ async def test_a_run_is_timed_out_only_past_its_timeout_and_while_it_goes_on(sto
     claim = await claim_one(store)
     await store.commit_activation(Commit(claim.run, claim.token, ActivationResult(status=RunStatus.WAITING)))
     started = await store.get_run("r1")
-    assert started is not None and started.timeout_from == started.started_at is not None
+    assert started is not None and started.started_at is not None and started.timeout_from is None
+    assert started.deadline(10.0) == started.started_at + 10.0
     events = await store.list_events("r1")
     assert await store.time_out("r1", 3600.0) == RunStatus.WAITING  # not yet, by the database's clock
     assert await store.list_events("r1") == events
@@ -238,23 +239,24 @@ async def test_a_run_is_timed_out_only_past_its_timeout_and_while_it_goes_on(sto
 
 @covers("time_out", "retry")
 async def test_a_retry_opens_a_new_timeout_window(store: Store) -> None:
-    """A retried run's timeout counts again from its first activation after the retry (not while it
-    waits to be taken again); its `started_at`, the clock its replays run at, stays."""
+    """A retried run's timeout counts again from the retry; its `started_at`, the clock its replays
+    run at, stays."""
     await store.insert_run(new("r1"))
     claim = await claim_one(store)
     failed = ActivationResult(status=RunStatus.FAILED, error=error_text(RuntimeError("boom")))
     await store.commit_activation(Commit(claim.run, claim.token, failed))
     first = await store.get_run("r1")
-    assert first is not None and first.timeout_from is not None
+    assert first is not None and first.started_at is not None and first.completed_at is not None
     assert await store.retry("r1") == RunStatus.RUNNING
     retried = await store.get_run("r1")
-    assert retried is not None and retried.timeout_from is None and retried.started_at == first.started_at
-    assert await store.time_out("r1", 0.0) == RunStatus.RUNNING  # its new window is not open yet
+    assert retried is not None and retried.started_at == first.started_at
+    assert retried.timeout_from is not None and retried.timeout_from >= first.completed_at
+    assert retried.deadline(3600.0) == retried.timeout_from + 3600.0
+    assert await store.time_out("r1", 3600.0) == RunStatus.RUNNING  # a whole hour again
     claim = await claim_one(store)
     await store.commit_activation(Commit(claim.run, claim.token, ActivationResult(status=RunStatus.WAITING)))
     again = await store.get_run("r1")
-    assert again is not None and again.started_at == first.started_at
-    assert again.timeout_from is not None and again.timeout_from >= retried.updated_at
+    assert again is not None and again.started_at == first.started_at and again.timeout_from == retried.timeout_from
     assert await store.time_out("r1", 3600.0) == RunStatus.WAITING
     assert await store.time_out("r1", 0.0) == RunStatus.CANCELLED
 

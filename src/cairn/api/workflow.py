@@ -216,7 +216,7 @@ def workflow(
     """Declare a workflow: a `Workflow` subclass with `run`/`handle`, or a (sync or async) function.
     `timeout` (seconds or timedelta): a run still going that long after its start (its first
     activation: not while it waits for its queue) is cancelled with `WorkflowTimeout`, whatever it
-    waits for; a retry gives it that long again from its first activation after the retry.
+    waits for; a retry gives it that long again from the retry.
     `schedule`: a cron expression (UTC, no arguments), shorthand for a `cairn.Schedule` whose id is the workflow's."""
     if on_failure not in ("raise", "pause"):
         raise ValueError(f"on_failure must be 'raise' or 'pause', got {on_failure!r}")

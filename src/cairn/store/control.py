@@ -125,7 +125,7 @@ def cancel(tx: Tx, run_id: str, why: str | None = None) -> RunStatus:
 
 def time_out(tx: Tx, run_id: str, timeout: float) -> RunStatus:
     """Cancel the run with WorkflowTimeout once `timeout` seconds have passed since its window
-    opened (`RunRow.deadline`: its start, or its first activation since a retry), by the database's
+    opened (`RunRow.deadline`: its start, or its last retry), by the database's
     clock (before that, while it has not started, or once it has ended, nothing changes)."""
     run = _lock(tx, run_id)
     now = tx.now()
@@ -198,7 +198,7 @@ def retry(tx: Tx, run_id: str) -> RunStatus:
             resolve_parent(tx, ended, ended.status, ended.result, ended.error, now)
     status = _going_on(tx, run)
     _set(tx, run.id, status, now, ready=True)
-    tx.write("close_timeout_window", {"id": run.id})  # its timeout counts again from its next activation
+    tx.write("open_timeout_window", {"id": run.id, "now": now})  # its timeout counts again from now
     event(tx, run_id, "retried", now, steps=[int(r[0]) for r in failed])
     return status
 

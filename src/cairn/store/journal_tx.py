@@ -370,7 +370,6 @@ def _finished_row(commit: Commit, activation: int, now: float, ran_at: float) ->
         properties=res.properties if res.properties is not None else run.properties,
         updated_at=now,
         started_at=run.started_at if run.started_at is not None else ran_at,
-        timeout_from=run.timeout_from if run.timeout_from is not None else ran_at,
         completed_at=now,
         lease_owner=None,
         lease_token=commit.token + 1,

@@ -379,7 +379,7 @@ class Store(Protocol):
 
     async def time_out(self, run_id: str, timeout: float) -> RunStatus:
         """Cancel the run with WorkflowTimeout if `timeout` seconds have passed since its start, or
-        its first activation since a retry (`RunRow.deadline`), by the database's clock; else
+        since its last retry (`RunRow.deadline`), by the database's clock; else
         nothing changes. Its status either way."""
 
     async def retry(self, run_id: str) -> RunStatus: ...

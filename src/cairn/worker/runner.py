@@ -499,10 +499,10 @@ class Runner:
         result: ActivationResult,
         completions: Sequence[Completion],
     ) -> bool:
-        # The activation's clock opens the run's timeout window when none is open (its first, or
-        # its first since a retry), as finish_activation records it: the run as this commit leaves it.
-        opened = run.timeout_from if run.timeout_from is not None else (result.delivered_at or self.now())
-        deadline = replace(run, timeout_from=opened).deadline(self._timeout(run))
+        # The run's first activation starts it at its clock (finish_activation's started_at), and
+        # its timeout with it: the run as this commit leaves it.
+        began = run.started_at if run.started_at is not None else (result.delivered_at or self.now())
+        deadline = replace(run, started_at=began).deadline(self._timeout(run))
         if deadline is not None and result.status in (RunStatus.RUNNING, RunStatus.WAITING):
             # The deadline is a wake-up like a timer's: due then, the run is claimed and timed out
             # (by whichever worker holds it, or any), however long what it waits for takes.
@@ -553,7 +553,7 @@ class Runner:
             inst.close()
         else:
             activations = run.activations + (1 if result.counts_as_activation else 0)
-            after = replace(run, activations=activations, status=result.status, timeout_from=opened)
+            after = replace(run, activations=activations, status=result.status, started_at=began)
             keeper.put(Entry(inst, token + 1, after))  # the commit advanced the token
         memory = dict(inst.runtime.memory)
         for step in births:  # leased by the commit, at its time

@@ -196,14 +196,11 @@ ON CONFLICT (run_id, activation) DO UPDATE SET properties = excluded.properties
 -- is next ready now when a result arrived meanwhile (recorded apart, or a signal matched to its
 -- wait by this commit), else at its next timer; `due` says it is ready now, for the wake-up.
 -- A sticky lease runs :lease seconds from the database's clock as the row is written (see insert_run).
--- The activation's clock (:started_at) opens the run's timeout window when none is open: its first
--- activation's, or its first since a retry (which closes the window: close_timeout_window).
 -- rows: id text, token bigint, status text, result text, error text, activations integer, properties text, now double precision, started_at double precision, completed_at double precision, parked integer, wake_at double precision, pause_reason text, lease_owner text, lease double precision
 UPDATE cairn_runs AS r
 SET status = x.status, result = x.result, error = x.error, activations = x.activations,
     pause_reason = x.pause_reason, properties = COALESCE(x.properties, r.properties), updated_at = x.now,
     started_at = COALESCE(r.started_at, x.started_at), completed_at = x.completed_at,
-    timeout_from = COALESCE(r.timeout_from, x.started_at),
     lease_owner = x.lease_owner, lease_until = cairn_now() + x.lease, lease_token = r.lease_token + 1,
     ready_at = CASE
         WHEN x.parked = 1 THEN NULL
@@ -346,10 +343,10 @@ SET status = :status, pause_reason = :pause_reason, error = :error, completed_at
     lease_token = lease_token + 1, updated_at = :now, queue_claimed_at = NULL
 WHERE id = :id
 
--- name: close_timeout_window
--- A retry gives the run a new timeout window, opened by its next activation's commit (see
--- finish_activation): until then (pending in its queue, say) it does not time out.
-UPDATE cairn_runs SET timeout_from = NULL WHERE id = :id
+-- name: open_timeout_window
+-- A retry gives the run its whole timeout again, counted from the retry (before any retry, the
+-- timeout counts from the run's start: see RunRow.deadline).
+UPDATE cairn_runs SET timeout_from = :now WHERE id = :id
 
 -- name: cancel_open_steps
 -- An attempt running then did not fail: it counts as lost, as one whose worker died does, so that a
