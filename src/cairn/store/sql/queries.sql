@@ -512,7 +512,6 @@ DELETE FROM cairn_memory WHERE (run_id, key) IN (
     SELECT run_id, key FROM cairn_memory WHERE run_id = ANY(:ids) LIMIT :limit)
 
 -- name: prune_signals
--- Signals consumed are in no index by run: this reads them all, once per transaction of a prune.
 DELETE FROM cairn_signals WHERE id IN (SELECT id FROM cairn_signals WHERE run_id = ANY(:ids) LIMIT :limit)
 
 -- name: pruned_runs
