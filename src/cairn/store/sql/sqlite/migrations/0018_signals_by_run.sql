@@ -4,7 +4,7 @@
 -- of the signals its rewind undoes. A prune of 2,000 runs beside 200,000 consumed signals took 51 s
 -- on PostgreSQL, 1.2 s with this index (of 50 runs on SQLite: 1.7 s, 1 ms); retention prunes in a
 -- worker's heartbeat. The open signals of a run (a claim's signal_matches) are one search of this
--- index (run_id, and consumed_by IS NULL), so the partial index goes: a signal's writes update as
--- many index entries as before.
+-- index (run_id, and consumed_by IS NULL), so the partial index goes: a signal sent still writes
+-- one entry of an index by run, and its consumption one more.
 CREATE INDEX cairn_signals_run ON cairn_signals (run_id, consumed_by);
 DROP INDEX cairn_signals_open;
