@@ -78,15 +78,21 @@ _CONFLICTS = frozenset({"40P01", "40001"})
 """deadlock_detected, serialization_failure: a transaction refused as a lock conflict's loser."""
 READ_CONNECTIONS = 4
 """Connections of a process for one-statement reads on its event loop (see `PostgresDatabase.read`)."""
-PLANNED_EACH_TIME = frozenset({"next_wake_runs", "next_wake_actions", "fire_due_timers_of_runs", "steps_of_runs"})
+PLANNED_EACH_TIME = frozenset(
+    {"next_wake_runs", "next_wake_actions", "fire_due_timers_of_runs", "steps_of_runs", "runs_by_ids", "busy_due"}
+)
 """Statements never prepared, so planned anew at each run. Each walks an index in order and stops at
-its first row, which only pays when the planner knows the table is big. A prepared statement's plan
+its first row, or looks rows up by a list of keys, which only pays when the planner knows the table
+is big. A prepared statement's plan
 is kept until the statistics are next gathered, so one cached while the table was small (a worker
 started before a burst of 20,000 starts) read and sorted every due run at every claim: 11 ms, up
 from 0.1 ms. Planning each time costs well under that. The journal reads of a claim (its runs'
 timers and steps, by `run_id = ANY(...)`), prepared while the steps table was small, kept reading
 all of it by a sequential scan once 100,000 runs had finished since: 30 and 98 ms a claim, against
-0.3 ms each planned anew (the other reads of a claim keep index plans however they were made)."""
+0.3 ms each planned anew. The runs that result waits read by id (`runs_by_ids`), and those of a
+claim's busy runs it reads (`busy_due`), were read by a sequential scan likewise: 10 ms a read of a
+few runs among 12,000, against 0.5 ms (the other reads of a claim keep index plans however they were
+made)."""
 
 
 def _said(exc: BaseException, secrets: Sequence[str] = ()) -> str:
