@@ -14,7 +14,7 @@ from typing import Any
 from cairn.errors import CairnError, IllegalTransition, LeaseLost, RunIdConflict, RunIdTaken, RunNotFound
 from cairn.records import NewRun, NewStep, RunRow, StepRow
 from cairn.serialization import error_to_json
-from cairn.store.base import CANCELLED, WORK, Tx, run_row
+from cairn.store.base import CANCELLED, WORK, Tx, run_row, start_note
 from cairn.store.protocol import ActionClaim, Commit, Completion
 from cairn.transitions import decide
 from cairn.types import RunStatus, StepKind, StepStatus
@@ -64,13 +64,14 @@ def insert_params(run: NewRun) -> dict[str, Any]:
 
 def create_run(tx: Tx, run: NewRun, owner: str | None, lease: float, now: float | None) -> None:
     """Insert a run (a row write: one statement with the rest of its transaction on PostgreSQL),
-    refused (IdTaken) when its id names one already. A run no worker holds wakes claim loops."""
+    refused (IdTaken) when its id names one already. A run no worker holds wakes the claim loops
+    that could take it (`start_note`)."""
     params = {**insert_params(run), "now": now, "lease_owner": owner, "lease": lease if owner else None}
     tx.write_row("insert_run", params, expect=IdTaken(f"run {run.id} exists already"))
     if run.trace is not None:  # tracing on (cairn[otel]): one more statement
         tx.write("set_run_trace", {"id": run.id, "trace": run.trace})
     if owner is None:
-        tx.notify(WORK)
+        tx.notify(start_note(run.workflow, run.queue))
 
 
 def event(tx: Tx, run_id: str, what: str, now: float, step: int | None = None, /, **detail: Any) -> None:
@@ -552,7 +553,7 @@ def start_child(tx: Tx, run: RunRow, step: NewStep, now: float, owner: str | Non
     new = {**insert_params(child), "now": now, "lease_owner": owner, "lease": lease if owner else None}
     if not joined and tx.one("insert_run", new) is not None:
         if owner is None:
-            tx.notify(WORK)
+            tx.notify(start_note(child.workflow, child.queue))
         return owner is not None
     try:
         held = id_holder(child_id, tx.one("id_holder", {"id": child_id}))

@@ -27,7 +27,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from cairn.clock import Clock
 from cairn.errors import DatabaseUnavailable
-from cairn.store.base import Database, Params, Tx
+from cairn.store.base import WORK, Database, Params, Tx
 from cairn.store.daemon_pool import DaemonThreadPool
 from cairn.store.open import redact_url, secrets_of
 from cairn.store.protocol import Listener
@@ -52,6 +52,24 @@ _MIGRATION_LOCK = 7_311_482_019
 
 ANY_ORIGIN = "*"
 """The origin of a notification the server itself sends; every process, the committer's included, handles it."""
+
+
+def _sent(origin: str, note: str) -> str:
+    """A notification as sent: "<origin> <note>", the key of the listeners it is for after the first
+    space. A start's qualified wake-up ("work <about>": see `start_note`, whose about has no space)
+    goes as "<origin><about> work": a process of an earlier version (a rolling deploy's workers)
+    takes the word before the first space for the origin, and still hears the plain "work" it knows."""
+    key, _, about = note.partition(" ")
+    return f"{origin}{about} {key}" if key == WORK and about.startswith("[") else f"{origin} {note}"
+
+
+def _heard(payload: str) -> tuple[str, str]:
+    """(origin, note) of a notification as `_sent` sent it (an origin is hex, or ANY_ORIGIN)."""
+    first, _, key = payload.partition(" ")
+    origin, bracket, about = first.partition("[")
+    return origin, f"{key} [{about}" if bracket else key
+
+
 LISTEN_WAIT = 2.0
 """How long the first subscriber of a channel waits for LISTEN to be in place (see `subscribe_key`)."""
 UNLISTEN_AFTER = 1.0
@@ -398,7 +416,7 @@ class _PgTx(Tx):
         if not notes:
             return {"notifications": None, "notify_channels": None}
         return {
-            "notifications": [f"{origin} {note}" for note in notes],
+            "notifications": [_sent(origin, note) for note in notes],
             "notify_channels": [channel(note) for note in notes],
         }
 
@@ -471,7 +489,7 @@ class _PgTx(Tx):
                 **new.rows[0],
                 "insert_run_expect": expect,
                 "notify_channel": channel(note) if note is not None else None,
-                "notification": f"{origin} {note}" if note is not None else None,
+                "notification": _sent(origin, note) if note is not None else None,
             }
         params = self._apply(events, notes, origin)
         return None if params is None else ("apply", params)
@@ -845,7 +863,7 @@ class PostgresDatabase(Database):
                             with contextlib.suppress(OSError):
                                 nudged.recv(4096)
                         for note in conn.notifies(timeout=0):
-                            origin, _, payload = note.payload.partition(" ")
+                            origin, payload = _heard(note.payload)
                             if origin != self._origin:
                                 self._dispatch([payload])
             except (psycopg.Error, OSError, ValueError) as exc:  # OSError, ValueError: closed meanwhile

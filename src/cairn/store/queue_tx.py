@@ -23,7 +23,7 @@ from typing import Any
 
 from cairn.queues import QueueSpec
 from cairn.records import NewRun, RunRow
-from cairn.store.base import QUEUES, WORK, Tx, run_row
+from cairn.store.base import QUEUES, WORK, Tx, run_row, start_note
 from cairn.store.journal_tx import id_holder, insert_params
 
 BLOCKED_RETRY = 0.1
@@ -280,7 +280,7 @@ def insert(tx: Tx, run: NewRun) -> RunRow | None:
     if tx.one("insert_queued_run", params) is not None:
         if run.trace is not None:
             tx.write("set_run_trace", {"id": run.id, "trace": run.trace})
-        tx.notify(WORK)
+        tx.notify(start_note(run.workflow, run.queue))
         return None
     existing = id_holder(run.id, tx.one("id_holder", {"id": run.id}))
     if existing is None and run.dedup_key is not None:  # a start with the same dedup_key won a race

@@ -15,7 +15,7 @@ from typing import Any
 from cairn.records import NewRun
 from cairn.schedules import ScheduleSpec
 from cairn.store import control
-from cairn.store.base import WORK, Tx, run_row
+from cairn.store.base import Tx, run_row, start_note
 from cairn.store.journal_tx import event, insert_params
 
 
@@ -84,5 +84,5 @@ def _start(tx: Tx, spec: ScheduleSpec, tick: float, now: float) -> str:
     run = NewRun(spec.run_id(tick), spec.workflow, spec.input, spec.queue)
     if tx.one("insert_run", {**insert_params(run), "now": now, "lease_owner": None, "lease": None}) is not None:
         event(tx, run.id, "scheduled", now, None, schedule=spec.id, tick=tick)
-        tx.notify(WORK)
+        tx.notify(start_note(run.workflow, run.queue))
     return run.id

@@ -21,7 +21,7 @@ from cairn.queues import QueueSpec
 from cairn.records import NewRun, RunRow, StepRow
 from cairn.schedules import ScheduleSpec
 from cairn.store import control, journal_tx, queue_tx, schedule_tx
-from cairn.store.base import LEFT_BY, SCHEDULES, WORK, Database, Tx, run_row, step_row
+from cairn.store.base import LEFT_BY, SCHEDULES, WORK, Database, Tx, run_row, start_note, step_row
 from cairn.store.batch import TxBatcher
 from cairn.store.protocol import (
     ActionClaim,
@@ -792,7 +792,7 @@ class SqlStore:
             run = NewRun(f"{schedule_id}@manual:{uuid.uuid4().hex[:12]}", found[0], found[2], found[1])
             tx.one("insert_run", {**journal_tx.insert_params(run), "now": now, "lease_owner": None, "lease": None})
             journal_tx.event(tx, run.id, "scheduled", now, None, schedule=schedule_id, manual=True)
-            tx.notify(WORK)
+            tx.notify(start_note(run.workflow, run.queue))
             return run.id
 
         return await self.db.transaction(tx_fn)

@@ -29,10 +29,10 @@ from cairn.policies import retention as retention_of
 from cairn.policies import seconds as as_seconds
 from cairn.queues import declared
 from cairn.records import NewRun, RunRow
-from cairn.registry import Registry, registry
+from cairn.registry import Registry, WorkflowDef, registry
 from cairn.schedules import Schedule
 from cairn.serialization import max_payload_bytes
-from cairn.store.base import CANCELLED, LEFT_BY, QUEUES, SCHEDULES, WORK, call_soon_here
+from cairn.store.base import CANCELLED, LEFT_BY, QUEUES, SCHEDULES, WORK, Started, call_soon_here
 from cairn.store.open import open_store
 from cairn.store.protocol import ActionClaim, ActionInfo, RunClaim, Store, WorkerInfo, WorkflowInfo
 from cairn.types import RunStatus
@@ -187,8 +187,11 @@ class Worker:
         loop = asyncio.get_running_loop()
 
         def wake(detail: object) -> None:
-            if detail != (LEFT_BY, self.id):  # what our own full claim left is for the others
-                call_soon_here(loop, self._wakeup.set)
+            if detail == (LEFT_BY, self.id):  # what our own full claim left is for the others
+                return
+            if isinstance(detail, Started) and not self._could_take(detail):
+                return  # a run of a workflow or queue not ours: our claim would take nothing
+            call_soon_here(loop, self._wakeup.set)
 
         self._unsubscribe = self.store.subscribe_key(WORK, wake)
 
@@ -573,6 +576,16 @@ class Worker:
         born = run.born(self.id, now)
         self._spawn(self._runner.claimed(RunClaim(born, 1, [], [], False, now)), release)
         return born
+
+    def _could_take(self, started: Started) -> bool:
+        """Whether a claim of ours could take a run started so, unheld (called from the listener's
+        thread: it reads the registry's definitions and our queues only). Its workflow is looked up
+        by id, as the claim matches it, in the registry as it is now: one registered late wakes us,
+        and the claim reads it then. A run whose queue has limits is taken as its place allows, and
+        a place freed sends its own wake-up."""
+        if self.queues is not None and started.queue not in self.queues:
+            return False
+        return isinstance(self.registry.get(started.workflow), WorkflowDef)
 
     def _reserve_run(self, workflow: str, queue: str) -> bool:
         """Take a run started in this process at birth when it is ours to run and we have room (a
