@@ -9,6 +9,7 @@ installed, a throwaway cluster is started; otherwise the run fails with instruct
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -168,6 +169,56 @@ def pg_template(pg_server: str) -> Iterator[str]:
     _admin(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+class _Clones:
+    """Fresh databases cloned from the template on a thread of their own: the next test's is made,
+    and the last one's dropped, while other tests run (most often the same test on SQLite). Made and
+    dropped in each test's own setup and teardown, they took 0.14 s of each of the suite's 739
+    PostgreSQL tests on a quiet machine, 0.3 s on a busy one. The 36 of test_contract.py, which run
+    one after another with nothing to overlap, spent 5.0 s in setup and teardown, 2.8 s so."""
+
+    def __init__(self, server: str, template: str) -> None:
+        self._server, self._template = server, template
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="cairn-test-databases")
+        self._next: concurrent.futures.Future[str] | None = self._thread.submit(self._create)
+        self._dropped: list[concurrent.futures.Future[None]] = []
+
+    def _create(self) -> str:
+        name = f"cairn_t_{uuid.uuid4().hex[:12]}"
+        for _ in range(100):
+            try:
+                _admin(self._server, f'CREATE DATABASE "{name}" TEMPLATE "{self._template}"')
+                return name
+            except psycopg.errors.ObjectInUse:  # a test reads the template itself (test_schema)
+                time.sleep(0.05)
+        raise RuntimeError(f"the template database {self._template} stayed in use for 5 s")
+
+    def take(self) -> str:
+        made, self._next = self._next, None
+        return made.result() if made is not None else self._create()
+
+    def give_back(self, name: str) -> None:
+        drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+        self._dropped.append(self._thread.submit(_admin, self._server, drop))
+        self._next = self._thread.submit(self._create)
+
+    def close(self) -> None:
+        if self._next is not None:
+            self.give_back(self._next.result())
+            self._next = None
+        self._thread.shutdown(wait=True)
+        for dropped in self._dropped:
+            dropped.result()  # a database left behind says so
+
+
+@pytest.fixture(scope="session")
+def pg_clones(pg_server: str, pg_template: str) -> Iterator[_Clones]:
+    clones = _Clones(pg_server, pg_template)
+    try:
+        yield clones
+    finally:
+        clones.close()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty, migrated database on each backend."""
@@ -175,13 +226,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path}/cairn.db"
         return
     server: str = request.getfixturevalue("pg_server")
-    template: str = request.getfixturevalue("pg_template")
-    name = f"cairn_t_{uuid.uuid4().hex[:12]}"
-    _admin(server, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    clones: _Clones = request.getfixturevalue("pg_clones")
+    name = clones.take()
     try:
         yield _with_db(server, name)
     finally:
-        _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        clones.give_back(name)
 
 
 @pytest.fixture
