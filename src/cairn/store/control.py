@@ -158,7 +158,7 @@ def _cancel(tx: Tx, run: RunRow, reason: WorkflowCancelled, now: float) -> RunSt
     event(tx, run.id, "cancelled", now, **detail)
     for (child_id,) in tx.all("open_children", {"id": run.id}):
         cancel(tx, str(child_id))
-    if run.parent_id is not None and run.parent_seq is not None:
+    if run.parent_id is not None:  # locked by `_lock`: see resolve_parent
         resolve_parent(tx, run, RunStatus.FAILED, None, error, now)  # the parent sees `reason`
     return RunStatus.CANCELLED
 

@@ -215,6 +215,11 @@ RETURNING CASE WHEN ready_at <= updated_at THEN 1 ELSE 0 END AS due
 -- The options of a parent's step that waits for a child: they name the child's run.
 SELECT options FROM cairn_steps WHERE run_id = :run_id AND seq = :seq AND kind = 'child'
 
+-- name: run_due
+-- Whether a run is due now or within a second (`now` is a commit's estimate of the database's
+-- clock, which may run a little ahead or behind the claim that skipped it): see resolve_parent.
+SELECT 1 FROM cairn_runs WHERE id = :id AND ready_at <= :now + 1.0 AND status IN ('pending', 'running', 'waiting')
+
 -- name: resolve_parent_step
 UPDATE cairn_steps SET status = :status, result = :result, error = :error, completed_at = :now
 WHERE run_id = :run_id AND seq = :seq AND status IN ('scheduled', 'running')
