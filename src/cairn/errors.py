@@ -241,9 +241,21 @@ class SchemaBehind(StoreError):
     write nothing, so it did not migrate it (`cairn replay`)."""
 
 
-class DatabaseReplaced(StoreError):
+class DatabaseUnusable(StoreError):
+    """The database is reached in a way no retry can mend: the process must be restarted or its
+    URL changed. A worker stops on it, saying so, rather than retrying for ever."""
+
+
+class DatabaseReplaced(DatabaseUnusable):
     """The SQLite file this process opened was deleted or replaced under it: nothing it writes
     reaches the file there now. Restart the process. (A worker stops on it.)"""
+
+
+class PoolerModeUnsupported(DatabaseUnusable):
+    """PostgreSQL is reached through a connection pooler in transaction or statement mode
+    (PgBouncer, Supavisor, ...), which hands each transaction or statement to any server session:
+    Cairn's prepared statements, LISTEN/NOTIFY and session settings need a session of their own.
+    Connect directly, or to the pooler's session-mode port. (A worker stops on it.)"""
 
 
 class DatabaseUnavailable(StoreError, ConnectionError):

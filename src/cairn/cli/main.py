@@ -31,7 +31,7 @@ from cairn.cli.json_input import parse_json, read_json_text
 from cairn.cli.lazy import Lazy
 from cairn.cli.times import FORMS as TIME_FORMS
 from cairn.cli.times import When, iso, parse_when
-from cairn.errors import CairnError, DatabaseLocked, DatabaseReplaced, DatabaseUnavailable
+from cairn.errors import CairnError, DatabaseLocked, DatabaseUnavailable, DatabaseUnusable
 from cairn.transitions import RULES
 from cairn.types import RunStatus
 from cairn.worker.defaults import DEFAULT_CONCURRENCY, DEFAULT_DEADLOCK_TIMEOUT, DEFAULT_GRACE
@@ -655,7 +655,7 @@ async def supervise(w: cairn.Worker, announcement: str) -> int:
         await w.serve_until_stopped()
     except asyncio.CancelledError:
         return 130
-    except DatabaseReplaced as exc:
+    except DatabaseUnusable as exc:
         click.echo(f"error: the worker stopped: {exc}", err=True)
         return 1
     except Exception as exc:

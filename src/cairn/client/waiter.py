@@ -21,7 +21,7 @@ import threading
 import weakref
 from collections.abc import Callable
 
-from cairn.errors import DatabaseReplaced, RunNotFound
+from cairn.errors import DatabaseUnusable, RunNotFound
 from cairn.records import RunRow
 from cairn.store.base import ELSEWHERE, WORK, call_soon_here
 from cairn.store.open import redact_url
@@ -148,7 +148,7 @@ class ResultWaiter:
                     self._elsewhere = False
                 try:
                     await self._read(check, safety)
-                except DatabaseReplaced as exc:  # no wait will ever be answered: each is told so
+                except DatabaseUnusable as exc:  # no wait will ever be answered: each is told so
                     for run_id in list(self._waiting):
                         self._fail(run_id, exc)
                 except Exception as exc:  # the database is away: keep waiting, and read these again

@@ -26,7 +26,7 @@ from psycopg.types.array import ListBinaryDumper
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from cairn.clock import Clock
-from cairn.errors import DatabaseUnavailable
+from cairn.errors import DatabaseUnavailable, PoolerModeUnsupported
 from cairn.store.base import WORK, Database, Params, Tx
 from cairn.store.daemon_pool import DaemonThreadPool
 from cairn.store.open import redact_url, secrets_of
@@ -111,6 +111,36 @@ all of it by a sequential scan once 100,000 runs had finished since: 30 and 98 m
 claim's busy runs it reads (`busy_due`), were read by a sequential scan likewise: 10 ms a read of a
 few runs among 12,000, against 0.5 ms (the other reads of a claim keep index plans however they were
 made)."""
+
+
+_POOLED = re.compile(
+    r"statement pooling mode"
+    r'|prepared statement "_pg3_\w+" (does not exist|already exists)'
+    r'|bind message supplies \d+ parameters?, but prepared statement "_pg3_\w+" requires'
+)
+"""What PostgreSQL says, through a pooler in transaction or statement mode (PgBouncer 1.18:
+measured, each of these), to the statements psycopg prepares itself (`_pg3_N`, after 5 runs of a
+statement): the session they were prepared in is another client's by then. In statement mode,
+PgBouncer refuses every transaction block. SQLSTATE 08P01 (a protocol violation, otherwise a
+connection lost), 26000 and 42P05."""
+_POOLED_STATES = frozenset({"08P01", "26000", "42P05"})
+
+
+def pooler_mode(exc: BaseException, shown_url: str) -> PoolerModeUnsupported | None:
+    """The error to raise when `exc` says the server is reached through a pooler that shares its
+    sessions between clients, else None. Retrying does not help (08P01 is otherwise a lost
+    connection, retried while the server is away): each retry meets another client's session."""
+    if not isinstance(exc, psycopg.Error) or exc.sqlstate not in _POOLED_STATES:
+        return None
+    said = _said(exc)
+    if _POOLED.search(said) is None:
+        return None
+    return PoolerModeUnsupported(
+        f"PostgreSQL at {shown_url} is reached through a connection pooler in transaction (or statement) "
+        "mode (PgBouncer, Supavisor, ...): Cairn needs a session of its own for prepared statements and "
+        "LISTEN/NOTIFY. Connect to the database directly or to the pooler's session-mode port. "
+        f"(The server said: {said})"
+    )
 
 
 def _said(exc: BaseException, secrets: Sequence[str] = ()) -> str:
@@ -656,8 +686,8 @@ class PostgresDatabase(Database):
         await loop.run_in_executor(self._executor, self._listening.wait, 5.0)
 
     def refused(self, exc: Exception) -> bool:
-        if isinstance(exc, PoolTimeout | psycopg.InterfaceError):
-            return False
+        if isinstance(exc, PoolTimeout | psycopg.InterfaceError | PoolerModeUnsupported):
+            return False  # PoolerModeUnsupported: not the transaction's fault, so not its run's either
         if isinstance(exc, psycopg.Error):
             if exc.sqlstate is None:  # refused by psycopg before sending (a NUL in text), or no answer
                 return not isinstance(exc, psycopg.OperationalError)
@@ -687,9 +717,12 @@ class PostgresDatabase(Database):
                 with first:
                     self._migrate(first)
                 return
-            except psycopg.OperationalError as exc:
+            except psycopg.Error as exc:
+                pooled = pooler_mode(exc, self.shown_url)
+                if pooled is not None:
+                    raise pooled from None
                 cut = exc.sqlstate is None or exc.sqlstate[:2] in _UNAVAILABLE
-                if not cut:
+                if not isinstance(exc, psycopg.OperationalError) or not cut:
                     raise
                 cause = _said(exc, self._secrets)
                 if time.monotonic() + delay > deadline:
@@ -981,7 +1014,12 @@ class PostgresDatabase(Database):
                         self._q[name], params, prepare=False if name in PLANNED_EACH_TIME else None
                     )
                     return await cur.fetchall() if cur.description else []
-            except (psycopg.OperationalError, PoolTimeout) as exc:  # a read is safe to send again
+            except (psycopg.Error, PoolTimeout) as exc:  # a read is safe to send again
+                pooled = pooler_mode(exc, self.shown_url)
+                if pooled is not None:
+                    raise pooled from None
+                if not isinstance(exc, psycopg.OperationalError | PoolTimeout):
+                    raise
                 log.debug(
                     "a read on the event loop failed (%s); reading on a connection thread", _said(exc, self._secrets)
                 )
@@ -1006,6 +1044,9 @@ class PostgresDatabase(Database):
                     sent = True
                     await conn.write_cursor().execute(self._q[name], params)
             except (psycopg.Error, PoolTimeout) as exc:
+                pooled = pooler_mode(exc, self.shown_url)
+                if pooled is not None:
+                    raise pooled from None
                 if not sent:
                     return None
                 expected = tx.expected(exc) if isinstance(exc, psycopg.Error) else None
@@ -1066,7 +1107,7 @@ class PostgresDatabase(Database):
                 tx.commit(self._origin)
                 tx.end()
             except psycopg.Error as exc:
-                expected = tx.expected(exc)
+                expected = tx.expected(exc) or pooler_mode(exc, self.shown_url)
                 if expected is not None:
                     raise expected from None
                 if not (tx.committing and write) and not self.refused(exc):

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from cairn import forks
-from cairn.errors import DatabaseReplaced
+from cairn.errors import DatabaseUnusable
 from cairn.names import check_name
 from cairn.policies import retention as retention_of
 from cairn.policies import seconds as as_seconds
@@ -415,8 +415,8 @@ class Worker:
             try:
                 due_in = await self._claim(workflows, actions)
                 delay = 0.05
-            except DatabaseReplaced:
-                raise  # no back-off brings the file back: the worker stops, saying so
+            except DatabaseUnusable:
+                raise  # no back-off mends it (a file replaced, a pooler): the worker stops, saying so
             except Exception as exc:  # database down or busy: back off, never die of it
                 log.warning("claiming work failed (%s); retrying in %.2fs", exc, delay)
                 await self._wait(delay)
@@ -680,7 +680,7 @@ class Worker:
                 if not self._stopping.is_set():
                     await self._refresh_queues()
                     await self._housekeeping()
-            except DatabaseReplaced:
+            except DatabaseUnusable:
                 raise  # the worker stops, saying so (see `_supervise`)
             except Exception as exc:
                 log.warning("heartbeat failed (%s); will retry", exc)
@@ -719,7 +719,7 @@ class Worker:
                 news.clear()
                 try:
                     due_in = await self.fire_schedules()
-                except DatabaseReplaced:
+                except DatabaseUnusable:
                     raise
                 except Exception as exc:
                     log.warning("firing schedules failed (%s); will retry", exc)
