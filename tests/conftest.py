@@ -197,14 +197,17 @@ class _Clones:
         return made.result() if made is not None else self._create()
 
     def give_back(self, name: str) -> None:
-        drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-        self._dropped.append(self._thread.submit(_admin, self._server, drop))
+        self._drop(name)
         self._next = self._thread.submit(self._create)
 
+    def _drop(self, name: str) -> None:
+        drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+        self._dropped.append(self._thread.submit(_admin, self._server, drop))
+
     def close(self) -> None:
-        if self._next is not None:
-            self.give_back(self._next.result())
-            self._next = None
+        made, self._next = self._next, None
+        if made is not None:  # the clone made for a test that never came
+            self._drop(made.result())
         self._thread.shutdown(wait=True)
         for dropped in self._dropped:
             dropped.result()  # a database left behind says so
